@@ -1,0 +1,80 @@
+"""`bert-jax <command>`: the one entry point.
+
+    bert-jax pretrain [--config configs/RECIPE.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
+    bert-jax fill-mask --workdir DIR [--json] [--top-k 5] "text with [MASK] in it" ...
+
+Bad input ends in one `error: ...` line and exit status 2.
+"""
+
+import argparse
+import os
+import sys
+
+from bert_jax.errors import UserError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow: quiet unless it matters
+
+
+def _pretrain(argv):
+  from absl import flags
+  from absl import logging
+  from ml_collections import config_flags
+
+  from bert_jax import config as config_lib
+  from bert_jax.train import loop
+
+  logging.set_verbosity(logging.WARNING)
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", str(config_lib.DEFAULT_CONFIG),
+                                  "Recipe file (configs/*.py).", flag_values=fv, lock_config=True)
+  flags.DEFINE_string("workdir", None, "Run directory: data, checkpoints, metrics.",
+                      flag_values=fv)
+  try:
+    rest = fv(["bert-jax pretrain"] + argv)
+    config = fv.config
+  except (flags.Error, KeyError, AttributeError, ValueError, TypeError) as e:
+    raise UserError(f"{_first_line(e)} (see `bert-jax pretrain --help`; every key is listed "
+                    f"in bert_jax/config.py)") from None
+  if len(rest) > 1:
+    raise UserError(f"unexpected arguments {rest[1:]}; options look like --config.train.steps=100")
+  if not fv.workdir:
+    raise UserError("--workdir is required: the folder for data, checkpoints and metrics")
+  loop.pretrain(config, fv.workdir)
+
+
+def _fill_mask(argv):
+  parser = argparse.ArgumentParser(prog="bert-jax fill-mask",
+                                   description="Top predictions for each [MASK] in the text.")
+  parser.add_argument("--workdir", required=True, help="a pretraining run directory")
+  parser.add_argument("--json", action="store_true", help="one JSON list per input")
+  parser.add_argument("--top-k", type=int, default=5)
+  parser.add_argument("text", nargs="+", help='text containing [MASK], e.g. "a [MASK] b"')
+  args = parser.parse_args(argv)
+  from bert_jax import fill_mask
+  fill_mask.main(args.workdir, args.text, top_k=args.top_k, as_json=args.json)
+
+
+COMMANDS = {"pretrain": _pretrain, "fill-mask": _fill_mask}
+
+
+def _first_line(error):
+  text = str(error).strip() or type(error).__name__
+  return text.splitlines()[0]
+
+
+def main(argv=None):
+  argv = sys.argv[1:] if argv is None else argv
+  if not argv or argv[0] not in COMMANDS:
+    print(f"usage: bert-jax {{{','.join(COMMANDS)}}} ...  (bert-jax COMMAND --help)",
+          file=sys.stderr)
+    return 2
+  try:
+    COMMANDS[argv[0]](argv[1:])
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,132 @@
+"""Config helpers: the full schema with defaults, size presets, validation, and the
+conversion of an ml_collections config into the frozen model dataclass.
+
+Recipes in `configs/` start from `base_config()` and change what they need; a config file
+loaded by the CLI is locked, so a mistyped key (`--config.trian.steps=1`) is an error.
+"""
+
+import dataclasses
+import pathlib
+
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+from bert_jax.errors import UserError
+from bert_jax.model import axes
+from bert_jax.model.bert import REMAT_POLICIES, BertConfig
+
+# name: (layers, hidden). Heads = hidden / 64, intermediate = 4 * hidden (Turc et al. 2019).
+SIZES = {
+    "tiny": (2, 128),
+    "mini": (4, 256),
+    "small": (4, 512),
+    "medium": (8, 512),
+    "base": (12, 768),
+    "large": (24, 1024),
+}
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "demo.py"
+
+
+def base_config():
+  """Every key a run reads, with the original BERT's defaults."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0                      # parameters, data order, masking and dropout all derive from it
+  c.distributed = False           # call jax.distributed.initialize() (multi-host pods, SLURM)
+  c.init_from = placeholder(str)  # a workdir (or its checkpoints/) to take parameters from
+
+  c.model = ml_collections.ConfigDict()
+  c.model.size = "base"           # one of SIZES
+  c.model.max_position_embeddings = 512
+  c.model.hidden_dropout = 0.1
+  c.model.attention_dropout = 0.1  # 0 lets GPUs use cuDNN flash attention in training
+  c.model.dtype = "float32"        # compute dtype; "bfloat16" on GPU / TPU
+  c.model.param_dtype = "float32"  # storage dtype of the parameters
+  c.model.scan_layers = False      # nn.scan over layers: faster compiles for deep models
+  c.model.remat_policy = "none"    # none | full | dots | dots_no_batch
+  c.model.attention_impl = placeholder(str)  # None (auto) | xla | cudnn
+
+  c.tokenizer = ml_collections.ConfigDict()
+  c.tokenizer.vocab_size = 30522        # SentencePiece pieces, including the 5 specials
+  c.tokenizer.model_type = "unigram"    # unigram | bpe
+  c.tokenizer.path = placeholder(str)   # an existing SentencePiece model instead of training one
+
+  c.data = ml_collections.ConfigDict()
+  c.data.input = "builtin:python_docs"  # builtin:python_docs, or globs of BERT-format text
+  c.data.prepared_dir = placeholder(str)  # where prepared data lives; default WORKDIR/data
+  c.data.max_seq_length = 128
+  c.data.max_predictions_per_seq = 20
+  c.data.mask_rate = 0.15
+  c.data.short_seq_prob = 0.1     # share of instances with a shorter random target length
+  c.data.dupe_factor = 1          # passes over the corpus when building instances
+  c.data.eval_fraction = 0.02     # share of documents held out for eval
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 1_000_000
+  c.train.batch_size = 256        # global, across all processes
+  c.train.learning_rate = 1e-4
+  c.train.warmup_steps = 10_000
+  c.train.decay = "linear"        # linear | cosine | constant, after the warmup
+  c.train.optimizer = "adamw"     # adamw | lamb
+  c.train.b1 = 0.9
+  c.train.b2 = 0.999
+  c.train.eps = 1e-6
+  c.train.weight_decay = 0.01     # not on LayerNorm parameters or biases
+  c.train.clip_norm = 1.0         # global gradient norm
+  c.train.accum_steps = 1         # micro-batches per step (gradient accumulation)
+  c.train.log_every_steps = 100
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.every_steps = 10_000
+  c.eval.steps = 50               # batches of train.batch_size; fewer if the split is smaller
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_steps = 10_000
+  c.checkpoint.keep = 3
+  c.checkpoint.async_save = True
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1                # -1: all devices not used by the other axes
+  c.mesh.fsdp = 1
+  c.mesh.tensor = 1
+  c.mesh.rules = axes.DEFAULT_RULES  # (logical axis, mesh axes) pairs
+  return c
+
+
+def model_config(config, vocab_size):
+  """The frozen model dataclass for `config` and a tokenizer of `vocab_size` pieces."""
+  m = config.model
+  if m.size not in SIZES:
+    raise UserError(f"config.model.size={m.size!r} is not one of {', '.join(SIZES)}")
+  layers, hidden = SIZES[m.size]
+  return BertConfig(
+      vocab_size=vocab_size, hidden_size=hidden, num_layers=layers, num_heads=hidden // 64,
+      intermediate_size=4 * hidden, max_position_embeddings=m.max_position_embeddings,
+      hidden_dropout=m.hidden_dropout, attention_dropout=m.attention_dropout,
+      dtype=m.dtype, param_dtype=m.param_dtype, scan_layers=m.scan_layers,
+      remat_policy=m.remat_policy, attention_impl=m.attention_impl)
+
+
+def model_dict(model):
+  return dataclasses.asdict(model)
+
+
+def validate(config):
+  """Checks values that the type system of ml_collections cannot; raises UserError."""
+  if config.model.size not in SIZES:
+    raise UserError(f"config.model.size={config.model.size!r} is not one of {', '.join(SIZES)}")
+  if config.model.remat_policy not in REMAT_POLICIES:
+    raise UserError(f"config.model.remat_policy={config.model.remat_policy!r} is not one of "
+                    f"{', '.join(REMAT_POLICIES)}")
+  if config.data.max_seq_length > config.model.max_position_embeddings:
+    raise UserError(f"config.data.max_seq_length={config.data.max_seq_length} exceeds "
+                    f"config.model.max_position_embeddings={config.model.max_position_embeddings}")
+  for key in ("train.steps", "train.batch_size", "train.accum_steps", "checkpoint.every_steps",
+              "eval.every_steps", "eval.steps", "train.log_every_steps",
+              "data.max_predictions_per_seq"):
+    section, name = key.split(".")
+    if config[section][name] < 1:
+      raise UserError(f"config.{key} must be at least 1, got {config[section][name]}")
+  if not 0 < config.data.mask_rate < 1:
+    raise UserError(f"config.data.mask_rate={config.data.mask_rate} must be in (0, 1)")

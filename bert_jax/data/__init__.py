@@ -1,0 +1,5 @@
+"""Input pipeline: corpus -> tokenizer -> NSP instances -> masked tf.data batches.
+
+`corpus`, `tokenizer`, `instances` and `synthetic` import without TensorFlow;
+`masking` and `pretrain` need it.
+"""

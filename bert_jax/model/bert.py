@@ -1,0 +1,217 @@
+"""The BERT encoder, exactly as Devlin et al. (2018) and Hugging Face's `BertModel`.
+
+Word + learned position + token-type embeddings, LayerNorm (eps 1e-12), post-LN encoder
+layers with exact (erf) GELU, and a tanh pooler on [CLS]. Every module takes `dtype`
+(compute) and `param_dtype` (storage); softmax and LayerNorm statistics run in float32.
+Parameters and residual-stream activations carry logical axis names (`model.axes`).
+"""
+
+import dataclasses
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bert_jax.model import attention
+from bert_jax.model import axes
+
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+  """Model hyper-parameters (Hugging Face `BertConfig` names where they exist)."""
+  vocab_size: int
+  hidden_size: int = 768
+  num_layers: int = 12
+  num_heads: int = 12
+  intermediate_size: int = 3072
+  max_position_embeddings: int = 512
+  type_vocab_size: int = 2
+  hidden_dropout: float = 0.1
+  attention_dropout: float = 0.1
+  layer_norm_eps: float = 1e-12
+  initializer_range: float = 0.02
+  dtype: str = "float32"        # compute dtype: "float32" or "bfloat16"
+  param_dtype: str = "float32"  # storage dtype of the parameters
+  scan_layers: bool = False     # stack layers with nn.scan (fast compiles for deep models)
+  remat_policy: str = "none"    # one of REMAT_POLICIES
+  attention_impl: str | None = None  # None (auto), "xla" or "cudnn"
+
+  @property
+  def head_dim(self):
+    return self.hidden_size // self.num_heads
+
+
+def _kernel_init(config, names):
+  init = nn.initializers.truncated_normal(config.initializer_range)
+  return nn.with_logical_partitioning(init, names)
+
+
+def dense(config, features, in_names, out_names, *, axis=-1, name=None):
+  """A `DenseGeneral` whose kernel and bias carry logical names."""
+  return nn.DenseGeneral(
+      features, axis=axis, dtype=config.dtype, param_dtype=config.param_dtype,
+      kernel_init=_kernel_init(config, in_names + out_names),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, out_names),
+      name=name)
+
+
+def layer_norm(config, name=None):
+  # Two-pass variance, as PyTorch's LayerNorm: keeps parity with HF at 1e-12 eps.
+  return nn.LayerNorm(
+      epsilon=config.layer_norm_eps, dtype=config.dtype, param_dtype=config.param_dtype,
+      use_fast_variance=False,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones, (axes.EMBED,)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes.EMBED,)),
+      name=name)
+
+
+def _constrain(x):
+  return nn.with_logical_constraint(x, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_EMBED))
+
+
+class Embeddings(nn.Module):
+  """Sum of word, position and token-type embeddings, then LayerNorm and dropout."""
+  config: BertConfig
+
+  def setup(self):
+    c = self.config
+    embed = functools.partial(nn.Embed, dtype=c.dtype, param_dtype=c.param_dtype)
+    self.word = embed(c.vocab_size, c.hidden_size,
+                      embedding_init=_kernel_init(c, (axes.VOCAB, axes.EMBED)))
+    self.position = embed(c.max_position_embeddings, c.hidden_size,
+                          embedding_init=_kernel_init(c, (axes.POSITION, axes.EMBED)))
+    self.token_type = embed(c.type_vocab_size, c.hidden_size,
+                            embedding_init=_kernel_init(c, (axes.TOKEN_TYPE, axes.EMBED)))
+    self.layer_norm = layer_norm(c)
+    self.dropout = nn.Dropout(c.hidden_dropout)
+
+  def __call__(self, input_ids, token_type_ids, position_ids, deterministic):
+    x = self.word(input_ids) + self.position(position_ids) + self.token_type(token_type_ids)
+    x = self.dropout(self.layer_norm(x), deterministic=deterministic)
+    return _constrain(x)  # (batch, length, embed)
+
+
+class SelfAttention(nn.Module):
+  """Multi-head self-attention, output projection, dropout, residual, LayerNorm."""
+  config: BertConfig
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, x, mask):
+    c = self.config
+    qkv_names = ((axes.EMBED,), (axes.HEADS, axes.KV))
+    features = (c.num_heads, c.head_dim)
+    # Each (batch, length, heads, head_dim).
+    q = dense(c, features, *qkv_names, name="query")(x)
+    k = dense(c, features, *qkv_names, name="key")(x)
+    v = dense(c, features, *qkv_names, name="value")(x)
+    dropout_rng = None
+    if not self.deterministic and c.attention_dropout > 0:
+      dropout_rng = self.make_rng("dropout")
+    y = attention.attend(
+        q, k, v, mask, dropout_rate=c.attention_dropout, dropout_rng=dropout_rng,
+        deterministic=self.deterministic, implementation=c.attention_impl)
+    y = nn.with_logical_constraint(
+        y, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_HEADS, None))
+    y = dense(c, c.hidden_size, (axes.HEADS, axes.KV), (axes.EMBED,), axis=(-2, -1),
+               name="output")(y)  # (batch, length, embed)
+    y = nn.Dropout(c.hidden_dropout)(y, deterministic=self.deterministic)
+    return layer_norm(c, name="layer_norm")(x + y)
+
+
+class Mlp(nn.Module):
+  """Feed-forward block: dense, exact GELU, dense, dropout, residual, LayerNorm."""
+  config: BertConfig
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, x):
+    c = self.config
+    h = dense(c, c.intermediate_size, (axes.EMBED,), (axes.MLP,), name="intermediate")(x)
+    h = nn.gelu(h, approximate=False)
+    h = nn.with_logical_constraint(h, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_MLP))
+    h = dense(c, c.hidden_size, (axes.MLP,), (axes.EMBED,), name="output")(h)
+    h = nn.Dropout(c.hidden_dropout)(h, deterministic=self.deterministic)
+    return layer_norm(c, name="layer_norm")(x + h)
+
+
+class EncoderLayer(nn.Module):
+  """One post-LN transformer layer. Under nn.scan it returns (carry, None)."""
+  config: BertConfig
+  deterministic: bool
+  scanned: bool = False
+
+  @nn.compact
+  def __call__(self, x, mask):
+    x = SelfAttention(self.config, self.deterministic, name="attention")(x, mask)
+    x = _constrain(Mlp(self.config, self.deterministic, name="mlp")(x))
+    return (x, None) if self.scanned else x
+
+
+class Encoder(nn.Module):
+  """`num_layers` encoder layers, unrolled (`layer_{i}`) or scanned (`layers`)."""
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, x, mask, deterministic):
+    c = self.config
+    layer = EncoderLayer
+    if c.remat_policy != "none":
+      layer = nn.remat(layer, policy=REMAT_POLICIES[c.remat_policy],
+                       prevent_cse=not c.scan_layers)
+    if c.scan_layers:
+      stack = nn.scan(
+          layer, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+          in_axes=nn.broadcast, length=c.num_layers,
+          metadata_params={nn.PARTITION_NAME: axes.LAYERS})
+      x, _ = stack(c, deterministic, scanned=True, name="layers")(x, mask)
+      return x
+    for i in range(c.num_layers):
+      x = layer(c, deterministic, name=f"layer_{i}")(x, mask)
+    return x
+
+
+class Bert(nn.Module):
+  """The encoder: returns the last hidden states and the pooled [CLS] vector."""
+  config: BertConfig
+
+  def setup(self):
+    c = self.config
+    self.embeddings = Embeddings(c)
+    self.encoder = Encoder(c)
+    self.pooler = dense(c, c.hidden_size, (axes.EMBED,), (axes.EMBED_OUT,))
+
+  def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
+               position_ids=None, deterministic=True):
+    """Encodes a batch.
+
+    Args:
+      input_ids: (batch, length) int token ids.
+      token_type_ids: (batch, length) segment ids (0 / 1); zeros if None.
+      attention_mask: (batch, length), 1 for real tokens, 0 for padding; all ones if None.
+      position_ids: (batch, length); 0..length-1 if None.
+      deterministic: disables dropout when True.
+
+    Returns:
+      hidden: (batch, length, embed) last hidden states, in the compute dtype.
+      pooled: (batch, embed) tanh(dense(hidden[:, 0])).
+    """
+    if token_type_ids is None:
+      token_type_ids = jnp.zeros_like(input_ids)
+    if attention_mask is None:
+      attention_mask = jnp.ones_like(input_ids)
+    if position_ids is None:
+      position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
+    x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
+    mask = attention_mask.astype(bool)[:, None, None, :]  # (batch, 1, 1, kv_length)
+    hidden = self.encoder(x, mask, deterministic)
+    pooled = jnp.tanh(self.pooler(hidden[:, 0]))
+    return hidden, pooled

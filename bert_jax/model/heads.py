@@ -1,0 +1,64 @@
+"""Pretraining heads: masked-LM (tied to the word embeddings) and next-sentence prediction.
+
+The MLM head runs only at the `max_predictions_per_seq` gathered masked positions, as the
+original BERT does, instead of at every token: the (embed x vocab) decoder is the largest
+matmul of a small BERT, so this saves about a fifth of the FLOPs.
+"""
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from bert_jax.model import axes
+from bert_jax.model import bert
+
+
+class MlmHead(nn.Module):
+  """Dense + GELU + LayerNorm, then the tied decoder plus an output bias."""
+  config: bert.BertConfig
+
+  @nn.compact
+  def __call__(self, hidden, word_embeddings: nn.Embed):
+    c = self.config
+    h = bert.dense(c, c.hidden_size, (axes.EMBED,), (axes.EMBED_OUT,), name="transform")(hidden)
+    h = nn.gelu(h, approximate=False)
+    h = bert.layer_norm(c, name="layer_norm")(h)
+    logits = word_embeddings.attend(h)  # (batch, predictions, vocab)
+    bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (axes.VOCAB,)),
+                      (c.vocab_size,), c.param_dtype)
+    return logits.astype(jnp.float32) + bias.astype(jnp.float32)
+
+
+class BertForPreTraining(nn.Module):
+  """BERT with the MLM and NSP heads (Hugging Face's `BertForPreTraining`)."""
+  config: bert.BertConfig
+
+  def setup(self):
+    c = self.config
+    self.bert = bert.Bert(c)
+    self.mlm = MlmHead(c)
+    self.nsp = bert.dense(c, 2, (axes.EMBED,), (axes.CLASSES,))
+
+  def __call__(self, input_ids, token_type_ids, attention_mask, masked_lm_positions,
+               deterministic=True):
+    """MLM logits at the masked positions and NSP logits, both float32.
+
+    Args:
+      input_ids, token_type_ids, attention_mask: (batch, length).
+      masked_lm_positions: (batch, predictions) indices into length (0-padded).
+      deterministic: disables dropout when True.
+
+    Returns:
+      mlm_logits: (batch, predictions, vocab).
+      nsp_logits: (batch, 2); class 0 = "B follows A".
+    """
+    hidden, pooled = self.bert(input_ids, token_type_ids, attention_mask,
+                               deterministic=deterministic)
+    # (batch, predictions, embed)
+    gathered = jnp.take_along_axis(hidden, masked_lm_positions[..., None], axis=1)
+    mlm_logits = self.mlm(gathered, self.bert.embeddings.word)
+    nsp_logits = self.nsp(pooled).astype(jnp.float32)
+    return mlm_logits, nsp_logits
+
+  def encode(self, input_ids, token_type_ids=None, attention_mask=None):
+    """Last hidden states and pooled output, without dropout (for embeddings)."""
+    return self.bert(input_ids, token_type_ids, attention_mask, deterministic=True)

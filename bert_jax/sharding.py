@@ -1,0 +1,105 @@
+"""The device mesh, logical-axis rules, sharded initialisation and global batches.
+
+The mesh has three axes: `data` (pure data parallelism), `fsdp` (data parallelism with
+parameters and optimizer state sharded across it) and `tensor` (Megatron-style model
+parallelism over heads, the MLP and the vocabulary). Logical names from `model.axes`
+map onto them through `config.mesh.rules`.
+"""
+
+import contextlib
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
+
+from bert_jax.errors import UserError
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")  # the leading batch dimension shards over both
+
+
+def mesh_shape(mesh_config, num_devices):
+  """Resolves (data, fsdp, tensor) sizes; one of them may be -1 (fills the rest)."""
+  sizes = [int(mesh_config[name]) for name in MESH_AXES]
+  if sizes.count(-1) > 1:
+    raise UserError("at most one of config.mesh.{data,fsdp,tensor} may be -1")
+  known = int(np.prod([s for s in sizes if s != -1]))
+  if -1 in sizes:
+    if num_devices % known:
+      raise UserError(f"config.mesh {dict(zip(MESH_AXES, sizes))} does not divide "
+                      f"{num_devices} devices; make the fixed sizes divide it")
+    sizes[sizes.index(-1)] = num_devices // known
+  if int(np.prod(sizes)) != num_devices:
+    raise UserError(f"config.mesh {dict(zip(MESH_AXES, sizes))} needs {int(np.prod(sizes))} "
+                    f"devices but {num_devices} are visible; set one axis to -1")
+  return tuple(sizes)
+
+
+def make_mesh(mesh_config, devices=None):
+  devices = jax.devices() if devices is None else devices
+  shape = mesh_shape(mesh_config, len(devices))
+  return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
+
+
+def rules_from_config(mesh_config):
+  return tuple((name, tuple(axis) if isinstance(axis, list) else axis)
+               for name, axis in mesh_config.rules)
+
+
+@contextlib.contextmanager
+def activate(mesh, rules):
+  """Makes `mesh` and `rules` current, so logical constraints bind while tracing."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    yield
+
+
+def batch_sharding(mesh):
+  return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+
+
+def replicated(mesh):
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def shardings_of(create_fn, mesh, rules):
+  """NamedShardings for the pytree that `create_fn` returns (leaves `nn.Partitioned`)."""
+  abstract = jax.eval_shape(create_fn)
+  return nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, rules)
+
+
+def sharded_init(create_fn, shardings, mesh, rules):
+  """Runs `create_fn` under jit so every array is born in its sharded layout."""
+  with activate(mesh, rules):
+    return jax.jit(lambda: nn.meta.unbox(create_fn()), out_shardings=shardings)()
+
+
+def abstract_like(create_fn, shardings):
+  """ShapeDtypeStructs with shardings: the restore target for a checkpoint."""
+  abstract = nn.meta.unbox(jax.eval_shape(create_fn))
+  return jax.tree_util.tree_map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+
+
+def global_batch(local_batch, mesh):
+  """Turns this process's slice of the batch (numpy) into global jax.Arrays."""
+  sharding = batch_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+          for k, v in local_batch.items()}
+
+
+def check_batch_divides(batch_size, accum_steps, mesh):
+  """Bad-input check: the (micro-)batch must split evenly over the batch mesh axes."""
+  shards = mesh.shape["data"] * mesh.shape["fsdp"]
+  if batch_size % accum_steps:
+    raise UserError(f"config.train.batch_size={batch_size} is not divisible by "
+                    f"config.train.accum_steps={accum_steps}")
+  micro = batch_size // accum_steps
+  if micro % shards:
+    raise UserError(
+        f"the micro-batch of {micro} sequences (config.train.batch_size={batch_size} / "
+        f"accum_steps={accum_steps}) does not divide over the {shards} data x fsdp "
+        f"shards of mesh {dict(mesh.shape)}; use a multiple of {shards}")
+  if batch_size % jax.process_count():
+    raise UserError(f"config.train.batch_size={batch_size} does not divide over "
+                    f"{jax.process_count()} processes")

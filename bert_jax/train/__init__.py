@@ -1,0 +1,1 @@
+"""Training: optimizer, state and pure step functions, and the loop around them."""

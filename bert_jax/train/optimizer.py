@@ -1,0 +1,54 @@
+"""Optimizers (optax) and learning-rate schedules, configured as the original BERT.
+
+AdamW with b1 0.9, b2 0.999, eps 1e-6 and weight decay 0.01 on every weight matrix and
+embedding but none on LayerNorm parameters or biases; global-norm clipping at 1.0; linear
+warmup then linear decay to zero. (optax's Adam applies bias correction; the original
+TF1 optimizer did not, which only matters for the first few hundred warmup steps.)
+"""
+
+import jax
+import optax
+
+from bert_jax.errors import UserError
+
+NO_DECAY = ("bias", "scale")  # flax names: Dense/LayerNorm biases, LayerNorm scales
+
+
+def decay_mask(params):
+  """True for parameters that take weight decay: kernels and embedding tables."""
+  def keep(path, _):
+    names = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)]
+    return names[-1] not in NO_DECAY
+  return jax.tree_util.tree_map_with_path(keep, params)
+
+
+def learning_rate_schedule(train):
+  """Linear warmup to `train.learning_rate`, then `train.decay` over the remaining steps."""
+  peak, warmup, steps = train.learning_rate, train.warmup_steps, train.steps
+  if warmup > steps:
+    raise UserError(f"config.train.warmup_steps={warmup} exceeds config.train.steps={steps}")
+  rest = max(steps - warmup, 1)
+  if train.decay == "linear":
+    after = optax.linear_schedule(peak, 0.0, rest)
+  elif train.decay == "cosine":
+    after = optax.cosine_decay_schedule(peak, rest)
+  elif train.decay == "constant":
+    after = optax.constant_schedule(peak)
+  else:
+    raise UserError(f"config.train.decay={train.decay!r} is not one of linear, cosine, constant")
+  warm = optax.linear_schedule(0.0, peak, warmup)
+  return optax.join_schedules([warm, after], [warmup])
+
+
+def make_optimizer(train):
+  """Clipping + AdamW (or LAMB) with the schedule and the weight-decay mask."""
+  schedule = learning_rate_schedule(train)
+  if train.optimizer == "adamw":
+    opt = optax.adamw(schedule, b1=train.b1, b2=train.b2, eps=train.eps,
+                      weight_decay=train.weight_decay, mask=decay_mask)
+  elif train.optimizer == "lamb":
+    opt = optax.lamb(schedule, b1=train.b1, b2=train.b2, eps=train.eps,
+                     weight_decay=train.weight_decay, mask=decay_mask)
+  else:
+    raise UserError(f"config.train.optimizer={train.optimizer!r} is not one of adamw, lamb")
+  return optax.chain(optax.clip_by_global_norm(train.clip_norm), opt), schedule

@@ -1,0 +1,141 @@
+"""Train state and the pure pretraining step functions.
+
+`train_step(state, batch, rng, *, model, tx, schedule, accum_steps)` is pure; the loop
+binds the keyword arguments with functools.partial and compiles it with jax.jit in/out
+shardings and a donated state. Dropout randomness is `fold_in(rng, state.step)`, so a
+resumed run draws exactly what an uninterrupted one would.
+"""
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from bert_jax.model import axes
+
+SUM_KEYS = ("mlm_loss", "mlm_correct", "mlm_count", "nsp_loss", "nsp_correct", "nsp_count")
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: dict
+  opt_state: optax.OptState
+
+
+def create_state(model, tx, rng, batch_shapes):
+  """A fresh state (boxed params: run it under `sharding.sharded_init`)."""
+  dummy = {k: jnp.zeros(s.shape, s.dtype) for k, s in batch_shapes.items()}
+  params = model.init({"params": rng}, dummy["input_ids"], dummy["token_type_ids"],
+                      dummy["attention_mask"], dummy["masked_lm_positions"])["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def batch_shapes(batch_size, max_seq_length, max_predictions):
+  """ShapeDtypeStructs of a pretraining batch (the keys the data pipeline yields)."""
+  seq = jax.ShapeDtypeStruct((batch_size, max_seq_length), jnp.int32)
+  pred = jax.ShapeDtypeStruct((batch_size, max_predictions), jnp.int32)
+  return {"input_ids": seq, "token_type_ids": seq, "attention_mask": seq,
+          "masked_lm_positions": pred, "masked_lm_ids": pred,
+          "masked_lm_weights": jax.ShapeDtypeStruct((batch_size, max_predictions), jnp.float32),
+          "next_sentence_labels": jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
+
+
+def loss_sums(mlm_logits, nsp_logits, batch):
+  """Summed (not averaged) losses and hit counts, so micro-batches add up exactly."""
+  weights = batch["masked_lm_weights"]
+  mlm_ce = optax.softmax_cross_entropy_with_integer_labels(mlm_logits, batch["masked_lm_ids"])
+  mlm_hit = (mlm_logits.argmax(-1) == batch["masked_lm_ids"]).astype(jnp.float32)
+  labels = batch["next_sentence_labels"]
+  nsp_ce = optax.softmax_cross_entropy_with_integer_labels(nsp_logits, labels)
+  return {
+      "mlm_loss": (mlm_ce * weights).sum(),
+      "mlm_correct": (mlm_hit * weights).sum(),
+      "mlm_count": weights.sum(),
+      "nsp_loss": nsp_ce.sum(),
+      "nsp_correct": (nsp_logits.argmax(-1) == labels).astype(jnp.float32).sum(),
+      "nsp_count": jnp.float32(labels.shape[0]),
+  }
+
+
+def summarize(sums):
+  """Means from sums: loss = mean MLM loss over masked tokens + mean NSP loss."""
+  mlm_count = jnp.maximum(sums["mlm_count"], 1.0)
+  mlm_loss = sums["mlm_loss"] / mlm_count
+  nsp_loss = sums["nsp_loss"] / sums["nsp_count"]
+  return {"loss": mlm_loss + nsp_loss, "mlm_loss": mlm_loss, "nsp_loss": nsp_loss,
+          "mlm_accuracy": sums["mlm_correct"] / mlm_count,
+          "nsp_accuracy": sums["nsp_correct"] / sums["nsp_count"]}
+
+
+def _forward(model, params, batch, deterministic, rng=None):
+  rngs = None if rng is None else {"dropout": rng}
+  return model.apply({"params": params}, batch["input_ids"], batch["token_type_ids"],
+                     batch["attention_mask"], batch["masked_lm_positions"],
+                     deterministic=deterministic, rngs=rngs)
+
+
+def _split_micro(batch, accum_steps):
+  """(batch, ...) -> (accum, batch / accum, ...), micro-batch i = rows i, i+accum, ...
+
+  Row r of a micro-batch comes from contiguous rows of the global batch, so each device
+  keeps its shard of the batch axis and the reshape moves no data.
+  """
+  def split(x):
+    x = x.reshape((x.shape[0] // accum_steps, accum_steps) + x.shape[1:])
+    return jnp.swapaxes(x, 0, 1)
+  return jax.tree_util.tree_map(split, batch)
+
+
+def gradients(params, batch, rng, *, model, accum_steps=1, deterministic=False):
+  """Gradient of the full-batch loss, accumulated over `accum_steps` micro-batches.
+
+  Each micro-batch's MLM loss is divided by the masked-token count of the *whole* batch
+  (and its NSP loss by the whole batch size), so the sum over micro-batches is exactly
+  the full-batch gradient even when micro-batches hold different numbers of masks.
+  """
+  mlm_total = jnp.maximum(batch["masked_lm_weights"].sum(), 1.0)
+  nsp_total = jnp.float32(batch["next_sentence_labels"].shape[0])
+
+  def loss_fn(p, micro, micro_rng):
+    sums = loss_sums(*_forward(model, p, micro, deterministic, micro_rng), micro)
+    return sums["mlm_loss"] / mlm_total + sums["nsp_loss"] / nsp_total, sums
+
+  grad_fn = jax.grad(loss_fn, has_aux=True)
+  if accum_steps == 1:
+    return grad_fn(params, batch, rng)
+
+  def body(carry, xs):
+    grads, sums = carry
+    micro, i = xs
+    micro = jax.tree_util.tree_map(
+        lambda x: nn.with_logical_constraint(x, (axes.ACT_BATCH,) + (None,) * (x.ndim - 1)),
+        micro)
+    g, s = grad_fn(params, micro, jax.random.fold_in(rng, i))
+    return (jax.tree_util.tree_map(jnp.add, grads, g),
+            jax.tree_util.tree_map(jnp.add, sums, s)), None
+
+  zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+  zero_sums = {k: jnp.float32(0) for k in SUM_KEYS}
+  (grads, sums), _ = jax.lax.scan(
+      body, (zeros, zero_sums), (_split_micro(batch, accum_steps), jnp.arange(accum_steps)))
+  return grads, sums
+
+
+def train_step(state, batch, rng, *, model, tx, schedule, accum_steps=1):
+  """One optimizer step. Returns (new state, metrics of this step)."""
+  dropout_rng = jax.random.fold_in(rng, state.step)
+  grads, sums = gradients(state.params, batch, dropout_rng, model=model,
+                          accum_steps=accum_steps)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = summarize(sums)
+  metrics["learning_rate"] = schedule(state.step)
+  metrics["grad_norm"] = optax.global_norm(grads)
+  return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def eval_step(params, batch, *, model):
+  """Loss sums on a batch without dropout (the loop adds them over the eval set)."""
+  return loss_sums(*_forward(model, params, batch, deterministic=True), batch)

@@ -1,0 +1,31 @@
+"""The embedded default: a tiny BERT pretrained on CPython's own documentation.
+
+    bert-jax pretrain --workdir runs/demo          # this file is the default --config
+
+Trains a SentencePiece tokenizer on `pydoc_data.topics` plus the standard library's
+docstrings, builds NSP instances, and pretrains BERT-tiny (L2/H128) with MLM + NSP on
+2 CPU cores in under 10 minutes. Expect an eval MLM accuracy of about 0.30 against about
+0.05 for always predicting the most frequent token (numbers in the README).
+"""
+
+from bert_jax import config as config_lib
+
+
+def get_config():
+  c = config_lib.base_config()
+  c.model.size = "tiny"
+  c.tokenizer.vocab_size = 8192
+  c.data.input = "builtin:python_docs"
+  c.data.max_seq_length = 128
+  c.data.max_predictions_per_seq = 20
+  c.data.dupe_factor = 2            # two instance layouts per document: more variety
+  c.data.eval_fraction = 0.05
+  c.train.steps = 1500
+  c.train.batch_size = 64
+  c.train.learning_rate = 1e-3      # small models take a larger rate (Turc et al. 2019)
+  c.train.warmup_steps = 150
+  c.train.log_every_steps = 50
+  c.eval.every_steps = 500
+  c.eval.steps = 20
+  c.checkpoint.every_steps = 500
+  return c
