@@ -69,9 +69,13 @@ def shardings_of(create_fn, mesh, rules):
 
 
 def sharded_init(create_fn, shardings, mesh, rules):
-  """Runs `create_fn` under jit so every array is born in its sharded layout."""
-  with activate(mesh, rules):
-    return jax.jit(lambda: nn.meta.unbox(create_fn()), out_shardings=shardings)()
+  """Runs `create_fn` under jit so every array is born in its sharded layout.
+
+  No mesh context here: flax's DenseGeneral creates multi-axis kernels flat and reshapes
+  them, so constraining inside init would see the flat shape; out_shardings suffices.
+  """
+  del mesh, rules
+  return jax.jit(lambda: nn.meta.unbox(create_fn()), out_shardings=shardings)()
 
 
 def abstract_like(create_fn, shardings):

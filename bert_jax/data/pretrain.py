@@ -302,7 +302,12 @@ def make_dataset(arrays: dict[str, np.ndarray], *, batch_size: int, seed: int,
     raise UserError("the data split has no instances; use a larger corpus or a "
                     "smaller max_seq_length")
   rows = batch_size // process_count
-  table = {k: tf.constant(arrays[k], tf.int32) for k in ARRAY_KEYS}
+  # Variables, not constants: tf.data would serialize captured constants into
+  # its graph (slow for GBs, and a 2 GB proto limit). Host memory, never an
+  # accelerator's.
+  with tf.device("/CPU:0"):
+    table = {k: tf.Variable(arrays[k], trainable=False, dtype=tf.int32)
+             for k in ARRAY_KEYS}
   special_ids = tokenizer_lib.SPECIAL_IDS
 
   def example(j):

@@ -54,13 +54,35 @@ def _kernel_init(config, names):
   return nn.with_logical_partitioning(init, names)
 
 
-def dense(config, features, in_names, out_names, *, axis=-1, name=None):
-  """A `DenseGeneral` whose kernel and bias carry logical names."""
-  return nn.DenseGeneral(
-      features, axis=axis, dtype=config.dtype, param_dtype=config.param_dtype,
-      kernel_init=_kernel_init(config, in_names + out_names),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, out_names),
-      name=name)
+class Dense(nn.Module):
+  """y = x . kernel + bias, contracting the last `len(in_names)` axes of x.
+
+  Kernel shape is (*in_dims, *features), named `in_names + out_names`. (flax's
+  DenseGeneral creates multi-axis kernels flat and reshapes them, which breaks logical
+  sharding constraints under an active mesh.)
+  """
+  config: BertConfig
+  features: tuple[int, ...]
+  in_names: tuple[str, ...]
+  out_names: tuple[str, ...]
+
+  @nn.compact
+  def __call__(self, x):
+    c = self.config
+    n_in = len(self.in_names)
+    kernel = self.param("kernel", _kernel_init(c, self.in_names + self.out_names),
+                        x.shape[-n_in:] + self.features, c.param_dtype)
+    bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, self.out_names),
+                      self.features, c.param_dtype)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=c.dtype)
+    contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
+    return jax.lax.dot_general(x, kernel, (contract, ((), ()))) + bias
+
+
+def dense(config, features, in_names, out_names, name=None):
+  """A `Dense` layer; `features` an int or a tuple (e.g. (heads, head_dim))."""
+  features = (features,) if isinstance(features, int) else tuple(features)
+  return Dense(config, features, tuple(in_names), tuple(out_names), name=name)
 
 
 def layer_norm(config, name=None):
@@ -121,8 +143,7 @@ class SelfAttention(nn.Module):
         deterministic=self.deterministic, implementation=c.attention_impl)
     y = nn.with_logical_constraint(
         y, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_HEADS, None))
-    y = dense(c, c.hidden_size, (axes.HEADS, axes.KV), (axes.EMBED,), axis=(-2, -1),
-               name="output")(y)  # (batch, length, embed)
+    y = dense(c, c.hidden_size, (axes.HEADS, axes.KV), (axes.EMBED,), name="output")(y)  # (batch, length, embed)
     y = nn.Dropout(c.hidden_dropout)(y, deterministic=self.deterministic)
     return layer_norm(c, name="layer_norm")(x + y)
 

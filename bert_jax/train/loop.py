@@ -7,7 +7,6 @@ from the seed and the step), so the rest of the run is identical to an uninterru
 """
 
 import functools
-import json
 import os
 import time
 
@@ -125,15 +124,7 @@ def pretrain(config, workdir):
     checkpoints.close()
     return
 
-  batch_sh = sharding.batch_sharding(mesh)
-  repl = sharding.replicated(mesh)
-  train_step = jax.jit(
-      functools.partial(step_lib.train_step, model=model, tx=tx, schedule=schedule,
-                        accum_steps=t.accum_steps),
-      in_shardings=(state_sh, batch_sh, repl), out_shardings=(state_sh, repl),
-      donate_argnums=0)
-  eval_step = jax.jit(functools.partial(step_lib.eval_step, model=model),
-                      in_shardings=(state_sh.params, batch_sh), out_shardings=repl)
+  train_step, eval_step = compile_steps(model, tx, schedule, t.accum_steps, state_sh, mesh)
   dropout_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
 
   masking = dict(vocab_size=manifest["vocab_size"],
@@ -181,6 +172,19 @@ def pretrain(config, workdir):
   writer.close()
   checkpoints.close()
   _log(f"done: {step} steps; checkpoints in {checkpoints.directory}")
+
+
+def compile_steps(model, tx, schedule, accum_steps, state_sh, mesh):
+  """jit-compiled (train_step, eval_step) with in/out shardings; the state is donated."""
+  batch_sh, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+  train_step = jax.jit(
+      functools.partial(step_lib.train_step, model=model, tx=tx, schedule=schedule,
+                        accum_steps=accum_steps),
+      in_shardings=(state_sh, batch_sh, repl), out_shardings=(state_sh, repl),
+      donate_argnums=0)
+  eval_step = jax.jit(functools.partial(step_lib.eval_step, model=model),
+                      in_shardings=(state_sh.params, batch_sh), out_shardings=repl)
+  return train_step, eval_step
 
 
 def _eval_batches(config, data_lib, data_dir, masking):

@@ -132,7 +132,7 @@ def train_step(state, batch, rng, *, model, tx, schedule, accum_steps=1):
   params = optax.apply_updates(state.params, updates)
   metrics = summarize(sums)
   metrics["learning_rate"] = schedule(state.step)
-  metrics["grad_norm"] = optax.global_norm(grads)
+  metrics["grad_norm"] = optax.tree.norm(grads)
   return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 

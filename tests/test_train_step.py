@@ -1,0 +1,111 @@
+"""The sharded train step: shard shapes on a (2, 2, 2) mesh, the same losses as on one
+device, gradient accumulation equal to the full batch, and a single compilation."""
+
+import functools
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from bert_jax import config as config_lib
+from bert_jax import sharding
+from bert_jax.model import heads
+from bert_jax.train import loop
+from bert_jax.train import optimizer as optimizer_lib
+from bert_jax.train import step as step_lib
+from tests.conftest import needs_devices, random_batch
+
+BATCH, LENGTH, PREDICTIONS, VOCAB = 16, 32, 5, 512
+
+
+def _config(**mesh):
+  c = config_lib.base_config()
+  c.model.size = "tiny"
+  c.model.max_position_embeddings = 64
+  c.train.steps, c.train.warmup_steps, c.train.learning_rate = 20, 5, 1e-3
+  c.train.batch_size = BATCH
+  c.mesh.update(mesh)
+  return c
+
+
+def _setup(config, devices):
+  mesh = sharding.make_mesh(config.mesh, devices)
+  rules = sharding.rules_from_config(config.mesh)
+  model = heads.BertForPreTraining(config_lib.model_config(config, VOCAB))
+  tx, schedule = optimizer_lib.make_optimizer(config.train)
+  shapes = step_lib.batch_shapes(BATCH, LENGTH, PREDICTIONS)
+  create = functools.partial(step_lib.create_state, model, tx, jax.random.key(0), shapes)
+  state_sh = sharding.shardings_of(create, mesh, rules)
+  state = sharding.sharded_init(create, state_sh, mesh, rules)
+  return mesh, rules, model, tx, schedule, state, state_sh
+
+
+def _run(config, devices, steps=20, accum_steps=1):
+  mesh, rules, model, tx, schedule, state, state_sh = _setup(config, devices)
+  train_step, _ = loop.compile_steps(model, tx, schedule, accum_steps, state_sh, mesh)
+  rng = np.random.default_rng(0)
+  losses = []
+  with sharding.activate(mesh, rules):
+    for _ in range(steps):
+      batch = sharding.global_batch(random_batch(rng, BATCH, LENGTH, PREDICTIONS, VOCAB), mesh)
+      state, metrics = train_step(state, batch, jax.random.key(1))
+      losses.append(float(metrics["loss"]))
+  return np.array(losses), state
+
+
+@needs_devices(8)
+def test_shard_shapes_on_2x2x2_mesh():
+  config = _config(data=2, fsdp=2, tensor=2)
+  *_, state, _ = _setup(config, jax.devices()[:8])
+  word = state.params["bert"]["embeddings"]["word"]["embedding"]   # (vocab, embed)
+  assert word.shape == (VOCAB, 128)
+  assert word.sharding.shard_shape(word.shape) == (VOCAB // 2, 128 // 2)
+  q = state.params["bert"]["encoder"]["layer_0"]["attention"]["query"]["kernel"]  # (embed, heads, kv)
+  assert q.sharding.shard_shape(q.shape) == (64, 1, 64)
+  inter = state.params["bert"]["encoder"]["layer_0"]["mlp"]["intermediate"]["kernel"]  # (embed, mlp)
+  assert inter.sharding.shard_shape(inter.shape) == (64, 256)
+  mu = state.opt_state[1][0].mu["bert"]["embeddings"]["word"]["embedding"]
+  assert mu.sharding == word.sharding  # optimizer state sharded like its parameter
+
+
+@needs_devices(8)
+def test_2x2x2_mesh_matches_one_device():
+  sharded, _ = _run(_config(data=2, fsdp=2, tensor=2), jax.devices()[:8])
+  single, _ = _run(_config(data=1, fsdp=1, tensor=1), jax.devices()[:1])
+  assert sharded[-1] < sharded[0]  # it learns
+  np.testing.assert_allclose(sharded, single, rtol=1e-4)
+
+
+@pytest.mark.parametrize("devices,accum", [(1, 2), (4, 2), (8, 4)])
+def test_accumulated_gradient_equals_full_batch(devices, accum):
+  if jax.device_count() < devices:
+    pytest.skip(f"needs {devices} devices")
+  config = _config(data=devices)
+  mesh, rules, model, tx, _, state, _ = _setup(config, jax.devices()[:devices])
+  batch = random_batch(np.random.default_rng(5), BATCH, LENGTH, PREDICTIONS, VOCAB)
+  counts = batch["masked_lm_weights"].reshape(BATCH // accum, accum, -1).sum(axis=(0, 2))
+  assert len(set(counts)) > 1  # micro-batches really hold different numbers of masks
+  grad = jax.jit(step_lib.gradients, static_argnames=("model", "accum_steps", "deterministic"))
+  with sharding.activate(mesh, rules):
+    gbatch = sharding.global_batch(batch, mesh)
+    full, full_sums = grad(state.params, gbatch, jax.random.key(0), model=model,
+                           accum_steps=1, deterministic=True)
+    acc, acc_sums = grad(state.params, gbatch, jax.random.key(0), model=model,
+                         accum_steps=accum, deterministic=True)
+  chex.assert_trees_all_close(acc, full, atol=1e-6, rtol=1e-5)
+  chex.assert_trees_all_close(acc_sums, full_sums, rtol=1e-5)
+
+
+def test_step_compiles_once():
+  config = _config(data=1)
+  mesh, rules, model, tx, schedule, state, state_sh = _setup(config, jax.devices()[:1])
+  traced = chex.assert_max_traces(step_lib.train_step, n=1)
+  step = jax.jit(functools.partial(traced, model=model, tx=tx, schedule=schedule),
+                 donate_argnums=0)
+  rng = np.random.default_rng(0)
+  with sharding.activate(mesh, rules):
+    for _ in range(3):
+      state, _ = step(state, random_batch(rng, BATCH, LENGTH, PREDICTIONS, VOCAB),
+                      jax.random.key(0))
+  chex.clear_trace_counter()
