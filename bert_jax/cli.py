@@ -24,17 +24,21 @@ def _pretrain(argv):
   from bert_jax.train import loop
 
   logging.set_verbosity(logging.WARNING)
+  _check_config_path(argv)
   fv = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", str(config_lib.DEFAULT_CONFIG),
-                                  "Recipe file (configs/*.py).", flag_values=fv, lock_config=True)
-  flags.DEFINE_string("workdir", None, "Run directory: data, checkpoints, metrics.",
-                      flag_values=fv)
   try:
+    # config_flags applies --config.KEY overrides while defining the flag: keep it inside.
+    config_flags.DEFINE_config_file(
+        "config", str(config_lib.DEFAULT_CONFIG), "Recipe file (configs/*.py[:ARG]).",
+        flag_values=fv, lock_config=True)
+    flags.DEFINE_string("workdir", None, "Run directory: data, checkpoints, metrics.",
+                        flag_values=fv)
     rest = fv(["bert-jax pretrain"] + argv)
     config = fv.config
-  except (flags.Error, KeyError, AttributeError, ValueError, TypeError) as e:
-    raise UserError(f"{_first_line(e)} (see `bert-jax pretrain --help`; every key is listed "
-                    f"in bert_jax/config.py)") from None
+    config.get("seed")  # a config file that failed to load raises here
+  except (flags.Error, KeyError, AttributeError, ValueError, TypeError, OSError) as e:
+    what = "unknown config key " if isinstance(e, (KeyError, AttributeError)) else ""
+    raise UserError(f"{what}{_one_line(e)} (keys and defaults: bert_jax/config.py)") from None
   if len(rest) > 1:
     raise UserError(f"unexpected arguments {rest[1:]}; options look like --config.train.steps=100")
   if not fv.workdir:
@@ -57,9 +61,23 @@ def _fill_mask(argv):
 COMMANDS = {"pretrain": _pretrain, "fill-mask": _fill_mask}
 
 
-def _first_line(error):
-  text = str(error).strip() or type(error).__name__
-  return text.splitlines()[0]
+def _one_line(error):
+  """An exception's message as one line (ml_collections' are multi-line, repr-quoted)."""
+  text = str(error).replace("\\n", "\n").strip()
+  if "Traceback (most recent call last)" in text:  # a config file raised: keep its message
+    text = text.splitlines()[-1]
+  if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":
+    text = text[1:-1]
+  return " ".join(text.replace("\\'", "'").split()) or type(error).__name__
+
+
+def _check_config_path(argv):
+  """A missing recipe file is reported by ml_collections only lazily and verbosely."""
+  for i, arg in enumerate(argv):
+    value = arg[len("--config="):] if arg.startswith("--config=") else (
+        argv[i + 1] if arg == "--config" and i + 1 < len(argv) else None)
+    if value is not None and not os.path.isfile(value.split(":")[0]):
+      raise UserError(f"config file {value.split(':')[0]!r} not found; recipes are in configs/")
 
 
 def main(argv=None):

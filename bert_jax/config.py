@@ -130,3 +130,28 @@ def validate(config):
       raise UserError(f"config.{key} must be at least 1, got {config[section][name]}")
   if not 0 < config.data.mask_rate < 1:
     raise UserError(f"config.data.mask_rate={config.data.mask_rate} must be in (0, 1)")
+
+
+def paper_recipe(size, phase):
+  """Devlin et al. (2018): batch 256, lr 1e-4, 1M steps = 900k at length 128 + 100k at 512.
+
+  `phase` is "phase1" (length 128, 20 predictions, 10k warmup) or "phase2" (length 512,
+  80 predictions, 1k warmup, parameters from phase 1 via `init_from`, fresh optimizer).
+  """
+  if phase not in ("phase1", "phase2"):
+    raise ValueError(f"the config argument is :phase1 or :phase2, not :{phase}")
+  c = base_config()
+  c.model.size = size
+  c.model.dtype = "bfloat16"        # compute in bf16 on GPU / TPU; params stay float32
+  c.model.scan_layers = True        # one compiled layer: fast compiles
+  c.tokenizer.vocab_size = 30522
+  c.data.input = "data/corpus/*.txt"
+  c.mesh.data, c.mesh.fsdp = 1, -1  # shard params and optimizer state over all devices
+  if phase == "phase1":
+    c.data.max_seq_length, c.data.max_predictions_per_seq = 128, 20
+    c.train.steps, c.train.warmup_steps = 900_000, 10_000
+  else:
+    c.data.max_seq_length, c.data.max_predictions_per_seq = 512, 80
+    c.train.steps, c.train.warmup_steps = 100_000, 1_000
+    c.init_from = f"runs/{size}128"  # phase 1's workdir
+  return c

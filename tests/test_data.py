@@ -1,4 +1,4 @@
-"""Tests of the input pipeline: corpus, tokenizer, NSP instances, masking, tf.data."""
+"""Tests of the input pipeline: corpus, tokenizer, NSP, masking, tf.data."""
 
 import gc
 import os
@@ -54,7 +54,8 @@ def test_masking_statistics():
 
   candidates = ~np.isin(ids, SPECIAL)
   num_candidates = candidates.sum(1)
-  expected = np.minimum(max_pred, np.maximum(1, np.round(num_candidates * 0.15)))
+  expected = np.minimum(max_pred,
+                        np.maximum(1, np.round(num_candidates * 0.15)))
   weights = out["masked_lm_weights"]
   assert np.array_equal(weights.sum(1), expected)
   # Short rows hit the minimum of 1, long ones the cap of 20; in between 15 %.
@@ -156,7 +157,7 @@ def test_nsp_instances():
     # A and B are each contiguous runs of their document (truncation only
     # trims ends).
     for seg in (a, b):
-      assert np.array_equal(np.diff([order[t] for t in seg]), np.ones(len(seg) - 1))
+      assert np.all(np.diff([order[t] for t in seg]) == 1)
     if label == 0:
       assert a_doc == b_doc and order[a[-1]] < order[b[0]]
       if len(a) + len(b) < length - 3:  # not truncated: B follows A exactly
@@ -181,7 +182,8 @@ def test_nsp_instances_deterministic():
 def _toy_arrays(n=37, length=16, vocab_size=300):
   ids = _random_rows(n, length, vocab_size, seed=2)
   return {"input_ids": ids,
-          "token_type_ids": (np.arange(length)[None] % 2 * (ids > 0)).astype(np.int32),
+          "token_type_ids": (np.arange(length)[None] % 2 * (ids > 0)).astype(
+              np.int32),
           "next_sentence_labels": (np.arange(n) % 2).astype(np.int32)}
 
 
@@ -212,7 +214,8 @@ def test_dataset_shapes_and_determinism():
   assert len(a) == 5
   assert set(a[0]) == BATCH_KEYS
   for key, value in a[0].items():
-    assert value.dtype == (np.float32 if key == "masked_lm_weights" else np.int32)
+    want = np.float32 if key == "masked_lm_weights" else np.int32
+    assert value.dtype == want
     assert value.shape[0] == 8
   assert a[0]["input_ids"].shape == (8, 16)
   assert a[0]["masked_lm_positions"].shape == (8, 4)
@@ -254,7 +257,8 @@ def test_dataset_resume_and_processes():
   for x, y in zip(full[4:], resumed):
     for key in x:
       assert np.array_equal(x[key], y[key])
-  halves = [_batches(arrays, 7, process_index=p, process_count=2) for p in (0, 1)]
+  halves = [_batches(arrays, 7, process_index=p, process_count=2)
+            for p in (0, 1)]
   for step, batch in enumerate(full):
     assert halves[0][step]["input_ids"].shape[0] == 4
     for key in batch:
@@ -342,7 +346,8 @@ def test_prepare_pretraining_data(tmp_path, monkeypatch):
   # Other settings: prepared again; an existing tokenizer can be reused.
   other = _prepare(tmp_path / "d1", pattern, max_seq_length=24,
                    tokenizer_path=str(tmp_path / "d2" / "tokenizer.model"))
-  assert other["tokenizer"]["fingerprint"] == manifest["tokenizer"]["fingerprint"]
+  fingerprint = manifest["tokenizer"]["fingerprint"]
+  assert other["tokenizer"]["fingerprint"] == fingerprint
   assert pretrain.load_split(str(tmp_path / "d1"), "eval")[
       "input_ids"].shape[1] == 24
 
@@ -352,7 +357,8 @@ def test_prepare_errors(tmp_path):
   cases["missing"] = (str(tmp_path / "nope*.txt"), "matches no file")
   (tmp_path / "empty.txt").write_text("\n  \n")
   cases["empty"] = (str(tmp_path / "empty.txt"), "has no text")
-  (tmp_path / "latin1.txt").write_bytes("Ein Satz.\nSch\xf6n.\n".encode("latin1"))
+  (tmp_path / "latin1.txt").write_bytes(
+      "Ein Satz.\nSch\xf6n.\n".encode("latin1"))
   cases["latin1"] = (str(tmp_path / "latin1.txt"), "offset 13.*iconv")
   (tmp_path / "one.txt").write_text("Only one document.\nTwo lines.\n")
   cases["one_doc"] = (str(tmp_path / "one.txt"), "at least 2")

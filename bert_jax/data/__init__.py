@@ -1,4 +1,4 @@
-"""Input pipeline: corpus -> tokenizer -> NSP instances -> masked tf.data batches.
+"""Input pipeline: corpus -> tokenizer -> NSP instances -> masked batches.
 
 `corpus`, `tokenizer`, `instances` and `synthetic` import without TensorFlow;
 `masking` and `pretrain` need it.

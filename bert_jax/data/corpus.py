@@ -1,7 +1,7 @@
 """Text corpora as documents of sentences.
 
-A corpus is `list[list[str]]`: documents, each a list of sentences, the layout of
-Google's original `create_pretraining_data.py`. Two sources:
+A corpus is `list[list[str]]`: documents, each a list of sentences, the layout
+of Google's original `create_pretraining_data.py`. Two sources:
 
 * `builtin:python_docs` -- text that ships with CPython (the `pydoc_data` topics
   and the standard library's docstrings, read with `ast`, never imported), so a
@@ -32,7 +32,7 @@ _MIN_DOC_CHARS = 100
 
 
 def split_sentences(text: str) -> list[str]:
-  """Splits text into sentences: paragraphs on blank lines, then at `.!?` + space.
+  """Splits text into sentences: paragraphs at blank lines, then after `.!?`.
 
   Args:
     text: free text, possibly with hard line breaks.
@@ -69,11 +69,12 @@ def _docstrings(node: ast.AST):
 
 
 def _stdlib_files(root: str) -> list[str]:
-  """Sorted *.py files of the standard library, without test or vendored dirs."""
+  """Sorted *.py files of the standard library, minus tests and vendored code."""
   files = []
   for dirpath, dirnames, filenames in os.walk(root):
     dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
-    files.extend(os.path.join(dirpath, f) for f in filenames if f.endswith(".py"))
+    files.extend(os.path.join(dirpath, f) for f in filenames
+                 if f.endswith(".py"))
   return sorted(files)
 
 
@@ -84,7 +85,7 @@ def _add_document(documents: list[list[str]], text: str) -> None:
 
 
 def python_docs_documents() -> list[list[str]]:
-  """The built-in corpus: CPython's pydoc topics and standard library docstrings.
+  """The built-in corpus: CPython's pydoc topics and stdlib docstrings.
 
   Modules are parsed with `ast`, never imported. The walk is sorted, so the
   result is the same on every run of the same Python build.
@@ -123,8 +124,9 @@ def _expand(pattern: str) -> list[str]:
           f"or {BUILTIN_PYTHON_DOCS!r})")
     paths.extend(matched)
   if not paths:
-    raise UserError(f"corpus pattern {pattern!r} is empty; set config.data.input "
-                    f"to a glob of text files or {BUILTIN_PYTHON_DOCS!r}")
+    raise UserError(f"corpus pattern {pattern!r} is empty; set "
+                    f"config.data.input to a glob of text files or "
+                    f"{BUILTIN_PYTHON_DOCS!r}")
   return paths
 
 
@@ -135,8 +137,8 @@ def _read_utf8(path: str) -> str:
     return data.decode("utf-8")
   except UnicodeDecodeError as e:
     raise UserError(
-        f"corpus file {path} has non-UTF-8 bytes at offset {e.start}; convert it "
-        f"to UTF-8 (e.g. iconv -f latin1 -t utf-8 {path} > out.txt)") from None
+        f"corpus file {path} has non-UTF-8 bytes at offset {e.start}; convert "
+        f"it to UTF-8 (e.g. iconv -f latin1 -t utf-8 {path} > out.txt)") from None
 
 
 def read_text_documents(pattern: str) -> list[list[str]]:
@@ -170,8 +172,8 @@ def read_text_documents(pattern: str) -> list[list[str]]:
       documents.append(document)
   if not documents:
     raise UserError(
-        f"corpus {pattern!r} ({len(paths)} file(s)) has no text; give files with "
-        f"one sentence per line and a blank line between documents")
+        f"corpus {pattern!r} ({len(paths)} file(s)) has no text; give files "
+        f"with one sentence per line and a blank line between documents")
   return documents
 
 

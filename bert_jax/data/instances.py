@@ -14,7 +14,7 @@ import numpy as np
 
 
 def _truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng):
-  """Trims the longer list, from the front or the back at random, until it fits."""
+  """Trims the longer list, at the front or back at random, until both fit."""
   while len(tokens_a) + len(tokens_b) > max_num_tokens:
     trunc_tokens = tokens_a if len(tokens_a) > len(tokens_b) else tokens_b
     if rng.random() < 0.5:

@@ -80,6 +80,14 @@ def _file_sha256(path: str) -> str:
     return hashlib.sha256(f.read()).hexdigest()
 
 
+def _files_intact(data_dir: str, file_sizes: dict[str, int]) -> bool:
+  for name, size in file_sizes.items():
+    path = os.path.join(data_dir, name)
+    if not os.path.isfile(path) or os.path.getsize(path) != size:
+      return False
+  return bool(file_sizes)
+
+
 def _read_manifest(data_dir: str):
   try:
     with open(os.path.join(data_dir, MANIFEST)) as f:
@@ -121,8 +129,9 @@ def _most_frequent_token_id(input_ids: np.ndarray, vocab_size: int) -> int:
   return int(np.argmax(counts))
 
 
-def prepare_pretraining_data(data_dir: str, *, input: str, vocab_size: int,  # pylint: disable=redefined-builtin
-                             max_seq_length: int, short_seq_prob: float,
+def prepare_pretraining_data(data_dir: str, *,
+                             input: str,  # pylint: disable=redefined-builtin
+                             vocab_size: int, max_seq_length: int, short_seq_prob: float,
                              eval_fraction: float, seed: int,
                              dupe_factor: int = 1,
                              tokenizer_path: str | None = None,
@@ -177,10 +186,8 @@ def prepare_pretraining_data(data_dir: str, *, input: str, vocab_size: int,  # p
   settings = json.loads(json.dumps(settings))  # tuples -> lists, as on disk
   manifest_path = os.path.join(data_dir, MANIFEST)
   old = _read_manifest(data_dir)
-  if old is not None and old.get("settings") == settings and all(
-      os.path.getsize(os.path.join(data_dir, name)) == size
-      if os.path.exists(os.path.join(data_dir, name)) else False
-      for name, size in old.get("file_sizes", {}).items()):
+  if (old is not None and old.get("settings") == settings and
+      _files_intact(data_dir, old.get("file_sizes", {}))):
     log(f"data: reusing {data_dir} ({old['counts']['train']['instances']} "
         f"train instances)")
     return old
@@ -216,8 +223,9 @@ def prepare_pretraining_data(data_dir: str, *, input: str, vocab_size: int,  # p
   counts, file_sizes = {}, {TOKENIZER: os.path.getsize(model_path)}
   most_frequent = None
   # Eval needs no duplication; its own seed keeps the two streams apart.
-  for split, docs, split_seed, dupes in (("train", train_docs, seed, dupe_factor),
-                                         ("eval", eval_docs, seed + 1, 1)):
+  for split, docs, split_seed, dupes in (
+      ("train", train_docs, seed, dupe_factor),
+      ("eval", eval_docs, seed + 1, 1)):
     t0 = time.time()
     ids = _tokenize(tok, docs)
     arrays = instances.create_nsp_instances(
@@ -232,6 +240,9 @@ def prepare_pretraining_data(data_dir: str, *, input: str, vocab_size: int,  # p
         "sentences": sum(map(len, docs)),
         "tokens": sum(len(s) for doc in ids for s in doc),
         "instances": len(arrays["input_ids"]),
+        # Majority-class baseline for NSP accuracy (above 0.5 when documents
+        # are short: a one-sentence chunk always gets a random next).
+        "random_next_fraction": float(arrays["next_sentence_labels"].mean()),
     }
     if split == "train":
       most_frequent = _most_frequent_token_id(arrays["input_ids"], vocab_size)
@@ -254,12 +265,14 @@ def prepare_pretraining_data(data_dir: str, *, input: str, vocab_size: int,  # p
 
 def load_split(data_dir: str, split: str) -> dict[str, np.ndarray]:
   """Loads `train` or `eval` arrays of a prepared data dir."""
-  path = os.path.join(data_dir, f"{split}.npz")
   if split not in SPLITS:
-    raise UserError(f"unknown split {split!r}; use one of {SPLITS}")
-  if not os.path.exists(os.path.join(data_dir, MANIFEST)):
-    raise UserError(f"{data_dir} has no {MANIFEST}; prepare the data first "
-                    f"(prepare_pretraining_data) or fix the data dir")
+    raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
+  path = os.path.join(data_dir, f"{split}.npz")
+  # Without a manifest the files may be half-written leftovers.
+  if not (os.path.exists(os.path.join(data_dir, MANIFEST)) and
+          os.path.exists(path)):
+    raise UserError(f"{data_dir} is not a prepared data dir (no {MANIFEST} or "
+                    f"{split}.npz); prepare the data first or fix the path")
   with np.load(path, allow_pickle=False) as npz:
     return {key: npz[key] for key in ARRAY_KEYS}
 
@@ -296,7 +309,8 @@ def make_dataset(arrays: dict[str, np.ndarray], *, batch_size: int, seed: int,
                     f"{process_count} processes; make it a multiple of "
                     f"{process_count}")
   if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+    raise ValueError(
+        f"process_index {process_index} not in [0, {process_count})")
   n = len(arrays["input_ids"])
   if n == 0:
     raise UserError("the data split has no instances; use a larger corpus or a "
@@ -308,7 +322,6 @@ def make_dataset(arrays: dict[str, np.ndarray], *, batch_size: int, seed: int,
   with tf.device("/CPU:0"):
     table = {k: tf.Variable(arrays[k], trainable=False, dtype=tf.int32)
              for k in ARRAY_KEYS}
-  special_ids = tokenizer_lib.SPECIAL_IDS
 
   def example(j):
     # j counts this process's rows from start_step on.
@@ -328,11 +341,12 @@ def make_dataset(arrays: dict[str, np.ndarray], *, batch_size: int, seed: int,
     input_ids = tf.gather(table["input_ids"], index)
     out = masking.mask_sequence(
         input_ids, mask_seed, vocab_size=vocab_size,
-        mask_id=tokenizer_lib.MASK_ID, special_ids=special_ids,
+        mask_id=tokenizer_lib.MASK_ID, special_ids=tokenizer_lib.SPECIAL_IDS,
         max_predictions=max_predictions, mask_rate=mask_rate)
     out["token_type_ids"] = tf.gather(table["token_type_ids"], index)
     out["attention_mask"] = tf.cast(input_ids != tokenizer_lib.PAD_ID, tf.int32)
-    out["next_sentence_labels"] = tf.gather(table["next_sentence_labels"], index)
+    out["next_sentence_labels"] = tf.gather(table["next_sentence_labels"],
+                                            index)
     return out
 
   if num_steps is None:

@@ -1,4 +1,4 @@
-"""Random pretraining batches for smoke tests and benchmarks, without TensorFlow.
+"""Random pretraining batches for smoke tests and benchmarks; no TensorFlow.
 
 Same keys, dtypes and shapes as `pretrain.make_dataset`, drawn with numpy only,
 so machines with JAX but no TensorFlow can run benchmarks.
@@ -22,7 +22,8 @@ def _batch(rng: np.random.Generator, b: int, length: int, vocab_size: int,
   ids[positions == sep_a] = SEP_ID
   ids[positions == seq_len - 1] = SEP_ID
   ids[positions >= seq_len] = PAD_ID
-  token_type_ids = ((positions > sep_a) & (positions < seq_len)).astype(np.int32)
+  token_type_ids = ((positions > sep_a) & (positions < seq_len)).astype(
+      np.int32)
 
   # Pick round(15 %) of the non-special tokens: smallest random scores win.
   candidate = ~np.isin(ids, SPECIAL_IDS)
@@ -41,7 +42,8 @@ def _batch(rng: np.random.Generator, b: int, length: int, vocab_size: int,
 
   u = rng.random((b, max_predictions))
   random_ids = rng.integers(_FIRST_ID, vocab_size, size=(b, max_predictions))
-  replacement = np.where(u < 0.8, MASK_ID, np.where(u < 0.9, random_ids, mlm_ids))
+  replacement = np.where(u < 0.8, MASK_ID,
+                         np.where(u < 0.9, random_ids, mlm_ids))
   masked = ids.copy()
   r, c = np.nonzero(valid)
   masked[r, mlm_positions[r, c]] = replacement[r, c]

@@ -31,8 +31,8 @@ def _check_special_ids(sp: spm.SentencePieceProcessor, path: str) -> None:
   for i, piece in zip(SPECIAL_IDS, SPECIAL_PIECES):
     if sp.piece_to_id(piece) != i:
       raise UserError(
-          f"tokenizer {path} has {piece} at id {sp.piece_to_id(piece)}, not {i}; "
-          f"train it with bert_jax (train_sentencepiece) or delete it to retrain")
+          f"tokenizer {path} has {piece} at id {sp.piece_to_id(piece)}, not "
+          f"{i}; use a model trained by bert_jax (train_sentencepiece)")
 
 
 def train_sentencepiece(documents, model_path: str, *, vocab_size: int,

@@ -1,0 +1,23 @@
+"""BERT-base (L12/H768, 110M parameters) as in Devlin et al. (2018), in two phases.
+
+    # phase 1: 900k steps at sequence length 128 (90 % of the paper's 1M steps)
+    bert-jax pretrain --config configs/bert_base.py:phase1 --workdir runs/base128
+    # phase 2: 100k steps at length 512, starting from phase 1's parameters
+    bert-jax pretrain --config configs/bert_base.py:phase2 --workdir runs/base512 \
+        --config.init_from=runs/base128
+
+Data: `config.data.input` globs of text in the original BERT format (one sentence per
+line, a blank line between documents), e.g. Wikipedia + BookCorpus (3.3B words).
+Settings (`bert_jax.config.paper_recipe`): batch 256, AdamW lr 1e-4 (b1 0.9, b2 0.999,
+eps 1e-6, weight decay 0.01), 10k warmup then linear decay, dropout 0.1, 15 % masking,
+30,522-piece vocabulary, bf16 compute with float32 parameters.
+Expected on Wikipedia + books: masked-LM accuracy about 0.70 and NSP accuracy about 0.98
+at the end of phase 2 (published reproductions; the paper reports only downstream
+scores). Not yet run by us at this scale.
+"""
+
+from bert_jax import config as config_lib
+
+
+def get_config(phase="phase1"):
+  return config_lib.paper_recipe("base", phase)

@@ -1,0 +1,19 @@
+"""BERT-large (L24/H1024, 340M parameters) as in Devlin et al. (2018), in two phases.
+
+    bert-jax pretrain --config configs/bert_large.py:phase1 --workdir runs/large128
+    bert-jax pretrain --config configs/bert_large.py:phase2 --workdir runs/large512 \
+        --config.init_from=runs/large128
+
+Same data and optimizer settings as configs/bert_base.py; layers are rematerialised
+(`dots_no_batch`: keep matmul outputs, recompute the rest) to fit batch 256 at length 512.
+Expected on Wikipedia + books: masked-LM accuracy about 0.73 at the end of phase 2
+(published reproductions). Not yet run by us at this scale.
+"""
+
+from bert_jax import config as config_lib
+
+
+def get_config(phase="phase1"):
+  c = config_lib.paper_recipe("large", phase)
+  c.model.remat_policy = "dots_no_batch"
+  return c
