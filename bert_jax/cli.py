@@ -12,7 +12,9 @@ import sys
 
 from bert_jax.errors import UserError
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow: quiet unless it matters
+# TensorFlow (the input pipeline only): quiet unless it matters.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 def _pretrain(argv):

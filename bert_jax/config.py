@@ -128,6 +128,9 @@ def validate(config):
     section, name = key.split(".")
     if config[section][name] < 1:
       raise UserError(f"config.{key} must be at least 1, got {config[section][name]}")
+  if config.train.warmup_steps > config.train.steps:
+    raise UserError(f"config.train.warmup_steps={config.train.warmup_steps} exceeds "
+                    f"config.train.steps={config.train.steps}; lower the warmup too")
   if not 0 < config.data.mask_rate < 1:
     raise UserError(f"config.data.mask_rate={config.data.mask_rate} must be in (0, 1)")
 

@@ -20,12 +20,12 @@ def get_config():
   c.data.max_predictions_per_seq = 20
   c.data.dupe_factor = 2            # two instance layouts per document: more variety
   c.data.eval_fraction = 0.05
-  c.train.steps = 1500
-  c.train.batch_size = 64
+  c.train.steps = 1800
+  c.train.batch_size = 32
   c.train.learning_rate = 1e-3      # small models take a larger rate (Turc et al. 2019)
-  c.train.warmup_steps = 150
+  c.train.warmup_steps = 100
   c.train.log_every_steps = 50
-  c.eval.every_steps = 500
-  c.eval.steps = 20
-  c.checkpoint.every_steps = 500
+  c.eval.every_steps = 600
+  c.eval.steps = 14
+  c.checkpoint.every_steps = 600
   return c

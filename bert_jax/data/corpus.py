@@ -69,7 +69,7 @@ def _docstrings(node: ast.AST):
 
 
 def _stdlib_files(root: str) -> list[str]:
-  """Sorted *.py files of the standard library, minus tests and vendored code."""
+  """Sorted *.py files of the standard library, minus tests and vendored."""
   files = []
   for dirpath, dirnames, filenames in os.walk(root):
     dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
@@ -134,11 +134,12 @@ def _read_utf8(path: str) -> str:
   with open(path, "rb") as f:
     data = f.read()
   try:
-    return data.decode("utf-8")
+    return data.decode("utf-8").removeprefix("\ufeff")  # BOM of Notepad
   except UnicodeDecodeError as e:
     raise UserError(
         f"corpus file {path} has non-UTF-8 bytes at offset {e.start}; convert "
-        f"it to UTF-8 (e.g. iconv -f latin1 -t utf-8 {path} > out.txt)") from None
+        f"it to UTF-8 (e.g. iconv -f latin1 -t utf-8 {path} > out.txt)"
+    ) from None
 
 
 def read_text_documents(pattern: str) -> list[list[str]]:

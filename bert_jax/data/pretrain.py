@@ -29,6 +29,9 @@ from bert_jax.data import masking
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
 
+# tf.data runs on the host; keep TensorFlow off the accelerators JAX trains on.
+tf.config.set_visible_devices([], "GPU")
+
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.model"
 SPLITS = ("train", "eval")
@@ -131,7 +134,8 @@ def _most_frequent_token_id(input_ids: np.ndarray, vocab_size: int) -> int:
 
 def prepare_pretraining_data(data_dir: str, *,
                              input: str,  # pylint: disable=redefined-builtin
-                             vocab_size: int, max_seq_length: int, short_seq_prob: float,
+                             vocab_size: int, max_seq_length: int,
+                             short_seq_prob: float,
                              eval_fraction: float, seed: int,
                              dupe_factor: int = 1,
                              tokenizer_path: str | None = None,
@@ -157,8 +161,11 @@ def prepare_pretraining_data(data_dir: str, *,
     log: called with short progress lines.
 
   Returns:
-    The manifest: settings, tokenizer fingerprint, per-split counts and
-    `most_frequent_token_id`.
+    The manifest: `settings`, `tokenizer_file`, `tokenizer_fingerprint` (sha256
+    of the model), `vocab_size`, `max_seq_length`, `counts` per split
+    (documents, sentences, tokens, instances, random_next_fraction),
+    `most_frequent_token_id` (non-special, in train: an MLM accuracy baseline)
+    and `file_sizes`.
 
   Raises:
     UserError: bad corpus, bad settings or a mismatching tokenizer.
@@ -252,8 +259,10 @@ def prepare_pretraining_data(data_dir: str, *,
 
   manifest = {
       "settings": settings,
-      "tokenizer": {"path": TOKENIZER, "fingerprint": tok.fingerprint,
-                    "vocab_size": tok.vocab_size},
+      "tokenizer_file": TOKENIZER,
+      "tokenizer_fingerprint": tok.fingerprint,
+      "vocab_size": tok.vocab_size,
+      "max_seq_length": max_seq_length,
       "counts": counts,
       "most_frequent_token_id": most_frequent,
       "file_sizes": file_sizes,

@@ -11,8 +11,6 @@ import io
 import os
 import re
 
-import sentencepiece as spm
-
 from bert_jax.errors import UserError
 
 PAD_ID = 0
@@ -27,7 +25,14 @@ SPECIAL_PIECES = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 TRAIN_THREADS = 16
 
 
-def _check_special_ids(sp: spm.SentencePieceProcessor, path: str) -> None:
+def _spm():
+  # Imported on use: the id constants above must import without sentencepiece (the
+  # synthetic data source runs on GPU images that lack it).
+  import sentencepiece
+  return sentencepiece
+
+
+def _check_special_ids(sp, path: str) -> None:
   for i, piece in zip(SPECIAL_IDS, SPECIAL_PIECES):
     if sp.piece_to_id(piece) != i:
       raise UserError(
@@ -43,8 +48,8 @@ def train_sentencepiece(documents, model_path: str, *, vocab_size: int,
 
   SentencePiece's result is repeatable for a given thread count but changes
   with it, so the count is a constant (`TRAIN_THREADS`), not `os.cpu_count()`:
-  a data dir prepared on any machine is byte-identical. `byte_fallback` is on,
-  so no text maps to [UNK].
+  with one SentencePiece version, every machine trains the same model.
+  `byte_fallback` is on, so no text maps to [UNK].
 
   Args:
     documents: documents, each a list of sentences (str).
@@ -66,6 +71,7 @@ def train_sentencepiece(documents, model_path: str, *, vocab_size: int,
         if sentence.strip():
           yield sentence
 
+  spm = _spm()
   spm.set_random_generator_seed(seed)
   proto = io.BytesIO()
   try:
@@ -103,7 +109,7 @@ def train_sentencepiece(documents, model_path: str, *, vocab_size: int,
     raise UserError(f"SentencePiece training failed: {message}; check the "
                     f"corpus and config.tokenizer") from None
 
-  sp = spm.SentencePieceProcessor(model_proto=proto.getvalue())
+  sp = _spm().SentencePieceProcessor(model_proto=proto.getvalue())
   _check_special_ids(sp, model_path)
   tmp = model_path + ".tmp"
   with open(tmp, "wb") as f:
@@ -122,7 +128,7 @@ class Tokenizer:
     with open(model_path, "rb") as f:
       data = f.read()
     try:
-      self._sp = spm.SentencePieceProcessor(model_proto=data)
+      self._sp = _spm().SentencePieceProcessor(model_proto=data)
     except RuntimeError:
       raise UserError(f"tokenizer model {model_path} is not a SentencePiece "
                       f"model; delete it to retrain or give the right file"

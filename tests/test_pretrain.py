@@ -1,0 +1,169 @@
+"""End to end through the CLI: the demo recipe for a few steps, kill -9 and resume equal
+to an uninterrupted run, fill-mask, every config file, and one-line errors for bad input."""
+
+import glob
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bert_jax import cli
+from bert_jax import config as config_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A short demo: seq 128 as the recipe, a small batch, checkpoints every 20 steps.
+FAST = ["--config.train.steps=60", "--config.train.batch_size=8",
+        "--config.train.warmup_steps=10", "--config.checkpoint.every_steps=20",
+        "--config.eval.every_steps=30", "--config.eval.steps=2",
+        "--config.train.log_every_steps=10"]
+
+
+def _run_cli(args, env=None, **kwargs):
+  env = {**os.environ, "XLA_FLAGS": "", **(env or {})}  # one CPU device, as a user has
+  return subprocess.Popen([sys.executable, "-m", "bert_jax"] + args, cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def _metrics(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  """The demo's prepared data (tokenizer + instances), made once by a 2-step run."""
+  workdir = tmp_path_factory.mktemp("prepare")
+  proc = _run_cli(["pretrain", "--workdir", str(workdir)] + FAST[1:] +
+                  ["--config.train.steps=2", "--config.train.warmup_steps=1"])
+  out, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-3000:]
+  return str(workdir / "data")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, data_dir):
+  workdir = str(tmp_path_factory.mktemp("uninterrupted"))
+  proc = _run_cli(["pretrain", "--workdir", workdir, f"--config.data.prepared_dir={data_dir}"]
+                  + FAST)
+  _, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-3000:]
+  return workdir
+
+
+def test_demo_runs_and_logs(uninterrupted):
+  records = _metrics(uninterrupted)
+  train = [r for r in records if r["split"] == "train"]
+  evals = [r for r in records if r["split"] == "eval"]
+  assert [r["step"] for r in train] == [10, 20, 30, 40, 50, 60]
+  assert [r["step"] for r in evals] == [30, 60]
+  for r in train:
+    assert {"loss", "mlm_accuracy", "nsp_accuracy", "learning_rate", "seq_per_s"} <= r.keys()
+  assert train[-1]["loss"] < train[0]["loss"]
+  steps = sorted(int(d) for d in os.listdir(os.path.join(uninterrupted, "checkpoints"))
+                 if d.isdigit())
+  assert steps == [20, 40, 60]  # keep=3, final save included
+  assert glob.glob(os.path.join(uninterrupted, "tensorboard", "events.*"))
+
+
+def test_kill_and_resume_equals_uninterrupted(tmp_path, data_dir, uninterrupted):
+  workdir = str(tmp_path / "killed")
+  args = ["pretrain", "--workdir", workdir, f"--config.data.prepared_dir={data_dir}"] + FAST
+  # Slow the steps down so that the kill lands between the step-40 and step-60 saves.
+  proc = _run_cli(args, env={"BERT_JAX_DEBUG_STEP_SLEEP": "0.25"})
+  deadline = time.time() + 600
+  while not os.path.isdir(os.path.join(workdir, "checkpoints", "40")):
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    assert time.time() < deadline
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not os.path.isdir(os.path.join(workdir, "checkpoints", "60"))
+  resumed = _run_cli(args)
+  out, err = resumed.communicate(timeout=600)
+  assert resumed.returncode == 0, err[-3000:]
+  assert "resumed from" in out
+
+  def by_step(records):
+    return {(r["step"], r["split"]): r for r in records}
+  a, b = by_step(_metrics(uninterrupted)), by_step(_metrics(workdir))
+  assert a.keys() == b.keys()
+  for key in a:  # bit-exact on CPU: the same batches, masks, dropout and optimizer state
+    for metric in ("loss", "mlm_accuracy", "nsp_accuracy", "learning_rate"):
+      assert a[key][metric] == b[key][metric], (key, metric)
+
+
+def test_fill_mask_json(uninterrupted, capsys):
+  assert cli.main(["fill-mask", "--workdir", uninterrupted, "--json",
+                   "Return the [MASK] of the list."]) == 0
+  result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert len(result) == 5 and {"token", "token_str", "score"} == result[0].keys()
+  scores = [r["score"] for r in result]
+  assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1.0 + 1e-6
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "*.py"))))
+def test_every_config_loads(path):
+  spec = importlib.util.spec_from_file_location("recipe", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  args = ("phase1", "phase2") if "bert_" in os.path.basename(path) else (None,)
+  for arg in args:
+    c = module.get_config() if arg is None else module.get_config(arg)
+    config_lib.validate(c)
+    config_lib.model_config(c, c.tokenizer.vocab_size)
+    for key in ("seed", "model.size", "train.steps", "train.batch_size", "train.learning_rate",
+                "train.warmup_steps", "checkpoint.every_steps", "eval.every_steps", "mesh.data",
+                "mesh.fsdp", "mesh.tensor", "data.max_seq_length"):
+      node = c
+      for part in key.split("."):
+        node = node[part]
+    assert module.__doc__ and "bert-jax pretrain" in module.__doc__
+
+
+def _error_line(capsys, args):
+  assert cli.main(args) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err[-1].startswith("error: ")
+  return err[-1]
+
+
+def test_unknown_config_key_is_an_error(capsys, tmp_path):
+  line = _error_line(capsys, ["pretrain", "--workdir", str(tmp_path), "--config.train.stepz=5"])
+  assert "stepz" in line and "steps" in line
+  assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("content,expected", [
+    (None, "no file"), (b"\n\n", "empty"), (b"caf\xe9 au lait.\n", "UTF-8")])
+def test_bad_corpus_is_an_error(capsys, tmp_path, content, expected):
+  corpus = tmp_path / "corpus.txt"
+  if content is not None:
+    corpus.write_bytes(content)
+  workdir = tmp_path / "run"
+  line = _error_line(capsys, ["pretrain", "--workdir", str(workdir),
+                              f"--config.data.input={corpus}"])
+  assert expected.lower() in line.lower()
+  assert not glob.glob(str(workdir / "data" / "manifest.json"))
+
+
+def test_batch_the_mesh_cannot_divide(capsys, tmp_path, data_dir):
+  line = _error_line(capsys, ["pretrain", "--workdir", str(tmp_path),  # 8 fake devices
+                              f"--config.data.prepared_dir={data_dir}",
+                              "--config.train.batch_size=12"])
+  assert "batch" in line and "8" in line
+
+
+def test_workdir_with_another_model_size(capsys, tmp_path, data_dir, uninterrupted):
+  before = _metrics(uninterrupted)
+  steps = sorted(os.listdir(os.path.join(uninterrupted, "checkpoints")))
+  line = _error_line(capsys, ["pretrain", "--workdir", uninterrupted,
+                              f"--config.data.prepared_dir={data_dir}",
+                              "--config.model.size=mini"] + FAST)
+  assert "another model" in line and "hidden_size" in line
+  assert _metrics(uninterrupted) == before
+  assert sorted(os.listdir(os.path.join(uninterrupted, "checkpoints"))) == steps
