@@ -28,19 +28,22 @@ def _pretrain(argv):
   logging.set_verbosity(logging.WARNING)
   _check_config_path(argv)
   fv = flags.FlagValues()
+  saved_argv, sys.argv = sys.argv, ["bert-jax pretrain"] + argv
   try:
-    # config_flags applies --config.KEY overrides while defining the flag: keep it inside.
+    # config_flags reads --config.KEY overrides from sys.argv while defining the flag.
     config_flags.DEFINE_config_file(
         "config", str(config_lib.DEFAULT_CONFIG), "Recipe file (configs/*.py[:ARG]).",
         flag_values=fv, lock_config=True)
     flags.DEFINE_string("workdir", None, "Run directory: data, checkpoints, metrics.",
                         flag_values=fv)
-    rest = fv(["bert-jax pretrain"] + argv)
+    rest = fv(sys.argv)
     config = fv.config
     config.get("seed")  # a config file that failed to load raises here
   except (flags.Error, KeyError, AttributeError, ValueError, TypeError, OSError) as e:
     what = "unknown config key " if isinstance(e, (KeyError, AttributeError)) else ""
     raise UserError(f"{what}{_one_line(e)} (keys and defaults: bert_jax/config.py)") from None
+  finally:
+    sys.argv = saved_argv
   if len(rest) > 1:
     raise UserError(f"unexpected arguments {rest[1:]}; options look like --config.train.steps=100")
   if not fv.workdir:
@@ -56,8 +59,8 @@ def _fill_mask(argv):
   parser.add_argument("--top-k", type=int, default=5)
   parser.add_argument("text", nargs="+", help='text containing [MASK], e.g. "a [MASK] b"')
   args = parser.parse_args(argv)
-  from bert_jax import fill_mask
-  fill_mask.main(args.workdir, args.text, top_k=args.top_k, as_json=args.json)
+  from bert_jax import inference
+  inference.main(args.workdir, args.text, top_k=args.top_k, as_json=args.json)
 
 
 COMMANDS = {"pretrain": _pretrain, "fill-mask": _fill_mask}

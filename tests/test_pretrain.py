@@ -92,9 +92,11 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, data_dir, uninterrupted)
     return {(r["step"], r["split"]): r for r in records}
   a, b = by_step(_metrics(uninterrupted)), by_step(_metrics(workdir))
   assert a.keys() == b.keys()
+  assert a[(60, "train")]["loss"] == b[(60, "train")]["loss"]
   for key in a:  # bit-exact on CPU: the same batches, masks, dropout and optimizer state
-    for metric in ("loss", "mlm_accuracy", "nsp_accuracy", "learning_rate"):
-      assert a[key][metric] == b[key][metric], (key, metric)
+    timing = ("seq_per_s",)
+    assert {k: v for k, v in a[key].items() if k not in timing} == {
+        k: v for k, v in b[key].items() if k not in timing}, key
 
 
 def test_fill_mask_json(uninterrupted, capsys):
@@ -139,7 +141,7 @@ def test_unknown_config_key_is_an_error(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("content,expected", [
-    (None, "no file"), (b"\n\n", "empty"), (b"caf\xe9 au lait.\n", "UTF-8")])
+    (None, "no file"), (b"\n\n", "has no text"), (b"caf\xe9 au lait.\n", "UTF-8")])
 def test_bad_corpus_is_an_error(capsys, tmp_path, content, expected):
   corpus = tmp_path / "corpus.txt"
   if content is not None:
