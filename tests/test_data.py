@@ -327,6 +327,10 @@ def test_prepare_pretraining_data(tmp_path, monkeypatch):
       "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
   encoded = tok.encode("bada [MASK] kelo")
   assert encoded.count(tokenizer.MASK_ID) == 1
+  # No lone word-start piece before [MASK]: it stands for a whole "▁word" piece.
+  before = encoded[encoded.index(tokenizer.MASK_ID) - 1]
+  assert tok.id_to_piece(before) != "\u2581"
+  assert encoded[:encoded.index(tokenizer.MASK_ID)] == tok.encode("bada")
   assert tok.decode(tok.encode("bada kelo!")) == "bada kelo!"
 
   # Fast path: the corpus is not even read.

@@ -134,6 +134,7 @@ class Tokenizer:
                       f"model; delete it to retrain or give the right file"
                       ) from None
     _check_special_ids(self._sp, model_path)
+    self._space_id = self._sp.piece_to_id("\u2581")
     self.model_path = model_path
     self.fingerprint = hashlib.sha256(data).hexdigest()
 
@@ -143,11 +144,24 @@ class Tokenizer:
 
   def encode(self, text: str) -> list[int]:
     """Token ids of `text`, without [CLS] / [SEP]."""
-    return self._sp.encode(text, out_type=int)
+    return self._join_mask(self._sp.encode(text, out_type=int))
 
   def encode_batch(self, texts: list[str]) -> list[list[int]]:
     """Token ids of several texts (one C++ call, faster than a loop)."""
-    return self._sp.encode(texts, out_type=int)
+    return [self._join_mask(ids) for ids in self._sp.encode(texts, out_type=int)]
+
+  def _join_mask(self, ids: list[int]) -> list[int]:
+    """Drops the lone word-start piece SentencePiece puts before "[MASK]".
+
+    "a [MASK] b" encodes as `▁a ▁ [MASK] ▁b`; in training a masked word is one
+    piece that carries its own `▁`, so the [MASK] stands for `▁word` and the
+    lone `▁` would be a token the model never saw there (Hugging Face strips
+    the space before an ALBERT-style [MASK] the same way).
+    """
+    if MASK_ID not in ids:
+      return ids
+    return [t for i, t in enumerate(ids)
+            if not (t == self._space_id and i + 1 < len(ids) and ids[i + 1] == MASK_ID)]
 
   def decode(self, ids) -> str:
     return self._sp.decode([int(i) for i in ids])
