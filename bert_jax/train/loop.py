@@ -51,6 +51,19 @@ def _prepare_data(config, workdir):
   return data_lib, data_dir, manifest
 
 
+def _initialize_distributed():
+  """jax.distributed.initialize(): cluster auto-detection (Cloud TPU, SLURM, MPI, k8s),
+  or explicit JAX_COORDINATOR_ADDRESS + JAX_NUM_PROCESSES + JAX_PROCESS_ID (e.g. two
+  processes on one machine)."""
+  env = os.environ
+  if "JAX_NUM_PROCESSES" in env:
+    jax.distributed.initialize(coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
+                               num_processes=int(env["JAX_NUM_PROCESSES"]),
+                               process_id=int(env["JAX_PROCESS_ID"]))
+  else:
+    jax.distributed.initialize()
+
+
 def _write_run_config(config, workdir):
   if jax.process_index() == 0:
     tmp = os.path.join(workdir, "config.json.tmp")
@@ -81,7 +94,7 @@ def pretrain(config, workdir):
   """Runs (or resumes) pretraining as `config` says, writing everything under `workdir`."""
   config_lib.validate(config)
   if config.distributed:
-    jax.distributed.initialize()
+    _initialize_distributed()
   os.makedirs(workdir, exist_ok=True)
   data_lib, data_dir, manifest = _prepare_data(config, workdir)
   model_cfg = config_lib.model_config(config, manifest["vocab_size"])
