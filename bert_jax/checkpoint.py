@@ -7,6 +7,8 @@ parameters apart lets export, `fill-mask` and `init_from` read them without the 
 state.
 """
 
+import os
+
 import orbax.checkpoint as ocp
 
 from bert_jax.errors import UserError
@@ -19,9 +21,9 @@ class Checkpoints:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, enable_async_checkpointing=async_save, read_only=read_only,
         create=not read_only)
-    self.directory = directory
+    self.directory = os.path.abspath(directory)  # tensorstore wants absolute paths
     self._manager = ocp.CheckpointManager(
-        directory, options=options, item_names=("params", "opt_state", "meta"))
+        self.directory, options=options, item_names=("params", "opt_state", "meta"))
 
   def latest_step(self):
     return self._manager.latest_step()

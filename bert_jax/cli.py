@@ -17,6 +17,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
+PRETRAIN_USAGE = """usage: bert-jax pretrain [--config configs/RECIPE.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
+
+Pretrains (or resumes) BERT as the recipe says; without --config, the embedded demo
+(configs/demo.py). Keys, defaults and comments: bert_jax/config.py."""
+
+
 def _pretrain(argv):
   from absl import flags
   from absl import logging
@@ -27,6 +33,8 @@ def _pretrain(argv):
 
   logging.set_verbosity(logging.WARNING)
   _check_config_path(argv)
+  help_asked = bool({"-h", "--help"} & set(argv))
+  argv = [a for a in argv if a not in ("-h", "--help")]
   fv = flags.FlagValues()
   saved_argv, sys.argv = sys.argv, ["bert-jax pretrain"] + argv
   try:
@@ -46,6 +54,9 @@ def _pretrain(argv):
     sys.argv = saved_argv
   if len(rest) > 1:
     raise UserError(f"unexpected arguments {rest[1:]}; options look like --config.train.steps=100")
+  if help_asked:
+    print(PRETRAIN_USAGE + "\n\nThe config (every key can be overridden):\n\n" + str(config))
+    return
   if not fv.workdir:
     raise UserError("--workdir is required: the folder for data, checkpoints and metrics")
   loop.pretrain(config, fv.workdir)

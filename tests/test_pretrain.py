@@ -24,9 +24,9 @@ FAST = ["--config.train.steps=60", "--config.train.batch_size=8",
         "--config.train.log_every_steps=10"]
 
 
-def _run_cli(args, env=None, **kwargs):
+def _run_cli(args, env=None, cwd=REPO, **kwargs):
   env = {**os.environ, "XLA_FLAGS": "", **(env or {})}  # one CPU device, as a user has
-  return subprocess.Popen([sys.executable, "-m", "bert_jax"] + args, cwd=REPO, env=env,
+  return subprocess.Popen([sys.executable, "-m", "bert_jax"] + args, cwd=cwd, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
@@ -37,13 +37,16 @@ def _metrics(workdir):
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-  """The demo's prepared data (tokenizer + instances), made once by a 2-step run."""
+  """The demo's prepared data (tokenizer + instances), made once by a 2-step run with a
+  relative --workdir, as in the README."""
   workdir = tmp_path_factory.mktemp("prepare")
-  proc = _run_cli(["pretrain", "--workdir", str(workdir)] + FAST[1:] +
-                  ["--config.train.steps=2", "--config.train.warmup_steps=1"])
+  proc = _run_cli(["pretrain", "--workdir", "runs/demo"] + FAST[1:] +
+                  ["--config.train.steps=2", "--config.train.warmup_steps=1",
+                   "--config.checkpoint.every_steps=1"], cwd=workdir)
   out, err = proc.communicate(timeout=600)
   assert proc.returncode == 0, err[-3000:]
-  return str(workdir / "data")
+  assert sorted(os.listdir(workdir / "runs/demo/checkpoints")) == ["1", "2"]
+  return str(workdir / "runs/demo/data")
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +205,9 @@ def test_workdir_with_another_model_size(capsys, tmp_path, data_dir, uninterrupt
   assert "another model" in line and "hidden_size" in line
   assert _metrics(uninterrupted) == before
   assert sorted(os.listdir(os.path.join(uninterrupted, "checkpoints"))) == steps
+
+
+def test_help_lists_the_config(capsys):
+  assert cli.main(["pretrain", "--help", "--config.train.steps=7"]) == 0
+  out = capsys.readouterr().out
+  assert out.startswith("usage: bert-jax pretrain") and "steps: 7" in out
