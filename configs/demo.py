@@ -3,9 +3,10 @@
     bert-jax pretrain --workdir runs/demo          # this file is the default --config
 
 Trains a SentencePiece tokenizer on `pydoc_data.topics` plus the standard library's
-docstrings, builds NSP instances, and pretrains BERT-tiny (L2/H128) with MLM + NSP on
-2 CPU cores in under 10 minutes. Expect an eval MLM accuracy of about 0.30 against about
-0.05 for always predicting the most frequent token (numbers in the README).
+docstrings, builds NSP instances, and pretrains BERT-tiny (L2/H128) with MLM + NSP for
+1500 steps of 32 sequences. Measured on 2 CPU cores (Python 3.11.7): 7.5 minutes, eval
+MLM accuracy 0.123 against 0.043 for always predicting the most frequent token; NSP stays
+at the majority rate (0.63 of the pairs are "random next" in these short documents).
 """
 
 from bert_jax import config as config_lib
@@ -20,12 +21,12 @@ def get_config():
   c.data.max_predictions_per_seq = 20
   c.data.dupe_factor = 2            # two instance layouts per document: more variety
   c.data.eval_fraction = 0.05
-  c.train.steps = 1800
+  c.train.steps = 1500
   c.train.batch_size = 32
   c.train.learning_rate = 1e-3      # small models take a larger rate (Turc et al. 2019)
   c.train.warmup_steps = 100
   c.train.log_every_steps = 50
-  c.eval.every_steps = 600
+  c.eval.every_steps = 500
   c.eval.steps = 14
-  c.checkpoint.every_steps = 600
+  c.checkpoint.every_steps = 500
   return c
