@@ -39,9 +39,10 @@ def load_run(workdir, step=None):
   target = jax.tree_util.tree_map(
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract)
   params, _ = checkpoints.restore(step, target)
-  tokenizer = tokenizer_lib.Tokenizer(os.path.join(_data_dir(workdir), "tokenizer.model"))
+  data_dir = _data_dir(workdir)
+  tokenizer = tokenizer_lib.Tokenizer(os.path.join(data_dir, "tokenizer.model"))
   if tokenizer.vocab_size != model_cfg.vocab_size:
-    raise UserError(f"the tokenizer in {_data_dir(workdir)} does not match the checkpoint")
+    raise UserError(f"the tokenizer in {data_dir} does not match the checkpoint")
   return model, params, tokenizer
 
 

@@ -211,3 +211,10 @@ def test_help_lists_the_config(capsys):
   assert cli.main(["pretrain", "--help", "--config.train.steps=7"]) == 0
   out = capsys.readouterr().out
   assert out.startswith("usage: bert-jax pretrain") and "steps: 7" in out
+
+
+def test_fill_mask_errors(capsys, tmp_path, uninterrupted):
+  line = _error_line(capsys, ["fill-mask", "--workdir", str(tmp_path), "a [MASK] b"])
+  assert "no checkpoints" in line and "bert-jax pretrain" in line
+  line = _error_line(capsys, ["fill-mask", "--workdir", uninterrupted, "no mask here"])
+  assert "no [MASK]" in line
