@@ -70,6 +70,8 @@ def _fill_mask(argv):
   parser.add_argument("--top-k", type=int, default=5)
   parser.add_argument("text", nargs="+", help='text containing [MASK], e.g. "a [MASK] b"')
   args = parser.parse_args(argv)
+  from absl import logging
+  logging.set_verbosity(logging.ERROR)  # Orbax warns about read-only managers
   from bert_jax import inference
   inference.main(args.workdir, args.text, top_k=args.top_k, as_json=args.json)
 

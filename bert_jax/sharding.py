@@ -68,13 +68,9 @@ def shardings_of(create_fn, mesh, rules):
   return nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, rules)
 
 
-def sharded_init(create_fn, shardings, mesh, rules):
-  """Runs `create_fn` under jit so every array is born in its sharded layout.
-
-  No mesh context here: flax's DenseGeneral creates multi-axis kernels flat and reshapes
-  them, so constraining inside init would see the flat shape; out_shardings suffices.
-  """
-  del mesh, rules
+def sharded_init(create_fn, shardings):
+  """Runs `create_fn` under jit so every array is born in its sharded layout (no
+  unsharded copy ever exists, which is what lets BERT-large start on small devices)."""
   return jax.jit(lambda: nn.meta.unbox(create_fn()), out_shardings=shardings)()
 
 

@@ -30,7 +30,7 @@ tx, schedule = optimizer.make_optimizer(c.train)
 create = functools.partial(step.create_state, model, tx, jax.random.key(0),
                            step.batch_shapes(4, 16, 3))
 state_sh = sharding.shardings_of(create, mesh, rules)
-state = sharding.sharded_init(create, state_sh, mesh, rules)
+state = sharding.sharded_init(create, state_sh)
 train_step, _ = loop.compile_steps(model, tx, schedule, 1, state_sh, mesh)
 batches = synthetic.synthetic_batches(batch_size=4, max_seq_length=16, vocab_size=256,
                                       max_predictions=3, seed=0)

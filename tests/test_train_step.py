@@ -37,7 +37,7 @@ def _setup(config, devices):
   shapes = step_lib.batch_shapes(BATCH, LENGTH, PREDICTIONS)
   create = functools.partial(step_lib.create_state, model, tx, jax.random.key(0), shapes)
   state_sh = sharding.shardings_of(create, mesh, rules)
-  state = sharding.sharded_init(create, state_sh, mesh, rules)
+  state = sharding.sharded_init(create, state_sh)
   return mesh, rules, model, tx, schedule, state, state_sh
 
 

@@ -127,7 +127,7 @@ def pretrain(config, workdir):
     _log(f"resumed from {checkpoints.directory}/{start}")
   else:
     start = 0
-    state = sharding.sharded_init(create, state_sh, mesh, rules)
+    state = sharding.sharded_init(create, state_sh)
     if config.init_from:
       abstract = sharding.abstract_like(create, state_sh)
       state = state.replace(params=_init_params_from(config.init_from, model_cfg, abstract.params))
