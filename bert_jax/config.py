@@ -97,9 +97,7 @@ def base_config():
 def model_config(config, vocab_size):
   """The frozen model dataclass for `config` and a tokenizer of `vocab_size` pieces."""
   m = config.model
-  if m.size not in SIZES:
-    raise UserError(f"config.model.size={m.size!r} is not one of {', '.join(SIZES)}")
-  layers, hidden = SIZES[m.size]
+  layers, hidden = _size(config)
   return BertConfig(
       vocab_size=vocab_size, hidden_size=hidden, num_layers=layers, num_heads=hidden // 64,
       intermediate_size=4 * hidden, max_position_embeddings=m.max_position_embeddings,
@@ -108,14 +106,20 @@ def model_config(config, vocab_size):
       remat_policy=m.remat_policy, attention_impl=m.attention_impl)
 
 
+def _size(config):
+  """(layers, hidden) of `config.model.size`."""
+  if config.model.size not in SIZES:
+    raise UserError(f"config.model.size={config.model.size!r} is not one of {', '.join(SIZES)}")
+  return SIZES[config.model.size]
+
+
 def model_dict(model):
   return dataclasses.asdict(model)
 
 
 def validate(config):
   """Checks values that the type system of ml_collections cannot; raises UserError."""
-  if config.model.size not in SIZES:
-    raise UserError(f"config.model.size={config.model.size!r} is not one of {', '.join(SIZES)}")
+  _size(config)
   if config.model.remat_policy not in REMAT_POLICIES:
     raise UserError(f"config.model.remat_policy={config.model.remat_policy!r} is not one of "
                     f"{', '.join(REMAT_POLICIES)}")
