@@ -57,6 +57,26 @@ class Checkpoints:
     self._manager.close()
 
 
+def open_run(path, step=None):
+  """Read-only checkpoints of a run and the step to use (the latest unless given).
+
+  `path` is a workdir or its `checkpoints/` folder. Raises UserError when there is no
+  finished checkpoint, or none at `step` (listing the steps there are).
+  """
+  directory = path if os.path.basename(os.path.normpath(path)) == "checkpoints" else (
+      os.path.join(path, "checkpoints"))
+  if not os.path.isdir(directory):
+    raise UserError(f"{path} has no checkpoints/; train first: bert-jax pretrain --workdir {path}")
+  checkpoints = Checkpoints(directory, read_only=True)
+  steps = checkpoints.all_steps()
+  if not steps:
+    raise UserError(f"{directory} holds no finished checkpoint yet")
+  step = max(steps) if step is None else step
+  if step not in steps:
+    raise UserError(f"no checkpoint at step {step} in {directory}; available: {sorted(steps)}")
+  return checkpoints, step
+
+
 def check_same_model(saved_model, model_dict, where):
   """Bad input: a checkpoint of another architecture in the workdir / init_from."""
   keys = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",

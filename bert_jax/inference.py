@@ -20,16 +20,7 @@ from bert_jax.model import heads
 
 def load_run(workdir, step=None):
   """(model config, parameters on the default device, tokenizer) of a pretraining run."""
-  directory = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(directory):
-    raise UserError(f"{workdir} has no checkpoints/; train first: bert-jax pretrain --workdir {workdir}")
-  checkpoints = ckpt_lib.Checkpoints(directory, read_only=True)
-  steps = checkpoints.all_steps()
-  if not steps:
-    raise UserError(f"{directory} holds no finished checkpoint yet")
-  step = max(steps) if step is None else step
-  if step not in steps:
-    raise UserError(f"no checkpoint at step {step} in {directory}; available: {sorted(steps)}")
+  checkpoints, step = ckpt_lib.open_run(workdir, step)
   model_cfg = bert.BertConfig(**checkpoints.meta(step)["model"])
   model = heads.BertForPreTraining(model_cfg)
   ids = jnp.zeros((1, 8), jnp.int32)

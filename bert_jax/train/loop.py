@@ -74,19 +74,11 @@ def _write_run_config(config, workdir):
 
 def _init_params_from(path, model_cfg, abstract_params):
   """Parameters of another run (e.g. phase 1 for phase 2), without its optimizer state."""
-  directory = path if os.path.basename(os.path.normpath(path)) == "checkpoints" else (
-      os.path.join(path, "checkpoints"))
-  if not os.path.isdir(directory):
-    raise UserError(f"config.init_from={path!r} has no checkpoints/ folder; point it at a "
-                    f"bert_jax workdir")
-  source = ckpt_lib.Checkpoints(directory, read_only=True)
-  step = source.latest_step()
-  if step is None:
-    raise UserError(f"config.init_from={path!r} holds no finished checkpoint")
+  source, step = ckpt_lib.open_run(path)
   ckpt_lib.check_same_model(source.meta(step)["model"], config_lib.model_dict(model_cfg),
                             f"config.init_from={path!r}")
   params, _ = source.restore(step, abstract_params)
-  _log(f"init_from: parameters of {directory} step {step}")
+  _log(f"init_from: parameters of {source.directory} step {step}")
   return params
 
 
@@ -114,13 +106,13 @@ def pretrain(config, workdir):
                                      keep=config.checkpoint.keep,
                                      async_save=config.checkpoint.async_save)
   start = checkpoints.latest_step()
+  abstract = sharding.abstract_like(create, state_sh)  # restore targets, already sharded
   if start is not None:
     meta = checkpoints.meta(start)
     ckpt_lib.check_same_model(meta["model"], config_lib.model_dict(model_cfg), workdir)
     if meta["tokenizer_fingerprint"] != manifest["tokenizer_fingerprint"]:
       raise UserError(f"{workdir} holds a checkpoint trained with another tokenizer; use a "
                       f"new --workdir or the data settings of that run")
-    abstract = sharding.abstract_like(create, state_sh)
     params, opt_state = checkpoints.restore(start, abstract.params, abstract.opt_state)
     step0 = jax.device_put(jnp.int32(start), state_sh.step)
     state = step_lib.TrainState(step=step0, params=params, opt_state=opt_state)
@@ -129,7 +121,6 @@ def pretrain(config, workdir):
     start = 0
     state = sharding.sharded_init(create, state_sh)
     if config.init_from:
-      abstract = sharding.abstract_like(create, state_sh)
       state = state.replace(params=_init_params_from(config.init_from, model_cfg, abstract.params))
   _write_run_config(config, workdir)
   if start >= t.steps:
