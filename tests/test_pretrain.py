@@ -218,3 +218,25 @@ def test_fill_mask_errors(capsys, tmp_path, uninterrupted):
   assert "no checkpoints" in line and "bert-jax pretrain" in line
   line = _error_line(capsys, ["fill-mask", "--workdir", uninterrupted, "no mask here"])
   assert "no [MASK]" in line
+
+
+def test_init_from_takes_parameters_of_another_run(capsys, tmp_path, data_dir, uninterrupted):
+  common = [f"--config.data.prepared_dir={data_dir}", "--config.train.batch_size=8",
+            "--config.train.steps=2", "--config.train.warmup_steps=1",
+            "--config.train.log_every_steps=1", "--config.eval.steps=2"]
+  line = _error_line(capsys, ["pretrain", "--workdir", str(tmp_path / "a"),
+                              f"--config.init_from={tmp_path / 'nowhere'}"] + common)
+  assert "no checkpoints/" in line
+  line = _error_line(capsys, ["pretrain", "--workdir", str(tmp_path / "b"),
+                              f"--config.init_from={uninterrupted}",
+                              "--config.model.size=mini"] + common)
+  assert "another model" in line
+  assert cli.main(["pretrain", "--workdir", str(tmp_path / "c"),
+                   f"--config.init_from={uninterrupted}"] + common) == 0
+  assert f"init_from: parameters of {uninterrupted}/checkpoints step 60" in capsys.readouterr().out
+  source_loss = [r for r in _metrics(uninterrupted) if r["split"] == "train"][-1]["loss"]
+  first = _metrics(tmp_path / "c")[0]
+  assert first["step"] == 1
+  # A fresh tiny BERT starts near ln(8192) + ln(2) = 9.7; this one where the source ended
+  # (one batch of 8 apart, so within a nat).
+  assert abs(first["loss"] - source_loss) < 1.0 and first["loss"] < 9.7 - 1.5
