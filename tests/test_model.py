@@ -128,3 +128,43 @@ def test_scan_equals_unrolled():
           batch["masked_lm_positions"])
   np.testing.assert_allclose(model.apply({"params": params}, *args)[0],
                              scanned.apply({"params": scanned_params}, *args)[0], atol=1e-5)
+
+
+def test_model_pads_the_vocab_to_a_multiple_of_128():
+  c = config_lib.base_config()
+  c.model.size = "tiny"
+  assert config_lib.model_config(c, 30522).vocab_size == 30592 == 239 * 128
+  assert config_lib.model_config(c, 128).vocab_size == 128
+  c.model.vocab_multiple = 1
+  assert config_lib.model_config(c, 30522).vocab_size == 30522
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_a_packed_row_equals_its_examples_run_alone(scan):
+  """Three examples packed into one row (attention_mask = example index, position ids
+  restarting) give each example's hidden states exactly as it has alone."""
+  cfg = TINY.__class__(**{**TINY.__dict__, "scan_layers": scan})
+  model = bert.Bert(cfg)
+  rng = np.random.default_rng(1)
+  lengths, total = [7, 12, 5], 32
+  examples = [rng.integers(5, cfg.vocab_size, size=n).astype(np.int32) for n in lengths]
+  ids = np.zeros((1, total), np.int32)
+  mask = np.zeros((1, total), np.int32)
+  positions = np.zeros((1, total), np.int32)
+  start = 0
+  for i, example in enumerate(examples):
+    ids[0, start:start + len(example)] = example
+    mask[0, start:start + len(example)] = i + 1
+    positions[0, start:start + len(example)] = np.arange(len(example))
+    start += len(example)
+  params = nn.meta.unbox(model.init(jax.random.key(0), ids))
+  packed, _ = model.apply(params, ids, None, mask, positions)
+  start = 0
+  for example in examples:
+    alone, _ = model.apply(params, example[None], None, np.ones((1, len(example)), np.int32))
+    np.testing.assert_allclose(packed[0, start:start + len(example)], alone[0],
+                               rtol=1e-5, atol=1e-5)
+    start += len(example)
+  # Without the example ids the examples see each other, and the states differ.
+  mixed, _ = model.apply(params, ids, None, (mask > 0).astype(np.int32), positions)
+  assert not np.allclose(mixed[0, :7], packed[0, :7], atol=1e-3)

@@ -1,15 +1,23 @@
-"""SentencePiece tokenizer with BERT's special tokens at fixed ids.
+"""Tokenizers: a SentencePiece model we train, or a BERT WordPiece `vocab.txt`.
 
-The ids are fixed so the model, the masking and the checkpoints agree on them
-without reading the tokenizer: [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4.
-[CLS], [SEP] and [MASK] are SentencePiece user-defined symbols, so "[MASK]"
-typed in text encodes to MASK_ID (handy for fill-mask demos).
+Both classes offer one interface (ids of the five special tokens, `encode`,
+`encode_batch`, `decode`, and per-id tables for masking), so the pipeline does
+not care which it has. `load` picks the class from the file.
+
+SentencePiece models trained here have the special ids fixed, so the model, the
+masking and the checkpoints agree on them without reading the tokenizer:
+[PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4. [CLS], [SEP] and [MASK] are
+user-defined symbols, so "[MASK]" typed in text encodes to MASK_ID (handy for
+fill-mask demos). A WordPiece vocabulary keeps its own ids (Google's BERT
+vocabularies have [CLS]=101): read them from the tokenizer, not the constants.
 """
 
 import hashlib
 import io
 import os
 import re
+
+import numpy as np
 
 from bert_jax.errors import UserError
 
@@ -24,12 +32,23 @@ SPECIAL_PIECES = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # Fixed, not os.cpu_count(): SentencePiece's model depends on the thread count.
 TRAIN_THREADS = 16
 
+# A whole-token "[...]" (e.g. "[unused7]"): reserved, never a masking candidate.
+_BRACKET_TOKEN = re.compile(r"\[[^\[\]]+\]")
+
 
 def _spm():
   # Imported on use: the id constants above must import without sentencepiece (the
   # synthetic data source runs on GPU images that lack it).
   import sentencepiece
   return sentencepiece
+
+
+def _read_bytes(path: str, what: str) -> bytes:
+  if not os.path.isfile(path):
+    raise UserError(f"{what} {path} does not exist; run data preparation first "
+                    f"or fix the tokenizer path")
+  with open(path, "rb") as f:
+    return f.read()
 
 
 def _check_special_ids(sp, path: str) -> None:
@@ -40,11 +59,11 @@ def _check_special_ids(sp, path: str) -> None:
           f"{i}; use a model trained by bert_jax (train_sentencepiece)")
 
 
-def train_sentencepiece(documents, model_path: str, *, vocab_size: int,
+def train_sentencepiece(sentences, model_path: str, *, vocab_size: int,
                         model_type: str = "unigram",
                         input_sentence_size: int = 1_000_000,
                         seed: int = 0) -> str:
-  """Trains a SentencePiece model on in-memory documents.
+  """Trains a SentencePiece model on a stream of sentences.
 
   SentencePiece's result is repeatable for a given thread count but changes
   with it, so the count is a constant (`TRAIN_THREADS`), not `os.cpu_count()`:
@@ -52,7 +71,9 @@ def train_sentencepiece(documents, model_path: str, *, vocab_size: int,
   `byte_fallback` is on, so no text maps to [UNK].
 
   Args:
-    documents: documents, each a list of sentences (str).
+    sentences: iterable of sentences (str); blank ones are skipped. It is read
+      once, to the end; SentencePiece keeps a uniform random sample of
+      `input_sentence_size` of them.
     model_path: where to write the model; written atomically.
     vocab_size: number of pieces, special tokens and 256 byte pieces included.
     model_type: "unigram" or "bpe".
@@ -65,18 +86,12 @@ def train_sentencepiece(documents, model_path: str, *, vocab_size: int,
   Raises:
     UserError: the vocabulary does not fit the corpus.
   """
-  def sentences():
-    for document in documents:
-      for sentence in document:
-        if sentence.strip():
-          yield sentence
-
   spm = _spm()
   spm.set_random_generator_seed(seed)
   proto = io.BytesIO()
   try:
     spm.SentencePieceTrainer.train(
-        sentence_iterator=sentences(),
+        sentence_iterator=(s for s in sentences if s.strip()),
         model_writer=proto,
         vocab_size=vocab_size,
         model_type=model_type,
@@ -109,7 +124,7 @@ def train_sentencepiece(documents, model_path: str, *, vocab_size: int,
     raise UserError(f"SentencePiece training failed: {message}; check the "
                     f"corpus and config.tokenizer") from None
 
-  sp = _spm().SentencePieceProcessor(model_proto=proto.getvalue())
+  sp = spm.SentencePieceProcessor(model_proto=proto.getvalue())
   _check_special_ids(sp, model_path)
   tmp = model_path + ".tmp"
   with open(tmp, "wb") as f:
@@ -121,12 +136,12 @@ def train_sentencepiece(documents, model_path: str, *, vocab_size: int,
 class Tokenizer:
   """A trained SentencePiece model with BERT's special ids."""
 
+  kind = "sentencepiece"
+  pad_id, unk_id, cls_id, sep_id, mask_id = SPECIAL_IDS
+  special_ids = SPECIAL_IDS
+
   def __init__(self, model_path: str):
-    if not os.path.isfile(model_path):
-      raise UserError(f"tokenizer model {model_path} does not exist; run data "
-                      f"preparation first or fix the tokenizer path")
-    with open(model_path, "rb") as f:
-      data = f.read()
+    data = _read_bytes(model_path, "tokenizer model")
     try:
       self._sp = _spm().SentencePieceProcessor(model_proto=data)
     except RuntimeError:
@@ -169,8 +184,137 @@ class Tokenizer:
   def id_to_piece(self, i: int) -> str:
     return self._sp.id_to_piece(int(i))
 
-  pad_id = property(lambda self: PAD_ID)
-  unk_id = property(lambda self: UNK_ID)
-  cls_id = property(lambda self: CLS_ID)
-  sep_id = property(lambda self: SEP_ID)
-  mask_id = property(lambda self: MASK_ID)
+  def word_start_table(self) -> np.ndarray:
+    """(vocab_size,) bool: True where a piece starts a word (for whole-word masking).
+
+    A piece starts a word when it begins with "▁"; the special and byte pieces
+    count as words of their own.
+    """
+    sp = self._sp
+    return np.array([i in SPECIAL_IDS or sp.is_byte(i) or
+                     sp.id_to_piece(i).startswith("\u2581")
+                     for i in range(self.vocab_size)], dtype=bool)
+
+  def special_table(self) -> np.ndarray:
+    """(vocab_size,) bool: True for the five special ids."""
+    table = np.zeros(self.vocab_size, dtype=bool)
+    table[list(SPECIAL_IDS)] = True
+    return table
+
+
+class WordPieceTokenizer:
+  """A BERT WordPiece vocabulary (`vocab.txt`), run by Hugging Face `tokenizers`.
+
+  Text is cut as Google's BERT and `BertTokenizerFast` cut it: BertNormalizer
+  (control characters removed, CJK characters split apart, lowercasing and
+  accent stripping when `lowercase`), then BertPreTokenizer (whitespace and
+  punctuation), then greedy longest-match WordPiece with "##" continuations.
+  The five special tokens typed in text encode to their ids.
+
+  Attributes:
+    lowercase: whether text is lowercased (and accents stripped).
+  """
+
+  kind = "wordpiece"
+
+  def __init__(self, vocab_path: str, *, lowercase: bool | None = None):
+    """Reads `vocab_path` (one token per line, the id is the line number).
+
+    Args:
+      vocab_path: a BERT `vocab.txt`.
+      lowercase: None (auto) lowercases iff no token has an uppercase letter
+        outside "[...]" brackets, which tells cased from uncased vocabularies.
+    """
+    import tokenizers  # Imported on use, like sentencepiece.
+    from tokenizers import decoders, models, normalizers, pre_tokenizers
+    data = _read_bytes(vocab_path, "WordPiece vocabulary")
+    try:
+      vocab = models.WordPiece.read_file(vocab_path)
+    except Exception:  # tokenizers raises a plain Exception on bad UTF-8.
+      raise UserError(f"WordPiece vocabulary {vocab_path} is not UTF-8 text; "
+                      f"give a BERT vocab.txt (one token per line)") from None
+    for piece in SPECIAL_PIECES:
+      if piece not in vocab:
+        raise UserError(f"WordPiece vocabulary {vocab_path} has no {piece} "
+                        f"token; add a line {piece} or use a BERT vocab.txt")
+    if lowercase is None:
+      lowercase = not any(c.isupper() for token in vocab
+                          for c in _BRACKET_TOKEN.sub("", token))
+    tok = tokenizers.Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.add_special_tokens(list(SPECIAL_PIECES))
+    self._tok = tok
+    self._vocab = vocab
+    self.lowercase = lowercase
+    self.special_ids = tuple(vocab[p] for p in SPECIAL_PIECES)
+    self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (
+        self.special_ids)
+    # Ids are line numbers; a repeated line leaves a hole, so not len(vocab).
+    self.vocab_size = max(vocab.values()) + 1
+    self.model_path = vocab_path
+    self.fingerprint = hashlib.sha256(data).hexdigest()
+
+  def encode(self, text: str) -> list[int]:
+    """Token ids of `text`, without [CLS] / [SEP]."""
+    return self._tok.encode(text, add_special_tokens=False).ids
+
+  def encode_batch(self, texts: list[str]) -> list[list[int]]:
+    """Token ids of several texts (one Rust call, in parallel threads)."""
+    encodings = self._tok.encode_batch_fast(texts, add_special_tokens=False)
+    return [e.ids for e in encodings]
+
+  def decode(self, ids) -> str:
+    return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
+
+  def id_to_piece(self, i: int) -> str:
+    return self._tok.id_to_token(int(i))
+
+  def _table(self, predicate) -> np.ndarray:
+    table = np.zeros(self.vocab_size, dtype=bool)
+    table[[i for token, i in self._vocab.items() if predicate(token)]] = True
+    return table
+
+  def word_start_table(self) -> np.ndarray:
+    """(vocab_size,) bool: True for every token not starting with "##"."""
+    return self._table(lambda token: not token.startswith("##"))
+
+  def special_table(self) -> np.ndarray:
+    """(vocab_size,) bool: True for the five specials and every "[...]" token."""
+    return self._table(lambda token: token in SPECIAL_PIECES or
+                       _BRACKET_TOKEN.fullmatch(token) is not None)
+
+
+def _is_text(path: str) -> bool:
+  """Whether the file's first line is printable UTF-8 text.
+
+  A SentencePiece model fails: its first byte, protobuf field 1's tag, is a
+  newline, so its first line is empty.
+  """
+  with open(path, "rb") as f:
+    line = f.read(4096).split(b"\n", 1)[0].rstrip(b"\r")
+  try:
+    text = line.decode("utf-8")
+  except UnicodeDecodeError:
+    return False
+  return bool(text.strip()) and text.isprintable()
+
+
+def load(path: str, lowercase: bool | None = None) -> Tokenizer | WordPieceTokenizer:
+  """The tokenizer in `path`.
+
+  Args:
+    path: a text file is read as a WordPiece `vocab.txt`, anything else as a
+      SentencePiece model.
+    lowercase: WordPiece only; None: lowercase if the vocab has no capitals.
+
+  Raises:
+    UserError: the file is missing or is neither kind of tokenizer.
+  """
+  if not os.path.isfile(path):
+    raise UserError(f"tokenizer {path} does not exist; give a SentencePiece "
+                    f"model or a BERT vocab.txt, or fix config.tokenizer.path")
+  if _is_text(path):
+    return WordPieceTokenizer(path, lowercase=lowercase)
+  return Tokenizer(path)

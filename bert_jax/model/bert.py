@@ -217,8 +217,11 @@ class Bert(nn.Module):
     Args:
       input_ids: (batch, length) int token ids.
       token_type_ids: (batch, length) segment ids (0 / 1); zeros if None.
-      attention_mask: (batch, length), 1 for real tokens, 0 for padding; all ones if None.
-      position_ids: (batch, length); 0..length-1 if None.
+      attention_mask: (batch, length), 0 for padding, else the 1-based index of the
+        packed example a token belongs to (1 everywhere for a row of one example, as in
+        Hugging Face): tokens attend only within their example; all ones if None.
+      position_ids: (batch, length), restarting at 0 in each packed example;
+        0..length-1 if None.
       deterministic: disables dropout when True.
 
     Returns:
@@ -232,7 +235,19 @@ class Bert(nn.Module):
     if position_ids is None:
       position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
-    mask = attention_mask.astype(bool)[:, None, None, :]  # (batch, 1, 1, kv_length)
+    mask = attention_mask_4d(attention_mask)
     hidden = self.encoder(x, mask, deterministic)
     pooled = jnp.tanh(self.pooler(hidden[:, 0]))
     return hidden, pooled
+
+
+def attention_mask_4d(attention_mask):
+  """(batch, length) padding / packed-example ids -> bool (batch, 1, q_length, kv_length).
+
+  Key k is visible to query q when k is not padding and both are in the same packed example.
+  Padding queries see every real key (as in Hugging Face's BERT; their outputs are unused),
+  so no softmax row is empty.
+  """
+  q = attention_mask[:, None, :, None]  # (batch, 1, q_length, 1)
+  k = attention_mask[:, None, None, :]  # (batch, 1, 1, kv_length)
+  return (k != 0) & ((q == k) | (q == 0))

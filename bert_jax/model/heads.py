@@ -39,19 +39,20 @@ class BertForPreTraining(nn.Module):
     self.nsp = bert.dense(c, 2, (axes.EMBED,), (axes.CLASSES,))
 
   def __call__(self, input_ids, token_type_ids, attention_mask, masked_lm_positions,
-               deterministic=True):
+               position_ids=None, deterministic=True):
     """MLM logits at the masked positions and NSP logits, both float32.
 
     Args:
-      input_ids, token_type_ids, attention_mask: (batch, length).
+      input_ids, token_type_ids, attention_mask: (batch, length); see `bert.Bert`.
       masked_lm_positions: (batch, predictions) indices into length (0-padded).
+      position_ids: (batch, length), restarting in each packed example; None: 0..length-1.
       deterministic: disables dropout when True.
 
     Returns:
       mlm_logits: (batch, predictions, vocab).
       nsp_logits: (batch, 2); class 0 = "B follows A".
     """
-    hidden, pooled = self.bert(input_ids, token_type_ids, attention_mask,
+    hidden, pooled = self.bert(input_ids, token_type_ids, attention_mask, position_ids,
                                deterministic=deterministic)
     # (batch, predictions, embed)
     gathered = jnp.take_along_axis(hidden, masked_lm_positions[..., None], axis=1)

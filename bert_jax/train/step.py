@@ -36,7 +36,7 @@ def batch_shapes(batch_size, max_seq_length, max_predictions):
   """ShapeDtypeStructs of a pretraining batch (the keys the data pipeline yields)."""
   seq = jax.ShapeDtypeStruct((batch_size, max_seq_length), jnp.int32)
   pred = jax.ShapeDtypeStruct((batch_size, max_predictions), jnp.int32)
-  return {"input_ids": seq, "token_type_ids": seq, "attention_mask": seq,
+  return {"input_ids": seq, "token_type_ids": seq, "attention_mask": seq, "position_ids": seq,
           "masked_lm_positions": pred, "masked_lm_ids": pred,
           "masked_lm_weights": jax.ShapeDtypeStruct((batch_size, max_predictions), jnp.float32),
           "next_sentence_labels": jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
@@ -47,33 +47,38 @@ def loss_sums(mlm_logits, nsp_logits, batch):
   weights = batch["masked_lm_weights"]
   mlm_ce = optax.softmax_cross_entropy_with_integer_labels(mlm_logits, batch["masked_lm_ids"])
   mlm_hit = (mlm_logits.argmax(-1) == batch["masked_lm_ids"]).astype(jnp.float32)
-  labels = batch["next_sentence_labels"]
+  # Label -1: no sentence-pair task for this row (objective "mlm").
+  nsp_weights = (batch["next_sentence_labels"] >= 0).astype(jnp.float32)
+  labels = jnp.maximum(batch["next_sentence_labels"], 0)
   nsp_ce = optax.softmax_cross_entropy_with_integer_labels(nsp_logits, labels)
+  nsp_hit = (nsp_logits.argmax(-1) == labels).astype(jnp.float32)
   return {
       "mlm_loss": (mlm_ce * weights).sum(),
       "mlm_correct": (mlm_hit * weights).sum(),
       "mlm_count": weights.sum(),
-      "nsp_loss": nsp_ce.sum(),
-      "nsp_correct": (nsp_logits.argmax(-1) == labels).astype(jnp.float32).sum(),
-      "nsp_count": jnp.float32(labels.shape[0]),
+      "nsp_loss": (nsp_ce * nsp_weights).sum(),
+      "nsp_correct": (nsp_hit * nsp_weights).sum(),
+      "nsp_count": nsp_weights.sum(),
   }
 
 
 def summarize(sums):
-  """Means from sums: loss = mean MLM loss over masked tokens + mean NSP loss."""
+  """Means from sums: loss = mean MLM loss over masked tokens + mean NSP (or SOP) loss
+  over the rows that have a sentence-pair label (none with objective "mlm")."""
   mlm_count = jnp.maximum(sums["mlm_count"], 1.0)
+  nsp_count = jnp.maximum(sums["nsp_count"], 1.0)
   mlm_loss = sums["mlm_loss"] / mlm_count
-  nsp_loss = sums["nsp_loss"] / sums["nsp_count"]
+  nsp_loss = sums["nsp_loss"] / nsp_count
   return {"loss": mlm_loss + nsp_loss, "mlm_loss": mlm_loss, "nsp_loss": nsp_loss,
           "mlm_accuracy": sums["mlm_correct"] / mlm_count,
-          "nsp_accuracy": sums["nsp_correct"] / sums["nsp_count"]}
+          "nsp_accuracy": sums["nsp_correct"] / nsp_count}
 
 
 def _forward(model, params, batch, deterministic, rng=None):
   rngs = None if rng is None else {"dropout": rng}
   return model.apply({"params": params}, batch["input_ids"], batch["token_type_ids"],
                      batch["attention_mask"], batch["masked_lm_positions"],
-                     deterministic=deterministic, rngs=rngs)
+                     batch.get("position_ids"), deterministic=deterministic, rngs=rngs)
 
 
 def _split_micro(batch, accum_steps):
@@ -92,11 +97,11 @@ def gradients(params, batch, rng, *, model, accum_steps=1, deterministic=False):
   """Gradient of the full-batch loss, accumulated over `accum_steps` micro-batches.
 
   Each micro-batch's MLM loss is divided by the masked-token count of the *whole* batch
-  (and its NSP loss by the whole batch size), so the sum over micro-batches is exactly
+  (and its NSP loss by the whole batch's count of labelled rows), so the sum over micro-batches is exactly
   the full-batch gradient even when micro-batches hold different numbers of masks.
   """
   mlm_total = jnp.maximum(batch["masked_lm_weights"].sum(), 1.0)
-  nsp_total = jnp.float32(batch["next_sentence_labels"].shape[0])
+  nsp_total = jnp.maximum((batch["next_sentence_labels"] >= 0).sum().astype(jnp.float32), 1.0)
 
   def loss_fn(p, micro, micro_rng):
     sums = loss_sums(*_forward(model, p, micro, deterministic, micro_rng), micro)

@@ -1,0 +1,142 @@
+"""Tests of the tokenizers: SentencePiece trained from a stream, BERT WordPiece, `load`."""
+
+import argparse
+import collections
+import hashlib
+import inspect
+import json
+import random
+
+import numpy as np
+import pytest
+from tokenizers import BertWordPieceTokenizer
+
+from bert_jax.data import tokenizer
+from bert_jax.errors import UserError
+
+# Ids chosen by hand: [unused*] around the specials, so their ids are not the constants.
+HAND_VOCAB = ["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused1]",
+              "the", "dog", "##s", "run", "##ning", "!", "cafe"]
+
+
+def _write_vocab(path, tokens):
+  path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
+  return str(path)
+
+
+def _docstrings():
+  modules = (argparse, collections, json, random)
+  return [inspect.getdoc(obj) for module in modules for obj in vars(module).values()
+          if callable(obj) and inspect.getdoc(obj)]
+
+
+def _trained_vocab(tmp_path, lowercase):
+  """A vocab.txt trained by `tokenizers` on stdlib docstrings."""
+  trainer = BertWordPieceTokenizer(lowercase=lowercase)
+  trainer.train_from_iterator(
+      _docstrings(), vocab_size=800, show_progress=False,
+      special_tokens=["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+  directory = tmp_path / ("uncased" if lowercase else "cased")
+  directory.mkdir()
+  return trainer.save_model(str(directory))[0]
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_wordpiece_matches_hugging_face(tmp_path, lowercase):
+  path = _trained_vocab(tmp_path, lowercase)
+  tok = tokenizer.load(path)
+  assert tok.kind == "wordpiece" and tok.lowercase == lowercase  # auto-detected
+  reference = BertWordPieceTokenizer(path, lowercase=lowercase)
+  texts = _docstrings()[:50] + [
+      "Café NAÏVE résumé, 中文字符 and Ελληνικά!", "a [MASK] b [SEP]", "",
+      "tab\tand\x00control", "x" * 150]
+  expected = [reference.encode(t, add_special_tokens=False).ids for t in texts]
+  assert [tok.encode(t) for t in texts] == expected
+  assert tok.encode_batch(texts) == expected
+  assert tok.vocab_size == reference.get_vocab_size()
+  assert tok.special_ids == tuple(reference.token_to_id(p)
+                                  for p in tokenizer.SPECIAL_PIECES) == (0, 2, 3, 4, 5)
+  assert tok.encode("a [MASK] b")[1] == tok.mask_id
+
+
+def test_wordpiece_hand_vocab(tmp_path):
+  path = _write_vocab(tmp_path / "vocab.txt", HAND_VOCAB)
+  tok = tokenizer.WordPieceTokenizer(path)
+  assert tok.lowercase  # no uppercase letter outside brackets
+  assert (tok.pad_id, tok.unk_id, tok.cls_id, tok.sep_id, tok.mask_id) == (0, 2, 3, 4, 5)
+  assert tok.vocab_size == 14
+  # the dog ##s run ##ning ! cafe [MASK] [UNK]: lowercased, accent stripped.
+  assert tok.encode("The Dogs running! Café [MASK] zebra") == [
+      7, 8, 9, 10, 11, 12, 13, 5, 2]
+  assert tok.decode(tok.encode("the dogs running!")) == "the dogs running!"
+  assert [tok.id_to_piece(i) for i in (9, 6)] == ["##s", "[unused1]"]
+
+  starts = tok.word_start_table()
+  assert starts.shape == (14,) and np.flatnonzero(~starts).tolist() == [9, 11]
+  # One word start per word: "the", "dogs", "running", "!".
+  assert starts[tok.encode("the dogs running!")].sum() == 4
+  special = tok.special_table()
+  assert np.flatnonzero(special).tolist() == list(range(7))
+
+  # A cased token turns lowercasing off: "Dogs" and "Café" are unknown then.
+  cased = tokenizer.WordPieceTokenizer(
+      _write_vocab(tmp_path / "cased.txt", HAND_VOCAB + ["The"]))
+  assert not cased.lowercase
+  assert cased.encode("The dogs Dogs Café") == [14, 8, 9, 2, 2]
+  assert tokenizer.WordPieceTokenizer(path, lowercase=False).encode("The") == [2]
+  assert cased.fingerprint != tok.fingerprint
+  assert tok.fingerprint == hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def test_wordpiece_errors(tmp_path):
+  no_mask = _write_vocab(tmp_path / "no_mask.txt",
+                         [t for t in HAND_VOCAB if t != "[MASK]"])
+  with pytest.raises(UserError, match=r"no \[MASK\] token"):
+    tokenizer.load(no_mask)
+  bad = tmp_path / "latin1.txt"
+  bad.write_bytes("\n".join(HAND_VOCAB + ["café"]).encode("latin1"))
+  with pytest.raises(UserError, match="not UTF-8"):
+    tokenizer.load(str(bad))
+  with pytest.raises(UserError, match="does not exist"):
+    tokenizer.load(str(tmp_path / "missing.txt"))
+  garbage = tmp_path / "garbage.model"
+  garbage.write_bytes(b"\x00\x01\x02 not a model")
+  with pytest.raises(UserError, match="not a SentencePiece model"):
+    tokenizer.load(str(garbage))
+
+
+def test_sentencepiece_from_stream(tmp_path):
+  """Trained from a generator larger than `input_sentence_size`: the sample spans it all."""
+  rng = random.Random(0)
+  latin = ["".join(rng.choices("abcdefghijklmnop", k=rng.randint(2, 7)))
+           for _ in range(200)]
+  greek = ["".join(rng.choices("αβγδεζηθικλμνξοπ", k=rng.randint(2, 7)))
+           for _ in range(200)]
+  consumed = []
+
+  def sentences():
+    # Latin words only in the first half, Greek only in the second.
+    for words in [latin] * 2000 + [greek] * 2000:
+      consumed.append(1)
+      yield " ".join(rng.choices(words, k=rng.randint(5, 12)))
+    yield "   "
+
+  path = tokenizer.train_sentencepiece(sentences(), str(tmp_path / "sp.model"),
+                                       vocab_size=400, input_sentence_size=1000)
+  assert len(consumed) == 4000
+  tok = tokenizer.load(path)
+  assert tok.kind == "sentencepiece" and tok.vocab_size == 400
+  assert tok.special_ids == tokenizer.SPECIAL_IDS
+  # Both halves were sampled: their letters are pieces, not byte fallbacks.
+  text = " ".join(latin[:20] + greek[:20])
+  ids = tok.encode(text)
+  assert not any(tok.id_to_piece(i).startswith("<0x") for i in ids)
+  assert tok.decode(ids) == text
+
+  starts = tok.word_start_table()
+  assert starts.shape == (400,)
+  assert starts[ids].sum() == 40  # one word start per word
+  byte_ids = [i for i in range(400) if tok.id_to_piece(i).startswith("<0x")]
+  assert len(byte_ids) == 256 and starts[byte_ids].all()
+  assert starts[list(tokenizer.SPECIAL_IDS)].all()
+  assert np.flatnonzero(tok.special_table()).tolist() == list(tokenizer.SPECIAL_IDS)
