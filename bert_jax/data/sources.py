@@ -1,0 +1,435 @@
+"""Corpus inputs for `prepare`: cut the input into units, stream their documents.
+
+An input spec (`config.data.input`) is one of:
+
+* `builtin:python_docs`: the docs that ship with CPython (see `corpus`);
+* a glob, or comma-separated globs, of files in one of three formats: `bert`
+  (one sentence per line, a blank line between documents), `document` (each
+  file is one document) or `jsonl` (one JSON object per line, the text in one
+  field); names ending in `.gz` are read through gzip;
+* `tfds:NAME`, a TensorFlow Datasets dataset such as `tfds:wikipedia/20230601.en`.
+
+`plan_units` checks the whole input up front and cuts it into picklable `Unit`s:
+byte ranges of large plain files, whole gzip files, `index`-of-`count` parts of
+builtin and TFDS inputs. `read_unit` streams one unit's documents line by line,
+in constant memory, so a pool of workers can prepare a corpus larger than RAM.
+
+Byte ranges partition the documents exactly. A range owns the documents that
+begin in it: in `jsonl`, the lines that start in it; in `bert`, the documents
+whose separating blank line starts in it (the first document of a file belongs
+to the range at offset 0). A range reads past its end to finish its last one.
+"""
+
+import collections
+from collections.abc import Iterable, Iterator
+import contextlib
+import dataclasses
+import functools
+import glob
+import gzip
+import json
+import math
+import os
+import platform
+import random
+
+from bert_jax.data import corpus
+from bert_jax.errors import UserError
+
+BUILTIN = corpus.BUILTIN_PYTHON_DOCS
+TFDS_PREFIX = "tfds:"
+INPUT_FORMATS = ("auto", "bert", "document", "jsonl")
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+  """One piece of preparation work; small and picklable for a process pool.
+
+  Attributes:
+    kind: "builtin", "text" (bert or document files), "jsonl" or "tfds".
+    path: the file, the TFDS name, or `builtin:python_docs`.
+    format: "bert", "document" or "jsonl" (builtin and TFDS: "document").
+    start: first byte of the range (plain files).
+    end: end of the range, exclusive; -1 reads to the end of the file.
+    index: builtin and TFDS: this unit is part `index` of `count`.
+    count: the number of parts.
+    text_field: jsonl and TFDS: the field holding the text.
+    split: TFDS split, e.g. "train".
+    data_dir: TFDS data directory; None for the TFDS default.
+  """
+  kind: str
+  path: str
+  format: str = "bert"
+  start: int = 0
+  end: int = -1
+  index: int = 0
+  count: int = 1
+  text_field: str = "text"
+  split: str = "train"
+  data_dir: str | None = None
+
+
+def plan_units(spec: str, *, input_format: str = "auto", num_units: int,
+               text_field: str = "text", tfds_split: str = "train",
+               tfds_data_dir: str | None = None) -> list[Unit]:
+  """Checks the input and cuts it into about `num_units` units.
+
+  A TFDS dataset that is not prepared yet is downloaded and prepared here, once,
+  before any worker reads it.
+
+  Args:
+    spec: `builtin:python_docs`, comma-separated globs, or `tfds:NAME`.
+    input_format: files only: "auto" (`.jsonl`/`.json`, gzipped or not, are
+      jsonl, other files bert), "bert", "document" or "jsonl".
+    num_units: the number of parts to aim for (plain files larger than their
+      share of all bytes are split into byte ranges; gzip files and `document`
+      files are one unit each).
+    text_field: jsonl and TFDS: the field holding the text.
+    tfds_split: TFDS split to read, e.g. "train" or "train[:10%]".
+    tfds_data_dir: TFDS data directory; None for the TFDS default.
+
+  Returns:
+    Units in a deterministic order.
+
+  Raises:
+    UserError: an unknown format, a glob with no file, an unreadable file, an
+      unknown TFDS dataset, split or field, or a TFDS dataset that cannot be
+      prepared.
+  """
+  if input_format not in INPUT_FORMATS:
+    raise UserError(f"unknown input format {input_format!r}; use one of "
+                    f"{', '.join(INPUT_FORMATS)}")
+  if num_units < 1:
+    raise UserError(f"num_units is {num_units}; it must be at least 1")
+  spec = spec.strip()
+  if spec == BUILTIN:
+    return [Unit("builtin", spec, "document", index=i, count=num_units)
+            for i in range(num_units)]
+  if spec.startswith(TFDS_PREFIX):
+    name = spec[len(TFDS_PREFIX):]
+    count = _check_tfds(name, tfds_data_dir, tfds_split, text_field, num_units)
+    return [Unit("tfds", name, "document", index=i, count=count,
+                 text_field=text_field, split=tfds_split,
+                 data_dir=tfds_data_dir) for i in range(count)]
+  paths = _expand(spec)
+  for path in paths:
+    _check_readable(path)
+  sizes = [os.path.getsize(path) for path in paths]
+  share = max(1, math.ceil(sum(sizes) / num_units))
+  units = []
+  for path, size in zip(paths, sizes):
+    file_format = _file_format(path, input_format)
+    kind = "jsonl" if file_format == "jsonl" else "text"
+    parts = 1
+    if not path.endswith(".gz") and file_format != "document":
+      parts = max(1, math.ceil(size / share))
+    for i in range(parts):
+      end = -1 if i == parts - 1 else size * (i + 1) // parts
+      units.append(Unit(kind, path, file_format, start=size * i // parts,
+                        end=end, text_field=text_field))
+  return units
+
+
+def read_unit(unit: Unit, stats: collections.Counter,
+              strict: bool = False) -> Iterator[list[str]]:
+  """Streams the documents of one unit.
+
+  Args:
+    unit: from `plan_units`.
+    stats: counts `documents`, `empty_documents` (no text: skipped),
+      `invalid_utf8_lines` (a line, or a TFDS text, that is not UTF-8: skipped)
+      and `bad_json_lines` (not JSON, or no string in the text field: skipped).
+    strict: raise on text that is not UTF-8 instead of skipping it.
+
+  Yields:
+    Documents, each a non-empty list of sentences.
+
+  Raises:
+    UserError: `strict` and a line is not UTF-8; TFDS cannot be read.
+  """
+  if unit.kind == "builtin":
+    documents = (list(d) for d in _python_docs()[unit.index::unit.count])
+  elif unit.kind == "tfds":
+    documents = _tfds_documents(unit, stats, strict)
+  else:
+    read = {"bert": _bert_documents, "document": _whole_file_document,
+            "jsonl": _jsonl_documents}[unit.format]
+    documents = read(unit, stats, strict)
+  with contextlib.closing(documents):
+    for document in documents:
+      if document:
+        stats["documents"] += 1
+        yield document
+      else:
+        stats["empty_documents"] += 1
+
+
+def sample_sentences(units: Iterable[Unit], *, max_sentences: int,
+                     seed: int) -> Iterator[str]:
+  """Sentences for tokenizer training, spread over the units.
+
+  The units are visited in a seeded order; each gives the first sentences of
+  its documents, up to an equal share of what is still wanted, so a large
+  corpus is sampled everywhere but only `max_sentences` sentences are read.
+
+  Args:
+    units: from `plan_units`.
+    max_sentences: the most sentences to yield.
+    seed: the order in which units are visited.
+
+  Yields:
+    At most `max_sentences` sentences.
+  """
+  order = list(units)
+  random.Random(seed).shuffle(order)
+  remaining = max_sentences
+  for visited, unit in enumerate(order):
+    if remaining <= 0:
+      return
+    quota = math.ceil(remaining / (len(order) - visited))
+    with contextlib.closing(read_unit(unit, collections.Counter())) as docs:
+      for document in docs:
+        for sentence in document[:quota]:
+          yield sentence
+        taken = min(quota, len(document))
+        quota -= taken
+        remaining -= taken
+        if quota <= 0:
+          break
+
+
+def stamp(spec: str, *, tfds_data_dir: str | None = None) -> list:
+  """What identifies the input without reading it, for the manifest.
+
+  Args:
+    spec: as for `plan_units`.
+    tfds_data_dir: TFDS data directory; None for the TFDS default.
+
+  Returns:
+    JSON-ready: `["python", version]` for builtin, `["tfds", name/config/
+    version]` for TFDS, else `[path, size, mtime_ns]` per file.
+  """
+  spec = spec.strip()
+  if spec == BUILTIN:
+    return ["python", platform.python_version()]
+  if spec.startswith(TFDS_PREFIX):
+    builder = _tfds_builder(spec[len(TFDS_PREFIX):], tfds_data_dir)
+    return ["tfds", builder.info.full_name]
+  files = [(path, os.stat(path)) for path in _expand(spec)]
+  return [[path, st.st_size, st.st_mtime_ns] for path, st in files]
+
+
+# Files.
+
+
+def _expand(spec: str) -> list[str]:
+  """Files matched by comma-separated globs, each glob matching at least one."""
+  paths = []
+  for pattern in (p.strip() for p in spec.split(",")):
+    if not pattern:
+      continue
+    matched = sorted(p for p in glob.glob(os.path.expanduser(pattern),
+                                          recursive=True) if os.path.isfile(p))
+    if not matched:
+      raise UserError(
+          f"input pattern {pattern!r} matches no file; fix config.data.input "
+          f"(globs of text files, {BUILTIN!r} or tfds:NAME)")
+    paths.extend(matched)
+  if not paths:
+    raise UserError(f"input {spec!r} names no file; set config.data.input to "
+                    f"globs of text files, {BUILTIN!r} or tfds:NAME")
+  return list(dict.fromkeys(paths))  # A file matched twice is read once.
+
+
+def _open(path: str):
+  return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+
+
+def _check_readable(path: str) -> None:
+  try:
+    with _open(path) as f:
+      f.read(1)
+  except (OSError, EOFError) as e:
+    raise UserError(f"cannot read input file {path} ({e}); fix its permissions "
+                    f"or contents, or leave it out of config.data.input"
+                    ) from None
+
+
+def _file_format(path: str, input_format: str) -> str:
+  if input_format != "auto":
+    return input_format
+  name = path.removesuffix(".gz")
+  return "jsonl" if name.endswith((".jsonl", ".json")) else "bert"
+
+
+def _lines(unit: Unit, stats: collections.Counter,
+           strict: bool) -> Iterator[tuple[int, str | None]]:
+  """(byte offset, text) of each line from the first line start >= unit.start.
+
+  A line that is not UTF-8 comes as None. It is counted only by the range it
+  starts in, so counts add up exactly over the ranges of a file.
+  """
+  end = math.inf if unit.end < 0 else unit.end
+  with _open(unit.path) as f:
+    offset = 0
+    if unit.start > 0:
+      f.seek(unit.start - 1)  # The line that holds byte start-1 is not ours.
+      offset = unit.start - 1 + len(f.readline())
+    for raw in f:
+      try:
+        line = raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        if strict:
+          raise UserError(
+              f"{unit.path}: byte {offset + e.start} (uncompressed) is not "
+              f"UTF-8; convert the file (iconv -f latin1 -t utf-8 {unit.path}) "
+              f"or set config.data.strict=False to skip such lines") from None
+        if unit.start <= offset < end:
+          stats["invalid_utf8_lines"] += 1
+        line = None
+      else:
+        if offset == 0:
+          line = line.removeprefix("\ufeff")  # The BOM of Notepad.
+      yield offset, line
+      offset += len(raw)
+
+
+def _bert_documents(unit, stats, strict) -> Iterator[list[str]]:
+  """One sentence per line; blank lines end documents."""
+  end = math.inf if unit.end < 0 else unit.end
+  document = []
+  # A range that starts mid-file lands inside a document of the range before.
+  owned = unit.start == 0
+  for offset, line in _lines(unit, stats, strict):
+    if line is None:
+      continue
+    line = line.strip()
+    if line:
+      if owned:
+        document.append(line)
+      continue
+    if document:
+      yield document
+      document = []
+    if offset >= end:
+      return
+    owned = True  # The document after this blank line is ours.
+  if document:
+    yield document
+
+
+def _whole_file_document(unit, stats, strict) -> Iterator[list[str]]:
+  """The file is one document, split into sentences paragraph by paragraph."""
+  document, paragraph = [], []
+  for _, line in _lines(unit, stats, strict):
+    if line is None:
+      continue
+    if line.strip():
+      paragraph.append(line)
+    elif paragraph:
+      document.extend(corpus.split_sentences("".join(paragraph)))
+      paragraph = []
+  document.extend(corpus.split_sentences("".join(paragraph)))
+  yield document
+
+
+def _jsonl_documents(unit, stats, strict) -> Iterator[list[str]]:
+  """One JSON object per line, the document's text in `unit.text_field`."""
+  end = math.inf if unit.end < 0 else unit.end
+  for offset, line in _lines(unit, stats, strict):
+    if offset >= end:
+      return
+    if line is None or not line.strip():
+      continue
+    try:
+      text = json.loads(line)[unit.text_field]
+    except (ValueError, KeyError, TypeError, IndexError):
+      text = None
+    if not isinstance(text, str):
+      stats["bad_json_lines"] += 1
+      continue
+    yield corpus.split_sentences(text)
+
+
+@functools.lru_cache(maxsize=1)
+def _python_docs() -> list[list[str]]:
+  return corpus.python_docs_documents()  # Once per worker process.
+
+
+# TensorFlow Datasets, imported only when used: it imports TensorFlow.
+
+
+def _tfds_builder(name: str, data_dir: str | None):
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise UserError(f"input tfds:{name} needs TensorFlow Datasets; pip install "
+                    f"tensorflow-datasets tensorflow") from None
+  try:
+    return tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise UserError(f"TFDS has no dataset {name!r}; fix config.data.input (see "
+                    f"tfds.list_builders() for names, e.g. "
+                    f"tfds:wikipedia/20230601.en)") from None
+  except ValueError as e:
+    reason = str(e).splitlines()[0]
+    raise UserError(f"TFDS dataset {name!r}: {reason}; fix config.data.input "
+                    f"(tfds:NAME/CONFIG)") from None
+
+
+def _prepared_builder(name: str, data_dir: str | None):
+  """The builder of `name`, downloaded and prepared if it is not yet."""
+  builder = _tfds_builder(name, data_dir)
+  if not builder.is_prepared():
+    try:
+      builder.download_and_prepare()
+    except Exception as e:  # Network, Beam, manual download: all end here.
+      raise UserError(
+          f"TFDS dataset {name!r} is not prepared in {builder.data_dir} and "
+          f"preparing it failed ({type(e).__name__}: {e}); prepare it first "
+          f"(tfds build {name} --data_dir=DIR) and set config.data.tfds_data_dir"
+      ) from None
+  return builder
+
+
+def _check_tfds(name: str, data_dir: str | None, split: str, text_field: str,
+                num_units: int) -> int:
+  """Prepares and checks a TFDS input; returns how many parts to cut it into."""
+  builder = _prepared_builder(name, data_dir)
+  fields = list(builder.info.features.keys())
+  if text_field not in fields:
+    raise UserError(f"TFDS dataset {name!r} has no field {text_field!r}; set "
+                    f"config.data.text_field to one of {', '.join(fields)}")
+  if not builder.info.splits:  # Splits unknown until prepared (or mocked).
+    return num_units
+  try:
+    examples = builder.info.splits[split].num_examples
+  except (KeyError, ValueError):
+    raise UserError(f"TFDS dataset {name!r} has no split {split!r}; set "
+                    f"config.data.tfds_split to one of "
+                    f"{', '.join(builder.info.splits)} (or a slice: train[:10%])"
+                    ) from None
+  # An empty part is an error in TFDS: no more parts than examples.
+  return max(1, min(num_units, examples))
+
+
+def _tfds_documents(unit, stats, strict) -> Iterator[list[str]]:
+  """Part `unit.index` of `unit.count` of a TFDS split, one text per document."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  builder = _prepared_builder(unit.path, unit.data_dir)
+  split = tfds.even_splits(unit.split, n=unit.count)[unit.index]
+  dataset = builder.as_dataset(split=split, shuffle_files=False)
+  for example in tfds.as_numpy(dataset):
+    text = example[unit.text_field]
+    if isinstance(text, bytes):
+      try:
+        text = text.decode("utf-8")
+      except UnicodeDecodeError as e:
+        if strict:
+          raise UserError(
+              f"tfds:{unit.path}: a text is not UTF-8 at byte {e.start}; set "
+              f"config.data.strict=False to skip such texts") from None
+        stats["invalid_utf8_lines"] += 1
+        continue
+    yield corpus.split_sentences(text)
