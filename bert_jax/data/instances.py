@@ -1,16 +1,22 @@
-"""Next-sentence-prediction instances, ported from Google's original BERT.
+"""Training rows from tokenized documents, for each pretraining objective.
 
-`create_nsp_instances` follows `create_training_instances` and
-`create_instances_from_document` of google-research/bert
-`create_pretraining_data.py`, with the same calls on one `random.Random(seed)`,
-minus the masking: masking happens later, in the tf.data pipeline, so every
-epoch sees fresh masks. One difference in output: `next_sentence_labels` uses
-Hugging Face's convention, 0 = B follows A, 1 = B is random.
+A row is `(tokens, segment_lengths, label)` (see `rows_from_documents`); rows
+are built from a chunk of documents, without masking: masking happens later,
+per batch, so every epoch sees fresh masks.
+
+- `nsp` follows `create_training_instances` and
+  `create_instances_from_document` of google-research/bert
+  `create_pretraining_data.py`, with the same calls on `rng`; labels use
+  Hugging Face's convention, 0 = B follows A, 1 = B is random.
+- `sop` is ALBERT's sentence-order variant (google-research/albert): B is the
+  real continuation, swapped with A half of the time (label 1).
+- `mlm` is RoBERTa's FULL-SENTENCES input (one segment, documents separated by
+  [SEP]) or, with packing, whole `[CLS] chunk [SEP]` examples packed per row.
 """
 
 import random
 
-import numpy as np
+OBJECTIVES = ("nsp", "sop", "mlm")
 
 
 def _truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng):
@@ -23,9 +29,9 @@ def _truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng):
       trunc_tokens.pop()
 
 
-def _instances_from_document(all_documents, document_index, max_seq_length,
-                             short_seq_prob, rng):
-  """Yields (tokens_a, tokens_b, is_random_next) for one document."""
+def _pairs_from_document(all_documents, document_index, max_seq_length,
+                         short_seq_prob, rng, sentence_order):
+  """Yields (tokens_a, tokens_b, label) for one document (BERT or ALBERT)."""
   document = all_documents[document_index]
   max_num_tokens = max_seq_length - 3  # [CLS] A [SEP] B [SEP]
 
@@ -53,8 +59,9 @@ def _instances_from_document(all_documents, document_index, max_seq_length,
           tokens_a.extend(current_chunk[j])
 
         tokens_b = []
-        if len(current_chunk) == 1 or rng.random() < 0.5:
-          is_random_next = True
+        if len(current_chunk) == 1 or (not sentence_order and
+                                       rng.random() < 0.5):
+          label = 1
           target_b_length = target_seq_length - len(tokens_a)
           # Try to pick another document (always works with >= 2 documents
           # except with probability ~(1/n)^10).
@@ -71,61 +78,136 @@ def _instances_from_document(all_documents, document_index, max_seq_length,
           # The segments after A were not used: put them back.
           i -= len(current_chunk) - a_end
         else:
-          is_random_next = False
           for j in range(a_end, len(current_chunk)):
             tokens_b.extend(current_chunk[j])
+          label = 0
+          if sentence_order and rng.random() < 0.5:
+            tokens_a, tokens_b, label = tokens_b, tokens_a, 1
         _truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
-        yield tokens_a, tokens_b, is_random_next
+        yield tokens_a, tokens_b, label
       current_chunk = []
       current_length = 0
     i += 1
 
 
-def create_nsp_instances(documents, *, max_seq_length: int,
-                         short_seq_prob: float = 0.1, seed: int, cls_id: int,
-                         sep_id: int, pad_id: int,
-                         dupe_factor: int = 1) -> dict[str, np.ndarray]:
-  """Builds `[CLS] A [SEP] B [SEP]` pairs from tokenized documents.
+def _full_sentence_rows(documents, capacity, cls_id, sep_id):
+  """RoBERTa FULL-SENTENCES: whole sentences in order, [SEP] between documents.
+
+  A sentence that does not fit in the current row starts the next one; only a
+  sentence longer than a whole row is split.
+  """
+  rows, body = [], []
+
+  def flush():
+    if body:
+      tokens = [cls_id, *body, sep_id]
+      rows.append((tokens, [len(tokens)], -1))
+      body.clear()
+
+  for document in documents:
+    if body:
+      if len(body) + 1 + len(document[0]) > capacity:
+        flush()
+      else:
+        body.append(sep_id)
+    for sentence in document:
+      if len(body) + len(sentence) > capacity:
+        flush()
+      for start in range(0, len(sentence), capacity):
+        piece = sentence[start:start + capacity]
+        if len(body) + len(piece) > capacity:
+          flush()
+        body.extend(piece)
+  flush()
+  return rows
+
+
+def _packed_rows(documents, max_seq_length, cls_id, sep_id):
+  """Cuts documents into `[CLS] chunk [SEP]` examples, packed best-fit decreasing."""
+  capacity = max_seq_length - 2
+  examples = []
+  for document in documents:
+    stream = [token for sentence in document for token in sentence]
+    for start in range(0, len(stream), capacity):
+      examples.append([cls_id, *stream[start:start + capacity], sep_id])
+
+  # Best fit: each example (longest first) goes to the open row with the least
+  # free space that still holds it; rows are found by free space.
+  order = sorted(range(len(examples)), key=lambda e: -len(examples[e]))
+  rows = []  # lists of example indices
+  by_free_space = [[] for _ in range(max_seq_length + 1)]  # free -> row ids
+  for e in order:
+    size = len(examples[e])
+    free = next((f for f in range(size, max_seq_length + 1)
+                 if by_free_space[f]), None)
+    if free is None:
+      rows.append([])
+      row, free = len(rows) - 1, max_seq_length
+    else:
+      row = by_free_space[free].pop()
+    rows[row].append(e)
+    by_free_space[free - size].append(row)
+
+  out = []
+  for row in rows:
+    parts = sorted(row)  # document order inside a row
+    out.append(([t for e in parts for t in examples[e]],
+                [len(examples[e]) for e in parts], -1))
+  return out
+
+
+def rows_from_documents(documents, *, objective: str, max_seq_length: int,
+                        short_seq_prob: float, rng: random.Random, cls_id: int,
+                        sep_id: int, packing: bool = False,
+                        dupe_factor: int = 1) -> list[tuple]:
+  """Builds the training rows of one chunk of tokenized documents.
 
   Args:
-    documents: document -> sentences -> token ids. Empty sentences and
+    documents: document -> sentences -> token ids. Random "next" segments are
+      drawn from the other documents of this chunk. Empty sentences and
       documents are dropped.
-    max_seq_length: length L of every row, special tokens included (>= 5).
-    short_seq_prob: probability of aiming for a random shorter length.
-    seed: seed of the one `random.Random` used.
+    objective: "nsp" (BERT), "sop" (ALBERT) or "mlm" (RoBERTa, one segment).
+    max_seq_length: L, the longest row, special tokens included (>= 5).
+    short_seq_prob: nsp/sop only: probability of aiming for a random shorter
+      length.
+    rng: the only source of randomness (documents order, splits, shuffling).
     cls_id: id of [CLS].
     sep_id: id of [SEP].
-    pad_id: id of [PAD], filling each row after the last [SEP].
-    dupe_factor: passes over the documents (each with different splits).
+    packing: mlm only: pack several `[CLS] chunk [SEP]` examples per row.
+    dupe_factor: passes over the documents (each with different splits; for
+      mlm, a different document order).
 
   Returns:
-    `input_ids` int32 (N, L); `token_type_ids` int32 (N, L), 0 for
-    [CLS] A [SEP] and padding, 1 for B [SEP]; `next_sentence_labels` int32 (N,),
-    0 = B is the real continuation, 1 = B is random.
+    Rows `(tokens, segment_lengths, label)` in random order. nsp/sop: tokens
+    `[CLS] A [SEP] B [SEP]`, segment_lengths `[len(A) + 2, len(B) + 1]`, label 0
+    (B follows A) or 1 (nsp: B is random; sop: B and A swapped, or B random
+    when A is the document's only segment). mlm: label -1, segment_lengths the
+    packed examples' lengths (one segment without packing).
   """
+  if objective not in OBJECTIVES:
+    raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
   if max_seq_length < 5:
     raise ValueError(f"max_seq_length must be >= 5, got {max_seq_length}")
-  rng = random.Random(seed)
   all_documents = [[list(s) for s in doc if len(s)] for doc in documents]
   all_documents = [doc for doc in all_documents if doc]
   rng.shuffle(all_documents)
 
-  pairs = []
+  rows = []
   for _ in range(dupe_factor):
+    if objective == "mlm":
+      if packing:
+        rows.extend(_packed_rows(all_documents, max_seq_length, cls_id, sep_id))
+      else:
+        rows.extend(_full_sentence_rows(all_documents, max_seq_length - 2,
+                                        cls_id, sep_id))
+      rng.shuffle(all_documents)  # the next pass groups documents differently
+      continue
     for document_index in range(len(all_documents)):
-      pairs.extend(_instances_from_document(
-          all_documents, document_index, max_seq_length, short_seq_prob, rng))
-  rng.shuffle(pairs)
+      for tokens_a, tokens_b, label in _pairs_from_document(
+          all_documents, document_index, max_seq_length, short_seq_prob, rng,
+          sentence_order=objective == "sop"):
+        tokens = [cls_id, *tokens_a, sep_id, *tokens_b, sep_id]
+        rows.append((tokens, [len(tokens_a) + 2, len(tokens_b) + 1], label))
+  rng.shuffle(rows)
+  return rows
 
-  n = len(pairs)
-  input_ids = np.full((n, max_seq_length), pad_id, np.int32)
-  token_type_ids = np.zeros((n, max_seq_length), np.int32)
-  labels = np.zeros((n,), np.int32)
-  for row, (tokens_a, tokens_b, is_random_next) in enumerate(pairs):
-    a_len, b_len = len(tokens_a), len(tokens_b)
-    tokens = [cls_id, *tokens_a, sep_id, *tokens_b, sep_id]
-    input_ids[row, :len(tokens)] = tokens
-    token_type_ids[row, a_len + 2:a_len + b_len + 3] = 1
-    labels[row] = int(is_random_next)
-  return {"input_ids": input_ids, "token_type_ids": token_type_ids,
-          "next_sentence_labels": labels}

@@ -1,87 +1,254 @@
-"""BERT's masked-LM corruption as a stateless TensorFlow function.
+"""Counter-based randomness for the input pipeline: masked-LM corruption and shuffling.
 
-`mask_sequence` runs inside `tf.data` (static shapes, no Python state) and is a
-pure function of `(input_ids, seed)`: the pipeline derives the seed from
-(run seed, epoch, example index), so a resumed run sees the same masks and each
-epoch sees new ones (dynamic masking, as in RoBERTa).
+Everything here is a pure numpy function of integer keys, hashed with
+splitmix64, so a batch is reproducible from (seed, epoch, example id) alone: a
+resumed run sees the same masks and order, each epoch sees new ones (dynamic
+masking, as in RoBERTa), and a row's masks do not depend on the batch it is in.
+
+`mask_batch` follows `create_masked_lm_predictions` of google-research/bert
+`create_pretraining_data.py`: whole words taken in random order while they fit
+in the prediction budget, then 80 % [MASK], 10 % random id, 10 % unchanged per
+predicted token. Two differences: the budget counts candidates (not [CLS] and
+[SEP]), and random ids are never special.
 """
 
-import tensorflow as tf
+import numpy as np
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+# Streams keep the independent random choices of one row apart.
+_WORD_ORDER, _REPLACE_KIND, _REPLACE_ID = 1, 2, 3
+_KEY_SALT, _SHUFFLE_SALT = 0x6B65797300000000, 0x7368756600000000
+_FEISTEL_ROUNDS = 6
 
 
-def mask_sequence(input_ids, seed, *, vocab_size: int, mask_id: int,
-                  special_ids, max_predictions: int, mask_rate: float = 0.15,
-                  mask_token_rate: float = 0.8,
-                  random_token_rate: float = 0.1) -> dict[str, tf.Tensor]:
-  """Masks one example for masked-LM training.
+def _mix(x):
+  """splitmix64's finalizer, a bijection on uint64 (elementwise)."""
+  with np.errstate(over="ignore"):
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
-  Candidates are the positions whose id is not special (so never [CLS], [SEP]
-  or padding). `min(max_predictions, max(1, round(candidates * mask_rate)))`
-  distinct candidates are picked uniformly; of those, `mask_token_rate` become
-  [MASK], `random_token_rate` a random non-special id, the rest stay as they
-  are.
+
+def _combine(h, values):
+  """Hashes `values` into the running hash `h` (both broadcast, uint64)."""
+  values = np.asarray(values).astype(np.int64).view(np.uint64)
+  with np.errstate(over="ignore"):
+    return _mix(h + _mix(values + _GOLDEN))
+
+
+def _seed_hash(seed_words, salt):
+  h = np.full((), salt, np.uint64)
+  for word in seed_words:
+    h = _combine(h, np.int64(word))
+  return h
+
+
+def example_keys(seed: int, epoch, example_ids) -> np.ndarray:
+  """Per-example keys for `mask_batch`: a hash of (seed, epoch, example id).
 
   Args:
-    input_ids: int32 [L] token ids.
-    seed: int32/int64 [2] seed for the `tf.random.stateless_*` ops.
-    vocab_size: random replacements are drawn from
-      [max(special_ids) + 1, vocab_size).
+    seed: the run's seed.
+    epoch: int64 (n,) (or scalar) epoch of each example.
+    example_ids: int64 (n,) index of each example in the dataset.
+
+  Returns:
+    uint64 (n,) keys.
+  """
+  h = _combine(_seed_hash([seed], _KEY_SALT), epoch)
+  return _combine(h, example_ids)
+
+
+def _position_codes(stream: int, length: int) -> np.ndarray:
+  """uint64 (length,): what a position contributes to a row's hash in `stream`."""
+  return _mix((np.uint64(stream) << np.uint64(32)) +
+              np.arange(length, dtype=np.uint64))
+
+
+def _positions_from_mask(chosen, num_slots):
+  """(n, L) bool -> (n, P) int32 ascending positions of the True entries, 0-padded."""
+  rows, cols = np.nonzero(chosen)  # row-major: ascending columns in each row
+  counts = chosen.sum(1)
+  first = np.cumsum(counts) - counts
+  slots = np.arange(len(rows)) - first[rows]
+  positions = np.zeros((chosen.shape[0], num_slots), np.int32)
+  positions[rows, slots] = cols
+  return positions, counts
+
+
+def _choose(is_candidate, is_start, keys, num_to_predict):
+  """Picks whole words in random order while they fit in `num_to_predict`.
+
+  Args:
+    is_candidate: bool (n, L).
+    is_start: bool (n, L), True at the first position of each word (a subset of
+      the candidates).
+    keys: uint64 (n,) row keys.
+    num_to_predict: int (n,) budget of each row.
+
+  Returns:
+    bool (n, L), the predicted positions.
+  """
+  n, length = is_candidate.shape
+  pos = np.arange(length, dtype=np.int32)
+  pos_bits = np.uint64(length.bit_length())  # 2**pos_bits > length: room for a sentinel
+  pos_mask = (np.uint64(1) << pos_bits) - np.uint64(1)
+  # Random order of the word starts: random high bits, the position in the low
+  # bits (distinct sort keys); non-starts get the all-ones sentinel and sort last.
+  scores = _mix(keys[:, None] ^ _position_codes(_WORD_ORDER, length)[None])
+  scores = (scores & ~pos_mask) | pos.astype(np.uint64)[None]
+  scores = np.where(is_start, scores, _ALL_ONES)
+  ranked = np.sort(scores, axis=1)
+  order = (ranked & pos_mask).astype(np.int64)  # (n, L) starts; >= L: none
+  row_offset = np.arange(n)[:, None] * length
+
+  if np.array_equal(is_start, is_candidate):  # single-piece words: first k of them
+    take = np.arange(length)[None] < num_to_predict[:, None]
+    chosen = np.zeros(n * length, bool)
+    chosen[(row_offset + order)[take]] = True
+    return chosen.reshape(n, length)
+
+  # Each candidate's word start, and each word's length at its start.
+  start_of = np.maximum.accumulate(np.where(is_start, pos, 0), axis=1)
+  word_length = np.bincount((row_offset + start_of)[is_candidate],
+                            minlength=n * length)  # (n * L,)
+
+  # Original BERT's rule: words in random order, a word that overflows the
+  # budget is skipped (not a stop). The words before the first overflow all
+  # fit (a prefix sum); after it, a loop over ranks for the rows left.
+  sizes = np.where(order < length,
+                   word_length.take(row_offset + np.minimum(order, length - 1)), 0)
+  fits = np.cumsum(sizes, axis=1) <= num_to_predict[:, None]  # (n, L), a prefix
+  rank = fits.sum(1)  # the first overflowing word (L: none)
+  bound = np.where(rank < length,
+                   ranked[np.arange(n), np.minimum(rank, length - 1)], _ALL_ONES)
+  accepted = (scores < bound[:, None]).ravel()  # (n * L,) at the word starts
+  filled = (sizes * fits).sum(1)
+  num_words = is_start.sum(1)
+  left = np.flatnonzero((filled < num_to_predict) & (rank + 1 < num_words))
+  while left.size:
+    rank[left] += 1
+    size = sizes[left, rank[left]]
+    take = filled[left] + size <= num_to_predict[left]
+    filled[left] += np.where(take, size, 0)
+    accepted[left[take] * length + order[left[take], rank[left[take]]]] = True
+    left = left[(filled[left] < num_to_predict[left]) &
+                (rank[left] + 1 < num_words[left])]
+  return accepted.take(row_offset + start_of) & is_candidate
+
+
+def mask_batch(input_ids, keys, *, special_table, word_start_table,
+               max_predictions: int, mask_id: int, mask_rate: float = 0.15,
+               mask_token_rate: float = 0.8,
+               random_token_rate: float = 0.1) -> dict[str, np.ndarray]:
+  """Masks a batch for masked-LM training, each row a pure function of its key.
+
+  Candidates are the non-special positions (so never [CLS], [SEP] or padding).
+  A row predicts `min(P, max(1, round(candidates * mask_rate)))` candidates (0
+  without candidates). With `word_start_table`, a word is a word-start
+  candidate and the non-word-start candidates after it; words are taken in
+  random order, each only if the total stays within the budget, and all its
+  pieces are predicted. Without it, the candidates are drawn uniformly. Each
+  predicted token becomes [MASK] (`mask_token_rate`), a random non-special id
+  (`random_token_rate`) or stays unchanged.
+
+  Args:
+    input_ids: int32 (n, L) token ids.
+    keys: uint64 (n,) one key per row, e.g. from `example_keys`.
+    special_table: bool (V,), True for ids never masked (padding included).
+    word_start_table: bool (V,), True for ids that start a word; None masks
+      single tokens.
+    max_predictions: P, the number of prediction slots.
     mask_id: id of [MASK].
-    special_ids: ids that are never masked.
-    max_predictions: P, the (static) number of prediction slots.
     mask_rate: fraction of candidates to predict.
     mask_token_rate: fraction of predictions replaced by [MASK].
     random_token_rate: fraction of predictions replaced by a random id.
 
   Returns:
-    `input_ids` int32 [L], the corrupted ids; `masked_lm_positions` int32 [P],
-    ascending, 0-padded; `masked_lm_ids` int32 [P], the original ids, 0-padded;
-    `masked_lm_weights` float32 [P], 1.0 for real predictions, 0.0 for padding.
+    `input_ids` int32 (n, L), the corrupted ids; `masked_lm_positions` int32
+    (n, P), ascending, 0-padded; `masked_lm_ids` int32 (n, P), the original ids,
+    0-padded; `masked_lm_weights` float32 (n, P), 1.0 for real predictions.
   """
-  input_ids = tf.convert_to_tensor(input_ids, tf.int32)
-  length = input_ids.shape[0]
-  k = min(max_predictions, length)
-  special = tf.constant(sorted(set(int(i) for i in special_ids)), tf.int32)
-  min_random_id = int(max(special_ids)) + 1
-  seeds = tf.random.experimental.stateless_split(seed, num=3)
+  input_ids = np.asarray(input_ids, np.int32)
+  keys = np.asarray(keys, np.uint64)
+  n, length = input_ids.shape
+  is_candidate = ~np.asarray(special_table, bool)[input_ids]  # (n, L)
+  num_candidates = is_candidate.sum(1)
+  num_to_predict = np.minimum(
+      max_predictions, np.maximum(1, np.rint(num_candidates * mask_rate)))
+  num_to_predict = np.where(num_candidates > 0, num_to_predict, 0).astype(np.int64)
 
-  is_candidate = tf.reduce_all(input_ids[:, None] != special[None, :], axis=1)
-  num_candidates = tf.reduce_sum(tf.cast(is_candidate, tf.int32))
-  num_to_predict = tf.cast(
-      tf.round(tf.cast(num_candidates, tf.float32) * mask_rate), tf.int32)
-  num_to_predict = tf.minimum(max_predictions, tf.maximum(1, num_to_predict))
-  num_to_predict = tf.minimum(num_to_predict, num_candidates)  # 0 if none
+  if word_start_table is None:
+    is_start = is_candidate
+  else:
+    after_candidate = np.zeros_like(is_candidate)
+    after_candidate[:, 1:] = is_candidate[:, :-1]
+    # A piece after a special token or padding starts a word whatever it is.
+    is_start = is_candidate & (np.asarray(word_start_table, bool)[input_ids] |
+                               ~after_candidate)
+  chosen = _choose(is_candidate, is_start, keys, num_to_predict)
+  positions, counts = _positions_from_mask(chosen, max_predictions)  # (n, P)
+  valid = np.arange(max_predictions)[None] < counts[:, None]
+  original = np.where(valid, np.take_along_axis(input_ids, positions, 1), 0)
 
-  # Random scores, -1 for non-candidates: the top `num_to_predict` scores are a
-  # uniform sample of distinct candidates.
-  scores = tf.random.stateless_uniform([length], seeds[0])
-  scores = tf.where(is_candidate, scores, -1.0)
-  _, top = tf.math.top_k(scores, k=k)  # [k]
-  chosen = tf.range(k) < num_to_predict
-  positions = tf.sort(tf.where(chosen, top, length))  # unused slots sort last
-  valid = positions < length
-  positions = tf.where(valid, positions, 0)
-  original = tf.where(valid, tf.gather(input_ids, positions), 0)
+  # 80/10/10 per predicted token, from the row key and the position.
+  kind = _mix(keys[:, None] ^ _position_codes(_REPLACE_KIND, length)[positions])
+  uniform = (kind >> np.uint64(11)).astype(np.float64) * 2.0**-53  # [0, 1)
+  normal_ids = np.flatnonzero(~np.asarray(special_table, bool)).astype(np.int32)
+  pick = _mix(keys[:, None] ^ _position_codes(_REPLACE_ID, length)[positions])
+  random_ids = normal_ids[pick % np.uint64(len(normal_ids))]
+  replacement = np.where(
+      uniform < mask_token_rate, mask_id,
+      np.where(uniform < mask_token_rate + random_token_rate, random_ids,
+               original))
 
-  u = tf.random.stateless_uniform([k], seeds[1])
-  random_ids = tf.random.stateless_uniform(
-      [k], seeds[2], minval=min_random_id, maxval=vocab_size, dtype=tf.int32)
-  replacement = tf.where(
-      u < mask_token_rate, mask_id,
-      tf.where(u < mask_token_rate + random_token_rate, random_ids, original))
-
-  # Dense scatter through a [k, L] one-hot: static shapes, no duplicate-index
-  # scatter (padding slots all point at position 0 but have weight 0).
-  hits = tf.one_hot(positions, length, dtype=tf.int32) * tf.cast(
-      valid, tf.int32)[:, None]
-  is_masked = tf.reduce_max(hits, axis=0) > 0
-  new_values = tf.reduce_sum(hits * replacement[:, None], axis=0)
-  masked_ids = tf.where(is_masked, new_values, input_ids)
-
-  pad = [[0, max_predictions - k]]
+  corrupted = input_ids.copy()
+  rows, slots = np.nonzero(valid)
+  corrupted[rows, positions[rows, slots]] = replacement[rows, slots]
   return {
-      "input_ids": masked_ids,
-      "masked_lm_positions": tf.pad(positions, pad),
-      "masked_lm_ids": tf.pad(original, pad),
-      "masked_lm_weights": tf.pad(tf.cast(valid, tf.float32), pad),
+      "input_ids": corrupted,
+      "masked_lm_positions": positions,
+      "masked_lm_ids": original.astype(np.int32),
+      "masked_lm_weights": valid.astype(np.float32),
   }
+
+
+def shuffle_index(index, size: int, seed_words) -> np.ndarray:
+  """A keyed pseudo-random permutation of [0, size), applied to `index`.
+
+  A Feistel network on the smallest even number of bits covering `size`, with
+  cycle walking to stay inside [0, size): a bijection for any size, computed
+  per element, so a shard of the order costs only its own length.
+
+  Args:
+    index: int64 (n,) values in [0, size).
+    size: the size of the permuted range (>= 1).
+    seed_words: ints that choose the permutation, e.g. (seed, epoch).
+
+  Returns:
+    int64 (n,) the permuted values.
+  """
+  if size < 1:
+    raise ValueError(f"size must be >= 1, got {size}")
+  index = np.asarray(index, np.int64)
+  if index.size and (index.min() < 0 or index.max() >= size):
+    raise ValueError(f"index values must lie in [0, {size})")
+  half_bits = max(1, ((size - 1).bit_length() + 1) // 2)
+  half_mask = np.uint64((1 << half_bits) - 1)
+  base = _seed_hash(seed_words, _SHUFFLE_SALT)
+  round_keys = [_combine(base, r) for r in range(_FEISTEL_ROUNDS)]
+
+  def feistel(x):
+    left, right = x >> np.uint64(half_bits), x & half_mask
+    for key in round_keys:
+      left, right = right, left ^ (_mix(right ^ key) & half_mask)
+    return (left << np.uint64(half_bits)) | right
+
+  x = feistel(index.astype(np.uint64))
+  outside = x >= np.uint64(size)
+  while outside.any():  # each cycle through [0, size) comes back inside
+    x[outside] = feistel(x[outside])
+    outside = x >= np.uint64(size)
+  return x.astype(np.int64)

@@ -1,0 +1,164 @@
+"""Masked batches from prepared shards: per-process files, a pure function of the step.
+
+Each process owns every `process_count`-th non-empty shard of a split (disjoint, and
+together covering). Its rows form one index space of n records; its stream is endless:
+local position `q = step * rows + r` reads record `shuffle(q % n)` of epoch `q // n`, with
+a keyed bijection per epoch, and masks it with a key of (seed, epoch, shard, record). So
+the batch of a step depends only on (seed, step, process_index, process_count): resuming
+at a step yields exactly the batches an uninterrupted run would, and no process ever runs
+out of data while another waits for it. Balanced when `process_count` divides the shard
+count; the data position (`position()`) goes into every checkpoint.
+
+`batches` runs `batch_at` under tf.data (parallel, prefetched) or, where TensorFlow is not
+installed (GPU images), under a thread pool: the same numpy function either way.
+"""
+
+import concurrent.futures
+import os
+import threading
+
+import numpy as np
+
+from bert_jax.data import masking
+from bert_jax.data import records
+from bert_jax.data import tokenizer as tokenizer_lib
+from bert_jax.errors import UserError
+
+_RANDOM_ACCESS = "readahead_buffer_size:0,max_parallelism:0"
+_SHUFFLE_SALT = 0x5EED5
+
+BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "position_ids",
+              "masked_lm_positions", "masked_lm_ids", "masked_lm_weights",
+              "next_sentence_labels")
+
+
+class _Shards:
+  """This process's shards of one split, read by random access."""
+
+  def __init__(self, data_dir, shards, process_index, process_count, split):
+    numbered = [(i, s) for i, s in enumerate(shards) if s["rows"] > 0]
+    if len(numbered) < process_count:
+      raise UserError(f"the {split} split has {len(numbered)} non-empty shard(s), fewer than the "
+                      f"{process_count} processes; prepare with config.data.num_shards >= "
+                      f"{process_count} (a multiple of it)")
+    mine = numbered[process_index::process_count]
+    from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+    self.readers = [array_record_module.ArrayRecordReader(
+        os.path.join(data_dir, s["file"]), _RANDOM_ACCESS) for _, s in mine]
+    self.shard_numbers = np.array([i for i, _ in mine], np.int64)
+    self.starts = np.cumsum([0] + [s["rows"] for _, s in mine])
+    self.size = int(self.starts[-1])
+    self.lock = threading.Lock()  # one reader per file; reads are fast, decoding is not
+
+  def read(self, index):
+    """Records at local indices (n,) and their global ids (shard << 32 | record)."""
+    which = np.searchsorted(self.starts, index, side="right") - 1
+    offsets = index - self.starts[which]
+    out = [None] * len(index)
+    with self.lock:
+      for w in np.unique(which):
+        rows = np.flatnonzero(which == w)
+        for row, record in zip(rows, self.readers[w].read(offsets[rows].tolist())):
+          out[row] = record
+    return out, (self.shard_numbers[which] << 32) | offsets
+
+
+class Stream:
+  """The masked batches of one process, one split: `batch_at(step)`."""
+
+  def __init__(self, data_dir, manifest, split, *, batch_size, seed, max_predictions,
+               mask_rate=0.15, mask_token_rate=0.8, random_token_rate=0.1,
+               whole_word_masking=False, shuffle=True, process_index=0, process_count=1):
+    if batch_size % process_count:
+      raise UserError(f"batch size {batch_size} is not divisible by the {process_count} "
+                      f"processes; make it a multiple of {process_count}")
+    self.rows = batch_size // process_count
+    self.shards = _Shards(data_dir, manifest["splits"][split]["shards"], process_index,
+                          process_count, split)
+    self.seed, self.shuffle = seed, shuffle
+    self.length = manifest["max_seq_length"]
+    self.dtype = np.dtype(manifest["token_dtype"])
+    self.packed = manifest["settings"]["packing"]
+    tok = tokenizer_lib.load(os.path.join(data_dir, manifest["tokenizer_file"]))
+    self.pad_id = tok.pad_id
+    self.masking = dict(
+        special_table=tok.special_table(),
+        word_start_table=tok.word_start_table() if whole_word_masking else None,
+        max_predictions=max_predictions, mask_rate=mask_rate, mask_token_rate=mask_token_rate,
+        random_token_rate=random_token_rate, mask_id=tok.mask_id)
+    self.identity = {"split": split, "process_index": process_index,
+                     "process_count": process_count, "rows_per_process": self.rows,
+                     "records_of_process": self.shards.size, "seed": seed}
+
+  def position(self, step):
+    """The data position after `step` steps, as saved in checkpoints."""
+    return dict(self.identity, step=int(step), epoch=step * self.rows // self.shards.size)
+
+  def batch_at(self, step):
+    """The numpy batch (dict of BATCH_KEYS) of this process at `step`."""
+    q = int(step) * self.rows + np.arange(self.rows, dtype=np.int64)
+    n = self.shards.size
+    epoch, index = q // n, q % n
+    if self.shuffle:
+      for e in np.unique(epoch):
+        hit = epoch == e
+        index[hit] = masking.shuffle_index(index[hit], n, (self.seed, _SHUFFLE_SALT, int(e)))
+    raw, example_ids = self.shards.read(index)
+    batch = records.decode_rows(raw, max_seq_length=self.length, dtype=self.dtype,
+                                packed=self.packed, pad_id=self.pad_id)
+    keys = masking.example_keys(self.seed, epoch, example_ids)
+    batch.update(masking.mask_batch(batch["input_ids"], keys, **self.masking))
+    return batch
+
+
+def batches(stream, start_step, end_step, *, use_tf=None):
+  """Iterates `stream.batch_at(s)` for s in [start_step, end_step), prefetched in parallel.
+
+  Args:
+    stream: a `Stream` (or anything with `batch_at(step) -> dict of numpy`).
+    start_step: first step.
+    end_step: stop before it; None: forever.
+    use_tf: run under tf.data; None: if TensorFlow is installed.
+  """
+  if use_tf is None:
+    try:
+      import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+      use_tf = True
+    except ImportError:
+      use_tf = False
+  end = end_step if end_step is not None else 2**62
+  if use_tf:
+    yield from _tf_batches(stream, start_step, end)
+  else:
+    yield from _threaded_batches(stream, start_step, end)
+
+
+def _tf_batches(stream, start, end):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], "GPU")  # host-side only: keep TF off the accelerators
+  example = stream.batch_at(start)
+  dtypes = [tf.as_dtype(example[k].dtype) for k in BATCH_KEYS]
+  shapes = [example[k].shape for k in BATCH_KEYS]
+
+  def load(step):
+    values = tf.numpy_function(lambda s: [stream.batch_at(s)[k] for k in BATCH_KEYS],
+                               [step], dtypes, stateful=False)
+    return {k: tf.ensure_shape(v, s) for k, v, s in zip(BATCH_KEYS, values, shapes)}
+
+  ds = tf.data.Dataset.range(start, end).map(load, num_parallel_calls=tf.data.AUTOTUNE,
+                                             deterministic=True)
+  options = tf.data.Options()
+  options.deterministic = True
+  yield from ds.with_options(options).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+
+
+def _threaded_batches(stream, start, end, workers=4):
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    pending = [pool.submit(stream.batch_at, s) for s in range(start, min(end, start + workers))]
+    step = start + len(pending)
+    while pending:
+      batch = pending.pop(0).result()
+      if step < end:
+        pending.append(pool.submit(stream.batch_at, step))
+        step += 1
+      yield batch

@@ -1,0 +1,157 @@
+"""The training stream over prepared shards: per-process shards disjoint and covering,
+epochs, exact resume, tf.data and threads alike, and no process starved by another."""
+
+import numpy as np
+import pytest
+
+from bert_jax import config as config_lib
+from bert_jax.data import pipeline
+from bert_jax.data import prepare
+
+
+def _corpus(path, documents=120, seed=0):
+  """BERT-format text: documents of 2-8 sentences of made-up words."""
+  rng = np.random.default_rng(seed)
+  words = ["alpha", "beta", "gamma", "delta", "omega", "river", "stone", "light", "north",
+           "table", "garden", "silver", "window", "market", "forest", "engine"]
+  lines = []
+  for _ in range(documents):
+    for _ in range(rng.integers(2, 9)):
+      lines.append(" ".join(rng.choice(words, size=rng.integers(4, 14))).capitalize() + ".")
+    lines.append("")
+  path.write_text("\n".join(lines))
+
+
+def small_config(tmp_path, **data):
+  c = config_lib.base_config()
+  _corpus(tmp_path / "corpus.txt")
+  c.data.input = str(tmp_path / "corpus.txt")
+  c.data.max_seq_length = 32
+  c.data.max_predictions_per_seq = 5
+  c.data.num_shards = 6
+  c.data.num_workers = 1
+  c.data.eval_fraction = 0.1
+  c.data.documents_per_chunk = 20
+  c.tokenizer.vocab_size = 300
+  for key, value in data.items():
+    c.data[key] = value
+  return c
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp("pipeline")
+  data_dir = str(tmp / "data")
+  manifest = prepare.prepare(small_config(tmp), data_dir, log=lambda _: None, progress=False)
+  return data_dir, manifest
+
+
+def _stream(prepared, split="train", batch_size=8, **kwargs):
+  data_dir, manifest = prepared
+  return pipeline.Stream(data_dir, manifest, split, batch_size=batch_size, seed=3,
+                         max_predictions=5, **kwargs)
+
+
+def _example_ids(stream, steps):
+  """Global ids (shard << 32 | record) of the rows read in `steps` steps."""
+  ids = []
+  for step in range(steps):
+    q = step * stream.rows + np.arange(stream.rows)
+    index = q % stream.shards.size
+    _, example_ids = stream.shards.read(index)
+    ids.append(example_ids)
+  return np.concatenate(ids)
+
+
+def test_process_shards_are_disjoint_and_cover(prepared):
+  data_dir, manifest = prepared
+  total = manifest["splits"]["train"]["rows"]
+  every = set()
+  for count in (1, 2, 3):
+    seen = []
+    for index in range(count):
+      s = _stream(prepared, batch_size=6, process_index=index, process_count=count)
+      ids = set(_example_ids(s, -(-s.shards.size // s.rows)).tolist())
+      assert len(ids) == s.shards.size
+      seen.append(ids)
+    union = set().union(*seen)
+    assert sum(map(len, seen)) == len(union) == total  # disjoint and covering
+    every |= union
+  assert len(every) == total
+
+
+def test_an_epoch_reads_every_row_once_then_reshuffles(prepared):
+  s = _stream(prepared, batch_size=1)
+  n = s.shards.size
+
+  def ids_of(steps):
+    out = []
+    for step in steps:
+      q = np.array([step])
+      index = pipeline.masking.shuffle_index(q % n, n, (s.seed, pipeline._SHUFFLE_SALT,
+                                                          int(q[0] // n)))
+      out.append(int(s.shards.read(index)[1][0]))
+    return out
+
+  first, second = ids_of(range(n)), ids_of(range(n, 2 * n))
+  assert sorted(first) == sorted(second) and len(set(first)) == n
+  assert first != second  # a new order each epoch
+
+
+def test_resume_yields_the_uninterrupted_batches(prepared):
+  s = _stream(prepared, process_index=1, process_count=2)
+  straight = list(pipeline.batches(s, 0, 12, use_tf=True))
+  resumed = list(pipeline.batches(_stream(prepared, process_index=1, process_count=2), 7, 12,
+                                  use_tf=False))
+  for a, b in zip(straight[7:], resumed):
+    assert a.keys() == b.keys()
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_masks_are_fresh_each_epoch_and_fixed_within_one(prepared):
+  """In order (shuffle off), step s and step s + n read the same row: in another epoch, so
+  with another mask; the same step twice gives the same mask."""
+  s = _stream(prepared, batch_size=1, shuffle=False)
+  n = s.shards.size
+  changed = 0
+  for step in range(10):
+    a, b = s.batch_at(step), s.batch_at(step + n)
+    np.testing.assert_array_equal(a["attention_mask"], b["attention_mask"])  # the same row
+    np.testing.assert_array_equal(a["input_ids"], s.batch_at(step)["input_ids"])
+    changed += not np.array_equal(a["masked_lm_positions"], b["masked_lm_positions"])
+  assert changed >= 8
+
+
+def test_batches_have_the_model_layout(prepared):
+  batch = _stream(prepared).batch_at(0)
+  assert set(batch) == set(pipeline.BATCH_KEYS)
+  assert batch["input_ids"].shape == (8, 32) and batch["masked_lm_ids"].shape == (8, 5)
+  mask = batch["attention_mask"]
+  assert set(np.unique(mask)) <= {0, 1}
+  np.testing.assert_array_equal(batch["position_ids"], np.cumsum(mask, 1) - 1 + (mask == 0))
+  # nsp rows: [CLS] A [SEP] B [SEP]; type 1 begins right after the first [SEP].
+  data_dir, manifest = prepared
+  cls_id, sep_id = manifest["special_ids"]["cls"], manifest["special_ids"]["sep"]
+  for ids, types, m in zip(batch["input_ids"], batch["token_type_ids"], mask):
+    length = int(m.sum())
+    assert ids[0] == cls_id
+    first_sep = int(np.flatnonzero(types)[0]) - 1 if types.any() else length - 1
+    assert types[:first_sep + 1].sum() == 0 and types[first_sep + 1:length].all()
+  assert set(np.unique(batch["next_sentence_labels"])) <= {0, 1}
+
+
+def test_no_process_runs_dry(prepared):
+  """Processes own different numbers of rows yet each yields a batch at every step, far
+  past its own epoch, so none waits for another at a collective."""
+  streams = [_stream(prepared, batch_size=9, process_index=i, process_count=3)
+             for i in range(3)]
+  sizes = {s.shards.size for s in streams}
+  far = max(sizes)  # step * 3 rows: three epochs of the largest process
+  for s in streams:
+    assert s.batch_at(far)["input_ids"].shape == (3, 32)
+
+
+def test_too_many_processes_is_an_error(prepared):
+  with pytest.raises(pipeline.UserError, match="num_shards"):
+    _stream(prepared, batch_size=64, process_index=0, process_count=64)
