@@ -1,5 +1,6 @@
 """`bert-jax <command>`: the one entry point.
 
+    bert-jax prepare [--config configs/RECIPE.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
     bert-jax pretrain [--config configs/RECIPE.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
     bert-jax fill-mask --workdir DIR [--json] [--top-k 5] "text with [MASK] in it" ...
 
@@ -12,31 +13,40 @@ import sys
 
 from bert_jax.errors import UserError
 
-# TensorFlow (the input pipeline only): quiet unless it matters.
+# TensorFlow (tf.data, TFDS): quiet unless it matters.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
-PRETRAIN_USAGE = """usage: bert-jax pretrain [--config configs/RECIPE.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
+USAGE = {
+    "pretrain": """usage: bert-jax pretrain [--config configs/RECIPE.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
 
 Pretrains (or resumes) BERT as the recipe says; without --config, the embedded demo
-(configs/demo.py). Keys, defaults and comments: bert_jax/config.py."""
+(configs/demo.py). Prepares the data first (as `prepare` does) unless it is prepared.
+Keys, defaults and comments: bert_jax/config.py.""",
+    "prepare": """usage: bert-jax prepare [--config configs/RECIPE.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
+
+Prepares the recipe's data: tokenizer, sharded records and manifest.json in
+config.data.prepared_dir (default DIR/data). Streams in constant memory on every core;
+run it again to finish an interrupted preparation. Keys: bert_jax/config.py.""",
+}
 
 
-def _pretrain(argv):
+def _parse_config(command, argv):
+  """(config, workdir) from `--config FILE[:ARG] --workdir DIR --config.KEY=VALUE ...`;
+  None after printing help for --help."""
   from absl import flags
   from absl import logging
   from ml_collections import config_flags
 
   from bert_jax import config as config_lib
-  from bert_jax.train import loop
 
   logging.set_verbosity(logging.WARNING)
   _check_config_path(argv)
   help_asked = bool({"-h", "--help"} & set(argv))
   argv = [a for a in argv if a not in ("-h", "--help")]
   fv = flags.FlagValues()
-  saved_argv, sys.argv = sys.argv, ["bert-jax pretrain"] + argv
+  saved_argv, sys.argv = sys.argv, [f"bert-jax {command}"] + argv
   try:
     # config_flags reads --config.KEY overrides from sys.argv while defining the flag.
     config_flags.DEFINE_config_file(
@@ -55,11 +65,27 @@ def _pretrain(argv):
   if len(rest) > 1:
     raise UserError(f"unexpected arguments {rest[1:]}; options look like --config.train.steps=100")
   if help_asked:
-    print(PRETRAIN_USAGE + "\n\nThe config (every key can be overridden):\n\n" + str(config))
-    return
+    print(USAGE[command] + "\n\nThe config (every key can be overridden):\n\n" + str(config))
+    return None
   if not fv.workdir:
     raise UserError("--workdir is required: the folder for data, checkpoints and metrics")
-  loop.pretrain(config, fv.workdir)
+  config_lib.validate(config)
+  return config, fv.workdir
+
+
+def _pretrain(argv):
+  parsed = _parse_config("pretrain", argv)
+  if parsed:
+    from bert_jax.train import loop
+    loop.pretrain(*parsed)
+
+
+def _prepare(argv):
+  parsed = _parse_config("prepare", argv)
+  if parsed:
+    from bert_jax.data import prepare
+    config, workdir = parsed
+    prepare.prepare(config, prepare.data_dir_of(config, workdir))
 
 
 def _fill_mask(argv):
@@ -76,7 +102,7 @@ def _fill_mask(argv):
   inference.main(args.workdir, args.text, top_k=args.top_k, as_json=args.json)
 
 
-COMMANDS = {"pretrain": _pretrain, "fill-mask": _fill_mask}
+COMMANDS = {"prepare": _prepare, "pretrain": _pretrain, "fill-mask": _fill_mask}
 
 
 def _one_line(error):

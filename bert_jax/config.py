@@ -25,6 +25,9 @@ SIZES = {
     "large": (24, 1024),
 }
 
+OBJECTIVES = ("nsp", "sop", "mlm")
+INPUT_FORMATS = ("auto", "bert", "document", "jsonl")
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "demo.py"
 
@@ -46,18 +49,35 @@ def base_config():
   c.model.scan_layers = False      # nn.scan over layers: faster compiles for deep models
   c.model.remat_policy = "none"    # none | full | dots | dots_no_batch
   c.model.attention_impl = placeholder(str)  # None (auto) | xla | cudnn
+  c.model.vocab_multiple = 128     # embedding rows padded to a multiple (fast matmuls)
 
   c.tokenizer = ml_collections.ConfigDict()
-  c.tokenizer.vocab_size = 30522        # SentencePiece pieces, including the 5 specials
-  c.tokenizer.model_type = "unigram"    # unigram | bpe
-  c.tokenizer.path = placeholder(str)   # an existing SentencePiece model instead of training one
+  c.tokenizer.vocab_size = 30522        # pieces, including the 5 specials (the model pads to 128)
+  c.tokenizer.model_type = "unigram"    # unigram | bpe (SentencePiece)
+  c.tokenizer.path = placeholder(str)   # an existing tokenizer instead of training one: a
+                                        # SentencePiece .model or a WordPiece vocab.txt
+  c.tokenizer.input_sentence_size = 1_000_000  # sentences sampled from the corpus to train on
+  c.tokenizer.lowercase = placeholder(bool)    # WordPiece only; None: if the vocab has no capitals
 
   c.data = ml_collections.ConfigDict()
-  c.data.input = "builtin:python_docs"  # builtin:python_docs, or globs of BERT-format text
-  c.data.prepared_dir = placeholder(str)  # where prepared data lives; default WORKDIR/data
+  c.data.input = "builtin:python_docs"  # builtin:python_docs | glob[,glob...] | tfds:NAME
+  c.data.input_format = "auto"    # auto | bert (sentence per line) | document (file) | jsonl
+  c.data.text_field = "text"      # the text of a JSON Lines record or a TFDS example
+  c.data.tfds_split = "train"     # TFDS split read by tfds:NAME (eval documents are held out)
+  c.data.tfds_data_dir = placeholder(str)  # TFDS data dir; None: TFDS's default
+  c.data.prepared_dir = placeholder(str)  # prepared shards (bert-jax prepare); default WORKDIR/data
+  c.data.num_shards = 64          # output shards (work units); processes split them between them
+  c.data.num_workers = 0          # preparation processes; 0: one per core
+  c.data.strict = False           # non-UTF-8 lines: False skips and counts them, True is an error
+  c.data.objective = "nsp"        # nsp (BERT) | sop (ALBERT) | mlm (RoBERTa full sentences)
+  c.data.packing = False          # mlm only: pack documents into rows, no attention across them
+  c.data.documents_per_chunk = 1000  # documents in memory at once; random next B comes from them
   c.data.max_seq_length = 128
   c.data.max_predictions_per_seq = 20
   c.data.mask_rate = 0.15
+  c.data.mask_token_rate = 0.8    # of the predicted tokens: share replaced by [MASK]
+  c.data.random_token_rate = 0.1  # share replaced by a random token (the rest stay as they are)
+  c.data.whole_word_masking = False  # mask all pieces of a word together
   c.data.short_seq_prob = 0.1     # share of instances with a shorter random target length
   c.data.dupe_factor = 1          # passes over the corpus when building instances
   c.data.eval_fraction = 0.02     # share of documents held out for eval
@@ -95,11 +115,16 @@ def base_config():
 
 
 def model_config(config, vocab_size):
-  """The frozen model dataclass for `config` and a tokenizer of `vocab_size` pieces."""
+  """The frozen model dataclass for `config` and a tokenizer of `vocab_size` pieces.
+
+  The embedding (and tied MLM output) matrix gets `vocab_size` rounded up to a multiple of
+  `config.model.vocab_multiple` rows; the extra rows are never a target or an input.
+  """
   m = config.model
   layers, hidden = _size(config)
+  multiple = max(1, m.vocab_multiple)
   return BertConfig(
-      vocab_size=vocab_size, hidden_size=hidden, num_layers=layers, num_heads=hidden // 64,
+      vocab_size=-(-vocab_size // multiple) * multiple, hidden_size=hidden, num_layers=layers, num_heads=hidden // 64,
       intermediate_size=4 * hidden, max_position_embeddings=m.max_position_embeddings,
       hidden_dropout=m.hidden_dropout, attention_dropout=m.attention_dropout,
       dtype=m.dtype, param_dtype=m.param_dtype, scan_layers=m.scan_layers,
@@ -137,6 +162,23 @@ def validate(config):
                     f"config.train.steps={config.train.steps}; lower the warmup too")
   if not 0 < config.data.mask_rate < 1:
     raise UserError(f"config.data.mask_rate={config.data.mask_rate} must be in (0, 1)")
+  d = config.data
+  if not (0 <= d.mask_token_rate and 0 <= d.random_token_rate and
+          d.mask_token_rate + d.random_token_rate <= 1):
+    raise UserError(f"config.data.mask_token_rate={d.mask_token_rate} and random_token_rate="
+                    f"{d.random_token_rate} must be >= 0 and add up to at most 1 (BERT: 0.8, 0.1)")
+  if d.objective not in OBJECTIVES:
+    raise UserError(f"config.data.objective={d.objective!r} is not one of {', '.join(OBJECTIVES)}")
+  if d.packing and d.objective != "mlm":
+    raise UserError(f"config.data.packing needs config.data.objective='mlm' (rows of sentence "
+                    f"pairs have one label each), not {d.objective!r}")
+  if d.input_format not in INPUT_FORMATS:
+    raise UserError(f"config.data.input_format={d.input_format!r} is not one of "
+                    f"{', '.join(INPUT_FORMATS)}")
+  for key in ("data.num_shards", "data.documents_per_chunk"):
+    section, name = key.split(".")
+    if config[section][name] < 1:
+      raise UserError(f"config.{key} must be at least 1, got {config[section][name]}")
 
 
 def paper_recipe(size, phase):
@@ -153,12 +195,16 @@ def paper_recipe(size, phase):
   c.model.scan_layers = True        # one compiled layer: fast compiles
   c.tokenizer.vocab_size = 30522
   c.data.input = "data/corpus/*.txt"
+  c.data.num_shards = 1024          # splits evenly over 1..1024 hosts that are powers of 2
   c.mesh.data, c.mesh.fsdp = 1, -1  # shard params and optimizer state over all devices
   if phase == "phase1":
     c.data.max_seq_length, c.data.max_predictions_per_seq = 128, 20
+    c.data.prepared_dir = "data/prepared128"
     c.train.steps, c.train.warmup_steps = 900_000, 10_000
   else:
     c.data.max_seq_length, c.data.max_predictions_per_seq = 512, 80
+    c.data.prepared_dir = "data/prepared512"        # its own shards of 512-token rows ...
+    c.tokenizer.path = "data/prepared128/tokenizer.model"  # ... with phase 1's tokenizer
     c.train.steps, c.train.warmup_steps = 100_000, 1_000
     c.init_from = f"runs/{size}128"  # phase 1's workdir
   return c

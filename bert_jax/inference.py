@@ -1,6 +1,6 @@
 """Inference from a run directory: load the latest parameters on one device, fill-mask.
 
-Needs no TensorFlow: only the SentencePiece model, the checkpoint and its JSON metadata.
+Needs no TensorFlow: only the prepared data's tokenizer, the checkpoint and its metadata.
 """
 
 import json
@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax import checkpoint as ckpt_lib
+from bert_jax.data import prepare
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
 from bert_jax.model import bert
@@ -31,9 +32,15 @@ def load_run(workdir, step=None):
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract)
   params, _ = checkpoints.restore(step, target)
   data_dir = _data_dir(workdir)
-  tokenizer = tokenizer_lib.Tokenizer(os.path.join(data_dir, "tokenizer.model"))
-  if tokenizer.vocab_size != model_cfg.vocab_size:
-    raise UserError(f"the tokenizer in {data_dir} does not match the checkpoint")
+  manifest = prepare.read_manifest(data_dir)
+  if manifest is None:
+    raise UserError(f"no prepared data (manifest.json) in {data_dir}: the run's tokenizer is "
+                    f"there; restore that directory or fix config.data.prepared_dir")
+  tokenizer = tokenizer_lib.load(os.path.join(data_dir, manifest["tokenizer_file"]),
+                                 lowercase=manifest["settings"]["tokenizer"]["lowercase"])
+  if tokenizer.fingerprint != checkpoints.meta(step)["tokenizer_fingerprint"]:
+    raise UserError(f"the tokenizer in {data_dir} is not the one the checkpoint was trained "
+                    f"with; point config.data.prepared_dir at that run's data")
   return model, params, tokenizer
 
 
@@ -61,7 +68,8 @@ def fill_mask(model, params, tokenizer, text, top_k=5):
   input_ids = jnp.asarray([ids], jnp.int32)
   mlm_logits, _ = model.apply({"params": params}, input_ids, jnp.zeros_like(input_ids),
                               jnp.ones_like(input_ids), jnp.asarray([positions], jnp.int32))
-  probs = np.asarray(jax.nn.softmax(mlm_logits[0], axis=-1))  # (masks, vocab)
+  # (masks, vocab): the embedding's padding rows are not tokens
+  probs = np.asarray(jax.nn.softmax(mlm_logits[0, :, :tokenizer.vocab_size], axis=-1))
   results = []
   for row in probs:
     best = np.argsort(-row, kind="stable")[:top_k]

@@ -1,6 +1,6 @@
 """Random pretraining batches for smoke tests and benchmarks; no TensorFlow.
 
-Same keys, dtypes and shapes as `pretrain.make_dataset`, drawn with numpy only,
+Same keys, dtypes and shapes as `pipeline.Stream.batch_at`, drawn with numpy only,
 so machines with JAX but no TensorFlow can run benchmarks.
 """
 
@@ -51,6 +51,7 @@ def _batch(rng: np.random.Generator, b: int, length: int, vocab_size: int,
       "input_ids": masked,
       "token_type_ids": token_type_ids,
       "attention_mask": (ids != PAD_ID).astype(np.int32),
+      "position_ids": np.broadcast_to(positions, (b, length)).astype(np.int32),
       "masked_lm_positions": mlm_positions,
       "masked_lm_ids": mlm_ids,
       "masked_lm_weights": valid.astype(np.float32),
@@ -70,8 +71,8 @@ def synthetic_batches(*, batch_size: int, max_seq_length: int, vocab_size: int,
     seed: numpy seed.
 
   Yields:
-    Dicts like `pretrain.make_dataset`'s batches: `input_ids`,
-    `token_type_ids`, `attention_mask` int32 (b, L); `masked_lm_positions`,
+    Dicts like `pipeline.Stream.batch_at`'s: `input_ids`, `token_type_ids`,
+    `attention_mask`, `position_ids` int32 (b, L); `masked_lm_positions`,
     `masked_lm_ids` int32 (b, P); `masked_lm_weights` float32 (b, P);
     `next_sentence_labels` int32 (b,).
   """

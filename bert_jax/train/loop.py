@@ -16,6 +16,9 @@ import jax.numpy as jnp
 from bert_jax import checkpoint as ckpt_lib
 from bert_jax import config as config_lib
 from bert_jax import sharding
+from bert_jax.data import pipeline
+from bert_jax.data import prepare
+from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
 from bert_jax.model import heads
 from bert_jax.train import metrics as metrics_lib
@@ -32,23 +35,30 @@ def _log(message):
 
 
 def _prepare_data(config, workdir):
-  """Makes (or reuses) the tokenizer and instances; process 0 first, then the others."""
-  from bert_jax.data import pretrain as data_lib  # TensorFlow: only where data is made
-  data_dir = config.data.prepared_dir or os.path.join(workdir, "data")
-  prepare = functools.partial(
-      data_lib.prepare_pretraining_data, data_dir, input=config.data.input,
-      vocab_size=config.tokenizer.vocab_size, max_seq_length=config.data.max_seq_length,
-      short_seq_prob=config.data.short_seq_prob, eval_fraction=config.data.eval_fraction,
-      seed=config.seed, dupe_factor=config.data.dupe_factor,
-      tokenizer_path=config.tokenizer.path, log=_log)
+  """Prepared shards of `config.data.prepared_dir` (default WORKDIR/data), made if missing:
+  process 0 first, then the others (which reuse them on a shared disk)."""
+  data_dir = prepare.data_dir_of(config, workdir)
+  run = functools.partial(prepare.prepare, config, data_dir, log=_log,
+                          progress=jax.process_index() == 0)
   if jax.process_index() == 0:
-    manifest = prepare()
+    manifest = run()
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices("prepare_data")
   if jax.process_index() != 0:
-    manifest = prepare()  # reuses process 0's files on a shared disk, else rebuilds them
-  return data_lib, data_dir, manifest
+    manifest = run()
+  _check_tokenizer(config, manifest, data_dir)
+  return data_dir, manifest
+
+
+def _check_tokenizer(config, manifest, data_dir):
+  """Refuses shards made with another tokenizer than config.tokenizer.path."""
+  if config.tokenizer.path:
+    wanted = tokenizer_lib.load(config.tokenizer.path).fingerprint
+    if wanted != manifest["tokenizer_fingerprint"]:
+      raise UserError(f"the shards in {data_dir} were made with another tokenizer than "
+                      f"config.tokenizer.path={config.tokenizer.path!r}; prepare them again "
+                      f"with it (another config.data.prepared_dir) or fix the path")
 
 
 def _initialize_distributed():
@@ -88,7 +98,7 @@ def pretrain(config, workdir):
   if config.distributed:
     _initialize_distributed()
   os.makedirs(workdir, exist_ok=True)
-  data_lib, data_dir, manifest = _prepare_data(config, workdir)
+  data_dir, manifest = _prepare_data(config, workdir)
   model_cfg = config_lib.model_config(config, manifest["vocab_size"])
   model = heads.BertForPreTraining(model_cfg)
   mesh = sharding.make_mesh(config.mesh)
@@ -114,11 +124,12 @@ def pretrain(config, workdir):
       raise UserError(f"{workdir} holds a checkpoint trained with another tokenizer; use a "
                       f"new --workdir or the data settings of that run")
     params, opt_state = checkpoints.restore(start, abstract.params, abstract.opt_state)
+    resumed_position = meta.get("data_position")
     step0 = jax.device_put(jnp.int32(start), state_sh.step)
     state = step_lib.TrainState(step=step0, params=params, opt_state=opt_state)
     _log(f"resumed from {checkpoints.directory}/{start}")
   else:
-    start = 0
+    start, resumed_position = 0, None
     state = sharding.sharded_init(create, state_sh)
     if config.init_from:
       state = state.replace(params=_init_params_from(config.init_from, model_cfg, abstract.params))
@@ -131,14 +142,20 @@ def pretrain(config, workdir):
   train_step, eval_step = compile_steps(model, tx, schedule, t.accum_steps, state_sh, mesh)
   dropout_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
 
-  masking = dict(vocab_size=manifest["vocab_size"],
-                 max_predictions=config.data.max_predictions_per_seq,
-                 mask_rate=config.data.mask_rate, process_index=jax.process_index(),
-                 process_count=jax.process_count())
-  eval_batches = _eval_batches(config, data_lib, data_dir, masking)
-  train_data = data_lib.make_dataset(
-      data_lib.load_split(data_dir, "train"), batch_size=t.batch_size, seed=config.seed,
-      start_step=start, num_steps=t.steps, **masking)
+  d = config.data
+  stream = functools.partial(
+      pipeline.Stream, data_dir, manifest, batch_size=t.batch_size, seed=config.seed,
+      max_predictions=d.max_predictions_per_seq, mask_rate=d.mask_rate,
+      mask_token_rate=d.mask_token_rate, random_token_rate=d.random_token_rate,
+      whole_word_masking=d.whole_word_masking, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  eval_batches = _eval_batches(config, manifest, stream(split="eval", shuffle=False))
+  train_stream = stream(split="train")
+  if resumed_position and resumed_position.get("process_count") != jax.process_count():
+    _log(f"data: the checkpoint was written by {resumed_position.get('process_count')} "
+         f"processes, this run has {jax.process_count()}: each process now reads other shards, "
+         f"so the data order differs from an uninterrupted run from here on")
+  train_data = pipeline.batches(train_stream, start, t.steps)
 
   writer = metrics_lib.MetricWriter(workdir, start)
   progress = metrics_lib.Progress(start, t.steps, t.batch_size)
@@ -147,7 +164,7 @@ def pretrain(config, workdir):
           "batch_size": t.batch_size, "seed": config.seed}
   step = start
   with sharding.activate(mesh, rules):
-    for local_batch in data_lib.numpy_batches(train_data):
+    for local_batch in train_data:
       state, step_metrics = train_step(state, sharding.global_batch(local_batch, mesh),
                                        dropout_rng)
       step += 1
@@ -166,12 +183,14 @@ def pretrain(config, workdir):
         values = _evaluate(eval_step, state.params, eval_batches, mesh)
         values["mlm_baseline_accuracy"] = _baseline(eval_batches, manifest)
         writer.write(step, "eval", values)
+        pair_task = "" if d.objective == "mlm" else (
+            f", {d.objective}_accuracy {values['nsp_accuracy']:.3f}")
         progress.write(f"eval step {step}: loss {values['loss']:.3f}, mlm_accuracy "
                        f"{values['mlm_accuracy']:.3f} (most-frequent-token baseline "
-                       f"{values['mlm_baseline_accuracy']:.3f}), nsp_accuracy "
-                       f"{values['nsp_accuracy']:.3f}")
+                       f"{values['mlm_baseline_accuracy']:.3f}){pair_task}")
       if saving:
-        checkpoints.save(step, state, dict(meta, step=step, sequences_seen=step * t.batch_size))
+        checkpoints.save(step, state, dict(meta, step=step, sequences_seen=step * t.batch_size,
+                                           data_position=train_stream.position(step)))
   progress.close()
   writer.close()
   checkpoints.close()
@@ -191,18 +210,14 @@ def compile_steps(model, tx, schedule, accum_steps, state_sh, mesh):
   return train_step, eval_step
 
 
-def _eval_batches(config, data_lib, data_dir, masking):
+def _eval_batches(config, manifest, eval_stream):
   """The held-out batches, masked once (deterministically) and kept in memory."""
-  arrays = data_lib.load_split(data_dir, "eval")
-  available = len(arrays["input_ids"]) // config.train.batch_size
-  if available == 0:
-    raise UserError(f"the eval split has {len(arrays['input_ids'])} sequences, fewer than one "
-                    f"batch of config.train.batch_size={config.train.batch_size}; raise "
-                    f"config.data.eval_fraction")
-  steps = min(config.eval.steps, available)
-  data = data_lib.make_dataset(arrays, batch_size=config.train.batch_size, seed=config.seed,
-                               shuffle=False, num_steps=steps, **masking)
-  return list(data_lib.numpy_batches(data))
+  rows = manifest["splits"]["eval"]["rows"]
+  steps = min(config.eval.steps, max(1, rows // config.train.batch_size))
+  if rows < config.train.batch_size:
+    _log(f"eval: {rows} held-out rows, fewer than a batch of {config.train.batch_size}; "
+         f"they repeat (raise config.data.eval_fraction for a better estimate)")
+  return list(pipeline.batches(eval_stream, 0, steps))
 
 
 def _evaluate(eval_step, params, batches, mesh):

@@ -1,0 +1,315 @@
+"""`bert-jax prepare`: a corpus into a tokenizer, ArrayRecord shards and a manifest.
+
+Layout of a prepared dir:
+
+    manifest.json                 written last: a dir with a manifest is complete
+    tokenizer.model | vocab.txt   trained on a sample, or a copy of config.tokenizer.path
+    shards/{train,eval}-NNNNN.array_record   one pair per work unit
+    shards/unit-NNNNN.json        a unit's counts, written after its shards: resume skips it
+
+Work units (`sources.plan_units`: files, byte ranges of large files, parts of a TFDS split)
+run in a process pool, each streaming its documents through chunks of
+`config.data.documents_per_chunk`, so memory stays constant whatever the corpus size. A
+unit's output depends only on the settings and the unit (its own seeded RNG), never on
+the number of workers. Documents go to eval by a seeded hash (`config.data.eval_fraction`).
+"""
+
+import collections
+import hashlib
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import time
+
+import numpy as np
+
+from bert_jax.data import instances
+from bert_jax.data import records
+from bert_jax.data import sources
+from bert_jax.data import tokenizer as tokenizer_lib
+from bert_jax.errors import UserError
+
+MANIFEST = "manifest.json"
+SHARDS = "shards"
+SPLITS = ("train", "eval")
+FORMAT_VERSION = 2
+
+
+def data_dir_of(config, workdir):
+  """config.data.prepared_dir, or WORKDIR/data; absolute."""
+  return os.path.abspath(config.data.prepared_dir or os.path.join(workdir, "data"))
+
+
+def settings_of(config):
+  """What the prepared data depends on (a mismatch means: prepare again)."""
+  d, t = config.data, config.tokenizer
+  return json.loads(json.dumps({
+      "format_version": FORMAT_VERSION,
+      "input": d.input, "input_stamp": sources.stamp(d.input, tfds_data_dir=d.tfds_data_dir),
+      "input_format": d.input_format, "text_field": d.text_field,
+      "tfds_split": d.tfds_split, "num_shards": d.num_shards, "strict": d.strict,
+      "objective": d.objective, "packing": d.packing,
+      "documents_per_chunk": d.documents_per_chunk, "max_seq_length": d.max_seq_length,
+      "short_seq_prob": d.short_seq_prob, "dupe_factor": d.dupe_factor,
+      "eval_fraction": d.eval_fraction, "seed": config.seed,
+      "tokenizer": {"path": t.path, "sha256": _sha256(t.path) if t.path else None,
+                    "vocab_size": t.vocab_size, "model_type": t.model_type,
+                    "input_sentence_size": t.input_sentence_size, "lowercase": t.lowercase},
+  }))
+
+
+def _sha256(path):
+  if not os.path.isfile(path):
+    raise UserError(f"config.tokenizer.path={path!r} does not exist; give a SentencePiece "
+                    f".model or a WordPiece vocab.txt, or leave it empty to train one")
+  with open(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def _write_atomic(path, text):
+  with open(path + ".tmp", "w") as f:
+    f.write(text)
+  os.replace(path + ".tmp", path)
+
+
+def read_manifest(data_dir):
+  try:
+    with open(os.path.join(data_dir, MANIFEST)) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def _differences(old, new, prefix=""):
+  out = []
+  for key in sorted(set(old) | set(new)):
+    a, b = old.get(key), new.get(key)
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += _differences(a, b, f"{prefix}{key}.")
+    elif a != b and key != "input_stamp":
+      out.append(f"{prefix}{key}: {a!r} there, {b!r} here")
+  return out or ["the input files changed (sizes or times)"]
+
+
+def prepare(config, data_dir, log=print, progress=True):
+  """Prepares (or reuses, or finishes) `data_dir`; returns its manifest.
+
+  Raises:
+    UserError: bad input or settings, or a complete `data_dir` made with other settings.
+  """
+  settings = settings_of(config)
+  old = read_manifest(data_dir)
+  if old is not None:
+    if old.get("settings") != settings:
+      raise UserError(f"{data_dir} holds data prepared with other settings ("
+                      f"{'; '.join(_differences(old.get('settings', {}), settings)[:3])}); "
+                      f"set another config.data.prepared_dir or delete {data_dir}")
+    log(f"data: {data_dir} is prepared ({old['splits']['train']['rows']} train rows)")
+    return old
+  d = config.data
+  units = sources.plan_units(d.input, input_format=d.input_format, num_units=d.num_shards,
+                             text_field=d.text_field, tfds_split=d.tfds_split,
+                             tfds_data_dir=d.tfds_data_dir)
+  os.makedirs(os.path.join(data_dir, SHARDS), exist_ok=True)
+  tok = _tokenizer(config, data_dir, units, settings, log)
+  job = {"data_dir": data_dir, "tokenizer": tok.model_path, "settings": settings,
+         "lowercase": config.tokenizer.lowercase}
+  t0 = time.time()
+  unit_counts = _run_units(units, job, d.num_workers, log, progress)
+  manifest = _manifest(units, unit_counts, tok, settings)
+  manifest["seconds"] = round(time.time() - t0, 1)
+  _write_atomic(os.path.join(data_dir, MANIFEST),
+                json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+  c = manifest["counts"]
+  log(f"data: {c['documents']} documents, {c['tokens']} tokens -> "
+      f"{manifest['splits']['train']['rows']} train / {manifest['splits']['eval']['rows']} eval "
+      f"rows of {d.max_seq_length} in {len(units)} shards ({manifest['seconds']} s)")
+  return manifest
+
+
+def _tokenizer(config, data_dir, units, settings, log):
+  """The prepared dir's tokenizer: a copy of config.tokenizer.path, or trained (once)."""
+  t = config.tokenizer
+  stamp = os.path.join(data_dir, "tokenizer.json")
+  if t.path:
+    name = tokenizer_lib.load(t.path, lowercase=t.lowercase).kind
+    target = os.path.join(data_dir, "vocab.txt" if name == "wordpiece" else "tokenizer.model")
+    shutil.copyfile(t.path, target + ".tmp")
+    os.replace(target + ".tmp", target)
+    tok = tokenizer_lib.load(target, lowercase=t.lowercase)
+    log(f"tokenizer: {t.path} ({tok.kind}, {tok.vocab_size} pieces)")
+  else:
+    target = os.path.join(data_dir, "tokenizer.model")
+    done = os.path.exists(stamp) and json.load(open(stamp)) == settings["tokenizer"]
+    if not done:
+      t0 = time.time()
+      sentences = sources.sample_sentences(units, max_sentences=t.input_sentence_size,
+                                           seed=config.seed)
+      tokenizer_lib.train_sentencepiece(sentences, target, vocab_size=t.vocab_size,
+                                        model_type=t.model_type,
+                                        input_sentence_size=t.input_sentence_size,
+                                        seed=config.seed)
+      _write_atomic(stamp, json.dumps(settings["tokenizer"]))
+      log(f"tokenizer: trained {t.vocab_size} pieces in {time.time() - t0:.1f} s")
+    tok = tokenizer_lib.load(target)
+  if tok.vocab_size != t.vocab_size:
+    raise UserError(f"tokenizer {t.path or target} has {tok.vocab_size} pieces but "
+                    f"config.tokenizer.vocab_size is {t.vocab_size}; set it to {tok.vocab_size}")
+  return tok
+
+
+def _unit_paths(data_dir, unit_index):
+  base = os.path.join(data_dir, SHARDS)
+  return ({s: os.path.join(base, f"{s}-{unit_index:05d}.array_record") for s in SPLITS},
+          os.path.join(base, f"unit-{unit_index:05d}.json"))
+
+
+def _run_units(units, job, num_workers, log, progress):
+  """Runs the units not yet done; returns each unit's counts, in unit order."""
+  counts, todo = {}, []
+  for i, unit in enumerate(units):
+    _, done_path = _unit_paths(job["data_dir"], i)
+    try:
+      with open(done_path) as f:
+        done = json.load(f)
+      if done["settings"] == job["settings"] and done["unit"] == repr(unit):
+        counts[i] = done["counts"]
+        continue
+    except (OSError, ValueError, KeyError):
+      pass
+    todo.append((i, unit))
+  if len(todo) < len(units):
+    log(f"data: {len(units) - len(todo)} of {len(units)} shards already done; resuming")
+  workers = min(num_workers or os.cpu_count() or 1, max(1, len(todo)))
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  bar = tqdm(total=len(todo), unit="shard", disable=not progress or not todo, dynamic_ncols=True)
+  tokens, t0 = 0, time.time()
+  args = [(i, unit, job) for i, unit in todo]
+  if workers == 1:
+    results = map(_process_unit, args)
+  else:
+    pool = multiprocessing.get_context("spawn").Pool(workers)
+    results = pool.imap_unordered(_process_unit, args)
+  try:
+    for i, unit_counts in results:
+      counts[i] = unit_counts
+      tokens += unit_counts["tokens"]
+      bar.set_postfix_str(f"{tokens / max(time.time() - t0, 1e-9) / 1e3:,.0f}k tokens/s",
+                          refresh=False)
+      bar.update()
+  finally:
+    bar.close()
+    if workers > 1:
+      pool.terminate()
+  return [counts[i] for i in range(len(units))]
+
+
+_worker_tokenizers = {}
+
+
+def _worker_tokenizer(job):
+  key = job["tokenizer"]
+  if key not in _worker_tokenizers:
+    _worker_tokenizers[key] = tokenizer_lib.load(key, lowercase=job["lowercase"])
+  return _worker_tokenizers[key]
+
+
+def _is_eval(seed, unit_index, doc_index, fraction):
+  digest = hashlib.blake2b(f"{seed}/{unit_index}/{doc_index}".encode(), digest_size=8).digest()
+  return int.from_bytes(digest, "little") < fraction * 2.0**64
+
+
+def _process_unit(args):
+  """Documents of one unit -> its train and eval shards and counts (runs in a worker)."""
+  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+  unit_index, unit, job = args
+  s = job["settings"]
+  tok = _worker_tokenizer(job)
+  dtype = records.token_dtype(tok.vocab_size)
+  paths, done_path = _unit_paths(job["data_dir"], unit_index)
+  writers = {k: array_record_module.ArrayRecordWriter(p + ".tmp", "group_size:1")
+             for k, p in paths.items()}
+  stats = collections.Counter()
+  chunks = {k: [] for k in SPLITS}
+  rng = random.Random(f"{s['seed']}/{unit_index}")
+  max_sentence = s["max_seq_length"] - 3  # [CLS] A [SEP] B [SEP]
+  token_counts = np.zeros(tok.vocab_size, np.int64)
+
+  def flush(split):
+    rows = instances.rows_from_documents(
+        chunks[split], objective=s["objective"], max_seq_length=s["max_seq_length"],
+        short_seq_prob=s["short_seq_prob"], rng=rng, cls_id=tok.cls_id, sep_id=tok.sep_id,
+        packing=s["packing"], dupe_factor=s["dupe_factor"] if split == "train" else 1)
+    for tokens, segment_lengths, label in rows:
+      writers[split].write(records.encode_row(tokens, segment_lengths, label, dtype))
+      stats[f"{split}_rows"] += 1
+      stats[f"{split}_padding"] += s["max_seq_length"] - len(tokens)
+    chunks[split].clear()
+
+  for doc_index, document in enumerate(sources.read_unit(unit, stats, strict=s["strict"])):
+    ids = tok.encode_batch(document)
+    sentences = []
+    for sentence in ids:
+      if len(sentence) > max_sentence:
+        stats["truncated_sentences"] += 1
+        sentence = sentence[:max_sentence]
+      if sentence:
+        sentences.append(sentence)
+    if not sentences:
+      stats["empty_documents"] += 1
+      continue
+    split = "eval" if _is_eval(s["seed"], unit_index, doc_index, s["eval_fraction"]) else "train"
+    stats[f"{split}_documents"] += 1
+    stats["sentences"] += len(sentences)
+    stats["tokens"] += sum(map(len, sentences))
+    if split == "train":
+      token_counts += np.bincount(np.concatenate(sentences), minlength=tok.vocab_size)
+    chunks[split].append(sentences)
+    if len(chunks[split]) >= s["documents_per_chunk"]:
+      flush(split)
+  for split in SPLITS:
+    if chunks[split]:
+      flush(split)
+    writers[split].close()
+    os.replace(paths[split] + ".tmp", paths[split])
+  stats["token_counts"] = token_counts.tolist()
+  counts = dict(stats)
+  _write_atomic(done_path, json.dumps({"settings": s, "unit": repr(unit), "counts": counts}))
+  return unit_index, counts
+
+
+def _manifest(units, unit_counts, tok, settings):
+  total = collections.Counter()
+  token_counts = np.zeros(tok.vocab_size, np.int64)
+  for c in unit_counts:
+    token_counts += np.asarray(c.get("token_counts", 0), np.int64)
+    total.update({k: v for k, v in c.items() if k != "token_counts"})
+  token_counts[tok.special_table()] = 0
+  length = settings["max_seq_length"]
+  splits = {}
+  for split in SPLITS:
+    rows = total[f"{split}_rows"]
+    splits[split] = {
+        "rows": rows, "documents": total[f"{split}_documents"],
+        "density": round(1 - total[f"{split}_padding"] / max(rows * length, 1), 4),
+        "shards": [{"file": f"{SHARDS}/{split}-{i:05d}.array_record",
+                    "rows": c.get(f"{split}_rows", 0)} for i, c in enumerate(unit_counts)]}
+  if splits["train"]["rows"] == 0:
+    raise UserError(f"the corpus {settings['input']!r} gave no training rows "
+                    f"({total['documents']} documents); give more text")
+  if splits["eval"]["rows"] == 0:
+    raise UserError(f"no eval rows: {splits['eval']['documents']} documents were held out; "
+                    f"raise config.data.eval_fraction or give more documents")
+  counts = {k: total[k] for k in ("documents", "empty_documents", "sentences", "tokens",
+                                  "truncated_sentences", "invalid_utf8_lines", "bad_json_lines")}
+  return {
+      "settings": settings, "tokenizer_file": os.path.basename(tok.model_path),
+      "tokenizer_kind": tok.kind, "tokenizer_fingerprint": tok.fingerprint,
+      "vocab_size": tok.vocab_size, "special_ids": dict(zip(
+          ("pad", "unk", "cls", "sep", "mask"), map(int, tok.special_ids))),
+      "token_dtype": np.dtype(records.token_dtype(tok.vocab_size)).name,
+      "max_seq_length": length, "num_shards": len(units), "counts": counts, "splits": splits,
+      "most_frequent_token_id": int(np.argmax(token_counts)),
+  }

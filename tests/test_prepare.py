@@ -1,0 +1,250 @@
+"""`prepare`: shards and manifest, independent of the worker count, resumable, reused,
+constant memory, TFDS and WordPiece inputs, and one clear error for each bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bert_jax.data import corpus
+from bert_jax.data import pipeline
+from bert_jax.data import prepare
+from bert_jax.data import records
+from bert_jax.data import sources
+from bert_jax.data import synthetic
+from bert_jax.data import tokenizer
+from bert_jax.errors import UserError
+from tests.test_pipeline import _corpus, small_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _quiet(config, data_dir, **kwargs):
+  return prepare.prepare(config, str(data_dir), log=kwargs.pop("log", lambda _: None),
+                         progress=False)
+
+
+def _read_split(data_dir, manifest, split):
+  """Every row of a split, decoded, read back independently of the pipeline."""
+  from array_record.python import array_record_module
+  raw = []
+  for shard in manifest["splits"][split]["shards"]:
+    reader = array_record_module.ArrayRecordReader(os.path.join(data_dir, shard["file"]))
+    assert reader.num_records() == shard["rows"]
+    raw += reader.read_all()
+  return records.decode_rows(raw, max_seq_length=manifest["max_seq_length"],
+                             dtype=np.dtype(manifest["token_dtype"]),
+                             packed=manifest["settings"]["packing"],
+                             pad_id=manifest["special_ids"]["pad"])
+
+
+def _shard_bytes(data_dir):
+  base = os.path.join(data_dir, prepare.SHARDS)
+  return {n: open(os.path.join(base, n), "rb").read() for n in sorted(os.listdir(base))
+          if n.endswith(".array_record")}
+
+
+def test_prepare_writes_shards_and_a_manifest(tmp_path, monkeypatch):
+  c = small_config(tmp_path, num_workers=2, num_shards=4)
+  _corpus(tmp_path / "more.txt", documents=40, seed=1)
+  c.data.input = f"{tmp_path}/corpus.txt, {tmp_path}/mo*.txt"
+  manifest = _quiet(c, tmp_path / "d1")
+  counts, splits = manifest["counts"], manifest["splits"]
+  assert counts["documents"] == 160
+  assert splits["train"]["documents"] + splits["eval"]["documents"] == 160
+  assert 4 <= splits["eval"]["documents"] <= 32  # eval_fraction 0.1, by a seeded hash
+  train = _read_split(str(tmp_path / "d1"), manifest, "train")
+  assert len(train["input_ids"]) == splits["train"]["rows"] > 100
+  ids = train["input_ids"]
+  assert (ids[:, 0] == tokenizer.CLS_ID).all()
+  freq = np.bincount(ids[ids > max(tokenizer.SPECIAL_IDS)])
+  assert manifest["most_frequent_token_id"] == np.argmax(freq)
+  assert manifest["tokenizer_fingerprint"] == tokenizer.load(
+      str(tmp_path / "d1" / "tokenizer.model")).fingerprint
+
+  # One worker writes the same bytes as two.
+  c.data.num_workers = 1
+  again = _quiet(c, tmp_path / "d2")
+  assert _shard_bytes(tmp_path / "d1") == _shard_bytes(tmp_path / "d2")
+  assert {k: v for k, v in again.items() if k != "seconds"} == {
+      k: v for k, v in manifest.items() if k != "seconds"}
+
+  # Prepared: reused without reading the corpus.
+  monkeypatch.setattr(sources, "read_unit", lambda *a, **k: pytest.fail("corpus read again"))
+  lines = []
+  assert _quiet(c, tmp_path / "d1", log=lines.append) == manifest
+  assert "is prepared" in lines[0]
+
+
+def test_prepare_resumes_by_skipping_finished_shards(tmp_path, monkeypatch):
+  c = small_config(tmp_path, num_shards=4)
+  first = _quiet(c, tmp_path / "d")
+  before = _shard_bytes(tmp_path / "d")
+  # As if killed while writing unit 2: no manifest, unit 2 without its done file.
+  os.remove(tmp_path / "d" / prepare.MANIFEST)
+  os.remove(tmp_path / "d" / prepare.SHARDS / "unit-00002.json")
+  os.remove(tmp_path / "d" / prepare.SHARDS / "train-00002.array_record")
+  done = []
+  real = prepare._process_unit
+  monkeypatch.setattr(prepare, "_process_unit", lambda args: done.append(args[0]) or real(args))
+  lines = []
+  again = _quiet(c, tmp_path / "d", log=lines.append)
+  assert done == [2] and any("3 of 4 shards already done" in line for line in lines)
+  assert _shard_bytes(tmp_path / "d") == before
+  assert again["splits"] == first["splits"]
+
+
+def test_objectives_and_packing(tmp_path):
+  sop = small_config(tmp_path, objective="sop", max_seq_length=128)  # chunks of sentences
+  manifest = _quiet(sop, tmp_path / "sop")
+  labels = _read_split(str(tmp_path / "sop"), manifest, "train")["next_sentence_labels"]
+  assert 0.3 < labels.mean() < 0.7  # swapped (or random next) about half the time
+
+  packed = small_config(tmp_path, objective="mlm", packing=True)
+  manifest = _quiet(packed, tmp_path / "packed")
+  rows = _read_split(str(tmp_path / "packed"), manifest, "train")
+  assert (rows["next_sentence_labels"] == -1).all()
+  assert rows["attention_mask"].max() > 1  # several documents in a row
+  assert manifest["splits"]["train"]["density"] > 0.9
+  stream = pipeline.Stream(str(tmp_path / "packed"), manifest, "train", batch_size=4, seed=0,
+                           max_predictions=5, whole_word_masking=True)
+  batch = stream.batch_at(0)
+  starts = batch["position_ids"] == 0  # each packed example starts with [CLS]
+  assert (batch["input_ids"][starts & (batch["attention_mask"] > 0)] == tokenizer.CLS_ID).all()
+
+  # Another objective in the same directory: refused, naming the difference.
+  with pytest.raises(UserError, match="objective: 'mlm' there, 'sop' here"):
+    _quiet(sop, tmp_path / "packed")
+
+
+def _wordpiece_vocab(path, corpus_path):
+  from tokenizers import BertWordPieceTokenizer
+  wp = BertWordPieceTokenizer(lowercase=True)
+  wp.train([str(corpus_path)], vocab_size=200, min_frequency=1,
+           special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+  wp.save_model(str(path.parent), path.stem)
+  return str(path.parent / f"{path.stem}-vocab.txt")
+
+
+def test_wordpiece_vocab_txt(tmp_path):
+  c = small_config(tmp_path)
+  vocab = _wordpiece_vocab(tmp_path / "wp", tmp_path / "corpus.txt")
+  c.tokenizer.path = vocab
+  c.tokenizer.vocab_size = tokenizer.load(vocab).vocab_size
+  manifest = _quiet(c, tmp_path / "d")
+  assert manifest["tokenizer_kind"] == "wordpiece"
+  assert manifest["tokenizer_file"] == "vocab.txt"
+  rows = _read_split(str(tmp_path / "d"), manifest, "train")
+  assert (rows["input_ids"][:, 0] == manifest["special_ids"]["cls"]).all()
+  stream = pipeline.Stream(str(tmp_path / "d"), manifest, "train", batch_size=8, seed=0,
+                           max_predictions=5, whole_word_masking=True)
+  assert stream.batch_at(3)["masked_lm_weights"].sum() > 0
+  c.tokenizer.vocab_size += 1
+  with pytest.raises(UserError, match="set it to"):
+    _quiet(c, tmp_path / "other")
+
+
+def test_tfds_input(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  c = small_config(tmp_path, input="tfds:imdb_reviews", num_shards=2)
+  with tfds.testing.mock_data(num_examples=40):
+    manifest = _quiet(c, tmp_path / "d")
+  assert manifest["counts"]["documents"] > 0 and manifest["splits"]["train"]["rows"] > 0
+  c.data.input = "tfds:no_such_dataset_anywhere"
+  with pytest.raises(UserError, match="no_such_dataset_anywhere"):
+    _quiet(c, tmp_path / "missing")
+  assert not os.path.exists(tmp_path / "missing" / prepare.MANIFEST)
+
+
+def test_bad_input(tmp_path):
+  def fails(match, **data):
+    c = small_config(tmp_path, **data)
+    with pytest.raises(UserError, match=match):
+      _quiet(c, tmp_path / "bad")
+    assert not os.path.exists(tmp_path / "bad" / prepare.MANIFEST)
+
+  fails("matches no file", input=str(tmp_path / "nope*.txt"))
+  (tmp_path / "blank.txt").write_text("\n \n\n")
+  fails("no text|no training rows|empty", input=str(tmp_path / "blank.txt"))
+  # Non-UTF-8 bytes: an error when strict, else skipped and counted.
+  _corpus(tmp_path / "mixed.txt")
+  with open(tmp_path / "mixed.txt", "ab") as f:
+    f.write("\nSch\xf6n ist es.\nNoch ein Satz hier.\n".encode("latin1"))
+  fails("iconv", input=str(tmp_path / "mixed.txt"), strict=True)
+  c = small_config(tmp_path, input=str(tmp_path / "mixed.txt"))
+  assert _quiet(c, tmp_path / "lenient")["counts"]["invalid_utf8_lines"] == 1
+  # A line longer than a row: truncated and counted.
+  long_line = " ".join(["alpha beta gamma"] * 40) + "."
+  with open(tmp_path / "long.txt", "w") as f:
+    f.write((tmp_path / "corpus.txt").read_text() + "\n\n" + long_line + "\nShort end.\n")
+  c = small_config(tmp_path, input=str(tmp_path / "long.txt"))
+  assert _quiet(c, tmp_path / "long")["counts"]["truncated_sentences"] >= 1
+  c.tokenizer.vocab_size = 100_000
+  with pytest.raises(UserError, match="vocab_size"):
+    _quiet(c, tmp_path / "vocab")
+  assert not os.path.exists(tmp_path / "vocab" / prepare.MANIFEST)
+
+
+_RSS_SCRIPT = """
+import resource, sys
+from tests.test_pipeline import small_config, _corpus
+from bert_jax.data import prepare
+import pathlib
+tmp = pathlib.Path(sys.argv[1])
+tmp.mkdir(parents=True)
+c = small_config(tmp)
+_corpus(tmp / "corpus.txt", documents=int(sys.argv[2]), seed=5)
+c.data.num_shards = 2
+prepare.prepare(c, str(tmp / "data"), log=lambda _: None, progress=False)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def test_preparation_memory_does_not_grow_with_the_corpus(tmp_path):
+  """Peak RSS preparing 4x the documents stays within a few MB (all in-memory would grow
+  by the corpus's token lists: tens of MB here)."""
+  rss = {}
+  for documents in (5_000, 20_000):
+    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(tmp_path / str(documents)),
+                          str(documents)], cwd=REPO, capture_output=True, text=True, check=True)
+    rss[documents] = int(out.stdout.split()[-1]) / 1024  # MiB
+    size = os.path.getsize(tmp_path / str(documents) / "corpus.txt") / 2**20
+    print(f"{documents} documents ({size:.1f} MiB): peak RSS {rss[documents]:.0f} MiB")
+  assert rss[20_000] < rss[5_000] + 8
+
+
+def test_tokenizer_keeps_mask_whole(tmp_path):
+  c = small_config(tmp_path)
+  manifest = _quiet(c, tmp_path / "d")
+  tok = tokenizer.load(str(tmp_path / "d" / manifest["tokenizer_file"]))
+  encoded = tok.encode("river [MASK] stone")
+  assert encoded.count(tokenizer.MASK_ID) == 1
+  # No lone word-start piece before [MASK]: it stands for a whole "▁word" piece.
+  assert tok.id_to_piece(encoded[encoded.index(tokenizer.MASK_ID) - 1]) != "\u2581"
+  assert encoded[:encoded.index(tokenizer.MASK_ID)] == tok.encode("river")
+
+
+def test_split_sentences():
+  text = "First one. Second?  Yes!\n\nNew\n   paragraph e.g.here\n\n\n"
+  assert corpus.split_sentences(text) == [
+      "First one.", "Second?", "Yes!", "New paragraph e.g.here"]
+
+
+def test_python_docs_corpus():
+  docs = corpus.python_docs_documents()
+  assert len(docs) > 1000
+  assert all(docs) and all(s and s == s.strip() for d in docs[:500] for s in d)
+
+
+def test_synthetic_matches_the_pipeline_format(tmp_path):
+  c = small_config(tmp_path)
+  manifest = _quiet(c, tmp_path / "d")
+  real = pipeline.Stream(str(tmp_path / "d"), manifest, "train", batch_size=6, seed=0,
+                         max_predictions=5).batch_at(0)
+  fake = next(synthetic.synthetic_batches(batch_size=6, max_seq_length=32, vocab_size=300,
+                                          max_predictions=5))
+  assert {k: (v.dtype, v.shape) for k, v in fake.items()} == {
+      k: (v.dtype, v.shape) for k, v in real.items()}
