@@ -66,7 +66,9 @@ def base_config():
   c.data.tfds_split = "train"     # TFDS split read by tfds:NAME (eval documents are held out)
   c.data.tfds_data_dir = placeholder(str)  # TFDS data dir; None: TFDS's default
   c.data.prepared_dir = placeholder(str)  # prepared shards (bert-jax prepare); default WORKDIR/data
-  c.data.num_shards = 64          # output shards (work units); processes split them between them
+  c.data.num_shards = 64          # output shards (work units), split between the lanes
+  c.data.lanes = 8                # data streams; a run resumes exactly on any host count
+                                  # dividing it; it must divide train.batch_size
   c.data.num_workers = 0          # preparation processes; 0: one per core
   c.data.strict = False           # non-UTF-8 lines: False skips and counts them, True is an error
   c.data.objective = "nsp"        # nsp (BERT) | sop (ALBERT) | mlm (RoBERTa full sentences)
@@ -195,7 +197,8 @@ def paper_recipe(size, phase):
   c.model.scan_layers = True        # one compiled layer: fast compiles
   c.tokenizer.vocab_size = 30522
   c.data.input = "data/corpus/*.txt"
-  c.data.num_shards = 1024          # splits evenly over 1..1024 hosts that are powers of 2
+  c.data.num_shards = 1024          # 4 shards to each of 256 lanes
+  c.data.lanes = 256                # 1..256 hosts (powers of 2) read the same batches
   c.mesh.data, c.mesh.fsdp = 1, -1  # shard params and optimizer state over all devices
   if phase == "phase1":
     c.data.max_seq_length, c.data.max_predictions_per_seq = 128, 20

@@ -19,6 +19,7 @@ def get_config():
   c.data.input = "builtin:python_docs"
   c.data.max_seq_length = 128
   c.data.max_predictions_per_seq = 20
+  c.data.num_shards = 8             # one per lane (config.data.lanes = 8): 1, 2, 4 or 8 hosts
   c.data.dupe_factor = 2            # two instance layouts per document: more variety
   c.data.eval_fraction = 0.05
   c.train.steps = 1500

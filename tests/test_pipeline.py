@@ -57,8 +57,8 @@ def _example_ids(stream, steps):
   ids = []
   for step in range(steps):
     q = step * stream.rows + np.arange(stream.rows)
-    index = q % stream.shards.size
-    _, example_ids = stream.shards.read(index)
+    index = q % stream.lanes[0].size
+    _, example_ids = stream.lanes[0].read(index)
     ids.append(example_ids)
   return np.concatenate(ids)
 
@@ -71,8 +71,8 @@ def test_process_shards_are_disjoint_and_cover(prepared):
     seen = []
     for index in range(count):
       s = _stream(prepared, batch_size=6, process_index=index, process_count=count)
-      ids = set(_example_ids(s, -(-s.shards.size // s.rows)).tolist())
-      assert len(ids) == s.shards.size
+      ids = set(_example_ids(s, -(-s.lanes[0].size // s.rows)).tolist())
+      assert len(ids) == s.lanes[0].size
       seen.append(ids)
     union = set().union(*seen)
     assert sum(map(len, seen)) == len(union) == total  # disjoint and covering
@@ -82,20 +82,32 @@ def test_process_shards_are_disjoint_and_cover(prepared):
 
 def test_an_epoch_reads_every_row_once_then_reshuffles(prepared):
   s = _stream(prepared, batch_size=1)
-  n = s.shards.size
+  lane = s.lanes[0]
 
   def ids_of(steps):
-    out = []
-    for step in steps:
-      q = np.array([step])
-      index = pipeline.masking.shuffle_index(q % n, n, (s.seed, pipeline._SHUFFLE_SALT,
-                                                          int(q[0] // n)))
-      out.append(int(s.shards.read(index)[1][0]))
-    return out
+    return [int(lane.read(s.lane_indices(lane, step)[1])[1][0]) for step in steps]
 
-  first, second = ids_of(range(n)), ids_of(range(n, 2 * n))
-  assert sorted(first) == sorted(second) and len(set(first)) == n
+  first, second = ids_of(range(lane.size)), ids_of(range(lane.size, 2 * lane.size))
+  assert sorted(first) == sorted(second) and len(set(first)) == lane.size
   assert first != second  # a new order each epoch
+
+
+def test_the_global_batch_is_the_same_for_every_process_count(prepared):
+  """With 4 lanes, 1, 2 or 4 processes read the same global batches (process i's rows are
+  its slice of the global batch), so a run resumes exactly on another host count."""
+  def global_batch(count, step):
+    parts = [_stream(prepared, process_index=i, process_count=count, lanes=4).batch_at(step)
+             for i in range(count)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+  for step in (0, 5, 40):
+    one = global_batch(1, step)
+    for count in (2, 4):
+      other = global_batch(count, step)
+      for key in one:
+        np.testing.assert_array_equal(one[key], other[key])
+  with pytest.raises(pipeline.UserError, match="lanes"):
+    _stream(prepared, process_index=0, process_count=3, lanes=4)
 
 
 def test_resume_yields_the_uninterrupted_batches(prepared):
@@ -113,7 +125,7 @@ def test_masks_are_fresh_each_epoch_and_fixed_within_one(prepared):
   """In order (shuffle off), step s and step s + n read the same row: in another epoch, so
   with another mask; the same step twice gives the same mask."""
   s = _stream(prepared, batch_size=1, shuffle=False)
-  n = s.shards.size
+  n = s.lanes[0].size
   changed = 0
   for step in range(10):
     a, b = s.batch_at(step), s.batch_at(step + n)
@@ -146,7 +158,7 @@ def test_no_process_runs_dry(prepared):
   past its own epoch, so none waits for another at a collective."""
   streams = [_stream(prepared, batch_size=9, process_index=i, process_count=3)
              for i in range(3)]
-  sizes = {s.shards.size for s in streams}
+  sizes = {s.lanes[0].size for s in streams}
   far = max(sizes)  # step * 3 rows: three epochs of the largest process
   for s in streams:
     assert s.batch_at(far)["input_ids"].shape == (3, 32)

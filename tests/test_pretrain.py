@@ -240,3 +240,45 @@ def test_init_from_takes_parameters_of_another_run(capsys, tmp_path, data_dir, u
   # A fresh tiny BERT starts near ln(8192) + ln(2) = 9.7; this one where the source ended
   # (one batch of 8 apart, so within a nat).
   assert abs(first["loss"] - source_loss) < 1.0 and first["loss"] < 9.7 - 1.5
+
+
+def test_phase2_reads_its_own_shards_and_continues_from_phase1(capsys, tmp_path, data_dir,
+                                                                uninterrupted):
+  """As configs/bert_base.py:phase2, scaled down: longer rows prepared into their own dir
+  with phase 1's tokenizer, parameters from phase 1's last checkpoint."""
+  phase2_data = tmp_path / "prepared256"
+  args = ["--workdir", str(tmp_path / "phase2"), f"--config.data.prepared_dir={phase2_data}",
+          f"--config.tokenizer.path={data_dir}/tokenizer.model",
+          f"--config.init_from={uninterrupted}", "--config.data.max_seq_length=256",
+          "--config.data.max_predictions_per_seq=40", "--config.train.batch_size=8",
+          "--config.train.steps=2", "--config.train.warmup_steps=1",
+          "--config.train.log_every_steps=1", "--config.eval.steps=1"]
+  assert cli.main(["prepare"] + args) == 0
+  manifest = json.loads((phase2_data / "manifest.json").read_text())
+  phase1 = json.loads(open(os.path.join(data_dir, "manifest.json")).read())
+  assert manifest["max_seq_length"] == 256 and phase1["max_seq_length"] == 128
+  assert manifest["tokenizer_fingerprint"] == phase1["tokenizer_fingerprint"]
+  assert cli.main(["pretrain"] + args) == 0
+  out = capsys.readouterr().out
+  assert f"init_from: parameters of {uninterrupted}/checkpoints step 60" in out
+  assert "is prepared" in out  # pretrain reads the shards prepared above
+  first = _metrics(tmp_path / "phase2")[0]
+  assert first["loss"] < 9.7 - 1.5  # not a fresh model's ln(8192) + ln(2)
+  # Shards of another tokenizer are refused.
+  from bert_jax.data import tokenizer
+  other = str(tmp_path / "other.model")
+  words = "river stone light north table garden silver window market forest".split()
+  tokenizer.train_sentencepiece((" ".join(words[i:] + words[:i]) for i in range(10)), other,
+                                vocab_size=280)
+  line = _error_line(capsys, ["pretrain"] + args + [f"--config.tokenizer.path={other}",
+                                                    "--config.tokenizer.vocab_size=280"])
+  assert "tokenizer.sha256" in line and "prepared_dir" in line
+
+
+def test_checkpoint_holds_the_data_position(uninterrupted):
+  from bert_jax import checkpoint as ckpt_lib
+  checkpoints, step = ckpt_lib.open_run(uninterrupted)
+  position = checkpoints.meta(step)["data_position"]
+  assert position["step"] == step == 60
+  assert position["process_count"] == 1 and position["rows_per_process"] == 8
+  assert position["lanes"] == 8 and len(position["epochs"]) == 8

@@ -1,22 +1,18 @@
 """Text corpora as documents of sentences.
 
-A corpus is `list[list[str]]`: documents, each a list of sentences, the layout
-of Google's original `create_pretraining_data.py`. Two sources:
-
-* `builtin:python_docs` -- text that ships with CPython (the `pydoc_data` topics
-  and the standard library's docstrings, read with `ast`, never imported), so a
-  smoke run needs no download;
-* a glob (or comma-separated globs) of UTF-8 files, one sentence per line and a
-  blank line between documents.
+A document is a list of sentences, the layout of Google's original
+`create_pretraining_data.py`. This module holds `split_sentences` (free text into
+sentences) and the built-in corpus, `builtin:python_docs`: text that ships with
+CPython (the `pydoc_data` topics and the standard library's docstrings, read with
+`ast`, never imported), so a smoke run needs no download. Files and TFDS datasets
+are read by `sources.py`.
 """
 
 import ast
-import glob
 import os
 import re
 import sysconfig
 
-from bert_jax.errors import UserError
 
 BUILTIN_PYTHON_DOCS = "builtin:python_docs"
 
@@ -107,79 +103,3 @@ def python_docs_documents() -> list[list[str]]:
     for doc in _docstrings(tree):
       _add_document(documents, doc)
   return documents
-
-
-def _expand(pattern: str) -> list[str]:
-  """Files matched by comma-separated globs; each glob must match a file."""
-  paths = []
-  for part in (p.strip() for p in pattern.split(",")):
-    if not part:
-      continue
-    matched = sorted(p for p in glob.glob(os.path.expanduser(part))
-                     if os.path.isfile(p))
-    if not matched:
-      raise UserError(
-          f"corpus pattern {part!r} matches no file; check the path in "
-          f"config.data.input (a glob or comma-separated globs of text files, "
-          f"or {BUILTIN_PYTHON_DOCS!r})")
-    paths.extend(matched)
-  if not paths:
-    raise UserError(f"corpus pattern {pattern!r} is empty; set "
-                    f"config.data.input to a glob of text files or "
-                    f"{BUILTIN_PYTHON_DOCS!r}")
-  return paths
-
-
-def _read_utf8(path: str) -> str:
-  with open(path, "rb") as f:
-    data = f.read()
-  try:
-    return data.decode("utf-8").removeprefix("\ufeff")  # BOM of Notepad
-  except UnicodeDecodeError as e:
-    raise UserError(
-        f"corpus file {path} has non-UTF-8 bytes at offset {e.start}; convert "
-        f"it to UTF-8 (e.g. iconv -f latin1 -t utf-8 {path} > out.txt)"
-    ) from None
-
-
-def read_text_documents(pattern: str) -> list[list[str]]:
-  """Reads text files in original-BERT format.
-
-  One sentence per line; a blank line ends a document (so does the end of a
-  file).
-
-  Args:
-    pattern: a glob, or comma-separated globs, of UTF-8 text files.
-
-  Returns:
-    Documents, each a list of sentences, in file order.
-
-  Raises:
-    UserError: a glob matches no file, a file is not UTF-8, or the files hold no
-      text at all.
-  """
-  paths = _expand(pattern)
-  documents = []
-  for path in paths:
-    document = []
-    for line in _read_utf8(path).splitlines():
-      line = line.strip()
-      if line:
-        document.append(line)
-      elif document:
-        documents.append(document)
-        document = []
-    if document:
-      documents.append(document)
-  if not documents:
-    raise UserError(
-        f"corpus {pattern!r} ({len(paths)} file(s)) has no text; give files "
-        f"with one sentence per line and a blank line between documents")
-  return documents
-
-
-def load_documents(spec: str) -> list[list[str]]:
-  """Loads `builtin:python_docs` or the text files matched by `spec`."""
-  if spec == BUILTIN_PYTHON_DOCS:
-    return python_docs_documents()
-  return read_text_documents(spec)

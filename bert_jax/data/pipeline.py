@@ -1,13 +1,14 @@
 """Masked batches from prepared shards: per-process files, a pure function of the step.
 
-Each process owns every `process_count`-th non-empty shard of a split (disjoint, and
-together covering). Its rows form one index space of n records; its stream is endless:
-local position `q = step * rows + r` reads record `shuffle(q % n)` of epoch `q // n`, with
-a keyed bijection per epoch, and masks it with a key of (seed, epoch, shard, record). So
-the batch of a step depends only on (seed, step, process_index, process_count): resuming
-at a step yields exactly the batches an uninterrupted run would, and no process ever runs
-out of data while another waits for it. Balanced when `process_count` divides the shard
-count; the data position (`position()`) goes into every checkpoint.
+The data of a split is read in `lanes` streams; lane l owns every `lanes`-th non-empty
+shard from l (disjoint, and together covering), and each process reads a contiguous block
+of lanes, so only its own files. A lane's rows form one index space of n records; its
+stream is endless: position `q = step * rows + r` reads record `shuffle(q % n)` of epoch
+`q // n`, with a keyed bijection per epoch, and masks it with a key of (seed, epoch, shard,
+record). So the global batch of a step depends only on (seed, step, lanes): resuming at a
+step yields exactly the batches an uninterrupted run would, on any process count that
+divides the lanes, and no process ever runs out of data while another waits for it. The
+data position (`position()`) goes into every checkpoint.
 
 `batches` runs `batch_at` under tf.data (parallel, prefetched) or, where TensorFlow is not
 installed (GPU images), under a thread pool: the same numpy function either way.
@@ -33,15 +34,15 @@ BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "position_ids",
 
 
 class _Shards:
-  """This process's shards of one split, read by random access."""
+  """The shards of one lane of a split, read by random access."""
 
-  def __init__(self, data_dir, shards, process_index, process_count, split):
+  def __init__(self, data_dir, shards, lane, lanes, split):
     numbered = [(i, s) for i, s in enumerate(shards) if s["rows"] > 0]
-    if len(numbered) < process_count:
-      raise UserError(f"the {split} split has {len(numbered)} non-empty shard(s), fewer than the "
-                      f"{process_count} processes; prepare with config.data.num_shards >= "
-                      f"{process_count} (a multiple of it)")
-    mine = numbered[process_index::process_count]
+    if len(numbered) < lanes:
+      raise UserError(f"the {split} split has {len(numbered)} non-empty shard(s), fewer than "
+                      f"config.data.lanes={lanes}; prepare with config.data.num_shards >= "
+                      f"{lanes} (a multiple of it) or lower the lanes")
+    mine = numbered[lane::lanes]
     from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
     self.readers = [array_record_module.ArrayRecordReader(
         os.path.join(data_dir, s["file"]), _RANDOM_ACCESS) for _, s in mine]
@@ -64,17 +65,29 @@ class _Shards:
 
 
 class Stream:
-  """The masked batches of one process, one split: `batch_at(step)`."""
+  """The masked batches of one process, one split: `batch_at(step)`.
+
+  The data is read in `lanes` independent streams, lane l owning non-empty shards
+  l, l + lanes, ...; each step takes `batch_size / lanes` rows from every lane, and process
+  i of n reads lanes [i * lanes / n, (i + 1) * lanes / n). So the global batch of a step is
+  the same for every process count that divides `lanes`: a run resumes exactly on another
+  number of hosts.
+  """
 
   def __init__(self, data_dir, manifest, split, *, batch_size, seed, max_predictions,
                mask_rate=0.15, mask_token_rate=0.8, random_token_rate=0.1,
-               whole_word_masking=False, shuffle=True, process_index=0, process_count=1):
-    if batch_size % process_count:
-      raise UserError(f"batch size {batch_size} is not divisible by the {process_count} "
-                      f"processes; make it a multiple of {process_count}")
+               whole_word_masking=False, shuffle=True, process_index=0, process_count=1,
+               lanes=None):
+    lanes = lanes or process_count
+    if lanes % process_count or batch_size % lanes:
+      raise UserError(f"config.data.lanes={lanes} must be a multiple of the {process_count} "
+                      f"processes and divide the batch size {batch_size}; change the lanes")
     self.rows = batch_size // process_count
-    self.shards = _Shards(data_dir, manifest["splits"][split]["shards"], process_index,
-                          process_count, split)
+    self.lane_rows = batch_size // lanes
+    per_process = lanes // process_count
+    self.lanes = [_Shards(data_dir, manifest["splits"][split]["shards"], lane, lanes, split)
+                  for lane in range(process_index * per_process,
+                                    (process_index + 1) * per_process)]
     self.seed, self.shuffle = seed, shuffle
     self.length = manifest["max_seq_length"]
     self.dtype = np.dtype(manifest["token_dtype"])
@@ -86,27 +99,39 @@ class Stream:
         word_start_table=tok.word_start_table() if whole_word_masking else None,
         max_predictions=max_predictions, mask_rate=mask_rate, mask_token_rate=mask_token_rate,
         random_token_rate=random_token_rate, mask_id=tok.mask_id)
-    self.identity = {"split": split, "process_index": process_index,
+    self.identity = {"split": split, "lanes": lanes, "process_index": process_index,
                      "process_count": process_count, "rows_per_process": self.rows,
-                     "records_of_process": self.shards.size, "seed": seed}
+                     "seed": seed}
 
   def position(self, step):
     """The data position after `step` steps, as saved in checkpoints."""
-    return dict(self.identity, step=int(step), epoch=step * self.rows // self.shards.size)
+    return dict(self.identity, step=int(step),
+                epochs=[step * self.lane_rows // lane.size for lane in self.lanes])
 
-  def batch_at(self, step):
-    """The numpy batch (dict of BATCH_KEYS) of this process at `step`."""
-    q = int(step) * self.rows + np.arange(self.rows, dtype=np.int64)
-    n = self.shards.size
-    epoch, index = q // n, q % n
+  def lane_indices(self, lane, step):
+    """(epoch, record index) of the rows `lane` contributes at `step`."""
+    q = int(step) * self.lane_rows + np.arange(self.lane_rows, dtype=np.int64)
+    epoch, index = q // lane.size, q % lane.size
     if self.shuffle:
       for e in np.unique(epoch):
         hit = epoch == e
-        index[hit] = masking.shuffle_index(index[hit], n, (self.seed, _SHUFFLE_SALT, int(e)))
-    raw, example_ids = self.shards.read(index)
+        index[hit] = masking.shuffle_index(index[hit], lane.size,
+                                           (self.seed, _SHUFFLE_SALT, int(lane.shard_numbers[0]),
+                                            int(e)))
+    return epoch, index
+
+  def batch_at(self, step):
+    """The numpy batch (dict of BATCH_KEYS) of this process at `step`."""
+    raw, example_ids, epochs = [], [], []
+    for lane in self.lanes:
+      epoch, index = self.lane_indices(lane, step)
+      records_, ids = lane.read(index)
+      raw += records_
+      example_ids.append(ids)
+      epochs.append(epoch)
     batch = records.decode_rows(raw, max_seq_length=self.length, dtype=self.dtype,
                                 packed=self.packed, pad_id=self.pad_id)
-    keys = masking.example_keys(self.seed, epoch, example_ids)
+    keys = masking.example_keys(self.seed, np.concatenate(epochs), np.concatenate(example_ids))
     batch.update(masking.mask_batch(batch["input_ids"], keys, **self.masking))
     return batch
 

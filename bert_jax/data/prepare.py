@@ -54,7 +54,8 @@ def settings_of(config):
       "documents_per_chunk": d.documents_per_chunk, "max_seq_length": d.max_seq_length,
       "short_seq_prob": d.short_seq_prob, "dupe_factor": d.dupe_factor,
       "eval_fraction": d.eval_fraction, "seed": config.seed,
-      "tokenizer": {"path": t.path, "sha256": _sha256(t.path) if t.path else None,
+      # The tokenizer given, by content: a copy elsewhere is the same tokenizer.
+      "tokenizer": {"sha256": _sha256(t.path) if t.path else None,
                     "vocab_size": t.vocab_size, "model_type": t.model_type,
                     "input_sentence_size": t.input_sentence_size, "lowercase": t.lowercase},
   }))
@@ -145,12 +146,32 @@ def _tokenizer(config, data_dir, units, settings, log):
     done = os.path.exists(stamp) and json.load(open(stamp)) == settings["tokenizer"]
     if not done:
       t0 = time.time()
-      sentences = sources.sample_sentences(units, max_sentences=t.input_sentence_size,
-                                           seed=config.seed)
-      tokenizer_lib.train_sentencepiece(sentences, target, vocab_size=t.vocab_size,
-                                        model_type=t.model_type,
-                                        input_sentence_size=t.input_sentence_size,
-                                        seed=config.seed)
+      seen, errors = collections.Counter(), []
+
+      def sample():  # SentencePiece would turn an error raised inside it into its own
+        try:
+          for sentence in sources.sample_sentences(units, max_sentences=t.input_sentence_size,
+                                                   seed=config.seed, strict=config.data.strict):
+            seen["sentences"] += 1
+            yield sentence
+        except UserError as e:
+          errors.append(e)
+
+      try:
+        tokenizer_lib.train_sentencepiece(sample(), target, vocab_size=t.vocab_size,
+                                          model_type=t.model_type,
+                                          input_sentence_size=t.input_sentence_size,
+                                          seed=config.seed)
+      except UserError:
+        if not errors and not seen["sentences"]:
+          raise UserError(
+              f"config.data.input={config.data.input!r} has no text: the files are empty or "
+              f"every line was skipped as non-UTF-8 (config.data.strict=True names the first "
+              f"such line); give UTF-8 text") from None
+        if not errors:
+          raise
+      if errors:
+        raise errors[0]
       _write_atomic(stamp, json.dumps(settings["tokenizer"]))
       log(f"tokenizer: trained {t.vocab_size} pieces in {time.time() - t0:.1f} s")
     tok = tokenizer_lib.load(target)

@@ -165,7 +165,7 @@ def read_unit(unit: Unit, stats: collections.Counter,
 
 
 def sample_sentences(units: Iterable[Unit], *, max_sentences: int,
-                     seed: int) -> Iterator[str]:
+                     seed: int, strict: bool = False) -> Iterator[str]:
   """Sentences for tokenizer training, spread over the units.
 
   The units are visited in a seeded order; each gives the first sentences of
@@ -187,7 +187,7 @@ def sample_sentences(units: Iterable[Unit], *, max_sentences: int,
     if remaining <= 0:
       return
     quota = math.ceil(remaining / (len(order) - visited))
-    with contextlib.closing(read_unit(unit, collections.Counter())) as docs:
+    with contextlib.closing(read_unit(unit, collections.Counter(), strict)) as docs:
       for document in docs:
         for sentence in document[:quota]:
           yield sentence

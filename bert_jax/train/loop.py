@@ -149,12 +149,13 @@ def pretrain(config, workdir):
       mask_token_rate=d.mask_token_rate, random_token_rate=d.random_token_rate,
       whole_word_masking=d.whole_word_masking, process_index=jax.process_index(),
       process_count=jax.process_count())
-  eval_batches = _eval_batches(config, manifest, stream(split="eval", shuffle=False))
-  train_stream = stream(split="train")
-  if resumed_position and resumed_position.get("process_count") != jax.process_count():
-    _log(f"data: the checkpoint was written by {resumed_position.get('process_count')} "
-         f"processes, this run has {jax.process_count()}: each process now reads other shards, "
-         f"so the data order differs from an uninterrupted run from here on")
+  # Eval: one lane per process (the held-out split is small; its order does not matter).
+  eval_batches = _eval_batches(config, manifest, stream(split="eval", shuffle=False,
+                                                        lanes=jax.process_count()))
+  train_stream = stream(split="train", lanes=d.lanes)
+  if resumed_position and resumed_position.get("lanes") != d.lanes:
+    _log(f"data: the checkpoint read {resumed_position.get('lanes')} lanes, this run reads "
+         f"{d.lanes}: the data order differs from an uninterrupted run from here on")
   train_data = pipeline.batches(train_stream, start, t.steps)
 
   writer = metrics_lib.MetricWriter(workdir, start)
