@@ -148,11 +148,9 @@ def pretrain(config, workdir):
       max_predictions=d.max_predictions_per_seq, mask_rate=d.mask_rate,
       mask_token_rate=d.mask_token_rate, random_token_rate=d.random_token_rate,
       whole_word_masking=d.whole_word_masking, process_index=jax.process_index(),
-      process_count=jax.process_count())
-  # Eval: one lane per process (the held-out split is small; its order does not matter).
-  eval_batches = _eval_batches(config, manifest, stream(split="eval", shuffle=False,
-                                                        lanes=jax.process_count()))
-  train_stream = stream(split="train", lanes=d.lanes)
+      process_count=jax.process_count(), lanes=d.lanes)
+  eval_batches = _eval_batches(config, manifest, stream(split="eval", shuffle=False))
+  train_stream = stream(split="train")
   if resumed_position and resumed_position.get("lanes") != d.lanes:
     _log(f"data: the checkpoint read {resumed_position.get('lanes')} lanes, this run reads "
          f"{d.lanes}: the data order differs from an uninterrupted run from here on")
