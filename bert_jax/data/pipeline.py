@@ -165,9 +165,12 @@ def _tf_batches(stream, start, end):
   dtypes = [tf.as_dtype(example[k].dtype) for k in BATCH_KEYS]
   shapes = [example[k].shape for k in BATCH_KEYS]
 
+  def load_numpy(step):
+    batch = stream.batch_at(step)
+    return [batch[k] for k in BATCH_KEYS]
+
   def load(step):
-    values = tf.numpy_function(lambda s: [stream.batch_at(s)[k] for k in BATCH_KEYS],
-                               [step], dtypes, stateful=False)
+    values = tf.numpy_function(load_numpy, [step], dtypes, stateful=False)
     return {k: tf.ensure_shape(v, s) for k, v, s in zip(BATCH_KEYS, values, shapes)}
 
   ds = tf.data.Dataset.range(start, end).map(load, num_parallel_calls=tf.data.AUTOTUNE,

@@ -34,7 +34,7 @@ from bert_jax.errors import UserError
 MANIFEST = "manifest.json"
 SHARDS = "shards"
 SPLITS = ("train", "eval")
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 def data_dir_of(config, workdir):
@@ -250,7 +250,8 @@ def _process_unit(args):
   tok = _worker_tokenizer(job)
   dtype = records.token_dtype(tok.vocab_size)
   paths, done_path = _unit_paths(job["data_dir"], unit_index)
-  writers = {k: array_record_module.ArrayRecordWriter(p + ".tmp", "group_size:1")
+  # One record per group, uncompressed: random access reads 3x faster than with zstd.
+  writers = {k: array_record_module.ArrayRecordWriter(p + ".tmp", "group_size:1,uncompressed")
              for k, p in paths.items()}
   stats = collections.Counter()
   chunks = {k: [] for k in SPLITS}
