@@ -84,14 +84,16 @@ def read_manifest(data_dir):
 
 
 def _differences(old, new, prefix=""):
+  """'key: old there, new here' for each setting that differs (input_stamp: files)."""
   out = []
   for key in sorted(set(old) | set(new)):
     a, b = old.get(key), new.get(key)
     if isinstance(a, dict) and isinstance(b, dict):
       out += _differences(a, b, f"{prefix}{key}.")
-    elif a != b and key != "input_stamp":
-      out.append(f"{prefix}{key}: {a!r} there, {b!r} here")
-  return out or ["the input files changed (sizes or times)"]
+    elif a != b:
+      out.append("the input files changed (sizes or times)" if key == "input_stamp" else
+                 f"{prefix}{key}: {a!r} there, {b!r} here")
+  return out
 
 
 def prepare(config, data_dir, log=print, progress=True):
