@@ -6,6 +6,7 @@ so machines with JAX but no TensorFlow can run benchmarks.
 
 import numpy as np
 
+from bert_jax.data import masking
 from bert_jax.data.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_IDS
 
 _FIRST_ID = max(SPECIAL_IDS) + 1
@@ -13,7 +14,7 @@ _FIRST_ID = max(SPECIAL_IDS) + 1
 
 def _batch(rng: np.random.Generator, b: int, length: int, vocab_size: int,
            max_predictions: int) -> dict[str, np.ndarray]:
-  """One batch of random `[CLS] A [SEP] B [SEP] [PAD]...` rows, masked."""
+  """One batch of random `[CLS] A [SEP] B [SEP] [PAD]...` rows, masked as the pipeline masks."""
   positions = np.arange(length)[None, :]  # (1, L)
   seq_len = rng.integers(5, length + 1, size=(b, 1))  # tokens incl. specials
   sep_a = rng.integers(2, seq_len - 2)  # first [SEP]; A and B non-empty
@@ -25,36 +26,16 @@ def _batch(rng: np.random.Generator, b: int, length: int, vocab_size: int,
   token_type_ids = ((positions > sep_a) & (positions < seq_len)).astype(
       np.int32)
 
-  # Pick round(15 %) of the non-special tokens: smallest random scores win.
-  candidate = ~np.isin(ids, SPECIAL_IDS)
-  num = np.rint(candidate.sum(1) * 0.15).astype(np.int64)
-  num = np.minimum(np.minimum(max_predictions, np.maximum(1, num)),
-                   candidate.sum(1))
-  scores = np.where(candidate, rng.random((b, length)), 2.0)
-  chosen = np.argsort(scores, axis=1, kind="stable")[:, :max_predictions]
-  slots = np.arange(max_predictions)[None, :]
-  valid = slots < num[:, None]
-  mlm_positions = np.sort(np.where(valid, chosen, length), axis=1)
-  valid = mlm_positions < length
-  mlm_positions = np.where(valid, mlm_positions, 0).astype(np.int32)
-  rows = np.arange(b)[:, None]
-  mlm_ids = np.where(valid, ids[rows, mlm_positions], 0).astype(np.int32)
-
-  u = rng.random((b, max_predictions))
-  random_ids = rng.integers(_FIRST_ID, vocab_size, size=(b, max_predictions))
-  replacement = np.where(u < 0.8, MASK_ID,
-                         np.where(u < 0.9, random_ids, mlm_ids))
-  masked = ids.copy()
-  r, c = np.nonzero(valid)
-  masked[r, mlm_positions[r, c]] = replacement[r, c]
+  special = np.zeros(vocab_size, dtype=bool)
+  special[list(SPECIAL_IDS)] = True
+  keys = rng.integers(0, 2**63, size=b, dtype=np.uint64)
+  masked = masking.mask_batch(ids, keys, special_table=special, word_start_table=None,
+                              max_predictions=max_predictions, mask_id=MASK_ID)
   return {
-      "input_ids": masked,
+      **masked,
       "token_type_ids": token_type_ids,
       "attention_mask": (ids != PAD_ID).astype(np.int32),
       "position_ids": np.broadcast_to(positions, (b, length)).astype(np.int32),
-      "masked_lm_positions": mlm_positions,
-      "masked_lm_ids": mlm_ids,
-      "masked_lm_weights": valid.astype(np.float32),
       "next_sentence_labels": rng.integers(0, 2, size=(b,), dtype=np.int32),
   }
 
