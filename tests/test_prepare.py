@@ -182,6 +182,15 @@ def test_bad_input(tmp_path):
     f.write((tmp_path / "corpus.txt").read_text() + "\n\n" + long_line + "\nShort end.\n")
   c = small_config(tmp_path, input=str(tmp_path / "long.txt"))
   assert _quiet(c, tmp_path / "long")["counts"]["truncated_sentences"] >= 1
+  # An empty file is a unit (shard) with no tokens, not a crash.
+  (tmp_path / "notes").mkdir()
+  (tmp_path / "notes" / "a.txt").write_text((tmp_path / "corpus.txt").read_text())
+  (tmp_path / "notes" / "b.txt").write_text("")
+  c = small_config(tmp_path, input=str(tmp_path / "notes" / "*.txt"), num_shards=2)
+  manifest = _quiet(c, tmp_path / "notes_data")
+  assert manifest["counts"]["documents"] > 10
+  assert manifest["splits"]["train"]["shards"][-1]["rows"] == 0  # b.txt
+  c = small_config(tmp_path, input=str(tmp_path / "long.txt"))
   c.tokenizer.vocab_size = 100_000
   with pytest.raises(UserError, match="vocab_size"):
     _quiet(c, tmp_path / "vocab")

@@ -135,6 +135,19 @@ def test_document_format_is_one_document_per_file(tmp_path):
   assert stats == {"documents": 3, "empty_documents": 1}
 
 
+def test_many_small_files_are_grouped_into_units(tmp_path):
+  """Many notes of one document each make about num_units units, not a shard per file;
+  every file is read once, in order; empty files are fine."""
+  texts = [f"Note {i}. Patient {i % 7} was seen." if i % 97 else "" for i in range(300)]
+  for i, text in enumerate(texts):
+    _write(tmp_path / f"note{i:04d}.txt", text.encode())
+  units = sources.plan_units(str(tmp_path / "note*"), input_format="document", num_units=8)
+  assert 8 <= len(units) <= 9
+  read, stats = _read_all(units)
+  assert read == [corpus.split_sentences(t) for t in texts if t]
+  assert stats == {"documents": 296, "empty_documents": 4}
+
+
 @pytest.mark.parametrize("name", ["records.jsonl", "records.json.gz"])
 def test_jsonl_counts_bad_lines(tmp_path, name):
   lines = [json.dumps({"body": "One. Two sentences."}), "{not json",

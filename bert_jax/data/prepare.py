@@ -218,7 +218,7 @@ def _run_units(units, job, num_workers, log, progress):
   try:
     for i, unit_counts in results:
       counts[i] = unit_counts
-      tokens += unit_counts["tokens"]
+      tokens += unit_counts.get("tokens", 0)  # a unit of empty files counts none
       bar.set_postfix_str(f"{tokens / max(time.time() - t0, 1e-9) / 1e3:,.0f}k tokens/s",
                           refresh=False)
       bar.update()

@@ -56,6 +56,8 @@ class Unit:
     text_field: jsonl and TFDS: the field holding the text.
     split: TFDS split, e.g. "train".
     data_dir: TFDS data directory; None for the TFDS default.
+    more_paths: whole files read after `path`, in order: small files are grouped
+      into units of about a unit's share of the bytes.
   """
   kind: str
   path: str
@@ -67,6 +69,7 @@ class Unit:
   text_field: str = "text"
   split: str = "train"
   data_dir: str | None = None
+  more_paths: tuple[str, ...] = ()
 
 
 def plan_units(spec: str, *, input_format: str = "auto", num_units: int,
@@ -116,17 +119,34 @@ def plan_units(spec: str, *, input_format: str = "auto", num_units: int,
     _check_readable(path)
   sizes = [os.path.getsize(path) for path in paths]
   share = max(1, math.ceil(sum(sizes) / num_units))
-  units = []
+  units, group, group_bytes = [], [], 0
+
+  def close_group():
+    nonlocal group, group_bytes
+    if group:
+      units.append(dataclasses.replace(group[0], more_paths=tuple(u.path for u in group[1:])))
+    group, group_bytes = [], 0
+
   for path, size in zip(paths, sizes):
     file_format = _file_format(path, input_format)
     kind = "jsonl" if file_format == "jsonl" else "text"
     parts = 1
     if not path.endswith(".gz") and file_format != "document":
       parts = max(1, math.ceil(size / share))
-    for i in range(parts):
-      end = -1 if i == parts - 1 else size * (i + 1) // parts
-      units.append(Unit(kind, path, file_format, start=size * i // parts,
-                        end=end, text_field=text_field))
+    if parts > 1:
+      close_group()
+      for i in range(parts):
+        end = -1 if i == parts - 1 else size * (i + 1) // parts
+        units.append(Unit(kind, path, file_format, start=size * i // parts,
+                          end=end, text_field=text_field))
+      continue
+    # Whole files: consecutive files of one kind share a unit up to `share` bytes.
+    unit = Unit(kind, path, file_format, text_field=text_field)
+    if group and (group[0].format != file_format or group_bytes + size > share):
+      close_group()
+    group.append(unit)
+    group_bytes += size
+  close_group()
   return units
 
 
@@ -154,7 +174,8 @@ def read_unit(unit: Unit, stats: collections.Counter,
   else:
     read = {"bert": _bert_documents, "document": _whole_file_document,
             "jsonl": _jsonl_documents}[unit.format]
-    documents = read(unit, stats, strict)
+    files = [unit] + [dataclasses.replace(unit, path=p, more_paths=()) for p in unit.more_paths]
+    documents = _one_after_another(read(f, stats, strict) for f in files)
   with contextlib.closing(documents):
     for document in documents:
       if document:
@@ -292,6 +313,13 @@ def _lines(unit: Unit, stats: collections.Counter,
           line = line.removeprefix("\ufeff")  # The BOM of Notepad.
       yield offset, line
       offset += len(raw)
+
+
+def _one_after_another(generators):
+  """The items of each generator in turn; closing it closes the one being read."""
+  for generator in generators:
+    with contextlib.closing(generator):
+      yield from generator
 
 
 def _bert_documents(unit, stats, strict) -> Iterator[list[str]]:
