@@ -38,6 +38,12 @@ class Checkpoints:
         opt_state=ocp.args.StandardSave(state.opt_state),
         meta=ocp.args.JsonSave(meta)), force=True)
 
+  def save_params(self, step, params, meta):
+    """Saves parameters and `meta` only: a checkpoint to start from (`import-hf`), not to
+    resume (it has no optimizer state)."""
+    self._manager.save(step, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)), force=True)
+
   def meta(self, step):
     return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 

@@ -3,6 +3,9 @@
     bert-jax prepare [--config configs/RECIPE.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
     bert-jax pretrain [--config configs/RECIPE.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
     bert-jax fill-mask --workdir DIR [--json] [--top-k 5] "text with [MASK] in it" ...
+    bert-jax export-hf --workdir DIR --out HF_DIR [--step N] [--overwrite]
+    bert-jax import-hf --hf HF_DIR --workdir DIR
+    bert-jax embed --workdir DIR --input FILE --output OUT.npy [--pooling cls|mean]
 
 Bad input ends in one `error: ...` line and exit status 2.
 """
@@ -83,8 +86,10 @@ def _pretrain(argv):
 def _prepare(argv):
   parsed = _parse_config("prepare", argv)
   if parsed:
+    from bert_jax import inference
     from bert_jax.data import prepare
     config, workdir = parsed
+    inference.inherit_tokenizer(config)
     prepare.prepare(config, prepare.data_dir_of(config, workdir))
 
 
@@ -96,13 +101,67 @@ def _fill_mask(argv):
   parser.add_argument("--top-k", type=int, default=5)
   parser.add_argument("text", nargs="+", help='text containing [MASK], e.g. "a [MASK] b"')
   args = parser.parse_args(argv)
-  from absl import logging
-  logging.set_verbosity(logging.ERROR)  # Orbax warns about read-only managers
+  _quiet_orbax()
   from bert_jax import inference
   inference.main(args.workdir, args.text, top_k=args.top_k, as_json=args.json)
 
 
-COMMANDS = {"prepare": _prepare, "pretrain": _pretrain, "fill-mask": _fill_mask}
+def _quiet_orbax():
+  from absl import logging
+  logging.set_verbosity(logging.ERROR)  # Orbax warns about read-only managers
+
+
+def _export_hf(argv):
+  parser = argparse.ArgumentParser(
+      prog="bert-jax export-hf",
+      description="A run's checkpoint as a Hugging Face BertForPreTraining directory "
+                  "(config.json, model.safetensors, tokenizer files).")
+  parser.add_argument("--workdir", required=True, help="a run directory")
+  parser.add_argument("--out", required=True, help="the Hugging Face directory to write")
+  parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+  parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+  args = parser.parse_args(argv)
+  _quiet_orbax()
+  from bert_jax.hf import export
+  export.export_hf(args.workdir, args.out, step=args.step, overwrite=args.overwrite)
+
+
+def _import_hf(argv):
+  parser = argparse.ArgumentParser(
+      prog="bert-jax import-hf",
+      description="A Hugging Face BERT checkpoint directory as a bert_jax workdir to start "
+                  "from (--config.init_from=WORKDIR).")
+  parser.add_argument("--hf", required=True, help="checkpoint dir: config.json, weights, vocab")
+  parser.add_argument("--workdir", required=True, help="the new run directory")
+  parser.add_argument("--seed", type=int, default=0, help="initialises missing heads")
+  parser.add_argument("--vocab-multiple", type=int, default=128,
+                      help="pad the vocabulary rows to a multiple (config.model.vocab_multiple)")
+  args = parser.parse_args(argv)
+  _quiet_orbax()
+  from bert_jax.hf import import_hf
+  import_hf.import_hf(args.hf, args.workdir, vocab_multiple=args.vocab_multiple, seed=args.seed)
+
+
+def _embed(argv):
+  parser = argparse.ArgumentParser(prog="bert-jax embed",
+                                   description="One vector per line of text, saved as .npy.")
+  parser.add_argument("--workdir", required=True, help="a run directory (or an imported one)")
+  parser.add_argument("--input", required=True, help="UTF-8 text file, one text per line")
+  parser.add_argument("--output", required=True, help="where to write the (lines, hidden) .npy")
+  parser.add_argument("--pooling", choices=("cls", "mean"), default="mean",
+                      help="[CLS] hidden state, or the mean over non-padding tokens")
+  parser.add_argument("--batch-size", type=int, default=64)
+  parser.add_argument("--max-length", type=int, help="tokens per text (default: the model's)")
+  parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+  args = parser.parse_args(argv)
+  _quiet_orbax()
+  from bert_jax import embed
+  embed.main(args.workdir, args.input, args.output, pooling=args.pooling,
+             batch_size=args.batch_size, max_length=args.max_length, step=args.step)
+
+
+COMMANDS = {"prepare": _prepare, "pretrain": _pretrain, "fill-mask": _fill_mask,
+            "export-hf": _export_hf, "import-hf": _import_hf, "embed": _embed}
 
 
 def _one_line(error):

@@ -40,7 +40,7 @@ def base_config():
   c.init_from = placeholder(str)  # a workdir (or its checkpoints/) to take parameters from
 
   c.model = ml_collections.ConfigDict()
-  c.model.size = "base"           # one of SIZES
+  c.model.size = "base"           # one of SIZES, or "checkpoint": config.init_from's architecture
   c.model.max_position_embeddings = 512
   c.model.hidden_dropout = 0.1
   c.model.attention_dropout = 0.1  # 0 lets GPUs use cuDNN flash attention in training
@@ -55,7 +55,8 @@ def base_config():
   c.tokenizer.vocab_size = 30522        # pieces, including the 5 specials (the model pads to 128)
   c.tokenizer.model_type = "unigram"    # unigram | bpe (SentencePiece)
   c.tokenizer.path = placeholder(str)   # an existing tokenizer instead of training one: a
-                                        # SentencePiece .model or a WordPiece vocab.txt
+                                        # SentencePiece .model, a WordPiece vocab.txt or a
+                                        # Hugging Face (WordPiece) tokenizer.json
   c.tokenizer.input_sentence_size = 1_000_000  # sentences sampled from the corpus to train on
   c.tokenizer.lowercase = placeholder(bool)    # WordPiece only; None: if the vocab has no capitals
 
@@ -102,6 +103,7 @@ def base_config():
   c.eval = ml_collections.ConfigDict()
   c.eval.every_steps = 10_000
   c.eval.steps = 50               # batches of train.batch_size; fewer if the split is smaller
+  c.eval.at_start = False         # also evaluate before the first step (the "before" numbers)
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 10_000
@@ -116,27 +118,55 @@ def base_config():
   return c
 
 
-def model_config(config, vocab_size):
+# The architecture that `config.model.size="checkpoint"` takes from config.init_from.
+ARCHITECTURE_KEYS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                     "max_position_embeddings", "type_vocab_size", "layer_norm_eps",
+                     "initializer_range")
+
+
+def model_config(config, vocab_size, init_model=None):
   """The frozen model dataclass for `config` and a tokenizer of `vocab_size` pieces.
 
   The embedding (and tied MLM output) matrix gets `vocab_size` rounded up to a multiple of
   `config.model.vocab_multiple` rows; the extra rows are never a target or an input.
+  With `config.model.size="checkpoint"`, the architecture is `init_model`'s (the model
+  dict of config.init_from's checkpoint, e.g. an imported Hugging Face BERT); dropout,
+  dtypes, scan and remat still come from `config.model`.
   """
   m = config.model
+  common = dict(hidden_dropout=m.hidden_dropout, attention_dropout=m.attention_dropout,
+                dtype=m.dtype, param_dtype=m.param_dtype, scan_layers=m.scan_layers,
+                remat_policy=m.remat_policy, attention_impl=m.attention_impl)
+  if m.size == "checkpoint":
+    if init_model is None:
+      raise UserError("config.model.size='checkpoint' takes the architecture of "
+                      "config.init_from; set --config.init_from=WORKDIR (e.g. made by import-hf)")
+    arch = {k: init_model[k] for k in ARCHITECTURE_KEYS if k in init_model}
+    if arch["vocab_size"] < vocab_size:
+      raise UserError(f"config.init_from has {arch['vocab_size']} vocabulary rows but the "
+                      f"tokenizer has {vocab_size} tokens; use the checkpoint's own tokenizer")
+    if config.data.max_seq_length > arch["max_position_embeddings"]:
+      raise UserError(f"config.data.max_seq_length={config.data.max_seq_length} exceeds the "
+                      f"{arch['max_position_embeddings']} positions of config.init_from")
+    return BertConfig(**arch, **common)
   layers, hidden = _size(config)
   multiple = max(1, m.vocab_multiple)
   return BertConfig(
-      vocab_size=-(-vocab_size // multiple) * multiple, hidden_size=hidden, num_layers=layers, num_heads=hidden // 64,
-      intermediate_size=4 * hidden, max_position_embeddings=m.max_position_embeddings,
-      hidden_dropout=m.hidden_dropout, attention_dropout=m.attention_dropout,
-      dtype=m.dtype, param_dtype=m.param_dtype, scan_layers=m.scan_layers,
-      remat_policy=m.remat_policy, attention_impl=m.attention_impl)
+      vocab_size=-(-vocab_size // multiple) * multiple, hidden_size=hidden, num_layers=layers,
+      num_heads=hidden // 64, intermediate_size=4 * hidden,
+      max_position_embeddings=m.max_position_embeddings, **common)
 
 
 def _size(config):
   """(layers, hidden) of `config.model.size`."""
+  if config.model.size == "checkpoint":
+    if not config.init_from:
+      raise UserError("config.model.size='checkpoint' takes the architecture of "
+                      "config.init_from; set --config.init_from=WORKDIR (e.g. made by import-hf)")
+    return None
   if config.model.size not in SIZES:
-    raise UserError(f"config.model.size={config.model.size!r} is not one of {', '.join(SIZES)}")
+    raise UserError(f"config.model.size={config.model.size!r} is not one of "
+                    f"{', '.join(SIZES)}, checkpoint")
   return SIZES[config.model.size]
 
 

@@ -1,8 +1,9 @@
-"""Inference from a run directory: load the latest parameters on one device, fill-mask.
+"""Inference from a run directory: load a checkpoint's parameters on one device, fill-mask.
 
 Needs no TensorFlow: only the prepared data's tokenizer, the checkpoint and its metadata.
 """
 
+import dataclasses
 import json
 import os
 
@@ -18,33 +19,82 @@ from bert_jax.errors import UserError
 from bert_jax.model import bert
 from bert_jax.model import heads
 
+TOKENIZER_DIR = "tokenizer"  # in a workdir: the tokenizer of an imported checkpoint
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model")  # by preference
+
+
+@dataclasses.dataclass
+class Run:
+  """A run's checkpoint loaded on one device: the model, its parameters and tokenizer."""
+  model: heads.BertForPreTraining
+  params: dict
+  tokenizer: object  # tokenizer.Tokenizer | tokenizer.WordPieceTokenizer
+  meta: dict
+  step: int
+
 
 def load_run(workdir, step=None):
-  """(model config, parameters on the default device, tokenizer) of a pretraining run."""
+  """The run in `workdir` at `step` (default: the latest), parameters on one device.
+
+  Works for a checkpoint saved on any mesh (Orbax restores into the single-device layout)
+  and for one written by `import-hf` (parameters only).
+  """
   checkpoints, step = ckpt_lib.open_run(workdir, step)
-  model_cfg = bert.BertConfig(**checkpoints.meta(step)["model"])
-  model = heads.BertForPreTraining(model_cfg)
-  ids = jnp.zeros((1, 8), jnp.int32)
-  abstract = nn.meta.unbox(jax.eval_shape(
-      lambda: model.init(jax.random.key(0), ids, ids, ids, ids[:, :1])["params"]))
+  meta = checkpoints.meta(step)
+  model = heads.BertForPreTraining(bert.BertConfig(**meta["model"]))
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   target = jax.tree_util.tree_map(
-      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract)
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract_params(model))
   params, _ = checkpoints.restore(step, target)
+  tokenizer = run_tokenizer(workdir)
+  if tokenizer.fingerprint != meta["tokenizer_fingerprint"]:
+    raise UserError(f"the tokenizer {tokenizer.model_path} is not the one the checkpoint of "
+                    f"{workdir} was trained with; restore the run's own tokenizer (or point "
+                    f"config.data.prepared_dir at that run's data)")
+  return Run(model, params, tokenizer, meta, step)
+
+
+def abstract_params(model):
+  """The params tree of `model` as ShapeDtypeStructs (nothing allocated)."""
+  ids = jnp.zeros((1, 8), jnp.int32)
+  return nn.meta.unbox(jax.eval_shape(
+      lambda: model.init(jax.random.key(0), ids, ids, ids, ids[:, :1])["params"]))
+
+
+def run_tokenizer_path(workdir):
+  """The tokenizer file of a run: `DIR/tokenizer/` (imported runs), else its prepared data."""
+  own = os.path.join(workdir, TOKENIZER_DIR)
+  for name in TOKENIZER_FILES:
+    if os.path.isfile(os.path.join(own, name)):
+      return os.path.join(own, name), None
   data_dir = _data_dir(workdir)
   manifest = prepare.read_manifest(data_dir)
   if manifest is None:
-    raise UserError(f"no prepared data (manifest.json) in {data_dir}: the run's tokenizer is "
-                    f"there; restore that directory or fix config.data.prepared_dir")
-  tokenizer = tokenizer_lib.load(os.path.join(data_dir, manifest["tokenizer_file"]),
-                                 lowercase=manifest["settings"]["tokenizer"]["lowercase"])
-  if tokenizer.fingerprint != checkpoints.meta(step)["tokenizer_fingerprint"]:
-    raise UserError(f"the tokenizer in {data_dir} is not the one the checkpoint was trained "
-                    f"with; point config.data.prepared_dir at that run's data")
-  return model, params, tokenizer
+    raise UserError(f"no tokenizer for {workdir}: neither {own}/ nor prepared data "
+                    f"(manifest.json) in {data_dir}; restore that directory or fix "
+                    f"config.data.prepared_dir")
+  return (os.path.join(data_dir, manifest["tokenizer_file"]),
+          manifest["settings"]["tokenizer"]["lowercase"])
+
+
+def inherit_tokenizer(config):
+  """With config.model.size='checkpoint' and no config.tokenizer.path, the tokenizer of
+  config.init_from: a model continues with the vocabulary it was trained on."""
+  if config.model.size != "checkpoint" or not config.init_from or config.tokenizer.path:
+    return
+  path, lowercase = run_tokenizer_path(_workdir_of(config.init_from))
+  config.tokenizer.path = path
+  config.tokenizer.lowercase = lowercase
+  config.tokenizer.vocab_size = tokenizer_lib.load(path, lowercase=lowercase).vocab_size
+
+
+def _workdir_of(path):
+  path = os.path.normpath(path)
+  return os.path.dirname(path) if os.path.basename(path) == "checkpoints" else path
 
 
 def _data_dir(workdir):
+  """The prepared data of a pretraining run: its config's prepared_dir, else DIR/data."""
   config_path = os.path.join(workdir, "config.json")
   if os.path.exists(config_path):
     with open(config_path) as f:
@@ -52,6 +102,11 @@ def _data_dir(workdir):
     if prepared:
       return prepared
   return os.path.join(workdir, "data")
+
+
+def run_tokenizer(workdir):
+  path, lowercase = run_tokenizer_path(workdir)
+  return tokenizer_lib.load(path, lowercase=lowercase)
 
 
 def fill_mask(model, params, tokenizer, text, top_k=5):
@@ -79,9 +134,9 @@ def fill_mask(model, params, tokenizer, text, top_k=5):
 
 
 def main(workdir, texts, *, top_k=5, as_json=False):
-  model, params, tokenizer = load_run(workdir)
+  run = load_run(workdir)
   for text in texts:
-    result = fill_mask(model, params, tokenizer, text, top_k)
+    result = fill_mask(run.model, run.params, run.tokenizer, text, top_k)
     if as_json:
       print(json.dumps(result))
       continue

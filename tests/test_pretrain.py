@@ -152,8 +152,13 @@ def test_every_config_loads(path):
   args = ("phase1", "phase2") if "bert_" in os.path.basename(path) else (None,)
   for arg in args:
     c = module.get_config() if arg is None else module.get_config(arg)
+    init_model = None
+    if c.model.size == "checkpoint":  # the architecture of config.init_from (e.g. imported)
+      c.init_from = "runs/imported"
+      init_model = config_lib.model_dict(
+          config_lib.model_config(config_lib.base_config(), 30522))
     config_lib.validate(c)
-    config_lib.model_config(c, c.tokenizer.vocab_size)
+    config_lib.model_config(c, c.tokenizer.vocab_size, init_model)
     for key in ("seed", "model.size", "train.steps", "train.batch_size", "train.learning_rate",
                 "train.warmup_steps", "checkpoint.every_steps", "eval.every_steps", "mesh.data",
                 "mesh.fsdp", "mesh.tensor", "data.max_seq_length"):

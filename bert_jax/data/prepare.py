@@ -3,7 +3,10 @@
 Layout of a prepared dir:
 
     manifest.json                 written last: a dir with a manifest is complete
-    tokenizer.model | vocab.txt   trained on a sample, or a copy of config.tokenizer.path
+    tokenizer.model | vocab.txt | tokenizer.json
+                                  trained on a sample (SentencePiece), or a copy of
+                                  config.tokenizer.path (tokenizer.json: Hugging Face's)
+    tokenizer_settings.json       the settings a trained tokenizer.model was trained with
     shards/{train,eval}-NNNNN.array_record   one pair per work unit
     shards/unit-NNNNN.json        a unit's counts, written after its shards: resume skips it
 
@@ -64,7 +67,8 @@ def settings_of(config):
 def _sha256(path):
   if not os.path.isfile(path):
     raise UserError(f"config.tokenizer.path={path!r} does not exist; give a SentencePiece "
-                    f".model or a WordPiece vocab.txt, or leave it empty to train one")
+                    f".model, a WordPiece vocab.txt or a Hugging Face tokenizer.json, or "
+                    f"leave it empty to train one")
   with open(path, "rb") as f:
     return hashlib.sha256(f.read()).hexdigest()
 
@@ -135,10 +139,9 @@ def prepare(config, data_dir, log=print, progress=True):
 def _tokenizer(config, data_dir, units, settings, log):
   """The prepared dir's tokenizer: a copy of config.tokenizer.path, or trained (once)."""
   t = config.tokenizer
-  stamp = os.path.join(data_dir, "tokenizer.json")
+  stamp = os.path.join(data_dir, "tokenizer_settings.json")
   if t.path:
-    name = tokenizer_lib.load(t.path, lowercase=t.lowercase).kind
-    target = os.path.join(data_dir, "vocab.txt" if name == "wordpiece" else "tokenizer.model")
+    target = os.path.join(data_dir, tokenizer_lib.load(t.path, lowercase=t.lowercase).file_name)
     shutil.copyfile(t.path, target + ".tmp")
     os.replace(target + ".tmp", target)
     tok = tokenizer_lib.load(target, lowercase=t.lowercase)

@@ -1,19 +1,22 @@
-"""Tokenizers: a SentencePiece model we train, or a BERT WordPiece `vocab.txt`.
+"""Tokenizers: a SentencePiece model we train, or a BERT WordPiece vocabulary.
 
 Both classes offer one interface (ids of the five special tokens, `encode`,
 `encode_batch`, `decode`, and per-id tables for masking), so the pipeline does
-not care which it has. `load` picks the class from the file.
+not care which it has. `load` picks the class from the file: a SentencePiece
+`.model`, a WordPiece `vocab.txt`, or a Hugging Face `tokenizer.json` whose model
+is WordPiece.
 
 SentencePiece models trained here have the special ids fixed, so the model, the
 masking and the checkpoints agree on them without reading the tokenizer:
-[PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4. [CLS], [SEP] and [MASK] are
-user-defined symbols, so "[MASK]" typed in text encodes to MASK_ID (handy for
-fill-mask demos). A WordPiece vocabulary keeps its own ids (Google's BERT
+[PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4. In both kinds the five special
+tokens typed in text encode to their ids, as in Hugging Face tokenizers (handy
+for fill-mask demos). A WordPiece vocabulary keeps its own ids (Google's BERT
 vocabularies have [CLS]=101): read them from the tokenizer, not the constants.
 """
 
 import hashlib
 import io
+import json
 import os
 import re
 
@@ -34,6 +37,11 @@ TRAIN_THREADS = 16
 
 # A whole-token "[...]" (e.g. "[unused7]"): reserved, never a masking candidate.
 _BRACKET_TOKEN = re.compile(r"\[[^\[\]]+\]")
+# A special token typed in text. [CLS], [SEP] and [MASK] are SentencePiece user-defined
+# pieces; [PAD] (control) and [UNK] (unknown) are not (see `Tokenizer._join_specials`).
+_TYPED_SPECIAL = re.compile(r"\[(?:PAD|UNK|CLS|SEP|MASK)\]")
+_NOT_USER_DEFINED = re.compile(r"\[(?:PAD|UNK)\]")
+_USER_DEFINED_IDS = frozenset((CLS_ID, SEP_ID, MASK_ID))
 
 
 def _spm():
@@ -137,6 +145,7 @@ class Tokenizer:
   """A trained SentencePiece model with BERT's special ids."""
 
   kind = "sentencepiece"
+  file_name = "tokenizer.model"  # its name in a prepared data dir
   pad_id, unk_id, cls_id, sep_id, mask_id = SPECIAL_IDS
   special_ids = SPECIAL_IDS
 
@@ -157,26 +166,51 @@ class Tokenizer:
   def vocab_size(self) -> int:
     return self._sp.get_piece_size()
 
+  def model_proto(self) -> bytes:
+    """The serialized SentencePiece `ModelProto` (for export)."""
+    return self._sp.serialized_model_proto()
+
   def encode(self, text: str) -> list[int]:
     """Token ids of `text`, without [CLS] / [SEP]."""
-    return self._join_mask(self._sp.encode(text, out_type=int))
+    return self.encode_batch([text])[0]
 
   def encode_batch(self, texts: list[str]) -> list[list[int]]:
     """Token ids of several texts (one C++ call, faster than a loop)."""
-    return [self._join_mask(ids) for ids in self._sp.encode(texts, out_type=int)]
+    encoded = self._sp.encode(texts, out_type=int)
+    # `in` on the text runs in C: only texts with a "[" can hold a special.
+    return [ids if "[" not in text else self._join_specials(text, ids)
+            for text, ids in zip(texts, encoded)]
 
-  def _join_mask(self, ids: list[int]) -> list[int]:
-    """Drops the lone word-start piece SentencePiece puts before "[MASK]".
+  def _join_specials(self, text: str, ids: list[int]) -> list[int]:
+    """The ids of a text with special tokens typed in it, as Hugging Face gives them.
 
-    "a [MASK] b" encodes as `▁a ▁ [MASK] ▁b`; in training a masked word is one
-    piece that carries its own `▁`, so the [MASK] stands for `▁word` and the
-    lone `▁` would be a token the model never saw there (Hugging Face strips
-    the space before an ALBERT-style [MASK] the same way).
+    SentencePiece cuts out its user-defined pieces ([CLS], [SEP], [MASK]) from the
+    raw text but never its control and unknown pieces, so a typed "[PAD]" would
+    become characters: the text is encoded again with "[PAD]" and "[UNK]" swapped
+    for "[MASK]", and their ids are put back (one user-defined id per typed
+    special, in order).
+
+    The lone word-start piece before each special is dropped: "a [MASK] b"
+    encodes as `▁a ▁ [MASK] ▁b`, but in training a masked word is one piece that
+    carries its own `▁`, so the [MASK] stands for `▁word` and the lone `▁` would
+    be a token the model never saw there; the same holds for the specials that
+    training inserts as ids. The Hugging Face export drops it too: its normalizer
+    strips the spaces before a special token.
     """
-    if MASK_ID not in ids:
+    typed = _TYPED_SPECIAL.findall(text)
+    if not typed:
       return ids
-    return [t for i, t in enumerate(ids)
-            if not (t == self._space_id and i + 1 < len(ids) and ids[i + 1] == MASK_ID)]
+    if len(typed) != sum(t in _USER_DEFINED_IDS for t in ids):
+      ids = self._sp.encode(_NOT_USER_DEFINED.sub("[MASK]", text), out_type=int)
+    queue = iter(typed)
+    out = []
+    for t in ids:
+      if t in _USER_DEFINED_IDS:
+        t = SPECIAL_IDS[SPECIAL_PIECES.index(next(queue))]
+        if out and out[-1] == self._space_id:
+          out.pop()
+      out.append(t)
+    return out
 
   def decode(self, ids) -> str:
     return self._sp.decode([int(i) for i in ids])
@@ -203,27 +237,32 @@ class Tokenizer:
 
 
 class WordPieceTokenizer:
-  """A BERT WordPiece vocabulary (`vocab.txt`), run by Hugging Face `tokenizers`.
+  """A BERT WordPiece tokenizer, run by Hugging Face `tokenizers`.
 
-  Text is cut as Google's BERT and `BertTokenizerFast` cut it: BertNormalizer
-  (control characters removed, CJK characters split apart, lowercasing and
-  accent stripping when `lowercase`), then BertPreTokenizer (whitespace and
-  punctuation), then greedy longest-match WordPiece with "##" continuations.
-  The five special tokens typed in text encode to their ids.
+  From a `vocab.txt`, text is cut as Google's BERT and `BertTokenizerFast` cut
+  it: BertNormalizer (control characters removed, CJK characters split apart,
+  lowercasing and accent stripping when `lowercase`), then BertPreTokenizer
+  (whitespace and punctuation), then greedy longest-match WordPiece with "##"
+  continuations. From a Hugging Face `tokenizer.json` (`from_hf_json`), as that
+  file says. The five special tokens typed in text encode to their ids.
 
   Attributes:
-    lowercase: whether text is lowercased (and accents stripped).
+    lowercase: whether text is lowercased.
+    file_name: "vocab.txt" or "tokenizer.json", the kind of file it was read from.
   """
 
   kind = "wordpiece"
 
-  def __init__(self, vocab_path: str, *, lowercase: bool | None = None):
+  def __init__(self, vocab_path: str, *, lowercase: bool | None = None,
+               strip_accents: bool | None = None, handle_chinese_chars: bool = True):
     """Reads `vocab_path` (one token per line, the id is the line number).
 
     Args:
       vocab_path: a BERT `vocab.txt`.
-      lowercase: None (auto) lowercases iff no token has an uppercase letter
-        outside "[...]" brackets, which tells cased from uncased vocabularies.
+      lowercase: None (auto) lowercases iff lowercasing changes no token (its
+        "[...]" brackets aside), which tells cased from uncased vocabularies.
+      strip_accents: None strips accents iff `lowercase` (as BERT).
+      handle_chinese_chars: put spaces around CJK characters (as BERT).
     """
     import tokenizers  # Imported on use, like sentencepiece.
     from tokenizers import decoders, models, normalizers, pre_tokenizers
@@ -238,23 +277,83 @@ class WordPieceTokenizer:
         raise UserError(f"WordPiece vocabulary {vocab_path} has no {piece} "
                         f"token; add a line {piece} or use a BERT vocab.txt")
     if lowercase is None:
-      lowercase = not any(c.isupper() for token in vocab
+      # c.lower() != c, not c.isupper(): uncased BERT vocabularies hold "ℝ", which is
+      # upper case but has no lower case (lowercasing keeps it).
+      lowercase = not any(c.lower() != c for token in vocab
                           for c in _BRACKET_TOKEN.sub("", token))
     tok = tokenizers.Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tok.normalizer = normalizers.BertNormalizer(
+        lowercase=lowercase, strip_accents=strip_accents,
+        handle_chinese_chars=handle_chinese_chars)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
+    self._setup(tok, vocab_path, data, lowercase=lowercase, file_name="vocab.txt")
+
+  @classmethod
+  def from_hf_json(cls, path: str, *, lowercase: bool | None = None) -> "WordPieceTokenizer":
+    """Reads a Hugging Face `tokenizer.json` whose model is WordPiece (BERT's).
+
+    Its normalizer, pre-tokenizer and vocabulary are used as they are; padding
+    and truncation, which some files carry (all-MiniLM-L6-v2 pads to 128), are
+    turned off: ids are cut and padded later, by the pipeline.
+
+    Args:
+      path: the `tokenizer.json`.
+      lowercase: None, or what the file's normalizer must do (else an error).
+
+    Raises:
+      UserError: the file is not a tokenizer.json, its model is not WordPiece,
+        it lacks a special token, or it does not lowercase as `lowercase` says.
+    """
+    import tokenizers  # pylint: disable=g-import-not-at-top
+    data = _read_bytes(path, "tokenizer")
+    try:
+      spec = json.loads(data)
+      model_type = spec["model"].get("type")
+      tok = tokenizers.Tokenizer.from_str(data.decode("utf-8"))
+    except Exception as e:  # JSON, layout or tokenizers' own errors: one message.
+      raise UserError(f"tokenizer {path} is not a Hugging Face tokenizer.json "
+                      f"({str(e).splitlines()[0][:120]}); give a tokenizer.json, a "
+                      f"vocab.txt or a SentencePiece model") from None
+    if model_type != "WordPiece":
+      raise UserError(f"tokenizer {path} is a Hugging Face {model_type} tokenizer; "
+                      f"bert_jax reads WordPiece tokenizer.json files (BERT's), "
+                      f"vocab.txt and SentencePiece models; give one of those")
+    found = _lowercases(spec.get("normalizer"))
+    if lowercase is not None and lowercase != found:
+      raise UserError(f"tokenizer {path} {'lowercases' if found else 'keeps the case of'} "
+                      f"text but lowercase={lowercase} was asked; leave "
+                      f"config.tokenizer.lowercase unset for a tokenizer.json")
+    tok.no_padding()
+    tok.no_truncation()
+    self = cls.__new__(cls)
+    self._setup(tok, path, data, lowercase=found, file_name="tokenizer.json",
+                prefix=spec["model"].get("continuing_subword_prefix") or "##")
+    return self
+
+  def _setup(self, tok, path: str, data: bytes, *, lowercase: bool, file_name: str,
+             prefix: str = "##") -> None:
+    for piece in SPECIAL_PIECES:
+      if tok.token_to_id(piece) is None:
+        raise UserError(f"tokenizer {path} has no {piece} token; use a BERT "
+                        f"tokenizer.json")
     tok.add_special_tokens(list(SPECIAL_PIECES))
     self._tok = tok
-    self._vocab = vocab
+    self._vocab = tok.get_vocab(with_added_tokens=True)
+    self._prefix = prefix
     self.lowercase = lowercase
-    self.special_ids = tuple(vocab[p] for p in SPECIAL_PIECES)
+    self.file_name = file_name
+    self.special_ids = tuple(self._vocab[p] for p in SPECIAL_PIECES)
     self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (
         self.special_ids)
     # Ids are line numbers; a repeated line leaves a hole, so not len(vocab).
-    self.vocab_size = max(vocab.values()) + 1
-    self.model_path = vocab_path
+    self.vocab_size = max(self._vocab.values()) + 1
+    self.model_path = path
     self.fingerprint = hashlib.sha256(data).hexdigest()
+
+  def to_hf_json(self) -> str:
+    """The Hugging Face `tokenizers` JSON of this tokenizer (no padding or truncation)."""
+    return self._tok.to_str()
 
   def encode(self, text: str) -> list[int]:
     """Token ids of `text`, without [CLS] / [SEP]."""
@@ -278,12 +377,41 @@ class WordPieceTokenizer:
 
   def word_start_table(self) -> np.ndarray:
     """(vocab_size,) bool: True for every token not starting with "##"."""
-    return self._table(lambda token: not token.startswith("##"))
+    return self._table(lambda token: not token.startswith(self._prefix))
 
   def special_table(self) -> np.ndarray:
     """(vocab_size,) bool: True for the five specials and every "[...]" token."""
     return self._table(lambda token: token in SPECIAL_PIECES or
                        _BRACKET_TOKEN.fullmatch(token) is not None)
+
+
+def _lowercases(normalizer: dict | None) -> bool:
+  """Whether a `tokenizers` normalizer (its JSON) lowercases text."""
+  if not normalizer:
+    return False
+  kind = normalizer.get("type")
+  if kind == "Sequence":
+    return any(_lowercases(n) for n in normalizer.get("normalizers", ()))
+  return kind == "Lowercase" or (kind == "BertNormalizer" and bool(normalizer.get("lowercase")))
+
+
+def _is_hf_json(path: str) -> bool:
+  """Whether to read the file as a Hugging Face tokenizer.json.
+
+  A ".json" name says so (a broken one then gets its own error); otherwise the
+  file must be a JSON object with a "model".
+  """
+  if path.endswith(".json"):
+    return True
+  with open(path, "rb") as f:
+    if not f.read(64).lstrip().startswith(b"{"):
+      return False
+    f.seek(0)
+    try:
+      spec = json.load(f)
+    except (ValueError, UnicodeDecodeError):
+      return False
+  return isinstance(spec, dict) and "model" in spec
 
 
 def _is_text(path: str) -> bool:
@@ -305,16 +433,19 @@ def load(path: str, lowercase: bool | None = None) -> Tokenizer | WordPieceToken
   """The tokenizer in `path`.
 
   Args:
-    path: a text file is read as a WordPiece `vocab.txt`, anything else as a
-      SentencePiece model.
-    lowercase: WordPiece only; None: lowercase if the vocab has no capitals.
+    path: a Hugging Face `tokenizer.json` (WordPiece), a WordPiece `vocab.txt`
+      (any other text file), or a SentencePiece model.
+    lowercase: WordPiece only; None: lowercase if the vocab has no capitals
+      (vocab.txt), or as the tokenizer.json says.
 
   Raises:
-    UserError: the file is missing or is neither kind of tokenizer.
+    UserError: the file is missing or is no tokenizer we read.
   """
   if not os.path.isfile(path):
-    raise UserError(f"tokenizer {path} does not exist; give a SentencePiece "
-                    f"model or a BERT vocab.txt, or fix config.tokenizer.path")
+    raise UserError(f"tokenizer {path} does not exist; give a SentencePiece model, a "
+                    f"BERT vocab.txt or tokenizer.json, or fix config.tokenizer.path")
+  if _is_hf_json(path):
+    return WordPieceTokenizer.from_hf_json(path, lowercase=lowercase)
   if _is_text(path):
     return WordPieceTokenizer(path, lowercase=lowercase)
   return Tokenizer(path)

