@@ -93,68 +93,64 @@ def _prepare(argv):
     prepare.prepare(config, prepare.data_dir_of(config, workdir))
 
 
+def _parser(command, description, workdir_help="a run directory", step=False):
+  """An argparse parser for a workdir command (--workdir, and --step if asked)."""
+  parser = argparse.ArgumentParser(prog=f"bert-jax {command}", description=description)
+  parser.add_argument("--workdir", required=True, help=workdir_help)
+  if step:
+    parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+  return parser
+
+
+def _parse(parser, argv):
+  args = parser.parse_args(argv)
+  from absl import logging
+  logging.set_verbosity(logging.ERROR)  # Orbax warns about read-only managers
+  return args
+
+
 def _fill_mask(argv):
-  parser = argparse.ArgumentParser(prog="bert-jax fill-mask",
-                                   description="Top predictions for each [MASK] in the text.")
-  parser.add_argument("--workdir", required=True, help="a pretraining run directory")
+  parser = _parser("fill-mask", "Top predictions for each [MASK] in the text.")
   parser.add_argument("--json", action="store_true", help="one JSON list per input")
   parser.add_argument("--top-k", type=int, default=5)
   parser.add_argument("text", nargs="+", help='text containing [MASK], e.g. "a [MASK] b"')
-  args = parser.parse_args(argv)
-  _quiet_orbax()
+  args = _parse(parser, argv)
   from bert_jax import inference
   inference.main(args.workdir, args.text, top_k=args.top_k, as_json=args.json)
 
 
-def _quiet_orbax():
-  from absl import logging
-  logging.set_verbosity(logging.ERROR)  # Orbax warns about read-only managers
-
-
 def _export_hf(argv):
-  parser = argparse.ArgumentParser(
-      prog="bert-jax export-hf",
-      description="A run's checkpoint as a Hugging Face BertForPreTraining directory "
-                  "(config.json, model.safetensors, tokenizer files).")
-  parser.add_argument("--workdir", required=True, help="a run directory")
+  parser = _parser("export-hf", "A run's checkpoint as a Hugging Face BertForPreTraining "
+                   "directory (config.json, model.safetensors, tokenizer files).", step=True)
   parser.add_argument("--out", required=True, help="the Hugging Face directory to write")
-  parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
   parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-  args = parser.parse_args(argv)
-  _quiet_orbax()
+  args = _parse(parser, argv)
   from bert_jax.hf import export
   export.export_hf(args.workdir, args.out, step=args.step, overwrite=args.overwrite)
 
 
 def _import_hf(argv):
-  parser = argparse.ArgumentParser(
-      prog="bert-jax import-hf",
-      description="A Hugging Face BERT checkpoint directory as a bert_jax workdir to start "
-                  "from (--config.init_from=WORKDIR).")
+  parser = _parser("import-hf", "A Hugging Face BERT checkpoint directory as a bert_jax "
+                   "workdir to start from (--config.init_from=WORKDIR).", "the new run directory")
   parser.add_argument("--hf", required=True, help="checkpoint dir: config.json, weights, vocab")
-  parser.add_argument("--workdir", required=True, help="the new run directory")
   parser.add_argument("--seed", type=int, default=0, help="initialises missing heads")
   parser.add_argument("--vocab-multiple", type=int, default=128,
                       help="pad the vocabulary rows to a multiple (config.model.vocab_multiple)")
-  args = parser.parse_args(argv)
-  _quiet_orbax()
+  args = _parse(parser, argv)
   from bert_jax.hf import import_hf
   import_hf.import_hf(args.hf, args.workdir, vocab_multiple=args.vocab_multiple, seed=args.seed)
 
 
 def _embed(argv):
-  parser = argparse.ArgumentParser(prog="bert-jax embed",
-                                   description="One vector per line of text, saved as .npy.")
-  parser.add_argument("--workdir", required=True, help="a run directory (or an imported one)")
+  parser = _parser("embed", "One vector per line of text, saved as .npy.",
+                   "a run directory (or an imported one)", step=True)
   parser.add_argument("--input", required=True, help="UTF-8 text file, one text per line")
   parser.add_argument("--output", required=True, help="where to write the (lines, hidden) .npy")
   parser.add_argument("--pooling", choices=("cls", "mean"), default="mean",
                       help="[CLS] hidden state, or the mean over non-padding tokens")
   parser.add_argument("--batch-size", type=int, default=64)
   parser.add_argument("--max-length", type=int, help="tokens per text (default: the model's)")
-  parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
-  args = parser.parse_args(argv)
-  _quiet_orbax()
+  args = _parse(parser, argv)
   from bert_jax import embed
   embed.main(args.workdir, args.input, args.output, pooling=args.pooling,
              batch_size=args.batch_size, max_length=args.max_length, step=args.step)
