@@ -9,6 +9,7 @@ state.
 
 import os
 
+from absl import logging
 import orbax.checkpoint as ocp
 
 from bert_jax.errors import UserError
@@ -18,12 +19,18 @@ class Checkpoints:
   """Async, keep-last-N checkpoints in `directory`."""
 
   def __init__(self, directory, *, keep=3, async_save=True, read_only=False):
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, enable_async_checkpointing=async_save, read_only=read_only,
-        create=not read_only)
     self.directory = os.path.abspath(directory)  # tensorstore wants absolute paths
-    self._manager = ocp.CheckpointManager(
-        self.directory, options=options, item_names=("params", "opt_state", "meta"))
+    level = logging.get_verbosity()
+    if read_only:  # Orbax warns that a read-only manager neither saves nor deletes
+      logging.set_verbosity(logging.ERROR)
+    try:
+      options = ocp.CheckpointManagerOptions(
+          max_to_keep=keep, enable_async_checkpointing=async_save, read_only=read_only,
+          create=not read_only)
+      self._manager = ocp.CheckpointManager(
+          self.directory, options=options, item_names=("params", "opt_state", "meta"))
+    finally:
+      logging.set_verbosity(level)
 
   def latest_step(self):
     return self._manager.latest_step()
