@@ -10,8 +10,10 @@ The model keeps the architecture, vocabulary and tokenizer of `config.init_from`
 WORKDIR/data. MLM only (RoBERTa full sentences, dynamic masking; set
 `data.whole_word_masking=True` for whole words), evaluated on held-out documents before
 the first step and every 100 steps (20 batches of 16 held-out rows). The default corpus is CPython's documentation.
-Measured on 2 CPU cores from all-MiniLM-L6-v2 (README, "Domain-adaptive pretraining"):
-see the numbers there.
+Measured on 2 CPU cores from all-MiniLM-L6-v2 (no MLM head: import initialises it):
+held-out MLM accuracy 0.000 -> 0.117 (step 100) -> 0.155 (step 200) against 0.061 for the
+most frequent token, loss 10.55 -> 5.34, in 11 minutes (README, "Domain-adaptive
+pretraining").
 """
 
 from bert_jax import config as config_lib
