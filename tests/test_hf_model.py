@@ -121,6 +121,33 @@ def test_import_export_import_is_bit_identical(imported, tmp_path, capsys):
   assert config["vocab_size"] == 30522 and config["architectures"] == ["BertForPreTraining"]
 
 
+def test_import_reads_sharded_pytorch_bin_with_old_names(imported, tmp_path, capsys):
+  """pytorch_model.bin in two shards, `bert.` prefix and TF-era LayerNorm.gamma / beta,
+  plus a classifier we do not use: the same parameters as the safetensors import."""
+  from safetensors.numpy import load_file
+  hf_dir = tmp_path / "bin"
+  hf_dir.mkdir()
+  for name in ("config.json", "vocab.txt", "tokenizer_config.json"):
+    shutil.copy(os.path.join(MINILM, name), hf_dir / name)
+  state = {"bert." + k.replace("LayerNorm.weight", "LayerNorm.gamma").replace(
+      "LayerNorm.bias", "LayerNorm.beta"): torch.from_numpy(v)
+      for k, v in load_file(os.path.join(MINILM, "model.safetensors")).items()}
+  state["classifier.weight"] = torch.zeros(2, 384)
+  names = sorted(state)
+  shards = {"pytorch_model-00001-of-00002.bin": names[::2],
+            "pytorch_model-00002-of-00002.bin": names[1::2]}
+  for file, keys in shards.items():
+    torch.save({k: state[k] for k in keys}, hf_dir / file)
+  (hf_dir / "pytorch_model.bin.index.json").write_text(json.dumps(
+      {"weight_map": {k: f for f, keys in shards.items() for k in keys}}))
+  workdir = str(tmp_path / "run")
+  assert cli.main(["import-hf", "--hf", str(hf_dir), "--workdir", workdir]) == 0
+  assert "not used: classifier.weight" in capsys.readouterr().out
+  a, b = _flat(inference.load_run(imported).params), _flat(inference.load_run(workdir).params)
+  for key in a:
+    assert np.array_equal(a[key], b[key]), key
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   """A tiny run of ours, trained on a (data 2, fsdp 2, tensor 2) mesh of 8 fake devices."""
