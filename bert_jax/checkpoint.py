@@ -70,14 +70,19 @@ class Checkpoints:
     self._manager.close()
 
 
+def workdir_of(path):
+  """The run directory of `path`, a workdir or its `checkpoints/` folder."""
+  path = os.path.normpath(path)
+  return os.path.dirname(path) if os.path.basename(path) == "checkpoints" else path
+
+
 def open_run(path, step=None):
   """Read-only checkpoints of a run and the step to use (the latest unless given).
 
   `path` is a workdir or its `checkpoints/` folder. Raises UserError when there is no
   finished checkpoint, or none at `step` (listing the steps there are).
   """
-  directory = path if os.path.basename(os.path.normpath(path)) == "checkpoints" else (
-      os.path.join(path, "checkpoints"))
+  directory = os.path.join(workdir_of(path), "checkpoints")
   if not os.path.isdir(directory):
     raise UserError(f"{path} has no checkpoints/; train first: bert-jax pretrain --workdir {path}")
   checkpoints = Checkpoints(directory, read_only=True)

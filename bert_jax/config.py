@@ -118,6 +118,8 @@ def base_config():
   return c
 
 
+_NEEDS_INIT_FROM = ("config.model.size='checkpoint' takes the architecture of config.init_from; "
+                    "set --config.init_from=WORKDIR (e.g. made by import-hf)")
 # The architecture that `config.model.size="checkpoint"` takes from config.init_from.
 ARCHITECTURE_KEYS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
                      "max_position_embeddings", "type_vocab_size", "layer_norm_eps",
@@ -139,8 +141,7 @@ def model_config(config, vocab_size, init_model=None):
                 remat_policy=m.remat_policy, attention_impl=m.attention_impl)
   if m.size == "checkpoint":
     if init_model is None:
-      raise UserError("config.model.size='checkpoint' takes the architecture of "
-                      "config.init_from; set --config.init_from=WORKDIR (e.g. made by import-hf)")
+      raise UserError(_NEEDS_INIT_FROM)
     arch = {k: init_model[k] for k in ARCHITECTURE_KEYS if k in init_model}
     if arch["vocab_size"] < vocab_size:
       raise UserError(f"config.init_from has {arch['vocab_size']} vocabulary rows but the "
@@ -161,8 +162,7 @@ def _size(config):
   """(layers, hidden) of `config.model.size`."""
   if config.model.size == "checkpoint":
     if not config.init_from:
-      raise UserError("config.model.size='checkpoint' takes the architecture of "
-                      "config.init_from; set --config.init_from=WORKDIR (e.g. made by import-hf)")
+      raise UserError(_NEEDS_INIT_FROM)
     return None
   if config.model.size not in SIZES:
     raise UserError(f"config.model.size={config.model.size!r} is not one of "

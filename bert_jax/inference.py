@@ -82,15 +82,10 @@ def inherit_tokenizer(config):
   config.init_from: a model continues with the vocabulary it was trained on."""
   if config.model.size != "checkpoint" or not config.init_from or config.tokenizer.path:
     return
-  path, lowercase = run_tokenizer_path(_workdir_of(config.init_from))
+  path, lowercase = run_tokenizer_path(ckpt_lib.workdir_of(config.init_from))
   config.tokenizer.path = path
   config.tokenizer.lowercase = lowercase
   config.tokenizer.vocab_size = tokenizer_lib.load(path, lowercase=lowercase).vocab_size
-
-
-def _workdir_of(path):
-  path = os.path.normpath(path)
-  return os.path.dirname(path) if os.path.basename(path) == "checkpoints" else path
 
 
 def _data_dir(workdir):

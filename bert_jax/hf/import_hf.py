@@ -64,7 +64,6 @@ def import_hf(hf_dir, workdir, *, vocab_multiple=128, seed=0, log=print):
     os.replace(staging, final)
   finally:
     shutil.rmtree(staging, ignore_errors=True)
-  tokenizer = inference.run_tokenizer(workdir)
   meta = {"model": config_lib.model_dict(model_cfg), "step": 0,
           "tokenizer_fingerprint": tokenizer.fingerprint,
           "imported_from": os.path.abspath(hf_dir), "hf_vocab_size": hf_vocab,

@@ -90,10 +90,10 @@ def _refuse_imported(workdir):
     return
   checkpoints = ckpt_lib.Checkpoints(directory, read_only=True)
   step = checkpoints.latest_step()
-  if step is not None and "imported_from" in checkpoints.meta(step):
-    raise UserError(f"{workdir} holds a checkpoint imported from "
-                    f"{checkpoints.meta(step)['imported_from']} (parameters only); train from "
-                    f"it with a new --workdir and --config.init_from={workdir}")
+  source = None if step is None else checkpoints.meta(step).get("imported_from")
+  if source:
+    raise UserError(f"{workdir} holds a checkpoint imported from {source} (parameters only); "
+                    f"train from it with a new --workdir and --config.init_from={workdir}")
 
 
 def _open_init_from(config, manifest):
@@ -194,9 +194,11 @@ def pretrain(config, workdir):
           "batch_size": t.batch_size, "seed": config.seed}
   step = start
 
+  baseline = _baseline(eval_batches, manifest)
+
   def evaluate(params):
     values = _evaluate(eval_step, params, eval_batches, mesh)
-    values["mlm_baseline_accuracy"] = _baseline(eval_batches, manifest)
+    values["mlm_baseline_accuracy"] = baseline
     writer.write(step, "eval", values)
     pair_task = "" if d.objective == "mlm" else (
         f", {d.objective}_accuracy {values['nsp_accuracy']:.3f}")
