@@ -70,19 +70,26 @@ class Checkpoints:
     self._manager.close()
 
 
+def has_best(workdir):
+  """Whether a fine-tuned run kept its best eval's parameters (WORKDIR/best/)."""
+  directory = os.path.join(workdir_of(workdir), "best")
+  return os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))
+
+
 def workdir_of(path):
   """The run directory of `path`, a workdir or its `checkpoints/` folder."""
   path = os.path.normpath(path)
   return os.path.dirname(path) if os.path.basename(path) == "checkpoints" else path
 
 
-def open_run(path, step=None):
+def open_run(path, step=None, folder="checkpoints"):
   """Read-only checkpoints of a run and the step to use (the latest unless given).
 
-  `path` is a workdir or its `checkpoints/` folder. Raises UserError when there is no
-  finished checkpoint, or none at `step` (listing the steps there are).
+  `path` is a workdir or its `checkpoints/` folder; `folder` is `best` for the best eval
+  of a fine-tuned run. Raises UserError when there is no finished checkpoint, or none at
+  `step` (listing the steps there are).
   """
-  directory = os.path.join(workdir_of(path), "checkpoints")
+  directory = os.path.join(workdir_of(path), folder)
   if not os.path.isdir(directory):
     raise UserError(f"{path} has no checkpoints/; train first: bert-jax pretrain --workdir {path}")
   checkpoints = Checkpoints(directory, read_only=True)

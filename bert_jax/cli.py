@@ -2,6 +2,9 @@
 
     bert-jax prepare [--config configs/RECIPE.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
     bert-jax pretrain [--config configs/RECIPE.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
+    bert-jax finetune [--config configs/finetune/TASK.py] --workdir DIR [--config.KEY=VALUE ...]
+    bert-jax evaluate --workdir DIR [--data FILE|tfds:NAME:SPLIT] [--step N]
+    bert-jax predict --workdir DIR --input FILE --output OUT.jsonl [--step N]
     bert-jax fill-mask --workdir DIR [--json] [--top-k 5] "text with [MASK] in it" ...
     bert-jax export-hf --workdir DIR --out HF_DIR [--step N] [--overwrite]
     bert-jax import-hf --hf HF_DIR --workdir DIR
@@ -27,6 +30,11 @@ USAGE = {
 Pretrains (or resumes) BERT as the recipe says; without --config, the embedded demo
 (configs/demo.py). Prepares the data first (as `prepare` does) unless it is prepared.
 Keys, defaults and comments: bert_jax/config.py.""",
+    "finetune": """usage: bert-jax finetune [--config configs/finetune/TASK.py] --workdir DIR [--config.KEY=VALUE ...]
+
+Fine-tunes config.init_from (a pretraining run or an import-hf workdir) on a task:
+classification, regression, tokens or qa. Without --config: configs/finetune/classify_csv.py.
+Keys, defaults and comments: bert_jax/config.py (finetune_base_config).""",
     "prepare": """usage: bert-jax prepare [--config configs/RECIPE.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
 
 Prepares the recipe's data: tokenizer, sharded records and manifest.json in
@@ -35,9 +43,9 @@ run it again to finish an interrupted preparation. Keys: bert_jax/config.py.""",
 }
 
 
-def _parse_config(command, argv):
+def _parse_config(command, argv, default=None):
   """(config, workdir) from `--config FILE[:ARG] --workdir DIR --config.KEY=VALUE ...`;
-  None after printing help for --help."""
+  None after printing help for --help. Without --config: `default` (the demo recipe)."""
   from absl import flags
   from absl import logging
   from ml_collections import config_flags
@@ -53,7 +61,7 @@ def _parse_config(command, argv):
   try:
     # config_flags reads --config.KEY overrides from sys.argv while defining the flag.
     config_flags.DEFINE_config_file(
-        "config", str(config_lib.DEFAULT_CONFIG), "Recipe file (configs/*.py[:ARG]).",
+        "config", str(default or config_lib.DEFAULT_CONFIG), "Recipe file (configs/*.py[:ARG]).",
         flag_values=fv, lock_config=True)
     flags.DEFINE_string("workdir", None, "Run directory: data, checkpoints, metrics.",
                         flag_values=fv)
@@ -72,7 +80,11 @@ def _parse_config(command, argv):
     return None
   if not fv.workdir:
     raise UserError("--workdir is required: the folder for data, checkpoints and metrics")
-  config_lib.validate(config)
+  if command == "finetune":
+    from bert_jax.train import finetune
+    finetune.validate(config)
+  else:
+    config_lib.validate(config)
   return config, fv.workdir
 
 
@@ -81,6 +93,35 @@ def _pretrain(argv):
   if parsed:
     from bert_jax.train import loop
     loop.pretrain(*parsed)
+
+
+def _finetune(argv):
+  from bert_jax import config as config_lib
+  parsed = _parse_config("finetune", argv, default=config_lib.DEFAULT_FINETUNE_CONFIG)
+  if parsed:
+    from bert_jax.train import finetune
+    finetune.finetune(*parsed)
+
+
+def _evaluate(argv):
+  parser = _parser("evaluate", "Metrics of a fine-tuned run on its eval data (or --data); "
+                   "the last line is one JSON object.", step=True)
+  parser.add_argument("--data", help="a .csv / .tsv / .jsonl file or tfds:NAME:SPLIT "
+                      "(default: the run's config.data.eval)")
+  args = _parse(parser, argv)
+  from bert_jax import serve
+  serve.evaluate_main(args.workdir, data=args.data, step=args.step)
+
+
+def _predict(argv):
+  parser = _parser("predict", "Predictions of a fine-tuned run for every row of --input, as "
+                   "JSON Lines: label and probabilities, value, word tags or answer.", step=True)
+  parser.add_argument("--input", required=True, help="a .csv / .tsv / .jsonl file with the "
+                      "run's text columns (or tfds:NAME:SPLIT)")
+  parser.add_argument("--output", required=True, help="the .jsonl file to write")
+  args = _parse(parser, argv)
+  from bert_jax import serve
+  serve.predict_main(args.workdir, args.input, args.output, step=args.step)
 
 
 def _prepare(argv):
@@ -156,7 +197,8 @@ def _embed(argv):
              batch_size=args.batch_size, max_length=args.max_length, step=args.step)
 
 
-COMMANDS = {"prepare": _prepare, "pretrain": _pretrain, "fill-mask": _fill_mask,
+COMMANDS = {"prepare": _prepare, "pretrain": _pretrain, "finetune": _finetune,
+            "evaluate": _evaluate, "predict": _predict, "fill-mask": _fill_mask,
             "export-hf": _export_hf, "import-hf": _import_hf, "embed": _embed}
 
 

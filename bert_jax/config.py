@@ -30,26 +30,13 @@ INPUT_FORMATS = ("auto", "bert", "document", "jsonl")
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "demo.py"
+DEFAULT_FINETUNE_CONFIG = REPO_ROOT / "configs" / "finetune" / "classify_csv.py"
 
 
 def base_config():
-  """Every key a run reads, with the original BERT's defaults."""
-  c = ml_collections.ConfigDict()
-  c.seed = 0                      # parameters, data order, masking and dropout all derive from it
-  c.distributed = False           # call jax.distributed.initialize() (multi-host pods, SLURM)
-  c.init_from = placeholder(str)  # a workdir (or its checkpoints/) to take parameters from
-
-  c.model = ml_collections.ConfigDict()
+  """Every key a pretraining run reads, with the original BERT's defaults."""
+  c = _common()
   c.model.size = "base"           # one of SIZES, or "checkpoint": config.init_from's architecture
-  c.model.max_position_embeddings = 512
-  c.model.hidden_dropout = 0.1
-  c.model.attention_dropout = 0.1  # 0 lets GPUs use cuDNN flash attention in training
-  c.model.dtype = "float32"        # compute dtype; "bfloat16" on GPU / TPU
-  c.model.param_dtype = "float32"  # storage dtype of the parameters
-  c.model.scan_layers = False      # nn.scan over layers: faster compiles for deep models
-  c.model.remat_policy = "none"    # none | full | dots | dots_no_batch
-  c.model.attention_impl = placeholder(str)  # None (auto) | xla | cudnn
-  c.model.vocab_multiple = 128     # embedding rows padded to a multiple (fast matmuls)
 
   c.tokenizer = ml_collections.ConfigDict()
   c.tokenizer.vocab_size = 30522        # pieces, including the 5 specials (the model pads to 128)
@@ -85,11 +72,42 @@ def base_config():
   c.data.dupe_factor = 1          # passes over the corpus when building instances
   c.data.eval_fraction = 0.02     # share of documents held out for eval
 
-  c.train = ml_collections.ConfigDict()
   c.train.steps = 1_000_000
   c.train.batch_size = 256        # global, across all processes
   c.train.learning_rate = 1e-4
   c.train.warmup_steps = 10_000
+  c.train.log_every_steps = 100
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.every_steps = 10_000
+  c.eval.steps = 50               # batches of train.batch_size; fewer if the split is smaller
+  c.eval.at_start = False         # also evaluate before the first step (the "before" numbers)
+
+  c.checkpoint.every_steps = 10_000
+  c.checkpoint.keep = 3
+  return c
+
+
+def _common():
+  """The sections pretraining and fine-tuning share: model, optimizer, checkpoints, mesh."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0                      # parameters, data order, masking and dropout all derive from it
+  c.distributed = False           # call jax.distributed.initialize() (multi-host pods, SLURM)
+  c.init_from = placeholder(str)  # a workdir (or its checkpoints/) to take parameters from
+
+  c.model = ml_collections.ConfigDict()
+  c.model.size = "checkpoint"
+  c.model.max_position_embeddings = 512
+  c.model.hidden_dropout = 0.1
+  c.model.attention_dropout = 0.1  # 0 lets GPUs use cuDNN flash attention in training
+  c.model.dtype = "float32"        # compute dtype; "bfloat16" on GPU / TPU
+  c.model.param_dtype = "float32"  # storage dtype of the parameters
+  c.model.scan_layers = False      # nn.scan over layers: faster compiles for deep models
+  c.model.remat_policy = "none"    # none | full | dots | dots_no_batch
+  c.model.attention_impl = placeholder(str)  # None (auto) | xla | cudnn
+  c.model.vocab_multiple = 128     # embedding rows padded to a multiple (fast matmuls)
+
+  c.train = ml_collections.ConfigDict()
   c.train.decay = "linear"        # linear | cosine | constant, after the warmup
   c.train.optimizer = "adamw"     # adamw | lamb
   c.train.b1 = 0.9
@@ -98,23 +116,64 @@ def base_config():
   c.train.weight_decay = 0.01     # not on LayerNorm parameters or biases
   c.train.clip_norm = 1.0         # global gradient norm
   c.train.accum_steps = 1         # micro-batches per step (gradient accumulation)
-  c.train.log_every_steps = 100
-
-  c.eval = ml_collections.ConfigDict()
-  c.eval.every_steps = 10_000
-  c.eval.steps = 50               # batches of train.batch_size; fewer if the split is smaller
-  c.eval.at_start = False         # also evaluate before the first step (the "before" numbers)
 
   c.checkpoint = ml_collections.ConfigDict()
-  c.checkpoint.every_steps = 10_000
-  c.checkpoint.keep = 3
   c.checkpoint.async_save = True
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1                # -1: all devices not used by the other axes
   c.mesh.fsdp = 1
   c.mesh.tensor = 1
-  c.mesh.rules = axes.DEFAULT_RULES  # (logical axis, mesh axes) pairs
+  c.mesh.rules = axes.DEFAULT_RULES  # (logical, mesh axes) pairs
+  return c
+
+
+def finetune_base_config():
+  """Every key a fine-tuning run reads, with the paper's defaults (Devlin et al. 2018, A.3):
+  batch 32, 3 epochs, 10 % warmup then linear decay, dropout 0.1; the architecture and
+  tokenizer are config.init_from's."""
+  c = _common()
+  c.task = "classification"       # classification | regression | tokens | qa
+
+  c.head = ml_collections.ConfigDict()
+  c.head.reinit = False           # a new head even if config.init_from has one of this task
+  c.head.freeze_encoder = False   # train only the head (the feature-based use of BERT)
+  c.head.reinit_layers = 0        # re-initialise the top k encoder layers (and the pooler)
+
+  c.data = ml_collections.ConfigDict()
+  c.data.train = placeholder(str)  # a .csv / .tsv / .jsonl file, or tfds:NAME:SPLIT
+  c.data.eval = placeholder(str)   # the same kinds; evaluated every eval.every_steps
+  c.data.text_column = "text"      # tokens task: a list of words (or a whitespace-split string)
+  c.data.text_pair_column = placeholder(str)  # the second text of pair tasks (e.g. NLI)
+  c.data.label_column = "label"    # strings or ints; regression: numbers; tokens: tag lists
+  c.data.labels = placeholder(str)  # comma-separated label names in id order; None: sorted
+                                    # labels of the train data (TFDS: its ClassLabel names)
+  c.data.max_seq_length = 128
+  c.data.tfds_data_dir = placeholder(str)  # TFDS data dir; None: TFDS's default
+  c.data.doc_stride = 128         # qa: tokens between the starts of a context's windows
+  c.data.max_query_length = 64    # qa: question tokens kept
+
+  c.qa = ml_collections.ConfigDict()
+  c.qa.n_best = 20                # start and end candidates per window
+  c.qa.max_answer_length = 30     # tokens
+  c.qa.null_threshold = 0.0       # SQuAD 2.0: predict no answer when null - best > this
+  c.qa.version_2 = False          # SQuAD 2.0: questions may have no answer
+
+  c.train.epochs = 3.0
+  c.train.steps = placeholder(int)  # None: epochs x (train examples // batch_size)
+  c.train.batch_size = 32         # global, across all processes
+  c.train.learning_rate = 2e-5    # the paper picks from 5e-5, 3e-5, 2e-5 on the dev set
+  c.train.warmup_fraction = 0.1
+  c.train.log_every_steps = 10
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.every_steps = placeholder(int)  # None: at the end of every epoch
+  c.eval.batch_size = placeholder(int)   # None: train.batch_size
+  c.eval.metric = placeholder(str)  # the metric the best checkpoint is kept by; None: the
+                                    # task's (accuracy, f1, matthews, spearman, entity f1, ...)
+  c.eval.at_start = False
+
+  c.checkpoint.keep = 2           # latest checkpoints (for resuming); the best is kept apart
   return c
 
 

@@ -16,7 +16,6 @@ import tqdm
 
 from bert_jax import inference
 from bert_jax.errors import UserError
-from bert_jax.model import heads
 
 POOLINGS = ("cls", "mean")
 _LENGTH_MULTIPLE = 32
@@ -25,7 +24,7 @@ _LENGTH_MULTIPLE = 32
 @functools.partial(jax.jit, static_argnames=("model", "pooling"))
 def _pooled(params, input_ids, attention_mask, *, model, pooling):
   hidden, _ = model.apply({"params": params}, input_ids, jnp.zeros_like(input_ids),
-                          attention_mask, method=heads.BertForPreTraining.encode)
+                          attention_mask, method="encode")
   hidden = hidden.astype(jnp.float32)  # (batch, length, embed)
   if pooling == "cls":
     return hidden[:, 0]

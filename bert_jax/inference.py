@@ -26,7 +26,7 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model")  # by prefe
 @dataclasses.dataclass
 class Run:
   """A run's checkpoint loaded on one device: the model, its parameters and tokenizer."""
-  model: heads.BertForPreTraining
+  model: heads.BertForPreTraining | heads.BertForTask
   params: dict
   tokenizer: object  # tokenizer.Tokenizer | tokenizer.WordPieceTokenizer
   meta: dict
@@ -34,14 +34,16 @@ class Run:
 
 
 def load_run(workdir, step=None):
-  """The run in `workdir` at `step` (default: the latest), parameters on one device.
+  """The run in `workdir` at `step`, parameters on one device. Without `step`: the best
+  eval's parameters of a fine-tuned run (WORKDIR/best/), else the latest checkpoint.
 
   Works for a checkpoint saved on any mesh (Orbax restores into the single-device layout)
   and for one written by `import-hf` (parameters only).
   """
-  checkpoints, step = ckpt_lib.open_run(workdir, step)
+  best = step is None and ckpt_lib.has_best(workdir)
+  checkpoints, step = ckpt_lib.open_run(workdir, step, "best" if best else "checkpoints")
   meta = checkpoints.meta(step)
-  model = heads.BertForPreTraining(bert.BertConfig(**meta["model"]))
+  model = heads.model_for(bert.BertConfig(**meta["model"]), meta)
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   target = jax.tree_util.tree_map(
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract_params(model))
@@ -56,9 +58,8 @@ def load_run(workdir, step=None):
 
 def abstract_params(model):
   """The params tree of `model` as ShapeDtypeStructs (nothing allocated)."""
-  ids = jnp.zeros((1, 8), jnp.int32)
   return nn.meta.unbox(jax.eval_shape(
-      lambda: model.init(jax.random.key(0), ids, ids, ids, ids[:, :1])["params"]))
+      lambda: model.init(jax.random.key(0), *heads.dummy_inputs(model))["params"]))
 
 
 def run_tokenizer_path(workdir):

@@ -27,11 +27,10 @@ c.model.size, c.train.steps, c.train.warmup_steps, c.train.batch_size = "tiny", 
 mesh, rules = sharding.make_mesh(c.mesh), sharding.rules_from_config(c.mesh)
 model = heads.BertForPreTraining(config_lib.model_config(c, 256))
 tx, schedule = optimizer.make_optimizer(c.train)
-create = functools.partial(step.create_state, model, tx, jax.random.key(0),
-                           step.batch_shapes(4, 16, 3))
+create = functools.partial(step.create_state, model, tx, jax.random.key(0))
 state_sh = sharding.shardings_of(create, mesh, rules)
 state = sharding.sharded_init(create, state_sh)
-train_step, _ = loop.compile_steps(model, tx, schedule, 1, state_sh, mesh)
+train_step = loop.compile_train_step(step.Pretraining(model), tx, schedule, 1, state_sh, mesh)
 batches = synthetic.synthetic_batches(batch_size=4, max_seq_length=16, vocab_size=256,
                                       max_predictions=3, seed=0)
 with sharding.activate(mesh, rules):

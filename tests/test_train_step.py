@@ -34,8 +34,7 @@ def _setup(config, devices):
   rules = sharding.rules_from_config(config.mesh)
   model = heads.BertForPreTraining(config_lib.model_config(config, VOCAB))
   tx, schedule = optimizer_lib.make_optimizer(config.train)
-  shapes = step_lib.batch_shapes(BATCH, LENGTH, PREDICTIONS)
-  create = functools.partial(step_lib.create_state, model, tx, jax.random.key(0), shapes)
+  create = functools.partial(step_lib.create_state, model, tx, jax.random.key(0))
   state_sh = sharding.shardings_of(create, mesh, rules)
   state = sharding.sharded_init(create, state_sh)
   return mesh, rules, model, tx, schedule, state, state_sh
@@ -43,7 +42,8 @@ def _setup(config, devices):
 
 def _run(config, devices, steps=20, accum_steps=1):
   mesh, rules, model, tx, schedule, state, state_sh = _setup(config, devices)
-  train_step, _ = loop.compile_steps(model, tx, schedule, accum_steps, state_sh, mesh)
+  train_step = loop.compile_train_step(step_lib.Pretraining(model), tx, schedule, accum_steps,
+                                       state_sh, mesh)
   rng = np.random.default_rng(0)
   losses = []
   with sharding.activate(mesh, rules):
@@ -86,12 +86,14 @@ def test_accumulated_gradient_equals_full_batch(devices, accum):
   batch = random_batch(np.random.default_rng(5), BATCH, LENGTH, PREDICTIONS, VOCAB)
   counts = batch["masked_lm_weights"].reshape(BATCH // accum, accum, -1).sum(axis=(0, 2))
   assert len(set(counts)) > 1  # micro-batches really hold different numbers of masks
-  grad = jax.jit(step_lib.gradients, static_argnames=("model", "accum_steps", "deterministic"))
+  grad = jax.jit(step_lib.gradients,
+                 static_argnames=("objective", "accum_steps", "deterministic"))
+  objective = step_lib.Pretraining(model)
   with sharding.activate(mesh, rules):
     gbatch = sharding.global_batch(batch, mesh)
-    full, full_sums = grad(state.params, gbatch, jax.random.key(0), model=model,
+    full, full_sums = grad(state.params, gbatch, jax.random.key(0), objective=objective,
                            accum_steps=1, deterministic=True)
-    acc, acc_sums = grad(state.params, gbatch, jax.random.key(0), model=model,
+    acc, acc_sums = grad(state.params, gbatch, jax.random.key(0), objective=objective,
                          accum_steps=accum, deterministic=True)
   chex.assert_trees_all_close(acc, full, atol=1e-6, rtol=1e-5)
   chex.assert_trees_all_close(acc_sums, full_sums, rtol=1e-5)
@@ -101,7 +103,8 @@ def test_step_compiles_once():
   config = _config(data=1)
   mesh, rules, model, tx, schedule, state, state_sh = _setup(config, jax.devices()[:1])
   traced = chex.assert_max_traces(step_lib.train_step, n=1)
-  step = jax.jit(functools.partial(traced, model=model, tx=tx, schedule=schedule),
+  step = jax.jit(functools.partial(traced, objective=step_lib.Pretraining(model), tx=tx,
+                                   schedule=schedule),
                  donate_argnums=0)
   rng = np.random.default_rng(0)
   with sharding.activate(mesh, rules):

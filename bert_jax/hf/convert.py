@@ -87,8 +87,19 @@ def _layer_rows(i):
   ]
 
 
-def table(num_layers):
-  """Every row for a model of `num_layers` layers, in Hugging Face's order."""
+# Fine-tuning heads: Hugging Face's head tensor names; ours is `classifier/` for all.
+HEAD_NAMES = {"classification": "classifier", "regression": "classifier", "tokens": "classifier",
+              "qa": "qa_outputs"}
+# Hugging Face classes of each head; the token and QA models have no pooler.
+ARCHITECTURES = {"pretraining": "BertForPreTraining",
+                 "classification": "BertForSequenceClassification",
+                 "regression": "BertForSequenceClassification",
+                 "tokens": "BertForTokenClassification", "qa": "BertForQuestionAnswering"}
+
+
+def table(num_layers, head="pretraining"):
+  """Every row for a model of `num_layers` layers and `head` (pretraining, or a fine-tuning
+  task of `heads.TASKS`), in Hugging Face's order."""
   emb = ("bert", "embeddings")
   rows = [
       Row("bert.embeddings.word_embeddings.weight", emb + ("word", "embedding"), COPY,
@@ -102,9 +113,15 @@ def table(num_layers):
   ]
   for i in range(num_layers):
     rows += _layer_rows(i)
+  if head in ("pretraining", "classification", "regression"):
+    rows += [
+        Row("bert.pooler.dense.weight", ("bert", "pooler", "kernel"), LINEAR, "pooler"),
+        Row("bert.pooler.dense.bias", ("bert", "pooler", "bias"), COPY, "pooler")]
+  if head != "pretraining":
+    name = HEAD_NAMES[head]
+    return rows + [Row(f"{name}.weight", ("classifier", "kernel"), LINEAR, "head"),
+                   Row(f"{name}.bias", ("classifier", "bias"), COPY, "head")]
   return rows + [
-      Row("bert.pooler.dense.weight", ("bert", "pooler", "kernel"), LINEAR, "pooler"),
-      Row("bert.pooler.dense.bias", ("bert", "pooler", "bias"), COPY, "pooler"),
       Row("cls.predictions.transform.dense.weight", ("mlm", "transform", "kernel"), LINEAR, "mlm"),
       Row("cls.predictions.transform.dense.bias", ("mlm", "transform", "bias"), COPY, "mlm"),
       Row("cls.predictions.transform.LayerNorm.weight", ("mlm", "layer_norm", "scale"), COPY,
@@ -141,13 +158,13 @@ def unscan(params):
   return {**params, "bert": {**params["bert"], "encoder": layers}}
 
 
-def to_hf(params, num_layers, vocab_size):
+def to_hf(params, num_layers, vocab_size, head="pretraining"):
   """Our (unrolled) params -> {Hugging Face name: float32 numpy array}.
 
   `vocab_size` rows of the vocabulary tensors are kept (the tokenizer's, without padding).
   """
   tensors = {}
-  for row in table(num_layers):
+  for row in table(num_layers, head):
     value = np.asarray(_get(params, row.ours), dtype=np.float32)
     if row.vocab_pad is not None:
       value = value[:vocab_size]

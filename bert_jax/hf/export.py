@@ -1,10 +1,15 @@
-"""`bert-jax export-hf`: a run's checkpoint -> a Hugging Face `BertForPreTraining` directory.
+"""`bert-jax export-hf`: a run's checkpoint -> a Hugging Face model directory.
 
-Writes `config.json`, `model.safetensors` (parameters only, float32, Hugging Face's names,
-the MLM and NSP heads included; the decoder is tied to the word embeddings as in
-`transformers`) and the tokenizer files, so that `AutoTokenizer`, `AutoModelForMaskedLM`,
-`BertForPreTraining` and `pipeline("fill-mask")` load it offline with no custom code. The
-checkpoint may come from any mesh: it is restored onto one device.
+Writes `config.json`, `model.safetensors` (parameters only, float32, Hugging Face's names)
+and the tokenizer files, so that `transformers` loads it offline with no custom code:
+  - a pretraining run: `BertForPreTraining` (MLM and NSP heads; the decoder tied to the word
+    embeddings), for `AutoModelForMaskedLM` and `pipeline("fill-mask")`;
+  - a fine-tuned run (its best eval, unless --step): `BertForSequenceClassification`,
+    `BertForTokenClassification` or `BertForQuestionAnswering` with `id2label` /
+    `label2id`, for `pipeline("text-classification" | "token-classification" |
+    "question-answering")`; the tokenizer's `model_max_length` is the run's
+    max_seq_length, so `truncation=True` cuts texts where training did.
+The checkpoint may come from any mesh: it is restored onto one device.
 """
 
 import os
@@ -27,16 +32,20 @@ def export_hf(workdir, out_dir, *, step=None, overwrite=False, log=print):
   model = run.model.config
   vocab_size = run.meta.get("hf_vocab_size") or run.tokenizer.vocab_size
   params = jax.tree_util.tree_map(np.asarray, convert.unscan(run.params))
-  tensors = convert.to_hf(params, model.num_layers, vocab_size)
-  config = files.hf_config(model, vocab_size, run.tokenizer.pad_id)
+  head = run.meta.get("task", "pretraining")
+  tensors = convert.to_hf(params, model.num_layers, vocab_size, head)
+  config = files.hf_config(model, vocab_size, run.tokenizer.pad_id, convert.ARCHITECTURES[head])
+  if head != "pretraining":
+    config = files.task_config(config, head, run.meta.get("labels"))
 
   staging = os.path.normpath(out_dir) + ".export-tmp"
   shutil.rmtree(staging, ignore_errors=True)
   os.makedirs(staging)
   try:
     files.write(staging, tensors, config)
-    tokenizer_files.export_tokenizer(run.tokenizer, staging,
-                                     model_max_length=model.max_position_embeddings)
+    tokenizer_files.export_tokenizer(
+        run.tokenizer, staging,
+        model_max_length=run.meta.get("max_seq_length", model.max_position_embeddings))
     if os.path.isdir(out_dir):
       shutil.rmtree(out_dir)
     os.replace(staging, out_dir)

@@ -61,7 +61,7 @@ def model_kwargs(hf):
 
 def hf_config(model, vocab_size, pad_token_id, architecture="BertForPreTraining"):
   """config.json contents for our `model` (a BertConfig) with `vocab_size` real rows."""
-  return {
+  config = {
       "architectures": [architecture], "model_type": "bert",
       "vocab_size": vocab_size, "hidden_size": model.hidden_size,
       "num_hidden_layers": model.num_layers, "num_attention_heads": model.num_heads,
@@ -74,6 +74,21 @@ def hf_config(model, vocab_size, pad_token_id, architecture="BertForPreTraining"
       "position_embedding_type": "absolute", "tie_word_embeddings": True,
       "dtype": "float32",
   }
+  return config
+
+
+def task_config(config, task, labels):
+  """`config` (from hf_config) with a fine-tuned head's settings: the label names
+  (id2label / label2id, so pipelines print them) and the problem type."""
+  config = dict(config)
+  if task == "regression":
+    config.update(num_labels=1, problem_type="regression", id2label={0: "LABEL_0"},
+                  label2id={"LABEL_0": 0})
+  elif labels:
+    config.update(id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    if task == "classification":
+      config["problem_type"] = "single_label_classification"
+  return config
 
 
 def _weight_files(hf_dir):

@@ -6,12 +6,16 @@ data position (the step: batches are a pure function of it) and the dropout RNG 
 from the seed and the step), so the rest of the run is identical to an uninterrupted one.
 """
 
+import dataclasses
 import functools
 import os
 import time
+from typing import Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 from bert_jax import checkpoint as ckpt_lib
 from bert_jax import config as config_lib
@@ -109,7 +113,7 @@ def _open_init_from(config, manifest):
   return source, step, meta
 
 
-def _init_params_from(init, model_cfg, abstract_params):
+def _init_params_from(init, model_cfg, abstract_params, fresh_params=None):
   """Parameters of another run (e.g. phase 1 for phase 2, or an imported Hugging Face BERT),
   without its optimizer state."""
   source, step, meta = init
@@ -118,6 +122,43 @@ def _init_params_from(init, model_cfg, abstract_params):
   params, _ = source.restore(step, abstract_params)
   _log(f"init_from: parameters of {source.directory} step {step}")
   return params
+
+
+@dataclasses.dataclass
+class Job:
+  """What differs between pretraining and fine-tuning; `train` runs either.
+
+  Attributes:
+    model, objective: the module and its `step` objective.
+    tx, schedule: the optimizer and its learning-rate schedule.
+    steps, batch_size: optimizer steps and the global batch.
+    batches: start step -> this process's batches for steps start+1 .. steps.
+    evaluate: (params, mesh) -> eval metrics (floats).
+    eval_line: (step, metrics) -> the line printed under the progress bar.
+    eval_every: evaluate every this many steps (and at the last step).
+    meta: saved in every checkpoint (with the step); `check_resume` vets a saved one.
+    init_params: (abstract params, fresh params) -> the starting params, or None.
+    progress_keys: train metrics shown on the progress bar.
+    data_position: step -> the data position saved with a checkpoint, or None.
+    best_metric: keep the parameters of the best eval by this metric (higher is better)
+      in WORKDIR/best/, or None.
+  """
+  model: nn.Module
+  objective: object
+  tx: optax.GradientTransformation
+  schedule: Callable
+  steps: int
+  batch_size: int
+  batches: Callable
+  evaluate: Callable
+  eval_line: Callable
+  eval_every: int
+  meta: dict
+  check_resume: Callable
+  init_params: Callable | None = None
+  progress_keys: tuple = ("loss",)
+  data_position: Callable | None = None
+  best_metric: str | None = None
 
 
 def pretrain(config, workdir):
@@ -132,48 +173,19 @@ def pretrain(config, workdir):
   init = _open_init_from(config, manifest)
   model_cfg = config_lib.model_config(config, manifest["vocab_size"], init and init[2]["model"])
   model = heads.BertForPreTraining(model_cfg)
-  mesh = sharding.make_mesh(config.mesh)
-  rules = sharding.rules_from_config(config.mesh)
-  t = config.train
-  sharding.check_batch_divides(t.batch_size, t.accum_steps, mesh)
+  t, d = config.train, config.data
   tx, schedule = optimizer_lib.make_optimizer(t)
-  shapes = step_lib.batch_shapes(t.batch_size, config.data.max_seq_length,
-                                 config.data.max_predictions_per_seq)
-  create = functools.partial(step_lib.create_state, model, tx,
-                             jax.random.fold_in(jax.random.key(config.seed), 0), shapes)
-  state_sh = sharding.shardings_of(create, mesh, rules)
 
-  checkpoints = ckpt_lib.Checkpoints(os.path.join(workdir, "checkpoints"),
-                                     keep=config.checkpoint.keep,
-                                     async_save=config.checkpoint.async_save)
-  start = checkpoints.latest_step()
-  abstract = sharding.abstract_like(create, state_sh)  # restore targets, already sharded
-  if start is not None:
-    meta = checkpoints.meta(start)
+  def check_resume(meta):
     ckpt_lib.check_same_model(meta["model"], config_lib.model_dict(model_cfg), workdir)
     if meta["tokenizer_fingerprint"] != manifest["tokenizer_fingerprint"]:
       raise UserError(f"{workdir} holds a checkpoint trained with another tokenizer; use a "
                       f"new --workdir or the data settings of that run")
-    params, opt_state = checkpoints.restore(start, abstract.params, abstract.opt_state)
-    resumed_position = meta.get("data_position")
-    step0 = jax.device_put(jnp.int32(start), state_sh.step)
-    state = step_lib.TrainState(step=step0, params=params, opt_state=opt_state)
-    _log(f"resumed from {checkpoints.directory}/{start}")
-  else:
-    start, resumed_position = 0, None
-    state = sharding.sharded_init(create, state_sh)
-    if init:
-      state = state.replace(params=_init_params_from(init, model_cfg, abstract.params))
-  _write_run_config(config, workdir)
-  if start >= t.steps:
-    _log(f"nothing to do: the latest checkpoint is at step {start} of {t.steps}")
-    checkpoints.close()
-    return
+    position = meta.get("data_position")
+    if position and position.get("lanes") != d.lanes:
+      _log(f"data: the checkpoint read {position.get('lanes')} lanes, this run reads "
+           f"{d.lanes}: the data order differs from an uninterrupted run from here on")
 
-  train_step, eval_step = compile_steps(model, tx, schedule, t.accum_steps, state_sh, mesh)
-  dropout_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
-
-  d = config.data
   stream = functools.partial(
       pipeline.Stream, data_dir, manifest, batch_size=t.batch_size, seed=config.seed,
       max_predictions=d.max_predictions_per_seq, mask_rate=d.mask_rate,
@@ -182,70 +194,151 @@ def pretrain(config, workdir):
       process_count=jax.process_count(), lanes=d.lanes)
   eval_batches = _eval_batches(config, manifest, stream(split="eval", shuffle=False))
   train_stream = stream(split="train")
-  if resumed_position and resumed_position.get("lanes") != d.lanes:
-    _log(f"data: the checkpoint read {resumed_position.get('lanes')} lanes, this run reads "
-         f"{d.lanes}: the data order differs from an uninterrupted run from here on")
-  train_data = pipeline.batches(train_stream, start, t.steps)
-
-  writer = metrics_lib.MetricWriter(workdir, start)
-  progress = metrics_lib.Progress(start, t.steps, t.batch_size)
-  meta = {"model": config_lib.model_dict(model_cfg),
-          "tokenizer_fingerprint": manifest["tokenizer_fingerprint"],
-          "batch_size": t.batch_size, "seed": config.seed}
-  step = start
-
+  objective = step_lib.Pretraining(model)
+  eval_step = jax.jit(functools.partial(step_lib.eval_step, objective=objective))
   baseline = _baseline(eval_batches, manifest)
 
-  def evaluate(params):
+  def evaluate(params, mesh):
     values = _evaluate(eval_step, params, eval_batches, mesh)
     values["mlm_baseline_accuracy"] = baseline
-    writer.write(step, "eval", values)
+    return values
+
+  def eval_line(step, values):
     pair_task = "" if d.objective == "mlm" else (
         f", {d.objective}_accuracy {values['nsp_accuracy']:.3f}")
-    progress.write(f"eval step {step}: loss {values['loss']:.3f}, mlm_accuracy "
-                   f"{values['mlm_accuracy']:.3f} (most-frequent-token baseline "
-                   f"{values['mlm_baseline_accuracy']:.3f}){pair_task}")
+    return (f"eval step {step}: loss {values['loss']:.3f}, mlm_accuracy "
+            f"{values['mlm_accuracy']:.3f} (most-frequent-token baseline "
+            f"{values['mlm_baseline_accuracy']:.3f}){pair_task}")
 
+  job = Job(
+      model=model, objective=objective, tx=tx, schedule=schedule, steps=t.steps,
+      batch_size=t.batch_size,
+      batches=lambda start: pipeline.batches(train_stream, start, t.steps),
+      evaluate=evaluate, eval_line=eval_line, eval_every=config.eval.every_steps,
+      meta={"model": config_lib.model_dict(model_cfg),
+            "tokenizer_fingerprint": manifest["tokenizer_fingerprint"],
+            "batch_size": t.batch_size, "seed": config.seed},
+      check_resume=check_resume,
+      init_params=init and functools.partial(_init_params_from, init, model_cfg),
+      progress_keys=("loss", "mlm_accuracy", "seq_per_s"),
+      data_position=train_stream.position)
+  train(config, workdir, job)
+
+
+def train(config, workdir, job):
+  """The loop both jobs share: sharded state (resumed, or initialised), jit steps,
+  metrics, evals, checkpoints, and the best parameters when `job.best_metric` is set."""
+  mesh = sharding.make_mesh(config.mesh)
+  rules = sharding.rules_from_config(config.mesh)
+  sharding.check_batch_divides(job.batch_size, config.train.accum_steps, mesh)
+  create = functools.partial(step_lib.create_state, job.model, job.tx,
+                             jax.random.fold_in(jax.random.key(config.seed), 0))
+  state_sh = sharding.shardings_of(create, mesh, rules)
+
+  checkpoints = ckpt_lib.Checkpoints(os.path.join(workdir, "checkpoints"),
+                                     keep=config.checkpoint.keep,
+                                     async_save=config.checkpoint.async_save)
+  best = _Best(workdir, job.best_metric) if job.best_metric else None
+  start = checkpoints.latest_step()
+  abstract = sharding.abstract_like(create, state_sh)  # restore targets, already sharded
+  if start is not None:
+    job.check_resume(checkpoints.meta(start))
+    params, opt_state = checkpoints.restore(start, abstract.params, abstract.opt_state)
+    step0 = jax.device_put(jnp.int32(start), state_sh.step)
+    state = step_lib.TrainState(step=step0, params=params, opt_state=opt_state)
+    _log(f"resumed from {checkpoints.directory}/{start}")
+  else:
+    start = 0
+    state = sharding.sharded_init(create, state_sh)
+    if job.init_params:
+      state = state.replace(params=job.init_params(abstract.params, state.params))
+  _write_run_config(config, workdir)
+  if start >= job.steps:
+    _log(f"nothing to do: the latest checkpoint is at step {start} of {job.steps}")
+    checkpoints.close()
+    return
+
+  train_step = compile_train_step(job.objective, job.tx, job.schedule,
+                                  config.train.accum_steps, state_sh, mesh)
+  dropout_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
+  writer = metrics_lib.MetricWriter(workdir, start)
+  progress = metrics_lib.Progress(start, job.steps, job.batch_size)
+  step = start
+
+  def evaluate(params):
+    values = job.evaluate(params, mesh)
+    if best:
+      best.update(step, params, values, job.meta)
+      values[f"best_{job.best_metric}"] = best.value
+    writer.write(step, "eval", values)
+    progress.write(job.eval_line(step, values))
+
+  every = config.checkpoint.get("every_steps") or job.eval_every
   with sharding.activate(mesh, rules):
-    if start == 0 and config.eval.at_start:
+    if start == 0 and config.eval.at_start and job.evaluate:
       evaluate(state.params)
-    for local_batch in train_data:
+    for local_batch in job.batches(start):
       state, step_metrics = train_step(state, sharding.global_batch(local_batch, mesh),
                                        dropout_rng)
       step += 1
       if _STEP_SLEEP:
         time.sleep(_STEP_SLEEP)
-      last = step == t.steps
-      saving = step % config.checkpoint.every_steps == 0 or last
-      if step % t.log_every_steps == 0 or saving:
+      last = step == job.steps
+      saving = step % every == 0 or last
+      if step % config.train.log_every_steps == 0 or saving:
         values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
         values["seq_per_s"] = progress.throughput(step)
         writer.write(step, "train", values)
-        progress.update(step, {k: values[k] for k in ("loss", "mlm_accuracy", "seq_per_s")})
+        progress.update(step, {k: values[k] for k in job.progress_keys})
       else:
         progress.update(step)
-      if step % config.eval.every_steps == 0 or last:
+      if job.evaluate and (step % job.eval_every == 0 or last):
         evaluate(state.params)
       if saving:
-        checkpoints.save(step, state, dict(meta, step=step, sequences_seen=step * t.batch_size,
-                                           data_position=train_stream.position(step)))
+        meta = dict(job.meta, step=step, sequences_seen=step * job.batch_size)
+        if job.data_position:
+          meta["data_position"] = job.data_position(step)
+        checkpoints.save(step, state, meta)
   progress.close()
   writer.close()
   checkpoints.close()
+  if best:
+    best.close()
   _log(f"done: {step} steps; checkpoints in {checkpoints.directory}")
 
 
-def compile_steps(model, tx, schedule, accum_steps, state_sh, mesh):
-  """jit-compiled (train_step, eval_step) with in/out shardings; the state is donated."""
+class _Best:
+  """The parameters of the best eval so far, in WORKDIR/best/ (params and meta only)."""
+
+  def __init__(self, workdir, metric):
+    self.metric = metric
+    self._checkpoints = ckpt_lib.Checkpoints(os.path.join(workdir, "best"), keep=1,
+                                             async_save=False)
+    latest = self._checkpoints.latest_step()
+    self.value = None if latest is None else self._checkpoints.meta(latest)["best"]["value"]
+
+  def update(self, step, params, values, meta):
+    if self.metric not in values:
+      raise UserError(f"config.eval.metric={self.metric!r} is not one of the eval metrics "
+                      f"{', '.join(values)}")
+    value = values[self.metric]
+    if self.value is None or value > self.value:
+      self.value = value
+      best = {"metric": self.metric, "value": value, "metrics": values}
+      self._checkpoints.save_params(step, params, dict(meta, step=step, best=best))
+
+  def close(self):
+    self._checkpoints.close()
+
+
+def compile_train_step(objective, tx, schedule, accum_steps, state_sh, mesh):
+  """The jit-compiled train step with in/out shardings; the state is donated."""
   batch_sh, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
-  train_step = jax.jit(
-      functools.partial(step_lib.train_step, model=model, tx=tx, schedule=schedule,
+  return jax.jit(
+      functools.partial(step_lib.train_step, objective=objective, tx=tx, schedule=schedule,
                         accum_steps=accum_steps),
       in_shardings=(state_sh, batch_sh, repl), out_shardings=(state_sh, repl),
       donate_argnums=0)
-  eval_step = jax.jit(functools.partial(step_lib.eval_step, model=model),
-                      in_shardings=(state_sh.params, batch_sh), out_shardings=repl)
-  return train_step, eval_step
 
 
 def _eval_batches(config, manifest, eval_stream):

@@ -52,3 +52,11 @@ def make_optimizer(train):
   else:
     raise UserError(f"config.train.optimizer={train.optimizer!r} is not one of adamw, lamb")
   return optax.chain(optax.clip_by_global_norm(train.clip_norm), opt), schedule
+
+
+def freeze(tx, frozen):
+  """`tx` for every parameter except the top-level subtrees named in `frozen` (e.g. "bert":
+  train only the head), whose updates are zero."""
+  def labels(params):
+    return {k: "frozen" if k in frozen else "trained" for k in params}
+  return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)

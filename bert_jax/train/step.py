@@ -1,10 +1,17 @@
-"""Train state and the pure pretraining step functions.
+"""Train state and the pure step functions, for any objective.
 
-`train_step(state, batch, rng, *, model, tx, schedule, accum_steps)` is pure; the loop
+`train_step(state, batch, rng, *, objective, tx, schedule, accum_steps)` is pure; the loop
 binds the keyword arguments with functools.partial and compiles it with jax.jit in/out
 shardings and a donated state. Dropout randomness is `fold_in(rng, state.step)`, so a
 resumed run draws exactly what an uninterrupted one would.
+
+An objective (`Pretraining` here, `finetune_objective.FineTuning` for the task heads) says
+how a batch turns into summed losses and counts (`sums`), which whole-batch counts divide
+them (`totals`, so gradient accumulation gives the full-batch gradient exactly), the loss
+to differentiate, and the metrics reported from the sums (`summarize`).
 """
+
+import dataclasses
 
 import flax.linen as nn
 import flax.struct
@@ -13,6 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from bert_jax.model import axes
+from bert_jax.model import heads
 
 SUM_KEYS = ("mlm_loss", "mlm_correct", "mlm_count", "nsp_loss", "nsp_correct", "nsp_count")
 
@@ -24,22 +32,10 @@ class TrainState:
   opt_state: optax.OptState
 
 
-def create_state(model, tx, rng, batch_shapes):
+def create_state(model, tx, rng):
   """A fresh state (boxed params: run it under `sharding.sharded_init`)."""
-  dummy = {k: jnp.zeros(s.shape, s.dtype) for k, s in batch_shapes.items()}
-  params = model.init({"params": rng}, dummy["input_ids"], dummy["token_type_ids"],
-                      dummy["attention_mask"], dummy["masked_lm_positions"])["params"]
+  params = model.init({"params": rng}, *heads.dummy_inputs(model))["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-
-
-def batch_shapes(batch_size, max_seq_length, max_predictions):
-  """ShapeDtypeStructs of a pretraining batch (the keys the data pipeline yields)."""
-  seq = jax.ShapeDtypeStruct((batch_size, max_seq_length), jnp.int32)
-  pred = jax.ShapeDtypeStruct((batch_size, max_predictions), jnp.int32)
-  return {"input_ids": seq, "token_type_ids": seq, "attention_mask": seq, "position_ids": seq,
-          "masked_lm_positions": pred, "masked_lm_ids": pred,
-          "masked_lm_weights": jax.ShapeDtypeStruct((batch_size, max_predictions), jnp.float32),
-          "next_sentence_labels": jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
 
 
 def loss_sums(mlm_logits, nsp_logits, batch):
@@ -81,6 +77,28 @@ def _forward(model, params, batch, deterministic, rng=None):
                      batch.get("position_ids"), deterministic=deterministic, rngs=rngs)
 
 
+@dataclasses.dataclass(frozen=True)
+class Pretraining:
+  """The MLM + NSP (or SOP) objective of `heads.BertForPreTraining`."""
+  model: nn.Module
+  sum_keys = SUM_KEYS
+
+  def sums(self, params, batch, rng=None, deterministic=False):
+    return loss_sums(*_forward(self.model, params, batch, deterministic, rng), batch)
+
+  def totals(self, batch):
+    """The masked tokens and the rows with a sentence-pair label of the whole batch."""
+    return {"mlm": jnp.maximum(batch["masked_lm_weights"].sum(), 1.0),
+            "nsp": jnp.maximum((batch["next_sentence_labels"] >= 0).sum().astype(jnp.float32),
+                               1.0)}
+
+  def loss(self, sums, totals):
+    return sums["mlm_loss"] / totals["mlm"] + sums["nsp_loss"] / totals["nsp"]
+
+  def summarize(self, sums):
+    return summarize(sums)
+
+
 def _split_micro(batch, accum_steps):
   """(batch, ...) -> (accum, batch / accum, ...), micro-batch i = rows i, i+accum, ...
 
@@ -93,19 +111,18 @@ def _split_micro(batch, accum_steps):
   return jax.tree_util.tree_map(split, batch)
 
 
-def gradients(params, batch, rng, *, model, accum_steps=1, deterministic=False):
+def gradients(params, batch, rng, *, objective, accum_steps=1, deterministic=False):
   """Gradient of the full-batch loss, accumulated over `accum_steps` micro-batches.
 
-  Each micro-batch's MLM loss is divided by the masked-token count of the *whole* batch
-  (and its NSP loss by the whole batch's count of labelled rows), so the sum over micro-batches is exactly
-  the full-batch gradient even when micro-batches hold different numbers of masks.
+  Each micro-batch's summed loss is divided by the *whole* batch's count (e.g. masked tokens,
+  `objective.totals`), so the sum over micro-batches is exactly the full-batch gradient even
+  when micro-batches hold different numbers of masks or labelled rows.
   """
-  mlm_total = jnp.maximum(batch["masked_lm_weights"].sum(), 1.0)
-  nsp_total = jnp.maximum((batch["next_sentence_labels"] >= 0).sum().astype(jnp.float32), 1.0)
+  totals = objective.totals(batch)
 
   def loss_fn(p, micro, micro_rng):
-    sums = loss_sums(*_forward(model, p, micro, deterministic, micro_rng), micro)
-    return sums["mlm_loss"] / mlm_total + sums["nsp_loss"] / nsp_total, sums
+    sums = objective.sums(p, micro, micro_rng, deterministic)
+    return objective.loss(sums, totals), sums
 
   grad_fn = jax.grad(loss_fn, has_aux=True)
   if accum_steps == 1:
@@ -122,25 +139,25 @@ def gradients(params, batch, rng, *, model, accum_steps=1, deterministic=False):
             jax.tree_util.tree_map(jnp.add, sums, s)), None
 
   zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-  zero_sums = {k: jnp.float32(0) for k in SUM_KEYS}
+  zero_sums = {k: jnp.float32(0) for k in objective.sum_keys}
   (grads, sums), _ = jax.lax.scan(
       body, (zeros, zero_sums), (_split_micro(batch, accum_steps), jnp.arange(accum_steps)))
   return grads, sums
 
 
-def train_step(state, batch, rng, *, model, tx, schedule, accum_steps=1):
+def train_step(state, batch, rng, *, objective, tx, schedule, accum_steps=1):
   """One optimizer step. Returns (new state, metrics of this step)."""
   dropout_rng = jax.random.fold_in(rng, state.step)
-  grads, sums = gradients(state.params, batch, dropout_rng, model=model,
+  grads, sums = gradients(state.params, batch, dropout_rng, objective=objective,
                           accum_steps=accum_steps)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics = summarize(sums)
+  metrics = objective.summarize(sums)
   metrics["learning_rate"] = schedule(state.step)
   metrics["grad_norm"] = optax.tree.norm(grads)
   return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-def eval_step(params, batch, *, model):
+def eval_step(params, batch, *, objective):
   """Loss sums on a batch without dropout (the loop adds them over the eval set)."""
-  return loss_sums(*_forward(model, params, batch, deterministic=True), batch)
+  return objective.sums(params, batch, deterministic=True)

