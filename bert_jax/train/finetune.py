@@ -132,7 +132,7 @@ def finetune(config, workdir):
   """Runs (or resumes) fine-tuning as `config` says, writing everything under `workdir`."""
   validate(config)
   if config.distributed:
-    loop._initialize_distributed()
+    loop.initialize_distributed()
   os.makedirs(workdir, exist_ok=True)
   source, init_step = ckpt_lib.open_run(config.init_from)
   init_meta = source.meta(init_step)
@@ -218,7 +218,7 @@ def _log_data(split, spec, examples, rows, truncated, config):
     notes.append(f"{examples.skipped_empty} empty rows skipped")
   if truncated:
     notes.append(f"{truncated} truncated to {config.data.max_seq_length} tokens")
-  loop._log(f"{split}: {len(examples.rows)} examples, {rows} rows from {spec}"
+  loop.log(f"{split}: {len(examples.rows)} examples, {rows} rows from {spec}"
             + (f" ({', '.join(notes)})" if notes else ""))
 
 

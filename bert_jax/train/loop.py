@@ -1,4 +1,6 @@
-"""The pretraining loop: data, sharded state, jit step, metrics, eval and checkpoints.
+"""The training loop, one for pretraining and fine-tuning: sharded state, jit step,
+metrics, evals and checkpoints (`train`), and the pretraining job that feeds it (`pretrain`;
+fine-tuning's is `finetune.finetune`).
 
 Load order for the train state: resume from the workdir's latest checkpoint > parameters
 from `config.init_from` > a fresh initialisation from `config.seed`. Resuming restores the
@@ -34,7 +36,7 @@ from bert_jax.train import step as step_lib
 _STEP_SLEEP = float(os.environ.get("BERT_JAX_DEBUG_STEP_SLEEP", "0"))
 
 
-def _log(message):
+def log(message):
   if jax.process_index() == 0:
     print(message, flush=True)
 
@@ -43,7 +45,7 @@ def _prepare_data(config, workdir):
   """Prepared shards of `config.data.prepared_dir` (default WORKDIR/data), made if missing:
   process 0 first, then the others (which reuse them on a shared disk)."""
   data_dir = prepare.data_dir_of(config, workdir)
-  run = functools.partial(prepare.prepare, config, data_dir, log=_log,
+  run = functools.partial(prepare.prepare, config, data_dir, log=log,
                           progress=jax.process_index() == 0)
   if jax.process_index() == 0:
     manifest = run()
@@ -66,7 +68,7 @@ def _check_tokenizer(config, manifest, data_dir):
                       f"with it (another config.data.prepared_dir) or fix the path")
 
 
-def _initialize_distributed():
+def initialize_distributed():
   """jax.distributed.initialize(): cluster auto-detection (Cloud TPU, SLURM, MPI, k8s),
   or explicit JAX_COORDINATOR_ADDRESS + JAX_NUM_PROCESSES + JAX_PROCESS_ID (e.g. two
   processes on one machine)."""
@@ -120,7 +122,7 @@ def _init_params_from(init, model_cfg, abstract_params, fresh_params=None):
   ckpt_lib.check_same_model(meta["model"], config_lib.model_dict(model_cfg),
                             f"config.init_from={source.directory!r}")
   params, _ = source.restore(step, abstract_params)
-  _log(f"init_from: parameters of {source.directory} step {step}")
+  log(f"init_from: parameters of {source.directory} step {step}")
   return params
 
 
@@ -165,7 +167,7 @@ def pretrain(config, workdir):
   """Runs (or resumes) pretraining as `config` says, writing everything under `workdir`."""
   config_lib.validate(config)
   if config.distributed:
-    _initialize_distributed()
+    initialize_distributed()
   os.makedirs(workdir, exist_ok=True)
   _refuse_imported(workdir)
   inference.inherit_tokenizer(config)
@@ -183,7 +185,7 @@ def pretrain(config, workdir):
                       f"new --workdir or the data settings of that run")
     position = meta.get("data_position")
     if position and position.get("lanes") != d.lanes:
-      _log(f"data: the checkpoint read {position.get('lanes')} lanes, this run reads "
+      log(f"data: the checkpoint read {position.get('lanes')} lanes, this run reads "
            f"{d.lanes}: the data order differs from an uninterrupted run from here on")
 
   stream = functools.partial(
@@ -246,7 +248,7 @@ def train(config, workdir, job):
     params, opt_state = checkpoints.restore(start, abstract.params, abstract.opt_state)
     step0 = jax.device_put(jnp.int32(start), state_sh.step)
     state = step_lib.TrainState(step=step0, params=params, opt_state=opt_state)
-    _log(f"resumed from {checkpoints.directory}/{start}")
+    log(f"resumed from {checkpoints.directory}/{start}")
   else:
     start = 0
     state = sharding.sharded_init(create, state_sh)
@@ -254,7 +256,7 @@ def train(config, workdir, job):
       state = state.replace(params=job.init_params(abstract.params, state.params))
   _write_run_config(config, workdir)
   if start >= job.steps:
-    _log(f"nothing to do: the latest checkpoint is at step {start} of {job.steps}")
+    log(f"nothing to do: the latest checkpoint is at step {start} of {job.steps}")
     checkpoints.close()
     return
 
@@ -304,7 +306,7 @@ def train(config, workdir, job):
   checkpoints.close()
   if best:
     best.close()
-  _log(f"done: {step} steps; checkpoints in {checkpoints.directory}")
+  log(f"done: {step} steps; checkpoints in {checkpoints.directory}")
 
 
 class _Best:
@@ -346,7 +348,7 @@ def _eval_batches(config, manifest, eval_stream):
   rows = manifest["splits"]["eval"]["rows"]
   steps = min(config.eval.steps, max(1, rows // config.train.batch_size))
   if rows < config.train.batch_size:
-    _log(f"eval: {rows} held-out rows, fewer than a batch of {config.train.batch_size}; "
+    log(f"eval: {rows} held-out rows, fewer than a batch of {config.train.batch_size}; "
          f"they repeat (raise config.data.eval_fraction for a better estimate)")
   return list(pipeline.batches(eval_stream, 0, steps))
 

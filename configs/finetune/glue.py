@@ -1,0 +1,56 @@
+"""GLUE with the paper's recipe (Devlin et al. 2018, §4.1 and A.3); the task is the argument.
+
+    bert-jax finetune --config configs/finetune/glue.py:sst2 --workdir runs/sst2 \
+      --config.init_from=runs/bert_base [--config.train.learning_rate=3e-5]
+
+Tasks: cola, sst2, mrpc, qqp, stsb (regression), mnli (evaluated on the matched dev set;
+mnli_mismatched trains the same model and evaluates on the mismatched one), qnli, rte,
+wnli. Batch 32, 3 epochs, 10 % warmup then linear decay, dropout 0.1, 128 tokens. The
+paper picks the learning rate from 5e-5, 4e-5, 3e-5 and 2e-5 on the dev set; 2e-5 is the
+default here, and `python -m bert_jax.glue` runs the whole sweep and writes Table 1.
+Columns, splits and metrics come from the TFDS registry (`bert_jax/data/tfds_tasks.py`);
+configs/finetune/{cola,sst2,...}.py are this file with the task filled in.
+
+`tfds_config(key)` is the part every TFDS recipe shares (SQuAD, CoNLL-2003, IMDb load it).
+"""
+
+from bert_jax import config as config_lib
+from bert_jax.data import tfds_tasks
+
+PAPER_LEARNING_RATES = (5e-5, 4e-5, 3e-5, 2e-5)
+
+
+def glue_tasks():
+  """The registry's GLUE tasks that have a train split (all but the diagnostic `ax`)."""
+  return [key for key, task in tfds_tasks.TASKS.items()
+          if task.name.startswith("glue/") and task.train_split]
+
+
+def tfds_config(key):
+  """A fine-tuning config for the registered TFDS task `key`: its kind, data and columns."""
+  task = tfds_tasks.TASKS[key]
+  c = config_lib.finetune_base_config()
+  c.task = task.task
+  c.data.train = f"tfds:{task.name}:{task.train_split}"
+  c.data.eval = f"tfds:{task.name}:{task.eval_split}"
+  c.data.text_column = task.text_column
+  c.data.text_pair_column = task.text_pair_column
+  c.data.label_column = task.label_column
+  c.train.warmup_fraction = 0.1
+  c.train.decay = "linear"
+  c.model.hidden_dropout = 0.1
+  c.model.attention_dropout = 0.1
+  return c
+
+
+def get_config(task=None):
+  tasks = glue_tasks()
+  if task not in tasks:
+    raise ValueError(f"give the GLUE task after ':', e.g. configs/finetune/glue.py:sst2, "
+                     f"not {task!r}; tasks: {', '.join(tasks)}")
+  c = tfds_config(task)
+  c.data.max_seq_length = 128
+  c.train.epochs = 3.0
+  c.train.batch_size = 32
+  c.train.learning_rate = 2e-5  # the lowest of PAPER_LEARNING_RATES; pick on dev
+  return c
