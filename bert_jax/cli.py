@@ -43,7 +43,7 @@ run it again to finish an interrupted preparation. Keys: bert_jax/config.py.""",
 }
 
 
-def _parse_config(command, argv, default=None):
+def parse_config(command, argv, default=None):
   """(config, workdir) from `--config FILE[:ARG] --workdir DIR --config.KEY=VALUE ...`;
   None after printing help for --help. Without --config: `default` (the demo recipe)."""
   from absl import flags
@@ -89,7 +89,7 @@ def _parse_config(command, argv, default=None):
 
 
 def _pretrain(argv):
-  parsed = _parse_config("pretrain", argv)
+  parsed = parse_config("pretrain", argv)
   if parsed:
     from bert_jax.train import loop
     loop.pretrain(*parsed)
@@ -97,7 +97,7 @@ def _pretrain(argv):
 
 def _finetune(argv):
   from bert_jax import config as config_lib
-  parsed = _parse_config("finetune", argv, default=config_lib.DEFAULT_FINETUNE_CONFIG)
+  parsed = parse_config("finetune", argv, default=config_lib.DEFAULT_FINETUNE_CONFIG)
   if parsed:
     from bert_jax.train import finetune
     finetune.finetune(*parsed)
@@ -125,7 +125,7 @@ def _predict(argv):
 
 
 def _prepare(argv):
-  parsed = _parse_config("prepare", argv)
+  parsed = parse_config("prepare", argv)
   if parsed:
     from bert_jax import inference
     from bert_jax.data import prepare
@@ -227,8 +227,13 @@ def main(argv=None):
     print(f"usage: bert-jax {{{','.join(COMMANDS)}}} ...  (bert-jax COMMAND --help)",
           file=sys.stderr)
     return 2
+  return report_errors(COMMANDS[argv[0]], argv[1:])
+
+
+def report_errors(function, *args):
+  """Runs `function(*args)`; bad input (UserError) becomes one `error:` line and exit 2."""
   try:
-    COMMANDS[argv[0]](argv[1:])
+    function(*args)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -272,6 +272,32 @@ def validate(config):
       raise UserError(f"config.{key} must be at least 1, got {config[section][name]}")
 
 
+def tfds_finetune_config(key):
+  """A fine-tuning config for the registered TFDS task `key` (`data.tfds_tasks.TASKS`): its
+  kind, train / eval data and columns; the recipes add lengths and the optimizer."""
+  from bert_jax.data import tfds_tasks
+  task = tfds_tasks.TASKS[key]
+  c = finetune_base_config()
+  c.task = task.task
+  c.data.train = f"tfds:{task.name}:{task.train_split}"
+  c.data.eval = f"tfds:{task.name}:{task.eval_split}"
+  c.data.text_column = task.text_column
+  c.data.text_pair_column = task.text_pair_column
+  c.data.label_column = task.label_column
+  return c
+
+
+def finetune_recipe(name, arg):
+  """`get_config(arg)` of configs/finetune/NAME.py: a recipe file that another one names
+  (configs/finetune/cola.py is glue.py:cola)."""
+  import importlib.util
+  path = REPO_ROOT / "configs" / "finetune" / f"{name}.py"
+  spec = importlib.util.spec_from_file_location(f"recipe_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
 def paper_recipe(size, phase):
   """Devlin et al. (2018): batch 256, lr 1e-4, 1M steps = 900k at length 128 + 100k at 512.
 

@@ -20,6 +20,7 @@ import json
 import os
 import sys
 
+from bert_jax import cli
 from bert_jax import config as config_lib
 from bert_jax.data import tfds_tasks
 from bert_jax.errors import UserError
@@ -82,12 +83,11 @@ def run(task, lr, *, workdir, init_from, overrides=(), recipe=RECIPE):
                    lambda: serve.evaluate_main(directory, data=spec))
 
   def train():
-    from bert_jax import cli
     from bert_jax.train import finetune
     argv = ["--config", f"{recipe}:{task}", "--workdir", directory,
             f"--config.init_from={init_from}", f"--config.train.learning_rate={lr!r}",
             *overrides]
-    finetune.finetune(*cli._parse_config("finetune", argv))  # pylint: disable=protected-access
+    finetune.finetune(*cli.parse_config("finetune", argv))
     return best_metrics(directory)
 
   os.makedirs(directory, exist_ok=True)
@@ -229,15 +229,14 @@ def _parse(argv):
   return args, tasks, rates, rest
 
 
+def _main(argv):
+  args, tasks, rates, overrides = _parse(argv)
+  sweep(tasks, rates, workdir=args.workdir, init_from=args.init_from,
+        overrides=overrides, out=args.out, recipe=args.recipe)
+
+
 def main(argv=None):
-  try:
-    args, tasks, rates, overrides = _parse(sys.argv[1:] if argv is None else argv)
-    sweep(tasks, rates, workdir=args.workdir, init_from=args.init_from,
-          overrides=overrides, out=args.out, recipe=args.recipe)
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  return cli.report_errors(_main, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

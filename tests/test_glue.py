@@ -38,7 +38,7 @@ FAST = ["--config.train.steps=2", "--config.train.batch_size=8",
 
 
 def _load(recipe, *overrides):
-  config, _ = cli._parse_config(  # pylint: disable=protected-access
+  config, _ = cli.parse_config(  # pylint: disable=protected-access
       "finetune", ["--config", os.path.join(RECIPES, recipe), "--workdir", "unused",
                    "--config.init_from=unused", *overrides])
   return config

@@ -8,17 +8,11 @@ epochs, learning rate 5e-5, batch 32, 128 tokens. NER wants a cased model (the p
 uses cased WordPiece for it).
 """
 
-import importlib.util
-import pathlib
-
-_SPEC = importlib.util.spec_from_file_location(
-    "glue_recipe", pathlib.Path(__file__).with_name("glue.py"))
-glue = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(glue)
+from bert_jax import config as config_lib
 
 
 def get_config():
-  c = glue.tfds_config("conll2003")
+  c = config_lib.tfds_finetune_config("conll2003")
   c.data.max_seq_length = 128
   c.train.epochs = 3.0
   c.train.batch_size = 32

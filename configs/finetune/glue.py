@@ -11,7 +11,7 @@ default here, and `python -m bert_jax.glue` runs the whole sweep and writes Tabl
 Columns, splits and metrics come from the TFDS registry (`bert_jax/data/tfds_tasks.py`);
 configs/finetune/{cola,sst2,...}.py are this file with the task filled in.
 
-`tfds_config(key)` is the part every TFDS recipe shares (SQuAD, CoNLL-2003, IMDb load it).
+`config_lib.tfds_finetune_config(key)` is the part every TFDS recipe shares.
 """
 
 from bert_jax import config as config_lib
@@ -26,29 +26,12 @@ def glue_tasks():
           if task.name.startswith("glue/") and task.train_split]
 
 
-def tfds_config(key):
-  """A fine-tuning config for the registered TFDS task `key`: its kind, data and columns."""
-  task = tfds_tasks.TASKS[key]
-  c = config_lib.finetune_base_config()
-  c.task = task.task
-  c.data.train = f"tfds:{task.name}:{task.train_split}"
-  c.data.eval = f"tfds:{task.name}:{task.eval_split}"
-  c.data.text_column = task.text_column
-  c.data.text_pair_column = task.text_pair_column
-  c.data.label_column = task.label_column
-  c.train.warmup_fraction = 0.1
-  c.train.decay = "linear"
-  c.model.hidden_dropout = 0.1
-  c.model.attention_dropout = 0.1
-  return c
-
-
 def get_config(task=None):
   tasks = glue_tasks()
   if task not in tasks:
     raise ValueError(f"give the GLUE task after ':', e.g. configs/finetune/glue.py:sst2, "
                      f"not {task!r}; tasks: {', '.join(tasks)}")
-  c = tfds_config(task)
+  c = config_lib.tfds_finetune_config(task)
   c.data.max_seq_length = 128
   c.train.epochs = 3.0
   c.train.batch_size = 32

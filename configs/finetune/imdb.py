@@ -9,17 +9,11 @@ the most BERT takes) reads nearly all of them but costs about 4x the compute of 
 keeps the head of each review (--config.data.max_seq_length=512 for the usual setting).
 """
 
-import importlib.util
-import pathlib
-
-_SPEC = importlib.util.spec_from_file_location(
-    "glue_recipe", pathlib.Path(__file__).with_name("glue.py"))
-glue = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(glue)
+from bert_jax import config as config_lib
 
 
 def get_config():
-  c = glue.tfds_config("imdb_reviews")
+  c = config_lib.tfds_finetune_config("imdb_reviews")
   c.data.max_seq_length = 256  # the usual 512 costs ~4x; see above
   c.train.epochs = 3.0
   c.train.batch_size = 32

@@ -4,14 +4,8 @@
       --config.init_from=runs/bert_base
 """
 
-import importlib.util
-import pathlib
-
-_SPEC = importlib.util.spec_from_file_location(
-    "glue_recipe", pathlib.Path(__file__).with_name("glue.py"))
-glue = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(glue)
+from bert_jax import config as config_lib
 
 
 def get_config():
-  return glue.get_config("rte")
+  return config_lib.finetune_recipe("glue", "rte")

@@ -8,17 +8,11 @@ context, questions cut to 64 tokens (the BERT repo's run_squad.py). Scored on th
 by SQuAD's exact match and token F1 (the best checkpoint is kept by F1).
 """
 
-import importlib.util
-import pathlib
-
-_SPEC = importlib.util.spec_from_file_location(
-    "glue_recipe", pathlib.Path(__file__).with_name("glue.py"))
-glue = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(glue)
+from bert_jax import config as config_lib
 
 
 def get_config():
-  c = glue.tfds_config("squad/v1.1")
+  c = config_lib.tfds_finetune_config("squad/v1.1")
   c.data.max_seq_length = 384
   c.data.doc_stride = 128
   c.data.max_query_length = 64

@@ -9,17 +9,11 @@ when the [CLS] (null) score beats the best span by more than config.qa.null_thre
 which the paper tunes on the dev set to maximise F1.
 """
 
-import importlib.util
-import pathlib
-
-_SPEC = importlib.util.spec_from_file_location(
-    "glue_recipe", pathlib.Path(__file__).with_name("glue.py"))
-glue = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(glue)
+from bert_jax import config as config_lib
 
 
 def get_config():
-  c = glue.tfds_config("squad/v2.0")
+  c = config_lib.tfds_finetune_config("squad/v2.0")
   c.data.max_seq_length = 384
   c.data.doc_stride = 128
   c.data.max_query_length = 64
