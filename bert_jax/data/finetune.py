@@ -162,12 +162,13 @@ class LabelMap:
     return cls(sorted(values, key=int if numeric else None))
 
   def encode(self, label, where):
-    """The id of `label` (a name, or an int id when the source gives ids)."""
+    """The id of `label`: a name (JSON ints too: label 5 is the name "5"), else an int id
+    (TFDS gives ids with its ClassLabel names)."""
+    if str(label) in self.ids:
+      return self.ids[str(label)]
     if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
       if 0 <= label < len(self.names):
         return int(label)
-    elif str(label) in self.ids:
-      return self.ids[str(label)]
     raise UserError(f"{where}: label {label!r} is not one of the {len(self.names)} labels the "
                     f"model was trained with ({', '.join(self.names[:10])}"
                     f"{' ...' if len(self.names) > 10 else ''}); fix the data or "
@@ -213,11 +214,19 @@ def encode_sequences(examples, tokenizer, max_seq_length, labels=None, regressio
     arrays["token_type_ids"][i, :len(ids)] = types
     arrays["attention_mask"][i, :len(ids)] = 1
   if regression and labels:
-    arrays["labels"] = np.array([float(r["label"]) for r in rows], np.float32)
+    arrays["labels"] = np.array([_number(r["label"], f"row {i + 1}")
+                                 for i, r in enumerate(rows)], np.float32)
   elif labels:
     arrays["labels"] = np.array([labels.encode(r["label"], f"row {i + 1}")
                                  for i, r in enumerate(rows)], np.int32)
   return arrays, truncated
+
+
+def _number(label, where):
+  try:
+    return float(label)
+  except (TypeError, ValueError):
+    raise UserError(f"{where}: regression label {label!r} is not a number") from None
 
 
 def encode_tokens(examples, tokenizer, max_seq_length, labels=None):
@@ -260,10 +269,14 @@ def encode_tokens(examples, tokenizer, max_seq_length, labels=None):
 def encode_qa(examples, tokenizer, config, train):
   """SQuAD windows (`squad.make_features`); returns (arrays, 0)."""
   d = config.data
-  features = squad.make_features(
-      examples.rows, tokenizer.encode_batch, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id,
-      pad_id=tokenizer.pad_id, max_seq_length=d.max_seq_length, doc_stride=d.doc_stride,
-      max_query_length=d.max_query_length, train=train)
+  try:
+    features = squad.make_features(
+        examples.rows, tokenizer.encode_batch, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id,
+        pad_id=tokenizer.pad_id, max_seq_length=d.max_seq_length, doc_stride=d.doc_stride,
+        max_query_length=d.max_query_length, train=train)
+  except ValueError as e:  # lengths that leave no room for the context, or a bad answer
+    raise UserError(f"qa: {e} (config.data.max_seq_length={d.max_seq_length}, "
+                    f"max_query_length={d.max_query_length}, doc_stride={d.doc_stride})") from None
   return features, 0
 
 
@@ -274,6 +287,8 @@ def encode(examples, tokenizer, config, labels, *, train=False):
     return encode_qa(examples, tokenizer, config, train)
   if task == "tokens":
     return encode_tokens(examples, tokenizer, length, labels)
+  if task == "regression":  # no label map: the values are the labels, when the rows have them
+    labels = any(r["label"] is not None for r in examples.rows)
   return encode_sequences(examples, tokenizer, length, labels, regression=task == "regression")
 
 

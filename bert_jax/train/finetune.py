@@ -61,25 +61,25 @@ def save_tokenizer(tokenizer, workdir):
 
 
 def _label_map(config, examples, resume_meta, init_meta):
+  """The run's labels: a resumed run's; else init_from's when it is a fine-tuned run of
+  this task whose head is kept (the data's labels must be among them); else the data's."""
   if config.task in ("regression", "qa"):
     return None
-  for meta in (resume_meta, None if config.head.reinit else init_meta):
-    if meta and meta.get("task") == config.task and meta.get("labels"):
-      return data_lib.LabelMap(meta["labels"])
-  return data_lib.LabelMap.infer(examples, config)
+  if resume_meta and resume_meta.get("labels"):
+    return data_lib.LabelMap(resume_meta["labels"])
+  found = data_lib.LabelMap.infer(examples, config)
+  if init_meta.get("task") != config.task or config.head.reinit:
+    return found
+  kept = init_meta["labels"]
+  if config.data.labels and found.names != kept or not set(found.names) <= set(kept):
+    raise UserError(f"config.init_from has a {config.task} head for the labels "
+                    f"{', '.join(kept)} but the data has {', '.join(found.names)}; start a new "
+                    f"head with --config.head.reinit=True")
+  return data_lib.LabelMap(kept)
 
 
 def _num_labels(config, labels):
   return {"regression": 1, "qa": 2}.get(config.task) or len(labels.names)
-
-
-def _check_head(config, init_meta, num_labels):
-  """A fine-tuned init_from whose head does not fit: offer a new head."""
-  if init_meta.get("task") == config.task and not config.head.reinit:
-    if init_meta["num_labels"] != num_labels:
-      raise UserError(f"config.init_from has a {config.task} head with {init_meta['num_labels']} "
-                      f"labels but the data has {num_labels}; start a new head with "
-                      f"--config.head.reinit=True")
 
 
 def _restore_init(source, step, init_meta, same_head, abstract, fresh, reinit_layers):
@@ -146,7 +146,6 @@ def finetune(config, workdir):
   labels = _label_map(config, train, resume_meta, init_meta)
   train_arrays, truncated = data_lib.encode(train, tokenizer, config, labels, train=True)
   num_labels = _num_labels(config, labels)
-  _check_head(config, init_meta, num_labels)
   model_cfg = config_lib.model_config(config, tokenizer.vocab_size, init_meta["model"])
   model = heads.BertForTask(model_cfg, config.task, num_labels)
   t = config.train

@@ -1,0 +1,669 @@
+"""End-to-end fine-tuning: every head trained a few steps on a tiny imported BERT, then
+checked against independent truths.
+
+The truths are Hugging Face's PyTorch models and pipelines on the exported run (logits,
+probabilities, word tags, answers), hand-computed metrics and label layouts, and a second
+run (exact resume). The model is a random 2-layer BERT (hidden 32) with a hand-made
+WordPiece vocabulary, made with `transformers` once per module and imported with
+`import-hf`; every run uses max_seq_length 32 and batches of 8.
+"""
+
+import contextlib
+import importlib.util
+import io
+import json
+import os
+import random
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from bert_jax import checkpoint as ckpt_lib
+from bert_jax import cli
+from bert_jax import config as config_lib
+from bert_jax import evaluate as evaluate_lib
+from bert_jax import inference
+from bert_jax import serve
+from bert_jax.data import finetune as data_lib
+from bert_jax.data import squad
+from bert_jax.errors import UserError
+from bert_jax.train import finetune
+from bert_jax.train import task_objective
+
+torch = pytest.importorskip("torch", reason="parity tests need torch")
+transformers = pytest.importorskip("transformers", reason="parity tests need transformers")
+os.environ["HF_HUB_OFFLINE"] = "1"
+transformers.logging.set_verbosity_error()
+
+CONFIG = str(config_lib.DEFAULT_FINETUNE_CONFIG)
+LENGTH = 32
+FILLER = "the a cat dog bird fish red blue green small runs jumps sits sleeps on under tree".split()
+NAMES, PLACES = ("john", "mary"), ("paris", "london")
+VOCAB = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "?", "!"] + FILLER +
+         ["good", "bad", "big", "in", "house", "river", "where", "is", "what", "who", "yes",
+          "no", "play", "##ing", "un", "##believ", "##able"] + list(NAMES + PLACES))
+TAGS = {"john": "B-PER", "mary": "B-PER", "paris": "B-LOC", "london": "B-LOC"}
+
+
+# --- the tiny model and data ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+  """A random tiny Hugging Face BERT with a hand-made vocabulary, imported (the init_from)."""
+  hf_dir = tmp_path_factory.mktemp("tiny_hf")
+  (hf_dir / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+  (hf_dir / "tokenizer_config.json").write_text(json.dumps(
+      {"do_lower_case": True, "tokenizer_class": "BertTokenizer"}))
+  torch.manual_seed(0)
+  hf_config = transformers.BertConfig(
+      vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+      intermediate_size=64, max_position_embeddings=64)
+  transformers.BertForPreTraining(hf_config).save_pretrained(hf_dir)
+  workdir = str(tmp_path_factory.mktemp("imported"))
+  assert cli.main(["import-hf", "--hf", str(hf_dir), "--workdir", workdir]) == 0
+  return workdir
+
+
+def _write_jsonl(path, rows):
+  with open(path, "w") as f:
+    for r in rows:
+      f.write(json.dumps(r) + "\n")
+  return str(path)
+
+
+def _filler(rng, low=3, high=7):
+  return [rng.choice(FILLER) for _ in range(rng.randint(low, high))]
+
+
+def _sentiment_row(rng):
+  """label = which marker word the text holds: trivially learnable."""
+  words, label = _filler(rng, 1, 4), rng.choice(["happy", "sad", "neutral"])
+  marker = {"happy": "good", "sad": "bad", "neutral": "is"}[label]
+  words.insert(rng.randint(0, len(words)), marker)
+  return {"text": " ".join(words), "label": label}
+
+
+def _pair_row(rng):
+  a, b = _filler(rng, 2, 5), _filler(rng, 2, 5)
+  label = rng.choice(["yes", "no"])
+  if label == "yes":
+    b.insert(0, a[0])
+  return {"premise": " ".join(a), "hypothesis": " ".join(b), "label": label}
+
+
+def _regression_row(rng):
+  words = _filler(rng)
+  count = rng.randint(0, 3)
+  for _ in range(count):
+    words.insert(rng.randint(0, len(words)), "big")
+  return {"text": " ".join(words), "label": float(count)}
+
+
+def _tokens_row(rng):
+  words = _filler(rng, 2, 5)
+  for extra in rng.sample(NAMES + PLACES + ("unbelievable", "playing"), 2):
+    words.insert(rng.randint(0, len(words)), extra)
+  return {"text": words, "label": [TAGS.get(w, "O") for w in words]}
+
+
+def _qa_row(rng, index, sentences=2):
+  """A context of `sentences` "NAME sits in PLACE ." sentences; where is the first name?"""
+  parts = [f"{rng.choice(NAMES)} {rng.choice(FILLER)} in {rng.choice(PLACES)} ."
+           for _ in range(sentences)]
+  context = " ".join(parts)
+  name, _, _, place, _ = parts[0].split()
+  start = context.index(place)
+  return {"id": f"q{index}", "question": f"where is {name} ?", "context": context,
+          "answers": {"text": [place], "answer_start": [start]}}
+
+
+def _finetune(workdir, init_from, *overrides):
+  """Runs `bert-jax finetune` in-process; returns its stdout."""
+  argv = ["finetune", "--config", CONFIG, "--workdir", str(workdir),
+          f"--config.init_from={init_from}", f"--config.data.max_seq_length={LENGTH}",
+          "--config.train.batch_size=8", *overrides]
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    rc = cli.main(argv)
+  assert rc == 0, out.getvalue()
+  return out.getvalue()
+
+
+def _run_dir(tmp_path_factory, name, imported, rows_fn, overrides, train=48, evaluate=16,
+             init_from=None):
+  """(workdir, data files, stdout) of a fine-tuning run on generated data."""
+  base = tmp_path_factory.mktemp(name)
+  rng = random.Random(name)
+  train_file = _write_jsonl(base / "train.jsonl", [rows_fn(rng) for _ in range(train)])
+  eval_file = _write_jsonl(base / "eval.jsonl", [rows_fn(rng) for _ in range(evaluate)])
+  workdir = base / "run"
+  stdout = _finetune(workdir, init_from or imported, f"--config.data.train={train_file}",
+                     f"--config.data.eval={eval_file}", *overrides)
+  return str(workdir), {"train": train_file, "eval": eval_file}, stdout
+
+
+CLASSIFY_ARGS = ("--config.train.steps=120", "--config.train.learning_rate=3e-3",
+                 "--config.eval.every_steps=20")
+
+
+@pytest.fixture(scope="module")
+def classify(tmp_path_factory, imported):
+  """3 labels, single texts; two empty train rows are skipped."""
+  base = tmp_path_factory.mktemp("classify")
+  rng = random.Random(1)
+  rows = [_sentiment_row(rng) for _ in range(96)]
+  rows[5:5] = [{"text": "", "label": "happy"}, {"text": "   ", "label": "sad"}]
+  files = {"train": _write_jsonl(base / "train.jsonl", rows),
+           "eval": _write_jsonl(base / "eval.jsonl", [_sentiment_row(rng) for _ in range(24)])}
+  args = (f"--config.data.train={files['train']}", f"--config.data.eval={files['eval']}",
+          *CLASSIFY_ARGS)
+  stdout = _finetune(base / "run", imported, *args)
+  return {"workdir": str(base / "run"), "files": files, "stdout": stdout, "args": args}
+
+
+@pytest.fixture(scope="module")
+def classify_hf(tmp_path_factory, classify):
+  """The classification run exported for transformers."""
+  return _export(classify["workdir"], tmp_path_factory.mktemp("classify_hf") / "hf")
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory, classify):
+  """Pairs with token types: a new 2-label head on the 3-label classification run."""
+  return _run_dir(tmp_path_factory, "pairs", None, _pair_row, (
+      "--config.data.text_column=premise", "--config.data.text_pair_column=hypothesis",
+      "--config.head.reinit=True", "--config.train.steps=6", "--config.train.learning_rate=1e-3"),
+      init_from=classify["workdir"])
+
+
+@pytest.fixture(scope="module")
+def regression(tmp_path_factory, imported):
+  """Regression with a frozen encoder whose top layer is re-initialised; checkpoints at
+  steps 4 and 8."""
+  return _run_dir(tmp_path_factory, "regression", imported, _regression_row, (
+      "--config.task=regression", "--config.head.freeze_encoder=True",
+      "--config.head.reinit_layers=1", "--config.train.steps=8", "--config.eval.every_steps=4",
+      "--config.train.learning_rate=1e-2"))
+
+
+@pytest.fixture(scope="module")
+def tokens(tmp_path_factory, imported):
+  return _run_dir(tmp_path_factory, "tokens", imported, _tokens_row, (
+      "--config.task=tokens", "--config.train.steps=20", "--config.train.learning_rate=5e-3"))
+
+
+@pytest.fixture(scope="module")
+def qa(tmp_path_factory, imported):
+  """QA; the eval contexts are long enough for several windows."""
+  base = tmp_path_factory.mktemp("qa")
+  rng = random.Random(3)
+  files = {"train": _write_jsonl(base / "train.jsonl", [_qa_row(rng, i) for i in range(32)]),
+           "eval": _write_jsonl(base / "eval.jsonl",
+                                [_qa_row(rng, i, sentences=8) for i in range(4)])}
+  workdir = base / "run"
+  _finetune(workdir, imported, "--config.task=qa", f"--config.data.train={files['train']}",
+            f"--config.data.eval={files['eval']}", "--config.data.max_query_length=8",
+            "--config.data.doc_stride=8", "--config.train.steps=10",
+            "--config.train.learning_rate=5e-3")
+  return str(workdir), files
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _export(workdir, out):
+  assert cli.main(["export-hf", "--workdir", workdir, "--out", str(out)]) == 0
+  return str(out)
+
+
+def _load_hf(auto_class, hf_dir):
+  model, info = auto_class.from_pretrained(hf_dir, output_loading_info=True)
+  assert not info["missing_keys"] and not info["unexpected_keys"], info
+  return model.eval()
+
+
+def _our_logits(run, arrays):
+  return np.asarray(run.model.apply({"params": run.params}, arrays["input_ids"],
+                                    arrays["token_type_ids"], arrays["attention_mask"]))
+
+
+def _hf_inputs(arrays):
+  return {k: torch.tensor(np.asarray(arrays[k]), dtype=torch.long)
+          for k in ("input_ids", "token_type_ids", "attention_mask")}
+
+
+def _encoded(workdir, spec):
+  """(run, config, examples, arrays) of the run's best checkpoint on a data file."""
+  run, config = serve.load(workdir)
+  labels = data_lib.LabelMap(run.meta["labels"]) if run.meta.get("labels") else None
+  examples = data_lib.read(spec, config)
+  arrays, _ = data_lib.encode(examples, run.tokenizer, config, labels)
+  return run, config, examples, arrays
+
+
+def _predict(workdir, input_file, out):
+  assert cli.main(["predict", "--workdir", workdir, "--input", input_file,
+                   "--output", str(out)]) == 0
+  return [json.loads(line) for line in open(out)]
+
+
+def _records(workdir, split):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [r for r in map(json.loads, f) if r["split"] == split]
+
+
+def _params_equal(a, b):
+  leaves = jax.tree_util.tree_leaves(jax.tree_util.tree_map(
+      lambda x, y: np.array_equal(np.asarray(x), np.asarray(y)), a, b))
+  return all(leaves)
+
+
+# --- 1. every head against Hugging Face ------------------------------------------------------
+
+
+def test_classification_matches_transformers(classify, classify_hf, tmp_path):
+  workdir, hf_dir = classify["workdir"], classify_hf
+  model = _load_hf(transformers.AutoModelForSequenceClassification, hf_dir)
+  run, _, examples, arrays = _encoded(workdir, classify["files"]["eval"])
+  assert model.config.id2label == dict(enumerate(run.meta["labels"]))
+  assert run.meta["labels"] == ["happy", "neutral", "sad"]
+  hf_tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir)
+  texts = [r["text"] for r in examples.rows]
+  hf_batch = hf_tokenizer(texts, padding="max_length", max_length=LENGTH, truncation=True)
+  np.testing.assert_array_equal(hf_batch["input_ids"], arrays["input_ids"])
+  with torch.no_grad():
+    hf_logits = model(**_hf_inputs(arrays)).logits.numpy()
+  np.testing.assert_allclose(_our_logits(run, arrays), hf_logits, atol=1e-4, rtol=0)
+
+  ours = _predict(workdir, classify["files"]["eval"], tmp_path / "pred.jsonl")
+  classifier = transformers.pipeline("text-classification", model=hf_dir, top_k=None)
+  for mine, theirs in zip(ours, classifier(texts), strict=True):
+    assert set(mine["probabilities"]) == {t["label"] for t in theirs}
+    for t in theirs:
+      assert abs(mine["probabilities"][t["label"]] - t["score"]) < 1e-4
+    assert mine["label"] == max(theirs, key=lambda t: t["score"])["label"]
+
+
+def test_classification_loss_and_gradients_match_transformers(classify, classify_hf):
+  """The training objective (without dropout) against BertForSequenceClassification's
+  loss and its gradients, on a labelled batch."""
+  workdir, hf_dir = classify["workdir"], classify_hf
+  model = _load_hf(transformers.AutoModelForSequenceClassification, hf_dir)
+  run, _, _, arrays = _encoded(workdir, classify["files"]["eval"])
+  batch = {k: v[:8] for k, v in arrays.items()}
+  objective = task_objective.FineTuning(run.model, "classification")
+
+  def loss(params):
+    return objective.loss(objective.sums(params, batch, deterministic=True),
+                          objective.totals(batch))
+
+  value, grads = jax.value_and_grad(loss)(run.params)
+  out = model(**_hf_inputs(batch), labels=torch.tensor(batch["labels"], dtype=torch.long))
+  out.loss.backward()
+  assert abs(float(value) - float(out.loss)) < 1e-5
+  np.testing.assert_allclose(np.asarray(grads["classifier"]["kernel"]),
+                             model.classifier.weight.grad.numpy().T, atol=1e-6, rtol=1e-4)
+  words = np.asarray(grads["bert"]["embeddings"]["word"]["embedding"])[:len(VOCAB)]
+  np.testing.assert_allclose(words, model.bert.embeddings.word_embeddings.weight.grad.numpy(),
+                             atol=1e-6, rtol=1e-4)
+
+
+def test_pair_classification_matches_transformers(pairs, tmp_path):
+  workdir, files, _ = pairs
+  hf_dir = _export(workdir, tmp_path / "hf")
+  model = _load_hf(transformers.AutoModelForSequenceClassification, hf_dir)
+  run, _, examples, arrays = _encoded(workdir, files["eval"])
+  assert run.meta["labels"] == ["no", "yes"]
+  assert model.config.id2label == {0: "no", 1: "yes"}
+  assert arrays["token_type_ids"].max() == 1  # the second texts are type 1
+  hf_tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir)
+  hf_batch = hf_tokenizer([r["text"] for r in examples.rows],
+                          [r["text_pair"] for r in examples.rows], padding="max_length",
+                          max_length=LENGTH, truncation=True)
+  np.testing.assert_array_equal(hf_batch["input_ids"], arrays["input_ids"])
+  np.testing.assert_array_equal(hf_batch["token_type_ids"], arrays["token_type_ids"])
+  with torch.no_grad():
+    hf_logits = model(**_hf_inputs(arrays)).logits.numpy()
+  np.testing.assert_allclose(_our_logits(run, arrays), hf_logits, atol=1e-4, rtol=0)
+
+
+def test_regression_matches_transformers(regression, tmp_path):
+  workdir, files, _ = regression
+  hf_dir = _export(workdir, tmp_path / "hf")
+  model = _load_hf(transformers.AutoModelForSequenceClassification, hf_dir)
+  assert model.config.num_labels == 1 and model.config.problem_type == "regression"
+  run, _, _, arrays = _encoded(workdir, files["eval"])
+  with torch.no_grad():
+    hf_logits = model(**_hf_inputs(arrays)).logits.numpy()
+  ours = _our_logits(run, arrays)
+  np.testing.assert_allclose(ours, hf_logits, atol=1e-4, rtol=0)
+  predicted = _predict(workdir, files["eval"], tmp_path / "pred.jsonl")
+  np.testing.assert_allclose([p["value"] for p in predicted], hf_logits[:, 0], atol=1e-4)
+
+
+def test_tokens_match_transformers(tokens, tmp_path):
+  workdir, files, _ = tokens
+  hf_dir = _export(workdir, tmp_path / "hf")
+  model = _load_hf(transformers.AutoModelForTokenClassification, hf_dir)
+  run, _, examples, arrays = _encoded(workdir, files["eval"])
+  assert model.config.id2label == dict(enumerate(run.meta["labels"]))
+  assert run.meta["labels"] == ["B-LOC", "B-PER", "O"]
+  with torch.no_grad():
+    hf_logits = model(**_hf_inputs(arrays)).logits.numpy()
+  real = arrays["attention_mask"].astype(bool)
+  np.testing.assert_allclose(_our_logits(run, arrays)[real], hf_logits[real], atol=1e-4,
+                             rtol=0)
+
+  predicted = _predict(workdir, files["eval"], tmp_path / "pred.jsonl")
+  tagger = transformers.pipeline("token-classification", model=hf_dir, ignore_labels=[])
+  hf_tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir)
+  for row, mine in zip(examples.rows, predicted, strict=True):
+    text = " ".join(row["words"])
+    by_index = {e["index"]: e["entity"] for e in tagger(text)}
+    word_ids = hf_tokenizer(text).word_ids()
+    first = {w: i for i, w in reversed(list(enumerate(word_ids))) if w is not None}
+    assert mine["words"] == row["words"]
+    assert mine["tags"] == [by_index[first[w]] for w in range(len(row["words"]))]
+
+
+def test_qa_matches_transformers(qa, tmp_path):
+  workdir, files = qa
+  hf_dir = _export(workdir, tmp_path / "hf")
+  model = _load_hf(transformers.AutoModelForQuestionAnswering, hf_dir)
+  run, config, examples, features = _encoded(workdir, files["eval"])
+  assert len(features["input_ids"]) > len(examples.rows)  # several windows per context
+  with torch.no_grad():
+    out = model(**_hf_inputs(features))
+  ours = _our_logits(run, features)
+  real = features["attention_mask"].astype(bool)
+  np.testing.assert_allclose(ours[..., 0][real], out.start_logits.numpy()[real], atol=1e-4)
+  np.testing.assert_allclose(ours[..., 1][real], out.end_logits.numpy()[real], atol=1e-4)
+
+  theirs, _ = squad.postprocess(
+      features, out.start_logits.numpy(), out.end_logits.numpy(), examples.rows,
+      n_best=config.qa.n_best, max_answer_length=config.qa.max_answer_length)
+  predicted = _predict(workdir, files["eval"], tmp_path / "pred.jsonl")
+  assert [p["id"] for p in predicted] == [e.id for e in examples.rows]
+  assert {p["id"]: p["answer"] for p in predicted} == theirs
+  for p, e in zip(predicted, examples.rows):
+    assert e.context[p["start"]:p["start"] + len(p["answer"])] == p["answer"]
+
+
+# --- 2. learning signal and the best checkpoint ----------------------------------------------
+
+
+def test_trivial_task_is_learnt_and_best_is_kept(classify):
+  workdir = classify["workdir"]
+  evals = _records(workdir, "eval")
+  assert [r["step"] for r in evals] == [20, 40, 60, 80, 100, 120]
+  best_value = max(r["accuracy"] for r in evals)
+  assert best_value >= 0.9
+  assert evals[-1]["best_accuracy"] == best_value
+  best_step = min(r["step"] for r in evals if r["accuracy"] == best_value)
+  checkpoints, step = ckpt_lib.open_run(workdir, folder="best")
+  meta = checkpoints.meta(step)
+  assert step == best_step and meta["best"]["value"] == best_value
+  assert meta["best"]["metric"] == "accuracy"
+  assert "train: 96 examples, 96 rows" in classify["stdout"]
+  assert "2 empty rows skipped" in classify["stdout"]
+
+
+# --- 3. exact resume -------------------------------------------------------------------------
+
+
+def test_resume_is_exact(classify, imported, tmp_path):
+  """Delete the last checkpoint (and best/) of the 120-step run: the rerun resumes from 100
+  and ends on the same parameters, bit for bit."""
+  straight = classify["workdir"]
+  assert ckpt_lib.open_run(straight)[0].all_steps() == [100, 120]
+  resumed = str(tmp_path / "resumed")
+  shutil.copytree(straight, resumed)
+  shutil.rmtree(os.path.join(resumed, "checkpoints", "120"))
+  shutil.rmtree(os.path.join(resumed, "best"))
+  stdout = _finetune(resumed, imported, *classify["args"])
+  assert f"resumed from {os.path.join(resumed, 'checkpoints', '100')}" in stdout
+  a = inference.load_run(straight, step=120).params
+  b = inference.load_run(resumed, step=120).params
+  assert _params_equal(a, b)
+  assert _records(resumed, "eval")[-1] == _records(straight, "eval")[-1]
+
+
+# --- 4. metrics against hand-computed values -------------------------------------------------
+
+
+def _config(task):
+  config = config_lib.finetune_base_config()
+  config.task = task
+  return config
+
+
+def test_classification_accuracy_and_loss_by_hand():
+  logits = np.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0], [1.0, 0.0, 0.0]],
+                    np.float32)
+  labels = np.array([0, 1, 2, 2], np.int32)  # the last one is wrong
+  examples = data_lib.Examples([{"text": "x", "label": int(i)} for i in labels])
+  values = evaluate_lib.scores(_config("classification"), logits, {"labels": labels},
+                               examples, ["a", "b", "c"])
+  assert values["accuracy"] == 0.75
+  log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  assert abs(values["loss"] + log_softmax[np.arange(4), labels].mean()) < 1e-6
+  # F1 of a: precision 1/2, recall 1 -> 2/3; b: 1; c: precision 1, recall 1/2 -> 2/3
+  assert abs(values["macro_f1"] - (2 / 3 + 1 + 2 / 3) / 3) < 1e-6
+
+
+def test_regression_pearson_by_hand():
+  labels = np.array([1.0, 2.0, 3.0], np.float32)
+  predicted = np.array([[1.0], [2.0], [4.0]], np.float32)
+  examples = data_lib.Examples([{"text": "x", "label": float(v)} for v in labels])
+  values = evaluate_lib.scores(_config("regression"), predicted, {"labels": labels}, examples,
+                               None)
+  # deviations (-1, 0, 1) and (-4/3, -1/3, 5/3): r = 3 / sqrt(2 * 42 / 9) = 9 / sqrt(84)
+  assert abs(values["pearson"] - 9 / np.sqrt(84)) < 1e-6
+  assert abs(values["loss"] - 1 / 3) < 1e-6  # squared errors 0, 0, 1
+
+
+def test_token_entity_f1_by_hand(imported):
+  tokenizer = inference.run_tokenizer(imported)
+  names = ["B-LOC", "B-PER", "O"]
+  truth = [["john", "sits", "in", "paris"], ["mary", "unbelievable", "london"]]
+  gold = [["B-PER", "O", "O", "B-LOC"], ["B-PER", "O", "B-LOC"]]
+  guess = [["B-PER", "O", "O", "O"], ["B-PER", "B-LOC", "B-LOC"]]
+  examples = data_lib.Examples([{"words": w, "tags": t} for w, t in zip(truth, gold)])
+  arrays, _ = data_lib.encode_tokens(examples, tokenizer, LENGTH, data_lib.LabelMap(names))
+  logits = np.zeros((2, LENGTH, 3), np.float32)
+  logits[..., names.index("B-PER")] = 5.0  # every position not a first sub-token says B-PER
+  for row, tags in enumerate(guess):
+    for position in np.nonzero(arrays["word_index"][row] >= 0)[0]:
+      logits[row, position] = 0.0
+      logits[row, position, names.index(tags[arrays["word_index"][row, position]])] = 5.0
+  values = evaluate_lib.scores(_config("tokens"), logits, arrays, examples, names)
+  # gold entities 4, predicted 4 (john, mary, unbelievable, london), correct 3
+  assert values["precision"] == 0.75 and values["recall"] == 0.75 and values["f1"] == 0.75
+  assert values["accuracy"] == 5 / 7  # word-level: paris and unbelievable are wrong
+
+
+def test_evaluate_command_prints_the_best_eval(classify, capsys):
+  workdir = classify["workdir"]
+  assert cli.main(["evaluate", "--workdir", workdir]) == 0
+  printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  evals = _records(workdir, "eval")
+  best = ckpt_lib.open_run(workdir, folder="best")[1]
+  at_best = next(r for r in evals if r["step"] == best)
+  for key in ("accuracy", "macro_f1", "loss"):
+    assert abs(printed[key] - at_best[key]) < 1e-5, key
+  assert abs(printed["accuracy"] - evals[-1]["accuracy"]) < 1e-5  # learnt: the last is as good
+
+  assert cli.main(["evaluate", "--workdir", workdir, "--step", "120"]) == 0
+  printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  for key in ("accuracy", "macro_f1", "loss"):
+    assert abs(printed[key] - evals[-1][key]) < 1e-5, key
+
+
+# --- 5. token labels on first sub-tokens -----------------------------------------------------
+
+
+def test_tokens_label_first_sub_token_only(imported):
+  tokenizer = inference.run_tokenizer(imported)
+  labels = data_lib.LabelMap(["B-LOC", "B-PER", "O"])
+  examples = data_lib.Examples([{"words": ["john", "unbelievable", "playing"],
+                                 "tags": ["B-PER", "O", "B-LOC"]}])
+  arrays, truncated = data_lib.encode_tokens(examples, tokenizer, 12, labels)
+  pieces = ["[CLS]", "john", "un", "##believ", "##able", "play", "##ing", "[SEP]"]
+  expected_ids = [VOCAB.index(p) for p in pieces] + [0] * 4
+  ignore = data_lib.IGNORE
+  assert truncated == 0
+  assert arrays["input_ids"][0].tolist() == expected_ids
+  assert arrays["attention_mask"][0].tolist() == [1] * 8 + [0] * 4
+  assert arrays["labels"][0].tolist() == [ignore, 1, 2, ignore, ignore, 0, ignore] + [ignore] * 5
+  assert arrays["word_index"][0].tolist() == [-1, 0, 1, -1, -1, 2] + [-1] * 6
+
+
+# --- 6. bad input ----------------------------------------------------------------------------
+
+
+def _cli_error(capsys, argv):
+  """The one `error:` line of a command that must fail with status 2."""
+  capsys.readouterr()
+  assert cli.main(argv) == 2
+  lines = capsys.readouterr().err.strip().splitlines()
+  assert lines and lines[-1].startswith("error: "), lines
+  return lines[-1]
+
+
+def test_predict_refuses_a_label_outside_the_map(classify, tmp_path, capsys):
+  bad = _write_jsonl(tmp_path / "bad.jsonl", [{"text": "good cat", "label": "happy"},
+                                              {"text": "bad dog", "label": "angry"}])
+  with pytest.raises(UserError, match=r"'angry' is not one of the 3 labels"):
+    serve.predict_main(classify["workdir"], bad, str(tmp_path / "out.jsonl"))
+  line = _cli_error(capsys, ["predict", "--workdir", classify["workdir"], "--input", bad,
+                             "--output", str(tmp_path / "out.jsonl")])
+  assert "angry" in line and "happy, neutral, sad" in line
+  assert not os.path.exists(tmp_path / "out.jsonl")
+
+
+def test_empty_rows_are_skipped_and_counted(classify, tmp_path, capsys):
+  path = tmp_path / "texts.csv"
+  path.write_text("text,label\ngood cat,happy\n,sad\n   ,sad\nbad dog,sad\n")
+  config = config_lib.finetune_base_config()
+  examples = data_lib.read(str(path), config)
+  assert examples.skipped_empty == 2
+  assert [r["text"] for r in examples.rows] == ["good cat", "bad dog"]
+  capsys.readouterr()
+  out = tmp_path / "out.jsonl"
+  assert cli.main(["predict", "--workdir", classify["workdir"], "--input", str(path),
+                   "--output", str(out)]) == 0
+  printed = capsys.readouterr().out
+  assert "2 predictions" in printed and "2 empty rows skipped" in printed
+  assert [json.loads(line)["text"] for line in open(out)] == ["good cat", "bad dog"]
+
+
+def test_integer_labels_are_names(tmp_path):
+  """JSON labels 1, 2, 3 (e.g. star ratings) are the names "1", "2", "3", not ids."""
+  config = config_lib.finetune_base_config()
+  path = _write_jsonl(tmp_path / "stars.jsonl", [{"text": "good", "label": v} for v in (3, 1, 2)])
+  examples = data_lib.read(path, config)
+  labels = data_lib.LabelMap.infer(examples, config)
+  assert labels.names == ["1", "2", "3"]
+  assert [labels.encode(r["label"], "") for r in examples.rows] == [2, 0, 1]
+  assert data_lib.LabelMap(["neg", "pos"]).encode(1, "") == 1  # TFDS: ids of ClassLabel names
+
+
+def test_qa_window_too_short_is_a_user_error(qa, imported, tmp_path, capsys):
+  line = _cli_error(capsys, [
+      "finetune", "--config", CONFIG, "--workdir", str(tmp_path / "w"), "--config.task=qa",
+      f"--config.init_from={imported}", f"--config.data.train={qa[1]['train']}",
+      f"--config.data.max_seq_length={LENGTH}", "--config.data.max_query_length=30"])
+  assert "max_query_length" in line
+
+
+def test_missing_column_is_named(classify, imported, tmp_path, capsys):
+  config = config_lib.finetune_base_config()
+  config.data.text_column = "sentence"
+  with pytest.raises(UserError, match=r"no column 'sentence'.*'text', 'label'"):
+    data_lib.read(classify["files"]["train"], config)
+  line = _cli_error(capsys, [
+      "finetune", "--config", CONFIG, "--workdir", str(tmp_path / "w"),
+      f"--config.init_from={imported}", f"--config.data.train={classify['files']['train']}",
+      "--config.data.text_column=sentence"])
+  assert "'sentence'" in line and "'text', 'label'" in line
+
+
+def test_unknown_task(imported, tmp_path, capsys):
+  config = config_lib.finetune_base_config()
+  config.task = "ner"
+  config.init_from = imported
+  config.data.train = "x.jsonl"
+  with pytest.raises(UserError, match=r"config.task='ner' is not one of classification"):
+    finetune.validate(config)
+  line = _cli_error(capsys, ["finetune", "--config", CONFIG, "--workdir", str(tmp_path / "w"),
+                             f"--config.init_from={imported}", "--config.data.train=x.jsonl",
+                             "--config.task=ner"])
+  assert "regression, tokens, qa" in line
+
+
+def test_other_labels_than_init_from_offer_reinit(classify, pairs, tmp_path):
+  """A 3-label classification run as init_from, data with 2 other labels: a new head is
+  offered (and with it, `pairs`, the same data trains)."""
+  config = _pairs_config(classify, pairs[1]["train"])
+  with pytest.raises(UserError, match=r"--config.head.reinit=True"):
+    finetune.finetune(config, str(tmp_path / "w"))
+
+
+def _recipe():
+  """The default recipe's config (configs/finetune/classify_csv.py)."""
+  spec = importlib.util.spec_from_file_location("classify_csv", CONFIG)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def _pairs_config(classify, train_file):
+  """The default recipe on the pair data, from the classification run."""
+  config = _recipe()
+  config.init_from = classify["workdir"]
+  config.data.train = train_file
+  config.data.text_column = "premise"
+  config.data.text_pair_column = "hypothesis"
+  config.data.max_seq_length = LENGTH
+  config.train.batch_size = 8
+  config.train.steps = 2
+  return config
+
+
+def test_reinit_head_trains(pairs):
+  workdir, _, stdout = pairs
+  run = inference.load_run(workdir)
+  assert run.meta["num_labels"] == 2 and run.meta["labels"] == ["no", "yes"]
+  assert "done: 6 steps" in stdout
+
+
+# --- 7. frozen encoder, re-initialised layers ------------------------------------------------
+
+
+def test_freeze_encoder_keeps_bert_exactly(regression, imported):
+  """The encoder of steps 4 and 8 is the starting one: init_from's below the top layer."""
+  workdir, _, _ = regression
+  init = inference.load_run(imported).params["bert"]
+  at_4 = inference.load_run(workdir, step=4).params
+  at_8 = inference.load_run(workdir, step=8).params
+  assert _params_equal(at_4["bert"], at_8["bert"])
+  for name in ("embeddings",):
+    assert _params_equal(at_8["bert"][name], init[name])
+  assert _params_equal(at_8["bert"]["encoder"]["layer_0"], init["encoder"]["layer_0"])
+  assert not np.array_equal(at_4["classifier"]["kernel"], at_8["classifier"]["kernel"])
+
+
+def test_reinit_top_layer(regression, imported):
+  """reinit_layers=1: layer 1 and the pooler are fresh (not init_from's), layer 0 is not."""
+  workdir, _, _ = regression
+  init = inference.load_run(imported).params["bert"]
+  params = inference.load_run(workdir, step=4).params["bert"]
+  assert sorted(params["encoder"]) == ["layer_0", "layer_1"]
+  fresh = (params["encoder"]["layer_1"], params["pooler"])
+  for ours, theirs in zip(fresh, (init["encoder"]["layer_1"], init["pooler"])):
+    for a, b in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(theirs)):
+      if np.asarray(b).std() > 0:  # kernels (LayerNorm starts at 1 and 0, biases at 0)
+        assert not np.array_equal(a, b)
