@@ -76,6 +76,16 @@ def has_best(workdir):
   return os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))
 
 
+def latest_meta(workdir):
+  """The meta of the latest checkpoint in WORKDIR/checkpoints/, or None when there is none."""
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    return None
+  checkpoints = Checkpoints(directory, read_only=True)
+  step = checkpoints.latest_step()
+  return None if step is None else checkpoints.meta(step)
+
+
 def workdir_of(path):
   """The run directory of `path`, a workdir or its `checkpoints/` folder."""
   path = os.path.normpath(path)

@@ -140,7 +140,7 @@ def finetune(config, workdir):
   if tokenizer.fingerprint != init_meta["tokenizer_fingerprint"]:
     raise UserError(f"the tokenizer of {config.init_from} is not the one its checkpoint was "
                     f"trained with; restore that run's tokenizer")
-  resume_meta = _latest_meta(workdir)
+  resume_meta = ckpt_lib.latest_meta(workdir)
 
   train = data_lib.read(config.data.train, config)
   labels = _label_map(config, train, resume_meta, init_meta)
@@ -182,15 +182,6 @@ def finetune(config, workdir):
       ("loss", "accuracy", "seq_per_s"),
       best_metric=best_metric)
   loop.train(config, workdir, job)
-
-
-def _latest_meta(workdir):
-  directory = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(directory):
-    return None
-  checkpoints = ckpt_lib.Checkpoints(directory, read_only=True)
-  step = checkpoints.latest_step()
-  return None if step is None else checkpoints.meta(step)
 
 
 def _check_resume(workdir, model_cfg, config, labels, meta):

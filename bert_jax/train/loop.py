@@ -91,12 +91,8 @@ def _write_run_config(config, workdir):
 
 def _refuse_imported(workdir):
   """An `import-hf` workdir is a starting point (no optimizer state), not a run to resume."""
-  directory = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(directory):
-    return
-  checkpoints = ckpt_lib.Checkpoints(directory, read_only=True)
-  step = checkpoints.latest_step()
-  source = None if step is None else checkpoints.meta(step).get("imported_from")
+  meta = ckpt_lib.latest_meta(workdir)
+  source = meta and meta.get("imported_from")
   if source:
     raise UserError(f"{workdir} holds a checkpoint imported from {source} (parameters only); "
                     f"train from it with a new --workdir and --config.init_from={workdir}")
