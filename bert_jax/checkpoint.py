@@ -9,8 +9,8 @@ state.
 
 import os
 
-from absl import logging
 import orbax.checkpoint as ocp
+from absl import logging
 
 from bert_jax.errors import UserError
 
@@ -25,10 +25,14 @@ class Checkpoints:
       logging.set_verbosity(logging.ERROR)
     try:
       options = ocp.CheckpointManagerOptions(
-          max_to_keep=keep, enable_async_checkpointing=async_save, read_only=read_only,
-          create=not read_only)
+        max_to_keep=keep,
+        enable_async_checkpointing=async_save,
+        read_only=read_only,
+        create=not read_only,
+      )
       self._manager = ocp.CheckpointManager(
-          self.directory, options=options, item_names=("params", "opt_state", "meta"))
+        self.directory, options=options, item_names=("params", "opt_state", "meta")
+      )
     finally:
       logging.set_verbosity(level)
 
@@ -40,16 +44,25 @@ class Checkpoints:
 
   def save(self, step, state, meta):
     """Starts saving `state` (a TrainState) and `meta` at `step` (returns at once)."""
-    self._manager.save(step, args=ocp.args.Composite(
+    self._manager.save(
+      step,
+      args=ocp.args.Composite(
         params=ocp.args.StandardSave(state.params),
         opt_state=ocp.args.StandardSave(state.opt_state),
-        meta=ocp.args.JsonSave(meta)), force=True)
+        meta=ocp.args.JsonSave(meta),
+      ),
+      force=True,
+    )
 
   def save_params(self, step, params, meta):
     """Saves parameters and `meta` only: a checkpoint to start from (`import-hf`), not to
-    resume (it has no optimizer state)."""
-    self._manager.save(step, args=ocp.args.Composite(
-        params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)), force=True)
+    resume (it has no optimizer state).
+    """
+    self._manager.save(
+      step,
+      args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),
+      force=True,
+    )
 
   def meta(self, step):
     return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
@@ -114,11 +127,22 @@ def open_run(path, step=None, folder="checkpoints"):
 
 def check_same_model(saved_model, model_dict, where):
   """Bad input: a checkpoint of another architecture in the workdir / init_from."""
-  keys = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-          "max_position_embeddings", "type_vocab_size", "scan_layers")
-  diff = {k: (saved_model.get(k), model_dict[k]) for k in keys
-          if saved_model.get(k) != model_dict[k]}
+  keys = (
+    "vocab_size",
+    "hidden_size",
+    "num_layers",
+    "num_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "scan_layers",
+  )
+  diff = {
+    k: (saved_model.get(k), model_dict[k]) for k in keys if saved_model.get(k) != model_dict[k]
+  }
   if diff:
     detail = ", ".join(f"{k}: checkpoint {a} vs config {b}" for k, (a, b) in diff.items())
-    raise UserError(f"{where} holds a checkpoint of another model ({detail}); "
-                    f"use a new --workdir or the matching config.model settings")
+    raise UserError(
+      f"{where} holds a checkpoint of another model ({detail}); "
+      f"use a new --workdir or the matching config.model settings"
+    )

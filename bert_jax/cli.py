@@ -25,17 +25,17 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 USAGE = {
-    "pretrain": """usage: bert-jax pretrain [--config configs/RECIPE.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
+  "pretrain": """usage: bert-jax pretrain [--config configs/RECIPE.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
 
 Pretrains (or resumes) BERT as the recipe says; without --config, the embedded demo
 (configs/demo.py). Prepares the data first (as `prepare` does) unless it is prepared.
 Keys, defaults and comments: bert_jax/config.py.""",
-    "finetune": """usage: bert-jax finetune [--config configs/finetune/TASK.py] --workdir DIR [--config.KEY=VALUE ...]
+  "finetune": """usage: bert-jax finetune [--config configs/finetune/TASK.py] --workdir DIR [--config.KEY=VALUE ...]
 
 Fine-tunes config.init_from (a pretraining run or an import-hf workdir) on a task:
 classification, regression, tokens or qa. Without --config: configs/finetune/classify_csv.py.
 Keys, defaults and comments: bert_jax/config.py (finetune_base_config).""",
-    "prepare": """usage: bert-jax prepare [--config configs/RECIPE.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
+  "prepare": """usage: bert-jax prepare [--config configs/RECIPE.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
 
 Prepares the recipe's data: tokenizer, sharded records and manifest.json in
 config.data.prepared_dir (default DIR/data). Streams in constant memory on every core;
@@ -45,9 +45,9 @@ run it again to finish an interrupted preparation. Keys: bert_jax/config.py.""",
 
 def parse_config(command, argv, default=None):
   """(config, workdir) from `--config FILE[:ARG] --workdir DIR --config.KEY=VALUE ...`;
-  None after printing help for --help. Without --config: `default` (the demo recipe)."""
-  from absl import flags
-  from absl import logging
+  None after printing help for --help. Without --config: `default` (the demo recipe).
+  """
+  from absl import flags, logging
   from ml_collections import config_flags
 
   from bert_jax import config as config_lib
@@ -61,10 +61,15 @@ def parse_config(command, argv, default=None):
   try:
     # config_flags reads --config.KEY overrides from sys.argv while defining the flag.
     config_flags.DEFINE_config_file(
-        "config", str(default or config_lib.DEFAULT_CONFIG), "Recipe file (configs/*.py[:ARG]).",
-        flag_values=fv, lock_config=True)
-    flags.DEFINE_string("workdir", None, "Run directory: data, checkpoints, metrics.",
-                        flag_values=fv)
+      "config",
+      str(default or config_lib.DEFAULT_CONFIG),
+      "Recipe file (configs/*.py[:ARG]).",
+      flag_values=fv,
+      lock_config=True,
+    )
+    flags.DEFINE_string(
+      "workdir", None, "Run directory: data, checkpoints, metrics.", flag_values=fv
+    )
     rest = fv(sys.argv)
     config = fv.config
     config.get("seed")  # a config file that failed to load raises here
@@ -82,6 +87,7 @@ def parse_config(command, argv, default=None):
     raise UserError("--workdir is required: the folder for data, checkpoints and metrics")
   if command == "finetune":
     from bert_jax.train import finetune
+
     finetune.validate(config)
   else:
     config_lib.validate(config)
@@ -92,35 +98,52 @@ def _pretrain(argv):
   parsed = parse_config("pretrain", argv)
   if parsed:
     from bert_jax.train import loop
+
     loop.pretrain(*parsed)
 
 
 def _finetune(argv):
   from bert_jax import config as config_lib
+
   parsed = parse_config("finetune", argv, default=config_lib.DEFAULT_FINETUNE_CONFIG)
   if parsed:
     from bert_jax.train import finetune
+
     finetune.finetune(*parsed)
 
 
 def _evaluate(argv):
-  parser = _parser("evaluate", "Metrics of a fine-tuned run on its eval data (or --data); "
-                   "the last line is one JSON object.", step=True)
-  parser.add_argument("--data", help="a .csv / .tsv / .jsonl file or tfds:NAME:SPLIT "
-                      "(default: the run's config.data.eval)")
+  parser = _parser(
+    "evaluate",
+    "Metrics of a fine-tuned run on its eval data (or --data); the last line is one JSON object.",
+    step=True,
+  )
+  parser.add_argument(
+    "--data",
+    help="a .csv / .tsv / .jsonl file or tfds:NAME:SPLIT (default: the run's config.data.eval)",
+  )
   args = _parse(parser, argv)
   from bert_jax import serve
+
   serve.evaluate_main(args.workdir, data=args.data, step=args.step)
 
 
 def _predict(argv):
-  parser = _parser("predict", "Predictions of a fine-tuned run for every row of --input, as "
-                   "JSON Lines: label and probabilities, value, word tags or answer.", step=True)
-  parser.add_argument("--input", required=True, help="a .csv / .tsv / .jsonl file with the "
-                      "run's text columns (or tfds:NAME:SPLIT)")
+  parser = _parser(
+    "predict",
+    "Predictions of a fine-tuned run for every row of --input, as "
+    "JSON Lines: label and probabilities, value, word tags or answer.",
+    step=True,
+  )
+  parser.add_argument(
+    "--input",
+    required=True,
+    help="a .csv / .tsv / .jsonl file with the run's text columns (or tfds:NAME:SPLIT)",
+  )
   parser.add_argument("--output", required=True, help="the .jsonl file to write")
   args = _parse(parser, argv)
   from bert_jax import serve
+
   serve.predict_main(args.workdir, args.input, args.output, step=args.step)
 
 
@@ -129,6 +152,7 @@ def _prepare(argv):
   if parsed:
     from bert_jax import inference
     from bert_jax.data import prepare
+
     config, workdir = parsed
     inference.inherit_tokenizer(config)
     prepare.prepare(config, prepare.data_dir_of(config, workdir))
@@ -146,6 +170,7 @@ def _parser(command, description, workdir_help="a run directory", step=False):
 def _parse(parser, argv):
   args = parser.parse_args(argv)
   from absl import logging
+
   logging.set_verbosity(logging.ERROR)  # Orbax warns about read-only managers
   return args
 
@@ -157,49 +182,88 @@ def _fill_mask(argv):
   parser.add_argument("text", nargs="+", help='text containing [MASK], e.g. "a [MASK] b"')
   args = _parse(parser, argv)
   from bert_jax import inference
+
   inference.main(args.workdir, args.text, top_k=args.top_k, as_json=args.json)
 
 
 def _export_hf(argv):
-  parser = _parser("export-hf", "A run's checkpoint as a Hugging Face BertForPreTraining "
-                   "directory (config.json, model.safetensors, tokenizer files).", step=True)
+  parser = _parser(
+    "export-hf",
+    "A run's checkpoint as a Hugging Face BertForPreTraining "
+    "directory (config.json, model.safetensors, tokenizer files).",
+    step=True,
+  )
   parser.add_argument("--out", required=True, help="the Hugging Face directory to write")
   parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
   args = _parse(parser, argv)
   from bert_jax.hf import export
+
   export.export_hf(args.workdir, args.out, step=args.step, overwrite=args.overwrite)
 
 
 def _import_hf(argv):
-  parser = _parser("import-hf", "A Hugging Face BERT checkpoint directory as a bert_jax "
-                   "workdir to start from (--config.init_from=WORKDIR).", "the new run directory")
+  parser = _parser(
+    "import-hf",
+    "A Hugging Face BERT checkpoint directory as a bert_jax "
+    "workdir to start from (--config.init_from=WORKDIR).",
+    "the new run directory",
+  )
   parser.add_argument("--hf", required=True, help="checkpoint dir: config.json, weights, vocab")
   parser.add_argument("--seed", type=int, default=0, help="initialises missing heads")
-  parser.add_argument("--vocab-multiple", type=int, default=128,
-                      help="pad the vocabulary rows to a multiple (config.model.vocab_multiple)")
+  parser.add_argument(
+    "--vocab-multiple",
+    type=int,
+    default=128,
+    help="pad the vocabulary rows to a multiple (config.model.vocab_multiple)",
+  )
   args = _parse(parser, argv)
   from bert_jax.hf import import_hf
+
   import_hf.import_hf(args.hf, args.workdir, vocab_multiple=args.vocab_multiple, seed=args.seed)
 
 
 def _embed(argv):
-  parser = _parser("embed", "One vector per line of text, saved as .npy.",
-                   "a run directory (or an imported one)", step=True)
+  parser = _parser(
+    "embed",
+    "One vector per line of text, saved as .npy.",
+    "a run directory (or an imported one)",
+    step=True,
+  )
   parser.add_argument("--input", required=True, help="UTF-8 text file, one text per line")
   parser.add_argument("--output", required=True, help="where to write the (lines, hidden) .npy")
-  parser.add_argument("--pooling", choices=("cls", "mean"), default="mean",
-                      help="[CLS] hidden state, or the mean over non-padding tokens")
+  parser.add_argument(
+    "--pooling",
+    choices=("cls", "mean"),
+    default="mean",
+    help="[CLS] hidden state, or the mean over non-padding tokens",
+  )
   parser.add_argument("--batch-size", type=int, default=64)
   parser.add_argument("--max-length", type=int, help="tokens per text (default: the model's)")
   args = _parse(parser, argv)
   from bert_jax import embed
-  embed.main(args.workdir, args.input, args.output, pooling=args.pooling,
-             batch_size=args.batch_size, max_length=args.max_length, step=args.step)
+
+  embed.main(
+    args.workdir,
+    args.input,
+    args.output,
+    pooling=args.pooling,
+    batch_size=args.batch_size,
+    max_length=args.max_length,
+    step=args.step,
+  )
 
 
-COMMANDS = {"prepare": _prepare, "pretrain": _pretrain, "finetune": _finetune,
-            "evaluate": _evaluate, "predict": _predict, "fill-mask": _fill_mask,
-            "export-hf": _export_hf, "import-hf": _import_hf, "embed": _embed}
+COMMANDS = {
+  "prepare": _prepare,
+  "pretrain": _pretrain,
+  "finetune": _finetune,
+  "evaluate": _evaluate,
+  "predict": _predict,
+  "fill-mask": _fill_mask,
+  "export-hf": _export_hf,
+  "import-hf": _import_hf,
+  "embed": _embed,
+}
 
 
 def _one_line(error):
@@ -215,8 +279,11 @@ def _one_line(error):
 def _check_config_path(argv):
   """A missing recipe file is reported by ml_collections only lazily and verbosely."""
   for i, arg in enumerate(argv):
-    value = arg[len("--config="):] if arg.startswith("--config=") else (
-        argv[i + 1] if arg == "--config" and i + 1 < len(argv) else None)
+    value = (
+      arg[len("--config=") :]
+      if arg.startswith("--config=")
+      else (argv[i + 1] if arg == "--config" and i + 1 < len(argv) else None)
+    )
     if value is not None and not os.path.isfile(value.split(":")[0]):
       raise UserError(f"config file {value.split(':')[0]!r} not found; recipes are in configs/")
 
@@ -224,8 +291,9 @@ def _check_config_path(argv):
 def main(argv=None):
   argv = sys.argv[1:] if argv is None else argv
   if not argv or argv[0] not in COMMANDS:
-    print(f"usage: bert-jax {{{','.join(COMMANDS)}}} ...  (bert-jax COMMAND --help)",
-          file=sys.stderr)
+    print(
+      f"usage: bert-jax {{{','.join(COMMANDS)}}} ...  (bert-jax COMMAND --help)", file=sys.stderr
+    )
     return 2
   return report_errors(COMMANDS[argv[0]], argv[1:])
 

@@ -17,12 +17,12 @@ from bert_jax.model.bert import REMAT_POLICIES, BertConfig
 
 # name: (layers, hidden). Heads = hidden / 64, intermediate = 4 * hidden (Turc et al. 2019).
 SIZES = {
-    "tiny": (2, 128),
-    "mini": (4, 256),
-    "small": (4, 512),
-    "medium": (8, 512),
-    "base": (12, 768),
-    "large": (24, 1024),
+  "tiny": (2, 128),
+  "mini": (4, 256),
+  "small": (4, 512),
+  "medium": (8, 512),
+  "base": (12, 768),
+  "large": (24, 1024),
 }
 
 OBJECTIVES = ("nsp", "sop", "mlm")
@@ -36,52 +36,52 @@ DEFAULT_FINETUNE_CONFIG = REPO_ROOT / "configs" / "finetune" / "classify_csv.py"
 def base_config():
   """Every key a pretraining run reads, with the original BERT's defaults."""
   c = _common()
-  c.model.size = "base"           # one of SIZES, or "checkpoint": config.init_from's architecture
+  c.model.size = "base"  # one of SIZES, or "checkpoint": config.init_from's architecture
 
   c.tokenizer = ml_collections.ConfigDict()
-  c.tokenizer.vocab_size = 30522        # pieces, including the 5 specials (the model pads to 128)
-  c.tokenizer.model_type = "unigram"    # unigram | bpe (SentencePiece)
-  c.tokenizer.path = placeholder(str)   # an existing tokenizer instead of training one: a
-                                        # SentencePiece .model, a WordPiece vocab.txt or a
-                                        # Hugging Face (WordPiece) tokenizer.json
+  c.tokenizer.vocab_size = 30522  # pieces, including the 5 specials (the model pads to 128)
+  c.tokenizer.model_type = "unigram"  # unigram | bpe (SentencePiece)
+  c.tokenizer.path = placeholder(str)  # an existing tokenizer instead of training one: a
+  # SentencePiece .model, a WordPiece vocab.txt or a
+  # Hugging Face (WordPiece) tokenizer.json
   c.tokenizer.input_sentence_size = 1_000_000  # sentences sampled from the corpus to train on
-  c.tokenizer.lowercase = placeholder(bool)    # WordPiece only; None: if the vocab has no capitals
+  c.tokenizer.lowercase = placeholder(bool)  # WordPiece only; None: if the vocab has no capitals
 
   c.data = ml_collections.ConfigDict()
   c.data.input = "builtin:python_docs"  # builtin:python_docs | glob[,glob...] | tfds:NAME
-  c.data.input_format = "auto"    # auto | bert (sentence per line) | document (file) | jsonl
-  c.data.text_field = "text"      # the text of a JSON Lines record or a TFDS example
-  c.data.tfds_split = "train"     # TFDS split read by tfds:NAME (eval documents are held out)
+  c.data.input_format = "auto"  # auto | bert (sentence per line) | document (file) | jsonl
+  c.data.text_field = "text"  # the text of a JSON Lines record or a TFDS example
+  c.data.tfds_split = "train"  # TFDS split read by tfds:NAME (eval documents are held out)
   c.data.tfds_data_dir = placeholder(str)  # TFDS data dir; None: TFDS's default
   c.data.prepared_dir = placeholder(str)  # prepared shards (bert-jax prepare); default WORKDIR/data
-  c.data.num_shards = 64          # output shards (work units), split between the lanes
-  c.data.lanes = 8                # data streams; a run resumes exactly on any host count
-                                  # dividing it; it must divide train.batch_size
-  c.data.num_workers = 0          # preparation processes; 0: one per core
-  c.data.strict = False           # non-UTF-8 lines: False skips and counts them, True is an error
-  c.data.objective = "nsp"        # nsp (BERT) | sop (ALBERT) | mlm (RoBERTa full sentences)
-  c.data.packing = False          # mlm only: pack documents into rows, no attention across them
+  c.data.num_shards = 64  # output shards (work units), split between the lanes
+  c.data.lanes = 8  # data streams; a run resumes exactly on any host count
+  # dividing it; it must divide train.batch_size
+  c.data.num_workers = 0  # preparation processes; 0: one per core
+  c.data.strict = False  # non-UTF-8 lines: False skips and counts them, True is an error
+  c.data.objective = "nsp"  # nsp (BERT) | sop (ALBERT) | mlm (RoBERTa full sentences)
+  c.data.packing = False  # mlm only: pack documents into rows, no attention across them
   c.data.documents_per_chunk = 1000  # documents in memory at once; random next B comes from them
   c.data.max_seq_length = 128
   c.data.max_predictions_per_seq = 20
   c.data.mask_rate = 0.15
-  c.data.mask_token_rate = 0.8    # of the predicted tokens: share replaced by [MASK]
+  c.data.mask_token_rate = 0.8  # of the predicted tokens: share replaced by [MASK]
   c.data.random_token_rate = 0.1  # share replaced by a random token (the rest stay as they are)
   c.data.whole_word_masking = False  # mask all pieces of a word together
-  c.data.short_seq_prob = 0.1     # share of instances with a shorter random target length
-  c.data.dupe_factor = 1          # passes over the corpus when building instances
-  c.data.eval_fraction = 0.02     # share of documents held out for eval
+  c.data.short_seq_prob = 0.1  # share of instances with a shorter random target length
+  c.data.dupe_factor = 1  # passes over the corpus when building instances
+  c.data.eval_fraction = 0.02  # share of documents held out for eval
 
   c.train.steps = 1_000_000
-  c.train.batch_size = 256        # global, across all processes
+  c.train.batch_size = 256  # global, across all processes
   c.train.learning_rate = 1e-4
   c.train.warmup_steps = 10_000
   c.train.log_every_steps = 100
 
   c.eval = ml_collections.ConfigDict()
   c.eval.every_steps = 10_000
-  c.eval.steps = 50               # batches of train.batch_size; fewer if the split is smaller
-  c.eval.at_start = False         # also evaluate before the first step (the "before" numbers)
+  c.eval.steps = 50  # batches of train.batch_size; fewer if the split is smaller
+  c.eval.at_start = False  # also evaluate before the first step (the "before" numbers)
 
   c.checkpoint.every_steps = 10_000
   c.checkpoint.keep = 3
@@ -91,8 +91,8 @@ def base_config():
 def _common():
   """The sections pretraining and fine-tuning share: model, optimizer, checkpoints, mesh."""
   c = ml_collections.ConfigDict()
-  c.seed = 0                      # parameters, data order, masking and dropout all derive from it
-  c.distributed = False           # call jax.distributed.initialize() (multi-host pods, SLURM)
+  c.seed = 0  # parameters, data order, masking and dropout all derive from it
+  c.distributed = False  # call jax.distributed.initialize() (multi-host pods, SLURM)
   c.init_from = placeholder(str)  # a workdir (or its checkpoints/) to take parameters from
 
   c.model = ml_collections.ConfigDict()
@@ -100,28 +100,28 @@ def _common():
   c.model.max_position_embeddings = 512
   c.model.hidden_dropout = 0.1
   c.model.attention_dropout = 0.1  # 0 lets GPUs use cuDNN flash attention in training
-  c.model.dtype = "float32"        # compute dtype; "bfloat16" on GPU / TPU
+  c.model.dtype = "float32"  # compute dtype; "bfloat16" on GPU / TPU
   c.model.param_dtype = "float32"  # storage dtype of the parameters
-  c.model.scan_layers = False      # nn.scan over layers: faster compiles for deep models
-  c.model.remat_policy = "none"    # none | full | dots | dots_no_batch
+  c.model.scan_layers = False  # nn.scan over layers: faster compiles for deep models
+  c.model.remat_policy = "none"  # none | full | dots | dots_no_batch
   c.model.attention_impl = placeholder(str)  # None (auto) | xla | cudnn
-  c.model.vocab_multiple = 128     # embedding rows padded to a multiple (fast matmuls)
+  c.model.vocab_multiple = 128  # embedding rows padded to a multiple (fast matmuls)
 
   c.train = ml_collections.ConfigDict()
-  c.train.decay = "linear"        # linear | cosine | constant, after the warmup
-  c.train.optimizer = "adamw"     # adamw | lamb
+  c.train.decay = "linear"  # linear | cosine | constant, after the warmup
+  c.train.optimizer = "adamw"  # adamw | lamb
   c.train.b1 = 0.9
   c.train.b2 = 0.999
   c.train.eps = 1e-6
-  c.train.weight_decay = 0.01     # not on LayerNorm parameters or biases
-  c.train.clip_norm = 1.0         # global gradient norm
-  c.train.accum_steps = 1         # micro-batches per step (gradient accumulation)
+  c.train.weight_decay = 0.01  # not on LayerNorm parameters or biases
+  c.train.clip_norm = 1.0  # global gradient norm
+  c.train.accum_steps = 1  # micro-batches per step (gradient accumulation)
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.async_save = True
 
   c.mesh = ml_collections.ConfigDict()
-  c.mesh.data = -1                # -1: all devices not used by the other axes
+  c.mesh.data = -1  # -1: all devices not used by the other axes
   c.mesh.fsdp = 1
   c.mesh.tensor = 1
   c.mesh.rules = axes.DEFAULT_RULES  # (logical, mesh axes) pairs
@@ -131,58 +131,69 @@ def _common():
 def finetune_base_config():
   """Every key a fine-tuning run reads, with the paper's defaults (Devlin et al. 2018, A.3):
   batch 32, 3 epochs, 10 % warmup then linear decay, dropout 0.1; the architecture and
-  tokenizer are config.init_from's."""
+  tokenizer are config.init_from's.
+  """
   c = _common()
-  c.task = "classification"       # classification | regression | tokens | qa
+  c.task = "classification"  # classification | regression | tokens | qa
 
   c.head = ml_collections.ConfigDict()
-  c.head.reinit = False           # a new head even if config.init_from has one of this task
-  c.head.freeze_encoder = False   # train only the head (the feature-based use of BERT)
-  c.head.reinit_layers = 0        # re-initialise the top k encoder layers (and the pooler)
+  c.head.reinit = False  # a new head even if config.init_from has one of this task
+  c.head.freeze_encoder = False  # train only the head (the feature-based use of BERT)
+  c.head.reinit_layers = 0  # re-initialise the top k encoder layers (and the pooler)
 
   c.data = ml_collections.ConfigDict()
   c.data.train = placeholder(str)  # a .csv / .tsv / .jsonl file, or tfds:NAME:SPLIT
-  c.data.eval = placeholder(str)   # the same kinds; evaluated every eval.every_steps
-  c.data.text_column = "text"      # tokens task: a list of words (or a whitespace-split string)
+  c.data.eval = placeholder(str)  # the same kinds; evaluated every eval.every_steps
+  c.data.text_column = "text"  # tokens task: a list of words (or a whitespace-split string)
   c.data.text_pair_column = placeholder(str)  # the second text of pair tasks (e.g. NLI)
-  c.data.label_column = "label"    # strings or ints; regression: numbers; tokens: tag lists
+  c.data.label_column = "label"  # strings or ints; regression: numbers; tokens: tag lists
   c.data.labels = placeholder(str)  # comma-separated label names in id order; None: sorted
-                                    # labels of the train data (TFDS: its ClassLabel names)
+  # labels of the train data (TFDS: its ClassLabel names)
   c.data.max_seq_length = 128
   c.data.tfds_data_dir = placeholder(str)  # TFDS data dir; None: TFDS's default
-  c.data.doc_stride = 128         # qa: tokens between the starts of a context's windows
-  c.data.max_query_length = 64    # qa: question tokens kept
+  c.data.doc_stride = 128  # qa: tokens between the starts of a context's windows
+  c.data.max_query_length = 64  # qa: question tokens kept
 
   c.qa = ml_collections.ConfigDict()
-  c.qa.n_best = 20                # start and end candidates per window
-  c.qa.max_answer_length = 30     # tokens
-  c.qa.null_threshold = 0.0       # SQuAD 2.0: predict no answer when null - best > this
-  c.qa.version_2 = False          # SQuAD 2.0: questions may have no answer
+  c.qa.n_best = 20  # start and end candidates per window
+  c.qa.max_answer_length = 30  # tokens
+  c.qa.null_threshold = 0.0  # SQuAD 2.0: predict no answer when null - best > this
+  c.qa.version_2 = False  # SQuAD 2.0: questions may have no answer
 
   c.train.epochs = 3.0
   c.train.steps = placeholder(int)  # None: epochs x (train examples // batch_size)
-  c.train.batch_size = 32         # global, across all processes
-  c.train.learning_rate = 2e-5    # the paper picks from 5e-5, 3e-5, 2e-5 on the dev set
+  c.train.batch_size = 32  # global, across all processes
+  c.train.learning_rate = 2e-5  # the paper picks from 5e-5, 3e-5, 2e-5 on the dev set
   c.train.warmup_fraction = 0.1
   c.train.log_every_steps = 10
 
   c.eval = ml_collections.ConfigDict()
   c.eval.every_steps = placeholder(int)  # None: at the end of every epoch
-  c.eval.batch_size = placeholder(int)   # None: train.batch_size
+  c.eval.batch_size = placeholder(int)  # None: train.batch_size
   c.eval.metric = placeholder(str)  # the metric the best checkpoint is kept by; None: the
-                                    # task's (accuracy, f1, matthews, spearman, entity f1, ...)
+  # task's (accuracy, f1, matthews, spearman, entity f1, ...)
   c.eval.at_start = False
 
-  c.checkpoint.keep = 2           # latest checkpoints (for resuming); the best is kept apart
+  c.checkpoint.keep = 2  # latest checkpoints (for resuming); the best is kept apart
   return c
 
 
-_NEEDS_INIT_FROM = ("config.model.size='checkpoint' takes the architecture of config.init_from; "
-                    "set --config.init_from=WORKDIR (e.g. made by import-hf)")
+_NEEDS_INIT_FROM = (
+  "config.model.size='checkpoint' takes the architecture of config.init_from; "
+  "set --config.init_from=WORKDIR (e.g. made by import-hf)"
+)
 # The architecture that `config.model.size="checkpoint"` takes from config.init_from.
-ARCHITECTURE_KEYS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-                     "max_position_embeddings", "type_vocab_size", "layer_norm_eps",
-                     "initializer_range")
+ARCHITECTURE_KEYS = (
+  "vocab_size",
+  "hidden_size",
+  "num_layers",
+  "num_heads",
+  "intermediate_size",
+  "max_position_embeddings",
+  "type_vocab_size",
+  "layer_norm_eps",
+  "initializer_range",
+)
 
 
 def model_config(config, vocab_size, init_model=None):
@@ -195,26 +206,41 @@ def model_config(config, vocab_size, init_model=None):
   dtypes, scan and remat still come from `config.model`.
   """
   m = config.model
-  common = dict(hidden_dropout=m.hidden_dropout, attention_dropout=m.attention_dropout,
-                dtype=m.dtype, param_dtype=m.param_dtype, scan_layers=m.scan_layers,
-                remat_policy=m.remat_policy, attention_impl=m.attention_impl)
+  common = dict(
+    hidden_dropout=m.hidden_dropout,
+    attention_dropout=m.attention_dropout,
+    dtype=m.dtype,
+    param_dtype=m.param_dtype,
+    scan_layers=m.scan_layers,
+    remat_policy=m.remat_policy,
+    attention_impl=m.attention_impl,
+  )
   if m.size == "checkpoint":
     if init_model is None:
       raise UserError(_NEEDS_INIT_FROM)
     arch = {k: init_model[k] for k in ARCHITECTURE_KEYS if k in init_model}
     if arch["vocab_size"] < vocab_size:
-      raise UserError(f"config.init_from has {arch['vocab_size']} vocabulary rows but the "
-                      f"tokenizer has {vocab_size} tokens; use the checkpoint's own tokenizer")
+      raise UserError(
+        f"config.init_from has {arch['vocab_size']} vocabulary rows but the "
+        f"tokenizer has {vocab_size} tokens; use the checkpoint's own tokenizer"
+      )
     if config.data.max_seq_length > arch["max_position_embeddings"]:
-      raise UserError(f"config.data.max_seq_length={config.data.max_seq_length} exceeds the "
-                      f"{arch['max_position_embeddings']} positions of config.init_from")
+      raise UserError(
+        f"config.data.max_seq_length={config.data.max_seq_length} exceeds the "
+        f"{arch['max_position_embeddings']} positions of config.init_from"
+      )
     return BertConfig(**arch, **common)
   layers, hidden = _size(config)
   multiple = max(1, m.vocab_multiple)
   return BertConfig(
-      vocab_size=-(-vocab_size // multiple) * multiple, hidden_size=hidden, num_layers=layers,
-      num_heads=hidden // 64, intermediate_size=4 * hidden,
-      max_position_embeddings=m.max_position_embeddings, **common)
+    vocab_size=-(-vocab_size // multiple) * multiple,
+    hidden_size=hidden,
+    num_layers=layers,
+    num_heads=hidden // 64,
+    intermediate_size=4 * hidden,
+    max_position_embeddings=m.max_position_embeddings,
+    **common,
+  )
 
 
 def _size(config):
@@ -224,8 +250,9 @@ def _size(config):
       raise UserError(_NEEDS_INIT_FROM)
     return None
   if config.model.size not in SIZES:
-    raise UserError(f"config.model.size={config.model.size!r} is not one of "
-                    f"{', '.join(SIZES)}, checkpoint")
+    raise UserError(
+      f"config.model.size={config.model.size!r} is not one of {', '.join(SIZES)}, checkpoint"
+    )
   return SIZES[config.model.size]
 
 
@@ -237,35 +264,56 @@ def validate(config):
   """Checks values that the type system of ml_collections cannot; raises UserError."""
   _size(config)
   if config.model.remat_policy not in REMAT_POLICIES:
-    raise UserError(f"config.model.remat_policy={config.model.remat_policy!r} is not one of "
-                    f"{', '.join(REMAT_POLICIES)}")
+    raise UserError(
+      f"config.model.remat_policy={config.model.remat_policy!r} is not one of "
+      f"{', '.join(REMAT_POLICIES)}"
+    )
   if config.data.max_seq_length > config.model.max_position_embeddings:
-    raise UserError(f"config.data.max_seq_length={config.data.max_seq_length} exceeds "
-                    f"config.model.max_position_embeddings={config.model.max_position_embeddings}")
-  for key in ("train.steps", "train.batch_size", "train.accum_steps", "checkpoint.every_steps",
-              "eval.every_steps", "eval.steps", "train.log_every_steps",
-              "data.max_predictions_per_seq"):
+    raise UserError(
+      f"config.data.max_seq_length={config.data.max_seq_length} exceeds "
+      f"config.model.max_position_embeddings={config.model.max_position_embeddings}"
+    )
+  for key in (
+    "train.steps",
+    "train.batch_size",
+    "train.accum_steps",
+    "checkpoint.every_steps",
+    "eval.every_steps",
+    "eval.steps",
+    "train.log_every_steps",
+    "data.max_predictions_per_seq",
+  ):
     section, name = key.split(".")
     if config[section][name] < 1:
       raise UserError(f"config.{key} must be at least 1, got {config[section][name]}")
   if config.train.warmup_steps > config.train.steps:
-    raise UserError(f"config.train.warmup_steps={config.train.warmup_steps} exceeds "
-                    f"config.train.steps={config.train.steps}; lower the warmup too")
+    raise UserError(
+      f"config.train.warmup_steps={config.train.warmup_steps} exceeds "
+      f"config.train.steps={config.train.steps}; lower the warmup too"
+    )
   if not 0 < config.data.mask_rate < 1:
     raise UserError(f"config.data.mask_rate={config.data.mask_rate} must be in (0, 1)")
   d = config.data
-  if not (0 <= d.mask_token_rate and 0 <= d.random_token_rate and
-          d.mask_token_rate + d.random_token_rate <= 1):
-    raise UserError(f"config.data.mask_token_rate={d.mask_token_rate} and random_token_rate="
-                    f"{d.random_token_rate} must be >= 0 and add up to at most 1 (BERT: 0.8, 0.1)")
+  if not (
+    0 <= d.mask_token_rate
+    and 0 <= d.random_token_rate
+    and d.mask_token_rate + d.random_token_rate <= 1
+  ):
+    raise UserError(
+      f"config.data.mask_token_rate={d.mask_token_rate} and random_token_rate="
+      f"{d.random_token_rate} must be >= 0 and add up to at most 1 (BERT: 0.8, 0.1)"
+    )
   if d.objective not in OBJECTIVES:
     raise UserError(f"config.data.objective={d.objective!r} is not one of {', '.join(OBJECTIVES)}")
   if d.packing and d.objective != "mlm":
-    raise UserError(f"config.data.packing needs config.data.objective='mlm' (rows of sentence "
-                    f"pairs have one label each), not {d.objective!r}")
+    raise UserError(
+      f"config.data.packing needs config.data.objective='mlm' (rows of sentence "
+      f"pairs have one label each), not {d.objective!r}"
+    )
   if d.input_format not in INPUT_FORMATS:
-    raise UserError(f"config.data.input_format={d.input_format!r} is not one of "
-                    f"{', '.join(INPUT_FORMATS)}")
+    raise UserError(
+      f"config.data.input_format={d.input_format!r} is not one of {', '.join(INPUT_FORMATS)}"
+    )
   for key in ("data.num_shards", "data.documents_per_chunk"):
     section, name = key.split(".")
     if config[section][name] < 1:
@@ -274,8 +322,10 @@ def validate(config):
 
 def tfds_finetune_config(key):
   """A fine-tuning config for the registered TFDS task `key` (`data.tfds_tasks.TASKS`): its
-  kind, train / eval data and columns; the recipes add lengths and the optimizer."""
+  kind, train / eval data and columns; the recipes add lengths and the optimizer.
+  """
   from bert_jax.data import tfds_tasks
+
   task = tfds_tasks.TASKS[key]
   c = finetune_base_config()
   c.task = task.task
@@ -289,8 +339,10 @@ def tfds_finetune_config(key):
 
 def finetune_recipe(name, arg):
   """`get_config(arg)` of configs/finetune/NAME.py: a recipe file that another one names
-  (configs/finetune/cola.py is glue.py:cola)."""
+  (configs/finetune/cola.py is glue.py:cola).
+  """
   import importlib.util
+
   path = REPO_ROOT / "configs" / "finetune" / f"{name}.py"
   spec = importlib.util.spec_from_file_location(f"recipe_{name}", path)
   module = importlib.util.module_from_spec(spec)
@@ -308,12 +360,12 @@ def paper_recipe(size, phase):
     raise ValueError(f"the config argument is :phase1 or :phase2, not :{phase}")
   c = base_config()
   c.model.size = size
-  c.model.dtype = "bfloat16"        # compute in bf16 on GPU / TPU; params stay float32
-  c.model.scan_layers = True        # one compiled layer: fast compiles
+  c.model.dtype = "bfloat16"  # compute in bf16 on GPU / TPU; params stay float32
+  c.model.scan_layers = True  # one compiled layer: fast compiles
   c.tokenizer.vocab_size = 30522
   c.data.input = "data/corpus/*.txt"
-  c.data.num_shards = 1024          # 4 shards to each of 256 lanes
-  c.data.lanes = 256                # 1..256 hosts (powers of 2) read the same batches
+  c.data.num_shards = 1024  # 4 shards to each of 256 lanes
+  c.data.lanes = 256  # 1..256 hosts (powers of 2) read the same batches
   c.mesh.data, c.mesh.fsdp = 1, -1  # shard params and optimizer state over all devices
   if phase == "phase1":
     c.data.max_seq_length, c.data.max_predictions_per_seq = 128, 20
@@ -321,7 +373,7 @@ def paper_recipe(size, phase):
     c.train.steps, c.train.warmup_steps = 900_000, 10_000
   else:
     c.data.max_seq_length, c.data.max_predictions_per_seq = 512, 80
-    c.data.prepared_dir = "data/prepared512"        # its own shards of 512-token rows ...
+    c.data.prepared_dir = "data/prepared512"  # its own shards of 512-token rows ...
     c.tokenizer.path = "data/prepared128/tokenizer.model"  # ... with phase 1's tokenizer
     c.train.steps, c.train.warmup_steps = 100_000, 1_000
     c.init_from = f"runs/{size}128"  # phase 1's workdir

@@ -23,8 +23,9 @@ _LENGTH_MULTIPLE = 32
 
 @functools.partial(jax.jit, static_argnames=("model", "pooling"))
 def _pooled(params, input_ids, attention_mask, *, model, pooling):
-  hidden, _ = model.apply({"params": params}, input_ids, jnp.zeros_like(input_ids),
-                          attention_mask, method="encode")
+  hidden, _ = model.apply(
+    {"params": params}, input_ids, jnp.zeros_like(input_ids), attention_mask, method="encode"
+  )
   hidden = hidden.astype(jnp.float32)  # (batch, length, embed)
   if pooling == "cls":
     return hidden[:, 0]
@@ -32,8 +33,7 @@ def _pooled(params, input_ids, attention_mask, *, model, pooling):
   return (hidden * weights).sum(1) / weights.sum(1)
 
 
-def embed_texts(run, texts, *, pooling="mean", batch_size=64, max_length=None,
-                progress=False):
+def embed_texts(run, texts, *, pooling="mean", batch_size=64, max_length=None, progress=False):
   """(len(texts), embed) float32 vectors of `texts` under a loaded `inference.Run`.
 
   Texts longer than `max_length` tokens ([CLS] and [SEP] included; default the model's
@@ -44,23 +44,24 @@ def embed_texts(run, texts, *, pooling="mean", batch_size=64, max_length=None,
   tok, limit = run.tokenizer, run.model.config.max_position_embeddings
   max_length = min(max_length or limit, limit)
   encoded = tok.encode_batch(list(texts)) if texts else []
-  rows = [[tok.cls_id] + ids[:max_length - 2] + [tok.sep_id] for ids in encoded]
+  rows = [[tok.cls_id] + ids[: max_length - 2] + [tok.sep_id] for ids in encoded]
   truncated = sum(len(ids) > max_length - 2 for ids in encoded)
   order = np.argsort([len(r) for r in rows], kind="stable")
   out = np.zeros((len(rows), run.model.config.hidden_size), np.float32)
   starts = range(0, len(rows), batch_size)
   for start in tqdm.tqdm(starts, desc="embed", unit="batch", disable=not progress):
-    index = order[start:start + batch_size]
-    length = min(max_length, -(-max(len(rows[i]) for i in index) // _LENGTH_MULTIPLE)
-                 * _LENGTH_MULTIPLE)
+    index = order[start : start + batch_size]
+    length = min(
+      max_length, -(-max(len(rows[i]) for i in index) // _LENGTH_MULTIPLE) * _LENGTH_MULTIPLE
+    )
     ids = np.full((batch_size, length), tok.pad_id, np.int32)  # fixed batch: one shape
     mask = np.zeros((batch_size, length), np.int32)
     for j, i in enumerate(index):
-      ids[j, :len(rows[i])] = rows[i]
-      mask[j, :len(rows[i])] = 1
-    mask[len(index):, 0] = 1  # filler rows: keep their softmax defined
+      ids[j, : len(rows[i])] = rows[i]
+      mask[j, : len(rows[i])] = 1
+    mask[len(index) :, 0] = 1  # filler rows: keep their softmax defined
     vectors = _pooled(run.params, ids, mask, model=run.model, pooling=pooling)
-    out[index] = np.asarray(vectors)[:len(index)]
+    out[index] = np.asarray(vectors)[: len(index)]
   return out, truncated
 
 
@@ -74,13 +75,16 @@ def main(workdir, input_path, output_path, *, pooling, batch_size, max_length, s
     with open(input_path, encoding="utf-8") as f:
       texts = [line.rstrip("\r\n") for line in f]
   except UnicodeDecodeError as e:
-    raise UserError(f"--input {input_path} is not UTF-8 text ({e.reason} at byte {e.start}); "
-                    f"convert it to UTF-8") from None
+    raise UserError(
+      f"--input {input_path} is not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8"
+    ) from None
   run = inference.load_run(workdir, step)
-  vectors, truncated = embed_texts(run, texts, pooling=pooling, batch_size=batch_size,
-                                   max_length=max_length, progress=True)
+  vectors, truncated = embed_texts(
+    run, texts, pooling=pooling, batch_size=batch_size, max_length=max_length, progress=True
+  )
   np.save(output_path, vectors)
-  limit = min(max_length or run.model.config.max_position_embeddings,
-              run.model.config.max_position_embeddings)
+  limit = min(
+    max_length or run.model.config.max_position_embeddings, run.model.config.max_position_embeddings
+  )
   note = f", {truncated} truncated to {limit} tokens" if truncated else ""
   print(f"{len(texts)} texts -> {output_path} {vectors.shape} float32, {pooling} pooling{note}")

@@ -17,15 +17,17 @@ import tqdm
 from bert_jax import sharding
 from bert_jax.data import finetune as data_lib
 from bert_jax.data import squad
-from bert_jax.train import task_metrics
-from bert_jax.train import task_objective
+from bert_jax.train import task_metrics, task_objective
 
 INPUT_KEYS = ("input_ids", "token_type_ids", "attention_mask")
 # Metrics for local files; TFDS tasks use their registry's (the official GLUE ones).
-DEFAULT_METRICS = {"classification": ("accuracy", "macro_f1"), "regression": ("pearson", "spearman"),
-                   "tokens": ("entity_f1",), "qa": ("exact_match", "f1")}
-DEFAULT_MAIN = {"classification": "accuracy", "regression": "pearson", "tokens": "f1",
-                "qa": "f1"}
+DEFAULT_METRICS = {
+  "classification": ("accuracy", "macro_f1"),
+  "regression": ("pearson", "spearman"),
+  "tokens": ("entity_f1",),
+  "qa": ("exact_match", "f1"),
+}
+DEFAULT_MAIN = {"classification": "accuracy", "regression": "pearson", "tokens": "f1", "qa": "f1"}
 
 
 @functools.lru_cache(maxsize=8)
@@ -36,19 +38,27 @@ def _logits_fn(model):
 def _to_host(x):
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
+
     x = multihost_utils.process_allgather(x, tiled=True)
   return np.asarray(x)
 
 
 def logits(model, params, arrays, batch_size, mesh=None, progress=False):
   """(n, ...) float32 logits of every row of `arrays`, in order; the batches are sharded
-  over `mesh` (training), or go to the parameters' one device when it is None."""
+  over `mesh` (training), or go to the parameters' one device when it is None.
+  """
   inputs = {k: arrays[k] for k in INPUT_KEYS}
   n = len(inputs["input_ids"])
   fn, out = _logits_fn(model), []
   batches = data_lib.eval_batches(inputs, batch_size, jax.process_index(), jax.process_count())
-  for local in tqdm.tqdm(batches, total=-(-n // batch_size), desc="predict", unit="batch",
-                         disable=not progress, leave=False):
+  for local in tqdm.tqdm(
+    batches,
+    total=-(-n // batch_size),
+    desc="predict",
+    unit="batch",
+    disable=not progress,
+    leave=False,
+  ):
     local.pop("weight")
     batch = sharding.global_batch(local, mesh) if mesh is not None else local
     out.append(_to_host(fn(params, batch)))
@@ -60,6 +70,7 @@ def metric_names(config):
   spec = config.data.eval or ""
   if data_lib.is_tfds(spec):
     from bert_jax.data import tfds_tasks
+
     task = tfds_tasks.task_of(tfds_tasks.parse(spec)[0])
     main = "f1" if task.main_metric == "entity_f1" else task.main_metric
     return task.metrics, config.eval.metric or main
@@ -69,8 +80,9 @@ def metric_names(config):
 def loss(task, logits_, arrays):
   """The mean eval loss (the training loss without dropout)."""
   keys = {"labels", "start_positions", "end_positions"} & set(arrays)
-  sums = task_objective.task_sums(task, jnp.asarray(logits_),
-                                  {k: jnp.asarray(arrays[k]) for k in keys})
+  sums = task_objective.task_sums(
+    task, jnp.asarray(logits_), {k: jnp.asarray(arrays[k]) for k in keys}
+  )
   return float(sums["loss"] / max(float(sums["count"]), 1.0))
 
 
@@ -106,8 +118,9 @@ def scores(config, logits_, arrays, examples, label_names):
   else:
     labels = arrays["labels"]
     predicted = logits_[:, 0] if task == "regression" else logits_.argmax(-1)
-    values.update(task_metrics.compute([n for n in names if n in task_metrics.METRICS],
-                                       labels, predicted))
+    values.update(
+      task_metrics.compute([n for n in names if n in task_metrics.METRICS], labels, predicted)
+    )
   values["loss"] = loss(task, logits_, arrays)
   return values
 
@@ -115,9 +128,16 @@ def scores(config, logits_, arrays, examples, label_names):
 def answers(config, logits_, arrays, examples):
   """(predictions {id: text}, n-best lists) of QA logits (n, length, 2)."""
   q = config.qa
-  return squad.postprocess(arrays, logits_[..., 0], logits_[..., 1], examples.rows,
-                           n_best=q.n_best, max_answer_length=q.max_answer_length,
-                           null_threshold=q.null_threshold, version_2=q.version_2)
+  return squad.postprocess(
+    arrays,
+    logits_[..., 0],
+    logits_[..., 1],
+    examples.rows,
+    n_best=q.n_best,
+    max_answer_length=q.max_answer_length,
+    null_threshold=q.null_threshold,
+    version_2=q.version_2,
+  )
 
 
 def predictions(config, logits_, arrays, examples, label_names):
@@ -125,19 +145,32 @@ def predictions(config, logits_, arrays, examples, label_names):
   task = config.task
   if task == "qa":
     _, nbest = answers(config, logits_, arrays, examples)
-    return [{"id": e.id, "answer": (nbest[e.id][0]["text"] if nbest[e.id] else ""),
-             "probability": (nbest[e.id][0]["probability"] if nbest[e.id] else None),
-             "start": (nbest[e.id][0]["start"] if nbest[e.id] else None)}
-            for e in examples.rows]
+    return [
+      {
+        "id": e.id,
+        "answer": (nbest[e.id][0]["text"] if nbest[e.id] else ""),
+        "probability": (nbest[e.id][0]["probability"] if nbest[e.id] else None),
+        "start": (nbest[e.id][0]["start"] if nbest[e.id] else None),
+      }
+      for e in examples.rows
+    ]
   if task == "tokens":
     arrays = dict(arrays, words_per_row=[len(r["words"]) for r in examples.rows])
-    return [{"words": r["words"], "tags": t}
-            for r, t in zip(examples.rows, word_tags(logits_, arrays, label_names))]
+    return [
+      {"words": r["words"], "tags": t}
+      for r, t in zip(examples.rows, word_tags(logits_, arrays, label_names))
+    ]
   if task == "regression":
     return [{"value": float(v)} for v in logits_[:, 0]]
   probs = np.asarray(jax.nn.softmax(jnp.asarray(logits_), axis=-1))
-  return [{"label": label_names[int(p.argmax())], "probability": float(p.max()),
-           "probabilities": {n: float(x) for n, x in zip(label_names, p)}} for p in probs]
+  return [
+    {
+      "label": label_names[int(p.argmax())],
+      "probability": float(p.max()),
+      "probabilities": {n: float(x) for n, x in zip(label_names, p)},
+    }
+    for p in probs
+  ]
 
 
 def print_metrics(values):

@@ -29,13 +29,29 @@ RECIPE = config_lib.REPO_ROOT / "configs" / "finetune" / "glue.py"
 LEARNING_RATES = (5e-5, 4e-5, 3e-5, 2e-5)  # the paper's choices
 MISMATCHED = "mnli_mismatched"
 # The paper's Table 1 columns and the tasks each shows (MNLI: matched / mismatched).
-COLUMNS = (("MNLI-(m/mm)", ("mnli", MISMATCHED)), ("QQP", ("qqp",)), ("QNLI", ("qnli",)),
-           ("SST-2", ("sst2",)), ("CoLA", ("cola",)), ("STS-B", ("stsb",)),
-           ("MRPC", ("mrpc",)), ("RTE", ("rte",)))
+COLUMNS = (
+  ("MNLI-(m/mm)", ("mnli", MISMATCHED)),
+  ("QQP", ("qqp",)),
+  ("QNLI", ("qnli",)),
+  ("SST-2", ("sst2",)),
+  ("CoLA", ("cola",)),
+  ("STS-B", ("stsb",)),
+  ("MRPC", ("mrpc",)),
+  ("RTE", ("rte",)),
+)
 TASKS = tuple(t for _, tasks in COLUMNS for t in tasks) + ("wnli",)
-NAMES = {"mnli": "MNLI-m", MISMATCHED: "MNLI-mm", "qqp": "QQP", "qnli": "QNLI",
-         "sst2": "SST-2", "cola": "CoLA", "stsb": "STS-B", "mrpc": "MRPC", "rte": "RTE",
-         "wnli": "WNLI"}
+NAMES = {
+  "mnli": "MNLI-m",
+  MISMATCHED: "MNLI-mm",
+  "qqp": "QQP",
+  "qnli": "QNLI",
+  "sst2": "SST-2",
+  "cola": "CoLA",
+  "stsb": "STS-B",
+  "mrpc": "MRPC",
+  "rte": "RTE",
+  "wnli": "WNLI",
+}
 RESULTS_FILE = "results.json"
 
 
@@ -52,6 +68,7 @@ def run_dir(workdir, task, lr):
 def best_metrics(directory):
   """The metrics of a fine-tuned run's best eval (kept in DIRECTORY/best/ by the loop)."""
   from bert_jax import checkpoint as ckpt_lib
+
   checkpoints, step = ckpt_lib.open_run(directory, folder="best")
   try:
     return dict(checkpoints.meta(step)["best"]["metrics"])
@@ -76,17 +93,26 @@ def run(task, lr, *, workdir, init_from, overrides=(), recipe=RECIPE):
   directory = run_dir(workdir, task, lr)
   if task == MISMATCHED:
     run("mnli", lr, workdir=workdir, init_from=init_from, overrides=overrides, recipe=recipe)
-    spec = "tfds:{}:{}".format(tfds_tasks.TASKS[MISMATCHED].name,
-                               tfds_tasks.TASKS[MISMATCHED].eval_split)
+    spec = f"tfds:{tfds_tasks.TASKS[MISMATCHED].name}:{tfds_tasks.TASKS[MISMATCHED].eval_split}"
     from bert_jax import serve
-    return _cached(os.path.join(directory, f"{MISMATCHED}.json"),
-                   lambda: serve.evaluate_main(directory, data=spec))
+
+    return _cached(
+      os.path.join(directory, f"{MISMATCHED}.json"),
+      lambda: serve.evaluate_main(directory, data=spec),
+    )
 
   def train():
     from bert_jax.train import finetune
-    argv = ["--config", f"{recipe}:{task}", "--workdir", directory,
-            f"--config.init_from={init_from}", f"--config.train.learning_rate={lr!r}",
-            *overrides]
+
+    argv = [
+      "--config",
+      f"{recipe}:{task}",
+      "--workdir",
+      directory,
+      f"--config.init_from={init_from}",
+      f"--config.train.learning_rate={lr!r}",
+      *overrides,
+    ]
     finetune.finetune(*cli.parse_config("finetune", argv))
     return best_metrics(directory)
 
@@ -136,53 +162,65 @@ def markdown_table(results):
     cells.append("/".join(_score(scores[t]) if t in scores else "-" for t in tasks))
     shown += [scores[t] for t in tasks if t in scores]
   total = sum(len(tasks) for _, tasks in COLUMNS)
-  average = "-" if not shown else _score(sum(shown) / len(shown)) + (
-      "" if len(shown) == total else f" ({len(shown)}/{total})")
+  average = (
+    "-"
+    if not shown
+    else _score(sum(shown) / len(shown))
+    + ("" if len(shown) == total else f" ({len(shown)}/{total})")
+  )
   lines = [
-      "## GLUE dev results",
-      "",
-      "| " + " | ".join([name for name, _ in COLUMNS] + ["Average"]) + " |",
-      "|" + "---|" * (len(COLUMNS) + 1),
-      "| " + " | ".join(cells + [average]) + " |",
-      "",
-      "Dev sets, best learning rate per task, x100: F1 for QQP and MRPC, Spearman for STS-B, "
-      "Matthews for CoLA, accuracy otherwise. The average is over the 9 numbers (MNLI-m and "
-      "MNLI-mm each count), as in the paper's Table 1; like the paper it leaves out WNLI "
-      "(a flawed set: the majority class beats trained systems), shown below. MNLI-mm is the "
-      "MNLI-m model of the chosen rate on the mismatched dev set.",
-      "",
-      "## Every run",
-      "",
-      "| Task | Learning rate | Dev score | Metrics | Chosen |",
-      "|---|---|---|---|---|",
+    "## GLUE dev results",
+    "",
+    "| " + " | ".join([name for name, _ in COLUMNS] + ["Average"]) + " |",
+    "|" + "---|" * (len(COLUMNS) + 1),
+    "| " + " | ".join(cells + [average]) + " |",
+    "",
+    "Dev sets, best learning rate per task, x100: F1 for QQP and MRPC, Spearman for STS-B, "
+    "Matthews for CoLA, accuracy otherwise. The average is over the 9 numbers (MNLI-m and "
+    "MNLI-mm each count), as in the paper's Table 1; like the paper it leaves out WNLI "
+    "(a flawed set: the majority class beats trained systems), shown below. MNLI-mm is the "
+    "MNLI-m model of the chosen rate on the mismatched dev set.",
+    "",
+    "## Every run",
+    "",
+    "| Task | Learning rate | Dev score | Metrics | Chosen |",
+    "|---|---|---|---|---|",
   ]
   for task in [t for t in TASKS if t in results] + [t for t in results if t not in TASKS]:
     metric = main_metric(task)
     for lr in sorted(results[task], reverse=True):
       values = results[task][lr]
-      detail = ", ".join(f"{m} {_score(values[m])}" for m in tfds_tasks.TASKS[task].metrics
-                         if m in values)
+      detail = ", ".join(
+        f"{m} {_score(values[m])}" for m in tfds_tasks.TASKS[task].metrics if m in values
+      )
       if "loss" in values:
         detail += f", loss {values['loss']:.3f}"
-      lines.append(f"| {NAMES.get(task, task)} | {lr_name(lr)} | {metric} "
-                   f"{_score(values[metric])} | {detail} | {'yes' if best[task] == lr else ''} |")
+      lines.append(
+        f"| {NAMES.get(task, task)} | {lr_name(lr)} | {metric} "
+        f"{_score(values[metric])} | {detail} | {'yes' if best[task] == lr else ''} |"
+      )
   return "\n".join(lines) + "\n"
 
 
-def sweep(tasks, learning_rates, *, workdir, init_from, overrides=(), out=None,
-          recipe=RECIPE):
+def sweep(tasks, learning_rates, *, workdir, init_from, overrides=(), out=None, recipe=RECIPE):
   """Runs every task at every learning rate, rewriting `out` (markdown) and
-  WORKDIR/glue.json after each run; returns the results."""
+  WORKDIR/glue.json after each run; returns the results.
+  """
   out = out or os.path.join(workdir, "glue.md")
   results = {}
   for task in tasks:
     for lr in learning_rates:
-      results.setdefault(task, {})[lr] = run(task, lr, workdir=workdir, init_from=init_from,
-                                             overrides=overrides, recipe=recipe)
+      results.setdefault(task, {})[lr] = run(
+        task, lr, workdir=workdir, init_from=init_from, overrides=overrides, recipe=recipe
+      )
       _write(out, markdown_table(results))
-      _write(os.path.join(workdir, "glue.json"), json.dumps(
-          {t: {lr_name(lr): v for lr, v in runs.items()} for t, runs in results.items()},
-          indent=1) + "\n")
+      _write(
+        os.path.join(workdir, "glue.json"),
+        json.dumps(
+          {t: {lr_name(lr): v for lr, v in runs.items()} for t, runs in results.items()}, indent=1
+        )
+        + "\n",
+      )
   print(f"GLUE results -> {out}")
   return results
 
@@ -196,34 +234,47 @@ def _write(path, text):
 
 def _parse(argv):
   parser = argparse.ArgumentParser(
-      prog="python -m bert_jax.glue", description="Fine-tune on GLUE with the paper's "
-      "learning-rate sweep and write the dev results as its Table 1. Other options "
-      "--config.KEY=VALUE go to every run.")
-  parser.add_argument("--init-from", required=True, help="the run to fine-tune (a pretraining "
-                      "workdir or one made by bert-jax import-hf)")
+    prog="python -m bert_jax.glue",
+    description="Fine-tune on GLUE with the paper's "
+    "learning-rate sweep and write the dev results as its Table 1. Other options "
+    "--config.KEY=VALUE go to every run.",
+  )
+  parser.add_argument(
+    "--init-from",
+    required=True,
+    help="the run to fine-tune (a pretraining workdir or one made by bert-jax import-hf)",
+  )
   parser.add_argument("--workdir", required=True, help="one folder per task and learning rate")
-  parser.add_argument("--tasks", default=",".join(TASKS),
-                      help=f"comma-separated, of {','.join(TASKS)} (default: all)")
-  parser.add_argument("--learning-rates", default=",".join(map(lr_name, LEARNING_RATES)),
-                      help="comma-separated (default: the paper's)")
+  parser.add_argument(
+    "--tasks", default=",".join(TASKS), help=f"comma-separated, of {','.join(TASKS)} (default: all)"
+  )
+  parser.add_argument(
+    "--learning-rates",
+    default=",".join(map(lr_name, LEARNING_RATES)),
+    help="comma-separated (default: the paper's)",
+  )
   parser.add_argument("--out", help="the markdown file (default: WORKDIR/glue.md)")
-  parser.add_argument("--recipe", default=str(RECIPE), help="a recipe taking the task as "
-                      "its argument (FILE:TASK)")
+  parser.add_argument(
+    "--recipe", default=str(RECIPE), help="a recipe taking the task as its argument (FILE:TASK)"
+  )
   args, rest = parser.parse_known_args(argv)
   bad = [a for a in rest if not a.startswith("--config.")]
   if bad:
-    raise UserError(f"unexpected arguments {bad}; per-run options look like "
-                    f"--config.train.batch_size=16")
+    raise UserError(
+      f"unexpected arguments {bad}; per-run options look like --config.train.batch_size=16"
+    )
   tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
   unknown = [t for t in tasks if t not in TASKS]
   if unknown or not tasks:
-    raise UserError(f"--tasks: unknown {', '.join(unknown) or 'none given'}; choose from "
-                    f"{', '.join(TASKS)}")
+    raise UserError(
+      f"--tasks: unknown {', '.join(unknown) or 'none given'}; choose from {', '.join(TASKS)}"
+    )
   try:
     rates = [float(x) for x in args.learning_rates.split(",") if x.strip()]
   except ValueError:
-    raise UserError(f"--learning-rates={args.learning_rates!r}: give numbers, e.g. "
-                    f"2e-5,3e-5,5e-5") from None
+    raise UserError(
+      f"--learning-rates={args.learning_rates!r}: give numbers, e.g. 2e-5,3e-5,5e-5"
+    ) from None
   if not rates or min(rates) <= 0:
     raise UserError("--learning-rates: give positive numbers, e.g. 2e-5,3e-5,5e-5")
   return args, tasks, rates, rest
@@ -231,8 +282,15 @@ def _parse(argv):
 
 def _main(argv):
   args, tasks, rates, overrides = _parse(argv)
-  sweep(tasks, rates, workdir=args.workdir, init_from=args.init_from,
-        overrides=overrides, out=args.out, recipe=args.recipe)
+  sweep(
+    tasks,
+    rates,
+    workdir=args.workdir,
+    init_from=args.init_from,
+    overrides=overrides,
+    out=args.out,
+    recipe=args.recipe,
+  )
 
 
 def main(argv=None):

@@ -22,8 +22,10 @@ def load(workdir, step=None):
   """(run, its config) of a fine-tuned workdir."""
   run = inference.load_run(workdir, step)
   if "task" not in run.meta:
-    raise UserError(f"{workdir} is not a fine-tuned run (it has no task head); fine-tune it "
-                    f"first: bert-jax finetune --config.init_from={workdir} --workdir NEW_DIR")
+    raise UserError(
+      f"{workdir} is not a fine-tuned run (it has no task head); fine-tune it "
+      f"first: bert-jax finetune --config.init_from={workdir} --workdir NEW_DIR"
+    )
   with open(os.path.join(workdir, "config.json")) as f:
     config = ml_collections.ConfigDict(json.load(f))
   return run, config
@@ -43,10 +45,11 @@ def evaluate_main(workdir, *, data=None, step=None):
   examples = data_lib.read(spec, config)
   arrays, _ = data_lib.encode(examples, run.tokenizer, config, labels)
   logits = evaluate_lib.logits(run.model, run.params, arrays, BATCH_SIZE, progress=True)
-  values = evaluate_lib.scores(config, logits, arrays, examples,
-                               labels.names if labels else None)
-  print(f"{len(examples.rows)} examples of {spec}, step {run.step}"
-        + (f", {examples.skipped_empty} empty rows skipped" if examples.skipped_empty else ""))
+  values = evaluate_lib.scores(config, logits, arrays, examples, labels.names if labels else None)
+  print(
+    f"{len(examples.rows)} examples of {spec}, step {run.step}"
+    + (f", {examples.skipped_empty} empty rows skipped" if examples.skipped_empty else "")
+  )
   evaluate_lib.print_metrics(values)
   return values
 
@@ -64,21 +67,27 @@ def predict_main(workdir, input_spec, output_path, *, step=None):
       labels.encode(g, f"{input_spec} row {i + 1}")
   arrays, truncated = data_lib.encode(examples, run.tokenizer, config, None)
   logits = evaluate_lib.logits(run.model, run.params, arrays, BATCH_SIZE, progress=True)
-  results = evaluate_lib.predictions(config, logits, arrays, examples,
-                                     labels.names if labels else None)
+  results = evaluate_lib.predictions(
+    config, logits, arrays, examples, labels.names if labels else None
+  )
   tmp = output_path + ".tmp"
   with open(tmp, "w", encoding="utf-8") as f:
     for row, result in zip(examples.rows, results):
-      shown = {k: v for k, v in row.items() if k in ("text", "text_pair") and v is not None} \
-          if isinstance(row, dict) and "text" in row else {}
+      shown = (
+        {k: v for k, v in row.items() if k in ("text", "text_pair") and v is not None}
+        if isinstance(row, dict) and "text" in row
+        else {}
+      )
       f.write(json.dumps({**shown, **result}, ensure_ascii=False) + "\n")
   os.replace(tmp, output_path)
   notes = [f"{examples.skipped_empty} empty rows skipped"] if examples.skipped_empty else []
   if truncated:
     notes.append(f"{truncated} truncated to {config.data.max_seq_length} tokens")
   if labels and given and all(g is not None for g in given) and config.task == "classification":
-    hits = sum(str(r["label"]) == labels.names[labels.encode(g, "")]
-               for r, g in zip(results, given))
+    hits = sum(
+      str(r["label"]) == labels.names[labels.encode(g, "")] for r, g in zip(results, given)
+    )
     notes.append(f"accuracy against its label column {hits / len(given):.4f}")
-  print(f"{len(results)} predictions -> {output_path}"
-        + (f" ({'; '.join(notes)})" if notes else ""))
+  print(
+    f"{len(results)} predictions -> {output_path}" + (f" ({'; '.join(notes)})" if notes else "")
+  )

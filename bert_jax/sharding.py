@@ -27,12 +27,16 @@ def mesh_shape(mesh_config, num_devices):
   known = int(np.prod([s for s in sizes if s != -1]))
   if -1 in sizes:
     if num_devices % known:
-      raise UserError(f"config.mesh {dict(zip(MESH_AXES, sizes))} does not divide "
-                      f"{num_devices} devices; make the fixed sizes divide it")
+      raise UserError(
+        f"config.mesh {dict(zip(MESH_AXES, sizes))} does not divide "
+        f"{num_devices} devices; make the fixed sizes divide it"
+      )
     sizes[sizes.index(-1)] = num_devices // known
   if int(np.prod(sizes)) != num_devices:
-    raise UserError(f"config.mesh {dict(zip(MESH_AXES, sizes))} needs {int(np.prod(sizes))} "
-                    f"devices but {num_devices} are visible; set one axis to -1")
+    raise UserError(
+      f"config.mesh {dict(zip(MESH_AXES, sizes))} needs {int(np.prod(sizes))} "
+      f"devices but {num_devices} are visible; set one axis to -1"
+    )
   return tuple(sizes)
 
 
@@ -43,8 +47,9 @@ def make_mesh(mesh_config, devices=None):
 
 
 def rules_from_config(mesh_config):
-  return tuple((name, tuple(axis) if isinstance(axis, list) else axis)
-               for name, axis in mesh_config.rules)
+  return tuple(
+    (name, tuple(axis) if isinstance(axis, list) else axis) for name, axis in mesh_config.rules
+  )
 
 
 @contextlib.contextmanager
@@ -70,7 +75,8 @@ def shardings_of(create_fn, mesh, rules):
 
 def sharded_init(create_fn, shardings):
   """Runs `create_fn` under jit so every array is born in its sharded layout (no
-  unsharded copy ever exists, which is what lets BERT-large start on small devices)."""
+  unsharded copy ever exists, which is what lets BERT-large start on small devices).
+  """
   return jax.jit(lambda: nn.meta.unbox(create_fn()), out_shardings=shardings)()
 
 
@@ -78,28 +84,35 @@ def abstract_like(create_fn, shardings):
   """ShapeDtypeStructs with shardings: the restore target for a checkpoint."""
   abstract = nn.meta.unbox(jax.eval_shape(create_fn))
   return jax.tree_util.tree_map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+    lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+  )
 
 
 def global_batch(local_batch, mesh):
   """Turns this process's slice of the batch (numpy) into global jax.Arrays."""
   sharding = batch_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-          for k, v in local_batch.items()}
+  return {
+    k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+    for k, v in local_batch.items()
+  }
 
 
 def check_batch_divides(batch_size, accum_steps, mesh):
   """Bad-input check: the (micro-)batch must split evenly over the batch mesh axes."""
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
   if batch_size % accum_steps:
-    raise UserError(f"config.train.batch_size={batch_size} is not divisible by "
-                    f"config.train.accum_steps={accum_steps}")
+    raise UserError(
+      f"config.train.batch_size={batch_size} is not divisible by "
+      f"config.train.accum_steps={accum_steps}"
+    )
   micro = batch_size // accum_steps
   if micro % shards:
     raise UserError(
-        f"the micro-batch of {micro} sequences (config.train.batch_size={batch_size} / "
-        f"accum_steps={accum_steps}) does not divide over the {shards} data x fsdp "
-        f"shards of mesh {dict(mesh.shape)}; use a multiple of {shards}")
+      f"the micro-batch of {micro} sequences (config.train.batch_size={batch_size} / "
+      f"accum_steps={accum_steps}) does not divide over the {shards} data x fsdp "
+      f"shards of mesh {dict(mesh.shape)}; use a multiple of {shards}"
+    )
   if batch_size % jax.process_count():
-    raise UserError(f"config.train.batch_size={batch_size} does not divide over "
-                    f"{jax.process_count()} processes")
+    raise UserError(
+      f"config.train.batch_size={batch_size} does not divide over {jax.process_count()} processes"
+    )

@@ -21,19 +21,19 @@ from bert_jax import config as config_lib
 
 def get_config():
   c = config_lib.base_config()
-  c.model.size = "checkpoint"       # the architecture of config.init_from
+  c.model.size = "checkpoint"  # the architecture of config.init_from
   c.data.input = "builtin:python_docs"
-  c.data.objective = "mlm"          # MLM only: the NSP head of the checkpoint is left alone
+  c.data.objective = "mlm"  # MLM only: the NSP head of the checkpoint is left alone
   c.data.max_seq_length = 128
   c.data.max_predictions_per_seq = 20
   c.data.num_shards = 8
   c.data.eval_fraction = 0.05
-  c.train.steps = 200               # a CPU-sized demo; real adaptation runs ~10k+ steps
+  c.train.steps = 200  # a CPU-sized demo; real adaptation runs ~10k+ steps
   c.train.batch_size = 16
-  c.train.learning_rate = 1e-4      # Gururangan et al. 2020 (DAPT) use 1e-4 with warmup
+  c.train.learning_rate = 1e-4  # Gururangan et al. 2020 (DAPT) use 1e-4 with warmup
   c.train.warmup_steps = 20
   c.train.log_every_steps = 20
-  c.eval.at_start = True            # held-out MLM loss / accuracy before adaptation
+  c.eval.at_start = True  # held-out MLM loss / accuracy before adaptation
   c.eval.every_steps = 100
   c.eval.steps = 20
   c.checkpoint.every_steps = 100

@@ -19,12 +19,12 @@ def get_config():
   c.data.input = "builtin:python_docs"
   c.data.max_seq_length = 128
   c.data.max_predictions_per_seq = 20
-  c.data.num_shards = 8             # one per lane (config.data.lanes = 8): 1, 2, 4 or 8 hosts
-  c.data.dupe_factor = 2            # two instance layouts per document: more variety
+  c.data.num_shards = 8  # one per lane (config.data.lanes = 8): 1, 2, 4 or 8 hosts
+  c.data.dupe_factor = 2  # two instance layouts per document: more variety
   c.data.eval_fraction = 0.05
   c.train.steps = 1500
   c.train.batch_size = 32
-  c.train.learning_rate = 1e-3      # small models take a larger rate (Turc et al. 2019)
+  c.train.learning_rate = 1e-3  # small models take a larger rate (Turc et al. 2019)
   c.train.warmup_steps = 100
   c.train.log_every_steps = 50
   c.eval.every_steps = 500

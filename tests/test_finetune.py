@@ -21,16 +21,13 @@ import numpy as np
 import pytest
 
 from bert_jax import checkpoint as ckpt_lib
-from bert_jax import cli
+from bert_jax import cli, inference, serve
 from bert_jax import config as config_lib
 from bert_jax import evaluate as evaluate_lib
-from bert_jax import inference
-from bert_jax import serve
 from bert_jax.data import finetune as data_lib
 from bert_jax.data import squad
 from bert_jax.errors import UserError
-from bert_jax.train import finetune
-from bert_jax.train import task_objective
+from bert_jax.train import finetune, task_objective
 
 torch = pytest.importorskip("torch", reason="parity tests need torch")
 transformers = pytest.importorskip("transformers", reason="parity tests need transformers")
@@ -41,9 +38,30 @@ CONFIG = str(config_lib.DEFAULT_FINETUNE_CONFIG)
 LENGTH = 32
 FILLER = "the a cat dog bird fish red blue green small runs jumps sits sleeps on under tree".split()
 NAMES, PLACES = ("john", "mary"), ("paris", "london")
-VOCAB = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "?", "!"] + FILLER +
-         ["good", "bad", "big", "in", "house", "river", "where", "is", "what", "who", "yes",
-          "no", "play", "##ing", "un", "##believ", "##able"] + list(NAMES + PLACES))
+VOCAB = (
+  ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "?", "!"]
+  + FILLER
+  + [
+    "good",
+    "bad",
+    "big",
+    "in",
+    "house",
+    "river",
+    "where",
+    "is",
+    "what",
+    "who",
+    "yes",
+    "no",
+    "play",
+    "##ing",
+    "un",
+    "##believ",
+    "##able",
+  ]
+  + list(NAMES + PLACES)
+)
 TAGS = {"john": "B-PER", "mary": "B-PER", "paris": "B-LOC", "london": "B-LOC"}
 
 
@@ -55,12 +73,18 @@ def imported(tmp_path_factory):
   """A random tiny Hugging Face BERT with a hand-made vocabulary, imported (the init_from)."""
   hf_dir = tmp_path_factory.mktemp("tiny_hf")
   (hf_dir / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
-  (hf_dir / "tokenizer_config.json").write_text(json.dumps(
-      {"do_lower_case": True, "tokenizer_class": "BertTokenizer"}))
+  (hf_dir / "tokenizer_config.json").write_text(
+    json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer"})
+  )
   torch.manual_seed(0)
   hf_config = transformers.BertConfig(
-      vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-      intermediate_size=64, max_position_embeddings=64)
+    vocab_size=len(VOCAB),
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=64,
+  )
   transformers.BertForPreTraining(hf_config).save_pretrained(hf_dir)
   workdir = str(tmp_path_factory.mktemp("imported"))
   assert cli.main(["import-hf", "--hf", str(hf_dir), "--workdir", workdir]) == 0
@@ -79,7 +103,7 @@ def _filler(rng, low=3, high=7):
 
 
 def _sentiment_row(rng):
-  """label = which marker word the text holds: trivially learnable."""
+  """Label = which marker word the text holds: trivially learnable."""
   words, label = _filler(rng, 1, 4), rng.choice(["happy", "sad", "neutral"])
   marker = {"happy": "good", "sad": "bad", "neutral": "is"}[label]
   words.insert(rng.randint(0, len(words)), marker)
@@ -111,20 +135,33 @@ def _tokens_row(rng):
 
 def _qa_row(rng, index, sentences=2):
   """A context of `sentences` "NAME sits in PLACE ." sentences; where is the first name?"""
-  parts = [f"{rng.choice(NAMES)} {rng.choice(FILLER)} in {rng.choice(PLACES)} ."
-           for _ in range(sentences)]
+  parts = [
+    f"{rng.choice(NAMES)} {rng.choice(FILLER)} in {rng.choice(PLACES)} ." for _ in range(sentences)
+  ]
   context = " ".join(parts)
   name, _, _, place, _ = parts[0].split()
   start = context.index(place)
-  return {"id": f"q{index}", "question": f"where is {name} ?", "context": context,
-          "answers": {"text": [place], "answer_start": [start]}}
+  return {
+    "id": f"q{index}",
+    "question": f"where is {name} ?",
+    "context": context,
+    "answers": {"text": [place], "answer_start": [start]},
+  }
 
 
 def _finetune(workdir, init_from, *overrides):
   """Runs `bert-jax finetune` in-process; returns its stdout."""
-  argv = ["finetune", "--config", CONFIG, "--workdir", str(workdir),
-          f"--config.init_from={init_from}", f"--config.data.max_seq_length={LENGTH}",
-          "--config.train.batch_size=8", *overrides]
+  argv = [
+    "finetune",
+    "--config",
+    CONFIG,
+    "--workdir",
+    str(workdir),
+    f"--config.init_from={init_from}",
+    f"--config.data.max_seq_length={LENGTH}",
+    "--config.train.batch_size=8",
+    *overrides,
+  ]
   out = io.StringIO()
   with contextlib.redirect_stdout(out):
     rc = cli.main(argv)
@@ -132,21 +169,30 @@ def _finetune(workdir, init_from, *overrides):
   return out.getvalue()
 
 
-def _run_dir(tmp_path_factory, name, imported, rows_fn, overrides, train=48, evaluate=16,
-             init_from=None):
+def _run_dir(
+  tmp_path_factory, name, imported, rows_fn, overrides, train=48, evaluate=16, init_from=None
+):
   """(workdir, data files, stdout) of a fine-tuning run on generated data."""
   base = tmp_path_factory.mktemp(name)
   rng = random.Random(name)
   train_file = _write_jsonl(base / "train.jsonl", [rows_fn(rng) for _ in range(train)])
   eval_file = _write_jsonl(base / "eval.jsonl", [rows_fn(rng) for _ in range(evaluate)])
   workdir = base / "run"
-  stdout = _finetune(workdir, init_from or imported, f"--config.data.train={train_file}",
-                     f"--config.data.eval={eval_file}", *overrides)
+  stdout = _finetune(
+    workdir,
+    init_from or imported,
+    f"--config.data.train={train_file}",
+    f"--config.data.eval={eval_file}",
+    *overrides,
+  )
   return str(workdir), {"train": train_file, "eval": eval_file}, stdout
 
 
-CLASSIFY_ARGS = ("--config.train.steps=120", "--config.train.learning_rate=3e-3",
-                 "--config.eval.every_steps=20")
+CLASSIFY_ARGS = (
+  "--config.train.steps=120",
+  "--config.train.learning_rate=3e-3",
+  "--config.eval.every_steps=20",
+)
 
 
 @pytest.fixture(scope="module")
@@ -156,10 +202,15 @@ def classify(tmp_path_factory, imported):
   rng = random.Random(1)
   rows = [_sentiment_row(rng) for _ in range(96)]
   rows[5:5] = [{"text": "", "label": "happy"}, {"text": "   ", "label": "sad"}]
-  files = {"train": _write_jsonl(base / "train.jsonl", rows),
-           "eval": _write_jsonl(base / "eval.jsonl", [_sentiment_row(rng) for _ in range(24)])}
-  args = (f"--config.data.train={files['train']}", f"--config.data.eval={files['eval']}",
-          *CLASSIFY_ARGS)
+  files = {
+    "train": _write_jsonl(base / "train.jsonl", rows),
+    "eval": _write_jsonl(base / "eval.jsonl", [_sentiment_row(rng) for _ in range(24)]),
+  }
+  args = (
+    f"--config.data.train={files['train']}",
+    f"--config.data.eval={files['eval']}",
+    *CLASSIFY_ARGS,
+  )
   stdout = _finetune(base / "run", imported, *args)
   return {"workdir": str(base / "run"), "files": files, "stdout": stdout, "args": args}
 
@@ -173,26 +224,52 @@ def classify_hf(tmp_path_factory, classify):
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory, classify):
   """Pairs with token types: a new 2-label head on the 3-label classification run."""
-  return _run_dir(tmp_path_factory, "pairs", None, _pair_row, (
-      "--config.data.text_column=premise", "--config.data.text_pair_column=hypothesis",
-      "--config.head.reinit=True", "--config.train.steps=6", "--config.train.learning_rate=1e-3"),
-      init_from=classify["workdir"])
+  return _run_dir(
+    tmp_path_factory,
+    "pairs",
+    None,
+    _pair_row,
+    (
+      "--config.data.text_column=premise",
+      "--config.data.text_pair_column=hypothesis",
+      "--config.head.reinit=True",
+      "--config.train.steps=6",
+      "--config.train.learning_rate=1e-3",
+    ),
+    init_from=classify["workdir"],
+  )
 
 
 @pytest.fixture(scope="module")
 def regression(tmp_path_factory, imported):
   """Regression with a frozen encoder whose top layer is re-initialised; checkpoints at
-  steps 4 and 8."""
-  return _run_dir(tmp_path_factory, "regression", imported, _regression_row, (
-      "--config.task=regression", "--config.head.freeze_encoder=True",
-      "--config.head.reinit_layers=1", "--config.train.steps=8", "--config.eval.every_steps=4",
-      "--config.train.learning_rate=1e-2"))
+  steps 4 and 8.
+  """
+  return _run_dir(
+    tmp_path_factory,
+    "regression",
+    imported,
+    _regression_row,
+    (
+      "--config.task=regression",
+      "--config.head.freeze_encoder=True",
+      "--config.head.reinit_layers=1",
+      "--config.train.steps=8",
+      "--config.eval.every_steps=4",
+      "--config.train.learning_rate=1e-2",
+    ),
+  )
 
 
 @pytest.fixture(scope="module")
 def tokens(tmp_path_factory, imported):
-  return _run_dir(tmp_path_factory, "tokens", imported, _tokens_row, (
-      "--config.task=tokens", "--config.train.steps=20", "--config.train.learning_rate=5e-3"))
+  return _run_dir(
+    tmp_path_factory,
+    "tokens",
+    imported,
+    _tokens_row,
+    ("--config.task=tokens", "--config.train.steps=20", "--config.train.learning_rate=5e-3"),
+  )
 
 
 @pytest.fixture(scope="module")
@@ -200,14 +277,22 @@ def qa(tmp_path_factory, imported):
   """QA; the eval contexts are long enough for several windows."""
   base = tmp_path_factory.mktemp("qa")
   rng = random.Random(3)
-  files = {"train": _write_jsonl(base / "train.jsonl", [_qa_row(rng, i) for i in range(32)]),
-           "eval": _write_jsonl(base / "eval.jsonl",
-                                [_qa_row(rng, i, sentences=8) for i in range(4)])}
+  files = {
+    "train": _write_jsonl(base / "train.jsonl", [_qa_row(rng, i) for i in range(32)]),
+    "eval": _write_jsonl(base / "eval.jsonl", [_qa_row(rng, i, sentences=8) for i in range(4)]),
+  }
   workdir = base / "run"
-  _finetune(workdir, imported, "--config.task=qa", f"--config.data.train={files['train']}",
-            f"--config.data.eval={files['eval']}", "--config.data.max_query_length=8",
-            "--config.data.doc_stride=8", "--config.train.steps=10",
-            "--config.train.learning_rate=5e-3")
+  _finetune(
+    workdir,
+    imported,
+    "--config.task=qa",
+    f"--config.data.train={files['train']}",
+    f"--config.data.eval={files['eval']}",
+    "--config.data.max_query_length=8",
+    "--config.data.doc_stride=8",
+    "--config.train.steps=10",
+    "--config.train.learning_rate=5e-3",
+  )
   return str(workdir), files
 
 
@@ -226,13 +311,21 @@ def _load_hf(auto_class, hf_dir):
 
 
 def _our_logits(run, arrays):
-  return np.asarray(run.model.apply({"params": run.params}, arrays["input_ids"],
-                                    arrays["token_type_ids"], arrays["attention_mask"]))
+  return np.asarray(
+    run.model.apply(
+      {"params": run.params},
+      arrays["input_ids"],
+      arrays["token_type_ids"],
+      arrays["attention_mask"],
+    )
+  )
 
 
 def _hf_inputs(arrays):
-  return {k: torch.tensor(np.asarray(arrays[k]), dtype=torch.long)
-          for k in ("input_ids", "token_type_ids", "attention_mask")}
+  return {
+    k: torch.tensor(np.asarray(arrays[k]), dtype=torch.long)
+    for k in ("input_ids", "token_type_ids", "attention_mask")
+  }
 
 
 def _encoded(workdir, spec):
@@ -245,8 +338,9 @@ def _encoded(workdir, spec):
 
 
 def _predict(workdir, input_file, out):
-  assert cli.main(["predict", "--workdir", workdir, "--input", input_file,
-                   "--output", str(out)]) == 0
+  assert (
+    cli.main(["predict", "--workdir", workdir, "--input", input_file, "--output", str(out)]) == 0
+  )
   return [json.loads(line) for line in open(out)]
 
 
@@ -256,8 +350,9 @@ def _records(workdir, split):
 
 
 def _params_equal(a, b):
-  leaves = jax.tree_util.tree_leaves(jax.tree_util.tree_map(
-      lambda x, y: np.array_equal(np.asarray(x), np.asarray(y)), a, b))
+  leaves = jax.tree_util.tree_leaves(
+    jax.tree_util.tree_map(lambda x, y: np.array_equal(np.asarray(x), np.asarray(y)), a, b)
+  )
   return all(leaves)
 
 
@@ -289,7 +384,8 @@ def test_classification_matches_transformers(classify, classify_hf, tmp_path):
 
 def test_classification_loss_and_gradients_match_transformers(classify, classify_hf):
   """The training objective (without dropout) against BertForSequenceClassification's
-  loss and its gradients, on a labelled batch."""
+  loss and its gradients, on a labelled batch.
+  """
   workdir, hf_dir = classify["workdir"], classify_hf
   model = _load_hf(transformers.AutoModelForSequenceClassification, hf_dir)
   run, _, _, arrays = _encoded(workdir, classify["files"]["eval"])
@@ -297,18 +393,24 @@ def test_classification_loss_and_gradients_match_transformers(classify, classify
   objective = task_objective.FineTuning(run.model, "classification")
 
   def loss(params):
-    return objective.loss(objective.sums(params, batch, deterministic=True),
-                          objective.totals(batch))
+    return objective.loss(
+      objective.sums(params, batch, deterministic=True), objective.totals(batch)
+    )
 
   value, grads = jax.value_and_grad(loss)(run.params)
   out = model(**_hf_inputs(batch), labels=torch.tensor(batch["labels"], dtype=torch.long))
   out.loss.backward()
   assert abs(float(value) - float(out.loss)) < 1e-5
-  np.testing.assert_allclose(np.asarray(grads["classifier"]["kernel"]),
-                             model.classifier.weight.grad.numpy().T, atol=1e-6, rtol=1e-4)
-  words = np.asarray(grads["bert"]["embeddings"]["word"]["embedding"])[:len(VOCAB)]
-  np.testing.assert_allclose(words, model.bert.embeddings.word_embeddings.weight.grad.numpy(),
-                             atol=1e-6, rtol=1e-4)
+  np.testing.assert_allclose(
+    np.asarray(grads["classifier"]["kernel"]),
+    model.classifier.weight.grad.numpy().T,
+    atol=1e-6,
+    rtol=1e-4,
+  )
+  words = np.asarray(grads["bert"]["embeddings"]["word"]["embedding"])[: len(VOCAB)]
+  np.testing.assert_allclose(
+    words, model.bert.embeddings.word_embeddings.weight.grad.numpy(), atol=1e-6, rtol=1e-4
+  )
 
 
 def test_pair_classification_matches_transformers(pairs, tmp_path):
@@ -320,9 +422,13 @@ def test_pair_classification_matches_transformers(pairs, tmp_path):
   assert model.config.id2label == {0: "no", 1: "yes"}
   assert arrays["token_type_ids"].max() == 1  # the second texts are type 1
   hf_tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir)
-  hf_batch = hf_tokenizer([r["text"] for r in examples.rows],
-                          [r["text_pair"] for r in examples.rows], padding="max_length",
-                          max_length=LENGTH, truncation=True)
+  hf_batch = hf_tokenizer(
+    [r["text"] for r in examples.rows],
+    [r["text_pair"] for r in examples.rows],
+    padding="max_length",
+    max_length=LENGTH,
+    truncation=True,
+  )
   np.testing.assert_array_equal(hf_batch["input_ids"], arrays["input_ids"])
   np.testing.assert_array_equal(hf_batch["token_type_ids"], arrays["token_type_ids"])
   with torch.no_grad():
@@ -354,8 +460,7 @@ def test_tokens_match_transformers(tokens, tmp_path):
   with torch.no_grad():
     hf_logits = model(**_hf_inputs(arrays)).logits.numpy()
   real = arrays["attention_mask"].astype(bool)
-  np.testing.assert_allclose(_our_logits(run, arrays)[real], hf_logits[real], atol=1e-4,
-                             rtol=0)
+  np.testing.assert_allclose(_our_logits(run, arrays)[real], hf_logits[real], atol=1e-4, rtol=0)
 
   predicted = _predict(workdir, files["eval"], tmp_path / "pred.jsonl")
   tagger = transformers.pipeline("token-classification", model=hf_dir, ignore_labels=[])
@@ -383,13 +488,18 @@ def test_qa_matches_transformers(qa, tmp_path):
   np.testing.assert_allclose(ours[..., 1][real], out.end_logits.numpy()[real], atol=1e-4)
 
   theirs, _ = squad.postprocess(
-      features, out.start_logits.numpy(), out.end_logits.numpy(), examples.rows,
-      n_best=config.qa.n_best, max_answer_length=config.qa.max_answer_length)
+    features,
+    out.start_logits.numpy(),
+    out.end_logits.numpy(),
+    examples.rows,
+    n_best=config.qa.n_best,
+    max_answer_length=config.qa.max_answer_length,
+  )
   predicted = _predict(workdir, files["eval"], tmp_path / "pred.jsonl")
   assert [p["id"] for p in predicted] == [e.id for e in examples.rows]
   assert {p["id"]: p["answer"] for p in predicted} == theirs
   for p, e in zip(predicted, examples.rows):
-    assert e.context[p["start"]:p["start"] + len(p["answer"])] == p["answer"]
+    assert e.context[p["start"] : p["start"] + len(p["answer"])] == p["answer"]
 
 
 # --- 2. learning signal and the best checkpoint ----------------------------------------------
@@ -416,7 +526,8 @@ def test_trivial_task_is_learnt_and_best_is_kept(classify):
 
 def test_resume_is_exact(classify, imported, tmp_path):
   """Delete the last checkpoint (and best/) of the 120-step run: the rerun resumes from 100
-  and ends on the same parameters, bit for bit."""
+  and ends on the same parameters, bit for bit.
+  """
   straight = classify["workdir"]
   assert ckpt_lib.open_run(straight)[0].all_steps() == [100, 120]
   resumed = str(tmp_path / "resumed")
@@ -441,12 +552,14 @@ def _config(task):
 
 
 def test_classification_accuracy_and_loss_by_hand():
-  logits = np.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0], [1.0, 0.0, 0.0]],
-                    np.float32)
+  logits = np.array(
+    [[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0], [1.0, 0.0, 0.0]], np.float32
+  )
   labels = np.array([0, 1, 2, 2], np.int32)  # the last one is wrong
   examples = data_lib.Examples([{"text": "x", "label": int(i)} for i in labels])
-  values = evaluate_lib.scores(_config("classification"), logits, {"labels": labels},
-                               examples, ["a", "b", "c"])
+  values = evaluate_lib.scores(
+    _config("classification"), logits, {"labels": labels}, examples, ["a", "b", "c"]
+  )
   assert values["accuracy"] == 0.75
   log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
   assert abs(values["loss"] + log_softmax[np.arange(4), labels].mean()) < 1e-6
@@ -458,8 +571,7 @@ def test_regression_pearson_by_hand():
   labels = np.array([1.0, 2.0, 3.0], np.float32)
   predicted = np.array([[1.0], [2.0], [4.0]], np.float32)
   examples = data_lib.Examples([{"text": "x", "label": float(v)} for v in labels])
-  values = evaluate_lib.scores(_config("regression"), predicted, {"labels": labels}, examples,
-                               None)
+  values = evaluate_lib.scores(_config("regression"), predicted, {"labels": labels}, examples, None)
   # deviations (-1, 0, 1) and (-4/3, -1/3, 5/3): r = 3 / sqrt(2 * 42 / 9) = 9 / sqrt(84)
   assert abs(values["pearson"] - 9 / np.sqrt(84)) < 1e-6
   assert abs(values["loss"] - 1 / 3) < 1e-6  # squared errors 0, 0, 1
@@ -508,8 +620,9 @@ def test_evaluate_command_prints_the_best_eval(classify, capsys):
 def test_tokens_label_first_sub_token_only(imported):
   tokenizer = inference.run_tokenizer(imported)
   labels = data_lib.LabelMap(["B-LOC", "B-PER", "O"])
-  examples = data_lib.Examples([{"words": ["john", "unbelievable", "playing"],
-                                 "tags": ["B-PER", "O", "B-LOC"]}])
+  examples = data_lib.Examples(
+    [{"words": ["john", "unbelievable", "playing"], "tags": ["B-PER", "O", "B-LOC"]}]
+  )
   arrays, truncated = data_lib.encode_tokens(examples, tokenizer, 12, labels)
   pieces = ["[CLS]", "john", "un", "##believ", "##able", "play", "##ing", "[SEP]"]
   expected_ids = [VOCAB.index(p) for p in pieces] + [0] * 4
@@ -534,12 +647,24 @@ def _cli_error(capsys, argv):
 
 
 def test_predict_refuses_a_label_outside_the_map(classify, tmp_path, capsys):
-  bad = _write_jsonl(tmp_path / "bad.jsonl", [{"text": "good cat", "label": "happy"},
-                                              {"text": "bad dog", "label": "angry"}])
+  bad = _write_jsonl(
+    tmp_path / "bad.jsonl",
+    [{"text": "good cat", "label": "happy"}, {"text": "bad dog", "label": "angry"}],
+  )
   with pytest.raises(UserError, match=r"'angry' is not one of the 3 labels"):
     serve.predict_main(classify["workdir"], bad, str(tmp_path / "out.jsonl"))
-  line = _cli_error(capsys, ["predict", "--workdir", classify["workdir"], "--input", bad,
-                             "--output", str(tmp_path / "out.jsonl")])
+  line = _cli_error(
+    capsys,
+    [
+      "predict",
+      "--workdir",
+      classify["workdir"],
+      "--input",
+      bad,
+      "--output",
+      str(tmp_path / "out.jsonl"),
+    ],
+  )
   assert "angry" in line and "happy, neutral, sad" in line
   assert not os.path.exists(tmp_path / "out.jsonl")
 
@@ -553,8 +678,12 @@ def test_empty_rows_are_skipped_and_counted(classify, tmp_path, capsys):
   assert [r["text"] for r in examples.rows] == ["good cat", "bad dog"]
   capsys.readouterr()
   out = tmp_path / "out.jsonl"
-  assert cli.main(["predict", "--workdir", classify["workdir"], "--input", str(path),
-                   "--output", str(out)]) == 0
+  assert (
+    cli.main(
+      ["predict", "--workdir", classify["workdir"], "--input", str(path), "--output", str(out)]
+    )
+    == 0
+  )
   printed = capsys.readouterr().out
   assert "2 predictions" in printed and "2 empty rows skipped" in printed
   assert [json.loads(line)["text"] for line in open(out)] == ["good cat", "bad dog"]
@@ -572,10 +701,21 @@ def test_integer_labels_are_names(tmp_path):
 
 
 def test_qa_window_too_short_is_a_user_error(qa, imported, tmp_path, capsys):
-  line = _cli_error(capsys, [
-      "finetune", "--config", CONFIG, "--workdir", str(tmp_path / "w"), "--config.task=qa",
-      f"--config.init_from={imported}", f"--config.data.train={qa[1]['train']}",
-      f"--config.data.max_seq_length={LENGTH}", "--config.data.max_query_length=30"])
+  line = _cli_error(
+    capsys,
+    [
+      "finetune",
+      "--config",
+      CONFIG,
+      "--workdir",
+      str(tmp_path / "w"),
+      "--config.task=qa",
+      f"--config.init_from={imported}",
+      f"--config.data.train={qa[1]['train']}",
+      f"--config.data.max_seq_length={LENGTH}",
+      "--config.data.max_query_length=30",
+    ],
+  )
   assert "max_query_length" in line
 
 
@@ -584,10 +724,19 @@ def test_missing_column_is_named(classify, imported, tmp_path, capsys):
   config.data.text_column = "sentence"
   with pytest.raises(UserError, match=r"no column 'sentence'.*'text', 'label'"):
     data_lib.read(classify["files"]["train"], config)
-  line = _cli_error(capsys, [
-      "finetune", "--config", CONFIG, "--workdir", str(tmp_path / "w"),
-      f"--config.init_from={imported}", f"--config.data.train={classify['files']['train']}",
-      "--config.data.text_column=sentence"])
+  line = _cli_error(
+    capsys,
+    [
+      "finetune",
+      "--config",
+      CONFIG,
+      "--workdir",
+      str(tmp_path / "w"),
+      f"--config.init_from={imported}",
+      f"--config.data.train={classify['files']['train']}",
+      "--config.data.text_column=sentence",
+    ],
+  )
   assert "'sentence'" in line and "'text', 'label'" in line
 
 
@@ -598,15 +747,26 @@ def test_unknown_task(imported, tmp_path, capsys):
   config.data.train = "x.jsonl"
   with pytest.raises(UserError, match=r"config.task='ner' is not one of classification"):
     finetune.validate(config)
-  line = _cli_error(capsys, ["finetune", "--config", CONFIG, "--workdir", str(tmp_path / "w"),
-                             f"--config.init_from={imported}", "--config.data.train=x.jsonl",
-                             "--config.task=ner"])
+  line = _cli_error(
+    capsys,
+    [
+      "finetune",
+      "--config",
+      CONFIG,
+      "--workdir",
+      str(tmp_path / "w"),
+      f"--config.init_from={imported}",
+      "--config.data.train=x.jsonl",
+      "--config.task=ner",
+    ],
+  )
   assert "regression, tokens, qa" in line
 
 
 def test_other_labels_than_init_from_offer_reinit(classify, pairs, tmp_path):
   """A 3-label classification run as init_from, data with 2 other labels: a new head is
-  offered (and with it, `pairs`, the same data trains)."""
+  offered (and with it, `pairs`, the same data trains).
+  """
   config = _pairs_config(classify, pairs[1]["train"])
   with pytest.raises(UserError, match=r"--config.head.reinit=True"):
     finetune.finetune(config, str(tmp_path / "w"))

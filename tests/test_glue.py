@@ -13,9 +13,8 @@ import os
 import numpy as np
 import pytest
 
-from bert_jax import cli
+from bert_jax import cli, glue
 from bert_jax import evaluate as evaluate_lib
-from bert_jax import glue
 from bert_jax.data import tfds_tasks
 from bert_jax.errors import UserError
 
@@ -24,23 +23,35 @@ RECIPES = os.path.join(REPO, "configs", "finetune")
 GLUE_TASKS = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli")
 # Recipe file: (registry task, max_seq_length, batch size, epochs, learning rate).
 RECIPE_SETTINGS = {
-    **{f"{t}.py": (t, 128, 32, 3.0, 2e-5) for t in GLUE_TASKS},
-    **{f"glue.py:{t}": (t, 128, 32, 3.0, 2e-5) for t in GLUE_TASKS + ("mnli_mismatched",)},
-    "squad_v1.py": ("squad/v1.1", 384, 32, 3.0, 5e-5),
-    "squad_v2.py": ("squad/v2.0", 384, 48, 2.0, 5e-5),
-    "conll2003.py": ("conll2003", 128, 32, 3.0, 5e-5),
-    "imdb.py": ("imdb_reviews", 256, 32, 3.0, 2e-5),
+  **{f"{t}.py": (t, 128, 32, 3.0, 2e-5) for t in GLUE_TASKS},
+  **{f"glue.py:{t}": (t, 128, 32, 3.0, 2e-5) for t in GLUE_TASKS + ("mnli_mismatched",)},
+  "squad_v1.py": ("squad/v1.1", 384, 32, 3.0, 5e-5),
+  "squad_v2.py": ("squad/v2.0", 384, 48, 2.0, 5e-5),
+  "conll2003.py": ("conll2003", 128, 32, 3.0, 5e-5),
+  "imdb.py": ("imdb_reviews", 256, 32, 3.0, 2e-5),
 }
 # ml_collections loads recipe files with importlib's deprecated load_module().
 pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
-FAST = ["--config.train.steps=2", "--config.train.batch_size=8",
-        "--config.data.max_seq_length=32", "--config.checkpoint.async_save=False"]
+FAST = [
+  "--config.train.steps=2",
+  "--config.train.batch_size=8",
+  "--config.data.max_seq_length=32",
+  "--config.checkpoint.async_save=False",
+]
 
 
 def _load(recipe, *overrides):
   config, _ = cli.parse_config(  # pylint: disable=protected-access
-      "finetune", ["--config", os.path.join(RECIPES, recipe), "--workdir", "unused",
-                   "--config.init_from=unused", *overrides])
+    "finetune",
+    [
+      "--config",
+      os.path.join(RECIPES, recipe),
+      "--workdir",
+      "unused",
+      "--config.init_from=unused",
+      *overrides,
+    ],
+  )
   return config
 
 
@@ -56,12 +67,19 @@ def test_recipe_agrees_with_the_registry(recipe):
   assert config.data.train == f"tfds:{task.name}:{task.train_split}"
   assert config.data.eval == f"tfds:{task.name}:{task.eval_split}"
   assert (config.data.text_column, config.data.text_pair_column, config.data.label_column) == (
-      task.text_column, task.text_pair_column, task.label_column)
+    task.text_column,
+    task.text_pair_column,
+    task.label_column,
+  )
   metrics, main = evaluate_lib.metric_names(config)
   assert metrics == task.metrics
   assert main == ("f1" if task.main_metric == "entity_f1" else task.main_metric)
-  assert (config.data.max_seq_length, config.train.batch_size, config.train.epochs,
-          config.train.learning_rate) == (length, batch, epochs, lr)
+  assert (
+    config.data.max_seq_length,
+    config.train.batch_size,
+    config.train.epochs,
+    config.train.learning_rate,
+  ) == (length, batch, epochs, lr)
   assert config.train.warmup_fraction == 0.1 and config.train.decay == "linear"
   assert config.model.hidden_dropout == config.model.attention_dropout == 0.1
   assert config.init_from == "unused"  # the recipe leaves it to the command line
@@ -90,9 +108,18 @@ def test_glue_recipe_overrides_and_bad_task():
 # The table.
 
 # BERT-base's Table 1 scores (test set in the paper; dev results here), as fractions.
-PAPER_BASE = {"mnli": 0.846, "mnli_mismatched": 0.834, "qqp": 0.712, "qnli": 0.905,
-              "sst2": 0.935, "cola": 0.521, "stsb": 0.858, "mrpc": 0.889, "rte": 0.664,
-              "wnli": 0.651}
+PAPER_BASE = {
+  "mnli": 0.846,
+  "mnli_mismatched": 0.834,
+  "qqp": 0.712,
+  "qnli": 0.905,
+  "sst2": 0.935,
+  "cola": 0.521,
+  "stsb": 0.858,
+  "mrpc": 0.889,
+  "rte": 0.664,
+  "wnli": 0.651,
+}
 
 
 def _hand_made_results():
@@ -102,12 +129,12 @@ def _hand_made_results():
     metrics = {m: 0.5 for m in tfds_tasks.TASKS[task].metrics}
     metrics[tfds_tasks.TASKS[task].main_metric] = score
     results[task] = {2e-5: dict(metrics, loss=0.25)}
-  results["rte"][5e-5] = {"accuracy": 0.601, "loss": 0.7}       # worse: 2e-5 stays
-  results["mrpc"][2e-5]["accuracy"] = 0.99                      # accuracy is not MRPC's score
+  results["rte"][5e-5] = {"accuracy": 0.601, "loss": 0.7}  # worse: 2e-5 stays
+  results["mrpc"][2e-5]["accuracy"] = 0.99  # accuracy is not MRPC's score
   results["mrpc"][5e-5] = {"f1": 0.80, "accuracy": 0.95}
-  results["mnli"][5e-5] = {"accuracy": 0.840}                  # MNLI-m picks 2e-5 ...
-  results["mnli_mismatched"][5e-5] = {"accuracy": 0.900}        # ... and so MNLI-mm does
-  results["cola"][5e-5] = {"matthews": 0.571}                   # better: 5e-5 is chosen
+  results["mnli"][5e-5] = {"accuracy": 0.840}  # MNLI-m picks 2e-5 ...
+  results["mnli_mismatched"][5e-5] = {"accuracy": 0.900}  # ... and so MNLI-mm does
+  results["cola"][5e-5] = {"matthews": 0.571}  # better: 5e-5 is chosen
   return results
 
 
@@ -120,13 +147,13 @@ def test_best_learning_rates_follow_the_main_metric_and_mnli_m():
 def test_markdown_table_is_the_papers_layout_and_average():
   text = glue.markdown_table(_hand_made_results())
   lines = text.splitlines()
-  header = lines.index("| MNLI-(m/mm) | QQP | QNLI | SST-2 | CoLA | STS-B | MRPC | RTE | "
-                       "Average |")
+  header = lines.index("| MNLI-(m/mm) | QQP | QNLI | SST-2 | CoLA | STS-B | MRPC | RTE | Average |")
   # The paper's BERT-base average, 79.6, is the mean of its 9 numbers (WNLI left out):
   # (84.6 + 83.4 + 71.2 + 90.5 + 93.5 + 52.1 + 85.8 + 88.9 + 66.4) / 9 = 716.4 / 9 = 79.6.
   # Here CoLA's best rate scores 57.1 instead of 52.1: 721.4 / 9 = 80.16 -> 80.2.
-  assert lines[header + 2] == ("| 84.6/83.4 | 71.2 | 90.5 | 93.5 | 57.1 | 85.8 | 88.9 | 66.4 | "
-                               "80.2 |")
+  assert lines[header + 2] == (
+    "| 84.6/83.4 | 71.2 | 90.5 | 93.5 | 57.1 | 85.8 | 88.9 | 66.4 | 80.2 |"
+  )
   assert "65.1" not in lines[header + 2]  # WNLI is not in Table 1 ...
   assert "| WNLI | 2e-05 | accuracy 65.1 | accuracy 65.1, loss 0.250 | yes |" in lines  # ... here
   assert "| CoLA | 5e-05 | matthews 57.1 | matthews 57.1 | yes |" in lines
@@ -141,20 +168,25 @@ def test_markdown_table_is_the_papers_layout_and_average():
 
 
 def test_markdown_table_of_some_tasks():
-  results = {"rte": {2e-5: {"accuracy": 0.625}, 3e-5: {"accuracy": 0.5}},
-             "stsb": {2e-5: {"pearson": 0.9, "spearman": 0.875}}}
+  results = {
+    "rte": {2e-5: {"accuracy": 0.625}, 3e-5: {"accuracy": 0.5}},
+    "stsb": {2e-5: {"pearson": 0.9, "spearman": 0.875}},
+  }
   row = glue.markdown_table(results).splitlines()[4]
   # (62.5 + 87.5) / 2 = 75.0 over 2 of the 9 numbers.
   assert row == "| -/- | - | - | - | - | 87.5 | - | 62.5 | 75.0 (2/9) |"
   assert glue.markdown_table({}).splitlines()[4] == "| -/- | - | - | - | - | - | - | - | - |"
 
 
-@pytest.mark.parametrize("argv, message", [
+@pytest.mark.parametrize(
+  "argv, message",
+  [
     (["--init-from", "a", "--workdir", "b", "--tasks", "sst2,sst3"], "unknown sst3"),
     (["--init-from", "a", "--workdir", "b", "--learning-rates", "2e-5,x"], "give numbers"),
     (["--init-from", "a", "--workdir", "b", "--learning-rates", "0"], "positive"),
     (["--init-from", "a", "--workdir", "b", "stray"], "unexpected arguments"),
-])
+  ],
+)
 def test_bad_command_lines_are_one_error_line(argv, message, capsys):
   assert glue.main(argv) == 2
   err = capsys.readouterr().err
@@ -163,9 +195,11 @@ def test_bad_command_lines_are_one_error_line(argv, message, capsys):
 
 # End to end, on a tiny random BERT and TFDS mock data.
 
-WORDS = ("the a cat dog sat on mat it is was not good bad movie film very and or who what "
-         "where when why how purred barked ran big small red blue green one two three yes no "
-         "of to in for with by at from up down left right".split())
+WORDS = (
+  "the a cat dog sat on mat it is was not good bad movie film very and or who what "
+  "where when why how purred barked ran big small red blue green one two three yes no "
+  "of to in for with by at from up down left right".split()
+)
 
 
 @pytest.fixture(scope="module")
@@ -174,12 +208,18 @@ def tiny_bert(tmp_path_factory):
   transformers = pytest.importorskip("transformers")
   pytest.importorskip("torch")
   from bert_jax.hf import import_hf
+
   hf_dir = tmp_path_factory.mktemp("hf")
   vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(WORDS) + ["##s", "##ed"]
   (hf_dir / "vocab.txt").write_text("\n".join(vocab) + "\n")
   config = transformers.BertConfig(
-      vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-      intermediate_size=64, max_position_embeddings=64)
+    vocab_size=len(vocab),
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=64,
+  )
   transformers.BertForPreTraining(config).save_pretrained(hf_dir)
   workdir = str(tmp_path_factory.mktemp("tiny_bert"))
   import_hf.import_hf(str(hf_dir), workdir, log=lambda *_: None)
@@ -189,8 +229,19 @@ def tiny_bert(tmp_path_factory):
 def test_sweep_on_mock_mnli_writes_the_mnli_column(tiny_bert, tmp_path):
   tfds = pytest.importorskip("tensorflow_datasets")
   workdir, out = str(tmp_path / "glue"), str(tmp_path / "table" / "glue.md")
-  argv = ["--init-from", tiny_bert, "--workdir", workdir, "--tasks", "mnli,mnli_mismatched",
-          "--learning-rates", "3e-5", "--out", out, *FAST]
+  argv = [
+    "--init-from",
+    tiny_bert,
+    "--workdir",
+    workdir,
+    "--tasks",
+    "mnli,mnli_mismatched",
+    "--learning-rates",
+    "3e-5",
+    "--out",
+    out,
+    *FAST,
+  ]
   with tfds.testing.mock_data(num_examples=16):
     assert glue.main(argv) == 0
   run = os.path.join(workdir, "mnli", "lr_3e-05")  # one rate: a run compiles for ~30 s
@@ -215,7 +266,9 @@ def test_sweep_on_mock_mnli_writes_the_mnli_column(tiny_bert, tmp_path):
   # A second sweep reuses the finished runs: no training, the same table.
   def fail(*args, **kwargs):
     raise AssertionError("ran again")
+
   from bert_jax.train import finetune
+
   finetune_before, finetune.finetune = finetune.finetune, fail
   try:
     with tfds.testing.mock_data(num_examples=16):
@@ -230,27 +283,45 @@ CONTEXT = "the cat sat on the mat . it purred and the dog barked"
 
 
 def _squad(question, answer, index):
-  return {"id": f"q{index}", "title": "cats", "context": CONTEXT, "question": question,
-          "answers": {"answer_start": np.array([CONTEXT.index(answer)], np.int32),
-                      "text": np.array([answer], object)}}
+  return {
+    "id": f"q{index}",
+    "title": "cats",
+    "context": CONTEXT,
+    "question": question,
+    "answers": {
+      "answer_start": np.array([CONTEXT.index(answer)], np.int32),
+      "text": np.array([answer], object),
+    },
+  }
 
 
 def test_squad_v1_recipe_fine_tunes_on_hand_made_examples(tiny_bert, tmp_path):
   tfds = pytest.importorskip("tensorflow_datasets")
   tf = pytest.importorskip("tensorflow")
   from bert_jax.train import finetune
-  questions = [("who sat", "cat"), ("where", "the mat"), ("what purred", "it"),
-               ("who barked", "dog")]
+
+  questions = [
+    ("who sat", "cat"),
+    ("where", "the mat"),
+    ("what purred", "it"),
+    ("who barked", "dog"),
+  ]
   examples = [_squad(q, a, i) for i, (q, a) in enumerate(questions * 2)]
 
   def as_dataset(builder, split, decoders=None, read_config=None, **kwargs):
     del split, decoders, read_config, kwargs
     return tf.data.Dataset.from_generator(
-        lambda: iter(examples), output_signature=builder.info.features.get_tensor_spec())
+      lambda: iter(examples), output_signature=builder.info.features.get_tensor_spec()
+    )
 
   workdir = str(tmp_path / "squad")
-  config = _load("squad_v1.py", f"--config.init_from={tiny_bert}", *FAST,
-                 "--config.data.doc_stride=8", "--config.data.max_query_length=8")
+  config = _load(
+    "squad_v1.py",
+    f"--config.init_from={tiny_bert}",
+    *FAST,
+    "--config.data.doc_stride=8",
+    "--config.data.max_query_length=8",
+  )
   with tfds.testing.mock_data(as_dataset_fn=as_dataset):
     finetune.finetune(config, workdir)
   metrics = glue.best_metrics(workdir)

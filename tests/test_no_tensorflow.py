@@ -1,5 +1,6 @@
 """The GPU images have no TensorFlow: the model, the train step, the synthetic data
-source and inference must import and run with `import tensorflow` failing."""
+source and inference must import and run with `import tensorflow` failing.
+"""
 
 import os
 import subprocess
@@ -43,8 +44,9 @@ print("loss", float(metrics["loss"]))
 
 def test_model_step_and_synthetic_data_run_without_tensorflow():
   env = {**os.environ, "XLA_FLAGS": ""}
-  result = subprocess.run([sys.executable, "-c", CODE], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+  result = subprocess.run(
+    [sys.executable, "-c", CODE], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   loss = float(result.stdout.split("loss")[-1])
   assert 0 < loss < 20

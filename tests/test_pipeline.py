@@ -1,19 +1,35 @@
 """The training stream over prepared shards: per-process shards disjoint and covering,
-epochs, exact resume, tf.data and threads alike, and no process starved by another."""
+epochs, exact resume, tf.data and threads alike, and no process starved by another.
+"""
 
 import numpy as np
 import pytest
 
 from bert_jax import config as config_lib
-from bert_jax.data import pipeline
-from bert_jax.data import prepare
+from bert_jax.data import pipeline, prepare
 
 
 def _corpus(path, documents=120, seed=0):
   """BERT-format text: documents of 2-8 sentences of made-up words."""
   rng = np.random.default_rng(seed)
-  words = ["alpha", "beta", "gamma", "delta", "omega", "river", "stone", "light", "north",
-           "table", "garden", "silver", "window", "market", "forest", "engine"]
+  words = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "omega",
+    "river",
+    "stone",
+    "light",
+    "north",
+    "table",
+    "garden",
+    "silver",
+    "window",
+    "market",
+    "forest",
+    "engine",
+  ]
   lines = []
   for _ in range(documents):
     for _ in range(rng.integers(2, 9)):
@@ -48,8 +64,9 @@ def prepared(tmp_path_factory):
 
 def _stream(prepared, split="train", batch_size=8, **kwargs):
   data_dir, manifest = prepared
-  return pipeline.Stream(data_dir, manifest, split, batch_size=batch_size, seed=3,
-                         max_predictions=5, **kwargs)
+  return pipeline.Stream(
+    data_dir, manifest, split, batch_size=batch_size, seed=3, max_predictions=5, **kwargs
+  )
 
 
 def _example_ids(stream, steps):
@@ -94,10 +111,14 @@ def test_an_epoch_reads_every_row_once_then_reshuffles(prepared):
 
 def test_the_global_batch_is_the_same_for_every_process_count(prepared):
   """With 4 lanes, 1, 2 or 4 processes read the same global batches (process i's rows are
-  its slice of the global batch), so a run resumes exactly on another host count."""
+  its slice of the global batch), so a run resumes exactly on another host count.
+  """
+
   def global_batch(count, step):
-    parts = [_stream(prepared, process_index=i, process_count=count, lanes=4).batch_at(step)
-             for i in range(count)]
+    parts = [
+      _stream(prepared, process_index=i, process_count=count, lanes=4).batch_at(step)
+      for i in range(count)
+    ]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
   for step in (0, 5, 40):
@@ -113,8 +134,9 @@ def test_the_global_batch_is_the_same_for_every_process_count(prepared):
 def test_resume_yields_the_uninterrupted_batches(prepared):
   s = _stream(prepared, process_index=1, process_count=2)
   straight = list(pipeline.batches(s, 0, 12, use_tf=True))
-  resumed = list(pipeline.batches(_stream(prepared, process_index=1, process_count=2), 7, 12,
-                                  use_tf=False))
+  resumed = list(
+    pipeline.batches(_stream(prepared, process_index=1, process_count=2), 7, 12, use_tf=False)
+  )
   for a, b in zip(straight[7:], resumed):
     assert a.keys() == b.keys()
     for key in a:
@@ -123,7 +145,8 @@ def test_resume_yields_the_uninterrupted_batches(prepared):
 
 def test_masks_are_fresh_each_epoch_and_fixed_within_one(prepared):
   """In order (shuffle off), step s and step s + n read the same row: in another epoch, so
-  with another mask; the same step twice gives the same mask."""
+  with another mask; the same step twice gives the same mask.
+  """
   s = _stream(prepared, batch_size=1, shuffle=False)
   n = s.lanes[0].size
   changed = 0
@@ -144,20 +167,20 @@ def test_batches_have_the_model_layout(prepared):
   np.testing.assert_array_equal(batch["position_ids"], np.cumsum(mask, 1) - 1 + (mask == 0))
   # nsp rows: [CLS] A [SEP] B [SEP]; type 1 begins right after the first [SEP].
   data_dir, manifest = prepared
-  cls_id, sep_id = manifest["special_ids"]["cls"], manifest["special_ids"]["sep"]
+  cls_id = manifest["special_ids"]["cls"]
   for ids, types, m in zip(batch["input_ids"], batch["token_type_ids"], mask):
     length = int(m.sum())
     assert ids[0] == cls_id
     first_sep = int(np.flatnonzero(types)[0]) - 1 if types.any() else length - 1
-    assert types[:first_sep + 1].sum() == 0 and types[first_sep + 1:length].all()
+    assert types[: first_sep + 1].sum() == 0 and types[first_sep + 1 : length].all()
   assert set(np.unique(batch["next_sentence_labels"])) <= {0, 1}
 
 
 def test_no_process_runs_dry(prepared):
   """Processes own different numbers of rows yet each yields a batch at every step, far
-  past its own epoch, so none waits for another at a collective."""
-  streams = [_stream(prepared, batch_size=9, process_index=i, process_count=3)
-             for i in range(3)]
+  past its own epoch, so none waits for another at a collective.
+  """
+  streams = [_stream(prepared, batch_size=9, process_index=i, process_count=3) for i in range(3)]
   sizes = {s.lanes[0].size for s in streams}
   far = max(sizes)  # step * 3 rows: three epochs of the largest process
   for s in streams:

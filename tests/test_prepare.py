@@ -1,7 +1,7 @@
 """`prepare`: shards and manifest, independent of the worker count, resumable, reused,
-constant memory, TFDS and WordPiece inputs, and one clear error for each bad input."""
+constant memory, TFDS and WordPiece inputs, and one clear error for each bad input.
+"""
 
-import json
 import os
 import subprocess
 import sys
@@ -9,13 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from bert_jax.data import corpus
-from bert_jax.data import pipeline
-from bert_jax.data import prepare
-from bert_jax.data import records
-from bert_jax.data import sources
-from bert_jax.data import synthetic
-from bert_jax.data import tokenizer
+from bert_jax.data import corpus, pipeline, prepare, records, sources, synthetic, tokenizer
 from bert_jax.errors import UserError
 from tests.test_pipeline import _corpus, small_config
 
@@ -23,28 +17,36 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _quiet(config, data_dir, **kwargs):
-  return prepare.prepare(config, str(data_dir), log=kwargs.pop("log", lambda _: None),
-                         progress=False)
+  return prepare.prepare(
+    config, str(data_dir), log=kwargs.pop("log", lambda _: None), progress=False
+  )
 
 
 def _read_split(data_dir, manifest, split):
   """Every row of a split, decoded, read back independently of the pipeline."""
   from array_record.python import array_record_module
+
   raw = []
   for shard in manifest["splits"][split]["shards"]:
     reader = array_record_module.ArrayRecordReader(os.path.join(data_dir, shard["file"]))
     assert reader.num_records() == shard["rows"]
     raw += reader.read_all()
-  return records.decode_rows(raw, max_seq_length=manifest["max_seq_length"],
-                             dtype=np.dtype(manifest["token_dtype"]),
-                             packed=manifest["settings"]["packing"],
-                             pad_id=manifest["special_ids"]["pad"])
+  return records.decode_rows(
+    raw,
+    max_seq_length=manifest["max_seq_length"],
+    dtype=np.dtype(manifest["token_dtype"]),
+    packed=manifest["settings"]["packing"],
+    pad_id=manifest["special_ids"]["pad"],
+  )
 
 
 def _shard_bytes(data_dir):
   base = os.path.join(data_dir, prepare.SHARDS)
-  return {n: open(os.path.join(base, n), "rb").read() for n in sorted(os.listdir(base))
-          if n.endswith(".array_record")}
+  return {
+    n: open(os.path.join(base, n), "rb").read()
+    for n in sorted(os.listdir(base))
+    if n.endswith(".array_record")
+  }
 
 
 def test_prepare_writes_shards_and_a_manifest(tmp_path, monkeypatch):
@@ -62,15 +64,18 @@ def test_prepare_writes_shards_and_a_manifest(tmp_path, monkeypatch):
   assert (ids[:, 0] == tokenizer.CLS_ID).all()
   freq = np.bincount(ids[ids > max(tokenizer.SPECIAL_IDS)])
   assert manifest["most_frequent_token_id"] == np.argmax(freq)
-  assert manifest["tokenizer_fingerprint"] == tokenizer.load(
-      str(tmp_path / "d1" / "tokenizer.model")).fingerprint
+  assert (
+    manifest["tokenizer_fingerprint"]
+    == tokenizer.load(str(tmp_path / "d1" / "tokenizer.model")).fingerprint
+  )
 
   # One worker writes the same bytes as two.
   c.data.num_workers = 1
   again = _quiet(c, tmp_path / "d2")
   assert _shard_bytes(tmp_path / "d1") == _shard_bytes(tmp_path / "d2")
   assert {k: v for k, v in again.items() if k != "seconds"} == {
-      k: v for k, v in manifest.items() if k != "seconds"}
+    k: v for k, v in manifest.items() if k != "seconds"
+  }
 
   # Prepared: reused without reading the corpus.
   monkeypatch.setattr(sources, "read_unit", lambda *a, **k: pytest.fail("corpus read again"))
@@ -109,8 +114,15 @@ def test_objectives_and_packing(tmp_path):
   assert (rows["next_sentence_labels"] == -1).all()
   assert rows["attention_mask"].max() > 1  # several documents in a row
   assert manifest["splits"]["train"]["density"] > 0.9
-  stream = pipeline.Stream(str(tmp_path / "packed"), manifest, "train", batch_size=4, seed=0,
-                           max_predictions=5, whole_word_masking=True)
+  stream = pipeline.Stream(
+    str(tmp_path / "packed"),
+    manifest,
+    "train",
+    batch_size=4,
+    seed=0,
+    max_predictions=5,
+    whole_word_masking=True,
+  )
   batch = stream.batch_at(0)
   starts = batch["position_ids"] == 0  # each packed example starts with [CLS]
   assert (batch["input_ids"][starts & (batch["attention_mask"] > 0)] == tokenizer.CLS_ID).all()
@@ -122,9 +134,14 @@ def test_objectives_and_packing(tmp_path):
 
 def _wordpiece_vocab(path, corpus_path):
   from tokenizers import BertWordPieceTokenizer
+
   wp = BertWordPieceTokenizer(lowercase=True)
-  wp.train([str(corpus_path)], vocab_size=200, min_frequency=1,
-           special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+  wp.train(
+    [str(corpus_path)],
+    vocab_size=200,
+    min_frequency=1,
+    special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+  )
   wp.save_model(str(path.parent), path.stem)
   return str(path.parent / f"{path.stem}-vocab.txt")
 
@@ -139,8 +156,15 @@ def test_wordpiece_vocab_txt(tmp_path):
   assert manifest["tokenizer_file"] == "vocab.txt"
   rows = _read_split(str(tmp_path / "d"), manifest, "train")
   assert (rows["input_ids"][:, 0] == manifest["special_ids"]["cls"]).all()
-  stream = pipeline.Stream(str(tmp_path / "d"), manifest, "train", batch_size=8, seed=0,
-                           max_predictions=5, whole_word_masking=True)
+  stream = pipeline.Stream(
+    str(tmp_path / "d"),
+    manifest,
+    "train",
+    batch_size=8,
+    seed=0,
+    max_predictions=5,
+    whole_word_masking=True,
+  )
   assert stream.batch_at(3)["masked_lm_weights"].sum() > 0
   c.tokenizer.vocab_size += 1
   with pytest.raises(UserError, match="set it to"):
@@ -214,11 +238,17 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 def test_preparation_memory_does_not_grow_with_the_corpus(tmp_path):
   """Peak RSS preparing 4x the documents stays within a few MB (all in-memory would grow
-  by the corpus's token lists: tens of MB here)."""
+  by the corpus's token lists: tens of MB here).
+  """
   rss = {}
   for documents in (5_000, 20_000):
-    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(tmp_path / str(documents)),
-                          str(documents)], cwd=REPO, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+      [sys.executable, "-c", _RSS_SCRIPT, str(tmp_path / str(documents)), str(documents)],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      check=True,
+    )
     rss[documents] = int(out.stdout.split()[-1]) / 1024  # MiB
     size = os.path.getsize(tmp_path / str(documents) / "corpus.txt") / 2**20
     print(f"{documents} documents ({size:.1f} MiB): peak RSS {rss[documents]:.0f} MiB")
@@ -233,13 +263,12 @@ def test_tokenizer_keeps_mask_whole(tmp_path):
   assert encoded.count(tokenizer.MASK_ID) == 1
   # No lone word-start piece before [MASK]: it stands for a whole "▁word" piece.
   assert tok.id_to_piece(encoded[encoded.index(tokenizer.MASK_ID) - 1]) != "\u2581"
-  assert encoded[:encoded.index(tokenizer.MASK_ID)] == tok.encode("river")
+  assert encoded[: encoded.index(tokenizer.MASK_ID)] == tok.encode("river")
 
 
 def test_split_sentences():
   text = "First one. Second?  Yes!\n\nNew\n   paragraph e.g.here\n\n\n"
-  assert corpus.split_sentences(text) == [
-      "First one.", "Second?", "Yes!", "New paragraph e.g.here"]
+  assert corpus.split_sentences(text) == ["First one.", "Second?", "Yes!", "New paragraph e.g.here"]
 
 
 def test_python_docs_corpus():
@@ -251,9 +280,12 @@ def test_python_docs_corpus():
 def test_synthetic_matches_the_pipeline_format(tmp_path):
   c = small_config(tmp_path)
   manifest = _quiet(c, tmp_path / "d")
-  real = pipeline.Stream(str(tmp_path / "d"), manifest, "train", batch_size=6, seed=0,
-                         max_predictions=5).batch_at(0)
-  fake = next(synthetic.synthetic_batches(batch_size=6, max_seq_length=32, vocab_size=300,
-                                          max_predictions=5))
+  real = pipeline.Stream(
+    str(tmp_path / "d"), manifest, "train", batch_size=6, seed=0, max_predictions=5
+  ).batch_at(0)
+  fake = next(
+    synthetic.synthetic_batches(batch_size=6, max_seq_length=32, vocab_size=300, max_predictions=5)
+  )
   assert {k: (v.dtype, v.shape) for k, v in fake.items()} == {
-      k: (v.dtype, v.shape) for k, v in real.items()}
+    k: (v.dtype, v.shape) for k, v in real.items()
+  }

@@ -1,5 +1,6 @@
 """End to end through the CLI: the demo recipe for a few steps, kill -9 and resume equal
-to an uninterrupted run, fill-mask, every config file, and one-line errors for bad input."""
+to an uninterrupted run, fill-mask, every config file, and one-line errors for bad input.
+"""
 
 import glob
 import importlib.util
@@ -18,16 +19,28 @@ from bert_jax import config as config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A short demo: seq 128 as the recipe, a small batch, checkpoints every 20 steps.
-FAST = ["--config.train.steps=60", "--config.train.batch_size=8",
-        "--config.train.warmup_steps=10", "--config.checkpoint.every_steps=20",
-        "--config.eval.every_steps=30", "--config.eval.steps=2",
-        "--config.train.log_every_steps=10"]
+FAST = [
+  "--config.train.steps=60",
+  "--config.train.batch_size=8",
+  "--config.train.warmup_steps=10",
+  "--config.checkpoint.every_steps=20",
+  "--config.eval.every_steps=30",
+  "--config.eval.steps=2",
+  "--config.train.log_every_steps=10",
+]
 
 
 def _run_cli(args, env=None, cwd=REPO, **kwargs):
   env = {**os.environ, "XLA_FLAGS": "", **(env or {})}  # one CPU device, as a user has
-  return subprocess.Popen([sys.executable, "-m", "bert_jax"] + args, cwd=cwd, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+  return subprocess.Popen(
+    [sys.executable, "-m", "bert_jax"] + args,
+    cwd=cwd,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    **kwargs,
+  )
 
 
 def _metrics(workdir):
@@ -38,11 +51,19 @@ def _metrics(workdir):
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
   """The demo's prepared data (tokenizer + instances), made once by a 2-step run with a
-  relative --workdir, as in the README."""
+  relative --workdir, as in the README.
+  """
   workdir = tmp_path_factory.mktemp("prepare")
-  proc = _run_cli(["pretrain", "--workdir", "runs/demo"] + FAST[1:] +
-                  ["--config.train.steps=2", "--config.train.warmup_steps=1",
-                   "--config.checkpoint.every_steps=1"], cwd=workdir)
+  proc = _run_cli(
+    ["pretrain", "--workdir", "runs/demo"]
+    + FAST[1:]
+    + [
+      "--config.train.steps=2",
+      "--config.train.warmup_steps=1",
+      "--config.checkpoint.every_steps=1",
+    ],
+    cwd=workdir,
+  )
   out, err = proc.communicate(timeout=600)
   assert proc.returncode == 0, err[-3000:]
   assert sorted(os.listdir(workdir / "runs/demo/checkpoints")) == ["1", "2"]
@@ -52,8 +73,9 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, data_dir):
   workdir = str(tmp_path_factory.mktemp("uninterrupted"))
-  proc = _run_cli(["pretrain", "--workdir", workdir, f"--config.data.prepared_dir={data_dir}"]
-                  + FAST)
+  proc = _run_cli(
+    ["pretrain", "--workdir", workdir, f"--config.data.prepared_dir={data_dir}"] + FAST
+  )
   _, err = proc.communicate(timeout=600)
   assert proc.returncode == 0, err[-3000:]
   return workdir
@@ -68,8 +90,9 @@ def test_demo_runs_and_logs(uninterrupted):
   for r in train:
     assert {"loss", "mlm_accuracy", "nsp_accuracy", "learning_rate", "seq_per_s"} <= r.keys()
   assert train[-1]["loss"] < train[0]["loss"]
-  steps = sorted(int(d) for d in os.listdir(os.path.join(uninterrupted, "checkpoints"))
-                 if d.isdigit())
+  steps = sorted(
+    int(d) for d in os.listdir(os.path.join(uninterrupted, "checkpoints")) if d.isdigit()
+  )
   assert steps == [20, 40, 60]  # keep=3, final save included
   assert glob.glob(os.path.join(uninterrupted, "tensorboard", "events.*"))
 
@@ -94,36 +117,51 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, data_dir, uninterrupted)
 
   def by_step(records):
     return {(r["step"], r["split"]): r for r in records}
+
   a, b = by_step(_metrics(uninterrupted)), by_step(_metrics(workdir))
   assert a.keys() == b.keys()
   assert a[(60, "train")]["loss"] == b[(60, "train")]["loss"]
   for key in a:  # bit-exact on CPU: the same batches, masks, dropout and optimizer state
     timing = ("seq_per_s",)
     assert {k: v for k, v in a[key].items() if k not in timing} == {
-        k: v for k, v in b[key].items() if k not in timing}, key
+      k: v for k, v in b[key].items() if k not in timing
+    }, key
 
 
 def test_two_processes_match_one(tmp_path, data_dir):
   """jax.distributed with 2 processes x 2 CPU devices == 1 process x 4 devices."""
-  args = [f"--config.data.prepared_dir={data_dir}", "--config.train.steps=20",
-          "--config.train.batch_size=8", "--config.train.warmup_steps=5",
-          "--config.checkpoint.every_steps=10", "--config.eval.every_steps=20",
-          "--config.eval.steps=2", "--config.train.log_every_steps=10",
-          "--config.mesh.fsdp=2"]
+  args = [
+    f"--config.data.prepared_dir={data_dir}",
+    "--config.train.steps=20",
+    "--config.train.batch_size=8",
+    "--config.train.warmup_steps=5",
+    "--config.checkpoint.every_steps=10",
+    "--config.eval.every_steps=20",
+    "--config.eval.steps=2",
+    "--config.train.log_every_steps=10",
+    "--config.mesh.fsdp=2",
+  ]
   four = "--xla_force_host_platform_device_count=4"
-  single = _run_cli(["pretrain", "--workdir", str(tmp_path / "one")] + args,
-                    env={"XLA_FLAGS": four})
+  single = _run_cli(
+    ["pretrain", "--workdir", str(tmp_path / "one")] + args, env={"XLA_FLAGS": four}
+  )
   _, err = single.communicate(timeout=600)
   assert single.returncode == 0, err[-3000:]
   with socket.socket() as s:
     s.bind(("localhost", 0))
     port = s.getsockname()[1]
-  procs = [_run_cli(["pretrain", "--workdir", str(tmp_path / "two"),
-                     "--config.distributed=True"] + args,
-                    env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-                         "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
-                         "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i)})
-           for i in range(2)]
+  procs = [
+    _run_cli(
+      ["pretrain", "--workdir", str(tmp_path / "two"), "--config.distributed=True"] + args,
+      env={
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+        "JAX_NUM_PROCESSES": "2",
+        "JAX_PROCESS_ID": str(i),
+      },
+    )
+    for i in range(2)
+  ]
   for p in procs:
     _, err = p.communicate(timeout=600)
     assert p.returncode == 0, err[-3000:]
@@ -136,8 +174,10 @@ def test_two_processes_match_one(tmp_path, data_dir):
 
 
 def test_fill_mask_json(uninterrupted, capsys):
-  assert cli.main(["fill-mask", "--workdir", uninterrupted, "--json",
-                   "Return the [MASK] of the list."]) == 0
+  assert (
+    cli.main(["fill-mask", "--workdir", uninterrupted, "--json", "Return the [MASK] of the list."])
+    == 0
+  )
   result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert len(result) == 5 and {"token", "token_str", "score"} == result[0].keys()
   scores = [r["score"] for r in result]
@@ -155,13 +195,23 @@ def test_every_config_loads(path):
     init_model = None
     if c.model.size == "checkpoint":  # the architecture of config.init_from (e.g. imported)
       c.init_from = "runs/imported"
-      init_model = config_lib.model_dict(
-          config_lib.model_config(config_lib.base_config(), 30522))
+      init_model = config_lib.model_dict(config_lib.model_config(config_lib.base_config(), 30522))
     config_lib.validate(c)
     config_lib.model_config(c, c.tokenizer.vocab_size, init_model)
-    for key in ("seed", "model.size", "train.steps", "train.batch_size", "train.learning_rate",
-                "train.warmup_steps", "checkpoint.every_steps", "eval.every_steps", "mesh.data",
-                "mesh.fsdp", "mesh.tensor", "data.max_seq_length"):
+    for key in (
+      "seed",
+      "model.size",
+      "train.steps",
+      "train.batch_size",
+      "train.learning_rate",
+      "train.warmup_steps",
+      "checkpoint.every_steps",
+      "eval.every_steps",
+      "mesh.data",
+      "mesh.fsdp",
+      "mesh.tensor",
+      "data.max_seq_length",
+    ):
       node = c
       for part in key.split("."):
         node = node[part]
@@ -181,32 +231,50 @@ def test_unknown_config_key_is_an_error(capsys, tmp_path):
   assert not os.listdir(tmp_path)
 
 
-@pytest.mark.parametrize("content,expected", [
-    (None, "no file"), (b"\n\n", "has no text"), (b"caf\xe9 au lait.\n", "UTF-8")])
+@pytest.mark.parametrize(
+  "content,expected",
+  [(None, "no file"), (b"\n\n", "has no text"), (b"caf\xe9 au lait.\n", "UTF-8")],
+)
 def test_bad_corpus_is_an_error(capsys, tmp_path, content, expected):
   corpus = tmp_path / "corpus.txt"
   if content is not None:
     corpus.write_bytes(content)
   workdir = tmp_path / "run"
-  line = _error_line(capsys, ["pretrain", "--workdir", str(workdir),
-                              f"--config.data.input={corpus}"])
+  line = _error_line(
+    capsys, ["pretrain", "--workdir", str(workdir), f"--config.data.input={corpus}"]
+  )
   assert expected.lower() in line.lower()
   assert not glob.glob(str(workdir / "data" / "manifest.json"))
 
 
 def test_batch_the_mesh_cannot_divide(capsys, tmp_path, data_dir):
-  line = _error_line(capsys, ["pretrain", "--workdir", str(tmp_path),  # 8 fake devices
-                              f"--config.data.prepared_dir={data_dir}",
-                              "--config.train.batch_size=12"])
+  line = _error_line(
+    capsys,
+    [
+      "pretrain",
+      "--workdir",
+      str(tmp_path),  # 8 fake devices
+      f"--config.data.prepared_dir={data_dir}",
+      "--config.train.batch_size=12",
+    ],
+  )
   assert "batch" in line and "8" in line
 
 
 def test_workdir_with_another_model_size(capsys, tmp_path, data_dir, uninterrupted):
   before = _metrics(uninterrupted)
   steps = sorted(os.listdir(os.path.join(uninterrupted, "checkpoints")))
-  line = _error_line(capsys, ["pretrain", "--workdir", uninterrupted,
-                              f"--config.data.prepared_dir={data_dir}",
-                              "--config.model.size=mini"] + FAST)
+  line = _error_line(
+    capsys,
+    [
+      "pretrain",
+      "--workdir",
+      uninterrupted,
+      f"--config.data.prepared_dir={data_dir}",
+      "--config.model.size=mini",
+    ]
+    + FAST,
+  )
   assert "another model" in line and "hidden_size" in line
   assert _metrics(uninterrupted) == before
   assert sorted(os.listdir(os.path.join(uninterrupted, "checkpoints"))) == steps
@@ -226,18 +294,38 @@ def test_fill_mask_errors(capsys, tmp_path, uninterrupted):
 
 
 def test_init_from_takes_parameters_of_another_run(capsys, tmp_path, data_dir, uninterrupted):
-  common = [f"--config.data.prepared_dir={data_dir}", "--config.train.batch_size=8",
-            "--config.train.steps=2", "--config.train.warmup_steps=1",
-            "--config.train.log_every_steps=1", "--config.eval.steps=2"]
-  line = _error_line(capsys, ["pretrain", "--workdir", str(tmp_path / "a"),
-                              f"--config.init_from={tmp_path / 'nowhere'}"] + common)
+  common = [
+    f"--config.data.prepared_dir={data_dir}",
+    "--config.train.batch_size=8",
+    "--config.train.steps=2",
+    "--config.train.warmup_steps=1",
+    "--config.train.log_every_steps=1",
+    "--config.eval.steps=2",
+  ]
+  line = _error_line(
+    capsys,
+    ["pretrain", "--workdir", str(tmp_path / "a"), f"--config.init_from={tmp_path / 'nowhere'}"]
+    + common,
+  )
   assert "no checkpoints/" in line
-  line = _error_line(capsys, ["pretrain", "--workdir", str(tmp_path / "b"),
-                              f"--config.init_from={uninterrupted}",
-                              "--config.model.size=mini"] + common)
+  line = _error_line(
+    capsys,
+    [
+      "pretrain",
+      "--workdir",
+      str(tmp_path / "b"),
+      f"--config.init_from={uninterrupted}",
+      "--config.model.size=mini",
+    ]
+    + common,
+  )
   assert "another model" in line
-  assert cli.main(["pretrain", "--workdir", str(tmp_path / "c"),
-                   f"--config.init_from={uninterrupted}"] + common) == 0
+  assert (
+    cli.main(
+      ["pretrain", "--workdir", str(tmp_path / "c"), f"--config.init_from={uninterrupted}"] + common
+    )
+    == 0
+  )
   assert f"init_from: parameters of {uninterrupted}/checkpoints step 60" in capsys.readouterr().out
   source_loss = [r for r in _metrics(uninterrupted) if r["split"] == "train"][-1]["loss"]
   first = _metrics(tmp_path / "c")[0]
@@ -247,17 +335,27 @@ def test_init_from_takes_parameters_of_another_run(capsys, tmp_path, data_dir, u
   assert abs(first["loss"] - source_loss) < 1.0 and first["loss"] < 9.7 - 1.5
 
 
-def test_phase2_reads_its_own_shards_and_continues_from_phase1(capsys, tmp_path, data_dir,
-                                                                uninterrupted):
+def test_phase2_reads_its_own_shards_and_continues_from_phase1(
+  capsys, tmp_path, data_dir, uninterrupted
+):
   """As configs/bert_base.py:phase2, scaled down: longer rows prepared into their own dir
-  with phase 1's tokenizer, parameters from phase 1's last checkpoint."""
+  with phase 1's tokenizer, parameters from phase 1's last checkpoint.
+  """
   phase2_data = tmp_path / "prepared256"
-  args = ["--workdir", str(tmp_path / "phase2"), f"--config.data.prepared_dir={phase2_data}",
-          f"--config.tokenizer.path={data_dir}/tokenizer.model",
-          f"--config.init_from={uninterrupted}", "--config.data.max_seq_length=256",
-          "--config.data.max_predictions_per_seq=40", "--config.train.batch_size=8",
-          "--config.train.steps=2", "--config.train.warmup_steps=1",
-          "--config.train.log_every_steps=1", "--config.eval.steps=1"]
+  args = [
+    "--workdir",
+    str(tmp_path / "phase2"),
+    f"--config.data.prepared_dir={phase2_data}",
+    f"--config.tokenizer.path={data_dir}/tokenizer.model",
+    f"--config.init_from={uninterrupted}",
+    "--config.data.max_seq_length=256",
+    "--config.data.max_predictions_per_seq=40",
+    "--config.train.batch_size=8",
+    "--config.train.steps=2",
+    "--config.train.warmup_steps=1",
+    "--config.train.log_every_steps=1",
+    "--config.eval.steps=1",
+  ]
   assert cli.main(["prepare"] + args) == 0
   manifest = json.loads((phase2_data / "manifest.json").read_text())
   phase1 = json.loads(open(os.path.join(data_dir, "manifest.json")).read())
@@ -271,17 +369,22 @@ def test_phase2_reads_its_own_shards_and_continues_from_phase1(capsys, tmp_path,
   assert first["loss"] < 9.7 - 1.5  # not a fresh model's ln(8192) + ln(2)
   # Shards of another tokenizer are refused.
   from bert_jax.data import tokenizer
+
   other = str(tmp_path / "other.model")
   words = "river stone light north table garden silver window market forest".split()
-  tokenizer.train_sentencepiece((" ".join(words[i:] + words[:i]) for i in range(10)), other,
-                                vocab_size=280)
-  line = _error_line(capsys, ["pretrain"] + args + [f"--config.tokenizer.path={other}",
-                                                    "--config.tokenizer.vocab_size=280"])
+  tokenizer.train_sentencepiece(
+    (" ".join(words[i:] + words[:i]) for i in range(10)), other, vocab_size=280
+  )
+  line = _error_line(
+    capsys,
+    ["pretrain"] + args + [f"--config.tokenizer.path={other}", "--config.tokenizer.vocab_size=280"],
+  )
   assert "tokenizer.sha256" in line and "prepared_dir" in line
 
 
 def test_checkpoint_holds_the_data_position(uninterrupted):
   from bert_jax import checkpoint as ckpt_lib
+
   checkpoints, step = ckpt_lib.open_run(uninterrupted)
   position = checkpoints.meta(step)["data_position"]
   assert position["step"] == step == 60

@@ -12,8 +12,7 @@ import random
 
 import pytest
 
-from bert_jax.data import corpus
-from bert_jax.data import sources
+from bert_jax.data import corpus, sources
 from bert_jax.errors import UserError
 
 BAD_LINE = b"caf\xe9 latin-1, not UTF-8"
@@ -23,8 +22,13 @@ def _documents(seed, n, max_sentences=6):
   """`n` documents of distinct sentences (each names its document)."""
   rng = random.Random(seed)
   words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta"]
-  return [[" ".join([f"d{d}s{s}", *rng.choices(words, k=rng.randint(0, 9))])
-           for s in range(rng.randint(1, max_sentences))] for d in range(n)]
+  return [
+    [
+      " ".join([f"d{d}s{s}", *rng.choices(words, k=rng.randint(0, 9))])
+      for s in range(rng.randint(1, max_sentences))
+    ]
+    for d in range(n)
+  ]
 
 
 def _bert_bytes(documents, seed, bad_lines=0):
@@ -57,8 +61,7 @@ def _write(path, data):
 
 def _read_all(units, strict=False):
   stats = collections.Counter()
-  documents = [d for unit in units
-               for d in sources.read_unit(unit, stats, strict)]
+  documents = [d for unit in units for d in sources.read_unit(unit, stats, strict)]
   return documents, stats
 
 
@@ -78,8 +81,7 @@ def test_two_ranges_split_at_every_byte_partition_documents(tmp_path):
   data = _bert_bytes(documents, 3, bad_lines=4)
   path = _write(tmp_path / "small.txt", data)
   for k in range(1, len(data)):
-    halves = [sources.Unit("text", path, "bert", 0, k),
-              sources.Unit("text", path, "bert", k, -1)]
+    halves = [sources.Unit("text", path, "bert", 0, k), sources.Unit("text", path, "bert", k, -1)]
     read, stats = _read_all(halves)
     assert read == documents, k
     assert stats["invalid_utf8_lines"] == 4, k
@@ -119,15 +121,15 @@ def test_large_files_are_cut_by_their_share_of_all_bytes(tmp_path):
 
 
 def test_document_format_is_one_document_per_file(tmp_path):
-  texts = ["Heading\n=======\n\nFirst sentence. Second one!\nStill the "
-           "second paragraph?\n\n\n  Third\tparagraph here.\n",
-           "Only one line without a full stop",
-           "\n \n"]
-  paths = [_write(tmp_path / f"doc{i}.txt", t.encode())
-           for i, t in enumerate(texts)]
+  texts = [
+    "Heading\n=======\n\nFirst sentence. Second one!\nStill the "
+    "second paragraph?\n\n\n  Third\tparagraph here.\n",
+    "Only one line without a full stop",
+    "\n \n",
+  ]
+  paths = [_write(tmp_path / f"doc{i}.txt", t.encode()) for i, t in enumerate(texts)]
   paths.append(_write(tmp_path / "doc3.txt.gz", texts[0].encode()))
-  units = sources.plan_units(str(tmp_path / "doc*"), input_format="document",
-                             num_units=50)
+  units = sources.plan_units(str(tmp_path / "doc*"), input_format="document", num_units=50)
   assert len(units) == 4  # Never cut into byte ranges.
   read, stats = _read_all(units)
   expected = [corpus.split_sentences(t) for t in texts + texts[:1]]
@@ -137,7 +139,8 @@ def test_document_format_is_one_document_per_file(tmp_path):
 
 def test_many_small_files_are_grouped_into_units(tmp_path):
   """Many notes of one document each make about num_units units, not a shard per file;
-  every file is read once, in order; empty files are fine."""
+  every file is read once, in order; empty files are fine.
+  """
   texts = [f"Note {i}. Patient {i % 7} was seen." if i % 97 else "" for i in range(300)]
   for i, text in enumerate(texts):
     _write(tmp_path / f"note{i:04d}.txt", text.encode())
@@ -150,10 +153,16 @@ def test_many_small_files_are_grouped_into_units(tmp_path):
 
 @pytest.mark.parametrize("name", ["records.jsonl", "records.json.gz"])
 def test_jsonl_counts_bad_lines(tmp_path, name):
-  lines = [json.dumps({"body": "One. Two sentences."}), "{not json",
-           json.dumps({"title": "no body"}), json.dumps({"body": 7}),
-           json.dumps(["a list"]), "", json.dumps({"body": "   "}),
-           json.dumps({"body": "Last\n\nparagraphs."})]
+  lines = [
+    json.dumps({"body": "One. Two sentences."}),
+    "{not json",
+    json.dumps({"title": "no body"}),
+    json.dumps({"body": 7}),
+    json.dumps(["a list"]),
+    "",
+    json.dumps({"body": "   "}),
+    json.dumps({"body": "Last\n\nparagraphs."}),
+  ]
   path = _write(tmp_path / name, "\n".join(lines).encode())
   units = sources.plan_units(path, num_units=1, text_field="body")
   assert [u.format for u in units] == ["jsonl"]
@@ -168,8 +177,11 @@ def test_invalid_utf8_is_skipped_or_strict_error(tmp_path):
   read, stats = _read_all(sources.plan_units(path, num_units=1))
   assert read == [["Good sentence.", "After."]]
   assert stats["invalid_utf8_lines"] == 1
-  with pytest.raises(UserError, match=rf"mixed.txt: byte {len(head) + 3} .*"
-                     r"iconv"):
+  with pytest.raises(
+    UserError,
+    match=rf"mixed.txt: byte {len(head) + 3} .*"
+    r"iconv",
+  ):
     _read_all(sources.plan_units(path, num_units=1), strict=True)
 
 
@@ -178,7 +190,10 @@ def test_builtin_parts_partition_the_python_docs(monkeypatch):
   monkeypatch.setattr(sources, "_python_docs", lambda: whole)  # Fast.
   units = sources.plan_units(sources.BUILTIN, num_units=3)
   assert [(u.kind, u.index, u.count) for u in units] == [
-      ("builtin", 0, 3), ("builtin", 1, 3), ("builtin", 2, 3)]
+    ("builtin", 0, 3),
+    ("builtin", 1, 3),
+    ("builtin", 2, 3),
+  ]
   read, stats = _read_all(units)
   assert sorted(read) == sorted(whole[:-1])
   assert stats == {"documents": 10, "empty_documents": 1}
@@ -188,10 +203,10 @@ def test_input_errors_name_the_problem(tmp_path):
   (tmp_path / "folder.txt").mkdir()
   good = _write(tmp_path / "good.txt", b"Text.\n")
   cases = [
-      (str(tmp_path / "missing.txt"), "missing.txt' matches no file"),
-      (f"{good},{tmp_path}/nothing*", "nothing\\*' matches no file"),
-      (str(tmp_path / "folder.txt"), "matches no file"),
-      (" , ", "names no file"),
+    (str(tmp_path / "missing.txt"), "missing.txt' matches no file"),
+    (f"{good},{tmp_path}/nothing*", "nothing\\*' matches no file"),
+    (str(tmp_path / "folder.txt"), "matches no file"),
+    (" , ", "names no file"),
   ]
   for spec, message in cases:
     with pytest.raises(UserError, match=message):
@@ -216,22 +231,21 @@ def test_unreadable_file_is_an_error(tmp_path):
 
 def test_sample_sentences_is_bounded_spread_and_seeded(tmp_path):
   for i in range(10):
-    _write(tmp_path / f"part{i}.txt",
-           _bert_bytes([[f"f{i} {s}" for s in d] for d in _documents(i, 50)],
-                       i))
+    _write(
+      tmp_path / f"part{i}.txt",
+      _bert_bytes([[f"f{i} {s}" for s in d] for d in _documents(i, 50)], i),
+    )
   units = sources.plan_units(str(tmp_path / "*.txt"), num_units=10)
   sample = list(sources.sample_sentences(units, max_sentences=100, seed=1))
   assert len(sample) == 100
   assert {s.split()[0] for s in sample} == {f"f{i}" for i in range(10)}
-  assert sample == list(sources.sample_sentences(units, max_sentences=100,
-                                                 seed=1))
-  assert sample != list(sources.sample_sentences(units, max_sentences=100,
-                                                 seed=2))
+  assert sample == list(sources.sample_sentences(units, max_sentences=100, seed=1))
+  assert sample != list(sources.sample_sentences(units, max_sentences=100, seed=2))
   everything, _ = _read_all(units)
   total = sum(map(len, everything))
-  assert sorted(sources.sample_sentences(units, max_sentences=10**9,
-                                         seed=0)) == sorted(
-                                             s for d in everything for s in d)
+  assert sorted(sources.sample_sentences(units, max_sentences=10**9, seed=0)) == sorted(
+    s for d in everything for s in d
+  )
   assert total > 100
 
 
@@ -250,41 +264,40 @@ def test_stamp_and_units_pickle(tmp_path):
 def test_tfds_mocked_dataset_reads_its_texts(tmp_path):
   tfds = pytest.importorskip("tensorflow_datasets")
   with tfds.testing.mock_data(num_examples=5):
-    units = sources.plan_units("tfds:imdb_reviews", num_units=2,
-                               tfds_data_dir=str(tmp_path))
+    units = sources.plan_units("tfds:imdb_reviews", num_units=2, tfds_data_dir=str(tmp_path))
     assert [(u.kind, u.path, u.index, u.count, u.split) for u in units] == [
-        ("tfds", "imdb_reviews", 0, 2, "train"),
-        ("tfds", "imdb_reviews", 1, 2, "train")]
+      ("tfds", "imdb_reviews", 0, 2, "train"),
+      ("tfds", "imdb_reviews", 1, 2, "train"),
+    ]
     stats = collections.Counter()
     read = list(sources.read_unit(units[0], stats))
     # The mock serves the same examples to every sub-split.
-    dataset = tfds.load("imdb_reviews", split="train",
-                        data_dir=str(tmp_path))
+    dataset = tfds.load("imdb_reviews", split="train", data_dir=str(tmp_path))
     texts = [ex["text"].decode() for ex in tfds.as_numpy(dataset)]
     expected = [corpus.split_sentences(t) for t in texts]
     assert read == [d for d in expected if d]
     assert stats["documents"] + stats["empty_documents"] == 5
     assert sources.stamp("tfds:imdb_reviews", tfds_data_dir=str(tmp_path)) == [
-        "tfds", "imdb_reviews/plain_text/1.0.0"]
+      "tfds",
+      "imdb_reviews/plain_text/1.0.0",
+    ]
     with pytest.raises(UserError, match="no field 'body'.*text"):
-      sources.plan_units("tfds:imdb_reviews", num_units=2, text_field="body",
-                         tfds_data_dir=str(tmp_path))
+      sources.plan_units(
+        "tfds:imdb_reviews", num_units=2, text_field="body", tfds_data_dir=str(tmp_path)
+      )
 
 
 def test_tfds_errors(tmp_path, monkeypatch):
   tfds = pytest.importorskip("tensorflow_datasets")
-  with pytest.raises(UserError, match="no dataset 'no_such_corpus'.*"
-                     "list_builders"):
+  with pytest.raises(UserError, match="no dataset 'no_such_corpus'.*list_builders"):
     sources.plan_units("tfds:no_such_corpus", num_units=1)
 
   def offline(*args, **kwargs):
     raise ConnectionError("network is unreachable")
 
-  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare",
-                      offline)
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
   with pytest.raises(UserError, match="not prepared.*unreachable.*tfds build"):
-    sources.plan_units("tfds:imdb_reviews", num_units=1,
-                       tfds_data_dir=str(tmp_path))
+    sources.plan_units("tfds:imdb_reviews", num_units=1, tfds_data_dir=str(tmp_path))
 
 
 def test_tfds_prepared_dataset_parts_partition_the_split(tmp_path):
@@ -299,8 +312,8 @@ def test_tfds_prepared_dataset_parts_partition_the_split(tmp_path):
 
     def _info(self):
       return tfds.core.DatasetInfo(
-          builder=self, features=tfds.features.FeaturesDict(
-              {"text": tfds.features.Text()}))
+        builder=self, features=tfds.features.FeaturesDict({"text": tfds.features.Text()})
+      )
 
     def _split_generators(self, dl_manager):
       return {"train": self._generate_examples()}
@@ -311,15 +324,12 @@ def test_tfds_prepared_dataset_parts_partition_the_split(tmp_path):
 
   del TinyTexts  # Registered by its definition, as tfds:tiny_texts.
   data_dir = str(tmp_path)
-  units = sources.plan_units("tfds:tiny_texts", num_units=3,
-                             tfds_data_dir=data_dir)
+  units = sources.plan_units("tfds:tiny_texts", num_units=3, tfds_data_dir=data_dir)
   read, stats = _read_all(units)
   assert sorted(read) == sorted(corpus.split_sentences(t) for t in texts)
   assert stats == {"documents": 7}
-  many = sources.plan_units("tfds:tiny_texts", num_units=50,
-                            tfds_data_dir=data_dir)
+  many = sources.plan_units("tfds:tiny_texts", num_units=50, tfds_data_dir=data_dir)
   assert len(many) == 7  # No empty parts: TFDS refuses them.
   assert sorted(_read_all(many)[0]) == sorted(read)
   with pytest.raises(UserError, match="no split 'dev'.*train"):
-    sources.plan_units("tfds:tiny_texts", num_units=1, tfds_split="dev",
-                       tfds_data_dir=data_dir)
+    sources.plan_units("tfds:tiny_texts", num_units=1, tfds_split="dev", tfds_data_dir=data_dir)

@@ -23,40 +23,48 @@ tfds = pytest.importorskip("tensorflow_datasets")
 tf = pytest.importorskip("tensorflow")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONLL_TAGS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC",
-              "I-MISC"]
+CONLL_TAGS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
 
 
 def _mock_examples(examples):
   """`mock_data` whose datasets yield `examples`, shaped by the builder's features."""
+
   def as_dataset(builder, split, decoders=None, read_config=None, **kwargs):
     del split, decoders, read_config, kwargs
     return tf.data.Dataset.from_generator(
-        lambda: iter(examples),
-        output_signature=builder.info.features.get_tensor_spec())
+      lambda: iter(examples), output_signature=builder.info.features.get_tensor_spec()
+    )
+
   return tfds.testing.mock_data(as_dataset_fn=as_dataset)
 
 
 def _answers(*pairs):
-  return {"answer_start": np.array([start for start, _ in pairs], np.int32),
-          "text": np.array([text for _, text in pairs], object)}
+  return {
+    "answer_start": np.array([start for start, _ in pairs], np.int32),
+    "text": np.array([text for _, text in pairs], object),
+  }
 
 
 # Parsing and look-up.
 
 
-@pytest.mark.parametrize("spec, parsed", [
+@pytest.mark.parametrize(
+  "spec, parsed",
+  [
     ("tfds:glue/sst2:validation", ("glue/sst2", "validation")),
     ("tfds:squad/v1.1", ("squad/v1.1", None)),
     ("tfds:conll2003:dev", ("conll2003", "dev")),
     ("tfds:imdb_reviews:train[:10%]", ("imdb_reviews", "train[:10%]")),
     ("tfds:glue/mnli:validation_mismatched", ("glue/mnli", "validation_mismatched")),
-])
+  ],
+)
 def test_parse_good_specs(spec, parsed):
   assert tfds_tasks.parse(spec) == parsed
 
 
-@pytest.mark.parametrize("spec, message", [
+@pytest.mark.parametrize(
+  "spec, message",
+  [
     ("glue/sst2:validation", "write tfds:NAME"),
     ("hf:glue/sst2", "write tfds:NAME"),
     ("tfds:", "the name must be"),
@@ -65,7 +73,8 @@ def test_parse_good_specs(spec, parsed):
     ("tfds:glue/sst2:", "the split after ':'"),
     ("tfds:glue/sst2:train split", "the split after ':'"),
     ("tfds:glue/sst2:1.0.0", "versions are not supported"),
-])
+  ],
+)
 def test_parse_bad_specs(spec, message):
   with pytest.raises(UserError, match=message) as error:
     tfds_tasks.parse(spec)
@@ -77,16 +86,27 @@ def test_task_of_takes_keys_and_tfds_names():
   assert tfds_tasks.task_of("glue/sst2") is tfds_tasks.TASKS["sst2"]
   assert tfds_tasks.task_of("glue/mnli").eval_split == "validation_matched"
   assert tfds_tasks.task_of("mnli_mismatched").eval_split == "validation_mismatched"
-  with pytest.raises(UserError, match="unknown fine-tuning task 'glue/sst3'; known "
-                     "tasks: cola, sst2, .*conll2003"):
+  with pytest.raises(
+    UserError, match="unknown fine-tuning task 'glue/sst3'; known tasks: cola, sst2, .*conll2003"
+  ):
     tfds_tasks.task_of("glue/sst3")
 
 
 def test_registry_lists_every_glue_task_and_the_others():
-  glue = {"cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "mnli_mismatched", "qnli",
-          "rte", "wnli", "ax"}
-  assert set(tfds_tasks.TASKS) == glue | {"imdb_reviews", "squad/v1.1", "squad/v2.0",
-                                          "conll2003"}
+  glue = {
+    "cola",
+    "sst2",
+    "mrpc",
+    "qqp",
+    "stsb",
+    "mnli",
+    "mnli_mismatched",
+    "qnli",
+    "rte",
+    "wnli",
+    "ax",
+  }
+  assert set(tfds_tasks.TASKS) == glue | {"imdb_reviews", "squad/v1.1", "squad/v2.0", "conll2003"}
   assert tfds_tasks.TASKS["cola"].main_metric == "matthews"
   assert tfds_tasks.TASKS["stsb"].main_metric == "spearman"
   assert tfds_tasks.TASKS["mrpc"].main_metric == tfds_tasks.TASKS["qqp"].main_metric == "f1"
@@ -166,10 +186,15 @@ def test_read_ner_words_and_tag_names():
   tag_ids = {name: i for i, name in enumerate(CONLL_TAGS)}
   words = [["EU", "rejects", "German", "call"], ["Peter", "Blackburn"]]
   tags = [["B-ORG", "O", "B-MISC", "O"], ["B-PER", "I-PER"]]
-  examples = [{"tokens": np.array(w, object),
-               "ner": np.array([tag_ids[t] for t in s], np.int64),
-               "pos": np.zeros(len(w), np.int64), "chunks": np.zeros(len(w), np.int64)}
-              for w, s in zip(words, tags)]
+  examples = [
+    {
+      "tokens": np.array(w, object),
+      "ner": np.array([tag_ids[t] for t in s], np.int64),
+      "pos": np.zeros(len(w), np.int64),
+      "chunks": np.zeros(len(w), np.int64),
+    }
+    for w, s in zip(words, tags)
+  ]
   with _mock_examples(examples):
     read, names = tfds_tasks.read("conll2003", "dev")
   assert names == CONLL_TAGS
@@ -180,10 +205,16 @@ def test_read_ner_words_and_tag_names():
 
 
 def test_read_ner_rejects_words_and_tags_of_different_lengths():
-  example = {"tokens": np.array(["a", "b", "c"], object), "ner": np.zeros(2, np.int64),
-             "pos": np.zeros(3, np.int64), "chunks": np.zeros(3, np.int64)}
-  with _mock_examples([example]), pytest.raises(
-      UserError, match="tfds:conll2003:train example 0: 3 words but 2 tags"):
+  example = {
+    "tokens": np.array(["a", "b", "c"], object),
+    "ner": np.zeros(2, np.int64),
+    "pos": np.zeros(3, np.int64),
+    "chunks": np.zeros(3, np.int64),
+  }
+  with (
+    _mock_examples([example]),
+    pytest.raises(UserError, match="tfds:conll2003:train example 0: 3 words but 2 tags"),
+  ):
     tfds_tasks.read("conll2003", "train")
 
 
@@ -191,32 +222,42 @@ CONTEXT = "The cat sat on the mat. It purred."
 
 
 def _squad_example(question, *answers, **v2):
-  return {"id": f"q-{question}", "title": "Cats", "context": CONTEXT,
-          "question": question, "answers": _answers(*answers), **v2}
+  return {
+    "id": f"q-{question}",
+    "title": "Cats",
+    "context": CONTEXT,
+    "question": question,
+    "answers": _answers(*answers),
+    **v2,
+  }
 
 
 def test_read_squad_v1():
-  examples = [_squad_example("who sat", (4, "cat"), (0, "The cat")),
-              _squad_example("where", (15, "the mat"))]
+  examples = [
+    _squad_example("who sat", (4, "cat"), (0, "The cat")),
+    _squad_example("where", (15, "the mat")),
+  ]
   with _mock_examples(examples):
     read, names = tfds_tasks.read("squad/v1.1", "validation")
   assert names is None
   assert read == [
-      {"id": "q-who sat", "question": "who sat", "context": CONTEXT,
-       "answers": [(4, "cat"), (0, "The cat")]},
-      {"id": "q-where", "question": "where", "context": CONTEXT,
-       "answers": [(15, "the mat")]}]
+    {
+      "id": "q-who sat",
+      "question": "who sat",
+      "context": CONTEXT,
+      "answers": [(4, "cat"), (0, "The cat")],
+    },
+    {"id": "q-where", "question": "where", "context": CONTEXT, "answers": [(15, "the mat")]},
+  ]
   for example in read:
     for start, text in example["answers"]:
-      assert type(start) is int and example["context"][start:start + len(text)] == text
+      assert type(start) is int and example["context"][start : start + len(text)] == text
 
 
 def test_read_squad_v2_gives_no_answers_to_impossible_questions():
   examples = [
-      _squad_example("what purred", (24, "It"), is_impossible=False,
-                     plausible_answers=_answers()),
-      _squad_example("what barked", is_impossible=True,
-                     plausible_answers=_answers((4, "cat"))),
+    _squad_example("what purred", (24, "It"), is_impossible=False, plausible_answers=_answers()),
+    _squad_example("what barked", is_impossible=True, plausible_answers=_answers((4, "cat"))),
   ]
   with _mock_examples(examples):
     read, _ = tfds_tasks.read("squad/v2.0", "validation")
@@ -230,6 +271,7 @@ def test_read_squad_v2_gives_no_answers_to_impossible_questions():
 def test_unprepared_dataset_that_cannot_download_is_a_user_error(tmp_path, monkeypatch):
   def fail(*args, **kwargs):
     raise ConnectionError("unreachable")
+
   monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", fail)
   with pytest.raises(UserError, match="not prepared.*unreachable.*tfds build glue/rte"):
     tfds_tasks.read("rte", "train", data_dir=str(tmp_path))
@@ -246,22 +288,24 @@ def test_unknown_split_of_a_prepared_dataset_lists_the_splits():
 
 def test_registry_imports_without_tensorflow():
   code = (
-      "import sys\n"
-      "class Block:\n"
-      "  def find_spec(self, name, path=None, target=None):\n"
-      "    if name.split('.')[0] in ('tensorflow', 'tensorflow_datasets'):\n"
-      "      raise ImportError(name + ' blocked')\n"
-      "sys.meta_path.insert(0, Block())\n"
-      "from bert_jax.data import tfds_tasks\n"
-      "from bert_jax.train import task_metrics\n"
-      "assert tfds_tasks.task_of(tfds_tasks.parse('tfds:glue/cola')[0]).main_metric == "
-      "'matthews'\n"
-      "assert task_metrics.compute(['accuracy'], [1, 0], [1, 1]) == {'accuracy': 0.5}\n"
-      "try:\n"
-      "  tfds_tasks.read('cola', 'train')\n"
-      "except tfds_tasks.UserError as e:\n"
-      "  print(e)\n")
-  result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                          text=True, timeout=60)
+    "import sys\n"
+    "class Block:\n"
+    "  def find_spec(self, name, path=None, target=None):\n"
+    "    if name.split('.')[0] in ('tensorflow', 'tensorflow_datasets'):\n"
+    "      raise ImportError(name + ' blocked')\n"
+    "sys.meta_path.insert(0, Block())\n"
+    "from bert_jax.data import tfds_tasks\n"
+    "from bert_jax.train import task_metrics\n"
+    "assert tfds_tasks.task_of(tfds_tasks.parse('tfds:glue/cola')[0]).main_metric == "
+    "'matthews'\n"
+    "assert task_metrics.compute(['accuracy'], [1, 0], [1, 1]) == {'accuracy': 0.5}\n"
+    "try:\n"
+    "  tfds_tasks.read('cola', 'train')\n"
+    "except tfds_tasks.UserError as e:\n"
+    "  print(e)\n"
+  )
+  result = subprocess.run(
+    [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert "needs TensorFlow Datasets" in result.stdout

@@ -15,8 +15,22 @@ from bert_jax.data import tokenizer
 from bert_jax.errors import UserError
 
 # Ids chosen by hand: [unused*] around the specials, so their ids are not the constants.
-HAND_VOCAB = ["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused1]",
-              "the", "dog", "##s", "run", "##ning", "!", "cafe"]
+HAND_VOCAB = [
+  "[PAD]",
+  "[unused0]",
+  "[UNK]",
+  "[CLS]",
+  "[SEP]",
+  "[MASK]",
+  "[unused1]",
+  "the",
+  "dog",
+  "##s",
+  "run",
+  "##ning",
+  "!",
+  "cafe",
+]
 
 
 def _write_vocab(path, tokens):
@@ -26,16 +40,23 @@ def _write_vocab(path, tokens):
 
 def _docstrings():
   modules = (argparse, collections, json, random)
-  return [inspect.getdoc(obj) for module in modules for obj in vars(module).values()
-          if callable(obj) and inspect.getdoc(obj)]
+  return [
+    inspect.getdoc(obj)
+    for module in modules
+    for obj in vars(module).values()
+    if callable(obj) and inspect.getdoc(obj)
+  ]
 
 
 def _trained_vocab(tmp_path, lowercase):
   """A vocab.txt trained by `tokenizers` on stdlib docstrings."""
   trainer = BertWordPieceTokenizer(lowercase=lowercase)
   trainer.train_from_iterator(
-      _docstrings(), vocab_size=800, show_progress=False,
-      special_tokens=["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    _docstrings(),
+    vocab_size=800,
+    show_progress=False,
+    special_tokens=["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+  )
   directory = tmp_path / ("uncased" if lowercase else "cased")
   directory.mkdir()
   return trainer.save_model(str(directory))[0]
@@ -48,14 +69,21 @@ def test_wordpiece_matches_hugging_face(tmp_path, lowercase):
   assert tok.kind == "wordpiece" and tok.lowercase == lowercase  # auto-detected
   reference = BertWordPieceTokenizer(path, lowercase=lowercase)
   texts = _docstrings()[:50] + [
-      "Café NAÏVE résumé, 中文字符 and Ελληνικά!", "a [MASK] b [SEP]", "",
-      "tab\tand\x00control", "x" * 150]
+    "Café NAÏVE résumé, 中文字符 and Ελληνικά!",
+    "a [MASK] b [SEP]",
+    "",
+    "tab\tand\x00control",
+    "x" * 150,
+  ]
   expected = [reference.encode(t, add_special_tokens=False).ids for t in texts]
   assert [tok.encode(t) for t in texts] == expected
   assert tok.encode_batch(texts) == expected
   assert tok.vocab_size == reference.get_vocab_size()
-  assert tok.special_ids == tuple(reference.token_to_id(p)
-                                  for p in tokenizer.SPECIAL_PIECES) == (0, 2, 3, 4, 5)
+  assert (
+    tok.special_ids
+    == tuple(reference.token_to_id(p) for p in tokenizer.SPECIAL_PIECES)
+    == (0, 2, 3, 4, 5)
+  )
   assert tok.encode("a [MASK] b")[1] == tok.mask_id
 
 
@@ -66,8 +94,7 @@ def test_wordpiece_hand_vocab(tmp_path):
   assert (tok.pad_id, tok.unk_id, tok.cls_id, tok.sep_id, tok.mask_id) == (0, 2, 3, 4, 5)
   assert tok.vocab_size == 14
   # the dog ##s run ##ning ! cafe [MASK] [UNK]: lowercased, accent stripped.
-  assert tok.encode("The Dogs running! Café [MASK] zebra") == [
-      7, 8, 9, 10, 11, 12, 13, 5, 2]
+  assert tok.encode("The Dogs running! Café [MASK] zebra") == [7, 8, 9, 10, 11, 12, 13, 5, 2]
   assert tok.decode(tok.encode("the dogs running!")) == "the dogs running!"
   assert [tok.id_to_piece(i) for i in (9, 6)] == ["##s", "[unused1]"]
 
@@ -79,8 +106,7 @@ def test_wordpiece_hand_vocab(tmp_path):
   assert np.flatnonzero(special).tolist() == list(range(7))
 
   # A cased token turns lowercasing off: "Dogs" and "Café" are unknown then.
-  cased = tokenizer.WordPieceTokenizer(
-      _write_vocab(tmp_path / "cased.txt", HAND_VOCAB + ["The"]))
+  cased = tokenizer.WordPieceTokenizer(_write_vocab(tmp_path / "cased.txt", HAND_VOCAB + ["The"]))
   assert not cased.lowercase
   assert cased.encode("The dogs Dogs Café") == [14, 8, 9, 2, 2]
   assert tokenizer.WordPieceTokenizer(path, lowercase=False).encode("The") == [2]
@@ -89,8 +115,7 @@ def test_wordpiece_hand_vocab(tmp_path):
 
 
 def test_wordpiece_errors(tmp_path):
-  no_mask = _write_vocab(tmp_path / "no_mask.txt",
-                         [t for t in HAND_VOCAB if t != "[MASK]"])
+  no_mask = _write_vocab(tmp_path / "no_mask.txt", [t for t in HAND_VOCAB if t != "[MASK]"])
   with pytest.raises(UserError, match=r"no \[MASK\] token"):
     tokenizer.load(no_mask)
   bad = tmp_path / "latin1.txt"
@@ -108,10 +133,8 @@ def test_wordpiece_errors(tmp_path):
 def test_sentencepiece_from_stream(tmp_path):
   """Trained from a generator larger than `input_sentence_size`: the sample spans it all."""
   rng = random.Random(0)
-  latin = ["".join(rng.choices("abcdefghijklmnop", k=rng.randint(2, 7)))
-           for _ in range(200)]
-  greek = ["".join(rng.choices("αβγδεζηθικλμνξοπ", k=rng.randint(2, 7)))
-           for _ in range(200)]
+  latin = ["".join(rng.choices("abcdefghijklmnop", k=rng.randint(2, 7))) for _ in range(200)]
+  greek = ["".join(rng.choices("αβγδεζηθικλμνξοπ", k=rng.randint(2, 7))) for _ in range(200)]
   consumed = []
 
   def sentences():
@@ -121,8 +144,9 @@ def test_sentencepiece_from_stream(tmp_path):
       yield " ".join(rng.choices(words, k=rng.randint(5, 12)))
     yield "   "
 
-  path = tokenizer.train_sentencepiece(sentences(), str(tmp_path / "sp.model"),
-                                       vocab_size=400, input_sentence_size=1000)
+  path = tokenizer.train_sentencepiece(
+    sentences(), str(tmp_path / "sp.model"), vocab_size=400, input_sentence_size=1000
+  )
   assert len(consumed) == 4000
   tok = tokenizer.load(path)
   assert tok.kind == "sentencepiece" and tok.vocab_size == 400

@@ -1,5 +1,6 @@
 """The sharded train step: shard shapes on a (2, 2, 2) mesh, the same losses as on one
-device, gradient accumulation equal to the full batch, and a single compilation."""
+device, gradient accumulation equal to the full batch, and a single compilation.
+"""
 
 import functools
 
@@ -42,8 +43,9 @@ def _setup(config, devices):
 
 def _run(config, devices, steps=20, accum_steps=1):
   mesh, rules, model, tx, schedule, state, state_sh = _setup(config, devices)
-  train_step = loop.compile_train_step(step_lib.Pretraining(model), tx, schedule, accum_steps,
-                                       state_sh, mesh)
+  train_step = loop.compile_train_step(
+    step_lib.Pretraining(model), tx, schedule, accum_steps, state_sh, mesh
+  )
   rng = np.random.default_rng(0)
   losses = []
   with sharding.activate(mesh, rules):
@@ -58,12 +60,16 @@ def _run(config, devices, steps=20, accum_steps=1):
 def test_shard_shapes_on_2x2x2_mesh():
   config = _config(data=2, fsdp=2, tensor=2)
   *_, state, _ = _setup(config, jax.devices()[:8])
-  word = state.params["bert"]["embeddings"]["word"]["embedding"]   # (vocab, embed)
+  word = state.params["bert"]["embeddings"]["word"]["embedding"]  # (vocab, embed)
   assert word.shape == (VOCAB, 128)
   assert word.sharding.shard_shape(word.shape) == (VOCAB // 2, 128 // 2)
-  q = state.params["bert"]["encoder"]["layer_0"]["attention"]["query"]["kernel"]  # (embed, heads, kv)
+  q = state.params["bert"]["encoder"]["layer_0"]["attention"]["query"][
+    "kernel"
+  ]  # (embed, heads, kv)
   assert q.sharding.shard_shape(q.shape) == (64, 1, 64)
-  inter = state.params["bert"]["encoder"]["layer_0"]["mlp"]["intermediate"]["kernel"]  # (embed, mlp)
+  inter = state.params["bert"]["encoder"]["layer_0"]["mlp"]["intermediate"][
+    "kernel"
+  ]  # (embed, mlp)
   assert inter.sharding.shard_shape(inter.shape) == (64, 256)
   mu = state.opt_state[1][0].mu["bert"]["embeddings"]["word"]["embedding"]
   assert mu.sharding == word.sharding  # optimizer state sharded like its parameter
@@ -86,15 +92,26 @@ def test_accumulated_gradient_equals_full_batch(devices, accum):
   batch = random_batch(np.random.default_rng(5), BATCH, LENGTH, PREDICTIONS, VOCAB)
   counts = batch["masked_lm_weights"].reshape(BATCH // accum, accum, -1).sum(axis=(0, 2))
   assert len(set(counts)) > 1  # micro-batches really hold different numbers of masks
-  grad = jax.jit(step_lib.gradients,
-                 static_argnames=("objective", "accum_steps", "deterministic"))
+  grad = jax.jit(step_lib.gradients, static_argnames=("objective", "accum_steps", "deterministic"))
   objective = step_lib.Pretraining(model)
   with sharding.activate(mesh, rules):
     gbatch = sharding.global_batch(batch, mesh)
-    full, full_sums = grad(state.params, gbatch, jax.random.key(0), objective=objective,
-                           accum_steps=1, deterministic=True)
-    acc, acc_sums = grad(state.params, gbatch, jax.random.key(0), objective=objective,
-                         accum_steps=accum, deterministic=True)
+    full, full_sums = grad(
+      state.params,
+      gbatch,
+      jax.random.key(0),
+      objective=objective,
+      accum_steps=1,
+      deterministic=True,
+    )
+    acc, acc_sums = grad(
+      state.params,
+      gbatch,
+      jax.random.key(0),
+      objective=objective,
+      accum_steps=accum,
+      deterministic=True,
+    )
   chex.assert_trees_all_close(acc, full, atol=1e-6, rtol=1e-5)
   chex.assert_trees_all_close(acc_sums, full_sums, rtol=1e-5)
 
@@ -103,12 +120,14 @@ def test_step_compiles_once():
   config = _config(data=1)
   mesh, rules, model, tx, schedule, state, state_sh = _setup(config, jax.devices()[:1])
   traced = chex.assert_max_traces(step_lib.train_step, n=1)
-  step = jax.jit(functools.partial(traced, objective=step_lib.Pretraining(model), tx=tx,
-                                   schedule=schedule),
-                 donate_argnums=0)
+  step = jax.jit(
+    functools.partial(traced, objective=step_lib.Pretraining(model), tx=tx, schedule=schedule),
+    donate_argnums=0,
+  )
   rng = np.random.default_rng(0)
   with sharding.activate(mesh, rules):
     for _ in range(3):
-      state, _ = step(state, random_batch(rng, BATCH, LENGTH, PREDICTIONS, VOCAB),
-                      jax.random.key(0))
+      state, _ = step(
+        state, random_batch(rng, BATCH, LENGTH, PREDICTIONS, VOCAB), jax.random.key(0)
+      )
   chex.clear_trace_counter()

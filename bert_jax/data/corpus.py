@@ -13,14 +13,20 @@ import os
 import re
 import sysconfig
 
-
 BUILTIN_PYTHON_DOCS = "builtin:python_docs"
 
 # Directories of the standard library that hold tests or third-party code.
-_SKIP_DIRS = frozenset({
-    "site-packages", "dist-packages", "test", "tests", "idle_test",
-    "__pycache__", "__phello__",
-})
+_SKIP_DIRS = frozenset(
+  {
+    "site-packages",
+    "dist-packages",
+    "test",
+    "tests",
+    "idle_test",
+    "__pycache__",
+    "__phello__",
+  }
+)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 # reST heading underlines ("*****", "=====") in the pydoc topics.
 _UNDERLINE = re.compile(r"^[ \t]*([*=\-~^#])\1{3,}[ \t]*$", re.MULTILINE)
@@ -69,8 +75,7 @@ def _stdlib_files(root: str) -> list[str]:
   files = []
   for dirpath, dirnames, filenames in os.walk(root):
     dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
-    files.extend(os.path.join(dirpath, f) for f in filenames
-                 if f.endswith(".py"))
+    files.extend(os.path.join(dirpath, f) for f in filenames if f.endswith(".py"))
   return sorted(files)
 
 

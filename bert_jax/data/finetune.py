@@ -28,6 +28,7 @@ IGNORE = -100  # label of positions that take no loss (tokens task: non-first su
 @dataclasses.dataclass
 class Examples:
   """Examples of one source, what was skipped, and the label names the source declares."""
+
   rows: list
   skipped_empty: int = 0
   label_names: list | None = None
@@ -42,8 +43,9 @@ def read(spec, config, *, labelled=True):
   if is_tfds(spec):
     return _read_tfds(spec, config)
   if not os.path.isfile(spec):
-    raise UserError(f"data file {spec} does not exist; give a .csv, .tsv or .jsonl file "
-                    f"or tfds:NAME:SPLIT")
+    raise UserError(
+      f"data file {spec} does not exist; give a .csv, .tsv or .jsonl file or tfds:NAME:SPLIT"
+    )
   records = _read_records(spec)
   return _from_records(records, spec, config, labelled)
 
@@ -62,18 +64,24 @@ def _read_records(path):
             try:
               records.append(json.loads(line))
             except json.JSONDecodeError as e:
-              raise UserError(f"{path} line {number} is not JSON ({e.msg}); JSON Lines files "
-                              f"hold one object per line") from None
+              raise UserError(
+                f"{path} line {number} is not JSON ({e.msg}); JSON Lines files "
+                f"hold one object per line"
+              ) from None
         return records
   except UnicodeDecodeError as e:
-    raise UserError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); convert it") from None
+    raise UserError(
+      f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); convert it"
+    ) from None
   raise UserError(f"{path}: unknown file type; give a .csv, .tsv or .jsonl file")
 
 
 def _column(records, name, path, what):
   if records and name not in records[0]:
-    raise UserError(f"{path} has no column {name!r} (config.data.{what}); its columns are "
-                    f"{', '.join(map(repr, records[0]))}")
+    raise UserError(
+      f"{path} has no column {name!r} (config.data.{what}); its columns are "
+      f"{', '.join(map(repr, records[0]))}"
+    )
 
 
 def _from_records(records, path, config, labelled):
@@ -98,8 +106,10 @@ def _from_records(records, path, config, labelled):
         empty += 1
         continue
       if tags is not None and len(tags) != len(words):
-        raise UserError(f"{path}: a row has {len(words)} words but {len(tags)} tags "
-                        f"({' '.join(words[:8])} ...); give one tag per word")
+        raise UserError(
+          f"{path}: a row has {len(words)} words but {len(tags)} tags "
+          f"({' '.join(words[:8])} ...); give one tag per word"
+        )
       rows.append({"words": words, "tags": tags})
       continue
     pair = r[d.text_pair_column] if d.text_pair_column else None
@@ -114,25 +124,38 @@ def _qa_example(record, index):
   """SQuAD-style answers: {"text": [...], "answer_start": [...]} or a list of such dicts."""
   answers = record.get("answers") or []
   if isinstance(answers, dict):
-    answers = [{"text": t, "answer_start": s}
-               for t, s in zip(answers.get("text", []), answers.get("answer_start", []))]
-  return squad.QAExample(id=str(record.get("id", index)), question=record["question"],
-                         context=record["context"],
-                         answers=[(int(a["answer_start"]), a["text"]) for a in answers])
+    answers = [
+      {"text": t, "answer_start": s}
+      for t, s in zip(answers.get("text", []), answers.get("answer_start", []))
+    ]
+  return squad.QAExample(
+    id=str(record.get("id", index)),
+    question=record["question"],
+    context=record["context"],
+    answers=[(int(a["answer_start"]), a["text"]) for a in answers],
+  )
 
 
 def _read_tfds(spec, config):
   from bert_jax.data import tfds_tasks
+
   name, split = tfds_tasks.parse(spec)
   task = tfds_tasks.task_of(name)
   if task.task != config.task:
-    raise UserError(f"{spec} is a {task.task} dataset but config.task={config.task!r}; "
-                    f"set --config.task={task.task}")
-  records, label_names = tfds_tasks.read(name, split or task.train_split,
-                                         data_dir=config.data.tfds_data_dir)
+    raise UserError(
+      f"{spec} is a {task.task} dataset but config.task={config.task!r}; "
+      f"set --config.task={task.task}"
+    )
+  records, label_names = tfds_tasks.read(
+    name, split or task.train_split, data_dir=config.data.tfds_data_dir
+  )
   if config.task == "qa":
-    rows = [squad.QAExample(id=r["id"], question=r["question"], context=r["context"],
-                            answers=list(r["answers"])) for r in records]
+    rows = [
+      squad.QAExample(
+        id=r["id"], question=r["question"], context=r["context"], answers=list(r["answers"])
+      )
+      for r in records
+    ]
   else:
     rows = records
   return Examples(rows, 0, label_names)
@@ -148,7 +171,8 @@ class LabelMap:
   @classmethod
   def infer(cls, examples, config):
     """config.data.labels, else the source's label names (TFDS), else the sorted train
-    labels (numerically when they are all integers)."""
+    labels (numerically when they are all integers).
+    """
     if config.data.labels:
       return cls([n.strip() for n in config.data.labels.split(",")])
     if examples.label_names:
@@ -163,16 +187,19 @@ class LabelMap:
 
   def encode(self, label, where):
     """The id of `label`: a name (JSON ints too: label 5 is the name "5"), else an int id
-    (TFDS gives ids with its ClassLabel names)."""
+    (TFDS gives ids with its ClassLabel names).
+    """
     if str(label) in self.ids:
       return self.ids[str(label)]
     if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
       if 0 <= label < len(self.names):
         return int(label)
-    raise UserError(f"{where}: label {label!r} is not one of the {len(self.names)} labels the "
-                    f"model was trained with ({', '.join(self.names[:10])}"
-                    f"{' ...' if len(self.names) > 10 else ''}); fix the data or "
-                    f"fine-tune with it (config.data.labels)")
+    raise UserError(
+      f"{where}: label {label!r} is not one of the {len(self.names)} labels the "
+      f"model was trained with ({', '.join(self.names[:10])}"
+      f"{' ...' if len(self.names) > 10 else ''}); fix the data or "
+      f"fine-tune with it (config.data.labels)"
+    )
 
 
 def _truncate_pair(a, b, limit):
@@ -195,13 +222,15 @@ def encode_sequences(examples, tokenizer, max_seq_length, labels=None, regressio
   first = tokenizer.encode_batch([r["text"] for r in rows]) if rows else []
   pairs = [r["text_pair"] for r in rows]
   second = tokenizer.encode_batch(pairs) if any(p is not None for p in pairs) else [None] * n
-  arrays = {k: np.zeros((n, max_seq_length), np.int32)
-            for k in ("input_ids", "token_type_ids", "attention_mask")}
+  arrays = {
+    k: np.zeros((n, max_seq_length), np.int32)
+    for k in ("input_ids", "token_type_ids", "attention_mask")
+  }
   arrays["input_ids"][:] = tokenizer.pad_id
   truncated = 0
   for i, (a, b) in enumerate(zip(first, second)):
     if b is None:
-      ta, tb = a[:max_seq_length - 2], []
+      ta, tb = a[: max_seq_length - 2], []
     else:
       ta, tb = _truncate_pair(a, b, max_seq_length - 3)
     truncated += len(ta) + len(tb) < len(a) + len(b or [])
@@ -210,15 +239,17 @@ def encode_sequences(examples, tokenizer, max_seq_length, labels=None, regressio
     if b is not None:
       ids += tb + [tokenizer.sep_id]
       types += [1] * (len(tb) + 1)
-    arrays["input_ids"][i, :len(ids)] = ids
-    arrays["token_type_ids"][i, :len(ids)] = types
-    arrays["attention_mask"][i, :len(ids)] = 1
+    arrays["input_ids"][i, : len(ids)] = ids
+    arrays["token_type_ids"][i, : len(ids)] = types
+    arrays["attention_mask"][i, : len(ids)] = 1
   if regression and labels:
-    arrays["labels"] = np.array([_number(r["label"], f"row {i + 1}")
-                                 for i, r in enumerate(rows)], np.float32)
+    arrays["labels"] = np.array(
+      [_number(r["label"], f"row {i + 1}") for i, r in enumerate(rows)], np.float32
+    )
   elif labels:
-    arrays["labels"] = np.array([labels.encode(r["label"], f"row {i + 1}")
-                                 for i, r in enumerate(rows)], np.int32)
+    arrays["labels"] = np.array(
+      [labels.encode(r["label"], f"row {i + 1}") for i, r in enumerate(rows)], np.int32
+    )
   return arrays, truncated
 
 
@@ -241,8 +272,10 @@ def encode_tokens(examples, tokenizer, max_seq_length, labels=None):
   vocab = sorted({w for r in rows for w in r["words"]})
   pieces = dict(zip(vocab, tokenizer.encode_batch(vocab))) if vocab else {}
   n = len(rows)
-  arrays = {k: np.zeros((n, max_seq_length), np.int32)
-            for k in ("input_ids", "token_type_ids", "attention_mask")}
+  arrays = {
+    k: np.zeros((n, max_seq_length), np.int32)
+    for k in ("input_ids", "token_type_ids", "attention_mask")
+  }
   arrays["input_ids"][:] = tokenizer.pad_id
   arrays["word_index"] = np.full((n, max_seq_length), -1, np.int32)
   if labels:
@@ -261,8 +294,8 @@ def encode_tokens(examples, tokenizer, max_seq_length, labels=None):
       ids += sub
       position += len(sub)
     ids.append(tokenizer.sep_id)
-    arrays["input_ids"][i, :len(ids)] = ids
-    arrays["attention_mask"][i, :len(ids)] = 1
+    arrays["input_ids"][i, : len(ids)] = ids
+    arrays["attention_mask"][i, : len(ids)] = 1
   return arrays, truncated
 
 
@@ -271,12 +304,21 @@ def encode_qa(examples, tokenizer, config, train):
   d = config.data
   try:
     features = squad.make_features(
-        examples.rows, tokenizer.encode_batch, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id,
-        pad_id=tokenizer.pad_id, max_seq_length=d.max_seq_length, doc_stride=d.doc_stride,
-        max_query_length=d.max_query_length, train=train)
+      examples.rows,
+      tokenizer.encode_batch,
+      cls_id=tokenizer.cls_id,
+      sep_id=tokenizer.sep_id,
+      pad_id=tokenizer.pad_id,
+      max_seq_length=d.max_seq_length,
+      doc_stride=d.doc_stride,
+      max_query_length=d.max_query_length,
+      train=train,
+    )
   except ValueError as e:  # lengths that leave no room for the context, or a bad answer
-    raise UserError(f"qa: {e} (config.data.max_seq_length={d.max_seq_length}, "
-                    f"max_query_length={d.max_query_length}, doc_stride={d.doc_stride})") from None
+    raise UserError(
+      f"qa: {e} (config.data.max_seq_length={d.max_seq_length}, "
+      f"max_query_length={d.max_query_length}, doc_stride={d.doc_stride})"
+    ) from None
   return features, 0
 
 
@@ -302,9 +344,9 @@ def train_batch(arrays, step, *, batch_size, seed, process_index=0, process_coun
   per_epoch = n // batch_size
   epoch, index = divmod(step, per_epoch)
   order = np.random.default_rng([seed, epoch]).permutation(n)
-  rows = order[index * batch_size:(index + 1) * batch_size]
+  rows = order[index * batch_size : (index + 1) * batch_size]
   local = batch_size // process_count
-  rows = rows[process_index * local:(process_index + 1) * local]
+  rows = rows[process_index * local : (process_index + 1) * local]
   return {k: v[rows] for k, v in arrays.items()}
 
 
@@ -315,7 +357,7 @@ def eval_batches(arrays, batch_size, process_index=0, process_count=1):
   for start in range(0, n, batch_size):
     rows = np.arange(start, start + batch_size)
     weight = (rows < n).astype(np.float32)
-    rows = np.minimum(rows, n - 1)[process_index * local:(process_index + 1) * local]
+    rows = np.minimum(rows, n - 1)[process_index * local : (process_index + 1) * local]
     batch = {k: v[rows] for k, v in arrays.items()}
-    batch["weight"] = weight[process_index * local:(process_index + 1) * local]
+    batch["weight"] = weight[process_index * local : (process_index + 1) * local]
     yield batch

@@ -29,8 +29,9 @@ def _truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng):
       trunc_tokens.pop()
 
 
-def _pairs_from_document(all_documents, document_index, max_seq_length,
-                         short_seq_prob, rng, sentence_order):
+def _pairs_from_document(
+  all_documents, document_index, max_seq_length, short_seq_prob, rng, sentence_order
+):
   """Yields (tokens_a, tokens_b, label) for one document (BERT or ALBERT)."""
   document = all_documents[document_index]
   max_num_tokens = max_seq_length - 3  # [CLS] A [SEP] B [SEP]
@@ -59,8 +60,7 @@ def _pairs_from_document(all_documents, document_index, max_seq_length,
           tokens_a.extend(current_chunk[j])
 
         tokens_b = []
-        if len(current_chunk) == 1 or (not sentence_order and
-                                       rng.random() < 0.5):
+        if len(current_chunk) == 1 or (not sentence_order and rng.random() < 0.5):
           label = 1
           target_b_length = target_seq_length - len(tokens_a)
           # Try to pick another document (always works with >= 2 documents
@@ -114,7 +114,7 @@ def _full_sentence_rows(documents, capacity, cls_id, sep_id):
       if len(body) + len(sentence) > capacity:
         flush()
       for start in range(0, len(sentence), capacity):
-        piece = sentence[start:start + capacity]
+        piece = sentence[start : start + capacity]
         if len(body) + len(piece) > capacity:
           flush()
         body.extend(piece)
@@ -129,7 +129,7 @@ def _packed_rows(documents, max_seq_length, cls_id, sep_id):
   for document in documents:
     stream = [token for sentence in document for token in sentence]
     for start in range(0, len(stream), capacity):
-      examples.append([cls_id, *stream[start:start + capacity], sep_id])
+      examples.append([cls_id, *stream[start : start + capacity], sep_id])
 
   # Best fit: each example (longest first) goes to the open row with the least
   # free space that still holds it; rows are found by free space.
@@ -138,8 +138,7 @@ def _packed_rows(documents, max_seq_length, cls_id, sep_id):
   by_free_space = [[] for _ in range(max_seq_length + 1)]  # free -> row ids
   for e in order:
     size = len(examples[e])
-    free = next((f for f in range(size, max_seq_length + 1)
-                 if by_free_space[f]), None)
+    free = next((f for f in range(size, max_seq_length + 1) if by_free_space[f]), None)
     if free is None:
       rows.append([])
       row, free = len(rows) - 1, max_seq_length
@@ -151,15 +150,22 @@ def _packed_rows(documents, max_seq_length, cls_id, sep_id):
   out = []
   for row in rows:
     parts = sorted(row)  # document order inside a row
-    out.append(([t for e in parts for t in examples[e]],
-                [len(examples[e]) for e in parts], -1))
+    out.append(([t for e in parts for t in examples[e]], [len(examples[e]) for e in parts], -1))
   return out
 
 
-def rows_from_documents(documents, *, objective: str, max_seq_length: int,
-                        short_seq_prob: float, rng: random.Random, cls_id: int,
-                        sep_id: int, packing: bool = False,
-                        dupe_factor: int = 1) -> list[tuple]:
+def rows_from_documents(
+  documents,
+  *,
+  objective: str,
+  max_seq_length: int,
+  short_seq_prob: float,
+  rng: random.Random,
+  cls_id: int,
+  sep_id: int,
+  packing: bool = False,
+  dupe_factor: int = 1,
+) -> list[tuple]:
   """Builds the training rows of one chunk of tokenized documents.
 
   Args:
@@ -198,16 +204,19 @@ def rows_from_documents(documents, *, objective: str, max_seq_length: int,
       if packing:
         rows.extend(_packed_rows(all_documents, max_seq_length, cls_id, sep_id))
       else:
-        rows.extend(_full_sentence_rows(all_documents, max_seq_length - 2,
-                                        cls_id, sep_id))
+        rows.extend(_full_sentence_rows(all_documents, max_seq_length - 2, cls_id, sep_id))
       rng.shuffle(all_documents)  # the next pass groups documents differently
       continue
     for document_index in range(len(all_documents)):
       for tokens_a, tokens_b, label in _pairs_from_document(
-          all_documents, document_index, max_seq_length, short_seq_prob, rng,
-          sentence_order=objective == "sop"):
+        all_documents,
+        document_index,
+        max_seq_length,
+        short_seq_prob,
+        rng,
+        sentence_order=objective == "sop",
+      ):
         tokens = [cls_id, *tokens_a, sep_id, *tokens_b, sep_id]
         rows.append((tokens, [len(tokens_a) + 2, len(tokens_b) + 1], label))
   rng.shuffle(rows)
   return rows
-

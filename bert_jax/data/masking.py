@@ -63,8 +63,7 @@ def example_keys(seed: int, epoch, example_ids) -> np.ndarray:
 
 def _position_codes(stream: int, length: int) -> np.ndarray:
   """uint64 (length,): what a position contributes to a row's hash in `stream`."""
-  return _mix((np.uint64(stream) << np.uint64(32)) +
-              np.arange(length, dtype=np.uint64))
+  return _mix((np.uint64(stream) << np.uint64(32)) + np.arange(length, dtype=np.uint64))
 
 
 def _positions_from_mask(chosen, num_slots):
@@ -112,18 +111,15 @@ def _choose(is_candidate, is_start, keys, num_to_predict):
 
   # Each candidate's word start, and each word's length at its start.
   start_of = np.maximum.accumulate(np.where(is_start, pos, 0), axis=1)
-  word_length = np.bincount((row_offset + start_of)[is_candidate],
-                            minlength=n * length)  # (n * L,)
+  word_length = np.bincount((row_offset + start_of)[is_candidate], minlength=n * length)  # (n * L,)
 
   # Original BERT's rule: words in random order, a word that overflows the
   # budget is skipped (not a stop). The words before the first overflow all
   # fit (a prefix sum); after it, a loop over ranks for the rows left.
-  sizes = np.where(order < length,
-                   word_length.take(row_offset + np.minimum(order, length - 1)), 0)
+  sizes = np.where(order < length, word_length.take(row_offset + np.minimum(order, length - 1)), 0)
   fits = np.cumsum(sizes, axis=1) <= num_to_predict[:, None]  # (n, L), a prefix
   rank = fits.sum(1)  # the first overflowing word (L: none)
-  bound = np.where(rank < length,
-                   ranked[np.arange(n), np.minimum(rank, length - 1)], _ALL_ONES)
+  bound = np.where(rank < length, ranked[np.arange(n), np.minimum(rank, length - 1)], _ALL_ONES)
   accepted = (scores < bound[:, None]).ravel()  # (n * L,) at the word starts
   filled = (sizes * fits).sum(1)
   num_words = is_start.sum(1)
@@ -134,15 +130,22 @@ def _choose(is_candidate, is_start, keys, num_to_predict):
     take = filled[left] + size <= num_to_predict[left]
     filled[left] += np.where(take, size, 0)
     accepted[left[take] * length + order[left[take], rank[left[take]]]] = True
-    left = left[(filled[left] < num_to_predict[left]) &
-                (rank[left] + 1 < num_words[left])]
+    left = left[(filled[left] < num_to_predict[left]) & (rank[left] + 1 < num_words[left])]
   return accepted.take(row_offset + start_of) & is_candidate
 
 
-def mask_batch(input_ids, keys, *, special_table, word_start_table,
-               max_predictions: int, mask_id: int, mask_rate: float = 0.15,
-               mask_token_rate: float = 0.8,
-               random_token_rate: float = 0.1) -> dict[str, np.ndarray]:
+def mask_batch(
+  input_ids,
+  keys,
+  *,
+  special_table,
+  word_start_table,
+  max_predictions: int,
+  mask_id: int,
+  mask_rate: float = 0.15,
+  mask_token_rate: float = 0.8,
+  random_token_rate: float = 0.1,
+) -> dict[str, np.ndarray]:
   """Masks a batch for masked-LM training, each row a pure function of its key.
 
   Candidates are the non-special positions (so never [CLS], [SEP] or padding).
@@ -176,8 +179,7 @@ def mask_batch(input_ids, keys, *, special_table, word_start_table,
   n, length = input_ids.shape
   is_candidate = ~np.asarray(special_table, bool)[input_ids]  # (n, L)
   num_candidates = is_candidate.sum(1)
-  num_to_predict = np.minimum(
-      max_predictions, np.maximum(1, np.rint(num_candidates * mask_rate)))
+  num_to_predict = np.minimum(max_predictions, np.maximum(1, np.rint(num_candidates * mask_rate)))
   num_to_predict = np.where(num_candidates > 0, num_to_predict, 0).astype(np.int64)
 
   if word_start_table is None:
@@ -186,8 +188,7 @@ def mask_batch(input_ids, keys, *, special_table, word_start_table,
     after_candidate = np.zeros_like(is_candidate)
     after_candidate[:, 1:] = is_candidate[:, :-1]
     # A piece after a special token or padding starts a word whatever it is.
-    is_start = is_candidate & (np.asarray(word_start_table, bool)[input_ids] |
-                               ~after_candidate)
+    is_start = is_candidate & (np.asarray(word_start_table, bool)[input_ids] | ~after_candidate)
   chosen = _choose(is_candidate, is_start, keys, num_to_predict)
   positions, counts = _positions_from_mask(chosen, max_predictions)  # (n, P)
   valid = np.arange(max_predictions)[None] < counts[:, None]
@@ -200,18 +201,19 @@ def mask_batch(input_ids, keys, *, special_table, word_start_table,
   pick = _mix(keys[:, None] ^ _position_codes(_REPLACE_ID, length)[positions])
   random_ids = normal_ids[pick % np.uint64(len(normal_ids))]
   replacement = np.where(
-      uniform < mask_token_rate, mask_id,
-      np.where(uniform < mask_token_rate + random_token_rate, random_ids,
-               original))
+    uniform < mask_token_rate,
+    mask_id,
+    np.where(uniform < mask_token_rate + random_token_rate, random_ids, original),
+  )
 
   corrupted = input_ids.copy()
   rows, slots = np.nonzero(valid)
   corrupted[rows, positions[rows, slots]] = replacement[rows, slots]
   return {
-      "input_ids": corrupted,
-      "masked_lm_positions": positions,
-      "masked_lm_ids": original.astype(np.int32),
-      "masked_lm_weights": valid.astype(np.float32),
+    "input_ids": corrupted,
+    "masked_lm_positions": positions,
+    "masked_lm_ids": original.astype(np.int32),
+    "masked_lm_weights": valid.astype(np.float32),
   }
 
 

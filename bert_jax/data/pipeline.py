@@ -20,17 +20,23 @@ import threading
 
 import numpy as np
 
-from bert_jax.data import masking
-from bert_jax.data import records
+from bert_jax.data import masking, records
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
 
 _RANDOM_ACCESS = "readahead_buffer_size:0,max_parallelism:0"
 _SHUFFLE_SALT = 0x5EED5
 
-BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "position_ids",
-              "masked_lm_positions", "masked_lm_ids", "masked_lm_weights",
-              "next_sentence_labels")
+BATCH_KEYS = (
+  "input_ids",
+  "token_type_ids",
+  "attention_mask",
+  "position_ids",
+  "masked_lm_positions",
+  "masked_lm_ids",
+  "masked_lm_weights",
+  "next_sentence_labels",
+)
 
 
 class _Shards:
@@ -39,13 +45,18 @@ class _Shards:
   def __init__(self, data_dir, shards, lane, lanes, split):
     numbered = [(i, s) for i, s in enumerate(shards) if s["rows"] > 0]
     if len(numbered) < lanes:
-      raise UserError(f"the {split} split has {len(numbered)} non-empty shard(s), fewer than "
-                      f"config.data.lanes={lanes}; prepare with config.data.num_shards >= "
-                      f"{lanes} (a multiple of it) or lower the lanes")
+      raise UserError(
+        f"the {split} split has {len(numbered)} non-empty shard(s), fewer than "
+        f"config.data.lanes={lanes}; prepare with config.data.num_shards >= "
+        f"{lanes} (a multiple of it) or lower the lanes"
+      )
     mine = numbered[lane::lanes]
     from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
-    self.readers = [array_record_module.ArrayRecordReader(
-        os.path.join(data_dir, s["file"]), _RANDOM_ACCESS) for _, s in mine]
+
+    self.readers = [
+      array_record_module.ArrayRecordReader(os.path.join(data_dir, s["file"]), _RANDOM_ACCESS)
+      for _, s in mine
+    ]
     self.shard_numbers = np.array([i for i, _ in mine], np.int64)
     self.starts = np.cumsum([0] + [s["rows"] for _, s in mine])
     self.size = int(self.starts[-1])
@@ -74,20 +85,37 @@ class Stream:
   number of hosts.
   """
 
-  def __init__(self, data_dir, manifest, split, *, batch_size, seed, max_predictions,
-               mask_rate=0.15, mask_token_rate=0.8, random_token_rate=0.1,
-               whole_word_masking=False, shuffle=True, process_index=0, process_count=1,
-               lanes=None):
+  def __init__(
+    self,
+    data_dir,
+    manifest,
+    split,
+    *,
+    batch_size,
+    seed,
+    max_predictions,
+    mask_rate=0.15,
+    mask_token_rate=0.8,
+    random_token_rate=0.1,
+    whole_word_masking=False,
+    shuffle=True,
+    process_index=0,
+    process_count=1,
+    lanes=None,
+  ):
     lanes = lanes or process_count
     if lanes % process_count or batch_size % lanes:
-      raise UserError(f"config.data.lanes={lanes} must be a multiple of the {process_count} "
-                      f"processes and divide the batch size {batch_size}; change the lanes")
+      raise UserError(
+        f"config.data.lanes={lanes} must be a multiple of the {process_count} "
+        f"processes and divide the batch size {batch_size}; change the lanes"
+      )
     self.rows = batch_size // process_count
     self.lane_rows = batch_size // lanes
     per_process = lanes // process_count
-    self.lanes = [_Shards(data_dir, manifest["splits"][split]["shards"], lane, lanes, split)
-                  for lane in range(process_index * per_process,
-                                    (process_index + 1) * per_process)]
+    self.lanes = [
+      _Shards(data_dir, manifest["splits"][split]["shards"], lane, lanes, split)
+      for lane in range(process_index * per_process, (process_index + 1) * per_process)
+    ]
     self.seed, self.shuffle = seed, shuffle
     self.length = manifest["max_seq_length"]
     self.dtype = np.dtype(manifest["token_dtype"])
@@ -95,18 +123,30 @@ class Stream:
     tok = tokenizer_lib.load(os.path.join(data_dir, manifest["tokenizer_file"]))
     self.pad_id = tok.pad_id
     self.masking = dict(
-        special_table=tok.special_table(),
-        word_start_table=tok.word_start_table() if whole_word_masking else None,
-        max_predictions=max_predictions, mask_rate=mask_rate, mask_token_rate=mask_token_rate,
-        random_token_rate=random_token_rate, mask_id=tok.mask_id)
-    self.identity = {"split": split, "lanes": lanes, "process_index": process_index,
-                     "process_count": process_count, "rows_per_process": self.rows,
-                     "seed": seed}
+      special_table=tok.special_table(),
+      word_start_table=tok.word_start_table() if whole_word_masking else None,
+      max_predictions=max_predictions,
+      mask_rate=mask_rate,
+      mask_token_rate=mask_token_rate,
+      random_token_rate=random_token_rate,
+      mask_id=tok.mask_id,
+    )
+    self.identity = {
+      "split": split,
+      "lanes": lanes,
+      "process_index": process_index,
+      "process_count": process_count,
+      "rows_per_process": self.rows,
+      "seed": seed,
+    }
 
   def position(self, step):
     """The data position after `step` steps, as saved in checkpoints."""
-    return dict(self.identity, step=int(step),
-                epochs=[step * self.lane_rows // lane.size for lane in self.lanes])
+    return dict(
+      self.identity,
+      step=int(step),
+      epochs=[step * self.lane_rows // lane.size for lane in self.lanes],
+    )
 
   def lane_indices(self, lane, step):
     """(epoch, record index) of the rows `lane` contributes at `step`."""
@@ -115,9 +155,9 @@ class Stream:
     if self.shuffle:
       for e in np.unique(epoch):
         hit = epoch == e
-        index[hit] = masking.shuffle_index(index[hit], lane.size,
-                                           (self.seed, _SHUFFLE_SALT, int(lane.shard_numbers[0]),
-                                            int(e)))
+        index[hit] = masking.shuffle_index(
+          index[hit], lane.size, (self.seed, _SHUFFLE_SALT, int(lane.shard_numbers[0]), int(e))
+        )
     return epoch, index
 
   def batch_at(self, step):
@@ -129,8 +169,9 @@ class Stream:
       raw += records_
       example_ids.append(ids)
       epochs.append(epoch)
-    batch = records.decode_rows(raw, max_seq_length=self.length, dtype=self.dtype,
-                                packed=self.packed, pad_id=self.pad_id)
+    batch = records.decode_rows(
+      raw, max_seq_length=self.length, dtype=self.dtype, packed=self.packed, pad_id=self.pad_id
+    )
     keys = masking.example_keys(self.seed, np.concatenate(epochs), np.concatenate(example_ids))
     batch.update(masking.mask_batch(batch["input_ids"], keys, **self.masking))
     return batch
@@ -147,7 +188,8 @@ def batches(stream, start_step, end_step, *, use_tf=None):
   """
   if use_tf is None:
     try:
-      import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+      import tensorflow  # noqa: F401
+
       use_tf = True
     except ImportError:
       use_tf = False
@@ -160,6 +202,7 @@ def batches(stream, start_step, end_step, *, use_tf=None):
 
 def _tf_batches(stream, start, end):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   tf.config.set_visible_devices([], "GPU")  # host-side only: keep TF off the accelerators
   example = stream.batch_at(start)
   dtypes = [tf.as_dtype(example[k].dtype) for k in BATCH_KEYS]
@@ -173,8 +216,9 @@ def _tf_batches(stream, start, end):
     values = tf.numpy_function(load_numpy, [step], dtypes, stateful=False)
     return {k: tf.ensure_shape(v, s) for k, v, s in zip(BATCH_KEYS, values, shapes)}
 
-  ds = tf.data.Dataset.range(start, end).map(load, num_parallel_calls=tf.data.AUTOTUNE,
-                                             deterministic=True)
+  ds = tf.data.Dataset.range(start, end).map(
+    load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+  )
   options = tf.data.Options()
   options.deterministic = True
   yield from ds.with_options(options).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()

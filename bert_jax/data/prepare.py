@@ -28,9 +28,7 @@ import time
 
 import numpy as np
 
-from bert_jax.data import instances
-from bert_jax.data import records
-from bert_jax.data import sources
+from bert_jax.data import instances, records, sources
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
 
@@ -48,27 +46,45 @@ def data_dir_of(config, workdir):
 def settings_of(config):
   """What the prepared data depends on (a mismatch means: prepare again)."""
   d, t = config.data, config.tokenizer
-  return json.loads(json.dumps({
-      "format_version": FORMAT_VERSION,
-      "input": d.input, "input_stamp": sources.stamp(d.input, tfds_data_dir=d.tfds_data_dir),
-      "input_format": d.input_format, "text_field": d.text_field,
-      "tfds_split": d.tfds_split, "num_shards": d.num_shards, "strict": d.strict,
-      "objective": d.objective, "packing": d.packing,
-      "documents_per_chunk": d.documents_per_chunk, "max_seq_length": d.max_seq_length,
-      "short_seq_prob": d.short_seq_prob, "dupe_factor": d.dupe_factor,
-      "eval_fraction": d.eval_fraction, "seed": config.seed,
-      # The tokenizer given, by content: a copy elsewhere is the same tokenizer.
-      "tokenizer": {"sha256": _sha256(t.path) if t.path else None,
-                    "vocab_size": t.vocab_size, "model_type": t.model_type,
-                    "input_sentence_size": t.input_sentence_size, "lowercase": t.lowercase},
-  }))
+  return json.loads(
+    json.dumps(
+      {
+        "format_version": FORMAT_VERSION,
+        "input": d.input,
+        "input_stamp": sources.stamp(d.input, tfds_data_dir=d.tfds_data_dir),
+        "input_format": d.input_format,
+        "text_field": d.text_field,
+        "tfds_split": d.tfds_split,
+        "num_shards": d.num_shards,
+        "strict": d.strict,
+        "objective": d.objective,
+        "packing": d.packing,
+        "documents_per_chunk": d.documents_per_chunk,
+        "max_seq_length": d.max_seq_length,
+        "short_seq_prob": d.short_seq_prob,
+        "dupe_factor": d.dupe_factor,
+        "eval_fraction": d.eval_fraction,
+        "seed": config.seed,
+        # The tokenizer given, by content: a copy elsewhere is the same tokenizer.
+        "tokenizer": {
+          "sha256": _sha256(t.path) if t.path else None,
+          "vocab_size": t.vocab_size,
+          "model_type": t.model_type,
+          "input_sentence_size": t.input_sentence_size,
+          "lowercase": t.lowercase,
+        },
+      }
+    )
+  )
 
 
 def _sha256(path):
   if not os.path.isfile(path):
-    raise UserError(f"config.tokenizer.path={path!r} does not exist; give a SentencePiece "
-                    f".model, a WordPiece vocab.txt or a Hugging Face tokenizer.json, or "
-                    f"leave it empty to train one")
+    raise UserError(
+      f"config.tokenizer.path={path!r} does not exist; give a SentencePiece "
+      f".model, a WordPiece vocab.txt or a Hugging Face tokenizer.json, or "
+      f"leave it empty to train one"
+    )
   with open(path, "rb") as f:
     return hashlib.sha256(f.read()).hexdigest()
 
@@ -95,8 +111,11 @@ def _differences(old, new, prefix=""):
     if isinstance(a, dict) and isinstance(b, dict):
       out += _differences(a, b, f"{prefix}{key}.")
     elif a != b:
-      out.append("the input files changed (sizes or times)" if key == "input_stamp" else
-                 f"{prefix}{key}: {a!r} there, {b!r} here")
+      out.append(
+        "the input files changed (sizes or times)"
+        if key == "input_stamp"
+        else f"{prefix}{key}: {a!r} there, {b!r} here"
+      )
   return out
 
 
@@ -110,29 +129,43 @@ def prepare(config, data_dir, log=print, progress=True):
   old = read_manifest(data_dir)
   if old is not None:
     if old.get("settings") != settings:
-      raise UserError(f"{data_dir} holds data prepared with other settings ("
-                      f"{'; '.join(_differences(old.get('settings', {}), settings)[:3])}); "
-                      f"set another config.data.prepared_dir or delete {data_dir}")
+      raise UserError(
+        f"{data_dir} holds data prepared with other settings ("
+        f"{'; '.join(_differences(old.get('settings', {}), settings)[:3])}); "
+        f"set another config.data.prepared_dir or delete {data_dir}"
+      )
     log(f"data: {data_dir} is prepared ({old['splits']['train']['rows']} train rows)")
     return old
   d = config.data
-  units = sources.plan_units(d.input, input_format=d.input_format, num_units=d.num_shards,
-                             text_field=d.text_field, tfds_split=d.tfds_split,
-                             tfds_data_dir=d.tfds_data_dir)
+  units = sources.plan_units(
+    d.input,
+    input_format=d.input_format,
+    num_units=d.num_shards,
+    text_field=d.text_field,
+    tfds_split=d.tfds_split,
+    tfds_data_dir=d.tfds_data_dir,
+  )
   os.makedirs(os.path.join(data_dir, SHARDS), exist_ok=True)
   tok = _tokenizer(config, data_dir, units, settings, log)
-  job = {"data_dir": data_dir, "tokenizer": tok.model_path, "settings": settings,
-         "lowercase": config.tokenizer.lowercase}
+  job = {
+    "data_dir": data_dir,
+    "tokenizer": tok.model_path,
+    "settings": settings,
+    "lowercase": config.tokenizer.lowercase,
+  }
   t0 = time.time()
   unit_counts = _run_units(units, job, d.num_workers, log, progress)
   manifest = _manifest(units, unit_counts, tok, settings)
   manifest["seconds"] = round(time.time() - t0, 1)
-  _write_atomic(os.path.join(data_dir, MANIFEST),
-                json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+  _write_atomic(
+    os.path.join(data_dir, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+  )
   c = manifest["counts"]
-  log(f"data: {c['documents']} documents, {c['tokens']} tokens -> "
-      f"{manifest['splits']['train']['rows']} train / {manifest['splits']['eval']['rows']} eval "
-      f"rows of {d.max_seq_length} in {len(units)} shards ({manifest['seconds']} s)")
+  log(
+    f"data: {c['documents']} documents, {c['tokens']} tokens -> "
+    f"{manifest['splits']['train']['rows']} train / {manifest['splits']['eval']['rows']} eval "
+    f"rows of {d.max_seq_length} in {len(units)} shards ({manifest['seconds']} s)"
+  )
   return manifest
 
 
@@ -155,24 +188,30 @@ def _tokenizer(config, data_dir, units, settings, log):
 
       def sample():  # SentencePiece would turn an error raised inside it into its own
         try:
-          for sentence in sources.sample_sentences(units, max_sentences=t.input_sentence_size,
-                                                   seed=config.seed, strict=config.data.strict):
+          for sentence in sources.sample_sentences(
+            units, max_sentences=t.input_sentence_size, seed=config.seed, strict=config.data.strict
+          ):
             seen["sentences"] += 1
             yield sentence
         except UserError as e:
           errors.append(e)
 
       try:
-        tokenizer_lib.train_sentencepiece(sample(), target, vocab_size=t.vocab_size,
-                                          model_type=t.model_type,
-                                          input_sentence_size=t.input_sentence_size,
-                                          seed=config.seed)
+        tokenizer_lib.train_sentencepiece(
+          sample(),
+          target,
+          vocab_size=t.vocab_size,
+          model_type=t.model_type,
+          input_sentence_size=t.input_sentence_size,
+          seed=config.seed,
+        )
       except UserError:
         if not errors and not seen["sentences"]:
           raise UserError(
-              f"config.data.input={config.data.input!r} has no text: the files are empty or "
-              f"every line was skipped as non-UTF-8 (config.data.strict=True names the first "
-              f"such line); give UTF-8 text") from None
+            f"config.data.input={config.data.input!r} has no text: the files are empty or "
+            f"every line was skipped as non-UTF-8 (config.data.strict=True names the first "
+            f"such line); give UTF-8 text"
+          ) from None
         if not errors:
           raise
       if errors:
@@ -181,15 +220,19 @@ def _tokenizer(config, data_dir, units, settings, log):
       log(f"tokenizer: trained {t.vocab_size} pieces in {time.time() - t0:.1f} s")
     tok = tokenizer_lib.load(target)
   if tok.vocab_size != t.vocab_size:
-    raise UserError(f"tokenizer {t.path or target} has {tok.vocab_size} pieces but "
-                    f"config.tokenizer.vocab_size is {t.vocab_size}; set it to {tok.vocab_size}")
+    raise UserError(
+      f"tokenizer {t.path or target} has {tok.vocab_size} pieces but "
+      f"config.tokenizer.vocab_size is {t.vocab_size}; set it to {tok.vocab_size}"
+    )
   return tok
 
 
 def _unit_paths(data_dir, unit_index):
   base = os.path.join(data_dir, SHARDS)
-  return ({s: os.path.join(base, f"{s}-{unit_index:05d}.array_record") for s in SPLITS},
-          os.path.join(base, f"unit-{unit_index:05d}.json"))
+  return (
+    {s: os.path.join(base, f"{s}-{unit_index:05d}.array_record") for s in SPLITS},
+    os.path.join(base, f"unit-{unit_index:05d}.json"),
+  )
 
 
 def _run_units(units, job, num_workers, log, progress):
@@ -210,6 +253,7 @@ def _run_units(units, job, num_workers, log, progress):
     log(f"data: {len(units) - len(todo)} of {len(units)} shards already done; resuming")
   workers = min(num_workers or os.cpu_count() or 1, max(1, len(todo)))
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+
   bar = tqdm(total=len(todo), unit="shard", disable=not progress or not todo, dynamic_ncols=True)
   tokens, t0 = 0, time.time()
   args = [(i, unit, job) for i, unit in todo]
@@ -222,8 +266,9 @@ def _run_units(units, job, num_workers, log, progress):
     for i, unit_counts in results:
       counts[i] = unit_counts
       tokens += unit_counts.get("tokens", 0)  # a unit of empty files counts none
-      bar.set_postfix_str(f"{tokens / max(time.time() - t0, 1e-9) / 1e3:,.0f}k tokens/s",
-                          refresh=False)
+      bar.set_postfix_str(
+        f"{tokens / max(time.time() - t0, 1e-9) / 1e3:,.0f}k tokens/s", refresh=False
+      )
       bar.update()
   finally:
     bar.close()
@@ -250,14 +295,17 @@ def _is_eval(seed, unit_index, doc_index, fraction):
 def _process_unit(args):
   """Documents of one unit -> its train and eval shards and counts (runs in a worker)."""
   from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+
   unit_index, unit, job = args
   s = job["settings"]
   tok = _worker_tokenizer(job)
   dtype = records.token_dtype(tok.vocab_size)
   paths, done_path = _unit_paths(job["data_dir"], unit_index)
   # One record per group, uncompressed: random access reads 3x faster than with zstd.
-  writers = {k: array_record_module.ArrayRecordWriter(p + ".tmp", "group_size:1,uncompressed")
-             for k, p in paths.items()}
+  writers = {
+    k: array_record_module.ArrayRecordWriter(p + ".tmp", "group_size:1,uncompressed")
+    for k, p in paths.items()
+  }
   stats = collections.Counter()
   chunks = {k: [] for k in SPLITS}
   rng = random.Random(f"{s['seed']}/{unit_index}")
@@ -266,9 +314,16 @@ def _process_unit(args):
 
   def flush(split):
     rows = instances.rows_from_documents(
-        chunks[split], objective=s["objective"], max_seq_length=s["max_seq_length"],
-        short_seq_prob=s["short_seq_prob"], rng=rng, cls_id=tok.cls_id, sep_id=tok.sep_id,
-        packing=s["packing"], dupe_factor=s["dupe_factor"] if split == "train" else 1)
+      chunks[split],
+      objective=s["objective"],
+      max_seq_length=s["max_seq_length"],
+      short_seq_prob=s["short_seq_prob"],
+      rng=rng,
+      cls_id=tok.cls_id,
+      sep_id=tok.sep_id,
+      packing=s["packing"],
+      dupe_factor=s["dupe_factor"] if split == "train" else 1,
+    )
     for tokens, segment_lengths, label in rows:
       writers[split].write(records.encode_row(tokens, segment_lengths, label, dtype))
       stats[f"{split}_rows"] += 1
@@ -319,24 +374,47 @@ def _manifest(units, unit_counts, tok, settings):
   for split in SPLITS:
     rows = total[f"{split}_rows"]
     splits[split] = {
-        "rows": rows, "documents": total[f"{split}_documents"],
-        "density": round(1 - total[f"{split}_padding"] / max(rows * length, 1), 4),
-        "shards": [{"file": f"{SHARDS}/{split}-{i:05d}.array_record",
-                    "rows": c.get(f"{split}_rows", 0)} for i, c in enumerate(unit_counts)]}
+      "rows": rows,
+      "documents": total[f"{split}_documents"],
+      "density": round(1 - total[f"{split}_padding"] / max(rows * length, 1), 4),
+      "shards": [
+        {"file": f"{SHARDS}/{split}-{i:05d}.array_record", "rows": c.get(f"{split}_rows", 0)}
+        for i, c in enumerate(unit_counts)
+      ],
+    }
   if splits["train"]["rows"] == 0:
-    raise UserError(f"the corpus {settings['input']!r} gave no training rows "
-                    f"({total['documents']} documents); give more text")
+    raise UserError(
+      f"the corpus {settings['input']!r} gave no training rows "
+      f"({total['documents']} documents); give more text"
+    )
   if splits["eval"]["rows"] == 0:
-    raise UserError(f"no eval rows: {splits['eval']['documents']} documents were held out; "
-                    f"raise config.data.eval_fraction or give more documents")
-  counts = {k: total[k] for k in ("documents", "empty_documents", "sentences", "tokens",
-                                  "truncated_sentences", "invalid_utf8_lines", "bad_json_lines")}
+    raise UserError(
+      f"no eval rows: {splits['eval']['documents']} documents were held out; "
+      f"raise config.data.eval_fraction or give more documents"
+    )
+  counts = {
+    k: total[k]
+    for k in (
+      "documents",
+      "empty_documents",
+      "sentences",
+      "tokens",
+      "truncated_sentences",
+      "invalid_utf8_lines",
+      "bad_json_lines",
+    )
+  }
   return {
-      "settings": settings, "tokenizer_file": os.path.basename(tok.model_path),
-      "tokenizer_kind": tok.kind, "tokenizer_fingerprint": tok.fingerprint,
-      "vocab_size": tok.vocab_size, "special_ids": dict(zip(
-          ("pad", "unk", "cls", "sep", "mask"), map(int, tok.special_ids))),
-      "token_dtype": np.dtype(records.token_dtype(tok.vocab_size)).name,
-      "max_seq_length": length, "num_shards": len(units), "counts": counts, "splits": splits,
-      "most_frequent_token_id": int(np.argmax(token_counts)),
+    "settings": settings,
+    "tokenizer_file": os.path.basename(tok.model_path),
+    "tokenizer_kind": tok.kind,
+    "tokenizer_fingerprint": tok.fingerprint,
+    "vocab_size": tok.vocab_size,
+    "special_ids": dict(zip(("pad", "unk", "cls", "sep", "mask"), map(int, tok.special_ids))),
+    "token_dtype": np.dtype(records.token_dtype(tok.vocab_size)).name,
+    "max_seq_length": length,
+    "num_shards": len(units),
+    "counts": counts,
+    "splits": splits,
+    "most_frequent_token_id": int(np.argmax(token_counts)),
   }

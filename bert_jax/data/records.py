@@ -19,14 +19,16 @@ def token_dtype(vocab_size: int) -> np.dtype:
 def encode_row(tokens, segment_lengths, label: int, dtype) -> bytes:
   """Serialises one row; `segment_lengths` must sum to `len(tokens)`."""
   if sum(segment_lengths) != len(tokens):
-    raise ValueError(f"segment lengths {list(segment_lengths)} do not sum to "
-                     f"the {len(tokens)} tokens")
+    raise ValueError(
+      f"segment lengths {list(segment_lengths)} do not sum to the {len(tokens)} tokens"
+    )
   header = np.array([label, len(segment_lengths), *segment_lengths], "<i4")
   return header.tobytes() + np.asarray(tokens, dtype).tobytes()
 
 
-def decode_rows(records, *, max_seq_length: int, dtype, packed: bool,
-                pad_id: int) -> dict[str, np.ndarray]:
+def decode_rows(
+  records, *, max_seq_length: int, dtype, packed: bool, pad_id: int
+) -> dict[str, np.ndarray]:
   """Decodes records into padded model inputs.
 
   Args:
@@ -53,21 +55,21 @@ def decode_rows(records, *, max_seq_length: int, dtype, packed: bool,
     label, k = struct.unpack_from("<2i", record)
     labels[row], num_segments[row] = label, k
     segment_lengths.append(struct.unpack_from(f"<{k}i", record, 8))
-    token_bytes.append(memoryview(record)[8 + 4 * k:])
+    token_bytes.append(memoryview(record)[8 + 4 * k :])
   tokens = np.frombuffer(b"".join(token_bytes), dtype)  # (total,)
   seg_lengths = np.fromiter(
-      (x for lengths in segment_lengths for x in lengths), np.int64,
-      count=int(num_segments.sum()))  # (segments,)
+    (x for lengths in segment_lengths for x in lengths), np.int64, count=int(num_segments.sum())
+  )  # (segments,)
 
   seg_row = np.repeat(np.arange(n), num_segments)
   row_lengths = np.bincount(seg_row, seg_lengths, minlength=n).astype(np.int64)
   byte_lengths = np.fromiter((len(b) for b in token_bytes), np.int64, count=n)
   if not np.array_equal(row_lengths * dtype.itemsize, byte_lengths):
-    raise ValueError("a record's segment lengths do not match its tokens: "
-                     f"wrong token dtype {dtype}?")
+    raise ValueError(
+      f"a record's segment lengths do not match its tokens: wrong token dtype {dtype}?"
+    )
   if n and row_lengths.max() > length:
-    raise ValueError(f"a row has {row_lengths.max()} tokens, more than "
-                     f"max_seq_length={length}")
+    raise ValueError(f"a row has {row_lengths.max()} tokens, more than max_seq_length={length}")
 
   # Per-token segment index (within its row) and position (within its segment).
   seg_first = np.cumsum(num_segments) - num_segments  # (n,)
@@ -82,11 +84,11 @@ def decode_rows(records, *, max_seq_length: int, dtype, packed: bool,
 
   is_token = np.arange(length)[None] < row_lengths[:, None]  # (n, L)
   out = {
-      "input_ids": np.full((n, length), pad_id, np.int32),
-      "token_type_ids": np.zeros((n, length), np.int32),
-      "attention_mask": is_token.astype(np.int32),
-      "position_ids": np.zeros((n, length), np.int32),
-      "next_sentence_labels": labels,
+    "input_ids": np.full((n, length), pad_id, np.int32),
+    "token_type_ids": np.zeros((n, length), np.int32),
+    "attention_mask": is_token.astype(np.int32),
+    "position_ids": np.zeros((n, length), np.int32),
+    "next_sentence_labels": labels,
   }
   out["input_ids"][is_token] = tokens
   out["position_ids"][is_token] = token_position

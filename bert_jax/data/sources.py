@@ -21,7 +21,6 @@ to the range at offset 0). A range reads past its end to finish its last one.
 """
 
 import collections
-from collections.abc import Iterable, Iterator
 import contextlib
 import dataclasses
 import functools
@@ -32,6 +31,7 @@ import math
 import os
 import platform
 import random
+from collections.abc import Iterable, Iterator
 
 from bert_jax.data import corpus
 from bert_jax.errors import UserError
@@ -59,6 +59,7 @@ class Unit:
     more_paths: whole files read after `path`, in order: small files are grouped
       into units of about a unit's share of the bytes.
   """
+
   kind: str
   path: str
   format: str = "bert"
@@ -72,9 +73,15 @@ class Unit:
   more_paths: tuple[str, ...] = ()
 
 
-def plan_units(spec: str, *, input_format: str = "auto", num_units: int,
-               text_field: str = "text", tfds_split: str = "train",
-               tfds_data_dir: str | None = None) -> list[Unit]:
+def plan_units(
+  spec: str,
+  *,
+  input_format: str = "auto",
+  num_units: int,
+  text_field: str = "text",
+  tfds_split: str = "train",
+  tfds_data_dir: str | None = None,
+) -> list[Unit]:
   """Checks the input and cuts it into about `num_units` units.
 
   A TFDS dataset that is not prepared yet is downloaded and prepared here, once,
@@ -100,20 +107,28 @@ def plan_units(spec: str, *, input_format: str = "auto", num_units: int,
       prepared.
   """
   if input_format not in INPUT_FORMATS:
-    raise UserError(f"unknown input format {input_format!r}; use one of "
-                    f"{', '.join(INPUT_FORMATS)}")
+    raise UserError(f"unknown input format {input_format!r}; use one of {', '.join(INPUT_FORMATS)}")
   if num_units < 1:
     raise UserError(f"num_units is {num_units}; it must be at least 1")
   spec = spec.strip()
   if spec == BUILTIN:
-    return [Unit("builtin", spec, "document", index=i, count=num_units)
-            for i in range(num_units)]
+    return [Unit("builtin", spec, "document", index=i, count=num_units) for i in range(num_units)]
   if spec.startswith(TFDS_PREFIX):
-    name = spec[len(TFDS_PREFIX):]
+    name = spec[len(TFDS_PREFIX) :]
     count = _check_tfds(name, tfds_data_dir, tfds_split, text_field, num_units)
-    return [Unit("tfds", name, "document", index=i, count=count,
-                 text_field=text_field, split=tfds_split,
-                 data_dir=tfds_data_dir) for i in range(count)]
+    return [
+      Unit(
+        "tfds",
+        name,
+        "document",
+        index=i,
+        count=count,
+        text_field=text_field,
+        split=tfds_split,
+        data_dir=tfds_data_dir,
+      )
+      for i in range(count)
+    ]
   paths = _expand(spec)
   for path in paths:
     _check_readable(path)
@@ -137,8 +152,9 @@ def plan_units(spec: str, *, input_format: str = "auto", num_units: int,
       close_group()
       for i in range(parts):
         end = -1 if i == parts - 1 else size * (i + 1) // parts
-        units.append(Unit(kind, path, file_format, start=size * i // parts,
-                          end=end, text_field=text_field))
+        units.append(
+          Unit(kind, path, file_format, start=size * i // parts, end=end, text_field=text_field)
+        )
       continue
     # Whole files: consecutive files of one kind share a unit up to `share` bytes.
     unit = Unit(kind, path, file_format, text_field=text_field)
@@ -150,8 +166,7 @@ def plan_units(spec: str, *, input_format: str = "auto", num_units: int,
   return units
 
 
-def read_unit(unit: Unit, stats: collections.Counter,
-              strict: bool = False) -> Iterator[list[str]]:
+def read_unit(unit: Unit, stats: collections.Counter, strict: bool = False) -> Iterator[list[str]]:
   """Streams the documents of one unit.
 
   Args:
@@ -168,12 +183,13 @@ def read_unit(unit: Unit, stats: collections.Counter,
     UserError: `strict` and a line is not UTF-8; TFDS cannot be read.
   """
   if unit.kind == "builtin":
-    documents = (list(d) for d in _python_docs()[unit.index::unit.count])
+    documents = (list(d) for d in _python_docs()[unit.index :: unit.count])
   elif unit.kind == "tfds":
     documents = _tfds_documents(unit, stats, strict)
   else:
-    read = {"bert": _bert_documents, "document": _whole_file_document,
-            "jsonl": _jsonl_documents}[unit.format]
+    read = {"bert": _bert_documents, "document": _whole_file_document, "jsonl": _jsonl_documents}[
+      unit.format
+    ]
     files = [unit] + [dataclasses.replace(unit, path=p, more_paths=()) for p in unit.more_paths]
     documents = _one_after_another(read(f, stats, strict) for f in files)
   with contextlib.closing(documents):
@@ -185,8 +201,9 @@ def read_unit(unit: Unit, stats: collections.Counter,
         stats["empty_documents"] += 1
 
 
-def sample_sentences(units: Iterable[Unit], *, max_sentences: int,
-                     seed: int, strict: bool = False) -> Iterator[str]:
+def sample_sentences(
+  units: Iterable[Unit], *, max_sentences: int, seed: int, strict: bool = False
+) -> Iterator[str]:
   """Sentences for tokenizer training, spread over the units.
 
   The units are visited in a seeded order; each gives the first sentences of
@@ -210,8 +227,7 @@ def sample_sentences(units: Iterable[Unit], *, max_sentences: int,
     quota = math.ceil(remaining / (len(order) - visited))
     with contextlib.closing(read_unit(unit, collections.Counter(), strict)) as docs:
       for document in docs:
-        for sentence in document[:quota]:
-          yield sentence
+        yield from document[:quota]
         taken = min(quota, len(document))
         quota -= taken
         remaining -= taken
@@ -234,7 +250,7 @@ def stamp(spec: str, *, tfds_data_dir: str | None = None) -> list:
   if spec == BUILTIN:
     return ["python", platform.python_version()]
   if spec.startswith(TFDS_PREFIX):
-    builder = _tfds_builder(spec[len(TFDS_PREFIX):], tfds_data_dir)
+    builder = _tfds_builder(spec[len(TFDS_PREFIX) :], tfds_data_dir)
     return ["tfds", builder.info.full_name]
   files = [(path, os.stat(path)) for path in _expand(spec)]
   return [[path, st.st_size, st.st_mtime_ns] for path, st in files]
@@ -249,16 +265,20 @@ def _expand(spec: str) -> list[str]:
   for pattern in (p.strip() for p in spec.split(",")):
     if not pattern:
       continue
-    matched = sorted(p for p in glob.glob(os.path.expanduser(pattern),
-                                          recursive=True) if os.path.isfile(p))
+    matched = sorted(
+      p for p in glob.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(p)
+    )
     if not matched:
       raise UserError(
-          f"input pattern {pattern!r} matches no file; fix config.data.input "
-          f"(globs of text files, {BUILTIN!r} or tfds:NAME)")
+        f"input pattern {pattern!r} matches no file; fix config.data.input "
+        f"(globs of text files, {BUILTIN!r} or tfds:NAME)"
+      )
     paths.extend(matched)
   if not paths:
-    raise UserError(f"input {spec!r} names no file; set config.data.input to "
-                    f"globs of text files, {BUILTIN!r} or tfds:NAME")
+    raise UserError(
+      f"input {spec!r} names no file; set config.data.input to "
+      f"globs of text files, {BUILTIN!r} or tfds:NAME"
+    )
   return list(dict.fromkeys(paths))  # A file matched twice is read once.
 
 
@@ -271,9 +291,10 @@ def _check_readable(path: str) -> None:
     with _open(path) as f:
       f.read(1)
   except (OSError, EOFError) as e:
-    raise UserError(f"cannot read input file {path} ({e}); fix its permissions "
-                    f"or contents, or leave it out of config.data.input"
-                    ) from None
+    raise UserError(
+      f"cannot read input file {path} ({e}); fix its permissions "
+      f"or contents, or leave it out of config.data.input"
+    ) from None
 
 
 def _file_format(path: str, input_format: str) -> str:
@@ -283,8 +304,9 @@ def _file_format(path: str, input_format: str) -> str:
   return "jsonl" if name.endswith((".jsonl", ".json")) else "bert"
 
 
-def _lines(unit: Unit, stats: collections.Counter,
-           strict: bool) -> Iterator[tuple[int, str | None]]:
+def _lines(
+  unit: Unit, stats: collections.Counter, strict: bool
+) -> Iterator[tuple[int, str | None]]:
   """(byte offset, text) of each line from the first line start >= unit.start.
 
   A line that is not UTF-8 comes as None. It is counted only by the range it
@@ -302,9 +324,10 @@ def _lines(unit: Unit, stats: collections.Counter,
       except UnicodeDecodeError as e:
         if strict:
           raise UserError(
-              f"{unit.path}: byte {offset + e.start} (uncompressed) is not "
-              f"UTF-8; convert the file (iconv -f latin1 -t utf-8 {unit.path}) "
-              f"or set config.data.strict=False to skip such lines") from None
+            f"{unit.path}: byte {offset + e.start} (uncompressed) is not "
+            f"UTF-8; convert the file (iconv -f latin1 -t utf-8 {unit.path}) "
+            f"or set config.data.strict=False to skip such lines"
+          ) from None
         if unit.start <= offset < end:
           stats["invalid_utf8_lines"] += 1
         line = None
@@ -391,18 +414,22 @@ def _tfds_builder(name: str, data_dir: str | None):
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   except ImportError:
-    raise UserError(f"input tfds:{name} needs TensorFlow Datasets; pip install "
-                    f"tensorflow-datasets tensorflow") from None
+    raise UserError(
+      f"input tfds:{name} needs TensorFlow Datasets; pip install tensorflow-datasets tensorflow"
+    ) from None
   try:
     return tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
-    raise UserError(f"TFDS has no dataset {name!r}; fix config.data.input (see "
-                    f"tfds.list_builders() for names, e.g. "
-                    f"tfds:wikipedia/20230601.en)") from None
+    raise UserError(
+      f"TFDS has no dataset {name!r}; fix config.data.input (see "
+      f"tfds.list_builders() for names, e.g. "
+      f"tfds:wikipedia/20230601.en)"
+    ) from None
   except ValueError as e:
     reason = str(e).splitlines()[0]
-    raise UserError(f"TFDS dataset {name!r}: {reason}; fix config.data.input "
-                    f"(tfds:NAME/CONFIG)") from None
+    raise UserError(
+      f"TFDS dataset {name!r}: {reason}; fix config.data.input (tfds:NAME/CONFIG)"
+    ) from None
 
 
 def _prepared_builder(name: str, data_dir: str | None):
@@ -413,30 +440,34 @@ def _prepared_builder(name: str, data_dir: str | None):
       builder.download_and_prepare()
     except Exception as e:  # Network, Beam, manual download: all end here.
       raise UserError(
-          f"TFDS dataset {name!r} is not prepared in {builder.data_dir} and "
-          f"preparing it failed ({type(e).__name__}: {e}); prepare it first "
-          f"(tfds build {name} --data_dir=DIR) and set config.data.tfds_data_dir"
+        f"TFDS dataset {name!r} is not prepared in {builder.data_dir} and "
+        f"preparing it failed ({type(e).__name__}: {e}); prepare it first "
+        f"(tfds build {name} --data_dir=DIR) and set config.data.tfds_data_dir"
       ) from None
   return builder
 
 
-def _check_tfds(name: str, data_dir: str | None, split: str, text_field: str,
-                num_units: int) -> int:
+def _check_tfds(
+  name: str, data_dir: str | None, split: str, text_field: str, num_units: int
+) -> int:
   """Prepares and checks a TFDS input; returns how many parts to cut it into."""
   builder = _prepared_builder(name, data_dir)
   fields = list(builder.info.features.keys())
   if text_field not in fields:
-    raise UserError(f"TFDS dataset {name!r} has no field {text_field!r}; set "
-                    f"config.data.text_field to one of {', '.join(fields)}")
+    raise UserError(
+      f"TFDS dataset {name!r} has no field {text_field!r}; set "
+      f"config.data.text_field to one of {', '.join(fields)}"
+    )
   if not builder.info.splits:  # Splits unknown until prepared (or mocked).
     return num_units
   try:
     examples = builder.info.splits[split].num_examples
   except (KeyError, ValueError):
-    raise UserError(f"TFDS dataset {name!r} has no split {split!r}; set "
-                    f"config.data.tfds_split to one of "
-                    f"{', '.join(builder.info.splits)} (or a slice: train[:10%])"
-                    ) from None
+    raise UserError(
+      f"TFDS dataset {name!r} has no split {split!r}; set "
+      f"config.data.tfds_split to one of "
+      f"{', '.join(builder.info.splits)} (or a slice: train[:10%])"
+    ) from None
   # An empty part is an error in TFDS: no more parts than examples.
   return max(1, min(num_units, examples))
 
@@ -456,8 +487,9 @@ def _tfds_documents(unit, stats, strict) -> Iterator[list[str]]:
       except UnicodeDecodeError as e:
         if strict:
           raise UserError(
-              f"tfds:{unit.path}: a text is not UTF-8 at byte {e.start}; set "
-              f"config.data.strict=False to skip such texts") from None
+            f"tfds:{unit.path}: a text is not UTF-8 at byte {e.start}; set "
+            f"config.data.strict=False to skip such texts"
+          ) from None
         stats["invalid_utf8_lines"] += 1
         continue
     yield corpus.split_sentences(text)

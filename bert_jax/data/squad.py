@@ -40,6 +40,7 @@ class QAExample:
     answers: (character start in `context`, answer text) of each gold answer; empty when
       the question has no answer (SQuAD 2.0). Features use the first one.
   """
+
   id: str
   question: str
   context: str
@@ -75,6 +76,7 @@ class _Context:
     first_token: (words + 1,) index of each word's first sub-token; the last entry is the
       number of tokens.
   """
+
   ids: np.ndarray
   token_chars: np.ndarray
   word_starts: np.ndarray
@@ -85,6 +87,7 @@ class _Context:
 @dataclasses.dataclass
 class _Window:
   """One feature row before it is written out: a window of one example's context."""
+
   example_index: int
   query: list[int]
   context: _Context
@@ -98,7 +101,7 @@ def _encode(encode_batch, texts):
   """`encode_batch` over `texts` in large chunks; one list of int ids per text."""
   encoded = []
   for begin in range(0, len(texts), _ENCODE_CHUNK):
-    chunk = texts[begin:begin + _ENCODE_CHUNK]
+    chunk = texts[begin : begin + _ENCODE_CHUNK]
     ids = encode_batch(chunk)
     if len(ids) != len(chunk):
       raise ValueError(f"encode_batch returned {len(ids)} results for {len(chunk)} texts")
@@ -118,29 +121,31 @@ def _build_context(words, spans, word_ids):
   counts = np.array([len(p) for p in pieces], dtype=np.int64)
   spans = np.array(spans, dtype=np.int32).reshape(-1, 2)
   return _Context(
-      ids=np.array([i for p in pieces for i in p], dtype=np.int32),
-      token_chars=np.repeat(spans, counts, axis=0),
-      word_starts=spans[:, 0],
-      word_ends=spans[:, 1],
-      first_token=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+    ids=np.array([i for p in pieces for i in p], dtype=np.int32),
+    token_chars=np.repeat(spans, counts, axis=0),
+    word_starts=spans[:, 0],
+    word_ends=spans[:, 1],
+    first_token=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+  )
 
 
 def _tokenize_contexts(contexts, encode_batch):
   """{context: _Context} for the distinct contexts; each distinct word is encoded once."""
   split = {context: context_words(context) for context in dict.fromkeys(contexts)}
-  word_ids = _encode_distinct(
-      encode_batch, [word for words, _ in split.values() for word in words])
-  return {context: _build_context(words, spans, word_ids)
-          for context, (words, spans) in split.items()}
+  word_ids = _encode_distinct(encode_batch, [word for words, _ in split.values() for word in words])
+  return {
+    context: _build_context(words, spans, word_ids) for context, (words, spans) in split.items()
+  }
 
 
 def _improve_answer_span(doc_ids, first, last, answer_ids):
   """The original `_improve_answer_span` on ids: the earliest run of `answer_ids` inside
-  tokens [first, last], else (first, last) unchanged."""
+  tokens [first, last], else (first, last) unchanged.
+  """
   size = len(answer_ids)
   if size:
     for start in range(first, last - size + 2):
-      if doc_ids[start:start + size].tolist() == answer_ids:
+      if doc_ids[start : start + size].tolist() == answer_ids:
         return start, start + size - 1
   return first, last
 
@@ -159,8 +164,10 @@ def _answer_tokens(example, context, answer_ids):
   char_start, text = example.answers[0]
   char_end = char_start + len(text)
   if char_start < 0 or char_end > len(example.context):
-    raise ValueError(f"example {example.id!r}: answer [{char_start}, {char_end}) lies "
-                     f"outside its context of {len(example.context)} characters")
+    raise ValueError(
+      f"example {example.id!r}: answer [{char_start}, {char_end}) lies "
+      f"outside its context of {len(example.context)} characters"
+    )
   first_word = int(np.searchsorted(context.word_ends, char_start, side="right"))
   last_word = int(np.searchsorted(context.word_starts, char_end, side="left")) - 1
   if first_word > last_word:  # empty or all-whitespace answer
@@ -202,15 +209,15 @@ def _max_context_windows(spans, num_tokens):
   return best
 
 
-def _example_windows(index, example, query, context, answer_ids, max_seq_length,
-                     doc_stride):
+def _example_windows(index, example, query, context, answer_ids, max_seq_length, doc_stride):
   """The `_Window`s of one example."""
   answer = _answer_tokens(example, context, answer_ids)
   spans = _window_spans(len(context.ids), max_seq_length - len(query) - 3, doc_stride)
   best = _max_context_windows(spans, len(context.ids))
-  return [_Window(index, query, context, start, length,
-                  best[start:start + length] == window, answer)
-          for window, (start, length) in enumerate(spans)]
+  return [
+    _Window(index, query, context, start, length, best[start : start + length] == window, answer)
+    for window, (start, length) in enumerate(spans)
+  ]
 
 
 def _window_positions(window, offset):
@@ -226,14 +233,14 @@ def _window_positions(window, offset):
 def _empty_features(rows, max_seq_length, pad_id):
   """Feature arrays for `rows` rows, filled with padding."""
   return {
-      "input_ids": np.full((rows, max_seq_length), pad_id, np.int32),
-      "token_type_ids": np.zeros((rows, max_seq_length), np.int32),
-      "attention_mask": np.zeros((rows, max_seq_length), np.int32),
-      "start_positions": np.zeros(rows, np.int32),
-      "end_positions": np.zeros(rows, np.int32),
-      "example_index": np.zeros(rows, np.int32),
-      "token_to_char": np.full((rows, max_seq_length, 2), -1, np.int32),
-      "max_context": np.zeros((rows, max_seq_length), bool),
+    "input_ids": np.full((rows, max_seq_length), pad_id, np.int32),
+    "token_type_ids": np.zeros((rows, max_seq_length), np.int32),
+    "attention_mask": np.zeros((rows, max_seq_length), np.int32),
+    "start_positions": np.zeros(rows, np.int32),
+    "end_positions": np.zeros(rows, np.int32),
+    "example_index": np.zeros(rows, np.int32),
+    "token_to_char": np.full((rows, max_seq_length, 2), -1, np.int32),
+    "max_context": np.zeros((rows, max_seq_length), bool),
   }
 
 
@@ -244,28 +251,41 @@ def _write_row(features, row, window, cls_id, sep_id):
   doc = slice(window.start, window.start + window.length)
   ids = features["input_ids"][row]
   ids[0], ids[offset - 1], ids[end] = cls_id, sep_id, sep_id
-  ids[1:offset - 1] = window.query
+  ids[1 : offset - 1] = window.query
   ids[offset:end] = window.context.ids[doc]
-  features["token_type_ids"][row, offset:end + 1] = 1
-  features["attention_mask"][row, :end + 1] = 1
+  features["token_type_ids"][row, offset : end + 1] = 1
+  features["attention_mask"][row, : end + 1] = 1
   features["token_to_char"][row, offset:end] = window.context.token_chars[doc]
   features["max_context"][row, offset:end] = window.is_max_context
   features["example_index"][row] = window.example_index
-  features["start_positions"][row], features["end_positions"][row] = (
-      _window_positions(window, offset))
+  features["start_positions"][row], features["end_positions"][row] = _window_positions(
+    window, offset
+  )
 
 
 def _check_lengths(max_seq_length, max_query_length, doc_stride):
   """Raises ValueError unless every window can hold context and windows advance."""
   if max_seq_length - max_query_length - 3 <= 0:
-    raise ValueError(f"max_seq_length ({max_seq_length}) must exceed max_query_length "
-                     f"({max_query_length}) + 3, to leave room for the context")
+    raise ValueError(
+      f"max_seq_length ({max_seq_length}) must exceed max_query_length "
+      f"({max_query_length}) + 3, to leave room for the context"
+    )
   if doc_stride < 1:
     raise ValueError(f"doc_stride must be at least 1, got {doc_stride}")
 
 
-def make_features(examples, encode_batch, *, cls_id, sep_id, pad_id, max_seq_length=384,
-                  doc_stride=128, max_query_length=64, train=False):
+def make_features(
+  examples,
+  encode_batch,
+  *,
+  cls_id,
+  sep_id,
+  pad_id,
+  max_seq_length=384,
+  doc_stride=128,
+  max_query_length=64,
+  train=False,
+):
   """Model rows for `examples`: one per sliding window over each context.
 
   Each distinct context word, question and first answer text is encoded once, in large
@@ -310,10 +330,18 @@ def make_features(examples, encode_batch, *, cls_id, sep_id, pad_id, max_seq_len
   answer_ids = _encode_distinct(encode_batch, [e.answers[0][1] for e in examples if e.answers])
   contexts = _tokenize_contexts([e.context for e in examples], encode_batch)
   windows = [
-      window for index, example in enumerate(examples)
-      for window in _example_windows(
-          index, example, questions[example.question][:max_query_length],
-          contexts[example.context], answer_ids, max_seq_length, doc_stride)]
+    window
+    for index, example in enumerate(examples)
+    for window in _example_windows(
+      index,
+      example,
+      questions[example.question][:max_query_length],
+      contexts[example.context],
+      answer_ids,
+      max_seq_length,
+      doc_stride,
+    )
+  ]
   features = _empty_features(len(windows), max_seq_length, pad_id)
   for row, window in enumerate(windows):
     _write_row(features, row, window, cls_id, sep_id)
@@ -330,8 +358,9 @@ def _top_indices(logits, n):
   return contenders[np.argsort(-logits[contenders], kind="stable")[:n]]
 
 
-def _row_candidates(context, start_logits, end_logits, token_to_char, max_context, *,
-                    n_best, max_answer_length):
+def _row_candidates(
+  context, start_logits, end_logits, token_to_char, max_context, *, n_best, max_answer_length
+):
   """The `n_best` best candidate spans of one row with distinct texts, best first.
 
   Args:
@@ -349,8 +378,13 @@ def _row_candidates(context, start_logits, end_logits, token_to_char, max_contex
   starts = _top_indices(start_logits, n_best)[:, None]
   ends = _top_indices(end_logits, n_best)[None, :]
   is_context = token_to_char[:, 0] >= 0
-  valid = (is_context[starts] & is_context[ends] & max_context[starts] & (starts <= ends)
-           & (ends - starts + 1 <= max_answer_length))
+  valid = (
+    is_context[starts]
+    & is_context[ends]
+    & max_context[starts]
+    & (starts <= ends)
+    & (ends - starts + 1 <= max_answer_length)
+  )
   rows, columns = np.nonzero(valid)
   span_starts, span_ends = starts[rows, 0], ends[0, columns]
   scores = start_logits[span_starts] + end_logits[span_ends]
@@ -361,8 +395,9 @@ def _row_candidates(context, start_logits, end_logits, token_to_char, max_contex
     text = context[char_start:char_end]
     if text not in texts:
       texts.add(text)
-      candidates.append({"text": text, "score": float(scores[k]), "start": char_start,
-                         "end": char_end})
+      candidates.append(
+        {"text": text, "score": float(scores[k]), "start": char_start, "end": char_end}
+      )
       if len(candidates) == n_best:
         break
   return candidates
@@ -406,8 +441,17 @@ def _choose(ranked, null_score, null_threshold):
   return ranked[0]["text"]
 
 
-def postprocess(features, start_logits, end_logits, examples, *, n_best=20,
-                max_answer_length=30, null_threshold=0.0, version_2=False):
+def postprocess(
+  features,
+  start_logits,
+  end_logits,
+  examples,
+  *,
+  n_best=20,
+  max_answer_length=30,
+  null_threshold=0.0,
+  version_2=False,
+):
   """Answers from the start / end logits of every window (original BERT n-best search).
 
   For each example, over all its windows, candidate spans pair the `n_best` best start and
@@ -442,21 +486,33 @@ def postprocess(features, start_logits, end_logits, examples, *, n_best=20,
   token_to_char = np.asarray(features["token_to_char"])
   max_context = np.asarray(features["max_context"])
   if start_logits.shape != max_context.shape or end_logits.shape != max_context.shape:
-    raise ValueError(f"logits of shapes {start_logits.shape} and {end_logits.shape} do not "
-                     f"match the features' {max_context.shape}")
+    raise ValueError(
+      f"logits of shapes {start_logits.shape} and {end_logits.shape} do not "
+      f"match the features' {max_context.shape}"
+    )
   examples = list(examples)
   predictions, nbest = {}, {}
-  for example, rows in zip(examples, _rows_by_example(features["example_index"],
-                                                      len(examples))):
-    candidates = [c for row in rows for c in _row_candidates(
-        example.context, start_logits[row], end_logits[row], token_to_char[row],
-        max_context[row], n_best=n_best, max_answer_length=max_answer_length)]
+  for example, rows in zip(examples, _rows_by_example(features["example_index"], len(examples))):
+    candidates = [
+      c
+      for row in rows
+      for c in _row_candidates(
+        example.context,
+        start_logits[row],
+        end_logits[row],
+        token_to_char[row],
+        max_context[row],
+        n_best=n_best,
+        max_answer_length=max_answer_length,
+      )
+    ]
     ranked = _best_distinct(candidates, n_best)  # the rows' lists hold all of these
     null_score = None
     if version_2 and rows:
       null_score = min(float(start_logits[r, 0]) + float(end_logits[r, 0]) for r in rows)
-    null_entry = ([{"text": "", "score": null_score, "start": -1, "end": -1}]
-                  if null_score is not None else [])
+    null_entry = (
+      [{"text": "", "score": null_score, "start": -1, "end": -1}] if null_score is not None else []
+    )
     predictions[example.id] = _choose(ranked, null_score, null_threshold)
     nbest[example.id] = _with_probabilities([dict(c) for c in ranked] + null_entry)
   return predictions, nbest
@@ -464,7 +520,8 @@ def postprocess(features, start_logits, end_logits, examples, *, n_best=20,
 
 def normalize_answer(text):
   """The official SQuAD normalization: lower case, no punctuation, no articles (a, an,
-  the), single spaces."""
+  the), single spaces.
+  """
   text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
   return " ".join(_ARTICLES.sub(" ", text).split())
 
@@ -479,8 +536,7 @@ def _f1(gold, prediction):
   predicted_tokens = normalize_answer(prediction).split()
   if not gold_tokens or not predicted_tokens:
     return float(gold_tokens == predicted_tokens)
-  same = sum((collections.Counter(gold_tokens) & collections.Counter(predicted_tokens))
-             .values())
+  same = sum((collections.Counter(gold_tokens) & collections.Counter(predicted_tokens)).values())
   if same == 0:
     return 0.0
   precision = same / len(predicted_tokens)
@@ -499,8 +555,7 @@ def _scores(predictions, example):
     return 0.0, 0.0
   prediction = predictions[example.id]
   golds = _gold_texts(example)
-  return (max(_exact(g, prediction) for g in golds),
-          max(_f1(g, prediction) for g in golds))
+  return (max(_exact(g, prediction) for g in golds), max(_f1(g, prediction) for g in golds))
 
 
 def squad_metrics(predictions, examples):

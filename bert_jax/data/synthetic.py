@@ -12,8 +12,9 @@ from bert_jax.data.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_IDS
 _FIRST_ID = max(SPECIAL_IDS) + 1
 
 
-def _batch(rng: np.random.Generator, b: int, length: int, vocab_size: int,
-           max_predictions: int) -> dict[str, np.ndarray]:
+def _batch(
+  rng: np.random.Generator, b: int, length: int, vocab_size: int, max_predictions: int
+) -> dict[str, np.ndarray]:
   """One batch of random `[CLS] A [SEP] B [SEP] [PAD]...` rows, masked as the pipeline masks."""
   positions = np.arange(length)[None, :]  # (1, L)
   seq_len = rng.integers(5, length + 1, size=(b, 1))  # tokens incl. specials
@@ -23,25 +24,31 @@ def _batch(rng: np.random.Generator, b: int, length: int, vocab_size: int,
   ids[positions == sep_a] = SEP_ID
   ids[positions == seq_len - 1] = SEP_ID
   ids[positions >= seq_len] = PAD_ID
-  token_type_ids = ((positions > sep_a) & (positions < seq_len)).astype(
-      np.int32)
+  token_type_ids = ((positions > sep_a) & (positions < seq_len)).astype(np.int32)
 
   special = np.zeros(vocab_size, dtype=bool)
   special[list(SPECIAL_IDS)] = True
   keys = rng.integers(0, 2**63, size=b, dtype=np.uint64)
-  masked = masking.mask_batch(ids, keys, special_table=special, word_start_table=None,
-                              max_predictions=max_predictions, mask_id=MASK_ID)
+  masked = masking.mask_batch(
+    ids,
+    keys,
+    special_table=special,
+    word_start_table=None,
+    max_predictions=max_predictions,
+    mask_id=MASK_ID,
+  )
   return {
-      **masked,
-      "token_type_ids": token_type_ids,
-      "attention_mask": (ids != PAD_ID).astype(np.int32),
-      "position_ids": np.broadcast_to(positions, (b, length)).astype(np.int32),
-      "next_sentence_labels": rng.integers(0, 2, size=(b,), dtype=np.int32),
+    **masked,
+    "token_type_ids": token_type_ids,
+    "attention_mask": (ids != PAD_ID).astype(np.int32),
+    "position_ids": np.broadcast_to(positions, (b, length)).astype(np.int32),
+    "next_sentence_labels": rng.integers(0, 2, size=(b,), dtype=np.int32),
   }
 
 
-def synthetic_batches(*, batch_size: int, max_seq_length: int, vocab_size: int,
-                      max_predictions: int, seed: int = 0):
+def synthetic_batches(
+  *, batch_size: int, max_seq_length: int, vocab_size: int, max_predictions: int, seed: int = 0
+):
   """Yields random masked batches forever, deterministically for a seed.
 
   Args:

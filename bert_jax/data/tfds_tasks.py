@@ -43,6 +43,7 @@ class TfdsTask:
     train_split: the split to train on; None for an evaluation-only set.
     eval_split: the split to evaluate on.
   """
+
   name: str
   task: str
   text_column: str
@@ -54,62 +55,94 @@ class TfdsTask:
   eval_split: str = "validation"
 
 
-def _glue(config, text, pair=None, *, task="classification", metrics=("accuracy",),
-          main="accuracy", **splits):
+def _glue(
+  config,
+  text,
+  pair=None,
+  *,
+  task="classification",
+  metrics=("accuracy",),
+  main="accuracy",
+  **splits,
+):
   """A GLUE task read from `glue/<config>`."""
   return TfdsTask(f"glue/{config}", task, text, pair, "label", metrics, main, **splits)
 
 
 def _squad(version):
   """SQuAD `version`: the context is the text, the question its pair."""
-  return TfdsTask(f"squad/{version}", "qa", "context", "question", "answers",
-                  ("exact_match", "f1"), "f1")
+  return TfdsTask(
+    f"squad/{version}", "qa", "context", "question", "answers", ("exact_match", "f1"), "f1"
+  )
 
 
 TASKS: dict[str, TfdsTask] = {
-    "cola": _glue("cola", "sentence", metrics=("matthews",), main="matthews"),
-    "sst2": _glue("sst2", "sentence"),
-    "mrpc": _glue("mrpc", "sentence1", "sentence2", metrics=("f1", "accuracy"),
-                  main="f1"),
-    "qqp": _glue("qqp", "question1", "question2", metrics=("f1", "accuracy"),
-                 main="f1"),
-    "stsb": _glue("stsb", "sentence1", "sentence2", task="regression",
-                  metrics=("pearson", "spearman"), main="spearman"),
-    "mnli": _glue("mnli", "premise", "hypothesis", eval_split="validation_matched"),
-    "mnli_mismatched": _glue("mnli", "premise", "hypothesis",
-                             eval_split="validation_mismatched"),
-    "qnli": _glue("qnli", "question", "sentence"),
-    "rte": _glue("rte", "sentence1", "sentence2"),
-    "wnli": _glue("wnli", "sentence1", "sentence2"),
-    # Diagnostic: test split only, no labels; the GLUE server scores it (R3 = MCC).
-    "ax": _glue("ax", "premise", "hypothesis", metrics=("matthews",), main="matthews",
-                train_split=None, eval_split="test"),
-    "imdb_reviews": TfdsTask("imdb_reviews", "classification", "text", None, "label",
-                             ("accuracy",), "accuracy", eval_split="test"),
-    "squad/v1.1": _squad("v1.1"),
-    "squad/v2.0": _squad("v2.0"),
-    "conll2003": TfdsTask("conll2003", "tokens", "tokens", None, "ner",
-                          ("entity_f1",), "entity_f1", eval_split="dev"),
+  "cola": _glue("cola", "sentence", metrics=("matthews",), main="matthews"),
+  "sst2": _glue("sst2", "sentence"),
+  "mrpc": _glue("mrpc", "sentence1", "sentence2", metrics=("f1", "accuracy"), main="f1"),
+  "qqp": _glue("qqp", "question1", "question2", metrics=("f1", "accuracy"), main="f1"),
+  "stsb": _glue(
+    "stsb",
+    "sentence1",
+    "sentence2",
+    task="regression",
+    metrics=("pearson", "spearman"),
+    main="spearman",
+  ),
+  "mnli": _glue("mnli", "premise", "hypothesis", eval_split="validation_matched"),
+  "mnli_mismatched": _glue("mnli", "premise", "hypothesis", eval_split="validation_mismatched"),
+  "qnli": _glue("qnli", "question", "sentence"),
+  "rte": _glue("rte", "sentence1", "sentence2"),
+  "wnli": _glue("wnli", "sentence1", "sentence2"),
+  # Diagnostic: test split only, no labels; the GLUE server scores it (R3 = MCC).
+  "ax": _glue(
+    "ax",
+    "premise",
+    "hypothesis",
+    metrics=("matthews",),
+    main="matthews",
+    train_split=None,
+    eval_split="test",
+  ),
+  "imdb_reviews": TfdsTask(
+    "imdb_reviews",
+    "classification",
+    "text",
+    None,
+    "label",
+    ("accuracy",),
+    "accuracy",
+    eval_split="test",
+  ),
+  "squad/v1.1": _squad("v1.1"),
+  "squad/v2.0": _squad("v2.0"),
+  "conll2003": TfdsTask(
+    "conll2003", "tokens", "tokens", None, "ner", ("entity_f1",), "entity_f1", eval_split="dev"
+  ),
 }
 
 
 def parse(spec: str) -> tuple[str, str | None]:
   """`"tfds:glue/sst2:validation"` -> `("glue/sst2", "validation")`; no split -> None."""
   if not isinstance(spec, str) or not spec.startswith(TFDS_PREFIX):
-    raise UserError(f"bad TFDS spec {spec!r}: write tfds:NAME[:SPLIT], e.g. "
-                    f"tfds:glue/sst2:validation")
-  name, colon, split = spec[len(TFDS_PREFIX):].partition(":")
+    raise UserError(
+      f"bad TFDS spec {spec!r}: write tfds:NAME[:SPLIT], e.g. tfds:glue/sst2:validation"
+    )
+  name, colon, split = spec[len(TFDS_PREFIX) :].partition(":")
   if not re.fullmatch(r"[\w.\-]+(/[\w.\-]+)?", name):
-    raise UserError(f"bad TFDS spec {spec!r}: the name must be NAME or NAME/CONFIG, "
-                    f"e.g. tfds:glue/sst2:validation")
+    raise UserError(
+      f"bad TFDS spec {spec!r}: the name must be NAME or NAME/CONFIG, "
+      f"e.g. tfds:glue/sst2:validation"
+    )
   if not colon:
     return name, None
   if not split or re.search(r"\s", split):
-    raise UserError(f"bad TFDS spec {spec!r}: the split after ':' must be a split "
-                    f"name without spaces, e.g. tfds:{name}:validation")
+    raise UserError(
+      f"bad TFDS spec {spec!r}: the split after ':' must be a split "
+      f"name without spaces, e.g. tfds:{name}:validation"
+    )
   if re.fullmatch(r"\d+(\.\d+)*", split):
-    raise UserError(f"bad TFDS spec {spec!r}: versions are not supported; write "
-                    f"tfds:{name}:SPLIT")
+    raise UserError(f"bad TFDS spec {spec!r}: versions are not supported; write tfds:{name}:SPLIT")
   return name, split
 
 
@@ -120,8 +153,7 @@ def task_of(name: str) -> TfdsTask:
   for task in TASKS.values():
     if task.name == name:
       return task
-  raise UserError(f"unknown fine-tuning task {name!r}; known tasks: "
-                  f"{', '.join(TASKS)}")
+  raise UserError(f"unknown fine-tuning task {name!r}; known tasks: {', '.join(TASKS)}")
 
 
 # TensorFlow Datasets, imported only when used: it imports TensorFlow.
@@ -132,16 +164,19 @@ def _builder(name: str, data_dir: str | None):
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   except ImportError:
-    raise UserError(f"tfds:{name} needs TensorFlow Datasets; pip install "
-                    f"tensorflow-datasets tensorflow") from None
+    raise UserError(
+      f"tfds:{name} needs TensorFlow Datasets; pip install tensorflow-datasets tensorflow"
+    ) from None
   builder = tfds.builder(name, data_dir=data_dir)
   if not builder.is_prepared():
     try:
       builder.download_and_prepare()
     except Exception as e:  # Network, manual download: all end here.
-      raise UserError(f"TFDS dataset {name!r} is not prepared in {builder.data_dir} "
-                      f"and preparing it failed ({type(e).__name__}: {e}); prepare "
-                      f"it first (tfds build {name} --data_dir=DIR)") from None
+      raise UserError(
+        f"TFDS dataset {name!r} is not prepared in {builder.data_dir} "
+        f"and preparing it failed ({type(e).__name__}: {e}); prepare "
+        f"it first (tfds build {name} --data_dir=DIR)"
+      ) from None
   return builder
 
 
@@ -152,8 +187,9 @@ def _check_split(builder, name: str, split: str) -> None:
   try:
     builder.info.splits[split]  # pylint: disable=pointless-statement
   except (KeyError, ValueError):
-    raise UserError(f"TFDS dataset {name!r} has no split {split!r}; choose from "
-                    f"{', '.join(builder.info.splits)}") from None
+    raise UserError(
+      f"TFDS dataset {name!r} has no split {split!r}; choose from {', '.join(builder.info.splits)}"
+    ) from None
 
 
 def _text(value) -> str:
@@ -172,17 +208,21 @@ def _label_names(task: TfdsTask, features) -> list[str] | None:
 def _sentence_example(task: TfdsTask, example) -> dict:
   pair = task.text_pair_column
   label = example[task.label_column]
-  return {"text": _text(example[task.text_column]),
-          "text_pair": _text(example[pair]) if pair else None,
-          "label": float(label) if task.task == "regression" else int(label)}
+  return {
+    "text": _text(example[task.text_column]),
+    "text_pair": _text(example[pair]) if pair else None,
+    "label": float(label) if task.task == "regression" else int(label),
+  }
 
 
 def _tokens_example(task: TfdsTask, example, names, where: str) -> dict:
   words = [_text(word) for word in example[task.text_column]]
   tags = [names[int(tag)] for tag in example[task.label_column]]
   if len(words) != len(tags):
-    raise UserError(f"{where}: {len(words)} words but {len(tags)} tags; the prepared "
-                    f"data is inconsistent, rebuild it (tfds build)")
+    raise UserError(
+      f"{where}: {len(words)} words but {len(tags)} tags; the prepared "
+      f"data is inconsistent, rebuild it (tfds build)"
+    )
   return {"words": words, "tags": tags}
 
 
@@ -191,14 +231,18 @@ def _qa_example(task: TfdsTask, example, where: str) -> dict:
   answers = example[task.label_column]
   starts, texts = answers["answer_start"], answers["text"]
   if len(starts) != len(texts):
-    raise UserError(f"{where}: {len(starts)} answer starts but {len(texts)} answer "
-                    f"texts; the prepared data is inconsistent, rebuild it (tfds build)")
+    raise UserError(
+      f"{where}: {len(starts)} answer starts but {len(texts)} answer "
+      f"texts; the prepared data is inconsistent, rebuild it (tfds build)"
+    )
   if example.get("is_impossible", False):
     starts, texts = [], []
-  return {"id": _text(example["id"]),
-          "question": _text(example[task.text_pair_column]),
-          "context": _text(example[task.text_column]),
-          "answers": [(int(start), _text(text)) for start, text in zip(starts, texts)]}
+  return {
+    "id": _text(example["id"]),
+    "question": _text(example[task.text_pair_column]),
+    "context": _text(example[task.text_column]),
+    "answers": [(int(start), _text(text)) for start, text in zip(starts, texts)],
+  }
 
 
 def _example(task: TfdsTask, example, names, where: str) -> dict:
@@ -209,8 +253,9 @@ def _example(task: TfdsTask, example, names, where: str) -> dict:
   return _sentence_example(task, example)
 
 
-def read(name: str, split: str, *, data_dir: str | None = None,
-         limit: int | None = None) -> tuple[list[dict], list[str] | None]:
+def read(
+  name: str, split: str, *, data_dir: str | None = None, limit: int | None = None
+) -> tuple[list[dict], list[str] | None]:
   """Reads a split of a registered task as plain Python examples.
 
   The dataset is downloaded and prepared first if it is not yet (in `data_dir`).
@@ -233,11 +278,14 @@ def read(name: str, split: str, *, data_dir: str | None = None,
   task = task_of(name)
   builder = _builder(task.name, data_dir)
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   _check_split(builder, task.name, split)
   names = _label_names(task, builder.info.features)
   dataset = builder.as_dataset(split=split, shuffle_files=False)
   if limit is not None:
     dataset = dataset.take(limit)
-  examples = [_example(task, example, names, f"tfds:{task.name}:{split} example {i}")
-              for i, example in enumerate(tfds.as_numpy(dataset))]
+  examples = [
+    _example(task, example, names, f"tfds:{task.name}:{split} example {i}")
+    for i, example in enumerate(tfds.as_numpy(dataset))
+  ]
   return examples, names

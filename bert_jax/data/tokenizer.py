@@ -48,13 +48,15 @@ def _spm():
   # Imported on use: the id constants above must import without sentencepiece (the
   # synthetic data source runs on GPU images that lack it).
   import sentencepiece
+
   return sentencepiece
 
 
 def _read_bytes(path: str, what: str) -> bytes:
   if not os.path.isfile(path):
-    raise UserError(f"{what} {path} does not exist; run data preparation first "
-                    f"or fix the tokenizer path")
+    raise UserError(
+      f"{what} {path} does not exist; run data preparation first or fix the tokenizer path"
+    )
   with open(path, "rb") as f:
     return f.read()
 
@@ -63,14 +65,20 @@ def _check_special_ids(sp, path: str) -> None:
   for i, piece in zip(SPECIAL_IDS, SPECIAL_PIECES):
     if sp.piece_to_id(piece) != i:
       raise UserError(
-          f"tokenizer {path} has {piece} at id {sp.piece_to_id(piece)}, not "
-          f"{i}; use a model trained by bert_jax (train_sentencepiece)")
+        f"tokenizer {path} has {piece} at id {sp.piece_to_id(piece)}, not "
+        f"{i}; use a model trained by bert_jax (train_sentencepiece)"
+      )
 
 
-def train_sentencepiece(sentences, model_path: str, *, vocab_size: int,
-                        model_type: str = "unigram",
-                        input_sentence_size: int = 1_000_000,
-                        seed: int = 0) -> str:
+def train_sentencepiece(
+  sentences,
+  model_path: str,
+  *,
+  vocab_size: int,
+  model_type: str = "unigram",
+  input_sentence_size: int = 1_000_000,
+  seed: int = 0,
+) -> str:
   """Trains a SentencePiece model on a stream of sentences.
 
   SentencePiece's result is repeatable for a given thread count but changes
@@ -99,19 +107,22 @@ def train_sentencepiece(sentences, model_path: str, *, vocab_size: int,
   proto = io.BytesIO()
   try:
     spm.SentencePieceTrainer.train(
-        sentence_iterator=(s for s in sentences if s.strip()),
-        model_writer=proto,
-        vocab_size=vocab_size,
-        model_type=model_type,
-        input_sentence_size=input_sentence_size,
-        shuffle_input_sentence=True,
-        num_threads=TRAIN_THREADS,
-        pad_id=PAD_ID, pad_piece="[PAD]",
-        unk_id=UNK_ID, unk_piece="[UNK]",
-        bos_id=-1, eos_id=-1,
-        user_defined_symbols=list(SPECIAL_PIECES[2:]),
-        byte_fallback=True,
-        minloglevel=2,
+      sentence_iterator=(s for s in sentences if s.strip()),
+      model_writer=proto,
+      vocab_size=vocab_size,
+      model_type=model_type,
+      input_sentence_size=input_sentence_size,
+      shuffle_input_sentence=True,
+      num_threads=TRAIN_THREADS,
+      pad_id=PAD_ID,
+      pad_piece="[PAD]",
+      unk_id=UNK_ID,
+      unk_piece="[UNK]",
+      bos_id=-1,
+      eos_id=-1,
+      user_defined_symbols=list(SPECIAL_PIECES[2:]),
+      byte_fallback=True,
+      minloglevel=2,
     )
   except RuntimeError as e:
     message = str(e)
@@ -119,18 +130,20 @@ def train_sentencepiece(sentences, model_path: str, *, vocab_size: int,
       need = re.search(r"vs (\d+)", message)
       hint = f" (at least {need.group(1)} here)" if need else ""
       raise UserError(
-          f"tokenizer vocab_size {vocab_size} is too small to hold the special "
-          f"tokens, 256 byte pieces and the corpus's characters; set a larger "
-          f"config.tokenizer.vocab_size{hint}") from None
+        f"tokenizer vocab_size {vocab_size} is too small to hold the special "
+        f"tokens, 256 byte pieces and the corpus's characters; set a larger "
+        f"config.tokenizer.vocab_size{hint}"
+      ) from None
     if "Vocabulary size too high" in message:
       limit = re.search(r"<= (\d+)", message)
       hint = f" (at most {limit.group(1)} here)" if limit else ""
       raise UserError(
-          f"tokenizer vocab_size {vocab_size} is too large for this corpus; "
-          f"set a smaller config.tokenizer.vocab_size{hint} or use more text"
+        f"tokenizer vocab_size {vocab_size} is too large for this corpus; "
+        f"set a smaller config.tokenizer.vocab_size{hint} or use more text"
       ) from None
-    raise UserError(f"SentencePiece training failed: {message}; check the "
-                    f"corpus and config.tokenizer") from None
+    raise UserError(
+      f"SentencePiece training failed: {message}; check the corpus and config.tokenizer"
+    ) from None
 
   sp = spm.SentencePieceProcessor(model_proto=proto.getvalue())
   _check_special_ids(sp, model_path)
@@ -154,9 +167,10 @@ class Tokenizer:
     try:
       self._sp = _spm().SentencePieceProcessor(model_proto=data)
     except RuntimeError:
-      raise UserError(f"tokenizer model {model_path} is not a SentencePiece "
-                      f"model; delete it to retrain or give the right file"
-                      ) from None
+      raise UserError(
+        f"tokenizer model {model_path} is not a SentencePiece "
+        f"model; delete it to retrain or give the right file"
+      ) from None
     _check_special_ids(self._sp, model_path)
     self._space_id = self._sp.piece_to_id("\u2581")
     self.model_path = model_path
@@ -178,8 +192,10 @@ class Tokenizer:
     """Token ids of several texts (one C++ call, faster than a loop)."""
     encoded = self._sp.encode(texts, out_type=int)
     # `in` on the text runs in C: only texts with a "[" can hold a special.
-    return [ids if "[" not in text else self._join_specials(text, ids)
-            for text, ids in zip(texts, encoded)]
+    return [
+      ids if "[" not in text else self._join_specials(text, ids)
+      for text, ids in zip(texts, encoded)
+    ]
 
   def _join_specials(self, text: str, ids: list[int]) -> list[int]:
     """The ids of a text with special tokens typed in it, as Hugging Face gives them.
@@ -225,9 +241,13 @@ class Tokenizer:
     count as words of their own.
     """
     sp = self._sp
-    return np.array([i in SPECIAL_IDS or sp.is_byte(i) or
-                     sp.id_to_piece(i).startswith("\u2581")
-                     for i in range(self.vocab_size)], dtype=bool)
+    return np.array(
+      [
+        i in SPECIAL_IDS or sp.is_byte(i) or sp.id_to_piece(i).startswith("\u2581")
+        for i in range(self.vocab_size)
+      ],
+      dtype=bool,
+    )
 
   def special_table(self) -> np.ndarray:
     """(vocab_size,) bool: True for the five special ids."""
@@ -253,8 +273,14 @@ class WordPieceTokenizer:
 
   kind = "wordpiece"
 
-  def __init__(self, vocab_path: str, *, lowercase: bool | None = None,
-               strip_accents: bool | None = None, handle_chinese_chars: bool = True):
+  def __init__(
+    self,
+    vocab_path: str,
+    *,
+    lowercase: bool | None = None,
+    strip_accents: bool | None = None,
+    handle_chinese_chars: bool = True,
+  ):
     """Reads `vocab_path` (one token per line, the id is the line number).
 
     Args:
@@ -266,25 +292,29 @@ class WordPieceTokenizer:
     """
     import tokenizers  # Imported on use, like sentencepiece.
     from tokenizers import decoders, models, normalizers, pre_tokenizers
+
     data = _read_bytes(vocab_path, "WordPiece vocabulary")
     try:
       vocab = models.WordPiece.read_file(vocab_path)
     except Exception:  # tokenizers raises a plain Exception on bad UTF-8.
-      raise UserError(f"WordPiece vocabulary {vocab_path} is not UTF-8 text; "
-                      f"give a BERT vocab.txt (one token per line)") from None
+      raise UserError(
+        f"WordPiece vocabulary {vocab_path} is not UTF-8 text; "
+        f"give a BERT vocab.txt (one token per line)"
+      ) from None
     for piece in SPECIAL_PIECES:
       if piece not in vocab:
-        raise UserError(f"WordPiece vocabulary {vocab_path} has no {piece} "
-                        f"token; add a line {piece} or use a BERT vocab.txt")
+        raise UserError(
+          f"WordPiece vocabulary {vocab_path} has no {piece} "
+          f"token; add a line {piece} or use a BERT vocab.txt"
+        )
     if lowercase is None:
       # c.lower() != c, not c.isupper(): uncased BERT vocabularies hold "ℝ", which is
       # upper case but has no lower case (lowercasing keeps it).
-      lowercase = not any(c.lower() != c for token in vocab
-                          for c in _BRACKET_TOKEN.sub("", token))
+      lowercase = not any(c.lower() != c for token in vocab for c in _BRACKET_TOKEN.sub("", token))
     tok = tokenizers.Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(
-        lowercase=lowercase, strip_accents=strip_accents,
-        handle_chinese_chars=handle_chinese_chars)
+      lowercase=lowercase, strip_accents=strip_accents, handle_chinese_chars=handle_chinese_chars
+    )
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
     self._setup(tok, vocab_path, data, lowercase=lowercase, file_name="vocab.txt")
@@ -306,37 +336,50 @@ class WordPieceTokenizer:
         it lacks a special token, or it does not lowercase as `lowercase` says.
     """
     import tokenizers  # pylint: disable=g-import-not-at-top
+
     data = _read_bytes(path, "tokenizer")
     try:
       spec = json.loads(data)
       model_type = spec["model"].get("type")
       tok = tokenizers.Tokenizer.from_str(data.decode("utf-8"))
     except Exception as e:  # JSON, layout or tokenizers' own errors: one message.
-      raise UserError(f"tokenizer {path} is not a Hugging Face tokenizer.json "
-                      f"({str(e).splitlines()[0][:120]}); give a tokenizer.json, a "
-                      f"vocab.txt or a SentencePiece model") from None
+      raise UserError(
+        f"tokenizer {path} is not a Hugging Face tokenizer.json "
+        f"({str(e).splitlines()[0][:120]}); give a tokenizer.json, a "
+        f"vocab.txt or a SentencePiece model"
+      ) from None
     if model_type != "WordPiece":
-      raise UserError(f"tokenizer {path} is a Hugging Face {model_type} tokenizer; "
-                      f"bert_jax reads WordPiece tokenizer.json files (BERT's), "
-                      f"vocab.txt and SentencePiece models; give one of those")
+      raise UserError(
+        f"tokenizer {path} is a Hugging Face {model_type} tokenizer; "
+        f"bert_jax reads WordPiece tokenizer.json files (BERT's), "
+        f"vocab.txt and SentencePiece models; give one of those"
+      )
     found = _lowercases(spec.get("normalizer"))
     if lowercase is not None and lowercase != found:
-      raise UserError(f"tokenizer {path} {'lowercases' if found else 'keeps the case of'} "
-                      f"text but lowercase={lowercase} was asked; leave "
-                      f"config.tokenizer.lowercase unset for a tokenizer.json")
+      raise UserError(
+        f"tokenizer {path} {'lowercases' if found else 'keeps the case of'} "
+        f"text but lowercase={lowercase} was asked; leave "
+        f"config.tokenizer.lowercase unset for a tokenizer.json"
+      )
     tok.no_padding()
     tok.no_truncation()
     self = cls.__new__(cls)
-    self._setup(tok, path, data, lowercase=found, file_name="tokenizer.json",
-                prefix=spec["model"].get("continuing_subword_prefix") or "##")
+    self._setup(
+      tok,
+      path,
+      data,
+      lowercase=found,
+      file_name="tokenizer.json",
+      prefix=spec["model"].get("continuing_subword_prefix") or "##",
+    )
     return self
 
-  def _setup(self, tok, path: str, data: bytes, *, lowercase: bool, file_name: str,
-             prefix: str = "##") -> None:
+  def _setup(
+    self, tok, path: str, data: bytes, *, lowercase: bool, file_name: str, prefix: str = "##"
+  ) -> None:
     for piece in SPECIAL_PIECES:
       if tok.token_to_id(piece) is None:
-        raise UserError(f"tokenizer {path} has no {piece} token; use a BERT "
-                        f"tokenizer.json")
+        raise UserError(f"tokenizer {path} has no {piece} token; use a BERT tokenizer.json")
     tok.add_special_tokens(list(SPECIAL_PIECES))
     self._tok = tok
     self._vocab = tok.get_vocab(with_added_tokens=True)
@@ -344,8 +387,7 @@ class WordPieceTokenizer:
     self.lowercase = lowercase
     self.file_name = file_name
     self.special_ids = tuple(self._vocab[p] for p in SPECIAL_PIECES)
-    self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (
-        self.special_ids)
+    self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = self.special_ids
     # Ids are line numbers; a repeated line leaves a hole, so not len(vocab).
     self.vocab_size = max(self._vocab.values()) + 1
     self.model_path = path
@@ -381,8 +423,9 @@ class WordPieceTokenizer:
 
   def special_table(self) -> np.ndarray:
     """(vocab_size,) bool: True for the five specials and every "[...]" token."""
-    return self._table(lambda token: token in SPECIAL_PIECES or
-                       _BRACKET_TOKEN.fullmatch(token) is not None)
+    return self._table(
+      lambda token: token in SPECIAL_PIECES or _BRACKET_TOKEN.fullmatch(token) is not None
+    )
 
 
 def _lowercases(normalizer: dict | None) -> bool:
@@ -442,8 +485,10 @@ def load(path: str, lowercase: bool | None = None) -> Tokenizer | WordPieceToken
     UserError: the file is missing or is no tokenizer we read.
   """
   if not os.path.isfile(path):
-    raise UserError(f"tokenizer {path} does not exist; give a SentencePiece model, a "
-                    f"BERT vocab.txt or tokenizer.json, or fix config.tokenizer.path")
+    raise UserError(
+      f"tokenizer {path} does not exist; give a SentencePiece model, a "
+      f"BERT vocab.txt or tokenizer.json, or fix config.tokenizer.path"
+    )
   if _is_hf_json(path):
     return WordPieceTokenizer.from_hf_json(path, lowercase=lowercase)
   if _is_text(path):

@@ -17,7 +17,7 @@ The tables are for the unrolled layout (`encoder/layer_{i}`); `unscan` turns a c
 """
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -29,6 +29,7 @@ PADDED_LOGIT_BIAS = -1e4
 @dataclasses.dataclass(frozen=True)
 class Rule:
   """How a tensor maps: `to_hf(ours)`, `from_hf(theirs, our_shape)`, `hf_shape(our_shape)`."""
+
   name: str
   to_hf: Callable[[np.ndarray], np.ndarray]
   from_hf: Callable[[np.ndarray, tuple], np.ndarray]
@@ -43,26 +44,31 @@ COPY = Rule("copy", lambda a: a, lambda x, shape: x, lambda s: tuple(s))
 # (in, out) kernel <-> (out, in) weight.
 LINEAR = Rule("transpose", lambda a: a.T, lambda x, shape: x.T, lambda s: (s[1], s[0]))
 # (embed, heads, head_dim) kernel <-> (heads * head_dim, embed) weight.
-HEADS_IN = Rule("merge heads, transpose",
-                lambda a: a.reshape(a.shape[0], -1).T,
-                lambda x, shape: x.T.reshape(shape),
-                lambda s: (_prod(s[1:]), s[0]))
+HEADS_IN = Rule(
+  "merge heads, transpose",
+  lambda a: a.reshape(a.shape[0], -1).T,
+  lambda x, shape: x.T.reshape(shape),
+  lambda s: (_prod(s[1:]), s[0]),
+)
 # (heads, head_dim) bias <-> (heads * head_dim,) bias.
-HEADS_BIAS = Rule("merge heads", lambda a: a.reshape(-1), lambda x, shape: x.reshape(shape),
-                  lambda s: (_prod(s),))
+HEADS_BIAS = Rule(
+  "merge heads", lambda a: a.reshape(-1), lambda x, shape: x.reshape(shape), lambda s: (_prod(s),)
+)
 # (heads, head_dim, embed) kernel <-> (embed, heads * head_dim) weight.
-HEADS_OUT = Rule("merge heads, transpose",
-                 lambda a: a.reshape(-1, a.shape[-1]).T,
-                 lambda x, shape: x.T.reshape(shape),
-                 lambda s: (s[-1], _prod(s[:-1])))
+HEADS_OUT = Rule(
+  "merge heads, transpose",
+  lambda a: a.reshape(-1, a.shape[-1]).T,
+  lambda x, shape: x.T.reshape(shape),
+  lambda s: (s[-1], _prod(s[:-1])),
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-  hf: str                 # Hugging Face name, with the `bert.` prefix of BertForPreTraining
-  ours: tuple[str, ...]   # path in our params tree
+  hf: str  # Hugging Face name, with the `bert.` prefix of BertForPreTraining
+  ours: tuple[str, ...]  # path in our params tree
   rule: Rule
-  group: str              # encoder | pooler | mlm | nsp: what import reports as missing
+  group: str  # encoder | pooler | mlm | nsp: what import reports as missing
   vocab_pad: float | None = None  # vocabulary-sized: the value of padded rows on import
 
 
@@ -71,65 +77,87 @@ def _layer_rows(i):
   att, mlp = ours + ("attention",), ours + ("mlp",)
   rows = []
   for name in ("query", "key", "value"):
-    rows += [Row(f"{hf}attention.self.{name}.weight", att + (name, "kernel"), HEADS_IN, "encoder"),
-             Row(f"{hf}attention.self.{name}.bias", att + (name, "bias"), HEADS_BIAS, "encoder")]
+    rows += [
+      Row(f"{hf}attention.self.{name}.weight", att + (name, "kernel"), HEADS_IN, "encoder"),
+      Row(f"{hf}attention.self.{name}.bias", att + (name, "bias"), HEADS_BIAS, "encoder"),
+    ]
   return rows + [
-      Row(f"{hf}attention.output.dense.weight", att + ("output", "kernel"), HEADS_OUT, "encoder"),
-      Row(f"{hf}attention.output.dense.bias", att + ("output", "bias"), COPY, "encoder"),
-      Row(f"{hf}attention.output.LayerNorm.weight", att + ("layer_norm", "scale"), COPY, "encoder"),
-      Row(f"{hf}attention.output.LayerNorm.bias", att + ("layer_norm", "bias"), COPY, "encoder"),
-      Row(f"{hf}intermediate.dense.weight", mlp + ("intermediate", "kernel"), LINEAR, "encoder"),
-      Row(f"{hf}intermediate.dense.bias", mlp + ("intermediate", "bias"), COPY, "encoder"),
-      Row(f"{hf}output.dense.weight", mlp + ("output", "kernel"), LINEAR, "encoder"),
-      Row(f"{hf}output.dense.bias", mlp + ("output", "bias"), COPY, "encoder"),
-      Row(f"{hf}output.LayerNorm.weight", mlp + ("layer_norm", "scale"), COPY, "encoder"),
-      Row(f"{hf}output.LayerNorm.bias", mlp + ("layer_norm", "bias"), COPY, "encoder"),
+    Row(f"{hf}attention.output.dense.weight", att + ("output", "kernel"), HEADS_OUT, "encoder"),
+    Row(f"{hf}attention.output.dense.bias", att + ("output", "bias"), COPY, "encoder"),
+    Row(f"{hf}attention.output.LayerNorm.weight", att + ("layer_norm", "scale"), COPY, "encoder"),
+    Row(f"{hf}attention.output.LayerNorm.bias", att + ("layer_norm", "bias"), COPY, "encoder"),
+    Row(f"{hf}intermediate.dense.weight", mlp + ("intermediate", "kernel"), LINEAR, "encoder"),
+    Row(f"{hf}intermediate.dense.bias", mlp + ("intermediate", "bias"), COPY, "encoder"),
+    Row(f"{hf}output.dense.weight", mlp + ("output", "kernel"), LINEAR, "encoder"),
+    Row(f"{hf}output.dense.bias", mlp + ("output", "bias"), COPY, "encoder"),
+    Row(f"{hf}output.LayerNorm.weight", mlp + ("layer_norm", "scale"), COPY, "encoder"),
+    Row(f"{hf}output.LayerNorm.bias", mlp + ("layer_norm", "bias"), COPY, "encoder"),
   ]
 
 
 # Fine-tuning heads: Hugging Face's head tensor names; ours is `classifier/` for all.
-HEAD_NAMES = {"classification": "classifier", "regression": "classifier", "tokens": "classifier",
-              "qa": "qa_outputs"}
+HEAD_NAMES = {
+  "classification": "classifier",
+  "regression": "classifier",
+  "tokens": "classifier",
+  "qa": "qa_outputs",
+}
 # Hugging Face classes of each head; the token and QA models have no pooler.
-ARCHITECTURES = {"pretraining": "BertForPreTraining",
-                 "classification": "BertForSequenceClassification",
-                 "regression": "BertForSequenceClassification",
-                 "tokens": "BertForTokenClassification", "qa": "BertForQuestionAnswering"}
+ARCHITECTURES = {
+  "pretraining": "BertForPreTraining",
+  "classification": "BertForSequenceClassification",
+  "regression": "BertForSequenceClassification",
+  "tokens": "BertForTokenClassification",
+  "qa": "BertForQuestionAnswering",
+}
 
 
 def table(num_layers, head="pretraining"):
   """Every row for a model of `num_layers` layers and `head` (pretraining, or a fine-tuning
-  task of `heads.TASKS`), in Hugging Face's order."""
+  task of `heads.TASKS`), in Hugging Face's order.
+  """
   emb = ("bert", "embeddings")
   rows = [
-      Row("bert.embeddings.word_embeddings.weight", emb + ("word", "embedding"), COPY,
-          "encoder", vocab_pad=0.0),
-      Row("bert.embeddings.position_embeddings.weight", emb + ("position", "embedding"), COPY,
-          "encoder"),
-      Row("bert.embeddings.token_type_embeddings.weight", emb + ("token_type", "embedding"),
-          COPY, "encoder"),
-      Row("bert.embeddings.LayerNorm.weight", emb + ("layer_norm", "scale"), COPY, "encoder"),
-      Row("bert.embeddings.LayerNorm.bias", emb + ("layer_norm", "bias"), COPY, "encoder"),
+    Row(
+      "bert.embeddings.word_embeddings.weight",
+      emb + ("word", "embedding"),
+      COPY,
+      "encoder",
+      vocab_pad=0.0,
+    ),
+    Row(
+      "bert.embeddings.position_embeddings.weight", emb + ("position", "embedding"), COPY, "encoder"
+    ),
+    Row(
+      "bert.embeddings.token_type_embeddings.weight",
+      emb + ("token_type", "embedding"),
+      COPY,
+      "encoder",
+    ),
+    Row("bert.embeddings.LayerNorm.weight", emb + ("layer_norm", "scale"), COPY, "encoder"),
+    Row("bert.embeddings.LayerNorm.bias", emb + ("layer_norm", "bias"), COPY, "encoder"),
   ]
   for i in range(num_layers):
     rows += _layer_rows(i)
   if head in ("pretraining", "classification", "regression"):
     rows += [
-        Row("bert.pooler.dense.weight", ("bert", "pooler", "kernel"), LINEAR, "pooler"),
-        Row("bert.pooler.dense.bias", ("bert", "pooler", "bias"), COPY, "pooler")]
+      Row("bert.pooler.dense.weight", ("bert", "pooler", "kernel"), LINEAR, "pooler"),
+      Row("bert.pooler.dense.bias", ("bert", "pooler", "bias"), COPY, "pooler"),
+    ]
   if head != "pretraining":
     name = HEAD_NAMES[head]
-    return rows + [Row(f"{name}.weight", ("classifier", "kernel"), LINEAR, "head"),
-                   Row(f"{name}.bias", ("classifier", "bias"), COPY, "head")]
+    return rows + [
+      Row(f"{name}.weight", ("classifier", "kernel"), LINEAR, "head"),
+      Row(f"{name}.bias", ("classifier", "bias"), COPY, "head"),
+    ]
   return rows + [
-      Row("cls.predictions.transform.dense.weight", ("mlm", "transform", "kernel"), LINEAR, "mlm"),
-      Row("cls.predictions.transform.dense.bias", ("mlm", "transform", "bias"), COPY, "mlm"),
-      Row("cls.predictions.transform.LayerNorm.weight", ("mlm", "layer_norm", "scale"), COPY,
-          "mlm"),
-      Row("cls.predictions.transform.LayerNorm.bias", ("mlm", "layer_norm", "bias"), COPY, "mlm"),
-      Row("cls.predictions.bias", ("mlm", "bias"), COPY, "mlm", vocab_pad=PADDED_LOGIT_BIAS),
-      Row("cls.seq_relationship.weight", ("nsp", "kernel"), LINEAR, "nsp"),
-      Row("cls.seq_relationship.bias", ("nsp", "bias"), COPY, "nsp"),
+    Row("cls.predictions.transform.dense.weight", ("mlm", "transform", "kernel"), LINEAR, "mlm"),
+    Row("cls.predictions.transform.dense.bias", ("mlm", "transform", "bias"), COPY, "mlm"),
+    Row("cls.predictions.transform.LayerNorm.weight", ("mlm", "layer_norm", "scale"), COPY, "mlm"),
+    Row("cls.predictions.transform.LayerNorm.bias", ("mlm", "layer_norm", "bias"), COPY, "mlm"),
+    Row("cls.predictions.bias", ("mlm", "bias"), COPY, "mlm", vocab_pad=PADDED_LOGIT_BIAS),
+    Row("cls.seq_relationship.weight", ("nsp", "kernel"), LINEAR, "nsp"),
+    Row("cls.seq_relationship.bias", ("nsp", "bias"), COPY, "nsp"),
   ]
 
 
@@ -151,10 +179,12 @@ def unscan(params):
   if "layers" not in encoder:
     return params
   import jax
+
   stacked = encoder["layers"]
   num_layers = jax.tree_util.tree_leaves(stacked)[0].shape[0]
-  layers = {f"layer_{i}": jax.tree_util.tree_map(lambda a, i=i: a[i], stacked)
-            for i in range(num_layers)}
+  layers = {
+    f"layer_{i}": jax.tree_util.tree_map(lambda a, i=i: a[i], stacked) for i in range(num_layers)
+  }
   return {**params, "bert": {**params["bert"], "encoder": layers}}
 
 
@@ -206,12 +236,16 @@ def from_hf(tensors, target, num_layers, vocab_size):
       pad = np.full((want[0] - value.shape[0],) + value.shape[1:], row.vocab_pad, np.float32)
       value = np.concatenate([value, pad])
     if value.shape != want:
-      raise UserError(f"tensor {row.hf} has shape {list(value.shape)}, but the model needs "
-                      f"{list(want)} (rule: {row.rule.name}); the checkpoint's config.json does "
-                      f"not describe its weights")
+      raise UserError(
+        f"tensor {row.hf} has shape {list(value.shape)}, but the model needs "
+        f"{list(want)} (rule: {row.rule.name}); the checkpoint's config.json does "
+        f"not describe its weights"
+      )
     _set(params, row.ours, row.rule.from_hf(value, shape).astype(current.dtype))
   if "encoder" in missing:
     names = missing["encoder"]
-    raise UserError(f"the checkpoint lacks {len(names)} encoder tensors (first: {names[0]}); "
-                    f"it is not a complete BERT checkpoint")
+    raise UserError(
+      f"the checkpoint lacks {len(names)} encoder tensors (first: {names[0]}); "
+      f"it is not a complete BERT checkpoint"
+    )
   return params, sorted(missing)

@@ -20,9 +20,7 @@ import numpy as np
 
 from bert_jax import inference
 from bert_jax.errors import UserError
-from bert_jax.hf import convert
-from bert_jax.hf import files
-from bert_jax.hf import tokenizer_files
+from bert_jax.hf import convert, files, tokenizer_files
 
 
 def export_hf(workdir, out_dir, *, step=None, overwrite=False, log=print):
@@ -44,15 +42,19 @@ def export_hf(workdir, out_dir, *, step=None, overwrite=False, log=print):
   try:
     files.write(staging, tensors, config)
     tokenizer_files.export_tokenizer(
-        run.tokenizer, staging,
-        model_max_length=run.meta.get("max_seq_length", model.max_position_embeddings))
+      run.tokenizer,
+      staging,
+      model_max_length=run.meta.get("max_seq_length", model.max_position_embeddings),
+    )
     if os.path.isdir(out_dir):
       shutil.rmtree(out_dir)
     os.replace(staging, out_dir)
   finally:
     shutil.rmtree(staging, ignore_errors=True)
-  log(f"exported step {run.step} of {workdir} ({len(tensors)} tensors, vocab {vocab_size}) "
-      f"-> {out_dir}")
+  log(
+    f"exported step {run.step} of {workdir} ({len(tensors)} tensors, vocab {vocab_size}) "
+    f"-> {out_dir}"
+  )
   return out_dir
 
 
@@ -60,9 +62,12 @@ def _check_out_dir(workdir, out_dir, overwrite):
   if os.path.isfile(out_dir):
     raise UserError(f"--out {out_dir} is a file; give a directory")
   if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
-    raise UserError(f"--out {out_dir} is not empty; choose a new directory or pass --overwrite "
-                    f"to replace it")
+    raise UserError(
+      f"--out {out_dir} is not empty; choose a new directory or pass --overwrite to replace it"
+    )
   out, work = os.path.realpath(out_dir), os.path.realpath(workdir)
   if work == out or work.startswith(out + os.sep):
-    raise UserError(f"--out {out_dir} would replace the run directory {workdir}; "
-                    f"export into a directory of its own")
+    raise UserError(
+      f"--out {out_dir} would replace the run directory {workdir}; "
+      f"export into a directory of its own"
+    )

@@ -23,67 +23,85 @@ def read_config(hf_dir):
   """The checkpoint's config.json as a dict; UserError unless it is a BERT we can run."""
   path = os.path.join(hf_dir, "config.json")
   if not os.path.isfile(path):
-    raise UserError(f"{hf_dir} has no config.json; give a Hugging Face checkpoint directory "
-                    f"(config.json, model.safetensors or pytorch_model.bin, vocab.txt)")
+    raise UserError(
+      f"{hf_dir} has no config.json; give a Hugging Face checkpoint directory "
+      f"(config.json, model.safetensors or pytorch_model.bin, vocab.txt)"
+    )
   with open(path) as f:
     hf = json.load(f)
   kind = hf.get("model_type")
   if kind != "bert":
-    raise UserError(f"{path} is a {kind!r} model ({', '.join(hf.get('architectures') or [])}); "
-                    f"import-hf reads BERT checkpoints (model_type 'bert') only")
+    raise UserError(
+      f"{path} is a {kind!r} model ({', '.join(hf.get('architectures') or [])}); "
+      f"import-hf reads BERT checkpoints (model_type 'bert') only"
+    )
   unsupported = []
   if hf.get("hidden_act", "gelu") not in _ACTIVATIONS:
     unsupported.append(f"hidden_act={hf['hidden_act']!r} (only exact 'gelu')")
   if hf.get("position_embedding_type", "absolute") != "absolute":
-    unsupported.append(f"position_embedding_type={hf['position_embedding_type']!r} "
-                       f"(only 'absolute')")
+    unsupported.append(
+      f"position_embedding_type={hf['position_embedding_type']!r} (only 'absolute')"
+    )
   if hf.get("is_decoder") or hf.get("add_cross_attention"):
     unsupported.append("a decoder / cross-attention (only the BERT encoder)")
   if unsupported:
-    raise UserError(f"{path} has settings bert_jax's BERT does not implement: "
-                    f"{'; '.join(unsupported)}")
+    raise UserError(
+      f"{path} has settings bert_jax's BERT does not implement: {'; '.join(unsupported)}"
+    )
   return hf
 
 
 def model_kwargs(hf):
   """BertConfig keyword arguments (before vocabulary padding) of a Hugging Face config."""
   return dict(
-      vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"],
-      num_layers=hf["num_hidden_layers"], num_heads=hf["num_attention_heads"],
-      intermediate_size=hf["intermediate_size"],
-      max_position_embeddings=hf.get("max_position_embeddings", 512),
-      type_vocab_size=hf.get("type_vocab_size", 2),
-      hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
-      attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
-      layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
-      initializer_range=hf.get("initializer_range", 0.02))
+    vocab_size=hf["vocab_size"],
+    hidden_size=hf["hidden_size"],
+    num_layers=hf["num_hidden_layers"],
+    num_heads=hf["num_attention_heads"],
+    intermediate_size=hf["intermediate_size"],
+    max_position_embeddings=hf.get("max_position_embeddings", 512),
+    type_vocab_size=hf.get("type_vocab_size", 2),
+    hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
+    attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
+    layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+    initializer_range=hf.get("initializer_range", 0.02),
+  )
 
 
 def hf_config(model, vocab_size, pad_token_id, architecture="BertForPreTraining"):
   """config.json contents for our `model` (a BertConfig) with `vocab_size` real rows."""
   config = {
-      "architectures": [architecture], "model_type": "bert",
-      "vocab_size": vocab_size, "hidden_size": model.hidden_size,
-      "num_hidden_layers": model.num_layers, "num_attention_heads": model.num_heads,
-      "intermediate_size": model.intermediate_size, "hidden_act": "gelu",
-      "hidden_dropout_prob": model.hidden_dropout,
-      "attention_probs_dropout_prob": model.attention_dropout,
-      "max_position_embeddings": model.max_position_embeddings,
-      "type_vocab_size": model.type_vocab_size, "initializer_range": model.initializer_range,
-      "layer_norm_eps": model.layer_norm_eps, "pad_token_id": pad_token_id,
-      "position_embedding_type": "absolute", "tie_word_embeddings": True,
-      "dtype": "float32",
+    "architectures": [architecture],
+    "model_type": "bert",
+    "vocab_size": vocab_size,
+    "hidden_size": model.hidden_size,
+    "num_hidden_layers": model.num_layers,
+    "num_attention_heads": model.num_heads,
+    "intermediate_size": model.intermediate_size,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": model.hidden_dropout,
+    "attention_probs_dropout_prob": model.attention_dropout,
+    "max_position_embeddings": model.max_position_embeddings,
+    "type_vocab_size": model.type_vocab_size,
+    "initializer_range": model.initializer_range,
+    "layer_norm_eps": model.layer_norm_eps,
+    "pad_token_id": pad_token_id,
+    "position_embedding_type": "absolute",
+    "tie_word_embeddings": True,
+    "dtype": "float32",
   }
   return config
 
 
 def task_config(config, task, labels):
   """`config` (from hf_config) with a fine-tuned head's settings: the label names
-  (id2label / label2id, so pipelines print them) and the problem type."""
+  (id2label / label2id, so pipelines print them) and the problem type.
+  """
   config = dict(config)
   if task == "regression":
-    config.update(num_labels=1, problem_type="regression", id2label={0: "LABEL_0"},
-                  label2id={"LABEL_0": 0})
+    config.update(
+      num_labels=1, problem_type="regression", id2label={0: "LABEL_0"}, label2id={"LABEL_0": 0}
+    )
   elif labels:
     config.update(id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
     if task == "classification":
@@ -93,22 +111,27 @@ def task_config(config, task, labels):
 
 def _weight_files(hf_dir):
   """(kind, files) of the checkpoint's weights, sharded or not."""
-  for kind, single, index in (("safetensors", "model.safetensors", "model.safetensors.index.json"),
-                              ("torch", "pytorch_model.bin", "pytorch_model.bin.index.json")):
+  for kind, single, index in (
+    ("safetensors", "model.safetensors", "model.safetensors.index.json"),
+    ("torch", "pytorch_model.bin", "pytorch_model.bin.index.json"),
+  ):
     if os.path.isfile(os.path.join(hf_dir, index)):
       with open(os.path.join(hf_dir, index)) as f:
         shards = sorted(set(json.load(f)["weight_map"].values()))
       return kind, [os.path.join(hf_dir, s) for s in shards]
     if os.path.isfile(os.path.join(hf_dir, single)):
       return kind, [os.path.join(hf_dir, single)]
-  raise UserError(f"{hf_dir} has no model.safetensors or pytorch_model.bin (nor a sharded "
-                  f"*.index.json); TensorFlow / Flax-only checkpoints: convert them in "
-                  f"transformers first")
+  raise UserError(
+    f"{hf_dir} has no model.safetensors or pytorch_model.bin (nor a sharded "
+    f"*.index.json); TensorFlow / Flax-only checkpoints: convert them in "
+    f"transformers first"
+  )
 
 
 def _read_file(kind, path):
   if kind == "safetensors":
     from safetensors.numpy import load_file
+
     try:
       return load_file(path)
     except Exception as e:  # safetensors raises its own error types
@@ -116,8 +139,10 @@ def _read_file(kind, path):
   try:
     import torch
   except ImportError:
-    raise UserError(f"{path} is a PyTorch pickle, which needs torch to read: "
-                    f"pip install torch (a CPU wheel is enough)") from None
+    raise UserError(
+      f"{path} is a PyTorch pickle, which needs torch to read: "
+      f"pip install torch (a CPU wheel is enough)"
+    ) from None
   state = torch.load(path, map_location="cpu", weights_only=True)
   return {k: v.float().numpy() for k, v in state.items()}
 
@@ -127,7 +152,8 @@ def normalize_name(name):
   if name.startswith(_BERT_PARTS):
     name = "bert." + name
   name = name.replace("LayerNorm.gamma", "LayerNorm.weight").replace(
-      "LayerNorm.beta", "LayerNorm.bias")
+    "LayerNorm.beta", "LayerNorm.bias"
+  )
   if name.endswith("cls.predictions.decoder.bias"):
     return "cls.predictions.bias"  # the same tensor as cls.predictions.bias (tied)
   return name
@@ -152,6 +178,7 @@ def read_tensors(hf_dir):
 def write(out_dir, tensors, config):
   """model.safetensors and config.json into `out_dir` (which exists)."""
   from safetensors.numpy import save_file
+
   save_file(tensors, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
   with open(os.path.join(out_dir, "config.json"), "w") as f:
     json.dump(config, f, indent=2)

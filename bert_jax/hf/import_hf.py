@@ -20,14 +20,14 @@ from bert_jax import config as config_lib
 from bert_jax import inference
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
-from bert_jax.hf import convert
-from bert_jax.hf import files
-from bert_jax.hf import tokenizer_files
-from bert_jax.model import bert
-from bert_jax.model import heads
+from bert_jax.hf import convert, files, tokenizer_files
+from bert_jax.model import bert, heads
 
-_GROUPS = {"pooler": "pooler (bert.pooler.*)", "mlm": "MLM head (cls.predictions.*)",
-           "nsp": "NSP head (cls.seq_relationship.*)"}
+_GROUPS = {
+  "pooler": "pooler (bert.pooler.*)",
+  "mlm": "MLM head (cls.predictions.*)",
+  "nsp": "NSP head (cls.seq_relationship.*)",
+}
 
 
 def import_hf(hf_dir, workdir, *, vocab_multiple=128, seed=0, log=print):
@@ -54,9 +54,11 @@ def import_hf(hf_dir, workdir, *, vocab_multiple=128, seed=0, log=print):
   try:
     tokenizer = tokenizer_lib.load(tokenizer_files.import_tokenizer(hf_dir, staging))
     if tokenizer.vocab_size > hf_vocab:
-      raise UserError(f"the tokenizer of {hf_dir} has {tokenizer.vocab_size} tokens but the "
-                      f"model only {hf_vocab} rows (config.json vocab_size); they do not belong "
-                      f"together")
+      raise UserError(
+        f"the tokenizer of {hf_dir} has {tokenizer.vocab_size} tokens but the "
+        f"model only {hf_vocab} rows (config.json vocab_size); they do not belong "
+        f"together"
+      )
     initial = _initial_params(model, seed)
     params, missing = convert.from_hf(tensors, initial, model_cfg.num_layers, hf_vocab)
     final = os.path.join(workdir, inference.TOKENIZER_DIR)
@@ -64,18 +66,26 @@ def import_hf(hf_dir, workdir, *, vocab_multiple=128, seed=0, log=print):
     os.replace(staging, final)
   finally:
     shutil.rmtree(staging, ignore_errors=True)
-  meta = {"model": config_lib.model_dict(model_cfg), "step": 0,
-          "tokenizer_fingerprint": tokenizer.fingerprint,
-          "imported_from": os.path.abspath(hf_dir), "hf_vocab_size": hf_vocab,
-          "initialized": missing}
+  meta = {
+    "model": config_lib.model_dict(model_cfg),
+    "step": 0,
+    "tokenizer_fingerprint": tokenizer.fingerprint,
+    "imported_from": os.path.abspath(hf_dir),
+    "hf_vocab_size": hf_vocab,
+    "initialized": missing,
+  }
   checkpoints = ckpt_lib.Checkpoints(checkpoint_dir, keep=1, async_save=False)
   checkpoints.save_params(0, jax.tree_util.tree_map(jax.numpy.asarray, params), meta)
   checkpoints.close()
 
-  arch = (f"L{model_cfg.num_layers} H{model_cfg.hidden_size} A{model_cfg.num_heads}, "
-          f"vocab {hf_vocab} (padded to {model_cfg.vocab_size})")
-  log(f"imported {hf_dir}: {arch}, {tokenizer.kind} tokenizer "
-      f"({'lowercased' if tokenizer.lowercase else 'cased'})")
+  arch = (
+    f"L{model_cfg.num_layers} H{model_cfg.hidden_size} A{model_cfg.num_heads}, "
+    f"vocab {hf_vocab} (padded to {model_cfg.vocab_size})"
+  )
+  log(
+    f"imported {hf_dir}: {arch}, {tokenizer.kind} tokenizer "
+    f"({'lowercased' if tokenizer.lowercase else 'cased'})"
+  )
   if missing:
     log("initialised (not in the checkpoint): " + ", ".join(_GROUPS[g] for g in missing))
   if ignored:
@@ -89,5 +99,6 @@ def _initial_params(model, seed):
   """Freshly initialised numpy params (the values of heads the checkpoint lacks)."""
   ids = np.zeros((1, 8), np.int32)
   params = jax.jit(lambda key: model.init(key, ids, ids, ids, ids[:, :1])["params"])(
-      jax.random.key(seed))
+    jax.random.key(seed)
+  )
   return jax.tree_util.tree_map(np.asarray, nn.meta.unbox(params))

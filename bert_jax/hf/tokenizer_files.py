@@ -45,8 +45,7 @@ import os
 import shutil
 
 import tokenizers
-from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers
-from tokenizers import processors
+from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors
 
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
@@ -54,8 +53,11 @@ from bert_jax.errors import UserError
 _SPECIAL_KEYS = ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token")
 # BertTokenizer's defaults where tokenizer_config.json says nothing.
 _BERT_DEFAULTS = {"do_lower_case": True, "strip_accents": None, "tokenize_chinese_chars": True}
-_NORMALIZER_FIELDS = {"do_lower_case": "lowercase", "strip_accents": "strip_accents",
-                      "tokenize_chinese_chars": "handle_chinese_chars"}
+_NORMALIZER_FIELDS = {
+  "do_lower_case": "lowercase",
+  "strip_accents": "strip_accents",
+  "tokenize_chinese_chars": "handle_chinese_chars",
+}
 # A Unigram score below any path of normal pieces: a piece SentencePiece never matches.
 _NEVER = 1000.0
 
@@ -88,18 +90,24 @@ def export_tokenizer(tokenizer, out_dir: str, *, model_max_length: int) -> list[
   if settings is not None:
     # transformers 5's BertTokenizer takes the vocabulary from tokenizer.json but rebuilds
     # the normalizer from these settings.
-    config = {"tokenizer_class": "BertTokenizer", **settings, "do_basic_tokenize": True,
-              "never_split": None, "clean_up_tokenization_spaces": True}
+    config = {
+      "tokenizer_class": "BertTokenizer",
+      **settings,
+      "do_basic_tokenize": True,
+      "never_split": None,
+      "clean_up_tokenization_spaces": True,
+    }
   else:
     # Loads tokenizer.json as it is (transformers 5 maps it to TokenizersBackend).
-    config = {"tokenizer_class": "PreTrainedTokenizerFast",
-              "clean_up_tokenization_spaces": False}
-  config.update(model_max_length=model_max_length, **specials,
-                model_input_names=["input_ids", "token_type_ids", "attention_mask"])
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False}
+  config.update(
+    model_max_length=model_max_length,
+    **specials,
+    model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+  )
   hf.save(os.path.join(out_dir, "tokenizer.json"))
   written.append("tokenizer.json")
-  for name, content in (("tokenizer_config.json", config),
-                        ("special_tokens_map.json", specials)):
+  for name, content in (("tokenizer_config.json", config), ("special_tokens_map.json", specials)):
     with open(os.path.join(out_dir, name), "w", encoding="utf-8") as f:
       json.dump(content, f, indent=2, ensure_ascii=False)
       f.write("\n")
@@ -144,18 +152,24 @@ def import_tokenizer(hf_dir: str, out_dir: str) -> str:
   elif os.path.isfile(vocab_path):
     settings = {k: config.get(k, v) for k, v in _BERT_DEFAULTS.items()}
     wordpiece = tokenizer_lib.WordPieceTokenizer(
-        vocab_path, lowercase=bool(settings["do_lower_case"]),
-        strip_accents=settings["strip_accents"],
-        handle_chinese_chars=bool(settings["tokenize_chinese_chars"]))
+      vocab_path,
+      lowercase=bool(settings["do_lower_case"]),
+      strip_accents=settings["strip_accents"],
+      handle_chinese_chars=bool(settings["tokenize_chinese_chars"]),
+    )
     hf = tokenizers.Tokenizer.from_str(wordpiece.to_hf_json())
     hf.post_processor = _template(wordpiece.cls_id, wordpiece.sep_id)
     hf.save(out)
   elif spec is not None:
-    raise UserError(f"{json_path} is a {model_type} tokenizer and {hf_dir} has no vocab.txt; "
-                    f"bert_jax imports WordPiece (BERT) tokenizers only")
+    raise UserError(
+      f"{json_path} is a {model_type} tokenizer and {hf_dir} has no vocab.txt; "
+      f"bert_jax imports WordPiece (BERT) tokenizers only"
+    )
   else:
-    raise UserError(f"no tokenizer in {hf_dir}: looked for tokenizer.json and vocab.txt; "
-                    f"give the directory of a Hugging Face BERT checkpoint")
+    raise UserError(
+      f"no tokenizer in {hf_dir}: looked for tokenizer.json and vocab.txt; "
+      f"give the directory of a Hugging Face BERT checkpoint"
+    )
   if os.path.isfile(vocab_path):
     shutil.copyfile(vocab_path, os.path.join(out_dir, "vocab.txt"))
   tokenizer_lib.load(out)  # Fails here, naming the file, if it lacks a special token.
@@ -175,8 +189,10 @@ def _read_json(path):
 def _template(cls_id: int, sep_id: int):
   """[CLS] A [SEP] (type 0), then B [SEP] (type 1)."""
   return processors.TemplateProcessing(
-      single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
-      special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+    single="[CLS]:0 $A:0 [SEP]:0",
+    pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+    special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+  )
 
 
 def _write_vocab(vocab: dict, vocab_size: int, out_dir: str) -> str:
@@ -191,13 +207,18 @@ def _bert_settings(spec: dict) -> dict | None:
   """BertTokenizer's settings for a tokenizer.json it rebuilds exactly, else None."""
   normalizer = spec.get("normalizer") or {}
   model = spec["model"]
-  if (normalizer.get("type") != "BertNormalizer" or not normalizer.get("clean_text", True) or
-      (spec.get("pre_tokenizer") or {}).get("type") != "BertPreTokenizer" or
-      model.get("continuing_subword_prefix") != "##" or model.get("unk_token") != "[UNK]" or
-      model.get("max_input_chars_per_word") != 100):
+  if (
+    normalizer.get("type") != "BertNormalizer"
+    or not normalizer.get("clean_text", True)
+    or (spec.get("pre_tokenizer") or {}).get("type") != "BertPreTokenizer"
+    or model.get("continuing_subword_prefix") != "##"
+    or model.get("unk_token") != "[UNK]"
+    or model.get("max_input_chars_per_word") != 100
+  ):
     return None
-  return {key: normalizer.get(field, _BERT_DEFAULTS[key])
-          for key, field in _NORMALIZER_FIELDS.items()}
+  return {
+    key: normalizer.get(field, _BERT_DEFAULTS[key]) for key, field in _NORMALIZER_FIELDS.items()
+  }
 
 
 def _from_sentencepiece(tokenizer):
@@ -212,17 +233,26 @@ def _from_sentencepiece(tokenizer):
     hf = tokenizers.Tokenizer(_bpe(proto))
   steps = []
   if proto.normalizer_spec.precompiled_charsmap:
-    steps += [normalizers.NFC(),
-              normalizers.Precompiled(proto.normalizer_spec.precompiled_charsmap),
-              normalizers.NFC()]
+    steps += [
+      normalizers.NFC(),
+      normalizers.Precompiled(proto.normalizer_spec.precompiled_charsmap),
+      normalizers.NFC(),
+    ]
   steps += [normalizers.Replace(Regex(" {2,}"), " "), normalizers.Replace(Regex(" +\\z"), "")]
   hf.normalizer = normalizers.Sequence(steps)
   hf.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first")
-  hf.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
-                                  decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+  hf.decoder = decoders.Sequence(
+    [
+      decoders.Replace("\u2581", " "),
+      decoders.ByteFallback(),
+      decoders.Fuse(),
+      decoders.Strip(" ", 1, 0),
+    ]
+  )
   # Matched in the raw text, as SentencePiece matches its user-defined pieces.
-  hf.add_special_tokens([AddedToken(p, special=True, normalized=False)
-                         for p in tokenizer_lib.SPECIAL_PIECES])
+  hf.add_special_tokens(
+    [AddedToken(p, special=True, normalized=False) for p in tokenizer_lib.SPECIAL_PIECES]
+  )
   hf.post_processor = _template(tokenizer.cls_id, tokenizer.sep_id)
   return hf
 
@@ -232,21 +262,23 @@ def _check_convertible(proto, path: str) -> None:
   trainer, normalizer = proto.trainer_spec, proto.normalizer_spec
   user_defined = [p.piece for p in proto.pieces if p.type == p.USER_DEFINED]
   problems = {
-      f"model_type {trainer.ModelType.Name(trainer.model_type)} (unigram and bpe convert)":
-          trainer.model_type not in (trainer.UNIGRAM, trainer.BPE),
-      "byte_fallback off": not trainer.byte_fallback,
-      "treat_whitespace_as_suffix": trainer.treat_whitespace_as_suffix,
-      "split_by_whitespace off": not trainer.split_by_whitespace,
-      "add_dummy_prefix off": not normalizer.add_dummy_prefix,
-      "remove_extra_whitespaces off": not normalizer.remove_extra_whitespaces,
-      "escape_whitespaces off": not normalizer.escape_whitespaces,
-      f"user-defined pieces {user_defined}": user_defined != ["[CLS]", "[SEP]", "[MASK]"],
+    f"model_type {trainer.ModelType.Name(trainer.model_type)} (unigram and bpe convert)": trainer.model_type
+    not in (trainer.UNIGRAM, trainer.BPE),
+    "byte_fallback off": not trainer.byte_fallback,
+    "treat_whitespace_as_suffix": trainer.treat_whitespace_as_suffix,
+    "split_by_whitespace off": not trainer.split_by_whitespace,
+    "add_dummy_prefix off": not normalizer.add_dummy_prefix,
+    "remove_extra_whitespaces off": not normalizer.remove_extra_whitespaces,
+    "escape_whitespaces off": not normalizer.escape_whitespaces,
+    f"user-defined pieces {user_defined}": user_defined != ["[CLS]", "[SEP]", "[MASK]"],
   }
   found = [name for name, bad in problems.items() if bad]
   if found:
-    raise UserError(f"cannot export SentencePiece model {path} to a Hugging Face tokenizer "
-                    f"exactly: {', '.join(found)}; export a model trained by bert_jax "
-                    f"(train_sentencepiece)")
+    raise UserError(
+      f"cannot export SentencePiece model {path} to a Hugging Face tokenizer "
+      f"exactly: {', '.join(found)}; export a model trained by bert_jax "
+      f"(train_sentencepiece)"
+    )
 
 
 def _unigram(proto):
@@ -260,8 +292,15 @@ def _bpe(proto):
   """SentencePiece BPE merges the adjacent pair whose union is the best-scored piece."""
   ids = {p.piece: i for i, p in enumerate(proto.pieces)}
   normal = {p.piece: p.score for p in proto.pieces if p.type == p.NORMAL}
-  merges = sorted((-score, ids[piece[:k]], piece[:k], piece[k:])
-                  for piece, score in normal.items() for k in range(1, len(piece))
-                  if piece[:k] in normal and piece[k:] in normal)
-  return models.BPE(ids, [(a, b) for *_, a, b in merges],
-                    unk_token=proto.pieces[proto.trainer_spec.unk_id].piece, byte_fallback=True)
+  merges = sorted(
+    (-score, ids[piece[:k]], piece[:k], piece[k:])
+    for piece, score in normal.items()
+    for k in range(1, len(piece))
+    if piece[:k] in normal and piece[k:] in normal
+  )
+  return models.BPE(
+    ids,
+    [(a, b) for *_, a, b in merges],
+    unk_token=proto.pieces[proto.trainer_spec.unk_id].piece,
+    byte_fallback=True,
+  )

@@ -11,8 +11,17 @@ import jax
 import jax.numpy as jnp
 
 
-def attend(query, key, value, mask, *, dropout_rate=0.0, dropout_rng=None,
-           deterministic=True, implementation=None):
+def attend(
+  query,
+  key,
+  value,
+  mask,
+  *,
+  dropout_rate=0.0,
+  dropout_rng=None,
+  deterministic=True,
+  implementation=None,
+):
   """Attention over `key`/`value` for every `query` position.
 
   Args:
@@ -29,8 +38,7 @@ def attend(query, key, value, mask, *, dropout_rate=0.0, dropout_rng=None,
     (batch, q_length, heads, head_dim), in the query's dtype.
   """
   if deterministic or dropout_rate == 0.0:
-    return jax.nn.dot_product_attention(
-        query, key, value, mask=mask, implementation=implementation)
+    return jax.nn.dot_product_attention(query, key, value, mask=mask, implementation=implementation)
   head_dim = query.shape[-1]
   # (batch, heads, q_length, kv_length)
   logits = jnp.einsum("btnh,bsnh->bnts", query, key).astype(jnp.float32)

@@ -13,20 +13,20 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bert_jax.model import attention
-from bert_jax.model import axes
+from bert_jax.model import attention, axes
 
 REMAT_POLICIES = {
-    "none": None,
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "dots": jax.checkpoint_policies.checkpoint_dots,
-    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+  "none": None,
+  "full": jax.checkpoint_policies.nothing_saveable,
+  "dots": jax.checkpoint_policies.checkpoint_dots,
+  "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
   """Model hyper-parameters (Hugging Face `BertConfig` names where they exist)."""
+
   vocab_size: int
   hidden_size: int = 768
   num_layers: int = 12
@@ -38,10 +38,10 @@ class BertConfig:
   attention_dropout: float = 0.1
   layer_norm_eps: float = 1e-12
   initializer_range: float = 0.02
-  dtype: str = "float32"        # compute dtype: "float32" or "bfloat16"
+  dtype: str = "float32"  # compute dtype: "float32" or "bfloat16"
   param_dtype: str = "float32"  # storage dtype of the parameters
-  scan_layers: bool = False     # stack layers with nn.scan (fast compiles for deep models)
-  remat_policy: str = "none"    # one of REMAT_POLICIES
+  scan_layers: bool = False  # stack layers with nn.scan (fast compiles for deep models)
+  remat_policy: str = "none"  # one of REMAT_POLICIES
   attention_impl: str | None = None  # None (auto), "xla" or "cudnn"
 
   @property
@@ -61,6 +61,7 @@ class Dense(nn.Module):
   DenseGeneral creates multi-axis kernels flat and reshapes them, which breaks logical
   sharding constraints under an active mesh.)
   """
+
   config: BertConfig
   features: tuple[int, ...]
   in_names: tuple[str, ...]
@@ -70,10 +71,18 @@ class Dense(nn.Module):
   def __call__(self, x):
     c = self.config
     n_in = len(self.in_names)
-    kernel = self.param("kernel", _kernel_init(c, self.in_names + self.out_names),
-                        x.shape[-n_in:] + self.features, c.param_dtype)
-    bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, self.out_names),
-                      self.features, c.param_dtype)
+    kernel = self.param(
+      "kernel",
+      _kernel_init(c, self.in_names + self.out_names),
+      x.shape[-n_in:] + self.features,
+      c.param_dtype,
+    )
+    bias = self.param(
+      "bias",
+      nn.with_logical_partitioning(nn.initializers.zeros, self.out_names),
+      self.features,
+      c.param_dtype,
+    )
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=c.dtype)
     contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
     return jax.lax.dot_general(x, kernel, (contract, ((), ()))) + bias
@@ -88,11 +97,14 @@ def dense(config, features, in_names, out_names, name=None):
 def layer_norm(config, name=None):
   # Two-pass variance, as PyTorch's LayerNorm: keeps parity with HF at 1e-12 eps.
   return nn.LayerNorm(
-      epsilon=config.layer_norm_eps, dtype=config.dtype, param_dtype=config.param_dtype,
-      use_fast_variance=False,
-      scale_init=nn.with_logical_partitioning(nn.initializers.ones, (axes.EMBED,)),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes.EMBED,)),
-      name=name)
+    epsilon=config.layer_norm_eps,
+    dtype=config.dtype,
+    param_dtype=config.param_dtype,
+    use_fast_variance=False,
+    scale_init=nn.with_logical_partitioning(nn.initializers.ones, (axes.EMBED,)),
+    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes.EMBED,)),
+    name=name,
+  )
 
 
 def _constrain(x):
@@ -101,17 +113,25 @@ def _constrain(x):
 
 class Embeddings(nn.Module):
   """Sum of word, position and token-type embeddings, then LayerNorm and dropout."""
+
   config: BertConfig
 
   def setup(self):
     c = self.config
     embed = functools.partial(nn.Embed, dtype=c.dtype, param_dtype=c.param_dtype)
-    self.word = embed(c.vocab_size, c.hidden_size,
-                      embedding_init=_kernel_init(c, (axes.VOCAB, axes.EMBED)))
-    self.position = embed(c.max_position_embeddings, c.hidden_size,
-                          embedding_init=_kernel_init(c, (axes.POSITION, axes.EMBED)))
-    self.token_type = embed(c.type_vocab_size, c.hidden_size,
-                            embedding_init=_kernel_init(c, (axes.TOKEN_TYPE, axes.EMBED)))
+    self.word = embed(
+      c.vocab_size, c.hidden_size, embedding_init=_kernel_init(c, (axes.VOCAB, axes.EMBED))
+    )
+    self.position = embed(
+      c.max_position_embeddings,
+      c.hidden_size,
+      embedding_init=_kernel_init(c, (axes.POSITION, axes.EMBED)),
+    )
+    self.token_type = embed(
+      c.type_vocab_size,
+      c.hidden_size,
+      embedding_init=_kernel_init(c, (axes.TOKEN_TYPE, axes.EMBED)),
+    )
     self.layer_norm = layer_norm(c)
     self.dropout = nn.Dropout(c.hidden_dropout)
 
@@ -123,6 +143,7 @@ class Embeddings(nn.Module):
 
 class SelfAttention(nn.Module):
   """Multi-head self-attention, output projection, dropout, residual, LayerNorm."""
+
   config: BertConfig
   deterministic: bool
 
@@ -139,17 +160,26 @@ class SelfAttention(nn.Module):
     if not self.deterministic and c.attention_dropout > 0:
       dropout_rng = self.make_rng("dropout")
     y = attention.attend(
-        q, k, v, mask, dropout_rate=c.attention_dropout, dropout_rng=dropout_rng,
-        deterministic=self.deterministic, implementation=c.attention_impl)
-    y = nn.with_logical_constraint(
-        y, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_HEADS, None))
-    y = dense(c, c.hidden_size, (axes.HEADS, axes.KV), (axes.EMBED,), name="output")(y)  # (batch, length, embed)
+      q,
+      k,
+      v,
+      mask,
+      dropout_rate=c.attention_dropout,
+      dropout_rng=dropout_rng,
+      deterministic=self.deterministic,
+      implementation=c.attention_impl,
+    )
+    y = nn.with_logical_constraint(y, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_HEADS, None))
+    y = dense(c, c.hidden_size, (axes.HEADS, axes.KV), (axes.EMBED,), name="output")(
+      y
+    )  # (batch, length, embed)
     y = nn.Dropout(c.hidden_dropout)(y, deterministic=self.deterministic)
     return layer_norm(c, name="layer_norm")(x + y)
 
 
 class Mlp(nn.Module):
   """Feed-forward block: dense, exact GELU, dense, dropout, residual, LayerNorm."""
+
   config: BertConfig
   deterministic: bool
 
@@ -166,6 +196,7 @@ class Mlp(nn.Module):
 
 class EncoderLayer(nn.Module):
   """One post-LN transformer layer. Under nn.scan it returns (carry, None)."""
+
   config: BertConfig
   deterministic: bool
   scanned: bool = False
@@ -179,6 +210,7 @@ class EncoderLayer(nn.Module):
 
 class Encoder(nn.Module):
   """`num_layers` encoder layers, unrolled (`layer_{i}`) or scanned (`layers`)."""
+
   config: BertConfig
 
   @nn.compact
@@ -186,13 +218,16 @@ class Encoder(nn.Module):
     c = self.config
     layer = EncoderLayer
     if c.remat_policy != "none":
-      layer = nn.remat(layer, policy=REMAT_POLICIES[c.remat_policy],
-                       prevent_cse=not c.scan_layers)
+      layer = nn.remat(layer, policy=REMAT_POLICIES[c.remat_policy], prevent_cse=not c.scan_layers)
     if c.scan_layers:
       stack = nn.scan(
-          layer, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-          in_axes=nn.broadcast, length=c.num_layers,
-          metadata_params={nn.PARTITION_NAME: axes.LAYERS})
+        layer,
+        variable_axes={"params": 0},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=nn.broadcast,
+        length=c.num_layers,
+        metadata_params={nn.PARTITION_NAME: axes.LAYERS},
+      )
       x, _ = stack(c, deterministic, scanned=True, name="layers")(x, mask)
       return x
     for i in range(c.num_layers):
@@ -202,6 +237,7 @@ class Encoder(nn.Module):
 
 class Bert(nn.Module):
   """The encoder: returns the last hidden states and the pooled [CLS] vector."""
+
   config: BertConfig
 
   def setup(self):
@@ -210,8 +246,9 @@ class Bert(nn.Module):
     self.encoder = Encoder(c)
     self.pooler = dense(c, c.hidden_size, (axes.EMBED,), (axes.EMBED_OUT,))
 
-  def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
-               position_ids=None, deterministic=True):
+  def __call__(
+    self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None, deterministic=True
+  ):
     """Encodes a batch.
 
     Args:

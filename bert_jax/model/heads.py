@@ -8,12 +8,12 @@ matmul of a small BERT, so this saves about a fifth of the FLOPs.
 import flax.linen as nn
 import jax.numpy as jnp
 
-from bert_jax.model import axes
-from bert_jax.model import bert
+from bert_jax.model import axes, bert
 
 
 class MlmHead(nn.Module):
   """Dense + GELU + LayerNorm, then the tied decoder plus an output bias."""
+
   config: bert.BertConfig
 
   @nn.compact
@@ -23,13 +23,18 @@ class MlmHead(nn.Module):
     h = nn.gelu(h, approximate=False)
     h = bert.layer_norm(c, name="layer_norm")(h)
     logits = word_embeddings.attend(h)  # (batch, predictions, vocab)
-    bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (axes.VOCAB,)),
-                      (c.vocab_size,), c.param_dtype)
+    bias = self.param(
+      "bias",
+      nn.with_logical_partitioning(nn.initializers.zeros, (axes.VOCAB,)),
+      (c.vocab_size,),
+      c.param_dtype,
+    )
     return logits.astype(jnp.float32) + bias.astype(jnp.float32)
 
 
 class BertForPreTraining(nn.Module):
   """BERT with the MLM and NSP heads (Hugging Face's `BertForPreTraining`)."""
+
   config: bert.BertConfig
 
   def setup(self):
@@ -38,8 +43,15 @@ class BertForPreTraining(nn.Module):
     self.mlm = MlmHead(c)
     self.nsp = bert.dense(c, 2, (axes.EMBED,), (axes.CLASSES,))
 
-  def __call__(self, input_ids, token_type_ids, attention_mask, masked_lm_positions,
-               position_ids=None, deterministic=True):
+  def __call__(
+    self,
+    input_ids,
+    token_type_ids,
+    attention_mask,
+    masked_lm_positions,
+    position_ids=None,
+    deterministic=True,
+  ):
     """MLM logits at the masked positions and NSP logits, both float32.
 
     Args:
@@ -52,8 +64,9 @@ class BertForPreTraining(nn.Module):
       mlm_logits: (batch, predictions, vocab).
       nsp_logits: (batch, 2); class 0 = "B follows A".
     """
-    hidden, pooled = self.bert(input_ids, token_type_ids, attention_mask, position_ids,
-                               deterministic=deterministic)
+    hidden, pooled = self.bert(
+      input_ids, token_type_ids, attention_mask, position_ids, deterministic=deterministic
+    )
     # (batch, predictions, embed)
     gathered = jnp.take_along_axis(hidden, masked_lm_positions[..., None], axis=1)
     mlm_logits = self.mlm(gathered, self.bert.embeddings.word)
@@ -77,6 +90,7 @@ class BertForTask(nn.Module):
   - tokens: every last hidden state -> dropout -> linear, (batch, length, num_labels);
   - qa: every last hidden state -> linear, (batch, length, 2): start and end logits.
   """
+
   config: bert.BertConfig
   task: str
   num_labels: int
@@ -87,11 +101,13 @@ class BertForTask(nn.Module):
     self.dropout = nn.Dropout(c.hidden_dropout)
     self.classifier = bert.dense(c, self.num_labels, (axes.EMBED,), (axes.CLASSES,))
 
-  def __call__(self, input_ids, token_type_ids, attention_mask, position_ids=None,
-               deterministic=True):
+  def __call__(
+    self, input_ids, token_type_ids, attention_mask, position_ids=None, deterministic=True
+  ):
     """float32 logits; see the class docstring for their shapes."""
-    hidden, pooled = self.bert(input_ids, token_type_ids, attention_mask, position_ids,
-                               deterministic=deterministic)
+    hidden, pooled = self.bert(
+      input_ids, token_type_ids, attention_mask, position_ids, deterministic=deterministic
+    )
     if self.task in ("classification", "regression"):
       features = self.dropout(pooled, deterministic=deterministic)  # (batch, embed)
     elif self.task == "tokens":

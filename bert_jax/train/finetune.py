@@ -14,7 +14,6 @@ import shutil
 
 import jax
 import ml_collections
-import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from bert_jax import checkpoint as ckpt_lib
@@ -23,11 +22,9 @@ from bert_jax import evaluate as evaluate_lib
 from bert_jax import inference
 from bert_jax.data import finetune as data_lib
 from bert_jax.errors import UserError
-from bert_jax.model import bert
-from bert_jax.model import heads
-from bert_jax.train import loop
+from bert_jax.model import bert, heads
+from bert_jax.train import loop, task_objective
 from bert_jax.train import optimizer as optimizer_lib
-from bert_jax.train import task_objective
 
 
 def validate(config):
@@ -35,24 +32,31 @@ def validate(config):
   if config.task not in heads.TASKS:
     raise UserError(f"config.task={config.task!r} is not one of {', '.join(heads.TASKS)}")
   if not config.init_from:
-    raise UserError("config.init_from is required: the run to fine-tune (a pretraining workdir, "
-                    "or one made by bert-jax import-hf)")
+    raise UserError(
+      "config.init_from is required: the run to fine-tune (a pretraining workdir, "
+      "or one made by bert-jax import-hf)"
+    )
   if not config.data.train:
-    raise UserError("config.data.train is required: a .csv / .tsv / .jsonl file or "
-                    "tfds:NAME:SPLIT")
-  for key in ("train.batch_size", "train.accum_steps", "data.max_seq_length",
-              "train.log_every_steps"):
+    raise UserError("config.data.train is required: a .csv / .tsv / .jsonl file or tfds:NAME:SPLIT")
+  for key in (
+    "train.batch_size",
+    "train.accum_steps",
+    "data.max_seq_length",
+    "train.log_every_steps",
+  ):
     section, name = key.split(".")
     if config[section][name] < 1:
       raise UserError(f"config.{key} must be at least 1, got {config[section][name]}")
   if not 0 <= config.train.warmup_fraction <= 1:
-    raise UserError(f"config.train.warmup_fraction={config.train.warmup_fraction} must be in "
-                    f"[0, 1]")
+    raise UserError(
+      f"config.train.warmup_fraction={config.train.warmup_fraction} must be in [0, 1]"
+    )
 
 
 def save_tokenizer(tokenizer, workdir):
   """Copies the tokenizer file into WORKDIR/tokenizer/ (a fine-tuned run stands alone); the
-  bytes, and so the fingerprint the checkpoint records, stay the same."""
+  bytes, and so the fingerprint the checkpoint records, stay the same.
+  """
   target = os.path.join(workdir, inference.TOKENIZER_DIR)
   os.makedirs(target, exist_ok=True)
   destination = os.path.join(target, tokenizer.file_name)
@@ -62,7 +66,8 @@ def save_tokenizer(tokenizer, workdir):
 
 def _label_map(config, examples, resume_meta, init_meta):
   """The run's labels: a resumed run's; else init_from's when it is a fine-tuned run of
-  this task whose head is kept (the data's labels must be among them); else the data's."""
+  this task whose head is kept (the data's labels must be among them); else the data's.
+  """
   if config.task in ("regression", "qa"):
     return None
   if resume_meta and resume_meta.get("labels"):
@@ -72,9 +77,11 @@ def _label_map(config, examples, resume_meta, init_meta):
     return found
   kept = init_meta["labels"]
   if config.data.labels and found.names != kept or not set(found.names) <= set(kept):
-    raise UserError(f"config.init_from has a {config.task} head for the labels "
-                    f"{', '.join(kept)} but the data has {', '.join(found.names)}; start a new "
-                    f"head with --config.head.reinit=True")
+    raise UserError(
+      f"config.init_from has a {config.task} head for the labels "
+      f"{', '.join(kept)} but the data has {', '.join(found.names)}; start a new "
+      f"head with --config.head.reinit=True"
+    )
   return data_lib.LabelMap(kept)
 
 
@@ -84,7 +91,8 @@ def _num_labels(config, labels):
 
 def _restore_init(source, step, init_meta, same_head, abstract, fresh, reinit_layers):
   """The starting parameters: init_from's encoder (and head, when it is the same task's),
-  the rest fresh; the top `reinit_layers` layers and the pooler fresh when asked."""
+  the rest fresh; the top `reinit_layers` layers and the pooler fresh when asked.
+  """
   if same_head:
     params, _ = source.restore(step, abstract)
   else:
@@ -92,8 +100,9 @@ def _restore_init(source, step, init_meta, same_head, abstract, fresh, reinit_la
     mesh = jax.tree_util.tree_leaves(abstract)[0].sharding.mesh
     replicated = NamedSharding(mesh, PartitionSpec())
     target = jax.tree_util.tree_map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
-        inference.abstract_params(source_model))
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
+      inference.abstract_params(source_model),
+    )
     target["bert"] = abstract["bert"]  # the encoder restores straight into its sharding
     restored, _ = source.restore(step, target)
     params = dict(fresh, bert=restored["bert"])
@@ -106,8 +115,9 @@ def _reinit_top_layers(params, fresh, k):
   """Fresh values for the top k encoder layers and the pooler (Zhang et al. 2021)."""
   encoder, new = dict(params["bert"]["encoder"]), fresh["bert"]["encoder"]
   if "layers" in encoder:  # scanned: a leading layer axis
-    encoder["layers"] = jax.tree_util.tree_map(lambda a, b: a.at[-k:].set(b[-k:]),
-                                               encoder["layers"], new["layers"])
+    encoder["layers"] = jax.tree_util.tree_map(
+      lambda a, b: a.at[-k:].set(b[-k:]), encoder["layers"], new["layers"]
+    )
   else:
     count = len(encoder)
     if k > count:
@@ -120,8 +130,9 @@ def _reinit_top_layers(params, fresh, k):
 
 def _optimizer(config, steps):
   t = config.train
-  settings = ml_collections.ConfigDict(dict(
-      t.to_dict(), steps=steps, warmup_steps=int(t.warmup_fraction * steps)))
+  settings = ml_collections.ConfigDict(
+    dict(t.to_dict(), steps=steps, warmup_steps=int(t.warmup_fraction * steps))
+  )
   tx, schedule = optimizer_lib.make_optimizer(settings)
   if config.head.freeze_encoder:
     tx = optimizer_lib.freeze(tx, ("bert",))
@@ -138,8 +149,10 @@ def finetune(config, workdir):
   init_meta = source.meta(init_step)
   tokenizer = inference.run_tokenizer(ckpt_lib.workdir_of(config.init_from))
   if tokenizer.fingerprint != init_meta["tokenizer_fingerprint"]:
-    raise UserError(f"the tokenizer of {config.init_from} is not the one its checkpoint was "
-                    f"trained with; restore that run's tokenizer")
+    raise UserError(
+      f"the tokenizer of {config.init_from} is not the one its checkpoint was "
+      f"trained with; restore that run's tokenizer"
+    )
   resume_meta = ckpt_lib.latest_meta(workdir)
 
   train = data_lib.read(config.data.train, config)
@@ -152,8 +165,10 @@ def finetune(config, workdir):
   rows = len(train_arrays["input_ids"])
   per_epoch = rows // t.batch_size
   if per_epoch < 1:
-    raise UserError(f"{config.data.train} gives {rows} training rows, fewer than one batch of "
-                    f"config.train.batch_size={t.batch_size}; lower the batch size")
+    raise UserError(
+      f"{config.data.train} gives {rows} training rows, fewer than one batch of "
+      f"config.train.batch_size={t.batch_size}; lower the batch size"
+    )
   steps = t.steps or max(1, int(round(t.epochs * per_epoch)))
   tx, schedule = _optimizer(config, steps)
   _log_data("train", config.data.train, train, rows, truncated, config)
@@ -165,41 +180,69 @@ def finetune(config, workdir):
     save_tokenizer(tokenizer, workdir)
   same_head = init_meta.get("task") == config.task and not config.head.reinit
   job = loop.Job(
-      model=model, objective=task_objective.FineTuning(model, config.task), tx=tx,
-      schedule=schedule, steps=steps, batch_size=t.batch_size,
-      batches=functools.partial(_batches, train_arrays, config, steps),
-      evaluate=evaluate, eval_line=eval_line,
-      eval_every=config.eval.every_steps or per_epoch,
-      meta={"model": config_lib.model_dict(model_cfg),
-            "tokenizer_fingerprint": tokenizer.fingerprint, "task": config.task,
-            "num_labels": num_labels, "labels": labels.names if labels else None,
-            "max_seq_length": config.data.max_seq_length, "init_from": config.init_from,
-            "batch_size": t.batch_size, "seed": config.seed},
-      check_resume=functools.partial(_check_resume, workdir, model_cfg, config, labels),
-      init_params=functools.partial(_restore_init, source, init_step, init_meta, same_head,
-                                    reinit_layers=config.head.reinit_layers),
-      progress_keys=("loss", "seq_per_s") if config.task == "regression" else
-      ("loss", "accuracy", "seq_per_s"),
-      best_metric=best_metric)
+    model=model,
+    objective=task_objective.FineTuning(model, config.task),
+    tx=tx,
+    schedule=schedule,
+    steps=steps,
+    batch_size=t.batch_size,
+    batches=functools.partial(_batches, train_arrays, config, steps),
+    evaluate=evaluate,
+    eval_line=eval_line,
+    eval_every=config.eval.every_steps or per_epoch,
+    meta={
+      "model": config_lib.model_dict(model_cfg),
+      "tokenizer_fingerprint": tokenizer.fingerprint,
+      "task": config.task,
+      "num_labels": num_labels,
+      "labels": labels.names if labels else None,
+      "max_seq_length": config.data.max_seq_length,
+      "init_from": config.init_from,
+      "batch_size": t.batch_size,
+      "seed": config.seed,
+    },
+    check_resume=functools.partial(_check_resume, workdir, model_cfg, config, labels),
+    init_params=functools.partial(
+      _restore_init,
+      source,
+      init_step,
+      init_meta,
+      same_head,
+      reinit_layers=config.head.reinit_layers,
+    ),
+    progress_keys=("loss", "seq_per_s")
+    if config.task == "regression"
+    else ("loss", "accuracy", "seq_per_s"),
+    best_metric=best_metric,
+  )
   loop.train(config, workdir, job)
 
 
 def _check_resume(workdir, model_cfg, config, labels, meta):
   ckpt_lib.check_same_model(meta["model"], config_lib.model_dict(model_cfg), workdir)
   if meta.get("task") != config.task:
-    raise UserError(f"{workdir} holds a checkpoint of task {meta.get('task')!r}, not "
-                    f"{config.task!r}; use a new --workdir")
+    raise UserError(
+      f"{workdir} holds a checkpoint of task {meta.get('task')!r}, not "
+      f"{config.task!r}; use a new --workdir"
+    )
   if labels and meta.get("labels") != labels.names:
-    raise UserError(f"{workdir} was trained with the labels {meta.get('labels')}, the data now "
-                    f"gives {labels.names}; use a new --workdir")
+    raise UserError(
+      f"{workdir} was trained with the labels {meta.get('labels')}, the data now "
+      f"gives {labels.names}; use a new --workdir"
+    )
 
 
 def _batches(arrays, config, steps, start):
   t = config.train
   for step in range(start, steps):
-    yield data_lib.train_batch(arrays, step, batch_size=t.batch_size, seed=config.seed,
-                               process_index=jax.process_index(),
-                               process_count=jax.process_count())
+    yield data_lib.train_batch(
+      arrays,
+      step,
+      batch_size=t.batch_size,
+      seed=config.seed,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+    )
 
 
 def _log_data(split, spec, examples, rows, truncated, config):
@@ -208,8 +251,10 @@ def _log_data(split, spec, examples, rows, truncated, config):
     notes.append(f"{examples.skipped_empty} empty rows skipped")
   if truncated:
     notes.append(f"{truncated} truncated to {config.data.max_seq_length} tokens")
-  loop.log(f"{split}: {len(examples.rows)} examples, {rows} rows from {spec}"
-            + (f" ({', '.join(notes)})" if notes else ""))
+  loop.log(
+    f"{split}: {len(examples.rows)} examples, {rows} rows from {spec}"
+    + (f" ({', '.join(notes)})" if notes else "")
+  )
 
 
 def _evaluator(config, model, tokenizer, labels):

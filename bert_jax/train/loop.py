@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -21,10 +21,8 @@ import optax
 
 from bert_jax import checkpoint as ckpt_lib
 from bert_jax import config as config_lib
-from bert_jax import inference
-from bert_jax import sharding
-from bert_jax.data import pipeline
-from bert_jax.data import prepare
+from bert_jax import inference, sharding
+from bert_jax.data import pipeline, prepare
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
 from bert_jax.model import heads
@@ -43,14 +41,17 @@ def log(message):
 
 def _prepare_data(config, workdir):
   """Prepared shards of `config.data.prepared_dir` (default WORKDIR/data), made if missing:
-  process 0 first, then the others (which reuse them on a shared disk)."""
+  process 0 first, then the others (which reuse them on a shared disk).
+  """
   data_dir = prepare.data_dir_of(config, workdir)
-  run = functools.partial(prepare.prepare, config, data_dir, log=log,
-                          progress=jax.process_index() == 0)
+  run = functools.partial(
+    prepare.prepare, config, data_dir, log=log, progress=jax.process_index() == 0
+  )
   if jax.process_index() == 0:
     manifest = run()
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
+
     multihost_utils.sync_global_devices("prepare_data")
   if jax.process_index() != 0:
     manifest = run()
@@ -63,20 +64,25 @@ def _check_tokenizer(config, manifest, data_dir):
   if config.tokenizer.path:
     wanted = tokenizer_lib.load(config.tokenizer.path).fingerprint
     if wanted != manifest["tokenizer_fingerprint"]:
-      raise UserError(f"the shards in {data_dir} were made with another tokenizer than "
-                      f"config.tokenizer.path={config.tokenizer.path!r}; prepare them again "
-                      f"with it (another config.data.prepared_dir) or fix the path")
+      raise UserError(
+        f"the shards in {data_dir} were made with another tokenizer than "
+        f"config.tokenizer.path={config.tokenizer.path!r}; prepare them again "
+        f"with it (another config.data.prepared_dir) or fix the path"
+      )
 
 
 def initialize_distributed():
   """jax.distributed.initialize(): cluster auto-detection (Cloud TPU, SLURM, MPI, k8s),
   or explicit JAX_COORDINATOR_ADDRESS + JAX_NUM_PROCESSES + JAX_PROCESS_ID (e.g. two
-  processes on one machine)."""
+  processes on one machine).
+  """
   env = os.environ
   if "JAX_NUM_PROCESSES" in env:
-    jax.distributed.initialize(coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
-                               num_processes=int(env["JAX_NUM_PROCESSES"]),
-                               process_id=int(env["JAX_PROCESS_ID"]))
+    jax.distributed.initialize(
+      coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
+      num_processes=int(env["JAX_NUM_PROCESSES"]),
+      process_id=int(env["JAX_PROCESS_ID"]),
+    )
   else:
     jax.distributed.initialize()
 
@@ -94,8 +100,10 @@ def _refuse_imported(workdir):
   meta = ckpt_lib.latest_meta(workdir)
   source = meta and meta.get("imported_from")
   if source:
-    raise UserError(f"{workdir} holds a checkpoint imported from {source} (parameters only); "
-                    f"train from it with a new --workdir and --config.init_from={workdir}")
+    raise UserError(
+      f"{workdir} holds a checkpoint imported from {source} (parameters only); "
+      f"train from it with a new --workdir and --config.init_from={workdir}"
+    )
 
 
 def _open_init_from(config, manifest):
@@ -105,18 +113,22 @@ def _open_init_from(config, manifest):
   source, step = ckpt_lib.open_run(config.init_from)
   meta = source.meta(step)
   if meta["tokenizer_fingerprint"] != manifest["tokenizer_fingerprint"]:
-    raise UserError(f"config.init_from={config.init_from!r} was trained with another tokenizer "
-                    f"than these shards; prepare them with its tokenizer (config.tokenizer.path, "
-                    f"or config.model.size='checkpoint', which uses it)")
+    raise UserError(
+      f"config.init_from={config.init_from!r} was trained with another tokenizer "
+      f"than these shards; prepare them with its tokenizer (config.tokenizer.path, "
+      f"or config.model.size='checkpoint', which uses it)"
+    )
   return source, step, meta
 
 
 def _init_params_from(init, model_cfg, abstract_params, fresh_params=None):
   """Parameters of another run (e.g. phase 1 for phase 2, or an imported Hugging Face BERT),
-  without its optimizer state."""
+  without its optimizer state.
+  """
   source, step, meta = init
-  ckpt_lib.check_same_model(meta["model"], config_lib.model_dict(model_cfg),
-                            f"config.init_from={source.directory!r}")
+  ckpt_lib.check_same_model(
+    meta["model"], config_lib.model_dict(model_cfg), f"config.init_from={source.directory!r}"
+  )
   params, _ = source.restore(step, abstract_params)
   log(f"init_from: parameters of {source.directory} step {step}")
   return params
@@ -141,6 +153,7 @@ class Job:
     best_metric: keep the parameters of the best eval by this metric (higher is better)
       in WORKDIR/best/, or None.
   """
+
   model: nn.Module
   objective: object
   tx: optax.GradientTransformation
@@ -177,19 +190,32 @@ def pretrain(config, workdir):
   def check_resume(meta):
     ckpt_lib.check_same_model(meta["model"], config_lib.model_dict(model_cfg), workdir)
     if meta["tokenizer_fingerprint"] != manifest["tokenizer_fingerprint"]:
-      raise UserError(f"{workdir} holds a checkpoint trained with another tokenizer; use a "
-                      f"new --workdir or the data settings of that run")
+      raise UserError(
+        f"{workdir} holds a checkpoint trained with another tokenizer; use a "
+        f"new --workdir or the data settings of that run"
+      )
     position = meta.get("data_position")
     if position and position.get("lanes") != d.lanes:
-      log(f"data: the checkpoint read {position.get('lanes')} lanes, this run reads "
-           f"{d.lanes}: the data order differs from an uninterrupted run from here on")
+      log(
+        f"data: the checkpoint read {position.get('lanes')} lanes, this run reads "
+        f"{d.lanes}: the data order differs from an uninterrupted run from here on"
+      )
 
   stream = functools.partial(
-      pipeline.Stream, data_dir, manifest, batch_size=t.batch_size, seed=config.seed,
-      max_predictions=d.max_predictions_per_seq, mask_rate=d.mask_rate,
-      mask_token_rate=d.mask_token_rate, random_token_rate=d.random_token_rate,
-      whole_word_masking=d.whole_word_masking, process_index=jax.process_index(),
-      process_count=jax.process_count(), lanes=d.lanes)
+    pipeline.Stream,
+    data_dir,
+    manifest,
+    batch_size=t.batch_size,
+    seed=config.seed,
+    max_predictions=d.max_predictions_per_seq,
+    mask_rate=d.mask_rate,
+    mask_token_rate=d.mask_token_rate,
+    random_token_rate=d.random_token_rate,
+    whole_word_masking=d.whole_word_masking,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+    lanes=d.lanes,
+  )
   eval_batches = _eval_batches(config, manifest, stream(split="eval", shuffle=False))
   train_stream = stream(split="train")
   objective = step_lib.Pretraining(model)
@@ -202,40 +228,57 @@ def pretrain(config, workdir):
     return values
 
   def eval_line(step, values):
-    pair_task = "" if d.objective == "mlm" else (
-        f", {d.objective}_accuracy {values['nsp_accuracy']:.3f}")
-    return (f"eval step {step}: loss {values['loss']:.3f}, mlm_accuracy "
-            f"{values['mlm_accuracy']:.3f} (most-frequent-token baseline "
-            f"{values['mlm_baseline_accuracy']:.3f}){pair_task}")
+    pair_task = (
+      "" if d.objective == "mlm" else (f", {d.objective}_accuracy {values['nsp_accuracy']:.3f}")
+    )
+    return (
+      f"eval step {step}: loss {values['loss']:.3f}, mlm_accuracy "
+      f"{values['mlm_accuracy']:.3f} (most-frequent-token baseline "
+      f"{values['mlm_baseline_accuracy']:.3f}){pair_task}"
+    )
 
   job = Job(
-      model=model, objective=objective, tx=tx, schedule=schedule, steps=t.steps,
-      batch_size=t.batch_size,
-      batches=lambda start: pipeline.batches(train_stream, start, t.steps),
-      evaluate=evaluate, eval_line=eval_line, eval_every=config.eval.every_steps,
-      meta={"model": config_lib.model_dict(model_cfg),
-            "tokenizer_fingerprint": manifest["tokenizer_fingerprint"],
-            "batch_size": t.batch_size, "seed": config.seed},
-      check_resume=check_resume,
-      init_params=init and functools.partial(_init_params_from, init, model_cfg),
-      progress_keys=("loss", "mlm_accuracy", "seq_per_s"),
-      data_position=train_stream.position)
+    model=model,
+    objective=objective,
+    tx=tx,
+    schedule=schedule,
+    steps=t.steps,
+    batch_size=t.batch_size,
+    batches=lambda start: pipeline.batches(train_stream, start, t.steps),
+    evaluate=evaluate,
+    eval_line=eval_line,
+    eval_every=config.eval.every_steps,
+    meta={
+      "model": config_lib.model_dict(model_cfg),
+      "tokenizer_fingerprint": manifest["tokenizer_fingerprint"],
+      "batch_size": t.batch_size,
+      "seed": config.seed,
+    },
+    check_resume=check_resume,
+    init_params=init and functools.partial(_init_params_from, init, model_cfg),
+    progress_keys=("loss", "mlm_accuracy", "seq_per_s"),
+    data_position=train_stream.position,
+  )
   train(config, workdir, job)
 
 
 def train(config, workdir, job):
   """The loop both jobs share: sharded state (resumed, or initialised), jit steps,
-  metrics, evals, checkpoints, and the best parameters when `job.best_metric` is set."""
+  metrics, evals, checkpoints, and the best parameters when `job.best_metric` is set.
+  """
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.rules_from_config(config.mesh)
   sharding.check_batch_divides(job.batch_size, config.train.accum_steps, mesh)
-  create = functools.partial(step_lib.create_state, job.model, job.tx,
-                             jax.random.fold_in(jax.random.key(config.seed), 0))
+  create = functools.partial(
+    step_lib.create_state, job.model, job.tx, jax.random.fold_in(jax.random.key(config.seed), 0)
+  )
   state_sh = sharding.shardings_of(create, mesh, rules)
 
-  checkpoints = ckpt_lib.Checkpoints(os.path.join(workdir, "checkpoints"),
-                                     keep=config.checkpoint.keep,
-                                     async_save=config.checkpoint.async_save)
+  checkpoints = ckpt_lib.Checkpoints(
+    os.path.join(workdir, "checkpoints"),
+    keep=config.checkpoint.keep,
+    async_save=config.checkpoint.async_save,
+  )
   best = _Best(workdir, job.best_metric) if job.best_metric else None
   start = checkpoints.latest_step()
   abstract = sharding.abstract_like(create, state_sh)  # restore targets, already sharded
@@ -256,8 +299,9 @@ def train(config, workdir, job):
     checkpoints.close()
     return
 
-  train_step = compile_train_step(job.objective, job.tx, job.schedule,
-                                  config.train.accum_steps, state_sh, mesh)
+  train_step = compile_train_step(
+    job.objective, job.tx, job.schedule, config.train.accum_steps, state_sh, mesh
+  )
   dropout_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
   writer = metrics_lib.MetricWriter(workdir, start)
   progress = metrics_lib.Progress(start, job.steps, job.batch_size)
@@ -276,8 +320,7 @@ def train(config, workdir, job):
     if start == 0 and config.eval.at_start and job.evaluate:
       evaluate(state.params)
     for local_batch in job.batches(start):
-      state, step_metrics = train_step(state, sharding.global_batch(local_batch, mesh),
-                                       dropout_rng)
+      state, step_metrics = train_step(state, sharding.global_batch(local_batch, mesh), dropout_rng)
       step += 1
       if _STEP_SLEEP:
         time.sleep(_STEP_SLEEP)
@@ -310,15 +353,17 @@ class _Best:
 
   def __init__(self, workdir, metric):
     self.metric = metric
-    self._checkpoints = ckpt_lib.Checkpoints(os.path.join(workdir, "best"), keep=1,
-                                             async_save=False)
+    self._checkpoints = ckpt_lib.Checkpoints(
+      os.path.join(workdir, "best"), keep=1, async_save=False
+    )
     latest = self._checkpoints.latest_step()
     self.value = None if latest is None else self._checkpoints.meta(latest)["best"]["value"]
 
   def update(self, step, params, values, meta):
     if self.metric not in values:
-      raise UserError(f"config.eval.metric={self.metric!r} is not one of the eval metrics "
-                      f"{', '.join(values)}")
+      raise UserError(
+        f"config.eval.metric={self.metric!r} is not one of the eval metrics {', '.join(values)}"
+      )
     value = values[self.metric]
     if self.value is None or value > self.value:
       self.value = value
@@ -333,10 +378,13 @@ def compile_train_step(objective, tx, schedule, accum_steps, state_sh, mesh):
   """The jit-compiled train step with in/out shardings; the state is donated."""
   batch_sh, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
   return jax.jit(
-      functools.partial(step_lib.train_step, objective=objective, tx=tx, schedule=schedule,
-                        accum_steps=accum_steps),
-      in_shardings=(state_sh, batch_sh, repl), out_shardings=(state_sh, repl),
-      donate_argnums=0)
+    functools.partial(
+      step_lib.train_step, objective=objective, tx=tx, schedule=schedule, accum_steps=accum_steps
+    ),
+    in_shardings=(state_sh, batch_sh, repl),
+    out_shardings=(state_sh, repl),
+    donate_argnums=0,
+  )
 
 
 def _eval_batches(config, manifest, eval_stream):
@@ -344,8 +392,10 @@ def _eval_batches(config, manifest, eval_stream):
   rows = manifest["splits"]["eval"]["rows"]
   steps = min(config.eval.steps, max(1, rows // config.train.batch_size))
   if rows < config.train.batch_size:
-    log(f"eval: {rows} held-out rows, fewer than a batch of {config.train.batch_size}; "
-         f"they repeat (raise config.data.eval_fraction for a better estimate)")
+    log(
+      f"eval: {rows} held-out rows, fewer than a batch of {config.train.batch_size}; "
+      f"they repeat (raise config.data.eval_fraction for a better estimate)"
+    )
   return list(pipeline.batches(eval_stream, 0, steps))
 
 
@@ -361,7 +411,8 @@ def _baseline(batches, manifest):
   """MLM accuracy of always predicting the most frequent training token."""
   hits = total = 0.0
   for b in batches:
-    hits += float(((b["masked_lm_ids"] == manifest["most_frequent_token_id"])
-                   * b["masked_lm_weights"]).sum())
+    hits += float(
+      ((b["masked_lm_ids"] == manifest["most_frequent_token_id"]) * b["masked_lm_weights"]).sum()
+    )
     total += float(b["masked_lm_weights"].sum())
   return hits / max(total, 1.0)

@@ -18,7 +18,7 @@ def truncate_jsonl(path, last_step):
   if not os.path.exists(path):
     return
   with open(path) as f:
-    lines = [l for l in f if l.strip() and json.loads(l)["step"] <= last_step]
+    lines = [line for line in f if line.strip() and json.loads(line)["step"] <= last_step]
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     f.writelines(lines)
@@ -37,6 +37,7 @@ class MetricWriter:
     truncate_jsonl(self.path, start_step)
     try:
       from tensorboardX import SummaryWriter  # optional: absent on some GPU images
+
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_step + 1)
     except ImportError:
       pass
@@ -63,8 +64,15 @@ class Progress:
 
   def __init__(self, start_step, total_steps, batch_size):
     self.batch_size = batch_size
-    self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
-                     file=sys.stderr, disable=jax.process_index() != 0, mininterval=1.0)
+    self._bar = tqdm(
+      total=total_steps,
+      initial=start_step,
+      unit="step",
+      dynamic_ncols=True,
+      file=sys.stderr,
+      disable=jax.process_index() != 0,
+      mininterval=1.0,
+    )
     self._last_step, self._last_time = start_step, time.perf_counter()
 
   def throughput(self, step):

@@ -16,9 +16,11 @@ NO_DECAY = ("bias", "scale")  # flax names: Dense/LayerNorm biases, LayerNorm sc
 
 def decay_mask(params):
   """True for parameters that take weight decay: kernels and embedding tables."""
+
   def keep(path, _):
     names = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)]
     return names[-1] not in NO_DECAY
+
   return jax.tree_util.tree_map_with_path(keep, params)
 
 
@@ -44,11 +46,23 @@ def make_optimizer(train):
   """Clipping + AdamW (or LAMB) with the schedule and the weight-decay mask."""
   schedule = learning_rate_schedule(train)
   if train.optimizer == "adamw":
-    opt = optax.adamw(schedule, b1=train.b1, b2=train.b2, eps=train.eps,
-                      weight_decay=train.weight_decay, mask=decay_mask)
+    opt = optax.adamw(
+      schedule,
+      b1=train.b1,
+      b2=train.b2,
+      eps=train.eps,
+      weight_decay=train.weight_decay,
+      mask=decay_mask,
+    )
   elif train.optimizer == "lamb":
-    opt = optax.lamb(schedule, b1=train.b1, b2=train.b2, eps=train.eps,
-                     weight_decay=train.weight_decay, mask=decay_mask)
+    opt = optax.lamb(
+      schedule,
+      b1=train.b1,
+      b2=train.b2,
+      eps=train.eps,
+      weight_decay=train.weight_decay,
+      mask=decay_mask,
+    )
   else:
     raise UserError(f"config.train.optimizer={train.optimizer!r} is not one of adamw, lamb")
   return optax.chain(optax.clip_by_global_norm(train.clip_norm), opt), schedule
@@ -56,7 +70,10 @@ def make_optimizer(train):
 
 def freeze(tx, frozen):
   """`tx` for every parameter except the top-level subtrees named in `frozen` (e.g. "bert":
-  train only the head), whose updates are zero."""
+  train only the head), whose updates are zero.
+  """
+
   def labels(params):
     return {k: "frozen" if k in frozen else "trained" for k in params}
+
   return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)

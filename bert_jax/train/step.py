@@ -19,8 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bert_jax.model import axes
-from bert_jax.model import heads
+from bert_jax.model import axes, heads
 
 SUM_KEYS = ("mlm_loss", "mlm_correct", "mlm_count", "nsp_loss", "nsp_correct", "nsp_count")
 
@@ -49,37 +48,50 @@ def loss_sums(mlm_logits, nsp_logits, batch):
   nsp_ce = optax.softmax_cross_entropy_with_integer_labels(nsp_logits, labels)
   nsp_hit = (nsp_logits.argmax(-1) == labels).astype(jnp.float32)
   return {
-      "mlm_loss": (mlm_ce * weights).sum(),
-      "mlm_correct": (mlm_hit * weights).sum(),
-      "mlm_count": weights.sum(),
-      "nsp_loss": (nsp_ce * nsp_weights).sum(),
-      "nsp_correct": (nsp_hit * nsp_weights).sum(),
-      "nsp_count": nsp_weights.sum(),
+    "mlm_loss": (mlm_ce * weights).sum(),
+    "mlm_correct": (mlm_hit * weights).sum(),
+    "mlm_count": weights.sum(),
+    "nsp_loss": (nsp_ce * nsp_weights).sum(),
+    "nsp_correct": (nsp_hit * nsp_weights).sum(),
+    "nsp_count": nsp_weights.sum(),
   }
 
 
 def summarize(sums):
   """Means from sums: loss = mean MLM loss over masked tokens + mean NSP (or SOP) loss
-  over the rows that have a sentence-pair label (none with objective "mlm")."""
+  over the rows that have a sentence-pair label (none with objective "mlm").
+  """
   mlm_count = jnp.maximum(sums["mlm_count"], 1.0)
   nsp_count = jnp.maximum(sums["nsp_count"], 1.0)
   mlm_loss = sums["mlm_loss"] / mlm_count
   nsp_loss = sums["nsp_loss"] / nsp_count
-  return {"loss": mlm_loss + nsp_loss, "mlm_loss": mlm_loss, "nsp_loss": nsp_loss,
-          "mlm_accuracy": sums["mlm_correct"] / mlm_count,
-          "nsp_accuracy": sums["nsp_correct"] / nsp_count}
+  return {
+    "loss": mlm_loss + nsp_loss,
+    "mlm_loss": mlm_loss,
+    "nsp_loss": nsp_loss,
+    "mlm_accuracy": sums["mlm_correct"] / mlm_count,
+    "nsp_accuracy": sums["nsp_correct"] / nsp_count,
+  }
 
 
 def _forward(model, params, batch, deterministic, rng=None):
   rngs = None if rng is None else {"dropout": rng}
-  return model.apply({"params": params}, batch["input_ids"], batch["token_type_ids"],
-                     batch["attention_mask"], batch["masked_lm_positions"],
-                     batch.get("position_ids"), deterministic=deterministic, rngs=rngs)
+  return model.apply(
+    {"params": params},
+    batch["input_ids"],
+    batch["token_type_ids"],
+    batch["attention_mask"],
+    batch["masked_lm_positions"],
+    batch.get("position_ids"),
+    deterministic=deterministic,
+    rngs=rngs,
+  )
 
 
 @dataclasses.dataclass(frozen=True)
 class Pretraining:
   """The MLM + NSP (or SOP) objective of `heads.BertForPreTraining`."""
+
   model: nn.Module
   sum_keys = SUM_KEYS
 
@@ -88,9 +100,10 @@ class Pretraining:
 
   def totals(self, batch):
     """The masked tokens and the rows with a sentence-pair label of the whole batch."""
-    return {"mlm": jnp.maximum(batch["masked_lm_weights"].sum(), 1.0),
-            "nsp": jnp.maximum((batch["next_sentence_labels"] >= 0).sum().astype(jnp.float32),
-                               1.0)}
+    return {
+      "mlm": jnp.maximum(batch["masked_lm_weights"].sum(), 1.0),
+      "nsp": jnp.maximum((batch["next_sentence_labels"] >= 0).sum().astype(jnp.float32), 1.0),
+    }
 
   def loss(self, sums, totals):
     return sums["mlm_loss"] / totals["mlm"] + sums["nsp_loss"] / totals["nsp"]
@@ -105,9 +118,11 @@ def _split_micro(batch, accum_steps):
   Row r of a micro-batch comes from contiguous rows of the global batch, so each device
   keeps its shard of the batch axis and the reshape moves no data.
   """
+
   def split(x):
     x = x.reshape((x.shape[0] // accum_steps, accum_steps) + x.shape[1:])
     return jnp.swapaxes(x, 0, 1)
+
   return jax.tree_util.tree_map(split, batch)
 
 
@@ -132,24 +147,28 @@ def gradients(params, batch, rng, *, objective, accum_steps=1, deterministic=Fal
     grads, sums = carry
     micro, i = xs
     micro = jax.tree_util.tree_map(
-        lambda x: nn.with_logical_constraint(x, (axes.ACT_BATCH,) + (None,) * (x.ndim - 1)),
-        micro)
+      lambda x: nn.with_logical_constraint(x, (axes.ACT_BATCH,) + (None,) * (x.ndim - 1)), micro
+    )
     g, s = grad_fn(params, micro, jax.random.fold_in(rng, i))
-    return (jax.tree_util.tree_map(jnp.add, grads, g),
-            jax.tree_util.tree_map(jnp.add, sums, s)), None
+    return (
+      jax.tree_util.tree_map(jnp.add, grads, g),
+      jax.tree_util.tree_map(jnp.add, sums, s),
+    ), None
 
   zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
   zero_sums = {k: jnp.float32(0) for k in objective.sum_keys}
   (grads, sums), _ = jax.lax.scan(
-      body, (zeros, zero_sums), (_split_micro(batch, accum_steps), jnp.arange(accum_steps)))
+    body, (zeros, zero_sums), (_split_micro(batch, accum_steps), jnp.arange(accum_steps))
+  )
   return grads, sums
 
 
 def train_step(state, batch, rng, *, objective, tx, schedule, accum_steps=1):
   """One optimizer step. Returns (new state, metrics of this step)."""
   dropout_rng = jax.random.fold_in(rng, state.step)
-  grads, sums = gradients(state.params, batch, dropout_rng, objective=objective,
-                          accum_steps=accum_steps)
+  grads, sums = gradients(
+    state.params, batch, dropout_rng, objective=objective, accum_steps=accum_steps
+  )
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = objective.summarize(sums)

@@ -21,8 +21,10 @@ def _pair(labels, predictions):
   """The two inputs as 1-D arrays of one non-zero length."""
   labels, predictions = np.asarray(labels), np.asarray(predictions)
   if labels.ndim != 1 or labels.shape != predictions.shape:
-    raise ValueError(f"labels and predictions must be 1-D of one length, got "
-                     f"shapes {labels.shape} and {predictions.shape}")
+    raise ValueError(
+      f"labels and predictions must be 1-D of one length, got "
+      f"shapes {labels.shape} and {predictions.shape}"
+    )
   if not labels.size:
     raise ValueError("no examples to score")
   return labels, predictions
@@ -44,8 +46,7 @@ def _class_f1(labels, predictions, positive) -> float:
   true_positives = np.sum((predictions == positive) & (labels == positive))
   false_positives = np.sum((predictions == positive) & (labels != positive))
   false_negatives = np.sum((predictions != positive) & (labels == positive))
-  return _safe_divide(2 * true_positives,
-                      2 * true_positives + false_positives + false_negatives)
+  return _safe_divide(2 * true_positives, 2 * true_positives + false_positives + false_negatives)
 
 
 def f1(labels, predictions, positive=1) -> float:
@@ -63,8 +64,7 @@ def macro_f1(labels, predictions) -> float:
 
 def _confusion_matrix(labels, predictions) -> np.ndarray:
   """Counts (float) of each (true class, predicted class) pair, rows the labels."""
-  classes, indices = np.unique(np.concatenate([labels, predictions]),
-                               return_inverse=True)
+  classes, indices = np.unique(np.concatenate([labels, predictions]), return_inverse=True)
   true_index, predicted_index = np.split(indices, 2)
   matrix = np.zeros((len(classes), len(classes)))
   np.add.at(matrix, (true_index, predicted_index), 1)
@@ -82,8 +82,9 @@ def matthews_corrcoef(labels, predictions) -> float:
   true_counts, predicted_counts = matrix.sum(axis=1), matrix.sum(axis=0)
   correct, total = np.trace(matrix), matrix.sum()
   covariance = correct * total - true_counts @ predicted_counts
-  variances = ((total ** 2 - predicted_counts @ predicted_counts) *
-               (total ** 2 - true_counts @ true_counts))
+  variances = (total**2 - predicted_counts @ predicted_counts) * (
+    total**2 - true_counts @ true_counts
+  )
   return _safe_divide(covariance, np.sqrt(variances))
 
 
@@ -171,23 +172,26 @@ def entity_f1(true_tags: list[list[str]], pred_tags: list[list[str]]) -> dict:
   gold, predicted = set(), set()
   for sentence, (true_sentence, pred_sentence) in enumerate(zip(true_tags, pred_tags)):
     if len(true_sentence) != len(pred_sentence):
-      raise ValueError(f"sentence {sentence}: {len(true_sentence)} gold tags but "
-                       f"{len(pred_sentence)} predicted")
+      raise ValueError(
+        f"sentence {sentence}: {len(true_sentence)} gold tags but {len(pred_sentence)} predicted"
+      )
     gold.update((sentence, *span) for span in entity_spans(true_sentence))
     predicted.update((sentence, *span) for span in entity_spans(pred_sentence))
   correct = len(gold & predicted)
-  return {"precision": _safe_divide(correct, len(predicted)),
-          "recall": _safe_divide(correct, len(gold)),
-          "f1": _safe_divide(2 * correct, len(predicted) + len(gold))}
+  return {
+    "precision": _safe_divide(correct, len(predicted)),
+    "recall": _safe_divide(correct, len(gold)),
+    "f1": _safe_divide(2 * correct, len(predicted) + len(gold)),
+  }
 
 
 METRICS = {
-    "accuracy": accuracy,
-    "f1": f1,
-    "macro_f1": macro_f1,
-    "matthews": matthews_corrcoef,
-    "pearson": pearson,
-    "spearman": spearman,
+  "accuracy": accuracy,
+  "f1": f1,
+  "macro_f1": macro_f1,
+  "matthews": matthews_corrcoef,
+  "pearson": pearson,
+  "spearman": spearman,
 }
 
 
@@ -195,6 +199,5 @@ def compute(names, labels, predictions) -> dict[str, float]:
   """`{name: METRICS[name](labels, predictions)}` for each of `names`."""
   unknown = [name for name in names if name not in METRICS]
   if unknown:
-    raise UserError(f"unknown metric {', '.join(unknown)}; choose from "
-                    f"{', '.join(METRICS)}")
+    raise UserError(f"unknown metric {', '.join(unknown)}; choose from {', '.join(METRICS)}")
   return {name: METRICS[name](labels, predictions) for name in names}

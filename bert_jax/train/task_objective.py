@@ -14,8 +14,14 @@ from bert_jax.data.finetune import IGNORE
 
 def logits_of(model, params, batch, deterministic=True, rng=None):
   rngs = None if rng is None else {"dropout": rng}
-  return model.apply({"params": params}, batch["input_ids"], batch["token_type_ids"],
-                     batch["attention_mask"], deterministic=deterministic, rngs=rngs)
+  return model.apply(
+    {"params": params},
+    batch["input_ids"],
+    batch["token_type_ids"],
+    batch["attention_mask"],
+    deterministic=deterministic,
+    rngs=rngs,
+  )
 
 
 def task_sums(task, logits, batch):
@@ -26,29 +32,30 @@ def task_sums(task, logits, batch):
     safe = jnp.maximum(labels, 0)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, safe)
     hit = (logits.argmax(-1) == safe).astype(jnp.float32)
-    return {"loss": (ce * weights).sum(), "correct": (hit * weights).sum(),
-            "count": weights.sum()}
+    return {"loss": (ce * weights).sum(), "correct": (hit * weights).sum(), "count": weights.sum()}
   weights = batch.get("weight", jnp.ones(logits.shape[0], jnp.float32))  # (batch,)
   if task == "regression":
     error = (logits[:, 0] - batch["labels"]) ** 2
     return {"loss": (error * weights).sum(), "correct": jnp.float32(0), "count": weights.sum()}
   if task == "qa":  # logits (batch, length, 2): mean of the start and end cross-entropies
     start, end = logits[..., 0], logits[..., 1]
-    ce = (optax.softmax_cross_entropy_with_integer_labels(start, batch["start_positions"]) +
-          optax.softmax_cross_entropy_with_integer_labels(end, batch["end_positions"])) / 2
-    hit = ((start.argmax(-1) == batch["start_positions"]) &
-           (end.argmax(-1) == batch["end_positions"])).astype(jnp.float32)
-    return {"loss": (ce * weights).sum(), "correct": (hit * weights).sum(),
-            "count": weights.sum()}
+    ce = (
+      optax.softmax_cross_entropy_with_integer_labels(start, batch["start_positions"])
+      + optax.softmax_cross_entropy_with_integer_labels(end, batch["end_positions"])
+    ) / 2
+    hit = (
+      (start.argmax(-1) == batch["start_positions"]) & (end.argmax(-1) == batch["end_positions"])
+    ).astype(jnp.float32)
+    return {"loss": (ce * weights).sum(), "correct": (hit * weights).sum(), "count": weights.sum()}
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"])
   hit = (logits.argmax(-1) == batch["labels"]).astype(jnp.float32)
-  return {"loss": (ce * weights).sum(), "correct": (hit * weights).sum(),
-          "count": weights.sum()}
+  return {"loss": (ce * weights).sum(), "correct": (hit * weights).sum(), "count": weights.sum()}
 
 
 @dataclasses.dataclass(frozen=True)
 class FineTuning:
   """Mean loss over the labelled rows (tokens task: labelled tokens) of the batch."""
+
   model: nn.Module
   task: str
   sum_keys = ("loss", "correct", "count")

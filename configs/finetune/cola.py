@@ -1,6 +1,6 @@
 """GLUE CoLA (Matthews correlation) with the paper's recipe: configs/finetune/glue.py:cola.
 
-    bert-jax finetune --config configs/finetune/cola.py --workdir runs/cola \
+bert-jax finetune --config configs/finetune/cola.py --workdir runs/cola \
       --config.init_from=runs/bert_base
 """
 

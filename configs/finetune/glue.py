@@ -22,15 +22,20 @@ PAPER_LEARNING_RATES = (5e-5, 4e-5, 3e-5, 2e-5)
 
 def glue_tasks():
   """The registry's GLUE tasks that have a train split (all but the diagnostic `ax`)."""
-  return [key for key, task in tfds_tasks.TASKS.items()
-          if task.name.startswith("glue/") and task.train_split]
+  return [
+    key
+    for key, task in tfds_tasks.TASKS.items()
+    if task.name.startswith("glue/") and task.train_split
+  ]
 
 
 def get_config(task=None):
   tasks = glue_tasks()
   if task not in tasks:
-    raise ValueError(f"give the GLUE task after ':', e.g. configs/finetune/glue.py:sst2, "
-                     f"not {task!r}; tasks: {', '.join(tasks)}")
+    raise ValueError(
+      f"give the GLUE task after ':', e.g. configs/finetune/glue.py:sst2, "
+      f"not {task!r}; tasks: {', '.join(tasks)}"
+    )
   c = config_lib.tfds_finetune_config(task)
   c.data.max_seq_length = 128
   c.train.epochs = 3.0

@@ -1,6 +1,6 @@
 """GLUE MNLI (matched dev accuracy) with the paper's recipe: configs/finetune/glue.py:mnli.
 
-    bert-jax finetune --config configs/finetune/mnli.py --workdir runs/mnli \
+bert-jax finetune --config configs/finetune/mnli.py --workdir runs/mnli \
       --config.init_from=runs/bert_base
 """
 

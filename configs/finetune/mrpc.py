@@ -1,6 +1,6 @@
 """GLUE MRPC (F1) with the paper's recipe: configs/finetune/glue.py:mrpc.
 
-    bert-jax finetune --config configs/finetune/mrpc.py --workdir runs/mrpc \
+bert-jax finetune --config configs/finetune/mrpc.py --workdir runs/mrpc \
       --config.init_from=runs/bert_base
 """
 

@@ -1,6 +1,6 @@
 """GLUE QNLI (accuracy) with the paper's recipe: configs/finetune/glue.py:qnli.
 
-    bert-jax finetune --config configs/finetune/qnli.py --workdir runs/qnli \
+bert-jax finetune --config configs/finetune/qnli.py --workdir runs/qnli \
       --config.init_from=runs/bert_base
 """
 

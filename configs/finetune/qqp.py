@@ -1,6 +1,6 @@
 """GLUE QQP (F1) with the paper's recipe: configs/finetune/glue.py:qqp.
 
-    bert-jax finetune --config configs/finetune/qqp.py --workdir runs/qqp \
+bert-jax finetune --config configs/finetune/qqp.py --workdir runs/qqp \
       --config.init_from=runs/bert_base
 """
 

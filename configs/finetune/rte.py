@@ -1,6 +1,6 @@
 """GLUE RTE (accuracy) with the paper's recipe: configs/finetune/glue.py:rte.
 
-    bert-jax finetune --config configs/finetune/rte.py --workdir runs/rte \
+bert-jax finetune --config configs/finetune/rte.py --workdir runs/rte \
       --config.init_from=runs/bert_base
 """
 

@@ -1,6 +1,6 @@
 """GLUE SST-2 (accuracy) with the paper's recipe: configs/finetune/glue.py:sst2.
 
-    bert-jax finetune --config configs/finetune/sst2.py --workdir runs/sst2 \
+bert-jax finetune --config configs/finetune/sst2.py --workdir runs/sst2 \
       --config.init_from=runs/bert_base
 """
 

@@ -1,6 +1,6 @@
 """GLUE STS-B (regression, Spearman) with the paper's recipe: configs/finetune/glue.py:stsb.
 
-    bert-jax finetune --config configs/finetune/stsb.py --workdir runs/stsb \
+bert-jax finetune --config configs/finetune/stsb.py --workdir runs/stsb \
       --config.init_from=runs/bert_base
 """
 

@@ -1,6 +1,6 @@
 """GLUE WNLI (accuracy) with the paper's recipe: configs/finetune/glue.py:wnli.
 
-    bert-jax finetune --config configs/finetune/wnli.py --workdir runs/wnli \
+bert-jax finetune --config configs/finetune/wnli.py --workdir runs/wnli \
       --config.init_from=runs/bert_base
 """
 
