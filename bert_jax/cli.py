@@ -14,6 +14,7 @@ Bad input ends in one `error: ...` line and exit status 2.
 """
 
 import argparse
+import errno
 import os
 import sys
 
@@ -24,36 +25,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
-USAGE = {
-  "pretrain": """usage: bert-jax pretrain [--config configs/RECIPE.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
+def parse_config(command, argv, default_recipe, usage):
+  """(config, workdir) from `--config FILE[:ARG] --workdir DIR --config.KEY=VALUE ...`.
 
-Pretrains (or resumes) BERT as the recipe says; without --config, the embedded demo
-(configs/demo.py). Prepares the data first (as `prepare` does) unless it is prepared.
-Keys, defaults and comments: bert_jax/config.py.""",
-  "finetune": """usage: bert-jax finetune [--config configs/finetune/TASK.py] --workdir DIR [--config.KEY=VALUE ...]
-
-Fine-tunes config.init_from (a pretraining run or an import-hf workdir) on a task:
-classification, regression, tokens or qa. Without --config: configs/finetune/classify_csv.py.
-Keys, defaults and comments: bert_jax/config.py (finetune_base_config).""",
-  "prepare": """usage: bert-jax prepare [--config configs/RECIPE.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
-
-Prepares the recipe's data: tokenizer, sharded records and manifest.json in
-config.data.prepared_dir (default DIR/data). Streams in constant memory on every core;
-run it again to finish an interrupted preparation. Keys: bert_jax/config.py.""",
-}
-
-
-def parse_config(command, argv, default=None):
-  """(config, workdir) from `--config FILE[:ARG] --workdir DIR --config.KEY=VALUE ...`;
-  None after printing help for --help. Without --config: `default` (the demo recipe).
+  Without --config: `default_recipe`. Returns None after printing `usage` and the config
+  for --help.
   """
   from absl import flags, logging
   from ml_collections import config_flags
 
-  from bert_jax import config as config_lib
-
   logging.set_verbosity(logging.WARNING)
-  _check_config_path(argv)
+  argv = _resolve_recipe(argv)
   help_asked = bool({"-h", "--help"} & set(argv))
   argv = [a for a in argv if a not in ("-h", "--help")]
   fv = flags.FlagValues()
@@ -62,7 +44,7 @@ def parse_config(command, argv, default=None):
     # config_flags reads --config.KEY overrides from sys.argv while defining the flag.
     config_flags.DEFINE_config_file(
       "config",
-      str(default or config_lib.DEFAULT_CONFIG),
+      str(default_recipe),
       "Recipe file (configs/*.py[:ARG]).",
       flag_values=fv,
       lock_config=True,
@@ -81,35 +63,48 @@ def parse_config(command, argv, default=None):
   if len(rest) > 1:
     raise UserError(f"unexpected arguments {rest[1:]}; options look like --config.train.steps=100")
   if help_asked:
-    print(USAGE[command] + "\n\nThe config (every key can be overridden):\n\n" + str(config))
+    print(usage + "\n\nThe config (every key can be overridden):\n\n" + str(config))
     return None
   if not fv.workdir:
     raise UserError("--workdir is required: the folder for data, checkpoints and metrics")
-  if command == "finetune":
-    from bert_jax.train import finetune
+  from bert_jax import run as run_lib
 
-    finetune.validate(config)
-  else:
-    config_lib.validate(config)
+  run_lib.check_workdir(fv.workdir)
   return config, fv.workdir
 
 
-def _pretrain(argv):
-  parsed = parse_config("pretrain", argv)
-  if parsed:
-    from bert_jax.train import loop
-
-    loop.pretrain(*parsed)
-
-
-def _finetune(argv):
+def _resolve_recipe(argv):
+  """`argv` with its --config file resolved (`config.recipe_path`) and checked to load."""
   from bert_jax import config as config_lib
 
-  parsed = parse_config("finetune", argv, default=config_lib.DEFAULT_FINETUNE_CONFIG)
-  if parsed:
-    from bert_jax.train import finetune
+  out = list(argv)
+  for i, arg in enumerate(out):
+    if arg.startswith("--config="):
+      index, value = i, arg[len("--config=") :]
+    elif arg == "--config" and i + 1 < len(out):
+      index, value = i + 1, out[i + 1]
+    else:
+      continue
+    file, sep, recipe_arg = value.partition(":")
+    file = config_lib.recipe_path(file)
+    config_lib.check_recipe(file)
+    out[index] = ("--config=" if index == i else "") + file + sep + recipe_arg
+  return out
 
-    finetune.finetune(*parsed)
+
+def _job(command, module_name, entry):
+  """A job command: parse the recipe and overrides, the job's own validation, then run."""
+
+  def run(argv):
+    import importlib
+
+    job = importlib.import_module(module_name)
+    parsed = parse_config(command, argv, job.DEFAULT_RECIPE, job.USAGE[command])
+    if parsed:
+      job.validate(parsed[0])
+      getattr(job, entry)(*parsed)
+
+  return run
 
 
 def _evaluate(argv):
@@ -123,9 +118,9 @@ def _evaluate(argv):
     help="a .csv / .tsv / .jsonl file or tfds:NAME:SPLIT (default: the run's config.data.eval)",
   )
   args = _parse(parser, argv)
-  from bert_jax import serve
+  from bert_jax.finetune import commands
 
-  serve.evaluate_main(args.workdir, data=args.data, step=args.step)
+  commands.evaluate_main(args.workdir, data=args.data, step=args.step)
 
 
 def _predict(argv):
@@ -142,20 +137,9 @@ def _predict(argv):
   )
   parser.add_argument("--output", required=True, help="the .jsonl file to write")
   args = _parse(parser, argv)
-  from bert_jax import serve
+  from bert_jax.finetune import commands
 
-  serve.predict_main(args.workdir, args.input, args.output, step=args.step)
-
-
-def _prepare(argv):
-  parsed = parse_config("prepare", argv)
-  if parsed:
-    from bert_jax import inference
-    from bert_jax.data import prepare
-
-    config, workdir = parsed
-    inference.inherit_tokenizer(config)
-    prepare.prepare(config, prepare.data_dir_of(config, workdir))
+  commands.predict_main(args.workdir, args.input, args.output, step=args.step)
 
 
 def _parser(command, description, workdir_help="a run directory", step=False):
@@ -181,9 +165,9 @@ def _fill_mask(argv):
   parser.add_argument("--top-k", type=int, default=5)
   parser.add_argument("text", nargs="+", help='text containing [MASK], e.g. "a [MASK] b"')
   args = _parse(parser, argv)
-  from bert_jax import inference
+  from bert_jax import fill_mask
 
-  inference.main(args.workdir, args.text, top_k=args.top_k, as_json=args.json)
+  fill_mask.main(args.workdir, args.text, top_k=args.top_k, as_json=args.json)
 
 
 def _export_hf(argv):
@@ -254,9 +238,9 @@ def _embed(argv):
 
 
 COMMANDS = {
-  "prepare": _prepare,
-  "pretrain": _pretrain,
-  "finetune": _finetune,
+  "prepare": _job("prepare", "bert_jax.train.pretrain", "prepare"),
+  "pretrain": _job("pretrain", "bert_jax.train.pretrain", "pretrain"),
+  "finetune": _job("finetune", "bert_jax.train.finetune", "finetune"),
   "evaluate": _evaluate,
   "predict": _predict,
   "fill-mask": _fill_mask,
@@ -276,19 +260,8 @@ def _one_line(error):
   return " ".join(text.replace("\\'", "'").split()) or type(error).__name__
 
 
-def _check_config_path(argv):
-  """A missing recipe file is reported by ml_collections only lazily and verbosely."""
-  for i, arg in enumerate(argv):
-    value = (
-      arg[len("--config=") :]
-      if arg.startswith("--config=")
-      else (argv[i + 1] if arg == "--config" and i + 1 < len(argv) else None)
-    )
-    if value is not None and not os.path.isfile(value.split(":")[0]):
-      raise UserError(f"config file {value.split(':')[0]!r} not found; recipes are in configs/")
-
-
 def main(argv=None):
+  """`bert-jax COMMAND ...`; returns the exit status (2 for bad input, 130 for Ctrl-C)."""
   argv = sys.argv[1:] if argv is None else argv
   if not argv or argv[0] not in COMMANDS:
     print(
@@ -298,13 +271,38 @@ def main(argv=None):
   return report_errors(COMMANDS[argv[0]], argv[1:])
 
 
+# Filesystem errors that are the user's to fix (a read-only disk, a full one, a path that is
+# a file or a folder where the other is needed): one line, as bad input.
+_USER_OS_ERRORS = (
+  errno.EROFS,
+  errno.EACCES,
+  errno.EPERM,
+  errno.ENOSPC,
+  errno.EDQUOT,
+  errno.ENOTDIR,
+  errno.EISDIR,
+)
+
+
 def report_errors(function, *args):
-  """Runs `function(*args)`; bad input (UserError) becomes one `error:` line and exit 2."""
+  """Runs `function(*args)`; bad input (UserError) becomes one `error:` line and exit 2.
+
+  Ctrl-C prints one line and exits 130: every job resumes where it stopped when run again.
+  """
   try:
     function(*args)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except OSError as e:
+    if e.errno not in _USER_OS_ERRORS:
+      raise
+    where = f": {e.filename}" if e.filename else ""
+    print(f"error: {e.strerror}{where}; choose a writable location with room", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print("\ninterrupted; run the same command again to resume", file=sys.stderr)
+    return 130
   return 0
 
 

@@ -5,7 +5,10 @@ Recipes in `configs/` start from `base_config()` and change what they need; a co
 loaded by the CLI is locked, so a mistyped key (`--config.trian.steps=1`) is an error.
 """
 
+import ast
 import dataclasses
+import importlib.util
+import os
 import pathlib
 
 import ml_collections
@@ -28,9 +31,27 @@ SIZES = {
 OBJECTIVES = ("nsp", "sop", "mlm")
 INPUT_FORMATS = ("auto", "bert", "document", "jsonl")
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "demo.py"
-DEFAULT_FINETUNE_CONFIG = REPO_ROOT / "configs" / "finetune" / "classify_csv.py"
+# The recipes ship inside the package (pyproject maps the top-level configs/ to
+# bert_jax.configs), so they are found in a clone, an editable install and a wheel alike.
+RECIPES = pathlib.Path(importlib.util.find_spec("bert_jax.configs").origin).parent
+DEFAULT_CONFIG = RECIPES / "demo.py"
+DEFAULT_FINETUNE_CONFIG = RECIPES / "finetune" / "classify_csv.py"
+
+
+def recipe_path(value: str) -> str:
+  """The recipe file of a --config value `FILE[:ARG]`: FILE itself when it exists, else the
+  installed recipe of that name (`configs/finetune/glue.py` outside a clone); FILE when
+  neither exists (the caller reports it).
+  """
+  file = value.split(":")[0]
+  if os.path.isfile(file):
+    return file
+  parts = pathlib.PurePath(file).parts
+  if "configs" in parts:
+    installed = RECIPES.joinpath(*parts[len(parts) - parts[::-1].index("configs") :])
+    if installed.is_file():
+      return str(installed)
+  return file
 
 
 def base_config():
@@ -183,7 +204,7 @@ _NEEDS_INIT_FROM = (
   "set --config.init_from=WORKDIR (e.g. made by import-hf)"
 )
 # The architecture that `config.model.size="checkpoint"` takes from config.init_from.
-ARCHITECTURE_KEYS = (
+SHAPE_KEYS = (
   "vocab_size",
   "hidden_size",
   "num_layers",
@@ -191,9 +212,8 @@ ARCHITECTURE_KEYS = (
   "intermediate_size",
   "max_position_embeddings",
   "type_vocab_size",
-  "layer_norm_eps",
-  "initializer_range",
 )
+ARCHITECTURE_KEYS = SHAPE_KEYS + ("layer_norm_eps", "initializer_range")
 
 
 def model_config(config, vocab_size, init_model=None):
@@ -256,75 +276,89 @@ def _size(config):
   return SIZES[config.model.size]
 
 
+def check_same_model(saved_model: dict, model_dict: dict, where: str) -> None:
+  """Bad input: a checkpoint (its meta's model dict) of another architecture than the config's.
+
+  Raises:
+    UserError: naming `where` (the workdir or init_from) and each key that differs.
+  """
+  keys = SHAPE_KEYS + ("scan_layers",)
+  diff = {
+    k: (saved_model.get(k), model_dict[k]) for k in keys if saved_model.get(k) != model_dict[k]
+  }
+  if diff:
+    detail = ", ".join(f"{k}: checkpoint {a} vs config {b}" for k, (a, b) in diff.items())
+    raise UserError(
+      f"{where} holds a checkpoint of another model ({detail}); "
+      f"use a new --workdir or the matching config.model settings"
+    )
+
+
 def model_dict(model):
+  """The model dataclass as the plain dict a checkpoint's meta stores."""
   return dataclasses.asdict(model)
 
 
-def validate(config):
-  """Checks values that the type system of ml_collections cannot; raises UserError."""
+def check_positive(config, key: str) -> None:
+  """Bad input: `config.<key>` (e.g. "train.steps") below 1."""
+  section, name = key.split(".")
+  if config[section][name] < 1:
+    raise UserError(f"config.{key} must be at least 1, got {config[section][name]}")
+
+
+def check_choice(config, key: str, choices) -> None:
+  """Bad input: `config.<key>` (a dotted path) not one of `choices`."""
+  value = config
+  for part in key.split("."):
+    value = value[part]
+  if value not in choices:
+    raise UserError(f"config.{key}={value!r} is not one of {', '.join(map(str, choices))}")
+
+
+def validate_common(config) -> None:
+  """The checks every job shares: model size, remat policy, batch, accumulation, logging.
+
+  Each job's `validate` calls this, then checks its own keys. Raises UserError.
+  """
   _size(config)
-  if config.model.remat_policy not in REMAT_POLICIES:
+  check_choice(config, "model.remat_policy", REMAT_POLICIES)
+  for key in ("train.batch_size", "train.accum_steps", "train.log_every_steps"):
+    check_positive(config, key)
+  if config.train.batch_size % config.train.accum_steps:
     raise UserError(
-      f"config.model.remat_policy={config.model.remat_policy!r} is not one of "
-      f"{', '.join(REMAT_POLICIES)}"
+      f"config.train.batch_size={config.train.batch_size} is not divisible by "
+      f"config.train.accum_steps={config.train.accum_steps}"
     )
-  if config.data.max_seq_length > config.model.max_position_embeddings:
+
+
+def check_recipe(file: str) -> None:
+  """Bad input: a --config file that is missing, not Python, or has no get_config().
+
+  Raises:
+    UserError: one line naming the file (and the line of a syntax error).
+  """
+  if not os.path.isfile(file):
+    raise UserError(f"config file {file!r} not found; recipes are in configs/")
+  with open(file, encoding="utf-8", errors="replace") as f:
+    source = f.read()
+  try:
+    tree = ast.parse(source, filename=file)
+  except SyntaxError as e:
     raise UserError(
-      f"config.data.max_seq_length={config.data.max_seq_length} exceeds "
-      f"config.model.max_position_embeddings={config.model.max_position_embeddings}"
-    )
-  for key in (
-    "train.steps",
-    "train.batch_size",
-    "train.accum_steps",
-    "checkpoint.every_steps",
-    "eval.every_steps",
-    "eval.steps",
-    "train.log_every_steps",
-    "data.max_predictions_per_seq",
-  ):
-    section, name = key.split(".")
-    if config[section][name] < 1:
-      raise UserError(f"config.{key} must be at least 1, got {config[section][name]}")
-  if config.train.warmup_steps > config.train.steps:
+      f"config file {file} line {e.lineno}: {e.msg}; fix the recipe (a Python file)"
+    ) from None
+  if not any(isinstance(n, ast.FunctionDef) and n.name == "get_config" for n in tree.body):
     raise UserError(
-      f"config.train.warmup_steps={config.train.warmup_steps} exceeds "
-      f"config.train.steps={config.train.steps}; lower the warmup too"
+      f"config file {file} defines no get_config(); a recipe returns its ConfigDict from "
+      f"get_config(arg=None) (see configs/demo.py)"
     )
-  if not 0 < config.data.mask_rate < 1:
-    raise UserError(f"config.data.mask_rate={config.data.mask_rate} must be in (0, 1)")
-  d = config.data
-  if not (
-    0 <= d.mask_token_rate
-    and 0 <= d.random_token_rate
-    and d.mask_token_rate + d.random_token_rate <= 1
-  ):
-    raise UserError(
-      f"config.data.mask_token_rate={d.mask_token_rate} and random_token_rate="
-      f"{d.random_token_rate} must be >= 0 and add up to at most 1 (BERT: 0.8, 0.1)"
-    )
-  if d.objective not in OBJECTIVES:
-    raise UserError(f"config.data.objective={d.objective!r} is not one of {', '.join(OBJECTIVES)}")
-  if d.packing and d.objective != "mlm":
-    raise UserError(
-      f"config.data.packing needs config.data.objective='mlm' (rows of sentence "
-      f"pairs have one label each), not {d.objective!r}"
-    )
-  if d.input_format not in INPUT_FORMATS:
-    raise UserError(
-      f"config.data.input_format={d.input_format!r} is not one of {', '.join(INPUT_FORMATS)}"
-    )
-  for key in ("data.num_shards", "data.documents_per_chunk"):
-    section, name = key.split(".")
-    if config[section][name] < 1:
-      raise UserError(f"config.{key} must be at least 1, got {config[section][name]}")
 
 
 def tfds_finetune_config(key):
   """A fine-tuning config for the registered TFDS task `key` (`data.tfds_tasks.TASKS`): its
   kind, train / eval data and columns; the recipes add lengths and the optimizer.
   """
-  from bert_jax.data import tfds_tasks
+  from bert_jax.finetune import tfds_tasks
 
   task = tfds_tasks.TASKS[key]
   c = finetune_base_config()
@@ -335,19 +369,6 @@ def tfds_finetune_config(key):
   c.data.text_pair_column = task.text_pair_column
   c.data.label_column = task.label_column
   return c
-
-
-def finetune_recipe(name, arg):
-  """`get_config(arg)` of configs/finetune/NAME.py: a recipe file that another one names
-  (configs/finetune/cola.py is glue.py:cola).
-  """
-  import importlib.util
-
-  path = REPO_ROOT / "configs" / "finetune" / f"{name}.py"
-  spec = importlib.util.spec_from_file_location(f"recipe_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
 
 
 def paper_recipe(size, phase):

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from bert_jax import inference
+from bert_jax import run as run_lib
 from bert_jax.errors import UserError
 
 POOLINGS = ("cls", "mean")
@@ -34,7 +34,7 @@ def _pooled(params, input_ids, attention_mask, *, model, pooling):
 
 
 def embed_texts(run, texts, *, pooling="mean", batch_size=64, max_length=None, progress=False):
-  """(len(texts), embed) float32 vectors of `texts` under a loaded `inference.Run`.
+  """(len(texts), embed) float32 vectors of `texts` under a loaded `run.Run`.
 
   Texts longer than `max_length` tokens ([CLS] and [SEP] included; default the model's
   positions) are truncated; the count is returned as the second value.
@@ -66,6 +66,7 @@ def embed_texts(run, texts, *, pooling="mean", batch_size=64, max_length=None, p
 
 
 def main(workdir, input_path, output_path, *, pooling, batch_size, max_length, step=None):
+  """`bert-jax embed`: one vector per line of `input_path`, saved as .npy to `output_path`."""
   if not os.path.isfile(input_path):
     raise UserError(f"--input {input_path} does not exist; give a text file, one text per line")
   out_parent = os.path.dirname(os.path.abspath(output_path))
@@ -78,7 +79,7 @@ def main(workdir, input_path, output_path, *, pooling, batch_size, max_length, s
     raise UserError(
       f"--input {input_path} is not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8"
     ) from None
-  run = inference.load_run(workdir, step)
+  run = run_lib.load(workdir, step)
   vectors, truncated = embed_texts(
     run, texts, pooling=pooling, batch_size=batch_size, max_length=max_length, progress=True
   )

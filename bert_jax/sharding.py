@@ -7,6 +7,7 @@ map onto them through `config.mesh.rules`.
 """
 
 import contextlib
+import os
 
 import flax.linen as nn
 import jax
@@ -41,12 +42,14 @@ def mesh_shape(mesh_config, num_devices):
 
 
 def make_mesh(mesh_config, devices=None):
+  """The (data, fsdp, tensor) mesh of config.mesh over `devices` (default: all)."""
   devices = jax.devices() if devices is None else devices
   shape = mesh_shape(mesh_config, len(devices))
   return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
 
 
 def rules_from_config(mesh_config):
+  """The logical-axis rules of config.mesh.rules as tuples."""
   return tuple(
     (name, tuple(axis) if isinstance(axis, list) else axis) for name, axis in mesh_config.rules
   )
@@ -60,10 +63,12 @@ def activate(mesh, rules):
 
 
 def batch_sharding(mesh):
+  """The leading batch dimension sharded over the data and fsdp axes."""
   return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
 
 
 def replicated(mesh):
+  """A value replicated on every device of the mesh."""
   return NamedSharding(mesh, PartitionSpec())
 
 
@@ -116,3 +121,19 @@ def check_batch_divides(batch_size, accum_steps, mesh):
     raise UserError(
       f"config.train.batch_size={batch_size} does not divide over {jax.process_count()} processes"
     )
+
+
+def initialize_distributed():
+  """jax.distributed.initialize(): cluster auto-detection (Cloud TPU, SLURM, MPI, k8s),
+  or explicit JAX_COORDINATOR_ADDRESS + JAX_NUM_PROCESSES + JAX_PROCESS_ID (e.g. two
+  processes on one machine).
+  """
+  env = os.environ
+  if "JAX_NUM_PROCESSES" in env:
+    jax.distributed.initialize(
+      coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
+      num_processes=int(env["JAX_NUM_PROCESSES"]),
+      process_id=int(env["JAX_PROCESS_ID"]),
+    )
+  else:
+    jax.distributed.initialize()

@@ -15,8 +15,8 @@ import os
 import numpy as np
 import pytest
 
+from benchmarks import bbc_news
 from bert_jax import cli
-from bert_jax.data import bbc_news
 
 torch = pytest.importorskip("torch", reason="needs torch (pip install torch==2.13.0)")
 transformers = pytest.importorskip("transformers", reason="needs transformers")

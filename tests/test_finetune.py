@@ -20,14 +20,15 @@ import jax
 import numpy as np
 import pytest
 
-from bert_jax import checkpoint as ckpt_lib
-from bert_jax import cli, inference, serve
+from bert_jax import cli
 from bert_jax import config as config_lib
-from bert_jax import evaluate as evaluate_lib
-from bert_jax.data import finetune as data_lib
-from bert_jax.data import squad
+from bert_jax import run as run_lib
 from bert_jax.errors import UserError
-from bert_jax.train import finetune, task_objective
+from bert_jax.finetune import commands, squad
+from bert_jax.finetune import data as data_lib
+from bert_jax.finetune import evaluate as evaluate_lib
+from bert_jax.finetune import objective as task_objective
+from bert_jax.train import finetune
 
 torch = pytest.importorskip("torch", reason="parity tests need torch")
 transformers = pytest.importorskip("transformers", reason="parity tests need transformers")
@@ -330,7 +331,7 @@ def _hf_inputs(arrays):
 
 def _encoded(workdir, spec):
   """(run, config, examples, arrays) of the run's best checkpoint on a data file."""
-  run, config = serve.load(workdir)
+  run, config = commands.load(workdir)
   labels = data_lib.LabelMap(run.meta["labels"]) if run.meta.get("labels") else None
   examples = data_lib.read(spec, config)
   arrays, _ = data_lib.encode(examples, run.tokenizer, config, labels)
@@ -513,7 +514,7 @@ def test_trivial_task_is_learnt_and_best_is_kept(classify):
   assert best_value >= 0.9
   assert evals[-1]["best_accuracy"] == best_value
   best_step = min(r["step"] for r in evals if r["accuracy"] == best_value)
-  checkpoints, step = ckpt_lib.open_run(workdir, folder="best")
+  checkpoints, step = run_lib.open_checkpoints(workdir, folder="best")
   meta = checkpoints.meta(step)
   assert step == best_step and meta["best"]["value"] == best_value
   assert meta["best"]["metric"] == "accuracy"
@@ -529,15 +530,15 @@ def test_resume_is_exact(classify, imported, tmp_path):
   and ends on the same parameters, bit for bit.
   """
   straight = classify["workdir"]
-  assert ckpt_lib.open_run(straight)[0].all_steps() == [100, 120]
+  assert run_lib.open_checkpoints(straight)[0].all_steps() == [100, 120]
   resumed = str(tmp_path / "resumed")
   shutil.copytree(straight, resumed)
   shutil.rmtree(os.path.join(resumed, "checkpoints", "120"))
   shutil.rmtree(os.path.join(resumed, "best"))
   stdout = _finetune(resumed, imported, *classify["args"])
   assert f"resumed from {os.path.join(resumed, 'checkpoints', '100')}" in stdout
-  a = inference.load_run(straight, step=120).params
-  b = inference.load_run(resumed, step=120).params
+  a = run_lib.load(straight, step=120).params
+  b = run_lib.load(resumed, step=120).params
   assert _params_equal(a, b)
   assert _records(resumed, "eval")[-1] == _records(straight, "eval")[-1]
 
@@ -578,7 +579,7 @@ def test_regression_pearson_by_hand():
 
 
 def test_token_entity_f1_by_hand(imported):
-  tokenizer = inference.run_tokenizer(imported)
+  tokenizer = run_lib.tokenizer(imported)
   names = ["B-LOC", "B-PER", "O"]
   truth = [["john", "sits", "in", "paris"], ["mary", "unbelievable", "london"]]
   gold = [["B-PER", "O", "O", "B-LOC"], ["B-PER", "O", "B-LOC"]]
@@ -602,7 +603,7 @@ def test_evaluate_command_prints_the_best_eval(classify, capsys):
   assert cli.main(["evaluate", "--workdir", workdir]) == 0
   printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   evals = _records(workdir, "eval")
-  best = ckpt_lib.open_run(workdir, folder="best")[1]
+  best = run_lib.open_checkpoints(workdir, folder="best")[1]
   at_best = next(r for r in evals if r["step"] == best)
   for key in ("accuracy", "macro_f1", "loss"):
     assert abs(printed[key] - at_best[key]) < 1e-5, key
@@ -618,7 +619,7 @@ def test_evaluate_command_prints_the_best_eval(classify, capsys):
 
 
 def test_tokens_label_first_sub_token_only(imported):
-  tokenizer = inference.run_tokenizer(imported)
+  tokenizer = run_lib.tokenizer(imported)
   labels = data_lib.LabelMap(["B-LOC", "B-PER", "O"])
   examples = data_lib.Examples(
     [{"words": ["john", "unbelievable", "playing"], "tags": ["B-PER", "O", "B-LOC"]}]
@@ -652,7 +653,7 @@ def test_predict_refuses_a_label_outside_the_map(classify, tmp_path, capsys):
     [{"text": "good cat", "label": "happy"}, {"text": "bad dog", "label": "angry"}],
   )
   with pytest.raises(UserError, match=r"'angry' is not one of the 3 labels"):
-    serve.predict_main(classify["workdir"], bad, str(tmp_path / "out.jsonl"))
+    commands.predict_main(classify["workdir"], bad, str(tmp_path / "out.jsonl"))
   line = _cli_error(
     capsys,
     [
@@ -795,7 +796,7 @@ def _pairs_config(classify, train_file):
 
 def test_reinit_head_trains(pairs):
   workdir, _, stdout = pairs
-  run = inference.load_run(workdir)
+  run = run_lib.load(workdir)
   assert run.meta["num_labels"] == 2 and run.meta["labels"] == ["no", "yes"]
   assert "done: 6 steps" in stdout
 
@@ -806,9 +807,9 @@ def test_reinit_head_trains(pairs):
 def test_freeze_encoder_keeps_bert_exactly(regression, imported):
   """The encoder of steps 4 and 8 is the starting one: init_from's below the top layer."""
   workdir, _, _ = regression
-  init = inference.load_run(imported).params["bert"]
-  at_4 = inference.load_run(workdir, step=4).params
-  at_8 = inference.load_run(workdir, step=8).params
+  init = run_lib.load(imported).params["bert"]
+  at_4 = run_lib.load(workdir, step=4).params
+  at_8 = run_lib.load(workdir, step=8).params
   assert _params_equal(at_4["bert"], at_8["bert"])
   for name in ("embeddings",):
     assert _params_equal(at_8["bert"][name], init[name])
@@ -819,8 +820,8 @@ def test_freeze_encoder_keeps_bert_exactly(regression, imported):
 def test_reinit_top_layer(regression, imported):
   """reinit_layers=1: layer 1 and the pooler are fresh (not init_from's), layer 0 is not."""
   workdir, _, _ = regression
-  init = inference.load_run(imported).params["bert"]
-  params = inference.load_run(workdir, step=4).params["bert"]
+  init = run_lib.load(imported).params["bert"]
+  params = run_lib.load(workdir, step=4).params["bert"]
   assert sorted(params["encoder"]) == ["layer_0", "layer_1"]
   fresh = (params["encoder"]["layer_1"], params["pooler"])
   for ours, theirs in zip(fresh, (init["encoder"]["layer_1"], init["pooler"])):

@@ -1,4 +1,4 @@
-"""Tests of the TFDS recipes in configs/finetune/ and of the GLUE runner (`bert_jax.glue`).
+"""Tests of the TFDS recipes in configs/finetune/ and of the GLUE runner (`bert_jax.finetune.glue`).
 
 Recipes are loaded as the CLI loads them and checked against the TFDS registry. The table
 is checked on hand-made results against the paper's Table 1 (BERT-base). One end-to-end
@@ -13,10 +13,10 @@ import os
 import numpy as np
 import pytest
 
-from bert_jax import cli, glue
-from bert_jax import evaluate as evaluate_lib
-from bert_jax.data import tfds_tasks
+from bert_jax import cli
 from bert_jax.errors import UserError
+from bert_jax.finetune import evaluate as evaluate_lib
+from bert_jax.finetune import glue, tfds_tasks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = os.path.join(REPO, "configs", "finetune")

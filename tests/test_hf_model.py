@@ -14,7 +14,8 @@ import jax
 import numpy as np
 import pytest
 
-from bert_jax import cli, inference
+from bert_jax import cli
+from bert_jax import run as run_lib
 from bert_jax.hf import convert
 
 torch = pytest.importorskip("torch", reason="parity tests need torch (pip install torch==2.13.0)")
@@ -70,7 +71,7 @@ def _ours(run, batch):
 
 def test_minilm_hidden_states_match_transformers(imported, hf_minilm, capsys):
   hf_tok, hf_model = hf_minilm
-  run = inference.load_run(imported)
+  run = run_lib.load(imported)
   assert run.meta["initialized"] == ["mlm", "nsp"]  # a sentence-transformers BertModel
   singles = hf_tok(TEXTS, padding=True, truncation=True, max_length=512, return_tensors="pt")
   pairs = hf_tok([a for a, _ in PAIRS], [b for _, b in PAIRS], padding=True, return_tensors="pt")
@@ -147,7 +148,7 @@ def test_import_export_import_is_bit_identical(imported, tmp_path, capsys):
   assert cli.main(["import-hf", "--hf", hf_dir, "--workdir", again]) == 0
   out = capsys.readouterr().out
   assert "initialised" not in out  # the export carries the heads the first import made
-  first, second = inference.load_run(imported), inference.load_run(again)
+  first, second = run_lib.load(imported), run_lib.load(again)
   a, b = _flat(first.params), _flat(second.params)
   assert a.keys() == b.keys()
   for key in a:
@@ -189,7 +190,7 @@ def test_import_reads_sharded_pytorch_bin_with_old_names(imported, tmp_path, cap
   workdir = str(tmp_path / "run")
   assert cli.main(["import-hf", "--hf", str(hf_dir), "--workdir", workdir]) == 0
   assert "not used: classifier.weight" in capsys.readouterr().out
-  a, b = _flat(inference.load_run(imported).params), _flat(inference.load_run(workdir).params)
+  a, b = _flat(run_lib.load(imported).params), _flat(run_lib.load(workdir).params)
   for key in a:
     assert np.array_equal(a[key], b[key]), key
 
@@ -233,7 +234,7 @@ def trained(tmp_path_factory):
 def test_exported_run_gives_the_same_mlm_logits_and_fill_mask(trained, tmp_path, capsys):
   hf_dir = str(tmp_path / "hf")
   assert cli.main(["export-hf", "--workdir", trained, "--out", hf_dir]) == 0
-  run = inference.load_run(trained)
+  run = run_lib.load(trained)
   text = "Return a new [MASK] of the items in the [MASK]."
   hf_tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
   model, info = transformers.BertForPreTraining.from_pretrained(hf_dir, output_loading_info=True)
@@ -315,12 +316,12 @@ def test_bad_input_is_one_line(imported, trained, tmp_path, capsys):
 
 def test_table_round_trips_a_scanned_checkpoint():
   """convert.unscan + to_hf + from_hf is the identity on random parameters."""
-  from bert_jax.model import bert, heads
+  from bert_jax.model import bert, pretraining
 
-  model = heads.BertForPreTraining(
+  model = pretraining.BertForPreTraining(
     bert.BertConfig(vocab_size=256, hidden_size=64, num_layers=3, num_heads=4, intermediate_size=96)
   )
-  scanned = heads.BertForPreTraining(
+  scanned = pretraining.BertForPreTraining(
     bert.BertConfig(
       vocab_size=256,
       hidden_size=64,

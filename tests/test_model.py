@@ -10,7 +10,7 @@ import pytest
 from scipy.special import erf
 
 from bert_jax import config as config_lib
-from bert_jax.model import bert, heads
+from bert_jax.model import bert, pretraining
 from tests.conftest import random_batch
 
 TINY = bert.BertConfig(
@@ -24,7 +24,7 @@ TINY = bert.BertConfig(
 
 
 def _init(cfg, batch):
-  model = heads.BertForPreTraining(cfg)
+  model = pretraining.BertForPreTraining(cfg)
   variables = model.init(
     jax.random.key(0),
     batch["input_ids"],
@@ -168,7 +168,7 @@ def test_scan_equals_unrolled():
     lambda *xs: jnp.stack(xs), *[enc[f"layer_{i}"] for i in range(TINY.num_layers)]
   )
   scanned_params = {**params, "bert": {**params["bert"], "encoder": {"layers": stacked}}}
-  scanned = heads.BertForPreTraining(scanned_cfg)
+  scanned = pretraining.BertForPreTraining(scanned_cfg)
   args = (
     batch["input_ids"],
     batch["token_type_ids"],

@@ -18,15 +18,17 @@ sys.meta_path.insert(0, Block())
 
 import functools
 import jax
-from bert_jax import config as config_lib, inference, sharding
+from bert_jax import config as config_lib
+from bert_jax import run as run_lib
+from bert_jax import sharding
 from bert_jax.data import synthetic
-from bert_jax.model import heads
+from bert_jax.model import pretraining
 from bert_jax.train import loop, optimizer, step
 
 c = config_lib.base_config()
 c.model.size, c.train.steps, c.train.warmup_steps, c.train.batch_size = "tiny", 2, 1, 4
 mesh, rules = sharding.make_mesh(c.mesh), sharding.rules_from_config(c.mesh)
-model = heads.BertForPreTraining(config_lib.model_config(c, 256))
+model = pretraining.BertForPreTraining(config_lib.model_config(c, 256))
 tx, schedule = optimizer.make_optimizer(c.train)
 create = functools.partial(step.create_state, model, tx, jax.random.key(0))
 state_sh = sharding.shardings_of(create, mesh, rules)

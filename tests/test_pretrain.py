@@ -16,6 +16,7 @@ import pytest
 
 from bert_jax import cli
 from bert_jax import config as config_lib
+from bert_jax import run as run_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A short demo: seq 128 as the recipe, a small batch, checkpoints every 20 steps.
@@ -383,9 +384,8 @@ def test_phase2_reads_its_own_shards_and_continues_from_phase1(
 
 
 def test_checkpoint_holds_the_data_position(uninterrupted):
-  from bert_jax import checkpoint as ckpt_lib
 
-  checkpoints, step = ckpt_lib.open_run(uninterrupted)
+  checkpoints, step = run_lib.open_checkpoints(uninterrupted)
   position = checkpoints.meta(step)["data_position"]
   assert position["step"] == step == 60
   assert position["process_count"] == 1 and position["rows_per_process"] == 8

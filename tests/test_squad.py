@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 
-from bert_jax.data import squad
+from bert_jax.finetune import squad
 
 PAD, CLS, SEP = 0, 1, 2
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bert_jax.errors import UserError
-from bert_jax.train import task_metrics
+from bert_jax.finetune import metrics as task_metrics
 
 # Binary: rows are examples. Confusion matrix (positive = 1), counted by hand:
 #   tp = 4 (positions 0, 1, 2, 9), fn = 1 (3), tn = 3 (4, 5, 6), fp = 2 (7, 8).

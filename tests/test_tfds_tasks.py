@@ -15,9 +15,9 @@ import types
 import numpy as np
 import pytest
 
-from bert_jax.data import tfds_tasks
 from bert_jax.errors import UserError
-from bert_jax.train import task_metrics
+from bert_jax.finetune import metrics as task_metrics
+from bert_jax.finetune import tfds_tasks
 
 tfds = pytest.importorskip("tensorflow_datasets")
 tf = pytest.importorskip("tensorflow")

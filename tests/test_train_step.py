@@ -11,7 +11,7 @@ import pytest
 
 from bert_jax import config as config_lib
 from bert_jax import sharding
-from bert_jax.model import heads
+from bert_jax.model import pretraining
 from bert_jax.train import loop
 from bert_jax.train import optimizer as optimizer_lib
 from bert_jax.train import step as step_lib
@@ -33,7 +33,7 @@ def _config(**mesh):
 def _setup(config, devices):
   mesh = sharding.make_mesh(config.mesh, devices)
   rules = sharding.rules_from_config(config.mesh)
-  model = heads.BertForPreTraining(config_lib.model_config(config, VOCAB))
+  model = pretraining.BertForPreTraining(config_lib.model_config(config, VOCAB))
   tx, schedule = optimizer_lib.make_optimizer(config.train)
   create = functools.partial(step_lib.create_state, model, tx, jax.random.key(0))
   state_sh = sharding.shardings_of(create, mesh, rules)

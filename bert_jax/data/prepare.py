@@ -38,11 +38,6 @@ SPLITS = ("train", "eval")
 FORMAT_VERSION = 3
 
 
-def data_dir_of(config, workdir):
-  """config.data.prepared_dir, or WORKDIR/data; absolute."""
-  return os.path.abspath(config.data.prepared_dir or os.path.join(workdir, "data"))
-
-
 def settings_of(config):
   """What the prepared data depends on (a mismatch means: prepare again)."""
   d, t = config.data, config.tokenizer
@@ -96,6 +91,7 @@ def _write_atomic(path, text):
 
 
 def read_manifest(data_dir):
+  """The manifest.json of prepared data, or None when it is missing or unreadable."""
   try:
     with open(os.path.join(data_dir, MANIFEST)) as f:
       return json.load(f)

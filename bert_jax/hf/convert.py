@@ -65,6 +65,8 @@ HEADS_OUT = Rule(
 
 @dataclasses.dataclass(frozen=True)
 class Row:
+  """One tensor of the table: its Hugging Face name, our path and the rule between them."""
+
   hf: str  # Hugging Face name, with the `bert.` prefix of BertForPreTraining
   ours: tuple[str, ...]  # path in our params tree
   rule: Rule
@@ -114,7 +116,7 @@ ARCHITECTURES = {
 
 def table(num_layers, head="pretraining"):
   """Every row for a model of `num_layers` layers and `head` (pretraining, or a fine-tuning
-  task of `heads.TASKS`), in Hugging Face's order.
+  task of `tasks.TASKS`), in Hugging Face's order.
   """
   emb = ("bert", "embeddings")
   rows = [

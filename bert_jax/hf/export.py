@@ -18,7 +18,7 @@ import shutil
 import jax
 import numpy as np
 
-from bert_jax import inference
+from bert_jax import run as run_lib
 from bert_jax.errors import UserError
 from bert_jax.hf import convert, files, tokenizer_files
 
@@ -26,7 +26,7 @@ from bert_jax.hf import convert, files, tokenizer_files
 def export_hf(workdir, out_dir, *, step=None, overwrite=False, log=print):
   """Exports the checkpoint of `workdir` at `step` (default: latest) into `out_dir`."""
   _check_out_dir(workdir, out_dir, overwrite)
-  run = inference.load_run(workdir, step)
+  run = run_lib.load(workdir, step)
   model = run.model.config
   vocab_size = run.meta.get("hf_vocab_size") or run.tokenizer.vocab_size
   params = jax.tree_util.tree_map(np.asarray, convert.unscan(run.params))

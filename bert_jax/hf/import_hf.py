@@ -17,11 +17,11 @@ import numpy as np
 
 from bert_jax import checkpoint as ckpt_lib
 from bert_jax import config as config_lib
-from bert_jax import inference
+from bert_jax import run as run_lib
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
 from bert_jax.hf import convert, files, tokenizer_files
-from bert_jax.model import bert, heads
+from bert_jax.model import bert, pretraining
 
 _GROUPS = {
   "pooler": "pooler (bert.pooler.*)",
@@ -46,7 +46,7 @@ def import_hf(hf_dir, workdir, *, vocab_multiple=128, seed=0, log=print):
   multiple = max(1, vocab_multiple)
   kwargs["vocab_size"] = -(-hf_vocab // multiple) * multiple
   model_cfg = bert.BertConfig(**kwargs)
-  model = heads.BertForPreTraining(model_cfg)
+  model = pretraining.BertForPreTraining(model_cfg)
 
   staging = os.path.join(workdir, ".import-tokenizer")
   shutil.rmtree(staging, ignore_errors=True)
@@ -61,7 +61,7 @@ def import_hf(hf_dir, workdir, *, vocab_multiple=128, seed=0, log=print):
       )
     initial = _initial_params(model, seed)
     params, missing = convert.from_hf(tensors, initial, model_cfg.num_layers, hf_vocab)
-    final = os.path.join(workdir, inference.TOKENIZER_DIR)
+    final = os.path.join(workdir, run_lib.TOKENIZER)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(staging, final)
   finally:

@@ -95,6 +95,7 @@ def dense(config, features, in_names, out_names, name=None):
 
 
 def layer_norm(config, name=None):
+  """LayerNorm with float32 statistics and the config's epsilon and dtypes."""
   # Two-pass variance, as PyTorch's LayerNorm: keeps parity with HF at 1e-12 eps.
   return nn.LayerNorm(
     epsilon=config.layer_norm_eps,

@@ -10,27 +10,40 @@ which `evaluate`, `predict` and `export-hf` use).
 
 import functools
 import os
-import shutil
 
 import jax
-import ml_collections
 from jax.sharding import NamedSharding, PartitionSpec
 
-from bert_jax import checkpoint as ckpt_lib
 from bert_jax import config as config_lib
-from bert_jax import evaluate as evaluate_lib
-from bert_jax import inference
-from bert_jax.data import finetune as data_lib
+from bert_jax import run as run_lib
+from bert_jax import sharding
 from bert_jax.errors import UserError
-from bert_jax.model import bert, heads
-from bert_jax.train import loop, task_objective
+from bert_jax.finetune import data as data_lib
+from bert_jax.finetune import evaluate as evaluate_lib
+from bert_jax.finetune import objective as task_objective
+from bert_jax.model import bert, registry, tasks
+from bert_jax.train import loop
 from bert_jax.train import optimizer as optimizer_lib
+from bert_jax.train.metrics import log
+
+DEFAULT_RECIPE = config_lib.RECIPES / "finetune" / "classify_csv.py"
+USAGE = {
+  "finetune": """usage: bert-jax finetune [--config configs/finetune/TASK.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
+
+Fine-tunes config.init_from (a pretraining run or an import-hf workdir) on a task:
+classification, regression, tokens or qa. Without --config: configs/finetune/classify_csv.py.
+Keys, defaults and comments: bert_jax/config.py (finetune_base_config)."""
+}
 
 
-def validate(config):
-  """Bad-input checks of a fine-tuning config; raises UserError."""
-  if config.task not in heads.TASKS:
-    raise UserError(f"config.task={config.task!r} is not one of {', '.join(heads.TASKS)}")
+def validate(config) -> None:
+  """Bad-input checks of a fine-tuning config, before anything is read or written.
+
+  Raises:
+    UserError: naming the key, its value and what would work.
+  """
+  config_lib.validate_common(config)
+  config_lib.check_choice(config, "task", tasks.TASKS)
   if not config.init_from:
     raise UserError(
       "config.init_from is required: the run to fine-tune (a pretraining workdir, "
@@ -38,30 +51,11 @@ def validate(config):
     )
   if not config.data.train:
     raise UserError("config.data.train is required: a .csv / .tsv / .jsonl file or tfds:NAME:SPLIT")
-  for key in (
-    "train.batch_size",
-    "train.accum_steps",
-    "data.max_seq_length",
-    "train.log_every_steps",
-  ):
-    section, name = key.split(".")
-    if config[section][name] < 1:
-      raise UserError(f"config.{key} must be at least 1, got {config[section][name]}")
+  config_lib.check_positive(config, "data.max_seq_length")
   if not 0 <= config.train.warmup_fraction <= 1:
     raise UserError(
       f"config.train.warmup_fraction={config.train.warmup_fraction} must be in [0, 1]"
     )
-
-
-def save_tokenizer(tokenizer, workdir):
-  """Copies the tokenizer file into WORKDIR/tokenizer/ (a fine-tuned run stands alone); the
-  bytes, and so the fingerprint the checkpoint records, stay the same.
-  """
-  target = os.path.join(workdir, inference.TOKENIZER_DIR)
-  os.makedirs(target, exist_ok=True)
-  destination = os.path.join(target, tokenizer.file_name)
-  if os.path.abspath(tokenizer.model_path) != os.path.abspath(destination):
-    shutil.copyfile(tokenizer.model_path, destination)
 
 
 def _label_map(config, examples, resume_meta, init_meta):
@@ -96,12 +90,12 @@ def _restore_init(source, step, init_meta, same_head, abstract, fresh, reinit_la
   if same_head:
     params, _ = source.restore(step, abstract)
   else:
-    source_model = heads.model_for(bert.BertConfig(**init_meta["model"]), init_meta)
+    source_model = registry.model_for(bert.BertConfig(**init_meta["model"]), init_meta)
     mesh = jax.tree_util.tree_leaves(abstract)[0].sharding.mesh
     replicated = NamedSharding(mesh, PartitionSpec())
     target = jax.tree_util.tree_map(
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
-      inference.abstract_params(source_model),
+      run_lib.abstract_params(source_model),
     )
     target["bert"] = abstract["bert"]  # the encoder restores straight into its sharding
     restored, _ = source.restore(step, target)
@@ -130,10 +124,9 @@ def _reinit_top_layers(params, fresh, k):
 
 def _optimizer(config, steps):
   t = config.train
-  settings = ml_collections.ConfigDict(
-    dict(t.to_dict(), steps=steps, warmup_steps=int(t.warmup_fraction * steps))
+  tx, schedule = optimizer_lib.make_optimizer(
+    t, steps=steps, warmup_steps=int(t.warmup_fraction * steps)
   )
-  tx, schedule = optimizer_lib.make_optimizer(settings)
   if config.head.freeze_encoder:
     tx = optimizer_lib.freeze(tx, ("bert",))
   return tx, schedule
@@ -143,24 +136,24 @@ def finetune(config, workdir):
   """Runs (or resumes) fine-tuning as `config` says, writing everything under `workdir`."""
   validate(config)
   if config.distributed:
-    loop.initialize_distributed()
+    sharding.initialize_distributed()
   os.makedirs(workdir, exist_ok=True)
-  source, init_step = ckpt_lib.open_run(config.init_from)
+  source, init_step = run_lib.open_checkpoints(config.init_from)
   init_meta = source.meta(init_step)
-  tokenizer = inference.run_tokenizer(ckpt_lib.workdir_of(config.init_from))
+  tokenizer = run_lib.tokenizer(run_lib.workdir_of(config.init_from))
   if tokenizer.fingerprint != init_meta["tokenizer_fingerprint"]:
     raise UserError(
       f"the tokenizer of {config.init_from} is not the one its checkpoint was "
       f"trained with; restore that run's tokenizer"
     )
-  resume_meta = ckpt_lib.latest_meta(workdir)
+  resume_meta = run_lib.latest_meta(workdir)
 
   train = data_lib.read(config.data.train, config)
   labels = _label_map(config, train, resume_meta, init_meta)
   train_arrays, truncated = data_lib.encode(train, tokenizer, config, labels, train=True)
   num_labels = _num_labels(config, labels)
   model_cfg = config_lib.model_config(config, tokenizer.vocab_size, init_meta["model"])
-  model = heads.BertForTask(model_cfg, config.task, num_labels)
+  model = tasks.BertForTask(model_cfg, config.task, num_labels)
   t = config.train
   rows = len(train_arrays["input_ids"])
   per_epoch = rows // t.batch_size
@@ -177,7 +170,7 @@ def finetune(config, workdir):
   if config.data.eval:
     evaluate, eval_line, best_metric = _evaluator(config, model, tokenizer, labels)
   if jax.process_index() == 0:
-    save_tokenizer(tokenizer, workdir)
+    run_lib.save_tokenizer(tokenizer, workdir)
   same_head = init_meta.get("task") == config.task and not config.head.reinit
   job = loop.Job(
     model=model,
@@ -219,7 +212,7 @@ def finetune(config, workdir):
 
 
 def _check_resume(workdir, model_cfg, config, labels, meta):
-  ckpt_lib.check_same_model(meta["model"], config_lib.model_dict(model_cfg), workdir)
+  config_lib.check_same_model(meta["model"], config_lib.model_dict(model_cfg), workdir)
   if meta.get("task") != config.task:
     raise UserError(
       f"{workdir} holds a checkpoint of task {meta.get('task')!r}, not "
@@ -251,7 +244,7 @@ def _log_data(split, spec, examples, rows, truncated, config):
     notes.append(f"{examples.skipped_empty} empty rows skipped")
   if truncated:
     notes.append(f"{truncated} truncated to {config.data.max_seq_length} tokens")
-  loop.log(
+  log(
     f"{split}: {len(examples.rows)} examples, {rows} rows from {spec}"
     + (f" ({', '.join(notes)})" if notes else "")
   )

@@ -1,11 +1,11 @@
-"""The training loop, one for pretraining and fine-tuning: sharded state, jit step,
-metrics, evals and checkpoints (`train`), and the pretraining job that feeds it (`pretrain`;
-fine-tuning's is `finetune.finetune`).
+"""The training loop that every job shares: sharded state, the jit step, metrics, evals and
+checkpoints. A job (`train.pretrain`, `train.finetune`) builds a `Job` and calls `train`.
 
 Load order for the train state: resume from the workdir's latest checkpoint > parameters
-from `config.init_from` > a fresh initialisation from `config.seed`. Resuming restores the
-data position (the step: batches are a pure function of it) and the dropout RNG (folded
-from the seed and the step), so the rest of the run is identical to an uninterrupted one.
+from `config.init_from` (the job's `init_params`) > a fresh initialisation from
+`config.seed`. Resuming restores the data position (the step: batches are a pure function
+of it) and the dropout RNG (folded from the seed and the step), so the rest of the run is
+identical to an uninterrupted one.
 """
 
 import dataclasses
@@ -20,118 +20,15 @@ import jax.numpy as jnp
 import optax
 
 from bert_jax import checkpoint as ckpt_lib
-from bert_jax import config as config_lib
-from bert_jax import inference, sharding
-from bert_jax.data import pipeline, prepare
-from bert_jax.data import tokenizer as tokenizer_lib
+from bert_jax import run as run_lib
+from bert_jax import sharding
 from bert_jax.errors import UserError
-from bert_jax.model import heads
 from bert_jax.train import metrics as metrics_lib
-from bert_jax.train import optimizer as optimizer_lib
 from bert_jax.train import step as step_lib
+from bert_jax.train.metrics import log
 
 # Test hook: seconds to sleep after each step, so a test can SIGKILL a run mid-way.
 _STEP_SLEEP = float(os.environ.get("BERT_JAX_DEBUG_STEP_SLEEP", "0"))
-
-
-def log(message):
-  if jax.process_index() == 0:
-    print(message, flush=True)
-
-
-def _prepare_data(config, workdir):
-  """Prepared shards of `config.data.prepared_dir` (default WORKDIR/data), made if missing:
-  process 0 first, then the others (which reuse them on a shared disk).
-  """
-  data_dir = prepare.data_dir_of(config, workdir)
-  run = functools.partial(
-    prepare.prepare, config, data_dir, log=log, progress=jax.process_index() == 0
-  )
-  if jax.process_index() == 0:
-    manifest = run()
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-
-    multihost_utils.sync_global_devices("prepare_data")
-  if jax.process_index() != 0:
-    manifest = run()
-  _check_tokenizer(config, manifest, data_dir)
-  return data_dir, manifest
-
-
-def _check_tokenizer(config, manifest, data_dir):
-  """Refuses shards made with another tokenizer than config.tokenizer.path."""
-  if config.tokenizer.path:
-    wanted = tokenizer_lib.load(config.tokenizer.path).fingerprint
-    if wanted != manifest["tokenizer_fingerprint"]:
-      raise UserError(
-        f"the shards in {data_dir} were made with another tokenizer than "
-        f"config.tokenizer.path={config.tokenizer.path!r}; prepare them again "
-        f"with it (another config.data.prepared_dir) or fix the path"
-      )
-
-
-def initialize_distributed():
-  """jax.distributed.initialize(): cluster auto-detection (Cloud TPU, SLURM, MPI, k8s),
-  or explicit JAX_COORDINATOR_ADDRESS + JAX_NUM_PROCESSES + JAX_PROCESS_ID (e.g. two
-  processes on one machine).
-  """
-  env = os.environ
-  if "JAX_NUM_PROCESSES" in env:
-    jax.distributed.initialize(
-      coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
-      num_processes=int(env["JAX_NUM_PROCESSES"]),
-      process_id=int(env["JAX_PROCESS_ID"]),
-    )
-  else:
-    jax.distributed.initialize()
-
-
-def _write_run_config(config, workdir):
-  if jax.process_index() == 0:
-    tmp = os.path.join(workdir, "config.json.tmp")
-    with open(tmp, "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
-    os.replace(tmp, os.path.join(workdir, "config.json"))
-
-
-def _refuse_imported(workdir):
-  """An `import-hf` workdir is a starting point (no optimizer state), not a run to resume."""
-  meta = ckpt_lib.latest_meta(workdir)
-  source = meta and meta.get("imported_from")
-  if source:
-    raise UserError(
-      f"{workdir} holds a checkpoint imported from {source} (parameters only); "
-      f"train from it with a new --workdir and --config.init_from={workdir}"
-    )
-
-
-def _open_init_from(config, manifest):
-  """(checkpoints, step, meta) of config.init_from, or None; refuses another tokenizer's."""
-  if not config.init_from:
-    return None
-  source, step = ckpt_lib.open_run(config.init_from)
-  meta = source.meta(step)
-  if meta["tokenizer_fingerprint"] != manifest["tokenizer_fingerprint"]:
-    raise UserError(
-      f"config.init_from={config.init_from!r} was trained with another tokenizer "
-      f"than these shards; prepare them with its tokenizer (config.tokenizer.path, "
-      f"or config.model.size='checkpoint', which uses it)"
-    )
-  return source, step, meta
-
-
-def _init_params_from(init, model_cfg, abstract_params, fresh_params=None):
-  """Parameters of another run (e.g. phase 1 for phase 2, or an imported Hugging Face BERT),
-  without its optimizer state.
-  """
-  source, step, meta = init
-  ckpt_lib.check_same_model(
-    meta["model"], config_lib.model_dict(model_cfg), f"config.init_from={source.directory!r}"
-  )
-  params, _ = source.restore(step, abstract_params)
-  log(f"init_from: parameters of {source.directory} step {step}")
-  return params
 
 
 @dataclasses.dataclass
@@ -172,96 +69,6 @@ class Job:
   best_metric: str | None = None
 
 
-def pretrain(config, workdir):
-  """Runs (or resumes) pretraining as `config` says, writing everything under `workdir`."""
-  config_lib.validate(config)
-  if config.distributed:
-    initialize_distributed()
-  os.makedirs(workdir, exist_ok=True)
-  _refuse_imported(workdir)
-  inference.inherit_tokenizer(config)
-  data_dir, manifest = _prepare_data(config, workdir)
-  init = _open_init_from(config, manifest)
-  model_cfg = config_lib.model_config(config, manifest["vocab_size"], init and init[2]["model"])
-  model = heads.BertForPreTraining(model_cfg)
-  t, d = config.train, config.data
-  tx, schedule = optimizer_lib.make_optimizer(t)
-
-  def check_resume(meta):
-    ckpt_lib.check_same_model(meta["model"], config_lib.model_dict(model_cfg), workdir)
-    if meta["tokenizer_fingerprint"] != manifest["tokenizer_fingerprint"]:
-      raise UserError(
-        f"{workdir} holds a checkpoint trained with another tokenizer; use a "
-        f"new --workdir or the data settings of that run"
-      )
-    position = meta.get("data_position")
-    if position and position.get("lanes") != d.lanes:
-      log(
-        f"data: the checkpoint read {position.get('lanes')} lanes, this run reads "
-        f"{d.lanes}: the data order differs from an uninterrupted run from here on"
-      )
-
-  stream = functools.partial(
-    pipeline.Stream,
-    data_dir,
-    manifest,
-    batch_size=t.batch_size,
-    seed=config.seed,
-    max_predictions=d.max_predictions_per_seq,
-    mask_rate=d.mask_rate,
-    mask_token_rate=d.mask_token_rate,
-    random_token_rate=d.random_token_rate,
-    whole_word_masking=d.whole_word_masking,
-    process_index=jax.process_index(),
-    process_count=jax.process_count(),
-    lanes=d.lanes,
-  )
-  eval_batches = _eval_batches(config, manifest, stream(split="eval", shuffle=False))
-  train_stream = stream(split="train")
-  objective = step_lib.Pretraining(model)
-  eval_step = jax.jit(functools.partial(step_lib.eval_step, objective=objective))
-  baseline = _baseline(eval_batches, manifest)
-
-  def evaluate(params, mesh):
-    values = _evaluate(eval_step, params, eval_batches, mesh)
-    values["mlm_baseline_accuracy"] = baseline
-    return values
-
-  def eval_line(step, values):
-    pair_task = (
-      "" if d.objective == "mlm" else (f", {d.objective}_accuracy {values['nsp_accuracy']:.3f}")
-    )
-    return (
-      f"eval step {step}: loss {values['loss']:.3f}, mlm_accuracy "
-      f"{values['mlm_accuracy']:.3f} (most-frequent-token baseline "
-      f"{values['mlm_baseline_accuracy']:.3f}){pair_task}"
-    )
-
-  job = Job(
-    model=model,
-    objective=objective,
-    tx=tx,
-    schedule=schedule,
-    steps=t.steps,
-    batch_size=t.batch_size,
-    batches=lambda start: pipeline.batches(train_stream, start, t.steps),
-    evaluate=evaluate,
-    eval_line=eval_line,
-    eval_every=config.eval.every_steps,
-    meta={
-      "model": config_lib.model_dict(model_cfg),
-      "tokenizer_fingerprint": manifest["tokenizer_fingerprint"],
-      "batch_size": t.batch_size,
-      "seed": config.seed,
-    },
-    check_resume=check_resume,
-    init_params=init and functools.partial(_init_params_from, init, model_cfg),
-    progress_keys=("loss", "mlm_accuracy", "seq_per_s"),
-    data_position=train_stream.position,
-  )
-  train(config, workdir, job)
-
-
 def train(config, workdir, job):
   """The loop both jobs share: sharded state (resumed, or initialised), jit steps,
   metrics, evals, checkpoints, and the best parameters when `job.best_metric` is set.
@@ -293,7 +100,7 @@ def train(config, workdir, job):
     state = sharding.sharded_init(create, state_sh)
     if job.init_params:
       state = state.replace(params=job.init_params(abstract.params, state.params))
-  _write_run_config(config, workdir)
+  run_lib.write_config(config, workdir)
   if start >= job.steps:
     log(f"nothing to do: the latest checkpoint is at step {start} of {job.steps}")
     checkpoints.close()
@@ -385,34 +192,3 @@ def compile_train_step(objective, tx, schedule, accum_steps, state_sh, mesh):
     out_shardings=(state_sh, repl),
     donate_argnums=0,
   )
-
-
-def _eval_batches(config, manifest, eval_stream):
-  """The held-out batches, masked once (deterministically) and kept in memory."""
-  rows = manifest["splits"]["eval"]["rows"]
-  steps = min(config.eval.steps, max(1, rows // config.train.batch_size))
-  if rows < config.train.batch_size:
-    log(
-      f"eval: {rows} held-out rows, fewer than a batch of {config.train.batch_size}; "
-      f"they repeat (raise config.data.eval_fraction for a better estimate)"
-    )
-  return list(pipeline.batches(eval_stream, 0, steps))
-
-
-def _evaluate(eval_step, params, batches, mesh):
-  totals = None
-  for local_batch in batches:
-    sums = eval_step(params, sharding.global_batch(local_batch, mesh))
-    totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
-  return {k: float(v) for k, v in jax.device_get(step_lib.summarize(totals)).items()}
-
-
-def _baseline(batches, manifest):
-  """MLM accuracy of always predicting the most frequent training token."""
-  hits = total = 0.0
-  for b in batches:
-    hits += float(
-      ((b["masked_lm_ids"] == manifest["most_frequent_token_id"]) * b["masked_lm_weights"]).sum()
-    )
-    total += float(b["masked_lm_weights"].sum())
-  return hits / max(total, 1.0)

@@ -13,6 +13,12 @@ import jax
 from tqdm import tqdm
 
 
+def log(message):
+  """Prints a line from process 0 only."""
+  if jax.process_index() == 0:
+    print(message, flush=True)
+
+
 def truncate_jsonl(path, last_step):
   """Drops lines logged after `last_step` (left by a run killed after its checkpoint)."""
   if not os.path.exists(path):

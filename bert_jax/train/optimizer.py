@@ -24,9 +24,11 @@ def decay_mask(params):
   return jax.tree_util.tree_map_with_path(keep, params)
 
 
-def learning_rate_schedule(train):
-  """Linear warmup to `train.learning_rate`, then `train.decay` over the remaining steps."""
-  peak, warmup, steps = train.learning_rate, train.warmup_steps, train.steps
+def learning_rate_schedule(train, steps: int, warmup: int):
+  """Linear warmup to `train.learning_rate` over `warmup` steps, then `train.decay` over the
+  rest of the `steps`.
+  """
+  peak = train.learning_rate
   if warmup > steps:
     raise UserError(f"config.train.warmup_steps={warmup} exceeds config.train.steps={steps}")
   rest = max(steps - warmup, 1)
@@ -42,9 +44,21 @@ def learning_rate_schedule(train):
   return optax.join_schedules([warm, after], [warmup])
 
 
-def make_optimizer(train):
-  """Clipping + AdamW (or LAMB) with the schedule and the weight-decay mask."""
-  schedule = learning_rate_schedule(train)
+def make_optimizer(train, *, steps: int | None = None, warmup_steps: int | None = None):
+  """Clipping + AdamW (or LAMB) with the schedule and the weight-decay mask.
+
+  Args:
+    train: the config.train section.
+    steps, warmup_steps: the run's steps and warmup; None: train.steps, train.warmup_steps.
+
+  Returns:
+    (optax transformation, learning-rate schedule).
+  """
+  schedule = learning_rate_schedule(
+    train,
+    train.steps if steps is None else steps,
+    train.warmup_steps if warmup_steps is None else warmup_steps,
+  )
   if train.optimizer == "adamw":
     opt = optax.adamw(
       schedule,

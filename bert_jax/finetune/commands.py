@@ -10,17 +10,17 @@ import os
 
 import ml_collections
 
-from bert_jax import evaluate as evaluate_lib
-from bert_jax import inference
-from bert_jax.data import finetune as data_lib
+from bert_jax import run as run_lib
 from bert_jax.errors import UserError
+from bert_jax.finetune import data as data_lib
+from bert_jax.finetune import evaluate as evaluate_lib
 
 BATCH_SIZE = 32
 
 
 def load(workdir, step=None):
   """(run, its config) of a fine-tuned workdir."""
-  run = inference.load_run(workdir, step)
+  run = run_lib.load(workdir, step)
   if "task" not in run.meta:
     raise UserError(
       f"{workdir} is not a fine-tuned run (it has no task head); fine-tune it "
@@ -36,6 +36,7 @@ def _labels(run):
 
 
 def evaluate_main(workdir, *, data=None, step=None):
+  """`bert-jax evaluate`: prints the metrics of a fine-tuned run (last line: one JSON object)."""
   run, config = load(workdir, step)
   spec = data or config.data.eval
   if not spec:
@@ -55,6 +56,7 @@ def evaluate_main(workdir, *, data=None, step=None):
 
 
 def predict_main(workdir, input_spec, output_path, *, step=None):
+  """`bert-jax predict`: one JSON line of prediction per row of `input_spec`."""
   run, config = load(workdir, step)
   out_parent = os.path.dirname(os.path.abspath(output_path))
   if not os.path.isdir(out_parent):

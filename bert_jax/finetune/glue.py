@@ -1,6 +1,6 @@
-"""`python -m bert_jax.glue`: the paper's GLUE sweep, written up as its Table 1.
+"""`python -m bert_jax.finetune.glue`: the paper's GLUE sweep, written up as its Table 1.
 
-    python -m bert_jax.glue --init-from runs/bert_base --workdir runs/glue \
+    python -m bert_jax.finetune.glue --init-from runs/bert_base --workdir runs/glue \
       [--tasks cola,sst2,...] [--learning-rates 5e-5,4e-5,3e-5,2e-5] \
       [--config.KEY=VALUE ...] [--out runs/glue/glue.md]
 
@@ -22,10 +22,10 @@ import sys
 
 from bert_jax import cli
 from bert_jax import config as config_lib
-from bert_jax.data import tfds_tasks
 from bert_jax.errors import UserError
+from bert_jax.finetune import tfds_tasks
 
-RECIPE = config_lib.REPO_ROOT / "configs" / "finetune" / "glue.py"
+RECIPE = config_lib.RECIPES / "finetune" / "glue.py"
 LEARNING_RATES = (5e-5, 4e-5, 3e-5, 2e-5)  # the paper's choices
 MISMATCHED = "mnli_mismatched"
 # The paper's Table 1 columns and the tasks each shows (MNLI: matched / mismatched).
@@ -56,6 +56,7 @@ RESULTS_FILE = "results.json"
 
 
 def lr_name(lr):
+  """A learning rate as a folder name: 2e-05."""
   return f"{lr:g}"
 
 
@@ -67,9 +68,9 @@ def run_dir(workdir, task, lr):
 
 def best_metrics(directory):
   """The metrics of a fine-tuned run's best eval (kept in DIRECTORY/best/ by the loop)."""
-  from bert_jax import checkpoint as ckpt_lib
+  from bert_jax import run as run_lib
 
-  checkpoints, step = ckpt_lib.open_run(directory, folder="best")
+  checkpoints, step = run_lib.open_checkpoints(directory, folder="best")
   try:
     return dict(checkpoints.meta(step)["best"]["metrics"])
   finally:
@@ -94,11 +95,11 @@ def run(task, lr, *, workdir, init_from, overrides=(), recipe=RECIPE):
   if task == MISMATCHED:
     run("mnli", lr, workdir=workdir, init_from=init_from, overrides=overrides, recipe=recipe)
     spec = f"tfds:{tfds_tasks.TASKS[MISMATCHED].name}:{tfds_tasks.TASKS[MISMATCHED].eval_split}"
-    from bert_jax import serve
+    from bert_jax.finetune import commands
 
     return _cached(
       os.path.join(directory, f"{MISMATCHED}.json"),
-      lambda: serve.evaluate_main(directory, data=spec),
+      lambda: commands.evaluate_main(directory, data=spec),
     )
 
   def train():
@@ -121,6 +122,7 @@ def run(task, lr, *, workdir, init_from, overrides=(), recipe=RECIPE):
 
 
 def main_metric(task):
+  """The metric the paper reports for a GLUE task."""
   return tfds_tasks.TASKS[task].main_metric
 
 
@@ -234,7 +236,7 @@ def _write(path, text):
 
 def _parse(argv):
   parser = argparse.ArgumentParser(
-    prog="python -m bert_jax.glue",
+    prog="python -m bert_jax.finetune.glue",
     description="Fine-tune on GLUE with the paper's "
     "learning-rate sweep and write the dev results as its Table 1. Other options "
     "--config.KEY=VALUE go to every run.",
@@ -294,6 +296,7 @@ def _main(argv):
 
 
 def main(argv=None):
+  """`python -m bert_jax.finetune.glue`; returns the exit status."""
   return cli.report_errors(_main, sys.argv[1:] if argv is None else argv)
 
 

@@ -1,4 +1,4 @@
-"""The fine-tuning objective of `heads.BertForTask`: cross-entropy (classification, tokens,
+"""The fine-tuning objective of `tasks.BertForTask`: cross-entropy (classification, tokens,
 QA start + end) or squared error (regression), as summed losses and counts like
 `step.Pretraining`, so the shared train step and gradient accumulation apply unchanged.
 """
@@ -9,10 +9,11 @@ import flax.linen as nn
 import jax.numpy as jnp
 import optax
 
-from bert_jax.data.finetune import IGNORE
+from bert_jax.finetune.data import IGNORE
 
 
 def logits_of(model, params, batch, deterministic=True, rng=None):
+  """The task model's float32 logits for a batch (dropout from `rng` when training)."""
   rngs = None if rng is None else {"dropout": rng}
   return model.apply(
     {"params": params},

@@ -1,4 +1,5 @@
-"""Pretraining heads: masked-LM (tied to the word embeddings) and next-sentence prediction.
+"""BERT for pretraining: the encoder with the masked-LM head (tied to the word embeddings)
+and the next-sentence (or sentence-order) head, as Hugging Face's `BertForPreTraining`.
 
 The MLM head runs only at the `max_predictions_per_seq` gathered masked positions, as the
 original BERT does, instead of at every token: the (embed x vocab) decoder is the largest
@@ -76,62 +77,3 @@ class BertForPreTraining(nn.Module):
   def encode(self, input_ids, token_type_ids=None, attention_mask=None):
     """Last hidden states and pooled output, without dropout (for embeddings)."""
     return self.bert(input_ids, token_type_ids, attention_mask, deterministic=True)
-
-
-TASKS = ("classification", "regression", "tokens", "qa")
-
-
-class BertForTask(nn.Module):
-  """BERT with a fine-tuning head (Hugging Face's `BertFor{SequenceClassification,
-  TokenClassification,QuestionAnswering}`), the parameters under `bert/` and `classifier/`.
-
-  - classification / regression: pooled [CLS] -> dropout -> linear, (batch, num_labels)
-    logits (regression: num_labels 1, the predicted value);
-  - tokens: every last hidden state -> dropout -> linear, (batch, length, num_labels);
-  - qa: every last hidden state -> linear, (batch, length, 2): start and end logits.
-  """
-
-  config: bert.BertConfig
-  task: str
-  num_labels: int
-
-  def setup(self):
-    c = self.config
-    self.bert = bert.Bert(c)
-    self.dropout = nn.Dropout(c.hidden_dropout)
-    self.classifier = bert.dense(c, self.num_labels, (axes.EMBED,), (axes.CLASSES,))
-
-  def __call__(
-    self, input_ids, token_type_ids, attention_mask, position_ids=None, deterministic=True
-  ):
-    """float32 logits; see the class docstring for their shapes."""
-    hidden, pooled = self.bert(
-      input_ids, token_type_ids, attention_mask, position_ids, deterministic=deterministic
-    )
-    if self.task in ("classification", "regression"):
-      features = self.dropout(pooled, deterministic=deterministic)  # (batch, embed)
-    elif self.task == "tokens":
-      features = self.dropout(hidden, deterministic=deterministic)  # (batch, length, embed)
-    else:  # qa: Hugging Face's qa_outputs has no dropout
-      features = hidden
-    return self.classifier(features).astype(jnp.float32)
-
-  def encode(self, input_ids, token_type_ids=None, attention_mask=None):
-    """Last hidden states and pooled output, without dropout (for embeddings)."""
-    return self.bert(input_ids, token_type_ids, attention_mask, deterministic=True)
-
-
-def model_for(model_config, meta):
-  """The module a checkpoint's `meta` describes: pretraining, or a fine-tuned task."""
-  task = meta.get("task")
-  if task is None:
-    return BertForPreTraining(model_config)
-  return BertForTask(model_config, task, meta["num_labels"])
-
-
-def dummy_inputs(model, length=8):
-  """Positional arguments that `model.init` needs (ids of ones, shape (1, length))."""
-  ids = jnp.ones((1, length), jnp.int32)
-  if isinstance(model, BertForPreTraining):
-    return ids, ids, ids, ids[:, :1]
-  return ids, ids, ids

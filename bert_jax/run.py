@@ -1,0 +1,240 @@
+"""The run directory: its layout, and opening a run (parameters, tokenizer, meta) on one device.
+
+A workdir holds:
+
+    checkpoints/<step>/   Orbax: params, opt_state, meta (the latest few, to resume)
+    best/<step>/          fine-tuning: the best eval's params and meta
+    data/                 prepared shards, manifest and tokenizer (or config.data.prepared_dir)
+    tokenizer/            the tokenizer of an imported or fine-tuned run
+    metrics.jsonl         one JSON object per logged step
+    tensorboard/          the same scalars for TensorBoard
+    config.json           the resolved config of the run
+
+This module is the one place that knows those names. Needs no TensorFlow.
+"""
+
+import dataclasses
+import os
+import shutil
+
+import flax.linen as nn
+import jax
+
+from bert_jax import checkpoint as ckpt_lib
+from bert_jax import storage
+from bert_jax.data import prepare
+from bert_jax.data import tokenizer as tokenizer_lib
+from bert_jax.errors import UserError
+from bert_jax.model import bert, registry
+
+CHECKPOINTS = "checkpoints"
+BEST = "best"
+DATA = "data"
+TOKENIZER = "tokenizer"
+METRICS = "metrics.jsonl"
+TENSORBOARD = "tensorboard"
+CONFIG = "config.json"
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model")  # by preference
+
+
+def workdir_of(path: str) -> str:
+  """The run directory of `path`, a workdir or its `checkpoints/` folder."""
+  path = os.path.normpath(path)
+  return os.path.dirname(path) if os.path.basename(path) == CHECKPOINTS else path
+
+
+def path(workdir: str, name: str) -> str:
+  """`WORKDIR/name` for one of this module's layout names."""
+  return os.path.join(workdir, name)
+
+
+def data_dir(config, workdir: str) -> str:
+  """Where a run's prepared data lives: config.data.prepared_dir, or WORKDIR/data; absolute."""
+  return os.path.abspath(config.data.prepared_dir or os.path.join(workdir, DATA))
+
+
+def write_config(config, workdir: str) -> None:
+  """Writes the resolved config as WORKDIR/config.json (process 0 only)."""
+  if jax.process_index() == 0:
+    storage.write_text(path(workdir, CONFIG), config.to_json_best_effort(indent=2))
+
+
+def read_config(workdir: str) -> dict | None:
+  """The run's config.json as a dict, or None when there is none."""
+  config_path = path(workdir, CONFIG)
+  if not os.path.exists(config_path):
+    return None
+  return storage.read_json(config_path)
+
+
+def check_workdir(workdir: str) -> None:
+  """Bad input: a --workdir that is a file, or that cannot be created or written."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f"--workdir {workdir} is a file; give a directory (new or a run's)")
+  parent = os.path.dirname(os.path.abspath(workdir))
+  existing = workdir if os.path.isdir(workdir) else parent
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+    raise UserError(f"--workdir {workdir}: {existing} is not writable; choose another directory")
+
+
+def has_best(workdir: str) -> bool:
+  """Whether a fine-tuned run kept its best eval's parameters (WORKDIR/best/)."""
+  directory = path(workdir_of(workdir), BEST)
+  return os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))
+
+
+def latest_meta(workdir: str) -> dict | None:
+  """The meta of the latest checkpoint in WORKDIR/checkpoints/, or None when there is none."""
+  directory = path(workdir, CHECKPOINTS)
+  if not os.path.isdir(directory):
+    return None
+  checkpoints = ckpt_lib.Checkpoints(directory, read_only=True)
+  step = checkpoints.latest_step()
+  return None if step is None else checkpoints.meta(step)
+
+
+def open_checkpoints(workdir: str, step: int | None = None, folder: str = CHECKPOINTS):
+  """Read-only checkpoints of a run and the step to use (the latest unless given).
+
+  Args:
+    workdir: a run directory or its `checkpoints/` folder.
+    step: the checkpoint step; None: the latest.
+    folder: `checkpoints`, or `best` for the best eval of a fine-tuned run.
+
+  Returns:
+    (checkpoint.Checkpoints, step).
+
+  Raises:
+    UserError: there is no finished checkpoint, or none at `step` (the error lists the
+      steps there are).
+  """
+  directory = path(workdir_of(workdir), folder)
+  if not os.path.isdir(directory):
+    raise UserError(
+      f"{workdir} has no {folder}/; train first: bert-jax pretrain --workdir {workdir}"
+    )
+  checkpoints = ckpt_lib.Checkpoints(directory, read_only=True)
+  steps = checkpoints.all_steps()
+  if not steps:
+    raise UserError(f"{directory} holds no finished checkpoint yet")
+  step = max(steps) if step is None else step
+  if step not in steps:
+    raise UserError(f"no checkpoint at step {step} in {directory}; available: {sorted(steps)}")
+  return checkpoints, step
+
+
+def tokenizer_path(workdir: str) -> tuple[str, bool | None]:
+  """(tokenizer file, lowercase) of a run: `WORKDIR/tokenizer/` (imported and fine-tuned
+  runs), else its prepared data's tokenizer (lowercase as the data was prepared).
+  """
+  own = path(workdir, TOKENIZER)
+  for name in TOKENIZER_FILES:
+    if os.path.isfile(os.path.join(own, name)):
+      return os.path.join(own, name), None
+  data = _prepared_dir(workdir)
+  manifest = prepare.read_manifest(data)
+  if manifest is None:
+    raise UserError(
+      f"no tokenizer for {workdir}: neither {own}/ nor prepared data "
+      f"({prepare.MANIFEST}) in {data}; restore that directory or fix "
+      f"config.data.prepared_dir"
+    )
+  return os.path.join(data, manifest["tokenizer_file"]), manifest["settings"]["tokenizer"][
+    "lowercase"
+  ]
+
+
+def _prepared_dir(workdir: str) -> str:
+  """The prepared data of a pretraining run: its config's prepared_dir, else WORKDIR/data."""
+  config = read_config(workdir) or {}
+  return config.get("data", {}).get("prepared_dir") or path(workdir, DATA)
+
+
+def tokenizer(workdir: str):
+  """The tokenizer a run was trained with (see `tokenizer_path`)."""
+  file, lowercase = tokenizer_path(workdir)
+  return tokenizer_lib.load(file, lowercase=lowercase)
+
+
+def inherited_tokenizer(config) -> dict | None:
+  """The tokenizer settings a run continues with, or None to keep config.tokenizer as is.
+
+  With config.model.size='checkpoint' and no config.tokenizer.path, a model continues with
+  the vocabulary it was trained on: config.init_from's tokenizer. Returns
+  {"path", "lowercase", "vocab_size"} for `config.tokenizer` then; changes nothing.
+  """
+  if config.model.size != "checkpoint" or not config.init_from or config.tokenizer.path:
+    return None
+  file, lowercase = tokenizer_path(workdir_of(config.init_from))
+  vocab_size = tokenizer_lib.load(file, lowercase=lowercase).vocab_size
+  return {"path": file, "lowercase": lowercase, "vocab_size": vocab_size}
+
+
+def with_inherited_tokenizer(config):
+  """A copy of `config` whose tokenizer is the inherited one (`inherited_tokenizer`), or
+  `config` itself when nothing is inherited.
+  """
+  settings = inherited_tokenizer(config)
+  if settings is None:
+    return config
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.tokenizer.update(settings)
+  return config
+
+
+def save_tokenizer(tokenizer, workdir: str) -> None:
+  """Copies the tokenizer file into WORKDIR/tokenizer/ (a fine-tuned run stands alone); the
+  bytes, and so the fingerprint the checkpoint records, stay the same.
+  """
+  target = path(workdir, TOKENIZER)
+  os.makedirs(target, exist_ok=True)
+  destination = os.path.join(target, tokenizer.file_name)
+  if os.path.abspath(tokenizer.model_path) != os.path.abspath(destination):
+    shutil.copyfile(tokenizer.model_path, destination)
+
+
+@dataclasses.dataclass
+class Run:
+  """A run's checkpoint loaded on one device: the model, its parameters and tokenizer."""
+
+  model: nn.Module
+  params: dict
+  tokenizer: object  # tokenizer.SentencePieceTokenizer | tokenizer.WordPieceTokenizer
+  meta: dict
+  step: int
+
+
+def load(workdir: str, step: int | None = None) -> Run:
+  """The run in `workdir` at `step`, parameters on one device.
+
+  Without `step`: the best eval's parameters of a fine-tuned run (WORKDIR/best/), else the
+  latest checkpoint. Works for a checkpoint saved on any mesh (Orbax restores into the
+  single-device layout) and for one written by `import-hf` (parameters only).
+  """
+  best = step is None and has_best(workdir)
+  checkpoints, step = open_checkpoints(workdir, step, BEST if best else CHECKPOINTS)
+  meta = checkpoints.meta(step)
+  model = registry.model_for(bert.BertConfig(**meta["model"]), meta)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree_util.tree_map(
+    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract_params(model)
+  )
+  params, _ = checkpoints.restore(step, target)
+  run_tokenizer = tokenizer(workdir)
+  if run_tokenizer.fingerprint != meta["tokenizer_fingerprint"]:
+    raise UserError(
+      f"the tokenizer {run_tokenizer.model_path} is not the one the checkpoint of "
+      f"{workdir} was trained with; restore the run's own tokenizer (or point "
+      f"config.data.prepared_dir at that run's data)"
+    )
+  return Run(model, params, run_tokenizer, meta, step)
+
+
+def abstract_params(model: nn.Module):
+  """The params tree of `model` as ShapeDtypeStructs (nothing allocated)."""
+  return nn.meta.unbox(
+    jax.eval_shape(lambda: model.init(jax.random.key(0), *registry.dummy_inputs(model))["params"])
+  )

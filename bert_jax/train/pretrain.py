@@ -1,0 +1,314 @@
+"""`bert-jax pretrain`: masked-LM (+ NSP / SOP) pretraining from prepared shards.
+
+`validate` checks the config before anything is written; `pretrain` prepares the data when
+it is missing, opens `config.init_from`, builds the pretraining `loop.Job` (batches from
+the per-process lanes, the held-out eval with its most-frequent-token baseline) and runs
+the shared loop.
+"""
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+
+from bert_jax import config as config_lib
+from bert_jax import run as run_lib
+from bert_jax import sharding
+from bert_jax.data import pipeline, prepare
+from bert_jax.data import tokenizer as tokenizer_lib
+from bert_jax.errors import UserError
+from bert_jax.model import pretraining
+from bert_jax.train import loop
+from bert_jax.train import optimizer as optimizer_lib
+from bert_jax.train import step as step_lib
+from bert_jax.train.metrics import log
+
+DEFAULT_RECIPE = config_lib.RECIPES / "demo.py"
+USAGE = {
+  "pretrain": """usage: bert-jax pretrain [--config configs/RECIPE.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
+
+Pretrains (or resumes) BERT as the recipe says; without --config, the embedded demo
+(configs/demo.py). Prepares the data first (as `prepare` does) unless it is prepared.
+Keys, defaults and comments: bert_jax/config.py (base_config).""",
+  "prepare": """usage: bert-jax prepare [--config configs/RECIPE.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
+
+Prepares the recipe's data: tokenizer, sharded records and manifest.json in
+config.data.prepared_dir (default DIR/data). Streams in constant memory on every core;
+run it again to finish an interrupted preparation. Keys: bert_jax/config.py (base_config).""",
+}
+
+
+def validate(config) -> None:
+  """Bad-input checks of a pretraining config, before anything is read or written.
+
+  Raises:
+    UserError: naming the key, its value and what would work.
+  """
+  config_lib.validate_common(config)
+  for key in (
+    "train.steps",
+    "checkpoint.every_steps",
+    "eval.every_steps",
+    "eval.steps",
+    "data.max_predictions_per_seq",
+    "data.num_shards",
+    "data.documents_per_chunk",
+    "data.lanes",
+  ):
+    config_lib.check_positive(config, key)
+  if config.data.max_seq_length > config.model.max_position_embeddings:
+    raise UserError(
+      f"config.data.max_seq_length={config.data.max_seq_length} exceeds "
+      f"config.model.max_position_embeddings={config.model.max_position_embeddings}"
+    )
+  d = config.data
+  if not 0 < d.mask_rate < 1:
+    raise UserError(f"config.data.mask_rate={d.mask_rate} must be in (0, 1)")
+  if not (
+    0 <= d.mask_token_rate
+    and 0 <= d.random_token_rate
+    and d.mask_token_rate + d.random_token_rate <= 1
+  ):
+    raise UserError(
+      f"config.data.mask_token_rate={d.mask_token_rate} and random_token_rate="
+      f"{d.random_token_rate} must be >= 0 and add up to at most 1 (BERT: 0.8, 0.1)"
+    )
+  config_lib.check_choice(config, "data.objective", config_lib.OBJECTIVES)
+  config_lib.check_choice(config, "data.input_format", config_lib.INPUT_FORMATS)
+  if d.packing and d.objective != "mlm":
+    raise UserError(
+      f"config.data.packing needs config.data.objective='mlm' (rows of sentence "
+      f"pairs have one label each), not {d.objective!r}"
+    )
+  if config.train.batch_size % d.lanes:
+    raise UserError(
+      f"config.data.lanes={d.lanes} must divide config.train.batch_size="
+      f"{config.train.batch_size} (each step takes as many rows from every lane); change "
+      f"the lanes or the batch size"
+    )
+
+
+def warmup_steps(train_config) -> int:
+  """config.train.warmup_steps, clipped to a tenth of the run when it would not fit in it
+  (a short smoke run of a long recipe); says so in one line.
+  """
+  steps, warmup = train_config.steps, train_config.warmup_steps
+  if warmup <= steps:
+    return warmup
+  clipped = steps // 10
+  log(
+    f"config.train.warmup_steps={warmup} exceeds the {steps} steps of this run; "
+    f"warming up over {clipped} (a tenth) instead"
+  )
+  return clipped
+
+
+def _check_devices(config) -> None:
+  """The mesh and the batch fit the devices and processes (before any data is prepared)."""
+  mesh = sharding.make_mesh(config.mesh)
+  sharding.check_batch_divides(config.train.batch_size, config.train.accum_steps, mesh)
+  if config.data.lanes % jax.process_count():
+    raise UserError(
+      f"config.data.lanes={config.data.lanes} must be a multiple of the "
+      f"{jax.process_count()} processes; change the lanes"
+    )
+
+
+def prepare_data(config, workdir) -> dict:
+  """`bert-jax prepare`: the recipe's data (tokenizer, shards, manifest), made or finished."""
+  config = run_lib.with_inherited_tokenizer(config)
+  return prepare.prepare(config, run_lib.data_dir(config, workdir))
+
+
+def _prepare_data(config, workdir):
+  """Prepared shards of `config.data.prepared_dir` (default WORKDIR/data), made if missing:
+  process 0 first, then the others (which reuse them on a shared disk).
+  """
+  data_dir = run_lib.data_dir(config, workdir)
+  run = functools.partial(
+    prepare.prepare, config, data_dir, log=log, progress=jax.process_index() == 0
+  )
+  if jax.process_index() == 0:
+    manifest = run()
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices("prepare_data")
+  if jax.process_index() != 0:
+    manifest = run()
+  _check_tokenizer(config, manifest, data_dir)
+  return data_dir, manifest
+
+
+def _check_tokenizer(config, manifest, data_dir):
+  """Refuses shards made with another tokenizer than config.tokenizer.path."""
+  if config.tokenizer.path:
+    wanted = tokenizer_lib.load(config.tokenizer.path).fingerprint
+    if wanted != manifest["tokenizer_fingerprint"]:
+      raise UserError(
+        f"the shards in {data_dir} were made with another tokenizer than "
+        f"config.tokenizer.path={config.tokenizer.path!r}; prepare them again "
+        f"with it (another config.data.prepared_dir) or fix the path"
+      )
+
+
+def _refuse_imported(workdir):
+  """An `import-hf` workdir is a starting point (no optimizer state), not a run to resume."""
+  meta = run_lib.latest_meta(workdir)
+  source = meta and meta.get("imported_from")
+  if source:
+    raise UserError(
+      f"{workdir} holds a checkpoint imported from {source} (parameters only); "
+      f"train from it with a new --workdir and --config.init_from={workdir}"
+    )
+
+
+def _open_init_from(config, manifest):
+  """(checkpoints, step, meta) of config.init_from, or None; refuses another tokenizer's."""
+  if not config.init_from:
+    return None
+  source, step = run_lib.open_checkpoints(config.init_from)
+  meta = source.meta(step)
+  if meta["tokenizer_fingerprint"] != manifest["tokenizer_fingerprint"]:
+    raise UserError(
+      f"config.init_from={config.init_from!r} was trained with another tokenizer "
+      f"than these shards; prepare them with its tokenizer (config.tokenizer.path, "
+      f"or config.model.size='checkpoint', which uses it)"
+    )
+  return source, step, meta
+
+
+def _init_params_from(init, model_cfg, abstract_params, fresh_params=None):
+  """Parameters of another run (e.g. phase 1 for phase 2, or an imported Hugging Face BERT),
+  without its optimizer state.
+  """
+  source, step, meta = init
+  config_lib.check_same_model(
+    meta["model"], config_lib.model_dict(model_cfg), f"config.init_from={source.directory!r}"
+  )
+  params, _ = source.restore(step, abstract_params)
+  log(f"init_from: parameters of {source.directory} step {step}")
+  return params
+
+
+def pretrain(config, workdir):
+  """Runs (or resumes) pretraining as `config` says, writing everything under `workdir`."""
+  validate(config)
+  if config.distributed:
+    sharding.initialize_distributed()
+  _check_devices(config)
+  os.makedirs(workdir, exist_ok=True)
+  _refuse_imported(workdir)
+  config = run_lib.with_inherited_tokenizer(config)
+  data_dir, manifest = _prepare_data(config, workdir)
+  init = _open_init_from(config, manifest)
+  model_cfg = config_lib.model_config(config, manifest["vocab_size"], init and init[2]["model"])
+  model = pretraining.BertForPreTraining(model_cfg)
+  t, d = config.train, config.data
+  tx, schedule = optimizer_lib.make_optimizer(t, warmup_steps=warmup_steps(t))
+
+  def check_resume(meta):
+    config_lib.check_same_model(meta["model"], config_lib.model_dict(model_cfg), workdir)
+    if meta["tokenizer_fingerprint"] != manifest["tokenizer_fingerprint"]:
+      raise UserError(
+        f"{workdir} holds a checkpoint trained with another tokenizer; use a "
+        f"new --workdir or the data settings of that run"
+      )
+    position = meta.get("data_position")
+    if position and position.get("lanes") != d.lanes:
+      log(
+        f"data: the checkpoint read {position.get('lanes')} lanes, this run reads "
+        f"{d.lanes}: the data order differs from an uninterrupted run from here on"
+      )
+
+  stream = functools.partial(
+    pipeline.Stream,
+    data_dir,
+    manifest,
+    batch_size=t.batch_size,
+    seed=config.seed,
+    max_predictions=d.max_predictions_per_seq,
+    mask_rate=d.mask_rate,
+    mask_token_rate=d.mask_token_rate,
+    random_token_rate=d.random_token_rate,
+    whole_word_masking=d.whole_word_masking,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+    lanes=d.lanes,
+  )
+  eval_batches = _eval_batches(config, manifest, stream(split="eval", shuffle=False))
+  train_stream = stream(split="train")
+  objective = step_lib.Pretraining(model)
+  eval_step = jax.jit(functools.partial(step_lib.eval_step, objective=objective))
+  baseline = _baseline(eval_batches, manifest)
+
+  def evaluate(params, mesh):
+    values = _evaluate(eval_step, params, eval_batches, mesh)
+    values["mlm_baseline_accuracy"] = baseline
+    return values
+
+  def eval_line(step, values):
+    pair_task = (
+      "" if d.objective == "mlm" else (f", {d.objective}_accuracy {values['nsp_accuracy']:.3f}")
+    )
+    return (
+      f"eval step {step}: loss {values['loss']:.3f}, mlm_accuracy "
+      f"{values['mlm_accuracy']:.3f} (most-frequent-token baseline "
+      f"{values['mlm_baseline_accuracy']:.3f}){pair_task}"
+    )
+
+  job = loop.Job(
+    model=model,
+    objective=objective,
+    tx=tx,
+    schedule=schedule,
+    steps=t.steps,
+    batch_size=t.batch_size,
+    batches=lambda start: pipeline.batches(train_stream, start, t.steps),
+    evaluate=evaluate,
+    eval_line=eval_line,
+    eval_every=config.eval.every_steps,
+    meta={
+      "model": config_lib.model_dict(model_cfg),
+      "tokenizer_fingerprint": manifest["tokenizer_fingerprint"],
+      "batch_size": t.batch_size,
+      "seed": config.seed,
+    },
+    check_resume=check_resume,
+    init_params=init and functools.partial(_init_params_from, init, model_cfg),
+    progress_keys=("loss", "mlm_accuracy", "seq_per_s"),
+    data_position=train_stream.position,
+  )
+  loop.train(config, workdir, job)
+
+
+def _eval_batches(config, manifest, eval_stream):
+  """The held-out batches, masked once (deterministically) and kept in memory."""
+  rows = manifest["splits"]["eval"]["rows"]
+  steps = min(config.eval.steps, max(1, rows // config.train.batch_size))
+  if rows < config.train.batch_size:
+    log(
+      f"eval: {rows} held-out rows, fewer than a batch of {config.train.batch_size}; "
+      f"they repeat (raise config.data.eval_fraction for a better estimate)"
+    )
+  return list(pipeline.batches(eval_stream, 0, steps))
+
+
+def _evaluate(eval_step, params, batches, mesh):
+  totals = None
+  for local_batch in batches:
+    sums = eval_step(params, sharding.global_batch(local_batch, mesh))
+    totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
+  return {k: float(v) for k, v in jax.device_get(step_lib.summarize(totals)).items()}
+
+
+def _baseline(batches, manifest):
+  """MLM accuracy of always predicting the most frequent training token."""
+  hits = total = 0.0
+  for b in batches:
+    hits += float(
+      ((b["masked_lm_ids"] == manifest["most_frequent_token_id"]) * b["masked_lm_weights"]).sum()
+    )
+    total += float(b["masked_lm_weights"].sum())
+  return hits / max(total, 1.0)
