@@ -21,7 +21,11 @@ BATCH_AXES = ("data", "fsdp")  # the leading batch dimension shards over both
 
 
 def mesh_shape(mesh_config, num_devices):
-  """Resolves (data, fsdp, tensor) sizes; one of them may be -1 (fills the rest)."""
+  """Resolves (data, fsdp, tensor) sizes; one of them may be -1 (fills the rest).
+
+  Fixed sizes whose product is below `num_devices` are kept: the mesh then uses that many
+  devices (see `make_mesh`), e.g. `config.mesh.data=1` for one device of several.
+  """
   sizes = [int(mesh_config[name]) for name in MESH_AXES]
   if sizes.count(-1) > 1:
     raise UserError("at most one of config.mesh.{data,fsdp,tensor} may be -1")
@@ -33,7 +37,7 @@ def mesh_shape(mesh_config, num_devices):
         f"{num_devices} devices; make the fixed sizes divide it"
       )
     sizes[sizes.index(-1)] = num_devices // known
-  if int(np.prod(sizes)) != num_devices:
+  if int(np.prod(sizes)) > num_devices:
     raise UserError(
       f"config.mesh {dict(zip(MESH_AXES, sizes))} needs {int(np.prod(sizes))} "
       f"devices but {num_devices} are visible; set one axis to -1"
@@ -42,9 +46,22 @@ def mesh_shape(mesh_config, num_devices):
 
 
 def make_mesh(mesh_config, devices=None):
-  """The (data, fsdp, tensor) mesh of config.mesh over `devices` (default: all)."""
+  """The (data, fsdp, tensor) mesh of config.mesh over `devices` (default: all visible).
+
+  A mesh of fixed sizes smaller than the devices takes the first devices it needs (one
+  process only: on several, every process must hold a part of the mesh).
+  """
   devices = jax.devices() if devices is None else devices
   shape = mesh_shape(mesh_config, len(devices))
+  used = int(np.prod(shape))
+  if used < len(devices):
+    if jax.process_count() > 1:
+      raise UserError(
+        f"config.mesh {dict(zip(MESH_AXES, shape))} uses {used} of the {len(devices)} "
+        f"devices of {jax.process_count()} processes; a multi-process mesh takes them all "
+        f"(set one axis to -1)"
+      )
+    devices = devices[:used]
   return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
 
 
