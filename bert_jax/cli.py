@@ -136,10 +136,13 @@ def _predict(argv):
     help="a .csv / .tsv / .jsonl file with the run's text columns (or tfds:NAME:SPLIT)",
   )
   parser.add_argument("--output", required=True, help="the .jsonl file to write")
+  parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
   args = _parse(parser, argv)
   from bert_jax.finetune import commands
 
-  commands.predict_main(args.workdir, args.input, args.output, step=args.step)
+  commands.predict_main(
+    args.workdir, args.input, args.output, step=args.step, overwrite=args.overwrite
+  )
 
 
 def _parser(command, description, workdir_help="a run directory", step=False):
@@ -201,8 +204,10 @@ def _import_hf(argv):
     help="pad the vocabulary rows to a multiple (config.model.vocab_multiple)",
   )
   args = _parse(parser, argv)
+  from bert_jax import run as run_lib
   from bert_jax.hf import import_hf
 
+  run_lib.check_workdir(args.workdir)
   import_hf.import_hf(args.hf, args.workdir, vocab_multiple=args.vocab_multiple, seed=args.seed)
 
 
@@ -238,7 +243,7 @@ def _embed(argv):
 
 
 COMMANDS = {
-  "prepare": _job("prepare", "bert_jax.train.pretrain", "prepare"),
+  "prepare": _job("prepare", "bert_jax.train.pretrain", "prepare_data"),
   "pretrain": _job("pretrain", "bert_jax.train.pretrain", "pretrain"),
   "finetune": _job("finetune", "bert_jax.train.finetune", "finetune"),
   "evaluate": _evaluate,

@@ -31,9 +31,18 @@ SIZES = {
 OBJECTIVES = ("nsp", "sop", "mlm")
 INPUT_FORMATS = ("auto", "bert", "document", "jsonl")
 
-# The recipes ship inside the package (pyproject maps the top-level configs/ to
-# bert_jax.configs), so they are found in a clone, an editable install and a wheel alike.
-RECIPES = pathlib.Path(importlib.util.find_spec("bert_jax.configs").origin).parent
+
+def _recipes_dir() -> pathlib.Path:
+  """The recipes: installed as bert_jax.configs (pyproject maps the top-level configs/ there,
+  so a wheel has them), else the configs/ of this clone (run without installing).
+  """
+  spec = importlib.util.find_spec("bert_jax.configs")
+  if spec is not None and spec.origin:
+    return pathlib.Path(spec.origin).parent
+  return pathlib.Path(__file__).resolve().parent.parent / "configs"
+
+
+RECIPES = _recipes_dir()
 DEFAULT_CONFIG = RECIPES / "demo.py"
 DEFAULT_FINETUNE_CONFIG = RECIPES / "finetune" / "classify_csv.py"
 
@@ -355,7 +364,7 @@ def check_recipe(file: str) -> None:
 
 
 def tfds_finetune_config(key):
-  """A fine-tuning config for the registered TFDS task `key` (`data.tfds_tasks.TASKS`): its
+  """A fine-tuning config for the registered TFDS task `key` (`tfds_tasks.TASKS`): its
   kind, train / eval data and columns; the recipes add lengths and the optimizer.
   """
   from bert_jax.finetune import tfds_tasks
@@ -363,8 +372,8 @@ def tfds_finetune_config(key):
   task = tfds_tasks.TASKS[key]
   c = finetune_base_config()
   c.task = task.task
-  c.data.train = f"tfds:{task.name}:{task.train_split}"
-  c.data.eval = f"tfds:{task.name}:{task.eval_split}"
+  c.data.train = tfds_tasks.data_spec(task.name, task.train_split)
+  c.data.eval = tfds_tasks.data_spec(task.name, task.eval_split)
   c.data.text_column = task.text_column
   c.data.text_pair_column = task.text_pair_column
   c.data.label_column = task.label_column

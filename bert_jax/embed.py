@@ -33,11 +33,31 @@ def _pooled(params, input_ids, attention_mask, *, model, pooling):
   return (hidden * weights).sum(1) / weights.sum(1)
 
 
-def embed_texts(run, texts, *, pooling="mean", batch_size=64, max_length=None, progress=False):
-  """(len(texts), embed) float32 vectors of `texts` under a loaded `run.Run`.
+def embed_texts(
+  run: run_lib.Run,
+  texts: list[str],
+  *,
+  pooling: str = "mean",
+  batch_size: int = 64,
+  max_length: int | None = None,
+  progress: bool = False,
+) -> tuple[np.ndarray, int]:
+  """One vector per text under a loaded run.
 
-  Texts longer than `max_length` tokens ([CLS] and [SEP] included; default the model's
-  positions) are truncated; the count is returned as the second value.
+  Args:
+    run: a `run.Run` (its model's `encode` gives the hidden states).
+    texts: the texts.
+    pooling: "cls" or "mean" (see the module docstring).
+    batch_size: texts per compiled call.
+    max_length: tokens per text, [CLS] and [SEP] included; None or more than the model's
+      positions: the model's positions. Longer texts are truncated.
+    progress: show a progress bar.
+
+  Returns:
+    ((len(texts), hidden) float32 vectors, the number of texts truncated).
+
+  Raises:
+    UserError: an unknown pooling.
   """
   if pooling not in POOLINGS:
     raise UserError(f"--pooling {pooling!r} is not one of {', '.join(POOLINGS)}")
@@ -65,8 +85,37 @@ def embed_texts(run, texts, *, pooling="mean", batch_size=64, max_length=None, p
   return out, truncated
 
 
-def main(workdir, input_path, output_path, *, pooling, batch_size, max_length, step=None):
-  """`bert-jax embed`: one vector per line of `input_path`, saved as .npy to `output_path`."""
+def main(
+  workdir: str,
+  input_path: str,
+  output_path: str,
+  *,
+  pooling: str,
+  batch_size: int,
+  max_length: int | None,
+  step: int | None = None,
+) -> None:
+  """`bert-jax embed`: one vector per line of `input_path`, saved as .npy to `output_path`.
+
+  Args:
+    workdir: a run directory (or an imported one).
+    input_path: UTF-8 text, one text per line.
+    output_path: the .npy file to write, (lines, hidden) float32.
+    pooling: "cls" or "mean".
+    batch_size: texts per compiled call.
+    max_length: tokens per text (None: the model's positions).
+    step: the checkpoint step; None: the run's default (`run.load`).
+
+  Raises:
+    UserError: a missing or non-UTF-8 input, an output folder that does not exist, a bad
+      pooling, batch size or length, or no checkpoint.
+  """
+  if batch_size < 1:
+    raise UserError(f"--batch-size {batch_size} must be at least 1")
+  if max_length is not None and max_length < 3:
+    raise UserError(
+      f"--max-length {max_length} leaves no room for text beside [CLS] and [SEP]; give 3 or more"
+    )
   if not os.path.isfile(input_path):
     raise UserError(f"--input {input_path} does not exist; give a text file, one text per line")
   out_parent = os.path.dirname(os.path.abspath(output_path))

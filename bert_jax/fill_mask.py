@@ -12,11 +12,22 @@ from bert_jax import run as run_lib
 from bert_jax.errors import UserError
 
 
-def fill_mask(model, params, tokenizer, text, top_k=5):
+def fill_mask(model, params, tokenizer, text: str, top_k: int = 5) -> list:
   """Hugging Face fill-mask output for one text: a list per [MASK] of top-k dicts.
 
-  Returns a list of {"token", "token_str", "score"} when the text has one [MASK], else a
-  list of such lists (one per [MASK], in order), as `pipeline("fill-mask")` does.
+  Args:
+    model: a `BertForPreTraining` (its MLM head gives the predictions).
+    params: the model's parameters.
+    tokenizer: the run's tokenizer; `[MASK]` typed in `text` encodes to its mask id.
+    text: the text, with at least one `[MASK]`; cut to the model's positions.
+    top_k: predictions per [MASK], best first.
+
+  Returns:
+    A list of {"token", "token_str", "score"} when the text has one [MASK], else a list of
+    such lists (one per [MASK], in order), as `pipeline("fill-mask")` does.
+
+  Raises:
+    UserError: the text has no [MASK].
   """
   ids = [tokenizer.cls_id] + tokenizer.encode(text) + [tokenizer.sep_id]
   ids = ids[: model.config.max_position_embeddings]
@@ -45,10 +56,21 @@ def fill_mask(model, params, tokenizer, text, top_k=5):
   return results[0] if len(results) == 1 else results
 
 
-def main(workdir, texts, *, top_k=5, as_json=False):
-  """Prints the predictions for each text (one JSON list per text with `as_json`)."""
+def main(workdir: str, texts: list[str], *, top_k: int = 5, as_json: bool = False) -> None:
+  """`bert-jax fill-mask`: prints the predictions for each text.
+
+  Args:
+    workdir: a pretraining run (or an imported one).
+    texts: texts with [MASK] in them.
+    top_k: predictions per [MASK]; at least 1.
+    as_json: one JSON list per text instead of ranked lines.
+
+  Raises:
+    UserError: `top_k` below 1 (checked before the run is loaded), no checkpoint, or a
+      text without [MASK].
+  """
   if top_k < 1:
-    raise UserError(f"--top-k {top_k} must be at least 1")
+    raise UserError(f"--top-k {top_k} must be at least 1 (the predictions shown per [MASK])")
   run = run_lib.load(workdir)
   for text in texts:
     result = fill_mask(run.model, run.params, run.tokenizer, text, top_k)

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 
 import jax
@@ -224,7 +225,9 @@ def classify_hf(tmp_path_factory, classify):
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory, classify):
-  """Pairs with token types: a new 2-label head on the 3-label classification run."""
+  """Pairs with token types: a new 2-label head on the 3-label classification run,
+  evaluated before training too.
+  """
   return _run_dir(
     tmp_path_factory,
     "pairs",
@@ -236,6 +239,7 @@ def pairs(tmp_path_factory, classify):
       "--config.head.reinit=True",
       "--config.train.steps=6",
       "--config.train.learning_rate=1e-3",
+      "--config.eval.at_start=True",
     ),
     init_from=classify["workdir"],
   )
@@ -360,6 +364,7 @@ def _params_equal(a, b):
 # --- 1. every head against Hugging Face ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_classification_matches_transformers(classify, classify_hf, tmp_path):
   workdir, hf_dir = classify["workdir"], classify_hf
   model = _load_hf(transformers.AutoModelForSequenceClassification, hf_dir)
@@ -383,6 +388,7 @@ def test_classification_matches_transformers(classify, classify_hf, tmp_path):
     assert mine["label"] == max(theirs, key=lambda t: t["score"])["label"]
 
 
+@pytest.mark.slow
 def test_classification_loss_and_gradients_match_transformers(classify, classify_hf):
   """The training objective (without dropout) against BertForSequenceClassification's
   loss and its gradients, on a labelled batch.
@@ -414,6 +420,7 @@ def test_classification_loss_and_gradients_match_transformers(classify, classify
   )
 
 
+@pytest.mark.slow
 def test_pair_classification_matches_transformers(pairs, tmp_path):
   workdir, files, _ = pairs
   hf_dir = _export(workdir, tmp_path / "hf")
@@ -437,6 +444,7 @@ def test_pair_classification_matches_transformers(pairs, tmp_path):
   np.testing.assert_allclose(_our_logits(run, arrays), hf_logits, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_regression_matches_transformers(regression, tmp_path):
   workdir, files, _ = regression
   hf_dir = _export(workdir, tmp_path / "hf")
@@ -451,6 +459,7 @@ def test_regression_matches_transformers(regression, tmp_path):
   np.testing.assert_allclose([p["value"] for p in predicted], hf_logits[:, 0], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_tokens_match_transformers(tokens, tmp_path):
   workdir, files, _ = tokens
   hf_dir = _export(workdir, tmp_path / "hf")
@@ -475,6 +484,7 @@ def test_tokens_match_transformers(tokens, tmp_path):
     assert mine["tags"] == [by_index[first[w]] for w in range(len(row["words"]))]
 
 
+@pytest.mark.slow
 def test_qa_matches_transformers(qa, tmp_path):
   workdir, files = qa
   hf_dir = _export(workdir, tmp_path / "hf")
@@ -506,6 +516,7 @@ def test_qa_matches_transformers(qa, tmp_path):
 # --- 2. learning signal and the best checkpoint ----------------------------------------------
 
 
+@pytest.mark.slow
 def test_trivial_task_is_learnt_and_best_is_kept(classify):
   workdir = classify["workdir"]
   evals = _records(workdir, "eval")
@@ -525,6 +536,7 @@ def test_trivial_task_is_learnt_and_best_is_kept(classify):
 # --- 3. exact resume -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_resume_is_exact(classify, imported, tmp_path):
   """Delete the last checkpoint (and best/) of the 120-step run: the rerun resumes from 100
   and ends on the same parameters, bit for bit.
@@ -598,6 +610,19 @@ def test_token_entity_f1_by_hand(imported):
   assert values["accuracy"] == 5 / 7  # word-level: paris and unbelievable are wrong
 
 
+def test_word_tags_by_hand():
+  """Each word's tag is its first sub-token's argmax; words cut off by the length are "O"."""
+  names = ["B-LOC", "B-PER", "O"]
+  word_index = np.array([[-1, 0, -1, 1, -1], [-1, 0, 1, -1, -1]], np.int32)
+  logits = np.zeros((2, 5, 3), np.float32)
+  logits[0, 1, 1] = logits[0, 3, 0] = 1.0  # row 0: word 0 B-PER, word 1 B-LOC
+  logits[1, 1, 2] = logits[1, 2, 1] = 1.0  # row 1: word 0 O, word 1 B-PER
+  logits[0, 2, 0] = logits[1, 3, 0] = 9.0  # not first sub-tokens: ignored
+  arrays = {"word_index": word_index, "words_per_row": [3, 2]}  # row 0's third word is cut
+  assert evaluate_lib.word_tags(logits, arrays, names) == [["B-PER", "B-LOC", "O"], ["O", "B-PER"]]
+
+
+@pytest.mark.slow
 def test_evaluate_command_prints_the_best_eval(classify, capsys):
   workdir = classify["workdir"]
   assert cli.main(["evaluate", "--workdir", workdir]) == 0
@@ -647,12 +672,13 @@ def _cli_error(capsys, argv):
   return lines[-1]
 
 
+@pytest.mark.slow
 def test_predict_refuses_a_label_outside_the_map(classify, tmp_path, capsys):
   bad = _write_jsonl(
     tmp_path / "bad.jsonl",
     [{"text": "good cat", "label": "happy"}, {"text": "bad dog", "label": "angry"}],
   )
-  with pytest.raises(UserError, match=r"'angry' is not one of the 3 labels"):
+  with pytest.raises(UserError, match=rf"^{re.escape(bad)} row 2: label 'angry' is not one of"):
     commands.predict_main(classify["workdir"], bad, str(tmp_path / "out.jsonl"))
   line = _cli_error(
     capsys,
@@ -666,10 +692,11 @@ def test_predict_refuses_a_label_outside_the_map(classify, tmp_path, capsys):
       str(tmp_path / "out.jsonl"),
     ],
   )
-  assert "angry" in line and "happy, neutral, sad" in line
+  assert f"{bad} row 2: label 'angry'" in line and "happy, neutral, sad" in line
   assert not os.path.exists(tmp_path / "out.jsonl")
 
 
+@pytest.mark.slow
 def test_empty_rows_are_skipped_and_counted(classify, tmp_path, capsys):
   path = tmp_path / "texts.csv"
   path.write_text("text,label\ngood cat,happy\n,sad\n   ,sad\nbad dog,sad\n")
@@ -701,7 +728,9 @@ def test_integer_labels_are_names(tmp_path):
   assert data_lib.LabelMap(["neg", "pos"]).encode(1, "") == 1  # TFDS: ids of ClassLabel names
 
 
-def test_qa_window_too_short_is_a_user_error(qa, imported, tmp_path, capsys):
+def test_qa_window_too_short_is_a_user_error(imported, tmp_path, capsys):
+  rng = random.Random(3)
+  train = _write_jsonl(tmp_path / "qa.jsonl", [_qa_row(rng, i) for i in range(8)])
   line = _cli_error(
     capsys,
     [
@@ -712,7 +741,7 @@ def test_qa_window_too_short_is_a_user_error(qa, imported, tmp_path, capsys):
       str(tmp_path / "w"),
       "--config.task=qa",
       f"--config.init_from={imported}",
-      f"--config.data.train={qa[1]['train']}",
+      f"--config.data.train={train}",
       f"--config.data.max_seq_length={LENGTH}",
       "--config.data.max_query_length=30",
     ],
@@ -720,11 +749,13 @@ def test_qa_window_too_short_is_a_user_error(qa, imported, tmp_path, capsys):
   assert "max_query_length" in line
 
 
-def test_missing_column_is_named(classify, imported, tmp_path, capsys):
+def test_missing_column_is_named(imported, tmp_path, capsys):
+  rng = random.Random(1)
+  train = _write_jsonl(tmp_path / "train.jsonl", [_sentiment_row(rng) for _ in range(16)])
   config = config_lib.finetune_base_config()
   config.data.text_column = "sentence"
   with pytest.raises(UserError, match=r"no column 'sentence'.*'text', 'label'"):
-    data_lib.read(classify["files"]["train"], config)
+    data_lib.read(train, config)
   line = _cli_error(
     capsys,
     [
@@ -734,7 +765,7 @@ def test_missing_column_is_named(classify, imported, tmp_path, capsys):
       "--workdir",
       str(tmp_path / "w"),
       f"--config.init_from={imported}",
-      f"--config.data.train={classify['files']['train']}",
+      f"--config.data.train={train}",
       "--config.data.text_column=sentence",
     ],
   )
@@ -764,6 +795,7 @@ def test_unknown_task(imported, tmp_path, capsys):
   assert "regression, tokens, qa" in line
 
 
+@pytest.mark.slow
 def test_other_labels_than_init_from_offer_reinit(classify, pairs, tmp_path):
   """A 3-label classification run as init_from, data with 2 other labels: a new head is
   offered (and with it, `pairs`, the same data trains).
@@ -794,16 +826,199 @@ def _pairs_config(classify, train_file):
   return config
 
 
+@pytest.mark.slow
 def test_reinit_head_trains(pairs):
+  """The new head starts fresh and trains: before the first step a 2-way head initialised
+  near zero gives each label about 1/2, an eval loss of ln 2 (init_from's trained head is
+  3-way); after 6 steps its bias, zero at initialisation (BERT's init), has moved.
+  """
   workdir, _, stdout = pairs
-  run = run_lib.load(workdir)
-  assert run.meta["num_labels"] == 2 and run.meta["labels"] == ["no", "yes"]
   assert "done: 6 steps" in stdout
+  run = run_lib.load(workdir, step=6)
+  assert run.meta["num_labels"] == 2 and run.meta["labels"] == ["no", "yes"]
+  evals = _records(workdir, "eval")
+  assert [r["step"] for r in evals] == [0, 6]
+  assert abs(evals[0]["loss"] - np.log(2)) < 0.05
+  bias = np.asarray(run.params["classifier"]["bias"])
+  assert bias.shape == (2,) and np.abs(bias).min() > 1e-4
+
+
+def _write_csv(path, rows, header="text,label"):
+  path.write_text("".join(f"{line}\n" for line in [header, *rows]))
+  return str(path)
+
+
+def _sentiment_csv(path, labels=("happy", "sad")):
+  """16 rows cycling through `labels` (two batches of 8)."""
+  return _write_csv(path, [f"good cat {i},{labels[i % len(labels)]}" for i in range(16)])
+
+
+def _finetune_error(capsys, workdir, imported, *overrides):
+  """The one error line of `bert-jax finetune` on the test's settings."""
+  return _cli_error(
+    capsys,
+    [
+      "finetune",
+      "--config",
+      CONFIG,
+      "--workdir",
+      str(workdir),
+      f"--config.init_from={imported}",
+      f"--config.data.max_seq_length={LENGTH}",
+      "--config.train.batch_size=8",
+      *overrides,
+    ],
+  )
+
+
+@pytest.mark.parametrize(
+  "content",
+  ["", "text,label\n", "text,label\n,happy\n  ,sad\n"],
+  ids=["0 bytes", "header only", "only empty texts"],
+)
+def test_train_file_without_rows_is_named(imported, tmp_path, capsys, content):
+  train = tmp_path / "train.csv"
+  train.write_text(content)
+  workdir = tmp_path / "w"
+  line = _finetune_error(capsys, workdir, imported, f"--config.data.train={train}")
+  assert line.startswith(f"error: {train} has no rows")
+  assert "batch size" not in line
+  if content.count("\n") > 1:
+    assert "all 2 rows have an empty 'text'" in line
+  assert not workdir.exists()  # nothing written
+
+
+def test_eval_file_without_rows_is_named(imported, tmp_path, capsys):
+  train = _sentiment_csv(tmp_path / "train.csv")
+  evaluate = _write_csv(tmp_path / "eval.csv", [])
+  workdir = tmp_path / "w"
+  line = _finetune_error(
+    capsys, workdir, imported, f"--config.data.train={train}", f"--config.data.eval={evaluate}"
+  )
+  assert line.startswith(f"error: {evaluate} has no rows (a header only, or an empty file)")
+  assert not workdir.exists()
+
+
+def test_unknown_eval_label_names_the_file_and_row(imported, tmp_path, capsys):
+  """Row numbers are the file's data rows: the skipped empty row counts."""
+  train = _sentiment_csv(tmp_path / "train.csv")
+  evaluate = _write_csv(tmp_path / "eval.csv", ["good cat,happy", ",sad", "bad dog,angry"])
+  workdir = tmp_path / "w"
+  line = _finetune_error(
+    capsys, workdir, imported, f"--config.data.train={train}", f"--config.data.eval={evaluate}"
+  )
+  assert line == (
+    f"error: {evaluate} row 3: label 'angry' is not one of the 2 labels the model was "
+    f"trained with (happy, sad); fix the data or fine-tune with it (config.data.labels)"
+  )
+  assert not workdir.exists()
+
+
+def test_unknown_tag_and_regression_label_name_the_file_and_row(imported, tmp_path):
+  tokenizer = run_lib.tokenizer(imported)
+  config = config_lib.finetune_base_config()
+  config.task = "tokens"
+  tags = _write_jsonl(
+    tmp_path / "tags.jsonl",
+    [{"text": "john sits", "label": "B-PER O"}, {"text": "mary in paris", "label": "B-PER O X"}],
+  )
+  examples = data_lib.read(tags, config)
+  with pytest.raises(UserError, match=rf"^{re.escape(tags)} row 2 word 3: label 'X' is not one"):
+    data_lib.encode(examples, tokenizer, config, data_lib.LabelMap(["B-PER", "O"]))
+  config.task = "regression"
+  values = _write_csv(tmp_path / "values.csv", ["good cat,1.5", "bad dog,high"])
+  examples = data_lib.read(values, config)
+  with pytest.raises(UserError, match=rf"^{re.escape(values)} row 2: regression label 'high'"):
+    data_lib.encode(examples, tokenizer, config, None)
+
+
+def test_one_class_is_refused_unless_the_labels_name_more(imported, tmp_path, capsys):
+  """One label in the train data: refused (the loss would be 0 from the start); with
+  config.data.labels naming two it trains, here without eval data (no evaluation).
+  """
+  train = _sentiment_csv(tmp_path / "train.csv", labels=("happy",))
+  workdir = tmp_path / "w"
+  line = _finetune_error(capsys, workdir, imported, f"--config.data.train={train}")
+  assert line.startswith(f"error: the train data {train} has only one label 'happy'")
+  assert "classification needs at least two" in line and "config.data.labels" in line
+  assert not workdir.exists()
+  line = _finetune_error(
+    capsys, workdir, imported, f"--config.data.train={train}", "--config.data.labels=happy"
+  )
+  assert line.startswith("error: config.data.labels='happy' names only one label 'happy'")
+
+  stdout = _finetune(
+    workdir,
+    imported,
+    f"--config.data.train={train}",
+    "--config.data.labels=happy,sad",
+    "--config.train.steps=2",
+  )
+  assert "done: 2 steps" in stdout
+  assert run_lib.load(str(workdir)).meta["labels"] == ["happy", "sad"]
+  assert [r["step"] for r in _records(str(workdir), "train")] == [2]
+  assert _records(str(workdir), "eval") == []
+
+
+def test_one_class_may_train_a_kept_head_of_more():
+  """A fine-tuned init_from's head is kept: its labels, not the data's one, are the map."""
+  config = _config("classification")
+  config.data.train = "train.csv"
+  examples = data_lib.Examples([{"text": "x", "label": "happy"}], source="train.csv")
+  init_meta = {"task": "classification", "labels": ["happy", "neutral", "sad"]}
+  assert finetune._label_map(config, examples, None, init_meta).names == init_meta["labels"]
+  config.head.reinit = True  # a new head: the data's one label is not enough
+  with pytest.raises(UserError, match="has only one label 'happy'"):
+    finetune._label_map(config, examples, None, init_meta)
+
+
+def test_predict_refuses_an_existing_output(imported, tmp_path, capsys):
+  """Checked before the run is loaded: the file stays as it was."""
+  out = tmp_path / "out.jsonl"
+  out.write_text("keep me\n")
+  line = _cli_error(
+    capsys, ["predict", "--workdir", imported, "--input", "in.csv", "--output", str(out)]
+  )
+  assert line == f"error: --output {out} exists; give another file, or --overwrite to replace it"
+  assert out.read_text() == "keep me\n"
+
+
+@pytest.mark.slow
+def test_predict_overwrite_replaces_the_output(classify, tmp_path):
+  out = tmp_path / "out.jsonl"
+  out.write_text("keep me\n")
+  argv = ["predict", "--workdir", classify["workdir"], "--input", classify["files"]["eval"]]
+  assert cli.main([*argv, "--output", str(out), "--overwrite"]) == 0
+  predicted = [json.loads(line) for line in open(out)]
+  assert len(predicted) == 24 and {p["label"] for p in predicted} <= {"happy", "neutral", "sad"}
+  assert sorted(os.listdir(tmp_path)) == ["out.jsonl"]  # no temporary file left
+
+
+@pytest.mark.parametrize(
+  "target",
+  ["metrics.jsonl", "config.json", "checkpoints/0/out.jsonl", "best/out.jsonl", "tokenizer/x"],
+)
+def test_predict_never_writes_over_a_run_file(imported, tmp_path, capsys, target):
+  """Even with --overwrite; of the run predicted with or of another run (a directory with
+  checkpoints/).
+  """
+  other = tmp_path / "other_run"
+  (other / "checkpoints").mkdir(parents=True)
+  (other / "metrics.jsonl").write_text('{"step": 1}\n')
+  for run in (imported, str(other)):
+    out = os.path.join(run, target)
+    before = open(out, "rb").read() if os.path.isfile(out) else None
+    argv = ["predict", "--workdir", imported, "--input", "in.csv", "--output", out, "--overwrite"]
+    line = _cli_error(capsys, argv)
+    owner, name = os.path.realpath(run), target.split("/")[0]
+    assert line.startswith(f"error: --output {out} is the run {owner}'s own {name}; write")
+    assert (open(out, "rb").read() if os.path.isfile(out) else None) == before
 
 
 # --- 7. frozen encoder, re-initialised layers ------------------------------------------------
 
 
+@pytest.mark.slow
 def test_freeze_encoder_keeps_bert_exactly(regression, imported):
   """The encoder of steps 4 and 8 is the starting one: init_from's below the top layer."""
   workdir, _, _ = regression
@@ -817,6 +1032,7 @@ def test_freeze_encoder_keeps_bert_exactly(regression, imported):
   assert not np.array_equal(at_4["classifier"]["kernel"], at_8["classifier"]["kernel"])
 
 
+@pytest.mark.slow
 def test_reinit_top_layer(regression, imported):
   """reinit_layers=1: layer 1 and the pooler are fresh (not init_from's), layer 0 is not."""
   workdir, _, _ = regression

@@ -272,6 +272,51 @@ def test_exported_run_gives_the_same_mlm_logits_and_fill_mask(trained, tmp_path,
     np.testing.assert_allclose([r["score"] for r in mine], [r["score"] for r in hf], atol=1e-4)
 
 
+def test_our_sentencepiece_export_imports_back(trained, tmp_path, capsys):
+  """A pretrained run exported (export-hf) and imported again (import-hf) cuts text as the
+  original (its SentencePiece model is rebuilt from the exported tokenizer.json) and gives
+  the same MLM and NSP logits, so the same fill-mask predictions.
+  """
+  hf_dir, again = str(tmp_path / "hf"), str(tmp_path / "again")
+  assert cli.main(["export-hf", "--workdir", trained, "--out", hf_dir]) == 0
+  assert cli.main(["import-hf", "--hf", hf_dir, "--workdir", again]) == 0
+  out = capsys.readouterr().out
+  assert "sentencepiece tokenizer" in out and "initialised" not in out
+  assert os.listdir(os.path.join(again, "tokenizer")) == ["tokenizer.model"]
+  first, second = run_lib.load(trained), run_lib.load(again)
+  assert second.tokenizer.kind == "sentencepiece"
+  assert second.tokenizer.vocab_size == first.tokenizer.vocab_size
+  texts = TEXTS + [a for a, _ in PAIRS] + ["Return a new [MASK] of the items in the [MASK]."]
+  assert second.tokenizer.encode_batch(texts) == first.tokenizer.encode_batch(texts)
+
+  text = texts[-1]
+  ids = [first.tokenizer.cls_id] + first.tokenizer.encode(text) + [first.tokenizer.sep_id]
+  batch = (
+    np.asarray([ids]),
+    np.zeros((1, len(ids)), np.int32),
+    np.ones((1, len(ids)), np.int32),
+    np.arange(len(ids))[None],
+  )
+  vocab = first.tokenizer.vocab_size
+  (mlm_a, nsp_a), (mlm_b, nsp_b) = (
+    r.model.apply({"params": r.params}, *batch) for r in (first, second)
+  )
+  np.testing.assert_allclose(
+    np.asarray(mlm_b)[..., :vocab], np.asarray(mlm_a)[..., :vocab], atol=1e-5, rtol=0
+  )
+  np.testing.assert_allclose(np.asarray(nsp_b), np.asarray(nsp_a), atol=1e-5, rtol=0)
+
+  predictions = []
+  for workdir in (trained, again):
+    assert cli.main(["fill-mask", "--workdir", workdir, "--json", "--top-k", "10", text]) == 0
+    predictions.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+  assert len(predictions[0]) == 2  # two [MASK]s
+  for mine, theirs in zip(*predictions):
+    assert [r["token"] for r in mine] == [r["token"] for r in theirs]
+    assert [r["token_str"] for r in mine] == [r["token_str"] for r in theirs]
+    np.testing.assert_allclose([r["score"] for r in mine], [r["score"] for r in theirs], atol=1e-6)
+
+
 def test_bad_input_is_one_line(imported, trained, tmp_path, capsys):
   def error(args):
     assert cli.main(args) == 2
@@ -308,8 +353,14 @@ def test_bad_input_is_one_line(imported, trained, tmp_path, capsys):
   (full / "keep.txt").write_text("mine")
   assert "--overwrite" in error(["export-hf", "--workdir", trained, "--out", str(full)])
   assert (full / "keep.txt").read_text() == "mine"
+  # --overwrite replaces an earlier export only: a file it did not write stays, named.
+  line = error(["export-hf", "--workdir", trained, "--out", str(full), "--overwrite"])
+  assert "keep.txt" in line and (full / "keep.txt").read_text() == "mine"
+  assert os.listdir(full) == ["keep.txt"]
+  (full / "keep.txt").unlink()
+  assert cli.main(["export-hf", "--workdir", trained, "--out", str(full)]) == 0
   assert cli.main(["export-hf", "--workdir", trained, "--out", str(full), "--overwrite"]) == 0
-  assert not (full / "keep.txt").exists() and (full / "model.safetensors").exists()
+  assert (full / "model.safetensors").exists()
   assert "already holds checkpoints" in error(["import-hf", "--hf", MINILM, "--workdir", imported])
   assert "parameters only" in error(["pretrain", "--workdir", imported])
 

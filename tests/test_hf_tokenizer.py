@@ -298,6 +298,43 @@ def test_sentencepiece_export_matches(sentencepiece, sentences, tmp_path):
   assert len(fill("The [MASK] is here.", top_k=3)) == 3
 
 
+def test_sentencepiece_export_imports_back(sentencepiece, sentences, tmp_path):
+  """Our export's Unigram / BPE tokenizer.json imports as the SentencePiece model it came
+  from: the same ids for every text (ties included: the same engine cuts them), the same
+  text back, and an export of the imported model equal to the first export.
+  """
+  model_type, tok = sentencepiece
+  tokenizer_files.export_tokenizer(tok, str(tmp_path / "hf"), model_max_length=128)
+  path = tokenizer_files.import_tokenizer(str(tmp_path / "hf"), str(tmp_path / "imported"))
+  assert os.listdir(tmp_path / "imported") == ["tokenizer.model"]
+  back = tokenizer.load(path)
+  assert back.kind == "sentencepiece" and back.vocab_size == tok.vocab_size
+  texts = sentences + TRICKY
+  ids = tok.encode_batch(texts)
+  assert back.encode_batch(texts) == ids
+  assert [back.decode(i) for i in ids[::50]] == [tok.decode(i) for i in ids[::50]]
+  assert back.word_start_table().tolist() == tok.word_start_table().tolist()
+  tokenizer_files.export_tokenizer(back, str(tmp_path / "again"), model_max_length=128)
+  for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+    with open(tmp_path / "hf" / name, "rb") as a, open(tmp_path / "again" / name, "rb") as b:
+      assert a.read() == b.read(), (model_type, name)
+
+
+def test_foreign_sentencepiece_tokenizer_json_is_refused(sentencepiece, tmp_path):
+  """A Unigram / BPE tokenizer.json that our export would not write (here: lowercasing
+  added) is not taken for one of ours.
+  """
+  _, tok = sentencepiece
+  tokenizer_files.export_tokenizer(tok, str(tmp_path / "hf"), model_max_length=128)
+  path = tmp_path / "hf" / "tokenizer.json"
+  spec = json.loads(path.read_text(encoding="utf-8"))
+  spec["normalizer"]["normalizers"].append({"type": "Lowercase"})
+  path.write_text(json.dumps(spec), encoding="utf-8")
+  with pytest.raises(UserError, match="tokenizer that bert_jax did not export.*no vocab.txt"):
+    tokenizer_files.import_tokenizer(str(tmp_path / "hf"), str(tmp_path / "imported"))
+  assert not os.listdir(tmp_path / "imported")
+
+
 def test_typed_specials_and_the_space_before_them(sentencepiece):
   _, tok = sentencepiece
   a, b = tok.encode("a"), tok.encode("b")

@@ -34,7 +34,7 @@ def _mask(ids, keys, word_start_table=None, max_predictions=20):
 
 
 def _keys(n, seed=0, epoch=0):
-  return masking.example_keys(seed, np.full(n, epoch), np.arange(n))
+  return masking.row_keys(seed, np.full(n, epoch), np.arange(n))
 
 
 def _check_consistent(ids, out, max_predictions):
@@ -146,30 +146,30 @@ def test_masking_without_candidates():
   assert out["masked_lm_positions"][1, 0] == 1
 
 
-def test_example_keys():
+def test_row_keys():
   epochs, ids = np.repeat(np.arange(50), 200), np.tile(np.arange(200), 50)
-  keys = masking.example_keys(7, epochs, ids)
+  keys = masking.row_keys(7, epochs, ids)
   assert keys.dtype == np.uint64 and len(np.unique(keys)) == len(keys)
-  assert np.array_equal(keys, masking.example_keys(7, epochs, ids))
-  assert not np.intersect1d(keys, masking.example_keys(8, epochs, ids)).size
+  assert np.array_equal(keys, masking.row_keys(7, epochs, ids))
+  assert not np.intersect1d(keys, masking.row_keys(8, epochs, ids)).size
   bits = np.unpackbits(keys.view(np.uint8)).mean()
   assert abs(bits - 0.5) < 0.01
 
 
 @pytest.mark.parametrize("size", [1, 2, 7, 1000, 2**20 + 3])
-def test_shuffle_index_is_a_bijection(size):
+def test_permute_index_is_a_bijection(size):
   index = np.arange(size)
-  perm = masking.shuffle_index(index, size, (0, 1))
+  perm = masking.permute_index(index, size, (0, 1))
   assert np.array_equal(np.sort(perm), index)
   # Per element: any slice of the order costs only its own length.
-  assert np.array_equal(masking.shuffle_index(index[size // 2 :], size, (0, 1)), perm[size // 2 :])
+  assert np.array_equal(masking.permute_index(index[size // 2 :], size, (0, 1)), perm[size // 2 :])
   if size >= 1000:
-    other = masking.shuffle_index(index, size, (0, 2))
+    other = masking.permute_index(index, size, (0, 2))
     assert (perm == index).mean() < 0.01 and (perm == other).mean() < 0.01
     # Looks random: adjacent inputs land far apart.
     assert abs(np.corrcoef(index, perm)[0, 1]) < 0.1
 
 
-def test_shuffle_index_rejects_out_of_range():
+def test_permute_index_rejects_out_of_range():
   with pytest.raises(ValueError):
-    masking.shuffle_index(np.array([5]), 5, (0,))
+    masking.permute_index(np.array([5]), 5, (0,))

@@ -69,14 +69,14 @@ def _stream(prepared, split="train", batch_size=8, **kwargs):
   )
 
 
-def _example_ids(stream, steps):
+def _row_ids(stream, steps):
   """Global ids (shard << 32 | record) of the rows read in `steps` steps."""
   ids = []
   for step in range(steps):
     q = step * stream.rows + np.arange(stream.rows)
     index = q % stream.lanes[0].size
-    _, example_ids = stream.lanes[0].read(index)
-    ids.append(example_ids)
+    _, row_ids = stream.lanes[0].read(index)
+    ids.append(row_ids)
   return np.concatenate(ids)
 
 
@@ -88,7 +88,7 @@ def test_process_shards_are_disjoint_and_cover(prepared):
     seen = []
     for index in range(count):
       s = _stream(prepared, batch_size=6, process_index=index, process_count=count)
-      ids = set(_example_ids(s, -(-s.lanes[0].size // s.rows)).tolist())
+      ids = set(_row_ids(s, -(-s.lanes[0].size // s.rows)).tolist())
       assert len(ids) == s.lanes[0].size
       seen.append(ids)
     union = set().union(*seen)
@@ -190,3 +190,48 @@ def test_no_process_runs_dry(prepared):
 def test_too_many_processes_is_an_error(prepared):
   with pytest.raises(pipeline.UserError, match="num_shards"):
     _stream(prepared, batch_size=64, process_index=0, process_count=64)
+
+
+@pytest.mark.parametrize(
+  "lanes,shards,processes,batch,expected",
+  [
+    (8, 8, 1, 32, 8),  # enough shards: the lanes asked for
+    (8, 64, 2, 32, 8),
+    (8, 6, 1, 32, 4),  # 4 divides 8 and fits in 6
+    (8, 2, 1, 32, 2),
+    (8, 7, 2, 32, 4),
+    (8, 5, 4, 32, 4),
+    (8, 3, 4, 32, 0),  # fewer shards than processes: none
+    (6, 5, 1, 12, 3),
+    (256, 100, 8, 256, 64),
+  ],
+)
+def test_lane_count(lanes, shards, processes, batch, expected):
+  assert pipeline.lane_count(lanes, shards, processes, batch) == expected
+
+
+def test_a_split_with_fewer_shards_than_lanes_is_read_in_fewer(prepared):
+  """6 non-empty shards, 8 lanes asked: read exactly as with 4 lanes (the most that divide
+  8 and fit), said once for the train split; the eval split adapts silently.
+  """
+  data_dir, manifest = prepared
+  assert sum(1 for s in manifest["splits"]["train"]["shards"] if s["rows"]) == 6
+  lines = []
+  adapted = _stream(prepared, lanes=8, log=lines.append)
+  assert adapted.lane_count == 4 and adapted.position(3)["lanes"] == 4
+  assert len(lines) == 1 and "6 non-empty shard(s)" in lines[0] and "as 4 lanes" in lines[0]
+  four = _stream(prepared, lanes=4, log=pytest.fail)
+  for step in (0, 3, 50):
+    a, b = adapted.batch_at(step), four.batch_at(step)
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+  # Two processes share the 4 lanes as they share 4 asked for.
+  halves = [
+    _stream(prepared, lanes=8, process_index=i, process_count=2, log=lines.append).batch_at(3)
+    for i in range(2)
+  ]
+  np.testing.assert_array_equal(
+    np.concatenate([h["input_ids"] for h in halves]), four.batch_at(3)["input_ids"]
+  )
+  eval_rows = _stream(prepared, split="eval", lanes=8, log=pytest.fail, shuffle=False).batch_at(0)
+  assert eval_rows["input_ids"].shape == (8, 32)

@@ -18,6 +18,7 @@ import pytest
 from bert_jax.errors import UserError
 from bert_jax.finetune import metrics as task_metrics
 from bert_jax.finetune import tfds_tasks
+from bert_jax.model import tasks
 
 tfds = pytest.importorskip("tensorflow_datasets")
 tf = pytest.importorskip("tensorflow")
@@ -120,7 +121,7 @@ def test_registered_task_matches_its_tfds_builder(key):
   columns = [task.text_column, task.label_column]
   columns += [task.text_pair_column] if task.text_pair_column else []
   assert set(columns) <= set(features.keys())
-  assert task.task in tfds_tasks.KINDS and task.main_metric in task.metrics
+  assert task.task in tasks.TASKS and task.main_metric in task.metrics
   label = features[task.label_column]
   if task.task == "classification":
     assert isinstance(label, tfds.features.ClassLabel)
@@ -294,8 +295,8 @@ def test_registry_imports_without_tensorflow():
     "    if name.split('.')[0] in ('tensorflow', 'tensorflow_datasets'):\n"
     "      raise ImportError(name + ' blocked')\n"
     "sys.meta_path.insert(0, Block())\n"
-    "from bert_jax.data import tfds_tasks\n"
-    "from bert_jax.train import task_metrics\n"
+    "from bert_jax.finetune import tfds_tasks\n"
+    "from bert_jax.finetune import metrics as task_metrics\n"
     "assert tfds_tasks.task_of(tfds_tasks.parse('tfds:glue/cola')[0]).main_metric == "
     "'matthews'\n"
     "assert task_metrics.compute(['accuracy'], [1, 0], [1, 1]) == {'accuracy': 0.5}\n"

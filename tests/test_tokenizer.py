@@ -164,3 +164,55 @@ def test_sentencepiece_from_stream(tmp_path):
   assert len(byte_ids) == 256 and starts[byte_ids].all()
   assert starts[list(tokenizer.SPECIAL_IDS)].all()
   assert np.flatnonzero(tok.special_table()).tolist() == list(tokenizer.SPECIAL_IDS)
+
+
+def test_cut_long_sentence_at_whitespace_and_character_boundaries():
+  # Fits: returned whole.
+  assert tokenizer.cut_long_sentence("ab cd", 5) == ["ab cd"]
+  # Cut at the last space within the limit (a space right after a piece counts too).
+  assert tokenizer.cut_long_sentence("ab cd ef gh", 5) == ["ab cd", "ef gh"]
+  assert tokenizer.cut_long_sentence("abc de fgh", 6) == ["abc de", "fgh"]
+  # No whitespace in a piece's second half: cut at the limit, never inside a character.
+  assert tokenizer.cut_long_sentence("x" * 10, 4) == ["xxxx", "xxxx", "xx"]
+  assert tokenizer.cut_long_sentence("é" * 5, 5) == ["éé", "éé", "é"]  # 2 bytes each
+  assert tokenizer.cut_long_sentence("a€€€", 4) == ["a€", "€", "€"]  # € is 3 bytes
+  # Every piece fits, and the words come back in order.
+  rng = random.Random(0)
+  words = ["".join(rng.choices("abcé€𝄞", k=rng.randint(1, 9))) for _ in range(3000)]
+  text = " ".join(words)
+  pieces = tokenizer.cut_long_sentence(text, 100)
+  assert max(len(p.encode("utf-8")) for p in pieces) <= 100
+  assert " ".join(pieces).split() == words
+
+
+def test_sentencepiece_trains_on_lines_longer_than_it_reads(tmp_path):
+  """SentencePiece drops sentences over 4192 bytes, so a corpus of long lines (here 6 KB
+  each) left it nothing ('!sentences_.empty()'); they are cut into pieces instead.
+  """
+  rng = random.Random(1)
+  words = ["".join(rng.choices("abcdefghijklmnop", k=rng.randint(3, 7))) for _ in range(60)]
+  lines = [" ".join(rng.choices(words, k=1200)) for _ in range(30)]
+  assert min(len(line.encode()) for line in lines) > tokenizer.MAX_SENTENCE_BYTES
+  path = tokenizer.train_sentencepiece(lines, str(tmp_path / "sp.model"), vocab_size=330)
+  tok = tokenizer.load(path)
+  ids = tok.encode(lines[0])
+  assert tok.decode(ids) == lines[0]
+  assert not any(tok.id_to_piece(i).startswith("<0x") for i in ids)  # letters are pieces
+  learned = [tok.id_to_piece(i).lstrip("\u2581") for i in range(tok.vocab_size)]
+  assert sum(len(p) > 2 and p.isalpha() for p in learned) > 20  # and so are parts of words
+
+
+def test_an_error_of_the_sentence_stream_is_raised_as_itself(tmp_path):
+  """SentencePiece reports an exception of its iterator as a RuntimeError of its own; the
+  original comes out (a UserError's own message, KeyboardInterrupt for Ctrl-C).
+  """
+  for error in (UserError("the corpus is bad; fix it"), KeyboardInterrupt()):
+
+    def sentences(error=error):
+      yield "a first sentence of words"
+      raise error
+
+    with pytest.raises(type(error)) as raised:
+      tokenizer.train_sentencepiece(sentences(), str(tmp_path / "sp.model"), vocab_size=300)
+    assert raised.value is error
+  assert not (tmp_path / "sp.model").exists()

@@ -94,7 +94,7 @@ def python_docs_documents() -> list[list[str]]:
   Returns:
     Documents, each a list of sentences.
   """
-  from pydoc_data import topics  # pylint: disable=g-import-not-at-top
+  from pydoc_data import topics
 
   documents = []
   for name in sorted(topics.topics):

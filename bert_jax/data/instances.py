@@ -15,6 +15,7 @@ per batch, so every epoch sees fresh masks.
 """
 
 import random
+from collections.abc import Sequence
 
 OBJECTIVES = ("nsp", "sop", "mlm")
 
@@ -155,7 +156,7 @@ def _packed_rows(documents, max_seq_length, cls_id, sep_id):
 
 
 def rows_from_documents(
-  documents,
+  documents: Sequence[Sequence[Sequence[int]]],
   *,
   objective: str,
   max_seq_length: int,

@@ -1,9 +1,10 @@
-"""Counter-based randomness for the input pipeline: masked-LM corruption and shuffling.
+"""Counter-based randomness for the input pipeline: masked-LM corruption and row order.
 
 Everything here is a pure numpy function of integer keys, hashed with
-splitmix64, so a batch is reproducible from (seed, epoch, example id) alone: a
+splitmix64, so a batch is reproducible from (seed, epoch, row id) alone: a
 resumed run sees the same masks and order, each epoch sees new ones (dynamic
 masking, as in RoBERTa), and a row's masks do not depend on the batch it is in.
+`permute_index` is the keyed permutation that orders an epoch's rows.
 
 `mask_batch` follows `create_masked_lm_predictions` of google-research/bert
 `create_pretraining_data.py`: whole words taken in random order while they fit
@@ -12,13 +13,16 @@ predicted token. Two differences: the budget counts candidates (not [CLS] and
 [SEP]), and random ids are never special.
 """
 
+from collections.abc import Sequence
+
 import numpy as np
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 # Streams keep the independent random choices of one row apart.
 _WORD_ORDER, _REPLACE_KIND, _REPLACE_ID = 1, 2, 3
-_KEY_SALT, _SHUFFLE_SALT = 0x6B65797300000000, 0x7368756600000000
+# Salts of the two hash families: row keys ("keys") and permutation round keys ("shuf").
+_KEY_SALT, _PERMUTATION_SALT = 0x6B65797300000000, 0x7368756600000000
 _FEISTEL_ROUNDS = 6
 
 
@@ -46,19 +50,19 @@ def _seed_hash(seed_words, salt):
   return h
 
 
-def example_keys(seed: int, epoch, example_ids) -> np.ndarray:
-  """Per-example keys for `mask_batch`: a hash of (seed, epoch, example id).
+def row_keys(seed: int, epoch: np.ndarray | int, row_ids: np.ndarray) -> np.ndarray:
+  """Per-row keys for `mask_batch`: a hash of (seed, epoch, row id).
 
   Args:
     seed: the run's seed.
-    epoch: int64 (n,) (or scalar) epoch of each example.
-    example_ids: int64 (n,) index of each example in the dataset.
+    epoch: int64 (n,) (or scalar) epoch of each row.
+    row_ids: int64 (n,) id of each row in the dataset (the pipeline's: shard << 32 | record).
 
   Returns:
     uint64 (n,) keys.
   """
   h = _combine(_seed_hash([seed], _KEY_SALT), epoch)
-  return _combine(h, example_ids)
+  return _combine(h, row_ids)
 
 
 def _position_codes(stream: int, length: int) -> np.ndarray:
@@ -135,11 +139,11 @@ def _choose(is_candidate, is_start, keys, num_to_predict):
 
 
 def mask_batch(
-  input_ids,
-  keys,
+  input_ids: np.ndarray,
+  keys: np.ndarray,
   *,
-  special_table,
-  word_start_table,
+  special_table: np.ndarray,
+  word_start_table: np.ndarray | None,
   max_predictions: int,
   mask_id: int,
   mask_rate: float = 0.15,
@@ -159,7 +163,7 @@ def mask_batch(
 
   Args:
     input_ids: int32 (n, L) token ids.
-    keys: uint64 (n,) one key per row, e.g. from `example_keys`.
+    keys: uint64 (n,) one key per row, e.g. from `row_keys`.
     special_table: bool (V,), True for ids never masked (padding included).
     word_start_table: bool (V,), True for ids that start a word; None masks
       single tokens.
@@ -217,7 +221,7 @@ def mask_batch(
   }
 
 
-def shuffle_index(index, size: int, seed_words) -> np.ndarray:
+def permute_index(index: np.ndarray, size: int, seed_words: Sequence[int]) -> np.ndarray:
   """A keyed pseudo-random permutation of [0, size), applied to `index`.
 
   A Feistel network on the smallest even number of bits covering `size`, with
@@ -239,7 +243,7 @@ def shuffle_index(index, size: int, seed_words) -> np.ndarray:
     raise ValueError(f"index values must lie in [0, {size})")
   half_bits = max(1, ((size - 1).bit_length() + 1) // 2)
   half_mask = np.uint64((1 << half_bits) - 1)
-  base = _seed_hash(seed_words, _SHUFFLE_SALT)
+  base = _seed_hash(seed_words, _PERMUTATION_SALT)
   round_keys = [_combine(base, r) for r in range(_FEISTEL_ROUNDS)]
 
   def feistel(x):

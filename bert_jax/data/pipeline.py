@@ -2,13 +2,16 @@
 
 The data of a split is read in `lanes` streams; lane l owns every `lanes`-th non-empty
 shard from l (disjoint, and together covering), and each process reads a contiguous block
-of lanes, so only its own files. A lane's rows form one index space of n records; its
-stream is endless: position `q = step * rows + r` reads record `shuffle(q % n)` of epoch
-`q // n`, with a keyed bijection per epoch, and masks it with a key of (seed, epoch, shard,
-record). So the global batch of a step depends only on (seed, step, lanes): resuming at a
-step yields exactly the batches an uninterrupted run would, on any process count that
-divides the lanes, and no process ever runs out of data while another waits for it. The
-data position (`position()`) goes into every checkpoint.
+of lanes, so only its own files. A lane's n rows form one index space; its stream is
+endless: position `q = step * rows + r` reads row `permute(q % n)` of epoch `q // n`, with a
+keyed permutation per epoch, and masks it with a key of (seed, epoch, shard, record). So
+the global batch of a step depends only on (seed, step, lanes): resuming at a step yields
+exactly the batches an uninterrupted run would, on any process count that divides the
+lanes, and no process ever runs out of data while another waits for it. The data position
+(`position()`) goes into every checkpoint.
+
+A split with fewer non-empty shards than `lanes` (a small corpus, or its eval split) is
+read in fewer lanes: the most that `lane_count` allows.
 
 `batches` runs `batch_at` under tf.data (parallel, prefetched) or, where TensorFlow is not
 installed (GPU images), under a thread pool: the same numpy function either way.
@@ -17,6 +20,7 @@ installed (GPU images), under a thread pool: the same numpy function either way.
 import concurrent.futures
 import os
 import threading
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -25,7 +29,9 @@ from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
 
 _RANDOM_ACCESS = "readahead_buffer_size:0,max_parallelism:0"
-_SHUFFLE_SALT = 0x5EED5
+# A seed word of each lane's epoch order (`masking.permute_index`), beside the seed, the
+# lane's first shard and the epoch.
+_EPOCH_ORDER_SALT = 0x5EED5
 
 BATCH_KEYS = (
   "input_ids",
@@ -39,19 +45,36 @@ BATCH_KEYS = (
 )
 
 
-class _Shards:
-  """The shards of one lane of a split, read by random access."""
+def lane_count(lanes: int, non_empty_shards: int, process_count: int, batch_size: int) -> int:
+  """How many lanes a split is read in: `lanes`, or fewer when it has fewer non-empty shards.
 
-  def __init__(self, data_dir, shards, lane, lanes, split):
-    numbered = [(i, s) for i, s in enumerate(shards) if s["rows"] > 0]
-    if len(numbered) < lanes:
-      raise UserError(
-        f"the {split} split has {len(numbered)} non-empty shard(s), fewer than "
-        f"config.data.lanes={lanes}; prepare with config.data.num_shards >= "
-        f"{lanes} (a multiple of it) or lower the lanes"
-      )
-    mine = numbered[lane::lanes]
-    from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+  Then the largest count that divides `lanes`, is a multiple of `process_count`, is at most
+  `non_empty_shards` and divides `batch_size`: the split still splits evenly between the
+  processes, and each step still takes as many rows from every lane.
+
+  Args:
+    lanes: config.data.lanes (a multiple of `process_count` that divides `batch_size`).
+    non_empty_shards: the shards of the split holding rows.
+    process_count: the processes reading the split.
+    batch_size: the global batch.
+
+  Returns:
+    The lane count; 0 when none fits (fewer non-empty shards than processes).
+  """
+  if non_empty_shards >= lanes:
+    return lanes
+  for count in range(min(lanes, non_empty_shards), 0, -1):
+    if lanes % count == 0 and count % process_count == 0 and batch_size % count == 0:
+      return count
+  return 0
+
+
+class _Lane:
+  """The shards of one lane of a split (every `lanes`-th non-empty one), read by random access."""
+
+  def __init__(self, data_dir: str, numbered_shards: list[tuple[int, dict]], lane: int, lanes: int):
+    mine = numbered_shards[lane::lanes]
+    from array_record.python import array_record_module
 
     self.readers = [
       array_record_module.ArrayRecordReader(os.path.join(data_dir, s["file"]), _RANDOM_ACCESS)
@@ -62,8 +85,8 @@ class _Shards:
     self.size = int(self.starts[-1])
     self.lock = threading.Lock()  # one reader per file; reads are fast, decoding is not
 
-  def read(self, index):
-    """Records at local indices (n,) and their global ids (shard << 32 | record)."""
+  def read(self, index: np.ndarray) -> tuple[list[bytes], np.ndarray]:
+    """Records at local indices (n,) and their rows' global ids (shard << 32 | record)."""
     which = np.searchsorted(self.starts, index, side="right") - 1
     offsets = index - self.starts[which]
     out = [None] * len(index)
@@ -82,26 +105,49 @@ class Stream:
   l, l + lanes, ...; each step takes `batch_size / lanes` rows from every lane, and process
   i of n reads lanes [i * lanes / n, (i + 1) * lanes / n). So the global batch of a step is
   the same for every process count that divides `lanes`: a run resumes exactly on another
-  number of hosts.
+  number of hosts. A split with fewer non-empty shards than `lanes` is read in
+  `lane_count(...)` lanes (`self.lane_count`; the train split says so through `log`).
+
+  Args:
+    data_dir: the prepared dir.
+    manifest: its manifest.json.
+    split: "train" or "eval".
+    batch_size: the global batch.
+    seed: the run's seed (epoch orders and masks).
+    max_predictions: masked positions per row.
+    mask_rate: share of a row's tokens predicted.
+    mask_token_rate: share of the predicted tokens replaced by [MASK].
+    random_token_rate: share of the predicted tokens replaced by a random token.
+    whole_word_masking: mask all pieces of a word together.
+    shuffle: a new row order every epoch (else the shards' order).
+    process_index: this process.
+    process_count: the processes reading the split.
+    lanes: config.data.lanes; None: one per process.
+    log: where the train split says that it reads fewer lanes.
+
+  Raises:
+    UserError: lanes that the processes or the batch do not divide, or fewer non-empty
+      shards than processes.
   """
 
   def __init__(
     self,
-    data_dir,
-    manifest,
-    split,
+    data_dir: str,
+    manifest: dict,
+    split: str,
     *,
-    batch_size,
-    seed,
-    max_predictions,
-    mask_rate=0.15,
-    mask_token_rate=0.8,
-    random_token_rate=0.1,
-    whole_word_masking=False,
-    shuffle=True,
-    process_index=0,
-    process_count=1,
-    lanes=None,
+    batch_size: int,
+    seed: int,
+    max_predictions: int,
+    mask_rate: float = 0.15,
+    mask_token_rate: float = 0.8,
+    random_token_rate: float = 0.1,
+    whole_word_masking: bool = False,
+    shuffle: bool = True,
+    process_index: int = 0,
+    process_count: int = 1,
+    lanes: int | None = None,
+    log: Callable[[str], None] = print,
   ):
     lanes = lanes or process_count
     if lanes % process_count or batch_size % lanes:
@@ -109,11 +155,28 @@ class Stream:
         f"config.data.lanes={lanes} must be a multiple of the {process_count} "
         f"processes and divide the batch size {batch_size}; change the lanes"
       )
+    numbered = [(i, s) for i, s in enumerate(manifest["splits"][split]["shards"]) if s["rows"]]
+    count = lane_count(lanes, len(numbered), process_count, batch_size)
+    if not count:
+      more = " or a larger config.data.eval_fraction" if split == "eval" else ""
+      raise UserError(
+        f"the {split} split has {len(numbered)} non-empty shard(s), fewer than the "
+        f"{process_count} processes reading it; prepare with a larger "
+        f"config.data.num_shards (a multiple of config.data.lanes={lanes}){more}, or give "
+        f"more text"
+      )
+    if count < lanes and split == "train":
+      log(
+        f"data: the train split has {len(numbered)} non-empty shard(s), fewer than "
+        f"config.data.lanes={lanes}; reading it as {count} lanes (a resume then runs on at "
+        f"most {count} hosts; a larger config.data.num_shards allows more)"
+      )
+    self.lane_count = count
     self.rows = batch_size // process_count
-    self.lane_rows = batch_size // lanes
-    per_process = lanes // process_count
+    self.lane_rows = batch_size // count
+    per_process = count // process_count
     self.lanes = [
-      _Shards(data_dir, manifest["splits"][split]["shards"], lane, lanes, split)
+      _Lane(data_dir, numbered, lane, count)
       for lane in range(process_index * per_process, (process_index + 1) * per_process)
     ]
     self.seed, self.shuffle = seed, shuffle
@@ -133,14 +196,14 @@ class Stream:
     )
     self.identity = {
       "split": split,
-      "lanes": lanes,
+      "lanes": count,
       "process_index": process_index,
       "process_count": process_count,
       "rows_per_process": self.rows,
       "seed": seed,
     }
 
-  def position(self, step):
+  def position(self, step: int) -> dict:
     """The data position after `step` steps, as saved in checkpoints."""
     return dict(
       self.identity,
@@ -148,36 +211,38 @@ class Stream:
       epochs=[step * self.lane_rows // lane.size for lane in self.lanes],
     )
 
-  def lane_indices(self, lane, step):
-    """(epoch, record index) of the rows `lane` contributes at `step`."""
+  def lane_indices(self, lane: "_Lane", step: int) -> tuple[np.ndarray, np.ndarray]:
+    """(epoch, record index in the lane) of the rows `lane` contributes at `step`."""
     q = int(step) * self.lane_rows + np.arange(self.lane_rows, dtype=np.int64)
     epoch, index = q // lane.size, q % lane.size
     if self.shuffle:
       for e in np.unique(epoch):
         hit = epoch == e
-        index[hit] = masking.shuffle_index(
-          index[hit], lane.size, (self.seed, _SHUFFLE_SALT, int(lane.shard_numbers[0]), int(e))
+        index[hit] = masking.permute_index(
+          index[hit], lane.size, (self.seed, _EPOCH_ORDER_SALT, int(lane.shard_numbers[0]), int(e))
         )
     return epoch, index
 
-  def batch_at(self, step):
+  def batch_at(self, step: int) -> dict[str, np.ndarray]:
     """The numpy batch (dict of BATCH_KEYS) of this process at `step`."""
-    raw, example_ids, epochs = [], [], []
+    raw, row_ids, epochs = [], [], []
     for lane in self.lanes:
       epoch, index = self.lane_indices(lane, step)
       records_, ids = lane.read(index)
       raw += records_
-      example_ids.append(ids)
+      row_ids.append(ids)
       epochs.append(epoch)
     batch = records.decode_rows(
       raw, max_seq_length=self.length, dtype=self.dtype, packed=self.packed, pad_id=self.pad_id
     )
-    keys = masking.example_keys(self.seed, np.concatenate(epochs), np.concatenate(example_ids))
+    keys = masking.row_keys(self.seed, np.concatenate(epochs), np.concatenate(row_ids))
     batch.update(masking.mask_batch(batch["input_ids"], keys, **self.masking))
     return batch
 
 
-def batches(stream, start_step, end_step, *, use_tf=None):
+def batches(
+  stream: Stream, start_step: int, end_step: int | None, *, use_tf: bool | None = None
+) -> Iterator[dict[str, np.ndarray]]:
   """Iterates `stream.batch_at(s)` for s in [start_step, end_step), prefetched in parallel.
 
   Args:
@@ -185,6 +250,9 @@ def batches(stream, start_step, end_step, *, use_tf=None):
     start_step: first step.
     end_step: stop before it; None: forever.
     use_tf: run under tf.data; None: if TensorFlow is installed.
+
+  Yields:
+    The batches, in step order.
   """
   if use_tf is None:
     try:
@@ -201,12 +269,12 @@ def batches(stream, start_step, end_step, *, use_tf=None):
 
 
 def _tf_batches(stream, start, end):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
 
   tf.config.set_visible_devices([], "GPU")  # host-side only: keep TF off the accelerators
-  example = stream.batch_at(start)
-  dtypes = [tf.as_dtype(example[k].dtype) for k in BATCH_KEYS]
-  shapes = [example[k].shape for k in BATCH_KEYS]
+  first = stream.batch_at(start)
+  dtypes = [tf.as_dtype(first[k].dtype) for k in BATCH_KEYS]
+  shapes = [first[k].shape for k in BATCH_KEYS]
 
   def load_numpy(step):
     batch = stream.batch_at(step)

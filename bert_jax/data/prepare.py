@@ -6,40 +6,62 @@ Layout of a prepared dir:
     tokenizer.model | vocab.txt | tokenizer.json
                                   trained on a sample (SentencePiece), or a copy of
                                   config.tokenizer.path (tokenizer.json: Hugging Face's)
-    tokenizer_settings.json       the settings a trained tokenizer.model was trained with
+    tokenizer_settings.json       what a trained tokenizer.model was trained on: its settings
+                                  and the input (files, sizes, times): another retrains it
     shards/{train,eval}-NNNNN.array_record   one pair per work unit
-    shards/unit-NNNNN.json        a unit's counts, written after its shards: resume skips it
+    shards/unit-NNNNN.json        a unit's counts, settings and tokenizer fingerprint, written
+                                  after its shards: a resume with the same skips the unit
 
 Work units (`sources.plan_units`: files, byte ranges of large files, parts of a TFDS split)
 run in a process pool, each streaming its documents through chunks of
 `config.data.documents_per_chunk`, so memory stays constant whatever the corpus size. A
 unit's output depends only on the settings and the unit (its own seeded RNG), never on
 the number of workers. Documents go to eval by a seeded hash (`config.data.eval_fraction`).
+Each unit's documents become rows (`instances`), written as records (`records`).
+
+Ctrl-C stops the workers quietly (they ignore SIGINT; the parent ends them) and the next
+run resumes. A preparation that fails removes the folders it created, unless they hold
+something a rerun uses (a trained tokenizer, finished units).
 """
 
 import collections
+import contextlib
 import hashlib
 import json
 import multiprocessing
 import os
 import random
-import shutil
+import signal
+import threading
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bert_jax import storage
 from bert_jax.data import instances, records, sources
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
 
+if TYPE_CHECKING:
+  import ml_collections
+
 MANIFEST = "manifest.json"
 SHARDS = "shards"
+TOKENIZER_SETTINGS = "tokenizer_settings.json"
 SPLITS = ("train", "eval")
 FORMAT_VERSION = 3
+# The settings that choose the sentences a tokenizer is trained on (`sources.sample_sentences`).
+_SAMPLE_KEYS = ("input", "input_stamp", "input_format", "text_field", "tfds_split", "num_shards")
 
 
-def settings_of(config):
-  """What the prepared data depends on (a mismatch means: prepare again)."""
+def settings_of(config: "ml_collections.ConfigDict") -> dict:
+  """What the prepared data depends on (a mismatch means: prepare again).
+
+  Raises:
+    UserError: the input names no file, or config.tokenizer.path does not exist.
+  """
   d, t = config.data, config.tokenizer
   return json.loads(
     json.dumps(
@@ -84,13 +106,7 @@ def _sha256(path):
     return hashlib.sha256(f.read()).hexdigest()
 
 
-def _write_atomic(path, text):
-  with open(path + ".tmp", "w") as f:
-    f.write(text)
-  os.replace(path + ".tmp", path)
-
-
-def read_manifest(data_dir):
+def read_manifest(data_dir: str) -> dict | None:
   """The manifest.json of prepared data, or None when it is missing or unreadable."""
   try:
     with open(os.path.join(data_dir, MANIFEST)) as f:
@@ -115,11 +131,27 @@ def _differences(old, new, prefix=""):
   return out
 
 
-def prepare(config, data_dir, log=print, progress=True):
+def prepare(
+  config: "ml_collections.ConfigDict",
+  data_dir: str,
+  log: Callable[[str], None] = print,
+  progress: bool = True,
+) -> dict:
   """Prepares (or reuses, or finishes) `data_dir`; returns its manifest.
+
+  Args:
+    config: a pretraining config (`config.data`, `config.tokenizer`, `config.seed`).
+    data_dir: the prepared dir (made if missing).
+    log: where the progress and summary lines go.
+    progress: show a progress bar over the shards.
+
+  Returns:
+    The manifest (also `data_dir/manifest.json`).
 
   Raises:
     UserError: bad input or settings, or a complete `data_dir` made with other settings.
+      Folders this call made are removed again unless something useful was written in
+      them (a trained tokenizer, finished shards).
   """
   settings = settings_of(config)
   old = read_manifest(data_dir)
@@ -141,56 +173,145 @@ def prepare(config, data_dir, log=print, progress=True):
     tfds_split=d.tfds_split,
     tfds_data_dir=d.tfds_data_dir,
   )
-  os.makedirs(os.path.join(data_dir, SHARDS), exist_ok=True)
-  tok = _tokenizer(config, data_dir, units, settings, log)
-  job = {
-    "data_dir": data_dir,
-    "tokenizer": tok.model_path,
-    "settings": settings,
-    "lowercase": config.tokenizer.lowercase,
-  }
-  t0 = time.time()
-  unit_counts = _run_units(units, job, d.num_workers, log, progress)
-  manifest = _manifest(units, unit_counts, tok, settings)
-  manifest["seconds"] = round(time.time() - t0, 1)
-  _write_atomic(
-    os.path.join(data_dir, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-  )
+  with _removed_if_failed(os.path.join(data_dir, SHARDS)):
+    tok = _tokenizer(config, data_dir, units, settings, log)
+    job = {
+      "data_dir": data_dir,
+      "tokenizer": tok.model_path,
+      "tokenizer_fingerprint": tok.fingerprint,
+      "settings": settings,
+      "lowercase": config.tokenizer.lowercase,
+    }
+    t0 = time.time()
+    unit_counts = _run_units(units, job, d.num_workers, log, progress)
+    manifest = _manifest(units, unit_counts, tok, settings)
+    manifest["seconds"] = round(time.time() - t0, 1)
+    storage.write_text(
+      os.path.join(data_dir, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    )
   c = manifest["counts"]
   log(
     f"data: {c['documents']} documents, {c['tokens']} tokens -> "
     f"{manifest['splits']['train']['rows']} train / {manifest['splits']['eval']['rows']} eval "
     f"rows of {d.max_seq_length} in {len(units)} shards ({manifest['seconds']} s)"
   )
+  for line in _notes(c, d):
+    log(line)
   return manifest
 
 
+def _notes(counts: dict, data_config) -> list[str]:
+  """One line for each kind of input that preparation skipped or cut."""
+  notes = []
+  if counts["invalid_utf8_lines"]:
+    notes.append(
+      f"data: skipped {counts['invalid_utf8_lines']} non-UTF-8 lines "
+      f"(config.data.strict=True names the first)"
+    )
+  if counts["bad_json_lines"]:
+    notes.append(
+      f"data: skipped {counts['bad_json_lines']} JSON lines that are not JSON or hold no "
+      f"string in config.data.text_field={data_config.text_field!r}"
+    )
+  if _mostly_truncated(counts):
+    notes.append(f"data: {_truncation_hint(counts)}")
+  return notes
+
+
+def _mostly_truncated(counts: dict) -> bool:
+  return 2 * counts["truncated_sentences"] > max(counts["sentences"], 1)
+
+
+def _truncation_hint(counts: dict) -> str:
+  return (
+    f"{counts['truncated_sentences']} of {counts['sentences']} sentences were longer than a "
+    f"row (config.data.max_seq_length) and cut to fit, losing the rest; if a line holds a "
+    f"paragraph or a whole document, set config.data.input_format=document (sentences split "
+    f"at . ! ?)"
+  )
+
+
+def _dirs_to_make(path: str) -> list[str]:
+  """The folders that `os.makedirs(path)` would create, deepest first."""
+  missing, path = [], os.path.abspath(path)
+  while not os.path.exists(path):
+    missing.append(path)
+    parent = os.path.dirname(path)
+    if parent == path:
+      break
+    path = parent
+  return missing
+
+
+@contextlib.contextmanager
+def _removed_if_failed(path: str):
+  """Makes `path` (and its parents); if the body fails, removes the folders it made that hold
+  nothing useful: nothing, or only `.tmp` files of writes cut short. Never touches a folder
+  that existed before.
+  """
+  made = _dirs_to_make(path)
+  os.makedirs(path, exist_ok=True)
+  try:
+    yield
+  except BaseException:
+    for folder in made:  # deepest first: a parent empties after its child
+      try:
+        names = os.listdir(folder)
+        if all(name.endswith(".tmp") for name in names):
+          for name in names:
+            os.remove(os.path.join(folder, name))
+          os.rmdir(folder)
+      except OSError:
+        break
+    raise
+
+
+def _trained_on(settings: dict) -> dict:
+  """What a trained tokenizer depends on: its settings, and the input it sampled."""
+  return {
+    "tokenizer": settings["tokenizer"],
+    "sample": {key: settings[key] for key in _SAMPLE_KEYS},
+    "seed": settings["seed"],
+  }
+
+
+def _read_stamp(path: str):
+  try:
+    return storage.read_json(path)
+  except (OSError, ValueError):
+    return None
+
+
 def _tokenizer(config, data_dir, units, settings, log):
-  """The prepared dir's tokenizer: a copy of config.tokenizer.path, or trained (once)."""
+  """The prepared dir's tokenizer: a copy of config.tokenizer.path, or trained (once per
+  input and settings: `tokenizer_settings.json` records them).
+  """
   t = config.tokenizer
-  stamp = os.path.join(data_dir, "tokenizer_settings.json")
+  stamp = os.path.join(data_dir, TOKENIZER_SETTINGS)
   if t.path:
     target = os.path.join(data_dir, tokenizer_lib.load(t.path, lowercase=t.lowercase).file_name)
-    shutil.copyfile(t.path, target + ".tmp")
-    os.replace(target + ".tmp", target)
+    with open(t.path, "rb") as f:
+      storage.write_bytes(target, f.read())
     tok = tokenizer_lib.load(target, lowercase=t.lowercase)
     log(f"tokenizer: {t.path} ({tok.kind}, {tok.vocab_size} pieces)")
   else:
-    target = os.path.join(data_dir, "tokenizer.model")
-    done = os.path.exists(stamp) and json.load(open(stamp)) == settings["tokenizer"]
+    target = os.path.join(data_dir, tokenizer_lib.SentencePieceTokenizer.file_name)
+    trained_on = _trained_on(settings)
+    done = os.path.exists(target) and _read_stamp(stamp) == trained_on
     if not done:
       t0 = time.time()
       seen, errors = collections.Counter(), []
 
-      def sample():  # SentencePiece would turn an error raised inside it into its own
+      def sample():
         try:
           for sentence in sources.sample_sentences(
             units, max_sentences=t.input_sentence_size, seed=config.seed, strict=config.data.strict
           ):
             seen["sentences"] += 1
             yield sentence
-        except UserError as e:
+        except Exception as e:  # reading failed: that error, not SentencePiece's "no text"
           errors.append(e)
+          raise
 
       try:
         tokenizer_lib.train_sentencepiece(
@@ -202,17 +323,16 @@ def _tokenizer(config, data_dir, units, settings, log):
           seed=config.seed,
         )
       except UserError:
-        if not errors and not seen["sentences"]:
+        if errors:
+          raise errors[0] from None
+        if not seen["sentences"]:
           raise UserError(
             f"config.data.input={config.data.input!r} has no text: the files are empty or "
             f"every line was skipped as non-UTF-8 (config.data.strict=True names the first "
             f"such line); give UTF-8 text"
           ) from None
-        if not errors:
-          raise
-      if errors:
-        raise errors[0]
-      _write_atomic(stamp, json.dumps(settings["tokenizer"]))
+        raise
+      storage.write_json(stamp, trained_on)
       log(f"tokenizer: trained {t.vocab_size} pieces in {time.time() - t0:.1f} s")
     tok = tokenizer_lib.load(target)
   if tok.vocab_size != t.vocab_size:
@@ -239,7 +359,11 @@ def _run_units(units, job, num_workers, log, progress):
     try:
       with open(done_path) as f:
         done = json.load(f)
-      if done["settings"] == job["settings"] and done["unit"] == repr(unit):
+      if (
+        done["settings"] == job["settings"]
+        and done["unit"] == repr(unit)
+        and done.get("tokenizer_fingerprint") == job["tokenizer_fingerprint"]
+      ):
         counts[i] = done["counts"]
         continue
     except (OSError, ValueError, KeyError):
@@ -248,7 +372,7 @@ def _run_units(units, job, num_workers, log, progress):
   if len(todo) < len(units):
     log(f"data: {len(units) - len(todo)} of {len(units)} shards already done; resuming")
   workers = min(num_workers or os.cpu_count() or 1, max(1, len(todo)))
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  from tqdm import tqdm
 
   bar = tqdm(total=len(todo), unit="shard", disable=not progress or not todo, dynamic_ncols=True)
   tokens, t0 = 0, time.time()
@@ -256,7 +380,8 @@ def _run_units(units, job, num_workers, log, progress):
   if workers == 1:
     results = map(_process_unit, args)
   else:
-    pool = multiprocessing.get_context("spawn").Pool(workers)
+    with _sigint_ignored():  # workers spawned now ignore Ctrl-C from their start on
+      pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_ignore_sigint)
     results = pool.imap_unordered(_process_unit, args)
   try:
     for i, unit_counts in results:
@@ -271,6 +396,28 @@ def _run_units(units, job, num_workers, log, progress):
     if workers > 1:
       pool.terminate()
   return [counts[i] for i in range(len(units))]
+
+
+def _ignore_sigint():
+  """Pool initializer: Ctrl-C reaches every process of the terminal's group, but only the
+  parent acts on it (it ends the pool); a worker would print its own traceback.
+  """
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+  """SIGINT ignored in this (main) thread while the body runs: a process spawned meanwhile
+  inherits the disposition, so it ignores Ctrl-C from its first instruction on.
+  """
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
 
 
 _worker_tokenizers = {}
@@ -290,7 +437,7 @@ def _is_eval(seed, unit_index, doc_index, fraction):
 
 def _process_unit(args):
   """Documents of one unit -> its train and eval shards and counts (runs in a worker)."""
-  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+  from array_record.python import array_record_module
 
   unit_index, unit, job = args
   s = job["settings"]
@@ -354,7 +501,17 @@ def _process_unit(args):
     os.replace(paths[split] + ".tmp", paths[split])
   stats["token_counts"] = token_counts.tolist()
   counts = dict(stats)
-  _write_atomic(done_path, json.dumps({"settings": s, "unit": repr(unit), "counts": counts}))
+  storage.write_text(
+    done_path,
+    json.dumps(
+      {
+        "settings": s,
+        "unit": repr(unit),
+        "tokenizer_fingerprint": job["tokenizer_fingerprint"],
+        "counts": counts,
+      }
+    ),
+  )
   return unit_index, counts
 
 
@@ -378,15 +535,16 @@ def _manifest(units, unit_counts, tok, settings):
         for i, c in enumerate(unit_counts)
       ],
     }
+  hint = f" ({_truncation_hint(total)})" if _mostly_truncated(total) else ""
   if splits["train"]["rows"] == 0:
     raise UserError(
       f"the corpus {settings['input']!r} gave no training rows "
-      f"({total['documents']} documents); give more text"
+      f"({total['documents']} documents); give more text{hint}"
     )
   if splits["eval"]["rows"] == 0:
     raise UserError(
       f"no eval rows: {splits['eval']['documents']} documents were held out; "
-      f"raise config.data.eval_fraction or give more documents"
+      f"raise config.data.eval_fraction or give more documents{hint}"
     )
   counts = {
     k: total[k]

@@ -7,6 +7,7 @@ the row's segments: token types for unpacked rows, packed examples otherwise.
 """
 
 import struct
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -16,7 +17,9 @@ def token_dtype(vocab_size: int) -> np.dtype:
   return np.dtype("<u2") if vocab_size <= 65536 else np.dtype("<i4")
 
 
-def encode_row(tokens, segment_lengths, label: int, dtype) -> bytes:
+def encode_row(
+  tokens: Sequence[int], segment_lengths: Sequence[int], label: int, dtype: np.dtype | str
+) -> bytes:
   """Serialises one row; `segment_lengths` must sum to `len(tokens)`."""
   if sum(segment_lengths) != len(tokens):
     raise ValueError(
@@ -27,7 +30,7 @@ def encode_row(tokens, segment_lengths, label: int, dtype) -> bytes:
 
 
 def decode_rows(
-  records, *, max_seq_length: int, dtype, packed: bool, pad_id: int
+  records: Sequence[bytes], *, max_seq_length: int, dtype: np.dtype | str, packed: bool, pad_id: int
 ) -> dict[str, np.ndarray]:
   """Decodes records into padded model inputs.
 

@@ -31,14 +31,21 @@ import math
 import os
 import platform
 import random
+import zlib
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from bert_jax.data import corpus
 from bert_jax.errors import UserError
 
+if TYPE_CHECKING:
+  import tensorflow_datasets as tfds
+
 BUILTIN = corpus.BUILTIN_PYTHON_DOCS
 TFDS_PREFIX = "tfds:"
 INPUT_FORMATS = ("auto", "bert", "document", "jsonl")
+# How much of each input file `plan_units` reads to tell text from binary.
+_SNIFF_BYTES = 1 << 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,9 +109,9 @@ def plan_units(
     Units in a deterministic order.
 
   Raises:
-    UserError: an unknown format, a glob with no file, an unreadable file, an
-      unknown TFDS dataset, split or field, or a TFDS dataset that cannot be
-      prepared.
+    UserError: an unknown format, a glob with no file, an unreadable file, a
+      file that is not text (binary, or mostly not UTF-8), an unknown TFDS
+      dataset, split or field, or a TFDS dataset that cannot be prepared.
   """
   if input_format not in INPUT_FORMATS:
     raise UserError(f"unknown input format {input_format!r}; use one of {', '.join(INPUT_FORMATS)}")
@@ -131,7 +138,7 @@ def plan_units(
     ]
   paths = _expand(spec)
   for path in paths:
-    _check_readable(path)
+    _check_text(path)
   sizes = [os.path.getsize(path) for path in paths]
   share = max(1, math.ceil(sum(sizes) / num_units))
   units, group, group_bytes = [], [], 0
@@ -214,9 +221,13 @@ def sample_sentences(
     units: from `plan_units`.
     max_sentences: the most sentences to yield.
     seed: the order in which units are visited.
+    strict: raise on text that is not UTF-8 instead of skipping it.
 
   Yields:
     At most `max_sentences` sentences.
+
+  Raises:
+    UserError: as `read_unit`.
   """
   order = list(units)
   random.Random(seed).shuffle(order)
@@ -250,7 +261,7 @@ def stamp(spec: str, *, tfds_data_dir: str | None = None) -> list:
   if spec == BUILTIN:
     return ["python", platform.python_version()]
   if spec.startswith(TFDS_PREFIX):
-    builder = _tfds_builder(spec[len(TFDS_PREFIX) :], tfds_data_dir)
+    builder = tfds_builder(spec[len(TFDS_PREFIX) :], tfds_data_dir, prepare=False)
     return ["tfds", builder.info.full_name]
   files = [(path, os.stat(path)) for path in _expand(spec)]
   return [[path, st.st_size, st.st_mtime_ns] for path, st in files]
@@ -286,15 +297,57 @@ def _open(path: str):
   return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
 
 
-def _check_readable(path: str) -> None:
+def _check_text(path: str) -> None:
+  """Bad input: a file that cannot be read, or whose first 64 KiB are not text.
+
+  Not text: NUL bytes (a binary file, or UTF-16), or more than half of the lines
+  not UTF-8. A few bad lines are left to `read_unit` (skipped and counted, or an
+  error with `config.data.strict`).
+  """
   try:
     with _open(path) as f:
-      f.read(1)
-  except (OSError, EOFError) as e:
+      head = f.read(_SNIFF_BYTES)
+  except (OSError, EOFError, zlib.error) as e:
     raise UserError(
       f"cannot read input file {path} ({e}); fix its permissions "
       f"or contents, or leave it out of config.data.input"
     ) from None
+  if b"\0" in head:
+    raise UserError(
+      f"{path} is not text (it holds NUL bytes: a binary file, or UTF-16 text); give UTF-8 "
+      f"text files in config.data.input"
+    )
+  lines = head.split(b"\n")
+  if len(head) == _SNIFF_BYTES:  # the last line is cut short: judge what was read of it
+    if len(lines) > 1:
+      lines.pop()
+    else:
+      lines[0] = _without_partial_character(lines[0])
+  lines = [line for line in lines if line.strip()]
+  bad = sum(not _is_utf8(line) for line in lines)
+  if 2 * bad > len(lines):
+    raise UserError(
+      f"{path} is not text ({bad} of its first {len(lines)} lines are not UTF-8); give UTF-8 "
+      f"text files in config.data.input (iconv -f latin1 -t utf-8 converts Latin-1 text)"
+    )
+
+
+def _is_utf8(data: bytes) -> bool:
+  try:
+    data.decode("utf-8")
+  except UnicodeDecodeError:
+    return False
+  return True
+
+
+def _without_partial_character(data: bytes) -> bytes:
+  """`data` less the bytes of a UTF-8 character that may have been cut at its end."""
+  end = len(data)
+  while end and len(data) - end < 3 and data[end - 1] & 0xC0 == 0x80:  # continuation bytes
+    end -= 1
+  if end and data[end - 1] >= 0xC0:  # the lead byte of that character
+    end -= 1
+  return data[:end]
 
 
 def _file_format(path: str, input_format: str) -> str:
@@ -410,32 +463,41 @@ def _python_docs() -> list[list[str]]:
 # TensorFlow Datasets, imported only when used: it imports TensorFlow.
 
 
-def _tfds_builder(name: str, data_dir: str | None):
+def tfds_builder(
+  name: str, data_dir: str | None, *, prepare: bool = True
+) -> "tfds.core.DatasetBuilder":
+  """The TensorFlow Datasets builder of `name` (pretraining corpora and fine-tuning tasks).
+
+  Args:
+    name: a TFDS name, e.g. "wikipedia/20230601.en" or "glue/sst2".
+    data_dir: TFDS data directory; None for the TFDS default.
+    prepare: download and prepare the dataset when it is not yet; False only
+      looks it up (its name, version, features).
+
+  Returns:
+    A `tfds.core.DatasetBuilder`.
+
+  Raises:
+    UserError: TensorFlow Datasets is not installed, TFDS has no dataset (or
+      config) `name`, or preparing it failed.
+  """
   try:
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    import tensorflow_datasets as tfds
   except ImportError:
     raise UserError(
-      f"input tfds:{name} needs TensorFlow Datasets; pip install tensorflow-datasets tensorflow"
+      f"tfds:{name} needs TensorFlow Datasets; pip install tensorflow-datasets tensorflow"
     ) from None
   try:
-    return tfds.builder(name, data_dir=data_dir)
+    builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
     raise UserError(
-      f"TFDS has no dataset {name!r}; fix config.data.input (see "
-      f"tfds.list_builders() for names, e.g. "
-      f"tfds:wikipedia/20230601.en)"
+      f"TFDS has no dataset {name!r}; fix the tfds:NAME (tfds.list_builders() lists the "
+      f"names, e.g. tfds:wikipedia/20230601.en)"
     ) from None
   except ValueError as e:
     reason = str(e).splitlines()[0]
-    raise UserError(
-      f"TFDS dataset {name!r}: {reason}; fix config.data.input (tfds:NAME/CONFIG)"
-    ) from None
-
-
-def _prepared_builder(name: str, data_dir: str | None):
-  """The builder of `name`, downloaded and prepared if it is not yet."""
-  builder = _tfds_builder(name, data_dir)
-  if not builder.is_prepared():
+    raise UserError(f"TFDS dataset {name!r}: {reason}; fix the tfds:NAME/CONFIG") from None
+  if prepare and not builder.is_prepared():
     try:
       builder.download_and_prepare()
     except Exception as e:  # Network, Beam, manual download: all end here.
@@ -451,7 +513,7 @@ def _check_tfds(
   name: str, data_dir: str | None, split: str, text_field: str, num_units: int
 ) -> int:
   """Prepares and checks a TFDS input; returns how many parts to cut it into."""
-  builder = _prepared_builder(name, data_dir)
+  builder = tfds_builder(name, data_dir)
   fields = list(builder.info.features.keys())
   if text_field not in fields:
     raise UserError(
@@ -461,26 +523,26 @@ def _check_tfds(
   if not builder.info.splits:  # Splits unknown until prepared (or mocked).
     return num_units
   try:
-    examples = builder.info.splits[split].num_examples
+    size = builder.info.splits[split].num_examples
   except (KeyError, ValueError):
     raise UserError(
       f"TFDS dataset {name!r} has no split {split!r}; set "
       f"config.data.tfds_split to one of "
       f"{', '.join(builder.info.splits)} (or a slice: train[:10%])"
     ) from None
-  # An empty part is an error in TFDS: no more parts than examples.
-  return max(1, min(num_units, examples))
+  # An empty part is an error in TFDS: no more parts than items.
+  return max(1, min(num_units, size))
 
 
 def _tfds_documents(unit, stats, strict) -> Iterator[list[str]]:
   """Part `unit.index` of `unit.count` of a TFDS split, one text per document."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds
 
-  builder = _prepared_builder(unit.path, unit.data_dir)
+  builder = tfds_builder(unit.path, unit.data_dir)
   split = tfds.even_splits(unit.split, n=unit.count)[unit.index]
   dataset = builder.as_dataset(split=split, shuffle_files=False)
-  for example in tfds.as_numpy(dataset):
-    text = example[unit.text_field]
+  for item in tfds.as_numpy(dataset):  # TFDS calls them examples: here, documents
+    text = item[unit.text_field]
     if isinstance(text, bytes):
       try:
         text = text.decode("utf-8")

@@ -4,6 +4,8 @@ Same keys, dtypes and shapes as `pipeline.Stream.batch_at`, drawn with numpy onl
 so machines with JAX but no TensorFlow can run benchmarks.
 """
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from bert_jax.data import masking
@@ -48,7 +50,7 @@ def _batch(
 
 def synthetic_batches(
   *, batch_size: int, max_seq_length: int, vocab_size: int, max_predictions: int, seed: int = 0
-):
+) -> Iterator[dict[str, np.ndarray]]:
   """Yields random masked batches forever, deterministically for a seed.
 
   Args:

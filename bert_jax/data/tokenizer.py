@@ -19,9 +19,11 @@ import io
 import json
 import os
 import re
+from collections.abc import Iterable
 
 import numpy as np
 
+from bert_jax import storage
 from bert_jax.errors import UserError
 
 PAD_ID = 0
@@ -34,11 +36,15 @@ SPECIAL_PIECES = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 # Fixed, not os.cpu_count(): SentencePiece's model depends on the thread count.
 TRAIN_THREADS = 16
+# SentencePiece's default `max_sentence_length`, in UTF-8 bytes: it drops longer sentences
+# from training (`train_sentencepiece` cuts them into pieces instead).
+MAX_SENTENCE_BYTES = 4192
+_WHITESPACE = re.compile(rb"\s")
 
 # A whole-token "[...]" (e.g. "[unused7]"): reserved, never a masking candidate.
 _BRACKET_TOKEN = re.compile(r"\[[^\[\]]+\]")
 # A special token typed in text. [CLS], [SEP] and [MASK] are SentencePiece user-defined
-# pieces; [PAD] (control) and [UNK] (unknown) are not (see `Tokenizer._join_specials`).
+# pieces; [PAD] (control) and [UNK] (unknown) are not (see `SentencePieceTokenizer._join_specials`).
 _TYPED_SPECIAL = re.compile(r"\[(?:PAD|UNK|CLS|SEP|MASK)\]")
 _NOT_USER_DEFINED = re.compile(r"\[(?:PAD|UNK)\]")
 _USER_DEFINED_IDS = frozenset((CLS_ID, SEP_ID, MASK_ID))
@@ -71,7 +77,7 @@ def _check_special_ids(sp, path: str) -> None:
 
 
 def train_sentencepiece(
-  sentences,
+  sentences: Iterable[str],
   model_path: str,
   *,
   vocab_size: int,
@@ -84,7 +90,9 @@ def train_sentencepiece(
   SentencePiece's result is repeatable for a given thread count but changes
   with it, so the count is a constant (`TRAIN_THREADS`), not `os.cpu_count()`:
   with one SentencePiece version, every machine trains the same model.
-  `byte_fallback` is on, so no text maps to [UNK].
+  `byte_fallback` is on, so no text maps to [UNK]. SentencePiece drops sentences
+  longer than `MAX_SENTENCE_BYTES` (a corpus of long lines would leave it
+  nothing): those are cut into pieces first (`cut_long_sentence`).
 
   Args:
     sentences: iterable of sentences (str); blank ones are skipped. It is read
@@ -101,13 +109,27 @@ def train_sentencepiece(
 
   Raises:
     UserError: the vocabulary does not fit the corpus.
+    Exception: what reading `sentences` raised (a UserError, or KeyboardInterrupt
+      for Ctrl-C), itself, not SentencePiece's report of it. Ctrl-C while
+      SentencePiece trains (C++) takes effect when training ends.
   """
   spm = _spm()
   spm.set_random_generator_seed(seed)
   proto = io.BytesIO()
+  raised = []
+
+  def pieces():
+    try:
+      for sentence in sentences:
+        if sentence.strip():
+          yield from cut_long_sentence(sentence)
+    except (Exception, KeyboardInterrupt) as e:  # SentencePiece stops with an error of its own
+      raised.append(e)
+      raise
+
   try:
     spm.SentencePieceTrainer.train(
-      sentence_iterator=(s for s in sentences if s.strip()),
+      sentence_iterator=pieces(),
       model_writer=proto,
       vocab_size=vocab_size,
       model_type=model_type,
@@ -122,9 +144,13 @@ def train_sentencepiece(
       eos_id=-1,
       user_defined_symbols=list(SPECIAL_PIECES[2:]),
       byte_fallback=True,
+      # max_sentence_length stays unset: MAX_SENTENCE_BYTES is its default, and a value set
+      # (even the default) is recorded in the model, changing its bytes and fingerprint.
       minloglevel=2,
     )
   except RuntimeError as e:
+    if raised:  # the iterator's own error (a UserError, Ctrl-C), not SentencePiece's copy
+      raise raised[0] from None
     message = str(e)
     if "smaller than required_chars" in message:
       need = re.search(r"vs (\d+)", message)
@@ -147,14 +173,44 @@ def train_sentencepiece(
 
   sp = spm.SentencePieceProcessor(model_proto=proto.getvalue())
   _check_special_ids(sp, model_path)
-  tmp = model_path + ".tmp"
-  with open(tmp, "wb") as f:
-    f.write(proto.getvalue())
-  os.replace(tmp, model_path)
+  storage.write_bytes(model_path, proto.getvalue())
   return model_path
 
 
-class Tokenizer:
+def cut_long_sentence(sentence: str, max_bytes: int = MAX_SENTENCE_BYTES) -> list[str]:
+  """`sentence` cut into pieces of at most `max_bytes` UTF-8 bytes, for tokenizer training.
+
+  A cut falls on the last whitespace in the second half of a piece (the whitespace
+  is dropped), else, in a run of text without whitespace, on the last character
+  boundary that fits: a piece never splits a UTF-8 character.
+
+  Args:
+    sentence: any text.
+    max_bytes: the longest piece, in UTF-8 bytes (>= 4).
+
+  Returns:
+    `[sentence]` when it fits, else its non-blank pieces in order.
+  """
+  data = sentence.encode("utf-8")
+  if len(data) <= max_bytes:
+    return [sentence]
+  pieces, start = [], 0
+  while len(data) - start > max_bytes:
+    window = data[start : start + max_bytes + 1]  # a space just after the piece also cuts
+    spaces = [m.start() for m in _WHITESPACE.finditer(window, max_bytes // 2)]
+    if spaces:
+      end, skip = start + spaces[-1], 1
+    else:
+      end, skip = start + max_bytes, 0
+      while data[end] & 0xC0 == 0x80:  # a UTF-8 continuation byte: not a character start
+        end -= 1
+    pieces.append(data[start:end].decode("utf-8"))
+    start = end + skip
+  pieces.append(data[start:].decode("utf-8"))
+  return [piece for piece in pieces if piece.strip()]
+
+
+class SentencePieceTokenizer:
   """A trained SentencePiece model with BERT's special ids."""
 
   kind = "sentencepiece"
@@ -178,6 +234,7 @@ class Tokenizer:
 
   @property
   def vocab_size(self) -> int:
+    """The number of pieces (ids are 0 .. vocab_size - 1)."""
     return self._sp.get_piece_size()
 
   def model_proto(self) -> bytes:
@@ -228,10 +285,12 @@ class Tokenizer:
       out.append(t)
     return out
 
-  def decode(self, ids) -> str:
+  def decode(self, ids: Iterable[int]) -> str:
+    """The text of token ids (special pieces as they are)."""
     return self._sp.decode([int(i) for i in ids])
 
   def id_to_piece(self, i: int) -> str:
+    """The piece of id `i`, e.g. "▁word"."""
     return self._sp.id_to_piece(int(i))
 
   def word_start_table(self) -> np.ndarray:
@@ -335,7 +394,7 @@ class WordPieceTokenizer:
       UserError: the file is not a tokenizer.json, its model is not WordPiece,
         it lacks a special token, or it does not lowercase as `lowercase` says.
     """
-    import tokenizers  # pylint: disable=g-import-not-at-top
+    import tokenizers
 
     data = _read_bytes(path, "tokenizer")
     try:
@@ -406,10 +465,12 @@ class WordPieceTokenizer:
     encodings = self._tok.encode_batch_fast(texts, add_special_tokens=False)
     return [e.ids for e in encodings]
 
-  def decode(self, ids) -> str:
+  def decode(self, ids: Iterable[int]) -> str:
+    """The text of token ids, special tokens kept."""
     return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
 
   def id_to_piece(self, i: int) -> str:
+    """The token of id `i`, e.g. "##ing"."""
     return self._tok.id_to_token(int(i))
 
   def _table(self, predicate) -> np.ndarray:
@@ -472,7 +533,7 @@ def _is_text(path: str) -> bool:
   return bool(text.strip()) and text.isprintable()
 
 
-def load(path: str, lowercase: bool | None = None) -> Tokenizer | WordPieceTokenizer:
+def load(path: str, lowercase: bool | None = None) -> SentencePieceTokenizer | WordPieceTokenizer:
   """The tokenizer in `path`.
 
   Args:
@@ -493,4 +554,4 @@ def load(path: str, lowercase: bool | None = None) -> Tokenizer | WordPieceToken
     return WordPieceTokenizer.from_hf_json(path, lowercase=lowercase)
   if _is_text(path):
     return WordPieceTokenizer(path, lowercase=lowercase)
-  return Tokenizer(path)
+  return SentencePieceTokenizer(path)

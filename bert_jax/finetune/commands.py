@@ -3,6 +3,9 @@
 Both load the run's best eval checkpoint (or `--step`) on one device with its tokenizer,
 label map and data settings (the run's `config.json`), so the columns and the maximum
 length are the ones it was trained with.
+
+`predict` writes its JSON Lines atomically, never over an existing file without
+`--overwrite`, and never over a run's own files (metrics, config, checkpoints).
 """
 
 import json
@@ -11,6 +14,7 @@ import os
 import ml_collections
 
 from bert_jax import run as run_lib
+from bert_jax import storage
 from bert_jax.errors import UserError
 from bert_jax.finetune import data as data_lib
 from bert_jax.finetune import evaluate as evaluate_lib
@@ -18,16 +22,37 @@ from bert_jax.finetune import evaluate as evaluate_lib
 BATCH_SIZE = 32
 
 
-def load(workdir, step=None):
-  """(run, its config) of a fine-tuned workdir."""
+# A run directory's own files and folders, which --output may never replace.
+_RUN_FILES = (run_lib.METRICS, run_lib.CONFIG)
+_RUN_FOLDERS = (
+  run_lib.CHECKPOINTS,
+  run_lib.BEST,
+  run_lib.TOKENIZER,
+  run_lib.DATA,
+  run_lib.TENSORBOARD,
+)
+
+
+def load(workdir: str, step: int | None = None) -> tuple[run_lib.Run, ml_collections.ConfigDict]:
+  """A fine-tuned run and its config.
+
+  Args:
+    workdir: the run directory of a `bert-jax finetune`.
+    step: a checkpoint step; None: the best eval's (else the latest).
+
+  Returns:
+    (the run on one device, its resolved config from config.json).
+
+  Raises:
+    UserError: `workdir` holds no fine-tuned run.
+  """
   run = run_lib.load(workdir, step)
   if "task" not in run.meta:
     raise UserError(
       f"{workdir} is not a fine-tuned run (it has no task head); fine-tune it "
       f"first: bert-jax finetune --config.init_from={workdir} --workdir NEW_DIR"
     )
-  with open(os.path.join(workdir, "config.json")) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config = ml_collections.ConfigDict(storage.read_json(run_lib.path(workdir, run_lib.CONFIG)))
   return run, config
 
 
@@ -35,8 +60,17 @@ def _labels(run):
   return data_lib.LabelMap(run.meta["labels"]) if run.meta.get("labels") else None
 
 
-def evaluate_main(workdir, *, data=None, step=None):
-  """`bert-jax evaluate`: prints the metrics of a fine-tuned run (last line: one JSON object)."""
+def evaluate_main(workdir: str, *, data: str | None = None, step: int | None = None) -> dict:
+  """`bert-jax evaluate`: prints the metrics of a fine-tuned run (last line: one JSON object).
+
+  Args:
+    workdir: the fine-tuned run.
+    data: a data spec to evaluate on; None: the run's config.data.eval.
+    step: a checkpoint step; None: the best eval's.
+
+  Returns:
+    The metrics (and "loss").
+  """
   run, config = load(workdir, step)
   spec = data or config.data.eval
   if not spec:
@@ -55,40 +89,110 @@ def evaluate_main(workdir, *, data=None, step=None):
   return values
 
 
-def predict_main(workdir, input_spec, output_path, *, step=None):
-  """`bert-jax predict`: one JSON line of prediction per row of `input_spec`."""
+def _run_directory_of(path: str, workdir: str) -> tuple[str, str] | None:
+  """(run directory, its file or folder) when `path` is one of a run's own files: the
+  metrics, the config, or anything under its checkpoints, best, tokenizer, data or
+  tensorboard folders, of `workdir` or of any run directory (one with checkpoints/) above
+  `path`.
+  """
+  real = os.path.realpath(path)
+  own_run = os.path.realpath(run_lib.workdir_of(workdir))
+  directory = os.path.dirname(real)
+  while True:
+    is_run = directory == own_run or os.path.isdir(os.path.join(directory, run_lib.CHECKPOINTS))
+    relative = os.path.relpath(real, directory)
+    first = relative.split(os.sep)[0]
+    if is_run and (relative in _RUN_FILES or first in _RUN_FOLDERS):
+      return directory, first
+    parent = os.path.dirname(directory)
+    if parent == directory:
+      return None
+    directory = parent
+
+
+def check_output(output_path: str, workdir: str, *, overwrite: bool = False) -> None:
+  """Bad --output of `predict`, before anything is loaded or written.
+
+  Raises:
+    UserError: the path is a run's own file (even with `overwrite`), a folder, in a
+      folder that does not exist, or an existing file without `overwrite`.
+  """
+  owner = _run_directory_of(output_path, workdir)
+  if owner:
+    directory, name = owner
+    raise UserError(
+      f"--output {output_path} is the run {directory}'s own {name}; write the "
+      f"predictions elsewhere, e.g. --output predictions.jsonl"
+    )
+  if os.path.isdir(output_path):
+    raise UserError(
+      f"--output {output_path} is a folder; give a file, e.g. {output_path}/predictions.jsonl"
+    )
+  parent = os.path.dirname(os.path.abspath(output_path))
+  if not os.path.isdir(parent):
+    raise UserError(f"--output {output_path}: the directory {parent} does not exist")
+  if os.path.exists(output_path) and not overwrite:
+    raise UserError(
+      f"--output {output_path} exists; give another file, or --overwrite to replace it"
+    )
+
+
+def _echoed_fields(row) -> dict:
+  """The input texts a prediction line repeats: "text" (and "text_pair") of a sequence
+  row; nothing for tokens rows (their words are in the prediction) or qa examples.
+  """
+  if not isinstance(row, dict) or "text" not in row:
+    return {}
+  return {k: row[k] for k in ("text", "text_pair") if row.get(k) is not None}
+
+
+def predict_main(
+  workdir: str,
+  input_spec: str,
+  output_path: str,
+  *,
+  step: int | None = None,
+  overwrite: bool = False,
+) -> None:
+  """`bert-jax predict`: one JSON line of prediction per row of `input_spec`.
+
+  Args:
+    workdir: the fine-tuned run.
+    input_spec: a data spec with the run's text columns (a label column is optional,
+      and checked against the run's labels).
+    output_path: the JSON Lines file to write (atomically).
+    step: a checkpoint step; None: the best eval's.
+    overwrite: replace an existing `output_path` (never a run's own files).
+
+  Raises:
+    UserError: a bad --output (`check_output`), bad input data, or a label outside the
+      run's labels; nothing is written then.
+  """
+  check_output(output_path, workdir, overwrite=overwrite)
   run, config = load(workdir, step)
-  out_parent = os.path.dirname(os.path.abspath(output_path))
-  if not os.path.isdir(out_parent):
-    raise UserError(f"--output {output_path}: the directory {out_parent} does not exist")
   labels = _labels(run)
   examples = data_lib.read(input_spec, config, labelled=False)
   given = [r.get("label") if isinstance(r, dict) else None for r in examples.rows]
+  given_ids = None
   if labels and any(g is not None for g in given):  # a label column: check it against the map
-    for i, g in enumerate(given):
-      labels.encode(g, f"{input_spec} row {i + 1}")
+    given_ids = [labels.encode(g, examples.where(i)) for i, g in enumerate(given)]
   arrays, truncated = data_lib.encode(examples, run.tokenizer, config, None)
   logits = evaluate_lib.logits(run.model, run.params, arrays, BATCH_SIZE, progress=True)
   results = evaluate_lib.predictions(
     config, logits, arrays, examples, labels.names if labels else None
   )
-  tmp = output_path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    for row, result in zip(examples.rows, results):
-      shown = (
-        {k: v for k, v in row.items() if k in ("text", "text_pair") and v is not None}
-        if isinstance(row, dict) and "text" in row
-        else {}
-      )
-      f.write(json.dumps({**shown, **result}, ensure_ascii=False) + "\n")
-  os.replace(tmp, output_path)
+  storage.write_lines(
+    output_path,
+    (
+      json.dumps({**_echoed_fields(row), **result}, ensure_ascii=False) + "\n"
+      for row, result in zip(examples.rows, results)
+    ),
+  )
   notes = [f"{examples.skipped_empty} empty rows skipped"] if examples.skipped_empty else []
   if truncated:
     notes.append(f"{truncated} truncated to {config.data.max_seq_length} tokens")
-  if labels and given and all(g is not None for g in given) and config.task == "classification":
-    hits = sum(
-      str(r["label"]) == labels.names[labels.encode(g, "")] for r, g in zip(results, given)
-    )
+  if given_ids and None not in given and config.task == "classification":
+    hits = sum(r["label"] == labels.names[i] for r, i in zip(results, given_ids))
     notes.append(f"accuracy against its label column {hits / len(given):.4f}")
   print(
     f"{len(results)} predictions -> {output_path}" + (f" ({'; '.join(notes)})" if notes else "")

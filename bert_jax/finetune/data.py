@@ -9,50 +9,98 @@ Sources (`config.data.train` / `config.data.eval`):
 
 Examples are plain dicts: classification / regression {"text", "text_pair", "label"},
 tokens {"words", "tags"}, qa `squad.QAExample`. Rows whose text is empty are skipped and
-counted. Everything is tokenized once, in memory (GLUE's largest task, MNLI, is 393k pairs).
+counted; a source left with no rows at all is an error that names it. Everything is
+tokenized once, in memory (GLUE's largest task, MNLI, is 393k pairs).
+
+Errors about a row (a label outside the label map, a regression label that is no number,
+tags that do not match the words) name the source and the row: `Examples.where(i)`.
 """
 
 import csv
 import dataclasses
 import json
 import os
+from collections.abc import Iterator
 
 import numpy as np
 
 from bert_jax.errors import UserError
-from bert_jax.finetune import squad
+from bert_jax.finetune import squad, tfds_tasks
 
 IGNORE = -100  # label of positions that take no loss (tokens task: non-first sub-tokens)
 
 
 @dataclasses.dataclass
 class Examples:
-  """Examples of one source, what was skipped, and the label names the source declares."""
+  """Examples of one source, what was skipped, and the label names the source declares.
+
+  Attributes:
+    rows: the examples (dicts, or `squad.QAExample` for qa).
+    skipped_empty: rows left out because their text is empty.
+    label_names: the label names the source declares (TFDS ClassLabel names), or None.
+    source: the data spec the rows come from (a file or `tfds:NAME:SPLIT`).
+    numbers: each row's number in the source (1-based data rows: a CSV's header and a
+      JSON Lines file's blank lines do not count), or None: the rows are the source's.
+  """
 
   rows: list
   skipped_empty: int = 0
   label_names: list | None = None
+  source: str = "the data"
+  numbers: list[int] | None = None
+
+  def where(self, index: int) -> str:
+    """`"SOURCE row N"`: where `rows[index]` is in its source, for error messages."""
+    number = self.numbers[index] if self.numbers is not None else index + 1
+    return f"{self.source} row {number}"
 
 
-def is_tfds(spec):
+def is_tfds(spec: str) -> bool:
   """Whether a data spec names a TFDS dataset (`tfds:NAME:SPLIT`)."""
-  return spec.startswith("tfds:")
+  return spec.startswith(tfds_tasks.TFDS_PREFIX)
 
 
-def read(spec, config, *, labelled=True):
-  """Examples of `spec` for `config.task`; `labelled=False` (predict) needs no label column."""
+def read(spec: str, config, *, labelled: bool = True) -> Examples:
+  """The examples of a data spec for `config.task`.
+
+  Args:
+    spec: a .csv / .tsv / .jsonl file, or `tfds:NAME:SPLIT`.
+    config: a fine-tuning config (task, columns).
+    labelled: whether the label column is required (False for predict).
+
+  Returns:
+    The examples; rows with empty text are skipped and counted.
+
+  Raises:
+    UserError: a missing or unreadable file, a missing column, or a source with no rows.
+  """
   if is_tfds(spec):
-    return _read_tfds(spec, config)
-  if not os.path.isfile(spec):
+    examples = _read_tfds(spec, config)
+  elif not os.path.isfile(spec):
     raise UserError(
       f"data file {spec} does not exist; give a .csv, .tsv or .jsonl file or tfds:NAME:SPLIT"
     )
-  records = _read_records(spec)
-  return _from_records(records, spec, config, labelled)
+  else:
+    examples = _from_records(_read_records(spec), spec, config, labelled)
+  if not examples.rows:
+    raise UserError(_no_rows(spec, config, examples.skipped_empty))
+  return examples
+
+
+def _no_rows(spec, config, skipped_empty):
+  """The error for a source with no rows to use."""
+  if skipped_empty:
+    columns = [c for c in (config.data.text_column, config.data.text_pair_column) if c]
+    return (
+      f"{spec} has no rows with text: all {skipped_empty} rows have an empty "
+      f"{' or '.join(map(repr, columns))} (config.data.text_column, text_pair_column); "
+      f"fill in the text"
+    )
+  return f"{spec} has no rows (a header only, or an empty file); give a file with examples"
 
 
 def _read_records(path):
-  """A list of dicts, one per row or line."""
+  """A list of dicts, one per row or non-blank line."""
   lower = path.lower()
   try:
     with open(path, newline="", encoding="utf-8") as f:
@@ -90,17 +138,17 @@ def _from_records(records, path, config, labelled):
   if task == "qa":
     for name in ("question", "context") + (("answers",) if labelled else ()):
       _column(records, name, path, "(qa: question, context, answers)")
-    return Examples([_qa_example(r, i) for i, r in enumerate(records)])
+    return Examples([_qa_example(r, i) for i, r in enumerate(records)], source=path)
   _column(records, d.text_column, path, "text_column")
   if d.text_pair_column:
     _column(records, d.text_pair_column, path, "text_pair_column")
   if labelled:
     _column(records, d.label_column, path, "label_column")
-  rows, empty = [], 0
-  for r in records:
+  rows, numbers, empty = [], [], 0
+  for number, r in enumerate(records, 1):
     text = r[d.text_column]
     if task == "tokens":
-      words = text.split() if isinstance(text, str) else list(text)
+      words = text.split() if isinstance(text, str) else list(text or [])
       tags = r.get(d.label_column) if labelled else None
       tags = tags.split() if isinstance(tags, str) else tags
       if not words:
@@ -108,17 +156,18 @@ def _from_records(records, path, config, labelled):
         continue
       if tags is not None and len(tags) != len(words):
         raise UserError(
-          f"{path}: a row has {len(words)} words but {len(tags)} tags "
+          f"{path} row {number} has {len(words)} words but {len(tags)} tags "
           f"({' '.join(words[:8])} ...); give one tag per word"
         )
       rows.append({"words": words, "tags": tags})
-      continue
-    pair = r[d.text_pair_column] if d.text_pair_column else None
-    if not (text or "").strip() or (d.text_pair_column and not (pair or "").strip()):
-      empty += 1
-      continue
-    rows.append({"text": text, "text_pair": pair, "label": r.get(d.label_column)})
-  return Examples(rows, empty)
+    else:
+      pair = r[d.text_pair_column] if d.text_pair_column else None
+      if not (text or "").strip() or (d.text_pair_column and not (pair or "").strip()):
+        empty += 1
+        continue
+      rows.append({"text": text, "text_pair": pair, "label": r.get(d.label_column)})
+    numbers.append(number)
+  return Examples(rows, empty, source=path, numbers=numbers)
 
 
 def _qa_example(record, index):
@@ -138,8 +187,6 @@ def _qa_example(record, index):
 
 
 def _read_tfds(spec, config):
-  from bert_jax.finetune import tfds_tasks
-
   name, split = tfds_tasks.parse(spec)
   task = tfds_tasks.task_of(name)
   if task.task != config.task:
@@ -159,7 +206,7 @@ def _read_tfds(spec, config):
     ]
   else:
     rows = records
-  return Examples(rows, 0, label_names)
+  return Examples(rows, 0, label_names, source=spec)
 
 
 class LabelMap:
@@ -170,9 +217,12 @@ class LabelMap:
     self.ids = {n: i for i, n in enumerate(self.names)}
 
   @classmethod
-  def infer(cls, examples, config):
-    """config.data.labels, else the source's label names (TFDS), else the sorted train
-    labels (numerically when they are all integers).
+  def infer(cls, examples: Examples, config) -> "LabelMap":
+    """The label map of a train set.
+
+    Returns:
+      config.data.labels, else the source's label names (TFDS), else the sorted labels of
+      the rows (numerically when they are all integers).
     """
     if config.data.labels:
       return cls([n.strip() for n in config.data.labels.split(",")])
@@ -186,9 +236,16 @@ class LabelMap:
     numeric = all(v.lstrip("-").isdigit() for v in values)
     return cls(sorted(values, key=int if numeric else None))
 
-  def encode(self, label, where):
-    """The id of `label`: a name (JSON ints too: label 5 is the name "5"), else an int id
-    (TFDS gives ids with its ClassLabel names).
+  def encode(self, label, where: str) -> int:
+    """The id of a label.
+
+    Args:
+      label: a name (JSON ints too: label 5 is the name "5"), else an int id (TFDS gives
+        ids with its ClassLabel names).
+      where: the source and row of the label (`Examples.where`), for the error.
+
+    Raises:
+      UserError: naming `where`, the label and the known labels.
     """
     if str(label) in self.ids:
       return self.ids[str(label)]
@@ -211,7 +268,9 @@ def _truncate_pair(a, b, limit):
   return a, b
 
 
-def encode_sequences(examples, tokenizer, max_seq_length, labels=None, regression=False):
+def encode_sequences(
+  examples: Examples, tokenizer, max_seq_length: int, labels=None, regression: bool = False
+) -> tuple[dict[str, np.ndarray], int]:
   """Classification / regression rows: [CLS] text [SEP] (pair [SEP]), padded.
 
   Returns (arrays, truncated): input_ids, token_type_ids, attention_mask (n, length) int32,
@@ -245,11 +304,11 @@ def encode_sequences(examples, tokenizer, max_seq_length, labels=None, regressio
     arrays["attention_mask"][i, : len(ids)] = 1
   if regression and labels:
     arrays["labels"] = np.array(
-      [_number(r["label"], f"row {i + 1}") for i, r in enumerate(rows)], np.float32
+      [_number(r["label"], examples.where(i)) for i, r in enumerate(rows)], np.float32
     )
   elif labels:
     arrays["labels"] = np.array(
-      [labels.encode(r["label"], f"row {i + 1}") for i, r in enumerate(rows)], np.int32
+      [labels.encode(r["label"], examples.where(i)) for i, r in enumerate(rows)], np.int32
     )
   return arrays, truncated
 
@@ -261,7 +320,9 @@ def _number(label, where):
     raise UserError(f"{where}: regression label {label!r} is not a number") from None
 
 
-def encode_tokens(examples, tokenizer, max_seq_length, labels=None):
+def encode_tokens(
+  examples: Examples, tokenizer, max_seq_length: int, labels=None
+) -> tuple[dict[str, np.ndarray], int]:
   """Token classification rows: each word's sub-tokens; the label sits on a word's first
   sub-token and the others get IGNORE (as Hugging Face's run_ner.py).
 
@@ -291,7 +352,9 @@ def encode_tokens(examples, tokenizer, max_seq_length, labels=None):
         break
       arrays["word_index"][i, position] = w
       if labels:
-        arrays["labels"][i, position] = labels.encode(r["tags"][w], f"row {i + 1}")
+        arrays["labels"][i, position] = labels.encode(
+          r["tags"][w], f"{examples.where(i)} word {w + 1}"
+        )
       ids += sub
       position += len(sub)
     ids.append(tokenizer.sep_id)
@@ -300,7 +363,7 @@ def encode_tokens(examples, tokenizer, max_seq_length, labels=None):
   return arrays, truncated
 
 
-def encode_qa(examples, tokenizer, config, train):
+def encode_qa(examples: Examples, tokenizer, config, train: bool) -> tuple[dict, int]:
   """SQuAD windows (`squad.make_features`); returns (arrays, 0)."""
   d = config.data
   try:
@@ -323,8 +386,19 @@ def encode_qa(examples, tokenizer, config, train):
   return features, 0
 
 
-def encode(examples, tokenizer, config, labels, *, train=False):
-  """Arrays of `examples` for config.task (see the encode_* functions)."""
+def encode(examples: Examples, tokenizer, config, labels, *, train: bool = False):
+  """Arrays of `examples` for config.task.
+
+  Args:
+    examples: from `read`.
+    tokenizer: the run's tokenizer.
+    config: the fine-tuning config (task, lengths).
+    labels: the `LabelMap` (classification, tokens), or None: no "labels" array.
+    train: qa only: windows of training (answer positions, windows without the answer).
+
+  Returns:
+    (arrays, truncated): see `encode_sequences`, `encode_tokens`, `encode_qa`.
+  """
   task, length = config.task, config.data.max_seq_length
   if task == "qa":
     return encode_qa(examples, tokenizer, config, train)
@@ -335,7 +409,15 @@ def encode(examples, tokenizer, config, labels, *, train=False):
   return encode_sequences(examples, tokenizer, length, labels, regression=task == "regression")
 
 
-def train_batch(arrays, step, *, batch_size, seed, process_index=0, process_count=1):
+def train_batch(
+  arrays: dict[str, np.ndarray],
+  step: int,
+  *,
+  batch_size: int,
+  seed: int,
+  process_index: int = 0,
+  process_count: int = 1,
+) -> dict[str, np.ndarray]:
   """This process's rows of global batch `step`: a pure function of (seed, step).
 
   Each epoch visits the examples in a fresh order (a permutation seeded by (seed, epoch));
@@ -351,7 +433,9 @@ def train_batch(arrays, step, *, batch_size, seed, process_index=0, process_coun
   return {k: v[rows] for k, v in arrays.items()}
 
 
-def eval_batches(arrays, batch_size, process_index=0, process_count=1):
+def eval_batches(
+  arrays: dict[str, np.ndarray], batch_size: int, process_index: int = 0, process_count: int = 1
+) -> Iterator[dict[str, np.ndarray]]:
   """Every row once, in order, in batches padded with rows of weight 0 ("weight")."""
   n = len(next(iter(arrays.values())))
   local = batch_size // process_count

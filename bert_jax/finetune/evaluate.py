@@ -44,7 +44,9 @@ def _to_host(x):
   return np.asarray(x)
 
 
-def logits(model, params, arrays, batch_size, mesh=None, progress=False):
+def logits(
+  model, params, arrays: dict, batch_size: int, mesh=None, progress: bool = False
+) -> np.ndarray:
   """(n, ...) float32 logits of every row of `arrays`, in order; the batches are sharded
   over `mesh` (training), or go to the parameters' one device when it is None.
   """
@@ -66,7 +68,7 @@ def logits(model, params, arrays, batch_size, mesh=None, progress=False):
   return np.concatenate(out)[:n]
 
 
-def metric_names(config):
+def metric_names(config) -> tuple[tuple[str, ...], str]:
   """(metrics, main metric) of config.task on config.data.eval."""
   spec = config.data.eval or ""
   if data_lib.is_tfds(spec):
@@ -78,7 +80,7 @@ def metric_names(config):
   return DEFAULT_METRICS[config.task], config.eval.metric or DEFAULT_MAIN[config.task]
 
 
-def loss(task, logits_, arrays):
+def loss(task: str, logits_: np.ndarray, arrays: dict) -> float:
   """The mean eval loss (the training loss without dropout)."""
   keys = {"labels", "start_positions", "end_positions"} & set(arrays)
   sums = task_objective.task_sums(
@@ -87,21 +89,42 @@ def loss(task, logits_, arrays):
   return float(sums["loss"] / max(float(sums["count"]), 1.0))
 
 
-def word_tags(logits_, arrays, label_names):
-  """Each row's predicted tag per word (its first sub-token's); words cut off get "O"."""
-  best = logits_.argmax(-1)
-  tags = []
-  for row, words in zip(range(len(best)), arrays["words_per_row"]):
-    row_tags = ["O"] * words
-    positions = np.nonzero(arrays["word_index"][row] >= 0)[0]
-    for p in positions:
-      row_tags[arrays["word_index"][row, p]] = label_names[best[row, p]]
-    tags.append(row_tags)
-  return tags
+def word_tags(logits_: np.ndarray, arrays: dict, label_names: list[str]) -> list[list[str]]:
+  """Each row's predicted tag per word (its first sub-token's); words cut off get "O".
+
+  Args:
+    logits_: (rows, length, tags) token logits.
+    arrays: "word_index" (rows, length), the word a first sub-token starts or -1, and
+      "words_per_row", each row's number of words.
+    label_names: the tag of each id.
+
+  Returns:
+    One list of tag names per row, one tag per word.
+  """
+  word_index = np.asarray(arrays["word_index"])
+  words_per_row = list(arrays["words_per_row"])
+  grid = np.full((len(word_index), max(words_per_row, default=0)), "O", dtype=object)
+  rows, positions = np.nonzero(word_index >= 0)
+  best = np.asarray(logits_)[rows, positions].argmax(-1)
+  grid[rows, word_index[rows, positions]] = np.asarray(label_names, dtype=object)[best]
+  return [grid[row, :words].tolist() for row, words in enumerate(words_per_row)]
 
 
-def scores(config, logits_, arrays, examples, label_names):
-  """The task's metrics (and "loss") of `logits_` against the labelled `examples`."""
+def scores(
+  config, logits_: np.ndarray, arrays: dict, examples, label_names: list[str] | None
+) -> dict[str, float]:
+  """The task's metrics (and "loss") of `logits_` against the labelled `examples`.
+
+  Args:
+    config: the fine-tuning config (task, eval data, qa settings).
+    logits_: from `logits`, one row per row of `arrays`.
+    arrays: the encoded `examples`, with their labels.
+    examples: `data.Examples` (qa: the gold answers; tokens: the words and tags).
+    label_names: the label (tag) of each id; None for regression and qa.
+
+  Returns:
+    {metric: value}: the task's metrics (`metric_names`), and "loss".
+  """
   names, _ = metric_names(config)
   task = config.task
   values = {}
@@ -126,7 +149,7 @@ def scores(config, logits_, arrays, examples, label_names):
   return values
 
 
-def answers(config, logits_, arrays, examples):
+def answers(config, logits_: np.ndarray, arrays: dict, examples) -> tuple[dict, dict]:
   """(predictions {id: text}, n-best lists) of QA logits (n, length, 2)."""
   q = config.qa
   return squad.postprocess(
@@ -141,8 +164,23 @@ def answers(config, logits_, arrays, examples):
   )
 
 
-def predictions(config, logits_, arrays, examples, label_names):
-  """One dict per example: label and probabilities / value / word tags / answer."""
+def predictions(
+  config, logits_: np.ndarray, arrays: dict, examples, label_names: list[str] | None
+) -> list[dict]:
+  """One dict per example: label and probabilities / value / word tags / answer.
+
+  Args:
+    config: the fine-tuning config (task, qa settings).
+    logits_: from `logits`, one row per row of `arrays`.
+    arrays: the encoded `examples`.
+    examples: `data.Examples`.
+    label_names: the label (tag) of each id; None for regression and qa.
+
+  Returns:
+    classification: {"label", "probability", "probabilities": {label: p}};
+    regression: {"value"}; tokens: {"words", "tags"}; qa: {"id", "answer",
+    "probability", "start" (the answer's character offset in the context)}.
+  """
   task = config.task
   if task == "qa":
     _, nbest = answers(config, logits_, arrays, examples)
@@ -174,6 +212,6 @@ def predictions(config, logits_, arrays, examples, label_names):
   ]
 
 
-def print_metrics(values):
+def print_metrics(values: dict) -> None:
   """The metrics as one JSON object on the last line (scripts read it)."""
   print(json.dumps({k: round(float(v), 6) for k, v in values.items()}), flush=True)

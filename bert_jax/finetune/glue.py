@@ -20,13 +20,15 @@ import json
 import os
 import sys
 
-from bert_jax import cli
+from bert_jax import cli, storage
 from bert_jax import config as config_lib
 from bert_jax.errors import UserError
 from bert_jax.finetune import tfds_tasks
 
 RECIPE = config_lib.RECIPES / "finetune" / "glue.py"
-LEARNING_RATES = (5e-5, 4e-5, 3e-5, 2e-5)  # the paper's choices
+# The paper's choices (Devlin et al. 2018, §4.1), picked per task on the dev set; the
+# recipe configs/finetune/glue.py defaults to the lowest.
+LEARNING_RATES = (5e-5, 4e-5, 3e-5, 2e-5)
 MISMATCHED = "mnli_mismatched"
 # The paper's Table 1 columns and the tasks each shows (MNLI: matched / mismatched).
 COLUMNS = (
@@ -55,18 +57,18 @@ NAMES = {
 RESULTS_FILE = "results.json"
 
 
-def lr_name(lr):
+def lr_name(lr: float) -> str:
   """A learning rate as a folder name: 2e-05."""
   return f"{lr:g}"
 
 
-def run_dir(workdir, task, lr):
+def run_dir(workdir: str, task: str, lr: float) -> str:
   """WORKDIR/TASK/lr_X; MNLI-mm shares MNLI's run."""
   trained = "mnli" if task == MISMATCHED else task
   return os.path.join(workdir, trained, f"lr_{lr_name(lr)}")
 
 
-def best_metrics(directory):
+def best_metrics(directory: str) -> dict[str, float]:
   """The metrics of a fine-tuned run's best eval (kept in DIRECTORY/best/ by the loop)."""
   from bert_jax import run as run_lib
 
@@ -80,21 +82,33 @@ def best_metrics(directory):
 def _cached(path, compute):
   """The JSON in `path`, or `compute()` written there first."""
   if os.path.isfile(path):
-    with open(path) as f:
-      return json.load(f)
+    return storage.read_json(path)
   values = {k: float(v) for k, v in compute().items()}
-  with open(path + ".tmp", "w") as f:
-    json.dump(values, f, indent=1)
-  os.replace(path + ".tmp", path)
+  storage.write_json(path, values, indent=1)
   return values
 
 
-def run(task, lr, *, workdir, init_from, overrides=(), recipe=RECIPE):
-  """Fine-tunes (or resumes, or reuses) one task at one learning rate; its dev metrics."""
+def run(
+  task: str, lr: float, *, workdir: str, init_from: str, overrides=(), recipe=RECIPE
+) -> dict[str, float]:
+  """Fine-tunes (or resumes, or reuses) one task at one learning rate.
+
+  Args:
+    task: a key of `TASKS`; `mnli_mismatched` evaluates the MNLI run of `lr`.
+    lr: the learning rate.
+    workdir: the sweep's folder (the run is `run_dir(workdir, task, lr)`).
+    init_from: the run to fine-tune.
+    overrides: `--config.KEY=VALUE` options for the run.
+    recipe: a recipe file taking the task as its argument.
+
+  Returns:
+    The dev metrics of the run's best eval (cached in its results.json).
+  """
   directory = run_dir(workdir, task, lr)
   if task == MISMATCHED:
     run("mnli", lr, workdir=workdir, init_from=init_from, overrides=overrides, recipe=recipe)
-    spec = f"tfds:{tfds_tasks.TASKS[MISMATCHED].name}:{tfds_tasks.TASKS[MISMATCHED].eval_split}"
+    mismatched = tfds_tasks.TASKS[MISMATCHED]
+    spec = tfds_tasks.data_spec(mismatched.name, mismatched.eval_split)
     from bert_jax.finetune import commands
 
     return _cached(
@@ -114,19 +128,21 @@ def run(task, lr, *, workdir, init_from, overrides=(), recipe=RECIPE):
       f"--config.train.learning_rate={lr!r}",
       *overrides,
     ]
-    finetune.finetune(*cli.parse_config("finetune", argv))
+    finetune.finetune(
+      *cli.parse_config("finetune", argv, finetune.DEFAULT_RECIPE, finetune.USAGE["finetune"])
+    )
     return best_metrics(directory)
 
   os.makedirs(directory, exist_ok=True)
   return _cached(os.path.join(directory, RESULTS_FILE), train)
 
 
-def main_metric(task):
+def main_metric(task: str) -> str:
   """The metric the paper reports for a GLUE task."""
   return tfds_tasks.TASKS[task].main_metric
 
 
-def best_learning_rates(results):
+def best_learning_rates(results: dict) -> dict[str, float]:
   """{task: the learning rate of its best dev score}; MNLI-mm takes MNLI-m's (one model)."""
   best = {task: _best_lr(runs, main_metric(task)) for task, runs in results.items() if runs}
   if MISMATCHED in best and best.get("mnli") in results.get(MISMATCHED, {}):
@@ -143,7 +159,7 @@ def _score(value):
   return f"{100 * value:.1f}"
 
 
-def markdown_table(results):
+def markdown_table(results: dict) -> str:
   """Markdown of GLUE dev results laid out like Table 1 of Devlin et al. (2018), then a
   table of every run.
 
@@ -204,9 +220,14 @@ def markdown_table(results):
   return "\n".join(lines) + "\n"
 
 
-def sweep(tasks, learning_rates, *, workdir, init_from, overrides=(), out=None, recipe=RECIPE):
+def sweep(
+  tasks, learning_rates, *, workdir: str, init_from: str, overrides=(), out=None, recipe=RECIPE
+) -> dict:
   """Runs every task at every learning rate, rewriting `out` (markdown) and
-  WORKDIR/glue.json after each run; returns the results.
+  WORKDIR/glue.json after each run.
+
+  Returns:
+    {task: {learning rate: dev metrics}} (see `run`).
   """
   out = out or os.path.join(workdir, "glue.md")
   results = {}
@@ -229,9 +250,7 @@ def sweep(tasks, learning_rates, *, workdir, init_from, overrides=(), out=None, 
 
 def _write(path, text):
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(path + ".tmp", path)
+  storage.write_text(path, text)
 
 
 def _parse(argv):
@@ -295,7 +314,7 @@ def _main(argv):
   )
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
   """`python -m bert_jax.finetune.glue`; returns the exit status."""
   return cli.report_errors(_main, sys.argv[1:] if argv is None else argv)
 

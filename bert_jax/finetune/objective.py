@@ -12,7 +12,9 @@ import optax
 from bert_jax.finetune.data import IGNORE
 
 
-def logits_of(model, params, batch, deterministic=True, rng=None):
+def logits_of(
+  model: nn.Module, params, batch: dict, deterministic: bool = True, rng=None
+) -> jnp.ndarray:
   """The task model's float32 logits for a batch (dropout from `rng` when training)."""
   rngs = None if rng is None else {"dropout": rng}
   return model.apply(
@@ -25,7 +27,7 @@ def logits_of(model, params, batch, deterministic=True, rng=None):
   )
 
 
-def task_sums(task, logits, batch):
+def task_sums(task: str, logits: jnp.ndarray, batch: dict) -> dict[str, jnp.ndarray]:
   """{"loss", "correct", "count"} summed over the batch's labelled rows (or tokens)."""
   if task == "tokens":
     labels = batch["labels"]  # (batch, length), IGNORE off the first sub-tokens

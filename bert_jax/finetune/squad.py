@@ -20,6 +20,7 @@ import collections
 import dataclasses
 import re
 import string
+from collections.abc import Callable
 
 import numpy as np
 
@@ -47,7 +48,7 @@ class QAExample:
   answers: list[tuple[int, str]] = dataclasses.field(default_factory=list)
 
 
-def context_words(context):
+def context_words(context: str) -> tuple[list[str], list[tuple[int, int]]]:
   """Whitespace-split words of a context and their character spans.
 
   Whitespace is Python's Unicode whitespace (`\\s`): the original's space, tab, CR, LF and
@@ -275,17 +276,17 @@ def _check_lengths(max_seq_length, max_query_length, doc_stride):
 
 
 def make_features(
-  examples,
-  encode_batch,
+  examples: list[QAExample],
+  encode_batch: Callable[[list[str]], list[list[int]]],
   *,
-  cls_id,
-  sep_id,
-  pad_id,
-  max_seq_length=384,
-  doc_stride=128,
-  max_query_length=64,
-  train=False,
-):
+  cls_id: int,
+  sep_id: int,
+  pad_id: int,
+  max_seq_length: int = 384,
+  doc_stride: int = 128,
+  max_query_length: int = 64,
+  train: bool = False,
+) -> dict[str, np.ndarray]:
   """Model rows for `examples`: one per sliding window over each context.
 
   Each distinct context word, question and first answer text is encoded once, in large
@@ -442,16 +443,16 @@ def _choose(ranked, null_score, null_threshold):
 
 
 def postprocess(
-  features,
-  start_logits,
-  end_logits,
-  examples,
+  features: dict[str, np.ndarray],
+  start_logits: np.ndarray,
+  end_logits: np.ndarray,
+  examples: list[QAExample],
   *,
-  n_best=20,
-  max_answer_length=30,
-  null_threshold=0.0,
-  version_2=False,
-):
+  n_best: int = 20,
+  max_answer_length: int = 30,
+  null_threshold: float = 0.0,
+  version_2: bool = False,
+) -> tuple[dict[str, str], dict[str, list[dict]]]:
   """Answers from the start / end logits of every window (original BERT n-best search).
 
   For each example, over all its windows, candidate spans pair the `n_best` best start and
@@ -518,7 +519,7 @@ def postprocess(
   return predictions, nbest
 
 
-def normalize_answer(text):
+def normalize_answer(text: str) -> str:
   """The official SQuAD normalization: lower case, no punctuation, no articles (a, an,
   the), single spaces.
   """
@@ -558,7 +559,7 @@ def _scores(predictions, example):
   return (max(_exact(g, prediction) for g in golds), max(_f1(g, prediction) for g in golds))
 
 
-def squad_metrics(predictions, examples):
+def squad_metrics(predictions: dict[str, str], examples) -> dict[str, float]:
   """The official SQuAD v1.1 / v2.0 evaluation.
 
   Args:

@@ -23,7 +23,6 @@ import re
 from bert_jax.errors import UserError
 
 TFDS_PREFIX = "tfds:"
-KINDS = ("classification", "regression", "tokens", "qa")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +31,8 @@ class TfdsTask:
 
   Attributes:
     name: TFDS name, e.g. "glue/sst2".
-    task: "classification", "regression", "tokens" (NER) or "qa" (SQuAD).
+    task: a kind of `bert_jax.model.tasks.TASKS`: "classification", "regression",
+      "tokens" (NER) or "qa" (SQuAD).
     text_column: the feature holding the text, e.g. "sentence", "tokens".
     text_pair_column: the second text of pair tasks; None for one text.
     label_column: the label feature: "label", "ner" (CoNLL-2003), "answers" (SQuAD).
@@ -122,6 +122,11 @@ TASKS: dict[str, TfdsTask] = {
 }
 
 
+def data_spec(name: str, split: str) -> str:
+  """A TFDS split's data spec: `("glue/sst2", "validation")` -> `"tfds:glue/sst2:validation"`."""
+  return f"{TFDS_PREFIX}{name}:{split}"
+
+
 def parse(spec: str) -> tuple[str, str | None]:
   """`"tfds:glue/sst2:validation"` -> `("glue/sst2", "validation")`; no split -> None."""
   if not isinstance(spec, str) or not spec.startswith(TFDS_PREFIX):
@@ -161,23 +166,9 @@ def task_of(name: str) -> TfdsTask:
 
 def _builder(name: str, data_dir: str | None):
   """The TFDS builder of `name`, downloaded and prepared if it is not yet."""
-  try:
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    raise UserError(
-      f"tfds:{name} needs TensorFlow Datasets; pip install tensorflow-datasets tensorflow"
-    ) from None
-  builder = tfds.builder(name, data_dir=data_dir)
-  if not builder.is_prepared():
-    try:
-      builder.download_and_prepare()
-    except Exception as e:  # Network, manual download: all end here.
-      raise UserError(
-        f"TFDS dataset {name!r} is not prepared in {builder.data_dir} "
-        f"and preparing it failed ({type(e).__name__}: {e}); prepare "
-        f"it first (tfds build {name} --data_dir=DIR)"
-      ) from None
-  return builder
+  from bert_jax.data import sources
+
+  return sources.tfds_builder(name, data_dir)
 
 
 def _check_split(builder, name: str, split: str) -> None:
@@ -285,7 +276,7 @@ def read(
   if limit is not None:
     dataset = dataset.take(limit)
   examples = [
-    _example(task, example, names, f"tfds:{task.name}:{split} example {i}")
+    _example(task, example, names, f"{data_spec(task.name, split)} example {i}")
     for i, example in enumerate(tfds.as_numpy(dataset))
   ]
   return examples, names

@@ -114,9 +114,15 @@ ARCHITECTURES = {
 }
 
 
-def table(num_layers, head="pretraining"):
-  """Every row for a model of `num_layers` layers and `head` (pretraining, or a fine-tuning
-  task of `tasks.TASKS`), in Hugging Face's order.
+def table(num_layers: int, head: str = "pretraining") -> list[Row]:
+  """Every row for a model of `num_layers` layers and `head`, in Hugging Face's order.
+
+  Args:
+    num_layers: the encoder's layers.
+    head: "pretraining" (MLM and NSP heads), or a fine-tuning task of `tasks.TASKS`.
+
+  Returns:
+    The rows: embeddings, each layer, the pooler (where the head has one), the head.
   """
   emb = ("bert", "embeddings")
   rows = [
@@ -175,8 +181,15 @@ def _set(tree, path, value):
   tree[path[-1]] = value
 
 
-def unscan(params):
-  """A scanned params tree (`encoder/layers`, leading layer axis) -> `encoder/layer_{i}`."""
+def unscan(params: dict) -> dict:
+  """A scanned params tree (`encoder/layers`, leading layer axis) -> `encoder/layer_{i}`.
+
+  Args:
+    params: our params tree, scanned or not.
+
+  Returns:
+    The unrolled tree (`params` itself when it is not scanned).
+  """
   encoder = params["bert"]["encoder"]
   if "layers" not in encoder:
     return params
@@ -190,10 +203,17 @@ def unscan(params):
   return {**params, "bert": {**params["bert"], "encoder": layers}}
 
 
-def to_hf(params, num_layers, vocab_size, head="pretraining"):
+def to_hf(params: dict, num_layers: int, vocab_size: int, head: str = "pretraining") -> dict:
   """Our (unrolled) params -> {Hugging Face name: float32 numpy array}.
 
-  `vocab_size` rows of the vocabulary tensors are kept (the tokenizer's, without padding).
+  Args:
+    params: our unrolled params tree (`unscan` first).
+    num_layers: the model's layer count.
+    vocab_size: the rows of the vocabulary tensors kept (the tokenizer's, without padding).
+    head: "pretraining" or the fine-tuning task (`table`).
+
+  Returns:
+    {Hugging Face name: C-contiguous float32 numpy array}.
   """
   tensors = {}
   for row in table(num_layers, head):
@@ -204,7 +224,9 @@ def to_hf(params, num_layers, vocab_size, head="pretraining"):
   return tensors
 
 
-def from_hf(tensors, target, num_layers, vocab_size):
+def from_hf(
+  tensors: dict, target: dict, num_layers: int, vocab_size: int
+) -> tuple[dict, list[str]]:
   """Hugging Face tensors -> our params, shaped like `target` (a tree of arrays or shapes).
 
   Args:

@@ -12,8 +12,9 @@ and the tokenizer files, so that `transformers` loads it offline with no custom 
 The checkpoint may come from any mesh: it is restored onto one device.
 """
 
+import json
 import os
-import shutil
+import tempfile
 
 import jax
 import numpy as np
@@ -22,9 +23,43 @@ from bert_jax import run as run_lib
 from bert_jax.errors import UserError
 from bert_jax.hf import convert, files, tokenizer_files
 
+# What an export writes: the only files --overwrite replaces in an existing --out.
+EXPORT_FILES = (files.CONFIG, files.SAFETENSORS) + tokenizer_files.EXPORT_FILES
+# Entries that make a directory a bert_jax run (`run`'s layout), never an export target.
+_RUN_ENTRIES = (
+  run_lib.CHECKPOINTS,
+  run_lib.BEST,
+  run_lib.METRICS,
+  run_lib.TENSORBOARD,
+  run_lib.DATA,
+  run_lib.TOKENIZER,
+)
+_SHOWN = 5  # entries named in an error
 
-def export_hf(workdir, out_dir, *, step=None, overwrite=False, log=print):
-  """Exports the checkpoint of `workdir` at `step` (default: latest) into `out_dir`."""
+
+def export_hf(
+  workdir: str, out_dir: str, *, step: int | None = None, overwrite: bool = False, log=print
+) -> str:
+  """Exports the checkpoint of `workdir` at `step` into the Hugging Face directory `out_dir`.
+
+  The files are written to a temporary folder beside `out_dir` and moved in at the end, so
+  an export that fails leaves `out_dir` as it was.
+
+  Args:
+    workdir: a run directory (pretraining, fine-tuned, or imported).
+    out_dir: the directory to write; it must be new or empty, or, with `overwrite`, hold
+      only the files of an earlier export (`EXPORT_FILES`), which are replaced.
+    step: the checkpoint step; None: the best eval of a fine-tuned run, else the latest.
+    overwrite: replace an earlier export in `out_dir`.
+    log: prints the one-line summary.
+
+  Returns:
+    `out_dir`.
+
+  Raises:
+    UserError: `out_dir` is a file, a run directory, or holds files that are not an
+      export's (listing them); no checkpoint at `step`.
+  """
   _check_out_dir(workdir, out_dir, overwrite)
   run = run_lib.load(workdir, step)
   model = run.model.config
@@ -36,9 +71,9 @@ def export_hf(workdir, out_dir, *, step=None, overwrite=False, log=print):
   if head != "pretraining":
     config = files.task_config(config, head, run.meta.get("labels"))
 
-  staging = os.path.normpath(out_dir) + ".export-tmp"
-  shutil.rmtree(staging, ignore_errors=True)
-  os.makedirs(staging)
+  parent = os.path.dirname(os.path.abspath(out_dir))
+  os.makedirs(parent, exist_ok=True)
+  staging = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out_dir))}.", dir=parent)
   try:
     files.write(staging, tensors, config)
     tokenizer_files.export_tokenizer(
@@ -46,11 +81,12 @@ def export_hf(workdir, out_dir, *, step=None, overwrite=False, log=print):
       staging,
       model_max_length=run.meta.get("max_seq_length", model.max_position_embeddings),
     )
-    if os.path.isdir(out_dir):
-      shutil.rmtree(out_dir)
-    os.replace(staging, out_dir)
+    _move_into(staging, out_dir)
   finally:
-    shutil.rmtree(staging, ignore_errors=True)
+    if os.path.isdir(staging):
+      for name in os.listdir(staging):
+        os.remove(os.path.join(staging, name))
+      os.rmdir(staging)
   log(
     f"exported step {run.step} of {workdir} ({len(tensors)} tensors, vocab {vocab_size}) "
     f"-> {out_dir}"
@@ -58,16 +94,79 @@ def export_hf(workdir, out_dir, *, step=None, overwrite=False, log=print):
   return out_dir
 
 
-def _check_out_dir(workdir, out_dir, overwrite):
-  if os.path.isfile(out_dir):
+def _move_into(staging: str, out_dir: str) -> None:
+  """Moves the staged files into `out_dir` (made if new), after removing the files of an
+  earlier export there (and nothing else).
+  """
+  os.makedirs(out_dir, exist_ok=True)
+  for name in EXPORT_FILES:
+    target = os.path.join(out_dir, name)
+    if os.path.isfile(target):
+      os.remove(target)
+  for name in os.listdir(staging):
+    os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
+
+
+def _check_out_dir(workdir: str, out_dir: str, overwrite: bool) -> None:
+  """UserError unless `out_dir` may receive an export (see `export_hf`); writes nothing."""
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
     raise UserError(f"--out {out_dir} is a file; give a directory")
-  if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
-    raise UserError(
-      f"--out {out_dir} is not empty; choose a new directory or pass --overwrite to replace it"
-    )
   out, work = os.path.realpath(out_dir), os.path.realpath(workdir)
   if work == out or work.startswith(out + os.sep):
     raise UserError(
       f"--out {out_dir} would replace the run directory {workdir}; "
       f"export into a directory of its own"
     )
+  if not os.path.isdir(out_dir):
+    return
+  entries = sorted(os.listdir(out_dir))
+  run_entries = [n for n in entries if n in _RUN_ENTRIES or _is_run_config(out_dir, n)]
+  if run_entries:
+    raise UserError(
+      f"--out {out_dir} is a bert_jax run directory (it holds {_listing(run_entries)}); "
+      f"export into a directory of its own"
+    )
+  if entries and not overwrite:
+    raise UserError(
+      f"--out {out_dir} is not empty; choose a new directory or pass --overwrite to replace "
+      f"an earlier export there"
+    )
+  foreign = [n for n in entries if not _is_export_file(out_dir, n)]
+  if foreign:
+    raise UserError(
+      f"--out {out_dir} holds {_listing(foreign)}, which an export does not write; "
+      f"--overwrite replaces only {', '.join(EXPORT_FILES)}: move the others away or "
+      f"choose a new directory"
+    )
+
+
+def _listing(names: list[str]) -> str:
+  """The first few names, and how many more."""
+  shown = ", ".join(names[:_SHOWN])
+  return shown + (f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else "")
+
+
+def _is_export_file(out_dir: str, name: str) -> bool:
+  """Whether `name` in `out_dir` is a file an export writes (a Hugging Face config.json)."""
+  path = os.path.join(out_dir, name)
+  if name not in EXPORT_FILES or os.path.islink(path) or not os.path.isfile(path):
+    return False
+  return name != files.CONFIG or "model_type" in (_json_object(path) or {})
+
+
+def _is_run_config(out_dir: str, name: str) -> bool:
+  """Whether `name` is a run's resolved config.json (a `train` and a `model` section)."""
+  if name != run_lib.CONFIG:
+    return False
+  config = _json_object(os.path.join(out_dir, name)) or {}
+  return "model_type" not in config and isinstance(config.get("train"), dict)
+
+
+def _json_object(path: str) -> dict | None:
+  """The JSON object in `path`, or None when the file is not one."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      value = json.load(f)
+  except (OSError, ValueError, UnicodeDecodeError):
+    return None
+  return value if isinstance(value, dict) else None

@@ -11,29 +11,70 @@ import os
 
 import numpy as np
 
+from bert_jax import storage
 from bert_jax.errors import UserError
 
+CONFIG = "config.json"
+SAFETENSORS = "model.safetensors"
 # Hugging Face keys that are not parameters, or are tied copies of ones we read.
 _IGNORED = ("embeddings.position_ids", "cls.predictions.decoder.weight")
 _BERT_PARTS = ("embeddings.", "encoder.", "pooler.")
 _ACTIVATIONS = ("gelu",)  # exact erf GELU, as our model
+# config.json keys without a default: the architecture (see `model_kwargs`).
+_REQUIRED = (
+  "vocab_size",
+  "hidden_size",
+  "num_hidden_layers",
+  "num_attention_heads",
+  "intermediate_size",
+)
+_OPTIONAL_SIZES = ("max_position_embeddings", "type_vocab_size")
 
 
-def read_config(hf_dir):
-  """The checkpoint's config.json as a dict; UserError unless it is a BERT we can run."""
-  path = os.path.join(hf_dir, "config.json")
+def read_config(hf_dir: str) -> dict:
+  """The checkpoint's config.json as a dict, checked to be a BERT we can run.
+
+  Args:
+    hf_dir: a Hugging Face checkpoint directory.
+
+  Returns:
+    The parsed config.json.
+
+  Raises:
+    UserError: naming the file, when it is missing, not a JSON object, not a BERT, lacks
+      an architecture key (or has one that is not a positive integer), or asks for a
+      setting our BERT does not implement.
+  """
+  path = os.path.join(hf_dir, CONFIG)
   if not os.path.isfile(path):
     raise UserError(
       f"{hf_dir} has no config.json; give a Hugging Face checkpoint directory "
       f"(config.json, model.safetensors or pytorch_model.bin, vocab.txt)"
     )
-  with open(path) as f:
-    hf = json.load(f)
-  kind = hf.get("model_type")
-  if kind != "bert":
+  try:
+    with open(path, encoding="utf-8") as f:
+      hf = json.load(f)
+  except (ValueError, UnicodeDecodeError) as e:
     raise UserError(
-      f"{path} is a {kind!r} model ({', '.join(hf.get('architectures') or [])}); "
-      f"import-hf reads BERT checkpoints (model_type 'bert') only"
+      f"{path} is not valid JSON ({_first_line(e)}); restore the checkpoint's config.json"
+    ) from None
+  if not isinstance(hf, dict):
+    raise UserError(
+      f"{path} holds a JSON {type(hf).__name__}, not an object of settings; restore the "
+      f"checkpoint's config.json"
+    )
+  kind = hf.get("model_type")
+  if kind is None:
+    raise UserError(
+      f"{path} has no model_type; import-hf reads BERT checkpoints (model_type 'bert'): "
+      f"give a Hugging Face checkpoint's config.json"
+    )
+  if kind != "bert":
+    architectures = hf.get("architectures")
+    names = ", ".join(map(str, architectures)) if isinstance(architectures, list) else ""
+    raise UserError(
+      f"{path} is a {kind!r} model ({names}); import-hf reads BERT checkpoints "
+      f"(model_type 'bert') only"
     )
   unsupported = []
   if hf.get("hidden_act", "gelu") not in _ACTIVATIONS:
@@ -48,11 +89,35 @@ def read_config(hf_dir):
     raise UserError(
       f"{path} has settings bert_jax's BERT does not implement: {'; '.join(unsupported)}"
     )
+  missing = [key for key in _REQUIRED if key not in hf]
+  if missing:
+    raise UserError(
+      f"{path} lacks {', '.join(missing)}; a BERT config.json names its architecture "
+      f"({', '.join(_REQUIRED)}): restore the checkpoint's config.json"
+    )
+  bad = [
+    f"{key}={hf[key]!r}"
+    for key in _REQUIRED + _OPTIONAL_SIZES
+    if key in hf and (not isinstance(hf[key], int) or isinstance(hf[key], bool) or hf[key] < 1)
+  ]
+  if bad:
+    raise UserError(f"{path} has {', '.join(bad)}; each must be a positive integer")
   return hf
 
 
-def model_kwargs(hf):
-  """BertConfig keyword arguments (before vocabulary padding) of a Hugging Face config."""
+def _first_line(error: Exception) -> str:
+  return str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+
+
+def model_kwargs(hf: dict) -> dict:
+  """BertConfig keyword arguments (before vocabulary padding) of a Hugging Face config.
+
+  Args:
+    hf: a config.json checked by `read_config`.
+
+  Returns:
+    {BertConfig field: value}; the keys config.json may omit get Hugging Face's defaults.
+  """
   return dict(
     vocab_size=hf["vocab_size"],
     hidden_size=hf["hidden_size"],
@@ -68,8 +133,20 @@ def model_kwargs(hf):
   )
 
 
-def hf_config(model, vocab_size, pad_token_id, architecture="BertForPreTraining"):
-  """config.json contents for our `model` (a BertConfig) with `vocab_size` real rows."""
+def hf_config(
+  model, vocab_size: int, pad_token_id: int, architecture: str = "BertForPreTraining"
+) -> dict:
+  """config.json contents for our `model` with `vocab_size` real rows.
+
+  Args:
+    model: a `bert.BertConfig`.
+    vocab_size: the tokenizer's rows (the model's padding rows are not exported).
+    pad_token_id: the tokenizer's [PAD] id.
+    architecture: the `transformers` class that loads the export.
+
+  Returns:
+    The config.json contents, as a dict.
+  """
   config = {
     "architectures": [architecture],
     "model_type": "bert",
@@ -93,9 +170,17 @@ def hf_config(model, vocab_size, pad_token_id, architecture="BertForPreTraining"
   return config
 
 
-def task_config(config, task, labels):
+def task_config(config: dict, task: str, labels: list[str] | None) -> dict:
   """`config` (from hf_config) with a fine-tuned head's settings: the label names
   (id2label / label2id, so pipelines print them) and the problem type.
+
+  Args:
+    config: the `hf_config` of the encoder.
+    task: classification, regression, tokens or qa.
+    labels: the label names by id, or None.
+
+  Returns:
+    A new dict; `config` is unchanged.
   """
   config = dict(config)
   if task == "regression":
@@ -112,12 +197,19 @@ def task_config(config, task, labels):
 def _weight_files(hf_dir):
   """(kind, files) of the checkpoint's weights, sharded or not."""
   for kind, single, index in (
-    ("safetensors", "model.safetensors", "model.safetensors.index.json"),
+    ("safetensors", SAFETENSORS, "model.safetensors.index.json"),
     ("torch", "pytorch_model.bin", "pytorch_model.bin.index.json"),
   ):
-    if os.path.isfile(os.path.join(hf_dir, index)):
-      with open(os.path.join(hf_dir, index)) as f:
-        shards = sorted(set(json.load(f)["weight_map"].values()))
+    index_path = os.path.join(hf_dir, index)
+    if os.path.isfile(index_path):
+      try:
+        with open(index_path, encoding="utf-8") as f:
+          shards = sorted(set(json.load(f)["weight_map"].values()))
+      except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise UserError(
+          f"{index_path} is not a Hugging Face weight index (a JSON object with a "
+          f"weight_map: {_first_line(e)}); restore it"
+        ) from None
       return kind, [os.path.join(hf_dir, s) for s in shards]
     if os.path.isfile(os.path.join(hf_dir, single)):
       return kind, [os.path.join(hf_dir, single)]
@@ -147,8 +239,17 @@ def _read_file(kind, path):
   return {k: v.float().numpy() for k, v in state.items()}
 
 
-def normalize_name(name):
-  """A checkpoint's tensor name as BertForPreTraining names it, or None to skip it."""
+def normalize_name(name: str) -> str:
+  """A checkpoint's tensor name as BertForPreTraining names it.
+
+  Args:
+    name: a tensor name of a BERT checkpoint (BertModel, BertForPreTraining, BertForMaskedLM,
+      TF-converted).
+
+  Returns:
+    The name with the `bert.` prefix, `LayerNorm.weight` / `bias` for TF's `gamma` /
+    `beta`, and `cls.predictions.bias` for the tied decoder bias.
+  """
   if name.startswith(_BERT_PARTS):
     name = "bert." + name
   name = name.replace("LayerNorm.gamma", "LayerNorm.weight").replace(
@@ -159,8 +260,18 @@ def normalize_name(name):
   return name
 
 
-def read_tensors(hf_dir):
-  """({BertForPreTraining name: float32 array}, sorted names of tensors not used)."""
+def read_tensors(hf_dir: str) -> tuple[dict, list[str]]:
+  """The tensors of a Hugging Face checkpoint directory.
+
+  Args:
+    hf_dir: holds model.safetensors or pytorch_model.bin, single or sharded.
+
+  Returns:
+    ({BertForPreTraining name: float32 array}, sorted names of tensors not used).
+
+  Raises:
+    UserError: no weights, or a weight file that cannot be read.
+  """
   kind, files = _weight_files(hf_dir)
   tensors, ignored = {}, []
   for path in files:
@@ -175,11 +286,15 @@ def read_tensors(hf_dir):
   return tensors, sorted(ignored)
 
 
-def write(out_dir, tensors, config):
-  """model.safetensors and config.json into `out_dir` (which exists)."""
+def write(out_dir: str, tensors: dict, config: dict) -> None:
+  """model.safetensors and config.json into `out_dir` (which exists).
+
+  Args:
+    out_dir: the export's directory.
+    tensors: {Hugging Face name: float32 numpy array} (`convert.to_hf`).
+    config: the config.json contents (`hf_config`, `task_config`).
+  """
   from safetensors.numpy import save_file
 
-  save_file(tensors, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
-  with open(os.path.join(out_dir, "config.json"), "w") as f:
-    json.dump(config, f, indent=2)
-    f.write("\n")
+  save_file(tensors, os.path.join(out_dir, SAFETENSORS), metadata={"format": "pt"})
+  storage.write_text(os.path.join(out_dir, CONFIG), json.dumps(config, indent=2) + "\n")

@@ -1,8 +1,9 @@
 """`bert-jax import-hf`: a Hugging Face BERT checkpoint -> a bert_jax workdir to start from.
 
 The workdir gets `checkpoints/0/` (parameters and meta, no optimizer state) and
-`tokenizer/` (the checkpoint's WordPiece tokenizer as a `tokenizer.json`, with the
-lowercasing and accent stripping it was trained with). `pretrain` and fine-tuning take it as
+`tokenizer/`: the checkpoint's WordPiece tokenizer as a `tokenizer.json`, with the
+lowercasing and accent stripping it was trained with, or, for bert_jax's own export of a
+SentencePiece run, that SentencePiece model (`tokenizer.model`). `pretrain` and fine-tuning take it as
 `config.init_from`; `config.model.size="checkpoint"` adopts its architecture and tokenizer.
 Heads the checkpoint lacks (a sentence-transformers `BertModel` has no MLM head) are
 initialised from the seed and listed; tensors we do not use are listed too.
@@ -30,11 +31,27 @@ _GROUPS = {
 }
 
 
-def import_hf(hf_dir, workdir, *, vocab_multiple=128, seed=0, log=print):
-  """Converts the checkpoint in `hf_dir` into `workdir`; returns the model config.
+def import_hf(
+  hf_dir: str, workdir: str, *, vocab_multiple: int = 128, seed: int = 0, log=print
+) -> bert.BertConfig:
+  """Converts the checkpoint in `hf_dir` into `workdir`.
 
   Everything is read and checked before anything is written; the workdir must not hold
   checkpoints yet.
+
+  Args:
+    hf_dir: a Hugging Face BERT checkpoint directory (config.json, weights, tokenizer).
+    workdir: the new run directory.
+    vocab_multiple: pad the vocabulary rows to a multiple of this.
+    seed: initialises the heads the checkpoint lacks.
+    log: prints the summary lines.
+
+  Returns:
+    The model config of the imported run.
+
+  Raises:
+    UserError: `hf_dir` is not a BERT checkpoint we can run, its tokenizer is not one we
+      read, or `workdir` already holds checkpoints.
   """
   hf = files.read_config(hf_dir)
   checkpoint_dir = os.path.join(workdir, "checkpoints")
@@ -82,10 +99,8 @@ def import_hf(hf_dir, workdir, *, vocab_multiple=128, seed=0, log=print):
     f"L{model_cfg.num_layers} H{model_cfg.hidden_size} A{model_cfg.num_heads}, "
     f"vocab {hf_vocab} (padded to {model_cfg.vocab_size})"
   )
-  log(
-    f"imported {hf_dir}: {arch}, {tokenizer.kind} tokenizer "
-    f"({'lowercased' if tokenizer.lowercase else 'cased'})"
-  )
+  case = {True: " (lowercased)", False: " (cased)"}.get(getattr(tokenizer, "lowercase", None), "")
+  log(f"imported {hf_dir}: {arch}, {tokenizer.kind} tokenizer{case}")
   if missing:
     log("initialised (not in the checkpoint): " + ", ".join(_GROUPS[g] for g in missing))
   if ignored:

@@ -16,7 +16,7 @@ SentencePiece's:
                                  apart (Hangul jamo, half-width katakana with a voicing mark).
     Replace(" {2,}", " "),       remove_extra_whitespaces; only U+0020, as SentencePiece (Strip
     Replace(" +\\z", "")         would also take U+0085). It strips the spaces before a special
-                                 token too: that is `Tokenizer._join_specials`.
+                                 token too: as `SentencePieceTokenizer._join_specials`.
     Metaspace(first)             add_dummy_prefix: "▁" before the text, not after a special
                                  ("[MASK]x" is `[MASK] x`).
     Unigram | BPE, byte_fallback the pieces. Unigram: control, unknown and byte pieces get a
@@ -37,13 +37,21 @@ Known differences (none in the built-in corpus but 7 Unigram ties in its 23,500 
     Vietnamese, Yoruba, Greek, Korean) would differ instead; NFC input is the common case.
 
 `import_tokenizer` takes a checkpoint's WordPiece tokenizer (`tokenizer.json` or `vocab.txt`
-with `tokenizer_config.json`) as one `tokenizer.json` that `tokenizer.load` reads.
+with `tokenizer_config.json`) as one `tokenizer.json` that `tokenizer.load` reads, and the
+Unigram or BPE `tokenizer.json` of bert_jax's own export back as the SentencePiece model it
+stands for (`tokenizer.model`): the pieces, their scores and kinds (special, byte, normal)
+and the normalization rule's charsmap are all in the file. SentencePiece BPE scores are
+piece ranks, so normal piece k gets -k. The model is accepted only when exporting it again
+gives the same `tokenizer.json`, so the imported run cuts text exactly as the exported one.
 """
 
+import base64
 import json
 import os
+import re
 import shutil
 
+import numpy as np
 import tokenizers
 from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors
 
@@ -60,13 +68,18 @@ _NORMALIZER_FIELDS = {
 }
 # A Unigram score below any path of normal pieces: a piece SentencePiece never matches.
 _NEVER = 1000.0
+# The tokenizer files `export_tokenizer` may write (vocab.txt for WordPiece only).
+EXPORT_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+_SENTENCEPIECE_FILE = "tokenizer.model"
+_BYTE_PIECE = re.compile(r"<0x[0-9A-F]{2}>")
 
 
 def export_tokenizer(tokenizer, out_dir: str, *, model_max_length: int) -> list[str]:
   """Writes the Hugging Face tokenizer files of `tokenizer` into `out_dir`.
 
   Args:
-    tokenizer: a `tokenizer.Tokenizer` (SentencePiece) or `tokenizer.WordPieceTokenizer`.
+    tokenizer: a SentencePiece tokenizer of `tokenizer.load`, or a
+      `tokenizer.WordPieceTokenizer`.
     out_dir: the directory (created if needed); files of the same names are replaced.
     model_max_length: the model's position count, `tokenizer_config.json`'s limit.
 
@@ -116,23 +129,25 @@ def export_tokenizer(tokenizer, out_dir: str, *, model_max_length: int) -> list[
 
 
 def import_tokenizer(hf_dir: str, out_dir: str) -> str:
-  """Writes the WordPiece tokenizer of a Hugging Face BERT checkpoint as a `tokenizer.json`.
+  """Writes the tokenizer of a Hugging Face BERT checkpoint as a file `tokenizer.load` reads.
 
-  Its `tokenizer.json` is taken when its model is WordPiece, else `vocab.txt` with the
-  settings of `tokenizer_config.json` (BertTokenizer's defaults: lowercase, accents stripped
-  iff lowercased, CJK characters split). Padding and truncation are dropped; lowercasing,
-  accent stripping and CJK splitting follow `tokenizer_config.json` where it says, as
-  `transformers` does. `vocab.txt`, when there is one, is copied too.
+  A WordPiece tokenizer becomes a `tokenizer.json`: the checkpoint's own when its model is
+  WordPiece, else one made from `vocab.txt` with the settings of `tokenizer_config.json`
+  (BertTokenizer's defaults: lowercase, accents stripped iff lowercased, CJK characters
+  split). Padding and truncation are dropped; lowercasing, accent stripping and CJK
+  splitting follow `tokenizer_config.json` where it says, as `transformers` does.
+  `vocab.txt`, when there is one, is copied too. The Unigram or BPE `tokenizer.json` of a
+  bert_jax export becomes the SentencePiece model it was made from, `tokenizer.model`.
 
   Args:
     hf_dir: the checkpoint directory.
     out_dir: where to write (created if needed).
 
   Returns:
-    The path of the written `tokenizer.json`.
+    The path of the written `tokenizer.json` or `tokenizer.model`.
 
   Raises:
-    UserError: no WordPiece tokenizer in `hf_dir`.
+    UserError: no WordPiece tokenizer in `hf_dir`, nor a SentencePiece one of our export.
   """
   json_path, vocab_path = (os.path.join(hf_dir, n) for n in ("tokenizer.json", "vocab.txt"))
   config = _read_json(os.path.join(hf_dir, "tokenizer_config.json")) or {}
@@ -149,6 +164,8 @@ def import_tokenizer(hf_dir: str, out_dir: str) -> str:
     spec["padding"] = spec["truncation"] = None
     with open(out, "w", encoding="utf-8") as f:
       json.dump(spec, f, ensure_ascii=False)
+  elif model_type in ("Unigram", "BPE") and not os.path.isfile(vocab_path):
+    out = _import_sentencepiece(spec, json_path, out_dir)
   elif os.path.isfile(vocab_path):
     settings = {k: config.get(k, v) for k, v in _BERT_DEFAULTS.items()}
     wordpiece = tokenizer_lib.WordPieceTokenizer(
@@ -174,6 +191,107 @@ def import_tokenizer(hf_dir: str, out_dir: str) -> str:
     shutil.copyfile(vocab_path, os.path.join(out_dir, "vocab.txt"))
   tokenizer_lib.load(out)  # Fails here, naming the file, if it lacks a special token.
   return out
+
+
+def _import_sentencepiece(spec: dict, json_path: str, out_dir: str) -> str:
+  """`out_dir/tokenizer.model`: the SentencePiece model our export made `spec` from.
+
+  Raises:
+    UserError: `spec` is not the tokenizer.json of a bert_jax SentencePiece export.
+  """
+  refusal = UserError(
+    f"{json_path} is a {spec['model'].get('type')} tokenizer that bert_jax did not export "
+    f"and its folder has no vocab.txt; bert_jax imports WordPiece (BERT) tokenizers and its "
+    f"own SentencePiece exports only"
+  )
+  try:
+    proto = _sentencepiece_proto(spec)
+  except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+    raise refusal from None
+  if proto is None:
+    raise refusal
+  out = os.path.join(out_dir, _SENTENCEPIECE_FILE)
+  with open(out, "wb") as f:
+    f.write(proto)
+  try:
+    again = _from_sentencepiece(tokenizer_lib.load(out)).to_str()
+    same = _comparable(again) == _comparable(
+      tokenizers.Tokenizer.from_str(json.dumps(spec)).to_str()
+    )
+  except Exception:  # UserError, or tokenizers' and sentencepiece's plain exceptions
+    same = False
+  if not same:
+    os.remove(out)
+    raise refusal
+  return out
+
+
+def _comparable(hf_json: str) -> dict:
+  """A tokenizer.json as a dict whose Unigram scores are float32, as SentencePiece keeps
+  them (the file rounds their float64 form to 16 digits).
+  """
+  spec = json.loads(hf_json)
+  model = spec["model"]
+  if model.get("type") == "Unigram":
+    model["vocab"] = [[piece, float(np.float32(score))] for piece, score in model["vocab"]]
+  return spec
+
+
+def _sentencepiece_proto(spec: dict) -> bytes | None:
+  """The serialized SentencePiece model behind our export's `spec`, or None when `spec`
+  is not one (see the module docstring). Raises KeyError, TypeError... on odd layouts.
+  """
+  from sentencepiece import sentencepiece_model_pb2  # pylint: disable=g-import-not-at-top
+
+  model, kind = spec["model"], spec["model"]["type"]
+  if not model.get("byte_fallback"):
+    return None
+  if kind == "Unigram":
+    pieces = [(str(piece), float(score)) for piece, score in model["vocab"]]
+    unk_id = model["unk_id"]
+  else:
+    ids = model["vocab"]
+    pieces = [(piece, 0.0) for piece in sorted(ids, key=ids.get)]
+    if [ids[p] for p, _ in pieces] != list(range(len(pieces))):
+      return None
+    unk_id = ids[model["unk_token"]]
+  names = [piece for piece, _ in pieces]
+  pad_piece, unk_piece = tokenizer_lib.SPECIAL_PIECES[:2]
+  if names[0] != pad_piece or names[unk_id] != unk_piece:
+    return None
+  proto = sentencepiece_model_pb2.ModelProto()
+  kinds = proto.SentencePiece
+  user_defined = tokenizer_lib.SPECIAL_PIECES[2:]
+  rank = 0
+  for i, (piece, score) in enumerate(pieces):
+    if i == unk_id:
+      kind_of, score = kinds.UNKNOWN, 0.0
+    elif i == 0:  # [PAD]
+      kind_of, score = kinds.CONTROL, 0.0
+    elif piece in user_defined:
+      kind_of = kinds.USER_DEFINED
+    elif _BYTE_PIECE.fullmatch(piece):
+      kind_of, score = kinds.BYTE, 0.0
+    else:
+      kind_of = kinds.NORMAL
+      if kind == "BPE":
+        score, rank = -float(rank), rank + 1
+    proto.pieces.add(piece=piece, score=score, type=kind_of)
+  trainer = proto.trainer_spec
+  trainer.model_type = trainer.UNIGRAM if kind == "Unigram" else trainer.BPE
+  trainer.vocab_size = len(pieces)
+  trainer.byte_fallback = True
+  trainer.unk_id, trainer.pad_id, trainer.bos_id, trainer.eos_id = unk_id, 0, -1, -1
+  trainer.unk_piece, trainer.pad_piece = unk_piece, pad_piece
+  trainer.user_defined_symbols.extend(user_defined)
+  steps = (spec.get("normalizer") or {}).get("normalizers") or []
+  charsmaps = [s["precompiled_charsmap"] for s in steps if s.get("type") == "Precompiled"]
+  if charsmaps:
+    proto.normalizer_spec.name = "nmt_nfkc"
+    proto.normalizer_spec.precompiled_charsmap = base64.b64decode(charsmaps[0])
+  else:
+    proto.normalizer_spec.name = "identity"
+  return proto.SerializeToString()
 
 
 def _read_json(path):

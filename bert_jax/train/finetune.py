@@ -61,6 +61,7 @@ def validate(config) -> None:
 def _label_map(config, examples, resume_meta, init_meta):
   """The run's labels: a resumed run's; else init_from's when it is a fine-tuned run of
   this task whose head is kept (the data's labels must be among them); else the data's.
+  A new map needs two labels at least: with one, the loss is 0 from the start.
   """
   if config.task in ("regression", "qa"):
     return None
@@ -68,6 +69,7 @@ def _label_map(config, examples, resume_meta, init_meta):
     return data_lib.LabelMap(resume_meta["labels"])
   found = data_lib.LabelMap.infer(examples, config)
   if init_meta.get("task") != config.task or config.head.reinit:
+    _check_two_labels(config, found)
     return found
   kept = init_meta["labels"]
   if config.data.labels and found.names != kept or not set(found.names) <= set(kept):
@@ -77,6 +79,22 @@ def _label_map(config, examples, resume_meta, init_meta):
       f"head with --config.head.reinit=True"
     )
   return data_lib.LabelMap(kept)
+
+
+def _check_two_labels(config, labels):
+  """A UserError when a new head would have fewer than two labels to tell apart."""
+  if len(labels.names) >= 2:
+    return
+  what = "tag" if config.task == "tokens" else "label"
+  found = f"only one {what} {labels.names[0]!r}" if labels.names else f"no {what}s"
+  if config.data.labels:
+    where = f"config.data.labels={config.data.labels!r} names {found}"
+  else:
+    where = f"the train data {config.data.train} has {found} (column {config.data.label_column!r})"
+  raise UserError(
+    f"{where}; {config.task} needs at least two: add examples of the other {what}s, or "
+    f"name them all in config.data.labels (e.g. --config.data.labels=negative,positive)"
+  )
 
 
 def _num_labels(config, labels):
@@ -132,12 +150,18 @@ def _optimizer(config, steps):
   return tx, schedule
 
 
-def finetune(config, workdir):
-  """Runs (or resumes) fine-tuning as `config` says, writing everything under `workdir`."""
+def finetune(config, workdir: str) -> None:
+  """Runs (or resumes) fine-tuning as `config` says, writing everything under `workdir`.
+
+  The data is read, checked and encoded before anything is written, so bad input (no
+  rows, a label outside the map, one class) leaves the workdir as it was.
+
+  Raises:
+    UserError: bad config or data, or a workdir / init_from that does not fit.
+  """
   validate(config)
   if config.distributed:
     sharding.initialize_distributed()
-  os.makedirs(workdir, exist_ok=True)
   source, init_step = run_lib.open_checkpoints(config.init_from)
   init_meta = source.meta(init_step)
   tokenizer = run_lib.tokenizer(run_lib.workdir_of(config.init_from))
@@ -166,9 +190,10 @@ def finetune(config, workdir):
   tx, schedule = _optimizer(config, steps)
   _log_data("train", config.data.train, train, rows, truncated, config)
 
-  evaluate, eval_line, best_metric = None, None, None
+  evaluation = {}  # no eval data: the Job's defaults (no evaluation)
   if config.data.eval:
-    evaluate, eval_line, best_metric = _evaluator(config, model, tokenizer, labels)
+    evaluation = _evaluator(config, model, tokenizer, labels)
+  os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     run_lib.save_tokenizer(tokenizer, workdir)
   same_head = init_meta.get("task") == config.task and not config.head.reinit
@@ -180,8 +205,6 @@ def finetune(config, workdir):
     steps=steps,
     batch_size=t.batch_size,
     batches=functools.partial(_batches, train_arrays, config, steps),
-    evaluate=evaluate,
-    eval_line=eval_line,
     eval_every=config.eval.every_steps or per_epoch,
     meta={
       "model": config_lib.model_dict(model_cfg),
@@ -206,7 +229,7 @@ def finetune(config, workdir):
     progress_keys=("loss", "seq_per_s")
     if config.task == "regression"
     else ("loss", "accuracy", "seq_per_s"),
-    best_metric=best_metric,
+    **evaluation,
   )
   loop.train(config, workdir, job)
 
@@ -222,6 +245,12 @@ def _check_resume(workdir, model_cfg, config, labels, meta):
     raise UserError(
       f"{workdir} was trained with the labels {meta.get('labels')}, the data now "
       f"gives {labels.names}; use a new --workdir"
+    )
+  if meta.get("batch_size", config.train.batch_size) != config.train.batch_size:
+    raise UserError(
+      f"{workdir} holds a checkpoint trained with config.train.batch_size="
+      f"{meta['batch_size']}, this run asks for {config.train.batch_size}; resume with "
+      f"--config.train.batch_size={meta['batch_size']} or use a new --workdir"
     )
 
 
@@ -251,7 +280,9 @@ def _log_data(split, spec, examples, rows, truncated, config):
 
 
 def _evaluator(config, model, tokenizer, labels):
-  """(evaluate(params, mesh), eval_line, best metric) on config.data.eval."""
+  """The `loop.Job` fields of evaluating on config.data.eval: evaluate(params, mesh),
+  eval_line and best_metric.
+  """
   examples = data_lib.read(config.data.eval, config)
   arrays, truncated = data_lib.encode(examples, tokenizer, config, labels)
   _log_data("eval", config.data.eval, examples, len(arrays["input_ids"]), truncated, config)
@@ -267,4 +298,4 @@ def _evaluator(config, model, tokenizer, labels):
     shown = ", ".join(f"{k} {v:.4f}" for k, v in values.items() if not k.startswith("best_"))
     return f"eval step {step}: {shown}"
 
-  return evaluate, eval_line, main
+  return {"evaluate": evaluate, "eval_line": eval_line, "best_metric": main}

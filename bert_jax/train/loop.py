@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import flax.linen as nn
 import jax
@@ -33,17 +33,18 @@ _STEP_SLEEP = float(os.environ.get("BERT_JAX_DEBUG_STEP_SLEEP", "0"))
 
 @dataclasses.dataclass
 class Job:
-  """What differs between pretraining and fine-tuning; `train` runs either.
+  """What differs between jobs (pretraining, fine-tuning); `train` runs any of them.
 
   Attributes:
     model, objective: the module and its `step` objective.
     tx, schedule: the optimizer and its learning-rate schedule.
     steps, batch_size: optimizer steps and the global batch.
     batches: start step -> this process's batches for steps start+1 .. steps.
-    evaluate: (params, mesh) -> eval metrics (floats).
+    meta: saved in every checkpoint (with the step).
+    check_resume: vets the meta of the checkpoint a run resumes from (raises UserError).
+    evaluate: (params, mesh) -> eval metrics (floats), or None: no evaluation.
     eval_line: (step, metrics) -> the line printed under the progress bar.
     eval_every: evaluate every this many steps (and at the last step).
-    meta: saved in every checkpoint (with the step); `check_resume` vets a saved one.
     init_params: (abstract params, fresh params) -> the starting params, or None.
     progress_keys: train metrics shown on the progress bar.
     data_position: step -> the data position saved with a checkpoint, or None.
@@ -57,12 +58,12 @@ class Job:
   schedule: Callable
   steps: int
   batch_size: int
-  batches: Callable
-  evaluate: Callable
-  eval_line: Callable
-  eval_every: int
+  batches: Callable[[int], Iterator[dict]]
   meta: dict
-  check_resume: Callable
+  check_resume: Callable[[dict], None]
+  evaluate: Callable | None = None
+  eval_line: Callable[[int, dict], str] = lambda step, values: f"eval step {step}: {values}"
+  eval_every: int = 0
   init_params: Callable | None = None
   progress_keys: tuple = ("loss",)
   data_position: Callable | None = None
@@ -122,7 +123,7 @@ def train(config, workdir, job):
     writer.write(step, "eval", values)
     progress.write(job.eval_line(step, values))
 
-  every = config.checkpoint.get("every_steps") or job.eval_every
+  every = config.checkpoint.get("every_steps") or job.eval_every or job.steps
   with sharding.activate(mesh, rules):
     if start == 0 and config.eval.at_start and job.evaluate:
       evaluate(state.params)
@@ -140,7 +141,7 @@ def train(config, workdir, job):
         progress.update(step, {k: values[k] for k in job.progress_keys})
       else:
         progress.update(step)
-      if job.evaluate and (step % job.eval_every == 0 or last):
+      if job.evaluate and (last or job.eval_every and step % job.eval_every == 0):
         evaluate(state.params)
       if saving:
         meta = dict(job.meta, step=step, sequences_seen=step * job.batch_size)

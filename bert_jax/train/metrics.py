@@ -12,6 +12,8 @@ import time
 import jax
 from tqdm import tqdm
 
+from bert_jax import storage
+
 
 def log(message):
   """Prints a line from process 0 only."""
@@ -19,16 +21,46 @@ def log(message):
     print(message, flush=True)
 
 
-def truncate_jsonl(path, last_step):
-  """Drops lines logged after `last_step` (left by a run killed after its checkpoint)."""
+def truncate_jsonl(path: str, last_step: int, *, log=log) -> None:
+  """Cuts `path` back to the records of steps up to `last_step`, for a resumed run.
+
+  Drops the lines logged after `last_step` (left by a run killed after its checkpoint) and
+  lines that are not a whole record (a run killed while writing one): those are reported
+  in one line naming the file. Rewrites the file atomically; a missing file is left so.
+
+  Args:
+    path: the metrics.jsonl of a run.
+    last_step: the step the run resumes from.
+    log: prints the one-line notice about incomplete lines.
+  """
   if not os.path.exists(path):
     return
-  with open(path) as f:
-    lines = [line for line in f if line.strip() and json.loads(line)["step"] <= last_step]
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.writelines(lines)
-  os.replace(tmp, path)
+  kept, broken = [], 0
+  with open(path, encoding="utf-8", errors="replace") as f:
+    for line in f:
+      if not line.strip():
+        continue
+      step = _step_of(line)
+      if step is None:
+        broken += 1
+      elif step <= last_step:
+        kept.append(line if line.endswith("\n") else line + "\n")
+  if broken:
+    log(
+      f"{path}: dropped {broken} incomplete line{'s' if broken > 1 else ''} (cut off "
+      f"when the run stopped); kept its {len(kept)} records up to step {last_step}"
+    )
+  storage.write_lines(path, kept)
+
+
+def _step_of(line: str) -> int | None:
+  """The step of one metrics.jsonl line, or None when it is not a whole record."""
+  try:
+    record = json.loads(line)
+  except ValueError:
+    return None
+  step = record.get("step") if isinstance(record, dict) else None
+  return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
 class MetricWriter:

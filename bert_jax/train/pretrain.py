@@ -198,12 +198,12 @@ def pretrain(config, workdir):
   if config.distributed:
     sharding.initialize_distributed()
   _check_devices(config)
-  os.makedirs(workdir, exist_ok=True)
   _refuse_imported(workdir)
   config = run_lib.with_inherited_tokenizer(config)
   data_dir, manifest = _prepare_data(config, workdir)
   init = _open_init_from(config, manifest)
   model_cfg = config_lib.model_config(config, manifest["vocab_size"], init and init[2]["model"])
+  os.makedirs(workdir, exist_ok=True)  # only now: bad input above leaves nothing behind
   model = pretraining.BertForPreTraining(model_cfg)
   t, d = config.train, config.data
   tx, schedule = optimizer_lib.make_optimizer(t, warmup_steps=warmup_steps(t))
@@ -215,11 +215,18 @@ def pretrain(config, workdir):
         f"{workdir} holds a checkpoint trained with another tokenizer; use a "
         f"new --workdir or the data settings of that run"
       )
+    if meta.get("batch_size", t.batch_size) != t.batch_size:
+      raise UserError(
+        f"{workdir} holds a checkpoint trained with config.train.batch_size="
+        f"{meta['batch_size']}, this run asks for {t.batch_size}; resume with "
+        f"--config.train.batch_size={meta['batch_size']} or use a new --workdir"
+      )
     position = meta.get("data_position")
-    if position and position.get("lanes") != d.lanes:
+    if position and position.get("lanes") != train_stream.lane_count:
       log(
         f"data: the checkpoint read {position.get('lanes')} lanes, this run reads "
-        f"{d.lanes}: the data order differs from an uninterrupted run from here on"
+        f"{train_stream.lane_count}: the data order differs from an uninterrupted run from "
+        f"here on"
       )
 
   stream = functools.partial(
@@ -236,6 +243,7 @@ def pretrain(config, workdir):
     process_index=jax.process_index(),
     process_count=jax.process_count(),
     lanes=d.lanes,
+    log=log,
   )
   eval_batches = _eval_batches(config, manifest, stream(split="eval", shuffle=False))
   train_stream = stream(split="train")

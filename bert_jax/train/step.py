@@ -5,7 +5,7 @@ binds the keyword arguments with functools.partial and compiles it with jax.jit 
 shardings and a donated state. Dropout randomness is `fold_in(rng, state.step)`, so a
 resumed run draws exactly what an uninterrupted one would.
 
-An objective (`Pretraining` here, `finetune_objective.FineTuning` for the task heads) says
+An objective (`Pretraining` here, `bert_jax.finetune.objective.FineTuning` for the task heads) says
 how a batch turns into summed losses and counts (`sums`), which whole-batch counts divide
 them (`totals`, so gradient accumulation gives the full-batch gradient exactly), the loss
 to differentiate, and the metrics reported from the sums (`summarize`).

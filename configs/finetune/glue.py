@@ -8,15 +8,13 @@ mnli_mismatched trains the same model and evaluates on the mismatched one), qnli
 wnli. Batch 32, 3 epochs, 10 % warmup then linear decay, dropout 0.1, 128 tokens. The
 paper picks the learning rate from 5e-5, 4e-5, 3e-5 and 2e-5 on the dev set; 2e-5 is the
 default here, and `python -m bert_jax.finetune.glue` runs the whole sweep and writes Table 1.
-Columns, splits and metrics come from the TFDS registry (`bert_jax/data/tfds_tasks.py`);
-
+Columns, splits and metrics come from the TFDS registry (`bert_jax/finetune/tfds_tasks.py`);
 `config_lib.tfds_finetune_config(key)` is the part every TFDS recipe shares.
 """
 
 from bert_jax import config as config_lib
 from bert_jax.finetune import tfds_tasks
-
-PAPER_LEARNING_RATES = (5e-5, 4e-5, 3e-5, 2e-5)
+from bert_jax.finetune.glue import LEARNING_RATES
 
 
 def glue_tasks():
@@ -39,5 +37,5 @@ def get_config(task=None):
   c.data.max_seq_length = 128
   c.train.epochs = 3.0
   c.train.batch_size = 32
-  c.train.learning_rate = 2e-5  # the lowest of PAPER_LEARNING_RATES; pick on dev
+  c.train.learning_rate = min(LEARNING_RATES)  # the paper's lowest, 2e-5; pick on dev
   return c

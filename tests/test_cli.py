@@ -1,0 +1,428 @@
+"""The `bert-jax` command line: bad input is one `error:` line and exit status 2 (Ctrl-C:
+130), never a traceback, and nothing of a run is changed by it.
+
+Covers the recipe file, the workdir, read-only locations, fill-mask's --top-k, short runs of
+long recipes, resuming with another batch size, export-hf's --out and --overwrite,
+malformed Hugging Face config.json files, and a metrics.jsonl cut off mid-line. The run the
+slow tests share is a tiny BERT pretrained for 2 steps on a few of CPython's doc topics.
+"""
+
+import errno
+import hashlib
+import importlib.util
+import json
+import os
+
+import pytest
+
+from bert_jax import cli
+from bert_jax import config as config_lib
+from bert_jax.errors import UserError
+from bert_jax.train import metrics as metrics_lib
+from bert_jax.train import optimizer as optimizer_lib
+from bert_jax.train import pretrain
+
+TINY = [
+  "--config.data.input_format=document",
+  "--config.tokenizer.vocab_size=400",
+  "--config.data.num_shards=1",
+  "--config.data.lanes=1",
+  "--config.data.max_seq_length=32",
+  "--config.data.max_predictions_per_seq=5",
+  "--config.train.steps=2",
+  "--config.train.batch_size=8",
+  "--config.train.warmup_steps=1",
+  "--config.eval.steps=1",
+  "--config.eval.every_steps=2",
+  "--config.checkpoint.every_steps=2",
+]
+
+
+def _error(capsys, args):
+  """The one `error:` line of a command that must fail with exit status 2."""
+  assert cli.main(args) == 2
+  captured = capsys.readouterr()
+  lines = captured.err.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+  assert "Traceback" not in captured.out + captured.err
+  return lines[0]
+
+
+def _tree(directory):
+  """{relative path: sha256} of every file under `directory`: what a refusal must keep."""
+  out = {}
+  for root, _, names in os.walk(directory):
+    for name in names:
+      path = os.path.join(root, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, directory)] = hashlib.sha256(f.read()).hexdigest()
+  return out
+
+
+# --- recipes, workdirs, filesystem errors, Ctrl-C ---------------------------------------------
+
+
+def test_recipe_with_a_syntax_error(capsys, tmp_path):
+  recipe = tmp_path / "broken.py"
+  recipe.write_text("from bert_jax import config\n\ndef get_config(:\n  return 1\n")
+  workdir = tmp_path / "run"
+  for flag in (["--config", str(recipe)], [f"--config={recipe}:arg"]):
+    line = _error(capsys, ["pretrain", *flag, "--workdir", str(workdir)])
+    assert str(recipe) in line and "line 3" in line and "syntax" in line
+  assert not workdir.exists()
+
+
+def test_recipe_without_get_config(capsys, tmp_path):
+  recipe = tmp_path / "nothing.py"
+  recipe.write_text("def config():\n  return None\n")
+  line = _error(capsys, ["finetune", "--config", str(recipe), "--workdir", str(tmp_path / "w")])
+  assert "get_config" in line and str(recipe) in line
+  assert "unknown config key" not in line
+  assert not (tmp_path / "w").exists()
+
+
+def test_workdir_that_is_a_file(capsys, tmp_path):
+  path = tmp_path / "notes.txt"
+  path.write_text("mine")
+  for command in (["pretrain"], ["finetune"], ["import-hf", "--hf", str(tmp_path)]):
+    line = _error(capsys, [*command, "--workdir", str(path)])
+    assert "is a file" in line and str(path) in line
+  assert path.read_text() == "mine"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_workdir_under_a_read_only_directory(capsys, tmp_path):
+  locked = tmp_path / "locked"
+  locked.mkdir()
+  locked.chmod(0o555)
+  try:
+    line = _error(capsys, ["pretrain", "--workdir", str(locked / "run")])
+  finally:
+    locked.chmod(0o755)
+  assert "not writable" in line and str(locked) in line
+  assert not os.listdir(locked)
+
+
+@pytest.mark.parametrize(
+  "code,text",
+  [(errno.EROFS, "Read-only file system"), (errno.ENOSPC, "No space left on device")],
+)
+def test_filesystem_errors_are_one_line(capsys, code, text):
+  def fails():
+    raise OSError(code, text, "/x/metrics.jsonl")
+
+  assert cli.report_errors(fails) == 2
+  captured = capsys.readouterr()
+  assert captured.out == ""
+  assert captured.err.splitlines() == [
+    f"error: {text}: /x/metrics.jsonl; choose a writable location with room"
+  ]
+
+
+def test_other_os_errors_are_not_hidden():
+  def fails():
+    raise OSError(errno.EIO, "Input/output error", "/x")
+
+  with pytest.raises(OSError, match="Input/output error"):
+    cli.report_errors(fails)
+
+
+def test_ctrl_c_is_one_line_and_status_130(capsys):
+  def interrupted():
+    raise KeyboardInterrupt
+
+  assert cli.report_errors(interrupted) == 130
+  captured = capsys.readouterr()
+  assert captured.out == ""
+  assert captured.err.strip().splitlines() == ["interrupted; run the same command again to resume"]
+
+
+def test_finetune_help_prints_the_default_recipe(capsys):
+  assert cli.main(["finetune", "--help"]) == 0
+  out = capsys.readouterr().out
+  assert out.startswith("usage: bert-jax finetune")
+  spec = importlib.util.spec_from_file_location("recipe", config_lib.DEFAULT_FINETUNE_CONFIG)
+  recipe = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(recipe)
+  assert config_lib.DEFAULT_FINETUNE_CONFIG.name == "classify_csv.py"
+  assert out.rstrip().endswith(str(recipe.get_config()).rstrip())
+
+
+@pytest.mark.parametrize("top_k", ["0", "-3"])
+def test_fill_mask_top_k_below_one(capsys, tmp_path, top_k):
+  """Refused before the run is read (a missing run would be another error)."""
+  workdir = str(tmp_path / "no_run")
+  line = _error(capsys, ["fill-mask", "--workdir", workdir, "--top-k", top_k, "a [MASK] b"])
+  assert f"--top-k {top_k} must be at least 1" in line
+
+
+def test_unknown_command(capsys):
+  assert cli.main(["pretrian"]) == 2
+  assert "usage: bert-jax {prepare,pretrain" in capsys.readouterr().err
+
+
+# --- a short run of a long recipe --------------------------------------------------------------
+
+
+def test_warmup_longer_than_the_run_is_clipped(capsys):
+  train = config_lib.base_config().train
+  train.steps, train.warmup_steps = 20, 10_000
+  assert pretrain.warmup_steps(train) == 2  # a tenth of 20
+  notice = capsys.readouterr().out.strip().splitlines()
+  assert len(notice) == 1 and "warmup_steps=10000" in notice[0] and "20 steps" in notice[0]
+  train.warmup_steps = 20
+  assert pretrain.warmup_steps(train) == 20  # it fits: kept, silently
+  train.steps, train.warmup_steps = 5, 10_000
+  assert pretrain.warmup_steps(train) == 0
+  assert capsys.readouterr().out.count("\n") == 1  # only the clipped one spoke
+
+
+def test_default_recipe_takes_twenty_steps(capsys, tmp_path):
+  """`bert-jax pretrain --workdir w --config.train.steps=20`: the demo's 100 warmup steps
+  would not fit; validation passes and the schedule warms up over 2 steps instead.
+  """
+  config, workdir = cli.parse_config(
+    "pretrain",
+    ["--workdir", str(tmp_path / "w"), "--config.train.steps=20"],
+    pretrain.DEFAULT_RECIPE,
+    pretrain.USAGE["pretrain"],
+  )
+  assert workdir == str(tmp_path / "w") and config.train.warmup_steps > config.train.steps
+  pretrain.validate(config)
+  _, schedule = optimizer_lib.make_optimizer(
+    config.train, warmup_steps=pretrain.warmup_steps(config.train)
+  )
+  peak = config.train.learning_rate
+  # Linear warmup over 2 steps, then linear decay to 0 over the other 18.
+  for step, expected in ((0, 0.0), (1, peak / 2), (2, peak), (11, peak / 2), (20, 0.0)):
+    assert float(schedule(step)) == pytest.approx(expected, abs=1e-9), step
+  with pytest.raises(UserError, match="exceeds"):
+    optimizer_lib.make_optimizer(config.train)  # unclipped, the schedule refuses
+
+
+# --- metrics.jsonl cut off mid-line --------------------------------------------------------------
+
+
+def _record(step):
+  return json.dumps({"step": step, "split": "train", "loss": 1.0 / step}) + "\n"
+
+
+def test_truncate_jsonl_drops_a_partial_last_line(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  path.write_text("".join(_record(s) for s in (1, 2, 3, 4)) + _record(5)[:17])
+  messages = []
+  metrics_lib.truncate_jsonl(str(path), 3, log=messages.append)
+  assert path.read_text() == _record(1) + _record(2) + _record(3)
+  assert len(messages) == 1
+  assert str(path) in messages[0] and "dropped 1 incomplete line" in messages[0]
+
+  # A whole last record without its newline is kept, and the next one starts a new line.
+  path.write_text(_record(1) + _record(2).rstrip("\n"))
+  messages.clear()
+  metrics_lib.truncate_jsonl(str(path), 5, log=messages.append)
+  assert path.read_text() == _record(1) + _record(2) and not messages
+
+
+def test_metric_writer_resumes_after_a_cut_line(tmp_path, capsys):
+  path = tmp_path / "metrics.jsonl"
+  path.write_text(_record(1) + _record(2) + '{"step": 3, "spl')
+  writer = metrics_lib.MetricWriter(str(tmp_path), 2)
+  writer.write(3, "train", {"loss": 0.5})
+  writer.close()
+  records = [json.loads(line) for line in path.read_text().splitlines()]
+  assert [r["step"] for r in records] == [1, 2, 3] and records[2]["loss"] == 0.5
+  out = capsys.readouterr().out.strip().splitlines()
+  assert len(out) == 1 and str(path) in out[0]
+
+
+# --- Hugging Face config.json ------------------------------------------------------------------
+
+_BERT = {
+  "model_type": "bert",
+  "vocab_size": 100,
+  "hidden_size": 32,
+  "num_hidden_layers": 1,
+  "num_attention_heads": 2,
+  "intermediate_size": 64,
+}
+
+
+@pytest.mark.parametrize(
+  "content,expected",
+  [
+    (b'{"model_type": "bert", ', "not valid JSON"),
+    (b"\xff\xfe not text", "not valid JSON"),
+    (b"[1, 2, 3]", "JSON list, not an object"),
+    (b'"bert"', "JSON str, not an object"),
+    (b'{"hidden_size": 32}', "no model_type"),
+    (b'{"model_type": "gpt2", "architectures": "GPT2LMHeadModel"}', "'gpt2'"),
+    (json.dumps({**_BERT, "hidden_size": None}).encode(), "hidden_size=None"),
+    (json.dumps({**_BERT, "num_hidden_layers": "2"}).encode(), "num_hidden_layers='2'"),
+    (json.dumps({**_BERT, "vocab_size": 0}).encode(), "vocab_size=0"),
+    (
+      json.dumps({k: v for k, v in _BERT.items() if k != "intermediate_size"}).encode(),
+      "lacks intermediate_size",
+    ),
+  ],
+)
+def test_malformed_hf_config_is_one_line(capsys, tmp_path, content, expected):
+  hf_dir = tmp_path / "hf"
+  hf_dir.mkdir()
+  (hf_dir / "config.json").write_bytes(content)
+  workdir = tmp_path / "run"
+  line = _error(capsys, ["import-hf", "--hf", str(hf_dir), "--workdir", str(workdir)])
+  assert str(hf_dir / "config.json") in line and expected in line
+  assert not workdir.exists()
+
+
+# --- export-hf --out ---------------------------------------------------------------------------
+
+
+def _fake_run(directory):
+  """A directory laid out as a run (what export-hf must never delete)."""
+  (directory / "checkpoints" / "40").mkdir(parents=True)
+  (directory / "checkpoints" / "40" / "params").write_bytes(b"weights")
+  (directory / "metrics.jsonl").write_text(_record(40))
+  (directory / "config.json").write_text(json.dumps({"model": {}, "train": {"steps": 40}}))
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_export_refuses_a_run_directory(capsys, tmp_path, overwrite):
+  other = tmp_path / "other_run"
+  _fake_run(other)
+  before = _tree(other)
+  line = _error(
+    capsys,
+    ["export-hf", "--workdir", str(tmp_path / "mine"), "--out", str(other), *overwrite],
+  )
+  assert "run directory" in line and "checkpoints" in line and "metrics.jsonl" in line
+  assert _tree(other) == before
+
+  # Only the run's config.json left: still a run's, not a Hugging Face one.
+  lone = tmp_path / "lone"
+  lone.mkdir()
+  (lone / "config.json").write_text((other / "config.json").read_text())
+  line = _error(capsys, ["export-hf", "--workdir", str(tmp_path), "--out", str(lone), *overwrite])
+  assert "run directory" in line and "config.json" in line
+  assert os.listdir(lone) == ["config.json"]
+
+
+def test_export_overwrite_refuses_files_it_did_not_write(capsys, tmp_path):
+  out = tmp_path / "hf"
+  out.mkdir()
+  (out / "config.json").write_text(json.dumps({"model_type": "bert"}))
+  (out / "model.safetensors").write_bytes(b"old")
+  for name in ("notes.txt", "results.csv", "a.bin", "b.bin", "c.bin", "d.bin"):
+    (out / name).write_text("mine")
+  (out / "logs").mkdir()
+  before = _tree(out)
+  line = _error(
+    capsys, ["export-hf", "--workdir", str(tmp_path / "run"), "--out", str(out), "--overwrite"]
+  )
+  assert "a.bin, b.bin, c.bin, d.bin, logs and 2 more" in line
+  assert "config.json, model.safetensors" in line  # what --overwrite replaces
+  assert _tree(out) == before
+
+  # A config.json that is not a Hugging Face one is not the export's to replace either.
+  (out / "config.json").write_text("[]")
+  for name in ("notes.txt", "results.csv", "a.bin", "b.bin", "c.bin", "d.bin"):
+    (out / name).unlink()
+  (out / "logs").rmdir()
+  line = _error(
+    capsys, ["export-hf", "--workdir", str(tmp_path / "run"), "--out", str(out), "--overwrite"]
+  )
+  assert "holds config.json," in line
+  assert (out / "config.json").read_text() == "[]"
+
+
+def test_export_refuses_a_file_and_the_run_itself(capsys, tmp_path):
+  path = tmp_path / "out.txt"
+  path.write_text("mine")
+  assert "is a file" in _error(capsys, ["export-hf", "--workdir", "w", "--out", str(path)])
+  line = _error(capsys, ["export-hf", "--workdir", str(tmp_path / "w"), "--out", str(tmp_path)])
+  assert "would replace the run directory" in line
+  assert path.read_text() == "mine"
+
+
+# --- a real tiny run: resume checks, export --overwrite, fill-mask --------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  """(workdir, its pretrain arguments): a tiny BERT pretrained for 2 steps."""
+  from pydoc_data import topics
+
+  root = tmp_path_factory.mktemp("tiny")
+  corpus = root / "corpus"
+  corpus.mkdir()
+  for i, (_, text) in enumerate(sorted(topics.topics.items())[:40]):
+    (corpus / f"{i:03d}.txt").write_text(text, encoding="utf-8")
+  workdir = str(root / "run")
+  args = ["--workdir", workdir, f"--config.data.input={corpus}/*.txt", *TINY]
+  assert cli.main(["pretrain", *args]) == 0
+  return workdir, args
+
+
+@pytest.mark.slow
+def test_pretrain_resume_with_another_batch_size(capsys, tiny_run):
+  workdir, args = tiny_run
+  capsys.readouterr()
+  before = _tree(workdir)
+  line = _error(
+    capsys, ["pretrain", *args, "--config.train.batch_size=16", "--config.train.steps=4"]
+  )
+  assert "config.train.batch_size=8" in line and "16" in line
+  assert "--config.train.batch_size=8" in line and "new --workdir" in line
+  assert _tree(workdir) == before  # config.json, metrics and checkpoints as they were
+
+
+@pytest.mark.slow
+def test_finetune_resume_with_another_batch_size(capsys, tiny_run, tmp_path):
+  workdir, _ = tiny_run
+  train = tmp_path / "train.csv"
+  train.write_text(
+    "text,label\n"
+    + "".join(f"text number {i} is fine,{'yes' if i % 2 else 'no'}\n" for i in range(32))
+  )
+  args = [
+    "finetune",
+    "--workdir",
+    str(tmp_path / "clf"),
+    f"--config.init_from={workdir}",
+    f"--config.data.train={train}",
+    "--config.data.max_seq_length=32",
+    "--config.train.steps=2",
+    "--config.train.batch_size=8",
+  ]
+  assert cli.main(args) == 0
+  capsys.readouterr()
+  before = _tree(tmp_path / "clf")
+  line = _error(capsys, [*args, "--config.train.batch_size=16"])
+  assert "config.train.batch_size=8" in line and "16" in line
+  assert "--config.train.batch_size=8" in line and "new --workdir" in line
+  assert _tree(tmp_path / "clf") == before
+
+
+@pytest.mark.slow
+def test_export_overwrite_replaces_only_an_earlier_export(capsys, tiny_run, tmp_path):
+  workdir, _ = tiny_run
+  fresh, out = tmp_path / "fresh", tmp_path / "hf"
+  assert cli.main(["export-hf", "--workdir", workdir, "--out", str(fresh)]) == 0
+  out.mkdir()
+  (out / "config.json").write_text(json.dumps({"model_type": "bert", "vocab_size": 3}))
+  (out / "model.safetensors").write_bytes(b"old weights")
+  (out / "vocab.txt").write_text("[PAD]\n")  # an earlier WordPiece export's
+  assert "--overwrite" in _error(capsys, ["export-hf", "--workdir", workdir, "--out", str(out)])
+  assert cli.main(["export-hf", "--workdir", workdir, "--out", str(out), "--overwrite"]) == 0
+  assert _tree(out) == _tree(fresh)  # the new export, nothing of the old one
+  assert sorted(os.listdir(tmp_path)) == ["fresh", "hf"]  # no staging folder left
+
+
+@pytest.mark.slow
+def test_fill_mask_top_k(capsys, tiny_run):
+  workdir, _ = tiny_run
+  assert cli.main(["fill-mask", "--workdir", workdir, "--json", "--top-k", "3", "a [MASK] b"]) == 0
+  result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert len(result) == 3
+  scores = [r["score"] for r in result]
+  assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1

@@ -1,0 +1,253 @@
+"""`prepare` on input a new user gives: another corpus after a failure, binary files, skipped
+lines, very long lines, Ctrl-C, failures that must leave no folders, and a small corpus
+that must pretrain.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from bert_jax.data import prepare, tokenizer
+from bert_jax.errors import UserError
+from tests.test_pipeline import _corpus, small_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _prepare(config, data_dir, lines=None):
+  log = (lambda _: None) if lines is None else lines.append
+  return prepare.prepare(config, str(data_dir), log=log, progress=False)
+
+
+def _fingerprint(data_dir):
+  return tokenizer.load(str(data_dir / "tokenizer.model")).fingerprint
+
+
+def test_another_input_after_a_failure_retrains_the_tokenizer(tmp_path):
+  """A preparation that fails after training its tokenizer (here: no eval rows), rerun on
+  another corpus, trains a tokenizer for that corpus (a fresh dir's, bit for bit).
+  """
+  first = small_config(tmp_path, eval_fraction=1e-9)  # every document trains: no eval rows
+  with pytest.raises(UserError, match="no eval rows"):
+    _prepare(first, tmp_path / "d")
+  first_tokenizer = _fingerprint(tmp_path / "d")
+
+  # small_config writes its own corpus.txt: the other corpus has another name.
+  _corpus(tmp_path / "other.txt", seed=7)
+  text = (tmp_path / "other.txt").read_text()
+  (tmp_path / "other.txt").write_text(text.replace("a", "o").replace("e", "u"))  # other pieces
+  second = small_config(tmp_path, input=str(tmp_path / "other.txt"))
+  manifest = _prepare(second, tmp_path / "d")
+  _prepare(second, tmp_path / "fresh")
+  assert _fingerprint(tmp_path / "d") == _fingerprint(tmp_path / "fresh") != first_tokenizer
+  assert manifest["tokenizer_fingerprint"] == _fingerprint(tmp_path / "fresh")
+  # The same input again, changed on disk (size and time): trained again too.
+  with open(tmp_path / "other.txt", "a") as f:
+    f.write("\nAnother line of text here.\n")
+  _prepare(second, tmp_path / "fresh2")
+  os.remove(tmp_path / "d" / prepare.MANIFEST)
+  lines = []
+  _prepare(second, tmp_path / "d", lines)
+  assert any(line.startswith("tokenizer: trained") for line in lines)
+  assert _fingerprint(tmp_path / "d") == _fingerprint(tmp_path / "fresh2")
+
+
+@pytest.mark.parametrize(
+  "content,expected",
+  [
+    (np.random.default_rng(0).bytes(200_000), "is not text (it holds NUL bytes"),
+    ("Some text here.\nAnd more.\n".encode("utf-16"), "is not text (it holds NUL bytes"),
+    ("Ça a été très élevé.\n".encode("latin1") * 9 + b"Plain ASCII.\n", "9 of its first 10"),
+    (bytes(range(128, 256)) * 20, "1 of its first 1 lines are not UTF-8"),
+  ],
+  ids=["random bytes", "UTF-16", "Latin-1", "one line"],
+)
+def test_a_binary_file_is_not_text(tmp_path, content, expected):
+  (tmp_path / "good.txt").write_text("A good line.\nAnother one.\n")
+  (tmp_path / "data.bin").write_bytes(content)
+  c = small_config(tmp_path, input=f"{tmp_path}/good.txt,{tmp_path}/data.bin")
+  with pytest.raises(UserError) as raised:
+    _prepare(c, tmp_path / "w" / "data")
+  message = str(raised.value)
+  assert message.startswith(f"{tmp_path}/data.bin is not text") and expected in message
+  assert "give UTF-8 text files" in message and "\n" not in message
+  assert not (tmp_path / "w").exists()
+
+
+def test_skipped_lines_are_counted_and_said(tmp_path):
+  c = small_config(tmp_path)
+  with open(tmp_path / "corpus.txt", "ab") as f:
+    f.write(b"\n" + "Schön ist es.\nNoch ein Satz für dich.\nGrüße.\n".encode("latin1"))
+  lines = []
+  manifest = _prepare(c, tmp_path / "d", lines)
+  assert manifest["counts"]["invalid_utf8_lines"] == 3
+  assert "data: skipped 3 non-UTF-8 lines (config.data.strict=True names the first)" in lines
+
+
+def test_a_corpus_of_very_long_lines_prepares(tmp_path):
+  """Documents as single lines of 5-8 KB (over SentencePiece's 4192-byte limit): the
+  tokenizer trains on them, and the note says how to keep more than a row of each.
+  """
+  rng = np.random.default_rng(0)
+  words = ["alpha", "beta", "gamma", "delta", "river", "stone", "light", "north", "garden"]
+  lines = [" ".join(rng.choice(words, size=rng.integers(900, 1300))) + "." for _ in range(80)]
+  assert min(len(line) for line in lines) > tokenizer.MAX_SENTENCE_BYTES
+  (tmp_path / "long.txt").write_text("\n\n".join(lines) + "\n")
+  c = small_config(tmp_path, input=str(tmp_path / "long.txt"), eval_fraction=0.2)
+  c.tokenizer.vocab_size = 280
+  notes = []
+  manifest = _prepare(c, tmp_path / "d", notes)
+  assert manifest["counts"]["truncated_sentences"] == manifest["counts"]["sentences"] == 80
+  tok = tokenizer.load(str(tmp_path / "d" / "tokenizer.model"))
+  # Whole words are pieces (280 leaves room for a few): it learned from the long lines.
+  assert sum(len(tok.encode(word)) == 1 for word in words) >= 2
+  assert any("input_format=document" in line for line in notes)
+
+
+@pytest.mark.parametrize("kind", ["empty", "binary", "missing", "no match"])
+def test_a_failed_preparation_leaves_no_folder_it_made(tmp_path, kind):
+  corpus = tmp_path / "input.txt"  # "missing": never written
+  spec = str(corpus)
+  if kind == "empty":
+    corpus.write_text("\n  \n")
+  elif kind == "binary":
+    corpus.write_bytes(bytes(range(256)) * 100)
+  elif kind == "no match":
+    spec = str(tmp_path / "nothing*.txt")
+  c = small_config(tmp_path, input=spec)
+  # A new workdir: nothing of it is left.
+  with pytest.raises(UserError):
+    _prepare(c, tmp_path / "new" / "data")
+  assert not (tmp_path / "new").exists()
+  # A workdir that existed (with a file) stays as it was.
+  (tmp_path / "run").mkdir()
+  (tmp_path / "run" / "notes.txt").write_text("mine")
+  with pytest.raises(UserError):
+    _prepare(c, tmp_path / "run" / "data")
+  assert sorted(os.listdir(tmp_path / "run")) == ["notes.txt"]
+  # An existing empty data dir stays.
+  (tmp_path / "run" / "data").mkdir()
+  with pytest.raises(UserError):
+    _prepare(c, tmp_path / "run" / "data")
+  assert os.listdir(tmp_path / "run" / "data") == []
+
+
+def _prepare_command(workdir, corpus):
+  return [
+    sys.executable,
+    "-m",
+    "bert_jax.cli",
+    "prepare",
+    "--workdir",
+    str(workdir),
+    f"--config.data.input={corpus}",
+    "--config.data.num_shards=4",
+    "--config.data.num_workers=2",
+    "--config.data.max_seq_length=32",
+    "--config.tokenizer.vocab_size=300",
+  ]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_quietly_and_the_rerun_finishes(tmp_path):
+  """Ctrl-C in a terminal reaches the whole process group: the pool's workers as well as
+  the parent. One line says so (exit 130), no traceback; the same command then finishes.
+  """
+  _corpus(tmp_path / "corpus.txt", documents=16_000, seed=3)
+  workdir = tmp_path / "w"
+  shards = workdir / "data" / prepare.SHARDS
+  env = {**os.environ, "XLA_FLAGS": ""}
+  proc = subprocess.Popen(
+    _prepare_command(workdir, tmp_path / "corpus.txt"),
+    cwd=REPO,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    start_new_session=True,  # its own process group, as a terminal gives a command
+  )
+  deadline = time.time() + 120
+  while not (shards.is_dir() and any(n.endswith(".tmp") for n in os.listdir(shards))):
+    assert proc.poll() is None and time.time() < deadline, proc.communicate()
+    time.sleep(0.05)
+  time.sleep(0.5)  # the workers are writing shards
+  assert proc.poll() is None
+  os.killpg(proc.pid, signal.SIGINT)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130, err
+  assert "Traceback" not in err and "KeyboardInterrupt" not in err
+  interrupted = [line for line in err.splitlines() if "interrupted" in line]
+  assert interrupted == ["interrupted; run the same command again to resume"]
+  assert not (workdir / "data" / prepare.MANIFEST).exists()
+
+  again = subprocess.run(
+    _prepare_command(workdir, tmp_path / "corpus.txt"),
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert again.returncode == 0, again.stderr
+  assert (workdir / "data" / prepare.MANIFEST).exists()
+  assert "tokenizer: trained" not in again.stdout  # the first run's tokenizer, reused
+
+
+def _topic_files(directory):
+  """CPython's pydoc topics, one document per file: a small domain corpus."""
+  from pydoc_data import topics
+
+  directory.mkdir()
+  for i, (name, text) in enumerate(sorted(topics.topics.items())):
+    (directory / f"{i:03d}-{name}.txt").write_text(text)
+  return len(topics.topics)
+
+
+@pytest.mark.slow
+def test_a_small_corpus_pretrains(tmp_path):
+  """Some 80 documents, one file each, the recipe's num_shards and lanes (8 each): the eval
+  split holds 2 documents, so fewer non-empty shards than lanes; it is read in fewer.
+  """
+  assert _topic_files(tmp_path / "docs") > 70
+  workdir = tmp_path / "run"
+  out = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "bert_jax",
+      "pretrain",
+      "--workdir",
+      str(workdir),
+      f"--config.data.input={tmp_path}/docs/*.txt",
+      "--config.data.input_format=document",
+      "--config.data.objective=mlm",
+      "--config.tokenizer.vocab_size=2000",
+      "--config.train.steps=2",
+      "--config.train.batch_size=8",
+      "--config.train.warmup_steps=1",
+      "--config.train.log_every_steps=1",
+      "--config.eval.every_steps=2",
+      "--config.eval.steps=1",
+      "--config.checkpoint.every_steps=2",
+    ],
+    cwd=REPO,
+    env={**os.environ, "XLA_FLAGS": ""},
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  manifest = prepare.read_manifest(str(workdir / "data"))
+  eval_shards = [s for s in manifest["splits"]["eval"]["shards"] if s["rows"]]
+  assert len(eval_shards) < 8  # the lanes of the recipe (demo: 8 shards, 8 lanes)
+  with open(workdir / "metrics.jsonl") as f:
+    records = [json.loads(line) for line in f]
+  evals = [r for r in records if r["split"] == "eval"]
+  assert [r["step"] for r in evals] == [2] and np.isfinite(evals[0]["loss"])
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["2"]
