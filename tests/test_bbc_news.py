@@ -17,6 +17,7 @@ import pytest
 
 from benchmarks import bbc_news
 from bert_jax import cli
+from tests.conftest import ONE_DEVICE
 
 torch = pytest.importorskip("torch", reason="needs torch (pip install torch==2.13.0)")
 transformers = pytest.importorskip("transformers", reason="needs transformers")
@@ -43,11 +44,10 @@ def test_split_is_deterministic_and_disjoint(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def finetuned(tmp_path_factory):
+def finetuned(tmp_path_factory, minilm_workdir):
   root = tmp_path_factory.mktemp("bbc")
   train_csv, test_csv = bbc_news.write_split(str(root / "data"))
-  minilm, run = str(root / "minilm"), str(root / "run")
-  assert cli.main(["import-hf", "--hf", MINILM, "--workdir", minilm]) == 0
+  minilm, run = minilm_workdir, str(root / "run")
   assert (
     cli.main(
       [
@@ -60,6 +60,7 @@ def finetuned(tmp_path_factory):
         "--config.train.epochs=1",
         "--config.train.batch_size=16",
         "--config.train.learning_rate=1e-4",
+        ONE_DEVICE,
       ]
     )
     == 0
@@ -67,6 +68,7 @@ def finetuned(tmp_path_factory):
   return root, run, test_csv
 
 
+@pytest.mark.slow
 def test_minilm_reaches_95_percent_on_held_out_news(finetuned, capsys):
   _, run, _ = finetuned
   capsys.readouterr()
@@ -78,6 +80,7 @@ def test_minilm_reaches_95_percent_on_held_out_news(finetuned, capsys):
   assert metrics["accuracy"] == pytest.approx(best, abs=1e-6)  # evaluate reads the best
 
 
+@pytest.mark.slow
 def test_exported_classifier_agrees_with_predict(finetuned):
   root, run, test_csv = finetuned
   with open(test_csv, newline="") as f:

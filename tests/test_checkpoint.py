@@ -5,6 +5,7 @@
 import chex
 import jax
 import numpy as np
+import pytest
 
 from bert_jax import checkpoint as ckpt_lib
 from tests.conftest import needs_devices
@@ -12,6 +13,7 @@ from tests.test_train_step import _config, _setup
 
 
 @needs_devices(8)
+@pytest.mark.slow
 def test_restore_onto_another_mesh(tmp_path):
   config = _config(data=2, fsdp=2, tensor=2)
   *_, state, _ = _setup(config, jax.devices()[:8])

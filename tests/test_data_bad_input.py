@@ -159,7 +159,7 @@ def test_ctrl_c_stops_quietly_and_the_rerun_finishes(tmp_path):
   """Ctrl-C in a terminal reaches the whole process group: the pool's workers as well as
   the parent. One line says so (exit 130), no traceback; the same command then finishes.
   """
-  _corpus(tmp_path / "corpus.txt", documents=16_000, seed=3)
+  _corpus(tmp_path / "corpus.txt", documents=48_000, seed=3)  # seconds of work to stop
   workdir = tmp_path / "w"
   shards = workdir / "data" / prepare.SHARDS
   env = {**os.environ, "XLA_FLAGS": ""}

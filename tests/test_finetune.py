@@ -30,6 +30,7 @@ from bert_jax.finetune import data as data_lib
 from bert_jax.finetune import evaluate as evaluate_lib
 from bert_jax.finetune import objective as task_objective
 from bert_jax.train import finetune
+from tests.conftest import ONE_DEVICE
 
 torch = pytest.importorskip("torch", reason="parity tests need torch")
 transformers = pytest.importorskip("transformers", reason="parity tests need transformers")
@@ -162,6 +163,7 @@ def _finetune(workdir, init_from, *overrides):
     f"--config.init_from={init_from}",
     f"--config.data.max_seq_length={LENGTH}",
     "--config.train.batch_size=8",
+    ONE_DEVICE,  # one fixture (regression) takes the 8-device data mesh instead
     *overrides,
   ]
   out = io.StringIO()
@@ -262,6 +264,7 @@ def regression(tmp_path_factory, imported):
       "--config.train.steps=8",
       "--config.eval.every_steps=4",
       "--config.train.learning_rate=1e-2",
+      "--config.mesh.data=-1",  # the 8-device data mesh: fine-tuning sharded
     ),
   )
 
@@ -932,6 +935,7 @@ def test_unknown_tag_and_regression_label_name_the_file_and_row(imported, tmp_pa
     data_lib.encode(examples, tokenizer, config, None)
 
 
+@pytest.mark.slow
 def test_one_class_is_refused_unless_the_labels_name_more(imported, tmp_path, capsys):
   """One label in the train data: refused (the loss would be 0 from the start); with
   config.data.labels naming two it trains, here without eval data (no evaluation).

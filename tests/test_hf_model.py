@@ -44,10 +44,8 @@ PAIRS = [
 
 
 @pytest.fixture(scope="module")
-def imported(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("minilm"))
-  assert cli.main(["import-hf", "--hf", MINILM, "--workdir", workdir]) == 0
-  return workdir
+def imported(minilm_workdir):
+  return minilm_workdir
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +83,7 @@ def test_minilm_hidden_states_match_transformers(imported, hf_minilm, capsys):
     np.testing.assert_allclose(pooled, out.pooler_output.numpy(), atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_embed_mean_pooling_matches_transformers(imported, hf_minilm, tmp_path):
   hf_tok, hf_model = hf_minilm
   texts = TEXTS[:3] + [a for a, _ in PAIRS] + ["x " * 700]  # the last one truncated to 512
@@ -159,6 +158,7 @@ def test_import_export_import_is_bit_identical(imported, tmp_path, capsys):
   assert config["vocab_size"] == 30522 and config["architectures"] == ["BertForPreTraining"]
 
 
+@pytest.mark.slow
 def test_import_reads_sharded_pytorch_bin_with_old_names(imported, tmp_path, capsys):
   """pytorch_model.bin in two shards, `bert.` prefix and TF-era LayerNorm.gamma / beta,
   plus a classifier we do not use: the same parameters as the safetensors import.
@@ -231,6 +231,7 @@ def trained(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow
 def test_exported_run_gives_the_same_mlm_logits_and_fill_mask(trained, tmp_path, capsys):
   hf_dir = str(tmp_path / "hf")
   assert cli.main(["export-hf", "--workdir", trained, "--out", hf_dir]) == 0
@@ -272,6 +273,7 @@ def test_exported_run_gives_the_same_mlm_logits_and_fill_mask(trained, tmp_path,
     np.testing.assert_allclose([r["score"] for r in mine], [r["score"] for r in hf], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_our_sentencepiece_export_imports_back(trained, tmp_path, capsys):
   """A pretrained run exported (export-hf) and imported again (import-hf) cuts text as the
   original (its SentencePiece model is rebuilt from the exported tokenizer.json) and gives
@@ -317,6 +319,7 @@ def test_our_sentencepiece_export_imports_back(trained, tmp_path, capsys):
     np.testing.assert_allclose([r["score"] for r in mine], [r["score"] for r in theirs], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line(imported, trained, tmp_path, capsys):
   def error(args):
     assert cli.main(args) == 2

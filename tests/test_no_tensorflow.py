@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CODE = """
@@ -44,6 +46,7 @@ print("loss", float(metrics["loss"]))
 """
 
 
+@pytest.mark.slow
 def test_model_step_and_synthetic_data_run_without_tensorflow():
   env = {**os.environ, "XLA_FLAGS": ""}
   result = subprocess.run(

@@ -236,6 +236,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
+@pytest.mark.slow
 def test_preparation_memory_does_not_grow_with_the_corpus(tmp_path):
   """Peak RSS preparing 4x the documents stays within a few MB (all in-memory would grow
   by the corpus's token lists: tens of MB here).

@@ -83,6 +83,7 @@ def uninterrupted(tmp_path_factory, data_dir):
   return workdir
 
 
+@pytest.mark.slow
 def test_demo_runs_and_logs(uninterrupted):
   records = _metrics(uninterrupted)
   train = [r for r in records if r["split"] == "train"]
@@ -99,6 +100,7 @@ def test_demo_runs_and_logs(uninterrupted):
   assert glob.glob(os.path.join(uninterrupted, "tensorboard", "events.*"))
 
 
+@pytest.mark.slow
 def test_kill_and_resume_equals_uninterrupted(tmp_path, data_dir, uninterrupted):
   workdir = str(tmp_path / "killed")
   args = ["pretrain", "--workdir", workdir, f"--config.data.prepared_dir={data_dir}"] + FAST
@@ -130,6 +132,7 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, data_dir, uninterrupted)
     }, key
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path, data_dir):
   """jax.distributed with 2 processes x 2 CPU devices == 1 process x 4 devices."""
   args = [
@@ -175,6 +178,7 @@ def test_two_processes_match_one(tmp_path, data_dir):
   assert sorted(os.listdir(tmp_path / "two" / "checkpoints")) == ["10", "20"]
 
 
+@pytest.mark.slow
 def test_fill_mask_json(uninterrupted, capsys):
   assert (
     cli.main(["fill-mask", "--workdir", uninterrupted, "--json", "Return the [MASK] of the list."])
@@ -252,6 +256,7 @@ def test_bad_corpus_is_an_error(capsys, tmp_path, content, expected):
   assert not glob.glob(str(workdir / "data" / "manifest.json"))
 
 
+@pytest.mark.slow
 def test_batch_the_mesh_cannot_divide(capsys, tmp_path, data_dir):
   line = _error_line(
     capsys,
@@ -266,6 +271,7 @@ def test_batch_the_mesh_cannot_divide(capsys, tmp_path, data_dir):
   assert "batch" in line and "8" in line
 
 
+@pytest.mark.slow
 def test_workdir_with_another_model_size(capsys, tmp_path, data_dir, uninterrupted):
   before = _metrics(uninterrupted)
   steps = sorted(os.listdir(os.path.join(uninterrupted, "checkpoints")))
@@ -291,6 +297,7 @@ def test_help_lists_the_config(capsys):
   assert out.startswith("usage: bert-jax pretrain") and "steps: 7" in out
 
 
+@pytest.mark.slow
 def test_fill_mask_errors(capsys, tmp_path, uninterrupted):
   line = _error_line(capsys, ["fill-mask", "--workdir", str(tmp_path), "a [MASK] b"])
   assert "no checkpoints" in line and "bert-jax pretrain" in line
@@ -298,6 +305,7 @@ def test_fill_mask_errors(capsys, tmp_path, uninterrupted):
   assert "no [MASK]" in line
 
 
+@pytest.mark.slow
 def test_init_from_takes_parameters_of_another_run(capsys, tmp_path, data_dir, uninterrupted):
   common = [
     f"--config.data.prepared_dir={data_dir}",
@@ -340,6 +348,7 @@ def test_init_from_takes_parameters_of_another_run(capsys, tmp_path, data_dir, u
   assert abs(first["loss"] - source_loss) < 1.0 and first["loss"] < 9.7 - 1.5
 
 
+@pytest.mark.slow
 def test_phase2_reads_its_own_shards_and_continues_from_phase1(
   capsys, tmp_path, data_dir, uninterrupted
 ):
@@ -387,6 +396,7 @@ def test_phase2_reads_its_own_shards_and_continues_from_phase1(
   assert "tokenizer.sha256" in line and "prepared_dir" in line
 
 
+@pytest.mark.slow
 def test_checkpoint_holds_the_data_position(uninterrupted):
 
   checkpoints, step = run_lib.open_checkpoints(uninterrupted)

@@ -76,6 +76,7 @@ def test_shard_shapes_on_2x2x2_mesh():
 
 
 @needs_devices(8)
+@pytest.mark.slow
 def test_2x2x2_mesh_matches_one_device():
   sharded, _ = _run(_config(data=2, fsdp=2, tensor=2), jax.devices()[:8])
   single, _ = _run(_config(data=1, fsdp=1, tensor=1), jax.devices()[:1])
@@ -83,7 +84,9 @@ def test_2x2x2_mesh_matches_one_device():
   np.testing.assert_allclose(sharded, single, rtol=1e-4)
 
 
-@pytest.mark.parametrize("devices,accum", [(1, 2), (4, 2), (8, 4)])
+@pytest.mark.parametrize(
+  "devices,accum", [(1, 2), (4, 2), pytest.param(8, 4, marks=pytest.mark.slow)]
+)
 def test_accumulated_gradient_equals_full_batch(devices, accum):
   if jax.device_count() < devices:
     pytest.skip(f"needs {devices} devices")

@@ -29,6 +29,7 @@ def test_device_peak_table(bench):
   assert bench.default_predictions(128) == 20 and bench.default_predictions(512) == 80
 
 
+@pytest.mark.slow
 def test_tiny_run_on_cpu(bench, capsys):
   argv = "--size tiny --seq 32 --batch 4 --steps 2 --warmup 1 --matmul-size 256".split()
   records = bench.main(argv)

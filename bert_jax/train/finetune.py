@@ -217,7 +217,7 @@ def finetune(config, workdir: str) -> None:
       "batch_size": t.batch_size,
       "seed": config.seed,
     },
-    check_resume=functools.partial(_check_resume, workdir, model_cfg, config, labels),
+    check_resume=functools.partial(_check_resume, workdir, config, labels),
     init_params=functools.partial(
       _restore_init,
       source,
@@ -234,8 +234,8 @@ def finetune(config, workdir: str) -> None:
   loop.train(config, workdir, job)
 
 
-def _check_resume(workdir, model_cfg, config, labels, meta):
-  config_lib.check_same_model(meta["model"], config_lib.model_dict(model_cfg), workdir)
+def _check_resume(workdir, config, labels, meta):
+  """Refuses a checkpoint of another task or label set (the loop checks model and batch)."""
   if meta.get("task") != config.task:
     raise UserError(
       f"{workdir} holds a checkpoint of task {meta.get('task')!r}, not "
@@ -245,12 +245,6 @@ def _check_resume(workdir, model_cfg, config, labels, meta):
     raise UserError(
       f"{workdir} was trained with the labels {meta.get('labels')}, the data now "
       f"gives {labels.names}; use a new --workdir"
-    )
-  if meta.get("batch_size", config.train.batch_size) != config.train.batch_size:
-    raise UserError(
-      f"{workdir} holds a checkpoint trained with config.train.batch_size="
-      f"{meta['batch_size']}, this run asks for {config.train.batch_size}; resume with "
-      f"--config.train.batch_size={meta['batch_size']} or use a new --workdir"
     )
 
 

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from bert_jax import checkpoint as ckpt_lib
+from bert_jax import config as config_lib
 from bert_jax import run as run_lib
 from bert_jax import sharding
 from bert_jax.errors import UserError
@@ -41,7 +42,8 @@ class Job:
     steps, batch_size: optimizer steps and the global batch.
     batches: start step -> this process's batches for steps start+1 .. steps.
     meta: saved in every checkpoint (with the step).
-    check_resume: vets the meta of the checkpoint a run resumes from (raises UserError).
+    check_resume: vets the meta of the checkpoint a run resumes from (raises UserError),
+      beyond the model and batch size that `train` checks itself.
     evaluate: (params, mesh) -> eval metrics (floats), or None: no evaluation.
     eval_line: (step, metrics) -> the line printed under the progress bar.
     eval_every: evaluate every this many steps (and at the last step).
@@ -91,7 +93,9 @@ def train(config, workdir, job):
   start = checkpoints.latest_step()
   abstract = sharding.abstract_like(create, state_sh)  # restore targets, already sharded
   if start is not None:
-    job.check_resume(checkpoints.meta(start))
+    saved = checkpoints.meta(start)
+    check_resume(saved, job.meta, workdir)
+    job.check_resume(saved)
     params, opt_state = checkpoints.restore(start, abstract.params, abstract.opt_state)
     step0 = jax.device_put(jnp.int32(start), state_sh.step)
     state = step_lib.TrainState(step=step0, params=params, opt_state=opt_state)
@@ -154,6 +158,24 @@ def train(config, workdir, job):
   if best:
     best.close()
   log(f"done: {step} steps; checkpoints in {checkpoints.directory}")
+
+
+def check_resume(saved: dict, meta: dict, workdir: str) -> None:
+  """Refuses to resume a checkpoint of another model, or at another global batch size.
+
+  Args:
+    saved: the meta of the checkpoint in the workdir.
+    meta: the meta this run would save (`Job.meta`: its model dict and batch size).
+    workdir: named in the error.
+  """
+  config_lib.check_same_model(saved["model"], meta["model"], workdir)
+  batch = meta["batch_size"]
+  if saved.get("batch_size", batch) != batch:
+    raise UserError(
+      f"{workdir} holds a checkpoint trained with config.train.batch_size="
+      f"{saved['batch_size']}, this run asks for {batch}; resume with "
+      f"--config.train.batch_size={saved['batch_size']} or use a new --workdir"
+    )
 
 
 class _Best:

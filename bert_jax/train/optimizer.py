@@ -59,26 +59,17 @@ def make_optimizer(train, *, steps: int | None = None, warmup_steps: int | None 
     train.steps if steps is None else steps,
     train.warmup_steps if warmup_steps is None else warmup_steps,
   )
-  if train.optimizer == "adamw":
-    opt = optax.adamw(
-      schedule,
-      b1=train.b1,
-      b2=train.b2,
-      eps=train.eps,
-      weight_decay=train.weight_decay,
-      mask=decay_mask,
-    )
-  elif train.optimizer == "lamb":
-    opt = optax.lamb(
-      schedule,
-      b1=train.b1,
-      b2=train.b2,
-      eps=train.eps,
-      weight_decay=train.weight_decay,
-      mask=decay_mask,
-    )
-  else:
+  optimizers = {"adamw": optax.adamw, "lamb": optax.lamb}
+  if train.optimizer not in optimizers:
     raise UserError(f"config.train.optimizer={train.optimizer!r} is not one of adamw, lamb")
+  opt = optimizers[train.optimizer](
+    schedule,
+    b1=train.b1,
+    b2=train.b2,
+    eps=train.eps,
+    weight_decay=train.weight_decay,
+    mask=decay_mask,
+  )
   return optax.chain(optax.clip_by_global_norm(train.clip_norm), opt), schedule
 
 

@@ -209,17 +209,10 @@ def pretrain(config, workdir):
   tx, schedule = optimizer_lib.make_optimizer(t, warmup_steps=warmup_steps(t))
 
   def check_resume(meta):
-    config_lib.check_same_model(meta["model"], config_lib.model_dict(model_cfg), workdir)
     if meta["tokenizer_fingerprint"] != manifest["tokenizer_fingerprint"]:
       raise UserError(
         f"{workdir} holds a checkpoint trained with another tokenizer; use a "
         f"new --workdir or the data settings of that run"
-      )
-    if meta.get("batch_size", t.batch_size) != t.batch_size:
-      raise UserError(
-        f"{workdir} holds a checkpoint trained with config.train.batch_size="
-        f"{meta['batch_size']}, this run asks for {t.batch_size}; resume with "
-        f"--config.train.batch_size={meta['batch_size']} or use a new --workdir"
       )
     position = meta.get("data_position")
     if position and position.get("lanes") != train_stream.lane_count:
