@@ -4,7 +4,7 @@
     bert-jax pretrain [--config configs/RECIPE.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
     bert-jax finetune [--config configs/finetune/TASK.py] --workdir DIR [--config.KEY=VALUE ...]
     bert-jax evaluate --workdir DIR [--data FILE|tfds:NAME:SPLIT] [--step N]
-    bert-jax predict --workdir DIR --input FILE --output OUT.jsonl [--step N]
+    bert-jax predict --workdir DIR --input FILE --output OUT.jsonl [--step N] [--overwrite]
     bert-jax fill-mask --workdir DIR [--json] [--top-k 5] "text with [MASK] in it" ...
     bert-jax export-hf --workdir DIR --out HF_DIR [--step N] [--overwrite]
     bert-jax import-hf --hf HF_DIR --workdir DIR
@@ -299,6 +299,9 @@ def report_errors(function, *args):
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except BrokenPipeError:  # `bert-jax ... | head`: the reader has stopped; no traceback
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
   except OSError as e:
     if e.errno not in _USER_OS_ERRORS:
       raise

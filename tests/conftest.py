@@ -72,3 +72,16 @@ def minilm_workdir(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("minilm"))
   assert cli.main(["import-hf", "--hf", MINILM, "--workdir", workdir]) == 0
   return workdir
+
+
+def write_topics_corpus(directory, count=None):
+  """CPython's pydoc topics, one document per file in `directory` (made): a small domain
+  corpus of real prose. Returns how many files were written (the first `count`, or all).
+  """
+  from pydoc_data import topics
+
+  directory.mkdir()
+  items = sorted(topics.topics.items())[:count]
+  for i, (name, text) in enumerate(items):
+    (directory / f"{i:03d}-{name}.txt").write_text(text, encoding="utf-8")
+  return len(items)

@@ -21,6 +21,7 @@ from bert_jax.errors import UserError
 from bert_jax.train import metrics as metrics_lib
 from bert_jax.train import optimizer as optimizer_lib
 from bert_jax.train import pretrain
+from tests.conftest import write_topics_corpus
 
 TINY = [
   "--config.data.input_format=document",
@@ -350,13 +351,9 @@ def test_export_refuses_a_file_and_the_run_itself(capsys, tmp_path):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
   """(workdir, its pretrain arguments): a tiny BERT pretrained for 2 steps."""
-  from pydoc_data import topics
-
   root = tmp_path_factory.mktemp("tiny")
   corpus = root / "corpus"
-  corpus.mkdir()
-  for i, (_, text) in enumerate(sorted(topics.topics.items())[:40]):
-    (corpus / f"{i:03d}.txt").write_text(text, encoding="utf-8")
+  write_topics_corpus(corpus, 40)
   workdir = str(root / "run")
   args = ["--workdir", workdir, f"--config.data.input={corpus}/*.txt", *TINY]
   assert cli.main(["pretrain", *args]) == 0

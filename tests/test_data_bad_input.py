@@ -15,6 +15,7 @@ import pytest
 
 from bert_jax.data import prepare, tokenizer
 from bert_jax.errors import UserError
+from tests.conftest import write_topics_corpus
 from tests.test_pipeline import _corpus, small_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -171,6 +172,9 @@ def test_ctrl_c_stops_quietly_and_the_rerun_finishes(tmp_path):
     stderr=subprocess.PIPE,
     text=True,
     start_new_session=True,  # its own process group, as a terminal gives a command
+    # Ctrl-C's default action, as in a terminal: a test run started in the background (`&`)
+    # ignores SIGINT, and Python keeps an ignored SIGINT ignored.
+    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
   )
   deadline = time.time() + 120
   while not (shards.is_dir() and any(n.endswith(".tmp") for n in os.listdir(shards))):
@@ -199,22 +203,12 @@ def test_ctrl_c_stops_quietly_and_the_rerun_finishes(tmp_path):
   assert "tokenizer: trained" not in again.stdout  # the first run's tokenizer, reused
 
 
-def _topic_files(directory):
-  """CPython's pydoc topics, one document per file: a small domain corpus."""
-  from pydoc_data import topics
-
-  directory.mkdir()
-  for i, (name, text) in enumerate(sorted(topics.topics.items())):
-    (directory / f"{i:03d}-{name}.txt").write_text(text)
-  return len(topics.topics)
-
-
 @pytest.mark.slow
 def test_a_small_corpus_pretrains(tmp_path):
   """Some 80 documents, one file each, the recipe's num_shards and lanes (8 each): the eval
   split holds 2 documents, so fewer non-empty shards than lanes; it is read in fewer.
   """
-  assert _topic_files(tmp_path / "docs") > 70
+  assert write_topics_corpus(tmp_path / "docs") > 70
   workdir = tmp_path / "run"
   out = subprocess.run(
     [

@@ -17,6 +17,7 @@ import pytest
 from bert_jax import cli
 from bert_jax import run as run_lib
 from bert_jax.hf import convert
+from tests.conftest import write_topics_corpus
 
 torch = pytest.importorskip("torch", reason="parity tests need torch (pip install torch==2.13.0)")
 transformers = pytest.importorskip("transformers", reason="parity tests need transformers")
@@ -198,13 +199,9 @@ def test_import_reads_sharded_pytorch_bin_with_old_names(imported, tmp_path, cap
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   """A tiny run of ours, trained on a (data 2, fsdp 2, tensor 2) mesh of 8 fake devices."""
-  from pydoc_data import topics
-
   root = tmp_path_factory.mktemp("trained")
   corpus = root / "corpus"
-  corpus.mkdir()
-  for i, (_, text) in enumerate(sorted(topics.topics.items())[:80]):
-    (corpus / f"{i:03d}.txt").write_text(text, encoding="utf-8")
+  write_topics_corpus(corpus, 80)
   workdir = str(root / "run")
   assert (
     cli.main(
