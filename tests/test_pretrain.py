@@ -105,7 +105,7 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, data_dir, uninterrupted)
   workdir = str(tmp_path / "killed")
   args = ["pretrain", "--workdir", workdir, f"--config.data.prepared_dir={data_dir}"] + FAST
   # Slow the steps down so that the kill lands between the step-40 and step-60 saves.
-  proc = _run_cli(args, env={"BERT_JAX_DEBUG_STEP_SLEEP": "0.25"})
+  proc = _run_cli(args, env={"BERT_JAX_DEBUG_STEP_SLEEP": "0.1"})
   deadline = time.time() + 600
   while not os.path.isdir(os.path.join(workdir, "checkpoints", "40")):
     assert proc.poll() is None, proc.communicate()[1][-3000:]
