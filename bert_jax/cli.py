@@ -93,7 +93,7 @@ def _resolve_recipe(argv):
 
 
 def _job(command, module_name, entry):
-  """A job command: parse the recipe and overrides, the job's own validation, then run."""
+  """A job command: parse the recipe and overrides, then run the job's entry function."""
 
   def run(argv):
     import importlib
@@ -101,8 +101,7 @@ def _job(command, module_name, entry):
     job = importlib.import_module(module_name)
     parsed = parse_config(command, argv, job.DEFAULT_RECIPE, job.USAGE[command])
     if parsed:
-      job.validate(parsed[0])
-      getattr(job, entry)(*parsed)
+      getattr(job, entry)(*parsed)  # each entry validates its config first
 
   return run
 

@@ -117,6 +117,7 @@ def _check_devices(config) -> None:
 
 def prepare_data(config, workdir) -> dict:
   """`bert-jax prepare`: the recipe's data (tokenizer, shards, manifest), made or finished."""
+  validate(config)
   config = run_lib.with_inherited_tokenizer(config)
   return prepare.prepare(config, run_lib.data_dir(config, workdir))
 
