@@ -34,6 +34,9 @@ TOKENIZER = "tokenizer"
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
 CONFIG = "config.json"
+# What a run directory holds, which no other command (predict, export-hf) may replace.
+RUN_FOLDERS = (CHECKPOINTS, BEST, DATA, TOKENIZER, TENSORBOARD)
+RUN_FILES = (METRICS, CONFIG)
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model")  # by preference
 
 

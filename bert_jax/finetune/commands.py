@@ -22,17 +22,6 @@ from bert_jax.finetune import evaluate as evaluate_lib
 BATCH_SIZE = 32
 
 
-# A run directory's own files and folders, which --output may never replace.
-_RUN_FILES = (run_lib.METRICS, run_lib.CONFIG)
-_RUN_FOLDERS = (
-  run_lib.CHECKPOINTS,
-  run_lib.BEST,
-  run_lib.TOKENIZER,
-  run_lib.DATA,
-  run_lib.TENSORBOARD,
-)
-
-
 def load(workdir: str, step: int | None = None) -> tuple[run_lib.Run, ml_collections.ConfigDict]:
   """A fine-tuned run and its config.
 
@@ -102,7 +91,7 @@ def _run_directory_of(path: str, workdir: str) -> tuple[str, str] | None:
     is_run = directory == own_run or os.path.isdir(os.path.join(directory, run_lib.CHECKPOINTS))
     relative = os.path.relpath(real, directory)
     first = relative.split(os.sep)[0]
-    if is_run and (relative in _RUN_FILES or first in _RUN_FOLDERS):
+    if is_run and (relative in run_lib.RUN_FILES or first in run_lib.RUN_FOLDERS):
       return directory, first
     parent = os.path.dirname(directory)
     if parent == directory:

@@ -26,14 +26,7 @@ from bert_jax.hf import convert, files, tokenizer_files
 # What an export writes: the only files --overwrite replaces in an existing --out.
 EXPORT_FILES = (files.CONFIG, files.SAFETENSORS) + tokenizer_files.EXPORT_FILES
 # Entries that make a directory a bert_jax run (`run`'s layout), never an export target.
-_RUN_ENTRIES = (
-  run_lib.CHECKPOINTS,
-  run_lib.BEST,
-  run_lib.METRICS,
-  run_lib.TENSORBOARD,
-  run_lib.DATA,
-  run_lib.TOKENIZER,
-)
+_RUN_ENTRIES = run_lib.RUN_FOLDERS + (run_lib.METRICS,)  # config.json: see _is_run_config
 _SHOWN = 5  # entries named in an error
 
 
