@@ -7,17 +7,17 @@ parameters apart lets export, `fill-mask` and `init_from` read them without the 
 state.
 """
 
-import os
-
 import orbax.checkpoint as ocp
 from absl import logging
+
+from bert_jax import storage
 
 
 class Checkpoints:
   """Async, keep-last-N checkpoints in `directory`."""
 
   def __init__(self, directory, *, keep=3, async_save=True, read_only=False):
-    self.directory = os.path.abspath(directory)  # tensorstore wants absolute paths
+    self.directory = storage.absolute(directory)  # tensorstore wants absolute paths
     level = logging.get_verbosity()
     if read_only:  # Orbax warns that a read-only manager neither saves nor deletes
       logging.set_verbosity(logging.ERROR)

@@ -85,3 +85,54 @@ def write_topics_corpus(directory, count=None):
   for i, (name, text) in enumerate(items):
     (directory / f"{i:03d}-{name}.txt").write_text(text, encoding="utf-8")
   return len(items)
+
+
+@pytest.fixture(scope="session")
+def gcs_bucket(tmp_path_factory):
+  """`gs://BUCKET` on a local GCS emulator (gcp-storage-emulator, in memory), started for
+  the session. Its address is exported in the standard variables, STORAGE_EMULATOR_HOST
+  (gcsfs, Google's clients) and TENSORSTORE_GCS_HTTP_URL (Orbax's tensorstore), so this
+  process and the subprocesses it starts reach it exactly as they would reach real GCS.
+  """
+  import socket
+  import subprocess
+  import sys
+  import time
+  import urllib.request
+
+  if importlib.util.find_spec("gcp_storage_emulator") is None:
+    pytest.skip("needs pip install gcp-storage-emulator (in the test extra)")
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  bucket = "bert-jax-test"
+  log = open(tmp_path_factory.mktemp("gcs") / "emulator.log", "w")  # noqa: SIM115
+  emulator = subprocess.Popen(
+    [sys.executable, "-m", "gcp_storage_emulator", "start", "--port", str(port)]
+    + ["--in-memory", "--default-bucket", bucket],
+    stdout=log,
+    stderr=subprocess.STDOUT,
+  )
+  url = f"http://localhost:{port}"
+  deadline = time.time() + 30
+  while True:
+    try:
+      urllib.request.urlopen(f"{url}/storage/v1/b/{bucket}", timeout=1).read()
+      break
+    except OSError:
+      if time.time() > deadline or emulator.poll() is not None:
+        emulator.kill()
+        raise RuntimeError(f"the GCS emulator did not start; see {log.name}") from None
+      time.sleep(0.2)
+  saved = {k: os.environ.get(k) for k in ("STORAGE_EMULATOR_HOST", "TENSORSTORE_GCS_HTTP_URL")}
+  os.environ["STORAGE_EMULATOR_HOST"] = url
+  os.environ["TENSORSTORE_GCS_HTTP_URL"] = url
+  yield f"gs://{bucket}"
+  for key, value in saved.items():
+    if value is None:
+      os.environ.pop(key, None)
+    else:
+      os.environ[key] = value
+  emulator.terminate()
+  emulator.wait(timeout=10)
+  log.close()

@@ -22,7 +22,7 @@ import optax
 from bert_jax import checkpoint as ckpt_lib
 from bert_jax import config as config_lib
 from bert_jax import run as run_lib
-from bert_jax import sharding
+from bert_jax import sharding, storage
 from bert_jax.errors import UserError
 from bert_jax.train import metrics as metrics_lib
 from bert_jax.train import step as step_lib
@@ -85,7 +85,7 @@ def train(config, workdir, job):
   state_sh = sharding.shardings_of(create, mesh, rules)
 
   checkpoints = ckpt_lib.Checkpoints(
-    os.path.join(workdir, "checkpoints"),
+    storage.join(workdir, run_lib.CHECKPOINTS),
     keep=config.checkpoint.keep,
     async_save=config.checkpoint.async_save,
   )
@@ -184,7 +184,7 @@ class _Best:
   def __init__(self, workdir, metric):
     self.metric = metric
     self._checkpoints = ckpt_lib.Checkpoints(
-      os.path.join(workdir, "best"), keep=1, async_save=False
+      storage.join(workdir, run_lib.BEST), keep=1, async_save=False
     )
     latest = self._checkpoints.latest_step()
     self.value = None if latest is None else self._checkpoints.meta(latest)["best"]["value"]
