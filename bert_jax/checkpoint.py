@@ -5,12 +5,57 @@ sharded arrays, restored straight into the layout of whatever mesh asks) and `me
 the step, the data position, the model config and the tokenizer fingerprint). Keeping the
 parameters apart lets export, `fill-mask` and `init_from` read them without the optimizer
 state.
+
+Orbax commits a step atomically: locally it writes `<step>.orbax-checkpoint-tmp-*/` and
+renames it, on an object store it writes `commit_success.txt` last; a step a kill -9 cut
+short is not listed, so the run resumes from the one before. A committed step whose files
+were damaged later (truncated, deleted) raises `Unreadable`; `set_aside` moves it into
+`<directory>_unreadable/` (never deleted), out of the way of a later save of that step.
 """
 
+import contextlib
+import json
+import logging as py_logging
+import sys
+import threading
+
+import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
 from bert_jax import storage
+from bert_jax.errors import UserError
+
+# Status codes and exceptions of a storage that may answer later: such a checkpoint is not
+# unreadable, the error is raised as it is.
+_TRANSIENT = (
+  "UNAVAILABLE",
+  "DEADLINE_EXCEEDED",
+  "RESOURCE_EXHAUSTED",
+  "ABORTED",
+  "CANCELLED",
+  "UNAUTHENTICATED",
+  "PERMISSION_DENIED",
+)
+_TRANSIENT_TYPES = (ConnectionError, TimeoutError, PermissionError, MemoryError)
+# What damaged files look like from Orbax and TensorStore (a bug elsewhere, such as a restore
+# target of the wrong shape, is none of these and keeps its traceback).
+_DAMAGE = (
+  "NOT_FOUND",
+  "OUT_OF_RANGE",
+  "DATA_LOSS",
+  "FAILED_PRECONDITION",
+  "was not found in the checkpoint",
+)
+_DAMAGE_TYPES = (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError, EOFError)
+
+
+class Unreadable(UserError):
+  """A committed checkpoint step whose files cannot be read (truncated, partial)."""
+
+  def __init__(self, directory, step, reason):
+    super().__init__(f"checkpoint {directory}/{step} is unreadable ({reason}); choose another step")
+    self.step, self.reason = step, reason
 
 
 class Checkpoints:
@@ -36,6 +81,12 @@ class Checkpoints:
 
   def latest_step(self):
     return self._manager.latest_step()
+
+  def reached_preemption(self, step):
+    """Whether every process has reached the step they agreed to stop at after a SIGTERM
+    (JAX's preemption sync point under jax.distributed; always False without it).
+    """
+    return self._manager.reached_preemption(step)
 
   def all_steps(self):
     return list(self._manager.all_steps())
@@ -63,15 +114,51 @@ class Checkpoints:
     )
 
   def meta(self, step):
-    return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    """The JSON meta of `step`. Raises Unreadable when its file is damaged."""
+    with self._reading(step):
+      args = ocp.args.Composite(meta=ocp.args.JsonRestore())
+      return self._manager.restore(step, args=args)["meta"]
 
   def restore(self, step, abstract_params, abstract_opt_state=None):
-    """Restores params (and the optimizer state when its target is given) at `step`."""
+    """Restores params (and the optimizer state when its target is given) at `step`.
+
+    Raises:
+      Unreadable: a file of the step is truncated, missing or garbled.
+    """
     items = {"params": ocp.args.StandardRestore(abstract_params)}
     if abstract_opt_state is not None:
       items["opt_state"] = ocp.args.StandardRestore(abstract_opt_state)
-    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    with self._reading(step):
+      restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     return restored["params"], restored.get("opt_state") if abstract_opt_state is not None else None
+
+  def set_aside(self, step):
+    """Moves step folder `step` into `<directory>_unreadable/` (process 0; every process
+    then sees the steps without it). Returns where it went.
+    """
+    aside = f"{self.directory.rstrip('/')}_unreadable"
+    target, n = storage.join(aside, str(step)), 1
+    while storage.exists(target):  # set aside before: keep both
+      target, n = storage.join(aside, f"{step}-{n}"), n + 1
+    if jax.process_index() == 0:
+      storage.move(storage.join(self.directory, str(step)), target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+
+      multihost_utils.sync_global_devices(f"set_aside_{step}")
+    self._manager.reload()
+    return target
+
+  @contextlib.contextmanager
+  def _reading(self, step):
+    """Turns the errors of damaged files into Unreadable (transient ones pass through)."""
+    try:
+      yield
+    except Exception as e:
+      if isinstance(e, UserError) or _is_transient(e) or not _damage(e):
+        raise
+      _quiet_failed_reads()
+      raise Unreadable(self.directory, step, _reason(e)) from e
 
   def wait(self):
     self._manager.wait_until_finished()
@@ -79,3 +166,71 @@ class Checkpoints:
   def close(self):
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def _chain(error):
+  """`error` and the errors that caused it, outermost first."""
+  seen = []
+  while error is not None and error not in seen:
+    seen.append(error)
+    error = error.__cause__ or error.__context__
+  return seen
+
+
+def _is_transient(error) -> bool:
+  return any(
+    isinstance(e, _TRANSIENT_TYPES) or any(code in str(e) for code in _TRANSIENT)
+    for e in _chain(error)
+  )
+
+
+def _damage(error) -> list:
+  """The errors in `error`'s chain that tell of damaged files."""
+  return [
+    e
+    for e in _chain(error)
+    if isinstance(e, _DAMAGE_TYPES) or any(mark in str(e) for mark in _DAMAGE)
+  ]
+
+
+def _reason(error) -> str:
+  """The innermost damage's first line, short: what is wrong with which file."""
+  inner = _damage(error)[-1]
+  text = (str(inner).strip().splitlines() or [type(inner).__name__])[0]
+  return text if len(text) <= 200 else text[:197] + "..."
+
+
+_LEFTOVERS = ("Encountered error while reading array index", "Event loop is closed")
+_quieted = False
+
+
+def _is_leftover(error) -> bool:
+  return any(mark in str(e) for e in _chain(error) for mark in _LEFTOVERS)
+
+
+def _quiet_failed_reads():
+  """Drops the tracebacks a failed Orbax read leaves behind: its other pending reads fail
+  later, in threads and at exit, each printing a long TensorStore spec. The one line about
+  the unreadable step says it all. Other errors are reported as before.
+  """
+  global _quieted
+  if _quieted:
+    return
+  _quieted = True
+  unraisable, excepthook = sys.unraisablehook, threading.excepthook
+
+  def on_unraisable(info):
+    if not _is_leftover(info.exc_value):
+      unraisable(info)
+
+  def on_thread_error(args):
+    if not _is_leftover(args.exc_value):
+      excepthook(args)
+
+  class _Filter(py_logging.Filter):
+    def filter(self, record):
+      error = record.exc_info[1] if record.exc_info else None
+      return not (_is_leftover(error) or any(m in record.getMessage() for m in _LEFTOVERS))
+
+  sys.unraisablehook, threading.excepthook = on_unraisable, on_thread_error
+  py_logging.getLogger("asyncio").addFilter(_Filter())

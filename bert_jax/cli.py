@@ -9,8 +9,11 @@
     bert-jax export-hf --workdir DIR --out HF_DIR [--step N] [--overwrite]
     bert-jax import-hf --hf HF_DIR --workdir DIR
     bert-jax embed --workdir DIR --input FILE --output OUT.npy [--pooling cls|mean]
+    bert-jax compile [--config configs/RECIPE.py[:ARG]] --topology v5e:4x4 [--config.KEY=VALUE ...]
 
-Bad input ends in one `error: ...` line and exit status 2.
+Bad input ends in one `error: ...` line and exit status 2. A run stopped by SIGTERM (or
+Ctrl-C) saves a checkpoint and exits with status 75 (`errors.PREEMPTED_EXIT_CODE`): run
+the same command again to resume. A second Ctrl-C stops at once, with status 130.
 """
 
 import argparse
@@ -18,18 +21,18 @@ import errno
 import os
 import sys
 
-from bert_jax.errors import UserError
+from bert_jax.errors import PREEMPTED_EXIT_CODE, Preempted, UserError
 
 # TensorFlow (tf.data, TFDS): quiet unless it matters.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
-def parse_config(command, argv, default_recipe, usage):
+def parse_config(command, argv, default_recipe, usage, workdir=True):
   """(config, workdir) from `--config FILE[:ARG] --workdir DIR --config.KEY=VALUE ...`.
 
   Without --config: `default_recipe`. Returns None after printing `usage` and the config
-  for --help.
+  for --help. With `workdir=False` the command takes no --workdir (returns None for it).
   """
   from absl import flags, logging
   from ml_collections import config_flags
@@ -49,9 +52,10 @@ def parse_config(command, argv, default_recipe, usage):
       flag_values=fv,
       lock_config=True,
     )
-    flags.DEFINE_string(
-      "workdir", None, "Run directory: data, checkpoints, metrics.", flag_values=fv
-    )
+    if workdir:
+      flags.DEFINE_string(
+        "workdir", None, "Run directory: data, checkpoints, metrics.", flag_values=fv
+      )
     rest = fv(sys.argv)
     config = fv.config
     config.get("seed")  # a config file that failed to load raises here
@@ -65,6 +69,8 @@ def parse_config(command, argv, default_recipe, usage):
   if help_asked:
     print(usage + "\n\nThe config (every key can be overridden):\n\n" + str(config))
     return None
+  if not workdir:
+    return config, None
   if not fv.workdir:
     raise UserError("--workdir is required: the folder for data, checkpoints and metrics")
   from bert_jax import run as run_lib
@@ -241,6 +247,24 @@ def _embed(argv):
   )
 
 
+def _compile(argv):
+  """`bert-jax compile`: the recipe's train step compiled for a TPU slice; exit 1 if it
+  does not fit.
+  """
+  parser = argparse.ArgumentParser(prog="bert-jax compile", add_help=False)
+  parser.add_argument("--topology")
+  args, rest = parser.parse_known_args(argv)
+  os.environ.setdefault("JAX_PLATFORMS", "cpu")  # nothing runs: no accelerator is needed
+  from bert_jax import aot
+  from bert_jax import config as config_lib
+
+  parsed = parse_config("compile", rest, config_lib.DEFAULT_CONFIG, aot.USAGE, workdir=False)
+  if parsed and not args.topology:
+    raise UserError("--topology is required, e.g. --topology v5e:4x4")
+  if parsed and not aot.main(parsed[0], args.topology):
+    sys.exit(1)
+
+
 COMMANDS = {
   "prepare": _job("prepare", "bert_jax.train.pretrain", "prepare_data"),
   "pretrain": _job("pretrain", "bert_jax.train.pretrain", "pretrain"),
@@ -251,6 +275,7 @@ COMMANDS = {
   "export-hf": _export_hf,
   "import-hf": _import_hf,
   "embed": _embed,
+  "compile": _compile,
 }
 
 
@@ -265,7 +290,9 @@ def _one_line(error):
 
 
 def main(argv=None):
-  """`bert-jax COMMAND ...`; returns the exit status (2 for bad input, 130 for Ctrl-C)."""
+  """`bert-jax COMMAND ...`; returns the exit status (2 for bad input, 75 for a run
+  stopped by SIGTERM / Ctrl-C after its checkpoint, 130 for a second Ctrl-C).
+  """
   argv = sys.argv[1:] if argv is None else argv
   if not argv or argv[0] not in COMMANDS:
     print(
@@ -291,10 +318,15 @@ _USER_OS_ERRORS = (
 def report_errors(function, *args):
   """Runs `function(*args)`; bad input (UserError) becomes one `error:` line and exit 2.
 
-  Ctrl-C prints one line and exits 130: every job resumes where it stopped when run again.
+  A run stopped by SIGTERM or a first Ctrl-C (Preempted) has saved a checkpoint: one line
+  and exit 75, which launchers read as "run again". Any other Ctrl-C prints one line and
+  exits 130: every job resumes where it stopped when run again.
   """
   try:
     function(*args)
+  except Preempted as e:
+    print(str(e), file=sys.stderr)
+    return PREEMPTED_EXIT_CODE
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

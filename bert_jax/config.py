@@ -84,6 +84,10 @@ def base_config():
   c.data.tfds_split = "train"  # TFDS split read by tfds:NAME (eval documents are held out)
   c.data.tfds_data_dir = placeholder(str)  # TFDS data dir; None: TFDS's default
   c.data.prepared_dir = placeholder(str)  # prepared shards (bert-jax prepare); default WORKDIR/data
+  # Local folder for copies of the shards of a remote prepared_dir (gs://...): each process
+  # copies only its own lanes' shards, checked against the manifest. A local prepared_dir is
+  # read in place.
+  c.data.cache_dir = "~/.cache/bert_jax"
   c.data.num_shards = 64  # output shards (work units), split between the lanes
   c.data.lanes = 8  # data streams; a run resumes exactly on any host count
   # dividing it; it must divide train.batch_size

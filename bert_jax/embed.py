@@ -3,10 +3,12 @@
 Pooling `cls` takes the [CLS] token's last hidden state; `mean` averages the last hidden
 states over the non-padding tokens ([CLS] and [SEP] included, as sentence-transformers'
 mean pooling does), not normalised. Texts are sorted by length and padded per batch to a
-multiple of 32 tokens, so a few shapes are compiled and little padding is computed.
+multiple of 32 tokens, so a few shapes are compiled and little padding is computed. The
+workdir, --input and --output may be URLs (`gs://...`).
 """
 
 import functools
+import io
 import os
 
 import jax
@@ -15,6 +17,7 @@ import numpy as np
 import tqdm
 
 from bert_jax import run as run_lib
+from bert_jax import storage
 from bert_jax.errors import UserError
 
 POOLINGS = ("cls", "mean")
@@ -100,15 +103,16 @@ def main(
   Args:
     workdir: a run directory (or an imported one).
     input_path: UTF-8 text, one text per line.
-    output_path: the .npy file to write, (lines, hidden) float32.
+    output_path: the .npy file to write, (lines, hidden) float32 (atomically; `.npy` is
+      appended to a name without it, as `np.save` does).
     pooling: "cls" or "mean".
     batch_size: texts per compiled call.
     max_length: tokens per text (None: the model's positions).
     step: the checkpoint step; None: the run's default (`run.load`).
 
   Raises:
-    UserError: a missing or non-UTF-8 input, an output folder that does not exist, a bad
-      pooling, batch size or length, or no checkpoint.
+    UserError: a missing or non-UTF-8 input, an output folder (or bucket) that does not
+      exist, a bad pooling, batch size or length, or no checkpoint.
   """
   if batch_size < 1:
     raise UserError(f"--batch-size {batch_size} must be at least 1")
@@ -116,13 +120,16 @@ def main(
     raise UserError(
       f"--max-length {max_length} leaves no room for text beside [CLS] and [SEP]; give 3 or more"
     )
-  if not os.path.isfile(input_path):
+  for flag, url in (("--input", input_path), ("--output", output_path)):
+    if storage.is_remote(url) and (problem := storage.unreachable(url)):
+      raise UserError(f"{flag} {url}: {problem}; check the bucket name and access")
+  if not storage.isfile(input_path):
     raise UserError(f"--input {input_path} does not exist; give a text file, one text per line")
   out_parent = os.path.dirname(os.path.abspath(output_path))
-  if not os.path.isdir(out_parent):
+  if not storage.is_remote(output_path) and not os.path.isdir(out_parent):  # buckets: no folders
     raise UserError(f"--output {output_path}: the directory {out_parent} does not exist")
   try:
-    with open(input_path, encoding="utf-8") as f:
+    with storage.open_file(input_path, "rb") as raw, io.TextIOWrapper(raw, "utf-8") as f:
       texts = [line.rstrip("\r\n") for line in f]
   except UnicodeDecodeError as e:
     raise UserError(
@@ -132,7 +139,11 @@ def main(
   vectors, truncated = embed_texts(
     run, texts, pooling=pooling, batch_size=batch_size, max_length=max_length, progress=True
   )
-  np.save(output_path, vectors)
+  if not output_path.endswith(".npy"):
+    output_path += ".npy"
+  buffer = io.BytesIO()
+  np.save(buffer, vectors)
+  storage.write_bytes(output_path, buffer.getvalue())
   limit = min(
     max_length or run.model.config.max_position_embeddings, run.model.config.max_position_embeddings
   )

@@ -1,9 +1,34 @@
-"""The one exception type for bad user input.
+"""The exceptions a run ends with, and the exit statuses the CLI gives them.
 
 The CLI prints a `UserError` as a single `error: ...` line (no traceback) and exits
 with status 2. Its message names the problem and the fix.
+
+`Preempted` is a run that stopped on SIGTERM (or Ctrl-C) after saving a checkpoint: the
+CLI prints one line and exits with `PREEMPTED_EXIT_CODE`, which a launcher (SLURM
+`--requeue`, a TPU babysitter) reads as "run the same command again".
 """
+
+# EX_TEMPFAIL from sysexits.h: a temporary failure, the user is invited to retry.
+PREEMPTED_EXIT_CODE = 75
 
 
 class UserError(Exception):
   """Bad input from the user: a config value, a file, a workdir."""
+
+
+class NonFiniteLoss(UserError):
+  """The loss became NaN or inf: the run stops (status 2, not retried) and keeps the last
+  good checkpoint.
+  """
+
+
+class Preempted(Exception):
+  """A run stopped by SIGTERM / Ctrl-C after its checkpoint at `step` was committed."""
+
+  def __init__(self, step: int, directory: str, signal_name: str = "SIGTERM"):
+    super().__init__(
+      f"preempted at step {step} ({signal_name}): checkpoint saved in {directory}; "
+      f"run the same command to resume"
+    )
+    self.step = step
+    self.directory = directory

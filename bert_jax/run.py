@@ -15,7 +15,6 @@ This module is the one place that knows those names. Needs no TensorFlow.
 
 import dataclasses
 import os
-import shutil
 
 import flax.linen as nn
 import jax
@@ -42,18 +41,23 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model")  # by prefe
 
 def workdir_of(path: str) -> str:
   """The run directory of `path`, a workdir or its `checkpoints/` folder."""
+  if storage.is_remote(path):
+    path = os.fspath(path).rstrip("/")
+    return storage.parent(path) if storage.name(path) == CHECKPOINTS else path
   path = os.path.normpath(path)
   return os.path.dirname(path) if os.path.basename(path) == CHECKPOINTS else path
 
 
 def path(workdir: str, name: str) -> str:
   """`WORKDIR/name` for one of this module's layout names."""
-  return os.path.join(workdir, name)
+  return storage.join(workdir, name)
 
 
 def data_dir(config, workdir: str) -> str:
-  """Where a run's prepared data lives: config.data.prepared_dir, or WORKDIR/data; absolute."""
-  return os.path.abspath(config.data.prepared_dir or os.path.join(workdir, DATA))
+  """Where a run's prepared data lives: config.data.prepared_dir, or WORKDIR/data; absolute
+  (a URL as it is).
+  """
+  return storage.absolute(config.data.prepared_dir or path(workdir, DATA))
 
 
 def write_config(config, workdir: str) -> None:
@@ -65,13 +69,22 @@ def write_config(config, workdir: str) -> None:
 def read_config(workdir: str) -> dict | None:
   """The run's config.json as a dict, or None when there is none."""
   config_path = path(workdir, CONFIG)
-  if not os.path.exists(config_path):
+  if not storage.exists(config_path):
     return None
   return storage.read_json(config_path)
 
 
 def check_workdir(workdir: str) -> None:
-  """Bad input: a --workdir that is a file, or that cannot be created or written."""
+  """Bad input: a --workdir that is a file, or that cannot be created or written; for a URL,
+  a bucket that does not exist or cannot be reached.
+  """
+  if storage.is_remote(workdir):
+    problem = storage.unreachable(workdir)
+    if problem:
+      raise UserError(f"--workdir {workdir}: {problem}; check the bucket name and access")
+    if storage.isfile(workdir):
+      raise UserError(f"--workdir {workdir} is a file; give a directory (new or a run's)")
+    return
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise UserError(f"--workdir {workdir} is a file; give a directory (new or a run's)")
   parent = os.path.dirname(os.path.abspath(workdir))
@@ -85,13 +98,13 @@ def check_workdir(workdir: str) -> None:
 def has_best(workdir: str) -> bool:
   """Whether a fine-tuned run kept its best eval's parameters (WORKDIR/best/)."""
   directory = path(workdir_of(workdir), BEST)
-  return os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))
+  return storage.isdir(directory) and any(n.isdigit() for n in storage.listdir(directory))
 
 
 def latest_meta(workdir: str) -> dict | None:
   """The meta of the latest checkpoint in WORKDIR/checkpoints/, or None when there is none."""
   directory = path(workdir, CHECKPOINTS)
-  if not os.path.isdir(directory):
+  if not storage.isdir(directory):
     return None
   checkpoints = ckpt_lib.Checkpoints(directory, read_only=True)
   step = checkpoints.latest_step()
@@ -114,7 +127,7 @@ def open_checkpoints(workdir: str, step: int | None = None, folder: str = CHECKP
       steps there are).
   """
   directory = path(workdir_of(workdir), folder)
-  if not os.path.isdir(directory):
+  if not storage.isdir(directory):
     raise UserError(
       f"{workdir} has no {folder}/; train first: bert-jax pretrain --workdir {workdir}"
     )
@@ -134,8 +147,8 @@ def tokenizer_path(workdir: str) -> tuple[str, bool | None]:
   """
   own = path(workdir, TOKENIZER)
   for name in TOKENIZER_FILES:
-    if os.path.isfile(os.path.join(own, name)):
-      return os.path.join(own, name), None
+    if storage.isfile(storage.join(own, name)):
+      return storage.join(own, name), None
   data = _prepared_dir(workdir)
   manifest = prepare.read_manifest(data)
   if manifest is None:
@@ -144,7 +157,7 @@ def tokenizer_path(workdir: str) -> tuple[str, bool | None]:
       f"({prepare.MANIFEST}) in {data}; restore that directory or fix "
       f"config.data.prepared_dir"
     )
-  return os.path.join(data, manifest["tokenizer_file"]), manifest["settings"]["tokenizer"][
+  return storage.join(data, manifest["tokenizer_file"]), manifest["settings"]["tokenizer"][
     "lowercase"
   ]
 
@@ -193,10 +206,10 @@ def save_tokenizer(tokenizer, workdir: str) -> None:
   bytes, and so the fingerprint the checkpoint records, stay the same.
   """
   target = path(workdir, TOKENIZER)
-  os.makedirs(target, exist_ok=True)
-  destination = os.path.join(target, tokenizer.file_name)
-  if os.path.abspath(tokenizer.model_path) != os.path.abspath(destination):
-    shutil.copyfile(tokenizer.model_path, destination)
+  storage.makedirs(target)
+  destination = storage.join(target, tokenizer.file_name)
+  if storage.absolute(tokenizer.model_path) != storage.absolute(destination):
+    storage.copy(tokenizer.model_path, destination)
 
 
 @dataclasses.dataclass

@@ -10,7 +10,9 @@ object store an upload becomes visible whole when it completes. A crash leaves t
 file or the new one, never half of either.
 
 Libraries that need a local file (ArrayRecord, the SentencePiece C++ trainer) get one from
-`local_copy`, which copies a remote file into a local cache once.
+`local_copy`, which copies a remote file into a local cache once, or `checked_copy`, which
+also checks the copy's size and SHA-256. gcsfs caches folder listings; `invalidate_cache`
+makes a listing see what other processes wrote since.
 """
 
 import contextlib
@@ -20,6 +22,9 @@ import json
 import logging
 import os
 import shutil
+import socket
+import tempfile
+import urllib.parse
 
 # gs:// through gcsfs rather than TensorFlow's GCS client: one client for every path, and
 # the emulator variable works (read by etils when it first resolves a gs:// path).
@@ -92,15 +97,33 @@ def listdir(p) -> list[str]:
 
 
 def glob(pattern) -> list[str]:
-  """The paths matching `pattern` (`*`, `?`, `[...]` in the last parts), sorted."""
+  """The paths matching `pattern` (`*`, `?`, `[...]`, `**` across folders), sorted."""
   pattern = os.fspath(pattern)
   if not is_remote(pattern):
-    return sorted(glob_lib.glob(pattern))
-  scheme = pattern.split("://", 1)[0]
-  import fsspec
+    return sorted(glob_lib.glob(pattern, recursive=True))
+  scheme, stripped = pattern.split("://", 1)
+  matches = _fs(pattern).glob(stripped, detail=True)
+  return sorted(f"{scheme}://{m}" for m, info in matches.items() if info.get("type") != "directory")
 
-  fs, stripped = fsspec.core.url_to_fs(pattern)
-  return sorted(f"{scheme}://{match}" for match in fs.glob(stripped))
+
+def _fs(url):
+  """The fsspec filesystem of a URL: the very instance etils.epath uses, so a listing cached
+  by one is the listing of the other (and `invalidate_cache` reaches both).
+  """
+  return epath.backend.fsspec_backend.fs(url)
+
+
+def invalidate_cache(p) -> None:
+  """Forgets the listings cached for remote `p` and its parents (gcsfs caches them): files
+  that another process wrote or deleted since show up as they are. A no-op locally.
+  """
+  if is_remote(p):
+    _fs(p).invalidate_cache(os.fspath(p).split("://", 1)[1])
+
+
+def expanduser(p) -> str:
+  """`~` expanded in a local path; URLs as they are."""
+  return os.fspath(p) if is_remote(p) else os.path.expanduser(p)
 
 
 def remove(p) -> None:
@@ -119,6 +142,24 @@ def rmtree(p) -> None:
 def size(p) -> int:
   """The size of file `p` in bytes."""
   return path(p).stat().length
+
+
+def mtime_ns(p) -> int:
+  """When file `p` last changed, in nanoseconds since the epoch (an object store: to the
+  second).
+  """
+  if not is_remote(p):
+    return os.stat(p).st_mtime_ns
+  return int(path(p).stat().mtime * 1e9)
+
+
+def sha256(p) -> str:
+  """The SHA-256 of file `p` (hex), read in blocks."""
+  digest = hashlib.sha256()
+  with open_file(p, "rb") as f:
+    for block in iter(lambda: f.read(1 << 22), b""):
+      digest.update(block)
+  return digest.hexdigest()
 
 
 def open_file(p, mode="r"):
@@ -197,10 +238,127 @@ def local_copy(p, cache_dir, expected_size: int | None = None) -> str:
   p = os.fspath(p)
   if not is_remote(p):
     return p
-  digest = hashlib.sha1(p.encode("utf-8")).hexdigest()[:16]
-  target = os.path.join(os.path.abspath(cache_dir), digest, name(p))
+  target = _cache_path(p, cache_dir)
   want = size(p) if expected_size is None else expected_size
   if not (os.path.exists(target) and os.path.getsize(target) == want):
     os.makedirs(os.path.dirname(target), exist_ok=True)
     copy(p, target)
   return target
+
+
+def _cache_path(url: str, cache_dir) -> str:
+  digest = hashlib.sha1(url.encode("utf-8")).hexdigest()[:16]
+  return os.path.join(os.path.abspath(os.path.expanduser(cache_dir)), digest, name(url))
+
+
+def checked_copy(p, cache_dir, *, expected_size: int, expected_sha256: str | None = None) -> str:
+  """`local_copy` that checks the copy: its size, and its SHA-256 when given.
+
+  A copy is checked once, when it is made: the SHA-256 it matched is kept beside it
+  (`NAME.sha256`), so a later call reuses it at the cost of a stat. A copy that does not
+  match (a file changed in the bucket since the manifest was written, or a transfer cut
+  short) is fetched again, once. Processes sharing `cache_dir` may copy the same file at
+  once: each writes a temporary file of its own and renames it into place.
+
+  Args:
+    p: a file, local (returned as is, unchecked) or remote.
+    cache_dir: the local cache folder (made if missing; `~` expanded).
+    expected_size: the size the file must have, in bytes.
+    expected_sha256: its SHA-256 (hex), or None to check the size only.
+
+  Returns:
+    The local path.
+
+  Raises:
+    ValueError: the remote file does not match, fetched twice (the message names it).
+  """
+  p = os.fspath(p)
+  if not is_remote(p):
+    return p
+  target = _cache_path(p, cache_dir)
+  stamp = f"{target}.sha256"
+
+  def matches() -> bool:
+    if not (os.path.exists(target) and os.path.getsize(target) == expected_size):
+      return False
+    if expected_sha256 is None:
+      return True
+    with contextlib.suppress(OSError):
+      with open(stamp) as f:
+        if f.read().strip() == expected_sha256:
+          return True
+    return False
+
+  if matches():
+    return target
+  os.makedirs(os.path.dirname(target), exist_ok=True)
+  for _ in range(2):
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=f".{name(p)}.")
+    try:
+      with os.fdopen(fd, "wb") as out, open_file(p, "rb") as f:
+        digest = hashlib.sha256()
+        for block in iter(lambda: f.read(1 << 22), b""):  # noqa: B023
+          digest.update(block)
+          out.write(block)
+      got_size, got_sha256 = os.path.getsize(tmp), digest.hexdigest()
+      if got_size == expected_size and expected_sha256 in (None, got_sha256):
+        os.replace(tmp, target)
+        with open(f"{stamp}.{os.getpid()}.tmp", "w") as f:
+          f.write(got_sha256 + "\n")
+        os.replace(f"{stamp}.{os.getpid()}.tmp", stamp)
+        return target
+    finally:
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(tmp)
+  raise ValueError(
+    f"{p} does not match its manifest: {got_size} bytes (sha256 {got_sha256[:12]}...), "
+    f"expected {expected_size}"
+    + (f" (sha256 {expected_sha256[:12]}...)" if expected_sha256 else "")
+  )
+
+
+def unreachable(url) -> str | None:
+  """Why the bucket of `url` cannot be used, in a few words, or None when it can be listed.
+
+  Fast where gcsfs would retry for a minute: the endpoint (`STORAGE_EMULATOR_HOST` for an
+  emulator, else Google's) is first probed with one TCP connection.
+  """
+  url = os.fspath(url)
+  scheme, rest = url.split("://", 1)
+  bucket = rest.split("/", 1)[0]
+  if scheme in ("gs", "gcs"):
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    endpoint = emulator or "https://storage.googleapis.com"
+    parsed = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+      socket.create_connection((parsed.hostname, port), timeout=10).close()
+    except OSError as e:
+      where = f"STORAGE_EMULATOR_HOST={emulator}" if emulator else endpoint
+      return f"cannot reach {where} ({e.strerror or e})"
+  try:
+    _fs(url).ls(bucket, detail=False)  # an empty bucket lists as []; a missing one raises
+    _fs(url).invalidate_cache(bucket)  # this listing is not to be served later
+  except FileNotFoundError:
+    return f"bucket {scheme}://{bucket} does not exist"
+  except Exception as e:  # credentials, permissions, the network: one line of it
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    return f"cannot list bucket {scheme}://{bucket} ({type(e).__name__}: {first})"
+  return None
+
+
+def move(source, target) -> None:
+  """Moves file or folder `source` to `target`, both local or both on one object store:
+  a rename locally; on an object store (no rename) a server-side copy of every object, then
+  the delete of the originals.
+  """
+  if not is_remote(source) and not is_remote(target):
+    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    os.rename(source, target)
+    return
+  fs = _fs(source)  # epath's own instance: its cached listings are updated too
+  src, dst = (os.fspath(p).split("://", 1)[1].rstrip("/") for p in (source, target))
+  fs.invalidate_cache()
+  fs.copy(src, dst, recursive=True)  # not fs.mv: gcsfs tries a moveTo call first, which
+  fs.rm(src, recursive=True)  # GCS emulators answer 501 to, after retries
+  fs.invalidate_cache()

@@ -14,6 +14,12 @@ eps 1e-6, weight decay 0.01), 10k warmup then linear decay, dropout 0.1, 15 % ma
 Expected on Wikipedia + books: masked-LM accuracy about 0.70 and NSP accuracy about 0.98
 at the end of phase 2 (published reproductions; the paper reports only downstream
 scores). Not yet run by us at this scale.
+
+Compiled for TPU v5e on a CPU (`bert-jax compile --config configs/bert_base.py:PHASE
+--topology v5e:2x2`; libtpu 0.0.52), the smallest v5e slices that hold them:
+phase 1 on v5e:2x2 (4 chips): peak 6.7 of 15.75 usable GiB per chip (16 GiB HBM; one
+chip needs 26.3 GiB); phase 2 on v5e:4x4 (16 chips): peak 9.4 of 15.75 GiB per chip
+(v5e:2x4 needs 18.6 GiB: no remat here, unlike BERT-large).
 """
 
 from bert_jax import config as config_lib

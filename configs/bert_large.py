@@ -8,6 +8,11 @@ Same data and optimizer settings as configs/bert_base.py; layers are remateriali
 (`dots_no_batch`: keep matmul outputs, recompute the rest) to fit batch 256 at length 512.
 Expected on Wikipedia + books: masked-LM accuracy about 0.73 at the end of phase 2
 (published reproductions). Not yet run by us at this scale.
+
+Compiled for TPU v5e on a CPU (`bert-jax compile --config configs/bert_large.py:PHASE
+--topology v5e:2x4`; libtpu 0.0.52), the smallest v5e slices that hold them:
+phase 1 on v5e:2x2 (4 chips): peak 5.5 of 15.75 usable GiB per chip (16 GiB HBM);
+phase 2 on v5e:2x4 (8 chips): peak 10.1 of 15.75 GiB per chip (v5e:2x2 needs 18.7 GiB).
 """
 
 from bert_jax import config as config_lib

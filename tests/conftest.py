@@ -12,6 +12,16 @@ os.environ["XLA_FLAGS"] = (
   os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# CPU only, in this process and the CLI subprocesses tests start: with libtpu installed (the
+# test extra has it, for `bert-jax compile`) JAX would otherwise probe for a TPU first.
+os.environ["JAX_PLATFORMS"] = "cpu"
+# One persistent compilation cache for the whole session, this process and the CLI
+# subprocesses: the many small end-to-end runs compile the same tiny steps.
+os.environ.setdefault(
+  "JAX_COMPILATION_CACHE_DIR",
+  os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".pytest_cache", "jax"),
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import importlib.util  # noqa: E402
 
@@ -89,7 +99,8 @@ def write_topics_corpus(directory, count=None):
 
 @pytest.fixture(scope="session")
 def gcs_bucket(tmp_path_factory):
-  """`gs://BUCKET` on a local GCS emulator (gcp-storage-emulator, in memory), started for
+  """`gs://BUCKET` on a local GCS emulator (gcp-storage-emulator, in memory, with the
+  generation header tensorstore needs: tests/gcs_emulator.py), started for
   the session. Its address is exported in the standard variables, STORAGE_EMULATOR_HOST
   (gcsfs, Google's clients) and TENSORSTORE_GCS_HTTP_URL (Orbax's tensorstore), so this
   process and the subprocesses it starts reach it exactly as they would reach real GCS.
@@ -108,7 +119,8 @@ def gcs_bucket(tmp_path_factory):
   bucket = "bert-jax-test"
   log = open(tmp_path_factory.mktemp("gcs") / "emulator.log", "w")  # noqa: SIM115
   emulator = subprocess.Popen(
-    [sys.executable, "-m", "gcp_storage_emulator", "start", "--port", str(port)]
+    [sys.executable, os.path.join(os.path.dirname(__file__), "gcs_emulator.py"), "start"]
+    + ["--port", str(port)]
     + ["--in-memory", "--default-bucket", bucket],
     stdout=log,
     stderr=subprocess.STDOUT,

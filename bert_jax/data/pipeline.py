@@ -15,20 +15,27 @@ read in fewer lanes: the most that `lane_count` allows.
 
 `batches` runs `batch_at` under tf.data (parallel, prefetched) or, where TensorFlow is not
 installed (GPU images), under a thread pool: the same numpy function either way.
+
+ArrayRecord reads local files. A prepared dir in a bucket (`gs://...`) is read from local
+copies in `cache_dir`: each process copies only the shards of its own lanes, once, and
+checks each copy against the size and SHA-256 the manifest lists. A local dir is read in
+place.
 """
 
 import concurrent.futures
-import os
 import threading
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from bert_jax import storage
 from bert_jax.data import masking, records
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
 
 _RANDOM_ACCESS = "readahead_buffer_size:0,max_parallelism:0"
+# Where the shards of a remote prepared dir are copied (config.data.cache_dir's default).
+DEFAULT_CACHE_DIR = "~/.cache/bert_jax"
 # A seed word of each lane's epoch order (`masking.permute_index`), beside the seed, the
 # lane's first shard and the epoch.
 _EPOCH_ORDER_SALT = 0x5EED5
@@ -72,12 +79,19 @@ def lane_count(lanes: int, non_empty_shards: int, process_count: int, batch_size
 class _Lane:
   """The shards of one lane of a split (every `lanes`-th non-empty one), read by random access."""
 
-  def __init__(self, data_dir: str, numbered_shards: list[tuple[int, dict]], lane: int, lanes: int):
+  def __init__(
+    self,
+    data_dir: str,
+    numbered_shards: list[tuple[int, dict]],
+    lane: int,
+    lanes: int,
+    cache_dir: str = DEFAULT_CACHE_DIR,
+  ):
     mine = numbered_shards[lane::lanes]
     from array_record.python import array_record_module
 
     self.readers = [
-      array_record_module.ArrayRecordReader(os.path.join(data_dir, s["file"]), _RANDOM_ACCESS)
+      array_record_module.ArrayRecordReader(_local_shard(data_dir, s, cache_dir), _RANDOM_ACCESS)
       for _, s in mine
     ]
     self.shard_numbers = np.array([i for i, _ in mine], np.int64)
@@ -96,6 +110,36 @@ class _Lane:
         for row, record in zip(rows, self.readers[w].read(offsets[rows].tolist())):
           out[row] = record
     return out, (self.shard_numbers[which] << 32) | offsets
+
+
+def _local_shard(data_dir: str, shard: dict, cache_dir: str) -> str:
+  """A local path of a shard of the manifest: in place, or a checked copy in `cache_dir`."""
+  path = storage.join(data_dir, shard["file"])
+  if not storage.is_remote(path):
+    return path
+  expected = shard.get("bytes")
+  try:
+    return storage.checked_copy(
+      path,
+      cache_dir,
+      expected_size=storage.size(path) if expected is None else expected,
+      expected_sha256=shard.get("sha256"),
+    )
+  except ValueError as e:
+    raise UserError(
+      f"{e}; the prepared data in {data_dir} changed after its manifest was written: "
+      f"prepare it again (into an empty config.data.prepared_dir)"
+    ) from None
+  except FileNotFoundError:
+    raise UserError(
+      f"{path} is missing from the prepared data in {data_dir}; prepare it again (into an "
+      f"empty config.data.prepared_dir)"
+    ) from None
+  except OSError as e:
+    raise UserError(
+      f"cannot copy {path} into config.data.cache_dir={cache_dir!r} ({e.strerror or e}); "
+      f"give a writable local folder with room for this process's shards"
+    ) from None
 
 
 class Stream:
@@ -124,6 +168,7 @@ class Stream:
     process_count: the processes reading the split.
     lanes: config.data.lanes; None: one per process.
     log: where the train split says that it reads fewer lanes.
+    cache_dir: where the shards of a remote `data_dir` are copied (this process's only).
 
   Raises:
     UserError: lanes that the processes or the batch do not divide, or fewer non-empty
@@ -148,6 +193,7 @@ class Stream:
     process_count: int = 1,
     lanes: int | None = None,
     log: Callable[[str], None] = print,
+    cache_dir: str | None = None,
   ):
     lanes = lanes or process_count
     if lanes % process_count or batch_size % lanes:
@@ -176,14 +222,14 @@ class Stream:
     self.lane_rows = batch_size // count
     per_process = count // process_count
     self.lanes = [
-      _Lane(data_dir, numbered, lane, count)
+      _Lane(data_dir, numbered, lane, count, cache_dir or DEFAULT_CACHE_DIR)
       for lane in range(process_index * per_process, (process_index + 1) * per_process)
     ]
     self.seed, self.shuffle = seed, shuffle
     self.length = manifest["max_seq_length"]
     self.dtype = np.dtype(manifest["token_dtype"])
     self.packed = manifest["settings"]["packing"]
-    tok = tokenizer_lib.load(os.path.join(data_dir, manifest["tokenizer_file"]))
+    tok = tokenizer_lib.load(storage.join(data_dir, manifest["tokenizer_file"]))
     self.pad_id = tok.pad_id
     self.masking = dict(
       special_table=tok.special_table(),

@@ -9,8 +9,14 @@ Layout of a prepared dir:
     tokenizer_settings.json       what a trained tokenizer.model was trained on: its settings
                                   and the input (files, sizes, times): another retrains it
     shards/{train,eval}-NNNNN.array_record   one pair per work unit
-    shards/unit-NNNNN.json        a unit's counts, settings and tokenizer fingerprint, written
-                                  after its shards: a resume with the same skips the unit
+    shards/unit-NNNNN.json        a unit's counts, settings, tokenizer fingerprint and the size
+                                  and SHA-256 of its shards, written after them: a resume with
+                                  the same settings skips the unit
+
+The prepared dir may be a URL (`gs://bucket/data`): a unit then writes its shards in a
+local temporary folder and uploads them, and writes its `unit-NNNNN.json` only once the
+uploads are complete; the manifest still comes last. The manifest lists each shard's size
+and SHA-256, which readers of a remote dir check their local copies against.
 
 Work units (`sources.plan_units`: files, byte ranges of large files, parts of a TFDS split)
 run in a process pool, each streaming its documents through chunks of
@@ -31,7 +37,9 @@ import json
 import multiprocessing
 import os
 import random
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -96,21 +104,20 @@ def settings_of(config: "ml_collections.ConfigDict") -> dict:
 
 
 def _sha256(path):
-  if not os.path.isfile(path):
+  if not storage.isfile(path):
     raise UserError(
       f"config.tokenizer.path={path!r} does not exist; give a SentencePiece "
       f".model, a WordPiece vocab.txt or a Hugging Face tokenizer.json, or "
       f"leave it empty to train one"
     )
-  with open(path, "rb") as f:
-    return hashlib.sha256(f.read()).hexdigest()
+  return storage.sha256(path)
 
 
 def read_manifest(data_dir: str) -> dict | None:
   """The manifest.json of prepared data, or None when it is missing or unreadable."""
+  storage.invalidate_cache(data_dir)  # another process may have written it meanwhile
   try:
-    with open(os.path.join(data_dir, MANIFEST)) as f:
-      return json.load(f)
+    return storage.read_json(storage.join(data_dir, MANIFEST))
   except (OSError, ValueError):
     return None
 
@@ -173,7 +180,7 @@ def prepare(
     tfds_split=d.tfds_split,
     tfds_data_dir=d.tfds_data_dir,
   )
-  with _removed_if_failed(os.path.join(data_dir, SHARDS)):
+  with _removed_if_failed(storage.join(data_dir, SHARDS)):
     tok = _tokenizer(config, data_dir, units, settings, log)
     job = {
       "data_dir": data_dir,
@@ -183,11 +190,11 @@ def prepare(
       "lowercase": config.tokenizer.lowercase,
     }
     t0 = time.time()
-    unit_counts = _run_units(units, job, d.num_workers, log, progress)
-    manifest = _manifest(units, unit_counts, tok, settings)
+    unit_counts, unit_files = _run_units(units, job, d.num_workers, log, progress)
+    manifest = _manifest(units, unit_counts, unit_files, tok, settings)
     manifest["seconds"] = round(time.time() - t0, 1)
     storage.write_text(
-      os.path.join(data_dir, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+      storage.join(data_dir, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     )
   c = manifest["counts"]
   log(
@@ -247,8 +254,11 @@ def _dirs_to_make(path: str) -> list[str]:
 def _removed_if_failed(path: str):
   """Makes `path` (and its parents); if the body fails, removes the folders it made that hold
   nothing useful: nothing, or only `.tmp` files of writes cut short. Never touches a folder
-  that existed before.
+  that existed before. A URL has no folders to make or remove.
   """
+  if storage.is_remote(path):
+    yield
+    return
   made = _dirs_to_make(path)
   os.makedirs(path, exist_ok=True)
   try:
@@ -287,17 +297,16 @@ def _tokenizer(config, data_dir, units, settings, log):
   input and settings: `tokenizer_settings.json` records them).
   """
   t = config.tokenizer
-  stamp = os.path.join(data_dir, TOKENIZER_SETTINGS)
+  stamp = storage.join(data_dir, TOKENIZER_SETTINGS)
   if t.path:
-    target = os.path.join(data_dir, tokenizer_lib.load(t.path, lowercase=t.lowercase).file_name)
-    with open(t.path, "rb") as f:
-      storage.write_bytes(target, f.read())
+    target = storage.join(data_dir, tokenizer_lib.load(t.path, lowercase=t.lowercase).file_name)
+    storage.write_bytes(target, storage.read_bytes(t.path))
     tok = tokenizer_lib.load(target, lowercase=t.lowercase)
     log(f"tokenizer: {t.path} ({tok.kind}, {tok.vocab_size} pieces)")
   else:
-    target = os.path.join(data_dir, tokenizer_lib.SentencePieceTokenizer.file_name)
+    target = storage.join(data_dir, tokenizer_lib.SentencePieceTokenizer.file_name)
     trained_on = _trained_on(settings)
-    done = os.path.exists(target) and _read_stamp(stamp) == trained_on
+    done = storage.exists(target) and _read_stamp(stamp) == trained_on
     if not done:
       t0 = time.time()
       seen, errors = collections.Counter(), []
@@ -344,27 +353,29 @@ def _tokenizer(config, data_dir, units, settings, log):
 
 
 def _unit_paths(data_dir, unit_index):
-  base = os.path.join(data_dir, SHARDS)
+  base = storage.join(data_dir, SHARDS)
   return (
-    {s: os.path.join(base, f"{s}-{unit_index:05d}.array_record") for s in SPLITS},
-    os.path.join(base, f"unit-{unit_index:05d}.json"),
+    {s: storage.join(base, f"{s}-{unit_index:05d}.array_record") for s in SPLITS},
+    storage.join(base, f"unit-{unit_index:05d}.json"),
   )
 
 
 def _run_units(units, job, num_workers, log, progress):
-  """Runs the units not yet done; returns each unit's counts, in unit order."""
-  counts, todo = {}, []
+  """Runs the units not yet done; returns each unit's counts and its shards' {split:
+  {"bytes", "sha256"}} (empty for a unit done by an older version), in unit order.
+  """
+  counts, files, todo = {}, {}, []
+  storage.invalidate_cache(job["data_dir"])
   for i, unit in enumerate(units):
     _, done_path = _unit_paths(job["data_dir"], i)
     try:
-      with open(done_path) as f:
-        done = json.load(f)
+      done = storage.read_json(done_path)
       if (
         done["settings"] == job["settings"]
         and done["unit"] == repr(unit)
         and done.get("tokenizer_fingerprint") == job["tokenizer_fingerprint"]
       ):
-        counts[i] = done["counts"]
+        counts[i], files[i] = done["counts"], done.get("files", {})
         continue
     except (OSError, ValueError, KeyError):
       pass
@@ -384,8 +395,8 @@ def _run_units(units, job, num_workers, log, progress):
       pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_ignore_sigint)
     results = pool.imap_unordered(_process_unit, args)
   try:
-    for i, unit_counts in results:
-      counts[i] = unit_counts
+    for i, unit_counts, unit_files in results:
+      counts[i], files[i] = unit_counts, unit_files
       tokens += unit_counts.get("tokens", 0)  # a unit of empty files counts none
       bar.set_postfix_str(
         f"{tokens / max(time.time() - t0, 1e-9) / 1e3:,.0f}k tokens/s", refresh=False
@@ -395,7 +406,7 @@ def _run_units(units, job, num_workers, log, progress):
     bar.close()
     if workers > 1:
       pool.terminate()
-  return [counts[i] for i in range(len(units))]
+  return [counts[i] for i in range(len(units))], [files[i] for i in range(len(units))]
 
 
 def _ignore_sigint():
@@ -436,18 +447,49 @@ def _is_eval(seed, unit_index, doc_index, fraction):
 
 
 def _process_unit(args):
-  """Documents of one unit -> its train and eval shards and counts (runs in a worker)."""
+  """Documents of one unit -> its train and eval shards, then its done file (runs in a
+  worker); returns (unit index, counts, the shards' sizes and SHA-256).
+  """
+  unit_index, unit, job = args
+  s = job["settings"]
+  paths, done_path = _unit_paths(job["data_dir"], unit_index)
+  # ArrayRecord writes local files: a remote dir's shards are staged in a temporary folder.
+  staging = tempfile.mkdtemp(prefix="bert_jax_shards_") if storage.is_remote(done_path) else None
+  try:
+    counts, files = _write_unit(unit_index, unit, job, paths, staging)
+  finally:
+    if staging:
+      shutil.rmtree(staging, ignore_errors=True)
+  storage.write_text(
+    done_path,
+    json.dumps(
+      {
+        "settings": s,
+        "unit": repr(unit),
+        "tokenizer_fingerprint": job["tokenizer_fingerprint"],
+        "counts": counts,
+        "files": files,
+      }
+    ),
+  )
+  return unit_index, counts, files
+
+
+def _write_unit(unit_index, unit, job, paths, staging):
+  """Writes the shards of one unit to `paths` (through `staging`, a local folder, when they
+  are remote); returns its counts and its shards' {split: {"bytes", "sha256"}}.
+  """
   from array_record.python import array_record_module
 
-  unit_index, unit, job = args
   s = job["settings"]
   tok = _worker_tokenizer(job)
   dtype = records.token_dtype(tok.vocab_size)
-  paths, done_path = _unit_paths(job["data_dir"], unit_index)
+  local = {
+    k: os.path.join(staging, storage.name(p)) if staging else p + ".tmp" for k, p in paths.items()
+  }
   # One record per group, uncompressed: random access reads 3x faster than with zstd.
   writers = {
-    k: array_record_module.ArrayRecordWriter(p + ".tmp", "group_size:1,uncompressed")
-    for k, p in paths.items()
+    k: array_record_module.ArrayRecordWriter(local[k], "group_size:1,uncompressed") for k in paths
   }
   stats = collections.Counter()
   chunks = {k: [] for k in SPLITS}
@@ -494,28 +536,21 @@ def _process_unit(args):
     chunks[split].append(sentences)
     if len(chunks[split]) >= s["documents_per_chunk"]:
       flush(split)
+  files = {}
   for split in SPLITS:
     if chunks[split]:
       flush(split)
     writers[split].close()
-    os.replace(paths[split] + ".tmp", paths[split])
+    files[split] = {"bytes": os.path.getsize(local[split]), "sha256": storage.sha256(local[split])}
+    if staging:
+      storage.copy(local[split], paths[split])  # the upload is whole when it returns
+    else:
+      os.replace(local[split], paths[split])
   stats["token_counts"] = token_counts.tolist()
-  counts = dict(stats)
-  storage.write_text(
-    done_path,
-    json.dumps(
-      {
-        "settings": s,
-        "unit": repr(unit),
-        "tokenizer_fingerprint": job["tokenizer_fingerprint"],
-        "counts": counts,
-      }
-    ),
-  )
-  return unit_index, counts
+  return dict(stats), files
 
 
-def _manifest(units, unit_counts, tok, settings):
+def _manifest(units, unit_counts, unit_files, tok, settings):
   total = collections.Counter()
   token_counts = np.zeros(tok.vocab_size, np.int64)
   for c in unit_counts:
@@ -531,8 +566,12 @@ def _manifest(units, unit_counts, tok, settings):
       "documents": total[f"{split}_documents"],
       "density": round(1 - total[f"{split}_padding"] / max(rows * length, 1), 4),
       "shards": [
-        {"file": f"{SHARDS}/{split}-{i:05d}.array_record", "rows": c.get(f"{split}_rows", 0)}
-        for i, c in enumerate(unit_counts)
+        {
+          "file": f"{SHARDS}/{split}-{i:05d}.array_record",
+          "rows": c.get(f"{split}_rows", 0),
+          **f.get(split, {}),  # bytes, sha256
+        }
+        for i, (c, f) in enumerate(zip(unit_counts, unit_files))
       ],
     }
   hint = f" ({_truncation_hint(total)})" if _mostly_truncated(total) else ""
@@ -560,7 +599,7 @@ def _manifest(units, unit_counts, tok, settings):
   }
   return {
     "settings": settings,
-    "tokenizer_file": os.path.basename(tok.model_path),
+    "tokenizer_file": storage.name(tok.model_path),
     "tokenizer_kind": tok.kind,
     "tokenizer_fingerprint": tok.fingerprint,
     "vocab_size": tok.vocab_size,

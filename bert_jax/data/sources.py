@@ -6,7 +6,8 @@ An input spec (`config.data.input`) is one of:
 * a glob, or comma-separated globs, of files in one of three formats: `bert`
   (one sentence per line, a blank line between documents), `document` (each
   file is one document) or `jsonl` (one JSON object per line, the text in one
-  field); names ending in `.gz` are read through gzip;
+  field); names ending in `.gz` are read through gzip; local or in a bucket
+  (`gs://bucket/corpus/*.txt`, read through `storage`);
 * `tfds:NAME`, a TensorFlow Datasets dataset such as `tfds:wikipedia/20230601.en`.
 
 `plan_units` checks the whole input up front and cuts it into picklable `Unit`s:
@@ -24,7 +25,6 @@ import collections
 import contextlib
 import dataclasses
 import functools
-import glob
 import gzip
 import json
 import math
@@ -35,6 +35,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
+from bert_jax import storage
 from bert_jax.data import corpus
 from bert_jax.errors import UserError
 
@@ -139,7 +140,7 @@ def plan_units(
   paths = _expand(spec)
   for path in paths:
     _check_text(path)
-  sizes = [os.path.getsize(path) for path in paths]
+  sizes = [storage.size(path) for path in paths]
   share = max(1, math.ceil(sum(sizes) / num_units))
   units, group, group_bytes = [], [], 0
 
@@ -263,8 +264,7 @@ def stamp(spec: str, *, tfds_data_dir: str | None = None) -> list:
   if spec.startswith(TFDS_PREFIX):
     builder = tfds_builder(spec[len(TFDS_PREFIX) :], tfds_data_dir, prepare=False)
     return ["tfds", builder.info.full_name]
-  files = [(path, os.stat(path)) for path in _expand(spec)]
-  return [[path, st.st_size, st.st_mtime_ns] for path, st in files]
+  return [[path, storage.size(path), storage.mtime_ns(path)] for path in _expand(spec)]
 
 
 # Files.
@@ -276,9 +276,14 @@ def _expand(spec: str) -> list[str]:
   for pattern in (p.strip() for p in spec.split(",")):
     if not pattern:
       continue
-    matched = sorted(
-      p for p in glob.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(p)
-    )
+    try:
+      matched = [  # remote matches are files already (storage.glob)
+        p
+        for p in storage.glob(storage.expanduser(pattern))
+        if storage.is_remote(p) or os.path.isfile(p)
+      ]
+    except FileNotFoundError:  # a bucket that does not exist
+      matched = []
     if not matched:
       raise UserError(
         f"input pattern {pattern!r} matches no file; fix config.data.input "
@@ -293,8 +298,15 @@ def _expand(spec: str) -> list[str]:
   return list(dict.fromkeys(paths))  # A file matched twice is read once.
 
 
+@contextlib.contextmanager
 def _open(path: str):
-  return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+  """The bytes of a local or remote input file (through gzip for a `.gz` name)."""
+  with storage.open_file(path, "rb") if storage.is_remote(path) else open(path, "rb") as raw:
+    if not path.endswith(".gz"):
+      yield raw
+      return
+    with gzip.GzipFile(fileobj=raw, mode="rb") as f:
+      yield f
 
 
 def _check_text(path: str) -> None:

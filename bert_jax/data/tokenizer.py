@@ -19,6 +19,7 @@ import io
 import json
 import os
 import re
+import tempfile
 from collections.abc import Iterable
 
 import numpy as np
@@ -59,12 +60,26 @@ def _spm():
 
 
 def _read_bytes(path: str, what: str) -> bytes:
-  if not os.path.isfile(path):
+  if not storage.isfile(path):
     raise UserError(
       f"{what} {path} does not exist; run data preparation first or fix the tokenizer path"
     )
-  with open(path, "rb") as f:
-    return f.read()
+  return storage.read_bytes(path)
+
+
+def _read_wordpiece_vocab(path: str, data: bytes) -> dict:
+  """`models.WordPiece.read_file` of `path`, whose bytes are `data`; that reader takes a
+  local file only, so a remote one is handed to it as a temporary copy.
+  """
+  from tokenizers import models
+
+  if not storage.is_remote(path):
+    return models.WordPiece.read_file(path)
+  with tempfile.TemporaryDirectory(prefix="bert_jax_vocab_") as tmp:
+    local = os.path.join(tmp, "vocab.txt")
+    with open(local, "wb") as f:
+      f.write(data)
+    return models.WordPiece.read_file(local)
 
 
 def _check_special_ids(sp, path: str) -> None:
@@ -354,7 +369,7 @@ class WordPieceTokenizer:
 
     data = _read_bytes(vocab_path, "WordPiece vocabulary")
     try:
-      vocab = models.WordPiece.read_file(vocab_path)
+      vocab = _read_wordpiece_vocab(vocab_path, data)
     except Exception:  # tokenizers raises a plain Exception on bad UTF-8.
       raise UserError(
         f"WordPiece vocabulary {vocab_path} is not UTF-8 text; "
@@ -507,14 +522,13 @@ def _is_hf_json(path: str) -> bool:
   """
   if path.endswith(".json"):
     return True
-  with open(path, "rb") as f:
+  with storage.open_file(path, "rb") as f:
     if not f.read(64).lstrip().startswith(b"{"):
       return False
-    f.seek(0)
-    try:
-      spec = json.load(f)
-    except (ValueError, UnicodeDecodeError):
-      return False
+  try:
+    spec = json.loads(storage.read_bytes(path))
+  except (ValueError, UnicodeDecodeError):
+    return False
   return isinstance(spec, dict) and "model" in spec
 
 
@@ -524,7 +538,7 @@ def _is_text(path: str) -> bool:
   A SentencePiece model fails: its first byte, protobuf field 1's tag, is a
   newline, so its first line is empty.
   """
-  with open(path, "rb") as f:
+  with storage.open_file(path, "rb") as f:
     line = f.read(4096).split(b"\n", 1)[0].rstrip(b"\r")
   try:
     text = line.decode("utf-8")
@@ -538,14 +552,14 @@ def load(path: str, lowercase: bool | None = None) -> SentencePieceTokenizer | W
 
   Args:
     path: a Hugging Face `tokenizer.json` (WordPiece), a WordPiece `vocab.txt`
-      (any other text file), or a SentencePiece model.
+      (any other text file), or a SentencePiece model; local or a URL (`gs://...`).
     lowercase: WordPiece only; None: lowercase if the vocab has no capitals
       (vocab.txt), or as the tokenizer.json says.
 
   Raises:
     UserError: the file is missing or is no tokenizer we read.
   """
-  if not os.path.isfile(path):
+  if not storage.isfile(path):
     raise UserError(
       f"tokenizer {path} does not exist; give a SentencePiece model, a "
       f"BERT vocab.txt or tokenizer.json, or fix config.tokenizer.path"

@@ -5,7 +5,8 @@ label map and data settings (the run's `config.json`), so the columns and the ma
 length are the ones it was trained with.
 
 `predict` writes its JSON Lines atomically, never over an existing file without
-`--overwrite`, and never over a run's own files (metrics, config, checkpoints).
+`--overwrite`, and never over a run's own files (metrics, config, checkpoints). The workdir,
+the data files and --output may be URLs (`gs://...`).
 """
 
 import json
@@ -84,19 +85,29 @@ def _run_directory_of(path: str, workdir: str) -> tuple[str, str] | None:
   tensorboard folders, of `workdir` or of any run directory (one with checkpoints/) above
   `path`.
   """
-  real = os.path.realpath(path)
-  own_run = os.path.realpath(run_lib.workdir_of(workdir))
-  directory = os.path.dirname(real)
-  while True:
-    is_run = directory == own_run or os.path.isdir(os.path.join(directory, run_lib.CHECKPOINTS))
-    relative = os.path.relpath(real, directory)
-    first = relative.split(os.sep)[0]
+  real, own_run = _real(path), _real(run_lib.workdir_of(workdir))
+  for directory in _parents(real):
+    is_run = directory == own_run or storage.isdir(storage.join(directory, run_lib.CHECKPOINTS))
+    relative = real[len(directory) :].strip("/")
+    first = relative.split("/")[0]
     if is_run and (relative in run_lib.RUN_FILES or first in run_lib.RUN_FOLDERS):
       return directory, first
-    parent = os.path.dirname(directory)
-    if parent == directory:
-      return None
-    directory = parent
+  return None
+
+
+def _real(path: str) -> str:
+  """`path` resolved (links, `..`) when local; a URL without its trailing slash."""
+  return path.rstrip("/") if storage.is_remote(path) else os.path.realpath(path)
+
+
+def _parents(path: str) -> list[str]:
+  """The folders holding `path` (resolved), nearest first, up to `/` or the bucket."""
+  root = "/".join(path.split("/", 3)[:3]) if storage.is_remote(path) else "/"  # scheme://bucket
+  parents = []
+  while path not in (root, ""):
+    path = path.rsplit("/", 1)[0] or "/"
+    parents.append(path)
+  return parents
 
 
 def check_output(output_path: str, workdir: str, *, overwrite: bool = False) -> None:
@@ -104,8 +115,10 @@ def check_output(output_path: str, workdir: str, *, overwrite: bool = False) -> 
 
   Raises:
     UserError: the path is a run's own file (even with `overwrite`), a folder, in a
-      folder that does not exist, or an existing file without `overwrite`.
+      folder (or a bucket) that does not exist, or an existing file without `overwrite`.
   """
+  if storage.is_remote(output_path) and (problem := storage.unreachable(output_path)):
+    raise UserError(f"--output {output_path}: {problem}; check the bucket name and access")
   owner = _run_directory_of(output_path, workdir)
   if owner:
     directory, name = owner
@@ -113,14 +126,14 @@ def check_output(output_path: str, workdir: str, *, overwrite: bool = False) -> 
       f"--output {output_path} is the run {directory}'s own {name}; write the "
       f"predictions elsewhere, e.g. --output predictions.jsonl"
     )
-  if os.path.isdir(output_path):
+  if storage.isdir(output_path):
     raise UserError(
       f"--output {output_path} is a folder; give a file, e.g. {output_path}/predictions.jsonl"
     )
   parent = os.path.dirname(os.path.abspath(output_path))
-  if not os.path.isdir(parent):
+  if not storage.is_remote(output_path) and not os.path.isdir(parent):  # buckets have no folders
     raise UserError(f"--output {output_path}: the directory {parent} does not exist")
-  if os.path.exists(output_path) and not overwrite:
+  if storage.exists(output_path) and not overwrite:
     raise UserError(
       f"--output {output_path} exists; give another file, or --overwrite to replace it"
     )

@@ -1,4 +1,4 @@
-"""Fine-tuning data: labelled examples from local files or TFDS, the label map, and
+"""Fine-tuning data: labelled examples from files (local or URLs, `gs://...`) or TFDS, the label map, and
 fixed-length token arrays for each task.
 
 Sources (`config.data.train` / `config.data.eval`):
@@ -18,12 +18,13 @@ tags that do not match the words) name the source and the row: `Examples.where(i
 
 import csv
 import dataclasses
+import io
 import json
-import os
 from collections.abc import Iterator
 
 import numpy as np
 
+from bert_jax import storage
 from bert_jax.errors import UserError
 from bert_jax.finetune import squad, tfds_tasks
 
@@ -76,7 +77,9 @@ def read(spec: str, config, *, labelled: bool = True) -> Examples:
   """
   if is_tfds(spec):
     examples = _read_tfds(spec, config)
-  elif not os.path.isfile(spec):
+  elif storage.is_remote(spec) and (problem := storage.unreachable(spec)):
+    raise UserError(f"data file {spec}: {problem}; check the bucket name and access")
+  elif not storage.isfile(spec):
     raise UserError(
       f"data file {spec} does not exist; give a .csv, .tsv or .jsonl file or tfds:NAME:SPLIT"
     )
@@ -103,7 +106,7 @@ def _read_records(path):
   """A list of dicts, one per row or non-blank line."""
   lower = path.lower()
   try:
-    with open(path, newline="", encoding="utf-8") as f:
+    with storage.open_file(path, "rb") as raw, io.TextIOWrapper(raw, "utf-8", newline="") as f:
       if lower.endswith((".csv", ".tsv")):
         return list(csv.DictReader(f, delimiter="\t" if lower.endswith(".tsv") else ","))
       if lower.endswith((".jsonl", ".json")):

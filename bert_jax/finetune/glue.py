@@ -12,12 +12,12 @@ set (Devlin et al. 2018, §4.1) and writes the markdown tables (`markdown_table`
 every run. MNLI-mm is no run of its own: the MNLI model of each learning rate is
 evaluated on the mismatched dev set, and the table shows it for the rate MNLI-m picked.
 `--config.KEY=VALUE` options go to every run (e.g. `--config.model.dtype=bfloat16`);
-delete a run's results.json to run it again after changing them.
+delete a run's results.json to run it again after changing them. The workdir and --out may
+be URLs (`gs://...`).
 """
 
 import argparse
 import json
-import os
 import sys
 
 from bert_jax import cli, storage
@@ -65,7 +65,7 @@ def lr_name(lr: float) -> str:
 def run_dir(workdir: str, task: str, lr: float) -> str:
   """WORKDIR/TASK/lr_X; MNLI-mm shares MNLI's run."""
   trained = "mnli" if task == MISMATCHED else task
-  return os.path.join(workdir, trained, f"lr_{lr_name(lr)}")
+  return storage.join(workdir, trained, f"lr_{lr_name(lr)}")
 
 
 def best_metrics(directory: str) -> dict[str, float]:
@@ -81,7 +81,7 @@ def best_metrics(directory: str) -> dict[str, float]:
 
 def _cached(path, compute):
   """The JSON in `path`, or `compute()` written there first."""
-  if os.path.isfile(path):
+  if storage.isfile(path):
     return storage.read_json(path)
   values = {k: float(v) for k, v in compute().items()}
   storage.write_json(path, values, indent=1)
@@ -112,7 +112,7 @@ def run(
     from bert_jax.finetune import commands
 
     return _cached(
-      os.path.join(directory, f"{MISMATCHED}.json"),
+      storage.join(directory, f"{MISMATCHED}.json"),
       lambda: commands.evaluate_main(directory, data=spec),
     )
 
@@ -133,8 +133,8 @@ def run(
     )
     return best_metrics(directory)
 
-  os.makedirs(directory, exist_ok=True)
-  return _cached(os.path.join(directory, RESULTS_FILE), train)
+  storage.makedirs(directory)
+  return _cached(storage.join(directory, RESULTS_FILE), train)
 
 
 def main_metric(task: str) -> str:
@@ -229,7 +229,7 @@ def sweep(
   Returns:
     {task: {learning rate: dev metrics}} (see `run`).
   """
-  out = out or os.path.join(workdir, "glue.md")
+  out = out or storage.join(workdir, "glue.md")
   results = {}
   for task in tasks:
     for lr in learning_rates:
@@ -238,7 +238,7 @@ def sweep(
       )
       _write(out, markdown_table(results))
       _write(
-        os.path.join(workdir, "glue.json"),
+        storage.join(workdir, "glue.json"),
         json.dumps(
           {t: {lr_name(lr): v for lr, v in runs.items()} for t, runs in results.items()}, indent=1
         )
@@ -249,7 +249,7 @@ def sweep(
 
 
 def _write(path, text):
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  storage.makedirs(storage.parent(path))
   storage.write_text(path, text)
 
 

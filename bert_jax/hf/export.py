@@ -9,17 +9,19 @@ and the tokenizer files, so that `transformers` loads it offline with no custom 
     `label2id`, for `pipeline("text-classification" | "token-classification" |
     "question-answering")`; the tokenizer's `model_max_length` is the run's
     max_seq_length, so `truncation=True` cuts texts where training did.
-The checkpoint may come from any mesh: it is restored onto one device.
+The checkpoint may come from any mesh: it is restored onto one device. The workdir and
+--out may be URLs (`gs://...`); the files are the same bytes as a local export's.
 """
 
-import json
 import os
+import shutil
 import tempfile
 
 import jax
 import numpy as np
 
 from bert_jax import run as run_lib
+from bert_jax import storage
 from bert_jax.errors import UserError
 from bert_jax.hf import convert, files, tokenizer_files
 
@@ -35,12 +37,13 @@ def export_hf(
 ) -> str:
   """Exports the checkpoint of `workdir` at `step` into the Hugging Face directory `out_dir`.
 
-  The files are written to a temporary folder beside `out_dir` and moved in at the end, so
-  an export that fails leaves `out_dir` as it was.
+  The files are written to a temporary folder (beside a local `out_dir`, else a local
+  one) and moved or uploaded in at the end, so an export that fails before then leaves
+  `out_dir` as it was.
 
   Args:
-    workdir: a run directory (pretraining, fine-tuned, or imported).
-    out_dir: the directory to write; it must be new or empty, or, with `overwrite`, hold
+    workdir: a run directory (pretraining, fine-tuned, or imported), local or a URL.
+    out_dir: the directory to write, local or a URL; it must be new or empty, or, with `overwrite`, hold
       only the files of an earlier export (`EXPORT_FILES`), which are replaced.
     step: the checkpoint step; None: the best eval of a fine-tuned run, else the latest.
     overwrite: replace an earlier export in `out_dir`.
@@ -50,8 +53,8 @@ def export_hf(
     `out_dir`.
 
   Raises:
-    UserError: `out_dir` is a file, a run directory, or holds files that are not an
-      export's (listing them); no checkpoint at `step`.
+    UserError: `out_dir` is a file, a run directory, in a bucket that does not exist, or
+      holds files that are not an export's (listing them); no checkpoint at `step`.
   """
   _check_out_dir(workdir, out_dir, overwrite)
   run = run_lib.load(workdir, step)
@@ -64,9 +67,12 @@ def export_hf(
   if head != "pretraining":
     config = files.task_config(config, head, run.meta.get("labels"))
 
-  parent = os.path.dirname(os.path.abspath(out_dir))
-  os.makedirs(parent, exist_ok=True)
-  staging = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out_dir))}.", dir=parent)
+  if storage.is_remote(out_dir):
+    staging = tempfile.mkdtemp(prefix=".export-hf.")
+  else:  # beside out_dir: the same file system, so the files move in by rename
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out_dir))}.", dir=parent)
   try:
     files.write(staging, tensors, config)
     tokenizer_files.export_tokenizer(
@@ -76,10 +82,7 @@ def export_hf(
     )
     _move_into(staging, out_dir)
   finally:
-    if os.path.isdir(staging):
-      for name in os.listdir(staging):
-        os.remove(os.path.join(staging, name))
-      os.rmdir(staging)
+    shutil.rmtree(staging, ignore_errors=True)  # a local temporary folder
   log(
     f"exported step {run.step} of {workdir} ({len(tensors)} tensors, vocab {vocab_size}) "
     f"-> {out_dir}"
@@ -88,31 +91,38 @@ def export_hf(
 
 
 def _move_into(staging: str, out_dir: str) -> None:
-  """Moves the staged files into `out_dir` (made if new), after removing the files of an
-  earlier export there (and nothing else).
+  """Moves the staged files into `out_dir` (made if new), replacing those of an earlier
+  export there, and removes that export's other files (and nothing else). Each file is
+  replaced whole: renamed in locally, uploaded into a URL.
   """
-  os.makedirs(out_dir, exist_ok=True)
-  for name in EXPORT_FILES:
-    target = os.path.join(out_dir, name)
-    if os.path.isfile(target):
-      os.remove(target)
-  for name in os.listdir(staging):
-    os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
+  storage.makedirs(out_dir)
+  staged = sorted(os.listdir(staging))
+  for name in staged:
+    source, target = os.path.join(staging, name), storage.join(out_dir, name)
+    if storage.is_remote(out_dir):
+      storage.copy(source, target)
+    else:
+      os.replace(source, target)
+  for name in EXPORT_FILES:  # e.g. the vocab.txt of an earlier WordPiece export
+    if name not in staged:
+      storage.remove(storage.join(out_dir, name))
 
 
 def _check_out_dir(workdir: str, out_dir: str, overwrite: bool) -> None:
   """UserError unless `out_dir` may receive an export (see `export_hf`); writes nothing."""
-  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+  if storage.is_remote(out_dir) and (problem := storage.unreachable(out_dir)):
+    raise UserError(f"--out {out_dir}: {problem}; check the bucket name and access")
+  if storage.isfile(out_dir):
     raise UserError(f"--out {out_dir} is a file; give a directory")
-  out, work = os.path.realpath(out_dir), os.path.realpath(workdir)
-  if work == out or work.startswith(out + os.sep):
+  out, work = _real(out_dir), _real(workdir)
+  if work == out or work.startswith(out + "/"):
     raise UserError(
       f"--out {out_dir} would replace the run directory {workdir}; "
       f"export into a directory of its own"
     )
-  if not os.path.isdir(out_dir):
+  if not storage.isdir(out_dir):
     return
-  entries = sorted(os.listdir(out_dir))
+  entries = storage.listdir(out_dir)
   run_entries = [n for n in entries if n in _RUN_ENTRIES or _is_run_config(out_dir, n)]
   if run_entries:
     raise UserError(
@@ -133,6 +143,11 @@ def _check_out_dir(workdir: str, out_dir: str, overwrite: bool) -> None:
     )
 
 
+def _real(path: str) -> str:
+  """`path` resolved (links, `..`) when local; a URL without its trailing slash."""
+  return path.rstrip("/") if storage.is_remote(path) else os.path.realpath(path)
+
+
 def _listing(names: list[str]) -> str:
   """The first few names, and how many more."""
   shown = ", ".join(names[:_SHOWN])
@@ -141,8 +156,8 @@ def _listing(names: list[str]) -> str:
 
 def _is_export_file(out_dir: str, name: str) -> bool:
   """Whether `name` in `out_dir` is a file an export writes (a Hugging Face config.json)."""
-  path = os.path.join(out_dir, name)
-  if name not in EXPORT_FILES or os.path.islink(path) or not os.path.isfile(path):
+  path = storage.join(out_dir, name)
+  if name not in EXPORT_FILES or os.path.islink(path) or not storage.isfile(path):
     return False
   return name != files.CONFIG or "model_type" in (_json_object(path) or {})
 
@@ -151,15 +166,14 @@ def _is_run_config(out_dir: str, name: str) -> bool:
   """Whether `name` is a run's resolved config.json (a `train` and a `model` section)."""
   if name != run_lib.CONFIG:
     return False
-  config = _json_object(os.path.join(out_dir, name)) or {}
+  config = _json_object(storage.join(out_dir, name)) or {}
   return "model_type" not in config and isinstance(config.get("train"), dict)
 
 
 def _json_object(path: str) -> dict | None:
   """The JSON object in `path`, or None when the file is not one."""
   try:
-    with open(path, encoding="utf-8") as f:
-      value = json.load(f)
+    value = storage.read_json(path)
   except (OSError, ValueError, UnicodeDecodeError):
     return None
   return value if isinstance(value, dict) else None

@@ -3,11 +3,12 @@
 Reads `model.safetensors` or `pytorch_model.bin`, single or sharded (`*.index.json`), with
 or without the `bert.` prefix (`BertModel` vs `BertForPreTraining` / `BertForMaskedLM`), and
 the old TF-converted `LayerNorm.gamma` / `beta` names. Writes `model.safetensors` and a
-`config.json` that `transformers` loads without custom code.
+`config.json` that `transformers` loads without custom code. Directories may be local or
+URLs (`gs://...`): every file goes through `storage`.
 """
 
+import io
 import json
-import os
 
 import numpy as np
 
@@ -43,17 +44,18 @@ def read_config(hf_dir: str) -> dict:
   Raises:
     UserError: naming the file, when it is missing, not a JSON object, not a BERT, lacks
       an architecture key (or has one that is not a positive integer), or asks for a
-      setting our BERT does not implement.
+      setting our BERT does not implement; naming the bucket, when a URL's cannot be used.
   """
-  path = os.path.join(hf_dir, CONFIG)
-  if not os.path.isfile(path):
+  if storage.is_remote(hf_dir) and (problem := storage.unreachable(hf_dir)):
+    raise UserError(f"--hf {hf_dir}: {problem}; check the bucket name and access")
+  path = storage.join(hf_dir, CONFIG)
+  if not storage.isfile(path):
     raise UserError(
       f"{hf_dir} has no config.json; give a Hugging Face checkpoint directory "
       f"(config.json, model.safetensors or pytorch_model.bin, vocab.txt)"
     )
   try:
-    with open(path, encoding="utf-8") as f:
-      hf = json.load(f)
+    hf = storage.read_json(path)
   except (ValueError, UnicodeDecodeError) as e:
     raise UserError(
       f"{path} is not valid JSON ({_first_line(e)}); restore the checkpoint's config.json"
@@ -200,19 +202,18 @@ def _weight_files(hf_dir):
     ("safetensors", SAFETENSORS, "model.safetensors.index.json"),
     ("torch", "pytorch_model.bin", "pytorch_model.bin.index.json"),
   ):
-    index_path = os.path.join(hf_dir, index)
-    if os.path.isfile(index_path):
+    index_path = storage.join(hf_dir, index)
+    if storage.isfile(index_path):
       try:
-        with open(index_path, encoding="utf-8") as f:
-          shards = sorted(set(json.load(f)["weight_map"].values()))
+        shards = sorted(set(storage.read_json(index_path)["weight_map"].values()))
       except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
         raise UserError(
           f"{index_path} is not a Hugging Face weight index (a JSON object with a "
           f"weight_map: {_first_line(e)}); restore it"
         ) from None
-      return kind, [os.path.join(hf_dir, s) for s in shards]
-    if os.path.isfile(os.path.join(hf_dir, single)):
-      return kind, [os.path.join(hf_dir, single)]
+      return kind, [storage.join(hf_dir, s) for s in shards]
+    if storage.isfile(storage.join(hf_dir, single)):
+      return kind, [storage.join(hf_dir, single)]
   raise UserError(
     f"{hf_dir} has no model.safetensors or pytorch_model.bin (nor a sharded "
     f"*.index.json); TensorFlow / Flax-only checkpoints: convert them in "
@@ -221,11 +222,13 @@ def _weight_files(hf_dir):
 
 
 def _read_file(kind, path):
+  """{name: array} of one weight file: a local file read in place, a URL's bytes in memory."""
+  remote = storage.is_remote(path)
   if kind == "safetensors":
-    from safetensors.numpy import load_file
+    from safetensors.numpy import load, load_file
 
     try:
-      return load_file(path)
+      return load(storage.read_bytes(path)) if remote else load_file(path)
     except Exception as e:  # safetensors raises its own error types
       raise UserError(f"cannot read {path}: {e}; the file is damaged or not safetensors") from None
   try:
@@ -235,7 +238,8 @@ def _read_file(kind, path):
       f"{path} is a PyTorch pickle, which needs torch to read: "
       f"pip install torch (a CPU wheel is enough)"
     ) from None
-  state = torch.load(path, map_location="cpu", weights_only=True)
+  source = io.BytesIO(storage.read_bytes(path)) if remote else path
+  state = torch.load(source, map_location="cpu", weights_only=True)
   return {k: v.float().numpy() for k, v in state.items()}
 
 
@@ -287,14 +291,15 @@ def read_tensors(hf_dir: str) -> tuple[dict, list[str]]:
 
 
 def write(out_dir: str, tensors: dict, config: dict) -> None:
-  """model.safetensors and config.json into `out_dir` (which exists).
+  """model.safetensors and config.json into `out_dir` (which exists), each atomically.
 
   Args:
-    out_dir: the export's directory.
+    out_dir: the export's directory (local or a URL).
     tensors: {Hugging Face name: float32 numpy array} (`convert.to_hf`).
     config: the config.json contents (`hf_config`, `task_config`).
   """
-  from safetensors.numpy import save_file
+  from safetensors.numpy import save
 
-  save_file(tensors, os.path.join(out_dir, SAFETENSORS), metadata={"format": "pt"})
-  storage.write_text(os.path.join(out_dir, CONFIG), json.dumps(config, indent=2) + "\n")
+  # The bytes save_file would write, through storage (atomic, and URLs).
+  storage.write_bytes(storage.join(out_dir, SAFETENSORS), save(tensors, metadata={"format": "pt"}))
+  storage.write_text(storage.join(out_dir, CONFIG), json.dumps(config, indent=2) + "\n")

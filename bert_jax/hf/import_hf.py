@@ -6,11 +6,13 @@ lowercasing and accent stripping it was trained with, or, for bert_jax's own exp
 SentencePiece run, that SentencePiece model (`tokenizer.model`). `pretrain` and fine-tuning take it as
 `config.init_from`; `config.model.size="checkpoint"` adopts its architecture and tokenizer.
 Heads the checkpoint lacks (a sentence-transformers `BertModel` has no MLM head) are
-initialised from the seed and listed; tensors we do not use are listed too.
+initialised from the seed and listed; tensors we do not use are listed too. The checkpoint
+directory and the workdir may be URLs (`gs://...`).
 """
 
 import os
 import shutil
+import tempfile
 
 import flax.linen as nn
 import jax
@@ -19,6 +21,7 @@ import numpy as np
 from bert_jax import checkpoint as ckpt_lib
 from bert_jax import config as config_lib
 from bert_jax import run as run_lib
+from bert_jax import storage
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
 from bert_jax.hf import convert, files, tokenizer_files
@@ -40,8 +43,9 @@ def import_hf(
   checkpoints yet.
 
   Args:
-    hf_dir: a Hugging Face BERT checkpoint directory (config.json, weights, tokenizer).
-    workdir: the new run directory.
+    hf_dir: a Hugging Face BERT checkpoint directory (config.json, weights, tokenizer),
+      local or a URL.
+    workdir: the new run directory, local or a URL.
     vocab_multiple: pad the vocabulary rows to a multiple of this.
     seed: initialises the heads the checkpoint lacks.
     log: prints the summary lines.
@@ -54,8 +58,8 @@ def import_hf(
       read, or `workdir` already holds checkpoints.
   """
   hf = files.read_config(hf_dir)
-  checkpoint_dir = os.path.join(workdir, "checkpoints")
-  if os.path.isdir(checkpoint_dir) and os.listdir(checkpoint_dir):
+  checkpoint_dir = run_lib.path(workdir, run_lib.CHECKPOINTS)
+  if storage.isdir(checkpoint_dir) and storage.listdir(checkpoint_dir):
     raise UserError(f"{workdir} already holds checkpoints; import into a new --workdir")
   tensors, ignored = files.read_tensors(hf_dir)
   kwargs = files.model_kwargs(hf)
@@ -65,9 +69,14 @@ def import_hf(
   model_cfg = bert.BertConfig(**kwargs)
   model = pretraining.BertForPreTraining(model_cfg)
 
-  staging = os.path.join(workdir, ".import-tokenizer")
-  shutil.rmtree(staging, ignore_errors=True)
-  os.makedirs(staging)
+  # The tokenizer is written and checked in a local folder (beside a local workdir, so it
+  # moves in by rename), then put in place whole.
+  if storage.is_remote(workdir):
+    staging = tempfile.mkdtemp(prefix=".import-tokenizer.")
+  else:
+    staging = os.path.join(workdir, ".import-tokenizer")
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
   try:
     tokenizer = tokenizer_lib.load(tokenizer_files.import_tokenizer(hf_dir, staging))
     if tokenizer.vocab_size > hf_vocab:
@@ -78,16 +87,14 @@ def import_hf(
       )
     initial = _initial_params(model, seed)
     params, missing = convert.from_hf(tensors, initial, model_cfg.num_layers, hf_vocab)
-    final = os.path.join(workdir, run_lib.TOKENIZER)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(staging, final)
+    _put_in_place(staging, run_lib.path(workdir, run_lib.TOKENIZER))
   finally:
     shutil.rmtree(staging, ignore_errors=True)
   meta = {
     "model": config_lib.model_dict(model_cfg),
     "step": 0,
     "tokenizer_fingerprint": tokenizer.fingerprint,
-    "imported_from": os.path.abspath(hf_dir),
+    "imported_from": storage.absolute(hf_dir),
     "hf_vocab_size": hf_vocab,
     "initialized": missing,
   }
@@ -108,6 +115,18 @@ def import_hf(
     log(f"not used: {shown}")
   log(f"-> {checkpoint_dir}/0; start from it with --config.init_from={workdir}")
   return model_cfg
+
+
+def _put_in_place(staging: str, final: str) -> None:
+  """Replaces folder `final` with the local folder `staging`: a rename, or an upload of
+  each file into a URL.
+  """
+  storage.rmtree(final)
+  if not storage.is_remote(final):
+    os.replace(staging, final)
+    return
+  for name in sorted(os.listdir(staging)):
+    storage.copy(os.path.join(staging, name), storage.join(final, name))
 
 
 def _initial_params(model, seed):

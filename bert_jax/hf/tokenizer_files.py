@@ -43,18 +43,19 @@ stands for (`tokenizer.model`): the pieces, their scores and kinds (special, byt
 and the normalization rule's charsmap are all in the file. SentencePiece BPE scores are
 piece ranks, so normal piece k gets -k. The model is accepted only when exporting it again
 gives the same `tokenizer.json`, so the imported run cuts text exactly as the exported one.
+
+Checkpoint directories may be URLs (`gs://...`): files are read and written through `storage`.
 """
 
 import base64
 import json
-import os
 import re
-import shutil
 
 import numpy as np
 import tokenizers
 from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors
 
+from bert_jax import storage
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
 
@@ -80,7 +81,8 @@ def export_tokenizer(tokenizer, out_dir: str, *, model_max_length: int) -> list[
   Args:
     tokenizer: a SentencePiece tokenizer of `tokenizer.load`, or a
       `tokenizer.WordPieceTokenizer`.
-    out_dir: the directory (created if needed); files of the same names are replaced.
+    out_dir: the directory (created if needed), local or a URL; files of the same names
+      are replaced, each atomically.
     model_max_length: the model's position count, `tokenizer_config.json`'s limit.
 
   Returns:
@@ -89,7 +91,7 @@ def export_tokenizer(tokenizer, out_dir: str, *, model_max_length: int) -> list[
   Raises:
     UserError: a SentencePiece model whose settings `tokenizers` cannot reproduce.
   """
-  os.makedirs(out_dir, exist_ok=True)
+  storage.makedirs(out_dir)
   specials = dict(zip(_SPECIAL_KEYS, tokenizer_lib.SPECIAL_PIECES))
   written, settings = [], None
   if tokenizer.kind == "sentencepiece":
@@ -118,12 +120,11 @@ def export_tokenizer(tokenizer, out_dir: str, *, model_max_length: int) -> list[
     **specials,
     model_input_names=["input_ids", "token_type_ids", "attention_mask"],
   )
-  hf.save(os.path.join(out_dir, "tokenizer.json"))
+  _save(hf, storage.join(out_dir, "tokenizer.json"))
   written.append("tokenizer.json")
   for name, content in (("tokenizer_config.json", config), ("special_tokens_map.json", specials)):
-    with open(os.path.join(out_dir, name), "w", encoding="utf-8") as f:
-      json.dump(content, f, indent=2, ensure_ascii=False)
-      f.write("\n")
+    text = json.dumps(content, indent=2, ensure_ascii=False) + "\n"
+    storage.write_text(storage.join(out_dir, name), text)
     written.append(name)
   return written
 
@@ -140,8 +141,9 @@ def import_tokenizer(hf_dir: str, out_dir: str) -> str:
   bert_jax export becomes the SentencePiece model it was made from, `tokenizer.model`.
 
   Args:
-    hf_dir: the checkpoint directory.
-    out_dir: where to write (created if needed).
+    hf_dir: the checkpoint directory, local or a URL.
+    out_dir: where to write (created if needed); local, since the written tokenizer is
+      loaded back to check it.
 
   Returns:
     The path of the written `tokenizer.json` or `tokenizer.model`.
@@ -149,12 +151,16 @@ def import_tokenizer(hf_dir: str, out_dir: str) -> str:
   Raises:
     UserError: no WordPiece tokenizer in `hf_dir`, nor a SentencePiece one of our export.
   """
-  json_path, vocab_path = (os.path.join(hf_dir, n) for n in ("tokenizer.json", "vocab.txt"))
-  config = _read_json(os.path.join(hf_dir, "tokenizer_config.json")) or {}
-  spec = _read_json(json_path) if os.path.isfile(json_path) else None
+  json_path, vocab_path = (storage.join(hf_dir, n) for n in ("tokenizer.json", "vocab.txt"))
+  config = _read_json(storage.join(hf_dir, "tokenizer_config.json")) or {}
+  spec = _read_json(json_path)
   model_type = spec.get("model", {}).get("type") if isinstance(spec, dict) else None
-  os.makedirs(out_dir, exist_ok=True)
-  out = os.path.join(out_dir, "tokenizer.json")
+  storage.makedirs(out_dir)
+  out = storage.join(out_dir, "tokenizer.json")
+  has_vocab = storage.isfile(vocab_path)
+  if has_vocab:  # copied first: WordPieceTokenizer reads the copy, not a URL
+    storage.copy(vocab_path, storage.join(out_dir, "vocab.txt"))
+    vocab_path = storage.join(out_dir, "vocab.txt")
   if model_type == "WordPiece":
     normalizer = spec.get("normalizer") or {}
     if normalizer.get("type") == "BertNormalizer":
@@ -162,11 +168,10 @@ def import_tokenizer(hf_dir: str, out_dir: str) -> str:
         if key in config:
           normalizer[field] = config[key]
     spec["padding"] = spec["truncation"] = None
-    with open(out, "w", encoding="utf-8") as f:
-      json.dump(spec, f, ensure_ascii=False)
-  elif model_type in ("Unigram", "BPE") and not os.path.isfile(vocab_path):
+    storage.write_text(out, json.dumps(spec, ensure_ascii=False))
+  elif model_type in ("Unigram", "BPE") and not has_vocab:
     out = _import_sentencepiece(spec, json_path, out_dir)
-  elif os.path.isfile(vocab_path):
+  elif has_vocab:
     settings = {k: config.get(k, v) for k, v in _BERT_DEFAULTS.items()}
     wordpiece = tokenizer_lib.WordPieceTokenizer(
       vocab_path,
@@ -176,7 +181,7 @@ def import_tokenizer(hf_dir: str, out_dir: str) -> str:
     )
     hf = tokenizers.Tokenizer.from_str(wordpiece.to_hf_json())
     hf.post_processor = _template(wordpiece.cls_id, wordpiece.sep_id)
-    hf.save(out)
+    _save(hf, out)
   elif spec is not None:
     raise UserError(
       f"{json_path} is a {model_type} tokenizer and {hf_dir} has no vocab.txt; "
@@ -187,8 +192,6 @@ def import_tokenizer(hf_dir: str, out_dir: str) -> str:
       f"no tokenizer in {hf_dir}: looked for tokenizer.json and vocab.txt; "
       f"give the directory of a Hugging Face BERT checkpoint"
     )
-  if os.path.isfile(vocab_path):
-    shutil.copyfile(vocab_path, os.path.join(out_dir, "vocab.txt"))
   tokenizer_lib.load(out)  # Fails here, naming the file, if it lacks a special token.
   return out
 
@@ -210,9 +213,8 @@ def _import_sentencepiece(spec: dict, json_path: str, out_dir: str) -> str:
     raise refusal from None
   if proto is None:
     raise refusal
-  out = os.path.join(out_dir, _SENTENCEPIECE_FILE)
-  with open(out, "wb") as f:
-    f.write(proto)
+  out = storage.join(out_dir, _SENTENCEPIECE_FILE)
+  storage.write_bytes(out, proto)
   try:
     again = _from_sentencepiece(tokenizer_lib.load(out)).to_str()
     same = _comparable(again) == _comparable(
@@ -221,7 +223,7 @@ def _import_sentencepiece(spec: dict, json_path: str, out_dir: str) -> str:
   except Exception:  # UserError, or tokenizers' and sentencepiece's plain exceptions
     same = False
   if not same:
-    os.remove(out)
+    storage.remove(out)
     raise refusal
   return out
 
@@ -295,13 +297,18 @@ def _sentencepiece_proto(spec: dict) -> bytes | None:
 
 
 def _read_json(path):
-  if not os.path.isfile(path):
+  """The JSON in `path`, or None when there is no such file."""
+  if not storage.isfile(path):
     return None
   try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
+    return storage.read_json(path)
   except (ValueError, UnicodeDecodeError) as e:
     raise UserError(f"{path} is not valid JSON ({e}); fix or remove it") from None
+
+
+def _save(hf: tokenizers.Tokenizer, path: str) -> None:
+  """`hf.save(path)` (the same bytes), atomically and for URLs too."""
+  storage.write_text(path, hf.to_str(pretty=True))
 
 
 def _template(cls_id: int, sep_id: int):
@@ -316,8 +323,10 @@ def _template(cls_id: int, sep_id: int):
 def _write_vocab(vocab: dict, vocab_size: int, out_dir: str) -> str:
   """vocab.txt: the token of id i on line i (a hole, from a repeated line, gets a name)."""
   tokens = {i: token for token, i in vocab.items()}
-  with open(os.path.join(out_dir, "vocab.txt"), "w", encoding="utf-8") as f:
-    f.writelines(tokens.get(i, f"[unused hole {i}]") + "\n" for i in range(vocab_size))
+  storage.write_lines(
+    storage.join(out_dir, "vocab.txt"),
+    (tokens.get(i, f"[unused hole {i}]") + "\n" for i in range(vocab_size)),
+  )
   return "vocab.txt"
 
 

@@ -9,14 +9,13 @@ which `evaluate`, `predict` and `export-hf` use).
 """
 
 import functools
-import os
 
 import jax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from bert_jax import config as config_lib
 from bert_jax import run as run_lib
-from bert_jax import sharding
+from bert_jax import sharding, storage
 from bert_jax.errors import UserError
 from bert_jax.finetune import data as data_lib
 from bert_jax.finetune import evaluate as evaluate_lib
@@ -193,7 +192,7 @@ def finetune(config, workdir: str) -> None:
   evaluation = {}  # no eval data: the Job's defaults (no evaluation)
   if config.data.eval:
     evaluation = _evaluator(config, model, tokenizer, labels)
-  os.makedirs(workdir, exist_ok=True)
+  storage.makedirs(workdir)
   if jax.process_index() == 0:
     run_lib.save_tokenizer(tokenizer, workdir)
   same_head = init_meta.get("task") == config.task and not config.head.reinit

@@ -5,12 +5,23 @@ Load order for the train state: resume from the workdir's latest checkpoint > pa
 from `config.init_from` (the job's `init_params`) > a fresh initialisation from
 `config.seed`. Resuming restores the data position (the step: batches are a pure function
 of it) and the dropout RNG (folded from the seed and the step), so the rest of the run is
-identical to an uninterrupted one.
+identical to an uninterrupted one. An unreadable latest checkpoint is set aside (one line)
+and the one before is resumed.
+
+Stops: SIGTERM (and Ctrl-C on one process) saves a checkpoint at the next step boundary,
+waits for it to commit and raises `Preempted` (the CLI exits 75); under jax.distributed
+every process stops at the step they agreed on. A NaN or inf loss or parameters raise
+`NonFiniteLoss` before anything of them is saved. The workdir is locked for the run
+(`bert_jax.lock`): a second run on it is refused.
 """
 
+import contextlib
 import dataclasses
 import functools
+import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -21,15 +32,18 @@ import optax
 
 from bert_jax import checkpoint as ckpt_lib
 from bert_jax import config as config_lib
+from bert_jax import lock as lock_lib
 from bert_jax import run as run_lib
 from bert_jax import sharding, storage
-from bert_jax.errors import UserError
+from bert_jax.errors import NonFiniteLoss, Preempted, UserError
 from bert_jax.train import metrics as metrics_lib
 from bert_jax.train import step as step_lib
 from bert_jax.train.metrics import log
 
-# Test hook: seconds to sleep after each step, so a test can SIGKILL a run mid-way.
+# Test hooks. Seconds to sleep after each step, so a test can signal or kill a run mid-way:
 _STEP_SLEEP = float(os.environ.get("BERT_JAX_DEBUG_STEP_SLEEP", "0"))
+# The step whose parameters and loss become NaN, as if the run diverged there (0: none):
+_NAN_AT_STEP = int(os.environ.get("BERT_JAX_DEBUG_NAN_AT_STEP", "0"))
 
 
 @dataclasses.dataclass
@@ -75,7 +89,18 @@ class Job:
 def train(config, workdir, job):
   """The loop both jobs share: sharded state (resumed, or initialised), jit steps,
   metrics, evals, checkpoints, and the best parameters when `job.best_metric` is set.
+
+  Raises:
+    UserError: the workdir is in use by another run, or holds another model's checkpoint.
+    NonFiniteLoss: the loss became NaN or inf (nothing after the last good checkpoint is
+      saved).
+    Preempted: SIGTERM (or Ctrl-C on one process) stopped the run after a checkpoint.
   """
+  with lock_lib.held(workdir), _StopSignals(handle_sigterm=not config.get("distributed")) as stop:
+    _train(config, workdir, job, stop)
+
+
+def _train(config, workdir, job, stop):
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.rules_from_config(config.mesh)
   sharding.check_batch_divides(job.batch_size, config.train.accum_steps, mesh)
@@ -89,35 +114,49 @@ def train(config, workdir, job):
     keep=config.checkpoint.keep,
     async_save=config.checkpoint.async_save,
   )
-  best = _Best(workdir, job.best_metric) if job.best_metric else None
-  start = checkpoints.latest_step()
   abstract = sharding.abstract_like(create, state_sh)  # restore targets, already sharded
-  if start is not None:
-    saved = checkpoints.meta(start)
-    check_resume(saved, job.meta, workdir)
-    job.check_resume(saved)
-    params, opt_state = checkpoints.restore(start, abstract.params, abstract.opt_state)
-    step0 = jax.device_put(jnp.int32(start), state_sh.step)
-    state = step_lib.TrainState(step=step0, params=params, opt_state=opt_state)
-    log(f"resumed from {checkpoints.directory}/{start}")
-  else:
-    start = 0
-    state = sharding.sharded_init(create, state_sh)
-    if job.init_params:
-      state = state.replace(params=job.init_params(abstract.params, state.params))
-  run_lib.write_config(config, workdir)
-  if start >= job.steps:
-    log(f"nothing to do: the latest checkpoint is at step {start} of {job.steps}")
-    checkpoints.close()
-    return
+  with _closing(checkpoints):
+    resumed = _resume(checkpoints, abstract, job, workdir)
+    if resumed:
+      start, params, opt_state = resumed
+      step0 = jax.device_put(jnp.int32(start), state_sh.step)
+      state = step_lib.TrainState(step=step0, params=params, opt_state=opt_state)
+      log(f"resumed from {checkpoints.directory}/{start}")
+    else:
+      start = 0
+      state = sharding.sharded_init(create, state_sh)
+      if job.init_params:
+        state = state.replace(params=job.init_params(abstract.params, state.params))
+    run_lib.write_config(config, workdir)
+    if start >= job.steps:
+      log(f"nothing to do: the latest checkpoint is at step {start} of {job.steps}")
+      return
+    best = _Best(workdir, job.best_metric) if job.best_metric else None
+    with _closing(best):
+      step = _run_steps(
+        config, workdir, job, stop, state, state_sh, start, checkpoints, best, mesh, rules
+      )
+  log(f"done: {step} steps; checkpoints in {checkpoints.directory}")
 
+
+def _run_steps(config, workdir, job, stop, state, state_sh, start, checkpoints, best, mesh, rules):
+  """Steps start+1 .. job.steps; returns the last step. Raises NonFiniteLoss, Preempted."""
   train_step = compile_train_step(
     job.objective, job.tx, job.schedule, config.train.accum_steps, state_sh, mesh
   )
+  all_finite = jax.jit(_all_finite, out_shardings=sharding.replicated(mesh))
   dropout_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
   writer = metrics_lib.MetricWriter(workdir, start)
   progress = metrics_lib.Progress(start, job.steps, job.batch_size)
   step = start
+  losses = []  # (step, loss on device) not yet checked: fetched at log, eval and save steps
+
+  def check_losses():
+    values = jax.device_get([loss for _, loss in losses])
+    for (s, _), value in zip(losses, values):
+      if not math.isfinite(float(value)):
+        raise _non_finite(f"the loss is {float(value)}", s, checkpoints)
+    losses.clear()
 
   def evaluate(params):
     values = job.evaluate(params, mesh)
@@ -128,7 +167,7 @@ def train(config, workdir, job):
     progress.write(job.eval_line(step, values))
 
   every = config.checkpoint.get("every_steps") or job.eval_every or job.steps
-  with sharding.activate(mesh, rules):
+  with sharding.activate(mesh, rules), _closing(writer), _closing(progress):
     if start == 0 and config.eval.at_start and job.evaluate:
       evaluate(state.params)
     for local_batch in job.batches(start):
@@ -136,28 +175,155 @@ def train(config, workdir, job):
       step += 1
       if _STEP_SLEEP:
         time.sleep(_STEP_SLEEP)
+      if step == _NAN_AT_STEP:
+        state, step_metrics = _poison(state, step_metrics)
+      losses.append((step, step_metrics["loss"]))
       last = step == job.steps
-      saving = step % every == 0 or last
-      if step % config.train.log_every_steps == 0 or saving:
+      # Every process calls this at every step: under jax.distributed they agree on it.
+      preempted = (checkpoints.reached_preemption(step) or stop.signal is not None) and not last
+      log_now = step % config.train.log_every_steps == 0
+      periodic = step % every == 0 or last
+      evaluating = job.evaluate and (last or job.eval_every and step % job.eval_every == 0)
+      if log_now or periodic or evaluating or preempted:
+        check_losses()
+      if log_now or periodic:
         values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
         values["seq_per_s"] = progress.throughput(step)
         writer.write(step, "train", values)
         progress.update(step, {k: values[k] for k in job.progress_keys})
       else:
         progress.update(step)
-      if job.evaluate and (last or job.eval_every and step % job.eval_every == 0):
+      if (evaluating or periodic or preempted) and not jax.device_get(all_finite(state.params)):
+        raise _non_finite("the parameters are not finite", step, checkpoints)  # never saved
+      if evaluating:
         evaluate(state.params)
-      if saving:
+      if periodic or preempted:
         meta = dict(job.meta, step=step, sequences_seen=step * job.batch_size)
         if job.data_position:
           meta["data_position"] = job.data_position(step)
         checkpoints.save(step, state, meta)
-  progress.close()
-  writer.close()
-  checkpoints.close()
-  if best:
-    best.close()
-  log(f"done: {step} steps; checkpoints in {checkpoints.directory}")
+      if preempted:
+        name = stop.signal or "SIGTERM"
+        progress.write(f"{name}: saving the checkpoint of step {step}, then stopping")
+        checkpoints.wait()
+        raise Preempted(step, checkpoints.directory, name)
+  return step
+
+
+def _resume(checkpoints, abstract, job, workdir):
+  """(step, params, opt_state) of the latest readable checkpoint, or None when there is
+  none. An unreadable step is set aside with one line and the one before is tried.
+  """
+  while (step := checkpoints.latest_step()) is not None:
+    try:
+      saved = checkpoints.meta(step)
+      check_resume(saved, job.meta, workdir)
+      job.check_resume(saved)
+      params, opt_state = checkpoints.restore(step, abstract.params, abstract.opt_state)
+      error = None
+    except ckpt_lib.Unreadable as e:
+      error = e
+    reason = _first_error(error.reason if error else "")
+    if not reason:
+      return step, params, opt_state
+    moved = checkpoints.set_aside(step)
+    log(
+      f"checkpoint {checkpoints.directory}/{step} is unreadable ({reason}); moved it to "
+      f"{moved} and trying the one before"
+    )
+  return None
+
+
+def _first_error(reason: str) -> str:
+  """`reason` of this process, or the first one any process met (all must fall back
+  together; a damaged file may be read by one process only).
+  """
+  if jax.process_count() == 1:
+    return reason
+  reasons = [r for r in _allgather_text(reason) if r]
+  return reasons[0] if reasons else ""
+
+
+def _allgather_text(text: str, size: int = 512) -> list[str]:
+  import numpy as np
+  from jax.experimental import multihost_utils
+
+  data = np.zeros(size, np.uint8)
+  raw = text.encode("utf-8")[:size]
+  data[: len(raw)] = np.frombuffer(raw, np.uint8)
+  rows = np.asarray(multihost_utils.process_allgather(data)).reshape(-1, size)
+  return [row.tobytes().rstrip(b"\0").decode("utf-8", errors="replace") for row in rows]
+
+
+def _non_finite(what, step, checkpoints):
+  latest = checkpoints.latest_step()
+  kept = (
+    f"the last good checkpoint, step {latest} in {checkpoints.directory}, is kept"
+    if latest is not None
+    else "no checkpoint was saved"
+  )
+  return NonFiniteLoss(
+    f"{what} at step {step}: stopped without saving it; {kept}; lower "
+    f"config.train.learning_rate or lengthen config.train.warmup_steps, or check the data"
+  )
+
+
+def _all_finite(tree):
+  """Whether every floating-point leaf of `tree` is free of NaN and inf."""
+  leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def _poison(state, step_metrics):
+  """The BERT_JAX_DEBUG_NAN_AT_STEP hook: NaN parameters and loss, as a diverged step."""
+  params = jax.tree.map(lambda x: x * jnp.nan, state.params)
+  return state.replace(params=params), dict(step_metrics, loss=step_metrics["loss"] * jnp.nan)
+
+
+@contextlib.contextmanager
+def _closing(thing):
+  """Closes `thing` (a checkpoint manager, a writer, a bar; None: nothing) at the end,
+  except after a second Ctrl-C: that stops at once, without waiting for a save.
+  """
+  try:
+    yield thing
+  except KeyboardInterrupt:
+    raise
+  except BaseException:
+    if thing is not None:
+      thing.close()
+    raise
+  if thing is not None:
+    thing.close()
+
+
+class _StopSignals:
+  """SIGTERM and Ctrl-C (SIGINT) on one process: the first sets `signal`, and the loop
+  saves a checkpoint at the next step boundary and stops; a second Ctrl-C stops at once.
+
+  Under jax.distributed SIGTERM is left to JAX's preemption notifier, which makes every
+  process agree on the step (`Checkpoints.reached_preemption`); SIGINT then stops at once.
+  """
+
+  def __init__(self, handle_sigterm: bool):
+    self.signal = None
+    self._signals = [signal.SIGTERM, signal.SIGINT] if handle_sigterm else []
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():  # only there can Python
+      for s in self._signals:
+        self._previous[s] = signal.signal(s, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    for s, handler in self._previous.items():
+      signal.signal(s, handler)
+
+  def _handle(self, signum, frame):
+    if self.signal is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt  # the second Ctrl-C: do not wait for the save
+    self.signal = self.signal or signal.Signals(signum).name
 
 
 def check_resume(saved: dict, meta: dict, workdir: str) -> None:

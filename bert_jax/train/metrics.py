@@ -2,11 +2,20 @@
 
 Only process 0 writes. On resume the JSONL file is cut back to the restored step, so it
 reads as if the run had never stopped.
+
+In a remote workdir (`gs://...`) nothing is appended: an object store has no append. The
+writer keeps the file's lines and uploads the whole file at each write (a record every
+`config.train.log_every_steps`, so a kill loses nothing that was logged); TensorBoard
+writes its event files to a local temporary folder, uploaded to WORKDIR/tensorboard/ at
+each write and at close (tensorboardX's own gs:// writer goes through another client).
 """
 
+import io
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 import jax
@@ -33,24 +42,33 @@ def truncate_jsonl(path: str, last_step: int, *, log=log) -> None:
     last_step: the step the run resumes from.
     log: prints the one-line notice about incomplete lines.
   """
-  if not os.path.exists(path):
-    return
+  kept = _kept_lines(path, last_step, log)
+  if kept is not None:
+    storage.write_lines(path, kept)
+
+
+def _kept_lines(path: str, last_step: int, log) -> list[str] | None:
+  """The whole records of steps up to `last_step` in `path` (see `truncate_jsonl`), each
+  ending in a newline; None when there is no such file.
+  """
+  if not storage.exists(path):
+    return None
   kept, broken = [], 0
-  with open(path, encoding="utf-8", errors="replace") as f:
-    for line in f:
-      if not line.strip():
-        continue
-      step = _step_of(line)
-      if step is None:
-        broken += 1
-      elif step <= last_step:
-        kept.append(line if line.endswith("\n") else line + "\n")
+  text = storage.read_bytes(path).decode("utf-8", errors="replace")
+  for line in io.StringIO(text, newline=None):  # as a text-mode open() reads lines
+    if not line.strip():
+      continue
+    step = _step_of(line)
+    if step is None:
+      broken += 1
+    elif step <= last_step:
+      kept.append(line if line.endswith("\n") else line + "\n")
   if broken:
     log(
       f"{path}: dropped {broken} incomplete line{'s' if broken > 1 else ''} (cut off "
       f"when the run stopped); kept its {len(kept)} records up to step {last_step}"
     )
-  storage.write_lines(path, kept)
+  return kept
 
 
 def _step_of(line: str) -> int | None:
@@ -64,37 +82,69 @@ def _step_of(line: str) -> int | None:
 
 
 class MetricWriter:
-  """Appends `{"step", "split", ...}` records to JSONL and TensorBoard."""
+  """Appends `{"step", "split", ...}` records to JSONL and TensorBoard (see the module
+  docstring for a remote workdir).
+  """
 
   def __init__(self, workdir, start_step):
     self.enabled = jax.process_index() == 0
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = storage.join(workdir, "metrics.jsonl")
     self._tb = None
+    self._lines = None  # remote: the file's lines, uploaded whole at each write
+    self._tb_local = self._tb_remote = None
     if not self.enabled:
       return
-    truncate_jsonl(self.path, start_step)
+    if storage.is_remote(self.path):
+      kept = _kept_lines(self.path, start_step, log)
+      self._lines = kept or []
+      if kept is not None:
+        storage.write_lines(self.path, kept)
+    else:
+      truncate_jsonl(self.path, start_step)
     try:
       from tensorboardX import SummaryWriter  # optional: absent on some GPU images
-
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_step + 1)
     except ImportError:
-      pass
+      return
+    tb_dir = storage.join(workdir, "tensorboard")
+    if storage.is_remote(tb_dir):
+      self._tb_local, self._tb_remote = tempfile.mkdtemp(prefix="bert_jax_tb_"), tb_dir
+      tb_dir = self._tb_local
+    self._tb = SummaryWriter(tb_dir, purge_step=start_step + 1)
 
   def write(self, step, split, metrics):
     if not self.enabled:
       return
     record = {"step": int(step), "split": split}
     record.update({k: float(v) for k, v in metrics.items()})
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    line = json.dumps(record) + "\n"
+    if self._lines is None:
+      with open(self.path, "a") as f:
+        f.write(line)
+    else:
+      self._lines.append(line)
+      storage.write_lines(self.path, self._lines)
     if self._tb is not None:
       for k, v in metrics.items():
         self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
       self._tb.flush()
+      self._upload_tensorboard()
+
+  def _upload_tensorboard(self):
+    """Copies the local event files of a remote workdir into WORKDIR/tensorboard/."""
+    if self._tb_remote is None:
+      return
+    for name in sorted(os.listdir(self._tb_local)):
+      local = os.path.join(self._tb_local, name)
+      if os.path.isfile(local):
+        storage.copy(local, storage.join(self._tb_remote, name))
 
   def close(self):
     if self._tb is not None:
       self._tb.close()
+      self._upload_tensorboard()
+      if self._tb_local is not None:
+        shutil.rmtree(self._tb_local, ignore_errors=True)
+        self._tb_local = self._tb_remote = None
 
 
 class Progress:

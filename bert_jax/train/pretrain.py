@@ -7,14 +7,13 @@ the shared loop.
 """
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
 
 from bert_jax import config as config_lib
 from bert_jax import run as run_lib
-from bert_jax import sharding
+from bert_jax import sharding, storage
 from bert_jax.data import pipeline, prepare
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
@@ -204,7 +203,7 @@ def pretrain(config, workdir):
   data_dir, manifest = _prepare_data(config, workdir)
   init = _open_init_from(config, manifest)
   model_cfg = config_lib.model_config(config, manifest["vocab_size"], init and init[2]["model"])
-  os.makedirs(workdir, exist_ok=True)  # only now: bad input above leaves nothing behind
+  storage.makedirs(workdir)  # only now: bad input above leaves nothing behind
   model = pretraining.BertForPreTraining(model_cfg)
   t, d = config.train, config.data
   tx, schedule = optimizer_lib.make_optimizer(t, warmup_steps=warmup_steps(t))
@@ -238,6 +237,7 @@ def pretrain(config, workdir):
     process_count=jax.process_count(),
     lanes=d.lanes,
     log=log,
+    cache_dir=d.cache_dir,
   )
   eval_batches = _eval_batches(config, manifest, stream(split="eval", shuffle=False))
   train_stream = stream(split="train")

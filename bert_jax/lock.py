@@ -1,0 +1,187 @@
+"""One writer per workdir: a second run started on a workdir in use is refused.
+
+A local workdir is locked with `fcntl.flock` on WORKDIR/.lock: the kernel drops the lock
+when its process ends, however it ends (even `kill -9`), so a crashed run never leaves
+it behind. The file stays; it holds the holder's host and pid while the lock is held.
+
+An object store (`gs://...`) has no such locks. There the lock is the object WORKDIR/.lock,
+`{"host", "pid", "time", "token"}`, whose time a daemon thread refreshes every
+`HEARTBEAT_S` seconds. Another run is refused while that heartbeat is fresh; it takes the
+lock over when the heartbeat is older than `STALE_S` (its run was killed) or when the lock
+names this host and a pid that is no longer running. A clean exit deletes the object. Two
+runs starting within the same second could both see no lock; each reads the object back
+after writing it, and the one whose token is not there gives way.
+
+Under jax.distributed only process 0 takes the lock; every process learns the outcome, so
+all of them stop with the same line.
+"""
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+
+from bert_jax import storage
+from bert_jax.errors import UserError
+
+LOCK_FILE = ".lock"
+HEARTBEAT_S = 30.0  # how often a remote lock's time is refreshed
+STALE_S = 120.0  # a remote lock not refreshed for this long belongs to a dead run
+
+
+class WorkdirLock:
+  """The lock of one workdir (local: flock; remote: a heartbeat object)."""
+
+  def __init__(self, workdir, *, heartbeat_s=HEARTBEAT_S, stale_s=STALE_S):
+    self.workdir = workdir
+    self.path = storage.join(workdir, LOCK_FILE)
+    self._heartbeat_s, self._stale_s = heartbeat_s, stale_s
+    self._fd = None
+    self._record = None
+    self._stop = threading.Event()
+    self._thread = None
+
+  def acquire(self) -> None:
+    """Takes the lock, or raises UserError naming the run that holds it."""
+    storage.makedirs(self.workdir)
+    if storage.is_remote(self.path):
+      self._acquire_remote()
+    else:
+      self._acquire_local()
+
+  def release(self) -> None:
+    """Gives the lock up (a no-op when it is not held)."""
+    if self._fd is not None:
+      import fcntl
+
+      os.ftruncate(self._fd, 0)
+      fcntl.flock(self._fd, fcntl.LOCK_UN)
+      os.close(self._fd)
+      self._fd = None
+    if self._record is not None:
+      self._stop.set()
+      if self._thread:
+        self._thread.join()
+      if (_read(self.path) or {}).get("token") == self._record["token"]:
+        storage.remove(self.path)
+      self._record = None
+
+  def _refusal(self, holder) -> UserError:
+    who = "another run"
+    if holder:
+      since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("time", 0)))
+      who = f"the run of pid {holder.get('pid')} on {holder.get('host')} (lock time {since})"
+    return UserError(
+      f"--workdir {self.workdir} is in use by {who}; wait for it to finish or stop it, "
+      f"or use another --workdir"
+    )
+
+  def _acquire_local(self):
+    import fcntl
+
+    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      os.close(fd)
+      raise self._refusal(_read(self.path)) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps(_record()).encode())
+    self._fd = fd
+
+  def _acquire_remote(self):
+    holder = _read(self.path)
+    if holder and not self._is_stale(holder):
+      raise self._refusal(holder)
+    record = _record()
+    storage.write_json(self.path, record, indent=None)
+    if (_read(self.path) or {}).get("token") != record["token"]:  # another run wrote last
+      raise self._refusal(_read(self.path))
+    self._record = record
+    self._stop.clear()
+    self._thread = threading.Thread(target=self._heartbeat, name="workdir-lock", daemon=True)
+    self._thread.start()
+
+  def _is_stale(self, holder) -> bool:
+    if time.time() - holder.get("time", 0) > self._stale_s:
+      return True
+    return holder.get("host") == socket.gethostname() and not _pid_alive(holder.get("pid"))
+
+  def _heartbeat(self):
+    while not self._stop.wait(self._heartbeat_s):
+      with contextlib.suppress(Exception):  # a missed beat is retried at the next one
+        if (_read(self.path) or {}).get("token") != self._record["token"]:
+          return  # taken over (this run looked dead): leave the new holder alone
+        self._record["time"] = time.time()
+        storage.write_json(self.path, self._record, indent=None)
+
+
+@contextlib.contextmanager
+def held(workdir):
+  """Holds the workdir's lock for the body (process 0 takes it; all processes agree).
+
+  Raises:
+    UserError: on every process, when another run holds the lock.
+  """
+  import jax
+
+  lock = WorkdirLock(workdir)
+  error = ""
+  if jax.process_index() == 0:
+    try:
+      lock.acquire()
+    except (UserError, OSError) as e:
+      error = str(e) if isinstance(e, UserError) else f"cannot lock {lock.path}: {e}"
+  if jax.process_count() > 1:
+    error = _broadcast_text(error)
+  if error:
+    raise UserError(error)
+  try:
+    yield lock
+  finally:
+    lock.release()
+
+
+def _broadcast_text(text: str, size: int = 2048) -> str:
+  """Process 0's `text` on every process."""
+  import numpy as np
+  from jax.experimental import multihost_utils
+
+  data = np.zeros(size, np.uint8)
+  raw = text.encode("utf-8")[:size]
+  data[: len(raw)] = np.frombuffer(raw, np.uint8)
+  out = np.asarray(multihost_utils.broadcast_one_to_all(data))
+  return out.tobytes().rstrip(b"\0").decode("utf-8", errors="replace")
+
+
+def _record() -> dict:
+  return {
+    "host": socket.gethostname(),
+    "pid": os.getpid(),
+    "time": time.time(),
+    "token": uuid.uuid4().hex,
+  }
+
+
+def _read(path) -> dict | None:
+  """The lock record at `path`, or None (no lock, or an empty or garbled one)."""
+  try:
+    record = json.loads(storage.read_bytes(path) or b"null")
+  except (FileNotFoundError, ValueError):
+    return None
+  return record if isinstance(record, dict) else None
+
+
+def _pid_alive(pid) -> bool:
+  if not isinstance(pid, int) or pid <= 0:
+    return False
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # alive, another user's
+    return True
+  return True

@@ -1,0 +1,96 @@
+"""`bert-jax compile`: a recipe's train step compiled for a TPU slice on this CPU (libtpu).
+
+Each case runs the CLI in a subprocess (libtpu is loaded there, not in the test process)
+and checks the report's JSON line against numbers worked out here from the config.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("libtpu")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# BERT-tiny, short rows and a small vocabulary: compiles in seconds.
+SMALL = (
+  "--config.data.max_seq_length=32",
+  "--config.data.max_predictions_per_seq=4",
+  "--config.tokenizer.vocab_size=500",  # the model pads it to 512
+  "--config.train.batch_size=16",
+)
+
+
+def compile_cli(*args):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+  return subprocess.run(
+    [sys.executable, "-m", "bert_jax", "compile", *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+
+
+def report(proc):
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_small_step_fits_with_our_flops():
+  proc = compile_cli("--topology", "v5e:2x2", *SMALL)
+  assert proc.returncode == 0, proc.stderr
+  r = report(proc)
+  # BERT-tiny: 2 layers, hidden 128, MLP 512; 16 rows of 32 tokens, 4 predictions each.
+  b, s, p, layers, h, i, v = 16, 32, 4, 2, 128, 512, 512
+  per_token = layers * (3 * h * h + h * h + 2 * h * i)  # Q, K, V, output; MLP in and out
+  attention = 2 * 2 * s * h * layers  # scores and values, per token, forward
+  heads = p * (h * h + h * v) + h * h + 2 * h  # per row: MLM transform and decoder; pooler, NSP
+  expected = 3 * (2 * per_token * b * s + attention * b * s + 2 * heads * b)
+  assert r["model_flops_per_step"] == expected
+  assert r["topology"] == "v5e:2x2" and r["chips"] == 4
+  assert r["mesh"] == {"data": 4, "fsdp": 1, "tensor": 1}
+  assert r["hbm_per_chip_bytes"] == 16 * 2**30
+  assert 0 < r["peak_bytes_per_chip"] <= r["hbm_usable_per_chip_bytes"] < r["hbm_per_chip_bytes"]
+  assert r["fits"] is True
+  # XLA also counts softmax, layer norms, the optimizer ...: more, but the same order.
+  assert 0.9 < r["xla_flops_per_step"] / expected < 3
+  # Data parallel: the gradients are summed over the 4 chips, nothing is gathered.
+  assert r["collectives"]["all-reduce"]["count"] >= 1
+  assert r["collectives"]["all-gather"]["count"] == 0
+  assert proc.stdout.splitlines()[-2].startswith("fits: peak ")
+
+
+def test_too_big_a_batch_does_not_fit():
+  proc = compile_cli(
+    "--topology", "v5e:2x2", "--config.train.batch_size=16384", "--config.model.scan_layers=True"
+  )
+  assert proc.returncode == 1, proc.stderr
+  r = report(proc)
+  assert r["fits"] is False and r["peak_bytes_per_chip"] > r["hbm_usable_per_chip_bytes"]
+  verdict = proc.stdout.splitlines()[-2]
+  assert verdict.startswith("does not fit: ")
+  for advice in ("remat_policy=full", "mesh.fsdp=-1", "accum_steps=2"):
+    assert advice in verdict
+
+
+@pytest.mark.parametrize(
+  "args, message",
+  [
+    (("--topology", "v7x:2x2"), "--topology 'v7x:2x2' is not a TPU slice; use v4:XxYxZ"),
+    (("--topology", "v5e:4x4x4"), "is not a TPU slice"),
+    ((), "--topology is required"),
+    (
+      ("--topology", "v5e:2x2", "--config.train.batch_size=30", "--config.data.lanes=2"),
+      "does not divide over the 4",
+    ),
+  ],
+)
+def test_bad_input_is_one_line(args, message):
+  proc = compile_cli(*args)
+  assert proc.returncode == 2
+  assert proc.stdout == ""
+  assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ")
+  assert message in proc.stderr

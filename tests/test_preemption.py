@@ -1,0 +1,399 @@
+"""Preemption-safe runs: SIGTERM on two jax.distributed processes and Ctrl-C on one save a
+checkpoint at one agreed step, exit 75 and resume to the uninterrupted run's numbers; an
+unreadable latest checkpoint is set aside and the run falls back to the one before; a NaN
+loss stops the run (not 75) with the last good checkpoint kept; a second run on a workdir
+in use is refused; the workdir lock, local and on a GCS emulator.
+
+The runs are a tiny BERT on a few of CPython's doc topics, 8 steps, checkpoints every 3.
+In-process runs take one device of the eight (`ONE_DEVICE`); the 2-process runs are
+subprocesses of 2 CPU devices each, as in tests/test_pretrain.py.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import types
+
+import numpy as np
+import pytest
+
+from bert_jax import checkpoint as ckpt_lib
+from bert_jax import cli, errors, storage
+from bert_jax import lock as lock_lib
+from bert_jax.train import loop
+from tests.conftest import ONE_DEVICE, write_topics_corpus
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Two lanes and eval shards, so that two processes each read their own.
+DATA = [
+  "--config.data.input_format=document",
+  "--config.tokenizer.vocab_size=400",
+  "--config.data.num_shards=2",
+  "--config.data.lanes=2",
+  "--config.data.eval_fraction=0.1",
+  "--config.data.max_seq_length=32",
+  "--config.data.max_predictions_per_seq=5",
+]
+RUN = [
+  "--config.train.steps=8",
+  "--config.train.batch_size=8",
+  "--config.train.warmup_steps=1",
+  "--config.train.log_every_steps=1",
+  "--config.checkpoint.every_steps=3",
+  "--config.eval.every_steps=8",
+  "--config.eval.steps=1",
+]
+PREEMPTED = re.compile(r"preempted at step (\d+) \((SIGTERM|SIGINT)\): checkpoint saved in ")
+
+
+@pytest.fixture(scope="module")
+def data_args(tmp_path_factory):
+  """The arguments that read the prepared data (made once, in process)."""
+  root = tmp_path_factory.mktemp("data")
+  write_topics_corpus(root / "corpus", 40)
+  args = [f"--config.data.input={root}/corpus/*.txt", *DATA]
+  assert cli.main(["prepare", "--workdir", str(root / "prep"), *args]) == 0
+  return [*args, f"--config.data.prepared_dir={root}/prep/data"]
+
+
+def _pretrain(workdir, data_args, *extra):
+  return cli.main(["pretrain", "--workdir", str(workdir), *data_args, *RUN, ONE_DEVICE, *extra])
+
+
+def _records(workdir):
+  """metrics.jsonl by (step, split), without the timing."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    records = [json.loads(line) for line in f]
+  return {
+    (r["step"], r["split"]): {k: v for k, v in r.items() if k != "seq_per_s"} for r in records
+  }
+
+
+def _steps(workdir, folder="checkpoints"):
+  return sorted(int(n) for n in os.listdir(os.path.join(workdir, folder)) if n.isdigit())
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, data_args):
+  """A workdir of the 8 steps run without a stop (in process, one device)."""
+  workdir = tmp_path_factory.mktemp("uninterrupted")
+  assert _pretrain(workdir, data_args) == 0
+  assert _steps(workdir) == [3, 6, 8]
+  return workdir
+
+
+def _when_logged(workdir, step, action):
+  """Runs `action` in a thread once metrics.jsonl shows `step`."""
+
+  def watch():
+    path = os.path.join(workdir, "metrics.jsonl")
+    deadline = time.time() + 300
+    while time.time() < deadline:
+      if os.path.exists(path) and any(s >= step for s, _ in _records(workdir)):
+        action()
+        return
+      time.sleep(0.05)
+
+  thread = threading.Thread(target=watch, daemon=True)
+  thread.start()
+  return thread
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_at_the_next_step_exits_75_and_resumes(
+  tmp_path, data_args, uninterrupted, capsys, monkeypatch
+):
+  monkeypatch.setattr(loop, "_STEP_SLEEP", 0.2)
+  watcher = _when_logged(tmp_path, 4, lambda: os.kill(os.getpid(), signal.SIGINT))
+  assert _pretrain(tmp_path, data_args) == errors.PREEMPTED_EXIT_CODE == 75
+  watcher.join()
+  err = capsys.readouterr().err.strip().splitlines()
+  match = PREEMPTED.match(err[-1])
+  assert match and match[2] == "SIGINT", err[-1]
+  step = int(match[1])
+  assert 4 < step < 8 and step in _steps(tmp_path)  # saved at the step it stopped at
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+  monkeypatch.setattr(loop, "_STEP_SLEEP", 0)
+  assert _pretrain(tmp_path, data_args) == 0
+  assert f"resumed from {tmp_path}/checkpoints/{step}" in capsys.readouterr().out
+  assert _records(tmp_path) == _records(uninterrupted)  # bit-exact, every logged step
+
+
+def test_a_second_ctrl_c_interrupts_at_once():
+  with loop._StopSignals(handle_sigterm=True) as stop:
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert stop.signal == "SIGTERM"
+    with pytest.raises(KeyboardInterrupt):  # while the checkpoint is being saved
+      os.kill(os.getpid(), signal.SIGINT)
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_preempted_is_one_line_and_status_75(capsys):
+  def preempted():
+    raise errors.Preempted(7, "gs://b/run/checkpoints")
+
+  assert cli.report_errors(preempted) == 75
+  assert capsys.readouterr().err.strip().splitlines() == [
+    "preempted at step 7 (SIGTERM): checkpoint saved in gs://b/run/checkpoints; "
+    "run the same command to resume"
+  ]
+
+
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+  """A JAX compilation cache the 2-process runs share: the 2nd and 3rd runs load the
+  programs the 1st compiled (the same executables, so the numbers are unchanged).
+  """
+  return {
+    "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache")),
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+  }
+
+
+def _two_processes(workdir, data_args, env):
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  return [
+    subprocess.Popen(
+      [sys.executable, "-m", "bert_jax", "pretrain", "--workdir", str(workdir)]
+      + [*data_args, *RUN, "--config.mesh.fsdp=2", "--config.distributed=True"],
+      cwd=REPO,
+      env={
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+        "JAX_NUM_PROCESSES": "2",
+        "JAX_PROCESS_ID": str(i),
+        **env,
+      },
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
+
+
+def _finish(procs, code=0):
+  errs = []
+  for p in procs:
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == code, err[-3000:]
+    errs.append(err)
+  return errs
+
+
+@pytest.mark.slow
+def test_sigterm_on_two_processes_saves_one_agreed_step_and_resumes(
+  tmp_path, data_args, compile_cache
+):
+  _finish(_two_processes(tmp_path / "whole", data_args, compile_cache))
+  workdir = tmp_path / "stopped"
+  slow = {**compile_cache, "BERT_JAX_DEBUG_STEP_SLEEP": "0.5"}
+  procs = _two_processes(workdir, data_args, slow)
+  deadline = time.time() + 300
+  while not (workdir / "metrics.jsonl").exists() or max(_records(workdir))[0] < 4:
+    assert all(p.poll() is None for p in procs), procs[0].communicate()[1][-3000:]
+    assert time.time() < deadline
+    time.sleep(0.05)
+  for p in procs:  # past the step-3 checkpoint, before the step-6 one (if in time)
+    p.send_signal(signal.SIGTERM)
+  errs = _finish(procs, errors.PREEMPTED_EXIT_CODE)
+  steps = {int(PREEMPTED.search(err)[1]) for err in errs}
+  assert len(steps) == 1, errs  # both processes name the same step
+  (step,) = steps
+  assert 4 < step < 8 and step in _steps(workdir)
+  resumed = _two_processes(workdir, data_args, compile_cache)
+  _finish(resumed)
+  assert _records(workdir) == _records(tmp_path / "whole")
+
+
+@pytest.mark.slow
+def test_unreadable_latest_checkpoint_is_set_aside(tmp_path, data_args, uninterrupted, capsys):
+  workdir = tmp_path / "run"
+  shutil.copytree(uninterrupted, workdir)
+  data = workdir / "checkpoints" / "8" / "params" / "ocdbt.process_0" / "d"
+  biggest = max(data.iterdir(), key=lambda f: f.stat().st_size)
+  os.truncate(biggest, 100)  # a write cut short
+  assert _pretrain(workdir, data_args) == 0
+  captured = capsys.readouterr()
+  lines = [line for line in captured.out.splitlines() if "is unreadable" in line]
+  assert len(lines) == 1, captured.out
+  assert f"checkpoint {workdir}/checkpoints/8 is unreadable (" in lines[0]
+  assert f"moved it to {workdir}/checkpoints_unreadable/8" in lines[0]
+  assert "Traceback" not in captured.err and "TensorStore" not in captured.err
+  assert f"resumed from {workdir}/checkpoints/6" in captured.out
+  assert _steps(workdir) == [3, 6, 8]  # step 8 saved again, in its place
+  aside = workdir / "checkpoints_unreadable" / "8" / biggest.relative_to(workdir / "checkpoints/8")
+  assert os.path.getsize(aside) == 100  # kept as it was, for a look
+  assert _records(workdir) == _records(uninterrupted)
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
+  tmp_path, data_args, capsys, monkeypatch
+):
+  monkeypatch.setattr(loop, "_NAN_AT_STEP", 5)
+  status = _pretrain(tmp_path, data_args, "--config.train.log_every_steps=2")
+  assert status == 2 and status != errors.PREEMPTED_EXIT_CODE
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err[-1].startswith("error: the loss is nan at step 5: stopped without saving it")
+  assert f"step 3 in {tmp_path}/checkpoints, is kept" in err[-1]
+  assert _steps(tmp_path) == [3]  # not 6, although step 6 was a checkpoint step
+  checkpoints = ckpt_lib.Checkpoints(tmp_path / "checkpoints", read_only=True)
+  params, _ = checkpoints.restore(3, None)
+  import jax
+
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+  assert max(s for s, _ in _records(tmp_path)) == 4  # no record of a NaN loss
+
+
+@pytest.mark.slow
+def test_a_second_run_on_a_workdir_in_use_is_refused(tmp_path, data_args, capsys):
+  first = subprocess.Popen(
+    [sys.executable, "-m", "bert_jax", "pretrain", "--workdir", str(tmp_path)] + [*data_args, *RUN],
+    cwd=REPO,
+    env={**os.environ, "XLA_FLAGS": "", "BERT_JAX_DEBUG_STEP_SLEEP": "5"},
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  try:
+    lock_file = tmp_path / lock_lib.LOCK_FILE
+    deadline = time.time() + 300
+    while not (lock_file.exists() and lock_file.read_text()):
+      assert first.poll() is None, first.communicate()[1][-3000:]
+      assert time.time() < deadline
+      time.sleep(0.05)
+    before = sorted(os.listdir(tmp_path))
+    assert _pretrain(tmp_path, data_args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+      f"error: --workdir {tmp_path} is in use by the run of pid {first.pid} on "
+      f"{socket.gethostname()} (lock time {_lock_time(lock_file)}); wait for it to finish "
+      f"or stop it, or use another --workdir"
+    )
+    assert sorted(os.listdir(tmp_path)) == before
+  finally:
+    first.kill()
+    first.communicate()
+
+
+def _lock_time(lock_file):
+  held = json.loads(lock_file.read_text())
+  return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(held["time"]))
+
+
+# --- the lock and the checkpoint mechanics, local and on the GCS emulator -----------------------
+
+
+def test_local_lock_refuses_a_second_holder_until_released(tmp_path):
+  first = lock_lib.WorkdirLock(str(tmp_path / "run"))
+  first.acquire()
+  with pytest.raises(errors.UserError, match=f"pid {os.getpid()}"):
+    lock_lib.WorkdirLock(str(tmp_path / "run")).acquire()
+  first.release()
+  second = lock_lib.WorkdirLock(str(tmp_path / "run"))
+  second.acquire()
+  second.release()
+
+
+def test_remote_lock_heartbeat_refusal_and_takeover(gcs_bucket):
+  workdir = f"{gcs_bucket}/lock-{os.getpid()}-{time.time_ns()}"
+  path = storage.join(workdir, lock_lib.LOCK_FILE)
+  first = lock_lib.WorkdirLock(workdir, heartbeat_s=0.2)
+  first.acquire()
+  beat = storage.read_json(path)["time"]
+  time.sleep(0.8)
+  assert storage.read_json(path)["time"] > beat  # the heartbeat refreshes it
+  with pytest.raises(errors.UserError, match="is in use by the run of pid"):
+    lock_lib.WorkdirLock(workdir).acquire()
+  first.release()
+  assert not storage.exists(path)  # a clean exit deletes it
+
+  def held_by(**record):
+    storage.write_json(path, {"host": "elsewhere", "pid": 1, "time": time.time(), **record})
+
+  held_by(time=time.time() - 1000)  # a run killed long ago
+  taker = lock_lib.WorkdirLock(workdir)
+  taker.acquire()
+  assert storage.read_json(path)["pid"] == os.getpid()
+  taker.release()
+  dead = subprocess.run(
+    [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True
+  )
+  held_by(host=socket.gethostname(), pid=int(dead.stdout))  # fresh, but its process is gone
+  taker = lock_lib.WorkdirLock(workdir)
+  taker.acquire()
+  taker.release()
+  held_by()  # fresh, another host's
+  with pytest.raises(errors.UserError, match="on elsewhere"):
+    lock_lib.WorkdirLock(workdir).acquire()
+
+
+def _state(value):
+  # Random (incompressible) arrays above Orbax's 1 KiB inline limit: they get data files.
+  rng = np.random.default_rng(value)
+  params = {
+    "w": rng.standard_normal((64, 64), np.float32),
+    "b": rng.standard_normal(512, np.float32),
+  }
+  return types.SimpleNamespace(params=params, opt_state={"m": np.zeros((3,), np.float32)})
+
+
+@pytest.mark.parametrize("where", ["local", "gcs"])
+def test_unreadable_step_is_set_aside_and_can_be_saved_again(where, tmp_path, request):
+  root = str(tmp_path) if where == "local" else request.getfixturevalue("gcs_bucket")
+  directory = storage.join(root, f"ck-{os.getpid()}-{time.time_ns()}", "checkpoints")
+  checkpoints = ckpt_lib.Checkpoints(directory, async_save=False)
+  for step in (1, 2):
+    checkpoints.save(step, _state(step), {"step": step})
+  params_dir = storage.join(directory, "2", "params")
+  data = storage.glob(storage.join(params_dir, "ocdbt.process_0", "d", "*"))
+  assert data
+  for p in data:
+    storage.write_bytes(p, b"")  # cut short
+  checkpoints.close()
+  checkpoints = ckpt_lib.Checkpoints(directory, async_save=False)  # a new run
+  with pytest.raises(ckpt_lib.Unreadable, match=f"{directory}/2 is unreadable"):
+    checkpoints.restore(2, None)
+  moved = checkpoints.set_aside(2)
+  assert moved == storage.join(f"{directory}_unreadable", "2")
+  assert storage.exists(storage.join(moved, "params"))
+  assert checkpoints.all_steps() == [1] and checkpoints.latest_step() == 1
+  np.testing.assert_array_equal(checkpoints.restore(1, None)[0]["w"], _state(1).params["w"])
+  checkpoints.save(2, _state(5), {"step": 2})  # the step, saved again in its place
+  np.testing.assert_array_equal(checkpoints.restore(2, None)[0]["b"], _state(5).params["b"])
+  checkpoints.close()
+
+
+@pytest.mark.parametrize("where", ["local", "gcs"])
+def test_an_uncommitted_save_is_not_resumed(where, tmp_path, request):
+  """What kill -9 during a save leaves is not a step: locally Orbax's temporary folder, on
+  GCS a step folder without its commit_success.txt. Saving that step again works.
+  """
+  root = str(tmp_path) if where == "local" else request.getfixturevalue("gcs_bucket")
+  directory = storage.join(root, f"ck-{os.getpid()}-{time.time_ns()}", "checkpoints")
+  checkpoints = ckpt_lib.Checkpoints(directory, async_save=False)
+  checkpoints.save(1, _state(1), {"step": 1})
+  checkpoints.save(2, _state(2), {"step": 2})
+  checkpoints.close()
+  if where == "local":
+    os.rename(f"{directory}/2", f"{directory}/2.orbax-checkpoint-tmp-1234")
+  else:
+    storage.remove(storage.join(directory, "2", "commit_success.txt"))
+    storage.invalidate_cache(directory)
+  reopened = ckpt_lib.Checkpoints(directory, async_save=False)
+  assert reopened.latest_step() == 1
+  reopened.save(2, _state(3), {"step": 2})
+  np.testing.assert_array_equal(reopened.restore(2, None)[0]["w"], _state(3).params["w"])
+  reopened.close()
