@@ -30,6 +30,7 @@ SIZES = {
 
 OBJECTIVES = ("nsp", "sop", "mlm")
 INPUT_FORMATS = ("auto", "bert", "document", "jsonl")
+LOADERS = ("auto", "tf.data", "threads")
 
 
 def _recipes_dir() -> pathlib.Path:
@@ -88,6 +89,9 @@ def base_config():
   # copies only its own lanes' shards, checked against the manifest. A local prepared_dir is
   # read in place.
   c.data.cache_dir = "~/.cache/bert_jax"
+  # Batches under tf.data ("tf.data"), or a thread pool ("threads": the same batches, no
+  # TensorFlow import, ~4 s sooner to start); "auto": tf.data when TensorFlow is installed.
+  c.data.loader = "auto"
   c.data.num_shards = 64  # output shards (work units), split between the lanes
   c.data.lanes = 8  # data streams; a run resumes exactly on any host count
   # dividing it; it must divide train.batch_size

@@ -25,6 +25,7 @@ TPU = os.path.join(REPO, "launch", "tpu.py")
 FAKE = os.path.join(REPO, "tests", "fake_cloud")
 RUN = [
   "--config.data.input_format=document",
+  "--config.data.loader=threads",  # no TensorFlow import: each process starts sooner
   "--config.tokenizer.vocab_size=400",
   "--config.data.num_shards=2",
   "--config.data.lanes=2",
@@ -69,15 +70,12 @@ def run_args(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def base_env(tmp_path_factory):
-  """The fakes first on PATH (then this Python's bin, for `python3` and `bert-jax`), and a
-  JAX compilation cache the runs share.
+  """The fakes first on PATH (then this Python's bin, for `python3` and `bert-jax`); the
+  runs share the session's JAX compilation cache (conftest).
   """
   return {
     **os.environ,
     "PATH": os.pathsep.join([FAKE, os.path.dirname(sys.executable), os.environ["PATH"]]),
-    "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache")),
-    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
   }
 
 

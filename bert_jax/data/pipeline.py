@@ -315,7 +315,13 @@ def batches(
 
 
 def _tf_batches(stream, start, end):
-  import tensorflow as tf
+  try:
+    import tensorflow as tf
+  except ImportError:
+    raise UserError(
+      "config.data.loader='tf.data' needs TensorFlow (pip install tensorflow-cpu); "
+      "or use --config.data.loader=threads"
+    ) from None
 
   tf.config.set_visible_devices([], "GPU")  # host-side only: keep TF off the accelerators
   first = stream.batch_at(start)

@@ -75,6 +75,7 @@ def validate(config) -> None:
     )
   config_lib.check_choice(config, "data.objective", config_lib.OBJECTIVES)
   config_lib.check_choice(config, "data.input_format", config_lib.INPUT_FORMATS)
+  config_lib.check_choice(config, "data.loader", config_lib.LOADERS)
   if d.packing and d.objective != "mlm":
     raise UserError(
       f"config.data.packing needs config.data.objective='mlm' (rows of sentence "
@@ -239,6 +240,7 @@ def pretrain(config, workdir):
     log=log,
     cache_dir=d.cache_dir,
   )
+  use_tf = {"auto": None, "tf.data": True, "threads": False}[d.loader]
   eval_batches = _eval_batches(config, manifest, stream(split="eval", shuffle=False))
   train_stream = stream(split="train")
   objective = step_lib.Pretraining(model)
@@ -267,7 +269,7 @@ def pretrain(config, workdir):
     schedule=schedule,
     steps=t.steps,
     batch_size=t.batch_size,
-    batches=lambda start: pipeline.batches(train_stream, start, t.steps),
+    batches=lambda start: pipeline.batches(train_stream, start, t.steps, use_tf=use_tf),
     evaluate=evaluate,
     eval_line=eval_line,
     eval_every=config.eval.every_steps,
@@ -294,7 +296,7 @@ def _eval_batches(config, manifest, eval_stream):
       f"eval: {rows} held-out rows, fewer than a batch of {config.train.batch_size}; "
       f"they repeat (raise config.data.eval_fraction for a better estimate)"
     )
-  return list(pipeline.batches(eval_stream, 0, steps))
+  return list(pipeline.batches(eval_stream, 0, steps, use_tf=False))  # once: no need for tf.data
 
 
 def _evaluate(eval_step, params, batches, mesh):
