@@ -148,3 +148,51 @@ def gcs_bucket(tmp_path_factory):
   emulator.terminate()
   emulator.wait(timeout=10)
   log.close()
+
+
+def free_port():
+  """A TCP port on localhost that nothing listens on (for a coordinator or an emulator)."""
+  import socket
+
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def distributed_processes(argv, *, devices, env, count=2, stdout=None):
+  """`python -m bert_jax ARGV` started as `count` processes of one jax.distributed cluster
+  on localhost (`--config.distributed=True` in ARGV makes them join it), each with `devices`
+  CPU devices; stderr is piped (text), stdout too unless `stdout` is given.
+  """
+  import subprocess
+  import sys
+
+  port = free_port()
+  return [
+    subprocess.Popen(
+      [sys.executable, "-m", "bert_jax", *argv],
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+      env={
+        **env,
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+        "JAX_NUM_PROCESSES": str(count),
+        "JAX_PROCESS_ID": str(i),
+      },
+      stdout=subprocess.PIPE if stdout is None else stdout,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(count)
+  ]
+
+
+@pytest.fixture
+def no_gs_folder(tmp_path, monkeypatch):
+  """Runs a test in its own folder, then checks that no local folder named `gs:` appeared
+  there or in the repository (what `os.makedirs("gs://...")` would leave).
+  """
+  monkeypatch.chdir(tmp_path)
+  yield
+  assert not [d for d, dirs, _ in os.walk(tmp_path) if "gs:" in dirs]
+  assert not os.path.exists(os.path.join(os.path.dirname(os.path.dirname(__file__)), "gs:"))

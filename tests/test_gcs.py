@@ -58,12 +58,8 @@ def base(gcs_bucket):
 
 
 @pytest.fixture(autouse=True)
-def _in_tmp_path(tmp_path, monkeypatch):
-  """Each test runs in its own folder, then checks that no `gs:` folder appeared."""
-  monkeypatch.chdir(tmp_path)
-  yield
-  assert not [d for d, dirs, _ in os.walk(tmp_path) if "gs:" in dirs]
-  assert not os.path.exists(os.path.join(REPO, "gs:"))
+def _in_tmp_path(no_gs_folder):
+  """Each test runs in its own folder; no local `gs:` folder may appear (conftest)."""
 
 
 def _upload(local_dir, remote_dir):
@@ -292,3 +288,16 @@ def test_kill_and_resume_in_a_bucket_equals_uninterrupted(base, tmp_path):
   checkpoints, step = run_lib.open_checkpoints(f"{run}/checkpoints")
   assert step == 20 and checkpoints.meta(20)["step"] == 20
   assert run_lib.tokenizer(run).fingerprint == checkpoints.meta(20)["tokenizer_fingerprint"]
+
+  # export-hf from the bucket writes the files a local export of the same run writes.
+  import fsspec
+
+  local_run = tmp_path / "local_run"
+  fs, remote = fsspec.core.url_to_fs(run)
+  fs.get(remote, str(local_run), recursive=True)
+  assert cli.main(["export-hf", "--workdir", run, "--out", f"{base}/hf"]) == 0
+  assert cli.main(["export-hf", "--workdir", str(local_run), "--out", str(tmp_path / "hf")]) == 0
+  names = sorted(os.listdir(tmp_path / "hf"))
+  assert "model.safetensors" in names and storage.listdir(f"{base}/hf") == names
+  for name in names:
+    assert storage.read_bytes(f"{base}/hf/{name}") == (tmp_path / "hf" / name).read_bytes(), name

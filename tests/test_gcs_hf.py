@@ -43,12 +43,8 @@ def remote_run(base):
 
 
 @pytest.fixture(autouse=True)
-def _in_tmp_path(tmp_path, monkeypatch):
-  """Each test runs in its own folder, then checks that no `gs:` folder appeared there."""
-  monkeypatch.chdir(tmp_path)
-  yield
-  assert not [d for d, dirs, _ in os.walk(tmp_path) if "gs:" in dirs]
-  assert not os.path.exists(os.path.join(os.path.dirname(__file__), "..", "gs:"))
+def _in_tmp_path(no_gs_folder):
+  """Each test runs in its own folder; no local `gs:` folder may appear (conftest)."""
 
 
 def _files(directory):

@@ -11,14 +11,13 @@ cache, so only the first compiles.
 import json
 import os
 import shlex
-import socket
 import subprocess
 import sys
 
 import pytest
 
 from bert_jax import cli
-from tests.conftest import write_topics_corpus
+from tests.conftest import distributed_processes, free_port, write_topics_corpus
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TPU = os.path.join(REPO, "launch", "tpu.py")
@@ -87,35 +86,17 @@ def cloud(tmp_path, base_env):
   return {**base_env, "FAKE_CLOUD_DIR": str(state)}
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, run_args, base_env):
   """Metrics of the run without a stop: 2 processes of 1 CPU device, as the fake workers."""
   workdir = tmp_path_factory.mktemp("uninterrupted")
-  port = _free_port()
-  procs = [
-    subprocess.Popen(
-      [sys.executable, "-m", "bert_jax", "pretrain", "--config", "configs/demo.py"]
-      + ["--workdir", str(workdir), "--config.distributed=True", *run_args],
-      cwd=REPO,
-      env={
-        **base_env,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
-        "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
-        "JAX_NUM_PROCESSES": "2",
-        "JAX_PROCESS_ID": str(i),
-      },
-      stdout=subprocess.DEVNULL,
-      stderr=subprocess.PIPE,
-      text=True,
-    )
-    for i in range(2)
-  ]
+  procs = distributed_processes(
+    ["pretrain", "--config", "configs/demo.py", "--workdir", str(workdir)]
+    + ["--config.distributed=True", *run_args],
+    devices=1,
+    env=base_env,
+    stdout=subprocess.DEVNULL,
+  )
   for p in procs:
     _, err = p.communicate(timeout=600)
     assert p.returncode == 0, err[-3000:]
@@ -267,7 +248,7 @@ def test_slurm_script_requeues_on_sigterm_and_the_next_run_resumes(
     "SLURM_JOB_ID": "4242",
     "SLURM_NTASKS": "2",
     "SLURM_JOB_NODELIST": "localhost",
-    "COORDINATOR_PORT": str(_free_port()),
+    "COORDINATOR_PORT": str(free_port()),
     "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
   }
   command = ["bash", "launch/slurm.sbatch", "configs/demo.py", str(workdir), *run_args]

@@ -28,7 +28,7 @@ from bert_jax import checkpoint as ckpt_lib
 from bert_jax import cli, errors, storage
 from bert_jax import lock as lock_lib
 from bert_jax.train import loop
-from tests.conftest import ONE_DEVICE, write_topics_corpus
+from tests.conftest import ONE_DEVICE, distributed_processes, write_topics_corpus
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Two lanes and eval shards, so that two processes each read their own.
@@ -148,28 +148,12 @@ def test_preempted_is_one_line_and_status_75(capsys):
 
 
 def _two_processes(workdir, data_args, env):
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    port = s.getsockname()[1]
-  return [
-    subprocess.Popen(
-      [sys.executable, "-m", "bert_jax", "pretrain", "--workdir", str(workdir)]
-      + [*data_args, *RUN, "--config.mesh.fsdp=2", "--config.distributed=True"],
-      cwd=REPO,
-      env={
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-        "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
-        "JAX_NUM_PROCESSES": "2",
-        "JAX_PROCESS_ID": str(i),
-        **env,
-      },
-      stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE,
-      text=True,
-    )
-    for i in range(2)
-  ]
+  return distributed_processes(
+    ["pretrain", "--workdir", str(workdir), *data_args, *RUN]
+    + ["--config.mesh.fsdp=2", "--config.distributed=True"],
+    devices=2,
+    env={**os.environ, **env},
+  )
 
 
 def _finish(procs, code=0):
