@@ -27,20 +27,14 @@ from bert_jax.data import pipeline, prepare, sources
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
 from bert_jax.train import metrics as metrics_lib
-from tests.conftest import write_topics_corpus
+from tests.conftest import TINY_TWO_LANES, write_topics_corpus
 from tests.test_pipeline import _corpus, small_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A tiny BERT on 24 of CPython's doc topics: 20 steps, checkpoints every 10, one eval at the end.
 RUN = [
-  "--config.data.input_format=document",
-  "--config.data.loader=threads",  # no TensorFlow import: each process starts sooner
-  "--config.tokenizer.vocab_size=400",
-  "--config.data.num_shards=2",
-  "--config.data.lanes=2",
+  *TINY_TWO_LANES,
   "--config.data.num_workers=1",
-  "--config.data.max_seq_length=32",
-  "--config.data.max_predictions_per_seq=5",
   "--config.train.steps=20",
   "--config.train.batch_size=8",
   "--config.train.warmup_steps=2",

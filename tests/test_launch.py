@@ -17,20 +17,13 @@ import sys
 import pytest
 
 from bert_jax import cli
-from tests.conftest import distributed_processes, free_port, write_topics_corpus
+from tests.conftest import TINY_TWO_LANES, distributed_processes, free_port, write_topics_corpus
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TPU = os.path.join(REPO, "launch", "tpu.py")
 FAKE = os.path.join(REPO, "tests", "fake_cloud")
 RUN = [
-  "--config.data.input_format=document",
-  "--config.data.loader=threads",  # no TensorFlow import: each process starts sooner
-  "--config.tokenizer.vocab_size=400",
-  "--config.data.num_shards=2",
-  "--config.data.lanes=2",
-  "--config.data.eval_fraction=0.1",
-  "--config.data.max_seq_length=32",
-  "--config.data.max_predictions_per_seq=5",
+  *TINY_TWO_LANES,
   "--config.train.steps=20",
   "--config.train.batch_size=8",
   "--config.train.warmup_steps=1",

@@ -28,20 +28,10 @@ from bert_jax import checkpoint as ckpt_lib
 from bert_jax import cli, errors, storage
 from bert_jax import lock as lock_lib
 from bert_jax.train import loop
-from tests.conftest import ONE_DEVICE, distributed_processes, write_topics_corpus
+from tests.conftest import ONE_DEVICE, TINY_TWO_LANES, distributed_processes, write_topics_corpus
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Two lanes and eval shards, so that two processes each read their own.
-DATA = [
-  "--config.data.input_format=document",
-  "--config.tokenizer.vocab_size=400",
-  "--config.data.num_shards=2",
-  "--config.data.lanes=2",
-  "--config.data.eval_fraction=0.1",
-  "--config.data.max_seq_length=32",
-  "--config.data.max_predictions_per_seq=5",
-  "--config.data.loader=threads",  # no TensorFlow import: each process starts sooner
-]
+DATA = TINY_TWO_LANES
 RUN = [
   "--config.train.steps=8",
   "--config.train.batch_size=8",
