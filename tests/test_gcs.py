@@ -23,7 +23,7 @@ import pytest
 
 from bert_jax import cli, storage
 from bert_jax import run as run_lib
-from bert_jax.data import pipeline, prepare, sources
+from bert_jax.data import pipeline, prepare, sources, units
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
 from bert_jax.train import metrics as metrics_lib
@@ -177,8 +177,8 @@ def test_prepare_into_a_bucket_equals_a_local_prepare(base, tmp_path, monkeypatc
   storage.remove(storage.join(remote, prepare.MANIFEST))
   storage.remove(storage.join(remote, prepare.SHARDS, f"unit-{unit:05d}.json"))
   done = []
-  real = prepare._process_unit
-  monkeypatch.setattr(prepare, "_process_unit", lambda args: done.append(args[0]) or real(args))
+  real = units.process_unit
+  monkeypatch.setattr(units, "process_unit", lambda args: done.append(args[0]) or real(args))
   again = prepare.prepare(config, remote, **quiet)
   assert done == [unit] and again["splits"] == manifest["splits"]
   assert storage.read_bytes(changed) == storage.read_bytes(os.path.join(local, mine[0]["file"]))

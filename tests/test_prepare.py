@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from bert_jax.data import corpus, pipeline, prepare, records, sources, synthetic, tokenizer
+from bert_jax.data import corpus, pipeline, prepare, records, sources, synthetic, tokenizer, units
 from bert_jax.errors import UserError
 from tests.test_pipeline import _corpus, small_config
 
@@ -93,8 +93,8 @@ def test_prepare_resumes_by_skipping_finished_shards(tmp_path, monkeypatch):
   os.remove(tmp_path / "d" / prepare.SHARDS / "unit-00002.json")
   os.remove(tmp_path / "d" / prepare.SHARDS / "train-00002.array_record")
   done = []
-  real = prepare._process_unit
-  monkeypatch.setattr(prepare, "_process_unit", lambda args: done.append(args[0]) or real(args))
+  real = units.process_unit
+  monkeypatch.setattr(units, "process_unit", lambda args: done.append(args[0]) or real(args))
   lines = []
   again = _quiet(c, tmp_path / "d", log=lines.append)
   assert done == [2] and any("3 of 4 shards already done" in line for line in lines)
