@@ -9,10 +9,9 @@ Whole files are written atomically: locally to a `.tmp` sibling renamed into pla
 object store an upload becomes visible whole when it completes. A crash leaves the old
 file or the new one, never half of either.
 
-Libraries that need a local file (ArrayRecord, the SentencePiece C++ trainer) get one from
-`local_copy`, which copies a remote file into a local cache once, or `checked_copy`, which
-also checks the copy's size and SHA-256. gcsfs caches folder listings; `invalidate_cache`
-makes a listing see what other processes wrote since.
+Libraries that need a local file (ArrayRecord) get one from `checked_copy`, which copies a
+remote file into a local cache once and checks the copy's size and SHA-256. gcsfs caches
+folder listings; `invalidate_cache` makes a listing see what other processes wrote since.
 """
 
 import contextlib
@@ -228,31 +227,14 @@ def copy(source, target) -> None:
   path(source).copy(target, overwrite=True)
 
 
-def local_copy(p, cache_dir, expected_size: int | None = None) -> str:
-  """A local path holding file `p`: `p` itself when local, else a copy in `cache_dir`
-  (made once, and again when its size differs from `expected_size` or the remote file's).
-
-  The copy's name keeps the file name behind a hash of the whole URL, so files of two
-  buckets never collide.
-  """
-  p = os.fspath(p)
-  if not is_remote(p):
-    return p
-  target = _cache_path(p, cache_dir)
-  want = size(p) if expected_size is None else expected_size
-  if not (os.path.exists(target) and os.path.getsize(target) == want):
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    copy(p, target)
-  return target
-
-
 def _cache_path(url: str, cache_dir) -> str:
   digest = hashlib.sha1(url.encode("utf-8")).hexdigest()[:16]
   return os.path.join(os.path.abspath(os.path.expanduser(cache_dir)), digest, name(url))
 
 
 def checked_copy(p, cache_dir, *, expected_size: int, expected_sha256: str | None = None) -> str:
-  """`local_copy` that checks the copy: its size, and its SHA-256 when given.
+  """A local path holding file `p`: `p` itself when local, else a copy in `cache_dir`,
+  checked: its size, and its SHA-256 when given.
 
   A copy is checked once, when it is made: the SHA-256 it matched is kept beside it
   (`NAME.sha256`), so a later call reuses it at the cost of a stat. A copy that does not

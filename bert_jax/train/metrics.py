@@ -94,13 +94,11 @@ class MetricWriter:
     self._tb_local = self._tb_remote = None
     if not self.enabled:
       return
+    kept = _kept_lines(self.path, start_step, log)  # `truncate_jsonl`, keeping the lines
+    if kept is not None:
+      storage.write_lines(self.path, kept)
     if storage.is_remote(self.path):
-      kept = _kept_lines(self.path, start_step, log)
       self._lines = kept or []
-      if kept is not None:
-        storage.write_lines(self.path, kept)
-    else:
-      truncate_jsonl(self.path, start_step)
     try:
       from tensorboardX import SummaryWriter  # optional: absent on some GPU images
     except ImportError:
