@@ -56,7 +56,7 @@ from bert_jax import config as config_lib
 from bert_jax import sharding
 from bert_jax.data import synthetic
 from bert_jax.errors import UserError
-from bert_jax.model import pretraining
+from bert_jax.model import families
 from bert_jax.train import loop, pretrain
 from bert_jax.train import optimizer as optimizer_lib
 from bert_jax.train import step as step_lib
@@ -265,7 +265,7 @@ def compile_step(config, topology):
   t, d = config.train, config.data
   sharding.check_batch_divides(t.batch_size, t.accum_steps, mesh)
   model_cfg = config_lib.model_config(config, config.tokenizer.vocab_size)
-  model = pretraining.BertForPreTraining(model_cfg)
+  model = families.family(model_cfg.arch).pretraining(model_cfg)
   tx, schedule = optimizer_lib.make_optimizer(t, warmup_steps=min(t.warmup_steps, t.steps))
   # As the loop builds it; the key is this host's (CPU) array, and the state is only traced.
   create = functools.partial(

@@ -24,7 +24,7 @@ from bert_jax import storage
 from bert_jax.data import prepare
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
-from bert_jax.model import bert, registry
+from bert_jax.model import registry
 
 CHECKPOINTS = "checkpoints"
 BEST = "best"
@@ -233,7 +233,7 @@ def load(workdir: str, step: int | None = None) -> Run:
   best = step is None and has_best(workdir)
   checkpoints, step = open_checkpoints(workdir, step, BEST if best else CHECKPOINTS)
   meta = checkpoints.meta(step)
-  model = registry.model_for(bert.BertConfig(**meta["model"]), meta)
+  model = registry.model_for(registry.config_for(meta), meta)
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   target = jax.tree_util.tree_map(
     lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract_params(model)

@@ -1,10 +1,11 @@
 """Tokenizers: a SentencePiece model we train, or a BERT WordPiece vocabulary.
 
-Both classes offer one interface (ids of the five special tokens, `encode`,
-`encode_batch`, `decode`, and per-id tables for masking), so the pipeline does
-not care which it has. `load` picks the class from the file: a SentencePiece
-`.model`, a WordPiece `vocab.txt`, or a Hugging Face `tokenizer.json` whose model
-is WordPiece.
+The classes offer one interface (ids of the five special tokens, `pair_separator`,
+`encode`, `encode_batch`, `decode`, and per-id tables for masking), so the pipeline
+does not care which it has. `load` picks the class from the file: a SentencePiece
+`.model`, a WordPiece `vocab.txt`, a Hugging Face `tokenizer.json` whose model is
+WordPiece, or any other `tokenizer.json` (`hf_tokenizer.HFTokenizer`: byte-level BPE,
+Unigram). `train_tokenizer` trains the kind `config.tokenizer.model_type` names.
 
 SentencePiece models trained here have the special ids fixed, so the model, the
 masking and the checkpoints agree on them without reading the tokenizer:
@@ -17,9 +18,7 @@ vocabularies have [CLS]=101): read them from the tokenizer, not the constants.
 import hashlib
 import io
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable
 
 import numpy as np
@@ -42,13 +41,22 @@ TRAIN_THREADS = 16
 MAX_SENTENCE_BYTES = 4192
 _WHITESPACE = re.compile(rb"\s")
 
-# A whole-token "[...]" (e.g. "[unused7]"): reserved, never a masking candidate.
-_BRACKET_TOKEN = re.compile(r"\[[^\[\]]+\]")
 # A special token typed in text. [CLS], [SEP] and [MASK] are SentencePiece user-defined
 # pieces; [PAD] (control) and [UNK] (unknown) are not (see `SentencePieceTokenizer._join_specials`).
 _TYPED_SPECIAL = re.compile(r"\[(?:PAD|UNK|CLS|SEP|MASK)\]")
 _NOT_USER_DEFINED = re.compile(r"\[(?:PAD|UNK)\]")
 _USER_DEFINED_IDS = frozenset((CLS_ID, SEP_ID, MASK_ID))
+
+
+def __getattr__(name: str):
+  """`WordPieceTokenizer` and `HFTokenizer`, which live in `hf_tokenizer` (imported on use:
+  it imports this module).
+  """
+  if name in ("WordPieceTokenizer", "HFTokenizer"):
+    from bert_jax.data import hf_tokenizer  # pylint: disable=g-import-not-at-top
+
+    return getattr(hf_tokenizer, name)
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _spm():
@@ -65,21 +73,6 @@ def _read_bytes(path: str, what: str) -> bytes:
       f"{what} {path} does not exist; run data preparation first or fix the tokenizer path"
     )
   return storage.read_bytes(path)
-
-
-def _read_wordpiece_vocab(path: str, data: bytes) -> dict:
-  """`models.WordPiece.read_file` of `path`, whose bytes are `data`; that reader takes a
-  local file only, so a remote one is handed to it as a temporary copy.
-  """
-  from tokenizers import models
-
-  if not storage.is_remote(path):
-    return models.WordPiece.read_file(path)
-  with tempfile.TemporaryDirectory(prefix="bert_jax_vocab_") as tmp:
-    local = os.path.join(tmp, "vocab.txt")
-    with open(local, "wb") as f:
-      f.write(data)
-    return models.WordPiece.read_file(local)
 
 
 def _check_special_ids(sp, path: str) -> None:
@@ -232,6 +225,7 @@ class SentencePieceTokenizer:
   file_name = "tokenizer.model"  # its name in a prepared data dir
   pad_id, unk_id, cls_id, sep_id, mask_id = SPECIAL_IDS
   special_ids = SPECIAL_IDS
+  pair_separator = (SEP_ID,)  # the ids between the two texts of a pair
 
   def __init__(self, model_path: str):
     data = _read_bytes(model_path, "tokenizer model")
@@ -330,190 +324,6 @@ class SentencePieceTokenizer:
     return table
 
 
-class WordPieceTokenizer:
-  """A BERT WordPiece tokenizer, run by Hugging Face `tokenizers`.
-
-  From a `vocab.txt`, text is cut as Google's BERT and `BertTokenizerFast` cut
-  it: BertNormalizer (control characters removed, CJK characters split apart,
-  lowercasing and accent stripping when `lowercase`), then BertPreTokenizer
-  (whitespace and punctuation), then greedy longest-match WordPiece with "##"
-  continuations. From a Hugging Face `tokenizer.json` (`from_hf_json`), as that
-  file says. The five special tokens typed in text encode to their ids.
-
-  Attributes:
-    lowercase: whether text is lowercased.
-    file_name: "vocab.txt" or "tokenizer.json", the kind of file it was read from.
-  """
-
-  kind = "wordpiece"
-
-  def __init__(
-    self,
-    vocab_path: str,
-    *,
-    lowercase: bool | None = None,
-    strip_accents: bool | None = None,
-    handle_chinese_chars: bool = True,
-  ):
-    """Reads `vocab_path` (one token per line, the id is the line number).
-
-    Args:
-      vocab_path: a BERT `vocab.txt`.
-      lowercase: None (auto) lowercases iff lowercasing changes no token (its
-        "[...]" brackets aside), which tells cased from uncased vocabularies.
-      strip_accents: None strips accents iff `lowercase` (as BERT).
-      handle_chinese_chars: put spaces around CJK characters (as BERT).
-    """
-    import tokenizers  # Imported on use, like sentencepiece.
-    from tokenizers import decoders, models, normalizers, pre_tokenizers
-
-    data = _read_bytes(vocab_path, "WordPiece vocabulary")
-    try:
-      vocab = _read_wordpiece_vocab(vocab_path, data)
-    except Exception:  # tokenizers raises a plain Exception on bad UTF-8.
-      raise UserError(
-        f"WordPiece vocabulary {vocab_path} is not UTF-8 text; "
-        f"give a BERT vocab.txt (one token per line)"
-      ) from None
-    for piece in SPECIAL_PIECES:
-      if piece not in vocab:
-        raise UserError(
-          f"WordPiece vocabulary {vocab_path} has no {piece} "
-          f"token; add a line {piece} or use a BERT vocab.txt"
-        )
-    if lowercase is None:
-      # c.lower() != c, not c.isupper(): uncased BERT vocabularies hold "ℝ", which is
-      # upper case but has no lower case (lowercasing keeps it).
-      lowercase = not any(c.lower() != c for token in vocab for c in _BRACKET_TOKEN.sub("", token))
-    tok = tokenizers.Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(
-      lowercase=lowercase, strip_accents=strip_accents, handle_chinese_chars=handle_chinese_chars
-    )
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    self._setup(tok, vocab_path, data, lowercase=lowercase, file_name="vocab.txt")
-
-  @classmethod
-  def from_hf_json(cls, path: str, *, lowercase: bool | None = None) -> "WordPieceTokenizer":
-    """Reads a Hugging Face `tokenizer.json` whose model is WordPiece (BERT's).
-
-    Its normalizer, pre-tokenizer and vocabulary are used as they are; padding
-    and truncation, which some files carry (all-MiniLM-L6-v2 pads to 128), are
-    turned off: ids are cut and padded later, by the pipeline.
-
-    Args:
-      path: the `tokenizer.json`.
-      lowercase: None, or what the file's normalizer must do (else an error).
-
-    Raises:
-      UserError: the file is not a tokenizer.json, its model is not WordPiece,
-        it lacks a special token, or it does not lowercase as `lowercase` says.
-    """
-    import tokenizers
-
-    data = _read_bytes(path, "tokenizer")
-    try:
-      spec = json.loads(data)
-      model_type = spec["model"].get("type")
-      tok = tokenizers.Tokenizer.from_str(data.decode("utf-8"))
-    except Exception as e:  # JSON, layout or tokenizers' own errors: one message.
-      raise UserError(
-        f"tokenizer {path} is not a Hugging Face tokenizer.json "
-        f"({str(e).splitlines()[0][:120]}); give a tokenizer.json, a "
-        f"vocab.txt or a SentencePiece model"
-      ) from None
-    if model_type != "WordPiece":
-      raise UserError(
-        f"tokenizer {path} is a Hugging Face {model_type} tokenizer; "
-        f"bert_jax reads WordPiece tokenizer.json files (BERT's), "
-        f"vocab.txt and SentencePiece models; give one of those"
-      )
-    found = _lowercases(spec.get("normalizer"))
-    if lowercase is not None and lowercase != found:
-      raise UserError(
-        f"tokenizer {path} {'lowercases' if found else 'keeps the case of'} "
-        f"text but lowercase={lowercase} was asked; leave "
-        f"config.tokenizer.lowercase unset for a tokenizer.json"
-      )
-    tok.no_padding()
-    tok.no_truncation()
-    self = cls.__new__(cls)
-    self._setup(
-      tok,
-      path,
-      data,
-      lowercase=found,
-      file_name="tokenizer.json",
-      prefix=spec["model"].get("continuing_subword_prefix") or "##",
-    )
-    return self
-
-  def _setup(
-    self, tok, path: str, data: bytes, *, lowercase: bool, file_name: str, prefix: str = "##"
-  ) -> None:
-    for piece in SPECIAL_PIECES:
-      if tok.token_to_id(piece) is None:
-        raise UserError(f"tokenizer {path} has no {piece} token; use a BERT tokenizer.json")
-    tok.add_special_tokens(list(SPECIAL_PIECES))
-    self._tok = tok
-    self._vocab = tok.get_vocab(with_added_tokens=True)
-    self._prefix = prefix
-    self.lowercase = lowercase
-    self.file_name = file_name
-    self.special_ids = tuple(self._vocab[p] for p in SPECIAL_PIECES)
-    self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = self.special_ids
-    # Ids are line numbers; a repeated line leaves a hole, so not len(vocab).
-    self.vocab_size = max(self._vocab.values()) + 1
-    self.model_path = path
-    self.fingerprint = hashlib.sha256(data).hexdigest()
-
-  def to_hf_json(self) -> str:
-    """The Hugging Face `tokenizers` JSON of this tokenizer (no padding or truncation)."""
-    return self._tok.to_str()
-
-  def encode(self, text: str) -> list[int]:
-    """Token ids of `text`, without [CLS] / [SEP]."""
-    return self._tok.encode(text, add_special_tokens=False).ids
-
-  def encode_batch(self, texts: list[str]) -> list[list[int]]:
-    """Token ids of several texts (one Rust call, in parallel threads)."""
-    encodings = self._tok.encode_batch_fast(texts, add_special_tokens=False)
-    return [e.ids for e in encodings]
-
-  def decode(self, ids: Iterable[int]) -> str:
-    """The text of token ids, special tokens kept."""
-    return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
-
-  def id_to_piece(self, i: int) -> str:
-    """The token of id `i`, e.g. "##ing"."""
-    return self._tok.id_to_token(int(i))
-
-  def _table(self, predicate) -> np.ndarray:
-    table = np.zeros(self.vocab_size, dtype=bool)
-    table[[i for token, i in self._vocab.items() if predicate(token)]] = True
-    return table
-
-  def word_start_table(self) -> np.ndarray:
-    """(vocab_size,) bool: True for every token not starting with "##"."""
-    return self._table(lambda token: not token.startswith(self._prefix))
-
-  def special_table(self) -> np.ndarray:
-    """(vocab_size,) bool: True for the five specials and every "[...]" token."""
-    return self._table(
-      lambda token: token in SPECIAL_PIECES or _BRACKET_TOKEN.fullmatch(token) is not None
-    )
-
-
-def _lowercases(normalizer: dict | None) -> bool:
-  """Whether a `tokenizers` normalizer (its JSON) lowercases text."""
-  if not normalizer:
-    return False
-  kind = normalizer.get("type")
-  if kind == "Sequence":
-    return any(_lowercases(n) for n in normalizer.get("normalizers", ()))
-  return kind == "Lowercase" or (kind == "BertNormalizer" and bool(normalizer.get("lowercase")))
-
-
 def _is_hf_json(path: str) -> bool:
   """Whether to read the file as a Hugging Face tokenizer.json.
 
@@ -547,14 +357,18 @@ def _is_text(path: str) -> bool:
   return bool(text.strip()) and text.isprintable()
 
 
-def load(path: str, lowercase: bool | None = None) -> SentencePieceTokenizer | WordPieceTokenizer:
+def load(path: str, lowercase: bool | None = None):
   """The tokenizer in `path`.
 
   Args:
-    path: a Hugging Face `tokenizer.json` (WordPiece), a WordPiece `vocab.txt`
-      (any other text file), or a SentencePiece model; local or a URL (`gs://...`).
-    lowercase: WordPiece only; None: lowercase if the vocab has no capitals
-      (vocab.txt), or as the tokenizer.json says.
+    path: a Hugging Face `tokenizer.json` (WordPiece: `WordPieceTokenizer`; any other
+      model: `hf_tokenizer.HFTokenizer`), a WordPiece `vocab.txt` (any other text file), or
+      a SentencePiece model; local or a URL (`gs://...`).
+    lowercase: None: lowercase if the vocab has no capitals (vocab.txt), or as the
+      tokenizer.json says; else an error when the tokenizer.json does otherwise.
+
+  Returns:
+    A `SentencePieceTokenizer`, `WordPieceTokenizer` or `hf_tokenizer.HFTokenizer`.
 
   Raises:
     UserError: the file is missing or is no tokenizer we read.
@@ -564,8 +378,60 @@ def load(path: str, lowercase: bool | None = None) -> SentencePieceTokenizer | W
       f"tokenizer {path} does not exist; give a SentencePiece model, a "
       f"BERT vocab.txt or tokenizer.json, or fix config.tokenizer.path"
     )
+  from bert_jax.data import hf_tokenizer  # pylint: disable=g-import-not-at-top
+
   if _is_hf_json(path):
-    return WordPieceTokenizer.from_hf_json(path, lowercase=lowercase)
+    if _hf_model_type(path) in (None, "WordPiece"):  # None: WordPiece's error for a bad file
+      return hf_tokenizer.WordPieceTokenizer.from_hf_json(path, lowercase=lowercase)
+    return hf_tokenizer.HFTokenizer(path, lowercase=lowercase)
   if _is_text(path):
-    return WordPieceTokenizer(path, lowercase=lowercase)
+    return hf_tokenizer.WordPieceTokenizer(path, lowercase=lowercase)
   return SentencePieceTokenizer(path)
+
+
+def _hf_model_type(path: str) -> str | None:
+  """The model type of a tokenizer.json ("WordPiece", "BPE", ...), None if unreadable."""
+  try:
+    spec = json.loads(storage.read_bytes(path))
+    return spec["model"].get("type")
+  except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+    return None
+
+
+# config.tokenizer.model_type: SentencePiece's unigram and bpe, or byte-level BPE (RoBERTa's).
+TRAINED_KINDS = ("unigram", "bpe", "bytelevel_bpe")
+
+
+def trained_file_name(model_type: str) -> str:
+  """The file name of a tokenizer `train_tokenizer` trains for `model_type`."""
+  return "tokenizer.json" if model_type == "bytelevel_bpe" else SentencePieceTokenizer.file_name
+
+
+def train_tokenizer(
+  sentences: Iterable[str],
+  path: str,
+  *,
+  vocab_size: int,
+  model_type: str = "unigram",
+  input_sentence_size: int = 1_000_000,
+  seed: int = 0,
+) -> str:
+  """Trains the tokenizer `model_type` names: `train_sentencepiece`, or for
+  "bytelevel_bpe" `hf_tokenizer.train_bytelevel_bpe` (which reads every sentence given:
+  the caller samples). Name `path` with `trained_file_name(model_type)`.
+
+  Returns:
+    `path`.
+  """
+  if model_type == "bytelevel_bpe":
+    from bert_jax.data import hf_tokenizer  # pylint: disable=g-import-not-at-top
+
+    return hf_tokenizer.train_bytelevel_bpe(sentences, path, vocab_size=vocab_size)
+  return train_sentencepiece(
+    sentences,
+    path,
+    vocab_size=vocab_size,
+    model_type=model_type,
+    input_sentence_size=input_sentence_size,
+    seed=seed,
+  )

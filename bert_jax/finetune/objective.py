@@ -1,4 +1,4 @@
-"""The fine-tuning objective of `tasks.BertForTask`: cross-entropy (classification, tokens,
+"""The fine-tuning objective of `tasks.ForTask`: cross-entropy (classification, tokens,
 QA start + end) or squared error (regression), as summed losses and counts like
 `step.Pretraining`, so the shared train step and gradient accumulation apply unchanged.
 """

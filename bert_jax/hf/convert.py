@@ -1,7 +1,7 @@
-"""Hugging Face BERT <-> bert_jax parameters: an explicit table, one row per tensor.
+"""Hugging Face <-> bert_jax parameters: explicit tables, one row per tensor.
 
-Each row names the Hugging Face tensor (`BertForPreTraining` names), our parameter path and
-the rule between them: `COPY`, `LINEAR` (PyTorch's (out, in) weight is our (in, out)
+Each family's table (`hf.families.<arch>.table`) has a row per tensor that names the
+Hugging Face tensor, our parameter path and the rule between them: `COPY`, `LINEAR` (PyTorch's (out, in) weight is our (in, out)
 kernel, transposed) and the attention rules that also split or merge the heads axis
 (our query/key/value kernels are (embed, heads, head_dim), the output kernel
 (heads, head_dim, embed)). Every tensor's shape is checked against the model's; nothing is
@@ -67,106 +67,11 @@ HEADS_OUT = Rule(
 class Row:
   """One tensor of the table: its Hugging Face name, our path and the rule between them."""
 
-  hf: str  # Hugging Face name, with the `bert.` prefix of BertForPreTraining
+  hf: str  # Hugging Face name, as the family's pretraining class names it
   ours: tuple[str, ...]  # path in our params tree
   rule: Rule
-  group: str  # encoder | pooler | mlm | nsp: what import reports as missing
+  group: str  # encoder | pooler | mlm | nsp | head...: what import reports as missing
   vocab_pad: float | None = None  # vocabulary-sized: the value of padded rows on import
-
-
-def _layer_rows(i):
-  hf, ours = f"bert.encoder.layer.{i}.", ("bert", "encoder", f"layer_{i}")
-  att, mlp = ours + ("attention",), ours + ("mlp",)
-  rows = []
-  for name in ("query", "key", "value"):
-    rows += [
-      Row(f"{hf}attention.self.{name}.weight", att + (name, "kernel"), HEADS_IN, "encoder"),
-      Row(f"{hf}attention.self.{name}.bias", att + (name, "bias"), HEADS_BIAS, "encoder"),
-    ]
-  return rows + [
-    Row(f"{hf}attention.output.dense.weight", att + ("output", "kernel"), HEADS_OUT, "encoder"),
-    Row(f"{hf}attention.output.dense.bias", att + ("output", "bias"), COPY, "encoder"),
-    Row(f"{hf}attention.output.LayerNorm.weight", att + ("layer_norm", "scale"), COPY, "encoder"),
-    Row(f"{hf}attention.output.LayerNorm.bias", att + ("layer_norm", "bias"), COPY, "encoder"),
-    Row(f"{hf}intermediate.dense.weight", mlp + ("intermediate", "kernel"), LINEAR, "encoder"),
-    Row(f"{hf}intermediate.dense.bias", mlp + ("intermediate", "bias"), COPY, "encoder"),
-    Row(f"{hf}output.dense.weight", mlp + ("output", "kernel"), LINEAR, "encoder"),
-    Row(f"{hf}output.dense.bias", mlp + ("output", "bias"), COPY, "encoder"),
-    Row(f"{hf}output.LayerNorm.weight", mlp + ("layer_norm", "scale"), COPY, "encoder"),
-    Row(f"{hf}output.LayerNorm.bias", mlp + ("layer_norm", "bias"), COPY, "encoder"),
-  ]
-
-
-# Fine-tuning heads: Hugging Face's head tensor names; ours is `classifier/` for all.
-HEAD_NAMES = {
-  "classification": "classifier",
-  "regression": "classifier",
-  "tokens": "classifier",
-  "qa": "qa_outputs",
-}
-# Hugging Face classes of each head; the token and QA models have no pooler.
-ARCHITECTURES = {
-  "pretraining": "BertForPreTraining",
-  "classification": "BertForSequenceClassification",
-  "regression": "BertForSequenceClassification",
-  "tokens": "BertForTokenClassification",
-  "qa": "BertForQuestionAnswering",
-}
-
-
-def table(num_layers: int, head: str = "pretraining") -> list[Row]:
-  """Every row for a model of `num_layers` layers and `head`, in Hugging Face's order.
-
-  Args:
-    num_layers: the encoder's layers.
-    head: "pretraining" (MLM and NSP heads), or a fine-tuning task of `tasks.TASKS`.
-
-  Returns:
-    The rows: embeddings, each layer, the pooler (where the head has one), the head.
-  """
-  emb = ("bert", "embeddings")
-  rows = [
-    Row(
-      "bert.embeddings.word_embeddings.weight",
-      emb + ("word", "embedding"),
-      COPY,
-      "encoder",
-      vocab_pad=0.0,
-    ),
-    Row(
-      "bert.embeddings.position_embeddings.weight", emb + ("position", "embedding"), COPY, "encoder"
-    ),
-    Row(
-      "bert.embeddings.token_type_embeddings.weight",
-      emb + ("token_type", "embedding"),
-      COPY,
-      "encoder",
-    ),
-    Row("bert.embeddings.LayerNorm.weight", emb + ("layer_norm", "scale"), COPY, "encoder"),
-    Row("bert.embeddings.LayerNorm.bias", emb + ("layer_norm", "bias"), COPY, "encoder"),
-  ]
-  for i in range(num_layers):
-    rows += _layer_rows(i)
-  if head in ("pretraining", "classification", "regression"):
-    rows += [
-      Row("bert.pooler.dense.weight", ("bert", "pooler", "kernel"), LINEAR, "pooler"),
-      Row("bert.pooler.dense.bias", ("bert", "pooler", "bias"), COPY, "pooler"),
-    ]
-  if head != "pretraining":
-    name = HEAD_NAMES[head]
-    return rows + [
-      Row(f"{name}.weight", ("classifier", "kernel"), LINEAR, "head"),
-      Row(f"{name}.bias", ("classifier", "bias"), COPY, "head"),
-    ]
-  return rows + [
-    Row("cls.predictions.transform.dense.weight", ("mlm", "transform", "kernel"), LINEAR, "mlm"),
-    Row("cls.predictions.transform.dense.bias", ("mlm", "transform", "bias"), COPY, "mlm"),
-    Row("cls.predictions.transform.LayerNorm.weight", ("mlm", "layer_norm", "scale"), COPY, "mlm"),
-    Row("cls.predictions.transform.LayerNorm.bias", ("mlm", "layer_norm", "bias"), COPY, "mlm"),
-    Row("cls.predictions.bias", ("mlm", "bias"), COPY, "mlm", vocab_pad=PADDED_LOGIT_BIAS),
-    Row("cls.seq_relationship.weight", ("nsp", "kernel"), LINEAR, "nsp"),
-    Row("cls.seq_relationship.bias", ("nsp", "bias"), COPY, "nsp"),
-  ]
 
 
 def _get(tree, path):
@@ -203,20 +108,19 @@ def unscan(params: dict) -> dict:
   return {**params, "bert": {**params["bert"], "encoder": layers}}
 
 
-def to_hf(params: dict, num_layers: int, vocab_size: int, head: str = "pretraining") -> dict:
+def to_hf(params: dict, rows: list[Row], vocab_size: int) -> dict:
   """Our (unrolled) params -> {Hugging Face name: float32 numpy array}.
 
   Args:
     params: our unrolled params tree (`unscan` first).
-    num_layers: the model's layer count.
+    rows: the family's table for the model and its head (`families.<arch>.table`).
     vocab_size: the rows of the vocabulary tensors kept (the tokenizer's, without padding).
-    head: "pretraining" or the fine-tuning task (`table`).
 
   Returns:
     {Hugging Face name: C-contiguous float32 numpy array}.
   """
   tensors = {}
-  for row in table(num_layers, head):
+  for row in rows:
     value = np.asarray(_get(params, row.ours), dtype=np.float32)
     if row.vocab_pad is not None:
       value = value[:vocab_size]
@@ -225,28 +129,28 @@ def to_hf(params: dict, num_layers: int, vocab_size: int, head: str = "pretraini
 
 
 def from_hf(
-  tensors: dict, target: dict, num_layers: int, vocab_size: int
+  tensors: dict, target: dict, rows: list[Row], vocab_size: int
 ) -> tuple[dict, list[str]]:
   """Hugging Face tensors -> our params, shaped like `target` (a tree of arrays or shapes).
 
   Args:
-    tensors: {BertForPreTraining name: numpy array}; rows that are absent keep `target`'s
-      value (e.g. an initialised head).
+    tensors: {table name: numpy array}; rows that are absent keep `target`'s value (e.g.
+      an initialised head).
     target: our params tree (arrays with `.shape` and `.dtype`), unrolled layout.
-    num_layers: the model's layer count.
+    rows: the family's pretraining table for the model (`families.<arch>.table`).
     vocab_size: the real vocabulary rows; the rows after them get the padding values, in
       tensors read and initialised alike (so import -> export -> import is exact).
 
   Returns:
-    (params, missing): a new tree of numpy arrays, and the sorted groups (pooler, mlm, nsp)
-    with at least one tensor absent from `tensors`.
+    (params, missing): a new tree of numpy arrays, and the sorted groups (e.g. pooler, mlm,
+    nsp) with at least one tensor absent from `tensors`.
 
   Raises:
     UserError: a tensor whose shape differs from the model's, naming both shapes, or
       encoder tensors missing.
   """
   params, missing = {}, {}
-  for row in table(num_layers):
+  for row in rows:
     current = _get(target, row.ours)
     shape = tuple(current.shape)
     want = row.rule.hf_shape(shape)
@@ -270,6 +174,6 @@ def from_hf(
     names = missing["encoder"]
     raise UserError(
       f"the checkpoint lacks {len(names)} encoder tensors (first: {names[0]}); "
-      f"it is not a complete BERT checkpoint"
+      f"it is not a complete checkpoint of its model_type"
     )
   return params, sorted(missing)

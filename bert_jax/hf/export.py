@@ -23,7 +23,7 @@ import numpy as np
 from bert_jax import run as run_lib
 from bert_jax import storage
 from bert_jax.errors import UserError
-from bert_jax.hf import convert, files, tokenizer_files
+from bert_jax.hf import convert, families, files, tokenizer_files
 
 # What an export writes: the only files --overwrite replaces in an existing --out.
 EXPORT_FILES = (files.CONFIG, files.SAFETENSORS) + tokenizer_files.EXPORT_FILES
@@ -62,8 +62,10 @@ def export_hf(
   vocab_size = run.meta.get("hf_vocab_size") or run.tokenizer.vocab_size
   params = jax.tree_util.tree_map(np.asarray, convert.unscan(run.params))
   head = run.meta.get("task", "pretraining")
-  tensors = convert.to_hf(params, model.num_layers, vocab_size, head)
-  config = files.hf_config(model, vocab_size, run.tokenizer.pad_id, convert.ARCHITECTURES[head])
+  family = families.for_arch(model.arch)
+  tensors = convert.to_hf(params, family.table(model, head), vocab_size)
+  config = {"architectures": [family.ARCHITECTURES[head]]}
+  config.update(family.hf_config(model, vocab_size, run.tokenizer))
   if head != "pretraining":
     config = files.task_config(config, head, run.meta.get("labels"))
 

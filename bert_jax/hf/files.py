@@ -1,8 +1,8 @@
-"""Hugging Face checkpoint directories: `config.json` <-> our BertConfig, and the tensors.
+"""Hugging Face checkpoint directories: `config.json`, and the tensors.
 
-Reads `model.safetensors` or `pytorch_model.bin`, single or sharded (`*.index.json`), with
-or without the `bert.` prefix (`BertModel` vs `BertForPreTraining` / `BertForMaskedLM`), and
-the old TF-converted `LayerNorm.gamma` / `beta` names. Writes `model.safetensors` and a
+Reads `model.safetensors` or `pytorch_model.bin`, single or sharded (`*.index.json`), naming
+each tensor as its family's table does (`hf.families`: e.g. with or without the `bert.`
+prefix of `BertModel` vs `BertForPreTraining`). Writes `model.safetensors` and a
 `config.json` that `transformers` loads without custom code. Directories may be local or
 URLs (`gs://...`): every file goes through `storage`.
 """
@@ -14,26 +14,14 @@ import numpy as np
 
 from bert_jax import storage
 from bert_jax.errors import UserError
+from bert_jax.hf import families
 
 CONFIG = "config.json"
 SAFETENSORS = "model.safetensors"
-# Hugging Face keys that are not parameters, or are tied copies of ones we read.
-_IGNORED = ("embeddings.position_ids", "cls.predictions.decoder.weight")
-_BERT_PARTS = ("embeddings.", "encoder.", "pooler.")
-_ACTIVATIONS = ("gelu",)  # exact erf GELU, as our model
-# config.json keys without a default: the architecture (see `model_kwargs`).
-_REQUIRED = (
-  "vocab_size",
-  "hidden_size",
-  "num_hidden_layers",
-  "num_attention_heads",
-  "intermediate_size",
-)
-_OPTIONAL_SIZES = ("max_position_embeddings", "type_vocab_size")
 
 
 def read_config(hf_dir: str) -> dict:
-  """The checkpoint's config.json as a dict, checked to be a BERT we can run.
+  """The checkpoint's config.json as a dict, checked to be a model we can run.
 
   Args:
     hf_dir: a Hugging Face checkpoint directory.
@@ -42,9 +30,10 @@ def read_config(hf_dir: str) -> dict:
     The parsed config.json.
 
   Raises:
-    UserError: naming the file, when it is missing, not a JSON object, not a BERT, lacks
-      an architecture key (or has one that is not a positive integer), or asks for a
-      setting our BERT does not implement; naming the bucket, when a URL's cannot be used.
+    UserError: naming the file, when it is missing, not a JSON object, of a model type we
+      do not read, lacks an architecture key (or has one that is not a positive integer),
+      or asks for a setting our model does not implement; naming the bucket, when a URL's
+      cannot be used.
   """
   if storage.is_remote(hf_dir) and (problem := storage.unreachable(hf_dir)):
     raise UserError(f"--hf {hf_dir}: {problem}; check the bucket name and access")
@@ -68,108 +57,55 @@ def read_config(hf_dir: str) -> dict:
   kind = hf.get("model_type")
   if kind is None:
     raise UserError(
-      f"{path} has no model_type; import-hf reads BERT checkpoints (model_type 'bert'): "
-      f"give a Hugging Face checkpoint's config.json"
+      f"{path} has no model_type; import-hf reads the model types "
+      f"{', '.join(families.model_types())}: give a Hugging Face checkpoint's config.json"
     )
-  if kind != "bert":
+  family = families.for_model_type(kind)
+  if family is None:
     architectures = hf.get("architectures")
     names = ", ".join(map(str, architectures)) if isinstance(architectures, list) else ""
     raise UserError(
-      f"{path} is a {kind!r} model ({names}); import-hf reads BERT checkpoints "
-      f"(model_type 'bert') only"
+      f"{path} is a {kind!r} model ({names}); import-hf reads the model types "
+      f"{', '.join(families.model_types())}"
     )
-  unsupported = []
-  if hf.get("hidden_act", "gelu") not in _ACTIVATIONS:
-    unsupported.append(f"hidden_act={hf['hidden_act']!r} (only exact 'gelu')")
-  if hf.get("position_embedding_type", "absolute") != "absolute":
-    unsupported.append(
-      f"position_embedding_type={hf['position_embedding_type']!r} (only 'absolute')"
-    )
-  if hf.get("is_decoder") or hf.get("add_cross_attention"):
-    unsupported.append("a decoder / cross-attention (only the BERT encoder)")
-  if unsupported:
-    raise UserError(
-      f"{path} has settings bert_jax's BERT does not implement: {'; '.join(unsupported)}"
-    )
-  missing = [key for key in _REQUIRED if key not in hf]
+  family.check_config(hf, path)
+  return hf
+
+
+def check_sizes(hf: dict, path: str, required: tuple, optional: tuple = ()) -> None:
+  """Bad input: a `required` key missing from `hf`, or a size key that is not a positive
+  integer.
+
+  Raises:
+    UserError: naming `path` and the keys.
+  """
+  missing = [key for key in required if key not in hf]
   if missing:
     raise UserError(
-      f"{path} lacks {', '.join(missing)}; a BERT config.json names its architecture "
-      f"({', '.join(_REQUIRED)}): restore the checkpoint's config.json"
+      f"{path} lacks {', '.join(missing)}; a {hf['model_type']} config.json names its "
+      f"architecture ({', '.join(required)}): restore the checkpoint's config.json"
     )
   bad = [
     f"{key}={hf[key]!r}"
-    for key in _REQUIRED + _OPTIONAL_SIZES
+    for key in required + optional
     if key in hf and (not isinstance(hf[key], int) or isinstance(hf[key], bool) or hf[key] < 1)
   ]
   if bad:
     raise UserError(f"{path} has {', '.join(bad)}; each must be a positive integer")
-  return hf
+
+
+def check_supported(path: str, unsupported: list[str], name: str) -> None:
+  """Bad input: settings of the checkpoint (`unsupported`, described) that our `name`
+  model does not implement.
+  """
+  if unsupported:
+    raise UserError(
+      f"{path} has settings bert_jax's {name} does not implement: {'; '.join(unsupported)}"
+    )
 
 
 def _first_line(error: Exception) -> str:
   return str(error).splitlines()[0][:120] if str(error) else type(error).__name__
-
-
-def model_kwargs(hf: dict) -> dict:
-  """BertConfig keyword arguments (before vocabulary padding) of a Hugging Face config.
-
-  Args:
-    hf: a config.json checked by `read_config`.
-
-  Returns:
-    {BertConfig field: value}; the keys config.json may omit get Hugging Face's defaults.
-  """
-  return dict(
-    vocab_size=hf["vocab_size"],
-    hidden_size=hf["hidden_size"],
-    num_layers=hf["num_hidden_layers"],
-    num_heads=hf["num_attention_heads"],
-    intermediate_size=hf["intermediate_size"],
-    max_position_embeddings=hf.get("max_position_embeddings", 512),
-    type_vocab_size=hf.get("type_vocab_size", 2),
-    hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
-    attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
-    layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
-    initializer_range=hf.get("initializer_range", 0.02),
-  )
-
-
-def hf_config(
-  model, vocab_size: int, pad_token_id: int, architecture: str = "BertForPreTraining"
-) -> dict:
-  """config.json contents for our `model` with `vocab_size` real rows.
-
-  Args:
-    model: a `bert.BertConfig`.
-    vocab_size: the tokenizer's rows (the model's padding rows are not exported).
-    pad_token_id: the tokenizer's [PAD] id.
-    architecture: the `transformers` class that loads the export.
-
-  Returns:
-    The config.json contents, as a dict.
-  """
-  config = {
-    "architectures": [architecture],
-    "model_type": "bert",
-    "vocab_size": vocab_size,
-    "hidden_size": model.hidden_size,
-    "num_hidden_layers": model.num_layers,
-    "num_attention_heads": model.num_heads,
-    "intermediate_size": model.intermediate_size,
-    "hidden_act": "gelu",
-    "hidden_dropout_prob": model.hidden_dropout,
-    "attention_probs_dropout_prob": model.attention_dropout,
-    "max_position_embeddings": model.max_position_embeddings,
-    "type_vocab_size": model.type_vocab_size,
-    "initializer_range": model.initializer_range,
-    "layer_norm_eps": model.layer_norm_eps,
-    "pad_token_id": pad_token_id,
-    "position_embedding_type": "absolute",
-    "tie_word_embeddings": True,
-    "dtype": "float32",
-  }
-  return config
 
 
 def task_config(config: dict, task: str, labels: list[str] | None) -> dict:
@@ -243,50 +179,30 @@ def _read_file(kind, path):
   return {k: v.float().numpy() for k, v in state.items()}
 
 
-def normalize_name(name: str) -> str:
-  """A checkpoint's tensor name as BertForPreTraining names it.
-
-  Args:
-    name: a tensor name of a BERT checkpoint (BertModel, BertForPreTraining, BertForMaskedLM,
-      TF-converted).
-
-  Returns:
-    The name with the `bert.` prefix, `LayerNorm.weight` / `bias` for TF's `gamma` /
-    `beta`, and `cls.predictions.bias` for the tied decoder bias.
-  """
-  if name.startswith(_BERT_PARTS):
-    name = "bert." + name
-  name = name.replace("LayerNorm.gamma", "LayerNorm.weight").replace(
-    "LayerNorm.beta", "LayerNorm.bias"
-  )
-  if name.endswith("cls.predictions.decoder.bias"):
-    return "cls.predictions.bias"  # the same tensor as cls.predictions.bias (tied)
-  return name
-
-
-def read_tensors(hf_dir: str) -> tuple[dict, list[str]]:
-  """The tensors of a Hugging Face checkpoint directory.
+def read_tensors(hf_dir: str, family) -> tuple[dict, list[str]]:
+  """The tensors of a Hugging Face checkpoint directory, named as the family's table.
 
   Args:
     hf_dir: holds model.safetensors or pytorch_model.bin, single or sharded.
+    family: the checkpoint's `hf.families` module (`families.for_model_type`).
 
   Returns:
-    ({BertForPreTraining name: float32 array}, sorted names of tensors not used).
+    ({table name: float32 array}, sorted names of tensors not used).
 
   Raises:
     UserError: no weights, or a weight file that cannot be read.
   """
-  kind, files = _weight_files(hf_dir)
+  kind, weight_files = _weight_files(hf_dir)
   tensors, ignored = {}, []
-  for path in files:
+  for path in weight_files:
     for name, value in _read_file(kind, path).items():
-      if name.endswith(_IGNORED):
-        continue
-      normalized = normalize_name(name)
-      if normalized.startswith(("bert.", "cls.")):
-        tensors.setdefault(normalized, np.asarray(value, dtype=np.float32))
-      else:
+      normalized = family.tensor_name(name)
+      if normalized == "":
+        continue  # a buffer or a tied copy: not a parameter of its own
+      if normalized is None:
         ignored.append(name)
+      else:
+        tensors.setdefault(normalized, np.asarray(value, dtype=np.float32))
   return tensors, sorted(ignored)
 
 

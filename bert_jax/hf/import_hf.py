@@ -24,14 +24,9 @@ from bert_jax import run as run_lib
 from bert_jax import storage
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
-from bert_jax.hf import convert, files, tokenizer_files
-from bert_jax.model import bert, pretraining
-
-_GROUPS = {
-  "pooler": "pooler (bert.pooler.*)",
-  "mlm": "MLM head (cls.predictions.*)",
-  "nsp": "NSP head (cls.seq_relationship.*)",
-}
+from bert_jax.hf import convert, families, files, tokenizer_files
+from bert_jax.model import bert
+from bert_jax.model import families as model_families
 
 
 def import_hf(
@@ -58,16 +53,18 @@ def import_hf(
       read, or `workdir` already holds checkpoints.
   """
   hf = files.read_config(hf_dir)
+  family = families.for_model_type(hf["model_type"])
   checkpoint_dir = run_lib.path(workdir, run_lib.CHECKPOINTS)
   if storage.isdir(checkpoint_dir) and storage.listdir(checkpoint_dir):
     raise UserError(f"{workdir} already holds checkpoints; import into a new --workdir")
-  tensors, ignored = files.read_tensors(hf_dir)
-  kwargs = files.model_kwargs(hf)
+  tensors, ignored = files.read_tensors(hf_dir, family)
+  kwargs = family.model_kwargs(hf)
   hf_vocab = kwargs["vocab_size"]
   multiple = max(1, vocab_multiple)
   kwargs["vocab_size"] = -(-hf_vocab // multiple) * multiple
-  model_cfg = bert.BertConfig(**kwargs)
-  model = pretraining.BertForPreTraining(model_cfg)
+  model_family = model_families.family(family.ARCH)
+  model_cfg = model_family.config(**kwargs)
+  model = model_family.pretraining(model_cfg)
 
   # The tokenizer is written and checked in a local folder (beside a local workdir, so it
   # moves in by rename), then put in place whole.
@@ -86,7 +83,7 @@ def import_hf(
         f"together"
       )
     initial = _initial_params(model, seed)
-    params, missing = convert.from_hf(tensors, initial, model_cfg.num_layers, hf_vocab)
+    params, missing = convert.from_hf(tensors, initial, family.table(model_cfg), hf_vocab)
     _put_in_place(staging, run_lib.path(workdir, run_lib.TOKENIZER))
   finally:
     shutil.rmtree(staging, ignore_errors=True)
@@ -103,13 +100,13 @@ def import_hf(
   checkpoints.close()
 
   arch = (
-    f"L{model_cfg.num_layers} H{model_cfg.hidden_size} A{model_cfg.num_heads}, "
+    f"{hf['model_type']} L{model_cfg.num_layers} H{model_cfg.hidden_size} A{model_cfg.num_heads}, "
     f"vocab {hf_vocab} (padded to {model_cfg.vocab_size})"
   )
   case = {True: " (lowercased)", False: " (cased)"}.get(getattr(tokenizer, "lowercase", None), "")
   log(f"imported {hf_dir}: {arch}, {tokenizer.kind} tokenizer{case}")
   if missing:
-    log("initialised (not in the checkpoint): " + ", ".join(_GROUPS[g] for g in missing))
+    log("initialised (not in the checkpoint): " + ", ".join(family.GROUPS[g] for g in missing))
   if ignored:
     shown = ", ".join(ignored[:6]) + (f" and {len(ignored) - 6} more" if len(ignored) > 6 else "")
     log(f"not used: {shown}")

@@ -72,30 +72,55 @@ _NEVER = 1000.0
 # The tokenizer files `export_tokenizer` may write (vocab.txt for WordPiece only).
 EXPORT_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 _SENTENCEPIECE_FILE = "tokenizer.model"
+# Model families -> the layout of their tokenizer: "bert" (token types 0 / 1 returned) or
+# "roberta" (no token types; cls and sep also named bos and eos) or "plain" (no token types).
+ARCHS = {
+  "bert": "bert",
+  "electra": "bert",
+  "albert": "bert",
+  "distilbert": "plain",
+  "modernbert": "plain",
+  "roberta": "roberta",
+  "xlm-roberta": "roberta",
+}
 _BYTE_PIECE = re.compile(r"<0x[0-9A-F]{2}>")
 
 
-def export_tokenizer(tokenizer, out_dir: str, *, model_max_length: int) -> list[str]:
+def export_tokenizer(
+  tokenizer, out_dir: str, *, model_max_length: int, arch: str = "bert"
+) -> list[str]:
   """Writes the Hugging Face tokenizer files of `tokenizer` into `out_dir`.
 
   Args:
-    tokenizer: a SentencePiece tokenizer of `tokenizer.load`, or a
-      `tokenizer.WordPieceTokenizer`.
+    tokenizer: a tokenizer of `tokenizer.load`: SentencePiece, WordPiece or any other
+      `tokenizer.json` (`hf_tokenizer.HFTokenizer`).
     out_dir: the directory (created if needed), local or a URL; files of the same names
       are replaced, each atomically.
     model_max_length: the model's position count, `tokenizer_config.json`'s limit.
+    arch: the model family the files go with (`ARCHS`): whether the tokenizer returns
+      `token_type_ids`, and RoBERTa's bos / eos names.
 
   Returns:
     The names of the files written.
 
   Raises:
-    UserError: a SentencePiece model whose settings `tokenizers` cannot reproduce.
+    UserError: a SentencePiece model whose settings `tokenizers` cannot reproduce, or an
+      unknown `arch`.
   """
+  if arch not in ARCHS:
+    raise UserError(f"no tokenizer export for model family {arch!r}; known: {', '.join(ARCHS)}")
   storage.makedirs(out_dir)
   specials = dict(zip(_SPECIAL_KEYS, tokenizer_lib.SPECIAL_PIECES))
   written, settings = [], None
   if tokenizer.kind == "sentencepiece":
     hf = _from_sentencepiece(tokenizer)
+  elif tokenizer.kind != "wordpiece":  # any other tokenizer.json: as it is
+    hf = tokenizers.Tokenizer.from_str(tokenizer.to_hf_json())
+    specials = {
+      key: tokenizer.id_to_piece(i) for key, i in zip(_SPECIAL_KEYS, tokenizer.special_ids)
+    }
+    if hf.post_processor is None:
+      hf.post_processor = _layout_template(tokenizer, specials)
   else:
     spec = json.loads(tokenizer.to_hf_json())
     hf = tokenizers.Tokenizer.from_str(json.dumps(spec))
@@ -115,10 +140,13 @@ def export_tokenizer(tokenizer, out_dir: str, *, model_max_length: int) -> list[
   else:
     # Loads tokenizer.json as it is (transformers 5 maps it to TokenizersBackend).
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False}
+  if ARCHS[arch] == "roberta":  # RoBERTa names its cls and sep bos and eos too
+    specials = {"bos_token": specials["cls_token"], "eos_token": specials["sep_token"], **specials}
+  inputs = ["input_ids", "token_type_ids", "attention_mask"]
   config.update(
     model_max_length=model_max_length,
     **specials,
-    model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+    model_input_names=inputs if ARCHS[arch] == "bert" else [inputs[0], inputs[2]],
   )
   _save(hf, storage.join(out_dir, "tokenizer.json"))
   written.append("tokenizer.json")
@@ -129,16 +157,34 @@ def export_tokenizer(tokenizer, out_dir: str, *, model_max_length: int) -> list[
   return written
 
 
-def import_tokenizer(hf_dir: str, out_dir: str) -> str:
-  """Writes the tokenizer of a Hugging Face BERT checkpoint as a file `tokenizer.load` reads.
+def _layout_template(tokenizer, specials: dict):
+  """`cls A sep` and `cls A pair_separator B sep` (token types 0, then 1 from B)."""
+  cls, sep = specials["cls_token"], specials["sep_token"]
+  between = " ".join(f"{tokenizer.id_to_piece(i)}:0" for i in tokenizer.pair_separator)
+  return processors.TemplateProcessing(
+    single=f"{cls}:0 $A:0 {sep}:0",
+    pair=f"{cls}:0 $A:0 {between} $B:1 {sep}:1".replace("  ", " "),
+    special_tokens=sorted(
+      {(tokenizer.id_to_piece(i), i) for i in (tokenizer.cls_id, *tokenizer.pair_separator)}
+      | {(sep, tokenizer.sep_id)}
+    ),
+  )
 
-  A WordPiece tokenizer becomes a `tokenizer.json`: the checkpoint's own when its model is
-  WordPiece, else one made from `vocab.txt` with the settings of `tokenizer_config.json`
-  (BertTokenizer's defaults: lowercase, accents stripped iff lowercased, CJK characters
-  split). Padding and truncation are dropped; lowercasing, accent stripping and CJK
-  splitting follow `tokenizer_config.json` where it says, as `transformers` does.
-  `vocab.txt`, when there is one, is copied too. The Unigram or BPE `tokenizer.json` of a
-  bert_jax export becomes the SentencePiece model it was made from, `tokenizer.model`.
+
+def import_tokenizer(hf_dir: str, out_dir: str) -> str:
+  """Writes the tokenizer of a Hugging Face checkpoint as a file `tokenizer.load` reads.
+
+  The first of these files in `hf_dir` is read, as `transformers` 5 reads it:
+    * `tokenizer.json`: WordPiece (BERT, DistilBERT, ELECTRA) with the lowercasing, accent
+      stripping and CJK splitting of `tokenizer_config.json` where it says (BertTokenizer's
+      defaults else); the Unigram or BPE file of a bert_jax export becomes the SentencePiece
+      model it was made from (`tokenizer.model`); any other model (RoBERTa's byte-level BPE,
+      ALBERT's and XLM-R's Unigram, ModernBERT's BPE) is kept, rebuilt as the
+      `tokenizer_class` of `tokenizer_config.json` rebuilds it (`_as_transformers_loads`).
+    * `vocab.txt`: WordPiece, with the settings of `tokenizer_config.json`.
+    * `spiece.model`: ALBERT's SentencePiece model, converted as `AlbertTokenizer` does.
+    * `vocab.json` and `merges.txt`: RoBERTa's byte-level BPE, as `RobertaTokenizer` builds it.
+  Padding and truncation are dropped. `vocab.txt`, when there is one, is copied too.
 
   Args:
     hf_dir: the checkpoint directory, local or a URL.
@@ -149,12 +195,14 @@ def import_tokenizer(hf_dir: str, out_dir: str) -> str:
     The path of the written `tokenizer.json` or `tokenizer.model`.
 
   Raises:
-    UserError: no WordPiece tokenizer in `hf_dir`, nor a SentencePiece one of our export.
+    UserError: no tokenizer in `hf_dir`, or one without the five special tokens.
   """
   json_path, vocab_path = (storage.join(hf_dir, n) for n in ("tokenizer.json", "vocab.txt"))
   config = _read_json(storage.join(hf_dir, "tokenizer_config.json")) or {}
   spec = _read_json(json_path)
-  model_type = spec.get("model", {}).get("type") if isinstance(spec, dict) else None
+  if spec is not None and not (isinstance(spec, dict) and isinstance(spec.get("model"), dict)):
+    raise UserError(f"{json_path} is not a Hugging Face tokenizer.json; fix or remove it")
+  model_type = spec["model"].get("type") if spec is not None else None
   storage.makedirs(out_dir)
   out = storage.join(out_dir, "tokenizer.json")
   has_vocab = storage.isfile(vocab_path)
@@ -169,8 +217,15 @@ def import_tokenizer(hf_dir: str, out_dir: str) -> str:
           normalizer[field] = config[key]
     spec["padding"] = spec["truncation"] = None
     storage.write_text(out, json.dumps(spec, ensure_ascii=False))
-  elif model_type in ("Unigram", "BPE") and not has_vocab:
-    out = _import_sentencepiece(spec, json_path, out_dir)
+  elif spec is not None:
+    ours = _import_sentencepiece(spec, out_dir) if model_type in ("Unigram", "BPE") else None
+    if ours is not None:
+      out = ours
+    else:
+      hf = _as_transformers_loads(tokenizers.Tokenizer.from_str(json.dumps(spec)), spec, config)
+      hf.no_padding()
+      hf.no_truncation()
+      _save(hf, out)
   elif has_vocab:
     settings = {k: config.get(k, v) for k, v in _BERT_DEFAULTS.items()}
     wordpiece = tokenizer_lib.WordPieceTokenizer(
@@ -182,37 +237,177 @@ def import_tokenizer(hf_dir: str, out_dir: str) -> str:
     hf = tokenizers.Tokenizer.from_str(wordpiece.to_hf_json())
     hf.post_processor = _template(wordpiece.cls_id, wordpiece.sep_id)
     _save(hf, out)
-  elif spec is not None:
-    raise UserError(
-      f"{json_path} is a {model_type} tokenizer and {hf_dir} has no vocab.txt; "
-      f"bert_jax imports WordPiece (BERT) tokenizers only"
-    )
+  elif storage.isfile(storage.join(hf_dir, "spiece.model")):
+    _save(_albert_from_spiece(storage.join(hf_dir, "spiece.model"), config), out)
+  elif all(storage.isfile(storage.join(hf_dir, n)) for n in ("vocab.json", "merges.txt")):
+    _save(_roberta_from_files(hf_dir, config), out)
   else:
     raise UserError(
-      f"no tokenizer in {hf_dir}: looked for tokenizer.json and vocab.txt; "
-      f"give the directory of a Hugging Face BERT checkpoint"
+      f"no tokenizer in {hf_dir}: looked for tokenizer.json, vocab.txt, spiece.model and "
+      f"vocab.json with merges.txt; give the directory of a Hugging Face checkpoint"
     )
   tokenizer_lib.load(out)  # Fails here, naming the file, if it lacks a special token.
   return out
 
 
-def _import_sentencepiece(spec: dict, json_path: str, out_dir: str) -> str:
-  """`out_dir/tokenizer.model`: the SentencePiece model our export made `spec` from.
-
-  Raises:
-    UserError: `spec` is not the tokenizer.json of a bert_jax SentencePiece export.
+def _special(config: dict, key: str, default: str) -> AddedToken:
+  """The special token `config[key]` names (a string, or a dict with its flags), as
+  `transformers` adds it: special, not normalized.
   """
-  refusal = UserError(
-    f"{json_path} is a {spec['model'].get('type')} tokenizer that bert_jax did not export "
-    f"and its folder has no vocab.txt; bert_jax imports WordPiece (BERT) tokenizers and its "
-    f"own SentencePiece exports only"
+  value = config.get(key, default)
+  if isinstance(value, dict):
+    flags = {k: value[k] for k in ("lstrip", "rstrip", "single_word") if k in value}
+    return AddedToken(value["content"], special=True, normalized=False, **flags)
+  return AddedToken(str(value), special=True, normalized=False)
+
+
+def _albert_normalizer(config: dict, charsmap: bytes | None):
+  """AlbertTokenizer's normalizer: quotes, accents stripped unless `keep_accents`,
+  lowercased iff `do_lower_case` (both from `config`; ALBERT lowercases by default), then
+  SentencePiece's rule (its precompiled charsmap).
+  """
+  steps = [normalizers.Replace("``", '"'), normalizers.Replace("''", '"')]
+  if not config.get("keep_accents", False):
+    steps += [normalizers.NFKD(), normalizers.StripAccents()]
+  if config.get("do_lower_case", True):
+    steps.append(normalizers.Lowercase())
+  if charsmap:
+    steps.append(normalizers.Precompiled(charsmap))
+  return normalizers.Sequence(steps)
+
+
+def _metaspace_steps(hf: tokenizers.Tokenizer, add_prefix_space: bool) -> None:
+  """ALBERT's and XLM-R's pre-tokenizer and decoder: whitespace split, "▁" for spaces."""
+  scheme = "always" if add_prefix_space else "never"
+  hf.pre_tokenizer = pre_tokenizers.Sequence(
+    [
+      pre_tokenizers.WhitespaceSplit(),
+      pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme=scheme),
+    ]
   )
+  hf.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme=scheme)
+
+
+def _charsmap(spec: dict) -> bytes | None:
+  """The SentencePiece charsmap of a tokenizer.json's `Precompiled` normalizer, or None."""
+  normalizer = spec.get("normalizer") or {}
+  steps = normalizer.get("normalizers") or [normalizer]
+  found = [s["precompiled_charsmap"] for s in steps if s.get("type") == "Precompiled"]
+  return base64.b64decode(found[0]) if found and found[0] else None
+
+
+def _as_transformers_loads(hf: tokenizers.Tokenizer, spec: dict, config: dict):
+  """`hf` as `transformers` 5 builds it for the `tokenizer_class` of `config`.
+
+  Its AlbertTokenizer, RobertaTokenizer and XLMRobertaTokenizer keep a tokenizer.json's
+  vocabulary but rebuild the normalizer, pre-tokenizer and decoder from their settings
+  (`do_lower_case`, `keep_accents`, `add_prefix_space`); any other class (ModernBERT's
+  PreTrainedTokenizerFast) takes the file as it is.
+  """
+  kind = str(config.get("tokenizer_class") or "").removesuffix("Fast")
+  if kind == "AlbertTokenizer":
+    hf.normalizer = _albert_normalizer(config, _charsmap(spec))
+    _metaspace_steps(hf, config.get("add_prefix_space", True))
+  elif kind == "XLMRobertaTokenizer":
+    charsmap = _charsmap(spec)
+    hf.normalizer = normalizers.Precompiled(charsmap) if charsmap else None
+    _metaspace_steps(hf, config.get("add_prefix_space", True))
+  elif kind == "RobertaTokenizer":
+    add_prefix_space = bool(config.get("add_prefix_space", False))
+    hf.normalizer = None
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
+    hf.decoder = decoders.ByteLevel()
+    hf.post_processor = _roberta_processing(hf, config, add_prefix_space)
+  return hf
+
+
+def _roberta_processing(hf: tokenizers.Tokenizer, config: dict, add_prefix_space: bool):
+  """RoBERTa's `<s> A </s>` and `<s> A </s></s> B </s>` (all token type 0)."""
+  sep = str(_special(config, "sep_token", "</s>"))
+  cls = str(_special(config, "cls_token", "<s>"))
+  return processors.RobertaProcessing(
+    (sep, hf.token_to_id(sep)),
+    (cls, hf.token_to_id(cls)),
+    trim_offsets=bool(config.get("trim_offsets", True)),
+    add_prefix_space=add_prefix_space,
+  )
+
+
+_ALBERT_SPECIALS = (
+  ("pad_token", "<pad>"),
+  ("unk_token", "<unk>"),
+  ("cls_token", "[CLS]"),
+  ("sep_token", "[SEP]"),
+  ("mask_token", "[MASK]"),
+)
+_ROBERTA_SPECIALS = (
+  ("cls_token", "<s>"),
+  ("pad_token", "<pad>"),
+  ("sep_token", "</s>"),
+  ("unk_token", "<unk>"),
+  ("mask_token", "<mask>"),
+)
+
+
+def _albert_from_spiece(path: str, config: dict) -> tokenizers.Tokenizer:
+  """ALBERT's `spiece.model` as `transformers` 5's AlbertTokenizer builds it: its pieces and
+  scores as a Unigram model, `_albert_normalizer`, whitespace split and "▁", `[CLS] A [SEP]`.
+  """
+  from sentencepiece import sentencepiece_model_pb2  # pylint: disable=g-import-not-at-top
+
+  try:
+    proto = sentencepiece_model_pb2.ModelProto.FromString(storage.read_bytes(path))
+  except Exception:  # protobuf's DecodeError
+    raise UserError(f"{path} is not a SentencePiece model; fix or remove it") from None
+  vocab = [(p.piece, p.score) for p in proto.pieces]
+  hf = tokenizers.Tokenizer(models.Unigram(vocab, proto.trainer_spec.unk_id, False))
+  hf.normalizer = _albert_normalizer(config, proto.normalizer_spec.precompiled_charsmap)
+  _metaspace_steps(hf, config.get("add_prefix_space", True))
+  hf.add_special_tokens([_special(config, key, name) for key, name in _ALBERT_SPECIALS])
+  cls = str(_special(config, "cls_token", "[CLS]"))
+  sep = str(_special(config, "sep_token", "[SEP]"))
+  hf.post_processor = processors.TemplateProcessing(
+    single=f"{cls}:0 $A:0 {sep}:0",
+    pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+    special_tokens=[(cls, hf.token_to_id(cls)), (sep, hf.token_to_id(sep))],
+  )
+  return hf
+
+
+def _roberta_from_files(hf_dir: str, config: dict) -> tokenizers.Tokenizer:
+  """RoBERTa's `vocab.json` and `merges.txt` as `transformers` 5's RobertaTokenizer builds
+  them: byte-level BPE, no prefix space unless `add_prefix_space`, `<s> A </s></s> B </s>`.
+  """
+  vocab_path, merges_path = (storage.join(hf_dir, n) for n in ("vocab.json", "merges.txt"))
+  vocab = _read_json(vocab_path)
+  lines = storage.read_text(merges_path).splitlines()
+  merges = [tuple(line.split(" ")) for line in lines if line and not line.startswith("#version")]
+  if not isinstance(vocab, dict) or any(len(m) != 2 for m in merges):
+    raise UserError(
+      f"{vocab_path} and {merges_path} are not a BPE vocabulary (a JSON object of token ids) "
+      f"and merges (two tokens a line); fix them or give a tokenizer.json"
+    )
+  hf = tokenizers.Tokenizer(
+    models.BPE(vocab, merges, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False)
+  )
+  add_prefix_space = bool(config.get("add_prefix_space", False))
+  hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
+  hf.decoder = decoders.ByteLevel()
+  hf.add_special_tokens([_special(config, key, name) for key, name in _ROBERTA_SPECIALS])
+  hf.post_processor = _roberta_processing(hf, config, add_prefix_space)
+  return hf
+
+
+def _import_sentencepiece(spec: dict, out_dir: str) -> str | None:
+  """`out_dir/tokenizer.model`, the SentencePiece model our export made `spec` from, or
+  None when `spec` is not such an export (then nothing is written).
+  """
   try:
     proto = _sentencepiece_proto(spec)
   except (KeyError, TypeError, ValueError, AttributeError, IndexError):
-    raise refusal from None
+    return None
   if proto is None:
-    raise refusal
+    return None
   out = storage.join(out_dir, _SENTENCEPIECE_FILE)
   storage.write_bytes(out, proto)
   try:
@@ -224,7 +419,7 @@ def _import_sentencepiece(spec: dict, json_path: str, out_dir: str) -> str:
     same = False
   if not same:
     storage.remove(out)
-    raise refusal
+    return None
   return out
 
 

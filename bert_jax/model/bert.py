@@ -23,11 +23,27 @@ REMAT_POLICIES = {
 }
 
 
+# Hugging Face's `hidden_act` names.
+ACTIVATIONS = {
+  "gelu": lambda x: nn.gelu(x, approximate=False),
+  "gelu_new": lambda x: nn.gelu(x, approximate=True),
+  "gelu_pytorch_tanh": lambda x: nn.gelu(x, approximate=True),
+  "relu": nn.relu,
+  "silu": nn.silu,
+}
+
+
+def activation(name: str):
+  """The activation function Hugging Face calls `name` (`ACTIVATIONS`)."""
+  return ACTIVATIONS[name]
+
+
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
   """Model hyper-parameters (Hugging Face `BertConfig` names where they exist)."""
 
   vocab_size: int
+  arch: str = "bert"  # the family (`model.families`); each family's config subclasses this
   hidden_size: int = 768
   num_layers: int = 12
   num_heads: int = 12
@@ -43,6 +59,7 @@ class BertConfig:
   scan_layers: bool = False  # stack layers with nn.scan (fast compiles for deep models)
   remat_policy: str = "none"  # one of REMAT_POLICIES
   attention_impl: str | None = None  # None (auto), "xla" or "cudnn"
+  hidden_act: str = "gelu"  # one of ACTIVATIONS
 
   @property
   def head_dim(self):
@@ -69,6 +86,10 @@ class Dense(nn.Module):
 
   @nn.compact
   def __call__(self, x):
+    return self.project(x)
+
+  def project(self, x):
+    """The layer's map (call it from a compact method: it creates the parameters)."""
     c = self.config
     n_in = len(self.in_names)
     kernel = self.param(
@@ -188,7 +209,7 @@ class Mlp(nn.Module):
   def __call__(self, x):
     c = self.config
     h = dense(c, c.intermediate_size, (axes.EMBED,), (axes.MLP,), name="intermediate")(x)
-    h = nn.gelu(h, approximate=False)
+    h = activation(c.hidden_act)(h)
     h = nn.with_logical_constraint(h, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_MLP))
     h = dense(c, c.hidden_size, (axes.MLP,), (axes.EMBED,), name="output")(h)
     h = nn.Dropout(c.hidden_dropout)(h, deterministic=self.deterministic)
@@ -210,14 +231,19 @@ class EncoderLayer(nn.Module):
 
 
 class Encoder(nn.Module):
-  """`num_layers` encoder layers, unrolled (`layer_{i}`) or scanned (`layers`)."""
+  """`num_layers` encoder layers, unrolled (`layer_{i}`) or scanned (`layers`).
+
+  `layer` is the layer module: `layer(config, deterministic, scanned=..., name=...)(x, mask)`
+  (BERT's `EncoderLayer` by default; other families pass their own).
+  """
 
   config: BertConfig
+  layer: type = EncoderLayer
 
   @nn.compact
   def __call__(self, x, mask, deterministic):
     c = self.config
-    layer = EncoderLayer
+    layer = self.layer
     if c.remat_policy != "none":
       layer = nn.remat(layer, policy=REMAT_POLICIES[c.remat_policy], prevent_cse=not c.scan_layers)
     if c.scan_layers:

@@ -9,19 +9,25 @@ matmul of a small BERT, so this saves about a fifth of the FLOPs.
 import flax.linen as nn
 import jax.numpy as jnp
 
-from bert_jax.model import axes, bert
+from bert_jax.model import axes, bert, families, tasks
 
 
 class MlmHead(nn.Module):
-  """Dense + GELU + LayerNorm, then the tied decoder plus an output bias."""
+  """Dense + activation + LayerNorm, then the tied decoder plus an output bias.
+
+  The dense layer maps to the word embeddings' width: the hidden size, or a smaller
+  `embedding_size` (ALBERT, ELECTRA's generator).
+  """
 
   config: bert.BertConfig
 
   @nn.compact
   def __call__(self, hidden, word_embeddings: nn.Embed):
     c = self.config
-    h = bert.dense(c, c.hidden_size, (axes.EMBED,), (axes.EMBED_OUT,), name="transform")(hidden)
-    h = nn.gelu(h, approximate=False)
+    h = bert.dense(c, word_embeddings.features, (axes.EMBED,), (axes.EMBED_OUT,), name="transform")(
+      hidden
+    )
+    h = bert.activation(c.hidden_act)(h)
     h = bert.layer_norm(c, name="layer_norm")(h)
     logits = word_embeddings.attend(h)  # (batch, predictions, vocab)
     bias = self.param(
@@ -77,3 +83,13 @@ class BertForPreTraining(nn.Module):
   def encode(self, input_ids, token_type_ids=None, attention_mask=None):
     """Last hidden states and pooled output, without dropout (for embeddings)."""
     return self.bert(input_ids, token_type_ids, attention_mask, deterministic=True)
+
+
+FAMILY = families.Family(
+  name="bert",
+  config=bert.BertConfig,
+  encoder=bert.Bert,
+  pretraining=BertForPreTraining,
+  sequence_head=tasks.pooled_head,
+  sentence_objectives=("nsp", "sop"),
+)

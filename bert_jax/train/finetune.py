@@ -20,7 +20,7 @@ from bert_jax.errors import UserError
 from bert_jax.finetune import data as data_lib
 from bert_jax.finetune import evaluate as evaluate_lib
 from bert_jax.finetune import objective as task_objective
-from bert_jax.model import bert, registry, tasks
+from bert_jax.model import registry, tasks
 from bert_jax.train import loop
 from bert_jax.train import optimizer as optimizer_lib
 from bert_jax.train.metrics import log
@@ -107,7 +107,7 @@ def _restore_init(source, step, init_meta, same_head, abstract, fresh, reinit_la
   if same_head:
     params, _ = source.restore(step, abstract)
   else:
-    source_model = registry.model_for(bert.BertConfig(**init_meta["model"]), init_meta)
+    source_model = registry.model_for(registry.config_for(init_meta), init_meta)
     mesh = jax.tree_util.tree_leaves(abstract)[0].sharding.mesh
     replicated = NamedSharding(mesh, PartitionSpec())
     target = jax.tree_util.tree_map(
@@ -135,7 +135,9 @@ def _reinit_top_layers(params, fresh, k):
       raise UserError(f"config.head.reinit_layers={k} exceeds the model's {count} layers")
     for i in range(count - k, count):
       encoder[f"layer_{i}"] = new[f"layer_{i}"]
-  bert = dict(params["bert"], encoder=encoder, pooler=fresh["bert"]["pooler"])
+  bert = dict(params["bert"], encoder=encoder)
+  if "pooler" in fresh["bert"]:  # families without a pooler re-initialise their head only
+    bert["pooler"] = fresh["bert"]["pooler"]
   return dict(params, bert=bert)
 
 
@@ -176,7 +178,7 @@ def finetune(config, workdir: str) -> None:
   train_arrays, truncated = data_lib.encode(train, tokenizer, config, labels, train=True)
   num_labels = _num_labels(config, labels)
   model_cfg = config_lib.model_config(config, tokenizer.vocab_size, init_meta["model"])
-  model = tasks.BertForTask(model_cfg, config.task, num_labels)
+  model = tasks.ForTask(model_cfg, config.task, num_labels)
   t = config.train
   rows = len(train_arrays["input_ids"])
   per_epoch = rows // t.batch_size

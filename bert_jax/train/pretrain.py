@@ -17,7 +17,7 @@ from bert_jax import sharding, storage
 from bert_jax.data import pipeline, prepare
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
-from bert_jax.model import pretraining
+from bert_jax.model import families
 from bert_jax.train import loop
 from bert_jax.train import optimizer as optimizer_lib
 from bert_jax.train import step as step_lib
@@ -205,7 +205,7 @@ def pretrain(config, workdir):
   init = _open_init_from(config, manifest)
   model_cfg = config_lib.model_config(config, manifest["vocab_size"], init and init[2]["model"])
   storage.makedirs(workdir)  # only now: bad input above leaves nothing behind
-  model = pretraining.BertForPreTraining(model_cfg)
+  model = families.family(model_cfg.arch).pretraining(model_cfg)
   t, d = config.train, config.data
   tx, schedule = optimizer_lib.make_optimizer(t, warmup_steps=warmup_steps(t))
 
