@@ -181,8 +181,9 @@ def _fill_mask(argv):
 def _export_hf(argv):
   parser = _parser(
     "export-hf",
-    "A run's checkpoint as a Hugging Face BertForPreTraining "
-    "directory (config.json, model.safetensors, tokenizer files).",
+    "A run's checkpoint as a Hugging Face model directory (config.json, "
+    "model.safetensors, tokenizer files): its family's pretraining class "
+    "(BertForPreTraining, RobertaForMaskedLM, ...) or fine-tuned head.",
     step=True,
   )
   parser.add_argument("--out", required=True, help="the Hugging Face directory to write")
@@ -196,7 +197,8 @@ def _export_hf(argv):
 def _import_hf(argv):
   parser = _parser(
     "import-hf",
-    "A Hugging Face BERT checkpoint directory as a bert_jax "
+    "A Hugging Face checkpoint directory (BERT, RoBERTa, XLM-R, DistilBERT, "
+    "ELECTRA, ALBERT or ModernBERT) as a bert_jax "
     "workdir to start from (--config.init_from=WORKDIR).",
     "the new run directory",
   )

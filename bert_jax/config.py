@@ -15,8 +15,8 @@ import ml_collections
 from ml_collections.config_dict import placeholder
 
 from bert_jax.errors import UserError
-from bert_jax.model import axes
-from bert_jax.model.bert import REMAT_POLICIES, BertConfig
+from bert_jax.model import axes, families
+from bert_jax.model.bert import REMAT_POLICIES
 
 # name: (layers, hidden). Heads = hidden / 64, intermediate = 4 * hidden (Turc et al. 2019).
 SIZES = {
@@ -71,7 +71,8 @@ def base_config():
 
   c.tokenizer = ml_collections.ConfigDict()
   c.tokenizer.vocab_size = 30522  # pieces, including the 5 specials (the model pads to 128)
-  c.tokenizer.model_type = "unigram"  # unigram | bpe (SentencePiece)
+  # unigram | bpe (SentencePiece) | bytelevel_bpe (RoBERTa's, `tokenizers`, tokenizer.json)
+  c.tokenizer.model_type = "unigram"
   c.tokenizer.path = placeholder(str)  # an existing tokenizer instead of training one: a
   # SentencePiece .model, a WordPiece vocab.txt or a
   # Hugging Face (WordPiece) tokenizer.json
@@ -135,6 +136,20 @@ def _common():
 
   c.model = ml_collections.ConfigDict()
   c.model.size = "checkpoint"
+  # The encoder family of a new model (model.families.ARCHES); with size "checkpoint",
+  # config.init_from's.
+  c.model.arch = "bert"
+  # Shape overrides of the size preset (None: the preset's; heads = hidden / 64).
+  c.model.num_layers = placeholder(int)
+  c.model.hidden_size = placeholder(int)
+  c.model.intermediate_size = placeholder(int)  # None: 4 x hidden
+  # Family settings, None: the family's default. A setting the family lacks is an error.
+  c.model.hidden_act = placeholder(str)  # gelu | gelu_new | relu | silu
+  c.model.embedding_size = placeholder(int)  # ALBERT, ELECTRA: factorised embeddings
+  c.model.local_attention = placeholder(int)  # ModernBERT: sliding window width (tokens)
+  c.model.global_attn_every_n_layers = placeholder(int)  # ModernBERT
+  c.model.global_rope_theta = placeholder(float)  # ModernBERT
+  c.model.local_rope_theta = placeholder(float)  # ModernBERT
   c.model.max_position_embeddings = 512
   c.model.hidden_dropout = 0.1
   c.model.attention_dropout = 0.1  # 0 lets GPUs use cuDNN flash attention in training
@@ -146,7 +161,8 @@ def _common():
   c.model.vocab_multiple = 128  # embedding rows padded to a multiple (fast matmuls)
 
   c.train = ml_collections.ConfigDict()
-  c.train.decay = "linear"  # linear | cosine | constant, after the warmup
+  c.train.decay = "linear"  # linear | cosine | constant | wsd, after the warmup
+  c.train.decay_fraction = 0.1  # wsd: the last share of the steps, decayed as 1 - sqrt
   c.train.optimizer = "adamw"  # adamw | lamb
   c.train.b1 = 0.9
   c.train.b2 = 0.999
@@ -230,54 +246,89 @@ SHAPE_KEYS = (
   "max_position_embeddings",
   "type_vocab_size",
 )
-ARCHITECTURE_KEYS = SHAPE_KEYS + ("layer_norm_eps", "initializer_range")
 
 
-def model_config(config, vocab_size, init_model=None):
-  """The frozen model dataclass for `config` and a tokenizer of `vocab_size` pieces.
+# config.model keys that set a field of the family's config when given (not None).
+FAMILY_KEYS = (
+  "intermediate_size",
+  "hidden_act",
+  "embedding_size",
+  "local_attention",
+  "global_attn_every_n_layers",
+  "global_rope_theta",
+  "local_rope_theta",
+)
+# Model-dict fields that come from config.model, not from the checkpoint.
+_RUN_KEYS = (
+  "hidden_dropout",
+  "attention_dropout",
+  "dtype",
+  "param_dtype",
+  "scan_layers",
+  "remat_policy",
+  "attention_impl",
+)
+
+
+def model_config(config, vocab_size, init_model=None, pad_id=0):
+  """The frozen model dataclass (its family's) for `config` and a tokenizer of
+  `vocab_size` pieces whose [PAD] is `pad_id`.
 
   The embedding (and tied MLM output) matrix gets `vocab_size` rounded up to a multiple of
   `config.model.vocab_multiple` rows; the extra rows are never a target or an input.
-  With `config.model.size="checkpoint"`, the architecture is `init_model`'s (the model
-  dict of config.init_from's checkpoint, e.g. an imported Hugging Face BERT); dropout,
-  dtypes, scan and remat still come from `config.model`.
+  With `config.model.size="checkpoint"`, the architecture (family included) is
+  `init_model`'s (the model dict of config.init_from's checkpoint, e.g. an imported Hugging
+  Face model); dropout, dtypes, scan and remat still come from `config.model`.
   """
   m = config.model
-  common = dict(
-    hidden_dropout=m.hidden_dropout,
-    attention_dropout=m.attention_dropout,
-    dtype=m.dtype,
-    param_dtype=m.param_dtype,
-    scan_layers=m.scan_layers,
-    remat_policy=m.remat_policy,
-    attention_impl=m.attention_impl,
-  )
+  common = {key: m[key] for key in _RUN_KEYS}
   if m.size == "checkpoint":
     if init_model is None:
       raise UserError(_NEEDS_INIT_FROM)
-    arch = {k: init_model[k] for k in ARCHITECTURE_KEYS if k in init_model}
-    if arch["vocab_size"] < vocab_size:
+    arch = {k: v for k, v in init_model.items() if k not in _RUN_KEYS}
+    model = families.config_from_dict({**arch, **common})
+    if model.vocab_size < vocab_size:
       raise UserError(
-        f"config.init_from has {arch['vocab_size']} vocabulary rows but the "
+        f"config.init_from has {model.vocab_size} vocabulary rows but the "
         f"tokenizer has {vocab_size} tokens; use the checkpoint's own tokenizer"
       )
-    if config.data.max_seq_length > arch["max_position_embeddings"]:
+    if config.data.max_seq_length > model.max_length:
       raise UserError(
         f"config.data.max_seq_length={config.data.max_seq_length} exceeds the "
-        f"{arch['max_position_embeddings']} positions of config.init_from"
+        f"{model.max_length} positions of config.init_from"
       )
-    return BertConfig(**arch, **common)
+    return model
+  check_choice(config, "model.arch", families.ARCHES)
+  family = families.family(m.arch)
   layers, hidden = _size(config)
+  layers, hidden = m.num_layers or layers, m.hidden_size or hidden
   multiple = max(1, m.vocab_multiple)
-  return BertConfig(
+  fields = {f.name for f in dataclasses.fields(family.config)}
+  given = {key: m[key] for key in FAMILY_KEYS if m[key] is not None}
+  foreign = sorted(set(given) - fields)
+  if foreign:
+    raise UserError(
+      f"config.model.{foreign[0]} does not apply to config.model.arch={m.arch!r}; "
+      f"leave it unset (None)"
+    )
+  if "pad_token_id" in fields:
+    given["pad_token_id"] = pad_id
+  given.setdefault("intermediate_size", 4 * hidden)
+  model = family.config(
     vocab_size=-(-vocab_size // multiple) * multiple,
     hidden_size=hidden,
     num_layers=layers,
     num_heads=hidden // 64,
-    intermediate_size=4 * hidden,
     max_position_embeddings=m.max_position_embeddings,
+    **given,
     **common,
   )
+  if config.data.max_seq_length > model.max_length:
+    raise UserError(
+      f"config.data.max_seq_length={config.data.max_seq_length} exceeds the "
+      f"{model.max_length} positions of the model; raise config.model.max_position_embeddings"
+    )
+  return model
 
 
 def _size(config):
@@ -299,9 +350,12 @@ def check_same_model(saved_model: dict, model_dict: dict, where: str) -> None:
   Raises:
     UserError: naming `where` (the workdir or init_from) and each key that differs.
   """
-  keys = SHAPE_KEYS + ("scan_layers",)
+  saved_model = {"arch": "bert", **saved_model}  # checkpoints from before the families
+  keys = ("arch",) + SHAPE_KEYS + ("scan_layers",)
   diff = {
-    k: (saved_model.get(k), model_dict[k]) for k in keys if saved_model.get(k) != model_dict[k]
+    k: (saved_model.get(k), model_dict.get(k))
+    for k in keys
+    if saved_model.get(k) != model_dict.get(k)
   }
   if diff:
     detail = ", ".join(f"{k}: checkpoint {a} vs config {b}" for k, (a, b) in diff.items())

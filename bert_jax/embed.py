@@ -64,7 +64,7 @@ def embed_texts(
   """
   if pooling not in POOLINGS:
     raise UserError(f"--pooling {pooling!r} is not one of {', '.join(POOLINGS)}")
-  tok, limit = run.tokenizer, run.model.config.max_position_embeddings
+  tok, limit = run.tokenizer, run.model.config.max_length
   max_length = min(max_length or limit, limit)
   encoded = tok.encode_batch(list(texts)) if texts else []
   rows = [[tok.cls_id] + ids[: max_length - 2] + [tok.sep_id] for ids in encoded]
@@ -144,8 +144,6 @@ def main(
   buffer = io.BytesIO()
   np.save(buffer, vectors)
   storage.write_bytes(output_path, buffer.getvalue())
-  limit = min(
-    max_length or run.model.config.max_position_embeddings, run.model.config.max_position_embeddings
-  )
+  limit = min(max_length or run.model.config.max_length, run.model.config.max_length)
   note = f", {truncated} truncated to {limit} tokens" if truncated else ""
   print(f"{len(texts)} texts -> {output_path} {vectors.shape} float32, {pooling} pooling{note}")

@@ -30,7 +30,7 @@ def fill_mask(model, params, tokenizer, text: str, top_k: int = 5) -> list:
     UserError: the text has no [MASK].
   """
   ids = [tokenizer.cls_id] + tokenizer.encode(text) + [tokenizer.sep_id]
-  ids = ids[: model.config.max_position_embeddings]
+  ids = ids[: model.config.max_length]
   positions = [i for i, t in enumerate(ids) if t == tokenizer.mask_id]
   if not positions:
     raise UserError(f"no [MASK] in {text!r}; write [MASK] where a token should be predicted")

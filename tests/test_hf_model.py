@@ -330,10 +330,11 @@ def test_bad_input_is_one_line(imported, trained, tmp_path, capsys):
     json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]})
   )
   assert "'gpt2'" in error(["import-hf", "--hf", str(gpt2), "--workdir", str(tmp_path / "a")])
-  roberta = tmp_path / "roberta"
-  roberta.mkdir()
-  (roberta / "config.json").write_text(json.dumps({"model_type": "roberta"}))
-  assert "'roberta'" in error(["import-hf", "--hf", str(roberta), "--workdir", str(tmp_path / "b")])
+  deberta = tmp_path / "deberta"
+  deberta.mkdir()
+  (deberta / "config.json").write_text(json.dumps({"model_type": "deberta-v2"}))
+  message = error(["import-hf", "--hf", str(deberta), "--workdir", str(tmp_path / "b")])
+  assert "'deberta-v2'" in message and "bert" in message
   assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
 
   # A tensor of the wrong shape is named.

@@ -320,19 +320,23 @@ def test_sentencepiece_export_imports_back(sentencepiece, sentences, tmp_path):
       assert a.read() == b.read(), (model_type, name)
 
 
-def test_foreign_sentencepiece_tokenizer_json_is_refused(sentencepiece, tmp_path):
+def test_foreign_unigram_or_bpe_tokenizer_json_imports_as_it_is(sentencepiece, sentences, tmp_path):
   """A Unigram / BPE tokenizer.json that our export would not write (here: lowercasing
-  added) is not taken for one of ours.
+  added) is not taken for one of ours: it is imported as it is, and cuts text as
+  `transformers` does.
   """
-  _, tok = sentencepiece
+  model_type, tok = sentencepiece
   tokenizer_files.export_tokenizer(tok, str(tmp_path / "hf"), model_max_length=128)
   path = tmp_path / "hf" / "tokenizer.json"
   spec = json.loads(path.read_text(encoding="utf-8"))
   spec["normalizer"]["normalizers"].append({"type": "Lowercase"})
   path.write_text(json.dumps(spec), encoding="utf-8")
-  with pytest.raises(UserError, match="tokenizer that bert_jax did not export.*no vocab.txt"):
-    tokenizer_files.import_tokenizer(str(tmp_path / "hf"), str(tmp_path / "imported"))
-  assert not os.listdir(tmp_path / "imported")
+  imported = tokenizer_files.import_tokenizer(str(tmp_path / "hf"), str(tmp_path / "imported"))
+  assert os.listdir(tmp_path / "imported") == ["tokenizer.json"]
+  back = tokenizer.load(imported)
+  assert back.kind == model_type and back.lowercase and back.special_ids == tok.special_ids
+  _assert_same(back, _auto(str(tmp_path / "hf")), TRICKY + sentences[::50])
+  assert back.encode("Hello World") == back.encode("hello world") != tok.encode("Hello World")
 
 
 def test_typed_specials_and_the_space_before_them(sentencepiece):
@@ -355,12 +359,12 @@ def test_errors(tmp_path, sentences):
   bpe = tmp_path / "bpe" / "tokenizer.json"
   bpe.parent.mkdir()
   Tokenizer(models.BPE({"a": 0, "[UNK]": 1}, [], unk_token="[UNK]")).save(str(bpe))
-  with pytest.raises(UserError, match="is a Hugging Face BPE tokenizer.*WordPiece"):
+  with pytest.raises(UserError, match=r"has no \[PAD\] or <pad>, no \[CLS\] or <s>"):
     tokenizer.load(str(bpe))
-  with pytest.raises(UserError, match="BPE tokenizer.*no vocab.txt"):
+  with pytest.raises(UserError, match=r"has no \[PAD\] or <pad>"):
     tokenizer_files.import_tokenizer(str(bpe.parent), str(tmp_path / "out"))
   (tmp_path / "empty").mkdir()
-  with pytest.raises(UserError, match="looked for tokenizer.json and vocab.txt"):
+  with pytest.raises(UserError, match="looked for tokenizer.json, vocab.txt, spiece.model"):
     tokenizer_files.import_tokenizer(str(tmp_path / "empty"), str(tmp_path / "out"))
   broken = tmp_path / "broken.json"
   broken.write_text("{not json")

@@ -184,9 +184,8 @@ class WordPieceTokenizer:
       ) from None
     if model_type != "WordPiece":
       raise UserError(
-        f"tokenizer {path} is a Hugging Face {model_type} tokenizer; "
-        f"bert_jax reads WordPiece tokenizer.json files (BERT's), "
-        f"vocab.txt and SentencePiece models; give one of those"
+        f"tokenizer {path} is a Hugging Face {model_type} tokenizer, not WordPiece; "
+        f"read it with tokenizer.load (HFTokenizer)"
       )
     found = _lowercases(spec.get("normalizer"))
     if lowercase is not None and lowercase != found:
@@ -373,10 +372,11 @@ class HFTokenizer:
     pair_ids, pa, pb = parts(pair)
     before, after = ids[: a[0]] if a else [], ids[a[-1] + 1 :] if a else []
     if not a or not pa or not pb or len(before) != 1 or len(after) != 1:
+      pieces = [self._tok.id_to_token(i) for i in before], [self._tok.id_to_token(i) for i in after]
       raise UserError(
-        f"tokenizer {self.model_path} adds {self._tok.id_to_token(ids[0]) if ids else ''!r}... "
-        f"around a text, not one classification token before it and one separator after; "
-        f"give the tokenizer.json of an encoder (BERT, RoBERTa, ALBERT, ModernBERT)"
+        f"tokenizer {self.model_path} adds {pieces[0]} before a text and {pieces[1]} after "
+        f"it, not one classification token and one separator; give the tokenizer.json of "
+        f"an encoder (BERT, RoBERTa, ALBERT, ModernBERT)"
       )
     cls_id, sep_id = before[0], after[0]
     if pair_ids[: pa[0]] != [cls_id] or pair_ids[pb[-1] + 1 :] != [sep_id]:

@@ -297,7 +297,7 @@ def _tokenizer(config, data_dir, units, settings, log):
     tok = tokenizer_lib.load(target, lowercase=t.lowercase)
     log(f"tokenizer: {t.path} ({tok.kind}, {tok.vocab_size} pieces)")
   else:
-    target = storage.join(data_dir, tokenizer_lib.SentencePieceTokenizer.file_name)
+    target = storage.join(data_dir, tokenizer_lib.trained_file_name(t.model_type))
     trained_on = _trained_on(settings)
     done = storage.exists(target) and _read_stamp(stamp) == trained_on
     if not done:
@@ -316,7 +316,7 @@ def _tokenizer(config, data_dir, units, settings, log):
           raise
 
       try:
-        tokenizer_lib.train_sentencepiece(
+        tokenizer_lib.train_tokenizer(
           sample(),
           target,
           vocab_size=t.vocab_size,

@@ -291,13 +291,15 @@ def encode_sequences(
   }
   arrays["input_ids"][:] = tokenizer.pad_id
   truncated = 0
+  # Between the texts of a pair: [SEP] (BERT), or </s></s> (RoBERTa).
+  middle = list(tokenizer.pair_separator)
   for i, (a, b) in enumerate(zip(first, second)):
     if b is None:
       ta, tb = a[: max_seq_length - 2], []
     else:
-      ta, tb = _truncate_pair(a, b, max_seq_length - 3)
+      ta, tb = _truncate_pair(a, b, max_seq_length - 2 - len(middle))
     truncated += len(ta) + len(tb) < len(a) + len(b or [])
-    ids = [tokenizer.cls_id] + ta + [tokenizer.sep_id]
+    ids = [tokenizer.cls_id] + ta + (middle if b is not None else [tokenizer.sep_id])
     types = [0] * len(ids)
     if b is not None:
       ids += tb + [tokenizer.sep_id]

@@ -80,7 +80,8 @@ def export_hf(
     tokenizer_files.export_tokenizer(
       run.tokenizer,
       staging,
-      model_max_length=run.meta.get("max_seq_length", model.max_position_embeddings),
+      model_max_length=run.meta.get("max_seq_length", model.max_length),
+      arch=model.arch,
     )
     _move_into(staging, out_dir)
   finally:

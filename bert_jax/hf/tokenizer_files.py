@@ -222,7 +222,10 @@ def import_tokenizer(hf_dir: str, out_dir: str) -> str:
     if ours is not None:
       out = ours
     else:
-      hf = _as_transformers_loads(tokenizers.Tokenizer.from_str(json.dumps(spec)), spec, config)
+      hf = tokenizers.Tokenizer.from_str(json.dumps(spec))
+      model_config = _read_json(storage.join(hf_dir, "config.json"))
+      model_config = model_config if isinstance(model_config, dict) else {}
+      hf = _as_transformers_loads(hf, spec, config, model_config.get("model_type"))
       hf.no_padding()
       hf.no_truncation()
       _save(hf, out)
@@ -296,23 +299,41 @@ def _charsmap(spec: dict) -> bytes | None:
   return base64.b64decode(found[0]) if found and found[0] else None
 
 
-def _as_transformers_loads(hf: tokenizers.Tokenizer, spec: dict, config: dict):
-  """`hf` as `transformers` 5 builds it for the `tokenizer_class` of `config`.
+# The tokenizer class `transformers` picks from config.json's model_type when
+# tokenizer_config.json names none.
+_CLASS_OF_MODEL = {
+  "albert": "AlbertTokenizer",
+  "roberta": "RobertaTokenizer",
+  "xlm-roberta": "XLMRobertaTokenizer",
+}
+
+
+def _as_transformers_loads(hf: tokenizers.Tokenizer, spec: dict, config: dict, model_type=None):
+  """`hf` as `transformers` 5 builds it for the `tokenizer_class` of `config` (else the one
+  of config.json's `model_type`).
 
   Its AlbertTokenizer, RobertaTokenizer and XLMRobertaTokenizer keep a tokenizer.json's
-  vocabulary but rebuild the normalizer, pre-tokenizer and decoder from their settings
-  (`do_lower_case`, `keep_accents`, `add_prefix_space`); any other class (ModernBERT's
-  PreTrainedTokenizerFast) takes the file as it is.
+  vocabulary (and merges) but rebuild the model's settings, the normalizer, pre-tokenizer
+  and decoder from their own (`do_lower_case`, `keep_accents`, `add_prefix_space`); any
+  other class (ModernBERT's PreTrainedTokenizerFast) takes the file as it is.
   """
-  kind = str(config.get("tokenizer_class") or "").removesuffix("Fast")
-  if kind == "AlbertTokenizer":
-    hf.normalizer = _albert_normalizer(config, _charsmap(spec))
-    _metaspace_steps(hf, config.get("add_prefix_space", True))
-  elif kind == "XLMRobertaTokenizer":
+  kind = str(config.get("tokenizer_class") or _CLASS_OF_MODEL.get(model_type, ""))
+  kind = kind.removesuffix("Fast")
+  model = spec["model"]
+  if kind in ("AlbertTokenizer", "XLMRobertaTokenizer") and model.get("type") == "Unigram":
+    unk_id = 1 if kind == "AlbertTokenizer" else 3
+    hf.model = models.Unigram([(p, float(s)) for p, s in model["vocab"]], unk_id, False)
     charsmap = _charsmap(spec)
-    hf.normalizer = normalizers.Precompiled(charsmap) if charsmap else None
+    if kind == "AlbertTokenizer":
+      hf.normalizer = _albert_normalizer(config, charsmap)
+    else:
+      hf.normalizer = normalizers.Precompiled(charsmap) if charsmap else None
     _metaspace_steps(hf, config.get("add_prefix_space", True))
-  elif kind == "RobertaTokenizer":
+  elif kind == "RobertaTokenizer" and model.get("type") == "BPE":
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    hf.model = models.BPE(
+      model["vocab"], merges, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False
+    )
     add_prefix_space = bool(config.get("add_prefix_space", False))
     hf.normalizer = None
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)

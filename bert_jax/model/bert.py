@@ -65,6 +65,11 @@ class BertConfig:
   def head_dim(self):
     return self.hidden_size // self.num_heads
 
+  @property
+  def max_length(self):
+    """The longest input row the model takes (RoBERTa: fewer than its position rows)."""
+    return self.max_position_embeddings
+
 
 def _kernel_init(config, names):
   init = nn.initializers.truncated_normal(config.initializer_range)
@@ -158,6 +163,8 @@ class Embeddings(nn.Module):
     self.dropout = nn.Dropout(c.hidden_dropout)
 
   def __call__(self, input_ids, token_type_ids, position_ids, deterministic):
+    if self.config.type_vocab_size == 1:  # RoBERTa: one type; a pair's second text too
+      token_type_ids = jnp.zeros_like(token_type_ids)
     x = self.word(input_ids) + self.position(position_ids) + self.token_type(token_type_ids)
     x = self.dropout(self.layer_norm(x), deterministic=deterministic)
     return _constrain(x)  # (batch, length, embed)

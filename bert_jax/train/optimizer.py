@@ -7,6 +7,7 @@ TF1 optimizer did not, which only matters for the first few hundred warmup steps
 """
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from bert_jax.errors import UserError
@@ -38,10 +39,28 @@ def learning_rate_schedule(train, steps: int, warmup: int):
     after = optax.cosine_decay_schedule(peak, rest)
   elif train.decay == "constant":
     after = optax.constant_schedule(peak)
+  elif train.decay == "wsd":
+    after = _stable_then_sqrt_decay(peak, rest, train.decay_fraction)
   else:
-    raise UserError(f"config.train.decay={train.decay!r} is not one of linear, cosine, constant")
+    raise UserError(
+      f"config.train.decay={train.decay!r} is not one of linear, cosine, constant, wsd"
+    )
   warm = optax.linear_schedule(0.0, peak, warmup)
   return optax.join_schedules([warm, after], [warmup])
+
+
+def _stable_then_sqrt_decay(peak, steps, fraction):
+  """Warmup-stable-decay's tail (ModernBERT's trapezoid): `peak` for the first steps, then
+  1 - sqrt decay to zero over the last `fraction` of `steps`.
+  """
+  if not 0 < fraction <= 1:
+    raise UserError(f"config.train.decay_fraction={fraction} must be in (0, 1]")
+  decay = max(int(round(fraction * steps)), 1)
+
+  def tail(step):
+    return peak * (1.0 - jnp.sqrt(jnp.minimum(step, decay) / decay))
+
+  return optax.join_schedules([optax.constant_schedule(peak), tail], [steps - decay])
 
 
 def make_optimizer(train, *, steps: int | None = None, warmup_steps: int | None = None):

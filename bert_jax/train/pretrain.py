@@ -74,6 +74,9 @@ def validate(config) -> None:
       f"{d.random_token_rate} must be >= 0 and add up to at most 1 (BERT: 0.8, 0.1)"
     )
   config_lib.check_choice(config, "data.objective", config_lib.OBJECTIVES)
+  if config.model.size != "checkpoint":
+    config_lib.check_choice(config, "model.arch", families.ARCHES)
+    _check_objective(config.model.arch, d.objective)
   config_lib.check_choice(config, "data.input_format", config_lib.INPUT_FORMATS)
   config_lib.check_choice(config, "data.loader", config_lib.LOADERS)
   if d.packing and d.objective != "mlm":
@@ -193,6 +196,22 @@ def _init_params_from(init, model_cfg, abstract_params, fresh_params=None):
   return params
 
 
+def _check_objective(arch, objective):
+  """The family `arch`, checked to have the head `objective` trains.
+
+  Raises:
+    UserError: an objective with a sentence-pair head the family lacks.
+  """
+  family = families.family(arch)
+  if objective != "mlm" and objective not in family.sentence_objectives:
+    heads = " or ".join(family.sentence_objectives) or "no sentence-pair head"
+    raise UserError(
+      f"config.data.objective={objective!r} needs a sentence-pair head, and {arch} has "
+      f"{heads}; use --config.data.objective=mlm"
+    )
+  return family
+
+
 def pretrain(config, workdir):
   """Runs (or resumes) pretraining as `config` says, writing everything under `workdir`."""
   validate(config)
@@ -204,8 +223,9 @@ def pretrain(config, workdir):
   data_dir, manifest = _prepare_data(config, workdir)
   init = _open_init_from(config, manifest)
   model_cfg = config_lib.model_config(config, manifest["vocab_size"], init and init[2]["model"])
+  family = _check_objective(model_cfg.arch, config.data.objective)
   storage.makedirs(workdir)  # only now: bad input above leaves nothing behind
-  model = families.family(model_cfg.arch).pretraining(model_cfg)
+  model = family.pretraining(model_cfg)
   t, d = config.train, config.data
   tx, schedule = optimizer_lib.make_optimizer(t, warmup_steps=warmup_steps(t))
 

@@ -1,0 +1,302 @@
+"""The tokenizers of RoBERTa, XLM-R, ALBERT, ModernBERT, DistilBERT and ELECTRA, and the
+byte-level BPE bert_jax trains: imported, exported and checked against `transformers`.
+
+Each family's tokenizer is made offline as `transformers` makes it (its own tokenizer class
+on tiny files trained here, then `save_pretrained`), imported with `import_tokenizer`, and
+must give the ids `AutoTokenizer.from_pretrained` gives: without special tokens, with them,
+and for pairs. What `export_tokenizer` writes must load in `AutoTokenizer` and give our ids.
+"""
+
+import json
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # Before transformers imports huggingface_hub.
+
+import pytest  # noqa: E402
+
+transformers = pytest.importorskip("transformers")
+
+from bert_jax.data import hf_tokenizer, tokenizer  # noqa: E402
+from bert_jax.errors import UserError  # noqa: E402
+from bert_jax.hf import tokenizer_files  # noqa: E402
+
+VARIED = [
+  "Café naïve Ångström résumé",
+  "CAFÉ NAÏVE Straße",
+  "double  spaces   inside",
+  " leading and trailing ",
+  "tab\tand\nnew\r\nlines",
+  "punctuation!?;:(),.-'\"/\\@#$%^&*_+=[]{}<>|~`",
+  "``quoted'' text",
+  "中文字符 日本語 한국어 😀🎉",
+  "Ｆｕｌｌ ｗｉｄｔｈ ﬁ ① ²",
+  "e\u0301 combining",
+  "a [MASK] b <mask> c",
+  "[CLS] x [SEP] y </s> <s>",
+  "",
+  "x" * 120,
+]
+
+ASCII_SPACE = " \t\n\r\x0b\x0c"  # a byte-level token starting with one starts a word
+
+
+@pytest.fixture(scope="module")
+def lines():
+  """A few hundred lines of real prose (CPython's pydoc topics)."""
+  from pydoc_data import topics
+
+  out = []
+  for name in sorted(topics.topics):
+    out += [line.strip() for line in topics.topics[name].splitlines() if line.strip()]
+    if len(out) > 600:
+      return out[:600]
+  return out
+
+
+@pytest.fixture(scope="module")
+def texts(lines):
+  return VARIED + lines[::9]
+
+
+def _assert_same(tok, hf, texts):
+  """Our ids are `hf`'s: without and with special tokens, and for a pair."""
+  ours = tok.encode_batch(texts)
+  assert ours == hf(texts, add_special_tokens=False)["input_ids"]
+  assert [tok.encode(t) for t in texts[:20]] == ours[:20]
+  assert hf(texts)["input_ids"] == [[tok.cls_id] + ids + [tok.sep_id] for ids in ours]
+  a, b = texts[0], texts[-1]
+  expected = [tok.cls_id, *tok.encode(a), *tok.pair_separator, *tok.encode(b), tok.sep_id]
+  assert hf(a, b)["input_ids"] == expected
+
+
+def _imported(hf_dir, out_dir):
+  return tokenizer.load(tokenizer_files.import_tokenizer(str(hf_dir), str(out_dir)))
+
+
+def _assert_exports(tok, out_dir, texts, arch):
+  """`export_tokenizer`'s files load in AutoTokenizer, which cuts text as ours does and
+  knows each special token's role; token types only for the families that have them.
+  """
+  names = tokenizer_files.export_tokenizer(tok, str(out_dir), model_max_length=64, arch=arch)
+  assert sorted(names) == sorted(os.listdir(out_dir))
+  hf = transformers.AutoTokenizer.from_pretrained(str(out_dir))
+  assert hf.is_fast and hf.model_max_length == 64
+  _assert_same(tok, hf, texts)
+  roles = (hf.pad_token_id, hf.unk_token_id, hf.cls_token_id, hf.sep_token_id, hf.mask_token_id)
+  assert roles == tok.special_ids
+  assert ("token_type_ids" in hf("a", "b")) == (arch in ("bert", "albert", "electra"))
+  return hf
+
+
+def test_roberta_slow_files_tokenizer_json_and_export(lines, texts, tmp_path):
+  from tokenizers.implementations import ByteLevelBPETokenizer
+
+  bpe = ByteLevelBPETokenizer()
+  specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+  bpe.train_from_iterator(lines, vocab_size=700, special_tokens=specials, show_progress=False)
+  slow = tmp_path / "slow"
+  slow.mkdir()
+  bpe.save_model(str(slow))  # vocab.json, merges.txt
+  mask = {"__type": "AddedToken", "content": "<mask>", "lstrip": True, "special": True}
+  config = {"tokenizer_class": "RobertaTokenizer", "mask_token": mask}
+  (slow / "tokenizer_config.json").write_text(json.dumps(config))
+  hf = transformers.AutoTokenizer.from_pretrained(str(slow))
+  assert type(hf).__name__ == "RobertaTokenizer"
+  hf.save_pretrained(str(tmp_path / "fast"))
+
+  for name in ("slow", "fast"):
+    tok = _imported(tmp_path / name, tmp_path / f"{name}_imported")
+    assert tok.kind == "bytelevel_bpe" and not tok.lowercase
+    assert tok.special_ids == tuple(
+      bpe.token_to_id(t) for t in ("<pad>", "<unk>", "<s>", "</s>", "<mask>")
+    )
+    assert tok.pair_separator == (tok.sep_id, tok.sep_id)  # <s> A </s></s> B </s>
+    _assert_same(tok, hf, texts)
+  assert tok.encode("a <mask> b") == tok.encode("a") + [tok.mask_id] + tok.encode(" b")
+  # Whole-word masking: a word starts where a token's text starts with a space.
+  starts = tok.word_start_table()
+  for i in range(tok.vocab_size):
+    if i not in tok.special_ids:
+      assert starts[i] == (tok.decode([i])[:1] in ASCII_SPACE), tok.id_to_piece(i)
+
+  hf = _assert_exports(tok, tmp_path / "export", texts, arch="roberta")
+  assert (hf.bos_token, hf.eos_token) == ("<s>", "</s>")
+
+
+def _albert_dir(lines, directory):
+  import sentencepiece as spm
+
+  directory.mkdir()
+  spm.SentencePieceTrainer.train(
+    sentence_iterator=iter(lines),
+    model_prefix=str(directory / "spiece"),
+    vocab_size=500,
+    pad_id=0,
+    unk_id=1,
+    bos_id=-1,
+    eos_id=-1,
+    control_symbols=["[CLS]", "[SEP]", "[MASK]"],
+    num_threads=1,
+    minloglevel=2,
+  )
+  os.remove(directory / "spiece.vocab")
+  (directory / "tokenizer_config.json").write_text('{"tokenizer_class": "AlbertTokenizer"}')
+  return directory
+
+
+def test_albert_spiece_model_tokenizer_json_and_export(lines, texts, tmp_path):
+  slow = _albert_dir(lines, tmp_path / "slow")
+  hf = transformers.AutoTokenizer.from_pretrained(str(slow))
+  assert type(hf).__name__ == "AlbertTokenizer"
+  hf.save_pretrained(str(tmp_path / "fast"))
+  for name in ("slow", "fast"):
+    tok = _imported(tmp_path / name, tmp_path / f"{name}_imported")
+    assert tok.kind == "unigram" and tok.lowercase  # ALBERT lowercases
+    assert tok.special_ids == (0, 1, 2, 3, 4) and tok.pair_separator == (3,)
+    _assert_same(tok, hf, texts)
+  assert tok.encode("Café") == tok.encode("cafe")
+  _assert_exports(tok, tmp_path / "export", texts, arch="albert")
+
+  # tokenizer_config.json's settings rule, as in transformers: a cased ALBERT.
+  path = tmp_path / "fast" / "tokenizer_config.json"
+  config = json.loads(path.read_text())
+  path.write_text(json.dumps({**config, "do_lower_case": False, "keep_accents": True}))
+  cased = _imported(tmp_path / "fast", tmp_path / "cased_imported")
+  assert not cased.lowercase and cased.encode("Café") != cased.encode("cafe")
+  _assert_same(cased, transformers.AutoTokenizer.from_pretrained(str(tmp_path / "fast")), texts)
+
+
+def test_xlm_roberta_unigram(lines, texts, tmp_path):
+  from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+  uni = Tokenizer(models.Unigram())
+  uni.pre_tokenizer = pre_tokenizers.Metaspace()
+  trainer = trainers.UnigramTrainer(
+    vocab_size=500,
+    special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+    unk_token="<unk>",
+    show_progress=False,
+  )
+  uni.train_from_iterator(lines, trainer)
+  vocab = [tuple(v) for v in json.loads(uni.to_str())["model"]["vocab"]] + [("<mask>", 0.0)]
+  hf = transformers.XLMRobertaTokenizer(vocab=vocab)
+  hf.save_pretrained(str(tmp_path / "hf"))
+  tok = _imported(tmp_path / "hf", tmp_path / "imported")
+  assert tok.kind == "unigram"
+  assert tok.special_ids == (1, 3, 0, 2, len(vocab) - 1)
+  assert tok.pair_separator == (2, 2)
+  _assert_same(tok, hf, texts)
+  # SentencePiece style: a word starts with "▁".
+  starts = tok.word_start_table()
+  assert all(
+    starts[i] == p.startswith("\u2581")
+    for i, (p, _) in enumerate(vocab)
+    if i not in tok.special_ids
+  )
+  _assert_exports(tok, tmp_path / "export", texts, arch="xlm-roberta")
+
+
+def test_modernbert_bpe_with_bert_names(lines, texts, tmp_path):
+  from tokenizers import (
+    AddedToken,
+    Tokenizer,
+    decoders,
+    models,
+    pre_tokenizers,
+    processors,
+    trainers,
+  )
+
+  bpe = Tokenizer(models.BPE())
+  bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  bpe.decoder = decoders.ByteLevel()
+  trainer = trainers.BpeTrainer(
+    vocab_size=700, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+  )
+  bpe.train_from_iterator(lines, trainer)
+  names = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]  # after the merges, as ModernBERT's
+  bpe.add_special_tokens(
+    [AddedToken(t, special=True, normalized=False, lstrip=t == "[MASK]") for t in names]
+  )
+  cls, sep = bpe.token_to_id("[CLS]"), bpe.token_to_id("[SEP]")
+  bpe.post_processor = processors.TemplateProcessing(
+    single="[CLS]:0 $A:0 [SEP]:0",
+    pair="[CLS]:0 $A:0 [SEP]:0 $B:0 [SEP]:0",
+    special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+  )
+  hf = transformers.PreTrainedTokenizerFast(
+    tokenizer_object=bpe, **{f"{n[1:-1].lower()}_token": n for n in names}
+  )
+  hf.save_pretrained(str(tmp_path / "hf"))
+  tok = _imported(tmp_path / "hf", tmp_path / "imported")
+  assert tok.kind == "bytelevel_bpe"
+  assert tok.special_ids == tuple(
+    bpe.token_to_id(n) for n in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+  )
+  assert tok.pair_separator == (sep,) and tok.vocab_size == bpe.get_vocab_size()
+  assert tok.special_table().sum() == 5
+  _assert_same(tok, hf, texts)
+  _assert_exports(tok, tmp_path / "export", texts, arch="modernbert")
+
+
+@pytest.mark.parametrize("family", ["distilbert", "electra"])
+def test_wordpiece_families(family, lines, texts, tmp_path):
+  from tokenizers import BertWordPieceTokenizer
+
+  wp = BertWordPieceTokenizer(lowercase=True)
+  wp.train_from_iterator(
+    lines, vocab_size=600, show_progress=False, special_tokens=list(tokenizer.SPECIAL_PIECES)
+  )
+  (tmp_path / "slow").mkdir()
+  wp.save_model(str(tmp_path / "slow"))
+  name = {"distilbert": "DistilBertTokenizer", "electra": "ElectraTokenizer"}[family]
+  (tmp_path / "slow" / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": name}))
+  hf = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "slow"))
+  hf.save_pretrained(str(tmp_path / "fast"))
+  for directory in ("slow", "fast"):
+    tok = _imported(tmp_path / directory, tmp_path / f"{directory}_imported")
+    assert tok.kind == "wordpiece" and tok.lowercase and tok.pair_separator == (tok.sep_id,)
+    _assert_same(tok, hf, texts)
+  hf = _assert_exports(tok, tmp_path / "export", texts, arch=family)
+  assert type(hf).__name__ == "BertTokenizer"
+
+
+def test_trained_bytelevel_bpe(lines, texts, tmp_path):
+  assert tokenizer.trained_file_name("bytelevel_bpe") == "tokenizer.json"
+  assert tokenizer.trained_file_name("unigram") == "tokenizer.model"
+  paths = [str(tmp_path / f"{i}" / "tokenizer.json") for i in range(2)]
+  for path in paths:
+    os.makedirs(os.path.dirname(path))
+    tokenizer.train_tokenizer(iter(lines), path, vocab_size=600, model_type="bytelevel_bpe")
+  with open(paths[0], "rb") as a, open(paths[1], "rb") as b:
+    assert a.read() == b.read()  # the same corpus trains the same tokenizer
+  tok = tokenizer.load(paths[0])
+  assert isinstance(tok, hf_tokenizer.HFTokenizer) and tok.kind == "bytelevel_bpe"
+  assert tok.special_ids == tokenizer.SPECIAL_IDS and tok.pair_separator == (tokenizer.SEP_ID,)
+  assert tok.vocab_size == 600 and tok.file_name == "tokenizer.json"
+  assert [tok.id_to_piece(i) for i in tokenizer.SPECIAL_IDS] == list(tokenizer.SPECIAL_PIECES)
+  # No text is unknown (bytes), text comes back, and [MASK] takes the space before it.
+  ids = tok.encode_batch(texts)
+  assert all(tokenizer.UNK_ID not in i for i in ids)
+  assert [tok.decode(i) for t, i in zip(texts, ids) if "[MASK]" not in t] == [
+    t for t in texts if "[MASK]" not in t
+  ]
+  assert tok.encode("a [MASK] b") == tok.encode("a") + [tokenizer.MASK_ID] + tok.encode(" b")
+  starts = tok.word_start_table()
+  assert all(
+    starts[i] == (tok.decode([i])[:1] in ASCII_SPACE)
+    for i in range(tok.vocab_size)
+    if i not in tokenizer.SPECIAL_IDS
+  )
+  for arch in ("bert", "roberta", "modernbert"):
+    _assert_exports(tok, tmp_path / f"export_{arch}", texts, arch=arch)
+  assert tokenizer.load(paths[0], lowercase=False).fingerprint == tok.fingerprint
+
+  with pytest.raises(UserError, match="vocab_size 100 is too small for byte-level BPE"):
+    tokenizer.train_tokenizer(lines, paths[0], vocab_size=100, model_type="bytelevel_bpe")
+  with pytest.raises(UserError, match="no text"):
+    tokenizer.train_tokenizer(["", " "], paths[0], vocab_size=600, model_type="bytelevel_bpe")
+  with pytest.raises(UserError, match="keeps the case of text but lowercase=True"):
+    tokenizer.load(paths[0], lowercase=True)
+  with pytest.raises(UserError, match="no tokenizer export for model family 'gpt2'"):
+    tokenizer_files.export_tokenizer(tok, str(tmp_path / "x"), model_max_length=8, arch="gpt2")
