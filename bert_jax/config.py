@@ -314,15 +314,18 @@ def model_config(config, vocab_size, init_model=None, pad_id=0):
   if "pad_token_id" in fields:
     given["pad_token_id"] = pad_id
   given.setdefault("intermediate_size", 4 * hidden)
-  model = family.config(
-    vocab_size=-(-vocab_size // multiple) * multiple,
-    hidden_size=hidden,
-    num_layers=layers,
-    num_heads=hidden // 64,
-    max_position_embeddings=m.max_position_embeddings,
-    **given,
-    **common,
-  )
+  try:
+    model = family.config(
+      vocab_size=-(-vocab_size // multiple) * multiple,
+      hidden_size=hidden,
+      num_layers=layers,
+      num_heads=hidden // 64,
+      max_position_embeddings=m.max_position_embeddings,
+      **given,
+      **common,
+    )
+  except ValueError as e:  # a setting the family cannot take (e.g. scan_layers)
+    raise UserError(f"config.model: {e}") from None
   if config.data.max_seq_length > model.max_length:
     raise UserError(
       f"config.data.max_seq_length={config.data.max_seq_length} exceeds the "

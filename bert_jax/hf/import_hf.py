@@ -82,8 +82,16 @@ def import_hf(
         f"model only {hf_vocab} rows (config.json vocab_size); they do not belong "
         f"together"
       )
+    pad = getattr(model_cfg, "pad_token_id", None)  # RoBERTa's positions count from it
+    if pad is not None and tokenizer.pad_id != pad:
+      raise UserError(
+        f"the tokenizer of {hf_dir} pads with id {tokenizer.pad_id} but config.json's "
+        f"pad_token_id is {pad}; they do not belong together"
+      )
     initial = _initial_params(model, seed)
-    params, missing = convert.from_hf(tensors, initial, family.table(model_cfg), hf_vocab)
+    rows = family.table(model_cfg)
+    params, missing = convert.from_hf(tensors, initial, rows, hf_vocab)
+    ignored = sorted(ignored + list(set(tensors) - {row.hf for row in rows}))
     _put_in_place(staging, run_lib.path(workdir, run_lib.TOKENIZER))
   finally:
     shutil.rmtree(staging, ignore_errors=True)

@@ -130,6 +130,11 @@ def _reinit_top_layers(params, fresh, k):
       lambda a, b: a.at[-k:].set(b[-k:]), encoder["layers"], new["layers"]
     )
   else:
+    if any(not name.startswith("layer_") for name in encoder):  # ALBERT: shared layers
+      raise UserError(
+        "config.head.reinit_layers does not apply to ALBERT, whose layers are shared "
+        "across depth; set it to 0"
+      )
     count = len(encoder)
     if k > count:
       raise UserError(f"config.head.reinit_layers={k} exceeds the model's {count} layers")

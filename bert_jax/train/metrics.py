@@ -81,6 +81,27 @@ def _step_of(line: str) -> int | None:
   return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
+def _summary_writer_class():
+  """TensorboardX's `SummaryWriter`, or None where tensorboardX is not installed (some GPU
+  images lack it).
+
+  tensorboardX imports torch, if it can, only to accept torch tensors (about 1.5 s of every
+  run's start); the writer here logs floats, so unless torch is loaded already it is imported
+  with torch hidden (a None entry in sys.modules makes `import torch` fail), then unhidden.
+  """
+  hide = "torch" not in sys.modules
+  if hide:
+    sys.modules["torch"] = None
+  try:
+    from tensorboardX import SummaryWriter
+  except ImportError:
+    return None
+  finally:
+    if hide and sys.modules.get("torch", 0) is None:
+      del sys.modules["torch"]
+  return SummaryWriter
+
+
 class MetricWriter:
   """Appends `{"step", "split", ...}` records to JSONL and TensorBoard (see the module
   docstring for a remote workdir).
@@ -99,15 +120,14 @@ class MetricWriter:
       storage.write_lines(self.path, kept)
     if storage.is_remote(self.path):
       self._lines = kept or []
-    try:
-      from tensorboardX import SummaryWriter  # optional: absent on some GPU images
-    except ImportError:
+    summary_writer = _summary_writer_class()
+    if summary_writer is None:
       return
     tb_dir = storage.join(workdir, "tensorboard")
     if storage.is_remote(tb_dir):
       self._tb_local, self._tb_remote = tempfile.mkdtemp(prefix="bert_jax_tb_"), tb_dir
       tb_dir = self._tb_local
-    self._tb = SummaryWriter(tb_dir, purge_step=start_step + 1)
+    self._tb = summary_writer(tb_dir, purge_step=start_step + 1)
 
   def write(self, step, split, metrics):
     if not self.enabled:

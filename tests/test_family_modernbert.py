@@ -1,0 +1,376 @@
+"""ModernBERT against Hugging Face's PyTorch ModernBERT.
+
+Random tiny models built with `transformers`' own config classes are imported through the
+family's table: hidden states, MLM logits and every fine-tuning head equal transformers'
+within 1e-4 on padded rows three times longer than the local window. Our random models are
+exported and reloaded by `transformers` with no missing or unexpected keys and the same
+logits; packed rows equal their examples run alone; what we do not implement is one error
+line.
+
+Every model of one shape runs through one jitted function (`_mlm_fn`, `_task_fn`), so each
+compiles once.
+"""
+
+import functools
+import json
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bert_jax.errors import UserError
+from bert_jax.hf import convert, files
+from bert_jax.hf.families import modernbert as hf_modernbert
+from bert_jax.model import bert, modernbert, modernbert_layers, tasks
+
+torch = pytest.importorskip("torch", reason="parity tests need torch (pip install torch)")
+transformers = pytest.importorskip("transformers", reason="parity tests need transformers")
+transformers.logging.set_verbosity_error()
+
+VOCAB = 150  # padded to 256 rows in our models
+LENGTH = 24  # three times the local window (local_attention=8: |q - k| <= 4)
+TOKENS = types.SimpleNamespace(pad_id=0, cls_id=1, sep_id=2, mask_id=3, unk_id=4)
+SHAPE = dict(
+  vocab_size=VOCAB,
+  hidden_size=32,
+  num_attention_heads=4,
+  intermediate_size=37,
+  max_position_embeddings=64,
+  local_attention=8,
+  global_rope_theta=1000.0,
+  local_rope_theta=50.0,  # far from the global theta: a swapped theta shows
+  pad_token_id=0,
+  bos_token_id=1,
+  eos_token_id=2,
+  cls_token_id=1,
+  sep_token_id=2,
+)
+CONFIGS = {
+  # Defaults: no biases, [CLS] pooling; global layers 0 and 2 of 3.
+  "plain": dict(num_hidden_layers=3, global_attn_every_n_layers=2),
+  # Every bias on, mean pooling, other activations; global layers 0 and 3 of 4.
+  "biases": dict(
+    num_hidden_layers=4,
+    global_attn_every_n_layers=3,
+    norm_bias=True,
+    attention_bias=True,
+    mlp_bias=True,
+    classifier_bias=True,
+    classifier_pooling="mean",
+    hidden_activation="gelu_pytorch_tanh",
+    classifier_activation="silu",
+  ),
+}
+HF_CLASSES = {
+  "pretraining": "ModernBertForMaskedLM",
+  "classification": "ModernBertForSequenceClassification",
+  "tokens": "ModernBertForTokenClassification",
+  "qa": "ModernBertForQuestionAnswering",
+}
+# Masked positions (batch, 4) at real tokens, near and far from the window's reach.
+POSITIONS = np.array([[0, 5, 11, 23], [2, 8, 13, 16], [1, 4, 6, 8]])
+
+
+def _hf_model(name, head="pretraining", num_labels=2, seed=0):
+  """A random HF model in eval mode; every parameter (norms and biases too) perturbed."""
+  config = transformers.ModernBertConfig(
+    **SHAPE, **CONFIGS[name], num_labels=num_labels, attn_implementation="eager"
+  )
+  torch.manual_seed(seed)
+  model = getattr(transformers, HF_CLASSES[head])(config).eval()
+  with torch.no_grad():
+    for p in model.parameters():
+      p.add_(0.05 * torch.randn_like(p))
+  return model
+
+
+def _batch():
+  """(ids, mask) rows of 24, 17 and 9 real tokens: longer than the window, and padded."""
+  rng = np.random.default_rng(0)
+  ids = rng.integers(5, VOCAB, size=(3, LENGTH)).astype(np.int64)
+  mask = np.zeros_like(ids)
+  for row, n in enumerate((LENGTH, 17, 9)):
+    mask[row, :n] = 1
+  ids[mask == 0] = TOKENS.pad_id
+  ids[:, 0] = TOKENS.cls_id
+  return ids, mask
+
+
+def _arange(ids):
+  return np.broadcast_to(np.arange(ids.shape[1]), ids.shape)
+
+
+def _our_config(hf_dir):
+  """Our config of the checkpoint in `hf_dir` (vocabulary padded to a multiple of 128)."""
+  kwargs = hf_modernbert.model_kwargs(files.read_config(hf_dir))
+  kwargs["vocab_size"] = -(-kwargs["vocab_size"] // 128) * 128
+  return modernbert.ModernBertConfig(**kwargs)
+
+
+def _import(tensors, model, config, head, *args):
+  """`tensors` read by the `head` table into params shaped as `model`'s."""
+  target = jax.eval_shape(lambda: model.init(jax.random.key(0), *args)["params"])
+  target = jax.tree_util.tree_map(lambda a: a.value, target, is_leaf=lambda a: hasattr(a, "names"))
+  return convert.from_hf(tensors, target, hf_modernbert.table(config, head), VOCAB)
+
+
+@functools.cache
+def _mlm_fn(config):
+  """The model, and jit (params, ids, mask, position_ids) -> (hidden, MLM logits, zeros)."""
+  model = modernbert.ModernBertForMaskedLM(config)
+
+  def run(params, ids, mask, positions):
+    hidden, _ = model.apply({"params": params}, ids, None, mask, positions, method=_encoder)
+    logits, sentence = model.apply({"params": params}, ids, ids, mask, POSITIONS, positions)
+    return hidden, logits, sentence
+
+  return model, jax.jit(run)
+
+
+def _encoder(module, ids, types_, mask, positions):
+  return module.bert(ids, types_, mask, positions)
+
+
+@functools.cache
+def _task_fn(config, head, num_labels):
+  model = tasks.ForTask(config, head, num_labels)
+  return model, jax.jit(lambda params, ids, mask: model.apply({"params": params}, ids, ids, mask))
+
+
+def _random_params(model, *args, seed=0):
+  """Random values (normal, std 0.1; LayerNorm scales around 1) of `model`'s params."""
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *args)["params"])
+  rng = np.random.default_rng(seed)
+
+  def value(path, leaf):
+    leaf = leaf.value
+    base = 1.0 if jax.tree_util.keystr(path).endswith("['scale']") else 0.0
+    return (base + 0.1 * rng.standard_normal(leaf.shape)).astype(np.float32)
+
+  return jax.tree_util.tree_map_with_path(value, shapes, is_leaf=lambda a: hasattr(a, "names"))
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+  """{name: (HF ForMaskedLM, our config, params)} of each config: "plain" read from
+  model.safetensors, "biases" from pytorch_model.bin.
+  """
+  out = {}
+  for name in CONFIGS:
+    hf_model = _hf_model(name)
+    hf_dir = str(tmp_path_factory.mktemp(name))
+    hf_model.save_pretrained(hf_dir, safe_serialization=name == "plain")
+    tensors, ignored = files.read_tensors(hf_dir, hf_modernbert)
+    config = _our_config(hf_dir)
+    ids = np.zeros((1, 8), np.int32)
+    model, _ = _mlm_fn(config)
+    params, missing = _import(tensors, model, config, "pretraining", ids, ids, ids, ids[:, :1])
+    assert missing == [] and ignored == []
+    out[name] = hf_model, config, params
+  return out
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_hidden_states_and_mlm_logits_match_transformers(imported, name):
+  hf_model, config, params = imported[name]
+  ids, mask = _batch()
+  with torch.no_grad():
+    hidden_hf = hf_model.model(torch.from_numpy(ids), torch.from_numpy(mask)).last_hidden_state
+    logits_hf = hf_model(torch.from_numpy(ids), torch.from_numpy(mask)).logits.numpy()
+  hidden, logits, sentence = map(np.asarray, _mlm_fn(config)[1](params, ids, mask, _arange(ids)))
+  real = mask.astype(bool)
+  np.testing.assert_allclose(hidden[real], hidden_hf.numpy()[real], atol=1e-4, rtol=0)
+  expected = np.take_along_axis(logits_hf, POSITIONS[..., None], axis=1)
+  assert logits.shape == (3, 4, config.vocab_size) and not sentence.any()
+  np.testing.assert_allclose(logits[..., :VOCAB], expected, atol=1e-4, rtol=0)
+  assert np.all(logits[..., VOCAB:] < -1e3)  # padded vocabulary rows get no probability
+
+
+@pytest.mark.parametrize("lengths", [(3, 2), (13, 9)])
+def test_a_packed_row_equals_its_examples_alone(imported, lengths):
+  """Two examples packed into one row, then padding (attention_mask 1.., 2.., 0..; position
+  ids restarting): each example's hidden states equal those of the example alone (in a row
+  of its own, padded), and those equal transformers' on the example unpadded.
+  """
+  hf_model, config, params = imported["plain"]
+  rng = np.random.default_rng(1)
+  examples = [rng.integers(5, VOCAB, size=n) for n in lengths]
+  # Row 0: the packed examples; rows 1, 2: each alone.
+  ids, mask, positions = (np.zeros((3, LENGTH), np.int64) for _ in range(3))
+  start = 0
+  for i, example in enumerate(examples):
+    n = len(example)
+    ids[0, start : start + n], ids[i + 1, :n] = example, example
+    mask[0, start : start + n], mask[i + 1, :n] = i + 1, 1
+    positions[0, start : start + n] = positions[i + 1, :n] = np.arange(n)
+    start += n
+  hidden = np.asarray(_mlm_fn(config)[1](params, ids, mask, positions)[0])
+  start = 0
+  for i, example in enumerate(examples):
+    n = len(example)
+    with torch.no_grad():
+      hf = hf_model.model(torch.from_numpy(example[None])).last_hidden_state.numpy()
+    np.testing.assert_allclose(hidden[i + 1, :n], hf[0], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(hidden[0, start : start + n], hidden[i + 1, :n], atol=1e-5, rtol=0)
+    start += n
+  # Without the example ids the examples see each other, and the states differ.
+  mixed = np.asarray(_mlm_fn(config)[1](params, ids, (mask > 0) * 1, positions)[0])
+  assert not np.allclose(mixed[0, : lengths[0]], hidden[0, : lengths[0]], atol=1e-3)
+
+
+@pytest.mark.parametrize(
+  "name,head",
+  [
+    ("plain", "classification"),  # [CLS] pooling
+    ("biases", "classification"),  # mean pooling, biases
+    ("biases", "tokens"),
+    ("plain", "qa"),
+  ],
+)
+def test_fine_tuning_heads_match_transformers(tmp_path, name, head):
+  num_labels = 2 if head == "qa" else 3
+  hf_model = _hf_model(name, head, num_labels, seed=1)
+  hf_model.save_pretrained(str(tmp_path))
+  config = _our_config(str(tmp_path))
+  # The head's table reads the class's own names (import-hf reads the MLM table).
+  tensors = {k: v.numpy() for k, v in hf_model.state_dict().items()}
+  ids, mask = _batch()
+  model, run = _task_fn(config, head, num_labels)
+  params, missing = _import(tensors, model, config, head, ids, ids, mask)
+  assert missing == []
+  logits = np.asarray(run(params, ids, mask))
+  with torch.no_grad():
+    out = hf_model(torch.from_numpy(ids), torch.from_numpy(mask))
+  if head == "qa":
+    expected = np.stack([out.start_logits.numpy(), out.end_logits.numpy()], axis=-1)
+  else:
+    expected = out.logits.numpy()
+  if head == "classification":
+    np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=0)
+  else:
+    real = mask.astype(bool)
+    np.testing.assert_allclose(logits[real], expected[real], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("head", ["pretraining", "classification"])
+def test_export_loads_in_transformers_with_equal_logits(imported, tmp_path, name, head):
+  """Our random params -> the table -> model.safetensors + config.json -> transformers'
+  Auto class: nothing missing, unexpected or mismatched, the same logits; and config.json
+  reads back as the same config.
+  """
+  config = imported[name][1]
+  config = modernbert.ModernBertConfig(
+    **{**config.__dict__, "hidden_dropout": 0.1, "classifier_dropout": 0.2}
+  )
+  ids, mask = _batch()
+  if head == "pretraining":
+    model, run = _mlm_fn(config)
+    params = _random_params(model, ids, ids, mask, POSITIONS)
+    auto = transformers.AutoModelForMaskedLM
+  else:
+    model, run = _task_fn(config, head, 3)
+    params = _random_params(model, ids, ids, mask)
+    auto = transformers.AutoModelForSequenceClassification
+  tensors = convert.to_hf(params, hf_modernbert.table(config, head), VOCAB)
+  hf_config = hf_modernbert.hf_config(config, VOCAB, TOKENS)
+  if head != "pretraining":
+    hf_config = files.task_config(hf_config, head, ["a", "b", "c"])
+  files.write(
+    str(tmp_path), tensors, {"architectures": [hf_modernbert.ARCHITECTURES[head]], **hf_config}
+  )
+  hf_model, info = auto.from_pretrained(
+    str(tmp_path), output_loading_info=True, attn_implementation="eager"
+  )
+  assert type(hf_model).__name__ == hf_modernbert.ARCHITECTURES[head]
+  assert not any(info.values()), info  # missing, unexpected, mismatched, error messages
+  with torch.no_grad():
+    expected = hf_model.eval()(torch.from_numpy(ids), torch.from_numpy(mask)).logits.numpy()
+  if head == "pretraining":
+    logits = np.asarray(run(params, ids, mask, _arange(ids))[1])[..., :VOCAB]
+    expected = np.take_along_axis(expected, POSITIONS[..., None], axis=1)
+  else:
+    logits = np.asarray(run(params, ids, mask))
+  np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=0)
+  saved = json.loads((tmp_path / "config.json").read_text())
+  again = hf_modernbert.model_kwargs(saved)
+  assert modernbert.ModernBertConfig(**{**again, "vocab_size": config.vocab_size}) == config
+  assert saved["pad_token_id"] == 0 and saved["cls_token_id"] == saved["bos_token_id"] == 1
+
+
+def test_a_base_model_checkpoint_imports_its_encoder(imported, tmp_path):
+  """A `ModernBertModel` (names without `model.`, no head): the encoder as the MLM model's,
+  the MLM head reported missing.
+  """
+  hf_model, config, params = imported["plain"]
+  hf_model.model.save_pretrained(str(tmp_path))
+  tensors, ignored = files.read_tensors(str(tmp_path), hf_modernbert)
+  assert ignored == [] and all(name.startswith("model.") for name in tensors)
+  target = jax.tree_util.tree_map(np.zeros_like, params)
+  again, missing = convert.from_hf(tensors, target, hf_modernbert.table(config), VOCAB)
+  assert missing == ["mlm"]
+  for a, b in zip(
+    jax.tree_util.tree_leaves(again["bert"]), jax.tree_util.tree_leaves(params["bert"])
+  ):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_transformers_4_config_names_read_as_5():
+  """config.json of transformers 4.x (global_attn_every_n_layers, *_rope_theta, no
+  layer_types / rope_parameters) reads as the same model as 5.x's names.
+  """
+  config = transformers.ModernBertConfig(**SHAPE, **CONFIGS["plain"]).to_dict()
+  assert config["layer_types"] == ["full_attention", "sliding_attention", "full_attention"]
+  old = {k: v for k, v in config.items() if k not in ("layer_types", "rope_parameters")}
+  old.update(global_rope_theta=1000.0, local_rope_theta=50.0)
+  new = hf_modernbert.model_kwargs(config)
+  assert hf_modernbert.model_kwargs(old) == new
+  assert (new["global_attn_every_n_layers"], new["global_rope_theta"]) == (2, 1000.0)
+  assert new["local_rope_theta"] == 50.0
+
+
+@pytest.mark.parametrize(
+  "change,message",
+  [
+    (
+      {"layer_types": ["full_attention", "full_attention", "sliding_attention"]},
+      "layer_types",
+    ),
+    (
+      {"rope_parameters": {"full_attention": {"rope_type": "linear", "factor": 2.0}}},
+      "RoPE scaling ['linear']",
+    ),
+    ({"hidden_activation": "quick_gelu"}, "hidden_activation='quick_gelu'"),
+  ],
+)
+def test_unsupported_settings_are_one_error_line(tmp_path, change, message):
+  config = {"model_type": "modernbert", **SHAPE, **CONFIGS["plain"], **change}
+  config["num_hidden_layers"] = 3
+  (tmp_path / "config.json").write_text(json.dumps(config))
+  with pytest.raises(UserError) as e:
+    files.read_config(str(tmp_path))
+  assert message in str(e.value) and "\n" not in str(e.value)
+  assert "ModernBERT does not implement" in str(e.value)
+
+
+def test_scan_layers_is_refused_naming_the_fix():
+  with pytest.raises(ValueError, match="scan_layers=false"):
+    modernbert.ModernBertConfig(vocab_size=128, scan_layers=True)
+
+
+def test_global_and_local_layers_alternate_and_the_window_is_local():
+  """Layer kinds by depth; the local mask keeps |q - k| <= local_attention // 2 inside an
+  example, and padding queries keep every real key (no empty softmax row).
+  """
+  config = modernbert.ModernBertConfig(vocab_size=128, num_layers=7, global_attn_every_n_layers=3)
+  assert [config.is_global(i) for i in range(7)] == [1, 0, 0, 1, 0, 0, 1]
+  mask = jnp.array([[1] * 10 + [2] * 4 + [0] * 2])
+  full = bert.attention_mask_4d(mask)
+  local = np.asarray(modernbert_layers.local_mask(mask, full, 3))[0, 0]
+  q, k = np.meshgrid(np.arange(16), np.arange(16), indexing="ij")
+  example = np.asarray(mask[0])
+  same = (example[q] == example[k]) & (example[k] > 0)
+  expected = np.where(example[q] > 0, same & (np.abs(q - k) <= 3), example[k] > 0)
+  np.testing.assert_array_equal(local, expected)
