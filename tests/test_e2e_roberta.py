@@ -142,3 +142,44 @@ def test_finetuned_roberta_beats_the_majority_and_exports(news, imported, capsys
   assert accuracy >= news["majority"] + 0.15, (accuracy, news["majority"])
 
   news_subset.check_export_agrees_with_predict(news, run, "RobertaForSequenceClassification")
+
+
+@pytest.mark.slow
+def test_roberta_from_scratch_exports_a_fill_mask_model(tmp_path, capsys):
+  from tests.conftest import write_topics_corpus
+
+  write_topics_corpus(tmp_path / "corpus", count=60)
+  workdir, hf_dir = str(tmp_path / "run"), str(tmp_path / "hf")
+  argv = [
+    "pretrain",
+    "--workdir",
+    workdir,
+    "--config.model.arch=roberta",
+    "--config.model.size=tiny",
+    "--config.tokenizer.model_type=bytelevel_bpe",
+    "--config.tokenizer.vocab_size=1000",
+    "--config.data.objective=mlm",
+    "--config.data.packing=True",
+    f"--config.data.input={tmp_path / 'corpus'}/*.txt",
+    f"--config.data.max_seq_length={LENGTH}",
+    "--config.data.max_predictions_per_seq=10",
+    "--config.data.num_shards=1",
+    "--config.data.lanes=1",
+    "--config.data.loader=threads",
+    "--config.train.steps=3",
+    "--config.train.batch_size=8",
+    "--config.eval.steps=1",
+    ONE_DEVICE,
+  ]
+  assert cli.main(argv) == 0
+  assert cli.main(["export-hf", "--workdir", workdir, "--out", hf_dir]) == 0
+  fill = transformers.pipeline("fill-mask", model=hf_dir, device="cpu")
+  assert type(fill.model).__name__ == "RobertaForMaskedLM"
+  text = f"Return a new sorted list from the {fill.tokenizer.mask_token} in iterable."
+  capsys.readouterr()
+  assert cli.main(["fill-mask", "--workdir", workdir, "--json", text]) == 0
+  ours = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  theirs = fill(text, top_k=5)
+  assert [t["token"] for t in theirs] == [o["token"] for o in ours]
+  for t, o in zip(theirs, ours, strict=True):
+    assert abs(t["score"] - o["score"]) < 1e-4

@@ -1,0 +1,193 @@
+"""Every family through the commands: a tiny random Hugging Face `*ForMaskedLM` with its
+own kind of tokenizer (WordPiece, SentencePiece, byte-level BPE), built offline, is
+imported (`import-hf`), adapted by continued MLM (`pretrain`), fine-tuned (`finetune`,
+each family's sequence head) and exported (`export-hf`); `transformers` loads both exports
+as the family's classes with every weight used.
+
+BERT and RoBERTa take the same path with real numbers in test_hf_model.py,
+test_bbc_news.py and test_e2e_roberta.py.
+"""
+
+import csv
+import json
+import os
+
+import pytest
+
+from bert_jax import cli
+from tests.conftest import ONE_DEVICE, write_topics_corpus
+
+transformers = pytest.importorskip("transformers", reason="needs transformers")
+torch = pytest.importorskip("torch", reason="needs torch (pip install torch==2.13.0)")
+os.environ["HF_HUB_OFFLINE"] = "1"
+transformers.logging.set_verbosity_error()
+
+SIZES = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48)
+FAMILIES = {
+  "distilbert": ("DistilBertForMaskedLM", "DistilBertForSequenceClassification"),
+  "electra": ("ElectraForMaskedLM", "ElectraForSequenceClassification"),
+  "albert": ("AlbertForPreTraining", "AlbertForSequenceClassification"),
+  "modernbert": ("ModernBertForMaskedLM", "ModernBertForSequenceClassification"),
+}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+  """A folder of pydoc topics, its lines, and a two-label CSV of them."""
+  root = tmp_path_factory.mktemp("family_cli")
+  write_topics_corpus(root / "corpus", count=40)
+  lines = [
+    line.strip()
+    for path in sorted((root / "corpus").iterdir())
+    for line in path.read_text().splitlines()
+    if len(line.split()) > 3
+  ]
+  with open(root / "labelled.csv", "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(("text", "label"))
+    for line in lines[:64]:
+      writer.writerow((line, "long" if len(line) > 60 else "short"))
+  return root, lines
+
+
+def _wordpiece(lines, directory, tokenizer_class):
+  from tokenizers import BertWordPieceTokenizer
+
+  wordpiece = BertWordPieceTokenizer(lowercase=True)
+  special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+  wordpiece.train_from_iterator(lines, vocab_size=400, special_tokens=special, show_progress=False)
+  wordpiece.save_model(str(directory))
+  (directory / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": tokenizer_class}))
+  return transformers.AutoTokenizer.from_pretrained(str(directory))
+
+
+def _sentencepiece(lines, directory):
+  import sentencepiece
+
+  sentencepiece.SentencePieceTrainer.train(
+    sentence_iterator=iter(lines),
+    model_prefix=str(directory / "spiece"),
+    vocab_size=300,
+    pad_id=0,
+    unk_id=1,
+    bos_id=-1,
+    eos_id=-1,
+    control_symbols=["[CLS]", "[SEP]", "[MASK]"],
+    num_threads=1,
+    minloglevel=2,
+  )
+  (directory / "tokenizer_config.json").write_text('{"tokenizer_class": "AlbertTokenizer"}')
+  return transformers.AutoTokenizer.from_pretrained(str(directory))
+
+
+def _bytelevel_bpe(lines):
+  from tokenizers import (
+    AddedToken,
+    Tokenizer,
+    decoders,
+    models,
+    pre_tokenizers,
+    processors,
+    trainers,
+  )
+
+  bpe = Tokenizer(models.BPE())
+  bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  bpe.decoder = decoders.ByteLevel()
+  alphabet = pre_tokenizers.ByteLevel.alphabet()
+  trainer = trainers.BpeTrainer(vocab_size=400, initial_alphabet=alphabet, show_progress=False)
+  bpe.train_from_iterator(lines, trainer)
+  names = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
+  bpe.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in names])
+  cls, sep = bpe.token_to_id("[CLS]"), bpe.token_to_id("[SEP]")
+  bpe.post_processor = processors.TemplateProcessing(
+    single="[CLS]:0 $A:0 [SEP]:0",
+    pair="[CLS]:0 $A:0 [SEP]:0 $B:0 [SEP]:0",
+    special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+  )
+  return transformers.PreTrainedTokenizerFast(
+    tokenizer_object=bpe, **{f"{n[1:-1].lower()}_token": n for n in names}
+  )
+
+
+def _hf_checkpoint(family, lines, directory):
+  """A random tiny `family` MLM model and its tokenizer saved in `directory`."""
+  directory.mkdir(parents=True)
+  if family in ("distilbert", "electra"):
+    name = {"distilbert": "DistilBertTokenizer", "electra": "ElectraTokenizer"}[family]
+    tokenizer = _wordpiece(lines, directory, name)
+  elif family == "albert":
+    tokenizer = _sentencepiece(lines, directory)
+  else:
+    tokenizer = _bytelevel_bpe(lines)
+  ids = {
+    "pad_token_id": tokenizer.pad_token_id,
+    "cls_token_id": tokenizer.cls_token_id,
+    "sep_token_id": tokenizer.sep_token_id,
+  }
+  if family == "distilbert":
+    config = transformers.DistilBertConfig(
+      vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=4, hidden_dim=48, **ids
+    )
+  elif family == "electra":
+    config = transformers.ElectraConfig(vocab_size=len(tokenizer), embedding_size=16, **SIZES)
+  elif family == "albert":
+    config = transformers.AlbertConfig(vocab_size=len(tokenizer), embedding_size=16, **SIZES)
+  else:
+    config = transformers.ModernBertConfig(
+      vocab_size=len(tokenizer), local_attention=8, global_attn_every_n_layers=2, **SIZES, **ids
+    )
+  torch.manual_seed(0)
+  model_class = getattr(transformers, FAMILIES[family][0])
+  model_class(config).save_pretrained(str(directory))
+  tokenizer.save_pretrained(str(directory))
+
+
+def _loads_whole(hf_dir, auto_class, architecture):
+  model, info = getattr(transformers, auto_class).from_pretrained(hf_dir, output_loading_info=True)
+  assert type(model).__name__ == architecture
+  assert not any(info.values()), info
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_import_adapt_finetune_export(family, corpus):
+  root, lines = corpus
+  work = root / family
+  _hf_checkpoint(family, lines, work / "hf")
+  imported, adapted, classifier = (str(work / n) for n in ("imported", "adapted", "classifier"))
+  assert cli.main(["import-hf", "--hf", str(work / "hf"), "--workdir", imported]) == 0
+  common = ["--config.train.batch_size=8", "--config.data.max_seq_length=32", ONE_DEVICE]
+  pretrain = [
+    "pretrain",
+    "--config",
+    "configs/continue_pretraining.py",
+    "--workdir",
+    adapted,
+    f"--config.init_from={imported}",
+    f"--config.data.input={root / 'corpus'}/*.txt",
+    "--config.data.max_predictions_per_seq=5",
+    "--config.data.num_shards=1",
+    "--config.data.lanes=1",
+    "--config.data.loader=threads",
+    "--config.train.steps=2",
+    "--config.eval.at_start=False",
+    "--config.eval.steps=1",
+  ]
+  assert cli.main(pretrain + common) == 0
+  finetune = [
+    "finetune",
+    "--workdir",
+    classifier,
+    f"--config.init_from={adapted}",
+    f"--config.data.train={root / 'labelled.csv'}",
+    f"--config.data.eval={root / 'labelled.csv'}",
+    "--config.train.steps=2",
+  ]
+  assert cli.main(finetune + common) == 0
+  pretraining_class, classifier_class = FAMILIES[family]
+  assert cli.main(["export-hf", "--workdir", adapted, "--out", str(work / "hf_adapted")]) == 0
+  auto = "AutoModelForPreTraining" if family == "albert" else "AutoModelForMaskedLM"
+  _loads_whole(str(work / "hf_adapted"), auto, pretraining_class)
+  assert cli.main(["export-hf", "--workdir", classifier, "--out", str(work / "hf_cls")]) == 0
+  _loads_whole(str(work / "hf_cls"), "AutoModelForSequenceClassification", classifier_class)
