@@ -9,12 +9,12 @@ test_bbc_news.py and test_e2e_roberta.py.
 """
 
 import csv
-import json
 import os
 
 import pytest
 
 from bert_jax import cli
+from tests import tiny_tokenizers
 from tests.conftest import ONE_DEVICE, write_topics_corpus
 
 transformers = pytest.importorskip("transformers", reason="needs transformers")
@@ -50,76 +50,19 @@ def corpus(tmp_path_factory):
   return root, lines
 
 
-def _wordpiece(lines, directory, tokenizer_class):
-  from tokenizers import BertWordPieceTokenizer
-
-  wordpiece = BertWordPieceTokenizer(lowercase=True)
-  special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-  wordpiece.train_from_iterator(lines, vocab_size=400, special_tokens=special, show_progress=False)
-  wordpiece.save_model(str(directory))
-  (directory / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": tokenizer_class}))
-  return transformers.AutoTokenizer.from_pretrained(str(directory))
-
-
-def _sentencepiece(lines, directory):
-  import sentencepiece
-
-  sentencepiece.SentencePieceTrainer.train(
-    sentence_iterator=iter(lines),
-    model_prefix=str(directory / "spiece"),
-    vocab_size=300,
-    pad_id=0,
-    unk_id=1,
-    bos_id=-1,
-    eos_id=-1,
-    control_symbols=["[CLS]", "[SEP]", "[MASK]"],
-    num_threads=1,
-    minloglevel=2,
-  )
-  (directory / "tokenizer_config.json").write_text('{"tokenizer_class": "AlbertTokenizer"}')
-  return transformers.AutoTokenizer.from_pretrained(str(directory))
-
-
-def _bytelevel_bpe(lines):
-  from tokenizers import (
-    AddedToken,
-    Tokenizer,
-    decoders,
-    models,
-    pre_tokenizers,
-    processors,
-    trainers,
-  )
-
-  bpe = Tokenizer(models.BPE())
-  bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  bpe.decoder = decoders.ByteLevel()
-  alphabet = pre_tokenizers.ByteLevel.alphabet()
-  trainer = trainers.BpeTrainer(vocab_size=400, initial_alphabet=alphabet, show_progress=False)
-  bpe.train_from_iterator(lines, trainer)
-  names = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
-  bpe.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in names])
-  cls, sep = bpe.token_to_id("[CLS]"), bpe.token_to_id("[SEP]")
-  bpe.post_processor = processors.TemplateProcessing(
-    single="[CLS]:0 $A:0 [SEP]:0",
-    pair="[CLS]:0 $A:0 [SEP]:0 $B:0 [SEP]:0",
-    special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
-  )
-  return transformers.PreTrainedTokenizerFast(
-    tokenizer_object=bpe, **{f"{n[1:-1].lower()}_token": n for n in names}
-  )
-
-
 def _hf_checkpoint(family, lines, directory):
   """A random tiny `family` MLM model and its tokenizer saved in `directory`."""
   directory.mkdir(parents=True)
   if family in ("distilbert", "electra"):
     name = {"distilbert": "DistilBertTokenizer", "electra": "ElectraTokenizer"}[family]
-    tokenizer = _wordpiece(lines, directory, name)
+    config = {"tokenizer_class": name}
+    tiny_tokenizers.wordpiece_files(lines, directory, config=config, vocab_size=400)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(directory))
   elif family == "albert":
-    tokenizer = _sentencepiece(lines, directory)
+    tiny_tokenizers.albert_files(lines, directory, vocab_size=300)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(directory))
   else:
-    tokenizer = _bytelevel_bpe(lines)
+    tokenizer = tiny_tokenizers.modernbert_bpe(lines, vocab_size=400)
   ids = {
     "pad_token_id": tokenizer.pad_token_id,
     "cls_token_id": tokenizer.cls_token_id,

@@ -19,6 +19,7 @@ transformers = pytest.importorskip("transformers")
 from bert_jax.data import hf_tokenizer, tokenizer  # noqa: E402
 from bert_jax.errors import UserError  # noqa: E402
 from bert_jax.hf import tokenizer_files  # noqa: E402
+from tests import tiny_tokenizers  # noqa: E402
 
 VARIED = [
   "Café naïve Ångström résumé",
@@ -123,29 +124,8 @@ def test_roberta_slow_files_tokenizer_json_and_export(lines, texts, tmp_path):
   assert (hf.bos_token, hf.eos_token) == ("<s>", "</s>")
 
 
-def _albert_dir(lines, directory):
-  import sentencepiece as spm
-
-  directory.mkdir()
-  spm.SentencePieceTrainer.train(
-    sentence_iterator=iter(lines),
-    model_prefix=str(directory / "spiece"),
-    vocab_size=500,
-    pad_id=0,
-    unk_id=1,
-    bos_id=-1,
-    eos_id=-1,
-    control_symbols=["[CLS]", "[SEP]", "[MASK]"],
-    num_threads=1,
-    minloglevel=2,
-  )
-  os.remove(directory / "spiece.vocab")
-  (directory / "tokenizer_config.json").write_text('{"tokenizer_class": "AlbertTokenizer"}')
-  return directory
-
-
 def test_albert_spiece_model_tokenizer_json_and_export(lines, texts, tmp_path):
-  slow = _albert_dir(lines, tmp_path / "slow")
+  slow = tiny_tokenizers.albert_files(lines, tmp_path / "slow", vocab_size=500)
   hf = transformers.AutoTokenizer.from_pretrained(str(slow))
   assert type(hf).__name__ == "AlbertTokenizer"
   hf.save_pretrained(str(tmp_path / "fast"))
@@ -197,43 +177,14 @@ def test_xlm_roberta_unigram(lines, texts, tmp_path):
 
 
 def test_modernbert_bpe_with_bert_names(lines, texts, tmp_path):
-  from tokenizers import (
-    AddedToken,
-    Tokenizer,
-    decoders,
-    models,
-    pre_tokenizers,
-    processors,
-    trainers,
-  )
-
-  bpe = Tokenizer(models.BPE())
-  bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  bpe.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(
-    vocab_size=700, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
-  )
-  bpe.train_from_iterator(lines, trainer)
-  names = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]  # after the merges, as ModernBERT's
-  bpe.add_special_tokens(
-    [AddedToken(t, special=True, normalized=False, lstrip=t == "[MASK]") for t in names]
-  )
-  cls, sep = bpe.token_to_id("[CLS]"), bpe.token_to_id("[SEP]")
-  bpe.post_processor = processors.TemplateProcessing(
-    single="[CLS]:0 $A:0 [SEP]:0",
-    pair="[CLS]:0 $A:0 [SEP]:0 $B:0 [SEP]:0",
-    special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
-  )
-  hf = transformers.PreTrainedTokenizerFast(
-    tokenizer_object=bpe, **{f"{n[1:-1].lower()}_token": n for n in names}
-  )
+  hf = tiny_tokenizers.modernbert_bpe(lines, vocab_size=700)
   hf.save_pretrained(str(tmp_path / "hf"))
   tok = _imported(tmp_path / "hf", tmp_path / "imported")
   assert tok.kind == "bytelevel_bpe"
-  assert tok.special_ids == tuple(
-    bpe.token_to_id(n) for n in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-  )
-  assert tok.pair_separator == (sep,) and tok.vocab_size == bpe.get_vocab_size()
+  bpe = hf.backend_tokenizer
+  assert tok.special_ids == tuple(bpe.token_to_id(n) for n in tokenizer.SPECIAL_PIECES)
+  assert tok.pair_separator == (bpe.token_to_id("[SEP]"),)
+  assert tok.vocab_size == bpe.get_vocab_size()
   assert tok.special_table().sum() == 5
   _assert_same(tok, hf, texts)
   _assert_exports(tok, tmp_path / "export", texts, arch="modernbert")
@@ -241,17 +192,10 @@ def test_modernbert_bpe_with_bert_names(lines, texts, tmp_path):
 
 @pytest.mark.parametrize("family", ["distilbert", "electra"])
 def test_wordpiece_families(family, lines, texts, tmp_path):
-  from tokenizers import BertWordPieceTokenizer
-
-  wp = BertWordPieceTokenizer(lowercase=True)
-  wp.train_from_iterator(
-    lines, vocab_size=600, show_progress=False, special_tokens=list(tokenizer.SPECIAL_PIECES)
-  )
-  (tmp_path / "slow").mkdir()
-  wp.save_model(str(tmp_path / "slow"))
   name = {"distilbert": "DistilBertTokenizer", "electra": "ElectraTokenizer"}[family]
-  (tmp_path / "slow" / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": name}))
-  hf = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "slow"))
+  config = {"tokenizer_class": name}
+  slow = tiny_tokenizers.wordpiece_files(lines, tmp_path / "slow", config=config, vocab_size=600)
+  hf = transformers.AutoTokenizer.from_pretrained(str(slow))
   hf.save_pretrained(str(tmp_path / "fast"))
   for directory in ("slow", "fast"):
     tok = _imported(tmp_path / directory, tmp_path / f"{directory}_imported")

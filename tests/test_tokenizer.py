@@ -13,6 +13,7 @@ from tokenizers import BertWordPieceTokenizer
 
 from bert_jax.data import tokenizer
 from bert_jax.errors import UserError
+from tests import tiny_tokenizers
 
 # Ids chosen by hand: [unused*] around the specials, so their ids are not the constants.
 HAND_VOCAB = [
@@ -50,16 +51,12 @@ def _docstrings():
 
 def _trained_vocab(tmp_path, lowercase):
   """A vocab.txt trained by `tokenizers` on stdlib docstrings."""
-  trainer = BertWordPieceTokenizer(lowercase=lowercase)
-  trainer.train_from_iterator(
-    _docstrings(),
-    vocab_size=800,
-    show_progress=False,
-    special_tokens=["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
-  )
+  specials = ["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
   directory = tmp_path / ("uncased" if lowercase else "cased")
-  directory.mkdir()
-  return trainer.save_model(str(directory))[0]
+  tiny_tokenizers.wordpiece_files(
+    _docstrings(), directory, lowercase=lowercase, specials=specials, vocab_size=800
+  )
+  return str(directory / "vocab.txt")
 
 
 @pytest.mark.parametrize("lowercase", [True, False])

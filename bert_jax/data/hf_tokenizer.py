@@ -90,7 +90,103 @@ def _find(spec, kind: str) -> dict | None:
   return None
 
 
-class WordPieceTokenizer:
+def _read_tokenizer_json(path: str):
+  """The bytes, the JSON, its model's type and the `tokenizers.Tokenizer` (padding and
+  truncation, which some files carry, turned off) of a tokenizer.json.
+
+  Raises:
+    UserError: the file is missing or not a Hugging Face tokenizer.json.
+  """
+  import tokenizers  # Imported on use, like sentencepiece.
+
+  data = _read_bytes(path, "tokenizer")
+  try:
+    spec = json.loads(data)
+    model_type = spec["model"].get("type")
+    tok = tokenizers.Tokenizer.from_str(data.decode("utf-8"))
+  except Exception as e:  # JSON, layout or tokenizers' own errors: one message.
+    raise UserError(
+      f"tokenizer {path} is not a Hugging Face tokenizer.json "
+      f"({str(e).splitlines()[0][:120]}); give a tokenizer.json, a "
+      f"vocab.txt or a SentencePiece model"
+    ) from None
+  tok.no_padding()
+  tok.no_truncation()
+  return data, spec, model_type, tok
+
+
+def _checked_lowercase(path: str, spec: dict, lowercase: bool | None) -> bool:
+  """Whether the tokenizer.json `spec` lowercases text.
+
+  Raises:
+    UserError: it does not do as `lowercase` (when not None) says.
+  """
+  found = _lowercases(spec.get("normalizer"))
+  if lowercase is not None and lowercase != found:
+    raise UserError(
+      f"tokenizer {path} {'lowercases' if found else 'keeps the case of'} "
+      f"text but lowercase={lowercase} was asked; leave "
+      f"config.tokenizer.lowercase unset for a tokenizer.json"
+    )
+  return found
+
+
+def _lowercases(normalizer: dict | None) -> bool:
+  """Whether a `tokenizers` normalizer (its JSON) lowercases text."""
+  if not normalizer:
+    return False
+  kind = normalizer.get("type")
+  if kind == "Sequence":
+    return any(_lowercases(n) for n in normalizer.get("normalizers", ()))
+  return kind == "Lowercase" or (kind == "BertNormalizer" and bool(normalizer.get("lowercase")))
+
+
+class _Tokenizers:
+  """What both classes share: a `tokenizers.Tokenizer` run without adding special tokens.
+
+  Attributes:
+    vocab_size: the largest id + 1 (a repeated vocab.txt line leaves a hole in the ids).
+    model_path: the file read.
+    fingerprint: the SHA-256 of its bytes.
+  """
+
+  def _adopt(self, tok, path: str, data: bytes) -> None:
+    """Runs `tok`, read from `path` whose bytes are `data`."""
+    self._tok = tok
+    self._vocab = tok.get_vocab(with_added_tokens=True)
+    # Ids are line numbers; a repeated line leaves a hole, so not len(vocab).
+    self.vocab_size = max(self._vocab.values()) + 1
+    self.model_path = path
+    self.fingerprint = hashlib.sha256(data).hexdigest()
+
+  def to_hf_json(self) -> str:
+    """The Hugging Face `tokenizers` JSON of this tokenizer (no padding or truncation)."""
+    return self._tok.to_str()
+
+  def encode(self, text: str) -> list[int]:
+    """Token ids of `text`, without [CLS] / [SEP]."""
+    return self._tok.encode(text, add_special_tokens=False).ids
+
+  def encode_batch(self, texts: list[str]) -> list[list[int]]:
+    """Token ids of several texts (one Rust call, in parallel threads)."""
+    encodings = self._tok.encode_batch_fast(texts, add_special_tokens=False)
+    return [e.ids for e in encodings]
+
+  def decode(self, ids: Iterable[int]) -> str:
+    """The text of token ids, special tokens kept."""
+    return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
+
+  def id_to_piece(self, i: int) -> str:
+    """The token of id `i`, e.g. "##ing" or "Ġword"."""
+    return self._tok.id_to_token(int(i))
+
+  def _table(self, predicate) -> np.ndarray:
+    table = np.zeros(self.vocab_size, dtype=bool)
+    table[[i for token, i in self._vocab.items() if predicate(token)]] = True
+    return table
+
+
+class WordPieceTokenizer(_Tokenizers):
   """A BERT WordPiece tokenizer, run by Hugging Face `tokenizers`.
 
   From a `vocab.txt`, text is cut as Google's BERT and `BertTokenizerFast` cut
@@ -169,33 +265,13 @@ class WordPieceTokenizer:
       UserError: the file is not a tokenizer.json, its model is not WordPiece,
         it lacks a special token, or it does not lowercase as `lowercase` says.
     """
-    import tokenizers
-
-    data = _read_bytes(path, "tokenizer")
-    try:
-      spec = json.loads(data)
-      model_type = spec["model"].get("type")
-      tok = tokenizers.Tokenizer.from_str(data.decode("utf-8"))
-    except Exception as e:  # JSON, layout or tokenizers' own errors: one message.
-      raise UserError(
-        f"tokenizer {path} is not a Hugging Face tokenizer.json "
-        f"({str(e).splitlines()[0][:120]}); give a tokenizer.json, a "
-        f"vocab.txt or a SentencePiece model"
-      ) from None
+    data, spec, model_type, tok = _read_tokenizer_json(path)
     if model_type != "WordPiece":
       raise UserError(
         f"tokenizer {path} is a Hugging Face {model_type} tokenizer, not WordPiece; "
         f"read it with tokenizer.load (HFTokenizer)"
       )
-    found = _lowercases(spec.get("normalizer"))
-    if lowercase is not None and lowercase != found:
-      raise UserError(
-        f"tokenizer {path} {'lowercases' if found else 'keeps the case of'} "
-        f"text but lowercase={lowercase} was asked; leave "
-        f"config.tokenizer.lowercase unset for a tokenizer.json"
-      )
-    tok.no_padding()
-    tok.no_truncation()
+    found = _checked_lowercase(path, spec, lowercase)
     self = cls.__new__(cls)
     self._setup(
       tok,
@@ -214,44 +290,13 @@ class WordPieceTokenizer:
       if tok.token_to_id(piece) is None:
         raise UserError(f"tokenizer {path} has no {piece} token; use a BERT tokenizer.json")
     tok.add_special_tokens(list(SPECIAL_PIECES))
-    self._tok = tok
-    self._vocab = tok.get_vocab(with_added_tokens=True)
+    self._adopt(tok, path, data)
     self._prefix = prefix
     self.lowercase = lowercase
     self.file_name = file_name
     self.special_ids = tuple(self._vocab[p] for p in SPECIAL_PIECES)
     self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = self.special_ids
     self.pair_separator = (self.sep_id,)  # the ids between the two texts of a pair
-    # Ids are line numbers; a repeated line leaves a hole, so not len(vocab).
-    self.vocab_size = max(self._vocab.values()) + 1
-    self.model_path = path
-    self.fingerprint = hashlib.sha256(data).hexdigest()
-
-  def to_hf_json(self) -> str:
-    """The Hugging Face `tokenizers` JSON of this tokenizer (no padding or truncation)."""
-    return self._tok.to_str()
-
-  def encode(self, text: str) -> list[int]:
-    """Token ids of `text`, without [CLS] / [SEP]."""
-    return self._tok.encode(text, add_special_tokens=False).ids
-
-  def encode_batch(self, texts: list[str]) -> list[list[int]]:
-    """Token ids of several texts (one Rust call, in parallel threads)."""
-    encodings = self._tok.encode_batch_fast(texts, add_special_tokens=False)
-    return [e.ids for e in encodings]
-
-  def decode(self, ids: Iterable[int]) -> str:
-    """The text of token ids, special tokens kept."""
-    return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
-
-  def id_to_piece(self, i: int) -> str:
-    """The token of id `i`, e.g. "##ing"."""
-    return self._tok.id_to_token(int(i))
-
-  def _table(self, predicate) -> np.ndarray:
-    table = np.zeros(self.vocab_size, dtype=bool)
-    table[[i for token, i in self._vocab.items() if predicate(token)]] = True
-    return table
 
   def word_start_table(self) -> np.ndarray:
     """(vocab_size,) bool: True for every token not starting with "##"."""
@@ -264,17 +309,7 @@ class WordPieceTokenizer:
     )
 
 
-def _lowercases(normalizer: dict | None) -> bool:
-  """Whether a `tokenizers` normalizer (its JSON) lowercases text."""
-  if not normalizer:
-    return False
-  kind = normalizer.get("type")
-  if kind == "Sequence":
-    return any(_lowercases(n) for n in normalizer.get("normalizers", ()))
-  return kind == "Lowercase" or (kind == "BertNormalizer" and bool(normalizer.get("lowercase")))
-
-
-class HFTokenizer:
+class HFTokenizer(_Tokenizers):
   """A Hugging Face `tokenizer.json` of any model, run by `tokenizers`.
 
   Attributes:
@@ -298,40 +333,16 @@ class HFTokenizer:
       UserError: not a tokenizer.json, a role without its token, an odd post-processor, or
         lowercasing other than `lowercase`.
     """
-    import tokenizers  # Imported on use, like sentencepiece.
-
-    data = _read_bytes(path, "tokenizer")
-    try:
-      spec = json.loads(data)
-      tok = tokenizers.Tokenizer.from_str(data.decode("utf-8"))
-    except Exception as e:  # JSON, layout or tokenizers' own errors: one message.
-      raise UserError(
-        f"tokenizer {path} is not a Hugging Face tokenizer.json "
-        f"({str(e).splitlines()[0][:120]}); give a tokenizer.json, a "
-        f"vocab.txt or a SentencePiece model"
-      ) from None
-    found = _lowercases(spec.get("normalizer"))
-    if lowercase is not None and lowercase != found:
-      raise UserError(
-        f"tokenizer {path} {'lowercases' if found else 'keeps the case of'} "
-        f"text but lowercase={lowercase} was asked; leave "
-        f"config.tokenizer.lowercase unset for a tokenizer.json"
-      )
-    tok.no_padding()
-    tok.no_truncation()
-    self._tok = tok
-    self._vocab = tok.get_vocab(with_added_tokens=True)
-    self.model_path = path
-    self.fingerprint = hashlib.sha256(data).hexdigest()
-    self.lowercase = found
-    model_type = str(spec["model"].get("type") or "model").lower()
+    data, spec, model_type, tok = _read_tokenizer_json(path)
+    self.lowercase = _checked_lowercase(path, spec, lowercase)
+    self._adopt(tok, path, data)
+    model_type = str(model_type or "model").lower()
     self._byte_level = _find(spec.get("pre_tokenizer"), "ByteLevel") is not None
     self.kind = f"bytelevel_{model_type}" if self._byte_level else model_type
     metaspace = _find(spec.get("pre_tokenizer"), "Metaspace")
     self._metaspace = metaspace.get("replacement", "\u2581") if metaspace else None
     self._prefix = spec["model"].get("continuing_subword_prefix") or None
     self._specials = {t["content"] for t in spec.get("added_tokens") or () if t.get("special")}
-    self.vocab_size = max(self._vocab.values()) + 1
     ids = {role: self._named(role) for role in _ROLES}
     layout = self._layout()
     if layout is not None:
@@ -385,32 +396,6 @@ class HFTokenizer:
         f"one text; give the tokenizer.json of an encoder (BERT, RoBERTa, ALBERT, ModernBERT)"
       )
     return cls_id, sep_id, tuple(pair_ids[pa[-1] + 1 : pb[0]])
-
-  def to_hf_json(self) -> str:
-    """The Hugging Face `tokenizers` JSON of this tokenizer (no padding or truncation)."""
-    return self._tok.to_str()
-
-  def encode(self, text: str) -> list[int]:
-    """Token ids of `text`, without [CLS] / [SEP]."""
-    return self._tok.encode(text, add_special_tokens=False).ids
-
-  def encode_batch(self, texts: list[str]) -> list[list[int]]:
-    """Token ids of several texts (one Rust call, in parallel threads)."""
-    encodings = self._tok.encode_batch_fast(texts, add_special_tokens=False)
-    return [e.ids for e in encodings]
-
-  def decode(self, ids: Iterable[int]) -> str:
-    """The text of token ids, special tokens kept."""
-    return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
-
-  def id_to_piece(self, i: int) -> str:
-    """The token of id `i`, e.g. "Ġword"."""
-    return self._tok.id_to_token(int(i))
-
-  def _table(self, predicate) -> np.ndarray:
-    table = np.zeros(self.vocab_size, dtype=bool)
-    table[[i for token, i in self._vocab.items() if predicate(token)]] = True
-    return table
 
   def word_start_table(self) -> np.ndarray:
     """(vocab_size,) bool: True where a token starts a word (for whole-word masking).

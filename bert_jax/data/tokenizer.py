@@ -408,17 +408,19 @@ def trained_file_name(model_type: str) -> str:
 
 
 def train_tokenizer(
-  sentences: Iterable[str],
-  path: str,
-  *,
-  vocab_size: int,
-  model_type: str = "unigram",
-  input_sentence_size: int = 1_000_000,
-  seed: int = 0,
+  sentences: Iterable[str], path: str, *, vocab_size: int, model_type: str = "unigram", **options
 ) -> str:
   """Trains the tokenizer `model_type` names: `train_sentencepiece`, or for
   "bytelevel_bpe" `hf_tokenizer.train_bytelevel_bpe` (which reads every sentence given:
   the caller samples). Name `path` with `trained_file_name(model_type)`.
+
+  Args:
+    sentences: as `train_sentencepiece` takes them.
+    path: where to write the tokenizer.
+    vocab_size: the number of tokens.
+    model_type: one of `TRAINED_KINDS`.
+    **options: `train_sentencepiece`'s `input_sentence_size` and `seed` (byte-level BPE
+      has neither: it takes every sentence, and trains the same merges from them).
 
   Returns:
     `path`.
@@ -428,10 +430,5 @@ def train_tokenizer(
 
     return hf_tokenizer.train_bytelevel_bpe(sentences, path, vocab_size=vocab_size)
   return train_sentencepiece(
-    sentences,
-    path,
-    vocab_size=vocab_size,
-    model_type=model_type,
-    input_sentence_size=input_sentence_size,
-    seed=seed,
+    sentences, path, vocab_size=vocab_size, model_type=model_type, **options
   )
