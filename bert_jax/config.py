@@ -188,7 +188,7 @@ def finetune_base_config():
   tokenizer are config.init_from's.
   """
   c = _common()
-  c.task = "classification"  # classification | regression | tokens | qa
+  c.task = "classification"  # classification | regression | tokens | qa | embedding
 
   c.head = ml_collections.ConfigDict()
   c.head.reinit = False  # a new head even if config.init_from has one of this task
@@ -207,6 +207,18 @@ def finetune_base_config():
   c.data.tfds_data_dir = placeholder(str)  # TFDS data dir; None: TFDS's default
   c.data.doc_stride = 128  # qa: tokens between the starts of a context's windows
   c.data.max_query_length = 64  # qa: question tokens kept
+  c.data.negative_column = placeholder(str)  # embedding: a hard negative for each pair
+  c.data.score_column = placeholder(str)  # embedding eval: a similarity score (Spearman)
+
+  # task "embedding": sentence embeddings trained on (anchor = text_column, positive =
+  # text_pair_column) pairs.
+  c.embedding = ml_collections.ConfigDict()
+  c.embedding.pooling = "mean"  # mean | cls | max
+  c.embedding.normalize = True  # unit-length embeddings (the export's Normalize module)
+  c.embedding.loss = "mnrl"  # mnrl (in-batch negatives, InfoNCE) | triplet
+  c.embedding.scale = 20.0  # mnrl: cosine similarities times this (1 / temperature)
+  c.embedding.symmetric = False  # mnrl: also positives -> anchors
+  c.embedding.margin = 5.0  # triplet: euclidean margin (sentence-transformers' default)
 
   c.qa = ml_collections.ConfigDict()
   c.qa.n_best = 20  # start and end candidates per window
@@ -229,6 +241,24 @@ def finetune_base_config():
   c.eval.at_start = False
 
   c.checkpoint.keep = 2  # latest checkpoints (for resuming); the best is kept apart
+  return c
+
+
+def distill_base_config():
+  """Every key a distillation run reads: a fine-tuning config (the student's task, data,
+  optimizer) plus the teacher and the losses. The student is a size preset of the teacher's
+  family (`config.model.size`) or the teacher's own layers (`distill.student_layers`).
+  """
+  c = finetune_base_config()
+  c.model.size = "mini"  # the student: a size preset, or "teacher" with distill.student_layers
+  c.teacher = placeholder(str)  # a fine-tuned run (or an imported HF classifier) to distil
+  c.distill = ml_collections.ConfigDict()
+  c.distill.temperature = 2.0  # softens teacher and student logits for the soft loss
+  c.distill.alpha = 0.5  # weight of the soft (teacher) loss; 1 - alpha on the hard labels
+  c.distill.unlabeled = placeholder(str)  # a file of extra texts the teacher labels
+  c.distill.student_layers = placeholder(str)  # e.g. "0,2,4": the teacher's layers kept
+  c.distill.hidden_weight = 0.0  # optional: MSE between mapped hidden states
+  c.distill.attention_weight = 0.0  # optional: KL between mapped attention maps
   return c
 
 
