@@ -32,6 +32,36 @@ import pytest  # noqa: E402
 jax.config.update("jax_platforms", "cpu")
 
 
+# The test files that take a minute or more on 2 cores, longest first (measure with
+# `python -m pytest -q -p no:xdist --durations=0 tests/FILE.py`). Under `pytest -n auto
+# --dist loadfile` a file runs whole on one worker; these are handed out first, then the
+# rest in collection order, so that no long file starts late and runs alone at the end.
+LONG_FILES = (
+  "test_bbc_news.py",
+  "test_launch.py",
+  "test_preemption.py",
+  "test_finetune.py",
+  "test_pretrain.py",
+  "test_gcs.py",
+)
+
+
+def pytest_configure(config):
+  """Keeps the file order of `pytest_collection_modifyitems` under `--dist loadfile`:
+  pytest-xdist otherwise hands out the files with the most tests first (its
+  --loadscope-reorder), which leaves a long file of few tests, test_bbc_news.py, to last.
+  """
+  if hasattr(config.option, "loadscopereorder"):
+    config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):
+  """Moves the tests of LONG_FILES to the front, in that order (the rest keep theirs)."""
+  del config
+  rank = {name: i for i, name in enumerate(LONG_FILES)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 def random_batch(rng, batch_size, length=32, predictions=5, vocab_size=512):
   """A pretraining batch with varied padding and a varying number of masked positions."""
   lengths = rng.integers(length // 2, length + 1, size=batch_size)
