@@ -43,6 +43,9 @@ LONG_FILES = (
   "test_finetune.py",
   "test_pretrain.py",
   "test_gcs.py",
+  "test_family_cli.py",
+  "test_e2e_roberta.py",
+  "test_e2e_modernbert.py",
 )
 
 
