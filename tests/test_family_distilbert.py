@@ -1,6 +1,6 @@
 """DistilBERT against Hugging Face's PyTorch models: random tiny checkpoints imported
 (safetensors, and a sinusoidal-position pytorch_model.bin), every head, export and reload,
-scan, bad config.json. The helpers are `test_family_roberta`'s.
+scan, bad config.json. The truth is `transformers` on the same weights (`tests.family_parity`).
 """
 
 import json
@@ -10,22 +10,21 @@ import pytest
 
 from bert_jax.hf import convert, files
 from bert_jax.hf.families import distilbert as distilbert_hf
-from bert_jax.model import distilbert
-from tests.test_family_roberta import (
+from tests.family_parity import (
   HEADS,
-  LENGTHS,
-  VOCAB,
   assert_close,
   assert_one_line_error,
   export,
   hf_mlm,
   hf_task,
   imported,
-  init,
+  model_for,
+  our_config,
   ours_mlm,
   ours_task,
   padded_batch,
   perturbed,
+  random_params,
   reload,
   save,
 )
@@ -33,6 +32,8 @@ from tests.test_family_roberta import (
 torch = pytest.importorskip("torch", reason="parity tests need torch (pip install torch==2.13.0)")
 transformers = pytest.importorskip("transformers", reason="parity tests need transformers")
 
+VOCAB = 150  # the checkpoints' rows; ours are padded to 256
+LENGTHS = [38, 25, 9, 3]  # a padded batch of 4 rows
 LENGTH = max(LENGTHS)
 
 
@@ -55,14 +56,14 @@ def _hf_config(**kwargs):
   return transformers.DistilBertConfig(**{**values, **kwargs})
 
 
-def _config(**kwargs):
+def _config(scan_layers=False, **kwargs):
   """Our config of the checkpoints `_hf_config(**kwargs)` describes (compiles are shared)."""
-  hf = distilbert_hf.model_kwargs(_hf_config(**kwargs).to_dict())
-  return distilbert.DistilBertConfig(**{**hf, "vocab_size": 256})
+  return our_config(distilbert_hf, _hf_config(**kwargs).to_dict(), scan_layers=scan_layers)
 
 
 def _batch(seed):
-  return padded_batch(np.random.default_rng(seed), LENGTHS, LENGTH, pad_id=0, cls_id=2)
+  rng = np.random.default_rng(seed)
+  return padded_batch(rng, LENGTHS, LENGTH, pad_id=0, vocab=VOCAB, cls_id=2)
 
 
 def _eager(model):
@@ -110,7 +111,7 @@ def test_distilbert_model_reads_without_prefix(tmp_path):
   tensors, ignored = files.read_tensors(path, distilbert_hf)
   assert ignored == []
   config = _config()
-  _, target = init(config, seed=0)
+  target = random_params(model_for(config), 4)
   params, missing = convert.from_hf(tensors, target, distilbert_hf.table(config), VOCAB)
   assert missing == ["mlm"]  # a DistilBertModel has no MLM head: import initialises it
   layer = params["bert"]["encoder"]["layer_1"]["mlp"]["output"]["kernel"]
@@ -134,8 +135,9 @@ def test_heads_match_transformers(task, tmp_path):
 def test_export_reloads_in_transformers_with_equal_logits(tmp_path):
   ids, mask = _batch(5)
   config = _config()
-  model, params = init(config, seed=1)
-  path = export(tmp_path, params, distilbert_hf, config, "pretraining", tokenizer=Tokenizer)
+  model = model_for(config)
+  params = random_params(model, 4, seed=1)
+  path = export(tmp_path / "mlm", params, distilbert_hf, config, "pretraining", VOCAB, Tokenizer)
   exported = json.loads(open(f"{path}/config.json").read())
   assert exported["architectures"] == ["DistilBertForMaskedLM"]
   assert exported["sinusoidal_pos_embds"] is False
@@ -146,9 +148,11 @@ def test_export_reloads_in_transformers_with_equal_logits(tmp_path):
   assert_close(logits, hf_logits, mask)
 
   config = _config(seq_classif_dropout=0.3, activation="relu")
-  model, params = init(config, "classification", 3, seed=2)
+  model = model_for(config, "classification", 3)
+  params = random_params(model, 3, seed=2)
+  labels = ["a", "b", "c"]
   path = export(
-    tmp_path, params, distilbert_hf, config, "classification", ["a", "b", "c"], Tokenizer
+    tmp_path / "cls", params, distilbert_hf, config, "classification", VOCAB, Tokenizer, labels
   )
   hf_model = reload(transformers.AutoModelForSequenceClassification, path)
   assert type(hf_model).__name__ == "DistilBertForSequenceClassification"
@@ -157,9 +161,10 @@ def test_export_reloads_in_transformers_with_equal_logits(tmp_path):
 
 def test_scanned_layers_equal_unrolled():
   ids, mask = _batch(6)
-  scanned, params = init(_config().__class__(**{**vars(_config()), "scan_layers": True}), seed=4)
+  scanned = model_for(_config(scan_layers=True))
+  params = random_params(scanned, 4, seed=4)
   assert "layers" in params["bert"]["encoder"]
-  unrolled, _ = init(_config())
+  unrolled = model_for(_config())
   want = ours_mlm(unrolled, convert.unscan(params), ids, mask)
   got = ours_mlm(scanned, params, ids, mask)
   for a, b in zip(got, want):

@@ -7,11 +7,10 @@ exported and reloaded by `transformers` with no missing or unexpected keys and t
 logits; packed rows equal their examples run alone; what we do not implement is one error
 line.
 
-Every model of one shape runs through one jitted function (`_mlm_fn`, `_task_fn`), so each
-compiles once.
+Every model of one shape runs through one jitted function (`family_parity.outputs`,
+`family_parity.logits`), so each compiles once.
 """
 
-import functools
 import json
 import types
 
@@ -23,11 +22,21 @@ import pytest
 from bert_jax.errors import UserError
 from bert_jax.hf import convert, files
 from bert_jax.hf.families import modernbert as hf_modernbert
-from bert_jax.model import bert, modernbert, modernbert_layers, tasks
+from bert_jax.model import bert, modernbert, modernbert_layers
+from tests.family_parity import (
+  export,
+  logits,
+  model_for,
+  our_config,
+  outputs,
+  random_hf_model,
+  random_params,
+  reload,
+  shapes,
+)
 
 torch = pytest.importorskip("torch", reason="parity tests need torch (pip install torch)")
 transformers = pytest.importorskip("transformers", reason="parity tests need transformers")
-transformers.logging.set_verbosity_error()
 
 VOCAB = 150  # padded to 256 rows in our models
 LENGTH = 24  # three times the local window (local_attention=8: |q - k| <= 4)
@@ -78,12 +87,7 @@ def _hf_model(name, head="pretraining", num_labels=2, seed=0):
   config = transformers.ModernBertConfig(
     **SHAPE, **CONFIGS[name], num_labels=num_labels, attn_implementation="eager"
   )
-  torch.manual_seed(seed)
-  model = getattr(transformers, HF_CLASSES[head])(config).eval()
-  with torch.no_grad():
-    for p in model.parameters():
-      p.add_(0.05 * torch.randn_like(p))
-  return model
+  return random_hf_model(getattr(transformers, HF_CLASSES[head]), config, seed)
 
 
 def _batch():
@@ -104,52 +108,22 @@ def _arange(ids):
 
 def _our_config(hf_dir):
   """Our config of the checkpoint in `hf_dir` (vocabulary padded to a multiple of 128)."""
-  kwargs = hf_modernbert.model_kwargs(files.read_config(hf_dir))
-  kwargs["vocab_size"] = -(-kwargs["vocab_size"] // 128) * 128
-  return modernbert.ModernBertConfig(**kwargs)
+  return our_config(hf_modernbert, files.read_config(hf_dir))
 
 
-def _import(tensors, model, config, head, *args):
+def _import(tensors, model, config, head):
   """`tensors` read by the `head` table into params shaped as `model`'s."""
-  target = jax.eval_shape(lambda: model.init(jax.random.key(0), *args)["params"])
-  target = jax.tree_util.tree_map(lambda a: a.value, target, is_leaf=lambda a: hasattr(a, "names"))
+  target = shapes(model, 4 if head == "pretraining" else 3)
   return convert.from_hf(tensors, target, hf_modernbert.table(config, head), VOCAB)
 
 
-@functools.cache
-def _mlm_fn(config):
-  """The model, and jit (params, ids, mask, position_ids) -> (hidden, MLM logits, zeros)."""
-  model = modernbert.ModernBertForMaskedLM(config)
-
-  def run(params, ids, mask, positions):
-    hidden, _ = model.apply({"params": params}, ids, None, mask, positions, method=_encoder)
-    logits, sentence = model.apply({"params": params}, ids, ids, mask, POSITIONS, positions)
-    return hidden, logits, sentence
-
-  return model, jax.jit(run)
-
-
-def _encoder(module, ids, types_, mask, positions):
-  return module.bert(ids, types_, mask, positions)
-
-
-@functools.cache
-def _task_fn(config, head, num_labels):
-  model = tasks.ForTask(config, head, num_labels)
-  return model, jax.jit(lambda params, ids, mask: model.apply({"params": params}, ids, ids, mask))
-
-
-def _random_params(model, *args, seed=0):
-  """Random values (normal, std 0.1; LayerNorm scales around 1) of `model`'s params."""
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *args)["params"])
-  rng = np.random.default_rng(seed)
-
-  def value(path, leaf):
-    leaf = leaf.value
-    base = 1.0 if jax.tree_util.keystr(path).endswith("['scale']") else 0.0
-    return (base + 0.1 * rng.standard_normal(leaf.shape)).astype(np.float32)
-
-  return jax.tree_util.tree_map_with_path(value, shapes, is_leaf=lambda a: hasattr(a, "names"))
+def _mlm(config, params, ids, mask, positions):
+  """(hidden states, MLM logits at POSITIONS, sentence logits) of our MLM model."""
+  model = model_for(config)
+  hidden, (mlm, sentence) = outputs(
+    model, params, ids, ids, mask, POSITIONS, position_ids=positions
+  )
+  return hidden, mlm, sentence
 
 
 @pytest.fixture(scope="module")
@@ -164,9 +138,7 @@ def imported(tmp_path_factory):
     hf_model.save_pretrained(hf_dir, safe_serialization=name == "plain")
     tensors, ignored = files.read_tensors(hf_dir, hf_modernbert)
     config = _our_config(hf_dir)
-    ids = np.zeros((1, 8), np.int32)
-    model, _ = _mlm_fn(config)
-    params, missing = _import(tensors, model, config, "pretraining", ids, ids, ids, ids[:, :1])
+    params, missing = _import(tensors, model_for(config), config, "pretraining")
     assert missing == [] and ignored == []
     out[name] = hf_model, config, params
   return out
@@ -179,7 +151,7 @@ def test_hidden_states_and_mlm_logits_match_transformers(imported, name):
   with torch.no_grad():
     hidden_hf = hf_model.model(torch.from_numpy(ids), torch.from_numpy(mask)).last_hidden_state
     logits_hf = hf_model(torch.from_numpy(ids), torch.from_numpy(mask)).logits.numpy()
-  hidden, logits, sentence = map(np.asarray, _mlm_fn(config)[1](params, ids, mask, _arange(ids)))
+  hidden, logits, sentence = map(np.asarray, _mlm(config, params, ids, mask, _arange(ids)))
   real = mask.astype(bool)
   np.testing.assert_allclose(hidden[real], hidden_hf.numpy()[real], atol=1e-4, rtol=0)
   expected = np.take_along_axis(logits_hf, POSITIONS[..., None], axis=1)
@@ -206,7 +178,7 @@ def test_a_packed_row_equals_its_examples_alone(imported, lengths):
     mask[0, start : start + n], mask[i + 1, :n] = i + 1, 1
     positions[0, start : start + n] = positions[i + 1, :n] = np.arange(n)
     start += n
-  hidden = np.asarray(_mlm_fn(config)[1](params, ids, mask, positions)[0])
+  hidden = np.asarray(_mlm(config, params, ids, mask, positions)[0])
   start = 0
   for i, example in enumerate(examples):
     n = len(example)
@@ -216,7 +188,7 @@ def test_a_packed_row_equals_its_examples_alone(imported, lengths):
     np.testing.assert_allclose(hidden[0, start : start + n], hidden[i + 1, :n], atol=1e-5, rtol=0)
     start += n
   # Without the example ids the examples see each other, and the states differ.
-  mixed = np.asarray(_mlm_fn(config)[1](params, ids, (mask > 0) * 1, positions)[0])
+  mixed = np.asarray(_mlm(config, params, ids, (mask > 0) * 1, positions)[0])
   assert not np.allclose(mixed[0, : lengths[0]], hidden[0, : lengths[0]], atol=1e-3)
 
 
@@ -237,10 +209,10 @@ def test_fine_tuning_heads_match_transformers(tmp_path, name, head):
   # The head's table reads the class's own names (import-hf reads the MLM table).
   tensors = {k: v.numpy() for k, v in hf_model.state_dict().items()}
   ids, mask = _batch()
-  model, run = _task_fn(config, head, num_labels)
-  params, missing = _import(tensors, model, config, head, ids, ids, mask)
+  model = model_for(config, head, num_labels)
+  params, missing = _import(tensors, model, config, head)
   assert missing == []
-  logits = np.asarray(run(params, ids, mask))
+  ours = np.asarray(logits(model, params, ids, ids, mask))
   with torch.no_grad():
     out = hf_model(torch.from_numpy(ids), torch.from_numpy(mask))
   if head == "qa":
@@ -248,10 +220,10 @@ def test_fine_tuning_heads_match_transformers(tmp_path, name, head):
   else:
     expected = out.logits.numpy()
   if head == "classification":
-    np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(ours, expected, atol=1e-4, rtol=0)
   else:
     real = mask.astype(bool)
-    np.testing.assert_allclose(logits[real], expected[real], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(ours[real], expected[real], atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -266,35 +238,25 @@ def test_export_loads_in_transformers_with_equal_logits(imported, tmp_path, name
     **{**config.__dict__, "hidden_dropout": 0.1, "classifier_dropout": 0.2}
   )
   ids, mask = _batch()
-  if head == "pretraining":
-    model, run = _mlm_fn(config)
-    params = _random_params(model, ids, ids, mask, POSITIONS)
-    auto = transformers.AutoModelForMaskedLM
-  else:
-    model, run = _task_fn(config, head, 3)
-    params = _random_params(model, ids, ids, mask)
-    auto = transformers.AutoModelForSequenceClassification
-  tensors = convert.to_hf(params, hf_modernbert.table(config, head), VOCAB)
-  hf_config = hf_modernbert.hf_config(config, VOCAB, TOKENS)
-  if head != "pretraining":
-    hf_config = files.task_config(hf_config, head, ["a", "b", "c"])
-  files.write(
-    str(tmp_path), tensors, {"architectures": [hf_modernbert.ARCHITECTURES[head]], **hf_config}
-  )
-  hf_model, info = auto.from_pretrained(
-    str(tmp_path), output_loading_info=True, attn_implementation="eager"
-  )
+  model = model_for(config, head, 3)
+  params = random_params(model, 4 if head == "pretraining" else 3)
+  labels = None if head == "pretraining" else ["a", "b", "c"]
+  path = export(tmp_path / "out", params, hf_modernbert, config, head, VOCAB, TOKENS, labels)
+  auto = {
+    "pretraining": transformers.AutoModelForMaskedLM,
+    "classification": transformers.AutoModelForSequenceClassification,
+  }[head]
+  hf_model = reload(auto, path, attn_implementation="eager")  # nothing missing, unexpected
   assert type(hf_model).__name__ == hf_modernbert.ARCHITECTURES[head]
-  assert not any(info.values()), info  # missing, unexpected, mismatched, error messages
   with torch.no_grad():
-    expected = hf_model.eval()(torch.from_numpy(ids), torch.from_numpy(mask)).logits.numpy()
+    expected = hf_model(torch.from_numpy(ids), torch.from_numpy(mask)).logits.numpy()
   if head == "pretraining":
-    logits = np.asarray(run(params, ids, mask, _arange(ids))[1])[..., :VOCAB]
+    ours = np.asarray(_mlm(config, params, ids, mask, _arange(ids))[1])[..., :VOCAB]
     expected = np.take_along_axis(expected, POSITIONS[..., None], axis=1)
   else:
-    logits = np.asarray(run(params, ids, mask))
-  np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=0)
-  saved = json.loads((tmp_path / "config.json").read_text())
+    ours = np.asarray(logits(model, params, ids, ids, mask))
+  np.testing.assert_allclose(ours, expected, atol=1e-4, rtol=0)
+  saved = json.loads((tmp_path / "out" / "config.json").read_text())
   again = hf_modernbert.model_kwargs(saved)
   assert modernbert.ModernBertConfig(**{**again, "vocab_size": config.vocab_size}) == config
   assert saved["pad_token_id"] == 0 and saved["cls_token_id"] == saved["bos_token_id"] == 1

@@ -112,15 +112,11 @@ class Albert(nn.Module):
     self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None, deterministic=True
   ):
     """Encodes a batch; the arguments and results are `bert.Bert`'s."""
-    if token_type_ids is None:
-      token_type_ids = jnp.zeros_like(input_ids)
-    if attention_mask is None:
-      attention_mask = jnp.ones_like(input_ids)
-    if position_ids is None:
-      position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
+    token_type_ids, attention_mask, position_ids = bert.default_inputs(
+      input_ids, token_type_ids, attention_mask, position_ids
+    )
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
-    x = self.embeddings_project(x)  # (batch, length, embed)
-    x = nn.with_logical_constraint(x, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_EMBED))
+    x = bert.constrain(self.embeddings_project(x))  # (batch, length, embed)
     hidden = self.encoder(x, bert.attention_mask_4d(attention_mask), deterministic)
     pooled = jnp.tanh(self.pooler(hidden[:, 0]))
     return hidden, pooled
@@ -135,7 +131,7 @@ class AlbertForPreTraining(nn.Module):
     c = self.config
     self.bert = Albert(c)
     self.mlm = pretraining.MlmHead(c)
-    self.sop = tasks.pooled_head(dataclasses.replace(c, hidden_dropout=c.classifier_dropout), 2)
+    self.sop = tasks.pooled_head(c, 2, c.classifier_dropout)
 
   def __call__(
     self,
@@ -152,9 +148,9 @@ class AlbertForPreTraining(nn.Module):
     hidden, pooled = self.bert(
       input_ids, token_type_ids, attention_mask, position_ids, deterministic=deterministic
     )
-    # (batch, predictions, embed)
-    gathered = jnp.take_along_axis(hidden, masked_lm_positions[..., None], axis=1)
-    mlm_logits = self.mlm(gathered, self.bert.embeddings.word)
+    mlm_logits = self.mlm(
+      pretraining.gather(hidden, masked_lm_positions), self.bert.embeddings.word
+    )
     sop_logits = self.sop(hidden, pooled, attention_mask, deterministic)
     return mlm_logits, sop_logits.astype(jnp.float32)
 
@@ -165,16 +161,12 @@ class AlbertForPreTraining(nn.Module):
 
 def sequence_head(config, num_labels):
   """ALBERT's sequence head: the pooled output, dropout (classifier_dropout), linear."""
-  return tasks.pooled_head(
-    dataclasses.replace(config, hidden_dropout=config.classifier_dropout), num_labels
-  )
+  return tasks.pooled_head(config, num_labels, config.classifier_dropout)
 
 
 def token_head(config, num_labels):
   """Dropout (classifier_dropout) and a linear layer, for tokens and QA."""
-  return tasks.token_head(
-    dataclasses.replace(config, hidden_dropout=config.classifier_dropout), num_labels
-  )
+  return tasks.token_head(config, num_labels, config.classifier_dropout)
 
 
 FAMILY = families.Family(

@@ -71,23 +71,29 @@ class BertConfig:
     return self.max_position_embeddings
 
 
-def _kernel_init(config, names):
-  init = nn.initializers.truncated_normal(config.initializer_range)
+def kernel_init(config, names, std=None, cutoff=2.0):
+  """Truncated normal (std: `initializer_range` unless given; cut at `cutoff` stds)."""
+  std = config.initializer_range if std is None else std
+  init = nn.initializers.truncated_normal(std, lower=-cutoff, upper=cutoff)
   return nn.with_logical_partitioning(init, names)
 
 
 class Dense(nn.Module):
   """y = x . kernel + bias, contracting the last `len(in_names)` axes of x.
 
-  Kernel shape is (*in_dims, *features), named `in_names + out_names`. (flax's
-  DenseGeneral creates multi-axis kernels flat and reshapes them, which breaks logical
-  sharding constraints under an active mesh.)
+  Kernel shape is (*in_dims, *features), named `in_names + out_names`, initialised from a
+  normal of `std` (None: `initializer_range`) cut at `cutoff` stds; no bias unless
+  `use_bias`. (flax's DenseGeneral creates multi-axis kernels flat and reshapes them, which
+  breaks logical sharding constraints under an active mesh.)
   """
 
   config: BertConfig
   features: tuple[int, ...]
   in_names: tuple[str, ...]
   out_names: tuple[str, ...]
+  use_bias: bool = True
+  std: float | None = None
+  cutoff: float = 2.0
 
   @nn.compact
   def __call__(self, x):
@@ -99,32 +105,38 @@ class Dense(nn.Module):
     n_in = len(self.in_names)
     kernel = self.param(
       "kernel",
-      _kernel_init(c, self.in_names + self.out_names),
+      kernel_init(c, self.in_names + self.out_names, self.std, self.cutoff),
       x.shape[-n_in:] + self.features,
       c.param_dtype,
     )
+    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=c.dtype)
+    contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
+    y = jax.lax.dot_general(x, kernel, (contract, ((), ())))
+    if not self.use_bias:
+      return y
     bias = self.param(
       "bias",
       nn.with_logical_partitioning(nn.initializers.zeros, self.out_names),
       self.features,
       c.param_dtype,
     )
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=c.dtype)
-    contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
-    return jax.lax.dot_general(x, kernel, (contract, ((), ()))) + bias
+    return y + jnp.asarray(bias, c.dtype)
 
 
-def dense(config, features, in_names, out_names, name=None):
-  """A `Dense` layer; `features` an int or a tuple (e.g. (heads, head_dim))."""
+def dense(config, features, in_names, out_names, name=None, **kwargs):
+  """A `Dense` layer; `features` an int or a tuple (e.g. (heads, head_dim)); `kwargs`:
+  `use_bias`, `std`, `cutoff`.
+  """
   features = (features,) if isinstance(features, int) else tuple(features)
-  return Dense(config, features, tuple(in_names), tuple(out_names), name=name)
+  return Dense(config, features, tuple(in_names), tuple(out_names), name=name, **kwargs)
 
 
-def layer_norm(config, name=None):
+def layer_norm(config, name=None, use_bias=True):
   """LayerNorm with float32 statistics and the config's epsilon and dtypes."""
   # Two-pass variance, as PyTorch's LayerNorm: keeps parity with HF at 1e-12 eps.
   return nn.LayerNorm(
     epsilon=config.layer_norm_eps,
+    use_bias=use_bias,
     dtype=config.dtype,
     param_dtype=config.param_dtype,
     use_fast_variance=False,
@@ -134,40 +146,62 @@ def layer_norm(config, name=None):
   )
 
 
-def _constrain(x):
+def constrain(x):
+  """The residual stream's logical axes: (batch, length, embed)."""
   return nn.with_logical_constraint(x, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_EMBED))
 
 
+def default_inputs(input_ids, token_type_ids=None, attention_mask=None, position_ids=None):
+  """(token_type_ids, attention_mask, position_ids) with the defaults of `Bert.__call__`
+  where None: zeros, ones, 0..length-1.
+  """
+  if token_type_ids is None:
+    token_type_ids = jnp.zeros_like(input_ids)
+  if attention_mask is None:
+    attention_mask = jnp.ones_like(input_ids)
+  if position_ids is None:
+    position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
+  return token_type_ids, attention_mask, position_ids
+
+
 class Embeddings(nn.Module):
-  """Sum of word, position and token-type embeddings, then LayerNorm and dropout."""
+  """Sum of word, position and token-type embeddings, then LayerNorm and dropout.
+
+  Without `token_types` (DistilBERT) there is no token-type table and the ids given are
+  ignored.
+  """
 
   config: BertConfig
+  token_types: bool = True
 
   def setup(self):
     c = self.config
     embed = functools.partial(nn.Embed, dtype=c.dtype, param_dtype=c.param_dtype)
     self.word = embed(
-      c.vocab_size, c.hidden_size, embedding_init=_kernel_init(c, (axes.VOCAB, axes.EMBED))
+      c.vocab_size, c.hidden_size, embedding_init=kernel_init(c, (axes.VOCAB, axes.EMBED))
     )
     self.position = embed(
       c.max_position_embeddings,
       c.hidden_size,
-      embedding_init=_kernel_init(c, (axes.POSITION, axes.EMBED)),
+      embedding_init=kernel_init(c, (axes.POSITION, axes.EMBED)),
     )
-    self.token_type = embed(
-      c.type_vocab_size,
-      c.hidden_size,
-      embedding_init=_kernel_init(c, (axes.TOKEN_TYPE, axes.EMBED)),
-    )
+    if self.token_types:
+      self.token_type = embed(
+        c.type_vocab_size,
+        c.hidden_size,
+        embedding_init=kernel_init(c, (axes.TOKEN_TYPE, axes.EMBED)),
+      )
     self.layer_norm = layer_norm(c)
     self.dropout = nn.Dropout(c.hidden_dropout)
 
   def __call__(self, input_ids, token_type_ids, position_ids, deterministic):
-    if self.config.type_vocab_size == 1:  # RoBERTa: one type; a pair's second text too
-      token_type_ids = jnp.zeros_like(token_type_ids)
-    x = self.word(input_ids) + self.position(position_ids) + self.token_type(token_type_ids)
+    x = self.word(input_ids) + self.position(position_ids)
+    if self.token_types:
+      if self.config.type_vocab_size == 1:  # RoBERTa: one type; a pair's second text too
+        token_type_ids = jnp.zeros_like(token_type_ids)
+      x = x + self.token_type(token_type_ids)
     x = self.dropout(self.layer_norm(x), deterministic=deterministic)
-    return _constrain(x)  # (batch, length, embed)
+    return constrain(x)  # (batch, length, embed)
 
 
 class SelfAttention(nn.Module):
@@ -233,7 +267,7 @@ class EncoderLayer(nn.Module):
   @nn.compact
   def __call__(self, x, mask):
     x = SelfAttention(self.config, self.deterministic, name="attention")(x, mask)
-    x = _constrain(Mlp(self.config, self.deterministic, name="mlp")(x))
+    x = constrain(Mlp(self.config, self.deterministic, name="mlp")(x))
     return (x, None) if self.scanned else x
 
 
@@ -299,12 +333,9 @@ class Bert(nn.Module):
       hidden: (batch, length, embed) last hidden states, in the compute dtype.
       pooled: (batch, embed) tanh(dense(hidden[:, 0])).
     """
-    if token_type_ids is None:
-      token_type_ids = jnp.zeros_like(input_ids)
-    if attention_mask is None:
-      attention_mask = jnp.ones_like(input_ids)
-    if position_ids is None:
-      position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
+    token_type_ids, attention_mask, position_ids = default_inputs(
+      input_ids, token_type_ids, attention_mask, position_ids
+    )
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
     mask = attention_mask_4d(attention_mask)
     hidden = self.encoder(x, mask, deterministic)

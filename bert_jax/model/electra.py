@@ -32,11 +32,6 @@ class ElectraConfig(bert.BertConfig):
     if self.embedding_size < 1:
       raise ValueError(f"ELECTRA's embedding_size must be positive, got {self.embedding_size}")
 
-  @property
-  def head_dropout(self):
-    """The dropout rate of the fine-tuning heads."""
-    return self.hidden_dropout if self.classifier_dropout is None else self.classifier_dropout
-
 
 def embeddings(config, name=None):
   """BERT's embeddings (word, position, token type, LayerNorm, dropout) of width E."""
@@ -69,54 +64,21 @@ class Electra(nn.Module):
       hidden: (batch, length, embed) last hidden states, in the compute dtype.
       pooled: None.
     """
-    if token_type_ids is None:
-      token_type_ids = jnp.zeros_like(input_ids)
-    if attention_mask is None:
-      attention_mask = jnp.ones_like(input_ids)
-    if position_ids is None:
-      position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
+    token_type_ids, attention_mask, position_ids = bert.default_inputs(
+      input_ids, token_type_ids, attention_mask, position_ids
+    )
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
     if self.config.embedding_size != self.config.hidden_size:
-      x = self.embeddings_project(x)  # (batch, length, embed)
-      x = nn.with_logical_constraint(x, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_EMBED))
+      x = bert.constrain(self.embeddings_project(x))  # (batch, length, embed)
     hidden = self.encoder(x, bert.attention_mask_4d(attention_mask), deterministic)
     return hidden, None
 
 
-class ElectraForMaskedLM(nn.Module):
+class ElectraForMaskedLM(pretraining.MaskedLM):
   """ELECTRA with the generator's MLM head (`ElectraForMaskedLM`); no sentence head."""
 
-  config: ElectraConfig
-
-  def setup(self):
-    c = self.config
-    self.bert = Electra(c)
-    # The generator's head always uses exact GELU, whatever hidden_act is.
-    self.mlm = pretraining.MlmHead(dataclasses.replace(c, hidden_act="gelu"))
-
-  def __call__(
-    self,
-    input_ids,
-    token_type_ids,
-    attention_mask,
-    masked_lm_positions,
-    position_ids=None,
-    deterministic=True,
-  ):
-    """MLM logits at the masked positions (batch, predictions, vocab) and zeros (batch, 2),
-    both float32; the arguments are `BertForPreTraining`'s.
-    """
-    hidden, _ = self.bert(
-      input_ids, token_type_ids, attention_mask, position_ids, deterministic=deterministic
-    )
-    # (batch, predictions, embed)
-    gathered = jnp.take_along_axis(hidden, masked_lm_positions[..., None], axis=1)
-    mlm_logits = self.mlm(gathered, self.bert.embeddings.word)
-    return mlm_logits, jnp.zeros((input_ids.shape[0], 2), jnp.float32)
-
-  def encode(self, input_ids, token_type_ids=None, attention_mask=None):
-    """Last hidden states and None, without dropout (for embeddings)."""
-    return self.bert(input_ids, token_type_ids, attention_mask, deterministic=True)
+  encoder = Electra
+  head_act = "gelu"  # the generator's head always uses exact GELU, whatever hidden_act is
 
 
 class DiscriminatorHead(nn.Module):
@@ -154,33 +116,16 @@ class ElectraDiscriminator(nn.Module):
     return self.discriminator(hidden)
 
 
-class ClassificationHead(nn.Module):
+def sequence_head(config, num_labels):
   """ELECTRA's sequence head on the first token: dropout, dense, exact GELU, dropout,
   `out_proj` (Hugging Face's `ElectraClassificationHead`).
   """
-
-  config: ElectraConfig
-  num_labels: int
-
-  @nn.compact
-  def __call__(self, hidden, pooled, attention_mask, deterministic):
-    c = self.config
-    dropout = nn.Dropout(c.head_dropout)
-    x = dropout(hidden[:, 0], deterministic=deterministic)  # (batch, embed)
-    x = bert.dense(c, c.hidden_size, (axes.EMBED,), (axes.EMBED_OUT,), name="dense")(x)
-    x = dropout(bert.activation("gelu")(x), deterministic=deterministic)
-    return bert.dense(c, self.num_labels, (axes.EMBED_OUT,), (axes.CLASSES,), name="out_proj")(x)
-
-
-def sequence_head(config, num_labels):
-  """ELECTRA's classification / regression head."""
-  return ClassificationHead(config, num_labels)
+  return tasks.FirstTokenHead(config, num_labels, bert.activation("gelu"))
 
 
 def token_head(config, num_labels):
   """Dropout (the heads' rate) and a linear layer, for tokens and QA."""
-  head_config = dataclasses.replace(config, hidden_dropout=config.head_dropout)
-  return tasks.TokenHead(head_config, (num_labels,), (axes.EMBED,), (axes.CLASSES,))
+  return tasks.token_head(config, num_labels, tasks.classifier_dropout(config))
 
 
 FAMILY = families.Family(

@@ -14,7 +14,7 @@ The pretraining model is MLM only: its sentence logits are zeros.
 import flax.linen as nn
 import jax.numpy as jnp
 
-from bert_jax.model import axes, bert, families
+from bert_jax.model import axes, bert, families, pretraining, tasks
 from bert_jax.model.modernbert_layers import (
   ModernBert,
   ModernBertConfig,
@@ -102,24 +102,19 @@ class ModernBertForMaskedLM(nn.Module):
     hidden, _ = self.bert(
       input_ids, token_type_ids, attention_mask, position_ids, deterministic=deterministic
     )
-    # (batch, predictions, embed)
-    gathered = jnp.take_along_axis(hidden, masked_lm_positions[..., None], axis=1)
+    gathered = pretraining.gather(hidden, masked_lm_positions)  # (batch, predictions, embed)
     mlm_logits = self.decoder(self.head(gathered), self.bert.embeddings.word)
-    return mlm_logits, jnp.zeros((input_ids.shape[0], 2), jnp.float32)
+    return mlm_logits, pretraining.no_sentence_logits(input_ids)
 
   def encode(self, input_ids, token_type_ids=None, attention_mask=None):
     """Last hidden states and None (no pooler), without dropout (for embeddings)."""
     return self.bert(input_ids, token_type_ids, attention_mask, deterministic=True)
 
 
-def _classifier_dropout(config: ModernBertConfig) -> float:
-  return config.hidden_dropout if config.classifier_dropout is None else config.classifier_dropout
-
-
 def _classify(config, x, num_labels, deterministic):
   """The fine-tuning heads' common end: prediction head, dropout, linear classifier."""
   x = PredictionHead(config, name="head")(x)
-  x = nn.Dropout(_classifier_dropout(config))(x, deterministic=deterministic)
+  x = nn.Dropout(tasks.classifier_dropout(config))(x, deterministic=deterministic)
   return linear(
     config,
     num_labels,

@@ -21,7 +21,6 @@ import dataclasses
 import math
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from bert_jax.model import attention, axes, bert
@@ -85,71 +84,26 @@ def init_std(config: ModernBertConfig, kind: str) -> float:
   }[kind]
 
 
-def _init(config, std, names):
-  cut = config.initializer_cutoff_factor
-  init = nn.initializers.truncated_normal(std, lower=-cut, upper=cut)
-  return nn.with_logical_partitioning(init, names)
-
-
-class Linear(nn.Module):
-  """y = x . kernel (+ bias), contracting the last `len(in_names)` axes of x.
-
-  `bert.Dense` with an optional bias and Hugging Face's ModernBERT init (`std`).
-  """
-
-  config: ModernBertConfig
-  features: tuple[int, ...]
-  in_names: tuple
-  out_names: tuple
-  use_bias: bool
-  std: float
-
-  @nn.compact
-  def __call__(self, x):
-    c = self.config
-    n_in = len(self.in_names)
-    kernel = self.param(
-      "kernel",
-      _init(c, self.std, self.in_names + self.out_names),
-      x.shape[-n_in:] + self.features,
-      c.param_dtype,
-    )
-    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=c.dtype)
-    contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
-    y = jax.lax.dot_general(x, kernel, (contract, ((), ())))
-    if not self.use_bias:
-      return y
-    bias = self.param(
-      "bias",
-      nn.with_logical_partitioning(nn.initializers.zeros, self.out_names),
-      self.features,
-      c.param_dtype,
-    )
-    return y + jnp.asarray(bias, c.dtype)
-
-
 def linear(config, features, in_names, out_names, *, use_bias, std, name=None):
-  """A `Linear` layer; `features` an int or a tuple (e.g. (3, heads, head_dim))."""
-  features = (features,) if isinstance(features, int) else tuple(features)
-  return Linear(config, features, tuple(in_names), tuple(out_names), use_bias, std, name=name)
-
-
-def layer_norm(config, name=None):
-  """LayerNorm with float32 statistics, eps `layer_norm_eps`, a bias if `norm_bias`."""
-  return nn.LayerNorm(
-    epsilon=config.layer_norm_eps,
-    use_bias=config.norm_bias,
-    dtype=config.dtype,
-    param_dtype=config.param_dtype,
-    use_fast_variance=False,
-    scale_init=nn.with_logical_partitioning(nn.initializers.ones, (axes.EMBED,)),
-    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes.EMBED,)),
+  """`bert.Dense` with an optional bias and Hugging Face's ModernBERT init (a normal of
+  `std`, cut at `initializer_cutoff_factor` stds); `features` an int or a tuple (e.g.
+  (3, heads, head_dim)).
+  """
+  return bert.dense(
+    config,
+    features,
+    in_names,
+    out_names,
     name=name,
+    use_bias=use_bias,
+    std=std,
+    cutoff=config.initializer_cutoff_factor,
   )
 
 
-def _constrain(x):
-  return nn.with_logical_constraint(x, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_EMBED))
+def layer_norm(config, name=None):
+  """`bert.layer_norm`, with a bias only if `norm_bias`."""
+  return bert.layer_norm(config, name, use_bias=config.norm_bias)
 
 
 def rope_tables(position_ids, head_dim: int, theta: float):
@@ -276,7 +230,7 @@ class EncoderLayer(nn.Module):
     h = x if self.index == 0 else layer_norm(c, name="attn_norm")(x)
     x = x + Attention(c, self.deterministic, name="attn")(h, masks[kind], ropes[kind])
     x = x + Mlp(c, self.deterministic, name="mlp")(layer_norm(c, name="mlp_norm")(x))
-    return _constrain(x)
+    return bert.constrain(x)
 
 
 class Embeddings(nn.Module):
@@ -291,14 +245,16 @@ class Embeddings(nn.Module):
       c.hidden_size,
       dtype=c.dtype,
       param_dtype=c.param_dtype,
-      embedding_init=_init(c, init_std(c, "in"), (axes.VOCAB, axes.EMBED)),
+      embedding_init=bert.kernel_init(
+        c, (axes.VOCAB, axes.EMBED), init_std(c, "in"), c.initializer_cutoff_factor
+      ),
     )
     self.norm = layer_norm(c)
     self.dropout = nn.Dropout(c.hidden_dropout)
 
   def __call__(self, input_ids, deterministic):
     x = self.dropout(self.norm(self.word(input_ids)), deterministic=deterministic)
-    return _constrain(x)  # (batch, length, embed)
+    return bert.constrain(x)  # (batch, length, embed)
 
 
 class Encoder(nn.Module):
@@ -338,10 +294,9 @@ class ModernBert(nn.Module):
       pooled: None.
     """
     c = self.config
-    if attention_mask is None:
-      attention_mask = jnp.ones_like(input_ids)
-    if position_ids is None:
-      position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
+    _, attention_mask, position_ids = bert.default_inputs(
+      input_ids, None, attention_mask, position_ids
+    )
     x = self.embeddings(input_ids, deterministic)
     full = bert.attention_mask_4d(attention_mask)
     masks = (full, local_mask(attention_mask, full, c.local_attention // 2))
@@ -350,4 +305,4 @@ class ModernBert(nn.Module):
       for theta in (c.global_rope_theta, c.local_rope_theta)
     )
     hidden = self.encoder(x, masks, ropes, deterministic)
-    return _constrain(self.final_norm(hidden)), None
+    return bert.constrain(self.final_norm(hidden)), None

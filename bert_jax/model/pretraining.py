@@ -6,6 +6,8 @@ original BERT does, instead of at every token: the (embed x vocab) decoder is th
 matmul of a small BERT, so this saves about a fifth of the FLOPs.
 """
 
+import dataclasses
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -74,14 +76,74 @@ class BertForPreTraining(nn.Module):
     hidden, pooled = self.bert(
       input_ids, token_type_ids, attention_mask, position_ids, deterministic=deterministic
     )
-    # (batch, predictions, embed)
-    gathered = jnp.take_along_axis(hidden, masked_lm_positions[..., None], axis=1)
-    mlm_logits = self.mlm(gathered, self.bert.embeddings.word)
+    mlm_logits = self.mlm(gather(hidden, masked_lm_positions), self.bert.embeddings.word)
     nsp_logits = self.nsp(pooled).astype(jnp.float32)
     return mlm_logits, nsp_logits
 
   def encode(self, input_ids, token_type_ids=None, attention_mask=None):
     """Last hidden states and pooled output, without dropout (for embeddings)."""
+    return self.bert(input_ids, token_type_ids, attention_mask, deterministic=True)
+
+
+def gather(hidden, masked_lm_positions):
+  """(batch, length, embed) hidden states -> (batch, predictions, embed) at the positions."""
+  return jnp.take_along_axis(hidden, masked_lm_positions[..., None], axis=1)
+
+
+def no_sentence_logits(input_ids):
+  """(batch, 2) float32 zeros: the sentence logits of a family without a sentence-pair head."""
+  return jnp.zeros((input_ids.shape[0], 2), jnp.float32)
+
+
+class MaskedLM(nn.Module):
+  """An MLM-only family's pretraining model: its encoder (`bert/`) and `MlmHead` (`mlm/`),
+  and zero sentence logits (`no_sentence_logits`).
+
+  A family subclasses it naming its encoder class (`encoder`) and, where the head's
+  activation is not `hidden_act`, the head's (`head_act`).
+  """
+
+  config: bert.BertConfig
+  encoder = None  # the family's encoder module class
+  head_act = None  # the MLM head's activation; None: config.hidden_act
+
+  def setup(self):
+    c = self.config
+    self.bert = self.encoder(c)
+    self.mlm = MlmHead(
+      c if self.head_act is None else dataclasses.replace(c, hidden_act=self.head_act)
+    )
+
+  def __call__(
+    self,
+    input_ids,
+    token_type_ids,
+    attention_mask,
+    masked_lm_positions,
+    position_ids=None,
+    deterministic=True,
+  ):
+    """MLM logits at the masked positions, and zero sentence logits; both float32.
+
+    Args:
+      input_ids, token_type_ids, attention_mask: (batch, length); see `bert.Bert` (families
+        without token types ignore them).
+      masked_lm_positions: (batch, predictions) indices into length (0-padded).
+      position_ids: (batch, length), restarting in each packed example; None: 0..length-1.
+      deterministic: disables dropout when True.
+
+    Returns:
+      mlm_logits: (batch, predictions, vocab).
+      sentence_logits: (batch, 2) zeros (no sentence-pair head).
+    """
+    hidden, _ = self.bert(
+      input_ids, token_type_ids, attention_mask, position_ids, deterministic=deterministic
+    )
+    mlm_logits = self.mlm(gather(hidden, masked_lm_positions), self.bert.embeddings.word)
+    return mlm_logits, no_sentence_logits(input_ids)
+
+  def encode(self, input_ids, token_type_ids=None, attention_mask=None):
+    """Last hidden states and None (no pooler), without dropout (for embeddings)."""
     return self.bert(input_ids, token_type_ids, attention_mask, deterministic=True)
 
 

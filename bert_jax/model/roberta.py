@@ -4,7 +4,7 @@ BERT's layers with three differences: position ids start after the padding id (f
 `make_positions`: a real token at index i of its example takes row pad_token_id + 1 + i, so
 the first pad_token_id + 1 rows are never read); no token types (RoBERTa's tokenizers return
 none, so token-type row 0 is added everywhere and the ids given are ignored); and no pooler:
-the sequence head reads <s> itself (`ClassificationHead`). The LM head is BERT's with exact
+the sequence head reads <s> itself (`tasks.FirstTokenHead`). The LM head is BERT's with exact
 GELU whatever `hidden_act`.
 
 The pretraining model is MLM only: its sentence logits are zeros.
@@ -15,7 +15,7 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
-from bert_jax.model import axes, bert, families, pretraining, tasks
+from bert_jax.model import bert, families, pretraining, tasks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,13 +32,6 @@ class RobertaConfig(bert.BertConfig):
   def max_length(self):
     """Position rows 0..pad_token_id are never used, so the longest row is shorter."""
     return self.max_position_embeddings - self.pad_token_id - 1
-
-
-def _head_config(config: RobertaConfig) -> RobertaConfig:
-  """`config` whose hidden_dropout is the fine-tuning heads' dropout."""
-  if config.classifier_dropout is None:
-    return config
-  return dataclasses.replace(config, hidden_dropout=config.classifier_dropout)
 
 
 class Roberta(nn.Module):
@@ -60,87 +53,32 @@ class Roberta(nn.Module):
       pooled: None.
     """
     c = self.config
-    token_type_ids = jnp.zeros_like(input_ids)  # RoBERTa's tokenizers return no token types
-    if attention_mask is None:
-      attention_mask = jnp.ones_like(input_ids)
-    if position_ids is None:
-      position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
+    # RoBERTa's tokenizers return no token types: the ids given are replaced by zeros.
+    token_type_ids, attention_mask, position_ids = bert.default_inputs(
+      input_ids, None, attention_mask, position_ids
+    )
     x = self.embeddings(input_ids, token_type_ids, position_ids + c.pad_token_id + 1, deterministic)
     hidden = self.encoder(x, bert.attention_mask_4d(attention_mask), deterministic)
     return hidden, None
 
 
-class RobertaForMaskedLM(nn.Module):
+class RobertaForMaskedLM(pretraining.MaskedLM):
   """RoBERTa with its LM head, tied to the word embeddings (`RobertaForMaskedLM`)."""
 
-  config: RobertaConfig
-
-  def setup(self):
-    c = self.config
-    self.bert = Roberta(c)
-    # Hugging Face's RobertaLMHead applies exact GELU, not config.hidden_act.
-    self.mlm = pretraining.MlmHead(dataclasses.replace(c, hidden_act="gelu"))
-
-  def __call__(
-    self,
-    input_ids,
-    token_type_ids,
-    attention_mask,
-    masked_lm_positions,
-    position_ids=None,
-    deterministic=True,
-  ):
-    """MLM logits at the masked positions, and zero sentence logits; both float32.
-
-    Args:
-      input_ids, token_type_ids, attention_mask: (batch, length); see `bert.Bert`.
-      masked_lm_positions: (batch, predictions) indices into length (0-padded).
-      position_ids: (batch, length), restarting in each packed example; None: 0..length-1.
-      deterministic: disables dropout when True.
-
-    Returns:
-      mlm_logits: (batch, predictions, vocab).
-      sentence_logits: (batch, 2) zeros (RoBERTa has no sentence-pair head).
-    """
-    hidden, _ = self.bert(
-      input_ids, token_type_ids, attention_mask, position_ids, deterministic=deterministic
-    )
-    # (batch, predictions, embed)
-    gathered = jnp.take_along_axis(hidden, masked_lm_positions[..., None], axis=1)
-    mlm_logits = self.mlm(gathered, self.bert.embeddings.word)
-    return mlm_logits, jnp.zeros((input_ids.shape[0], 2), jnp.float32)
-
-  def encode(self, input_ids, token_type_ids=None, attention_mask=None):
-    """Last hidden states and None (no pooler), without dropout (for embeddings)."""
-    return self.bert(input_ids, token_type_ids, attention_mask, deterministic=True)
+  encoder = Roberta
+  head_act = "gelu"  # Hugging Face's RobertaLMHead applies exact GELU, not hidden_act
 
 
-class ClassificationHead(nn.Module):
+def sequence_head(config: RobertaConfig, num_labels: int) -> tasks.FirstTokenHead:
   """Hugging Face's RobertaClassificationHead: <s> -> dropout -> dense -> tanh -> dropout ->
-  out_proj (params `dense`, `out_proj`).
+  out_proj (params `dense`, `out_proj`), the dropout `classifier_dropout` where it is set.
   """
-
-  config: RobertaConfig
-  num_labels: int
-
-  @nn.compact
-  def __call__(self, hidden, pooled, attention_mask, deterministic):
-    c = _head_config(self.config)
-    dropout = nn.Dropout(c.hidden_dropout)
-    x = dropout(hidden[:, 0], deterministic=deterministic)  # (batch, embed)
-    x = jnp.tanh(bert.dense(c, c.hidden_size, (axes.EMBED,), (axes.EMBED_OUT,), name="dense")(x))
-    x = dropout(x, deterministic=deterministic)
-    return bert.dense(c, self.num_labels, (axes.EMBED_OUT,), (axes.CLASSES,), name="out_proj")(x)
-
-
-def sequence_head(config: RobertaConfig, num_labels: int) -> ClassificationHead:
-  """The classification / regression head."""
-  return ClassificationHead(config, num_labels)
+  return tasks.FirstTokenHead(config, num_labels, jnp.tanh)
 
 
 def token_head(config: RobertaConfig, num_labels: int) -> tasks.TokenHead:
   """BERT's token / QA head, with RoBERTa's `classifier_dropout` where it is set."""
-  return tasks.token_head(_head_config(config), num_labels)
+  return tasks.token_head(config, num_labels, tasks.classifier_dropout(config))
 
 
 FAMILY = families.Family(

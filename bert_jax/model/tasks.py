@@ -2,6 +2,8 @@
 tagging or QA spans.
 """
 
+import dataclasses
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -72,11 +74,45 @@ class TokenHead(bert.Dense):
     return self.project(dropout(hidden, deterministic=deterministic))
 
 
-def pooled_head(config, num_labels):
-  """BERT's sequence head."""
-  return PooledHead(config, (num_labels,), (axes.EMBED,), (axes.CLASSES,))
+class FirstTokenHead(nn.Module):
+  """A sequence head on the first token: dropout, dense (`dense`), `activation`, dropout,
+  linear (`out_proj`), as Hugging Face's `RobertaClassificationHead` (tanh) and
+  `ElectraClassificationHead` (exact GELU); the dropout is `classifier_dropout(config)`.
+  """
+
+  config: bert.BertConfig
+  num_labels: int
+  activation: object  # a function of an array
+
+  @nn.compact
+  def __call__(self, hidden, pooled, attention_mask, deterministic):
+    c = self.config
+    dropout = nn.Dropout(classifier_dropout(c))
+    x = dropout(hidden[:, 0], deterministic=deterministic)  # (batch, embed)
+    x = bert.dense(c, c.hidden_size, (axes.EMBED,), (axes.EMBED_OUT,), name="dense")(x)
+    x = dropout(self.activation(x), deterministic=deterministic)
+    return bert.dense(c, self.num_labels, (axes.EMBED_OUT,), (axes.CLASSES,), name="out_proj")(x)
 
 
-def token_head(config, num_labels):
-  """BERT's token / QA head."""
-  return TokenHead(config, (num_labels,), (axes.EMBED,), (axes.CLASSES,))
+def classifier_dropout(config) -> float:
+  """The fine-tuning heads' dropout: the config's `classifier_dropout` where the family has
+  one and it is set, else `hidden_dropout`.
+  """
+  rate = getattr(config, "classifier_dropout", None)
+  return config.hidden_dropout if rate is None else rate
+
+
+def _with_dropout(config, dropout):
+  if dropout is None:
+    return config
+  return dataclasses.replace(config, hidden_dropout=dropout)
+
+
+def pooled_head(config, num_labels, dropout=None):
+  """BERT's sequence head (its dropout `hidden_dropout` unless `dropout` is given)."""
+  return PooledHead(_with_dropout(config, dropout), (num_labels,), (axes.EMBED,), (axes.CLASSES,))
+
+
+def token_head(config, num_labels, dropout=None):
+  """BERT's token / QA head (its dropout `hidden_dropout` unless `dropout` is given)."""
+  return TokenHead(_with_dropout(config, dropout), (num_labels,), (axes.EMBED,), (axes.CLASSES,))

@@ -224,6 +224,11 @@ def pretrain(config, workdir):
   init = _open_init_from(config, manifest)
   model_cfg = config_lib.model_config(config, manifest["vocab_size"], init and init[2]["model"])
   family = _check_objective(model_cfg.arch, config.data.objective)
+  if config.data.max_seq_length > model_cfg.max_length:  # RoBERTa: positions after the pad id
+    raise UserError(
+      f"config.data.max_seq_length={config.data.max_seq_length} exceeds the "
+      f"{model_cfg.max_length} positions of the model; raise config.model.max_position_embeddings"
+    )
   storage.makedirs(workdir)  # only now: bad input above leaves nothing behind
   model = family.pretraining(model_cfg)
   t, d = config.train, config.data

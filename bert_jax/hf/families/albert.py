@@ -9,18 +9,9 @@ SOP head (both start initialised).
 """
 
 from bert_jax.errors import UserError
-from bert_jax.hf import files
-from bert_jax.hf.convert import (
-  COPY,
-  HEADS_BIAS,
-  HEADS_IN,
-  HEADS_OUT,
-  LINEAR,
-  PADDED_LOGIT_BIAS,
-  Row,
-)
+from bert_jax.hf.convert import Row
 from bert_jax.hf.families import bert as bert_hf
-from bert_jax.model import bert
+from bert_jax.hf.families import common
 
 ARCH = "albert"
 MODEL_TYPES = ("albert",)
@@ -44,17 +35,7 @@ _SKIPPED = ("embeddings.position_ids", "embeddings.token_type_ids", "predictions
 
 def check_config(hf: dict, path: str) -> None:
   """UserError for an ALBERT config.json our model cannot run."""
-  unsupported = []
-  if hf.get("hidden_act", "gelu_new") not in bert.ACTIVATIONS:
-    unsupported.append(
-      f"hidden_act={hf['hidden_act']!r} (one of {', '.join(sorted(bert.ACTIVATIONS))})"
-    )
-  if hf.get("position_embedding_type", "absolute") != "absolute":
-    unsupported.append(
-      f"position_embedding_type={hf['position_embedding_type']!r} (only 'absolute')"
-    )
-  files.check_supported(path, unsupported, "ALBERT")
-  files.check_sizes(hf, path, REQUIRED, _OPTIONAL_SIZES)
+  common.check_bert_like(hf, path, "ALBERT", REQUIRED, _OPTIONAL_SIZES, act_default="gelu_new")
   groups, layers = hf.get("num_hidden_groups", 1), hf["num_hidden_layers"]
   if groups > layers:
     raise UserError(
@@ -65,13 +46,13 @@ def check_config(hf: dict, path: str) -> None:
 
 def model_kwargs(hf: dict) -> dict:
   """AlbertConfig keyword arguments (before vocabulary padding) of a checked config.json."""
-  hidden_dropout = hf.get("hidden_dropout_prob", 0.0)
+  kwargs = common.bert_kwargs(
+    hf, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, hidden_act="gelu_new"
+  )
+  hidden_dropout = kwargs["hidden_dropout"]
   classifier_dropout = hf.get("classifier_dropout_prob", 0.1)
   return dict(
-    bert_hf.model_kwargs(hf),
-    hidden_dropout=hidden_dropout,
-    attention_dropout=hf.get("attention_probs_dropout_prob", 0.0),
-    hidden_act=hf.get("hidden_act", "gelu_new"),
+    kwargs,
     embedding_size=hf.get("embedding_size", 128),
     num_hidden_groups=hf.get("num_hidden_groups", 1),
     inner_group_num=hf.get("inner_group_num", 1),
@@ -85,29 +66,13 @@ def hf_config(model, vocab_size: int, tokenizer) -> dict:
   `tokenizer` gives the [PAD], [CLS] and [SEP] ids; `architectures` is set by the caller.
   """
   return {
-    "model_type": "albert",
-    "vocab_size": vocab_size,
+    **common.bert_hf_config(model, "albert", vocab_size, tokenizer.pad_id),
     "embedding_size": model.embedding_size,
-    "hidden_size": model.hidden_size,
-    "num_hidden_layers": model.num_layers,
     "num_hidden_groups": model.num_hidden_groups,
     "inner_group_num": model.inner_group_num,
-    "num_attention_heads": model.num_heads,
-    "intermediate_size": model.intermediate_size,
-    "hidden_act": model.hidden_act,
-    "hidden_dropout_prob": model.hidden_dropout,
-    "attention_probs_dropout_prob": model.attention_dropout,
     "classifier_dropout_prob": model.classifier_dropout,
-    "max_position_embeddings": model.max_position_embeddings,
-    "type_vocab_size": model.type_vocab_size,
-    "initializer_range": model.initializer_range,
-    "layer_norm_eps": model.layer_norm_eps,
-    "pad_token_id": tokenizer.pad_id,
     "bos_token_id": tokenizer.cls_id,
     "eos_token_id": tokenizer.sep_id,
-    "position_embedding_type": "absolute",
-    "tie_word_embeddings": True,
-    "dtype": "float32",
   }
 
 
@@ -117,48 +82,30 @@ def tensor_name(name: str) -> str | None:
   Adds the `albert.` prefix of `AlbertModel` checkpoints, renames TF's `LayerNorm.gamma` /
   `beta`, and reads the tied decoder bias as `predictions.bias`.
   """
-  if name.endswith(_SKIPPED):
-    return ""
-  if name.startswith(_PARTS):
-    name = "albert." + name
-  name = name.replace("LayerNorm.gamma", "LayerNorm.weight").replace(
-    "LayerNorm.beta", "LayerNorm.bias"
-  )
-  if name == "predictions.decoder.bias":
-    return "predictions.bias"  # the same tensor as predictions.bias (tied)
-  return name if name.startswith(("albert.", "predictions.", "sop_classifier.")) else None
+  used = ("albert.", "predictions.", "sop_classifier.")
+  # The decoder bias is the same tensor as predictions.bias (tied).
+  renames = [("predictions.decoder.bias", "predictions.bias")]
+  return common.tensor_name(name, "albert.", _PARTS, _SKIPPED, used, renames, tf_names=True)
+
+
+# ALBERT's names of a layer's modules (`common.BERT_LAYER`'s order).
+_LAYER = (
+  "attention.query",
+  "attention.key",
+  "attention.value",
+  "attention.dense",
+  "attention.LayerNorm",
+  "ffn",
+  "ffn_output",
+  "full_layer_layer_norm",
+)
 
 
 def _layer_rows(g, j):
   hf = f"albert.encoder.albert_layer_groups.{g}.albert_layers.{j}."
-  ours = ("bert", "encoder", f"group_{g}", f"layer_{j}")
-  att, mlp = ours + ("attention",), ours + ("mlp",)
-  rows = []
-  for name in ("query", "key", "value"):
-    rows += [
-      Row(f"{hf}attention.{name}.weight", att + (name, "kernel"), HEADS_IN, "encoder"),
-      Row(f"{hf}attention.{name}.bias", att + (name, "bias"), HEADS_BIAS, "encoder"),
-    ]
-  return rows + [
-    Row(f"{hf}attention.dense.weight", att + ("output", "kernel"), HEADS_OUT, "encoder"),
-    Row(f"{hf}attention.dense.bias", att + ("output", "bias"), COPY, "encoder"),
-    Row(f"{hf}attention.LayerNorm.weight", att + ("layer_norm", "scale"), COPY, "encoder"),
-    Row(f"{hf}attention.LayerNorm.bias", att + ("layer_norm", "bias"), COPY, "encoder"),
-    Row(f"{hf}ffn.weight", mlp + ("intermediate", "kernel"), LINEAR, "encoder"),
-    Row(f"{hf}ffn.bias", mlp + ("intermediate", "bias"), COPY, "encoder"),
-    Row(f"{hf}ffn_output.weight", mlp + ("output", "kernel"), LINEAR, "encoder"),
-    Row(f"{hf}ffn_output.bias", mlp + ("output", "bias"), COPY, "encoder"),
-    Row(f"{hf}full_layer_layer_norm.weight", mlp + ("layer_norm", "scale"), COPY, "encoder"),
-    Row(f"{hf}full_layer_layer_norm.bias", mlp + ("layer_norm", "bias"), COPY, "encoder"),
-  ]
+  return common.layer_rows(hf, ("bert", "encoder", f"group_{g}", f"layer_{j}"), _LAYER)
 
 
-HEAD_NAMES = {
-  "classification": "classifier",
-  "regression": "classifier",
-  "tokens": "classifier",
-  "qa": "qa_outputs",
-}
 # The token and QA models have no pooler.
 ARCHITECTURES = {
   "pretraining": "AlbertForPreTraining",
@@ -179,53 +126,20 @@ def table(model, head: str = "pretraining") -> list[Row]:
   Returns:
     The rows: embeddings, the shared layers, the pooler (where the head has one), the head.
   """
-  emb, project = ("bert", "embeddings"), ("bert", "embeddings_project")
   mapping = "albert.encoder.embedding_hidden_mapping_in"
-  rows = [
-    Row(
-      "albert.embeddings.word_embeddings.weight",
-      emb + ("word", "embedding"),
-      COPY,
-      "encoder",
-      vocab_pad=0.0,
-    ),
-    Row(
-      "albert.embeddings.position_embeddings.weight",
-      emb + ("position", "embedding"),
-      COPY,
-      "encoder",
-    ),
-    Row(
-      "albert.embeddings.token_type_embeddings.weight",
-      emb + ("token_type", "embedding"),
-      COPY,
-      "encoder",
-    ),
-    Row("albert.embeddings.LayerNorm.weight", emb + ("layer_norm", "scale"), COPY, "encoder"),
-    Row("albert.embeddings.LayerNorm.bias", emb + ("layer_norm", "bias"), COPY, "encoder"),
-    Row(f"{mapping}.weight", project + ("kernel",), LINEAR, "encoder"),
-    Row(f"{mapping}.bias", project + ("bias",), COPY, "encoder"),
-  ]
+  rows = common.embedding_rows("albert.embeddings.")
+  rows += common.linear_rows(mapping, ("bert", "embeddings_project"), "encoder")
   for g in range(model.num_hidden_groups):
     for j in range(model.inner_group_num):
       rows += _layer_rows(g, j)
   if head in ("pretraining", "classification", "regression"):
-    rows += [
-      Row("albert.pooler.weight", ("bert", "pooler", "kernel"), LINEAR, "pooler"),
-      Row("albert.pooler.bias", ("bert", "pooler", "bias"), COPY, "pooler"),
-    ]
+    rows += common.linear_rows("albert.pooler", ("bert", "pooler"), "pooler")
   if head != "pretraining":
-    name = HEAD_NAMES[head]
-    return rows + [
-      Row(f"{name}.weight", ("classifier", "kernel"), LINEAR, "head"),
-      Row(f"{name}.bias", ("classifier", "bias"), COPY, "head"),
-    ]
-  return rows + [
-    Row("predictions.bias", ("mlm", "bias"), COPY, "mlm", vocab_pad=PADDED_LOGIT_BIAS),
-    Row("predictions.LayerNorm.weight", ("mlm", "layer_norm", "scale"), COPY, "mlm"),
-    Row("predictions.LayerNorm.bias", ("mlm", "layer_norm", "bias"), COPY, "mlm"),
-    Row("predictions.dense.weight", ("mlm", "transform", "kernel"), LINEAR, "mlm"),
-    Row("predictions.dense.bias", ("mlm", "transform", "bias"), COPY, "mlm"),
-    Row("sop_classifier.classifier.weight", ("sop", "kernel"), LINEAR, "sop"),
-    Row("sop_classifier.classifier.bias", ("sop", "bias"), COPY, "sop"),
+    return rows + common.task_head_rows(head)
+  return [
+    *rows,
+    common.mlm_bias_row("predictions.bias"),
+    *common.norm_rows("predictions.LayerNorm", ("mlm", "layer_norm"), "mlm"),
+    *common.linear_rows("predictions.dense", ("mlm", "transform"), "mlm"),
+    *common.linear_rows("sop_classifier.classifier", ("sop",), "sop"),
   ]

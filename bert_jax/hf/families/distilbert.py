@@ -8,15 +8,8 @@ checkpoint stores its fixed position table, which is read as any other; an expor
 """
 
 from bert_jax.hf import files
-from bert_jax.hf.convert import (
-  COPY,
-  HEADS_BIAS,
-  HEADS_IN,
-  HEADS_OUT,
-  LINEAR,
-  PADDED_LOGIT_BIAS,
-  Row,
-)
+from bert_jax.hf.convert import Row
+from bert_jax.hf.families import common
 from bert_jax.model import bert
 
 ARCH = "distilbert"
@@ -107,52 +100,36 @@ def tensor_name(name: str) -> str | None:
   Adds the `distilbert.` prefix of a `DistilBertModel` and skips buffers and the tied
   decoder.
   """
-  if name.endswith(_SKIPPED):
-    return ""
-  if name.startswith(_PARTS):
-    name = "distilbert." + name
-  if name.startswith(("distilbert.", "vocab_")) or name.startswith(_HEADS):
-    return name
-  return None
+  used = ("distilbert.", "vocab_", *_HEADS)
+  return common.tensor_name(name, "distilbert.", _PARTS, _SKIPPED, used)
+
+
+# DistilBERT's names of a layer's modules (`common.BERT_LAYER`'s order).
+_LAYER = (
+  "attention.q_lin",
+  "attention.k_lin",
+  "attention.v_lin",
+  "attention.out_lin",
+  "sa_layer_norm",
+  "ffn.lin1",
+  "ffn.lin2",
+  "output_layer_norm",
+)
 
 
 def _layer_rows(i):
   hf, ours = f"distilbert.transformer.layer.{i}.", ("bert", "encoder", f"layer_{i}")
-  att, mlp = ours + ("attention",), ours + ("mlp",)
-  rows = []
-  for theirs, name in (("q_lin", "query"), ("k_lin", "key"), ("v_lin", "value")):
-    rows += [
-      Row(f"{hf}attention.{theirs}.weight", att + (name, "kernel"), HEADS_IN, "encoder"),
-      Row(f"{hf}attention.{theirs}.bias", att + (name, "bias"), HEADS_BIAS, "encoder"),
-    ]
-  return rows + [
-    Row(f"{hf}attention.out_lin.weight", att + ("output", "kernel"), HEADS_OUT, "encoder"),
-    Row(f"{hf}attention.out_lin.bias", att + ("output", "bias"), COPY, "encoder"),
-    Row(f"{hf}sa_layer_norm.weight", att + ("layer_norm", "scale"), COPY, "encoder"),
-    Row(f"{hf}sa_layer_norm.bias", att + ("layer_norm", "bias"), COPY, "encoder"),
-    Row(f"{hf}ffn.lin1.weight", mlp + ("intermediate", "kernel"), LINEAR, "encoder"),
-    Row(f"{hf}ffn.lin1.bias", mlp + ("intermediate", "bias"), COPY, "encoder"),
-    Row(f"{hf}ffn.lin2.weight", mlp + ("output", "kernel"), LINEAR, "encoder"),
-    Row(f"{hf}ffn.lin2.bias", mlp + ("output", "bias"), COPY, "encoder"),
-    Row(f"{hf}output_layer_norm.weight", mlp + ("layer_norm", "scale"), COPY, "encoder"),
-    Row(f"{hf}output_layer_norm.bias", mlp + ("layer_norm", "bias"), COPY, "encoder"),
-  ]
+  return common.layer_rows(hf, ours, _LAYER)
 
 
 def _head_rows(head):
   if head in ("classification", "regression"):
-    ours = ("classifier", "pre_classifier"), ("classifier", "classifier")
     return [
-      Row("pre_classifier.weight", ours[0] + ("kernel",), LINEAR, "head"),
-      Row("pre_classifier.bias", ours[0] + ("bias",), COPY, "head"),
-      Row("classifier.weight", ours[1] + ("kernel",), LINEAR, "head"),
-      Row("classifier.bias", ours[1] + ("bias",), COPY, "head"),
+      row
+      for name in ("pre_classifier", "classifier")
+      for row in common.linear_rows(name, ("classifier", name), "head")
     ]
-  name = "qa_outputs" if head == "qa" else "classifier"
-  return [
-    Row(f"{name}.weight", ("classifier", "kernel"), LINEAR, "head"),
-    Row(f"{name}.bias", ("classifier", "bias"), COPY, "head"),
-  ]
+  return common.task_head_rows(head)
 
 
 def table(model, head: str = "pretraining") -> list[Row]:
@@ -166,21 +143,13 @@ def table(model, head: str = "pretraining") -> list[Row]:
   Returns:
     The rows: embeddings, each layer, the head.
   """
-  hf, emb = "distilbert.embeddings.", ("bert", "embeddings")
-  rows = [
-    Row(f"{hf}word_embeddings.weight", emb + ("word", "embedding"), COPY, "encoder", vocab_pad=0.0),
-    Row(f"{hf}position_embeddings.weight", emb + ("position", "embedding"), COPY, "encoder"),
-    Row(f"{hf}LayerNorm.weight", emb + ("layer_norm", "scale"), COPY, "encoder"),
-    Row(f"{hf}LayerNorm.bias", emb + ("layer_norm", "bias"), COPY, "encoder"),
-  ]
+  rows = common.embedding_rows("distilbert.embeddings.", token_types=False)
   for i in range(model.num_layers):
     rows += _layer_rows(i)
   if head != "pretraining":
     return rows + _head_rows(head)
-  return rows + [
-    Row("vocab_transform.weight", ("mlm", "transform", "kernel"), LINEAR, "mlm"),
-    Row("vocab_transform.bias", ("mlm", "transform", "bias"), COPY, "mlm"),
-    Row("vocab_layer_norm.weight", ("mlm", "layer_norm", "scale"), COPY, "mlm"),
-    Row("vocab_layer_norm.bias", ("mlm", "layer_norm", "bias"), COPY, "mlm"),
-    Row("vocab_projector.bias", ("mlm", "bias"), COPY, "mlm", vocab_pad=PADDED_LOGIT_BIAS),
-  ]
+  return (
+    rows
+    + common.mlm_rows("vocab_transform", "vocab_layer_norm")
+    + [common.mlm_bias_row("vocab_projector.bias")]
+  )

@@ -8,10 +8,9 @@ head "discriminator" is the table of our `electra.ElectraDiscriminator`, exporte
 `ElectraForPreTraining`. `ElectraModel` checkpoints have no `electra.` prefix.
 """
 
-from bert_jax.hf import files
-from bert_jax.hf.convert import COPY, LINEAR, PADDED_LOGIT_BIAS, Row
+from bert_jax.hf.convert import Row
 from bert_jax.hf.families import bert as bert_hf
-from bert_jax.model import bert
+from bert_jax.hf.families import common
 
 ARCH = "electra"
 MODEL_TYPES = ("electra",)
@@ -32,27 +31,14 @@ _SKIPPED = (
 
 def check_config(hf: dict, path: str) -> None:
   """UserError for an ELECTRA config.json our model cannot run."""
-  unsupported = []
-  if hf.get("hidden_act", "gelu") not in bert.ACTIVATIONS:
-    unsupported.append(
-      f"hidden_act={hf['hidden_act']!r} (one of {', '.join(sorted(bert.ACTIVATIONS))})"
-    )
-  if hf.get("position_embedding_type", "absolute") != "absolute":
-    unsupported.append(
-      f"position_embedding_type={hf['position_embedding_type']!r} (only 'absolute')"
-    )
-  if hf.get("is_decoder") or hf.get("add_cross_attention"):
-    unsupported.append("a decoder / cross-attention (only the ELECTRA encoder)")
-  files.check_supported(path, unsupported, "ELECTRA")
-  files.check_sizes(hf, path, REQUIRED, _OPTIONAL_SIZES)
+  common.check_bert_like(hf, path, "ELECTRA", REQUIRED, _OPTIONAL_SIZES)
 
 
 def model_kwargs(hf: dict) -> dict:
   """ElectraConfig keyword arguments (before vocabulary padding) of a checked config.json."""
   return dict(
-    bert_hf.model_kwargs(hf),
+    common.bert_kwargs(hf),
     embedding_size=hf.get("embedding_size", 128),
-    hidden_act=hf.get("hidden_act", "gelu"),
     classifier_dropout=hf.get("classifier_dropout"),
   )
 
@@ -63,25 +49,9 @@ def hf_config(model, vocab_size: int, tokenizer) -> dict:
   `tokenizer` gives the [PAD] id; `architectures` is set by the caller.
   """
   return {
-    "model_type": "electra",
-    "vocab_size": vocab_size,
+    **common.bert_hf_config(model, "electra", vocab_size, tokenizer.pad_id),
     "embedding_size": model.embedding_size,
-    "hidden_size": model.hidden_size,
-    "num_hidden_layers": model.num_layers,
-    "num_attention_heads": model.num_heads,
-    "intermediate_size": model.intermediate_size,
-    "hidden_act": model.hidden_act,
-    "hidden_dropout_prob": model.hidden_dropout,
-    "attention_probs_dropout_prob": model.attention_dropout,
     "classifier_dropout": model.classifier_dropout,
-    "max_position_embeddings": model.max_position_embeddings,
-    "type_vocab_size": model.type_vocab_size,
-    "initializer_range": model.initializer_range,
-    "layer_norm_eps": model.layer_norm_eps,
-    "pad_token_id": tokenizer.pad_id,
-    "position_embedding_type": "absolute",
-    "tie_word_embeddings": True,
-    "dtype": "float32",
   }
 
 
@@ -91,25 +61,10 @@ def tensor_name(name: str) -> str | None:
   Adds the `electra.` prefix of `ElectraModel` checkpoints and renames TF's
   `LayerNorm.gamma` / `beta`; the discriminator and fine-tuning heads are not used.
   """
-  if name.endswith(_SKIPPED):
-    return ""
-  if name.startswith(_PARTS):
-    name = "electra." + name
-  name = name.replace("LayerNorm.gamma", "LayerNorm.weight").replace(
-    "LayerNorm.beta", "LayerNorm.bias"
-  )
-  return name if name.startswith(("electra.", "generator_")) else None
+  used = ("electra.", "generator_")
+  return common.tensor_name(name, "electra.", _PARTS, _SKIPPED, used, tf_names=True)
 
 
-def _layer_rows(i):
-  """BERT's layer rows under the `electra.` prefix."""
-  return [
-    Row("electra." + row.hf[len("bert.") :], row.ours, row.rule, row.group)
-    for row in bert_hf._layer_rows(i)
-  ]
-
-
-HEAD_NAMES = {"tokens": "classifier", "qa": "qa_outputs"}
 ARCHITECTURES = {
   "pretraining": "ElectraForMaskedLM",
   "discriminator": "ElectraForPreTraining",
@@ -122,38 +77,12 @@ ARCHITECTURES = {
 
 def encoder_rows(model) -> list[Row]:
   """The encoder's rows: embeddings, the projection (when E != H), each layer."""
-  emb = ("bert", "embeddings")
-  rows = [
-    Row(
-      "electra.embeddings.word_embeddings.weight",
-      emb + ("word", "embedding"),
-      COPY,
-      "encoder",
-      vocab_pad=0.0,
-    ),
-    Row(
-      "electra.embeddings.position_embeddings.weight",
-      emb + ("position", "embedding"),
-      COPY,
-      "encoder",
-    ),
-    Row(
-      "electra.embeddings.token_type_embeddings.weight",
-      emb + ("token_type", "embedding"),
-      COPY,
-      "encoder",
-    ),
-    Row("electra.embeddings.LayerNorm.weight", emb + ("layer_norm", "scale"), COPY, "encoder"),
-    Row("electra.embeddings.LayerNorm.bias", emb + ("layer_norm", "bias"), COPY, "encoder"),
-  ]
+  rows = common.embedding_rows("electra.embeddings.")
   if model.embedding_size != model.hidden_size:
     project = ("bert", "embeddings_project")
-    rows += [
-      Row("electra.embeddings_project.weight", project + ("kernel",), LINEAR, "encoder"),
-      Row("electra.embeddings_project.bias", project + ("bias",), COPY, "encoder"),
-    ]
+    rows += common.linear_rows("electra.embeddings_project", project, "encoder")
   for i in range(model.num_layers):
-    rows += _layer_rows(i)
+    rows += bert_hf.layer_rows(i, "electra.")
   return rows
 
 
@@ -171,37 +100,19 @@ def table(model, head: str = "pretraining") -> list[Row]:
   rows = encoder_rows(model)
   if head == "pretraining":
     mlm = "generator_predictions."
-    return rows + [
-      Row(f"{mlm}LayerNorm.weight", ("mlm", "layer_norm", "scale"), COPY, "mlm"),
-      Row(f"{mlm}LayerNorm.bias", ("mlm", "layer_norm", "bias"), COPY, "mlm"),
-      Row(f"{mlm}dense.weight", ("mlm", "transform", "kernel"), LINEAR, "mlm"),
-      Row(f"{mlm}dense.bias", ("mlm", "transform", "bias"), COPY, "mlm"),
-      Row("generator_lm_head.bias", ("mlm", "bias"), COPY, "mlm", vocab_pad=PADDED_LOGIT_BIAS),
-    ]
+    return (
+      rows
+      + common.norm_rows(f"{mlm}LayerNorm", ("mlm", "layer_norm"), "mlm")
+      + common.linear_rows(f"{mlm}dense", ("mlm", "transform"), "mlm")
+      + [common.mlm_bias_row("generator_lm_head.bias")]
+    )
   if head == "discriminator":
     name, ours = "discriminator_predictions.", ("discriminator",)
-    return rows + [
-      Row(f"{name}dense.weight", ours + ("dense", "kernel"), LINEAR, "discriminator"),
-      Row(f"{name}dense.bias", ours + ("dense", "bias"), COPY, "discriminator"),
-      Row(
-        f"{name}dense_prediction.weight",
-        ours + ("dense_prediction", "kernel"),
-        LINEAR,
-        "discriminator",
-      ),
-      Row(
-        f"{name}dense_prediction.bias", ours + ("dense_prediction", "bias"), COPY, "discriminator"
-      ),
+    return [
+      *rows,
+      *common.linear_rows(f"{name}dense", ours + ("dense",), "discriminator"),
+      *common.linear_rows(f"{name}dense_prediction", ours + ("dense_prediction",), "discriminator"),
     ]
   if head in ("classification", "regression"):
-    return rows + [
-      Row("classifier.dense.weight", ("classifier", "dense", "kernel"), LINEAR, "head"),
-      Row("classifier.dense.bias", ("classifier", "dense", "bias"), COPY, "head"),
-      Row("classifier.out_proj.weight", ("classifier", "out_proj", "kernel"), LINEAR, "head"),
-      Row("classifier.out_proj.bias", ("classifier", "out_proj", "bias"), COPY, "head"),
-    ]
-  name = HEAD_NAMES[head]
-  return rows + [
-    Row(f"{name}.weight", ("classifier", "kernel"), LINEAR, "head"),
-    Row(f"{name}.bias", ("classifier", "bias"), COPY, "head"),
-  ]
+    return rows + common.first_token_head_rows()
+  return rows + common.task_head_rows(head)

@@ -14,15 +14,9 @@ import dataclasses
 
 from bert_jax.errors import UserError
 from bert_jax.hf import files
-from bert_jax.hf.convert import (
-  COPY,
-  HEADS_BIAS,
-  HEADS_IN,
-  HEADS_OUT,
-  LINEAR,
-  PADDED_LOGIT_BIAS,
-  Row,
-)
+from bert_jax.hf.convert import COPY, HEADS_BIAS, HEADS_IN, HEADS_OUT, LINEAR, Row
+from bert_jax.hf.families import bert as bert_hf
+from bert_jax.hf.families import common
 from bert_jax.model import bert
 
 ARCH = "modernbert"
@@ -32,13 +26,7 @@ GROUPS = {
   "head": "fine-tuning head (head.*, classifier.*)",
 }
 # config.json keys without a default: the architecture (see `model_kwargs`).
-REQUIRED = (
-  "vocab_size",
-  "hidden_size",
-  "num_hidden_layers",
-  "num_attention_heads",
-  "intermediate_size",
-)
+REQUIRED = bert_hf.REQUIRED
 _OPTIONAL_SIZES = ("max_position_embeddings", "local_attention", "global_attn_every_n_layers")
 _PARTS = ("embeddings.", "layers.", "final_norm.")
 # Hugging Face classes of each head.
@@ -216,25 +204,15 @@ def tensor_name(name: str) -> str | None:
   """
   if name == "decoder.weight":
     return ""  # the token embeddings
-  if name.startswith(_PARTS):
-    name = "model." + name
-  if name.startswith(("model.", "head.")) or name == "decoder.bias":
-    return name
-  return None
+  return common.tensor_name(name, "model.", _PARTS, (), ("model.", "head.", "decoder.bias"))
 
 
 def _norm_rows(hf, ours, model, group):
-  rows = [Row(f"{hf}.weight", ours + ("scale",), COPY, group)]
-  if model.norm_bias:
-    rows.append(Row(f"{hf}.bias", ours + ("bias",), COPY, group))
-  return rows
+  return common.norm_rows(hf, ours, group, bias=model.norm_bias)
 
 
 def _linear_rows(hf, ours, rule, bias_rule, use_bias, group):
-  rows = [Row(f"{hf}.weight", ours + ("kernel",), rule, group)]
-  if use_bias:
-    rows.append(Row(f"{hf}.bias", ours + ("bias",), bias_rule, group))
-  return rows
+  return common.linear_rows(hf, ours, group, rule, bias_rule, bias=use_bias)
 
 
 def _layer_rows(model, i):
@@ -285,5 +263,5 @@ def table(model, head: str = "pretraining") -> list[Row]:
   if head != "pretraining":
     return rows + _linear_rows("classifier", ("classifier", "out"), LINEAR, COPY, True, "head")
   if model.decoder_bias:
-    rows.append(Row("decoder.bias", ("decoder", "bias"), COPY, "mlm", vocab_pad=PADDED_LOGIT_BIAS))
+    rows.append(common.mlm_bias_row("decoder.bias", ("decoder", "bias")))
   return rows
