@@ -3,6 +3,7 @@
     bert-jax prepare [--config configs/RECIPE.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
     bert-jax pretrain [--config configs/RECIPE.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
     bert-jax finetune [--config configs/finetune/TASK.py] --workdir DIR [--config.KEY=VALUE ...]
+    bert-jax distill [--config configs/distill.py] --workdir DIR --config.teacher=RUN_DIR [--config.KEY=VALUE ...]
     bert-jax evaluate --workdir DIR [--data FILE|tfds:NAME:SPLIT] [--step N]
     bert-jax predict --workdir DIR --input FILE --output OUT.jsonl [--step N] [--overwrite]
     bert-jax fill-mask --workdir DIR [--json] [--top-k 5] "text with [MASK] in it" ...
@@ -271,6 +272,7 @@ COMMANDS = {
   "prepare": _job("prepare", "bert_jax.train.pretrain", "prepare_data"),
   "pretrain": _job("pretrain", "bert_jax.train.pretrain", "pretrain"),
   "finetune": _job("finetune", "bert_jax.train.finetune", "finetune"),
+  "distill": _job("distill", "bert_jax.train.distill", "distill"),
   "evaluate": _evaluate,
   "predict": _predict,
   "fill-mask": _fill_mask,

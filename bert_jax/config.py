@@ -250,15 +250,19 @@ def distill_base_config():
   family (`config.model.size`) or the teacher's own layers (`distill.student_layers`).
   """
   c = finetune_base_config()
-  c.model.size = "mini"  # the student: a size preset, or "teacher" with distill.student_layers
-  c.teacher = placeholder(str)  # a fine-tuned run (or an imported HF classifier) to distil
+  # The student: a size preset (a new model of the teacher's family), "teacher" (the
+  # teacher's own layers, distill.student_layers), or "checkpoint" (config.init_from's
+  # architecture and encoder, which must use the teacher's tokenizer).
+  c.model.size = "mini"
+  c.model.arch = placeholder(str)  # a size preset's family; None: the teacher's
+  c.teacher = placeholder(str)  # a fine-tuned run, or a HF *ForSequenceClassification dir
   c.distill = ml_collections.ConfigDict()
   c.distill.temperature = 2.0  # softens teacher and student logits for the soft loss
   c.distill.alpha = 0.5  # weight of the soft (teacher) loss; 1 - alpha on the hard labels
   c.distill.unlabeled = placeholder(str)  # a file of extra texts the teacher labels
   c.distill.student_layers = placeholder(str)  # e.g. "0,2,4": the teacher's layers kept
-  c.distill.hidden_weight = 0.0  # optional: MSE between mapped hidden states
-  c.distill.attention_weight = 0.0  # optional: KL between mapped attention maps
+  c.distill.hidden_weight = 0.0  # MSE between mapped hidden states (not implemented: 0)
+  c.distill.attention_weight = 0.0  # KL between mapped attention maps (not implemented: 0)
   return c
 
 
@@ -356,11 +360,6 @@ def model_config(config, vocab_size, init_model=None, pad_id=0):
     )
   except ValueError as e:  # a setting the family cannot take (e.g. scan_layers)
     raise UserError(f"config.model: {e}") from None
-  if config.data.max_seq_length > model.max_length:
-    raise UserError(
-      f"config.data.max_seq_length={config.data.max_seq_length} exceeds the "
-      f"{model.max_length} positions of the model; raise config.model.max_position_embeddings"
-    )
   return model
 
 
