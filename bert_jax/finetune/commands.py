@@ -66,6 +66,8 @@ def evaluate_main(workdir: str, *, data: str | None = None, step: int | None = N
   if not spec:
     raise UserError(f"{workdir} was trained without config.data.eval; give --data FILE")
   config.data.eval = spec
+  if config.task == "embedding":
+    return _evaluate_embedding(run, config, spec)
   labels = _labels(run)
   examples = data_lib.read(spec, config)
   arrays, _ = data_lib.encode(examples, run.tokenizer, config, labels)
@@ -74,6 +76,19 @@ def evaluate_main(workdir: str, *, data: str | None = None, step: int | None = N
   print(
     f"{len(examples.rows)} examples of {spec}, step {run.step}"
     + (f", {examples.skipped_empty} empty rows skipped" if examples.skipped_empty else "")
+  )
+  evaluate_lib.print_metrics(values)
+  return values
+
+
+def _evaluate_embedding(run, config, spec: str) -> dict:
+  """`evaluate` of an embedding run: retrieval metrics of its eval pairs (`retrieval`)."""
+  examples = data_lib.read(spec, config)
+  inputs = evaluate_lib.embedding_inputs(examples, run.tokenizer, config.data.max_seq_length)
+  values = evaluate_lib.embedding_scores(run.model, run.params, inputs, BATCH_SIZE)
+  print(
+    f"{len(examples.rows)} pairs of {spec} ({len(inputs['documents']['input_ids'])} "
+    f"distinct positives as the corpus), step {run.step}"
   )
   evaluate_lib.print_metrics(values)
   return values
@@ -172,6 +187,11 @@ def predict_main(
   """
   check_output(output_path, workdir, overwrite=overwrite)
   run, config = load(workdir, step)
+  if config.task == "embedding":
+    raise UserError(
+      f"{workdir} is a sentence-embedding run: it predicts no labels; get its vectors "
+      f"with bert-jax embed --workdir {workdir} --input TEXTS.txt --output VECTORS.npy"
+    )
   labels = _labels(run)
   examples = data_lib.read(input_spec, config, labelled=False)
   given = [r.get("label") if isinstance(r, dict) else None for r in examples.rows]

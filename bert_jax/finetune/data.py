@@ -8,9 +8,11 @@ Sources (`config.data.train` / `config.data.eval`):
     registry in `tfds_tasks`).
 
 Examples are plain dicts: classification / regression {"text", "text_pair", "label"},
-tokens {"words", "tags"}, qa `squad.QAExample`. Rows whose text is empty are skipped and
-counted; a source left with no rows at all is an error that names it. Everything is
-tokenized once, in memory (GLUE's largest task, MNLI, is 393k pairs).
+tokens {"words", "tags"}, qa `squad.QAExample`, embedding {"text" (the anchor),
+"text_pair" (its positive), "negative", "score"}. Rows whose text is empty are skipped and
+counted (embedding: a pair with an empty side is an error); a source left with no rows at
+all is an error that names it. Everything is tokenized once, in memory (GLUE's largest
+task, MNLI, is 393k pairs).
 
 Errors about a row (a label outside the label map, a regression label that is no number,
 tags that do not match the words) name the source and the row: `Examples.where(i)`.
@@ -142,6 +144,8 @@ def _from_records(records, path, config, labelled):
     for name in ("question", "context") + (("answers",) if labelled else ()):
       _column(records, name, path, "(qa: question, context, answers)")
     return Examples([_qa_example(r, i) for i, r in enumerate(records)], source=path)
+  if task == "embedding":
+    return _pairs(records, path, config)
   _column(records, d.text_column, path, "text_column")
   if d.text_pair_column:
     _column(records, d.text_pair_column, path, "text_pair_column")
@@ -171,6 +175,49 @@ def _from_records(records, path, config, labelled):
       rows.append({"text": text, "text_pair": pair, "label": r.get(d.label_column)})
     numbers.append(number)
   return Examples(rows, empty, source=path, numbers=numbers)
+
+
+def _pairs(records, path, config):
+  """Embedding pairs: anchor (text_column), positive (text_pair_column), and the hard
+  negative (negative_column) and score (score_column) when configured and in the file.
+  """
+  d = config.data
+  _column(records, d.text_column, path, "text_column")
+  if not d.text_pair_column:
+    raise UserError(_NO_PAIR_COLUMN)
+  _column(records, d.text_pair_column, path, "text_pair_column")
+  sides = [("anchor", d.text_column), ("positive", d.text_pair_column)]
+  present = set(records[0]) if records else set()
+  if d.negative_column and d.negative_column in present:
+    sides.append(("negative", d.negative_column))
+  scored = bool(d.score_column) and d.score_column in present
+  rows = []
+  for number, r in enumerate(records, 1):
+    texts = {}
+    for side, column in sides:
+      text = r.get(column)
+      if not isinstance(text, str) or not text.strip():
+        raise UserError(
+          f"{path} row {number} has an empty {side} (column {column!r}); every pair "
+          f"needs text on each side: fill it in or drop the row"
+        )
+      texts[side] = text
+    score = _number(r.get(d.score_column), f"{path} row {number}") if scored else None
+    rows.append(
+      {
+        "text": texts["anchor"],
+        "text_pair": texts["positive"],
+        "negative": texts.get("negative"),
+        "score": score,
+      }
+    )
+  return Examples(rows, 0, source=path, numbers=list(range(1, len(rows) + 1)))
+
+
+_NO_PAIR_COLUMN = (
+  "config.task='embedding' needs config.data.text_pair_column: the column of each "
+  "anchor's positive text (e.g. --config.data.text_pair_column=positive)"
+)
 
 
 def _qa_example(record, index):
@@ -391,6 +438,44 @@ def encode_qa(examples: Examples, tokenizer, config, train: bool) -> tuple[dict,
   return features, 0
 
 
+def encode_texts(texts: list[str], tokenizer, max_seq_length: int) -> tuple[dict, int]:
+  """Single texts as [CLS] text [SEP], cut to `max_seq_length` tokens and padded.
+
+  Returns (arrays, truncated): input_ids, token_type_ids (zeros), attention_mask (n,
+  length) int32; truncated counts the texts that did not fit.
+  """
+  encoded = tokenizer.encode_batch(list(texts)) if texts else []
+  arrays = {
+    k: np.zeros((len(encoded), max_seq_length), np.int32)
+    for k in ("input_ids", "token_type_ids", "attention_mask")
+  }
+  arrays["input_ids"][:] = tokenizer.pad_id
+  for i, ids in enumerate(encoded):
+    row = [tokenizer.cls_id] + ids[: max_seq_length - 2] + [tokenizer.sep_id]
+    arrays["input_ids"][i, : len(row)] = row
+    arrays["attention_mask"][i, : len(row)] = 1
+  return arrays, sum(len(ids) > max_seq_length - 2 for ids in encoded)
+
+
+def encode_pairs(examples: Examples, tokenizer, max_seq_length: int) -> tuple[dict, int]:
+  """Embedding pairs: each side's texts (`encode_texts`) as `{side}_input_ids` and
+  `{side}_attention_mask`, sides anchor, positive and (when the rows have one) negative.
+
+  Returns (arrays, truncated): truncated counts the texts of all sides that did not fit.
+  """
+  rows = examples.rows
+  sides = {"anchor": "text", "positive": "text_pair"}
+  if rows and rows[0].get("negative") is not None:
+    sides["negative"] = "negative"
+  arrays, truncated = {}, 0
+  for side, key in sides.items():
+    encoded, cut = encode_texts([r[key] for r in rows], tokenizer, max_seq_length)
+    arrays[f"{side}_input_ids"] = encoded["input_ids"]
+    arrays[f"{side}_attention_mask"] = encoded["attention_mask"]
+    truncated += cut
+  return arrays, truncated
+
+
 def encode(examples: Examples, tokenizer, config, labels, *, train: bool = False):
   """Arrays of `examples` for config.task.
 
@@ -409,6 +494,8 @@ def encode(examples: Examples, tokenizer, config, labels, *, train: bool = False
     return encode_qa(examples, tokenizer, config, train)
   if task == "tokens":
     return encode_tokens(examples, tokenizer, length, labels)
+  if task == "embedding":
+    return encode_pairs(examples, tokenizer, length)
   if task == "regression":  # no label map: the values are the labels, when the rows have them
     labels = any(r["label"] is not None for r in examples.rows)
   return encode_sequences(examples, tokenizer, length, labels, regression=task == "regression")

@@ -3,7 +3,8 @@
 Used by the fine-tuning loop (eval every N steps), `bert-jax evaluate` (metrics of a
 workdir's best checkpoint, printed as one JSON object on the last line) and `bert-jax
 predict` (labels with probabilities, regression values, word tags or answer spans, as JSON
-Lines).
+Lines). An embedding run's "logits" are its sentence embeddings, scored by retrieval
+(`embedding_scores`).
 """
 
 import functools
@@ -18,7 +19,7 @@ from bert_jax import sharding
 from bert_jax.finetune import data as data_lib
 from bert_jax.finetune import metrics as task_metrics
 from bert_jax.finetune import objective as task_objective
-from bert_jax.finetune import squad
+from bert_jax.finetune import retrieval, squad
 
 INPUT_KEYS = ("input_ids", "token_type_ids", "attention_mask")
 # Metrics for local files; TFDS tasks use their registry's (the official GLUE ones).
@@ -27,8 +28,15 @@ DEFAULT_METRICS = {
   "regression": ("pearson", "spearman"),
   "tokens": ("entity_f1",),
   "qa": ("exact_match", "f1"),
+  "embedding": ("mrr@10", "recall@1", "recall@10"),  # `retrieval`; spearman with scores
 }
-DEFAULT_MAIN = {"classification": "accuracy", "regression": "pearson", "tokens": "f1", "qa": "f1"}
+DEFAULT_MAIN = {
+  "classification": "accuracy",
+  "regression": "pearson",
+  "tokens": "f1",
+  "qa": "f1",
+  "embedding": "mrr@10",
+}
 
 
 @functools.lru_cache(maxsize=8)
@@ -66,6 +74,29 @@ def logits(
     batch = sharding.global_batch(local, mesh) if mesh is not None else local
     out.append(_to_host(fn(params, batch)))
   return np.concatenate(out)[:n]
+
+
+def embedding_inputs(examples, tokenizer, max_seq_length):
+  """What `embedding_scores` needs of eval pairs: the encoded anchors and distinct
+  positives (the corpus), each anchor's positive and the scores (or None).
+  """
+  corpus, relevant = retrieval.corpus_of([r["text_pair"] for r in examples.rows])
+  anchors, _ = data_lib.encode_texts([r["text"] for r in examples.rows], tokenizer, max_seq_length)
+  documents, _ = data_lib.encode_texts(corpus, tokenizer, max_seq_length)
+  scores = [r["score"] for r in examples.rows]
+  return {
+    "anchors": anchors,
+    "documents": documents,
+    "relevant": relevant,
+    "scores": None if any(s is None for s in scores) else scores,
+  }
+
+
+def embedding_scores(model, params, inputs, batch_size, mesh=None) -> dict:
+  """The retrieval metrics (`retrieval.evaluate`) of `embedding_inputs` under `params`."""
+  anchors = logits(model, params, inputs["anchors"], batch_size, mesh)
+  documents = logits(model, params, inputs["documents"], batch_size, mesh)
+  return retrieval.evaluate(anchors, documents, inputs["relevant"], inputs["scores"])
 
 
 def metric_names(config) -> tuple[tuple[str, ...], str]:

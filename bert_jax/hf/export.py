@@ -8,7 +8,12 @@ and the tokenizer files, so that `transformers` loads it offline with no custom 
     `BertForTokenClassification` or `BertForQuestionAnswering` with `id2label` /
     `label2id`, for `pipeline("text-classification" | "token-classification" |
     "question-answering")`; the tokenizer's `model_max_length` is the run's
-    max_seq_length, so `truncation=True` cuts texts where training did.
+    max_seq_length, so `truncation=True` cuts texts where training did;
+  - a sentence-embedding run (task "embedding"): the family's base model (`BertModel`,
+    `RobertaModel`, ...) plus the sentence-transformers modules (`modules.json`,
+    `sentence_bert_config.json`, `1_Pooling/`, `2_Normalize/` when the run normalises;
+    `hf.sentence_transformers`), so `SentenceTransformer(DIR).encode` gives `bert-jax
+    embed`'s vectors.
 The checkpoint may come from any mesh: it is restored onto one device. The workdir and
 --out may be URLs (`gs://...`); the files are the same bytes as a local export's.
 """
@@ -24,9 +29,11 @@ from bert_jax import run as run_lib
 from bert_jax import storage
 from bert_jax.errors import UserError
 from bert_jax.hf import convert, families, files, tokenizer_files
+from bert_jax.hf import sentence_transformers as st
 
-# What an export writes: the only files --overwrite replaces in an existing --out.
-EXPORT_FILES = (files.CONFIG, files.SAFETENSORS) + tokenizer_files.EXPORT_FILES
+# What an export writes: the only files (and folders) --overwrite replaces in an existing --out.
+EXPORT_FILES = (files.CONFIG, files.SAFETENSORS) + tokenizer_files.EXPORT_FILES + st.MODULE_FILES
+EXPORT_DIRS = st.MODULE_DIRS
 # Entries that make a directory a bert_jax run (`run`'s layout), never an export target.
 _RUN_ENTRIES = run_lib.RUN_FOLDERS + (run_lib.METRICS,)  # config.json: see _is_run_config
 _SHOWN = 5  # entries named in an error
@@ -63,10 +70,15 @@ def export_hf(
   params = jax.tree_util.tree_map(np.asarray, convert.unscan(run.params))
   head = run.meta.get("task", "pretraining")
   family = families.for_arch(model.arch)
-  tensors = convert.to_hf(params, family.table(model, head), vocab_size)
-  config = {"architectures": [family.ARCHITECTURES[head]]}
+  embedding = run.meta.get("embedding") if head == "embedding" else None
+  if embedding is not None:
+    tensors = convert.to_hf(params, st.base_rows(family, model), vocab_size)
+    config = {"architectures": [st.base_architecture(model.arch)]}
+  else:
+    tensors = convert.to_hf(params, family.table(model, head), vocab_size)
+    config = {"architectures": [family.ARCHITECTURES[head]]}
   config.update(family.hf_config(model, vocab_size, run.tokenizer))
-  if head != "pretraining":
+  if head != "pretraining" and embedding is None:
     config = files.task_config(config, head, run.meta.get("labels"))
 
   if storage.is_remote(out_dir):
@@ -83,6 +95,14 @@ def export_hf(
       model_max_length=run.meta.get("max_seq_length", model.max_length),
       arch=model.arch,
     )
+    if embedding is not None:
+      st.write_modules(
+        staging,
+        pooling=embedding["pooling"],
+        normalize=embedding["normalize"],
+        hidden_size=model.hidden_size,
+        max_seq_length=run.meta.get("max_seq_length", model.max_length),
+      )
     _move_into(staging, out_dir)
   finally:
     shutil.rmtree(staging, ignore_errors=True)  # a local temporary folder
@@ -102,13 +122,28 @@ def _move_into(staging: str, out_dir: str) -> None:
   staged = sorted(os.listdir(staging))
   for name in staged:
     source, target = os.path.join(staging, name), storage.join(out_dir, name)
-    if storage.is_remote(out_dir):
-      storage.copy(source, target)
+    if os.path.isdir(source):  # a sentence-transformers module folder: replaced whole
+      if storage.isdir(target):
+        storage.rmtree(target)
+      storage.makedirs(target)
+      for inner in sorted(os.listdir(source)):
+        _move_file(os.path.join(source, inner), storage.join(target, inner), out_dir)
     else:
-      os.replace(source, target)
+      _move_file(source, target, out_dir)
   for name in EXPORT_FILES:  # e.g. the vocab.txt of an earlier WordPiece export
     if name not in staged:
       storage.remove(storage.join(out_dir, name))
+  for name in EXPORT_DIRS:  # e.g. 2_Normalize of an earlier normalising export
+    if name not in staged and storage.isdir(storage.join(out_dir, name)):
+      storage.rmtree(storage.join(out_dir, name))
+
+
+def _move_file(source: str, target: str, out_dir: str) -> None:
+  """One staged file into place: renamed in locally, uploaded into a URL."""
+  if storage.is_remote(out_dir):
+    storage.copy(source, target)
+  else:
+    os.replace(source, target)
 
 
 def _check_out_dir(workdir: str, out_dir: str, overwrite: bool) -> None:
@@ -141,7 +176,7 @@ def _check_out_dir(workdir: str, out_dir: str, overwrite: bool) -> None:
   if foreign:
     raise UserError(
       f"--out {out_dir} holds {_listing(foreign)}, which an export does not write; "
-      f"--overwrite replaces only {', '.join(EXPORT_FILES)}: move the others away or "
+      f"--overwrite replaces only {', '.join(EXPORT_FILES + EXPORT_DIRS)}: move the others away or "
       f"choose a new directory"
     )
 
@@ -160,6 +195,8 @@ def _listing(names: list[str]) -> str:
 def _is_export_file(out_dir: str, name: str) -> bool:
   """Whether `name` in `out_dir` is a file an export writes (a Hugging Face config.json)."""
   path = storage.join(out_dir, name)
+  if name in EXPORT_DIRS:
+    return not os.path.islink(path) and storage.isdir(path)
   if name not in EXPORT_FILES or os.path.islink(path) or not storage.isfile(path):
     return False
   return name != files.CONFIG or "model_type" in (_json_object(path) or {})

@@ -2,7 +2,10 @@
 loop as pretraining (`loop.train`): sharded state, exact resume, metrics, evals, checkpoints.
 
 The encoder comes from `config.init_from` (a pretraining run, an `import-hf` workdir, or a
-fine-tuned run); the head is new unless init_from is a fine-tuned run of the same task. The
+fine-tuned run); the head is new unless init_from is a fine-tuned run of the same task.
+Task "embedding" has no head: the encoder's pooled, optionally normalised output
+(`model.embedding`) is trained on (anchor, positive[, negative]) pairs with a contrastive
+loss (`finetune.contrastive`) and evaluated by retrieval (`finetune.retrieval`). The
 workdir gets the tokenizer (`tokenizer/`), the label map (in every checkpoint's meta), the
 latest checkpoints (`checkpoints/`, to resume) and the best eval's parameters (`best/`,
 which `evaluate`, `predict` and `export-hf` use).
@@ -17,10 +20,11 @@ from bert_jax import config as config_lib
 from bert_jax import run as run_lib
 from bert_jax import sharding, storage
 from bert_jax.errors import UserError
+from bert_jax.finetune import contrastive, retrieval
 from bert_jax.finetune import data as data_lib
 from bert_jax.finetune import evaluate as evaluate_lib
 from bert_jax.finetune import objective as task_objective
-from bert_jax.model import registry, tasks
+from bert_jax.model import embedding, registry, tasks
 from bert_jax.train import loop
 from bert_jax.train import optimizer as optimizer_lib
 from bert_jax.train.metrics import log
@@ -30,7 +34,8 @@ USAGE = {
   "finetune": """usage: bert-jax finetune [--config configs/finetune/TASK.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
 
 Fine-tunes config.init_from (a pretraining run or an import-hf workdir) on a task:
-classification, regression, tokens or qa. Without --config: configs/finetune/classify_csv.py.
+classification, regression, tokens, qa or embedding (configs/finetune/embeddings.py).
+Without --config: configs/finetune/classify_csv.py.
 Keys, defaults and comments: bert_jax/config.py (finetune_base_config)."""
 }
 
@@ -42,7 +47,7 @@ def validate(config) -> None:
     UserError: naming the key, its value and what would work.
   """
   config_lib.validate_common(config)
-  config_lib.check_choice(config, "task", tasks.TASKS)
+  config_lib.check_choice(config, "task", tasks.TASKS + (embedding.TASK,))
   if not config.init_from:
     raise UserError(
       "config.init_from is required: the run to fine-tune (a pretraining workdir, "
@@ -55,6 +60,42 @@ def validate(config) -> None:
     raise UserError(
       f"config.train.warmup_fraction={config.train.warmup_fraction} must be in [0, 1]"
     )
+  if config.task == embedding.TASK:
+    _validate_embedding(config)
+
+
+def _validate_embedding(config) -> None:
+  """The checks of task "embedding": columns, pooling, loss and its batch. Raises UserError."""
+  d, e, t = config.data, config.embedding, config.train
+  config_lib.check_choice(config, "embedding.pooling", embedding.POOLINGS)
+  config_lib.check_choice(config, "embedding.loss", contrastive.LOSSES)
+  if not d.text_pair_column:
+    raise UserError(data_lib._NO_PAIR_COLUMN)
+  for spec in (d.train, d.eval):
+    if spec and data_lib.is_tfds(spec):
+      raise UserError(
+        f"config.data: {spec} is a TFDS dataset; embedding pairs come from a .csv, .tsv "
+        f"or .jsonl file"
+      )
+  if e.loss == "triplet" and not d.negative_column:
+    raise UserError(
+      "config.embedding.loss='triplet' needs a negative for each pair: set "
+      "config.data.negative_column, or use loss 'mnrl' (in-batch negatives)"
+    )
+  if e.loss == "mnrl" and not e.scale > 0:
+    raise UserError(f"config.embedding.scale={e.scale} must be positive (1 / temperature)")
+  micro = t.batch_size // t.accum_steps
+  if e.loss == "mnrl" and micro < 2:
+    raise UserError(
+      f"config.train.batch_size={t.batch_size} (accum_steps={t.accum_steps}) gives "
+      f"{micro} pair per (micro-)batch; in-batch negatives (config.embedding.loss='mnrl') "
+      f"need at least 2: raise the batch size"
+    )
+  if config.head.freeze_encoder:
+    raise UserError(
+      "config.head.freeze_encoder=True would train nothing: an embedding model is its "
+      "encoder; leave it False"
+    )
 
 
 def _label_map(config, examples, resume_meta, init_meta):
@@ -62,7 +103,7 @@ def _label_map(config, examples, resume_meta, init_meta):
   this task whose head is kept (the data's labels must be among them); else the data's.
   A new map needs two labels at least: with one, the loss is 0 from the start.
   """
-  if config.task in ("regression", "qa"):
+  if config.task in ("regression", "qa", embedding.TASK):
     return None
   if resume_meta and resume_meta.get("labels"):
     return data_lib.LabelMap(resume_meta["labels"])
@@ -97,6 +138,8 @@ def _check_two_labels(config, labels):
 
 
 def _num_labels(config, labels):
+  if config.task == embedding.TASK:
+    return 0
   return {"regression": 1, "qa": 2}.get(config.task) or len(labels.names)
 
 
@@ -179,13 +222,25 @@ def finetune(config, workdir: str) -> None:
   resume_meta = run_lib.latest_meta(workdir)
 
   train = data_lib.read(config.data.train, config)
+  if config.task == embedding.TASK:
+    _check_negatives(config, train)
   labels = _label_map(config, train, resume_meta, init_meta)
   train_arrays, truncated = data_lib.encode(train, tokenizer, config, labels, train=True)
   num_labels = _num_labels(config, labels)
   model_cfg = config_lib.model_config(config, tokenizer.vocab_size, init_meta["model"])
-  model = tasks.ForTask(model_cfg, config.task, num_labels)
+  meta_extra = {}
+  if config.task == embedding.TASK:
+    meta_extra[embedding.TASK] = {
+      "pooling": config.embedding.pooling,
+      "normalize": bool(config.embedding.normalize),
+    }
+    model = embedding.from_meta(model_cfg, meta_extra)
+    objective = contrastive.objective(model, config)
+  else:
+    model = tasks.ForTask(model_cfg, config.task, num_labels)
+    objective = task_objective.FineTuning(model, config.task)
   t = config.train
-  rows = len(train_arrays["input_ids"])
+  rows = len(next(iter(train_arrays.values())))
   per_epoch = rows // t.batch_size
   if per_epoch < 1:
     raise UserError(
@@ -205,7 +260,7 @@ def finetune(config, workdir: str) -> None:
   same_head = init_meta.get("task") == config.task and not config.head.reinit
   job = loop.Job(
     model=model,
-    objective=task_objective.FineTuning(model, config.task),
+    objective=objective,
     tx=tx,
     schedule=schedule,
     steps=steps,
@@ -222,6 +277,7 @@ def finetune(config, workdir: str) -> None:
       "init_from": config.init_from,
       "batch_size": t.batch_size,
       "seed": config.seed,
+      **meta_extra,
     },
     check_resume=functools.partial(_check_resume, workdir, config, labels),
     init_params=functools.partial(
@@ -251,6 +307,25 @@ def _check_resume(workdir, config, labels, meta):
     raise UserError(
       f"{workdir} was trained with the labels {meta.get('labels')}, the data now "
       f"gives {labels.names}; use a new --workdir"
+    )
+  if config.task == embedding.TASK:
+    saved = meta.get(embedding.TASK) or {}
+    for key in ("pooling", "normalize"):
+      if saved.get(key) != config.embedding[key]:
+        raise UserError(
+          f"{workdir} was trained with config.embedding.{key}={saved.get(key)!r}, this run "
+          f"asks for {config.embedding[key]!r}; resume with the same setting or use a new "
+          f"--workdir"
+        )
+
+
+def _check_negatives(config, examples):
+  """A UserError when config.data.negative_column is set but the train data lacks it."""
+  column = config.data.negative_column
+  if column and examples.rows[0].get("negative") is None:
+    raise UserError(
+      f"{config.data.train} has no column {column!r} (config.data.negative_column); "
+      f"add the hard negatives, or unset it for in-batch negatives only"
     )
 
 
@@ -285,8 +360,11 @@ def _evaluator(config, model, tokenizer, labels):
   """
   examples = data_lib.read(config.data.eval, config)
   arrays, truncated = data_lib.encode(examples, tokenizer, config, labels)
-  _log_data("eval", config.data.eval, examples, len(arrays["input_ids"]), truncated, config)
+  rows = len(next(iter(arrays.values())))
+  _log_data("eval", config.data.eval, examples, rows, truncated, config)
   batch_size = config.eval.batch_size or config.train.batch_size
+  if config.task == embedding.TASK:
+    return _embedding_evaluator(config, model, tokenizer, examples, batch_size)
   names = labels.names if labels else None
   _, main = evaluate_lib.metric_names(config)
 
@@ -298,4 +376,21 @@ def _evaluator(config, model, tokenizer, labels):
     shown = ", ".join(f"{k} {v:.4f}" for k, v in values.items() if not k.startswith("best_"))
     return f"eval step {step}: {shown}"
 
+  return {"evaluate": evaluate, "eval_line": eval_line, "best_metric": main}
+
+
+def _embedding_evaluator(config, model, tokenizer, examples, batch_size):
+  """The `loop.Job` fields of retrieval on the eval pairs: every distinct eval positive is
+  the corpus (`retrieval`); the best checkpoint is kept by config.eval.metric or MRR@10.
+  """
+  inputs = evaluate_lib.embedding_inputs(examples, tokenizer, config.data.max_seq_length)
+
+  def evaluate(params, mesh):
+    return evaluate_lib.embedding_scores(model, params, inputs, batch_size, mesh)
+
+  def eval_line(step, values):
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in values.items() if not k.startswith("best_"))
+    return f"eval step {step}: {shown}"
+
+  main = config.eval.metric or retrieval.MAIN
   return {"evaluate": evaluate, "eval_line": eval_line, "best_metric": main}
