@@ -45,6 +45,14 @@ def write(root):
   }
 
 
+def best_eval_accuracy(run):
+  """The best eval accuracy in the fine-tuned `run`'s metrics.jsonl (its best/ checkpoint's:
+  `evaluate` prints the same, tests/test_finetune.py checks that).
+  """
+  with open(f"{run}/metrics.jsonl") as f:
+    return max(r["accuracy"] for r in map(json.loads, f) if r["split"] == "eval")
+
+
 def check_export_agrees_with_predict(news, run, architecture, rows=24):
   """Exports the fine-tuned `run`; `pipeline("text-classification")` on the first test rows
   gives the probabilities of `bert-jax predict` within 1e-4, with every weight loaded.

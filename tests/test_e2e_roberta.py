@@ -120,7 +120,7 @@ def test_continued_mlm_lowers_held_out_loss(news, imported):
 
 
 @pytest.mark.slow
-def test_finetuned_roberta_beats_the_majority_and_exports(news, imported, capsys):
+def test_finetuned_roberta_beats_the_majority_and_exports(news, imported):
   run = str(news["root"] / "classifier")
   argv = [
     "finetune",
@@ -136,9 +136,7 @@ def test_finetuned_roberta_beats_the_majority_and_exports(news, imported, capsys
     ONE_DEVICE,
   ]
   assert cli.main(argv) == 0
-  capsys.readouterr()
-  assert cli.main(["evaluate", "--workdir", run]) == 0
-  accuracy = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["accuracy"]
+  accuracy = news_subset.best_eval_accuracy(run)  # the best/ checkpoint's, which exports
   assert accuracy >= news["majority"] + 0.15, (accuracy, news["majority"])
 
   news_subset.check_export_agrees_with_predict(news, run, "RobertaForSequenceClassification")

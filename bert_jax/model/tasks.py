@@ -37,6 +37,11 @@ class ForTask(nn.Module):
       self.classifier = family.token_head(c, self.num_labels)
     else:
       self.classifier = token_head(c, self.num_labels)
+    # BERT's heads take their dropout from here, the module `dropout` of ForTask, so their
+    # dropout masks are those of runs before the families (same seed, same run).
+    self.bert_head = isinstance(self.classifier, (PooledHead, TokenHead))
+    if self.bert_head:
+      self.dropout = nn.Dropout(self.classifier.config.hidden_dropout)
 
   def __call__(
     self, input_ids, token_type_ids, attention_mask, position_ids=None, deterministic=True
@@ -45,10 +50,11 @@ class ForTask(nn.Module):
     hidden, pooled = self.bert(
       input_ids, token_type_ids, attention_mask, position_ids, deterministic=deterministic
     )
+    shared = {"dropout": self.dropout} if self.bert_head else {}
     if self.task in ("classification", "regression"):
-      logits = self.classifier(hidden, pooled, attention_mask, deterministic)
+      logits = self.classifier(hidden, pooled, attention_mask, deterministic, **shared)
     else:  # qa: Hugging Face's qa_outputs has no dropout
-      logits = self.classifier(hidden, deterministic or self.task == "qa")
+      logits = self.classifier(hidden, deterministic or self.task == "qa", **shared)
     return logits.astype(jnp.float32)
 
   def encode(self, input_ids, token_type_ids=None, attention_mask=None):
@@ -60,17 +66,19 @@ class PooledHead(bert.Dense):
   """BERT's sequence head: dropout on the pooled [CLS] vector, then a linear layer."""
 
   @nn.compact
-  def __call__(self, hidden, pooled, attention_mask, deterministic):
-    dropout = nn.Dropout(self.config.hidden_dropout)
-    return self.project(dropout(pooled, deterministic=deterministic))  # (batch, labels)
+  def __call__(self, hidden, pooled, attention_mask, deterministic, dropout=None):
+    """Logits (batch, labels); `dropout` (a Dropout module) replaces the head's own."""
+    dropout = dropout or nn.Dropout(self.config.hidden_dropout)
+    return self.project(dropout(pooled, deterministic=deterministic))
 
 
 class TokenHead(bert.Dense):
   """Dropout on every hidden state, then a linear layer (BERT's token and QA heads)."""
 
   @nn.compact
-  def __call__(self, hidden, deterministic):
-    dropout = nn.Dropout(self.config.hidden_dropout)
+  def __call__(self, hidden, deterministic, dropout=None):
+    """Logits (batch, length, labels); `dropout` (a Dropout module) replaces the head's own."""
+    dropout = dropout or nn.Dropout(self.config.hidden_dropout)
     return self.project(dropout(hidden, deterministic=deterministic))
 
 
