@@ -6,6 +6,7 @@ the fast tier. A test that does not test sharding runs on one device with the ov
 `ONE_DEVICE` (a mesh may use a subset of the visible devices).
 """
 
+import json
 import os
 
 os.environ["XLA_FLAGS"] = (
@@ -128,6 +129,35 @@ def minilm_workdir(tmp_path_factory):
 
   workdir = str(tmp_path_factory.mktemp("minilm"))
   assert cli.main(["import-hf", "--hf", MINILM, "--workdir", workdir]) == 0
+  return workdir
+
+
+def import_tiny_bert(tmp_path_factory, vocab):
+  """A random tiny Hugging Face BERT (L2/H32, seed 0) with the WordPiece vocabulary `vocab`
+  (lowercased), imported by `bert-jax import-hf`; returns the workdir.
+  """
+  import torch
+  import transformers
+
+  from bert_jax import cli
+
+  hf_dir = tmp_path_factory.mktemp("tiny_hf")
+  (hf_dir / "vocab.txt").write_text("\n".join(vocab) + "\n")
+  (hf_dir / "tokenizer_config.json").write_text(
+    json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer"})
+  )
+  torch.manual_seed(0)
+  hf_config = transformers.BertConfig(
+    vocab_size=len(vocab),
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=64,
+  )
+  transformers.BertForPreTraining(hf_config).save_pretrained(hf_dir)
+  workdir = str(tmp_path_factory.mktemp("imported"))
+  assert cli.main(["import-hf", "--hf", str(hf_dir), "--workdir", workdir]) == 0
   return workdir
 
 

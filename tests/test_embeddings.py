@@ -25,7 +25,7 @@ from bert_jax import cli
 from bert_jax import run as run_lib
 from bert_jax.finetune import contrastive, retrieval
 from bert_jax.model import embedding
-from tests.conftest import ONE_DEVICE
+from tests.conftest import ONE_DEVICE, import_tiny_bert
 
 torch = pytest.importorskip("torch", reason="needs torch")
 transformers = pytest.importorskip("transformers", reason="needs transformers")
@@ -133,24 +133,7 @@ def test_retrieval_metrics_by_hand():
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory):
   """A random tiny Hugging Face BERT with a hand-made vocabulary, imported (the init_from)."""
-  hf_dir = tmp_path_factory.mktemp("tiny_hf")
-  (hf_dir / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
-  (hf_dir / "tokenizer_config.json").write_text(
-    json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer"})
-  )
-  torch.manual_seed(0)
-  config = transformers.BertConfig(
-    vocab_size=len(VOCAB),
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=64,
-    max_position_embeddings=64,
-  )
-  transformers.BertForPreTraining(config).save_pretrained(hf_dir)
-  workdir = str(tmp_path_factory.mktemp("imported"))
-  assert cli.main(["import-hf", "--hf", str(hf_dir), "--workdir", workdir]) == 0
-  return workdir
+  return import_tiny_bert(tmp_path_factory, VOCAB)
 
 
 def _pair(rng):

@@ -77,13 +77,7 @@ def validate(config) -> None:
       "config.teacher is required: a fine-tuned classification run to distil "
       "(--config.teacher=RUN_DIR, made by bert-jax finetune)"
     )
-  if not config.data.train:
-    raise UserError("config.data.train is required: a .csv / .tsv / .jsonl file or tfds:NAME:SPLIT")
-  config_lib.check_positive(config, "data.max_seq_length")
-  if not 0 <= config.train.warmup_fraction <= 1:
-    raise UserError(
-      f"config.train.warmup_fraction={config.train.warmup_fraction} must be in [0, 1]"
-    )
+  finetune.check_data_and_schedule(config)
   d = config.distill
   if not d.temperature > 0:
     raise UserError(f"config.distill.temperature={d.temperature} must be above 0 (e.g. 2)")

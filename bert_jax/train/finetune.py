@@ -53,13 +53,7 @@ def validate(config) -> None:
       "config.init_from is required: the run to fine-tune (a pretraining workdir, "
       "or one made by bert-jax import-hf)"
     )
-  if not config.data.train:
-    raise UserError("config.data.train is required: a .csv / .tsv / .jsonl file or tfds:NAME:SPLIT")
-  config_lib.check_positive(config, "data.max_seq_length")
-  if not 0 <= config.train.warmup_fraction <= 1:
-    raise UserError(
-      f"config.train.warmup_fraction={config.train.warmup_fraction} must be in [0, 1]"
-    )
+  check_data_and_schedule(config)
   if config.task == embedding.TASK:
     _validate_embedding(config)
 
@@ -95,6 +89,22 @@ def _validate_embedding(config) -> None:
     raise UserError(
       "config.head.freeze_encoder=True would train nothing: an embedding model is its "
       "encoder; leave it False"
+    )
+
+
+def check_data_and_schedule(config) -> None:
+  """Bad input a task run shares (fine-tuning, distillation): no train data, a length below
+  1, a warmup fraction outside [0, 1].
+
+  Raises:
+    UserError: naming the key and what would work.
+  """
+  if not config.data.train:
+    raise UserError("config.data.train is required: a .csv / .tsv / .jsonl file or tfds:NAME:SPLIT")
+  config_lib.check_positive(config, "data.max_seq_length")
+  if not 0 <= config.train.warmup_fraction <= 1:
+    raise UserError(
+      f"config.train.warmup_fraction={config.train.warmup_fraction} must be in [0, 1]"
     )
 
 
