@@ -15,7 +15,7 @@ import pytest
 
 from bert_jax.data import prepare, tokenizer
 from bert_jax.errors import UserError
-from tests.conftest import write_topics_corpus
+from tests.conftest import FAST_COMPILE, write_topics_corpus
 from tests.test_pipeline import _corpus, small_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -163,7 +163,7 @@ def test_ctrl_c_stops_quietly_and_the_rerun_finishes(tmp_path):
   _corpus(tmp_path / "corpus.txt", documents=48_000, seed=3)  # seconds of work to stop
   workdir = tmp_path / "w"
   shards = workdir / "data" / prepare.SHARDS
-  env = {**os.environ, "XLA_FLAGS": ""}
+  env = {**os.environ, "XLA_FLAGS": FAST_COMPILE}
   proc = subprocess.Popen(
     _prepare_command(workdir, tmp_path / "corpus.txt"),
     cwd=REPO,
@@ -231,7 +231,7 @@ def test_a_small_corpus_pretrains(tmp_path):
       "--config.checkpoint.every_steps=2",
     ],
     cwd=REPO,
-    env={**os.environ, "XLA_FLAGS": ""},
+    env={**os.environ, "XLA_FLAGS": FAST_COMPILE},
     capture_output=True,
     text=True,
     timeout=600,

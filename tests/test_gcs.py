@@ -27,7 +27,7 @@ from bert_jax.data import pipeline, prepare, sources, units
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
 from bert_jax.train import metrics as metrics_lib
-from tests.conftest import TINY_TWO_LANES, write_topics_corpus
+from tests.conftest import FAST_COMPILE, TINY_TWO_LANES, write_topics_corpus
 from tests.test_pipeline import _corpus, small_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -216,7 +216,7 @@ def test_workdir_in_a_missing_or_unreachable_bucket_is_one_error(capsys, monkeyp
 
 
 def _cli(args, cwd, env=None):
-  env = {**os.environ, "XLA_FLAGS": "", **(env or {})}  # one CPU device, as a user has
+  env = {**os.environ, "XLA_FLAGS": FAST_COMPILE, **(env or {})}  # one CPU device, as a user has
   return subprocess.Popen(
     [sys.executable, "-m", "bert_jax", *args],
     cwd=cwd,

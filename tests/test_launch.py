@@ -17,7 +17,13 @@ import sys
 import pytest
 
 from bert_jax import cli
-from tests.conftest import TINY_TWO_LANES, distributed_processes, free_port, write_topics_corpus
+from tests.conftest import (
+  FAST_COMPILE,
+  TINY_TWO_LANES,
+  distributed_processes,
+  free_port,
+  write_topics_corpus,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TPU = os.path.join(REPO, "launch", "tpu.py")
@@ -242,7 +248,7 @@ def test_slurm_script_requeues_on_sigterm_and_the_next_run_resumes(
     "SLURM_NTASKS": "2",
     "SLURM_JOB_NODELIST": "localhost",
     "COORDINATOR_PORT": str(free_port()),
-    "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+    "XLA_FLAGS": f"{FAST_COMPILE} --xla_force_host_platform_device_count=1",
   }
   command = ["bash", "launch/slurm.sbatch", "configs/demo.py", str(workdir), *run_args]
   first = subprocess.run(

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from tests.conftest import FAST_COMPILE
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CODE = """
@@ -48,7 +50,7 @@ print("loss", float(metrics["loss"]))
 
 @pytest.mark.slow
 def test_model_step_and_synthetic_data_run_without_tensorflow():
-  env = {**os.environ, "XLA_FLAGS": ""}
+  env = {**os.environ, "XLA_FLAGS": FAST_COMPILE}
   result = subprocess.run(
     [sys.executable, "-c", CODE], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
   )

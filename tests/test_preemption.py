@@ -28,7 +28,13 @@ from bert_jax import checkpoint as ckpt_lib
 from bert_jax import cli, errors, storage
 from bert_jax import lock as lock_lib
 from bert_jax.train import loop
-from tests.conftest import ONE_DEVICE, TINY_TWO_LANES, distributed_processes, write_topics_corpus
+from tests.conftest import (
+  FAST_COMPILE,
+  ONE_DEVICE,
+  TINY_TWO_LANES,
+  distributed_processes,
+  write_topics_corpus,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = TINY_TWO_LANES
@@ -239,7 +245,7 @@ def test_a_second_run_on_a_workdir_in_use_is_refused(tmp_path, data_args, capsys
   first = subprocess.Popen(
     [sys.executable, "-m", "bert_jax", "pretrain", "--workdir", str(tmp_path)] + [*data_args, *RUN],
     cwd=REPO,
-    env={**os.environ, "XLA_FLAGS": "", "BERT_JAX_DEBUG_STEP_SLEEP": "5"},
+    env={**os.environ, "XLA_FLAGS": FAST_COMPILE, "BERT_JAX_DEBUG_STEP_SLEEP": "5"},
     stdout=subprocess.DEVNULL,
     stderr=subprocess.PIPE,
     text=True,

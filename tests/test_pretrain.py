@@ -17,6 +17,7 @@ from bert_jax import cli
 from bert_jax import config as config_lib
 from bert_jax import run as run_lib
 from bert_jax.train import pretrain
+from tests.conftest import FAST_COMPILE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A short demo: seq 128 as the recipe, a small batch, checkpoints every 20 steps.
@@ -32,7 +33,7 @@ FAST = [
 
 
 def _run_cli(args, env=None, cwd=REPO, **kwargs):
-  env = {**os.environ, "XLA_FLAGS": "", **(env or {})}  # one CPU device, as a user has
+  env = {**os.environ, "XLA_FLAGS": FAST_COMPILE, **(env or {})}  # one CPU device, as a user has
   return subprocess.Popen(
     [sys.executable, "-m", "bert_jax"] + args,
     cwd=cwd,
