@@ -24,18 +24,12 @@ padding. Dropout 0.1 (BERT's) keeps bert_jax on its einsum attention (no fused k
 dropout); `--attention-dropout 0` lets it use cuDNN. `--scan-layers` and `--remat` set
 config.model.scan_layers / remat_policy (scan: faster compiles, as the paper recipes).
 
-Model FLOPs per training sequence (forward + backward = 3x the forward's), L layers,
-hidden h, intermediate i, length s, P masked predictions, vocabulary V (bert_jax's,
-padded to a multiple of 128):
-
-    s * L * 6 * (4 h^2 + 2 h i)    Q, K, V, output and the two MLP matmuls: 2 FLOPs per
-                                   parameter per token forward, times 3
-  + s * L * 3 * 4 s h              attention scores Q.K^T and probabilities.V
-  + P * 6 * (h^2 + h V)            MLM head at the P gathered positions only (transform
-                                   and the tied decoder), as bert_jax computes it
-  + 6 * (h^2 + 2 h)                pooler and NSP head on [CLS]
-
-Embedding lookups, LayerNorm, GELU, softmax, dropout and the optimizer are not counted.
+Model FLOPs per training sequence (forward + backward = 3x the forward's) are
+`bert_jax.train.flops.flops_per_seq`, the formula of bert_jax/train/flops.py, which also
+holds the peak table: the matmuls of the layers, attention scores and values, the MLM head
+at the P gathered positions only (as bert_jax computes it) and the pooler + NSP head;
+bert_jax's vocabulary padded to a multiple of 128. Embedding lookups, LayerNorm, GELU,
+softmax, dropout and the optimizer are not counted.
 XLA's `cost_analysis()["flops"]` of the compiled step counts them too (and dropout's random
 bits), so the XLA/formula ratio printed is a little above 1: 1.01-1.05 from BERT-mini up on
 CPU, 1.16 for the tiny test model (AdamW's per-parameter work weighs more there). With
@@ -43,13 +37,14 @@ CPU, 1.16 for the tiny test model (AdamW's per-parameter work weighs more there)
 HF's model does more work per sequence (its MLM head runs at all s positions), so the two
 sides are compared in sequences per second, not in MFU.
 
-MFU = achieved model FLOP/s over the device's dense bf16 peak from PEAK_FLOPS (half of it
-for float32: TF32 tensor cores), and over a measured peak (an N x N jnp.matmul in the
-compute dtype, timed); on CPU only the measured one. Peak memory is the process's peak so
-far (memory_stats()["peak_bytes_in_use"]), plus the compiled step's own (`memory_analysis()`:
-arguments + outputs + temporaries, the donated state counted once). Each configuration
-prints one JSON line (null: not run); a table closes the run. Lines are flushed as they
-come, so a run cut short by `timeout` keeps the finished configurations.
+MFU = achieved model FLOP/s over the device's dense bf16 peak from `flops.PEAK_FLOPS` (half
+of it for float32 on GPUs: TF32 tensor cores), and over a measured peak (an N x N
+jnp.matmul in the compute dtype, timed: `flops.measured_peak`); on CPU only the measured
+one. Peak memory is the process's peak so far (memory_stats()["peak_bytes_in_use"]), plus
+the compiled step's own (`memory_analysis()`: arguments + outputs + temporaries, the
+donated state counted once). Each configuration prints one JSON line (null: not run); a
+table closes the run. Lines are flushed as they come, so a run cut short by `timeout`
+keeps the finished configurations.
 """
 
 # ruff: noqa: E402
@@ -63,36 +58,21 @@ import dataclasses
 import functools
 import gc
 import json
-import math
 import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from bert_jax import config as config_lib
 from bert_jax import sharding
 from bert_jax.data import synthetic
 from bert_jax.model import pretraining
-from bert_jax.train import loop
+from bert_jax.train import flops, loop
 from bert_jax.train import optimizer as optimizer_lib
 from bert_jax.train import step as step_lib
 
 VOCAB = 30522  # BERT's WordPiece vocabulary (bert_jax pads its embedding to 30592 rows)
-# Dense bf16 peak FLOP/s by a lower-case substring of device_kind, the first match wins.
-PEAK_FLOPS = (
-  ("h100 pcie", 756e12),
-  ("h200", 989e12),
-  ("h100", 989e12),
-  ("b200", 2250e12),
-  ("a100", 312e12),
-  ("l4", 121e12),
-  ("v6 lite", 918e12),
-  ("v5 lite", 197e12),
-  ("v5", 459e12),  # v5p's device_kind is "TPU v5"
-  ("v4", 275e12),
-)
 GOALS = (("base", 128, 256), ("base", 512, 64), ("large", 128, 128))
 
 
@@ -110,38 +90,6 @@ class Spec:
   @property
   def name(self):
     return f"{self.size}-s{self.seq}-b{self.batch}-{self.dtype}"
-
-
-def device_peak(kind, dtype):
-  """The table's dense peak for `kind` in `dtype`, or None."""
-  for key, peak in PEAK_FLOPS:
-    if key in kind.lower():
-      return peak if dtype == "bfloat16" else peak / 2
-  return None
-
-
-def measured_peak(dtype, n):
-  """FLOP/s of an n x n x n jnp.matmul on the first device, best of 3 timed stretches."""
-  a, b = (jax.random.normal(jax.random.key(i), (n, n), dtype) for i in (1, 2))
-  matmul = jax.jit(jnp.matmul)
-  matmul(a, b).block_until_ready()  # compiles
-  t = time.perf_counter()
-  matmul(a, b).block_until_ready()
-  reps = int(min(400, max(3, 0.3 / max(time.perf_counter() - t, 1e-6))))
-  best = math.inf
-  for _ in range(3):
-    t = time.perf_counter()
-    for start in range(0, reps, 8):  # a few results at a time bounds the memory in flight
-      jax.block_until_ready([matmul(a, b) for _ in range(min(8, reps - start))])
-    best = min(best, time.perf_counter() - t)
-  return 2 * n**3 * reps / best
-
-
-def model_flops_per_seq(cfg, seq, predictions):
-  """Training FLOPs of one sequence from the formula of the module docstring."""
-  h, i, layers, v = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers, cfg.vocab_size
-  encoder = seq * layers * (6 * (4 * h * h + 2 * h * i) + 3 * 4 * seq * h)
-  return encoder + predictions * 6 * (h * h + h * v) + 6 * (h * h + 2 * h)
 
 
 def host_batches(spec, n=2):
@@ -219,7 +167,7 @@ def run_jax(spec, args, batches):
   xla = _cost_flops(compiled)
   out = {
     "seq_per_s": spec.batch * args.steps / seconds,
-    "model_flops_per_seq": model_flops_per_seq(cfg, spec.seq, spec.predictions),
+    "model_flops_per_seq": flops.flops_per_seq(cfg, spec.seq, spec.predictions),
     "xla_flops_per_seq": xla / spec.batch if xla else None,
     "step_bytes": _step_bytes(compiled),
     "compile_s": compile_s,
@@ -365,8 +313,8 @@ def measure_config(spec, args, peaks, platform):
   jax.clear_caches()
   gc.collect()
   if spec.dtype not in peaks:
-    peaks[spec.dtype] = measured_peak(spec.dtype, args.matmul_size)
-  table_peak, meas_peak = device_peak(dev.device_kind, spec.dtype), peaks[spec.dtype]
+    peaks[spec.dtype] = flops.measured_peak(spec.dtype, args.matmul_size)
+  table_peak, meas_peak = flops.device_peak(dev.device_kind, spec.dtype), peaks[spec.dtype]
   achieved = j["seq_per_s"] * j["model_flops_per_seq"]
   ratio = j["xla_flops_per_seq"] / j["model_flops_per_seq"] if j["xla_flops_per_seq"] else None
   scan_note = " (scanned layers: XLA counts the loop body once)" if args.scan_layers else ""
@@ -378,8 +326,9 @@ def measure_config(spec, args, peaks, platform):
     f"  FLOPs/seq: formula {j['model_flops_per_seq']:.4g}, XLA {_fmt(j['xla_flops_per_seq'], '{:.4g}')}"
     f" (XLA/formula {_fmt(ratio, '{:.3f}')}{scan_note}); achieved {achieved / 1e12:.2f} TFLOP/s"
   )
-  mfu = achieved / table_peak if table_peak else None
-  mfu_meas = achieved / meas_peak
+  seconds_per_seq = 1 / j["seq_per_s"]
+  mfu = flops.mfu(j["model_flops_per_seq"], seconds_per_seq, table_peak) if table_peak else None
+  mfu_meas = flops.mfu(j["model_flops_per_seq"], seconds_per_seq, meas_peak)
   print(
     f"  MFU {_fmt(mfu and 100 * mfu, '{:.1f}%')} of the {_fmt(table_peak and table_peak / 1e12)} "
     f"TFLOP/s table peak; {100 * mfu_meas:.1f}% of the measured {meas_peak / 1e12:.2f} TFLOP/s "
@@ -450,7 +399,7 @@ def parse_args(argv, platform):
   p.add_argument("--hidden-dropout", type=float, default=0.1)
   p.add_argument(
     "--attention-impl",
-    choices=["auto", "xla", "cudnn"],
+    choices=["auto", "xla", "cudnn", "splash"],
     default="auto",
     help="kernel when --attention-dropout is 0 (with dropout: the einsum path)",
   )

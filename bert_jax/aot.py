@@ -22,12 +22,9 @@ larger of XLA's own peak estimate and the sum of its allocations (arguments, tem
 outputs not aliased to the donated state, generated code). A program whose temporaries
 alone exceed the chip, the TPU compiler refuses; the report then gives its figure.
 
-Model FLOPs per step (the MFU convention: remat recomputation not counted), for the global
-batch B of S tokens with P predictions per row, L layers, hidden H, MLP I, padded vocab V:
-
-    6 * B * S * L * (4 H^2 + 2 H I)     every token through the layer matmuls (6 N T)
-  + 12 * B * L * S^2 * H                attention scores and values, forward and backward
-  + 6 * B * (P * (H^2 + H V) + H^2 + 2 H)   MLM head at the P predictions; pooler + NSP
+Model FLOPs per step are `train.flops.flops_per_step` (the formula, per family, in
+`bert_jax/train/flops.py`; the MFU convention: remat recomputation not counted) for the
+global batch of the recipe's rows, length and predictions.
 
 XLA's figure is `cost_analysis()["flops"]`, which is per chip (the partitioned program),
 times the chips; it counts a loop body once, so with `scan_layers` or windowed (collective)
@@ -57,7 +54,7 @@ from bert_jax import sharding
 from bert_jax.data import synthetic
 from bert_jax.errors import UserError
 from bert_jax.model import families
-from bert_jax.train import loop, pretrain
+from bert_jax.train import flops, loop, pretrain
 from bert_jax.train import optimizer as optimizer_lib
 from bert_jax.train import step as step_lib
 
@@ -147,21 +144,6 @@ def _quiet_stderr():
     finally:
       os.dup2(saved, 2)
       os.close(saved)
-
-
-def model_flops_per_step(model_cfg, batch, length, predictions):
-  """Model FLOPs of one optimizer step on the global batch (formula in the module doc)."""
-  b, s, p = batch, length, predictions
-  layers, h, i, v = (
-    model_cfg.num_layers,
-    model_cfg.hidden_size,
-    model_cfg.intermediate_size,
-    model_cfg.vocab_size,
-  )
-  encoder = 6 * b * s * layers * (4 * h * h + 2 * h * i)
-  attention = 12 * b * layers * s * s * h
-  heads = 6 * b * (p * (h * h + h * v) + h * h + 2 * h)
-  return encoder + attention + heads
 
 
 def _shape_bytes(shape_text):
@@ -296,7 +278,7 @@ def compile_step(config, topology):
     "accum_steps": t.accum_steps,
     "hbm_per_chip_bytes": chip.hbm,
     "hbm_usable_per_chip_bytes": chip.usable,
-    "model_flops_per_step": model_flops_per_step(
+    "model_flops_per_step": flops.flops_per_step(
       model_cfg, t.batch_size, d.max_seq_length, d.max_predictions_per_seq
     ),
   }
@@ -377,9 +359,9 @@ def print_report(config, r):
     f"compile {r['compile_seconds']:.0f} s"
   )
   tokens = r["batch_size"] * r["max_seq_length"]
-  flops = f"FLOPs per step: model {r['model_flops_per_step']:.3e} ({tokens:,} tokens)"
+  flops_line = f"FLOPs per step: model {r['model_flops_per_step']:.3e} ({tokens:,} tokens)"
   if "compiler_error" in r:
-    print(f"{flops}\nthe TPU compiler: {r['compiler_error']}")
+    print(f"{flops_line}\nthe TPU compiler: {r['compiler_error']}")
   else:
     print("memory per chip (XLA memory_analysis):")
     print(f"  arguments       {_gib(r['argument_bytes_per_chip']):>11}  (state shard + batch)")
@@ -391,7 +373,7 @@ def print_report(config, r):
     print(f"  generated code  {_gib(r['generated_code_bytes_per_chip']):>11}")
     print(f"  peak            {_gib(peak):>11}  of {_gib(usable)} usable")
     print(
-      f"{flops}; XLA {r['xla_flops_per_step']:.3e} (cost_analysis per chip x {r['chips']} "
+      f"{flops_line}; XLA {r['xla_flops_per_step']:.3e} (cost_analysis per chip x {r['chips']} "
       f"chips; a loop body counted once)"
     )
     print("collectives per step (loop bodies times their trip count; result bytes per chip):")

@@ -157,7 +157,7 @@ def _common():
   c.model.param_dtype = "float32"  # storage dtype of the parameters
   c.model.scan_layers = False  # nn.scan over layers: faster compiles for deep models
   c.model.remat_policy = "none"  # none | full | dots | dots_no_batch
-  c.model.attention_impl = placeholder(str)  # None (auto) | xla | cudnn
+  c.model.attention_impl = placeholder(str)  # None (auto: splash on TPU) | xla | cudnn | splash
   c.model.vocab_multiple = 128  # embedding rows padded to a multiple (fast matmuls)
 
   c.train = ml_collections.ConfigDict()

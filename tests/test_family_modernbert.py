@@ -22,7 +22,7 @@ import pytest
 from bert_jax.errors import UserError
 from bert_jax.hf import convert, files
 from bert_jax.hf.families import modernbert as hf_modernbert
-from bert_jax.model import bert, modernbert, modernbert_layers
+from bert_jax.model import attention, modernbert
 from tests.family_parity import (
   export,
   logits,
@@ -329,8 +329,7 @@ def test_global_and_local_layers_alternate_and_the_window_is_local():
   config = modernbert.ModernBertConfig(vocab_size=128, num_layers=7, global_attn_every_n_layers=3)
   assert [config.is_global(i) for i in range(7)] == [1, 0, 0, 1, 0, 0, 1]
   mask = jnp.array([[1] * 10 + [2] * 4 + [0] * 2])
-  full = bert.attention_mask_4d(mask)
-  local = np.asarray(modernbert_layers.local_mask(mask, full, 3))[0, 0]
+  local = np.asarray(attention.AttentionMask(mask, 3).dense())[0, 0]
   q, k = np.meshgrid(np.arange(16), np.arange(16), indexing="ij")
   example = np.asarray(mask[0])
   same = (example[q] == example[k]) & (example[k] > 0)

@@ -16,7 +16,7 @@ import pytest
 from bert_jax import cli
 from bert_jax import config as config_lib
 from bert_jax import run as run_lib
-from bert_jax.train import pretrain
+from bert_jax.train import metrics, pretrain
 from tests.conftest import FAST_COMPILE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,7 +91,11 @@ def test_demo_runs_and_logs(uninterrupted):
   assert [r["step"] for r in train] == [10, 20, 30, 40, 50, 60]
   assert [r["step"] for r in evals] == [30, 60]
   for r in train:
-    assert {"loss", "mlm_accuracy", "nsp_accuracy", "learning_rate", "seq_per_s"} <= r.keys()
+    assert {"loss", "mlm_accuracy", "nsp_accuracy", "learning_rate", "seq_per_s", "mfu"} <= r.keys()
+    assert 0 < r["mfu"] < 1  # on this CPU, of a measured matmul peak
+  # Both from one timing: mfu / seq_per_s is the run's FLOPs per row over its peak.
+  per_row = [r["mfu"] / r["seq_per_s"] for r in train]
+  assert per_row == pytest.approx([per_row[0]] * len(per_row), rel=1e-9)
   assert train[-1]["loss"] < train[0]["loss"]
   steps = sorted(
     int(d) for d in os.listdir(os.path.join(uninterrupted, "checkpoints")) if d.isdigit()
@@ -129,7 +133,7 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, data_dir, uninterrupted)
   assert a.keys() == b.keys()
   assert a[(60, "train")]["loss"] == b[(60, "train")]["loss"]
   for key in a:  # bit-exact on CPU: the same batches, masks, dropout and optimizer state
-    timing = ("seq_per_s",)
+    timing = metrics.TIMING_KEYS
     assert {k: v for k, v in a[key].items() if k not in timing} == {
       k: v for k, v in b[key].items() if k not in timing
     }, key

@@ -1,5 +1,6 @@
 """benchmarks/train_throughput.py on CPU at the tiny size: it runs both sides, prints a JSON
-line, and its FLOPs formula agrees with XLA's cost analysis of the compiled step.
+line, and its FLOPs formula (bert_jax.train.flops, tested in test_flops.py) agrees with XLA's
+cost analysis of the compiled step.
 """
 
 import importlib.util
@@ -20,13 +21,9 @@ def bench():
   return module
 
 
-def test_device_peak_table(bench):
-  assert bench.device_peak("NVIDIA H100 80GB HBM3", "bfloat16") == 989e12
-  assert bench.device_peak("NVIDIA H100 PCIe", "bfloat16") == 756e12
-  assert bench.device_peak("NVIDIA H200", "float32") == 989e12 / 2
-  assert bench.device_peak("TPU v5 lite", "bfloat16") == 197e12
-  assert bench.device_peak("cpu", "bfloat16") is None
+def test_default_predictions(bench):
   assert bench.default_predictions(128) == 20 and bench.default_predictions(512) == 80
+  assert bench.default_predictions(256) == round(0.15 * 256)
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
-from bert_jax.model import axes, bert, electra, families, pretraining, tasks
+from bert_jax.model import attention, axes, bert, electra, families, pretraining, tasks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +117,7 @@ class Albert(nn.Module):
     )
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
     x = bert.constrain(self.embeddings_project(x))  # (batch, length, embed)
-    hidden = self.encoder(x, bert.attention_mask_4d(attention_mask), deterministic)
+    hidden = self.encoder(x, attention.AttentionMask(attention_mask), deterministic)
     pooled = jnp.tanh(self.pooler(hidden[:, 0]))
     return hidden, pooled
 

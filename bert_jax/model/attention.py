@@ -1,14 +1,103 @@
 """Scaled dot-product attention: one function, the kernel picked by configuration.
 
-Without attention dropout (inference, or training with `attention_dropout=0`) this is
-`jax.nn.dot_product_attention`, which uses cuDNN flash attention on GPUs for bf16/fp16
-inputs and XLA elsewhere. Original BERT trains with dropout on the attention
-probabilities, which no fused kernel offers, so that case takes an explicit einsum path
-(same math, softmax in float32).
+Encoders describe who may attend to whom with an `AttentionMask`: the (batch, length)
+segment ids (0 = padding, else the 1-based packed example) and, for ModernBERT's local
+layers, a sliding window. `attend` turns it into what its kernel wants:
+
+- "xla" / "cudnn": `jax.nn.dot_product_attention` with the dense boolean mask (cuDNN flash
+  attention on GPUs, for bf16/fp16 inputs);
+- "splash": the Pallas TPU splash-attention kernel with the segment ids (and a `LocalMask`
+  for the window) instead of a dense mask, under `shard_map` when a mesh is active. Off TPU
+  it runs in Pallas interpret mode, which is slow and meant for tests;
+- attention dropout (original BERT trains with 0.1) exists in no fused kernel, so dropout
+  that is active takes an explicit einsum path (same math, softmax in float32).
+
+`choose` picks the kernel: the default (None) is splash on TPU when the length fits its
+blocks, JAX's own choice on GPU and XLA elsewhere.
 """
 
+import functools
+
+import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
+
+from bert_jax.errors import UserError
+from bert_jax.model import axes
+
+IMPLEMENTATIONS = (None, "xla", "cudnn", "splash")
+# Splash block sizes, largest first; the lengths must be multiples of one of them.
+SPLASH_BLOCKS = (512, 256, 128)
+
+
+@flax.struct.dataclass
+class AttentionMask:
+  """Who attends to whom: a pytree, so it crosses `nn.scan` and `nn.remat` as an argument.
+
+  Key k is visible to query q when k is not padding, both are in the same packed example
+  and (with a `window`) |q - k| <= window. Padding queries see every real key (as in
+  Hugging Face's BERT; their outputs are unused), so no softmax row is empty.
+  """
+
+  segment_ids: jax.Array  # (batch, length): 0 = padding, else the 1-based packed example
+  window: int | None = flax.struct.field(pytree_node=False, default=None)
+
+  def local(self, window: int) -> "AttentionMask":
+    """The same rows, limited to keys within `window` positions of the query."""
+    return self.replace(window=window)
+
+  def dense(self):
+    """The boolean mask, (batch, 1, q_length, kv_length)."""
+    q = self.segment_ids[:, None, :, None]  # (batch, 1, q_length, 1)
+    k = self.segment_ids[:, None, None, :]  # (batch, 1, 1, kv_length)
+    mask = (k != 0) & ((q == k) | (q == 0))
+    if self.window is None:
+      return mask
+    index = jnp.arange(self.segment_ids.shape[-1])
+    near = jnp.abs(index[:, None] - index[None, :]) <= self.window  # (q_length, kv_length)
+    return mask & (near[None, None] | (q == 0))
+
+
+def splash_block(length: int) -> int | None:
+  """The splash block size for `length`: the largest of `SPLASH_BLOCKS` dividing it."""
+  return next((block for block in SPLASH_BLOCKS if length % block == 0), None)
+
+
+def choose(implementation, platform: str, length: int, dropout: bool):
+  """The kernel `attend` runs: "einsum", "splash", "xla", "cudnn" or None (JAX's choice).
+
+  Args:
+    implementation: `config.model.attention_impl`: None (auto), "xla", "cudnn" or "splash".
+    platform: the backend, `jax.default_backend()` ("cpu", "gpu", "tpu").
+    length: the sequence length (queries and keys).
+    dropout: whether attention dropout is active (training with `attention_dropout > 0`).
+
+  Raises:
+    UserError: an unknown implementation, or "splash" for a length its blocks do not fit.
+  """
+  if implementation not in IMPLEMENTATIONS:
+    raise UserError(
+      f"config.model.attention_impl={implementation!r} is not one of "
+      f"{', '.join(map(str, IMPLEMENTATIONS))}; pick one of those"
+    )
+  fits_splash = splash_block(length) is not None
+  if implementation == "splash" and not fits_splash:
+    raise UserError(
+      f"config.model.attention_impl='splash' needs a sequence length that is a multiple of "
+      f"{min(SPLASH_BLOCKS)} (got {length}); set config.data.max_seq_length to one, or "
+      "config.model.attention_impl=None"
+    )
+  if dropout:
+    return "einsum"
+  if implementation is not None:
+    return implementation
+  if platform == "tpu":
+    return "splash" if fits_splash else "xla"
+  if platform == "gpu":
+    return None  # jax.nn.dot_product_attention's default
+  return "xla"
 
 
 def attend(
@@ -28,24 +117,96 @@ def attend(
     query: (batch, q_length, heads, head_dim).
     key: (batch, kv_length, heads, head_dim).
     value: (batch, kv_length, heads, head_dim).
-    mask: bool, broadcastable to (batch, heads, q_length, kv_length); False = ignore.
+    mask: an `AttentionMask` over (batch, length).
     dropout_rate: dropout on the attention probabilities (BERT: 0.1).
     dropout_rng: PRNG key for that dropout; needed when it is active.
     deterministic: no dropout when True.
-    implementation: None (let JAX choose), "xla" or "cudnn".
+    implementation: None (auto), "xla", "cudnn" or "splash" (see `choose`).
 
   Returns:
-    (batch, q_length, heads, head_dim), in the query's dtype.
+    (batch, q_length, heads, head_dim), in the query's dtype. With "splash", the rows of
+    padding queries differ from the other kernels' (they attend to padding; unused).
   """
-  if deterministic or dropout_rate == 0.0:
-    return jax.nn.dot_product_attention(query, key, value, mask=mask, implementation=implementation)
+  dropout = not deterministic and dropout_rate > 0.0
+  platform = jax.default_backend()
+  kernel = choose(implementation, platform, query.shape[1], dropout)
+  if kernel == "splash":
+    return splash(query, key, value, mask, interpret=platform != "tpu")
+  if kernel != "einsum":
+    return jax.nn.dot_product_attention(query, key, value, mask=mask.dense(), implementation=kernel)
   head_dim = query.shape[-1]
   # (batch, heads, q_length, kv_length)
   logits = jnp.einsum("btnh,bsnh->bnts", query, key).astype(jnp.float32)
   logits = logits / jnp.sqrt(jnp.float32(head_dim))
-  logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+  logits = jnp.where(mask.dense(), logits, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(logits, axis=-1)
   keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
   probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0).astype(value.dtype)
   # (batch, q_length, heads, head_dim)
   return jnp.einsum("bnts,bsnh->btnh", probs, value)
+
+
+def splash(query, key, value, mask, *, interpret=False):
+  """`attend` through the Pallas splash-attention kernel (shapes as `attend`'s).
+
+  Under an active mesh (`jax.set_mesh`) each device runs the kernel on its own batch and
+  head shards (`shard_map` over the activation rules' batch and heads axes); a Pallas
+  kernel is opaque to XLA's partitioner. `interpret`: Pallas interpret mode, for CPUs.
+  """
+  run = functools.partial(_splash_local, window=mask.window, interpret=interpret)
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return run(query, key, value, mask.segment_ids)
+  batch, heads = nn.logical_to_mesh_axes((axes.ACT_BATCH, axes.ACT_HEADS)) or (None, None)
+  qkv = PartitionSpec(batch, None, heads, None)
+  ids = PartitionSpec(batch, None)
+  sharded = jax.shard_map(
+    run, mesh=mesh, in_specs=(qkv, qkv, qkv, ids), out_specs=qkv, check_vma=False
+  )
+  return sharded(query, key, value, mask.segment_ids)
+
+
+def _splash_local(query, key, value, segment_ids, *, window, interpret):
+  """Splash attention on one device's arrays (shapes as `attend`'s)."""
+  from jax.experimental.pallas.ops.tpu import splash_attention  # Pallas: only when used
+
+  _, length, heads, head_dim = query.shape
+  kernel = _splash_kernel(heads, length, window, interpret)
+  # The kernel does not scale the logits; scaling the query in float32 is exact for
+  # power-of-two head sizes and otherwise rounds once, as the fused kernels do.
+  query = (query.astype(jnp.float32) / jnp.sqrt(jnp.float32(head_dim))).astype(query.dtype)
+  # Each (batch, heads, length, head_dim): the kernel's layout, batch mapped by vmap.
+  q, k, v = (jnp.swapaxes(x, 1, 2) for x in (query, key, value))
+  segment_ids = segment_ids.astype(jnp.int32)
+  ids = splash_attention.SegmentIds(q=segment_ids, kv=segment_ids)
+  out = jax.vmap(kernel)(q, k, v, ids)  # (batch, heads, length, head_dim)
+  return jnp.swapaxes(out, 1, 2)
+
+
+@functools.lru_cache(maxsize=32)
+def _splash_kernel(heads: int, length: int, window: int | None, interpret: bool):
+  """The splash kernel (forward and backward blocks) for one head count, length and window."""
+  from jax.experimental.pallas.ops.tpu import splash_attention
+
+  shape = (length, length)
+  if window is None:
+    head_mask = splash_attention.FullMask(shape)
+  else:
+    head_mask = splash_attention.LocalMask(shape, window_size=(window, window), offset=0)
+  block = splash_block(length)
+  sizes = splash_attention.BlockSizes(
+    block_q=block,
+    block_kv=block,
+    block_kv_compute=block,
+    block_q_dkv=block,
+    block_kv_dkv=block,
+    block_kv_dkv_compute=block,
+    block_q_dq=block,
+    block_kv_dq=block,
+  )
+  # Concrete mask arrays even while a caller is being traced: the kernel is cached across
+  # traces, and a traced constant would leak out of the first.
+  with jax.ensure_compile_time_eval():
+    return splash_attention.make_splash_mha_single_device(
+      splash_attention.MultiHeadMask([head_mask] * heads), block_sizes=sizes, interpret=interpret
+    )

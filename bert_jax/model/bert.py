@@ -58,7 +58,7 @@ class BertConfig:
   param_dtype: str = "float32"  # storage dtype of the parameters
   scan_layers: bool = False  # stack layers with nn.scan (fast compiles for deep models)
   remat_policy: str = "none"  # one of REMAT_POLICIES
-  attention_impl: str | None = None  # None (auto), "xla" or "cudnn"
+  attention_impl: str | None = None  # None (auto), "xla", "cudnn" or "splash"
   hidden_act: str = "gelu"  # one of ACTIVATIONS
 
   @property
@@ -337,19 +337,6 @@ class Bert(nn.Module):
       input_ids, token_type_ids, attention_mask, position_ids
     )
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
-    mask = attention_mask_4d(attention_mask)
-    hidden = self.encoder(x, mask, deterministic)
+    hidden = self.encoder(x, attention.AttentionMask(attention_mask), deterministic)
     pooled = jnp.tanh(self.pooler(hidden[:, 0]))
     return hidden, pooled
-
-
-def attention_mask_4d(attention_mask):
-  """(batch, length) padding / packed-example ids -> bool (batch, 1, q_length, kv_length).
-
-  Key k is visible to query q when k is not padding and both are in the same packed example.
-  Padding queries see every real key (as in Hugging Face's BERT; their outputs are unused),
-  so no softmax row is empty.
-  """
-  q = attention_mask[:, None, :, None]  # (batch, 1, q_length, 1)
-  k = attention_mask[:, None, None, :]  # (batch, 1, 1, kv_length)
-  return (k != 0) & ((q == k) | (q == 0))

@@ -14,7 +14,7 @@ import dataclasses
 
 import flax.linen as nn
 
-from bert_jax.model import axes, bert, families, pretraining
+from bert_jax.model import attention, axes, bert, families, pretraining
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +67,7 @@ class DistilBert(nn.Module):
       input_ids, token_type_ids, attention_mask, position_ids
     )
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
-    hidden = self.encoder(x, bert.attention_mask_4d(attention_mask), deterministic)
+    hidden = self.encoder(x, attention.AttentionMask(attention_mask), deterministic)
     return hidden, None
 
 

@@ -15,7 +15,7 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
-from bert_jax.model import axes, bert, families, pretraining, tasks
+from bert_jax.model import attention, axes, bert, families, pretraining, tasks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +70,7 @@ class Electra(nn.Module):
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
     if self.config.embedding_size != self.config.hidden_size:
       x = bert.constrain(self.embeddings_project(x))  # (batch, length, embed)
-    hidden = self.encoder(x, bert.attention_mask_4d(attention_mask), deterministic)
+    hidden = self.encoder(x, attention.AttentionMask(attention_mask), deterministic)
     return hidden, None
 
 

@@ -9,9 +9,10 @@ with `local_rope_theta`. Biases (attention, MLP, norms) are off unless the confi
 
 Packed rows (attention_mask holding 1-based example ids, position ids restarting at 0): the
 masks keep attention inside an example and RoPE reads the per-example positions, so a packed
-example equals that example alone. The window is part of the boolean mask handed to
-`attention.attend`: cuDNN's sliding window is left-only (causal) and XLA's
-`local_window_size` builds this same mask, so a kernel window would gain nothing.
+example equals that example alone. The window travels in the `attention.AttentionMask`:
+the dense kernels get it inside their boolean mask (cuDNN's sliding window is left-only,
+causal, and XLA's `local_window_size` builds this same mask, so a kernel window would gain
+nothing); splash attention gets it as a `LocalMask` and skips the blocks outside it.
 
 The layers differ by depth (layer 0's missing norm, global vs local), so they are unrolled
 (`layer_{i}`); `scan_layers` is refused.
@@ -123,18 +124,6 @@ def apply_rope(x, rope):
   half = x.shape[-1] // 2
   rotated = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)
   return (x32 * cos + rotated * sin).astype(x.dtype)
-
-
-def local_mask(attention_mask, mask, window: int):
-  """`mask` (from `bert.attention_mask_4d`) limited to keys within `window` of the query.
-
-  Padding queries keep every real key, so no softmax row is empty (their outputs are unused).
-  """
-  length = attention_mask.shape[-1]
-  index = jnp.arange(length)
-  near = jnp.abs(index[:, None] - index[None, :]) <= window  # (q_length, kv_length)
-  padding_query = (attention_mask == 0)[:, None, :, None]  # (batch, 1, q_length, 1)
-  return mask & (near[None, None] | padding_query)
 
 
 class Attention(nn.Module):
@@ -298,8 +287,8 @@ class ModernBert(nn.Module):
       input_ids, None, attention_mask, position_ids
     )
     x = self.embeddings(input_ids, deterministic)
-    full = bert.attention_mask_4d(attention_mask)
-    masks = (full, local_mask(attention_mask, full, c.local_attention // 2))
+    full = attention.AttentionMask(attention_mask)
+    masks = (full, full.local(c.local_attention // 2))
     ropes = tuple(
       rope_tables(position_ids, c.head_dim, theta)
       for theta in (c.global_rope_theta, c.local_rope_theta)

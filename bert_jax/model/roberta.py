@@ -15,7 +15,7 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
-from bert_jax.model import bert, families, pretraining, tasks
+from bert_jax.model import attention, bert, families, pretraining, tasks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +58,7 @@ class Roberta(nn.Module):
       input_ids, None, attention_mask, position_ids
     )
     x = self.embeddings(input_ids, token_type_ids, position_ids + c.pad_token_id + 1, deterministic)
-    hidden = self.encoder(x, bert.attention_mask_4d(attention_mask), deterministic)
+    hidden = self.encoder(x, attention.AttentionMask(attention_mask), deterministic)
     return hidden, None
 
 

@@ -66,6 +66,9 @@ class Job:
     data_position: step -> the data position saved with a checkpoint, or None.
     best_metric: keep the parameters of the best eval by this metric (higher is better)
       in WORKDIR/best/, or None.
+    flops_per_seq, peak_flops: model FLOPs of one training row (`flops.flops_per_seq`) and
+      the peak FLOP/s of the run's devices (`flops.peak_flops`); both set, the train
+      records have `mfu`.
   """
 
   model: nn.Module
@@ -84,6 +87,8 @@ class Job:
   progress_keys: tuple = ("loss",)
   data_position: Callable | None = None
   best_metric: str | None = None
+  flops_per_seq: float | None = None
+  peak_flops: float | None = None
 
 
 def train(config, workdir, job):
@@ -147,7 +152,9 @@ def _run_steps(config, workdir, job, stop, state, state_sh, start, checkpoints, 
   all_finite = jax.jit(_all_finite, out_shardings=sharding.replicated(mesh))
   dropout_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
   writer = metrics_lib.MetricWriter(workdir, start)
-  progress = metrics_lib.Progress(start, job.steps, job.batch_size)
+  progress = metrics_lib.Progress(
+    start, job.steps, job.batch_size, job.flops_per_seq, job.peak_flops
+  )
   step = start
   losses = []  # (step, loss on device) not yet checked: fetched at log, eval and save steps
 
@@ -173,6 +180,8 @@ def _run_steps(config, workdir, job, stop, state, state_sh, start, checkpoints, 
     for local_batch in job.batches(start):
       state, step_metrics = train_step(state, sharding.global_batch(local_batch, mesh), dropout_rng)
       step += 1
+      if step == start + 1:
+        progress.start_timing(step)  # that call compiled the step: time the steps after it
       if _STEP_SLEEP:
         time.sleep(_STEP_SLEEP)
       if step == _NAN_AT_STEP:
@@ -188,9 +197,9 @@ def _run_steps(config, workdir, job, stop, state, state_sh, start, checkpoints, 
         check_losses()
       if log_now or periodic:
         values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
-        values["seq_per_s"] = progress.throughput(step)
+        values.update(progress.rates(step))  # seq_per_s, mfu (none at the first step)
         writer.write(step, "train", values)
-        progress.update(step, {k: values[k] for k in job.progress_keys})
+        progress.update(step, {k: values[k] for k in job.progress_keys if k in values})
       else:
         progress.update(step)
       if (evaluating or periodic or preempted) and not jax.device_get(all_finite(state.params)):
@@ -202,6 +211,8 @@ def _run_steps(config, workdir, job, stop, state, state_sh, start, checkpoints, 
         if job.data_position:
           meta["data_position"] = job.data_position(step)
         checkpoints.save(step, state, meta)
+      if evaluating or periodic:
+        progress.start_timing(step)  # the timing leaves out evals and saves
       if preempted:
         name = stop.signal or "SIGTERM"
         progress.write(f"{name}: saving the checkpoint of step {step}, then stopping")

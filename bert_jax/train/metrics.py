@@ -22,6 +22,10 @@ import jax
 from tqdm import tqdm
 
 from bert_jax import storage
+from bert_jax.train import flops
+
+# The train-record keys that measure time, so differ between two runs of the same steps.
+TIMING_KEYS = ("seq_per_s", "mfu")
 
 
 def log(message):
@@ -166,10 +170,20 @@ class MetricWriter:
 
 
 class Progress:
-  """A tqdm bar over steps showing loss, MLM accuracy, sequences/s and the ETA."""
+  """A tqdm bar over steps showing the job's train metrics (loss, accuracy, sequences/s,
+  MFU) and the ETA, and the step timing behind `seq_per_s` and `mfu`.
 
-  def __init__(self, start_step, total_steps, batch_size):
-    self.batch_size = batch_size
+  The timing runs from `start_timing` (the loop calls it after the first step's call, which
+  compiles the step, and after each eval and checkpoint save, which the device has finished
+  by then) to each `rates` call, which restarts it: it measures training steps only, from
+  the syncs the loop makes anyway (fetching the logged metrics).
+  """
+
+  def __init__(self, start_step, total_steps, batch_size, flops_per_seq=None, peak_flops=None):
+    """`flops_per_seq` (model FLOPs of a training row) and `peak_flops` (of every device of
+    the run, `flops.peak_flops`): both given, `rates` includes MFU.
+    """
+    self.batch_size, self.flops_per_seq, self.peak_flops = batch_size, flops_per_seq, peak_flops
     self._bar = tqdm(
       total=total_steps,
       initial=start_step,
@@ -179,14 +193,26 @@ class Progress:
       disable=jax.process_index() != 0,
       mininterval=1.0,
     )
-    self._last_step, self._last_time = start_step, time.perf_counter()
+    self._last_step = self._last_time = None  # no timing before `start_timing`
 
-  def throughput(self, step):
-    """Sequences per second since the previous call (and resets the window)."""
+  def start_timing(self, step):
+    """Times the steps after `step` from now."""
+    self._last_step, self._last_time = step, time.perf_counter()
+
+  def rates(self, step):
+    """{"seq_per_s", "mfu"} over the steps timed up to `step` (restarting the timing);
+    {} when none was (the run's first step); no "mfu" without FLOPs and peak.
+    """
+    if self._last_time is None or step <= self._last_step:
+      return {}
     now = time.perf_counter()
-    rate = (step - self._last_step) * self.batch_size / max(now - self._last_time, 1e-9)
+    seconds_per_step = max(now - self._last_time, 1e-9) / (step - self._last_step)
     self._last_step, self._last_time = step, now
-    return rate
+    rates = {"seq_per_s": self.batch_size / seconds_per_step}
+    if self.flops_per_seq and self.peak_flops:
+      step_flops = self.flops_per_seq * self.batch_size
+      rates["mfu"] = flops.mfu(step_flops, seconds_per_step, self.peak_flops)
+    return rates
 
   def update(self, step, metrics=None):
     self._bar.update(step - self._bar.n)

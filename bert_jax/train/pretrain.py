@@ -18,7 +18,7 @@ from bert_jax.data import pipeline, prepare
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
 from bert_jax.model import families
-from bert_jax.train import loop
+from bert_jax.train import flops, loop
 from bert_jax.train import optimizer as optimizer_lib
 from bert_jax.train import step as step_lib
 from bert_jax.train.metrics import log
@@ -107,8 +107,10 @@ def warmup_steps(train_config) -> int:
   return clipped
 
 
-def _check_devices(config) -> None:
-  """The mesh and the batch fit the devices and processes (before any data is prepared)."""
+def _check_devices(config):
+  """The mesh and the batch fit the devices and processes (before any data is prepared);
+  returns the mesh.
+  """
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch_divides(config.train.batch_size, config.train.accum_steps, mesh)
   if config.data.lanes % jax.process_count():
@@ -116,6 +118,7 @@ def _check_devices(config) -> None:
       f"config.data.lanes={config.data.lanes} must be a multiple of the "
       f"{jax.process_count()} processes; change the lanes"
     )
+  return mesh
 
 
 def prepare_data(config, workdir) -> dict:
@@ -217,7 +220,7 @@ def pretrain(config, workdir):
   validate(config)
   if config.distributed:
     sharding.initialize_distributed()
-  _check_devices(config)
+  mesh = _check_devices(config)
   _refuse_imported(workdir)
   config = run_lib.with_inherited_tokenizer(config)
   data_dir, manifest = _prepare_data(config, workdir)
@@ -271,6 +274,7 @@ def pretrain(config, workdir):
   objective = step_lib.Pretraining(model)
   eval_step = jax.jit(functools.partial(step_lib.eval_step, objective=objective))
   baseline = _baseline(eval_batches, manifest)
+  peak = _peak_flops(mesh, model_cfg.dtype)
 
   def evaluate(params, mesh):
     values = _evaluate(eval_step, params, eval_batches, mesh)
@@ -306,10 +310,25 @@ def pretrain(config, workdir):
     },
     check_resume=check_resume,
     init_params=init and functools.partial(_init_params_from, init, model_cfg),
-    progress_keys=("loss", "mlm_accuracy", "seq_per_s"),
+    progress_keys=("loss", "mlm_accuracy", "seq_per_s", "mfu"),
     data_position=train_stream.position,
+    flops_per_seq=flops.flops_per_seq(model_cfg, d.max_seq_length, d.max_predictions_per_seq),
+    peak_flops=peak,
   )
   loop.train(config, workdir, job)
+
+
+def _peak_flops(mesh, dtype):
+  """The peak FLOP/s of the mesh's devices for `mfu` (a CPU's measured), or None: one line
+  says an accelerator's is unknown.
+  """
+  peak = flops.peak_flops(mesh.devices.flat, dtype)
+  if peak is None:
+    log(
+      f"no peak FLOP/s known for {mesh.devices.flat[0].device_kind!r}: metrics.jsonl has no "
+      f"mfu (add the device to PEAK_FLOPS in bert_jax/train/flops.py)"
+    )
+  return peak
 
 
 def _eval_batches(config, manifest, eval_stream):

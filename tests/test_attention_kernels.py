@@ -1,0 +1,215 @@
+"""Attention kernels against XLA's: Pallas splash attention (in interpret mode on CPU) with
+segment ids and a sliding window, a whole tiny BERT and ModernBERT on splash, cuDNN on a GPU,
+and the default kernel of each platform.
+
+Padding queries attend to padding under splash (their outputs are unused), so only real
+positions are compared.
+"""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bert_jax import sharding
+from bert_jax.errors import UserError
+from bert_jax.model import attention, axes, bert, modernbert_layers
+from tests.conftest import needs_devices
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LENGTH = 128  # splash's smallest block
+
+
+def _segment_ids():
+  """(4, LENGTH) rows: one example, padded; packed examples then padding; one example,
+  unpadded; packed examples filling the row.
+  """
+  ids = np.zeros((4, LENGTH), np.int32)
+  ids[0, :77] = 1
+  ids[1, :40], ids[1, 40:90], ids[1, 90:101] = 1, 2, 3
+  ids[2, :] = 1
+  ids[3, :64], ids[3, 64:] = 1, 2
+  return ids
+
+
+def _qkv(dtype=jnp.float32, heads=2, head_dim=64, seed=0):
+  rng = np.random.default_rng(seed)
+  shape = (4, LENGTH, heads, head_dim)
+  return tuple(jnp.asarray(rng.normal(size=shape), dtype) for _ in range(3))
+
+
+def _attend(implementation, mask, *qkv):
+  return jax.jit(lambda q, k, v, m: attention.attend(q, k, v, m, implementation=implementation))(
+    *qkv, mask
+  )
+
+
+def _assert_real_positions_close(actual, expected, ids, **tolerance):
+  real = ids > 0
+  np.testing.assert_allclose(
+    np.asarray(actual, np.float32)[real], np.asarray(expected, np.float32)[real], **tolerance
+  )
+
+
+@pytest.mark.parametrize("window", [None, 9])
+def test_splash_equals_xla_on_padded_and_packed_rows(window):
+  ids = _segment_ids()
+  mask = attention.AttentionMask(jnp.asarray(ids), window)
+  qkv = _qkv()
+  splash = _attend("splash", mask, *qkv)
+  xla = _attend("xla", mask, *qkv)
+  _assert_real_positions_close(splash, xla, ids, rtol=1e-5, atol=1e-5)
+
+
+def test_splash_gradients_equal_xla():
+  """The backward kernels: gradients of a loss over the real positions."""
+  ids = _segment_ids()
+  mask = attention.AttentionMask(jnp.asarray(ids), 9)
+  qkv = _qkv(heads=1, seed=1)
+  weights = (
+    jnp.asarray(np.random.default_rng(2).normal(size=qkv[0].shape)) * (ids > 0)[..., None, None]
+  )
+
+  def grads(implementation):
+    def loss(q, k, v):
+      return jnp.sum(attention.attend(q, k, v, mask, implementation=implementation) * weights)
+
+    return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(*qkv)
+
+  for splash, xla in zip(grads("splash"), grads("xla")):
+    np.testing.assert_allclose(np.asarray(splash), np.asarray(xla), rtol=1e-4, atol=1e-5)
+
+
+@needs_devices(8)
+def test_splash_under_a_mesh_runs_on_batch_and_head_shards():
+  """Under `jax.set_mesh` splash runs in `shard_map` over the batch and heads axes."""
+  ids = _segment_ids()
+  mask = attention.AttentionMask(jnp.asarray(ids))
+  qkv = _qkv()
+  mesh = jax.make_mesh((2, 2, 2), sharding.MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3)
+  with sharding.activate(mesh, axes.DEFAULT_RULES):
+    splash = _attend("splash", mask, *qkv)
+  _assert_real_positions_close(splash, _attend("xla", mask, *qkv), ids, rtol=1e-5, atol=1e-5)
+
+
+def _tiny_model(config_class, implementation, fields):
+  config = config_class(
+    vocab_size=256,
+    hidden_size=128,
+    num_layers=2,
+    num_heads=2,
+    intermediate_size=256,
+    max_position_embeddings=LENGTH,
+    attention_impl=implementation,
+    **fields,
+  )
+  return (modernbert_layers.ModernBert if config.arch == "modernbert" else bert.Bert)(config)
+
+
+@pytest.mark.parametrize(
+  "config_class, fields",
+  [
+    (bert.BertConfig, {"scan_layers": True, "remat_policy": "dots"}),  # the mask as an argument
+    # Layer 0 global, layer 1 local: |q - k| <= 8.
+    (modernbert_layers.ModernBertConfig, {"global_attn_every_n_layers": 2, "local_attention": 16}),
+  ],
+  ids=["bert-scanned-remat", "modernbert-window"],
+)
+def test_a_tiny_model_on_splash_equals_xla(config_class, fields):
+  """Hidden states of the same parameters on `_segment_ids()` rows, both kernels."""
+  ids = _segment_ids()
+  input_ids = jnp.asarray(np.random.default_rng(3).integers(5, 256, ids.shape) * (ids > 0))
+  starts = np.maximum.accumulate(
+    np.where(np.diff(ids, prepend=-1, axis=1) != 0, np.arange(LENGTH), 0), axis=1
+  )
+  position_ids = jnp.asarray(np.arange(LENGTH) - starts)  # restarting in each example
+  args = (input_ids, None, jnp.asarray(ids), position_ids)
+  xla_model = _tiny_model(config_class, "xla", fields)
+  variables = jax.jit(xla_model.init)(jax.random.key(0), *args)
+  xla = jax.jit(xla_model.apply)(variables, *args)[0]
+  splash = jax.jit(_tiny_model(config_class, "splash", fields).apply)(variables, *args)[0]
+  _assert_real_positions_close(splash, xla, ids, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(jax.devices()[0].platform != "gpu", reason="cuDNN attention needs a GPU")
+def test_cudnn_equals_xla_in_bfloat16():
+  ids = _segment_ids()
+  mask = attention.AttentionMask(jnp.asarray(ids))
+  qkv = _qkv(jnp.bfloat16)
+  cudnn = _attend("cudnn", mask, *qkv)
+  xla = _attend("xla", mask, *qkv)
+  assert cudnn.dtype == jnp.bfloat16
+  # bf16 keeps 8 significant bits: outputs (|x| < ~3) agree to a few of its ulps.
+  _assert_real_positions_close(cudnn, xla, ids, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize(
+  "implementation, platform, length, dropout, kernel",
+  [
+    (None, "tpu", 512, False, "splash"),
+    (None, "tpu", 384, False, "splash"),  # 128-blocks
+    (None, "tpu", 100, False, "xla"),  # splash's blocks do not fit: silently XLA
+    (None, "tpu", 512, True, "einsum"),  # no fused kernel has attention dropout
+    (None, "gpu", 512, False, None),  # JAX's choice (cuDNN when it takes the shapes)
+    (None, "cpu", 512, False, "xla"),
+    ("cudnn", "gpu", 512, False, "cudnn"),
+    ("cudnn", "gpu", 512, True, "einsum"),
+    ("xla", "tpu", 512, False, "xla"),
+    ("splash", "cpu", 256, False, "splash"),  # interpret mode, for tests
+    ("splash", "tpu", 512, True, "einsum"),
+  ],
+)
+def test_the_kernel_chosen_per_platform(implementation, platform, length, dropout, kernel):
+  assert attention.choose(implementation, platform, length, dropout) == kernel
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_splash_for_a_length_its_blocks_do_not_fit_is_one_error_line(dropout):
+  with pytest.raises(UserError, match="multiple of 128 \\(got 100\\)") as e:
+    attention.choose("splash", "tpu", 100, dropout)
+  assert "\n" not in str(e.value) and "attention_impl=None" in str(e.value)
+
+
+def test_an_unknown_kernel_is_one_error_line():
+  with pytest.raises(UserError, match="attention_impl='flash' is not one of") as e:
+    attention.choose("flash", "gpu", 512, False)
+  assert "\n" not in str(e.value)
+
+
+# Lowers splash for a real TPU (Mosaic, not interpret mode) with libtpu's compile-only
+# devices: forward and backward, BERT-base's head size of 64, full and windowed rows.
+TPU_LOWERING = """
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+from bert_jax import aot
+from bert_jax.model import attention
+_, devices = aot.topology_devices("v5e:1x1")
+replicated = NamedSharding(jax.sharding.Mesh(np.array(devices), ("d",)), PartitionSpec())
+for length, window in ((256, None), (256, 64)):
+  qkv = jax.ShapeDtypeStruct((2, length, 4, 64), jnp.bfloat16, sharding=replicated)
+  ids = jax.ShapeDtypeStruct((2, length), jnp.int32, sharding=replicated)
+  def loss(q, k, v, ids):
+    out = attention.splash(q, k, v, attention.AttentionMask(ids, window))
+    return out.astype(jnp.float32).sum()
+  jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(qkv, qkv, qkv, ids).compile()
+  print("compiled", length, window)
+"""
+
+
+def test_splash_compiles_for_a_tpu():
+  pytest.importorskip("libtpu")
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+  proc = subprocess.run(
+    [sys.executable, "-c", TPU_LOWERING],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.split() == ["compiled", "256", "None", "compiled", "256", "64"]
