@@ -15,7 +15,8 @@ pooler of [CLS]. Goal: accuracy within 0.5 points of HF's, in less time.
              import, reading the CSVs and tokenization, restoring the imported
              checkpoint, compilation, training and the per-epoch evaluations.
              `import-hf` (before) and `evaluate --step LAST` (after: the final model's
-             accuracy, not the best checkpoint's) are not timed.
+             accuracy, not the best checkpoint's) are not timed. Its training steps
+             alone: the median seq/s of the run's metrics.jsonl.
   HF         `BertForSequenceClassification` in a plain torch loop in this process (CPU
              torch, --hf-threads threads); its time covers loading the tokenizer and
              model, tokenizing train and test, training (shuffled each epoch by a seeded
@@ -251,8 +252,22 @@ def run_bert_jax(args, train, test):
     .strip()
     .splitlines()[-1]
   )
-  result.update(seconds=seconds, seq_per_s=args.epochs * len(train) / seconds)
+  result.update(
+    seconds=seconds,
+    seq_per_s=args.epochs * len(train) / seconds,
+    train_seq_per_s=train_steps_rate(os.path.join(run_dir, "metrics.jsonl")),
+  )
   return result
+
+
+def train_steps_rate(metrics_path):
+  """bert_jax's training steps alone: the median `seq_per_s` of the run's train records
+  (each timed between two logged steps, compilation and evaluations left out).
+  """
+  with open(metrics_path, encoding="utf-8") as f:
+    records = [json.loads(line) for line in f]
+  rates = sorted(r["seq_per_s"] for r in records if r["split"] == "train" and "seq_per_s" in r)
+  return rates[len(rates) // 2] if rates else float("nan")
 
 
 # --- report ------------------------------------------------------------------------
@@ -265,6 +280,9 @@ def report(args, results, sizes):
       f"{name:9s} accuracy {100 * r['accuracy']:.2f}%  loss {r['loss']:.4f}  "
       f"wall {r['seconds']:.1f} s  ({r['seq_per_s']:.1f} train seq/s end to end)"
     )
+  ours = results.get("bert_jax")
+  if ours:
+    print(f"bert_jax training steps alone: {ours['train_seq_per_s']:.1f} seq/s (median)")
   hf = results.get("hf")
   if hf:
     print(
