@@ -383,13 +383,7 @@ def _distill(config, workdir, teacher):
   model = tasks.ForTask(model_cfg, "classification", num_labels)
   t = config.train
   rows = len(arrays["input_ids"])
-  per_epoch = rows // t.batch_size
-  if per_epoch < 1:
-    raise UserError(
-      f"{config.data.train} gives {rows} training rows, fewer than one batch of "
-      f"config.train.batch_size={t.batch_size}; lower the batch size"
-    )
-  steps = t.steps or max(1, int(round(t.epochs * per_epoch)))
+  steps, per_epoch = finetune.train_steps(config, rows)
   tx, schedule = finetune._optimizer(config, steps)
 
   batch_size = config.eval.batch_size or t.batch_size

@@ -209,6 +209,20 @@ def _optimizer(config, steps):
   return tx, schedule
 
 
+def train_steps(config, rows: int) -> tuple[int, int]:
+  """(the run's steps, steps per epoch) for `rows` training rows: config.train.steps, else
+  epochs x the full batches in an epoch; UserError when they make no batch at all.
+  """
+  t = config.train
+  per_epoch = rows // t.batch_size
+  if per_epoch < 1:
+    raise UserError(
+      f"{config.data.train} gives {rows} training rows, fewer than one batch of "
+      f"config.train.batch_size={t.batch_size}; lower the batch size"
+    )
+  return t.steps or max(1, int(round(t.epochs * per_epoch))), per_epoch
+
+
 def finetune(config, workdir: str) -> None:
   """Runs (or resumes) fine-tuning as `config` says, writing everything under `workdir`.
 
@@ -251,13 +265,7 @@ def finetune(config, workdir: str) -> None:
     objective = task_objective.FineTuning(model, config.task)
   t = config.train
   rows = len(next(iter(train_arrays.values())))
-  per_epoch = rows // t.batch_size
-  if per_epoch < 1:
-    raise UserError(
-      f"{config.data.train} gives {rows} training rows, fewer than one batch of "
-      f"config.train.batch_size={t.batch_size}; lower the batch size"
-    )
-  steps = t.steps or max(1, int(round(t.epochs * per_epoch)))
+  steps, per_epoch = train_steps(config, rows)
   tx, schedule = _optimizer(config, steps)
   _log_data("train", config.data.train, train, rows, truncated, config)
 
