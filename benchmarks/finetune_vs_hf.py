@@ -13,7 +13,8 @@ pooler of [CLS]. Goal: accuracy within 0.5 points of HF's, in less time.
   bert_jax   `python -m bert_jax finetune --config configs/finetune/classify_csv.py`, a
              subprocess; its time is that command's wall clock: interpreter start, JAX
              import, reading the CSVs and tokenization, restoring the imported
-             checkpoint, compilation, training and the per-epoch evaluations.
+             checkpoint, compilation, training, one evaluation (at the end, as
+             HF's; `finetune` evaluates every epoch by default) and one checkpoint.
              `import-hf` (before) and `evaluate --step LAST` (after: the final model's
              accuracy, not the best checkpoint's) are not timed. Its training steps
              alone: the median seq/s of the run's metrics.jsonl.
@@ -227,6 +228,7 @@ def run_bert_jax(args, train, test):
     bert_jax("import-hf", "--hf", args.hf_dir, "--workdir", init)
   run_dir = os.path.join(args.workdir, "ft")
   shutil.rmtree(run_dir, ignore_errors=True)
+  last = int(args.epochs * (len(train) // args.batch_size))  # the final model, as HF's
   start = time.perf_counter()
   bert_jax(
     "finetune",
@@ -244,9 +246,9 @@ def run_bert_jax(args, train, test):
     f"--config.train.batch_size={args.batch_size}",
     f"--config.train.learning_rate={args.learning_rate}",
     f"--config.seed={SEED}",
+    f"--config.eval.every_steps={last}",  # one evaluation, at the end, as HF's
   )
   seconds = time.perf_counter() - start
-  last = int(args.epochs * (len(train) // args.batch_size))  # the final model, as HF's
   result = json.loads(
     bert_jax("evaluate", "--workdir", run_dir, "--step", str(last), capture=True)
     .strip()

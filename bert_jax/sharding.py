@@ -95,11 +95,15 @@ def shardings_of(create_fn, mesh, rules):
   return nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, rules)
 
 
-def sharded_init(create_fn, shardings):
+def sharded_init(create_fn, shardings, select=lambda tree: tree):
   """Runs `create_fn` under jit so every array is born in its sharded layout (no
   unsharded copy ever exists, which is what lets BERT-large start on small devices).
+
+  `select` (a function of the unboxed tree, applied to `shardings` too) keeps a part:
+  only that part is computed, since XLA drops the initialisers of the rest (a fine-tune's
+  fresh head compiles in well under a second where the whole model takes seconds).
   """
-  return jax.jit(lambda: nn.meta.unbox(create_fn()), out_shardings=shardings)()
+  return jax.jit(lambda: select(nn.meta.unbox(create_fn())), out_shardings=select(shardings))()
 
 
 def abstract_like(create_fn, shardings):

@@ -181,21 +181,29 @@ def test_an_unknown_kernel_is_one_error_line():
 
 
 # Lowers splash for a real TPU (Mosaic, not interpret mode) with libtpu's compile-only
-# devices: forward and backward, BERT-base's head size of 64, full and windowed rows.
+# devices: forward and backward, BERT-base's head size of 64, full and windowed rows. The
+# default kernel is picked for the mesh's devices (TPU), not for this CPU host, as `bert-jax
+# compile` needs; the Mosaic kernel shows as a tpu_custom_call.
 TPU_LOWERING = """
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 from bert_jax import aot
 from bert_jax.model import attention
 _, devices = aot.topology_devices("v5e:1x1")
-replicated = NamedSharding(jax.sharding.Mesh(np.array(devices), ("d",)), PartitionSpec())
+mesh = jax.sharding.Mesh(np.array(devices), ("d",))
+replicated = NamedSharding(mesh, PartitionSpec())
+print(attention.target_platform())
 for length, window in ((256, None), (256, 64)):
   qkv = jax.ShapeDtypeStruct((2, length, 4, 64), jnp.bfloat16, sharding=replicated)
   ids = jax.ShapeDtypeStruct((2, length), jnp.int32, sharding=replicated)
   def loss(q, k, v, ids):
-    out = attention.splash(q, k, v, attention.AttentionMask(ids, window))
+    out = attention.attend(q, k, v, attention.AttentionMask(ids, window))
     return out.astype(jnp.float32).sum()
-  jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(qkv, qkv, qkv, ids).compile()
+  with jax.set_mesh(mesh):
+    print(attention.target_platform())
+    lowered = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(qkv, qkv, qkv, ids)
+    assert "tpu_custom_call" in lowered.as_text()
+    lowered.compile()
   print("compiled", length, window)
 """
 
@@ -212,4 +220,6 @@ def test_splash_compiles_for_a_tpu():
     timeout=300,
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert proc.stdout.split() == ["compiled", "256", "None", "compiled", "256", "64"]
+  assert proc.stdout.split() == (
+    ["cpu", "tpu", "compiled", "256", "None", "tpu", "compiled", "256", "64"]
+  )

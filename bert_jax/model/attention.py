@@ -70,7 +70,7 @@ def choose(implementation, platform: str, length: int, dropout: bool):
 
   Args:
     implementation: `config.model.attention_impl`: None (auto), "xla", "cudnn" or "splash".
-    platform: the backend, `jax.default_backend()` ("cpu", "gpu", "tpu").
+    platform: where the code runs, `target_platform()` ("cpu", "gpu", "tpu").
     length: the sequence length (queries and keys).
     dropout: whether attention dropout is active (training with `attention_dropout > 0`).
 
@@ -128,7 +128,7 @@ def attend(
     padding queries differ from the other kernels' (they attend to padding; unused).
   """
   dropout = not deterministic and dropout_rate > 0.0
-  platform = jax.default_backend()
+  platform = target_platform()
   kernel = choose(implementation, platform, query.shape[1], dropout)
   if kernel == "splash":
     return splash(query, key, value, mask, interpret=platform != "tpu")
@@ -144,6 +144,15 @@ def attend(
   probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0).astype(value.dtype)
   # (batch, q_length, heads, head_dim)
   return jnp.einsum("bnts,bsnh->btnh", probs, value)
+
+
+def target_platform() -> str:
+  """The platform the code being traced will run on: that of the active mesh's devices (a
+  TPU slice that `bert-jax compile` compiles for on a CPU host: "tpu"), else the default
+  backend's.
+  """
+  device = jax.sharding.get_abstract_mesh().abstract_device  # None without a mesh
+  return jax.default_backend() if device is None else device.platform
 
 
 def splash(query, key, value, mask, *, interpret=False):
@@ -183,9 +192,13 @@ def _splash_local(query, key, value, segment_ids, *, window, interpret):
   return jnp.swapaxes(out, 1, 2)
 
 
-@functools.lru_cache(maxsize=32)
 def _splash_kernel(heads: int, length: int, window: int | None, interpret: bool):
-  """The splash kernel (forward and backward blocks) for one head count, length and window."""
+  """The splash kernel (forward and backward blocks) for one head count, length and window.
+
+  Built afresh in each trace: its mask arrays become constants of that trace (computing
+  them eagerly would place them on the mesh's devices, which `bert-jax compile`'s TPU
+  devices on a CPU host cannot hold).
+  """
   from jax.experimental.pallas.ops.tpu import splash_attention
 
   shape = (length, length)
@@ -204,9 +217,6 @@ def _splash_kernel(heads: int, length: int, window: int | None, interpret: bool)
     block_q_dq=block,
     block_kv_dq=block,
   )
-  # Concrete mask arrays even while a caller is being traced: the kernel is cached across
-  # traces, and a traced constant would leak out of the first.
-  with jax.ensure_compile_time_eval():
-    return splash_attention.make_splash_mha_single_device(
-      splash_attention.MultiHeadMask([head_mask] * heads), block_sizes=sizes, interpret=interpret
-    )
+  return splash_attention.make_splash_mha_single_device(
+    splash_attention.MultiHeadMask([head_mask] * heads), block_sizes=sizes, interpret=interpret
+  )

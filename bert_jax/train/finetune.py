@@ -156,6 +156,7 @@ def _num_labels(config, labels):
 def _restore_init(source, step, init_meta, same_head, abstract, fresh, reinit_layers):
   """The starting parameters: init_from's encoder (and head, when it is the same task's),
   the rest fresh; the top `reinit_layers` layers and the pooler fresh when asked.
+  `fresh(select)` initialises the part `select` picks (`loop.Job.init_params`).
   """
   if same_head:
     params, _ = source.restore(step, abstract)
@@ -169,15 +170,18 @@ def _restore_init(source, step, init_meta, same_head, abstract, fresh, reinit_la
     )
     target["bert"] = abstract["bert"]  # the encoder restores straight into its sharding
     restored, _ = source.restore(step, target)
-    params = dict(fresh, bert=restored["bert"])
+    head = fresh(lambda params: {name: p for name, p in params.items() if name != "bert"})
+    params = dict(head, bert=restored["bert"])
   if reinit_layers:
-    params = _reinit_top_layers(params, fresh, reinit_layers)
+    params = _reinit_top_layers(params, fresh(lambda params: params["bert"]), reinit_layers)
   return params
 
 
-def _reinit_top_layers(params, fresh, k):
-  """Fresh values for the top k encoder layers and the pooler (Zhang et al. 2021)."""
-  encoder, new = dict(params["bert"]["encoder"]), fresh["bert"]["encoder"]
+def _reinit_top_layers(params, fresh_encoder, k):
+  """Fresh values (from `fresh_encoder`, a fresh `bert` tree) for the top k encoder layers
+  and the pooler (Zhang et al. 2021).
+  """
+  encoder, new = dict(params["bert"]["encoder"]), fresh_encoder["encoder"]
   if "layers" in encoder:  # scanned: a leading layer axis
     encoder["layers"] = jax.tree_util.tree_map(
       lambda a, b: a.at[-k:].set(b[-k:]), encoder["layers"], new["layers"]
@@ -194,8 +198,8 @@ def _reinit_top_layers(params, fresh, k):
     for i in range(count - k, count):
       encoder[f"layer_{i}"] = new[f"layer_{i}"]
   bert = dict(params["bert"], encoder=encoder)
-  if "pooler" in fresh["bert"]:  # families without a pooler re-initialise their head only
-    bert["pooler"] = fresh["bert"]["pooler"]
+  if "pooler" in fresh_encoder:  # families without a pooler re-initialise their head only
+    bert["pooler"] = fresh_encoder["pooler"]
   return dict(params, bert=bert)
 
 

@@ -61,7 +61,8 @@ class Job:
     evaluate: (params, mesh) -> eval metrics (floats), or None: no evaluation.
     eval_line: (step, metrics) -> the line printed under the progress bar.
     eval_every: evaluate every this many steps (and at the last step).
-    init_params: (abstract params, fresh params) -> the starting params, or None.
+    init_params: (abstract params, fresh) -> the starting params, or None. `fresh(select)`
+      is `select(params)` of a fresh initialisation, and computes only that part.
     progress_keys: train metrics shown on the progress bar.
     data_position: step -> the data position saved with a checkpoint, or None.
     best_metric: keep the parameters of the best eval by this metric (higher is better)
@@ -129,9 +130,7 @@ def _train(config, workdir, job, stop):
       log(f"resumed from {checkpoints.directory}/{start}")
     else:
       start = 0
-      state = sharding.sharded_init(create, state_sh)
-      if job.init_params:
-        state = state.replace(params=job.init_params(abstract.params, state.params))
+      state = _initial_state(create, state_sh, abstract, job)
     run_lib.write_config(config, workdir)
     if start >= job.steps:
       log(f"nothing to do: the latest checkpoint is at step {start} of {job.steps}")
@@ -144,12 +143,30 @@ def _train(config, workdir, job, stop):
   log(f"done: {step} steps; checkpoints in {checkpoints.directory}")
 
 
+def _initial_state(create, state_sh, abstract, job):
+  """A fresh state; with `job.init_params`, the parameters come from it, and only the fresh
+  ones it asks for are computed (a fine-tune skips initialising the encoder it restores).
+  """
+  if not job.init_params:
+    return sharding.sharded_init(create, state_sh)
+
+  def fresh(select):
+    return sharding.sharded_init(create, state_sh, lambda state: select(state.params))
+
+  params = job.init_params(abstract.params, fresh)
+  opt_state = jax.jit(job.tx.init, out_shardings=state_sh.opt_state)(params)
+  step = jax.device_put(jnp.int32(0), state_sh.step)
+  return step_lib.TrainState(step=step, params=params, opt_state=opt_state)
+
+
 def _run_steps(config, workdir, job, stop, state, state_sh, start, checkpoints, best, mesh, rules):
   """Steps start+1 .. job.steps; returns the last step. Raises NonFiniteLoss, Preempted."""
   train_step = compile_train_step(
     job.objective, job.tx, job.schedule, config.train.accum_steps, state_sh, mesh
   )
-  all_finite = jax.jit(_all_finite, out_shardings=sharding.replicated(mesh))
+  all_finite = jax.jit(
+    _all_finite, out_shardings=sharding.replicated(mesh), compiler_options=_cheap_compile()
+  )
   dropout_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
   writer = metrics_lib.MetricWriter(workdir, start)
   progress = metrics_lib.Progress(
@@ -174,7 +191,7 @@ def _run_steps(config, workdir, job, stop, state, state_sh, start, checkpoints, 
     progress.write(job.eval_line(step, values))
 
   every = config.checkpoint.get("every_steps") or job.eval_every or job.steps
-  with sharding.activate(mesh, rules), _closing(writer), _closing(progress):
+  with sharding.activate(mesh, rules), _closing(writer), _closing(progress), _dropout_bits():
     if start == 0 and config.eval.at_start and job.evaluate:
       evaluate(state.params)
     for local_batch in job.batches(start):
@@ -277,6 +294,24 @@ def _non_finite(what, step, checkpoints):
     f"{what} at step {step}: stopped without saving it; {kept}; lower "
     f"config.train.learning_rate or lengthen config.train.warmup_steps, or check the data"
   )
+
+
+def _dropout_bits():
+  """JAX's original threefry (not partitionable) on a lone CPU device, where XLA:CPU draws a
+  step's dropout bits about 6x faster with it (7 % of a MiniLM fine-tuning step). Anywhere
+  else the partitionable bits keep the masks independent of how a batch is sharded; a run
+  resumed on another number of devices draws other masks from there on.
+  """
+  if jax.device_count() == 1 and jax.default_backend() == "cpu":
+    return jax.threefry_partitionable(False)
+  return contextlib.nullcontext()
+
+
+def _cheap_compile():
+  """Compiler options for a small program run now and then (the finiteness check): on CPU,
+  LLVM's level 0 compiles it in half the time (~1 s less for MiniLM); elsewhere the default.
+  """
+  return {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
 
 
 def _all_finite(tree):

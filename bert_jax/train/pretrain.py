@@ -186,7 +186,7 @@ def _open_init_from(config, manifest):
   return source, step, meta
 
 
-def _init_params_from(init, model_cfg, abstract_params, fresh_params=None):
+def _init_params_from(init, model_cfg, abstract_params, fresh=None):
   """Parameters of another run (e.g. phase 1 for phase 2, or an imported Hugging Face BERT),
   without its optimizer state.
   """
