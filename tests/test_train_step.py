@@ -134,3 +134,42 @@ def test_step_compiles_once():
         state, random_batch(rng, BATCH, LENGTH, PREDICTIONS, VOCAB), jax.random.key(0)
       )
   chex.clear_trace_counter()
+
+
+@needs_devices(8)
+def test_a_selected_init_equals_that_part_of_the_full_init():
+  """`sharded_init(..., select)` (a fine-tune's fresh head) computes only the part it keeps,
+  with the values and shardings the whole initialisation gives it.
+  """
+  _, _, _, _, _, state, state_sh = _setup(_config(fsdp=2, tensor=2), jax.devices())
+  model = pretraining.BertForPreTraining(config_lib.model_config(_config(), VOCAB))
+  tx, _ = optimizer_lib.make_optimizer(_config().train)
+  create = functools.partial(step_lib.create_state, model, tx, jax.random.key(0))
+
+  def select(tree):
+    return {"heads": {k: v for k, v in tree.params.items() if k != "bert"}}
+
+  part = sharding.sharded_init(create, state_sh, select)
+  chex.assert_trees_all_equal(part, select(state))
+  assert jax.tree.map(lambda a: a.sharding, part) == select(state_sh)
+
+
+def test_dropout_bits_are_non_partitionable_on_a_lone_cpu_device_only(monkeypatch):
+  """A lone CPU device draws its dropout masks with JAX's original threefry (about 6x cheaper
+  on XLA:CPU); several devices and other platforms keep the partitionable bits, and the
+  setting is restored afterwards.
+  """
+  assert jax.config.jax_threefry_partitionable
+  monkeypatch.setattr(jax, "device_count", lambda: 1)
+  with loop._dropout_bits():
+    inside = jax.random.bernoulli(jax.random.key(0), 0.9, (64,))
+  assert jax.config.jax_threefry_partitionable
+  with jax.threefry_partitionable(False):
+    original = jax.random.bernoulli(jax.random.key(0), 0.9, (64,))
+  np.testing.assert_array_equal(inside, original)
+  assert not (inside == jax.random.bernoulli(jax.random.key(0), 0.9, (64,))).all()
+  for device_count, backend in ((8, "cpu"), (1, "gpu")):
+    monkeypatch.setattr(jax, "device_count", lambda n=device_count: n)
+    monkeypatch.setattr(jax, "default_backend", lambda b=backend: b)
+    with loop._dropout_bits():
+      assert jax.config.jax_threefry_partitionable
