@@ -318,9 +318,19 @@ def compile_step(config, topology):
     peak_bytes_per_chip=int(peak),
     fits=peak <= chip.usable,
     xla_flops_per_step=float(cost.get("flops", 0.0)) * len(devices),
-    collectives=collectives(compiled.as_text()),
+    collectives=_collectives_of(compiled),
   )
   return report
+
+
+def _collectives_of(compiled):
+  """`collectives` of the compiled program, or None when libtpu cannot print it (it fails
+  on some one-chip programs with async instructions; one chip has no collectives anyway).
+  """
+  try:
+    return collectives(compiled.as_text())
+  except jax.errors.JaxRuntimeError:
+    return None
 
 
 def _gib(n):
@@ -376,8 +386,11 @@ def print_report(config, r):
       f"{flops_line}; XLA {r['xla_flops_per_step']:.3e} (cost_analysis per chip x {r['chips']} "
       f"chips; a loop body counted once)"
     )
-    print("collectives per step (loop bodies times their trip count; result bytes per chip):")
-    for op, c in r["collectives"].items():
+    if r["collectives"] is None:
+      print("collectives per step: unknown (libtpu could not print the compiled program)")
+    else:
+      print("collectives per step (loop bodies times their trip count; result bytes per chip):")
+    for op, c in (r["collectives"] or {}).items():
       print(f"  {op:<19} {c['count']:>6}  {_gib(c['bytes']):>11}")
   if r["fits"]:
     print(
