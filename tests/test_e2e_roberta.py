@@ -170,6 +170,11 @@ def test_roberta_from_scratch_exports_a_fill_mask_model(tmp_path, capsys):
     ONE_DEVICE,
   ]
   assert cli.main(argv) == 0
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    records = [json.loads(line) for line in f]
+  assert {r["split"] for r in records} == {"train", "eval"}
+  for r in records:  # MLM only: no sentence-pair metrics
+    assert "mlm_accuracy" in r and not {"nsp_loss", "nsp_accuracy"} & r.keys(), r
   assert cli.main(["export-hf", "--workdir", workdir, "--out", hf_dir]) == 0
   fill = transformers.pipeline("fill-mask", model=hf_dir, device="cpu")
   assert type(fill.model).__name__ == "RobertaForMaskedLM"

@@ -70,6 +70,7 @@ class Job:
     flops_per_seq, peak_flops: model FLOPs of one training row (`flops.flops_per_seq`) and
       the peak FLOP/s of the run's devices (`flops.peak_flops`); both set, the train
       records have `mfu`.
+    omit_metrics: metrics left out of the records (an MLM-only run's `nsp_*`).
   """
 
   model: nn.Module
@@ -90,6 +91,7 @@ class Job:
   best_metric: str | None = None
   flops_per_seq: float | None = None
   peak_flops: float | None = None
+  omit_metrics: tuple = ()
 
 
 def train(config, workdir, job):
@@ -143,6 +145,10 @@ def _train(config, workdir, job, stop):
   log(f"done: {step} steps; checkpoints in {checkpoints.directory}")
 
 
+def _without(values, keys):
+  return {k: v for k, v in values.items() if k not in keys}
+
+
 def _initial_state(create, state_sh, abstract, job):
   """A fresh state; with `job.init_params`, the parameters come from it, and only the fresh
   ones it asks for are computed (a fine-tune skips initialising the encoder it restores).
@@ -183,7 +189,7 @@ def _run_steps(config, workdir, job, stop, state, state_sh, start, checkpoints, 
     losses.clear()
 
   def evaluate(params):
-    values = job.evaluate(params, mesh)
+    values = _without(job.evaluate(params, mesh), job.omit_metrics)
     if best:
       best.update(step, params, values, job.meta)
       values[f"best_{job.best_metric}"] = best.value
@@ -213,7 +219,9 @@ def _run_steps(config, workdir, job, stop, state, state_sh, start, checkpoints, 
       if log_now or periodic or evaluating or preempted:
         check_losses()
       if log_now or periodic:
-        values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+        values = {
+          k: float(v) for k, v in jax.device_get(_without(step_metrics, job.omit_metrics)).items()
+        }
         values.update(progress.rates(step))  # seq_per_s, mfu (none at the first step)
         writer.write(step, "train", values)
         progress.update(step, {k: values[k] for k in job.progress_keys if k in values})

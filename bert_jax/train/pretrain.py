@@ -301,6 +301,7 @@ def pretrain(config, workdir):
     batches=lambda start: pipeline.batches(train_stream, start, t.steps, use_tf=use_tf),
     evaluate=evaluate,
     eval_line=eval_line,
+    omit_metrics=("nsp_loss", "nsp_accuracy") if d.objective == "mlm" else (),
     eval_every=config.eval.every_steps,
     meta={
       "model": config_lib.model_dict(model_cfg),
