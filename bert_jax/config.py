@@ -121,6 +121,9 @@ def base_config():
   c.eval.every_steps = 10_000
   c.eval.steps = 50  # batches of train.batch_size; fewer if the split is smaller
   c.eval.at_start = False  # also evaluate before the first step (the "before" numbers)
+  # The held-out rows' mask rate; None: data.mask_rate. 0.15 compares runs that train at
+  # other rates with BERT's (the rows keep data.max_predictions_per_seq as their cap).
+  c.eval.mask_rate = placeholder(float)
 
   c.checkpoint.every_steps = 10_000
   c.checkpoint.keep = 3

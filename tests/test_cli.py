@@ -423,3 +423,11 @@ def test_fill_mask_top_k(capsys, tiny_run):
   assert len(result) == 3
   scores = [r["score"] for r in result]
   assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1
+
+
+@pytest.mark.parametrize("key", ["data.mask_rate", "eval.mask_rate"])
+def test_a_mask_rate_outside_zero_to_one_is_one_line(capsys, tmp_path, key):
+  workdir = tmp_path / "run"
+  line = _error(capsys, ["pretrain", "--workdir", str(workdir), f"--config.{key}=1.5"])
+  assert f"config.{key}=1.5 must be in (0, 1)" in line
+  assert not workdir.exists()

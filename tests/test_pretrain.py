@@ -5,6 +5,7 @@ to an uninterrupted run, fill-mask, every config file, and one-line errors for b
 import glob
 import importlib.util
 import json
+import math
 import os
 import signal
 import subprocess
@@ -91,8 +92,11 @@ def test_demo_runs_and_logs(uninterrupted):
   assert [r["step"] for r in train] == [10, 20, 30, 40, 50, 60]
   assert [r["step"] for r in evals] == [30, 60]
   for r in train:
-    assert {"loss", "mlm_accuracy", "nsp_accuracy", "learning_rate", "seq_per_s", "mfu"} <= r.keys()
+    assert {"loss", "mlm_accuracy", "learning_rate", "seq_per_s", "mfu"} <= r.keys()
     assert 0 < r["mfu"] < 1  # on this CPU, of a measured matmul peak
+  for r in evals:  # the held-out accuracy beside its most-frequent-token baseline
+    assert 0 < r["mlm_baseline_accuracy"] < 1 and 0 <= r["mlm_accuracy"] <= 1
+  assert not any(k.startswith("nsp") for r in records for k in r)  # the demo is MLM alone
   # Both from one timing: mfu / seq_per_s is the run's FLOPs per row over its peak.
   per_row = [r["mfu"] / r["seq_per_s"] for r in train]
   assert per_row == pytest.approx([per_row[0]] * len(per_row), rel=1e-9)
@@ -313,9 +317,9 @@ def test_init_from_takes_parameters_of_another_run(capsys, tmp_path, data_dir, u
   source_loss = [r for r in _metrics(uninterrupted) if r["split"] == "train"][-1]["loss"]
   first = _metrics(tmp_path / "c")[0]
   assert first["step"] == 1
-  # A fresh tiny BERT starts near ln(8192) + ln(2) = 9.7; this one where the source ended
-  # (one batch of 8 apart, so within a nat).
-  assert abs(first["loss"] - source_loss) < 1.0 and first["loss"] < 9.7 - 1.5
+  # A fresh tiny BERT starts near ln(8192) = 9.0 (the demo is MLM alone); this one where the
+  # source ended (one batch of 8 apart, so within a nat).
+  assert abs(first["loss"] - source_loss) < 1.0 and first["loss"] < math.log(8192) - 1.0
 
 
 @pytest.mark.slow
@@ -350,7 +354,7 @@ def test_phase2_reads_its_own_shards_and_continues_from_phase1(
   assert f"init_from: parameters of {uninterrupted}/checkpoints step 60" in out
   assert "is prepared" in out  # pretrain reads the shards prepared above
   first = _metrics(tmp_path / "phase2")[0]
-  assert first["loss"] < 9.7 - 1.5  # not a fresh model's ln(8192) + ln(2)
+  assert first["loss"] < math.log(8192) - 1.0  # not a fresh model's ln(8192)
   # Shards of another tokenizer are refused.
   from bert_jax.data import tokenizer
 
@@ -374,3 +378,35 @@ def test_checkpoint_holds_the_data_position(uninterrupted):
   assert position["step"] == step == 60
   assert position["process_count"] == 1 and position["rows_per_process"] == 8
   assert position["lanes"] == 8 and len(position["epochs"]) == 8
+
+
+@pytest.mark.slow
+def test_the_eval_rows_mask_at_the_eval_rate(data_dir):
+  """config.eval.mask_rate masks the held-out rows at its rate whatever the training rate
+  (unset: the training rate), so runs that train at 30 % still compare at BERT's 15 %.
+  """
+  import functools
+
+  import numpy as np
+
+  from bert_jax.data import pipeline
+  from configs import demo
+
+  with open(os.path.join(data_dir, "manifest.json")) as f:
+    manifest = json.load(f)
+  config = demo.get_config()
+  config.data.mask_rate, config.data.max_predictions_per_seq = 0.3, 48
+  config.train.batch_size, config.eval.steps = 8, 2
+  stream = functools.partial(
+    pipeline.Stream, data_dir, manifest, batch_size=8, seed=0, max_predictions=48, log=len
+  )
+
+  def masked_share(eval_rate):
+    config.eval.mask_rate = eval_rate
+    batches = pretrain._eval_batches(config, manifest, stream)
+    masked = sum(b["masked_lm_weights"].sum() for b in batches)
+    return masked / sum((b["attention_mask"] > 0).sum() for b in batches)
+
+  assert masked_share(0.15) == pytest.approx(0.15, abs=0.02)
+  assert masked_share(None) == pytest.approx(0.3, abs=0.03)
+  assert np.isfinite(masked_share(0.5))  # capped by max_predictions_per_seq

@@ -62,8 +62,9 @@ def validate(config) -> None:
       f"config.model.max_position_embeddings={config.model.max_position_embeddings}"
     )
   d = config.data
-  if not 0 < d.mask_rate < 1:
-    raise UserError(f"config.data.mask_rate={d.mask_rate} must be in (0, 1)")
+  for key, rate in (("data.mask_rate", d.mask_rate), ("eval.mask_rate", config.eval.mask_rate)):
+    if rate is not None and not 0 < rate < 1:
+      raise UserError(f"config.{key}={rate} must be in (0, 1)")
   if not (
     0 <= d.mask_token_rate
     and 0 <= d.random_token_rate
@@ -269,7 +270,7 @@ def pretrain(config, workdir):
     cache_dir=d.cache_dir,
   )
   use_tf = {"auto": None, "tf.data": True, "threads": False}[d.loader]
-  eval_batches = _eval_batches(config, manifest, stream(split="eval", shuffle=False))
+  eval_batches = _eval_batches(config, manifest, stream)
   train_stream = stream(split="train")
   objective = step_lib.Pretraining(model)
   eval_step = jax.jit(functools.partial(step_lib.eval_step, objective=objective))
@@ -332,8 +333,12 @@ def _peak_flops(mesh, dtype):
   return peak
 
 
-def _eval_batches(config, manifest, eval_stream):
-  """The held-out batches, masked once (deterministically) and kept in memory."""
+def _eval_batches(config, manifest, stream):
+  """The held-out batches, masked once (deterministically, at config.eval.mask_rate or else
+  the training rate) and kept in memory; `stream` makes a `pipeline.Stream` of a split.
+  """
+  rate = config.eval.mask_rate or config.data.mask_rate
+  eval_stream = stream(split="eval", shuffle=False, mask_rate=rate)
   rows = manifest["splits"]["eval"]["rows"]
   steps = min(config.eval.steps, max(1, rows // config.train.batch_size))
   if rows < config.train.batch_size:
