@@ -22,9 +22,8 @@ phase 2 keeps ~4.7M tokens with 576 rows of 8,192.
 
 Where bert_jax differs: AdamW with global-norm clipping (1.0) instead of StableAdamW's
 update clipping; no batch-size warmup (the yaml ramps the batch over the first 50B
-tokens); evaluation masks 30 % like training (the yaml evaluates at 15 %); no dropout after
-the attention output (the yaml's attn_out_dropout_prob 0.1: Hugging Face's one
-attention_dropout would also drop the probabilities). ModernBERT-large's run was rolled
+tokens); no dropout after the attention output (the yaml's attn_out_dropout_prob 0.1:
+Hugging Face's one attention_dropout would also drop the probabilities). ModernBERT-large's run was rolled
 back after 900B tokens and finished phase 1 at 5e-5 (rerun from step 178,350 with
 --config.train.learning_rate=5e-5 to follow it); its phase-2 rate here, 5e-5, is our
 choice (the paper states 3e-4 for the extension without a size). Not yet run by us at
@@ -73,6 +72,7 @@ def get_config(arg="base"):
   c.data.objective = "mlm"
   c.data.packing = True
   c.data.mask_rate = 0.3
+  c.eval.mask_rate = 0.15  # the held-out rows mask at 15 %, as the yaml evaluates
   c.data.num_shards = 1024
   c.data.lanes = 64  # divides every batch below; 1..64 hosts read the same batches
   c.train.b2 = 0.98
