@@ -22,6 +22,7 @@ import errno
 import os
 import sys
 
+from bert_jax import host_memory
 from bert_jax.errors import PREEMPTED_EXIT_CODE, Preempted, UserError
 
 # TensorFlow (tf.data, TFDS): quiet unless it matters.
@@ -298,7 +299,9 @@ def main(argv=None):
   """`bert-jax COMMAND ...`; returns the exit status (2 for bad input, 75 for a run
   stopped by SIGTERM / Ctrl-C after its checkpoint, 130 for a second Ctrl-C).
   """
-  argv = sys.argv[1:] if argv is None else argv
+  if argv is None:  # this process is the command: tune its allocator before JAX starts
+    host_memory.keep_freed_memory()  # (a caller's process, tests or notebooks, keeps its own)
+    argv = sys.argv[1:]
   if not argv or argv[0] not in COMMANDS:
     print(
       f"usage: bert-jax {{{','.join(COMMANDS)}}} ...  (bert-jax COMMAND --help)", file=sys.stderr

@@ -1,0 +1,63 @@
+"""Host memory for XLA:CPU runs: keep freed memory in the process between steps.
+
+XLA:CPU allocates each execution's scratch space (about 1 GB for a MiniLM fine-tuning step
+of 16 x 128 tokens) with `malloc` from a worker thread and frees it at the end of the
+step. glibc serves a block that large with a fresh `mmap` and unmaps it on `free`, so every
+step faults the whole block in again, page by page, and the kernel zeroes each page: about
+250,000 page faults and half a second of system time a step on 2 cores, about 17 % of
+the step. `keep_freed_memory` sets three `mallopt` options so the block comes from the
+heap and stays there:
+
+- `M_ARENA_MAX` 1: one arena for every thread. Worker-thread arenas are mmapped heaps of at
+  most 64 MB; blocks bigger than that are mmapped whatever `M_MMAP_MAX` says;
+- `M_MMAP_MAX` 0: no block is mmapped; large ones come from the main heap (`brk`);
+- `M_TRIM_THRESHOLD` -1: the heap's free top is never returned to the kernel.
+
+The cost is host memory: the process keeps what it frees until it exits, and the one heap
+fragments, so a run holds about twice its working set (MiniLM fine-tuning: 3.7 GB resident
+instead of 1.8, flat over the steps). It applies only where all of this holds: Linux with
+glibc; the run is on CPU (`JAX_PLATFORMS` is "cpu", or it is unset and the machine has no
+GPU or TPU device files: one arena would serialise the input threads of an accelerator
+host); and it is called before JAX starts its CPU client, since arena limits bind threads
+when they first allocate. `BERT_JAX_HOST_MALLOC=default` leaves glibc's defaults.
+"""
+
+import ctypes
+import glob
+import os
+import sys
+
+# glibc's <malloc.h> parameter numbers.
+M_TRIM_THRESHOLD = -1
+M_MMAP_MAX = -4
+M_ARENA_MAX = -8
+
+ACCELERATOR_DEVICE_FILES = ("/dev/nvidia[0-9]*", "/dev/accel[0-9]*", "/dev/vfio/[0-9]*")
+
+
+def runs_on_cpu(environ=os.environ) -> bool:
+  """Whether JAX will compute on the CPU, judged without starting a JAX backend."""
+  platforms = environ.get("JAX_PLATFORMS", "").strip()
+  if platforms:
+    return {p.strip() for p in platforms.split(",")} == {"cpu"}
+  return not any(glob.glob(pattern) for pattern in ACCELERATOR_DEVICE_FILES)
+
+
+def keep_freed_memory(environ=os.environ) -> bool:
+  """Sets glibc's allocator to keep freed memory (see the module docstring).
+
+  Returns whether it did: False off Linux/glibc, for accelerator runs, with
+  `BERT_JAX_HOST_MALLOC=default`, or when `mallopt` refuses an option.
+  """
+  if environ.get("BERT_JAX_HOST_MALLOC", "") == "default":
+    return False
+  if not sys.platform.startswith("linux") or not runs_on_cpu(environ):
+    return False
+  try:
+    mallopt = ctypes.CDLL("libc.so.6").mallopt
+  except (OSError, AttributeError):  # not glibc (musl, ...)
+    return False
+  mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+  # mallopt returns 1 on success; all three are tried, then judged.
+  results = [mallopt(M_ARENA_MAX, 1), mallopt(M_MMAP_MAX, 0), mallopt(M_TRIM_THRESHOLD, -1)]
+  return all(r == 1 for r in results)
