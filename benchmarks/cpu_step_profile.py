@@ -17,7 +17,6 @@ The numbers of benchmarks/README.md ("finetune_vs_hf.py") come from this profile
 
 import argparse
 import collections
-import functools
 import glob
 import os
 import re
@@ -32,17 +31,16 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+import train_throughput  # noqa: E402  (benchmarks/train_throughput.py, beside this script)
 
 from bert_jax import config as config_lib  # noqa: E402
 from bert_jax import host_memory, sharding  # noqa: E402
 from bert_jax.data import synthetic  # noqa: E402
 from bert_jax.finetune import objective as finetune_objective  # noqa: E402
 from bert_jax.model import pretraining, tasks  # noqa: E402
-from bert_jax.train import loop  # noqa: E402
-from bert_jax.train import optimizer as optimizer_lib  # noqa: E402
 from bert_jax.train import step as step_lib  # noqa: E402
 
-VOCAB = 30522
+VOCAB = train_throughput.VOCAB  # BERT's WordPiece vocabulary
 # (group, pattern in the op's JAX name), first match wins.
 GROUPS = (
   ("dropout bits", r"_bernoulli|_uniform|threefry|random_bits"),
@@ -64,7 +62,7 @@ def group_of(op_name):
 
 
 def build(args):
-  """(jitted step, initial state, mesh, rules, one host batch)."""
+  """(jit-compiled step, initial state, mesh, rules, one host batch)."""
   c = config_lib.base_config()
   c.model.num_layers, c.model.hidden_size = args.layers, args.hidden
   c.model.intermediate_size = args.intermediate or 4 * args.hidden
@@ -75,21 +73,14 @@ def build(args):
   )
   batch = next(batches)
   if args.objective == "finetune":
-    model = tasks.ForTask(cfg, "classification", 5)
-    objective = finetune_objective.FineTuning(model, "classification")
+    objective = finetune_objective.FineTuning(
+      tasks.ForTask(cfg, "classification", 5), "classification"
+    )
     keys = ("input_ids", "token_type_ids", "attention_mask")
     batch = {k: batch[k] for k in keys} | {"labels": np.arange(args.batch, dtype=np.int32) % 5}
   else:
-    model = pretraining.BertForPreTraining(cfg)
-    objective = step_lib.Pretraining(model)
-  mesh = sharding.make_mesh(c.mesh, jax.devices()[:1])
-  rules = sharding.rules_from_config(c.mesh)
-  tx, schedule = optimizer_lib.make_optimizer(c.train, steps=10_000, warmup_steps=100)
-  create = functools.partial(step_lib.create_state, model, tx, jax.random.key(0))
-  state_sh = sharding.shardings_of(create, mesh, rules)
-  state = sharding.sharded_init(create, state_sh)
-  step = loop.compile_train_step(objective, tx, schedule, 1, state_sh, mesh)
-  return step, state, mesh, rules, batch
+    objective = step_lib.Pretraining(pretraining.BertForPreTraining(cfg))
+  return (*train_throughput.one_device_step(c, objective), batch)
 
 
 def op_lines(hlo_text):
@@ -161,7 +152,7 @@ def main(argv=None):
     f"{args.seq}: {1000 * seconds:.0f} ms a step unprofiled, {faults:.0f} minor page faults "
     f"a step (host malloc {'kept' if kept else 'glibc default'})"
   )
-  print(f"ops: {sum(per_step.values()):.0f} ms a step, summed over threads")
+  print(f"ops: {sum(per_step.values()):.1f} ms a step, summed over threads")
   for group, ms in groups.most_common():
     print(f"  {group:24s} {ms:8.1f} ms")
   print(f"slowest {args.top} ops (ms a step, shape, JAX op name):")

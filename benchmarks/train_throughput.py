@@ -123,6 +123,20 @@ def _step_bytes(compiled):
     return None
 
 
+def one_device_step(config, objective):
+  """(jit-compiled train step, initial state, mesh, rules) of `objective` (its `model`) on
+  the first device, with `config`'s mesh rules and optimizer.
+  """
+  mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
+  rules = sharding.rules_from_config(config.mesh)
+  tx, schedule = optimizer_lib.make_optimizer(config.train, steps=10_000, warmup_steps=100)
+  create = functools.partial(step_lib.create_state, objective.model, tx, jax.random.key(0))
+  state_sh = sharding.shardings_of(create, mesh, rules)
+  state = sharding.sharded_init(create, state_sh)
+  step = loop.compile_train_step(objective, tx, schedule, 1, state_sh, mesh)
+  return step, state, mesh, rules
+
+
 def run_jax(spec, args, batches):
   """Compiles and times bert_jax's train step; returns a dict of results."""
   c = config_lib.base_config()
@@ -131,14 +145,9 @@ def run_jax(spec, args, batches):
   c.model.attention_impl = None if args.attention_impl == "auto" else args.attention_impl
   c.model.scan_layers, c.model.remat_policy = args.scan_layers, args.remat
   cfg = config_lib.model_config(c, VOCAB)
-  model = pretraining.BertForPreTraining(cfg)
-  mesh = sharding.make_mesh(c.mesh, jax.devices()[:1])
-  rules = sharding.rules_from_config(c.mesh)
-  tx, schedule = optimizer_lib.make_optimizer(c.train, steps=10_000, warmup_steps=100)
-  create = functools.partial(step_lib.create_state, model, tx, jax.random.key(0))
-  state_sh = sharding.shardings_of(create, mesh, rules)
-  state = sharding.sharded_init(create, state_sh)
-  step = loop.compile_train_step(step_lib.Pretraining(model), tx, schedule, 1, state_sh, mesh)
+  step, state, mesh, rules = one_device_step(
+    c, step_lib.Pretraining(pretraining.BertForPreTraining(cfg))
+  )
   rng = jax.random.key(1)
   with sharding.activate(mesh, rules):
     dev = [sharding.global_batch(b, mesh) for b in batches]

@@ -29,5 +29,7 @@ def test_profile_groups_the_ops_of_a_step():
   )
   assert groups["dense matmuls"] > 0 and groups["attention"] > 0, out
   assert groups["dropout bits"] > 0 and groups["optimizer update"] > 0, out
-  assert sum(groups.values()) == pytest.approx(total, rel=0.01, abs=0.2), out
+  assert sum(groups.values()) == pytest.approx(total, rel=0.01, abs=0.5), (
+    out
+  )  # each printed to 0.1 ms
   assert len(re.findall(r"^\s+[\d.]+\s+\S+\s+\S+\[", out, re.M)) == 3, out  # the 3 slowest
