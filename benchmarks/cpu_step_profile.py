@@ -17,6 +17,7 @@ The numbers of benchmarks/README.md ("finetune_vs_hf.py") come from this profile
 
 import argparse
 import collections
+import dataclasses
 import glob
 import os
 import re
@@ -67,7 +68,7 @@ def build(args):
   c.model.num_layers, c.model.hidden_size = args.layers, args.hidden
   c.model.intermediate_size = args.intermediate or 4 * args.hidden
   cfg = config_lib.model_config(c, VOCAB)
-  cfg = cfg.__class__(**{**cfg.__dict__, "num_heads": args.heads})
+  cfg = dataclasses.replace(cfg, num_heads=args.heads)
   batches = synthetic.synthetic_batches(
     batch_size=args.batch, max_seq_length=args.seq, vocab_size=VOCAB, max_predictions=20, seed=0
   )
@@ -104,11 +105,13 @@ def op_times(trace_dir):
         continue
       for event in line.events:
         if not event.name.startswith("ThunkExecutor") and "Await" not in event.name:
-          totals[event.name] += event.duration_ns
+          # An async op also logs "end: NAME" when it completes: NAME's time too.
+          totals[event.name.removeprefix("end: ")] += event.duration_ns
   return totals
 
 
 def main(argv=None):
+  """Builds, times and profiles the step, then prints its ops by group and the slowest."""
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--objective", choices=("finetune", "pretrain"), default="finetune")
   parser.add_argument("--layers", type=int, default=6)
@@ -159,7 +162,6 @@ def main(argv=None):
   for name, ms in sorted(per_step.items(), key=lambda kv: -kv[1])[: args.top]:
     shape, op = lines.get(name, ("?", "?"))
     print(f"  {ms:7.2f}  {name:28s} {shape:24s} {op[-80:]}")
-  return groups
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ phase 2 keeps ~4.7M tokens with 576 rows of 8,192.
 Where bert_jax differs: AdamW with global-norm clipping (1.0) instead of StableAdamW's
 update clipping; no batch-size warmup (the yaml ramps the batch over the first 50B
 tokens); no dropout after the attention output (the yaml's attn_out_dropout_prob 0.1:
-Hugging Face's one attention_dropout would also drop the probabilities). ModernBERT-large's run was rolled
-back after 900B tokens and finished phase 1 at 5e-5 (rerun from step 178,350 with
+Hugging Face's one attention_dropout would also drop the probabilities). ModernBERT-large's
+run was rolled back after 900B tokens and finished phase 1 at 5e-5 (rerun from step 178,350 with
 --config.train.learning_rate=5e-5 to follow it); its phase-2 rate here, 5e-5, is our
 choice (the paper states 3e-4 for the extension without a size). Not yet run by us at
 this scale; size phase 2 for your slice with `bert-jax compile`.
