@@ -6,8 +6,12 @@ the fast tier. A test that does not test sharding runs on one device with the ov
 `ONE_DEVICE` (a mesh may use a subset of the visible devices).
 """
 
+import collections
+import contextlib
 import json
+import logging
 import os
+import re
 
 # LLVM optimisation level 1 instead of XLA's default 3: the suite's many tiny models spend
 # more time compiling than running, and level 1 compiles them a third faster while the
@@ -95,6 +99,28 @@ def random_batch(rng, batch_size, length=32, predictions=5, vocab_size=512):
     "masked_lm_weights": weights,
     "next_sentence_labels": rng.integers(0, 2, size=batch_size).astype(np.int32),
   }
+
+
+@contextlib.contextmanager
+def compile_threads(caplog):
+  """Yields {program name: [the thread of each of its compiles]}, filled on exit with the
+  jit programs compiled inside (from JAX's compile log).
+  """
+  found = collections.defaultdict(list)
+  jax.config.update("jax_log_compiles", True)
+  try:
+    with caplog.at_level(logging.WARNING):
+      yield found
+  finally:
+    jax.config.update("jax_log_compiles", False)
+  for record in caplog.records:
+    if match := re.match(r"Compiling jit\((\w+)\)", record.getMessage()):
+      found[match.group(1)].append(record.threadName)
+
+
+def compiled_ahead_once(found, program):
+  """Whether `program` compiled exactly once, on the loop's precompile thread."""
+  return len(found[program]) == 1 and found[program][0].startswith("bert_jax_compile")
 
 
 def needs_devices(n):

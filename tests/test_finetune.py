@@ -30,7 +30,7 @@ from bert_jax.finetune import data as data_lib
 from bert_jax.finetune import evaluate as evaluate_lib
 from bert_jax.finetune import objective as task_objective
 from bert_jax.train import finetune
-from tests.conftest import ONE_DEVICE, import_tiny_bert
+from tests.conftest import ONE_DEVICE, compile_threads, compiled_ahead_once, import_tiny_bert
 
 torch = pytest.importorskip("torch", reason="parity tests need torch")
 transformers = pytest.importorskip("transformers", reason="parity tests need transformers")
@@ -517,6 +517,28 @@ def test_trivial_task_is_learnt_and_best_is_kept(classify):
   assert meta["best"]["metric"] == "accuracy"
   assert "train: 96 examples, 96 rows" in classify["stdout"]
   assert "2 empty rows skipped" in classify["stdout"]
+
+
+def test_programs_compile_once_ahead_of_the_first_step(imported, tmp_path, caplog):
+  """The train step, the finiteness check and the eval program compile on the precompile
+  thread while the state loads, once each: their first calls find them compiled, so the
+  specs they were compiled for match the real batches.
+  """
+  rng = random.Random(7)
+  train = _write_jsonl(tmp_path / "train.jsonl", [_sentiment_row(rng) for _ in range(24)])
+  held_out = _write_jsonl(tmp_path / "eval.jsonl", [_sentiment_row(rng) for _ in range(8)])
+  with compile_threads(caplog) as found:
+    _finetune(
+      tmp_path / "run",
+      imported,
+      f"--config.data.train={train}",
+      f"--config.data.eval={held_out}",
+      "--config.data.max_seq_length=24",  # shapes no other test compiles
+      "--config.train.steps=4",
+      "--config.eval.every_steps=2",
+    )
+  for program in ("train_step", "_all_finite", "logits_of"):
+    assert compiled_ahead_once(found, program), (program, found[program])
 
 
 # --- 3. exact resume -------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 each step; the kernel's page-fault counter is the judge.
 """
 
+import gc
 import subprocess
 import sys
 import textwrap
@@ -80,3 +81,19 @@ def test_only_the_command_line_entry_tunes_the_process(monkeypatch):
   assert calls == [1]
   assert cli.main([]) == 2  # a caller's process (tests, notebooks) keeps its allocator
   assert calls == [1]
+
+
+def test_only_the_command_line_entry_skips_the_collection_at_exit(monkeypatch):
+  """After its command, `bert-jax` freezes the collector (the interpreter's exit then walks
+  none of the run's objects); `cli.main([...])` in a caller's process leaves it alone.
+  """
+  monkeypatch.setattr(host_memory, "keep_freed_memory", lambda: False)
+  gc.unfreeze()
+  assert cli.main(["pretrain", "--help"]) == 0
+  assert gc.get_freeze_count() == 0
+  monkeypatch.setattr(sys, "argv", ["bert-jax", "pretrain", "--help"])
+  try:
+    assert cli.main() == 0
+    assert gc.get_freeze_count() > 0
+  finally:
+    gc.unfreeze()

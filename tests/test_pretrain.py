@@ -21,7 +21,7 @@ from bert_jax import run as run_lib
 from bert_jax.data import pipeline
 from bert_jax.train import metrics, pretrain
 from configs import demo
-from tests.conftest import FAST_COMPILE
+from tests.conftest import FAST_COMPILE, compile_threads, compiled_ahead_once
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A short demo: seq 128 as the recipe, a small batch, checkpoints every 20 steps.
@@ -327,10 +327,11 @@ def test_init_from_takes_parameters_of_another_run(capsys, tmp_path, data_dir, u
 
 @pytest.mark.slow
 def test_phase2_reads_its_own_shards_and_continues_from_phase1(
-  capsys, tmp_path, data_dir, uninterrupted
+  capsys, caplog, tmp_path, data_dir, uninterrupted
 ):
   """As configs/bert_base.py:phase2, scaled down: longer rows prepared into their own dir
-  with phase 1's tokenizer, parameters from phase 1's last checkpoint.
+  with phase 1's tokenizer, parameters from phase 1's last checkpoint. Its train and eval
+  steps compile while the parameters load, once each (`loop.Job.example_batch`).
   """
   phase2_data = tmp_path / "prepared256"
   args = [
@@ -352,7 +353,10 @@ def test_phase2_reads_its_own_shards_and_continues_from_phase1(
   phase1 = json.loads(open(os.path.join(data_dir, "manifest.json")).read())
   assert manifest["max_seq_length"] == 256 and phase1["max_seq_length"] == 128
   assert manifest["tokenizer_fingerprint"] == phase1["tokenizer_fingerprint"]
-  assert cli.main(["pretrain"] + args) == 0
+  with compile_threads(caplog) as found:
+    assert cli.main(["pretrain"] + args) == 0
+  for program in ("train_step", "eval_step", "_all_finite"):
+    assert compiled_ahead_once(found, program), (program, found[program])
   out = capsys.readouterr().out
   assert f"init_from: parameters of {uninterrupted}/checkpoints step 60" in out
   assert "is prepared" in out  # pretrain reads the shards prepared above

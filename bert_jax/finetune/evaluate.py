@@ -20,6 +20,7 @@ from bert_jax.finetune import data as data_lib
 from bert_jax.finetune import metrics as task_metrics
 from bert_jax.finetune import objective as task_objective
 from bert_jax.finetune import retrieval, squad
+from bert_jax.train import precompile
 
 INPUT_KEYS = ("input_ids", "token_type_ids", "attention_mask")
 # Metrics for local files; TFDS tasks use their registry's (the official GLUE ones).
@@ -78,6 +79,15 @@ def logits(
     batch = sharding.global_batch(local, mesh) if mesh is not None else local
     out.append(_to_host(fn(params, batch)))
   return np.concatenate(out)[:n]
+
+
+def logits_program(model, abstract_params, arrays: dict, batch_size: int, mesh) -> tuple:
+  """(jitted function, params, batch): the program `logits` runs on `arrays` in batches of
+  `batch_size` over `mesh`, with its arguments' shapes, for `loop.Job.eval_programs`.
+  """
+  inputs = {k: arrays[k] for k in INPUT_KEYS}
+  batch = precompile.batch_spec(inputs, batch_size, sharding.batch_sharding(mesh))
+  return _logits_fn(model), abstract_params, batch
 
 
 def embedding_inputs(examples, tokenizer, max_seq_length):

@@ -421,6 +421,7 @@ def _distill(config, workdir, teacher):
     steps=steps,
     batch_size=t.batch_size,
     batches=functools.partial(finetune._batches, arrays, config, steps),
+    example_batch=functools.partial(finetune.first_batch, arrays, config),
     eval_every=config.eval.every_steps or per_epoch,
     meta={
       "model": config_lib.model_dict(model_cfg),

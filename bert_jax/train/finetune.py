@@ -288,6 +288,7 @@ def finetune(config, workdir: str) -> None:
     steps=steps,
     batch_size=t.batch_size,
     batches=functools.partial(_batches, train_arrays, config, steps),
+    example_batch=functools.partial(first_batch, train_arrays, config),
     eval_every=config.eval.every_steps or per_epoch,
     meta={
       "model": config_lib.model_dict(model_cfg),
@@ -351,6 +352,11 @@ def _check_negatives(config, examples):
     )
 
 
+def first_batch(arrays, config):
+  """This process's rows of the first training batch (`loop.Job.example_batch`)."""
+  return next(_batches(arrays, config, 1, 0))
+
+
 def _batches(arrays, config, steps, start):
   t = config.train
   for step in range(start, steps):
@@ -394,11 +400,20 @@ def _evaluator(config, model, tokenizer, labels):
     logits = evaluate_lib.logits(model, params, arrays, batch_size, mesh)
     return evaluate_lib.scores(config, logits, arrays, examples, names)
 
-  def eval_line(step, values):
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in values.items() if not k.startswith("best_"))
-    return f"eval step {step}: {shown}"
+  def programs(params, mesh):
+    return [evaluate_lib.logits_program(model, params, arrays, batch_size, mesh)]
 
-  return {"evaluate": evaluate, "eval_line": eval_line, "best_metric": main}
+  return {
+    "evaluate": evaluate,
+    "eval_line": _eval_line,
+    "best_metric": main,
+    "eval_programs": programs,
+  }
+
+
+def _eval_line(step, values):
+  shown = ", ".join(f"{k} {v:.4f}" for k, v in values.items() if not k.startswith("best_"))
+  return f"eval step {step}: {shown}"
 
 
 def _embedding_evaluator(config, model, tokenizer, examples, batch_size):
@@ -410,9 +425,12 @@ def _embedding_evaluator(config, model, tokenizer, examples, batch_size):
   def evaluate(params, mesh):
     return evaluate_lib.embedding_scores(model, params, inputs, batch_size, mesh)
 
-  def eval_line(step, values):
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in values.items() if not k.startswith("best_"))
-    return f"eval step {step}: {shown}"
+  def programs(params, mesh):  # anchors and documents share a length: one program
+    return [evaluate_lib.logits_program(model, params, inputs["anchors"], batch_size, mesh)]
 
-  main = config.eval.metric or retrieval.MAIN
-  return {"evaluate": evaluate, "eval_line": eval_line, "best_metric": main}
+  return {
+    "evaluate": evaluate,
+    "eval_line": _eval_line,
+    "best_metric": config.eval.metric or retrieval.MAIN,
+    "eval_programs": programs,
+  }

@@ -37,6 +37,7 @@ from bert_jax import run as run_lib
 from bert_jax import sharding, storage
 from bert_jax.errors import NonFiniteLoss, Preempted, UserError
 from bert_jax.train import metrics as metrics_lib
+from bert_jax.train import precompile
 from bert_jax.train import step as step_lib
 from bert_jax.train.metrics import log
 
@@ -71,6 +72,11 @@ class Job:
       the peak FLOP/s of the run's devices (`flops.peak_flops`); both set, the train
       records have `mfu`.
     omit_metrics: metrics left out of the records (an MLM-only run's `nsp_*`).
+    example_batch: () -> one local batch like those of `batches` (numpy), or None. Its
+      keys, dtypes and trailing shapes let the train step compile while the state is
+      restored (`precompile`); without it the step compiles at its first call.
+    eval_programs: (abstract params, mesh) -> [(jitted function, *abstract arguments)]:
+      the programs `evaluate` runs, compiled ahead with the train step; or None.
   """
 
   model: nn.Module
@@ -92,6 +98,8 @@ class Job:
   flops_per_seq: float | None = None
   peak_flops: float | None = None
   omit_metrics: tuple = ()
+  example_batch: Callable[[], dict] | None = None
+  eval_programs: Callable | None = None
 
 
 def train(config, workdir, job):
@@ -123,7 +131,21 @@ def _train(config, workdir, job, stop):
     async_save=config.checkpoint.async_save,
   )
   abstract = sharding.abstract_like(create, state_sh)  # restore targets, already sharded
-  with _closing(checkpoints):
+  programs = _Programs(
+    train_step=compile_train_step(
+      job.objective, job.tx, job.schedule, config.train.accum_steps, state_sh, mesh
+    ),
+    all_finite=jax.jit(
+      _all_finite, out_shardings=sharding.replicated(mesh), compiler_options=_cheap_compile()
+    ),
+    dropout_rng=jax.random.fold_in(jax.random.key(config.seed), 1),
+    mesh=mesh,
+    rules=rules,
+  )
+  with _closing(checkpoints), precompile.Precompiler(programs.tracing) as ahead:
+    latest = checkpoints.latest_step()
+    if latest is None or latest < job.steps:  # else nothing to do: nothing to compile
+      _compile_ahead(ahead, job, programs, abstract)
     resumed = _resume(checkpoints, abstract, job, workdir)
     if resumed:
       start, params, opt_state = resumed
@@ -138,10 +160,9 @@ def _train(config, workdir, job, stop):
       log(f"nothing to do: the latest checkpoint is at step {start} of {job.steps}")
       return
     best = _Best(workdir, job.best_metric) if job.best_metric else None
+    ahead.wait()
     with _closing(best):
-      step = _run_steps(
-        config, workdir, job, stop, state, state_sh, start, checkpoints, best, mesh, rules
-      )
+      step = _run_steps(config, workdir, job, stop, state, start, checkpoints, best, programs)
   log(f"done: {step} steps; checkpoints in {checkpoints.directory}")
 
 
@@ -165,15 +186,47 @@ def _initial_state(create, state_sh, abstract, job):
   return step_lib.TrainState(step=step, params=params, opt_state=opt_state)
 
 
-def _run_steps(config, workdir, job, stop, state, state_sh, start, checkpoints, best, mesh, rules):
+@dataclasses.dataclass(frozen=True)
+class _Programs:
+  """The loop's jitted programs, the dropout key the step takes, and the mesh and logical
+  axis rules they run under.
+  """
+
+  train_step: Callable
+  all_finite: Callable
+  dropout_rng: jax.Array
+  mesh: jax.sharding.Mesh
+  rules: tuple
+
+  def tracing(self):
+    """The contexts the programs trace in: the mesh, the logical axis rules and the
+    dropout bits' RNG flavour (JAX and Flax keep each per thread).
+    """
+    stack = contextlib.ExitStack()
+    stack.enter_context(sharding.activate(self.mesh, self.rules))
+    stack.enter_context(_dropout_bits())
+    return stack
+
+
+def _compile_ahead(ahead, job, programs, abstract):
+  """Queues the train step (when the job has an example batch), the finiteness check and
+  the job's eval programs on `ahead`, a `precompile.Precompiler`.
+  """
+  if job.example_batch is not None:
+    batch = precompile.batch_spec(
+      job.example_batch(), job.batch_size, sharding.batch_sharding(programs.mesh)
+    )
+    ahead.submit(programs.train_step, abstract, batch, programs.dropout_rng)
+  ahead.submit(programs.all_finite, abstract.params)
+  for jitted, *args in (
+    job.eval_programs(abstract.params, programs.mesh) if job.eval_programs else ()
+  ):
+    ahead.submit(jitted, *args)
+
+
+def _run_steps(config, workdir, job, stop, state, start, checkpoints, best, programs):
   """Steps start+1 .. job.steps; returns the last step. Raises NonFiniteLoss, Preempted."""
-  train_step = compile_train_step(
-    job.objective, job.tx, job.schedule, config.train.accum_steps, state_sh, mesh
-  )
-  all_finite = jax.jit(
-    _all_finite, out_shardings=sharding.replicated(mesh), compiler_options=_cheap_compile()
-  )
-  dropout_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
+  train_step, all_finite, mesh = programs.train_step, programs.all_finite, programs.mesh
   writer = metrics_lib.MetricWriter(workdir, start)
   progress = metrics_lib.Progress(
     start, job.steps, job.batch_size, job.flops_per_seq, job.peak_flops
@@ -197,11 +250,12 @@ def _run_steps(config, workdir, job, stop, state, state_sh, start, checkpoints, 
     progress.write(job.eval_line(step, values))
 
   every = config.checkpoint.get("every_steps") or job.eval_every or job.steps
-  with sharding.activate(mesh, rules), _closing(writer), _closing(progress), _dropout_bits():
+  with programs.tracing(), _closing(writer), _closing(progress):
     if start == 0 and config.eval.at_start and job.evaluate:
       evaluate(state.params)
     for local_batch in job.batches(start):
-      state, step_metrics = train_step(state, sharding.global_batch(local_batch, mesh), dropout_rng)
+      batch = sharding.global_batch(local_batch, mesh)
+      state, step_metrics = train_step(state, batch, programs.dropout_rng)
       step += 1
       if step == start + 1:
         progress.start_timing(step)  # that call compiled the step: time the steps after it
@@ -229,13 +283,13 @@ def _run_steps(config, workdir, job, stop, state, state_sh, start, checkpoints, 
         progress.update(step)
       if (evaluating or periodic or preempted) and not jax.device_get(all_finite(state.params)):
         raise _non_finite("the parameters are not finite", step, checkpoints)  # never saved
-      if evaluating:
-        evaluate(state.params)
-      if periodic or preempted:
+      if periodic or preempted:  # first: an async save writes while the eval runs
         meta = dict(job.meta, step=step, sequences_seen=step * job.batch_size)
         if job.data_position:
           meta["data_position"] = job.data_position(step)
         checkpoints.save(step, state, meta)
+      if evaluating:
+        evaluate(state.params)
       if evaluating or periodic:
         progress.start_timing(step)  # the timing leaves out evals and saves
       if preempted:

@@ -18,7 +18,7 @@ from bert_jax.data import pipeline, prepare
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
 from bert_jax.model import families
-from bert_jax.train import flops, loop
+from bert_jax.train import flops, loop, precompile
 from bert_jax.train import optimizer as optimizer_lib
 from bert_jax.train import step as step_lib
 from bert_jax.train.metrics import log
@@ -314,6 +314,14 @@ def pretrain(config, workdir):
     init_params=init and functools.partial(_init_params_from, init, model_cfg),
     progress_keys=("loss", "mlm_accuracy", "seq_per_s", "mfu"),
     data_position=train_stream.position,
+    example_batch=lambda: train_stream.batch_at(0),
+    eval_programs=lambda params, mesh: [
+      (
+        eval_step,
+        params,
+        precompile.batch_spec(eval_batches[0], t.batch_size, sharding.batch_sharding(mesh)),
+      )
+    ],
     flops_per_seq=flops.flops_per_seq(model_cfg, d.max_seq_length, d.max_predictions_per_seq),
     peak_flops=peak,
   )
