@@ -104,9 +104,11 @@ def random_batch(rng, batch_size, length=32, predictions=5, vocab_size=512):
 @contextlib.contextmanager
 def compile_threads(caplog):
   """Yields {program name: [the thread of each of its compiles]}, filled on exit with the
-  jit programs compiled inside (from JAX's compile log).
+  jit programs compiled inside (from JAX's compile log). In-memory caches are cleared
+  first, so that programs an earlier test compiled log their compile here too.
   """
   found = collections.defaultdict(list)
+  jax.clear_caches()
   jax.config.update("jax_log_compiles", True)
   try:
     with caplog.at_level(logging.WARNING):

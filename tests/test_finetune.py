@@ -533,7 +533,6 @@ def test_programs_compile_once_ahead_of_the_first_step(imported, tmp_path, caplo
       imported,
       f"--config.data.train={train}",
       f"--config.data.eval={held_out}",
-      "--config.data.max_seq_length=24",  # shapes no other test compiles
       "--config.train.steps=4",
       "--config.eval.every_steps=2",
     )

@@ -144,8 +144,9 @@ def _train(config, workdir, job, stop):
   )
   with _closing(checkpoints), precompile.Precompiler(programs.tracing) as ahead:
     latest = checkpoints.latest_step()
+    first = []  # what the first step waits for: the train step
     if latest is None or latest < job.steps:  # else nothing to do: nothing to compile
-      _compile_ahead(ahead, job, programs, abstract)
+      first = _compile_ahead(ahead, job, programs, abstract)
     resumed = _resume(checkpoints, abstract, job, workdir)
     if resumed:
       start, params, opt_state = resumed
@@ -160,9 +161,11 @@ def _train(config, workdir, job, stop):
       log(f"nothing to do: the latest checkpoint is at step {start} of {job.steps}")
       return
     best = _Best(workdir, job.best_metric) if job.best_metric else None
-    ahead.wait()
+    ahead.wait(first)  # the others compile on during the first steps
     with _closing(best):
-      step = _run_steps(config, workdir, job, stop, state, start, checkpoints, best, programs)
+      step = _run_steps(
+        config, workdir, job, stop, state, start, checkpoints, best, programs, ahead
+      )
   log(f"done: {step} steps; checkpoints in {checkpoints.directory}")
 
 
@@ -210,22 +213,27 @@ class _Programs:
 
 def _compile_ahead(ahead, job, programs, abstract):
   """Queues the train step (when the job has an example batch), the finiteness check and
-  the job's eval programs on `ahead`, a `precompile.Precompiler`.
+  the job's eval programs on `ahead`, a `precompile.Precompiler`; returns [the train
+  step's future] (or []).
   """
+  first = []
   if job.example_batch is not None:
     batch = precompile.batch_spec(
       job.example_batch(), job.batch_size, sharding.batch_sharding(programs.mesh)
     )
-    ahead.submit(programs.train_step, abstract, batch, programs.dropout_rng)
+    first.append(ahead.submit(programs.train_step, abstract, batch, programs.dropout_rng))
   ahead.submit(programs.all_finite, abstract.params)
   for jitted, *args in (
     job.eval_programs(abstract.params, programs.mesh) if job.eval_programs else ()
   ):
     ahead.submit(jitted, *args)
+  return first
 
 
-def _run_steps(config, workdir, job, stop, state, start, checkpoints, best, programs):
-  """Steps start+1 .. job.steps; returns the last step. Raises NonFiniteLoss, Preempted."""
+def _run_steps(config, workdir, job, stop, state, start, checkpoints, best, programs, ahead):
+  """Steps start+1 .. job.steps; returns the last step. Raises NonFiniteLoss, Preempted.
+  The finiteness check and the evals first wait for `ahead` to finish compiling them.
+  """
   train_step, all_finite, mesh = programs.train_step, programs.all_finite, programs.mesh
   writer = metrics_lib.MetricWriter(workdir, start)
   progress = metrics_lib.Progress(
@@ -242,6 +250,7 @@ def _run_steps(config, workdir, job, stop, state, start, checkpoints, best, prog
     losses.clear()
 
   def evaluate(params):
+    ahead.wait()
     values = _without(job.evaluate(params, mesh), job.omit_metrics)
     if best:
       best.update(step, params, values, job.meta)
@@ -281,6 +290,8 @@ def _run_steps(config, workdir, job, stop, state, start, checkpoints, best, prog
         progress.update(step, {k: values[k] for k in job.progress_keys if k in values})
       else:
         progress.update(step)
+      if evaluating or periodic or preempted:
+        ahead.wait()
       if (evaluating or periodic or preempted) and not jax.device_get(all_finite(state.params)):
         raise _non_finite("the parameters are not finite", step, checkpoints)  # never saved
       if periodic or preempted:  # first: an async save writes while the eval runs

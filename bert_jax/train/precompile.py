@@ -32,22 +32,26 @@ class Precompiler:
     self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bert_jax_compile")
     self._futures = []
 
-  def submit(self, jitted, *args) -> None:
+  def submit(self, jitted, *args) -> concurrent.futures.Future:
     """Queues `jitted.lower(*args).compile()`; args may be ShapeDtypeStructs with shardings."""
-    self._futures.append(self._pool.submit(self._compile, jitted, args))
+    future = self._pool.submit(self._compile, jitted, args)
+    self._futures.append(future)
+    return future
 
   def _compile(self, jitted, args):
     with self._contexts():
       jitted.lower(*args).compile()
 
-  def wait(self) -> None:
-    """Blocks until every queued program compiled. A failure is dropped here: the program's
-    first call compiles it again and raises the error where it belongs.
+  def wait(self, futures=None) -> None:
+    """Blocks until the programs of `futures` (those `submit` returned; None: all queued)
+    compiled. Call it before the first call of any of them: a call while its program
+    still compiles would compile it a second time. A failure is dropped here: the
+    program's first call compiles it again and raises the error where it belongs.
     """
-    for future in self._futures:
+    for future in list(self._futures if futures is None else futures):
       with contextlib.suppress(Exception):
         future.result()
-    self._futures.clear()
+      self._futures.remove(future)
 
   def close(self) -> None:
     """Drops the programs not yet started and waits for the one compiling."""
