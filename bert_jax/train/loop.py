@@ -12,7 +12,9 @@ Stops: SIGTERM (and Ctrl-C on one process) saves a checkpoint at the next step b
 waits for it to commit and raises `Preempted` (the CLI exits 75); under jax.distributed
 every process stops at the step they agreed on. A NaN or inf loss or parameters raise
 `NonFiniteLoss` before anything of them is saved. The workdir is locked for the run
-(`bert_jax.lock`): a second run on it is refused.
+(`bert_jax.lock`): a second run on it is refused. The train step, the finiteness check
+and the job's eval programs compile on a background thread while the state is restored
+(`precompile`).
 """
 
 import contextlib
@@ -267,7 +269,7 @@ def _run_steps(config, workdir, job, stop, state, start, checkpoints, best, prog
       state, step_metrics = train_step(state, batch, programs.dropout_rng)
       step += 1
       if step == start + 1:
-        progress.start_timing(step)  # that call compiled the step: time the steps after it
+        progress.start_timing(step)  # the first step warms up: time the steps after it
       if _STEP_SLEEP:
         time.sleep(_STEP_SLEEP)
       if step == _NAN_AT_STEP:
