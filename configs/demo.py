@@ -14,8 +14,8 @@ rate stays BERT's 15 %, so the eval MLM accuracy compares with the former MLM + 
 (0.133 after 1500 steps of 32 in 8.6 minutes). Measured on 2 CPU cores (Python 3.11.7):
 8.6 minutes from a fresh clone, install included (8.9 in an earlier run), for 4800 steps
 of 16 rows (about 22 passes over the 3523 training rows), eval MLM accuracy 0.157 on all
-160 held-out rows against 0.051 for always predicting the most frequent token. The score is touchy: 4500
-steps ended at 0.143, 3600 at 0.142.
+160 held-out rows against 0.051 for always predicting the most frequent token. The score
+is touchy: 4500 steps ended at 0.143, 3600 at 0.142.
 
 `:modernbert` trains a tiny ModernBERT (L3/H128) the ModernBERT way on the same text: a
 byte-level BPE tokenizer, MLM only with 30 % masking on packed rows, no dropout, a
