@@ -293,9 +293,9 @@ def _run_steps(config, workdir, job, stop, state, start, checkpoints, best, prog
       else:
         progress.update(step)
       if evaluating or periodic or preempted:
-        ahead.wait()
-      if (evaluating or periodic or preempted) and not jax.device_get(all_finite(state.params)):
-        raise _non_finite("the parameters are not finite", step, checkpoints)  # never saved
+        ahead.wait()  # the check's program, compiled in the background
+        if not jax.device_get(all_finite(state.params)):
+          raise _non_finite("the parameters are not finite", step, checkpoints)  # never saved
       if periodic or preempted:  # first: an async save writes while the eval runs
         meta = dict(job.meta, step=step, sequences_seen=step * job.batch_size)
         if job.data_position:

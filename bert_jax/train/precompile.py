@@ -48,10 +48,11 @@ class Precompiler:
     still compiles would compile it a second time. A failure is dropped here: the
     program's first call compiles it again and raises the error where it belongs.
     """
-    for future in list(self._futures if futures is None else futures):
+    waited = list(self._futures if futures is None else futures)
+    for future in waited:
       with contextlib.suppress(Exception):
         future.result()
-      self._futures.remove(future)
+    self._futures = [future for future in self._futures if future not in waited]
 
   def close(self) -> None:
     """Drops the programs not yet started and waits for the one compiling."""
