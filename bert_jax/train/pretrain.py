@@ -329,15 +329,24 @@ def pretrain(config, workdir):
 
 
 def _peak_flops(mesh, dtype):
-  """The peak FLOP/s of the mesh's devices for `mfu` (a CPU's measured), or None: one line
-  says an accelerator's is unknown.
+  """The peak FLOP/s of the mesh's devices for `mfu` (a CPU's measured), or None. One line
+  says which: the figure and where it comes from, or that an accelerator's is unknown.
   """
-  peak = flops.peak_flops(mesh.devices.flat, dtype)
+  devices = mesh.devices.flat
+  peak = flops.peak_flops(devices, dtype)
   if peak is None:
     log(
-      f"no peak FLOP/s known for {mesh.devices.flat[0].device_kind!r}: metrics.jsonl has no "
+      f"no peak FLOP/s known for {devices[0].device_kind!r}: metrics.jsonl has no "
       f"mfu (add the device to PEAK_FLOPS in bert_jax/train/flops.py)"
     )
+  else:
+    source = (
+      f"a {flops.CPU_MATMUL_SIZE}^3 {dtype} matmul timed now; other work on the cores "
+      f"lowers it and raises mfu"
+      if devices[0].platform == "cpu"
+      else f"{devices[0].device_kind} x {mesh.devices.size}, {dtype}"
+    )
+    log(f"mfu is of a peak of {peak:.5g} FLOP/s ({source})")
   return peak
 
 
