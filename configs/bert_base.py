@@ -12,7 +12,8 @@ Settings (`bert_jax.config.paper_recipe`): batch 256, AdamW lr 1e-4 (b1 0.9, b2 
 eps 1e-6, weight decay 0.01), 10k warmup then linear decay, dropout 0.1, 15 % masking,
 30,522-piece vocabulary, bf16 compute with float32 parameters. The attention dropout
 keeps attention off the fused kernels (cuDNN, splash: they have none); on one H200 at
-length 128, attention dropout 0 with JAX's `rbg` PRNG ran 7 % faster (benchmarks/README.md).
+length 128, attention dropout 0 with JAX's `rbg` PRNG ran 7 % faster (benchmarks/README.md;
+that run had XLA's attention, since cuDNN's became the GPU default only later).
 Expected on Wikipedia + books: masked-LM accuracy about 0.70 and NSP accuracy about 0.98
 at the end of phase 2 (published reproductions; the paper reports only downstream
 scores). Not yet run by us at this scale.

@@ -7,8 +7,10 @@ positions are compared.
 """
 
 import os
+import re
 import subprocess
 import sys
+import types
 
 import jax
 import jax.numpy as jnp
@@ -147,24 +149,102 @@ def test_cudnn_equals_xla_in_bfloat16():
   _assert_real_positions_close(cudnn, xla, ids, rtol=2e-2, atol=2e-2)
 
 
+BF16 = jnp.bfloat16
+
+
 @pytest.mark.parametrize(
-  "implementation, platform, length, dropout, kernel",
+  "implementation, platform, length, dropout, dtype, head_dim, kernel",
   [
-    (None, "tpu", 512, False, "splash"),
-    (None, "tpu", 384, False, "splash"),  # 128-blocks
-    (None, "tpu", 100, False, "xla"),  # splash's blocks do not fit: silently XLA
-    (None, "tpu", 512, True, "einsum"),  # no fused kernel has attention dropout
-    (None, "gpu", 512, False, None),  # JAX's choice (cuDNN when it takes the shapes)
-    (None, "cpu", 512, False, "xla"),
-    ("cudnn", "gpu", 512, False, "cudnn"),
-    ("cudnn", "gpu", 512, True, "einsum"),
-    ("xla", "tpu", 512, False, "xla"),
-    ("splash", "cpu", 256, False, "splash"),  # interpret mode, for tests
-    ("splash", "tpu", 512, True, "einsum"),
+    (None, "tpu", 512, False, BF16, 64, "splash"),
+    (None, "tpu", 384, False, BF16, 64, "splash"),  # 128-blocks
+    (None, "tpu", 100, False, BF16, 64, "xla"),  # splash's blocks do not fit: silently XLA
+    (None, "tpu", 512, True, BF16, 64, "einsum"),  # no fused kernel has attention dropout
+    (None, "gpu", 512, False, BF16, 64, "cudnn"),
+    (None, "gpu", 128, False, jnp.float16, 128, "cudnn"),
+    (None, "gpu", 512, False, jnp.float32, 64, "xla"),  # cuDNN's flash kernels: half only
+    (None, "gpu", 512, False, BF16, 160, "xla"),  # a head size cuDNN does not take
+    (None, "gpu", 101, False, BF16, 64, "xla"),  # an odd length
+    (None, "gpu", 512, True, BF16, 64, "einsum"),
+    (None, "cpu", 512, False, BF16, 64, "xla"),
+    ("cudnn", "gpu", 512, False, BF16, 64, "cudnn"),
+    ("cudnn", "gpu", 512, True, BF16, 64, "einsum"),
+    ("xla", "gpu", 512, False, BF16, 64, "xla"),
+    ("xla", "tpu", 512, False, BF16, 64, "xla"),
+    ("splash", "cpu", 256, False, jnp.float32, 64, "splash"),  # interpret mode, for tests
+    ("splash", "tpu", 512, True, BF16, 64, "einsum"),
   ],
 )
-def test_the_kernel_chosen_per_platform(implementation, platform, length, dropout, kernel):
-  assert attention.choose(implementation, platform, length, dropout) == kernel
+def test_the_kernel_chosen_per_platform(
+  implementation, platform, length, dropout, dtype, head_dim, kernel
+):
+  assert attention.choose(implementation, platform, length, dropout, dtype, head_dim) == kernel
+
+
+@pytest.mark.parametrize(
+  "dtype, head_dim, length", [(jnp.float32, 64, 128), (BF16, 12, 128), (BF16, 64, 127)]
+)
+def test_cudnn_for_inputs_it_does_not_take_is_one_error_line(dtype, head_dim, length):
+  with pytest.raises(UserError, match="attention_impl='cudnn' takes bfloat16 or float16") as e:
+    attention.choose("cudnn", "gpu", length, False, dtype, head_dim)
+  message = str(e.value)
+  assert "\n" not in message and f"head size {head_dim}, length {length}" in message
+
+
+def _lower_for_cuda(monkeypatch, function, *args):
+  """StableHLO of `function` lowered for CUDA on this CPU host: the model code sees a GPU
+  (`target_platform`) and JAX's cuDNN attention rules a Hopper GPU with cuDNN 9.10 (they
+  ask the local GPU otherwise). What a GPU would run, short of compiling it.
+  """
+  fused = pytest.importorskip("jax._src.cudnn.fused_attention_stablehlo")
+  if not hasattr(fused, "cuda_versions") or not hasattr(fused, "check_compute_capability"):
+    pytest.skip("this JAX's cuDNN attention module has moved")
+  monkeypatch.setattr(
+    fused, "cuda_versions", types.SimpleNamespace(cudnn_get_version=lambda: 91000)
+  )
+  monkeypatch.setattr(fused, "check_compute_capability", lambda capability: True)
+  monkeypatch.setattr(attention, "target_platform", lambda: "gpu")
+  return jax.jit(function).trace(*args).lower(lowering_platforms=("cuda",)).as_text()
+
+
+@pytest.mark.parametrize(
+  "dtype, attention_dropout, forward, backward",
+  [
+    ("bfloat16", 0.0, 2, 2),  # one forward and one backward kernel per layer
+    ("float32", 0.0, 0, 0),  # XLA's attention
+    ("bfloat16", 0.1, 0, 0),  # dropout on the probabilities: the einsum path
+  ],
+)
+def test_the_gpu_default_trains_a_bert_on_cudnn_flash_attention(
+  monkeypatch, dtype, attention_dropout, forward, backward
+):
+  """The gradients of a 2-layer BERT on padded and packed rows, lowered for a GPU with the
+  default kernel: cuDNN's fused attention forward and backward custom calls, one per layer.
+  """
+  config = bert.BertConfig(
+    vocab_size=256,
+    hidden_size=128,
+    num_layers=2,
+    num_heads=2,
+    intermediate_size=256,
+    max_position_embeddings=LENGTH,
+    attention_dropout=attention_dropout,
+    dtype=dtype,
+  )
+  model = bert.Bert(config)
+  ids = jnp.asarray(_segment_ids())
+  input_ids = jnp.where(ids > 0, 7, 0)
+  params = jax.eval_shape(model.init, jax.random.key(0), input_ids, None, ids)
+
+  def loss(params, input_ids, ids, rng):
+    hidden = model.apply(params, input_ids, None, ids, deterministic=False, rngs={"dropout": rng})[
+      0
+    ]
+    return jnp.sum(hidden.astype(jnp.float32) ** 2)
+
+  text = _lower_for_cuda(monkeypatch, jax.grad(loss), params, input_ids, ids, jax.random.key(1))
+  calls = re.findall(r'(?:custom_call @|call_target_name = ")(__cudnn\$fmha\w*)', text)
+  assert sum(not c.endswith("Backward") for c in calls) == forward, calls
+  assert sum(c.endswith("Backward") for c in calls) == backward, calls
 
 
 @pytest.mark.parametrize("dropout", [False, True])

@@ -4,8 +4,9 @@ Encoders describe who may attend to whom with an `AttentionMask`: the (batch, le
 segment ids (0 = padding, else the 1-based packed example) and, for ModernBERT's local
 layers, a sliding window. `attend` turns it into what its kernel wants:
 
-- "xla" / "cudnn": `jax.nn.dot_product_attention` with the dense boolean mask (cuDNN flash
-  attention on GPUs, for bf16/fp16 inputs);
+- "xla" / "cudnn": `jax.nn.dot_product_attention` with the dense boolean mask; "cudnn" is
+  cuDNN's flash attention (GPUs, bf16/fp16 inputs; the mask becomes its additive bias, so
+  padded and packed rows and windows all take it);
 - "splash": the Pallas TPU splash-attention kernel with the segment ids (and a `LocalMask`
   for the window) instead of a dense mask, under `shard_map` when a mesh is active. Off TPU
   it runs in Pallas interpret mode, which is slow and meant for tests;
@@ -13,7 +14,8 @@ layers, a sliding window. `attend` turns it into what its kernel wants:
   that is active takes an explicit einsum path (same math, softmax in float32).
 
 `choose` picks the kernel: the default (None) is splash on TPU when the length fits its
-blocks, JAX's own choice on GPU and XLA elsewhere.
+blocks, cuDNN on GPU when the shapes fit it (`cudnn_fits`) and XLA elsewhere. (JAX's own
+default, `implementation=None`, is XLA's on every platform, so it is never left to JAX.)
 """
 
 import functools
@@ -65,17 +67,28 @@ def splash_block(length: int) -> int | None:
   return next((block for block in SPLASH_BLOCKS if length % block == 0), None)
 
 
-def choose(implementation, platform: str, length: int, dropout: bool):
-  """The kernel `attend` runs: "einsum", "splash", "xla", "cudnn" or None (JAX's choice).
+def cudnn_fits(dtype, head_dim: int, length: int) -> bool:
+  """Whether cuDNN flash attention takes these inputs: bf16 or fp16, a head size that is a
+  multiple of 8 up to 128 (256 on Hopper and later), an even length (its training kernels
+  with a bias need one).
+  """
+  half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+  return half and head_dim % 8 == 0 and head_dim <= 128 and length % 2 == 0
+
+
+def choose(implementation, platform: str, length: int, dropout: bool, dtype=None, head_dim=None):
+  """The kernel `attend` runs: "einsum", "splash", "xla" or "cudnn".
 
   Args:
     implementation: `config.model.attention_impl`: None (auto), "xla", "cudnn" or "splash".
     platform: where the code runs, `target_platform()` ("cpu", "gpu", "tpu").
     length: the sequence length (queries and keys).
     dropout: whether attention dropout is active (training with `attention_dropout > 0`).
+    dtype, head_dim: the queries' dtype and head size (None: unknown, so not cuDNN's).
 
   Raises:
-    UserError: an unknown implementation, or "splash" for a length its blocks do not fit.
+    UserError: an unknown implementation, "splash" for a length its blocks do not fit, or
+      "cudnn" for inputs it does not take.
   """
   if implementation not in IMPLEMENTATIONS:
     raise UserError(
@@ -89,14 +102,22 @@ def choose(implementation, platform: str, length: int, dropout: bool):
       f"{min(SPLASH_BLOCKS)} (got {length}); set config.data.max_seq_length to one, or "
       "config.model.attention_impl=None"
     )
+  fits_cudnn = dtype is not None and cudnn_fits(dtype, head_dim, length)
+  if implementation == "cudnn" and dtype is not None and not fits_cudnn:
+    raise UserError(
+      f"config.model.attention_impl='cudnn' takes bfloat16 or float16 with a head size that "
+      f"is a multiple of 8 up to 128 and an even length (got {jnp.dtype(dtype).name}, head "
+      f"size {head_dim}, length {length}); set config.model.dtype='bfloat16', or "
+      "config.model.attention_impl=None"
+    )
   if dropout:
     return "einsum"
   if implementation is not None:
     return implementation
   if platform == "tpu":
     return "splash" if fits_splash else "xla"
-  if platform == "gpu":
-    return None  # jax.nn.dot_product_attention's default
+  if platform == "gpu" and fits_cudnn:
+    return "cudnn"
   return "xla"
 
 
@@ -129,12 +150,12 @@ def attend(
   """
   dropout = not deterministic and dropout_rate > 0.0
   platform = target_platform()
-  kernel = choose(implementation, platform, query.shape[1], dropout)
+  _, length, _, head_dim = query.shape
+  kernel = choose(implementation, platform, length, dropout, query.dtype, head_dim)
   if kernel == "splash":
     return splash(query, key, value, mask, interpret=platform != "tpu")
   if kernel != "einsum":
     return jax.nn.dot_product_attention(query, key, value, mask=mask.dense(), implementation=kernel)
-  head_dim = query.shape[-1]
   # (batch, heads, q_length, kv_length)
   logits = jnp.einsum("btnh,bsnh->bnts", query, key).astype(jnp.float32)
   logits = logits / jnp.sqrt(jnp.float32(head_dim))
