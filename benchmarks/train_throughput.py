@@ -72,6 +72,9 @@ from bert_jax.train import flops, loop
 from bert_jax.train import optimizer as optimizer_lib
 from bert_jax.train import step as step_lib
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also when loaded by path
+import profile_summary
+
 VOCAB = 30522  # BERT's WordPiece vocabulary (bert_jax pads its embedding to 30592 rows)
 GOALS = (("base", 128, 256), ("base", 512, 64), ("large", 128, 128))
 
@@ -166,11 +169,12 @@ def run_jax(spec, args, batches):
     if args.profile:
       path = os.path.join(args.profile, spec.name)
       try:
-        with jax.profiler.trace(path):
+        with jax.profiler.trace(path, create_perfetto_trace=True):
           for i in range(3):
             state, metrics = compiled(state, dev[i % len(dev)], rng)
           jax.block_until_ready((state, metrics))
         print(f"  profile of 3 steps: {path}")
+        print(profile_summary.summary(path, steps=3), flush=True)
       except Exception as e:  # noqa: BLE001 - e.g. no CUPTI; the timings stand
         print(f"  profile failed: {type(e).__name__}: {str(e)[:300]}")
   xla = _cost_flops(compiled)

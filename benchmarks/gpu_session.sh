@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# One prepared run on a lent GPU: the checks and measurements the speed issue still needs,
+# in order of value, inside one deadline (device time is minutes, so nothing is rerun).
+#
+#   bash benchmarks/gpu_session.sh            # from the repository root; DEADLINE=540 (s)
+#
+# 1. cuDNN flash attention against XLA's on padded and packed rows, forward and gradients
+#    (bf16), and the kernel `attention.choose` picks by default.
+# 2. BERT-base seq 128 batch 256 bf16 MLM + NSP, the paper recipe (dropout 0.1 everywhere:
+#    einsum attention), with a profile of 3 steps summarised by profile_summary.py.
+# 3. The same with attention dropout 0 (the GPU default: cuDNN), profiled.
+# 4. The same with attention dropout 0 on XLA's attention (--attention-impl xla).
+# 5. The same without any dropout.
+# 6. BERT-base seq 512 batch 64 and BERT-large seq 128 batch 128, attention dropout 0.
+# 7. Hugging Face eager and torch.compile at BERT-base seq 128 batch 256 (the peer).
+#
+# Each step prints its JSON line(s) (train_throughput.py) and is cut by `timeout` when the
+# deadline comes; a step that cannot get its minimum time is skipped and says so. Output
+# goes to $OUT/session.log (the device tool's folder; /tmp/gpu_session elsewhere), with the
+# perfetto traces of steps 2 and 3 beside it. Wheels in .whl (ml_collections, absl: not in
+# the device image) are installed first when present.
+set -u
+OUT=${OUT:-/tmp/gpu_session}
+mkdir -p "$OUT"
+exec > >(tee "$OUT/session.log") 2>&1
+START=$(date +%s)
+DEADLINE=${DEADLINE:-540}
+export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD:${PYTHONPATH:-}
+fi
+date -u +"%Y-%m-%d %H:%M UTC"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+python3 -c "import jax, flax, optax, torch, transformers; print('jax', jax.__version__, \
+'flax', flax.__version__, 'optax', optax.__version__, 'torch', torch.__version__, \
+'transformers', transformers.__version__, jax.devices())"
+
+# step NAME MIN_SECONDS COMMAND...: runs COMMAND under what is left of the deadline.
+step() {
+  local name=$1 minimum=$2
+  shift 2
+  local left=$((DEADLINE - ($(date +%s) - START)))
+  if [ "$left" -lt "$minimum" ]; then
+    echo "== $name: skipped, ${left} s left of the deadline (needs ${minimum})"
+    return
+  fi
+  echo "== $name (at $(($(date +%s) - START)) s, ${left} s left)"
+  timeout "$left" "$@"
+  local rc=$?
+  [ $rc -eq 124 ] && echo "== $name: cut by the deadline"
+  [ $rc -ne 0 ] && [ $rc -ne 124 ] && echo "== $name: exit $rc"
+}
+
+step "cuDNN against XLA attention" 30 python3 - <<'EOF'
+import jax, jax.numpy as jnp, numpy as np
+from bert_jax.model import attention
+ids = np.zeros((4, 128), np.int32)
+ids[0, :77] = 1
+ids[1, :40], ids[1, 40:90], ids[1, 90:101] = 1, 2, 3
+ids[2, :] = 1
+ids[3, :64], ids[3, 64:] = 1, 2
+mask = attention.AttentionMask(jnp.asarray(ids))
+rng = np.random.default_rng(0)
+q, k, v = (jnp.asarray(rng.normal(size=(4, 128, 12, 64)), jnp.bfloat16) for _ in "qkv")
+w = jnp.asarray(rng.normal(size=q.shape) * (ids > 0)[..., None, None], jnp.float32)
+real = ids > 0
+for impl in (None, "cudnn", "xla"):
+  print(impl, "->", attention.choose(impl, "gpu", 128, False, jnp.bfloat16, 64))
+def run(impl):
+  f = lambda q, k, v: attention.attend(q, k, v, mask, implementation=impl)
+  loss = lambda q, k, v: jnp.sum(f(q, k, v).astype(jnp.float32) * w)
+  out = jax.jit(f)(q, k, v)
+  grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v)
+  text = jax.jit(jax.grad(loss)).lower(q, k, v).compile().as_text()
+  return out, grads, text.count("__cudnn$fmha")
+(a, ga, na), (b, gb, nb) = run("cudnn"), run("xla")
+diff = np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32))[real].max()
+gdiff = max(float(np.abs(np.asarray(x, np.float32) - np.asarray(y, np.float32)).max())
+            for x, y in zip(ga, gb))
+print(f"cudnn fmha calls in the compiled gradient: {na} (xla: {nb}); max |out diff| on real "
+      f"rows {diff:.4f}, max |grad diff| {gdiff:.4f}")
+EOF
+
+B=(python3 benchmarks/train_throughput.py --steps 10 --warmup 2 --size base --seq 128 --batch 256)
+step "base/128/256 recipe, dropout 0.1" 90 "${B[@]}" --no-hf --profile "$OUT/prof_recipe"
+step "base/128/256, attention dropout 0 (cuDNN)" 90 "${B[@]}" --no-hf --attention-dropout 0 \
+  --profile "$OUT/prof_cudnn"
+step "base/128/256, attention dropout 0, XLA attention" 60 "${B[@]}" --no-hf \
+  --attention-dropout 0 --attention-impl xla
+step "base/128/256, no dropout" 60 "${B[@]}" --no-hf --attention-dropout 0 --hidden-dropout 0
+step "base/512/64, attention dropout 0" 60 "${B[@]}" --no-hf --seq 512 --batch 64 \
+  --attention-dropout 0
+step "large/128/128, attention dropout 0" 80 "${B[@]}" --no-hf --size large --batch 128 \
+  --attention-dropout 0
+step "HF peer at base/128/256 (and bert_jax's recipe again)" 120 "${B[@]}"
+
+for name in recipe cudnn; do  # flat copies: the device tool brings back 2 folders down
+  trace=$(find "$OUT/prof_$name" -name perfetto_trace.json.gz 2>/dev/null | head -1)
+  [ -n "$trace" ] && cp "$trace" "$OUT/perfetto_$name.json.gz"
+done
+find "$OUT" -mindepth 1 -maxdepth 1 -type d -name 'prof_*' -exec rm -rf {} +
+echo "== done at $(($(date +%s) - START)) s"
