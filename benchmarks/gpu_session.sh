@@ -4,8 +4,9 @@
 #
 #   bash benchmarks/gpu_session.sh            # from the repository root; DEADLINE=540 (s)
 #
-# 1. cuDNN flash attention against XLA's on padded and packed rows, forward and gradients
-#    (bf16), and the kernel `attention.choose` picks by default.
+# 1. cuDNN flash attention against XLA's, forward and gradients (bf16): packed rows (the
+#    dense mask as cuDNN's bias) and rows of one example (their lengths); the kernel
+#    `attention.choose` picks by default.
 # 2. BERT-base seq 128 batch 256 bf16 MLM + NSP, the paper recipe (dropout 0.1 everywhere:
 #    einsum attention), with a profile of 3 steps summarised by profile_summary.py.
 # 3. The same with attention dropout 0 (the GPU default: cuDNN), profiled.
@@ -58,31 +59,33 @@ step() {
 step "cuDNN against XLA attention" 30 python3 - <<'EOF'
 import jax, jax.numpy as jnp, numpy as np
 from bert_jax.model import attention
-ids = np.zeros((4, 128), np.int32)
-ids[0, :77] = 1
-ids[1, :40], ids[1, 40:90], ids[1, 90:101] = 1, 2, 3
-ids[2, :] = 1
-ids[3, :64], ids[3, 64:] = 1, 2
-mask = attention.AttentionMask(jnp.asarray(ids))
+packed = np.zeros((4, 128), np.int32)
+packed[0, :77] = 1
+packed[1, :40], packed[1, 40:90], packed[1, 90:101] = 1, 2, 3
+packed[2, :] = 1
+packed[3, :64], packed[3, 64:] = 1, 2
+padded = (np.arange(128)[None] < np.array([77, 1, 128, 40])[:, None]).astype(np.int32)
 rng = np.random.default_rng(0)
 q, k, v = (jnp.asarray(rng.normal(size=(4, 128, 12, 64)), jnp.bfloat16) for _ in "qkv")
-w = jnp.asarray(rng.normal(size=q.shape) * (ids > 0)[..., None, None], jnp.float32)
-real = ids > 0
 for impl in (None, "cudnn", "xla"):
   print(impl, "->", attention.choose(impl, "gpu", 128, False, jnp.bfloat16, 64))
-def run(impl):
+def run(impl, mask, w):
   f = lambda q, k, v: attention.attend(q, k, v, mask, implementation=impl)
   loss = lambda q, k, v: jnp.sum(f(q, k, v).astype(jnp.float32) * w)
   out = jax.jit(f)(q, k, v)
   grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v)
   text = jax.jit(jax.grad(loss)).lower(q, k, v).compile().as_text()
   return out, grads, text.count("__cudnn$fmha")
-(a, ga, na), (b, gb, nb) = run("cudnn"), run("xla")
-diff = np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32))[real].max()
-gdiff = max(float(np.abs(np.asarray(x, np.float32) - np.asarray(y, np.float32)).max())
-            for x, y in zip(ga, gb))
-print(f"cudnn fmha calls in the compiled gradient: {na} (xla: {nb}); max |out diff| on real "
-      f"rows {diff:.4f}, max |grad diff| {gdiff:.4f}")
+for name, ids, is_packed in (("packed rows, mask", packed, True), ("padded rows, lengths", padded, False)):
+  real = ids > 0
+  w = jnp.asarray(rng.normal(size=q.shape) * real[..., None, None], jnp.float32)
+  mask = attention.AttentionMask(jnp.asarray(ids), packed=is_packed)
+  (a, ga, na), (b, gb, nb) = run("cudnn", mask, w), run("xla", attention.AttentionMask(jnp.asarray(ids)), w)
+  diff = np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32))[real].max()
+  gdiff = max(float(np.abs(np.asarray(x, np.float32) - np.asarray(y, np.float32)).max())
+              for x, y in zip(ga, gb))
+  print(f"{name}: cudnn fmha calls in the compiled gradient {na} (xla: {nb}); max |out diff| "
+        f"on real rows {diff:.4f}, max |grad diff| {gdiff:.4f}")
 EOF
 
 B=(python3 benchmarks/train_throughput.py --steps 10 --warmup 2 --size base --seq 128 --batch 256)

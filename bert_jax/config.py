@@ -315,14 +315,16 @@ def model_config(config, vocab_size, init_model=None, pad_id=0):
   `config.model.vocab_multiple` rows; the extra rows are never a target or an input.
   With `config.model.size="checkpoint"`, the architecture (family included) is
   `init_model`'s (the model dict of config.init_from's checkpoint, e.g. an imported Hugging
-  Face model); dropout, dtypes, scan and remat still come from `config.model`.
+  Face model); dropout, dtypes, scan and remat still come from `config.model`, and
+  `packed_rows` from `config.data.packing` (rows of one example and padding without it).
   """
   m = config.model
   common = {key: m[key] for key in _RUN_KEYS}
+  common["packed_rows"] = bool(config.get("data", {}).get("packing", False))
   if m.size == "checkpoint":
     if init_model is None:
       raise UserError(_NEEDS_INIT_FROM)
-    arch = {k: v for k, v in init_model.items() if k not in _RUN_KEYS}
+    arch = {k: v for k, v in init_model.items() if k not in common}
     model = families.config_from_dict({**arch, **common})
     if model.vocab_size < vocab_size:
       raise UserError(

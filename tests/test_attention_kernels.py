@@ -207,18 +207,28 @@ def _lower_for_cuda(monkeypatch, function, *args):
 
 
 @pytest.mark.parametrize(
-  "dtype, attention_dropout, forward, backward",
+  "dtype, attention_dropout, packed_rows, forward, backward, masks",
   [
-    ("bfloat16", 0.0, 2, 2),  # one forward and one backward kernel per layer
-    ("float32", 0.0, 0, 0),  # XLA's attention
-    ("bfloat16", 0.1, 0, 0),  # dropout on the probabilities: the einsum path
+    # One forward and one backward kernel per layer; packed rows give the mask as a bias.
+    (
+      "bfloat16",
+      0.0,
+      True,
+      ["ScaleBiasSoftmax"] * 2,
+      ["ScaleBiasSoftmaxBackward"] * 2,
+      {"NO_MASK"},
+    ),
+    # Rows of one example: their lengths (cuDNN's padding mask), no bias.
+    ("bfloat16", 0.0, False, ["Softmax"] * 2, ["SoftmaxBackward"] * 2, {"PADDING"}),
+    ("float32", 0.0, False, [], [], set()),  # XLA's attention
+    ("bfloat16", 0.1, False, [], [], set()),  # dropout on the probabilities: the einsum path
   ],
 )
 def test_the_gpu_default_trains_a_bert_on_cudnn_flash_attention(
-  monkeypatch, dtype, attention_dropout, forward, backward
+  monkeypatch, dtype, attention_dropout, packed_rows, forward, backward, masks
 ):
-  """The gradients of a 2-layer BERT on padded and packed rows, lowered for a GPU with the
-  default kernel: cuDNN's fused attention forward and backward custom calls, one per layer.
+  """The gradients of a 2-layer BERT, lowered for a GPU with the default kernel: cuDNN's
+  fused attention forward and backward custom calls, one per layer.
   """
   config = bert.BertConfig(
     vocab_size=256,
@@ -229,9 +239,10 @@ def test_the_gpu_default_trains_a_bert_on_cudnn_flash_attention(
     max_position_embeddings=LENGTH,
     attention_dropout=attention_dropout,
     dtype=dtype,
+    packed_rows=packed_rows,
   )
   model = bert.Bert(config)
-  ids = jnp.asarray(_segment_ids())
+  ids = jnp.asarray(_segment_ids() if packed_rows else _padded_segment_ids())
   input_ids = jnp.where(ids > 0, 7, 0)
   params = jax.eval_shape(model.init, jax.random.key(0), input_ids, None, ids)
 
@@ -242,9 +253,40 @@ def test_the_gpu_default_trains_a_bert_on_cudnn_flash_attention(
     return jnp.sum(hidden.astype(jnp.float32) ** 2)
 
   text = _lower_for_cuda(monkeypatch, jax.grad(loss), params, input_ids, ids, jax.random.key(1))
-  calls = re.findall(r'(?:custom_call @|call_target_name = ")(__cudnn\$fmha\w*)', text)
-  assert sum(not c.endswith("Backward") for c in calls) == forward, calls
-  assert sum(c.endswith("Backward") for c in calls) == backward, calls
+  calls = re.findall(r'(?:custom_call @|call_target_name = ")__cudnn\$fmha(\w*)', text)
+  assert sorted(c for c in calls if not c.endswith("Backward")) == forward, calls
+  assert sorted(c for c in calls if c.endswith("Backward")) == backward, calls
+  assert set(re.findall(r"\\22mask_type\\22: \\22(\w+)", text)) == masks
+
+
+def _padded_segment_ids():
+  """(4, LENGTH) rows of one example each, then padding (one row full)."""
+  lengths = np.array([77, 1, LENGTH, 40])
+  return (np.arange(LENGTH)[None, :] < lengths[:, None]).astype(np.int32)
+
+
+def test_rows_of_one_example_take_their_lengths_and_equal_the_dense_mask():
+  """`packed=False` hands XLA's kernel (as cuDNN's) the row lengths instead of the dense
+  mask: the same outputs at every position, padding queries included (they attend to the
+  real keys under both), and the same gradients.
+  """
+  ids = jnp.asarray(_padded_segment_ids())
+  qkv = _qkv(seed=4)
+  dense = attention.AttentionMask(ids)
+  lengths = attention.AttentionMask(ids, packed=False)
+  np.testing.assert_array_equal(lengths.lengths(), [77, 1, LENGTH, 40])
+  np.testing.assert_allclose(
+    _attend("xla", lengths, *qkv), _attend("xla", dense, *qkv), rtol=1e-5, atol=1e-6
+  )
+
+  def grads(mask):
+    def loss(q, k, v):
+      return jnp.sum(jnp.sin(attention.attend(q, k, v, mask, implementation="xla")))
+
+    return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(*qkv)
+
+  for a, b in zip(grads(lengths), grads(dense)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("dropout", [False, True])

@@ -117,7 +117,9 @@ class Albert(nn.Module):
     )
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
     x = bert.constrain(self.embeddings_project(x))  # (batch, length, embed)
-    hidden = self.encoder(x, attention.AttentionMask(attention_mask), deterministic)
+    hidden = self.encoder(
+      x, attention.AttentionMask.of_rows(attention_mask, self.config), deterministic
+    )
     pooled = jnp.tanh(self.pooler(hidden[:, 0]))
     return hidden, pooled
 

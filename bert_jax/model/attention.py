@@ -4,9 +4,11 @@ Encoders describe who may attend to whom with an `AttentionMask`: the (batch, le
 segment ids (0 = padding, else the 1-based packed example) and, for ModernBERT's local
 layers, a sliding window. `attend` turns it into what its kernel wants:
 
-- "xla" / "cudnn": `jax.nn.dot_product_attention` with the dense boolean mask; "cudnn" is
-  cuDNN's flash attention (GPUs, bf16/fp16 inputs; the mask becomes its additive bias, so
-  padded and packed rows and windows all take it);
+- "xla" / "cudnn": `jax.nn.dot_product_attention`; "cudnn" is cuDNN's flash attention
+  (GPUs, bf16/fp16 inputs). Rows of one example and padding (`packed=False`, set from
+  `config.data.packing` through the model config's `packed_rows`) give it each row's
+  length; packed rows and windows give it the dense boolean mask, which cuDNN takes as an
+  additive bias;
 - "splash": the Pallas TPU splash-attention kernel with the segment ids (and a `LocalMask`
   for the window) instead of a dense mask, under `shard_map` when a mesh is active. Off TPU
   it runs in Pallas interpret mode, which is slow and meant for tests;
@@ -41,10 +43,23 @@ class AttentionMask:
   Key k is visible to query q when k is not padding, both are in the same packed example
   and (with a `window`) |q - k| <= window. Padding queries see every real key (as in
   Hugging Face's BERT; their outputs are unused), so no softmax row is empty.
+
+  `packed=False` promises rows of one example followed by padding (segment ids 1...1 0...0):
+  the kernels then take each row's length instead of a dense mask.
   """
 
   segment_ids: jax.Array  # (batch, length): 0 = padding, else the 1-based packed example
   window: int | None = flax.struct.field(pytree_node=False, default=None)
+  packed: bool = flax.struct.field(pytree_node=False, default=True)
+
+  @classmethod
+  def of_rows(cls, segment_ids, config) -> "AttentionMask":
+    """The mask of a model's input rows; `config.packed_rows` says whether they may pack."""
+    return cls(segment_ids, packed=config.packed_rows)
+
+  def lengths(self):
+    """(batch,) int32: the real tokens of each row (rows of one example, `packed=False`)."""
+    return jnp.sum(self.segment_ids > 0, axis=-1, dtype=jnp.int32)
 
   def local(self, window: int) -> "AttentionMask":
     """The same rows, limited to keys within `window` positions of the query."""
@@ -154,6 +169,12 @@ def attend(
   kernel = choose(implementation, platform, length, dropout, query.dtype, head_dim)
   if kernel == "splash":
     return splash(query, key, value, mask, interpret=platform != "tpu")
+  if kernel != "einsum" and not mask.packed and mask.window is None:
+    # Keys past each row's length are masked; every query attends (padding ones too, as
+    # with the dense mask), so cuDNN reads no (batch, 1, L, L) bias.
+    return jax.nn.dot_product_attention(
+      query, key, value, key_value_seq_lengths=mask.lengths(), implementation=kernel
+    )
   if kernel != "einsum":
     return jax.nn.dot_product_attention(query, key, value, mask=mask.dense(), implementation=kernel)
   # (batch, heads, q_length, kv_length)

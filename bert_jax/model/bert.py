@@ -59,6 +59,10 @@ class BertConfig:
   scan_layers: bool = False  # stack layers with nn.scan (fast compiles for deep models)
   remat_policy: str = "none"  # one of REMAT_POLICIES
   attention_impl: str | None = None  # None (auto), "xla", "cudnn" or "splash"
+  # Whether input rows may pack several examples (attention_mask > 1); False: one example
+  # then padding, so attention takes row lengths (`attention.AttentionMask`). A run setting
+  # (`config.model_config`: config.data.packing), not part of the architecture.
+  packed_rows: bool = True
   hidden_act: str = "gelu"  # one of ACTIVATIONS
 
   @property
@@ -337,6 +341,8 @@ class Bert(nn.Module):
       input_ids, token_type_ids, attention_mask, position_ids
     )
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
-    hidden = self.encoder(x, attention.AttentionMask(attention_mask), deterministic)
+    hidden = self.encoder(
+      x, attention.AttentionMask.of_rows(attention_mask, self.config), deterministic
+    )
     pooled = jnp.tanh(self.pooler(hidden[:, 0]))
     return hidden, pooled

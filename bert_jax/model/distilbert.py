@@ -67,7 +67,9 @@ class DistilBert(nn.Module):
       input_ids, token_type_ids, attention_mask, position_ids
     )
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
-    hidden = self.encoder(x, attention.AttentionMask(attention_mask), deterministic)
+    hidden = self.encoder(
+      x, attention.AttentionMask.of_rows(attention_mask, self.config), deterministic
+    )
     return hidden, None
 
 

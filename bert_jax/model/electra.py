@@ -70,7 +70,9 @@ class Electra(nn.Module):
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
     if self.config.embedding_size != self.config.hidden_size:
       x = bert.constrain(self.embeddings_project(x))  # (batch, length, embed)
-    hidden = self.encoder(x, attention.AttentionMask(attention_mask), deterministic)
+    hidden = self.encoder(
+      x, attention.AttentionMask.of_rows(attention_mask, self.config), deterministic
+    )
     return hidden, None
 
 

@@ -287,7 +287,7 @@ class ModernBert(nn.Module):
       input_ids, None, attention_mask, position_ids
     )
     x = self.embeddings(input_ids, deterministic)
-    full = attention.AttentionMask(attention_mask)
+    full = attention.AttentionMask.of_rows(attention_mask, c)
     masks = (full, full.local(c.local_attention // 2))
     ropes = tuple(
       rope_tables(position_ids, c.head_dim, theta)

@@ -58,7 +58,9 @@ class Roberta(nn.Module):
       input_ids, None, attention_mask, position_ids
     )
     x = self.embeddings(input_ids, token_type_ids, position_ids + c.pad_token_id + 1, deterministic)
-    hidden = self.encoder(x, attention.AttentionMask(attention_mask), deterministic)
+    hidden = self.encoder(
+      x, attention.AttentionMask.of_rows(attention_mask, self.config), deterministic
+    )
     return hidden, None
 
 
