@@ -43,6 +43,9 @@ from bert_jax.train import precompile
 from bert_jax.train import step as step_lib
 from bert_jax.train.metrics import log
 
+# Steps dispatched ahead of the last finished one: enough to hide dispatch behind the device,
+# few enough that the progress bar moves with the steps instead of jumping at each sync.
+_STEPS_IN_FLIGHT = 2
 # Test hooks. Seconds to sleep after each step, so a test can signal or kill a run mid-way:
 _STEP_SLEEP = float(os.environ.get("BERT_JAX_DEBUG_STEP_SLEEP", "0"))
 # The step whose parameters and loss become NaN, as if the run diverged there (0: none):
@@ -275,6 +278,8 @@ def _run_steps(config, workdir, job, stop, state, start, checkpoints, best, prog
       if step == _NAN_AT_STEP:
         state, step_metrics = _poison(state, step_metrics)
       losses.append((step, step_metrics["loss"]))
+      if len(losses) > _STEPS_IN_FLIGHT:  # the bar and ETA follow the device, not dispatch
+        losses[-1 - _STEPS_IN_FLIGHT][1].block_until_ready()
       last = step == job.steps
       # Every process calls this at every step: under jax.distributed they agree on it.
       preempted = (checkpoints.reached_preemption(step) or stop.signal is not None) and not last
