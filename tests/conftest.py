@@ -125,6 +125,15 @@ def compiled_ahead_once(found, program):
   return len(found[program]) == 1 and found[program][0].startswith("bert_jax_compile")
 
 
+def load_benchmark(name):
+  """The module of benchmarks/<name>.py (the folder is no package), loaded by its path."""
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+  spec = importlib.util.spec_from_file_location(name, os.path.join(path, f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def needs_devices(n):
   return pytest.mark.skipif(
     jax.device_count() < n, reason=f"needs {n} devices (XLA_FLAGS host device count)"

@@ -230,18 +230,8 @@ def test_the_gpu_default_trains_a_bert_on_cudnn_flash_attention(
   """The gradients of a 2-layer BERT, lowered for a GPU with the default kernel: cuDNN's
   fused attention forward and backward custom calls, one per layer.
   """
-  config = bert.BertConfig(
-    vocab_size=256,
-    hidden_size=128,
-    num_layers=2,
-    num_heads=2,
-    intermediate_size=256,
-    max_position_embeddings=LENGTH,
-    attention_dropout=attention_dropout,
-    dtype=dtype,
-    packed_rows=packed_rows,
-  )
-  model = bert.Bert(config)
+  fields = {"attention_dropout": attention_dropout, "dtype": dtype, "packed_rows": packed_rows}
+  model = _tiny_model(bert.BertConfig, None, fields)
   ids = jnp.asarray(_segment_ids() if packed_rows else _padded_segment_ids())
   input_ids = jnp.where(ids > 0, 7, 0)
   params = jax.eval_shape(model.init, jax.random.key(0), input_ids, None, ids)

@@ -3,24 +3,18 @@ and a real `jax.profiler` trace of a jitted function on this CPU.
 """
 
 import gzip
-import importlib.util
 import json
-import os
 
 import jax
 import jax.numpy as jnp
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def summarizer():
-  path = os.path.join(REPO, "benchmarks", "profile_summary.py")
-  spec = importlib.util.spec_from_file_location("profile_summary", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_benchmark("profile_summary")
 
 
 def _meta(pid, tid, kind, name):

@@ -3,22 +3,16 @@ line, and its FLOPs formula (bert_jax.train.flops, tested in test_flops.py) agre
 cost analysis of the compiled step.
 """
 
-import importlib.util
 import json
-import os
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-  path = os.path.join(REPO, "benchmarks", "train_throughput.py")
-  spec = importlib.util.spec_from_file_location("train_throughput", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_benchmark("train_throughput")
 
 
 def test_default_predictions(bench):
