@@ -23,7 +23,7 @@ import gc
 import os
 import sys
 
-from bert_jax import host_memory
+from bert_jax import compile_cache, host_memory
 from bert_jax.errors import PREEMPTED_EXIT_CODE, Preempted, UserError
 
 # TensorFlow (tf.data, TFDS): quiet unless it matters.
@@ -309,6 +309,8 @@ def main(argv=None):
       f"usage: bert-jax {{{','.join(COMMANDS)}}} ...  (bert-jax COMMAND --help)", file=sys.stderr
     )
     return 2
+  if command:  # a rerun loads the programs this one compiled (compile_cache.py)
+    compile_cache.enable()
   status = report_errors(COMMANDS[argv[0]], argv[1:])
   if command:  # the exit's collection would walk every object the run made (~0.3 s): skip it
     gc.freeze()
