@@ -22,7 +22,10 @@ on GPU). A failing HF side (e.g. out of memory) prints its error and the JAX num
 No HF on TPU. The synthetic rows are padded to --seq (random lengths); neither side skips
 padding. Dropout 0.1 (BERT's) keeps bert_jax on its einsum attention (no fused kernel has
 dropout); `--attention-dropout 0` lets it use cuDNN. `--scan-layers` and `--remat` set
-config.model.scan_layers / remat_policy (scan: faster compiles, as the paper recipes).
+config.model.scan_layers / remat_policy (scan: faster compiles, as the paper recipes);
+`--fused-qkv` config.model.fused_qkv (one matmul for Q, K and V) and `--param-dtype`
+config.model.param_dtype (bfloat16: the parameters and AdamW's moments in bf16). Each JSON
+line also records these settings, the PRNG (`JAX_DEFAULT_PRNG_IMPL`) and `XLA_FLAGS`.
 
 Model FLOPs per training sequence (forward + backward = 3x the forward's) are
 `bert_jax.train.flops.flops_per_seq`, the formula of bert_jax/train/flops.py, which also
@@ -147,6 +150,7 @@ def run_jax(spec, args, batches):
   c.model.hidden_dropout, c.model.attention_dropout = args.hidden_dropout, args.attention_dropout
   c.model.attention_impl = None if args.attention_impl == "auto" else args.attention_impl
   c.model.scan_layers, c.model.remat_policy = args.scan_layers, args.remat
+  c.model.fused_qkv, c.model.param_dtype = args.fused_qkv, args.param_dtype
   cfg = config_lib.model_config(c, VOCAB)
   step, state, mesh, rules = one_device_step(
     c, step_lib.Pretraining(pretraining.BertForPreTraining(cfg))
@@ -391,6 +395,13 @@ def measure_config(spec, args, peaks, platform):
     "measured_peak_flops": meas_peak,
     "step_bytes": j["step_bytes"],
     "compile_s": j["compile_s"],
+    # What else set the step, so that each line stands alone in an A/B.
+    "dropout": [args.hidden_dropout, args.attention_dropout],
+    "attention_impl": args.attention_impl,
+    "fused_qkv": args.fused_qkv,
+    "param_dtype": args.param_dtype,
+    "prng_impl": str(jax.config.jax_default_prng_impl),
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
   }
   print(json.dumps(record))
   print(f"  ({time.perf_counter() - start:.0f} s for this configuration)")
@@ -417,6 +428,13 @@ def parse_args(argv, platform):
     help="kernel when --attention-dropout is 0 (with dropout: the einsum path)",
   )
   p.add_argument("--scan-layers", action="store_true", help="nn.scan the layers (faster compile)")
+  p.add_argument("--fused-qkv", action="store_true", help="Q, K, V projections in one matmul")
+  p.add_argument(
+    "--param-dtype",
+    choices=["float32", "bfloat16"],
+    default="float32",
+    help="storage of the parameters (and so of AdamW's moments)",
+  )
   p.add_argument("--remat", choices=list(config_lib.REMAT_POLICIES), default="none")
   p.add_argument("--steps", type=int, default=None, help="timed steps")
   p.add_argument("--warmup", type=int, default=3, help="untimed steps after compiling")

@@ -161,6 +161,7 @@ def _common():
   c.model.scan_layers = False  # nn.scan over layers: faster compiles for deep models
   c.model.remat_policy = "none"  # none | full | dots | dots_no_batch
   c.model.attention_impl = placeholder(str)  # None (auto: splash on TPU) | xla | cudnn | splash
+  c.model.fused_qkv = False  # BERT-family attention: Q, K, V in one matmul (same parameters)
   c.model.vocab_multiple = 128  # embedding rows padded to a multiple (fast matmuls)
 
   c.train = ml_collections.ConfigDict()
@@ -304,6 +305,7 @@ _RUN_KEYS = (
   "scan_layers",
   "remat_policy",
   "attention_impl",
+  "fused_qkv",
 )
 
 

@@ -59,6 +59,7 @@ class BertConfig:
   scan_layers: bool = False  # stack layers with nn.scan (fast compiles for deep models)
   remat_policy: str = "none"  # one of REMAT_POLICIES
   attention_impl: str | None = None  # None (auto), "xla", "cudnn" or "splash"
+  fused_qkv: bool = False  # the query, key and value projections as one matmul (same params)
   # Whether input rows may pack several examples (attention_mask > 1); False: one example
   # then padding, so attention takes row lengths (`attention.AttentionMask`). A run setting
   # (`config.model_config`: config.data.packing), not part of the architecture.
@@ -107,24 +108,42 @@ class Dense(nn.Module):
     """The layer's map (call it from a compact method: it creates the parameters)."""
     c = self.config
     n_in = len(self.in_names)
-    kernel = self.param(
-      "kernel",
-      kernel_init(c, self.in_names + self.out_names, self.std, self.cutoff),
-      x.shape[-n_in:] + self.features,
-      c.param_dtype,
-    )
+    kernel, bias = self.weights(x.shape[-n_in:])
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=c.dtype)
     contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
     y = jax.lax.dot_general(x, kernel, (contract, ((), ())))
+    return y if bias is None else y + jnp.asarray(bias, c.dtype)
+
+  def weights(self, in_dims):
+    """(kernel, bias or None) for inputs whose last axes are `in_dims`, as stored (call it
+    from a compact method: it creates them).
+    """
+    c = self.config
+    kernel = self.param(
+      "kernel",
+      kernel_init(c, self.in_names + self.out_names, self.std, self.cutoff),
+      tuple(in_dims) + self.features,
+      c.param_dtype,
+    )
     if not self.use_bias:
-      return y
+      return kernel, None
     bias = self.param(
       "bias",
       nn.with_logical_partitioning(nn.initializers.zeros, self.out_names),
       self.features,
       c.param_dtype,
     )
-    return y + jnp.asarray(bias, c.dtype)
+    return kernel, bias
+
+
+class DenseWeights(Dense):
+  """A `Dense` layer's parameters without its map: called with the input's last axes,
+  returns (kernel, bias or None), created under the same names (for fused projections).
+  """
+
+  @nn.compact
+  def __call__(self, in_dims):
+    return self.weights(in_dims)
 
 
 def dense(config, features, in_names, out_names, name=None, **kwargs):
@@ -219,10 +238,19 @@ class SelfAttention(nn.Module):
     c = self.config
     qkv_names = ((axes.EMBED,), (axes.HEADS, axes.KV))
     features = (c.num_heads, c.head_dim)
-    # Each (batch, length, heads, head_dim).
-    q = dense(c, features, *qkv_names, name="query")(x)
-    k = dense(c, features, *qkv_names, name="key")(x)
-    v = dense(c, features, *qkv_names, name="value")(x)
+    names = ("query", "key", "value")
+    if c.fused_qkv:
+      # One matmul for the three: their kernels stacked, (embed, 3, heads, head_dim); the
+      # parameters stay the three (Hugging Face's) tensors.
+      kernels, biases = zip(
+        *(DenseWeights(c, features, *qkv_names, name=n)(x.shape[-1:]) for n in names)
+      )
+      x_, kernel = nn.dtypes.promote_dtype(x, jnp.stack(kernels, axis=1), dtype=c.dtype)
+      qkv = jnp.einsum("ble,etnh->bltnh", x_, kernel)  # (batch, length, 3, heads, head_dim)
+      qkv = qkv + jnp.stack(biases).astype(c.dtype)
+      q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    else:  # each (batch, length, heads, head_dim)
+      q, k, v = (dense(c, features, *qkv_names, name=n)(x) for n in names)
     dropout_rng = None
     if not self.deterministic and c.attention_dropout > 0:
       dropout_rng = self.make_rng("dropout")
