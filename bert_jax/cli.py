@@ -23,6 +23,8 @@ import gc
 import os
 import sys
 
+import jax
+
 from bert_jax import compile_cache, host_memory
 from bert_jax.errors import PREEMPTED_EXIT_CODE, Preempted, UserError
 
@@ -296,6 +298,18 @@ def _one_line(error):
   return " ".join(text.replace("\\'", "'").split()) or type(error).__name__
 
 
+def cpu_alone_without_accelerators(environ=os.environ) -> bool:
+  """Starts JAX's CPU backend alone on a host with no accelerator device files, unless
+  `JAX_PLATFORMS` says otherwise; returns whether it did. Otherwise an installed libtpu (the
+  `aot` extra, for `bert-jax compile`, which needs no TPU backend) probes for a TPU at each
+  command and prints a screen of warnings.
+  """
+  if environ.get("JAX_PLATFORMS", "").strip() or not host_memory.runs_on_cpu(environ):
+    return False
+  jax.config.update("jax_platforms", "cpu")
+  return True
+
+
 def main(argv=None):
   """`bert-jax COMMAND ...`; returns the exit status (2 for bad input, 75 for a run
   stopped by SIGTERM / Ctrl-C after its checkpoint, 130 for a second Ctrl-C).
@@ -311,6 +325,7 @@ def main(argv=None):
     return 2
   if command:  # a rerun loads the programs this one compiled (compile_cache.py)
     compile_cache.enable()
+    cpu_alone_without_accelerators()
   status = report_errors(COMMANDS[argv[0]], argv[1:])
   if command:  # the exit's collection would walk every object the run made (~0.3 s): skip it
     gc.freeze()

@@ -32,7 +32,8 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 M_ARENA_MAX = -8
 
-ACCELERATOR_DEVICE_FILES = ("/dev/nvidia[0-9]*", "/dev/accel[0-9]*", "/dev/vfio/[0-9]*")
+# NVIDIA GPUs, TPUs (v2-v3: accel, v4 and later: vfio), AMD GPUs (ROCm's kfd).
+ACCELERATOR_DEVICE_FILES = ("/dev/nvidia[0-9]*", "/dev/accel[0-9]*", "/dev/vfio/[0-9]*", "/dev/kfd")
 
 
 def runs_on_cpu(environ=os.environ) -> bool:

@@ -15,7 +15,7 @@ import os
 
 import pytest
 
-from bert_jax import cli
+from bert_jax import cli, host_memory
 from bert_jax import config as config_lib
 from bert_jax.errors import UserError
 from bert_jax.train import metrics as metrics_lib
@@ -431,3 +431,15 @@ def test_a_mask_rate_outside_zero_to_one_is_one_line(capsys, tmp_path, key):
   line = _error(capsys, ["pretrain", "--workdir", str(workdir), f"--config.{key}=1.5"])
   assert f"config.{key}=1.5 must be in (0, 1)" in line
   assert not workdir.exists()
+
+
+def test_a_host_without_accelerators_starts_the_cpu_alone(monkeypatch, tmp_path):
+  """Unless JAX_PLATFORMS says otherwise, or an accelerator's device file exists."""
+  updates = []
+  monkeypatch.setattr(cli.jax.config, "update", lambda *kv: updates.append(kv))
+  monkeypatch.setattr(host_memory, "ACCELERATOR_DEVICE_FILES", (str(tmp_path / "nvidia[0-9]*"),))
+  assert cli.cpu_alone_without_accelerators({}) and updates == [("jax_platforms", "cpu")]
+  assert not cli.cpu_alone_without_accelerators({"JAX_PLATFORMS": "cuda"})
+  (tmp_path / "nvidia0").touch()
+  assert not cli.cpu_alone_without_accelerators({})
+  assert updates == [("jax_platforms", "cpu")]

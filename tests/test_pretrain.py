@@ -184,10 +184,12 @@ def test_fill_mask_json(uninterrupted, capsys):
 @pytest.mark.slow
 def test_a_second_command_loads_its_programs_from_the_compile_cache(uninterrupted, tmp_path):
   """`bert-jax` turns JAX's persistent cache on (bert_jax/compile_cache.py): the first
-  fill-mask stores its programs in BERT_JAX_COMPILE_CACHE, the second loads them.
+  fill-mask stores its programs in BERT_JAX_COMPILE_CACHE, the second loads them. Without
+  JAX_PLATFORMS, on this host without accelerators, neither starts libtpu.
   """
   cache = tmp_path / "xla"
   env = {
+    "JAX_PLATFORMS": "",  # as a user has it: bert-jax picks the CPU on this host
     "JAX_COMPILATION_CACHE_DIR": "",  # the tests' own cache (conftest) off: bert-jax's rules
     "BERT_JAX_COMPILE_CACHE": str(cache),
     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",  # the tiny model compiles fast
@@ -199,6 +201,7 @@ def test_a_second_command_loads_its_programs_from_the_compile_cache(uninterrupte
     proc = _run_cli(args, env=env)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
+    assert "TPU" not in err  # the test extra's libtpu did not probe for a TPU
     outputs.append((out, err))
     if not outputs[1:]:
       stored = {n.rsplit("-", 2)[0] for n in os.listdir(cache) if not n.startswith(".")}
