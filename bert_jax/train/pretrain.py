@@ -332,7 +332,7 @@ def _peak_flops(mesh, dtype):
   """The peak FLOP/s of the mesh's devices for `mfu` (a CPU's measured), or None. One line
   says which: the figure and where it comes from, or that an accelerator's is unknown.
   """
-  devices = mesh.devices.flat
+  devices = list(mesh.devices.flat)
   peak = flops.peak_flops(devices, dtype)
   if peak is None:
     log(
@@ -344,7 +344,7 @@ def _peak_flops(mesh, dtype):
       f"a {flops.CPU_MATMUL_SIZE}^3 {dtype} matmul timed now; other work on the cores "
       f"lowers it and raises mfu"
       if devices[0].platform == "cpu"
-      else f"{devices[0].device_kind} x {mesh.devices.size}, {dtype}"
+      else f"{devices[0].device_kind} x {len(devices)}, {dtype}"
     )
     log(f"mfu is of a peak of {peak:.5g} FLOP/s ({source})")
   return peak
