@@ -181,37 +181,6 @@ def test_fill_mask_json(uninterrupted, capsys):
   assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1.0 + 1e-6
 
 
-@pytest.mark.slow
-def test_a_second_command_loads_its_programs_from_the_compile_cache(uninterrupted, tmp_path):
-  """`bert-jax` turns JAX's persistent cache on (bert_jax/compile_cache.py): the first
-  fill-mask stores its programs in BERT_JAX_COMPILE_CACHE, the second loads them. Without
-  JAX_PLATFORMS, on this host without accelerators, neither starts libtpu.
-  """
-  cache = tmp_path / "xla"
-  env = {
-    "JAX_PLATFORMS": "",  # as a user has it: bert-jax picks the CPU on this host
-    "JAX_COMPILATION_CACHE_DIR": "",  # the tests' own cache (conftest) off: bert-jax's rules
-    "BERT_JAX_COMPILE_CACHE": str(cache),
-    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",  # the tiny model compiles fast
-    "JAX_LOG_COMPILES": "1",
-  }
-  args = ["fill-mask", "--workdir", uninterrupted, "Return the [MASK] of the list."]
-  outputs = []
-  for _ in range(2):
-    proc = _run_cli(args, env=env)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err[-3000:]
-    assert "TPU" not in err  # the test extra's libtpu did not probe for a TPU
-    outputs.append((out, err))
-    if not outputs[1:]:
-      stored = {n.rsplit("-", 2)[0] for n in os.listdir(cache) if not n.startswith(".")}
-      assert "Persistent compilation cache hit" not in err
-  assert len(stored) >= 2  # fill-mask's programs, by name
-  hits = set(re.findall(r"Persistent compilation cache hit for '(\w+)'", outputs[1][1]))
-  assert hits and hits <= stored
-  assert outputs[1][0] == outputs[0][0]  # the same predictions
-
-
 @pytest.mark.parametrize(
   "path",
   sorted(
