@@ -182,42 +182,6 @@ def test_scan_equals_unrolled():
   )
 
 
-def test_fused_qkv_has_the_same_parameters_outputs_and_gradients():
-  """`fused_qkv` stacks the three projection kernels into one matmul: the same parameter
-  tree and initial values (so the same checkpoints and HF tensors), the same MLM logits
-  and the same gradients.
-  """
-  batch = random_batch(np.random.default_rng(4), 2)
-  model = pretraining.BertForPreTraining(TINY)
-  fused = pretraining.BertForPreTraining(bert.BertConfig(**{**TINY.__dict__, "fused_qkv": True}))
-  args = (
-    batch["input_ids"],
-    batch["token_type_ids"],
-    batch["attention_mask"],
-    batch["masked_lm_positions"],
-  )
-  variables, fused_variables = (jax.jit(m.init)(jax.random.key(0), *args) for m in (model, fused))
-  assert jax.tree.structure(variables) == jax.tree.structure(fused_variables)
-  for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(fused_variables)):
-    np.testing.assert_array_equal(a, b)
-  params = nn.meta.unbox(variables)["params"]
-
-  def loss(module, params):
-    mlm_logits, nsp_logits = module.apply({"params": params}, *args)
-    return jnp.sum(jnp.sin(mlm_logits)) + jnp.sum(nsp_logits**2)
-
-  np.testing.assert_allclose(
-    jax.jit(model.apply)({"params": params}, *args)[0],
-    jax.jit(fused.apply)({"params": params}, *args)[0],
-    rtol=1e-5,
-    atol=1e-5,
-  )
-  grads = jax.jit(jax.grad(lambda p: loss(model, p)))(params)
-  fused_grads = jax.jit(jax.grad(lambda p: loss(fused, p)))(params)
-  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(fused_grads)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-
-
 def test_model_pads_the_vocab_to_a_multiple_of_128():
   c = config_lib.base_config()
   c.model.size = "tiny"

@@ -87,11 +87,15 @@ def test_2x2x2_mesh_matches_one_device():
 @needs_devices(8)
 @pytest.mark.slow
 def test_fused_qkv_on_a_2x2x2_mesh_matches_three_projections_on_one_device():
-  """The stacked kernels keep their shardings (heads over `tensor`, embed over `fsdp`)."""
+  """The same parameter tree and initial values (the state is created from one key), the
+  same loss and the same updates, with the stacked kernels sharded as their parts (heads
+  over `tensor`, embed over `fsdp`).
+  """
   fused_config = _config(data=2, fsdp=2, tensor=2)
   fused_config.model.fused_qkv = True
-  fused, _ = _run(fused_config, jax.devices()[:8], steps=3)
-  single, _ = _run(_config(data=1, fsdp=1, tensor=1), jax.devices()[:1], steps=3)
+  fused, fused_state = _run(fused_config, jax.devices()[:8], steps=3)
+  single, state = _run(_config(data=1, fsdp=1, tensor=1), jax.devices()[:1], steps=3)
+  assert jax.tree.structure(fused_state) == jax.tree.structure(state)  # the same checkpoints
   np.testing.assert_allclose(fused, single, rtol=1e-4)
 
 
