@@ -1,7 +1,13 @@
 """`bert-jax fill-mask`: the top predictions for each [MASK] of a text, as Hugging Face's
 fill-mask pipeline gives them.
+
+The model runs as one compiled program per input shape: a text is padded up to a multiple
+of `LENGTH_BUCKET` tokens and its [MASK] positions to a multiple of `MASK_BUCKET`, so texts
+of similar lengths share a program, and the next command loads it from the compile cache
+(`bert_jax/compile_cache.py`). Padding is masked out, so it changes no prediction.
 """
 
+import functools
 import json
 
 import jax
@@ -10,6 +16,9 @@ import numpy as np
 
 from bert_jax import run as run_lib
 from bert_jax.errors import UserError
+
+LENGTH_BUCKET = 32
+MASK_BUCKET = 4
 
 
 def fill_mask(model, params, tokenizer, text: str, top_k: int = 5) -> list:
@@ -34,16 +43,15 @@ def fill_mask(model, params, tokenizer, text: str, top_k: int = 5) -> list:
   positions = [i for i, t in enumerate(ids) if t == tokenizer.mask_id]
   if not positions:
     raise UserError(f"no [MASK] in {text!r}; write [MASK] where a token should be predicted")
-  input_ids = jnp.asarray([ids], jnp.int32)
-  mlm_logits, _ = model.apply(
-    {"params": params},
-    input_ids,
-    jnp.zeros_like(input_ids),
-    jnp.ones_like(input_ids),
-    jnp.asarray([positions], jnp.int32),
-  )
+  length = min(_round_up(len(ids), LENGTH_BUCKET), model.config.max_length)
+  input_ids = np.full((1, length), tokenizer.pad_id, np.int32)
+  input_ids[0, : len(ids)] = ids
+  attention_mask = (np.arange(length) < len(ids)).astype(np.int32)[None]
+  masked = np.zeros((1, _round_up(len(positions), MASK_BUCKET)), np.int32)
+  masked[0, : len(positions)] = positions
+  mlm_logits = _mlm_logits(model, params, input_ids, attention_mask, masked)
   # (masks, vocab): the embedding's padding rows are not tokens
-  probs = np.asarray(jax.nn.softmax(mlm_logits[0, :, : tokenizer.vocab_size], axis=-1))
+  probs = np.asarray(jax.nn.softmax(mlm_logits[0, : len(positions), : tokenizer.vocab_size], -1))
   results = []
   for row in probs:
     best = np.argsort(-row, kind="stable")[:top_k]
@@ -54,6 +62,19 @@ def fill_mask(model, params, tokenizer, text: str, top_k: int = 5) -> list:
       ]
     )
   return results[0] if len(results) == 1 else results
+
+
+def _round_up(n: int, multiple: int) -> int:
+  return -(-n // multiple) * multiple
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _mlm_logits(model, params, input_ids, attention_mask, masked_positions):
+  """(1, masks, vocab) MLM logits at `masked_positions` of one padded row."""
+  mlm_logits, _ = model.apply(
+    {"params": params}, input_ids, jnp.zeros_like(input_ids), attention_mask, masked_positions
+  )
+  return mlm_logits
 
 
 def main(workdir: str, texts: list[str], *, top_k: int = 5, as_json: bool = False) -> None:

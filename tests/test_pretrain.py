@@ -15,9 +15,12 @@ import sys
 import time
 import types
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
-from bert_jax import cli
+from bert_jax import cli, fill_mask
 from bert_jax import config as config_lib
 from bert_jax import run as run_lib
 from bert_jax.data import pipeline
@@ -179,6 +182,29 @@ def test_fill_mask_json(uninterrupted, capsys):
   assert len(result) == 5 and {"token", "token_str", "score"} == result[0].keys()
   scores = [r["score"] for r in result]
   assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1.0 + 1e-6
+
+
+@pytest.mark.slow
+def test_fill_mask_pads_to_its_buckets_without_changing_a_score(uninterrupted):
+  """Two [MASK]s in a text padded from its length to LENGTH_BUCKET tokens (and its masks to
+  MASK_BUCKET): the scores of the model run on the bare row, softmaxed here.
+  """
+  run = run_lib.load(uninterrupted)
+  text = "Return the [MASK] of the [MASK] list."
+  result = fill_mask.fill_mask(run.model, run.params, run.tokenizer, text, top_k=3)
+  ids = [run.tokenizer.cls_id] + run.tokenizer.encode(text) + [run.tokenizer.sep_id]
+  assert len(ids) % fill_mask.LENGTH_BUCKET  # so the row was padded
+  positions = [i for i, t in enumerate(ids) if t == run.tokenizer.mask_id]
+  row = jnp.asarray([ids])
+  logits, _ = run.model.apply(
+    {"params": run.params}, row, jnp.zeros_like(row), jnp.ones_like(row), jnp.asarray([positions])
+  )
+  probs = np.asarray(jax.nn.softmax(logits[0, :, : run.tokenizer.vocab_size], axis=-1))
+  assert len(result) == len(positions) == 2
+  for predictions, expected in zip(result, probs):
+    for p in predictions:
+      assert p["score"] == pytest.approx(float(expected[p["token"]]), rel=1e-5, abs=1e-7)
+    assert [p["token"] for p in predictions] == list(np.argsort(-expected, kind="stable")[:3])
 
 
 @pytest.mark.parametrize(
