@@ -18,7 +18,6 @@ The numbers of benchmarks/README.md ("finetune_vs_hf.py") come from this profile
 import argparse
 import collections
 import dataclasses
-import glob
 import os
 import re
 import resource
@@ -32,6 +31,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+import profile_summary  # noqa: E402  (beside this script, as train_throughput)
 import train_throughput  # noqa: E402  (benchmarks/train_throughput.py, beside this script)
 
 from bert_jax import config as config_lib  # noqa: E402
@@ -97,17 +97,7 @@ def op_lines(hlo_text):
 
 def op_times(trace_dir):
   """{op name: total ns} over the XLA:CPU threads of the profile in `trace_dir`."""
-  path = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)[0]
-  totals = collections.Counter()
-  for plane in jax.profiler.ProfileData.from_file(path).planes:
-    for line in plane.lines:
-      if "XLAEigen" not in line.name and "PjRtCpuClient" not in line.name:
-        continue
-      for event in line.events:
-        if not event.name.startswith("ThunkExecutor") and "Await" not in event.name:
-          # An async op also logs "end: NAME" when it completes: NAME's time too.
-          totals[event.name.removeprefix("end: ")] += event.duration_ns
-  return totals
+  return profile_summary.op_times(trace_dir)[1]
 
 
 def main(argv=None):

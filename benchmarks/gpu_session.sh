@@ -19,7 +19,7 @@
 # Each step prints its JSON line(s) (train_throughput.py) and is cut by `timeout` when the
 # deadline comes; a step that cannot get its minimum time is skipped and says so. Output
 # goes to $OUT/session.log (the device tool's folder; /tmp/gpu_session elsewhere), with the
-# perfetto traces of steps 2 and 3 beside it. Wheels in .whl (ml_collections, absl: not in
+# profiles (xplane.pb) of steps 2 and 3 in trace_recipe/ and trace_cudnn/. Wheels in .whl (ml_collections, absl: not in
 # the device image) are installed first when present.
 set -u
 OUT=${OUT:-/tmp/gpu_session}
@@ -107,8 +107,8 @@ step "base/512/64, attention dropout 0" 60 "${A0[@]}" --seq 512 --batch 64
 step "large/128/128, attention dropout 0" 80 "${A0[@]}" --size large --batch 128
 
 for name in recipe cudnn; do  # flat copies: the device tool brings back 2 folders down
-  trace=$(find "$OUT/prof_$name" -name perfetto_trace.json.gz 2>/dev/null | head -1)
-  [ -n "$trace" ] && cp "$trace" "$OUT/perfetto_$name.json.gz"
+  trace=$(find "$OUT/prof_$name" -name '*.xplane.pb' 2>/dev/null | head -1)
+  [ -n "$trace" ] && mkdir -p "$OUT/trace_$name" && cp "$trace" "$OUT/trace_$name/"
 done
 find "$OUT" -mindepth 1 -maxdepth 1 -type d -name 'prof_*' -exec rm -rf {} +
 echo "== done at $(($(date +%s) - START)) s"

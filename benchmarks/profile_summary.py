@@ -1,92 +1,93 @@
 """Where the device time of a `jax.profiler` trace goes: the busiest operations, per step.
 
-`jax.profiler.trace(dir, create_perfetto_trace=True)` writes, beside its TensorBoard files,
-`plugins/profile/<run>/perfetto_trace.json.gz`: Chrome trace events, one process per device
-("/device:GPU:0", "/device:TPU:0") with a thread per stream, and one for the host. This
-module adds up the complete events ("ph": "X") of the device processes by operation (the
-`hlo_op` argument where the event has one, else its name: a kernel) and prints the largest,
-in milliseconds per step and as a share of the device's busy time. Without device
-processes (XLA:CPU runs its ops on host threads) it reads the host's threads other than the
-Python one, leaving out the runtime's scopes around the ops (names with "::", e.g.
-`ThunkExecutor::Execute`).
+Reads the `*.xplane.pb` that `jax.profiler.trace(dir)` writes, with
+`jax.profiler.ProfileData`. A device plane ("/device:GPU:0", "/device:TPU:0") holds one
+line per stream plus the "XLA Modules" and "XLA Ops" lines, which span the same time again:
+only its "XLA Ops" line is summed (its streams when it has none), one event per executed
+HLO op. Without device planes (XLA:CPU runs its ops on host threads) the host's XLA threads
+are summed, without the runtime's scopes around the ops (`ThunkExecutor`, `Await`), and an
+async op's "end: NAME" event counts as NAME's time. `benchmarks/cpu_step_profile.py` reads
+its CPU profile the same way (`op_times`).
 
-    python benchmarks/profile_summary.py /tmp/bert_prof/base-128-256 --steps 3
+    python benchmarks/profile_summary.py /tmp/bert_prof/base-s128-b256-bfloat16 --steps 3
 
-Kernels whose names say matrix multiply (cuBLAS / CUTLASS / "gemm", XLA "dot" or
-"convolution") are also summed as "matmul", and cuDNN's fused attention ("fmha") as
+Operations whose name or details say matrix multiply (cuBLAS / CUTLASS / "gemm", XLA "dot"
+or "convolution") are also summed as "matmul", and cuDNN's fused attention ("fmha") as
 "attention": a name heuristic, printed as such.
 """
 
 import argparse
 import collections
 import glob
-import gzip
-import json
 import os
+
+import jax
 
 MATMUL_WORDS = ("gemm", "cublas", "cutlass", "xmma", "dot", "convolution", "matmul")
 ATTENTION_WORDS = ("fmha", "flash", "cudnn")
+CPU_THREADS = ("XLAEigen", "PjRtCpuClient")  # XLA:CPU's op threads in the host plane
+CPU_SCOPES = ("ThunkExecutor", "Await")  # the runtime around the ops, not ops
 
 
 def trace_file(directory: str) -> str:
-  """The newest perfetto_trace.json.gz under `directory`.
+  """The newest *.xplane.pb under `directory`.
 
   Raises:
-    FileNotFoundError: none there (a trace taken without create_perfetto_trace=True).
+    FileNotFoundError: none there.
   """
-  found = glob.glob(os.path.join(directory, "**", "perfetto_trace.json.gz"), recursive=True)
+  found = glob.glob(os.path.join(directory, "**", "*.xplane.pb"), recursive=True)
   if not found:
-    raise FileNotFoundError(
-      f"no perfetto_trace.json.gz under {directory}: take the trace with "
-      "jax.profiler.trace(dir, create_perfetto_trace=True)"
-    )
+    raise FileNotFoundError(f"no *.xplane.pb under {directory}: take it with jax.profiler.trace")
   return max(found, key=os.path.getmtime)
 
 
-def load_events(path: str) -> list[dict]:
-  """The trace events of a perfetto JSON file (gzip or plain)."""
-  opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rt") as f:
-    data = json.load(f)
-  return data["traceEvents"] if isinstance(data, dict) else data
-
-
-def device_time(events: list[dict]) -> tuple[str, collections.Counter, collections.Counter, dict]:
-  """(where, microseconds by operation, events by operation, the first kernel name of each
-  operation) over the device processes, or over the host's non-Python threads when the
-  trace has no device process.
+def _events(planes):
+  """(where, [(op name, nanoseconds, details, calls)]) of the ops the module docstring
+  sums (calls 0 for an async op's "end:" event, which adds time to its op, not a call);
+  `planes` as `ProfileData.planes` (objects with `.name` and `.lines`, whose events have
+  `.name`, `.duration_ns` and `.stats`).
   """
-  processes, threads = {}, {}
-  for e in events:
-    if e.get("ph") == "M" and e.get("name") == "process_name":
-      processes[e["pid"]] = e["args"]["name"]
-    if e.get("ph") == "M" and e.get("name") == "thread_name":
-      threads[(e["pid"], e.get("tid"))] = e["args"]["name"]
-  devices = {pid for pid, name in processes.items() if name.startswith("/device:")}
+  planes = list(planes)  # ProfileData gives an iterator
+  devices = [plane for plane in planes if plane.name.startswith("/device:")]
+  ops = []
   if devices:
-    where = ", ".join(sorted(processes[pid] for pid in devices))
+    for plane in devices:
+      lines = list(plane.lines)
+      chosen = [line for line in lines if line.name == "XLA Ops"] or [
+        line for line in lines if line.name.startswith("Stream")
+      ]
+      for line in chosen:
+        for e in line.events:
+          details = " ".join(str(value) for _, value in e.stats)
+          ops.append((e.name, e.duration_ns, details, 1))
+    return ", ".join(plane.name for plane in devices), ops
+  for plane in planes:
+    for line in plane.lines:
+      if not any(thread in line.name for thread in CPU_THREADS):
+        continue
+      for e in line.events:
+        if not any(scope in e.name for scope in CPU_SCOPES) and "::" not in e.name:
+          name = e.name.removeprefix("end: ")
+          ops.append((name, e.duration_ns, "", int(name == e.name)))
+  return "XLA:CPU threads (no device plane in the trace)", ops
 
-    def counted(e):
-      return e["pid"] in devices
-  else:
-    where = "host threads (no device process in the trace)"
 
-    def counted(e):  # XLA's ops, not the runtime's C++ scopes around them (Class::Method)
-      return threads.get((e["pid"], e.get("tid")), "python") != "python" and "::" not in e["name"]
-
-  micros, calls, kernels = collections.Counter(), collections.Counter(), {}
-  for e in events:
-    if e.get("ph") == "X" and counted(e):
-      name = (e.get("args") or {}).get("hlo_op") or e["name"]
-      micros[name] += float(e.get("dur", 0.0))
-      calls[name] += 1
-      kernels.setdefault(name, e["name"])
-  return where, micros, calls, kernels
+def op_times(directory: str):
+  """(where, {op: total ns}, {op: events}, {op: details}) of the trace under `directory`."""
+  where, ops = _events(jax.profiler.ProfileData.from_file(trace_file(directory)).planes)
+  nanos, calls, details = collections.Counter(), collections.Counter(), {}
+  for name, ns, text, count in ops:
+    nanos[name] += ns
+    calls[name] += count
+    details.setdefault(name, text)
+  return where, nanos, calls, details
 
 
-def category(name: str) -> str:
-  """The category of an operation by the words in its name: attention, matmul or other."""
-  lower = name.lower()
+def category(text: str) -> str:
+  """The category of an operation by the words in its name and details: attention, matmul
+  or other.
+  """
+  lower = text.lower()
   if any(w in lower for w in ATTENTION_WORDS):
     return "attention"
   if any(w in lower for w in MATMUL_WORDS):
@@ -96,26 +97,25 @@ def category(name: str) -> str:
 
 def summary(directory: str, steps: int = 1, top: int = 20) -> str:
   """The report `main` prints for the trace under `directory` of `steps` steps."""
-  where, micros, calls, kernels = device_time(load_events(trace_file(directory)))
-  total = sum(micros.values())
+  where, nanos, calls, details = op_times(directory)
+  total = sum(nanos.values())
   if not total:
     return f"{directory}: no timed operations on {where}"
   lines = [
-    f"{directory}: {where}; busy {total / 1e3 / steps:.2f} ms per step over {steps} step(s), "
-    f"{len(micros)} operations"
+    f"{directory}: {where}; busy {total / 1e6 / steps:.2f} ms per step over {steps} step(s), "
+    f"{len(nanos)} operations"
   ]
   by_category = collections.Counter()
-  for name, us in micros.items():
-    by_category[category(f"{name} {kernels[name]}")] += us
+  for name, ns in nanos.items():
+    by_category[category(f"{name} {details[name]}")] += ns
   lines.append(
     "  by name (heuristic): "
-    + ", ".join(f"{c} {us / total:.0%}" for c, us in by_category.most_common())
+    + ", ".join(f"{c} {ns / total:.0%}" for c, ns in by_category.most_common())
   )
-  lines.append(f"  {'ms/step':>9} {'share':>6} {'calls/step':>10}  operation (kernel)")
-  for name, us in micros.most_common(top):
-    label = name if kernels[name] == name else f"{name} ({kernels[name]})"
+  lines.append(f"  {'ms/step':>9} {'share':>6} {'calls/step':>10}  operation")
+  for name, ns in nanos.most_common(top):
     lines.append(
-      f"  {us / 1e3 / steps:9.3f} {us / total:6.1%} {calls[name] / steps:10.1f}  {label[:110]}"
+      f"  {ns / 1e6 / steps:9.3f} {ns / total:6.1%} {calls[name] / steps:10.1f}  {name[:110]}"
     )
   return "\n".join(lines)
 

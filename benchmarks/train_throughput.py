@@ -173,7 +173,7 @@ def run_jax(spec, args, batches):
     if args.profile:
       path = os.path.join(args.profile, spec.name)
       try:
-        with jax.profiler.trace(path, create_perfetto_trace=True):
+        with jax.profiler.trace(path):
           for i in range(3):
             state, metrics = compiled(state, dev[i % len(dev)], rng)
           jax.block_until_ready((state, metrics))

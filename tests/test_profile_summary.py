@@ -1,9 +1,8 @@
-"""benchmarks/profile_summary.py against a hand-made trace (device time added up by hand)
-and a real `jax.profiler` trace of a jitted function on this CPU.
+"""benchmarks/profile_summary.py against hand-made profile planes (device time added up by
+hand) and a real `jax.profiler` trace of a jitted function on this CPU.
 """
 
-import gzip
-import json
+import types
 
 import jax
 import jax.numpy as jnp
@@ -17,63 +16,75 @@ def summarizer():
   return load_benchmark("profile_summary")
 
 
-def _meta(pid, tid, kind, name):
-  return {"ph": "M", "pid": pid, "tid": tid, "name": kind, "args": {"name": name}}
+def _plane(name, **lines):
+  """A plane as ProfileData gives it: lines of events (name, ns[, stats])."""
+  return types.SimpleNamespace(
+    name=name,
+    lines=[
+      types.SimpleNamespace(
+        name=line.replace("_", " "),
+        events=[
+          types.SimpleNamespace(name=e[0], duration_ns=e[1], stats=e[2] if e[2:] else [])
+          for e in events
+        ],
+      )
+      for line, events in lines.items()
+    ],
+  )
 
 
-def _event(pid, tid, name, dur, hlo_op=None):
-  args = {"hlo_op": hlo_op} if hlo_op else {}
-  return {"ph": "X", "pid": pid, "tid": tid, "name": name, "dur": dur, "ts": 0, "args": args}
-
-
-def _write_trace(directory, events):
-  run = directory / "plugins" / "profile" / "2026_11_29"
-  run.mkdir(parents=True)
-  with gzip.open(run / "perfetto_trace.json.gz", "wt") as f:
-    json.dump({"traceEvents": events}, f)
-
-
-def test_device_time_per_operation_of_a_two_step_gpu_trace(summarizer, tmp_path):
-  events = [
-    _meta(1, None, "process_name", "/host:CPU"),
-    _meta(1, 10, "thread_name", "python"),
-    _meta(2, None, "process_name", "/device:GPU:0"),
-    _meta(2, 20, "thread_name", "Stream #13(Compute)"),
-    _event(1, 10, "PjitFunction(step)", 9000.0),  # host time: not counted
+def test_a_gpu_plane_counts_its_xla_ops_line_once(summarizer):
+  """Not the "XLA Modules" line spanning the step, nor the streams timing the same ops."""
+  gemm = [("long_name", "custom-call.4 = __cublas$gemm(...)")]
+  ops = [("custom-call.4", 300, gemm), ("custom-call.4", 100, gemm), ("fusion.2", 350)]
+  host = _plane("/host:CPU", python=[("PjitFunction(step)", 9000)])
+  gpu = _plane(
+    "/device:GPU:0",
+    XLA_Modules=[("jit_train_step", 2000)],
+    XLA_Ops=ops + [("custom-call.9", 250, [("long_name", "__cudnn$fmhaSoftmax")])],
+    **{"Stream_#13(Compute)": [("sm90_xmma_gemm_bf16", 390)]},
+  )
+  where, ops = summarizer._events([host, gpu])
+  assert where == "/device:GPU:0"
+  assert sorted((name, ns) for name, ns, _, _ in ops) == [
+    ("custom-call.4", 100),
+    ("custom-call.4", 300),
+    ("custom-call.9", 250),
+    ("fusion.2", 350),
   ]
-  for _ in range(2):  # two steps
-    events += [
-      _event(2, 20, "sm90_xmma_gemm_bf16", 300.0, hlo_op="custom-call.4"),
-      _event(2, 20, "sm90_xmma_gemm_bf16", 100.0, hlo_op="custom-call.4"),
-      _event(2, 20, "cudnn_fmha_fwd", 250.0, hlo_op="custom-call.9"),
-      _event(2, 20, "loop_add_fusion", 350.0),
-    ]
-  _write_trace(tmp_path, events)
-  report = summarizer.summary(str(tmp_path), steps=2).splitlines()
-  # Per step: 400 + 250 + 350 = 1,000 us of device time.
-  assert "/device:GPU:0; busy 1.00 ms per step over 2 step(s), 3 operations" in report[0]
-  assert report[1] == "  by name (heuristic): matmul 40%, other 35%, attention 25%"
-  rows = [line.split() for line in report[3:]]
-  assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
-    ("0.400", "40.0%", "2.0", "custom-call.4"),
-    ("0.350", "35.0%", "1.0", "loop_add_fusion"),
-    ("0.250", "25.0%", "1.0", "custom-call.9"),
-  ]
+  assert summarizer.category(f"custom-call.4 {ops[0][2]}") == "matmul"
+  # Without an "XLA Ops" line: its streams' kernels.
+  bare = _plane("/device:GPU:0", XLA_Modules=[("jit_train_step", 2000)], Stream_1=[("k", 7)])
+  assert summarizer._events([bare])[1] == [("k", 7, "", 1)]
 
 
-def test_a_trace_taken_without_perfetto_is_one_clear_error(summarizer, tmp_path):
-  with pytest.raises(FileNotFoundError, match="create_perfetto_trace=True"):
+def test_a_cpu_plane_counts_xla_threads_without_the_runtime_scopes(summarizer):
+  cpu = _plane(
+    "/host:CPU",
+    python=[("PjitFunction(f)", 500)],
+    tf_XLAEigen_1=[("ThunkExecutor::Execute", 400), ("dot.1", 60), ("end: all-reduce", 5)],
+    tf_XLAPjRtCpuClient_2=[("SlinkyThreadPool::Await", 80), ("fusion", 30)],
+  )
+  where, ops = summarizer._events([cpu])
+  assert where.startswith("XLA:CPU threads")
+  assert sorted(ops) == [("all-reduce", 5, "", 0), ("dot.1", 60, "", 1), ("fusion", 30, "", 1)]
+
+
+def test_a_folder_without_a_profile_is_one_clear_error(summarizer, tmp_path):
+  with pytest.raises(FileNotFoundError, match="no \\*.xplane.pb under"):
     summarizer.summary(str(tmp_path))
 
 
-def test_a_cpu_trace_counts_the_xla_threads(summarizer, tmp_path):
-  """No device process on CPU: the ops on XLA's host threads, not the Python thread's."""
+def test_a_cpu_trace_per_step(summarizer, tmp_path):
+  """A real trace of 2 calls: the busiest op is one of XLA's, timed once per call."""
   f = jax.jit(lambda a: jnp.tanh(a @ a))
   a = jnp.ones((256, 256))
   f(a).block_until_ready()
-  with jax.profiler.trace(str(tmp_path), create_perfetto_trace=True):
-    f(a).block_until_ready()
-  report = summarizer.summary(str(tmp_path))
-  assert "host threads (no device process in the trace)" in report
-  assert "PjitFunction" not in report  # the Python thread's dispatch is host time
-  assert "::" not in report  # nor the runtime's scopes around the ops (ThunkExecutor::Execute)
+  with jax.profiler.trace(str(tmp_path)):
+    for _ in range(2):
+      f(a).block_until_ready()
+  report = summarizer.summary(str(tmp_path), steps=2).splitlines()
+  assert "XLA:CPU threads" in report[0] and "over 2 step(s)" in report[0]
+  busiest = report[3].split()
+  assert float(busiest[2]) == 1.0  # calls per step
+  assert "PjitFunction" not in "\n".join(report) and "::" not in "\n".join(report)
