@@ -83,9 +83,9 @@ def splash_block(length: int) -> int | None:
 
 
 def cudnn_fits(dtype, head_dim: int, length: int) -> bool:
-  """Whether cuDNN flash attention takes these inputs: bf16 or fp16, a head size that is a
-  multiple of 8 up to 128 (256 on Hopper and later), an even length (its training kernels
-  with a bias need one).
+  """Whether cuDNN flash attention takes these inputs on any GPU: bf16 or fp16, a head size
+  that is a multiple of 8 up to 128 (Hopper takes up to 256; not used here), an even
+  length (its training kernels with a bias need one).
   """
   half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
   return half and head_dim % 8 == 0 and head_dim <= 128 and length % 2 == 0
