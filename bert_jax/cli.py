@@ -18,6 +18,7 @@ the same command again to resume. A second Ctrl-C stops at once, with status 130
 """
 
 import argparse
+import difflib
 import errno
 import gc
 import os
@@ -319,10 +320,7 @@ def main(argv=None):
     host_memory.keep_freed_memory()
     argv = sys.argv[1:]
   if not argv or argv[0] not in COMMANDS:
-    print(
-      f"usage: bert-jax {{{','.join(COMMANDS)}}} ...  (bert-jax COMMAND --help)", file=sys.stderr
-    )
-    return 2
+    return _overview(argv[0] if argv else None)
   if command:  # a rerun loads the programs this one compiled (compile_cache.py)
     compile_cache.enable()
     cpu_alone_without_accelerators()
@@ -330,6 +328,40 @@ def main(argv=None):
   if command:  # the exit's collection would walk every object the run made (~0.3 s): skip it
     gc.freeze()
   return status
+
+
+# `bert-jax --help`: one line per command (each command's --help has the rest).
+SUMMARIES = {
+  "prepare": "tokenizer and masked-pretraining shards of a recipe's corpus",
+  "pretrain": "pretrain (or resume) an encoder; the embedded demo without --config",
+  "finetune": "fine-tune a run or an import: classification, regression, tokens, qa, embedding",
+  "distill": "distil a fine-tuned classifier into a smaller student",
+  "evaluate": "metrics of a fine-tuned run on its eval data (or --data)",
+  "predict": "predictions of a fine-tuned run for each row of --input, as JSON Lines",
+  "fill-mask": "top predictions for each [MASK] in a text",
+  "export-hf": "a run's checkpoint as a Hugging Face model directory",
+  "import-hf": "a Hugging Face checkpoint as a workdir to start from",
+  "embed": "one vector per line of text, saved as .npy",
+  "compile": "compile a recipe's train step for a TPU slice: memory per chip, fits or not",
+}
+
+
+def _overview(word):
+  """`bert-jax`, `bert-jax --help` or `bert-jax WORD` (not a command): the commands, one
+  line each; exit 0 when help was asked for, else 2 (on stderr, after naming WORD).
+  """
+  asked = word in ("-h", "--help", "help")
+  lines = []
+  if not asked and word is not None:
+    close = difflib.get_close_matches(word, COMMANDS, n=1)
+    lines.append(
+      f"error: unknown command {word!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+    )
+  lines += ["usage: bert-jax COMMAND [--help] ...", "", "commands:"]
+  lines += [f"  {name:<10} {SUMMARIES[name]}" for name in COMMANDS]
+  lines += ["", "bert-jax COMMAND --help: its flags, or its recipe's config with every key."]
+  print("\n".join(lines), file=sys.stdout if asked else sys.stderr)
+  return 0 if asked else 2
 
 
 # Filesystem errors that are the user's to fix (a read-only disk, a full one, a path that is

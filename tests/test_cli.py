@@ -157,9 +157,23 @@ def test_fill_mask_top_k_below_one(capsys, tmp_path, top_k):
   assert f"--top-k {top_k} must be at least 1" in line
 
 
-def test_unknown_command(capsys):
+def test_unknown_command_names_the_closest_and_lists_the_commands(capsys):
   assert cli.main(["pretrian"]) == 2
-  assert "usage: bert-jax {prepare,pretrain" in capsys.readouterr().err
+  captured = capsys.readouterr()
+  lines = captured.err.splitlines()
+  assert (
+    captured.out == "" and lines[0] == "error: unknown command 'pretrian'; did you mean 'pretrain'?"
+  )
+  assert [line.split()[0] for line in lines if line.startswith("  ")] == list(cli.COMMANDS)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["-h"], ["help"]])
+def test_help_lists_every_command_with_a_line_and_exits_0(capsys, argv):
+  assert cli.main(argv) == 0
+  captured = capsys.readouterr()
+  assert captured.err == "" and captured.out.startswith("usage: bert-jax COMMAND")
+  listed = dict(line.split(None, 1) for line in captured.out.splitlines() if line.startswith("  "))
+  assert list(listed) == list(cli.COMMANDS) and all(listed.values())
 
 
 # --- a short run of a long recipe --------------------------------------------------------------

@@ -216,7 +216,12 @@ def test_workdir_in_a_missing_or_unreachable_bucket_is_one_error(capsys, monkeyp
 
 
 def _cli(args, cwd, env=None):
-  env = {**os.environ, "XLA_FLAGS": FAST_COMPILE, **(env or {})}  # one CPU device, as a user has
+  """`bert-jax ARGS` in a subprocess; its temporary files (the TensorBoard folder a bucket
+  workdir writes through) go under `cwd`, so a killed run leaves none in /tmp.
+  """
+  tmp = os.path.join(cwd, "tmp")
+  os.makedirs(tmp, exist_ok=True)
+  env = {**os.environ, "XLA_FLAGS": FAST_COMPILE, "TMPDIR": tmp, **(env or {})}  # one CPU device
   return subprocess.Popen(
     [sys.executable, "-m", "bert_jax", *args],
     cwd=cwd,

@@ -10,6 +10,7 @@ writes its event files to a local temporary folder, uploaded to WORKDIR/tensorbo
 each write and at close (tensorboardX's own gs:// writer goes through another client).
 """
 
+import atexit
 import io
 import json
 import os
@@ -131,6 +132,8 @@ class MetricWriter:
     if storage.is_remote(tb_dir):
       self._tb_local, self._tb_remote = tempfile.mkdtemp(prefix="bert_jax_tb_"), tb_dir
       tb_dir = self._tb_local
+      # Gone at exit even when `close` is not reached (a second Ctrl-C stops at once).
+      atexit.register(shutil.rmtree, self._tb_local, ignore_errors=True)
     self._tb = summary_writer(tb_dir, purge_step=start_step + 1)
 
   def write(self, step, split, metrics):
