@@ -113,7 +113,7 @@ class Albert(nn.Module):
   ):
     """Encodes a batch; the arguments and results are `bert.Bert`'s."""
     token_type_ids, attention_mask, position_ids = bert.default_inputs(
-      input_ids, token_type_ids, attention_mask, position_ids
+      input_ids, token_type_ids, attention_mask, position_ids, fill_positions=False
     )
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
     x = bert.constrain(self.embeddings_project(x))  # (batch, length, embed)

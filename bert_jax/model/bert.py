@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bert_jax.model import attention, axes
+from bert_jax.model import attention, axes, lookup
 
 REMAT_POLICIES = {
   "none": None,
@@ -174,15 +174,18 @@ def constrain(x):
   return nn.with_logical_constraint(x, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_EMBED))
 
 
-def default_inputs(input_ids, token_type_ids=None, attention_mask=None, position_ids=None):
+def default_inputs(
+  input_ids, token_type_ids=None, attention_mask=None, position_ids=None, fill_positions=True
+):
   """(token_type_ids, attention_mask, position_ids) with the defaults of `Bert.__call__`
-  where None: zeros, ones, 0..length-1.
+  where None: zeros, ones, 0..length-1 (position_ids stays None when not
+  `fill_positions`: `Embeddings` then slices its table instead of looking positions up).
   """
   if token_type_ids is None:
     token_type_ids = jnp.zeros_like(input_ids)
   if attention_mask is None:
     attention_mask = jnp.ones_like(input_ids)
-  if position_ids is None:
+  if position_ids is None and fill_positions:
     position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
   return token_type_ids, attention_mask, position_ids
 
@@ -199,7 +202,7 @@ class Embeddings(nn.Module):
 
   def setup(self):
     c = self.config
-    embed = functools.partial(nn.Embed, dtype=c.dtype, param_dtype=c.param_dtype)
+    embed = functools.partial(lookup.Lookup, dtype=c.dtype, param_dtype=c.param_dtype)
     self.word = embed(
       c.vocab_size, c.hidden_size, embedding_init=kernel_init(c, (axes.VOCAB, axes.EMBED))
     )
@@ -217,8 +220,15 @@ class Embeddings(nn.Module):
     self.layer_norm = layer_norm(c)
     self.dropout = nn.Dropout(c.hidden_dropout)
 
-  def __call__(self, input_ids, token_type_ids, position_ids, deterministic):
-    x = self.word(input_ids) + self.position(position_ids)
+  def __call__(self, input_ids, token_type_ids, position_ids, deterministic, position_offset=0):
+    """(batch, length, embed); position_ids None: 0..length-1 in every row. Row p of the
+    position table embeds position p - `position_offset` (RoBERTa's start after padding).
+    """
+    x = self.word(input_ids)
+    if position_ids is None:
+      x = x + self.position.rows(position_offset, input_ids.shape[-1])  # + (length, embed)
+    else:
+      x = x + self.position(position_ids + position_offset)
     if self.token_types:
       if self.config.type_vocab_size == 1:  # RoBERTa: one type; a pair's second text too
         token_type_ids = jnp.zeros_like(token_type_ids)
@@ -366,7 +376,7 @@ class Bert(nn.Module):
       pooled: (batch, embed) tanh(dense(hidden[:, 0])).
     """
     token_type_ids, attention_mask, position_ids = default_inputs(
-      input_ids, token_type_ids, attention_mask, position_ids
+      input_ids, token_type_ids, attention_mask, position_ids, fill_positions=False
     )
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
     hidden = self.encoder(

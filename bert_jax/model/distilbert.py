@@ -64,7 +64,7 @@ class DistilBert(nn.Module):
     """
     # DistilBERT has no token types: the embeddings ignore the ids.
     token_type_ids, attention_mask, position_ids = bert.default_inputs(
-      input_ids, token_type_ids, attention_mask, position_ids
+      input_ids, token_type_ids, attention_mask, position_ids, fill_positions=False
     )
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
     hidden = self.encoder(

@@ -65,7 +65,7 @@ class Electra(nn.Module):
       pooled: None.
     """
     token_type_ids, attention_mask, position_ids = bert.default_inputs(
-      input_ids, token_type_ids, attention_mask, position_ids
+      input_ids, token_type_ids, attention_mask, position_ids, fill_positions=False
     )
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
     if self.config.embedding_size != self.config.hidden_size:

@@ -24,7 +24,7 @@ import math
 import flax.linen as nn
 import jax.numpy as jnp
 
-from bert_jax.model import attention, axes, bert
+from bert_jax.model import attention, axes, bert, lookup
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,7 +229,7 @@ class Embeddings(nn.Module):
 
   def setup(self):
     c = self.config
-    self.word = nn.Embed(
+    self.word = lookup.Lookup(
       c.vocab_size,
       c.hidden_size,
       dtype=c.dtype,

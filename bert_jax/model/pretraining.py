@@ -9,6 +9,7 @@ matmul of a small BERT, so this saves about a fifth of the FLOPs.
 import dataclasses
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from bert_jax.model import axes, bert, families, tasks
@@ -86,8 +87,15 @@ class BertForPreTraining(nn.Module):
 
 
 def gather(hidden, masked_lm_positions):
-  """(batch, length, embed) hidden states -> (batch, predictions, embed) at the positions."""
-  return jnp.take_along_axis(hidden, masked_lm_positions[..., None], axis=1)
+  """(batch, length, embed) hidden states -> (batch, predictions, embed) at the positions.
+
+  A one-hot matmul, exact at the highest precision: its gradient is another matmul, where
+  a take's is a scatter-add in the compute dtype (bfloat16 compare-and-swap loops on GPU,
+  `lookup`'s docstring), and padded predictions all point at position 0.
+  """
+  select = jax.nn.one_hot(masked_lm_positions, hidden.shape[1], dtype=hidden.dtype)
+  # (batch, predictions, length) x (batch, length, embed) -> (batch, predictions, embed)
+  return jnp.einsum("bpl,ble->bpe", select, hidden, precision=jax.lax.Precision.HIGHEST)
 
 
 def no_sentence_logits(input_ids):
