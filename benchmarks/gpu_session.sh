@@ -6,7 +6,9 @@
 #
 # 1. cuDNN flash attention against XLA's, forward and gradients (bf16): packed rows (the
 #    dense mask as cuDNN's bias) and rows of one example (their lengths); the kernel
-#    `attention.choose` picks by default.
+#    `attention.choose` picks by default. Then the embedding gradients of flax's Embed
+#    (bfloat16 scatter-adds) against `lookup.Lookup`'s, and a contended scatter-add in
+#    float32 and bfloat16 (openxla/xla#26371, jax-ml/jax#38806).
 # 2. BERT-base seq 128 batch 256 bf16 MLM + NSP, the paper recipe (dropout 0.1 everywhere:
 #    einsum attention), with a profile of 3 steps summarised by profile_summary.py.
 # 3. The same with attention dropout 0 (the GPU default: cuDNN), profiled: the base of the
@@ -87,6 +89,43 @@ for name, ids, is_packed in (("packed rows, mask", packed, True), ("padded rows,
               for x, y in zip(ga, gb))
   print(f"{name}: cudnn fmha calls in the compiled gradient {na} (xla: {nb}); max |out diff| "
         f"on real rows {diff:.4f}, max |grad diff| {gdiff:.4f}")
+EOF
+
+step "embedding gradients: flax Embed against lookup.Lookup" 30 python3 - <<'EOF'
+import time, flax.linen as nn, jax, jax.numpy as jnp, numpy as np
+from bert_jax.model import lookup
+rng = np.random.default_rng(0)
+words = rng.integers(1000, 30522, size=(256, 128)).astype(np.int32)
+words[rng.random(words.shape) < 0.15] = 103  # [MASK]
+words[:, 0], words[:, 100:] = 101, 0  # [CLS] in every row, 28 [PAD]s
+types = np.zeros((256, 128), np.int32)
+types[:, 64:] = 1
+positions = np.broadcast_to(np.arange(128, dtype=np.int32), (256, 128))
+def ms(f, *args, n=20):
+  jax.block_until_ready(f(*args))
+  t = time.perf_counter()
+  for _ in range(n):
+    out = f(*args)
+  jax.block_until_ready(out)
+  return (time.perf_counter() - t) / n * 1e3
+def lookup_of(module, sliced):
+  if sliced:  # positions 0..127 of every row: Lookup.rows, as the model calls it
+    return lambda p, ids: module.apply(p, 0, ids.shape[1], method=lookup.Lookup.rows)[None]
+  return lambda p, ids: module.apply(p, ids)
+for name, rows, ids in (("words", 30592, words), ("token types", 2, types), ("positions", 512, positions)):
+  w = jnp.asarray(rng.normal(size=ids.shape + (768,)), jnp.bfloat16)
+  table = {"params": {"embedding": jnp.asarray(rng.normal(size=(rows, 768)), jnp.float32)}}
+  times = []
+  for module in (nn.Embed(rows, 768, dtype=jnp.bfloat16), lookup.Lookup(rows, 768, dtype=jnp.bfloat16)):
+    f = lookup_of(module, name == "positions" and isinstance(module, lookup.Lookup))
+    grad = jax.jit(jax.grad(lambda p, ids, w: jnp.sum(f(p, ids) * w, dtype=jnp.float32)))
+    times.append(ms(grad, table, jnp.asarray(ids), w))  # arguments: nothing to constant-fold
+  print(f"{name}: gradient {times[0]:.3f} ms with flax Embed, {times[1]:.3f} ms with Lookup")
+for dtype in (jnp.float32, jnp.bfloat16):
+  updates, same = jnp.ones((32768, 768), dtype), jnp.zeros(32768, jnp.int32)
+  f = jax.jit(lambda t, i, u: t.at[i].add(u))
+  print(f"scatter-add of 32768 rows of 768 into one row, {jnp.dtype(dtype).name}: "
+        f"{ms(f, jnp.zeros((2, 768), dtype), same, updates):.3f} ms")
 EOF
 
 # BENCH_ARGS (appended) shrinks the runs for a smoke test of this script on a CPU.
