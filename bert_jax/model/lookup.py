@@ -11,13 +11,16 @@ gets every row's position 0, 1, 2, ... `Lookup` keeps `nn.Embed`'s parameter and
   gradient of each row is a masked sum, no scatter;
 - `rows(start, length)` is the same table slice for every row (positions 0..length-1 of
   unpacked rows): its gradient is a sum over the batch, no scatter;
-- any other lookup (words; the positions of packed rows) gathers from the table in its
-  parameter dtype and casts after, so the gradient's scatter-add runs in float32 and
-  sums repeated tokens ([CLS], [MASK], [PAD]) in float32 too.
+- any other lookup (words; the positions of packed rows) gathers from the table cast to
+  the compute dtype, as `nn.Embed` does (a sharded table still moves in bfloat16), but its
+  gradient scatter-adds in the parameter dtype (float32), so repeated tokens ([CLS],
+  [MASK], [PAD]) also sum in float32.
 
-Forward values equal `nn.Embed`'s exactly: casting a row before or after the lookup is the
-same number.
+Forward values equal `nn.Embed`'s exactly. An id outside a selected table reads row 0
+(`nn.Embed` gives NaN).
 """
+
+import functools
 
 import flax.linen as nn
 import jax
@@ -40,10 +43,31 @@ class Lookup(nn.Embed):
       for row in range(1, self.num_embeddings):
         rows = jnp.where((inputs == row)[..., None], table[row], rows)
     else:
-      rows = jnp.take(table, inputs, axis=0)
+      rows = take_rows(table, inputs, jnp.dtype(self.dtype or table.dtype))
     return rows.astype(self.dtype or table.dtype)
 
   def rows(self, start: int, length: int) -> jax.Array:
     """Rows start..start+length-1: (length, features), in the compute dtype."""
     table = self.embedding
     return jax.lax.slice_in_dim(table, start, start + length).astype(self.dtype or table.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def take_rows(table: jax.Array, ids: jax.Array, dtype) -> jax.Array:
+  """(rows, features) table, (...) ids -> (..., features) rows of the table cast to
+  `dtype`; the table's gradient is a scatter-add in the table's own dtype.
+  """
+  return jnp.take(table.astype(dtype), ids, axis=0)
+
+
+def _take_rows_forward(table, ids, dtype):
+  return take_rows(table, ids, dtype), (table, ids)
+
+
+def _take_rows_backward(dtype, residuals, cotangent):
+  table, ids = residuals
+  grad = jnp.zeros_like(table).at[ids].add(cotangent.astype(table.dtype))
+  return grad, None
+
+
+take_rows.defvjp(_take_rows_forward, _take_rows_backward)
