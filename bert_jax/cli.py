@@ -319,6 +319,9 @@ def main(argv=None):
   if command:  # keeps its own allocator and collector): tune the allocator before JAX starts
     host_memory.keep_freed_memory()
     argv = sys.argv[1:]
+  if argv and argv[0] == "--version":
+    print(version())
+    return 0
   if not argv or argv[0] not in COMMANDS:
     return _overview(argv[0] if argv else None)
   if command:  # a rerun loads the programs this one compiled (compile_cache.py)
@@ -346,6 +349,19 @@ SUMMARIES = {
 }
 
 
+def version() -> str:
+  """`bert-jax --version`: this package's version and the ones a bug report needs."""
+  import platform
+  from importlib import metadata
+
+  import flax
+
+  return (
+    f"bert-jax {metadata.version('bert_jax')} (jax {jax.__version__}, flax {flax.__version__}, "
+    f"Python {platform.python_version()})"
+  )
+
+
 def _overview(word):
   """`bert-jax`, `bert-jax --help` or `bert-jax WORD` (not a command): the commands, one
   line each; exit 0 when help was asked for, else 2 (on stderr, after naming WORD).
@@ -357,7 +373,7 @@ def _overview(word):
     lines.append(
       f"error: unknown command {word!r}" + (f"; did you mean {close[0]!r}?" if close else "")
     )
-  lines += ["usage: bert-jax COMMAND [--help] ...", "", "commands:"]
+  lines += ["usage: bert-jax COMMAND [--help] ...  (bert-jax --version)", "", "commands:"]
   lines += [f"  {name:<10} {SUMMARIES[name]}" for name in COMMANDS]
   lines += ["", "bert-jax COMMAND --help: its flags, or its recipe's config with every key."]
   print("\n".join(lines), file=sys.stdout if asked else sys.stderr)

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 
+import jax
 import pytest
 
 from bert_jax import cli, host_memory
@@ -165,6 +166,14 @@ def test_unknown_command_names_the_closest_and_lists_the_commands(capsys):
     captured.out == "" and lines[0] == "error: unknown command 'pretrian'; did you mean 'pretrain'?"
   )
   assert [line.split()[0] for line in lines if line.startswith("  ")] == list(cli.COMMANDS)
+
+
+def test_version_names_the_package_and_jax(capsys):
+  from importlib import metadata
+
+  assert cli.main(["--version"]) == 0
+  out = capsys.readouterr().out.strip()
+  assert out.startswith(f"bert-jax {metadata.version('bert_jax')} (jax {jax.__version__}, ")
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["-h"], ["help"]])
