@@ -112,9 +112,7 @@ class Albert(nn.Module):
     self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None, deterministic=True
   ):
     """Encodes a batch; the arguments and results are `bert.Bert`'s."""
-    token_type_ids, attention_mask, position_ids = bert.default_inputs(
-      input_ids, token_type_ids, attention_mask, position_ids, fill_positions=False
-    )
+    token_type_ids, attention_mask = bert.default_inputs(input_ids, token_type_ids, attention_mask)
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
     x = bert.constrain(self.embeddings_project(x))  # (batch, length, embed)
     hidden = self.encoder(

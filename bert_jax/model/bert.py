@@ -174,20 +174,15 @@ def constrain(x):
   return nn.with_logical_constraint(x, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_EMBED))
 
 
-def default_inputs(
-  input_ids, token_type_ids=None, attention_mask=None, position_ids=None, fill_positions=True
-):
-  """(token_type_ids, attention_mask, position_ids) with the defaults of `Bert.__call__`
-  where None: zeros, ones, 0..length-1 (position_ids stays None when not
-  `fill_positions`: `Embeddings` then slices its table instead of looking positions up).
+def default_inputs(input_ids, token_type_ids=None, attention_mask=None):
+  """(token_type_ids, attention_mask) with the defaults of `Bert.__call__` where None:
+  zeros, ones; position_ids stays None, 0..length-1, which `Embeddings` slices its table for.
   """
   if token_type_ids is None:
     token_type_ids = jnp.zeros_like(input_ids)
   if attention_mask is None:
     attention_mask = jnp.ones_like(input_ids)
-  if position_ids is None and fill_positions:
-    position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
-  return token_type_ids, attention_mask, position_ids
+  return token_type_ids, attention_mask
 
 
 class Embeddings(nn.Module):
@@ -375,9 +370,7 @@ class Bert(nn.Module):
       hidden: (batch, length, embed) last hidden states, in the compute dtype.
       pooled: (batch, embed) tanh(dense(hidden[:, 0])).
     """
-    token_type_ids, attention_mask, position_ids = default_inputs(
-      input_ids, token_type_ids, attention_mask, position_ids, fill_positions=False
-    )
+    token_type_ids, attention_mask = default_inputs(input_ids, token_type_ids, attention_mask)
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
     hidden = self.encoder(
       x, attention.AttentionMask.of_rows(attention_mask, self.config), deterministic

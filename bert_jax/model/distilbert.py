@@ -63,9 +63,7 @@ class DistilBert(nn.Module):
       pooled: None.
     """
     # DistilBERT has no token types: the embeddings ignore the ids.
-    token_type_ids, attention_mask, position_ids = bert.default_inputs(
-      input_ids, token_type_ids, attention_mask, position_ids, fill_positions=False
-    )
+    token_type_ids, attention_mask = bert.default_inputs(input_ids, token_type_ids, attention_mask)
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
     hidden = self.encoder(
       x, attention.AttentionMask.of_rows(attention_mask, self.config), deterministic

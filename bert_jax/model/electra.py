@@ -64,9 +64,7 @@ class Electra(nn.Module):
       hidden: (batch, length, embed) last hidden states, in the compute dtype.
       pooled: None.
     """
-    token_type_ids, attention_mask, position_ids = bert.default_inputs(
-      input_ids, token_type_ids, attention_mask, position_ids, fill_positions=False
-    )
+    token_type_ids, attention_mask = bert.default_inputs(input_ids, token_type_ids, attention_mask)
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
     if self.config.embedding_size != self.config.hidden_size:
       x = bert.constrain(self.embeddings_project(x))  # (batch, length, embed)

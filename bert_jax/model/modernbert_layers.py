@@ -283,9 +283,9 @@ class ModernBert(nn.Module):
       pooled: None.
     """
     c = self.config
-    _, attention_mask, position_ids = bert.default_inputs(
-      input_ids, None, attention_mask, position_ids
-    )
+    _, attention_mask = bert.default_inputs(input_ids, None, attention_mask)
+    if position_ids is None:
+      position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
     x = self.embeddings(input_ids, deterministic)
     full = attention.AttentionMask.of_rows(attention_mask, c)
     masks = (full, full.local(c.local_attention // 2))

@@ -54,9 +54,7 @@ class Roberta(nn.Module):
     """
     c = self.config
     # RoBERTa's tokenizers return no token types: the ids given are replaced by zeros.
-    token_type_ids, attention_mask, position_ids = bert.default_inputs(
-      input_ids, None, attention_mask, position_ids, fill_positions=False
-    )
+    token_type_ids, attention_mask = bert.default_inputs(input_ids, None, attention_mask)
     x = self.embeddings(
       input_ids, token_type_ids, position_ids, deterministic, position_offset=c.pad_token_id + 1
     )

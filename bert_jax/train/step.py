@@ -81,14 +81,13 @@ def _forward(model, params, batch, deterministic, rng=None):
   # Rows of one example (no data.packing) hold positions 0..n-1 then padding, which attends
   # to nothing that counts: the model's 0..length-1 default (a slice of the position table,
   # `lookup.Lookup.rows`) gives the same loss without a lookup.
-  packed = getattr(model.config, "packed_rows", True)
   return model.apply(
     {"params": params},
     batch["input_ids"],
     batch["token_type_ids"],
     batch["attention_mask"],
     batch["masked_lm_positions"],
-    batch.get("position_ids") if packed else None,
+    batch.get("position_ids") if model.config.packed_rows else None,
     deterministic=deterministic,
     rngs=rngs,
   )
