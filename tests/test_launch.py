@@ -13,6 +13,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -233,8 +234,14 @@ def test_a_real_failure_is_not_retried(tmp_path, cloud, run_args):
   )
   assert "no_such_key" in line
   assert _cycle(cloud) == ["create"]  # nothing deleted or recreated
-  logs = _tpu(cloud, "logs", *tier, "--worker", "1", "--no-follow")
-  assert "no_such_key" in logs.stdout.splitlines()[-1]
+  # The watch returns at the first failed worker; worker 1 may still be writing its log.
+  deadline = time.time() + 60
+  while True:
+    lines = _tpu(cloud, "logs", *tier, "--worker", "1", "--no-follow").stdout.splitlines()
+    if lines and "no_such_key" in lines[-1] or time.time() > deadline:
+      break
+    time.sleep(0.2)
+  assert lines and "no_such_key" in lines[-1], lines
   assert _tpu(cloud, "down", *tier).returncode == 0
   assert _cycle(cloud) == ["create", "delete"]
 
