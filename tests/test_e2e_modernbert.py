@@ -5,14 +5,12 @@ its exported classifier giving `bert-jax predict`'s probabilities.
 """
 
 import importlib.util
-import json
 import os
 
-import numpy as np
 import pytest
 
 from bert_jax import cli
-from tests.conftest import ONE_DEVICE, write_topics_corpus
+from tests.conftest import ONE_DEVICE, check_fill_mask_export, write_topics_corpus
 
 transformers = pytest.importorskip("transformers", reason="needs transformers")
 pytest.importorskip("torch", reason="needs torch (pip install torch==2.13.0)")
@@ -57,24 +55,16 @@ def test_fill_mask_pipeline_gives_our_top5_beyond_the_local_window(pretrained, c
   root, workdir = pretrained
   hf_dir = str(root / "hf")
   assert cli.main(["export-hf", "--workdir", workdir, "--out", hf_dir]) == 0
-  fill = transformers.pipeline("fill-mask", model=hf_dir, device="cpu")
-  assert type(fill.model).__name__ == "ModernBertForMaskedLM"
   text = (
     "Return a new sorted list from the items in iterable. Has two optional arguments which "
     "must be specified as keyword arguments. The key specifies a function of one argument "
-    "that is used to extract a comparison key from each element in the [MASK]. The default "
+    "that is used to extract a comparison key from each element in the {mask}. The default "
     "value is None (compare the elements directly)."
   )
-  ids = fill.tokenizer(text)["input_ids"]
+  fill = check_fill_mask_export(workdir, hf_dir, text, capsys)
+  assert type(fill.model).__name__ == "ModernBertForMaskedLM"
+  ids = fill.tokenizer(text.format(mask=fill.tokenizer.mask_token))["input_ids"]
   assert ids.index(fill.tokenizer.mask_token_id) > WINDOW  # beyond layer 1's window of [CLS]
-  capsys.readouterr()
-  assert cli.main(["fill-mask", "--workdir", workdir, "--json", text]) == 0
-  ours = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-  theirs = fill(text, top_k=5)
-  assert [t["token"] for t in theirs] == [o["token"] for o in ours]
-  np.testing.assert_allclose(
-    [t["score"] for t in theirs], [o["score"] for o in ours], rtol=0, atol=1e-4
-  )
 
 
 @pytest.mark.slow

@@ -9,13 +9,14 @@ test_bbc_news.py and test_e2e_roberta.py.
 """
 
 import csv
+import json
 import os
 
 import pytest
 
 from bert_jax import cli
 from tests import tiny_tokenizers
-from tests.conftest import ONE_DEVICE, write_topics_corpus
+from tests.conftest import ONE_DEVICE, check_fill_mask_export, write_topics_corpus
 
 transformers = pytest.importorskip("transformers", reason="needs transformers")
 torch = pytest.importorskip("torch", reason="needs torch (pip install torch==2.13.0)")
@@ -134,3 +135,46 @@ def test_import_adapt_finetune_export(family, corpus):
   _loads_whole(str(work / "hf_adapted"), auto, pretraining_class)
   assert cli.main(["export-hf", "--workdir", classifier, "--out", str(work / "hf_cls")]) == 0
   _loads_whole(str(work / "hf_cls"), "AutoModelForSequenceClassification", classifier_class)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["albert", "distilbert", "electra"])
+def test_pretrained_from_scratch_loads_in_the_fill_mask_pipeline(family, corpus, capsys):
+  """A new model of the family (the default recipe's tokenizer, a SentencePiece unigram),
+  3 steps: ALBERT's recipe, masked LM + SOP on sentence pairs; the others masked LM on
+  packed rows. The export loads whole, and `pipeline("fill-mask")` gives our top 5.
+  """
+  root, _ = corpus
+  work = root / f"{family}_from_scratch"
+  workdir, hf_dir = str(work / "run"), str(work / "hf")
+  objective = ["--config.data.objective=sop", "--config.data.packing=False"]
+  argv = [
+    "pretrain",
+    "--workdir",
+    workdir,
+    f"--config.model.arch={family}",
+    "--config.model.size=tiny",
+    "--config.tokenizer.vocab_size=1000",
+    f"--config.data.input={root / 'corpus'}/*.txt",
+    "--config.data.max_seq_length=64",
+    "--config.data.max_predictions_per_seq=10",
+    "--config.data.num_shards=1",
+    "--config.data.lanes=1",
+    "--config.data.loader=threads",
+    "--config.train.steps=3",
+    "--config.train.batch_size=8",
+    "--config.eval.steps=1",
+    ONE_DEVICE,
+    *(objective if family == "albert" else []),
+  ]
+  assert cli.main(argv) == 0
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    last = json.loads(f.readlines()[-1])
+  assert ("nsp_accuracy" in last) == (family == "albert"), last  # SOP's metric keeps NSP's name
+  assert cli.main(["export-hf", "--workdir", workdir, "--out", hf_dir]) == 0
+  auto = "AutoModelForPreTraining" if family == "albert" else "AutoModelForMaskedLM"
+  _loads_whole(hf_dir, auto, FAMILIES[family][0])  # ALBERT's with its SOP head
+  fill = check_fill_mask_export(
+    workdir, hf_dir, "Return a new sorted list from the {mask} in iterable.", capsys
+  )
+  assert type(fill.model).__name__ == FAMILIES[family][0].replace("PreTraining", "MaskedLM")
