@@ -7,8 +7,9 @@
 # 1. cuDNN flash attention against XLA's, forward and gradients (bf16): packed rows (the
 #    dense mask as cuDNN's bias) and rows of one example (their lengths); the kernel
 #    `attention.choose` picks by default. Then the embedding gradients of flax's Embed
-#    (bfloat16 scatter-adds) against `lookup.Lookup`'s, and a contended scatter-add in
-#    float32 and bfloat16 (openxla/xla#26371, jax-ml/jax#38806).
+#    (bfloat16 scatter-adds) against `lookup.Lookup`'s, a contended scatter-add in float32
+#    and bfloat16 (openxla/xla#26371, jax-ml/jax#38806), and the word table's gradient as a
+#    scatter-add, a sorted segment sum and a one-hot matmul (what Lookup's could become).
 # 2. BERT-base seq 128 batch 256 bf16 MLM + NSP, the paper recipe (dropout 0.1 everywhere:
 #    einsum attention), with a profile of 3 steps summarised by profile_summary.py.
 # 3. The same with attention dropout 0 (the GPU default: cuDNN), profiled: the base of the
@@ -126,6 +127,24 @@ for dtype in (jnp.float32, jnp.bfloat16):
   f = jax.jit(lambda t, i, u: t.at[i].add(u))
   print(f"scatter-add of 32768 rows of 768 into one row, {jnp.dtype(dtype).name}: "
         f"{ms(f, jnp.zeros((2, 768), dtype), same, updates):.3f} ms")
+# The word table's gradient (Lookup.take_rows's backward), three ways: the float32
+# scatter-add it is now ([CLS], [MASK] and [PAD] collide), a sort then a sorted segment sum,
+# and a one-hot matmul (bf16 in, float32 out; +8.6 % of BERT-base's FLOPs).
+flat = jnp.asarray(words.reshape(-1))
+g = jnp.asarray(rng.normal(size=(flat.size, 768)), jnp.bfloat16)
+ways = {
+  "scatter-add": lambda i, g: jnp.zeros((30592, 768), jnp.float32).at[i].add(g.astype(jnp.float32)),
+  "sorted segment sum": lambda i, g: jax.ops.segment_sum(
+    g[jnp.argsort(i)].astype(jnp.float32), jnp.sort(i), 30592, indices_are_sorted=True),
+  "one-hot matmul": lambda i, g: jnp.einsum(  # (tokens, vocab) x (tokens, 768) -> (vocab, 768)
+    "nv,nd->vd", jax.nn.one_hot(i, 30592, dtype=jnp.bfloat16), g,
+    preferred_element_type=jnp.float32),
+}
+exact = ways["scatter-add"](flat, g)
+for name, way in ways.items():
+  f = jax.jit(way)
+  error = float(jnp.max(jnp.abs(f(flat, g) - exact)))
+  print(f"word-table gradient by {name}: {ms(f, flat, g):.3f} ms (max |diff| {error:.2e})")
 EOF
 
 # BENCH_ARGS (appended) shrinks the runs for a smoke test of this script on a CPU.
