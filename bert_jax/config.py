@@ -460,7 +460,7 @@ def check_recipe(file: str) -> None:
   if not any(isinstance(n, ast.FunctionDef) and n.name == "get_config" for n in tree.body):
     raise UserError(
       f"config file {file} defines no get_config(); a recipe returns its ConfigDict from "
-      f"get_config(arg=None) (see configs/demo.py)"
+      f"get_config(), or get_config(arg) for FILE.py:ARG (see configs/demo.py)"
     )
 
 
