@@ -129,7 +129,8 @@ def open_checkpoints(workdir: str, step: int | None = None, folder: str = CHECKP
   directory = path(workdir_of(workdir), folder)
   if not storage.isdir(directory):
     raise UserError(
-      f"{workdir} has no {folder}/; train first: bert-jax pretrain --workdir {workdir}"
+      f"{workdir} has no {folder}/: it is not a run; train first (bert-jax pretrain, "
+      f"finetune or distill --workdir {workdir}) or import one (bert-jax import-hf)"
     )
   checkpoints = ckpt_lib.Checkpoints(directory, read_only=True)
   steps = checkpoints.all_steps()

@@ -158,6 +158,19 @@ def test_fill_mask_top_k_below_one(capsys, tmp_path, top_k):
   assert f"--top-k {top_k} must be at least 1" in line
 
 
+@pytest.mark.parametrize("command", ["evaluate", "export-hf", "predict", "embed"])
+def test_a_folder_that_is_no_run_is_one_line_naming_how_to_make_one(capsys, tmp_path, command):
+  (tmp_path / "texts.txt").write_text("a line\n")
+  files = ["--input", str(tmp_path / "texts.txt"), "--output", str(tmp_path / "out")]
+  argv = [command, "--workdir", str(tmp_path)]
+  argv += {"export-hf": ["--out", str(tmp_path / "hf")], "evaluate": []}.get(command, files)
+  line = _error(capsys, argv)
+  assert line == (
+    f"error: {tmp_path} has no checkpoints/: it is not a run; train first (bert-jax "
+    f"pretrain, finetune or distill --workdir {tmp_path}) or import one (bert-jax import-hf)"
+  )
+
+
 def test_unknown_command_names_the_closest_and_lists_the_commands(capsys):
   assert cli.main(["pretrian"]) == 2
   captured = capsys.readouterr()
