@@ -2,7 +2,8 @@
 own kind of tokenizer (WordPiece, SentencePiece, byte-level BPE), built offline, is
 imported (`import-hf`), adapted by continued MLM (`pretrain`), fine-tuned (`finetune`,
 each family's sequence head) and exported (`export-hf`); `transformers` loads both exports
-as the family's classes with every weight used.
+as the family's classes with every weight used. Then each family pretrained from scratch:
+its export loads whole and `pipeline("fill-mask")` gives our top 5.
 
 BERT and RoBERTa take the same path with real numbers in test_hf_model.py,
 test_bbc_news.py and test_e2e_roberta.py.
@@ -137,17 +138,31 @@ def test_import_adapt_finetune_export(family, corpus):
   _loads_whole(str(work / "hf_cls"), "AutoModelForSequenceClassification", classifier_class)
 
 
+# From scratch: each family's masked-LM export and the recipe's own arguments. ALBERT's
+# recipe is masked LM + SOP on sentence pairs, RoBERTa's tokenizer byte-level BPE; the rest
+# take the default recipe (masked LM on packed rows, a SentencePiece unigram tokenizer).
+FROM_SCRATCH = {
+  "albert": (
+    "AlbertForPreTraining",
+    ["--config.data.objective=sop", "--config.data.packing=False"],
+  ),
+  "distilbert": ("DistilBertForMaskedLM", []),
+  "electra": ("ElectraForMaskedLM", []),
+  "roberta": ("RobertaForMaskedLM", ["--config.tokenizer.model_type=bytelevel_bpe"]),
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["albert", "distilbert", "electra"])
+@pytest.mark.parametrize("family", sorted(FROM_SCRATCH))
 def test_pretrained_from_scratch_loads_in_the_fill_mask_pipeline(family, corpus, capsys):
-  """A new model of the family (the default recipe's tokenizer, a SentencePiece unigram),
-  3 steps: ALBERT's recipe, masked LM + SOP on sentence pairs; the others masked LM on
-  packed rows. The export loads whole, and `pipeline("fill-mask")` gives our top 5.
+  """A new model of the family, 3 steps: the sentence-pair metric only where the recipe
+  has one, an export that loads whole (ALBERT's SOP head included), and
+  `pipeline("fill-mask")` gives our top 5.
   """
   root, _ = corpus
   work = root / f"{family}_from_scratch"
   workdir, hf_dir = str(work / "run"), str(work / "hf")
-  objective = ["--config.data.objective=sop", "--config.data.packing=False"]
+  architecture, recipe = FROM_SCRATCH[family]
   argv = [
     "pretrain",
     "--workdir",
@@ -165,16 +180,18 @@ def test_pretrained_from_scratch_loads_in_the_fill_mask_pipeline(family, corpus,
     "--config.train.batch_size=8",
     "--config.eval.steps=1",
     ONE_DEVICE,
-    *(objective if family == "albert" else []),
+    *recipe,
   ]
   assert cli.main(argv) == 0
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    last = json.loads(f.readlines()[-1])
-  assert ("nsp_accuracy" in last) == (family == "albert"), last  # SOP's metric keeps NSP's name
+    records = [json.loads(line) for line in f]
+  assert {r["split"] for r in records} == {"train", "eval"}
+  for r in records:  # SOP's metric keeps NSP's name
+    assert "mlm_accuracy" in r and ("nsp_accuracy" in r) == (family == "albert"), r
   assert cli.main(["export-hf", "--workdir", workdir, "--out", hf_dir]) == 0
   auto = "AutoModelForPreTraining" if family == "albert" else "AutoModelForMaskedLM"
-  _loads_whole(hf_dir, auto, FAMILIES[family][0])  # ALBERT's with its SOP head
+  _loads_whole(hf_dir, auto, architecture)
   fill = check_fill_mask_export(
     workdir, hf_dir, "Return a new sorted list from the {mask} in iterable.", capsys
   )
-  assert type(fill.model).__name__ == FAMILIES[family][0].replace("PreTraining", "MaskedLM")
+  assert type(fill.model).__name__ == architecture.replace("PreTraining", "MaskedLM")
