@@ -324,7 +324,7 @@ def no_gs_folder(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   yield
   assert not [d for d, dirs, _ in os.walk(tmp_path) if "gs:" in dirs]
-  assert not os.path.exists(os.path.join(os.path.dirname(os.path.dirname(__file__)), "gs:"))
+  assert not os.path.exists(os.path.join(ROOT, "gs:"))
 
 
 def check_fill_mask_export(workdir, hf_dir, text, capsys):
