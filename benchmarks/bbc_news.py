@@ -16,11 +16,11 @@ dropped, so no test article is also a training article. The package's own loader
 import (it needs a module it does not ship), so the files are read directly.
 """
 
+import argparse
 import csv
 import hashlib
 import importlib.util
 import os
-import sys
 
 from bert_jax.errors import UserError
 
@@ -114,8 +114,9 @@ def write_pairs(out_dir, test_fraction=0.2):
 
 
 if __name__ == "__main__":
-  if len(sys.argv) != 2:
-    sys.exit("usage: python benchmarks/bbc_news.py OUT_DIR")
-  for path in write_split(sys.argv[1]) + write_pairs(sys.argv[1]):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("out_dir", help="the folder for the train / test CSV files (made)")
+  out_dir = parser.parse_args().out_dir
+  for path in write_split(out_dir) + write_pairs(out_dir):
     with open(path, newline="", encoding="utf-8") as f:
       print(f"{path}: {sum(1 for _ in csv.DictReader(f))} rows")

@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 
+from bert_jax import cli
 from bert_jax.finetune import commands
 from bert_jax.finetune import data as data_lib
 from bert_jax.finetune import evaluate as evaluate_lib
@@ -107,6 +108,7 @@ def main(argv=None):
   parser.add_argument("--warmup", type=int, default=3, help="untimed calls first")
   parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
   args = parser.parse_args(argv)
+  cli.cpu_alone_without_accelerators()  # as `bert-jax` does: no libtpu probe on a CPU host
 
   import jax
   import torch

@@ -67,8 +67,8 @@ import time
 import jax
 import numpy as np
 
+from bert_jax import cli, host_memory, sharding
 from bert_jax import config as config_lib
-from bert_jax import host_memory, sharding
 from bert_jax.data import synthetic
 from bert_jax.model import pretraining
 from bert_jax.train import flops, loop
@@ -462,6 +462,8 @@ def main(argv=None):
   # As `bert-jax` does on CPU (before JAX starts), when this process is the command: freed
   # scratch stays in the process, for both sides (a caller's process keeps its allocator).
   kept = argv is None and host_memory.keep_freed_memory()
+  if argv is None:  # as `bert-jax` does: an installed libtpu would probe for a TPU and warn
+    cli.cpu_alone_without_accelerators()
   platform = jax.default_backend()
   args = parse_args(argv, platform)
   if hasattr(sys.stdout, "reconfigure"):

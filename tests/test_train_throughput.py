@@ -3,11 +3,16 @@ line, and its FLOPs formula (bert_jax.train.flops, tested in test_flops.py) agre
 cost analysis of the compiled step.
 """
 
+import importlib.util
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
-from tests.conftest import load_benchmark
+from bert_jax import host_memory
+from tests.conftest import ROOT, load_benchmark
 
 
 @pytest.fixture(scope="module")
@@ -39,3 +44,21 @@ def test_tiny_run_on_cpu(bench, capsys):
   assert r["hf_eager_seq_per_s"] > 0
   assert r["ratio_eager"] == pytest.approx(r["jax_seq_per_s"] / r["hf_eager_seq_per_s"])
   assert r["hf_compile_seq_per_s"] is None and r["ratio_compile"] is None  # off on CPU
+
+
+@pytest.mark.skipif(
+  importlib.util.find_spec("libtpu") is None or not host_memory.runs_on_cpu({}),
+  reason="needs libtpu installed (the test extra) on a host without accelerators",
+)
+def test_the_command_on_a_cpu_host_starts_no_tpu_probe():
+  """Run as a command on a CPU host with libtpu installed (the `aot` and `test` extras),
+  the benchmark starts JAX's CPU backend alone, as `bert-jax` does: no screen of libtpu
+  warnings.
+  """
+  env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+  script = os.path.join(ROOT, "benchmarks", "train_throughput.py")
+  result = subprocess.run(
+    [sys.executable, script, "--help"], env=env, capture_output=True, text=True, timeout=120
+  )
+  assert result.returncode == 0 and result.stdout.startswith("usage:"), result.stderr
+  assert "TPU" not in result.stderr, result.stderr
