@@ -22,8 +22,10 @@
 # Each step prints its JSON line(s) (train_throughput.py) and is cut by `timeout` when the
 # deadline comes; a step that cannot get its minimum time is skipped and says so. Output
 # goes to $OUT/session.log (the device tool's folder; /tmp/gpu_session elsewhere), with the
-# profiles (xplane.pb) of steps 2 and 3 in trace_recipe/ and trace_cudnn/. Wheels in .whl (ml_collections, absl: not in
-# the device image) are installed first when present.
+# profiles (xplane.pb) of steps 2 and 3 in trace_recipe/ and trace_cudnn/. Wheels in .whl
+# (ignored by git; the device image has no ml_collections) are installed first when present:
+#
+#   pip download --no-deps -d .whl ml-collections absl-py   # here, then run with carry .whl
 set -u
 OUT=${OUT:-/tmp/gpu_session}
 mkdir -p "$OUT"
