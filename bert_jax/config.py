@@ -71,13 +71,15 @@ def base_config():
 
   c.tokenizer = ml_collections.ConfigDict()
   c.tokenizer.vocab_size = 30522  # pieces, including the 5 specials (the model pads to 128)
-  # unigram | bpe (SentencePiece) | bytelevel_bpe (RoBERTa's, `tokenizers`, tokenizer.json)
+  # unigram | bpe (SentencePiece) | bytelevel_bpe (RoBERTa's, `tokenizers`, tokenizer.json) |
+  # wordpiece (BERT's, `tokenizers`, vocab.txt; cased or not by tokenizer.lowercase)
   c.tokenizer.model_type = "unigram"
   c.tokenizer.path = placeholder(str)  # an existing tokenizer instead of training one: a
   # SentencePiece .model, a WordPiece vocab.txt or a
   # Hugging Face (WordPiece) tokenizer.json
   c.tokenizer.input_sentence_size = 1_000_000  # sentences sampled from the corpus to train on
-  c.tokenizer.lowercase = placeholder(bool)  # WordPiece only; None: if the vocab has no capitals
+  # WordPiece only. None: a given vocab lowercases if it has no capitals; a trained one does
+  c.tokenizer.lowercase = placeholder(bool)
 
   c.data = ml_collections.ConfigDict()
   c.data.input = "builtin:python_docs"  # builtin:python_docs | glob[,glob...] | tfds:NAME

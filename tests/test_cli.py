@@ -171,6 +171,15 @@ def test_a_folder_that_is_no_run_is_one_line_naming_how_to_make_one(capsys, tmp_
   )
 
 
+def test_an_unknown_tokenizer_kind_is_one_line(capsys, tmp_path):
+  argv = ["prepare", "--workdir", str(tmp_path / "w"), "--config.tokenizer.model_type=word_piece"]
+  assert _error(capsys, argv) == (
+    "error: config.tokenizer.model_type='word_piece' is not one of unigram, bpe, "
+    "bytelevel_bpe, wordpiece"
+  )
+  assert not (tmp_path / "w").exists()  # refused before anything is written
+
+
 def test_unknown_command_names_the_closest_and_lists_the_commands(capsys):
   assert cli.main(["pretrian"]) == 2
   captured = capsys.readouterr()

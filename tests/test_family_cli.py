@@ -138,14 +138,16 @@ def test_import_adapt_finetune_export(family, corpus):
   _loads_whole(str(work / "hf_cls"), "AutoModelForSequenceClassification", classifier_class)
 
 
-# From scratch: each family's masked-LM export and the recipe's own arguments. ALBERT's
-# recipe is masked LM + SOP on sentence pairs, RoBERTa's tokenizer byte-level BPE; the rest
-# take the default recipe (masked LM on packed rows, a SentencePiece unigram tokenizer).
+# From scratch: each family's export and the recipe's own arguments. ALBERT's recipe is
+# masked LM + SOP on sentence pairs, RoBERTa's tokenizer byte-level BPE, BERT's here a
+# WordPiece trained by bert_jax; the rest take the default recipe (masked LM on packed rows,
+# a SentencePiece unigram tokenizer).
 FROM_SCRATCH = {
   "albert": (
     "AlbertForPreTraining",
     ["--config.data.objective=sop", "--config.data.packing=False"],
   ),
+  "bert": ("BertForPreTraining", ["--config.tokenizer.model_type=wordpiece"]),
   "distilbert": ("DistilBertForMaskedLM", []),
   "electra": ("ElectraForMaskedLM", []),
   "roberta": ("RobertaForMaskedLM", ["--config.tokenizer.model_type=bytelevel_bpe"]),
@@ -189,8 +191,8 @@ def test_pretrained_from_scratch_loads_in_the_fill_mask_pipeline(family, corpus,
   for r in records:  # SOP's metric keeps NSP's name
     assert "mlm_accuracy" in r and ("nsp_accuracy" in r) == (family == "albert"), r
   assert cli.main(["export-hf", "--workdir", workdir, "--out", hf_dir]) == 0
-  auto = "AutoModelForPreTraining" if family == "albert" else "AutoModelForMaskedLM"
-  _loads_whole(hf_dir, auto, architecture)
+  auto = "AutoModelForPreTraining" if "PreTraining" in architecture else "AutoModelForMaskedLM"
+  _loads_whole(hf_dir, auto, architecture)  # ALBERT's SOP head too
   fill = check_fill_mask_export(
     workdir, hf_dir, "Return a new sorted list from the {mask} in iterable.", capsys
   )

@@ -205,6 +205,35 @@ def test_wordpiece_families(family, lines, texts, tmp_path):
   assert type(hf).__name__ == "BertTokenizer"
 
 
+@pytest.mark.parametrize("lowercase", [None, False])
+def test_trained_wordpiece_is_berts_tokenizer(lines, texts, tmp_path, lowercase):
+  """A WordPiece vocab.txt trained by bert_jax (None: uncased, BERT's default) is read by
+  `transformers`' BertTokenizer, which cuts every text as ours does; it exports as BERT's.
+  """
+  assert tokenizer.trained_file_name("wordpiece") == "vocab.txt"
+  paths = [str(tmp_path / f"{i}" / "vocab.txt") for i in range(2)]
+  for path in paths:
+    os.makedirs(os.path.dirname(path))
+    tokenizer.train_tokenizer(
+      iter(lines), path, vocab_size=600, model_type="wordpiece", lowercase=lowercase
+    )
+  with open(paths[0], "rb") as a, open(paths[1], "rb") as b:
+    assert a.read() == b.read()  # the same corpus trains the same vocabulary
+  cased = lowercase is False
+  (tmp_path / "0" / "tokenizer_config.json").write_text(
+    json.dumps({"do_lower_case": not cased, "tokenizer_class": "BertTokenizer"})
+  )
+  tok = tokenizer.load(paths[0])  # the case is read from the vocabulary
+  assert tok.kind == "wordpiece" and tok.lowercase == (not cased) and tok.vocab_size == 600
+  assert [tok.id_to_piece(i) for i in tokenizer.SPECIAL_IDS] == list(tokenizer.SPECIAL_PIECES)
+  _assert_same(tok, transformers.AutoTokenizer.from_pretrained(str(tmp_path / "0")), texts)
+  assert type(_assert_exports(tok, tmp_path / "export", texts, arch="bert")).__name__ == (
+    "BertTokenizer"
+  )
+  with pytest.raises(UserError, match="no text"):
+    tokenizer.train_tokenizer(["", " "], paths[0], vocab_size=600, model_type="wordpiece")
+
+
 def test_trained_bytelevel_bpe(lines, texts, tmp_path):
   assert tokenizer.trained_file_name("bytelevel_bpe") == "tokenizer.json"
   assert tokenizer.trained_file_name("unigram") == "tokenizer.model"

@@ -492,3 +492,82 @@ def train_bytelevel_bpe(
     assert tok.token_to_id(piece) == i, (piece, tok.token_to_id(piece))
   storage.write_text(path, tok.to_str(pretty=True))
   return path
+
+
+def train_wordpiece(
+  sentences: Iterable[str], path: str, *, vocab_size: int, lowercase: bool = True
+) -> str:
+  """Trains a WordPiece vocabulary (BERT's recipe) with bert_jax's special ids, written as
+  a `vocab.txt` (one piece per line, in id order) that `transformers`' `BertTokenizer`
+  reads.
+
+  Text is normalised and split into words as BERT's tokenizer does it (control characters
+  removed, CJK characters split, with `lowercase` lowercased and accents stripped; split
+  on whitespace and punctuation). The pieces are learnt by `tokenizers`' BPE trainer, with
+  every character after a word's first moved to a code point of its own, so that the
+  continuation pieces (`##...`) are symbols as any other: unlike its WordPiece trainer,
+  whose ties fall by hash order, the same sentences give the same vocabulary in every
+  process (each host of a pod may train its own).
+
+  Args:
+    sentences: iterable of sentences (str); blank ones are skipped. Read once, to the end.
+    path: where to write the `vocab.txt`; written atomically.
+    vocab_size: pieces in all, the 5 specials and every character seen (as a word's
+      first and as a continuation) included; fewer when the corpus has no more to learn.
+    lowercase: BERT's uncased (True) or cased (False) tokenizer.
+
+  Returns:
+    `path`.
+
+  Raises:
+    UserError: no text, or more distinct characters than the twin code points can hold.
+  """
+  import collections
+
+  import tokenizers
+  from tokenizers import models, normalizers, pre_tokenizers, trainers
+
+  normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+  split = pre_tokenizers.BertPreTokenizer()
+  words = collections.Counter()
+  for sentence in sentences:
+    if sentence.strip():
+      words.update(w for w, _ in split.pre_tokenize_str(normalizer.normalize_str(sentence)))
+  if not words:
+    raise UserError("no text to train the tokenizer on; give a corpus with non-blank lines")
+  # Continuation characters become code points of the supplementary private use areas the
+  # text does not use, assigned in code point order.
+  alphabet = sorted({c for w in words for c in w[1:]})
+  used = {c for w in words for c in w}
+  areas = (*range(0xF0000, 0xFFFFE), *range(0x100000, 0x10FFFE))  # not U+xFFFE, U+xFFFF
+  free = (chr(i) for i in areas if chr(i) not in used)
+  twin = {c: t for c, t in zip(alphabet, free)}
+  if len(twin) < len(alphabet):
+    raise UserError(f"the corpus has {len(alphabet)} distinct characters, too many to train")
+  back = {t: c for c, t in twin.items()}
+
+  def twinned(word):
+    return word[0] + "".join(twin[c] for c in word[1:])
+
+  tok = tokenizers.Tokenizer(models.BPE())
+  tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+  trainer = trainers.BpeTrainer(
+    vocab_size=vocab_size,
+    special_tokens=list(tokenizer_lib.SPECIAL_PIECES),
+    show_progress=False,
+  )
+  tok.train_from_iterator(
+    (" ".join([twinned(w)] * n) for w, n in sorted(words.items())), trainer=trainer
+  )
+  pieces = [p for p, _ in sorted(tok.get_vocab().items(), key=lambda item: item[1])]
+  for piece, i in zip(tokenizer_lib.SPECIAL_PIECES, tokenizer_lib.SPECIAL_IDS):
+    assert pieces[i] == piece, (piece, pieces[i])
+
+  def restored(piece):
+    if piece in tokenizer_lib.SPECIAL_PIECES:
+      return piece
+    text = "".join(back.get(c, c) for c in piece)
+    return "##" + text if piece[0] in back else text
+
+  storage.write_text(path, "".join(f"{restored(p)}\n" for p in pieces))
+  return path

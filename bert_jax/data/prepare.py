@@ -321,6 +321,7 @@ def _tokenizer(config, data_dir, units, settings, log):
           target,
           vocab_size=t.vocab_size,
           model_type=t.model_type,
+          lowercase=t.lowercase,
           input_sentence_size=t.input_sentence_size,
           seed=config.seed,
         )

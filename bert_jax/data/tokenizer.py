@@ -398,27 +398,39 @@ def _hf_model_type(path: str) -> str | None:
     return None
 
 
-# config.tokenizer.model_type: SentencePiece's unigram and bpe, or byte-level BPE (RoBERTa's).
-TRAINED_KINDS = ("unigram", "bpe", "bytelevel_bpe")
+# config.tokenizer.model_type: SentencePiece's unigram and bpe, byte-level BPE (RoBERTa's), or
+# WordPiece (BERT's: a vocab.txt).
+TRAINED_KINDS = ("unigram", "bpe", "bytelevel_bpe", "wordpiece")
 
 
 def trained_file_name(model_type: str) -> str:
   """The file name of a tokenizer `train_tokenizer` trains for `model_type`."""
-  return "tokenizer.json" if model_type == "bytelevel_bpe" else SentencePieceTokenizer.file_name
+  return {"bytelevel_bpe": "tokenizer.json", "wordpiece": "vocab.txt"}.get(
+    model_type, SentencePieceTokenizer.file_name
+  )
 
 
 def train_tokenizer(
-  sentences: Iterable[str], path: str, *, vocab_size: int, model_type: str = "unigram", **options
+  sentences: Iterable[str],
+  path: str,
+  *,
+  vocab_size: int,
+  model_type: str = "unigram",
+  lowercase: bool | None = None,
+  **options,
 ) -> str:
   """Trains the tokenizer `model_type` names: `train_sentencepiece`, or for
-  "bytelevel_bpe" `hf_tokenizer.train_bytelevel_bpe` (which reads every sentence given:
-  the caller samples). Name `path` with `trained_file_name(model_type)`.
+  "bytelevel_bpe" and "wordpiece" `hf_tokenizer.train_bytelevel_bpe` and
+  `hf_tokenizer.train_wordpiece` (which read every sentence given: the caller samples).
+  Name `path` with `trained_file_name(model_type)`.
 
   Args:
     sentences: as `train_sentencepiece` takes them.
     path: where to write the tokenizer.
     vocab_size: the number of tokens.
     model_type: one of `TRAINED_KINDS`.
+    lowercase: WordPiece only: lowercase (and strip accents, as BERT's uncased
+      tokenizer) before training and tokenizing; None: True.
     **options: `train_sentencepiece`'s `input_sentence_size` and `seed` (byte-level BPE
       has neither: it takes every sentence, and trains the same merges from them).
 
@@ -429,6 +441,11 @@ def train_tokenizer(
     from bert_jax.data import hf_tokenizer  # pylint: disable=g-import-not-at-top
 
     return hf_tokenizer.train_bytelevel_bpe(sentences, path, vocab_size=vocab_size)
+  if model_type == "wordpiece":
+    from bert_jax.data import hf_tokenizer  # pylint: disable=g-import-not-at-top
+
+    lowercase = True if lowercase is None else lowercase
+    return hf_tokenizer.train_wordpiece(sentences, path, vocab_size=vocab_size, lowercase=lowercase)
   return train_sentencepiece(
     sentences, path, vocab_size=vocab_size, model_type=model_type, **options
   )

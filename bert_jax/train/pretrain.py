@@ -75,6 +75,8 @@ def validate(config) -> None:
       f"{d.random_token_rate} must be >= 0 and add up to at most 1 (BERT: 0.8, 0.1)"
     )
   config_lib.check_choice(config, "data.objective", config_lib.OBJECTIVES)
+  if not config.tokenizer.path:  # a given tokenizer brings its own kind
+    config_lib.check_choice(config, "tokenizer.model_type", tokenizer_lib.TRAINED_KINDS)
   if config.model.size != "checkpoint":
     config_lib.check_choice(config, "model.arch", families.ARCHES)
     _check_objective(config.model.arch, d.objective)
