@@ -336,8 +336,10 @@ def _tokenizer(config, data_dir, units, settings, log):
           ) from None
         raise
       storage.write_json(stamp, trained_on)
-      log(f"tokenizer: trained {t.vocab_size} pieces in {time.time() - t0:.1f} s")
+      took = time.time() - t0
     tok = tokenizer_lib.load(target)
+    if not done:  # the pieces it has: a small corpus may give fewer than asked (refused below)
+      log(f"tokenizer: trained {tok.vocab_size} pieces in {took:.1f} s")
   if tok.vocab_size != t.vocab_size:
     raise UserError(
       f"tokenizer {t.path or target} has {tok.vocab_size} pieces but "
