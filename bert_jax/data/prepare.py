@@ -337,7 +337,7 @@ def _tokenizer(config, data_dir, units, settings, log):
         raise
       storage.write_json(stamp, trained_on)
       took = time.time() - t0
-    tok = tokenizer_lib.load(target)
+    tok = tokenizer_lib.load(target, lowercase=t.lowercase)  # as the workers load it
     if not done:  # the pieces it has: a small corpus may give fewer than asked (refused below)
       log(f"tokenizer: trained {tok.vocab_size} pieces in {took:.1f} s")
   if tok.vocab_size != t.vocab_size:
