@@ -311,6 +311,16 @@ def cpu_alone_without_accelerators(environ=os.environ) -> bool:
   return True
 
 
+def start_command() -> None:
+  """What a process whose command is bert_jax's (`bert-jax`, `python -m
+  bert_jax.finetune.glue`) does before it runs: the persistent compilation cache (a rerun
+  loads the programs this one compiled, compile_cache.py), and JAX's CPU backend alone on
+  a host without accelerators.
+  """
+  compile_cache.enable()
+  cpu_alone_without_accelerators()
+
+
 def main(argv=None):
   """`bert-jax COMMAND ...`; returns the exit status (2 for bad input, 75 for a run
   stopped by SIGTERM / Ctrl-C after its checkpoint, 130 for a second Ctrl-C).
@@ -324,9 +334,8 @@ def main(argv=None):
     return 0
   if not argv or argv[0] not in COMMANDS:
     return _overview(argv[0] if argv else None)
-  if command:  # a rerun loads the programs this one compiled (compile_cache.py)
-    compile_cache.enable()
-    cpu_alone_without_accelerators()
+  if command:
+    start_command()
   status = report_errors(COMMANDS[argv[0]], argv[1:])
   if command:  # the exit's collection would walk every object the run made (~0.3 s): skip it
     gc.freeze()

@@ -20,7 +20,7 @@ import argparse
 import json
 import sys
 
-from bert_jax import cli, compile_cache, host_memory, storage
+from bert_jax import cli, host_memory, storage
 from bert_jax import config as config_lib
 from bert_jax.errors import UserError
 from bert_jax.finetune import tfds_tasks
@@ -318,8 +318,7 @@ def main(argv: list[str] | None = None) -> int:
   """`python -m bert_jax.finetune.glue`; returns the exit status."""
   if argv is None:  # this process is the command: set up as `bert-jax` does (cli.main)
     host_memory.keep_freed_memory()
-    compile_cache.enable()
-    cli.cpu_alone_without_accelerators()
+    cli.start_command()
   return cli.report_errors(_main, sys.argv[1:] if argv is None else argv)
 
 
