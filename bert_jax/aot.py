@@ -54,7 +54,7 @@ from bert_jax import sharding
 from bert_jax.data import synthetic
 from bert_jax.errors import UserError
 from bert_jax.model import families
-from bert_jax.train import flops, loop, pretrain
+from bert_jax.train import flops, loop, pretrain, rtd
 from bert_jax.train import optimizer as optimizer_lib
 from bert_jax.train import step as step_lib
 
@@ -256,7 +256,7 @@ def compile_step(config, topology):
   state_sh = sharding.shardings_of(create, mesh, rules)
   state = sharding.abstract_like(create, state_sh)
   train_step = loop.compile_train_step(
-    step_lib.Pretraining(model), tx, schedule, t.accum_steps, state_sh, mesh
+    rtd.objective_for(model), tx, schedule, t.accum_steps, state_sh, mesh
   )
   batch, rng = _abstract_inputs(config, mesh)
   start = time.time()

@@ -151,6 +151,10 @@ def _common():
   # Family settings, None: the family's default. A setting the family lacks is an error.
   c.model.hidden_act = placeholder(str)  # gelu | gelu_new | relu | silu
   c.model.embedding_size = placeholder(int)  # ALBERT, ELECTRA: factorised embeddings
+  # ELECTRA: replaced-token detection with a generator this wide (heads of 64, the same
+  # depth; the paper: a quarter to a third of the hidden size); None: masked LM alone
+  c.model.generator_hidden_size = placeholder(int)
+  c.model.discriminator_weight = placeholder(float)  # ELECTRA: the RTD loss's weight (50)
   c.model.local_attention = placeholder(int)  # ModernBERT: sliding window width (tokens)
   c.model.global_attn_every_n_layers = placeholder(int)  # ModernBERT
   c.model.global_rope_theta = placeholder(float)  # ModernBERT
@@ -293,6 +297,8 @@ FAMILY_KEYS = (
   "intermediate_size",
   "hidden_act",
   "embedding_size",
+  "generator_hidden_size",
+  "discriminator_weight",
   "local_attention",
   "global_attn_every_n_layers",
   "global_rope_theta",

@@ -3,7 +3,8 @@ own kind of tokenizer (WordPiece, SentencePiece, byte-level BPE), built offline,
 imported (`import-hf`), adapted by continued MLM (`pretrain`), fine-tuned (`finetune`,
 each family's sequence head) and exported (`export-hf`); `transformers` loads both exports
 as the family's classes with every weight used. Then each family pretrained from scratch:
-its export loads whole and `pipeline("fill-mask")` gives our top 5.
+its export loads whole and `pipeline("fill-mask")` gives our top 5; ELECTRA's by
+replaced-token detection, its discriminator and generator exported side by side.
 
 BERT and RoBERTa take the same path with real numbers in test_hf_model.py,
 test_bbc_news.py and test_e2e_roberta.py.
@@ -140,17 +141,28 @@ def test_import_adapt_finetune_export(family, corpus):
 
 # From scratch: each family's export and the recipe's own arguments. ALBERT's recipe is
 # masked LM + SOP on sentence pairs, RoBERTa's tokenizer byte-level BPE, BERT's here a
-# WordPiece trained by bert_jax; the rest take the default recipe (masked LM on packed rows,
-# a SentencePiece unigram tokenizer).
-FROM_SCRATCH = {
+# WordPiece trained by bert_jax; ELECTRA's recipe replaced-token detection (WordPiece,
+# rows of one document), shrunk, with a projection from the embeddings (E 96) in both the
+# discriminator (H 128) and the generator (64); the rest take the default recipe (masked LM
+# on packed rows, a SentencePiece unigram tokenizer).
+FROM_SCRATCH = {  # family: (its export's class, the recipe (None: the default), its arguments)
   "albert": (
     "AlbertForPreTraining",
+    None,
     ["--config.data.objective=sop", "--config.data.packing=False"],
   ),
-  "bert": ("BertForPreTraining", ["--config.tokenizer.model_type=wordpiece"]),
-  "distilbert": ("DistilBertForMaskedLM", []),
-  "electra": ("ElectraForMaskedLM", []),
-  "roberta": ("RobertaForMaskedLM", ["--config.tokenizer.model_type=bytelevel_bpe"]),
+  "bert": ("BertForPreTraining", None, ["--config.tokenizer.model_type=wordpiece"]),
+  "distilbert": ("DistilBertForMaskedLM", None, []),
+  "electra": (
+    "ElectraForPreTraining",
+    "configs/electra.py",
+    [
+      "--config.model.num_layers=2",
+      "--config.model.hidden_size=128",
+      "--config.model.embedding_size=96",
+    ],
+  ),
+  "roberta": ("RobertaForMaskedLM", None, ["--config.tokenizer.model_type=bytelevel_bpe"]),
 }
 
 
@@ -164,9 +176,10 @@ def test_pretrained_from_scratch_loads_in_the_fill_mask_pipeline(family, corpus,
   root, _ = corpus
   work = root / f"{family}_from_scratch"
   workdir, hf_dir = str(work / "run"), str(work / "hf")
-  architecture, recipe = FROM_SCRATCH[family]
+  architecture, recipe, recipe_args = FROM_SCRATCH[family]
   argv = [
     "pretrain",
+    *(["--config", recipe] if recipe else []),
     "--workdir",
     workdir,
     f"--config.model.arch={family}",
@@ -182,7 +195,7 @@ def test_pretrained_from_scratch_loads_in_the_fill_mask_pipeline(family, corpus,
     "--config.train.batch_size=8",
     "--config.eval.steps=1",
     ONE_DEVICE,
-    *recipe,
+    *recipe_args,
   ]
   assert cli.main(argv) == 0
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
@@ -190,10 +203,43 @@ def test_pretrained_from_scratch_loads_in_the_fill_mask_pipeline(family, corpus,
   assert {r["split"] for r in records} == {"train", "eval"}
   for r in records:  # SOP's metric keeps NSP's name
     assert "mlm_accuracy" in r and ("nsp_accuracy" in r) == (family == "albert"), r
+    assert ("rtd_accuracy" in r) == (family == "electra"), r
   assert cli.main(["export-hf", "--workdir", workdir, "--out", hf_dir]) == 0
   auto = "AutoModelForPreTraining" if "PreTraining" in architecture else "AutoModelForMaskedLM"
   _loads_whole(hf_dir, auto, architecture)  # ALBERT's SOP head too
+  if family == "electra":  # the generator beside the discriminator
+    _check_discriminator(workdir, hf_dir)
+    hf_dir = os.path.join(hf_dir, "generator")
+    _loads_whole(hf_dir, "AutoModelForMaskedLM", "ElectraForMaskedLM")
   fill = check_fill_mask_export(
     workdir, hf_dir, "Return a new sorted list from the {mask} in iterable.", capsys
   )
   assert type(fill.model).__name__ == architecture.replace("PreTraining", "MaskedLM")
+
+
+def _check_discriminator(workdir, hf_dir):
+  """The exported `ElectraForPreTraining` gives our discriminator's logits at every token
+  of a padded batch of two texts.
+  """
+  import numpy as np
+
+  from bert_jax import run as run_lib
+
+  run = run_lib.load(workdir)
+  tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir)
+  texts = ["Return a new sorted list from the items in iterable.", "The module is imported."]
+  inputs = tokenizer(texts, padding=True, return_tensors="np")
+  ours = run.model.apply(
+    {"params": run.params},
+    inputs["input_ids"],
+    inputs["token_type_ids"],
+    inputs["attention_mask"],
+    None,
+    True,
+    method="discriminate",
+  )
+  model = transformers.AutoModelForPreTraining.from_pretrained(hf_dir)
+  with torch.no_grad():
+    theirs = model(**{k: torch.from_numpy(v) for k, v in inputs.items()}).logits.numpy()
+  real = inputs["attention_mask"] == 1
+  np.testing.assert_allclose(np.asarray(ours)[real], theirs[real], rtol=0, atol=1e-4)

@@ -13,7 +13,7 @@ import pytest
 
 from bert_jax import config as config_lib
 from bert_jax.model import families
-from bert_jax.train import flops, metrics
+from bert_jax.train import flops, metrics, rtd
 from bert_jax.train import step as step_lib
 from tests.conftest import random_batch
 
@@ -43,7 +43,7 @@ def _xla_flops(cfg, compile_it):
     )["params"]
   )
   grads = functools.partial(
-    step_lib.gradients, objective=step_lib.Pretraining(model), deterministic=True
+    step_lib.gradients, objective=rtd.objective_for(model), deterministic=True
   )
   lowered = jax.jit(grads).lower(params, batch, jax.random.key(0))
   cost = lowered.compile().cost_analysis() if compile_it else lowered.cost_analysis()
@@ -52,20 +52,23 @@ def _xla_flops(cfg, compile_it):
 
 
 # Each family's peculiar term made large enough to show: ALBERT's layers applied twice
-# (inner_group_num 2) and factorised embeddings (E 64) for ALBERT and ELECTRA.
-FAMILIES = {
-  "bert": {},
-  "roberta": {},
-  "distilbert": {},
-  "electra": {"embedding_size": 64},
-  "albert": {"embedding_size": 64, "inner_group_num": 2},
-  "modernbert": {},
+# (inner_group_num 2), factorised embeddings (E 64) for ALBERT and ELECTRA, and ELECTRA's
+# replaced-token detection with a generator of half the width (E 64, generator 64).
+CASES = {
+  "bert": ("bert", {}),
+  "roberta": ("roberta", {}),
+  "distilbert": ("distilbert", {}),
+  "electra": ("electra", {"embedding_size": 64}),
+  "electra_rtd": ("electra", {"embedding_size": 64, "generator_hidden_size": 64}),
+  "albert": ("albert", {"embedding_size": 64, "inner_group_num": 2}),
+  "modernbert": ("modernbert", {}),
 }
 
 
-@pytest.mark.parametrize("arch", families.ARCHES)
-def test_formula_matches_xla_cost_analysis(arch):
-  cfg = _tiny(arch, **FAMILIES[arch])
+@pytest.mark.parametrize("case", CASES)
+def test_formula_matches_xla_cost_analysis(case):
+  arch, fields = CASES[case]
+  cfg = _tiny(arch, **fields)
   # ModernBERT compiled (2-4 s); the others lowered: the module XLA compiles, counted before
   # its optimisations (within 1% of the compiled count here, at a tenth of the time). BERT's
   # compiled count is checked too, in test_compile.py (for a TPU) and test_train_throughput.py.

@@ -30,10 +30,11 @@ from bert_jax import storage
 from bert_jax.errors import UserError
 from bert_jax.hf import convert, families, files, tokenizer_files
 from bert_jax.hf import sentence_transformers as st
+from bert_jax.hf.families import electra as electra_hf
 
 # What an export writes: the only files (and folders) --overwrite replaces in an existing --out.
 EXPORT_FILES = (files.CONFIG, files.SAFETENSORS) + tokenizer_files.EXPORT_FILES + st.MODULE_FILES
-EXPORT_DIRS = st.MODULE_DIRS
+EXPORT_DIRS = st.MODULE_DIRS + (electra_hf.GENERATOR_FOLDER,)
 # Entries that make a directory a bert_jax run (`run`'s layout), never an export target.
 _RUN_ENTRIES = run_lib.RUN_FOLDERS + (run_lib.METRICS,)  # config.json: see _is_run_config
 _SHOWN = 5  # entries named in an error
@@ -72,14 +73,16 @@ def export_hf(
   family = families.for_arch(model.arch)
   embedding = run.meta.get("embedding") if head == "embedding" else None
   if embedding is not None:
-    tensors = convert.to_hf(params, st.base_rows(family, model), vocab_size)
-    config = {"architectures": [st.base_architecture(model.arch)]}
+    parts = [("", model, st.base_rows(family, model), st.base_architecture(model.arch))]
   else:
-    tensors = convert.to_hf(params, family.table(model, head), vocab_size)
-    config = {"architectures": [family.ARCHITECTURES[head]]}
-  config.update(family.hf_config(model, vocab_size, run.tokenizer))
-  if head != "pretraining" and embedding is None:
-    config = files.task_config(config, head, run.meta.get("labels"))
+    parts = _parts(family, model, head)
+  models = []  # (folder, tensors, config.json) of each model the export writes
+  for folder, part_model, rows, architecture in parts:
+    config = {"architectures": [architecture]}
+    config.update(family.hf_config(part_model, vocab_size, run.tokenizer))
+    if head != "pretraining" and embedding is None:
+      config = files.task_config(config, head, run.meta.get("labels"))
+    models.append((folder, convert.to_hf(params, rows, vocab_size), config))
 
   if storage.is_remote(out_dir):
     staging = tempfile.mkdtemp(prefix=".export-hf.")
@@ -88,13 +91,16 @@ def export_hf(
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out_dir))}.", dir=parent)
   try:
-    files.write(staging, tensors, config)
-    tokenizer_files.export_tokenizer(
-      run.tokenizer,
-      staging,
-      model_max_length=run.meta.get("max_seq_length", model.max_length),
-      arch=model.arch,
-    )
+    for folder, tensors, config in models:
+      target = os.path.join(staging, folder)
+      os.makedirs(target, exist_ok=True)
+      files.write(target, tensors, config)
+      tokenizer_files.export_tokenizer(
+        run.tokenizer,
+        target,
+        model_max_length=run.meta.get("max_seq_length", model.max_length),
+        arch=model.arch,
+      )
     if embedding is not None:
       st.write_modules(
         staging,
@@ -106,11 +112,23 @@ def export_hf(
     _move_into(staging, out_dir)
   finally:
     shutil.rmtree(staging, ignore_errors=True)  # a local temporary folder
-  log(
-    f"exported step {run.step} of {workdir} ({len(tensors)} tensors, vocab {vocab_size}) "
-    f"-> {out_dir}"
+  written = " + ".join(
+    f"{config['architectures'][0]}{' in ' + folder + '/' if folder else ''} "
+    f"({len(tensors)} tensors)"
+    for folder, tensors, config in models
   )
+  log(f"exported step {run.step} of {workdir}: {written}, vocab {vocab_size} -> {out_dir}")
   return out_dir
+
+
+def _parts(family, model, head: str) -> list[tuple[str, object, list, str]]:
+  """(folder within the export, model config, table rows, architecture) of each model an
+  export of `head` writes: the family's `export_parts` where it has them (ELECTRA's
+  replaced-token detection writes two), else the one model of its table.
+  """
+  if hasattr(family, "export_parts"):
+    return family.export_parts(model, head)
+  return [("", model, family.table(model, head), family.ARCHITECTURES[head])]
 
 
 def _move_into(staging: str, out_dir: str) -> None:

@@ -49,7 +49,7 @@ class Family:
   name: str
   config: type
   encoder: type
-  pretraining: type
+  pretraining: object  # config -> the pretraining module (a class, or a function)
   sequence_head: object
   token_head: object = None
   sentence_objectives: tuple[str, ...] = ()

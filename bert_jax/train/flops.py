@@ -18,7 +18,10 @@ E -> h (6 s E h; ELECTRA only when E != h), ALBERT applies its shared layers
 `num_layers * inner_group_num` times; ModernBERT fuses Q, K, V (the same 4 h^2), its GeGLU
 MLP maps h -> 2i then i -> h (3 h i), its head is a dense h -> h then the decoder, and it
 has no pooler. Local (sliding-window) attention is counted in full: the model computes
-every score and masks those outside the window.
+every score and masks those outside the window. ELECTRA's replaced-token detection adds its
+generator's FLOPs (its own width, the MLM head at the P positions) to the discriminator's,
+whose head is a dense h -> h and h -> 1 at every token (6 * s * (h^2 + h)) instead of the
+MLM head.
 
 XLA's `cost_analysis()["flops"]` of the compiled step counts everything, so it is a little
 above this figure (tests/test_flops.py holds every family to a band).
@@ -36,6 +39,8 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from bert_jax.model import electra
 
 # Dense bf16 peak FLOP/s by a lower-case substring of device_kind, the first match wins.
 PEAK_FLOPS = (
@@ -89,10 +94,19 @@ def flops_per_seq(model_cfg, length, predictions):
     length: tokens per row (`config.data.max_seq_length`).
     predictions: masked positions per row (`config.data.max_predictions_per_seq`).
   """
+  if getattr(model_cfg, "generator_hidden_size", None):  # ELECTRA's replaced-token detection
+    h = model_cfg.hidden_size
+    generator = _macs_per_row(electra.generator_config(model_cfg), length, predictions)
+    discriminator = _macs_per_row(model_cfg, length, 0) + length * (h * h + h)
+    return 6 * (generator + discriminator)
+  return 6 * _macs_per_row(model_cfg, length, predictions)
+
+
+def _macs_per_row(model_cfg, length, predictions):
+  """Multiply-adds of one row's forward pass with the MLM head at `predictions` positions."""
   layer, layers, projection, head, pooled = _macs(model_cfg)
   attention = 2 * length * model_cfg.hidden_size  # per token: scores and values
-  per_row = length * (layers * (layer + attention) + projection) + predictions * head + pooled
-  return 6 * per_row
+  return length * (layers * (layer + attention) + projection) + predictions * head + pooled
 
 
 def flops_per_step(model_cfg, batch, length, predictions):

@@ -18,7 +18,7 @@ from bert_jax.data import pipeline, prepare
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
 from bert_jax.model import families
-from bert_jax.train import flops, loop, precompile
+from bert_jax.train import flops, loop, precompile, rtd
 from bert_jax.train import optimizer as optimizer_lib
 from bert_jax.train import step as step_lib
 from bert_jax.train.metrics import log
@@ -274,24 +274,31 @@ def pretrain(config, workdir):
   use_tf = {"auto": None, "tf.data": True, "threads": False}[d.loader]
   eval_batches = _eval_batches(config, manifest, stream)
   train_stream = stream(split="train")
-  objective = step_lib.Pretraining(model)
+  objective = rtd.objective_for(model)
+  replaced_tokens = isinstance(objective, rtd.ReplacedTokenDetection)
   eval_step = jax.jit(functools.partial(step_lib.eval_step, objective=objective))
   baseline = _baseline(eval_batches, manifest)
   peak = _peak_flops(mesh, model_cfg.dtype)
 
   def evaluate(params, mesh):
-    values = _evaluate(eval_step, params, eval_batches, mesh)
+    values = _evaluate(eval_step, objective, params, eval_batches, mesh)
     values["mlm_baseline_accuracy"] = baseline
     return values
 
   def eval_line(step, values):
-    pair_task = (
-      "" if d.objective == "mlm" else (f", {d.objective}_accuracy {values['nsp_accuracy']:.3f}")
-    )
+    if replaced_tokens:
+      second = (
+        f", rtd_accuracy {values['rtd_accuracy']:.3f} (rtd_recall "
+        f"{values['rtd_recall']:.3f} of the {values['rtd_replaced']:.3f} replaced)"
+      )
+    elif d.objective != "mlm":
+      second = f", {d.objective}_accuracy {values['nsp_accuracy']:.3f}"
+    else:
+      second = ""
     return (
       f"eval step {step}: loss {values['loss']:.3f}, mlm_accuracy "
       f"{values['mlm_accuracy']:.3f} (most-frequent-token baseline "
-      f"{values['mlm_baseline_accuracy']:.3f}){pair_task}"
+      f"{values['mlm_baseline_accuracy']:.3f}){second}"
     )
 
   job = loop.Job(
@@ -304,7 +311,7 @@ def pretrain(config, workdir):
     batches=lambda start: pipeline.batches(train_stream, start, t.steps, use_tf=use_tf),
     evaluate=evaluate,
     eval_line=eval_line,
-    omit_metrics=("nsp_loss", "nsp_accuracy") if d.objective == "mlm" else (),
+    omit_metrics=("nsp_loss", "nsp_accuracy") if d.objective == "mlm" else (),  # none with rtd
     eval_every=config.eval.every_steps,
     meta={
       "model": config_lib.model_dict(model_cfg),
@@ -314,7 +321,9 @@ def pretrain(config, workdir):
     },
     check_resume=check_resume,
     init_params=init and functools.partial(_init_params_from, init, model_cfg),
-    progress_keys=("loss", "mlm_accuracy", "seq_per_s", "mfu"),
+    progress_keys=("loss", "mlm_accuracy")
+    + (("rtd_accuracy",) if replaced_tokens else ())
+    + ("seq_per_s", "mfu"),
     data_position=train_stream.position,
     example_batch=lambda: train_stream.batch_at(0),
     eval_programs=lambda params, mesh: [
@@ -368,12 +377,12 @@ def _eval_batches(config, manifest, stream):
   return list(pipeline.batches(eval_stream, 0, steps, use_tf=False))  # once: no need for tf.data
 
 
-def _evaluate(eval_step, params, batches, mesh):
+def _evaluate(eval_step, objective, params, batches, mesh):
   totals = None
   for local_batch in batches:
     sums = eval_step(params, sharding.global_batch(local_batch, mesh))
     totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
-  return {k: float(v) for k, v in jax.device_get(step_lib.summarize(totals)).items()}
+  return {k: float(v) for k, v in jax.device_get(objective.summarize(totals)).items()}
 
 
 def _baseline(batches, manifest):

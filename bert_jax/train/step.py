@@ -39,57 +39,77 @@ def create_state(model, tx, rng):
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
-def loss_sums(mlm_logits, nsp_logits, batch):
-  """Summed (not averaged) losses and hit counts, so micro-batches add up exactly."""
+def mlm_sums(mlm_logits, batch):
+  """The masked-LM loss and hits summed over the real predictions, and their count."""
   weights = batch["masked_lm_weights"]
   mlm_ce = optax.softmax_cross_entropy_with_integer_labels(mlm_logits, batch["masked_lm_ids"])
   mlm_hit = (mlm_logits.argmax(-1) == batch["masked_lm_ids"]).astype(jnp.float32)
+  return {
+    "mlm_loss": (mlm_ce * weights).sum(),
+    "mlm_correct": (mlm_hit * weights).sum(),
+    "mlm_count": weights.sum(),
+  }
+
+
+def loss_sums(mlm_logits, nsp_logits, batch):
+  """Summed (not averaged) losses and hit counts, so micro-batches add up exactly."""
   # Label -1: no sentence-pair task for this row (objective "mlm").
   nsp_weights = (batch["next_sentence_labels"] >= 0).astype(jnp.float32)
   labels = jnp.maximum(batch["next_sentence_labels"], 0)
   nsp_ce = optax.softmax_cross_entropy_with_integer_labels(nsp_logits, labels)
   nsp_hit = (nsp_logits.argmax(-1) == labels).astype(jnp.float32)
   return {
-    "mlm_loss": (mlm_ce * weights).sum(),
-    "mlm_correct": (mlm_hit * weights).sum(),
-    "mlm_count": weights.sum(),
+    **mlm_sums(mlm_logits, batch),
     "nsp_loss": (nsp_ce * nsp_weights).sum(),
     "nsp_correct": (nsp_hit * nsp_weights).sum(),
     "nsp_count": nsp_weights.sum(),
   }
 
 
+def mlm_means(sums):
+  """The mean masked-LM loss and accuracy over the predictions of `sums`."""
+  count = jnp.maximum(sums["mlm_count"], 1.0)
+  return {"mlm_loss": sums["mlm_loss"] / count, "mlm_accuracy": sums["mlm_correct"] / count}
+
+
 def summarize(sums):
   """Means from sums: loss = mean MLM loss over masked tokens + mean NSP (or SOP) loss
   over the rows that have a sentence-pair label (none with objective "mlm").
   """
-  mlm_count = jnp.maximum(sums["mlm_count"], 1.0)
+  mlm = mlm_means(sums)
   nsp_count = jnp.maximum(sums["nsp_count"], 1.0)
-  mlm_loss = sums["mlm_loss"] / mlm_count
   nsp_loss = sums["nsp_loss"] / nsp_count
   return {
-    "loss": mlm_loss + nsp_loss,
-    "mlm_loss": mlm_loss,
+    "loss": mlm["mlm_loss"] + nsp_loss,
+    **mlm,
     "nsp_loss": nsp_loss,
-    "mlm_accuracy": sums["mlm_correct"] / mlm_count,
     "nsp_accuracy": sums["nsp_correct"] / nsp_count,
   }
 
 
-def _forward(model, params, batch, deterministic, rng=None):
-  rngs = None if rng is None else {"dropout": rng}
+def mlm_total(batch):
+  """The masked tokens of the whole batch (at least 1), which divide the MLM loss sum."""
+  return jnp.maximum(batch["masked_lm_weights"].sum(), 1.0)
+
+
+def position_ids(model, batch):
+  """The batch's position ids when the model packs rows, else None."""
   # Rows of one example (no data.packing) hold positions 0..n-1 then padding, which attends
   # to nothing that counts: the model's 0..length-1 default (a slice of the position table,
   # `lookup.Lookup.rows`) gives the same loss without a lookup.
+  return batch.get("position_ids") if model.config.packed_rows else None
+
+
+def _forward(model, params, batch, deterministic, rng=None):
   return model.apply(
     {"params": params},
     batch["input_ids"],
     batch["token_type_ids"],
     batch["attention_mask"],
     batch["masked_lm_positions"],
-    batch.get("position_ids") if model.config.packed_rows else None,
+    position_ids(model, batch),
     deterministic=deterministic,
-    rngs=rngs,
+    rngs=None if rng is None else {"dropout": rng},
   )
 
 
@@ -106,7 +126,7 @@ class Pretraining:
   def totals(self, batch):
     """The masked tokens and the rows with a sentence-pair label of the whole batch."""
     return {
-      "mlm": jnp.maximum(batch["masked_lm_weights"].sum(), 1.0),
+      "mlm": mlm_total(batch),
       "nsp": jnp.maximum((batch["next_sentence_labels"] >= 0).sum().astype(jnp.float32), 1.0),
     }
 

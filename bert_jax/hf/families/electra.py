@@ -6,11 +6,19 @@ embeddings). A discriminator checkpoint (`ElectraForPreTraining`) imports its en
 `discriminator_predictions.*` are not used and the MLM head starts initialised. The extra
 head "discriminator" is the table of our `electra.ElectraDiscriminator`, exported as
 `ElectraForPreTraining`. `ElectraModel` checkpoints have no `electra.` prefix.
+
+A replaced-token-detection run (`electra.ElectraForReplacedTokenDetection`) exports two
+models (`export_parts`): the discriminator as `ElectraForPreTraining` in the export's
+folder, the model to fine-tune, and the generator as `ElectraForMaskedLM` in its
+`generator/` folder, each with the shared embeddings, as Google's releases pair them.
 """
+
+import dataclasses
 
 from bert_jax.hf.convert import Row
 from bert_jax.hf.families import bert as bert_hf
 from bert_jax.hf.families import common
+from bert_jax.model import electra
 
 ARCH = "electra"
 MODEL_TYPES = ("electra",)
@@ -116,3 +124,37 @@ def table(model, head: str = "pretraining") -> list[Row]:
   if head in ("classification", "regression"):
     return rows + common.first_token_head_rows()
   return rows + common.task_head_rows(head)
+
+
+GENERATOR_FOLDER = "generator"  # where a replaced-token-detection export puts the generator
+
+
+def generator_table(model) -> list[Row]:
+  """The generator of an `ElectraForReplacedTokenDetection` (config `model`, the
+  discriminator's) as `ElectraForMaskedLM`: the shared embeddings (`bert/embeddings`), its
+  projection and layers (`generator/`) and its MLM head (`mlm/`).
+  """
+
+  def ours(row):
+    if row.ours[0] == "bert" and row.ours[1] != "embeddings":
+      return dataclasses.replace(row, ours=("generator",) + row.ours[1:])
+    return row
+
+  return [ours(row) for row in table(electra.generator_config(model), "pretraining")]
+
+
+def export_parts(model, head: str) -> list[tuple[str, object, list[Row], str]]:
+  """(folder within the export, model config, rows, architecture) of each model an export
+  of `head` writes: two for a replaced-token-detection run's pretraining, else one.
+  """
+  if head != "pretraining" or model.generator_hidden_size is None:
+    return [("", model, table(model, head), ARCHITECTURES[head])]
+  return [
+    ("", model, table(model, "discriminator"), ARCHITECTURES["discriminator"]),
+    (
+      GENERATOR_FOLDER,
+      electra.generator_config(model),
+      generator_table(model),
+      ARCHITECTURES["pretraining"],
+    ),
+  ]
