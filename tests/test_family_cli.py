@@ -14,6 +14,7 @@ import csv
 import json
 import os
 
+import numpy as np
 import pytest
 
 from bert_jax import cli
@@ -209,6 +210,7 @@ def test_pretrained_from_scratch_loads_in_the_fill_mask_pipeline(family, corpus,
   _loads_whole(hf_dir, auto, architecture)  # ALBERT's SOP head too
   if family == "electra":  # the generator beside the discriminator
     _check_discriminator(workdir, hf_dir)
+    _check_finetuning_takes_the_discriminator(root, workdir, hf_dir)
     hf_dir = os.path.join(hf_dir, "generator")
     _loads_whole(hf_dir, "AutoModelForMaskedLM", "ElectraForMaskedLM")
   fill = check_fill_mask_export(
@@ -217,12 +219,49 @@ def test_pretrained_from_scratch_loads_in_the_fill_mask_pipeline(family, corpus,
   assert type(fill.model).__name__ == architecture.replace("PreTraining", "MaskedLM")
 
 
+def _check_finetuning_takes_the_discriminator(root, workdir, hf_dir):
+  """`finetune` from the RTD run, its encoder frozen: the exported classifier's encoder is
+  the exported discriminator's, tensor for tensor.
+  """
+  import safetensors.numpy
+
+  classifier, classifier_hf = (
+    os.path.join(root, "electra_cls"),
+    os.path.join(root, "electra_cls_hf"),
+  )
+  argv = [
+    "finetune",
+    "--workdir",
+    classifier,
+    f"--config.init_from={workdir}",
+    f"--config.data.train={root / 'labelled.csv'}",
+    f"--config.data.eval={root / 'labelled.csv'}",
+    "--config.train.steps=2",
+    "--config.train.batch_size=8",
+    "--config.data.max_seq_length=32",
+    "--config.head.freeze_encoder=True",
+    ONE_DEVICE,
+  ]
+  assert cli.main(argv) == 0
+  assert cli.main(["export-hf", "--workdir", classifier, "--out", classifier_hf]) == 0
+  _loads_whole(
+    classifier_hf, "AutoModelForSequenceClassification", "ElectraForSequenceClassification"
+  )
+  ours, pretrained = (
+    safetensors.numpy.load_file(os.path.join(d, "model.safetensors"))
+    for d in (classifier_hf, hf_dir)
+  )
+  encoder = [name for name in pretrained if name.startswith("electra.")]
+  assert encoder and all(name in ours for name in encoder)
+  for name in encoder:
+    np.testing.assert_array_equal(ours[name], pretrained[name], err_msg=name)
+
+
 def _check_discriminator(workdir, hf_dir):
   """The exported `ElectraForPreTraining` gives our discriminator's logits at every token
-  of a padded batch of two texts.
+  of a padded batch of two texts, and its encoder `bert-jax embed`'s mean-pooled vectors.
   """
-  import numpy as np
-
+  from bert_jax import embed
   from bert_jax import run as run_lib
 
   run = run_lib.load(workdir)
@@ -240,6 +279,12 @@ def _check_discriminator(workdir, hf_dir):
   )
   model = transformers.AutoModelForPreTraining.from_pretrained(hf_dir)
   with torch.no_grad():
-    theirs = model(**{k: torch.from_numpy(v) for k, v in inputs.items()}).logits.numpy()
+    outputs = model(
+      **{k: torch.from_numpy(v) for k, v in inputs.items()}, output_hidden_states=True
+    )
   real = inputs["attention_mask"] == 1
-  np.testing.assert_allclose(np.asarray(ours)[real], theirs[real], rtol=0, atol=1e-4)
+  np.testing.assert_allclose(np.asarray(ours)[real], outputs.logits.numpy()[real], atol=1e-4)
+  hidden = outputs.hidden_states[-1].numpy()  # (batch, length, hidden)
+  mean = (hidden * real[..., None]).sum(1) / real.sum(1, keepdims=True)
+  vectors, _ = embed.embed_texts(run, texts, pooling="mean")
+  np.testing.assert_allclose(vectors, mean, atol=1e-4)

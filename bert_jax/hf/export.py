@@ -3,7 +3,9 @@
 Writes `config.json`, `model.safetensors` (parameters only, float32, Hugging Face's names)
 and the tokenizer files, so that `transformers` loads it offline with no custom code:
   - a pretraining run: `BertForPreTraining` (MLM and NSP heads; the decoder tied to the word
-    embeddings), for `AutoModelForMaskedLM` and `pipeline("fill-mask")`;
+    embeddings), for `AutoModelForMaskedLM` and `pipeline("fill-mask")`; an ELECTRA
+    replaced-token-detection run writes its discriminator (`ElectraForPreTraining`) and,
+    in `generator/`, its generator (`ElectraForMaskedLM`), each a whole model directory;
   - a fine-tuned run (its best eval, unless --step): `BertForSequenceClassification`,
     `BertForTokenClassification` or `BertForQuestionAnswering` with `id2label` /
     `label2id`, for `pipeline("text-classification" | "token-classification" |

@@ -236,6 +236,10 @@ class ElectraForReplacedTokenDetection(nn.Module):
       self.discriminate(input_ids, token_type_ids, attention_mask, position_ids, deterministic)
     return mlm_logits, pretraining.no_sentence_logits(input_ids)
 
+  def encode(self, input_ids, token_type_ids=None, attention_mask=None):
+    """The discriminator's last hidden states and None, without dropout (for embeddings)."""
+    return self.bert(input_ids, token_type_ids, attention_mask, deterministic=True)
+
   def replaced_token_detection(
     self,
     input_ids,

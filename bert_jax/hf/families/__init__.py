@@ -12,7 +12,10 @@ A family module defines:
 - `tensor_name(name)`: a checkpoint's tensor name as the table names it; "" for buffers
   and tied copies (skipped), None for tensors the table does not use (listed);
 - `table(model, head)`: the `convert.Row`s of the model with `head` ("pretraining" or a
-  task), in Hugging Face's order.
+  task), in Hugging Face's order;
+- optionally `export_parts(model, head)`: the models an export writes, when not the one of
+  `table` (ELECTRA's replaced-token detection: the discriminator and, in a folder, the
+  generator).
 """
 
 import importlib
