@@ -16,6 +16,7 @@ import pytest
 
 from bert_jax import config as config_lib
 from bert_jax.errors import UserError
+from bert_jax.hf import convert
 from bert_jax.model import electra, registry
 from bert_jax.train import flops, rtd
 from bert_jax.train import step as step_lib
@@ -221,3 +222,26 @@ def test_without_a_generator_electra_pretrains_masked_lm():
   model = electra.pretraining_model(cfg)
   assert isinstance(model, electra.ElectraForMaskedLM)
   assert isinstance(rtd.objective_for(model), step_lib.Pretraining)
+
+
+def test_scanned_layers_unscan_for_export():
+  """A scanned RTD model (discriminator and generator layers stacked) and the unrolled
+  model on `convert.unscan`'s tree give the same losses: the export's tables see both
+  encoders' layers.
+  """
+  scanned = electra.pretraining_model(_config(scan_layers=True))
+  unrolled = electra.pretraining_model(_config())
+  params, batch = _init(scanned), _batch(3)
+  flat = convert.unscan(params)
+  assert set(flat["generator"]["encoder"]) == {"layer_0", "layer_1"}
+  assert set(flat["bert"]["encoder"]) == {"layer_0", "layer_1"}
+
+  def losses(model, p):
+    objective = rtd.objective_for(model)
+    return jax.jit(
+      lambda p: objective.summarize(objective.sums(p, batch, jax.random.key(5), True))
+    )(p)
+
+  a, b = losses(scanned, params), losses(unrolled, flat)
+  for key in ("mlm_loss", "rtd_loss"):
+    np.testing.assert_allclose(float(a[key]), float(b[key]), rtol=1e-5)

@@ -87,7 +87,8 @@ def _set(tree, path, value):
 
 
 def unscan(params: dict) -> dict:
-  """A scanned params tree (`encoder/layers`, leading layer axis) -> `encoder/layer_{i}`.
+  """A scanned params tree (`encoder/layers`, leading layer axis) -> `encoder/layer_{i}`,
+  for the encoder (`bert/`) and an ELECTRA generator's (`generator/`).
 
   Args:
     params: our params tree, scanned or not.
@@ -95,17 +96,21 @@ def unscan(params: dict) -> dict:
   Returns:
     The unrolled tree (`params` itself when it is not scanned).
   """
-  encoder = params["bert"]["encoder"]
-  if "layers" not in encoder:
-    return params
   import jax
 
-  stacked = encoder["layers"]
-  num_layers = jax.tree_util.tree_leaves(stacked)[0].shape[0]
-  layers = {
-    f"layer_{i}": jax.tree_util.tree_map(lambda a, i=i: a[i], stacked) for i in range(num_layers)
-  }
-  return {**params, "bert": {**params["bert"], "encoder": layers}}
+  unrolled = dict(params)
+  for part in ("bert", "generator"):
+    encoder = params.get(part, {}).get("encoder", {})
+    if "layers" not in encoder:
+      continue
+    stacked = encoder["layers"]
+    num_layers = jax.tree_util.tree_leaves(stacked)[0].shape[0]
+    layers = {
+      f"layer_{i}": jax.tree_util.tree_map(lambda a, i=i: a[i], stacked)
+      for i in range(num_layers)
+    }
+    unrolled[part] = {**params[part], "encoder": layers}
+  return unrolled
 
 
 def to_hf(params: dict, rows: list[Row], vocab_size: int) -> dict:
