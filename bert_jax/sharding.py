@@ -7,6 +7,7 @@ map onto them through `config.mesh.rules`.
 """
 
 import contextlib
+import math
 import os
 
 import flax.linen as nn
@@ -90,9 +91,28 @@ def replicated(mesh):
 
 
 def shardings_of(create_fn, mesh, rules):
-  """NamedShardings for the pytree that `create_fn` returns (leaves `nn.Partitioned`)."""
+  """NamedShardings for the pytree that `create_fn` returns (leaves `nn.Partitioned`).
+
+  A dimension its mesh axes do not divide is replicated instead (e.g. the one attention
+  head of a small ELECTRA generator under `tensor=2`); every other one is sharded as the
+  rules say.
+  """
   abstract = jax.eval_shape(create_fn)
-  return nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, rules)
+  shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, rules)
+  return jax.tree_util.tree_map(
+    lambda value, sharding: _divisible(sharding, value.shape), nn.meta.unbox(abstract), shardings
+  )
+
+
+def _divisible(sharding, shape):
+  """`sharding` with each dimension of `shape` that its mesh axes do not divide replicated."""
+  spec = tuple(sharding.spec) + (None,) * (len(shape) - len(sharding.spec))
+  fixed = []
+  for size, axes in zip(shape, spec, strict=True):
+    names = axes if isinstance(axes, tuple) else (() if axes is None else (axes,))
+    parts = math.prod(sharding.mesh.shape[name] for name in names)
+    fixed.append(axes if size % parts == 0 else None)
+  return NamedSharding(sharding.mesh, PartitionSpec(*fixed))
 
 
 def sharded_init(create_fn, shardings, select=lambda tree: tree):

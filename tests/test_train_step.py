@@ -11,8 +11,8 @@ import pytest
 
 from bert_jax import config as config_lib
 from bert_jax import sharding
-from bert_jax.model import pretraining
-from bert_jax.train import loop
+from bert_jax.model import families, pretraining
+from bert_jax.train import loop, rtd
 from bert_jax.train import optimizer as optimizer_lib
 from bert_jax.train import step as step_lib
 from tests.conftest import needs_devices, random_batch
@@ -33,7 +33,8 @@ def _config(**mesh):
 def _setup(config, devices):
   mesh = sharding.make_mesh(config.mesh, devices)
   rules = sharding.rules_from_config(config.mesh)
-  model = pretraining.BertForPreTraining(config_lib.model_config(config, VOCAB))
+  model_cfg = config_lib.model_config(config, VOCAB)
+  model = families.family(model_cfg.arch).pretraining(model_cfg)
   tx, schedule = optimizer_lib.make_optimizer(config.train)
   create = functools.partial(step_lib.create_state, model, tx, jax.random.key(0))
   state_sh = sharding.shardings_of(create, mesh, rules)
@@ -44,7 +45,7 @@ def _setup(config, devices):
 def _run(config, devices, steps=20, accum_steps=1):
   mesh, rules, model, tx, schedule, state, state_sh = _setup(config, devices)
   train_step = loop.compile_train_step(
-    step_lib.Pretraining(model), tx, schedule, accum_steps, state_sh, mesh
+    rtd.objective_for(model), tx, schedule, accum_steps, state_sh, mesh
   )
   rng = np.random.default_rng(0)
   losses = []
@@ -97,6 +98,24 @@ def test_fused_qkv_on_a_2x2x2_mesh_matches_three_projections_on_one_device():
   single, state = _run(_config(data=1, fsdp=1, tensor=1), jax.devices()[:1], steps=3)
   assert jax.tree.structure(fused_state) == jax.tree.structure(state)  # the same checkpoints
   np.testing.assert_allclose(fused, single, rtol=1e-4)
+
+
+@needs_devices(8)
+@pytest.mark.slow
+def test_electra_replaced_token_detection_on_a_2x2x2_mesh_matches_one_device():
+  """ELECTRA's generator and discriminator (E 64, generator 64) sharded: the same losses,
+  dropout and sampled replacements included, as on one device.
+  """
+
+  def electra(**mesh):
+    c = _config(**mesh)
+    c.model.arch, c.model.embedding_size, c.model.generator_hidden_size = "electra", 64, 64
+    return c
+
+  sharded, state = _run(electra(data=2, fsdp=2, tensor=2), jax.devices()[:8], steps=3)
+  single, _ = _run(electra(data=1, fsdp=1, tensor=1), jax.devices()[:1], steps=3)
+  assert "generator" in state.params and "discriminator" in state.params
+  np.testing.assert_allclose(sharded, single, rtol=1e-4)
 
 
 @pytest.mark.parametrize(

@@ -106,8 +106,7 @@ def unscan(params: dict) -> dict:
     stacked = encoder["layers"]
     num_layers = jax.tree_util.tree_leaves(stacked)[0].shape[0]
     layers = {
-      f"layer_{i}": jax.tree_util.tree_map(lambda a, i=i: a[i], stacked)
-      for i in range(num_layers)
+      f"layer_{i}": jax.tree_util.tree_map(lambda a, i=i: a[i], stacked) for i in range(num_layers)
     }
     unrolled[part] = {**params[part], "encoder": layers}
   return unrolled
