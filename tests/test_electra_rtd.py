@@ -139,6 +139,7 @@ def test_objective_is_electras_loss():
   assert not np.asarray(replaced)[outside].any()
 
 
+@pytest.mark.slow
 def test_the_discriminators_loss_reaches_the_generator_only_through_the_embeddings():
   """The samples are not differentiated (the paper): the RTD loss has no gradient in the
   generator's own layers or MLM head, and one in the shared embeddings.
@@ -154,6 +155,7 @@ def test_the_discriminators_loss_reaches_the_generator_only_through_the_embeddin
   assert float(optax.tree.norm(grads["bert"]["embeddings"])) > 0
 
 
+@pytest.mark.slow
 def test_training_steps_lower_both_losses():
   model = electra.pretraining_model(_config())
   objective = rtd.objective_for(model)
@@ -224,6 +226,7 @@ def test_without_a_generator_electra_pretrains_masked_lm():
   assert isinstance(rtd.objective_for(model), step_lib.Pretraining)
 
 
+@pytest.mark.slow
 def test_scanned_layers_unscan_for_export():
   """A scanned RTD model (discriminator and generator layers stacked) and the unrolled
   model on `convert.unscan`'s tree give the same losses: the export's tables see both
