@@ -8,7 +8,7 @@
     bert-jax predict --workdir DIR --input FILE --output OUT.jsonl [--step N] [--overwrite]
     bert-jax fill-mask --workdir DIR [--json] [--top-k 5] "text with [MASK] in it" ...
     bert-jax export-hf --workdir DIR --out HF_DIR [--step N] [--overwrite]
-    bert-jax import-hf --hf HF_DIR --workdir DIR
+    bert-jax import-hf --hf HF_DIR --workdir DIR [--generator ELECTRA_GENERATOR_DIR]
     bert-jax embed --workdir DIR --input FILE --output OUT.npy [--pooling cls|mean|max]
     bert-jax compile [--config configs/RECIPE.py[:ARG]] --topology v5e:4x4 [--config.KEY=VALUE ...]
 
@@ -209,6 +209,11 @@ def _import_hf(argv):
     "the new run directory",
   )
   parser.add_argument("--hf", required=True, help="checkpoint dir: config.json, weights, vocab")
+  parser.add_argument(
+    "--generator",
+    help="ELECTRA: the generator (ElectraForMaskedLM dir) to pair with the discriminator "
+    "in --hf, for replaced-token detection (default: --hf's generator/ folder, if any)",
+  )
   parser.add_argument("--seed", type=int, default=0, help="initialises missing heads")
   parser.add_argument(
     "--vocab-multiple",
@@ -221,7 +226,13 @@ def _import_hf(argv):
   from bert_jax.hf import import_hf
 
   run_lib.check_workdir(args.workdir)
-  import_hf.import_hf(args.hf, args.workdir, vocab_multiple=args.vocab_multiple, seed=args.seed)
+  import_hf.import_hf(
+    args.hf,
+    args.workdir,
+    generator_dir=args.generator,
+    vocab_multiple=args.vocab_multiple,
+    seed=args.seed,
+  )
 
 
 def _embed(argv):

@@ -211,12 +211,32 @@ def test_pretrained_from_scratch_loads_in_the_fill_mask_pipeline(family, corpus,
   if family == "electra":  # the generator beside the discriminator
     _check_discriminator(workdir, hf_dir)
     _check_finetuning_takes_the_discriminator(root, workdir, hf_dir)
+    _check_the_pair_round_trips(root, hf_dir)
     hf_dir = os.path.join(hf_dir, "generator")
     _loads_whole(hf_dir, "AutoModelForMaskedLM", "ElectraForMaskedLM")
   fill = check_fill_mask_export(
     workdir, hf_dir, "Return a new sorted list from the {mask} in iterable.", capsys
   )
   assert type(fill.model).__name__ == architecture.replace("PreTraining", "MaskedLM")
+
+
+def _check_the_pair_round_trips(root, hf_dir):
+  """`import-hf` of the export (its generator/ found by itself) and `export-hf` of that give
+  both models' tensors back bit for bit.
+  """
+  import safetensors.numpy
+
+  imported, again = os.path.join(root, "electra_imported"), os.path.join(root, "electra_again")
+  assert cli.main(["import-hf", "--hf", hf_dir, "--workdir", imported]) == 0
+  assert cli.main(["export-hf", "--workdir", imported, "--out", again]) == 0
+  for folder in ("", "generator"):
+    first, second = (
+      safetensors.numpy.load_file(os.path.join(d, folder, "model.safetensors"))
+      for d in (hf_dir, again)
+    )
+    assert first.keys() == second.keys()
+    for name in first:
+      np.testing.assert_array_equal(first[name], second[name], err_msg=f"{folder}/{name}")
 
 
 def _check_finetuning_takes_the_discriminator(root, workdir, hf_dir):

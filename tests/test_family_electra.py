@@ -43,14 +43,9 @@ POSITIONS = np.array([[1, 5, 11], [0, 4, 8], [1, 2, 4]], np.int32)  # non-paddin
 
 
 def _hf_config(**sizes):
+  defaults = dict(num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
   return transformers.ElectraConfig(
-    vocab_size=VOCAB,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=37,
-    max_position_embeddings=64,
-    attn_implementation="eager",
-    **sizes,
+    vocab_size=VOCAB, max_position_embeddings=64, attn_implementation="eager", **(defaults | sizes)
   )
 
 
@@ -109,7 +104,7 @@ def test_discriminator_checkpoint_imports_its_encoder_and_head(tmp_path):
   hf_model = _random_hf(transformers.ElectraForPreTraining, _hf_config(**DISCRIMINATOR), 1)
   hf_model.save_pretrained(str(tmp_path), safe_serialization=False)
   tensors, ignored = files.read_tensors(str(tmp_path), electra_hf)
-  assert ignored and all(n.startswith("discriminator_predictions.") for n in ignored)
+  assert ignored == [] and any(n.startswith("discriminator_predictions.") for n in tensors)
   cfg = _our_config(hf_model.config)
   model, args = _model(cfg, "pretraining", None)
   encoder, missing = _import(tensors, model, "pretraining", args)
@@ -162,6 +157,92 @@ def test_export_loads_in_transformers_with_the_same_logits(head, shape, auto_cla
   hf_model = reload(getattr(transformers, auto_class), path)
   assert type(hf_model).__name__ == electra_hf.ARCHITECTURES[head]
   _check(model, params, args, hf_model, head)
+
+
+# A pair as Google releases them: a discriminator (E 48 -> H 64) and a generator a half as
+# wide (E 48 -> 32: one head, an MLP of 128, the same depth), the embeddings shared.
+PAIR_DISCRIMINATOR = dict(embedding_size=48, hidden_size=64, hidden_act="gelu")
+PAIR_GENERATOR = dict(
+  embedding_size=48, hidden_size=32, num_attention_heads=1, intermediate_size=128, hidden_act="gelu"
+)
+
+
+def _pair(tmp_path):
+  """A random discriminator (with a WordPiece tokenizer) in tmp_path/hf and its generator,
+  which shares its embeddings, in tmp_path/generator.
+  """
+  from tests import tiny_tokenizers
+
+  hf_dir, generator_dir = tmp_path / "hf", tmp_path / "generator"
+  lines = [f"the function {w} returns a sorted list of {w} items" for w in "abcdefghij"] * 3
+  hf_dir.mkdir()
+  tiny_tokenizers.wordpiece_files(
+    lines, hf_dir, config={"tokenizer_class": "ElectraTokenizer"}, vocab_size=VOCAB
+  )
+  disc = _random_hf(transformers.ElectraForPreTraining, _hf_config(**PAIR_DISCRIMINATOR), 5)
+  config = _hf_config(**PAIR_GENERATOR)
+  generator = _random_hf(transformers.ElectraForMaskedLM, config, 6)
+  generator.electra.embeddings.load_state_dict(disc.electra.embeddings.state_dict())
+  disc.save_pretrained(str(hf_dir))
+  generator.save_pretrained(str(generator_dir))
+  return hf_dir, generator_dir, disc, generator
+
+
+def test_a_discriminator_and_its_generator_import_as_replaced_token_detection(tmp_path):
+  """`import-hf --generator`: one RTD model whose discriminator and generator give the
+  Hugging Face models' hidden states and logits; nothing initialised, nothing unused.
+  """
+  from bert_jax import run as run_lib
+  from bert_jax.hf import import_hf
+
+  hf_dir, generator_dir, disc, generator = _pair(tmp_path)
+  said = []
+  cfg = import_hf.import_hf(
+    str(hf_dir), str(tmp_path / "run"), generator_dir=str(generator_dir), log=said.append
+  )
+  assert cfg.generator_hidden_size == 32
+  assert "replaced-token detection" in said[0]
+  assert not [line for line in said if "initialised" in line or "not used" in line], said
+  assert not [line for line in said if "differ" in line], said  # shared: the same values
+  run = run_lib.load(str(tmp_path / "run"))
+  assert isinstance(run.model, electra.ElectraForReplacedTokenDetection)
+  p = run.params
+  args = pair_batch(VOCAB)
+  discriminator = {"bert": p["bert"], "discriminator": p["discriminator"]}
+  check(electra.ElectraDiscriminator(cfg), discriminator, args, disc, "discriminator", POSITIONS)
+  mlm = electra.ElectraForMaskedLM(electra.generator_config(cfg))
+  generator_params = {
+    "bert": {"embeddings": p["bert"]["embeddings"], **p["generator"]},
+    "mlm": p["mlm"],
+  }
+  check(mlm, generator_params, (*args, POSITIONS), generator, "pretraining", POSITIONS)
+
+
+def test_a_generator_with_embeddings_of_its_own_is_said_in_one_line():
+  from bert_jax.hf import import_hf
+
+  table = {"word": {"embedding": np.zeros((4, 2), np.float32)}}
+  said = []
+  import_hf._compare_embeddings(table, table, said.append)
+  assert said == []
+  moved = {"word": {"embedding": np.full((4, 2), 0.25, np.float32)}}
+  import_hf._compare_embeddings(moved, table, said.append)
+  assert len(said) == 1 and "by up to 0.25" in said[0] and "discriminator's" in said[0]
+
+
+def test_a_generator_that_does_not_pair_is_one_line():
+  discriminator = electra_hf.model_kwargs(_hf_config(**PAIR_DISCRIMINATOR).to_dict())
+  generator = _hf_config(**PAIR_GENERATOR).to_dict()
+  assert electra_hf.generator_hidden_size(discriminator, generator, "g/config.json") == 32
+  for change, message in (
+    (dict(num_hidden_layers=3), "num_layers 3 \\(bert_jax's: 2\\)"),
+    (dict(intermediate_size=64), "intermediate_size 64 \\(bert_jax's: 128\\)"),
+    (dict(hidden_size=96, num_attention_heads=1), "generator_hidden_size=96 must be"),
+    (dict(embedding_size=16), "embedding_size 16 \\(bert_jax's: 48\\)"),
+  ):
+    with pytest.raises(UserError, match=message) as e:
+      electra_hf.generator_hidden_size(discriminator, dict(generator, **change), "g/config.json")
+    assert "\n" not in str(e.value) and "g/config.json" in str(e.value)
 
 
 def test_check_config_rejects_what_we_do_not_implement():

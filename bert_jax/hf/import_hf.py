@@ -8,6 +8,11 @@ SentencePiece run, that SentencePiece model (`tokenizer.model`). `pretrain` and 
 Heads the checkpoint lacks (a sentence-transformers `BertModel` has no MLM head) are
 initialised from the seed and listed; tensors we do not use are listed too. The checkpoint
 directory and the workdir may be URLs (`gs://...`).
+
+An ELECTRA discriminator (`ElectraForPreTraining`) with its generator (`ElectraForMaskedLM`:
+`--generator DIR`, or the `generator/` folder of the checkpoint, as `export-hf` writes a
+replaced-token-detection run) imports as one replaced-token-detection model, to continue
+pretraining as ELECTRA does; the discriminator's embeddings are the shared ones.
 """
 
 import os
@@ -30,7 +35,13 @@ from bert_jax.model import families as model_families
 
 
 def import_hf(
-  hf_dir: str, workdir: str, *, vocab_multiple: int = 128, seed: int = 0, log=print
+  hf_dir: str,
+  workdir: str,
+  *,
+  generator_dir: str | None = None,
+  vocab_multiple: int = 128,
+  seed: int = 0,
+  log=print,
 ) -> bert.BertConfig:
   """Converts the checkpoint in `hf_dir` into `workdir`.
 
@@ -41,6 +52,8 @@ def import_hf(
     hf_dir: a Hugging Face BERT checkpoint directory (config.json, weights, tokenizer),
       local or a URL.
     workdir: the new run directory, local or a URL.
+    generator_dir: an ELECTRA generator to pair with the discriminator in `hf_dir`; None:
+      `hf_dir`'s `generator/` folder when it has one.
     vocab_multiple: pad the vocabulary rows to a multiple of this.
     seed: initialises the heads the checkpoint lacks.
     log: prints the summary lines.
@@ -59,6 +72,16 @@ def import_hf(
     raise UserError(f"{workdir} already holds checkpoints; import into a new --workdir")
   tensors, ignored = files.read_tensors(hf_dir, family)
   kwargs = family.model_kwargs(hf)
+  generator_dir = _generator_dir(family, hf_dir, generator_dir)
+  checkpoint = {"": tensors}  # folder -> its tensors: the model, and a generator's
+  if generator_dir is not None:
+    kwargs["generator_hidden_size"] = family.generator_hidden_size(
+      kwargs, files.read_config(generator_dir), storage.join(generator_dir, files.CONFIG)
+    )
+    checkpoint[family.GENERATOR_FOLDER], generator_ignored = files.read_tensors(
+      generator_dir, family
+    )
+    ignored += [f"{family.GENERATOR_FOLDER}/{name}" for name in generator_ignored]
   hf_vocab = kwargs["vocab_size"]
   multiple = max(1, vocab_multiple)
   kwargs["vocab_size"] = -(-hf_vocab // multiple) * multiple
@@ -88,10 +111,8 @@ def import_hf(
         f"the tokenizer of {hf_dir} pads with id {tokenizer.pad_id} but config.json's "
         f"pad_token_id is {pad}; they do not belong together"
       )
-    initial = _initial_params(model, seed)
-    rows = family.table(model_cfg)
-    params, missing = convert.from_hf(tensors, initial, rows, hf_vocab)
-    ignored = sorted(ignored + list(set(tensors) - {row.hf for row in rows}))
+    params, missing, unused = _convert(family, model_cfg, checkpoint, model, seed, hf_vocab, log)
+    ignored = sorted(ignored + unused)
     _put_in_place(staging, run_lib.path(workdir, run_lib.TOKENIZER))
   finally:
     shutil.rmtree(staging, ignore_errors=True)
@@ -112,6 +133,10 @@ def import_hf(
     f"vocab {hf_vocab} (padded to {model_cfg.vocab_size})"
   )
   case = {True: " (lowercased)", False: " (cased)"}.get(getattr(tokenizer, "lowercase", None), "")
+  if generator_dir is not None:
+    arch += (
+      f", generator {generator_dir}: H{model_cfg.generator_hidden_size} (replaced-token detection)"
+    )
   log(f"imported {hf_dir}: {arch}, {tokenizer.kind} tokenizer{case}")
   if missing:
     log("initialised (not in the checkpoint): " + ", ".join(family.GROUPS[g] for g in missing))
@@ -120,6 +145,66 @@ def import_hf(
     log(f"not used: {shown}")
   log(f"-> {checkpoint_dir}/0; start from it with --config.init_from={workdir}")
   return model_cfg
+
+
+def _generator_dir(family, hf_dir: str, given: str | None) -> str | None:
+  """The generator to pair with the model of `hf_dir`: `given`, else `hf_dir`'s
+  `generator/` folder when the family pairs one (ELECTRA) and it holds a config.json.
+
+  Raises:
+    UserError: a generator given for a family without one.
+  """
+  folder = getattr(family, "GENERATOR_FOLDER", None)
+  if given is not None:
+    if folder is None:
+      raise UserError(
+        f"--generator is for an ELECTRA discriminator; {hf_dir} is a {family.ARCH} model"
+      )
+    return given
+  if folder is not None and storage.isfile(storage.join(hf_dir, folder, files.CONFIG)):
+    return storage.join(hf_dir, folder)
+  return None
+
+
+def _convert(family, model_cfg, checkpoint, model, seed, hf_vocab, log):
+  """Our params from the checkpoint's tensors ({folder: tensors}: the model's, and a
+  generator's): (params, the groups initialised, the tensor names not used).
+
+  With a generator, each of the two models of an export (`export_parts`) is read from its
+  own tensors; the discriminator's embeddings replace the generator's copy (one line says
+  when they differ).
+  """
+  initial = _initial_params(model, seed)
+  if len(checkpoint) == 1:
+    parts = [("", None, family.table(model_cfg), None)]
+  else:
+    parts = family.export_parts(model_cfg, "pretraining")
+  params, missing, unused = {}, set(), []
+  for folder, _, rows, _ in reversed(parts):  # the generator first: the model's bert/ wins
+    tensors = checkpoint[folder]
+    part, part_missing = convert.from_hf(tensors, initial, rows, hf_vocab)
+    if "bert" in params and "bert" in part:
+      _compare_embeddings(params["bert"]["embeddings"], part["bert"]["embeddings"], log)
+    params.update(part)
+    missing.update(part_missing)
+    prefix = f"{folder}/" if folder else ""
+    unused += [prefix + name for name in set(tensors) - {row.hf for row in rows}]
+  return params, sorted(missing), unused
+
+
+def _compare_embeddings(generator, discriminator, log):
+  """One line when a generator's embeddings are not the discriminator's (they are shared)."""
+  diff = max(
+    float(np.max(np.abs(a - b)))
+    for a, b in zip(
+      jax.tree_util.tree_leaves(generator), jax.tree_util.tree_leaves(discriminator), strict=True
+    )
+  )
+  if diff > 0:
+    log(
+      f"the generator's embeddings differ from the discriminator's (by up to {diff:.3g}); "
+      f"the discriminator's are the shared ones"
+    )
 
 
 def _put_in_place(staging: str, final: str) -> None:

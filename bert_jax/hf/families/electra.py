@@ -11,10 +11,13 @@ A replaced-token-detection run (`electra.ElectraForReplacedTokenDetection`) expo
 models (`export_parts`): the discriminator as `ElectraForPreTraining` in the export's
 folder, the model to fine-tune, and the generator as `ElectraForMaskedLM` in its
 `generator/` folder, each with the shared embeddings, as Google's releases pair them.
+`import-hf` reads such a pair back (`generator_hidden_size` checks that a generator's
+config.json pairs with the discriminator's) into a replaced-token-detection model.
 """
 
 import dataclasses
 
+from bert_jax.errors import UserError
 from bert_jax.hf.convert import Row
 from bert_jax.hf.families import bert as bert_hf
 from bert_jax.hf.families import common
@@ -67,9 +70,9 @@ def tensor_name(name: str) -> str | None:
   """A checkpoint's tensor name as the tables name it ("" to skip, None unused).
 
   Adds the `electra.` prefix of `ElectraModel` checkpoints and renames TF's
-  `LayerNorm.gamma` / `beta`; the discriminator and fine-tuning heads are not used.
+  `LayerNorm.gamma` / `beta`; the fine-tuning heads are not used.
   """
-  used = ("electra.", "generator_")
+  used = ("electra.", "generator_", "discriminator_")
   return common.tensor_name(name, "electra.", _PARTS, _SKIPPED, used, tf_names=True)
 
 
@@ -158,3 +161,47 @@ def export_parts(model, head: str) -> list[tuple[str, object, list[Row], str]]:
       ARCHITECTURES["pretraining"],
     ),
   ]
+
+
+# The generator fields that must equal those bert_jax derives from the discriminator.
+_PAIRED = (
+  "vocab_size",
+  "embedding_size",
+  "num_layers",
+  "num_heads",
+  "intermediate_size",
+  "max_position_embeddings",
+  "type_vocab_size",
+  "hidden_act",
+)
+
+
+def generator_hidden_size(discriminator: dict, generator_hf: dict, path: str) -> int:
+  """The `generator_hidden_size` of a discriminator (its `model_kwargs`) and a generator
+  checkpoint's config.json (read from `path`) that pair as bert_jax's RTD model pairs them.
+
+  Raises:
+    UserError: naming each field of the generator that differs from what bert_jax's
+      generator of that width has (the discriminator's vocabulary, embeddings, depth and
+      activation; heads of 64, an MLP 4x as wide).
+  """
+  width = model_kwargs(generator_hf)["hidden_size"]
+  try:
+    ours = electra.generator_config(
+      electra.ElectraConfig(**discriminator, generator_hidden_size=width)
+    )
+  except ValueError as e:
+    raise UserError(f"{path}: {e}") from None
+  theirs = model_kwargs(generator_hf)
+  differ = [
+    f"{key} {theirs[key]} (bert_jax's: {getattr(ours, key)})"
+    for key in _PAIRED
+    if theirs[key] != getattr(ours, key)
+  ]
+  if differ:
+    raise UserError(
+      f"the generator {path} does not pair with the discriminator: {'; '.join(differ)}. "
+      f"bert_jax's generator has the discriminator's vocabulary, embeddings, depth and "
+      f"activation, heads of 64 and an MLP 4x its width"
+    )
+  return width
