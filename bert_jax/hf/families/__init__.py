@@ -15,7 +15,8 @@ A family module defines:
   task), in Hugging Face's order;
 - optionally `export_parts(model, head)`: the models an export writes, when not the one of
   `table` (ELECTRA's replaced-token detection: the discriminator and, in a folder, the
-  generator).
+  generator), with `GENERATOR_FOLDER` and `generator_hidden_size(kwargs, hf, path)`, which
+  `import-hf` reads such a pair back with.
 """
 
 import importlib
