@@ -20,9 +20,8 @@ import pytest
 from bert_jax import sharding
 from bert_jax.errors import UserError
 from bert_jax.model import attention, axes, bert, modernbert_layers
-from tests.conftest import needs_devices
+from tests.conftest import ROOT, needs_devices
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LENGTH = 128  # splash's smallest block
 
 
@@ -325,7 +324,7 @@ def test_splash_compiles_for_a_tpu():
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
   proc = subprocess.run(
     [sys.executable, "-c", TPU_LOWERING],
-    cwd=REPO,
+    cwd=ROOT,
     env=env,
     capture_output=True,
     text=True,

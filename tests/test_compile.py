@@ -11,9 +11,10 @@ import sys
 
 import pytest
 
+from tests.conftest import ROOT
+
 pytest.importorskip("libtpu")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # BERT-tiny, short rows and a small vocabulary: compiles in seconds.
 SMALL = (
   "--config.data.max_seq_length=32",
@@ -27,7 +28,7 @@ def compile_cli(*args):
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
   return subprocess.run(
     [sys.executable, "-m", "bert_jax", "compile", *args],
-    cwd=REPO,
+    cwd=ROOT,
     env=env,
     capture_output=True,
     text=True,

@@ -9,14 +9,14 @@ import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import ROOT
 
 
 @pytest.mark.slow
 def test_profile_groups_the_ops_of_a_step():
   argv = "--layers 1 --hidden 64 --heads 2 --seq 32 --batch 4 --steps 1 --top 3".split()
   out = subprocess.run(
-    [sys.executable, os.path.join(REPO, "benchmarks", "cpu_step_profile.py"), *argv],
+    [sys.executable, os.path.join(ROOT, "benchmarks", "cpu_step_profile.py"), *argv],
     capture_output=True,
     text=True,
     check=True,

@@ -15,10 +15,8 @@ import pytest
 
 from bert_jax.data import prepare, tokenizer
 from bert_jax.errors import UserError
-from tests.conftest import FAST_COMPILE, write_topics_corpus
+from tests.conftest import FAST_COMPILE, ROOT, write_topics_corpus
 from tests.test_pipeline import _corpus, small_config
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _prepare(config, data_dir, lines=None):
@@ -166,7 +164,7 @@ def test_ctrl_c_stops_quietly_and_the_rerun_finishes(tmp_path):
   env = {**os.environ, "XLA_FLAGS": FAST_COMPILE}
   proc = subprocess.Popen(
     _prepare_command(workdir, tmp_path / "corpus.txt"),
-    cwd=REPO,
+    cwd=ROOT,
     env=env,
     stdout=subprocess.PIPE,
     stderr=subprocess.PIPE,
@@ -192,7 +190,7 @@ def test_ctrl_c_stops_quietly_and_the_rerun_finishes(tmp_path):
 
   again = subprocess.run(
     _prepare_command(workdir, tmp_path / "corpus.txt"),
-    cwd=REPO,
+    cwd=ROOT,
     env=env,
     capture_output=True,
     text=True,
@@ -230,7 +228,7 @@ def test_a_small_corpus_pretrains(tmp_path):
       "--config.eval.steps=1",
       "--config.checkpoint.every_steps=2",
     ],
-    cwd=REPO,
+    cwd=ROOT,
     env={**os.environ, "XLA_FLAGS": FAST_COMPILE},
     capture_output=True,
     text=True,

@@ -30,7 +30,6 @@ from bert_jax.train import metrics as metrics_lib
 from tests.conftest import FAST_COMPILE, TINY_TWO_LANES, write_topics_corpus
 from tests.test_pipeline import _corpus, small_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A tiny BERT on 24 of CPython's doc topics: 20 steps, checkpoints every 10, one eval at the end.
 RUN = [
   *TINY_TWO_LANES,

@@ -21,9 +21,9 @@ from bert_jax.errors import UserError
 from bert_jax.finetune import evaluate as evaluate_lib
 from bert_jax.finetune import glue, tfds_tasks
 from bert_jax.train import finetune
+from tests.conftest import ROOT
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RECIPES = os.path.join(REPO, "configs", "finetune")
+RECIPES = os.path.join(ROOT, "configs", "finetune")
 GLUE_TASKS = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli")
 # Recipe file: (registry task, max_seq_length, batch size, epochs, learning rate). GLUE
 # tasks have one recipe, glue.py, with the task as its argument.

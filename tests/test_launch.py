@@ -21,15 +21,15 @@ from bert_jax import cli
 from bert_jax.train import metrics as metrics_lib
 from tests.conftest import (
   FAST_COMPILE,
+  ROOT,
   TINY_TWO_LANES,
   distributed_processes,
   free_port,
   write_topics_corpus,
 )
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TPU = os.path.join(REPO, "launch", "tpu.py")
-FAKE = os.path.join(REPO, "tests", "fake_cloud")
+TPU = os.path.join(ROOT, "launch", "tpu.py")
+FAKE = os.path.join(ROOT, "tests", "fake_cloud")
 RUN = [
   *TINY_TWO_LANES,
   "--config.train.steps=20",
@@ -262,7 +262,7 @@ def test_slurm_script_requeues_on_sigterm_and_the_next_run_resumes(
   command = ["bash", "launch/slurm.sbatch", "configs/demo.py", str(workdir), *run_args]
   first = subprocess.run(
     command,
-    cwd=REPO,
+    cwd=ROOT,
     env={
       **env,
       "FAKE_SLURM_SIGNAL_AFTER": str(workdir / "checkpoints" / "10"),
@@ -275,7 +275,7 @@ def test_slurm_script_requeues_on_sigterm_and_the_next_run_resumes(
   assert first.returncode == 0, first.stderr[-3000:]
   assert "preempted at step" in first.stderr
   assert ["scontrol", "requeue", "4242"] in _calls(env)
-  second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  second = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert second.returncode == 0, second.stderr[-3000:]
   assert "resumed from" in second.stdout
   assert [c for c in _calls(env) if c[:2] == ["scontrol", "requeue"]] == [

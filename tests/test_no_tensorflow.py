@@ -8,9 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import FAST_COMPILE
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import FAST_COMPILE, ROOT
 
 CODE = """
 import sys
@@ -52,7 +50,7 @@ print("loss", float(metrics["loss"]))
 def test_model_step_and_synthetic_data_run_without_tensorflow():
   env = {**os.environ, "XLA_FLAGS": FAST_COMPILE}
   result = subprocess.run(
-    [sys.executable, "-c", CODE], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    [sys.executable, "-c", CODE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
   )
   assert result.returncode == 0, result.stderr[-3000:]
   loss = float(result.stdout.split("loss")[-1])

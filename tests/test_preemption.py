@@ -32,12 +32,12 @@ from bert_jax.train import metrics as metrics_lib
 from tests.conftest import (
   FAST_COMPILE,
   ONE_DEVICE,
+  ROOT,
   TINY_TWO_LANES,
   distributed_processes,
   write_topics_corpus,
 )
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = TINY_TWO_LANES
 RUN = [
   "--config.train.steps=8",
@@ -246,7 +246,7 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
 def test_a_second_run_on_a_workdir_in_use_is_refused(tmp_path, data_args, capsys):
   first = subprocess.Popen(
     [sys.executable, "-m", "bert_jax", "pretrain", "--workdir", str(tmp_path)] + [*data_args, *RUN],
-    cwd=REPO,
+    cwd=ROOT,
     env={**os.environ, "XLA_FLAGS": FAST_COMPILE, "BERT_JAX_DEBUG_STEP_SLEEP": "5"},
     stdout=subprocess.DEVNULL,
     stderr=subprocess.PIPE,

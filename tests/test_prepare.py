@@ -12,9 +12,8 @@ import pytest
 
 from bert_jax.data import corpus, pipeline, prepare, records, sources, synthetic, tokenizer, units
 from bert_jax.errors import UserError
+from tests.conftest import ROOT
 from tests.test_pipeline import _corpus, small_config
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _quiet(config, data_dir, **kwargs):
@@ -249,7 +248,7 @@ def test_preparation_memory_does_not_grow_with_the_corpus(tmp_path):
   _corpus(tmp_path / "corpus.txt", documents=20_000, seed=5)
   out = subprocess.run(
     [sys.executable, "-c", _RSS_SCRIPT, str(tmp_path)],
-    cwd=REPO,
+    cwd=ROOT,
     capture_output=True,
     text=True,
     check=True,

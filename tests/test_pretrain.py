@@ -26,9 +26,8 @@ from bert_jax import run as run_lib
 from bert_jax.data import pipeline
 from bert_jax.train import flops, metrics, pretrain
 from configs import demo
-from tests.conftest import FAST_COMPILE, compile_threads, compiled_ahead_once
+from tests.conftest import FAST_COMPILE, ROOT, compile_threads, compiled_ahead_once
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A short demo: seq 128 as the recipe, a small batch, checkpoints every 20 steps.
 FAST = [
   "--config.train.steps=60",
@@ -41,7 +40,7 @@ FAST = [
 ]
 
 
-def _run_cli(args, env=None, cwd=REPO, **kwargs):
+def _run_cli(args, env=None, cwd=ROOT, **kwargs):
   env = {**os.environ, "XLA_FLAGS": FAST_COMPILE, **(env or {})}  # one CPU device, as a user has
   return subprocess.Popen(
     [sys.executable, "-m", "bert_jax"] + args,
@@ -211,7 +210,7 @@ def test_fill_mask_pads_to_its_buckets_without_changing_a_score(uninterrupted):
   "path",
   sorted(
     p
-    for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
+    for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
     if not p.endswith(("__init__.py", "distill.py"))  # distill.py: tests/test_distill.py
   ),
 )

@@ -7,7 +7,6 @@ be checked against known text. Builder construction reads no data, so the regist
 checked against the real TFDS feature specs.
 """
 
-import os
 import subprocess
 import sys
 import types
@@ -19,11 +18,11 @@ from bert_jax.errors import UserError
 from bert_jax.finetune import metrics as task_metrics
 from bert_jax.finetune import tfds_tasks
 from bert_jax.model import tasks
+from tests.conftest import ROOT
 
 tfds = pytest.importorskip("tensorflow_datasets")
 tf = pytest.importorskip("tensorflow")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONLL_TAGS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
 
 
@@ -306,7 +305,7 @@ def test_registry_imports_without_tensorflow():
     "  print(e)\n"
   )
   result = subprocess.run(
-    [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
   )
   assert result.returncode == 0, result.stderr[-3000:]
   assert "needs TensorFlow Datasets" in result.stdout
