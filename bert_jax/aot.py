@@ -256,7 +256,12 @@ def compile_step(config, topology):
   state_sh = sharding.shardings_of(create, mesh, rules)
   state = sharding.abstract_like(create, state_sh)
   train_step = loop.compile_train_step(
-    rtd.objective_for(model), tx, schedule, t.accum_steps, state_sh, mesh
+    rtd.objective_for(model, config.tokenizer.vocab_size),
+    tx,
+    schedule,
+    t.accum_steps,
+    state_sh,
+    mesh,
   )
   batch, rng = _abstract_inputs(config, mesh)
   start = time.time()

@@ -25,8 +25,9 @@ The paper's Table 6 and 7:
 Adam b1 0.9, b2 0.999, eps 1e-6, weight decay 0.01, 10k warmup steps, linear decay,
 dropout 0.1, a WordPiece vocabulary of 30,522 (uncased). Where bert_jax differs: the
 paper's small model trains at batch 128 on one accelerator in float32; base and large here
-compute in bfloat16 with scanned layers, large with BERT-large's rematerialisation. Small
-compiles for one v5e chip with a peak of 2.6 GiB (`bert-jax compile`, 14.2M parameters).
+compute in bfloat16 with scanned layers, large with BERT-large's rematerialisation.
+`bert-jax compile` fits small on one v5e chip (2.6 GiB peak, 14.2M parameters), base on
+v5e:4x4 (11.2 GiB per chip, 119M) and large on v5e:8x8 (14.8 GiB).
 Not yet run by us at these scales.
 """
 

@@ -93,6 +93,11 @@ def test_sampling_draws_from_the_generators_softmax():
   draws = jax.vmap(lambda k: electra.sample_tokens(logits, k)[0])(keys)
   freq = np.bincount(np.asarray(draws), minlength=4) / len(draws)
   np.testing.assert_allclose(freq, [0.5, 0.3, 0.15, 0.05], atol=0.012)  # ~3.5 sigma
+  # Rows past the tokenizer's pieces pad the matrix: never drawn, however likely.
+  padded = jnp.log(jnp.array([[0.05, 0.05, 0.45, 0.45]]))
+  assert int(electra.sample_tokens(padded, vocab_size=2)[0]) in (0, 1)
+  draws = jax.vmap(lambda k: electra.sample_tokens(padded, k, vocab_size=2)[0])(keys[:2000])
+  assert set(np.asarray(draws).tolist()) == {0, 1}
 
 
 def _numpy_loss(mlm_logits, rtd_logits, replaced, batch, weight):

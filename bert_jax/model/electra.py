@@ -251,6 +251,7 @@ class ElectraForReplacedTokenDetection(nn.Module):
     position_ids=None,
     deterministic=True,
     sample_key=None,
+    vocab_size=None,
   ):
     """The training forward pass: generate, sample, replace, discriminate.
 
@@ -260,6 +261,8 @@ class ElectraForReplacedTokenDetection(nn.Module):
       position_ids, deterministic: as `__call__`'s.
       sample_key: the PRNG key the replacements are sampled with; None: the generator's
         most likely token.
+      vocab_size: the tokenizer's pieces: the padded rows after them are never sampled;
+        None: any row.
 
     Returns:
       mlm_logits: (batch, predictions, vocab) float32, the generator's.
@@ -270,7 +273,7 @@ class ElectraForReplacedTokenDetection(nn.Module):
     mlm_logits = self.generate(
       input_ids, token_type_ids, attention_mask, masked_lm_positions, position_ids, deterministic
     )
-    samples = sample_tokens(mlm_logits, sample_key)
+    samples = sample_tokens(mlm_logits, sample_key, vocab_size)
     corrupted, replaced = replace_masked(
       input_ids, masked_lm_positions, masked_lm_ids, masked_lm_weights, samples
     )
@@ -280,12 +283,16 @@ class ElectraForReplacedTokenDetection(nn.Module):
     return mlm_logits, rtd_logits, replaced
 
 
-def sample_tokens(logits, key=None):
+def sample_tokens(logits, key=None, vocab_size=None):
   """(batch, predictions) ids drawn from softmax(logits) by the Gumbel-max trick, with no
   gradient to the generator (ELECTRA's sampling is not differentiated); the argmax when
-  `key` is None.
+  `key` is None. With `vocab_size`, only the first `vocab_size` rows (the tokenizer's; the
+  rest pad the embedding matrix) can be drawn.
   """
   logits = jax.lax.stop_gradient(logits)
+  if vocab_size is not None:
+    real = jnp.arange(logits.shape[-1]) < vocab_size  # (vocab,)
+    logits = jnp.where(real, logits, -jnp.inf)
   if key is not None:
     logits = logits + jax.random.gumbel(key, logits.shape, logits.dtype)
   return jnp.argmax(logits, axis=-1).astype(jnp.int32)

@@ -274,7 +274,7 @@ def pretrain(config, workdir):
   use_tf = {"auto": None, "tf.data": True, "threads": False}[d.loader]
   eval_batches = _eval_batches(config, manifest, stream)
   train_stream = stream(split="train")
-  objective = rtd.objective_for(model)
+  objective = rtd.objective_for(model, manifest["vocab_size"])
   replaced_tokens = isinstance(objective, rtd.ReplacedTokenDetection)
   eval_step = jax.jit(functools.partial(step_lib.eval_step, objective=objective))
   baseline = _baseline(eval_batches, manifest)

@@ -33,12 +33,13 @@ SUM_KEYS = (
 EVAL_SAMPLE_SEED = 0  # the key an evaluation samples replacements with
 
 
-def objective_for(model: nn.Module):
+def objective_for(model: nn.Module, vocab_size: int | None = None):
   """The step objective of a family's pretraining module: replaced-token detection for
-  ELECTRA with a generator, else masked LM (+ NSP / SOP) (`step.Pretraining`).
+  ELECTRA with a generator (sampling only the tokenizer's `vocab_size` pieces, when given),
+  else masked LM (+ NSP / SOP) (`step.Pretraining`).
   """
   if isinstance(model, electra.ElectraForReplacedTokenDetection):
-    return ReplacedTokenDetection(model)
+    return ReplacedTokenDetection(model, vocab_size)
   return step_lib.Pretraining(model)
 
 
@@ -68,6 +69,7 @@ class ReplacedTokenDetection:
   """The objective of `electra.ElectraForReplacedTokenDetection` (the module docstring)."""
 
   model: nn.Module
+  vocab_size: int | None = None  # the tokenizer's pieces; the generator samples no others
   sum_keys = SUM_KEYS
 
   @property
@@ -90,6 +92,7 @@ class ReplacedTokenDetection:
       step_lib.position_ids(self.model, batch),
       deterministic=deterministic,
       sample_key=sample_key,
+      vocab_size=self.vocab_size,
       rngs=None if dropout_rng is None else {"dropout": dropout_rng},
       method="replaced_token_detection",
     )
