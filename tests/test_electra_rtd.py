@@ -206,6 +206,7 @@ def test_flops_add_the_generator_to_the_discriminator():
   [
     ({"generator_hidden_size": 100}, "generator_hidden_size=100"),
     ({"generator_hidden_size": 512}, "at most hidden_size=256"),
+    ({"generator_hidden_size": 64, "discriminator_weight": -1.0}, "must be positive"),
   ],
 )
 def test_a_bad_generator_size_is_one_line(overrides, message):

@@ -47,6 +47,10 @@ class ElectraConfig(bert.BertConfig):
         f"generator_hidden_size={g} must be positive, at most hidden_size="
         f"{self.hidden_size}, and above 64 a multiple of 64 (heads of 64)"
       )
+    if not self.discriminator_weight > 0:
+      raise ValueError(
+        f"discriminator_weight={self.discriminator_weight} must be positive (the paper: 50)"
+      )
 
 
 def generator_heads(hidden_size: int) -> int:
