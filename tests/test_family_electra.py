@@ -188,6 +188,7 @@ def _pair(tmp_path):
   return hf_dir, generator_dir, disc, generator
 
 
+@pytest.mark.slow
 def test_a_discriminator_and_its_generator_import_as_replaced_token_detection(tmp_path):
   """`import-hf --generator`: one RTD model whose discriminator and generator give the
   Hugging Face models' hidden states and logits; nothing initialised, nothing unused.

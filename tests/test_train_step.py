@@ -119,7 +119,8 @@ def test_electra_replaced_token_detection_on_a_2x2x2_mesh_matches_one_device():
 
 
 @pytest.mark.parametrize(
-  "devices,accum", [(1, 2), (4, 2), pytest.param(8, 4, marks=pytest.mark.slow)]
+  "devices,accum",
+  [(1, 2), pytest.param(4, 2, marks=pytest.mark.slow), pytest.param(8, 4, marks=pytest.mark.slow)],
 )
 def test_accumulated_gradient_equals_full_batch(devices, accum):
   if jax.device_count() < devices:
