@@ -40,6 +40,7 @@ def report(proc):
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # end to end: the CLI compiles in a subprocess
 def test_small_step_fits_with_our_flops():
   proc = compile_cli("--topology", "v5e:2x2", *SMALL)
   assert proc.returncode == 0, proc.stderr
@@ -64,6 +65,7 @@ def test_small_step_fits_with_our_flops():
   assert proc.stdout.splitlines()[-2].startswith("fits: peak ")
 
 
+@pytest.mark.slow  # end to end: the CLI compiles in a subprocess
 def test_too_big_a_batch_does_not_fit():
   proc = compile_cli(
     "--topology", "v5e:2x2", "--config.train.batch_size=16384", "--config.model.scan_layers=True"

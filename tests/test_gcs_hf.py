@@ -56,6 +56,7 @@ def _names(directory):
   return [n for n in storage.listdir(directory) if storage.isfile(storage.join(directory, n))]
 
 
+@pytest.mark.slow  # end to end over the emulator
 def test_export_of_a_bucket_import_is_the_local_export(base, remote_run, minilm_workdir):
   out = f"{base}/export"
   assert cli.main(["export-hf", "--workdir", remote_run, "--out", out]) == 0
@@ -76,6 +77,7 @@ def test_export_of_a_bucket_import_is_the_local_export(base, remote_run, minilm_
     cli.COMMANDS["export-hf"](["--workdir", "local", "--out", remote_run, "--overwrite"])
 
 
+@pytest.mark.slow  # end to end over the emulator
 def test_embed_reads_and_writes_the_bucket(base, remote_run, minilm_workdir):
   storage.write_text(f"{base}/texts.txt", "\n".join(TEXTS) + "\n")
   storage.write_text("texts.txt", "\n".join(TEXTS) + "\n")
