@@ -77,7 +77,7 @@ def export_hf(
   if embedding is not None:
     parts = [("", model, st.base_rows(family, model), st.base_architecture(model.arch))]
   else:
-    parts = _parts(family, model, head)
+    parts = families.model_parts(family, model, head)
   models = []  # (folder, tensors, config.json) of each model the export writes
   for folder, part_model, rows, architecture in parts:
     config = {"architectures": [architecture]}
@@ -121,16 +121,6 @@ def export_hf(
   )
   log(f"exported step {run.step} of {workdir}: {written}, vocab {vocab_size} -> {out_dir}")
   return out_dir
-
-
-def _parts(family, model, head: str) -> list[tuple[str, object, list, str]]:
-  """(folder within the export, model config, table rows, architecture) of each model an
-  export of `head` writes: the family's `export_parts` where it has them (ELECTRA's
-  replaced-token detection writes two), else the one model of its table.
-  """
-  if hasattr(family, "export_parts"):
-    return family.export_parts(model, head)
-  return [("", model, family.table(model, head), family.ARCHITECTURES[head])]
 
 
 def _move_into(staging: str, out_dir: str) -> None:

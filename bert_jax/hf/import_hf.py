@@ -170,17 +170,15 @@ def _convert(family, model_cfg, checkpoint, model, seed, hf_vocab, log):
   """Our params from the checkpoint's tensors ({folder: tensors}: the model's, and a
   generator's): (params, the groups initialised, the tensor names not used).
 
-  With a generator, each of the two models of an export (`export_parts`) is read from its
-  own tensors; the discriminator's embeddings replace the generator's copy (one line says
-  when they differ).
+  The parts are those an export of `model_cfg` writes (`families.model_parts`): with a
+  generator, each of the two models is read from its own tensors, and the discriminator's
+  embeddings replace the generator's copy (one line says when they differ).
   """
   initial = _initial_params(model, seed)
-  if len(checkpoint) == 1:
-    parts = [("", None, family.table(model_cfg), None)]
-  else:
-    parts = family.export_parts(model_cfg, "pretraining")
   params, missing, unused = {}, set(), []
-  for folder, _, rows, _ in reversed(parts):  # the generator first: the model's bert/ wins
+  for folder, _, rows, _ in reversed(
+    families.model_parts(family, model_cfg)
+  ):  # the generator first: the model's bert/ wins
     tensors = checkpoint[folder]
     part, part_missing = convert.from_hf(tensors, initial, rows, hf_vocab)
     if "bert" in params and "bert" in part:

@@ -48,6 +48,17 @@ def for_arch(arch: str):
   return importlib.import_module(MODULES[arch])
 
 
+def model_parts(family, model, head: str = "pretraining") -> list[tuple[str, object, list, str]]:
+  """(folder within an export, model config, table rows, architecture) of each Hugging Face
+  model that `model` with `head` is: the family's `export_parts` where it has them
+  (ELECTRA's replaced-token detection is two), else the one model of its table. Export
+  writes them and import reads them back.
+  """
+  if hasattr(family, "export_parts"):
+    return family.export_parts(model, head)
+  return [("", model, family.table(model, head), family.ARCHITECTURES[head])]
+
+
 def model_types() -> tuple[str, ...]:
   """Every config.json `model_type` import-hf reads."""
   return tuple(t for module in _available().values() for t in module.MODEL_TYPES)
