@@ -82,17 +82,36 @@ def embeddings_project(config, name=None):
   return bert.dense(config, config.hidden_size, (axes.EMBED_OUT,), (axes.EMBED,), name=name)
 
 
-class Electra(nn.Module):
-  """The encoder: returns the last hidden states, and None (ELECTRA has no pooler)."""
+class ProjectedEncoder(nn.Module):
+  """The layers after the embeddings: the projection from their width E (when it is not
+  the hidden size) and the encoder, called on embedded inputs. The generator of
+  replaced-token detection is one (its embeddings are the discriminator's).
+  """
 
   config: ElectraConfig
 
   def setup(self):
     c = self.config
-    self.embeddings = embeddings(c)
     if c.embedding_size != c.hidden_size:
       self.embeddings_project = embeddings_project(c)
     self.encoder = bert.Encoder(c)
+
+  def __call__(self, x, attention_mask, deterministic=True):
+    """(batch, length, E) embedded inputs -> (batch, length, hidden) last hidden states."""
+    c = self.config
+    if c.embedding_size != c.hidden_size:
+      x = bert.constrain(self.embeddings_project(x))  # (batch, length, embed)
+    return self.encoder(x, attention.AttentionMask.of_rows(attention_mask, c), deterministic)
+
+
+class Electra(ProjectedEncoder):
+  """The encoder: its embeddings, then `ProjectedEncoder`'s layers; returns the last hidden
+  states, and None (ELECTRA has no pooler).
+  """
+
+  def setup(self):
+    super().setup()
+    self.embeddings = embeddings(self.config)
 
   def __call__(
     self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None, deterministic=True
@@ -105,35 +124,7 @@ class Electra(nn.Module):
     """
     token_type_ids, attention_mask = bert.default_inputs(input_ids, token_type_ids, attention_mask)
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
-    return _project_and_encode(self, x, attention_mask, deterministic), None
-
-
-def _project_and_encode(module, x, attention_mask, deterministic):
-  """`module`'s `embeddings_project` (when E != H) and `encoder` on embedded inputs x
-  (batch, length, E); returns (batch, length, H).
-  """
-  c = module.config
-  if c.embedding_size != c.hidden_size:
-    x = bert.constrain(module.embeddings_project(x))  # (batch, length, embed)
-  return module.encoder(x, attention.AttentionMask.of_rows(attention_mask, c), deterministic)
-
-
-class Generator(nn.Module):
-  """The generator's own layers (its config: `generator_config`): the projection from the
-  shared embeddings' width E and the encoder; called on embedded inputs.
-  """
-
-  config: ElectraConfig
-
-  def setup(self):
-    c = self.config
-    if c.embedding_size != c.hidden_size:
-      self.embeddings_project = embeddings_project(c)
-    self.encoder = bert.Encoder(c)
-
-  def __call__(self, x, attention_mask, deterministic=True):
-    """(batch, length, E) embedded inputs -> (batch, length, generator hidden)."""
-    return _project_and_encode(self, x, attention_mask, deterministic)
+    return super().__call__(x, attention_mask, deterministic), None
 
 
 class ElectraForMaskedLM(pretraining.MaskedLM):
@@ -197,7 +188,7 @@ class ElectraForReplacedTokenDetection(nn.Module):
     self.bert = Electra(c)
     self.discriminator = DiscriminatorHead(c)
     g = generator_config(c)
-    self.generator = Generator(g)
+    self.generator = ProjectedEncoder(g)
     self.mlm = pretraining.MlmHead(dataclasses.replace(g, hidden_act="gelu"))
 
   def generate(
