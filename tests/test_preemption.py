@@ -165,8 +165,6 @@ def _finish(procs, code=0):
 
 @pytest.mark.slow
 def test_sigterm_on_two_processes_saves_one_agreed_step_and_resumes(tmp_path, data_args):
-  _finish(_two_processes(tmp_path / "whole", data_args, {}))
-  _matches_one_process(tmp_path, data_args, _records(tmp_path / "whole"))
   workdir = tmp_path / "stopped"
   slow = {"BERT_JAX_DEBUG_STEP_SLEEP": "0.5"}
   procs = _two_processes(workdir, data_args, slow)
@@ -182,9 +180,9 @@ def test_sigterm_on_two_processes_saves_one_agreed_step_and_resumes(tmp_path, da
   assert len(steps) == 1, errs  # both processes name the same step
   (step,) = steps
   assert 4 < step < 8 and step in _steps(workdir)
-  resumed = _two_processes(workdir, data_args, {})
-  _finish(resumed)
-  assert _records(workdir) == _records(tmp_path / "whole")
+  _finish(_two_processes(workdir, data_args, {}))
+  # Stopped and resumed on 2 processes == uninterrupted on 1 process of the same mesh.
+  _matches_one_process(tmp_path, data_args, _records(workdir))
 
 
 def _matches_one_process(tmp_path, data_args, two):

@@ -28,13 +28,13 @@ from bert_jax.train import flops, metrics, pretrain
 from configs import demo
 from tests.conftest import FAST_COMPILE, ROOT, compile_threads, compiled_ahead_once
 
-# A short demo: seq 128 as the recipe, a small batch, checkpoints every 20 steps.
+# A short demo: seq 128 as the recipe, a small batch, checkpoints every 10 steps.
 FAST = [
-  "--config.train.steps=60",
+  "--config.train.steps=40",
   "--config.train.batch_size=8",
   "--config.train.warmup_steps=10",
-  "--config.checkpoint.every_steps=20",
-  "--config.eval.every_steps=30",
+  "--config.checkpoint.every_steps=10",
+  "--config.eval.every_steps=20",
   "--config.eval.steps=2",
   "--config.train.log_every_steps=10",
 ]
@@ -110,8 +110,8 @@ def test_demo_runs_and_logs(uninterrupted):
   records = _metrics(uninterrupted)
   train = [r for r in records if r["split"] == "train"]
   evals = [r for r in records if r["split"] == "eval"]
-  assert [r["step"] for r in train] == [10, 20, 30, 40, 50, 60]
-  assert [r["step"] for r in evals] == [30, 60]
+  assert [r["step"] for r in train] == [10, 20, 30, 40]
+  assert [r["step"] for r in evals] == [20, 40]
   for r in train:
     assert {"loss", "mlm_accuracy", "learning_rate", "seq_per_s", "mfu"} <= r.keys()
     assert r["mfu"] > 0
@@ -132,7 +132,7 @@ def test_demo_runs_and_logs(uninterrupted):
   steps = sorted(
     int(d) for d in os.listdir(os.path.join(uninterrupted, "checkpoints")) if d.isdigit()
   )
-  assert steps == [20, 40, 60]  # keep=3, final save included
+  assert steps == [20, 30, 40]  # keep=3, final save included
   assert glob.glob(os.path.join(uninterrupted, "tensorboard", "events.*"))
 
 
@@ -143,16 +143,16 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, data_dir, uninterrupted)
   # The threads loader: no TensorFlow import (a run starts ~4 s sooner). The uninterrupted
   # run reads under tf.data, so the equality below also holds the two loaders to one stream.
   args.append("--config.data.loader=threads")
-  # Slow the steps down so that the kill lands between the step-40 and step-60 saves.
-  proc = _run_cli(args, env={"BERT_JAX_DEBUG_STEP_SLEEP": "0.1"})
+  # Slow the steps down so that the kill lands between the step-30 and step-40 saves.
+  proc = _run_cli(args, env={"BERT_JAX_DEBUG_STEP_SLEEP": "0.15"})
   deadline = time.time() + 600
-  while not os.path.isdir(os.path.join(workdir, "checkpoints", "40")):
+  while not os.path.isdir(os.path.join(workdir, "checkpoints", "30")):
     assert proc.poll() is None, proc.communicate()[1][-3000:]
     assert time.time() < deadline
     time.sleep(0.05)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  assert not os.path.isdir(os.path.join(workdir, "checkpoints", "60"))
+  assert not os.path.isdir(os.path.join(workdir, "checkpoints", "40"))
   resumed = _run_cli(args)
   out, err = resumed.communicate(timeout=600)
   assert resumed.returncode == 0, err[-3000:]
@@ -163,7 +163,7 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, data_dir, uninterrupted)
 
   a, b = by_step(_metrics(uninterrupted)), by_step(_metrics(workdir))
   assert a.keys() == b.keys()
-  assert a[(60, "train")]["loss"] == b[(60, "train")]["loss"]
+  assert a[(40, "train")]["loss"] == b[(40, "train")]["loss"]
   for key in a:  # bit-exact on CPU: the same batches, masks, dropout and optimizer state
     timing = metrics.TIMING_KEYS
     assert {k: v for k, v in a[key].items() if k not in timing} == {
@@ -364,7 +364,7 @@ def test_init_from_takes_parameters_of_another_run(capsys, tmp_path, data_dir, u
     )
     == 0
   )
-  assert f"init_from: parameters of {uninterrupted}/checkpoints step 60" in capsys.readouterr().out
+  assert f"init_from: parameters of {uninterrupted}/checkpoints step 40" in capsys.readouterr().out
   source_loss = [r for r in _metrics(uninterrupted) if r["split"] == "train"][-1]["loss"]
   first = _metrics(tmp_path / "c")[0]
   assert first["step"] == 1
@@ -406,7 +406,7 @@ def test_phase2_reads_its_own_shards_and_continues_from_phase1(
   for program in ("train_step", "eval_step", "_all_finite"):
     assert compiled_ahead_once(found, program), (program, found[program])
   out = capsys.readouterr().out
-  assert f"init_from: parameters of {uninterrupted}/checkpoints step 60" in out
+  assert f"init_from: parameters of {uninterrupted}/checkpoints step 40" in out
   assert "is prepared" in out  # pretrain reads the shards prepared above
   first = _metrics(tmp_path / "phase2")[0]
   assert first["loss"] < math.log(8192) - 1.0  # not a fresh model's ln(8192)
@@ -430,7 +430,7 @@ def test_checkpoint_holds_the_data_position(uninterrupted):
 
   checkpoints, step = run_lib.open_checkpoints(uninterrupted)
   position = checkpoints.meta(step)["data_position"]
-  assert position["step"] == step == 60
+  assert position["step"] == step == 40
   assert position["process_count"] == 1 and position["rows_per_process"] == 8
   assert position["lanes"] == 8 and len(position["epochs"]) == 8
 
