@@ -109,6 +109,9 @@ def base_config():
   c.data.mask_token_rate = 0.8  # of the predicted tokens: share replaced by [MASK]
   c.data.random_token_rate = 0.1  # share replaced by a random token (the rest stay as they are)
   c.data.whole_word_masking = False  # mask all pieces of a word together
+  # Mask spans of 1 to N consecutive words (tokens without whole_word_masking), N drawn
+  # with p(n) proportional to 1/n: ALBERT's n-gram masking (3); 1: single words
+  c.data.max_ngram = 1
   c.data.short_seq_prob = 0.1  # share of instances with a shorter random target length
   c.data.dupe_factor = 1  # passes over the corpus when building instances
   c.data.eval_fraction = 0.02  # share of documents held out for eval

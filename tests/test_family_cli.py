@@ -140,8 +140,9 @@ def test_import_adapt_finetune_export(family, corpus):
   _loads_whole(str(work / "hf_cls"), "AutoModelForSequenceClassification", classifier_class)
 
 
-# From scratch: each family's export and the recipe's own arguments. ALBERT's recipe is
-# masked LM + SOP on sentence pairs, RoBERTa's tokenizer byte-level BPE, BERT's here a
+# From scratch: each family's export and the recipe's own arguments. ALBERT's recipe
+# (configs/albert.py, shrunk, float32, its layers scanned) is masked LM on n-grams of whole
+# words + SOP on sentence pairs with LAMB, RoBERTa's tokenizer byte-level BPE, BERT's here a
 # WordPiece trained by bert_jax; ELECTRA's recipe replaced-token detection (WordPiece,
 # rows of one document), shrunk, with a projection from the embeddings (E 96) in both the
 # discriminator (H 128) and the generator (64); the rest take the default recipe (masked LM
@@ -149,8 +150,12 @@ def test_import_adapt_finetune_export(family, corpus):
 FROM_SCRATCH = {  # family: (its export's class, the recipe (None: the default), its arguments)
   "albert": (
     "AlbertForPreTraining",
-    None,
-    ["--config.data.objective=sop", "--config.data.packing=False"],
+    "configs/albert.py",
+    [
+      "--config.model.num_layers=2",
+      "--config.model.hidden_size=128",
+      "--config.model.dtype=float32",
+    ],
   ),
   "bert": ("BertForPreTraining", None, ["--config.tokenizer.model_type=wordpiece"]),
   "distilbert": ("DistilBertForMaskedLM", None, []),

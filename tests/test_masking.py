@@ -123,6 +123,91 @@ def test_whole_word_masking():
   assert valid.sum(1).mean() > 0.95 * budget.mean()
 
 
+def test_ngram_lengths_follow_albert():
+  counts = np.bincount(masking.ngram_lengths(np.linspace(0, 1, 110_000, endpoint=False), 3))
+  np.testing.assert_allclose(counts[1:] / 110_000, [6 / 11, 3 / 11, 2 / 11], atol=1e-4)
+  assert masking.ngram_lengths(np.array([0.0, 0.999]), 1).tolist() == [1, 1]
+
+
+def _albert_ngrams(words, order_of_starts, lengths, budget, max_ngram):
+  """ALBERT's `create_masked_lm_predictions` n-gram loop for one row, written plainly: from
+  each word in the given order, the drawn number of words (at most those left), shortened
+  until it fits the budget, skipped if it does not or overlaps what is taken.
+  """
+  taken, filled = set(), 0
+  for w in order_of_starts:
+    if filled >= budget:
+      break
+    n = min(lengths[w], len(words) - w)
+    while n > 1 and filled + sum(map(len, words[w : w + n])) > budget:
+      n -= 1
+    span = [i for word in words[w : w + n] for i in word]
+    if filled + len(span) > budget or taken & set(span):
+      continue
+    taken |= set(span)
+    filled += len(span)
+  return taken
+
+
+@pytest.mark.parametrize("whole_words", [False, True])
+def test_ngram_masking_is_albert_s(whole_words):
+  n, max_pred, max_ngram = 600, 20, 3
+  rng = np.random.default_rng(4)
+  word_start = rng.random(VOCAB) < 0.5
+  word_start[:5] = True
+  table = word_start if whole_words else np.ones(VOCAB, bool)
+  ids = _random_rows(n, 128, seed=5)
+  keys = _keys(n)
+  out = masking.mask_batch(
+    ids,
+    keys,
+    special_table=SPECIAL,
+    word_start_table=table if whole_words else None,
+    max_predictions=max_pred,
+    mask_id=MASK,
+    max_ngram=max_ngram,
+  )
+  valid = _check_consistent(ids, out, max_pred)
+  # The same random draws as mask_batch: the order of the word starts and a length at each.
+  is_start = ~SPECIAL[ids] & (table[ids] | SPECIAL[np.pad(ids, ((0, 0), (1, 0)))[:, :-1]])
+  order = masking._start_order(is_start, keys)[0]
+  codes = masking._position_codes(masking._NGRAM_LENGTH, ids.shape[1])
+  uniform = (masking._mix(keys[:, None] ^ codes[None]) >> np.uint64(11)) * 2.0**-53
+  lengths = masking.ngram_lengths(uniform.astype(np.float64), max_ngram)
+  budget = np.minimum(max_pred, np.maximum(1, np.round((~SPECIAL[ids]).sum(1) * 0.15)))
+  spans = []
+  for row in range(n):
+    words = _words(ids[row], table)
+    number = {word[0]: i for i, word in enumerate(words)}
+    starts = [number[p] for p in order[row, : len(words)]]
+    drawn = {number[p]: lengths[row, p] for p in number}
+    expected = _albert_ngrams(words, starts, drawn, budget[row], max_ngram)
+    chosen = set(out["masked_lm_positions"][row, valid[row]].tolist())
+    assert chosen == expected, row
+    runs = np.split(sorted(chosen), np.flatnonzero(np.diff(sorted(chosen)) > 1) + 1)
+    spans += [sum(p in number for p in run) for run in runs if len(run)]
+  # Spans of several words are common (not so with max_ngram=1 and single tokens).
+  assert 0.2 < np.mean(np.array(spans) > 1) < 0.6
+  assert valid.sum(1).mean() > 0.9 * budget.mean()
+
+
+def test_max_ngram_1_is_the_word_masking():
+  ids, keys = _random_rows(50, 64, seed=6), _keys(50)
+  for table in (None, np.arange(VOCAB) % 3 != 0):
+    default = _mask(ids, keys, table)
+    one = masking.mask_batch(
+      ids,
+      keys,
+      special_table=SPECIAL,
+      word_start_table=table,
+      max_predictions=20,
+      mask_id=MASK,
+      max_ngram=1,
+    )
+    for name, value in default.items():
+      assert np.array_equal(value, one[name]), name
+
+
 def test_masking_is_a_function_of_the_row_key():
   n = 64
   ids = _random_rows(n, 64, seed=3)

@@ -223,6 +223,8 @@ def test_every_config_loads(path):
     "bert_large.py": ("phase1", "phase2"),
     "modernbert_base.py": ("base", "large,phase2"),
     "demo.py": (None, "modernbert"),
+    "electra.py": ("small", "base", "large"),
+    "albert.py": ("base", "large", "xlarge", "xxlarge"),
   }.get(os.path.basename(path), (None,))
   for arg in args:
     c = module.get_config() if arg is None else module.get_config(arg)
@@ -262,6 +264,12 @@ def _error_line(capsys, args):
 def test_unknown_config_key_is_an_error(capsys, tmp_path):
   line = _error_line(capsys, ["pretrain", "--workdir", str(tmp_path), "--config.train.stepz=5"])
   assert "stepz" in line and "steps" in line
+  assert not os.listdir(tmp_path)
+
+
+def test_max_ngram_below_one_is_an_error(capsys, tmp_path):
+  line = _error_line(capsys, ["pretrain", "--workdir", str(tmp_path), "--config.data.max_ngram=0"])
+  assert "config.data.max_ngram must be at least 1, got 0" in line
   assert not os.listdir(tmp_path)
 
 

@@ -10,7 +10,9 @@ masking, as in RoBERTa), and a row's masks do not depend on the batch it is in.
 `create_pretraining_data.py`: whole words taken in random order while they fit
 in the prediction budget, then 80 % [MASK], 10 % random id, 10 % unchanged per
 predicted token. Two differences: the budget counts candidates (not [CLS] and
-[SEP]), and random ids are never special.
+[SEP]), and random ids are never special. With `max_ngram` > 1 it masks n-grams
+of words as ALBERT's (Lan et al. 2019, google-research/albert) does: from each
+word in random order, n consecutive words, n drawn with p(n) proportional to 1/n.
 """
 
 from collections.abc import Sequence
@@ -20,7 +22,7 @@ import numpy as np
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 # Streams keep the independent random choices of one row apart.
-_WORD_ORDER, _REPLACE_KIND, _REPLACE_ID = 1, 2, 3
+_WORD_ORDER, _REPLACE_KIND, _REPLACE_ID, _NGRAM_LENGTH = 1, 2, 3, 4
 # Salts of the two hash families: row keys ("keys") and permutation round keys ("shuf").
 _KEY_SALT, _PERMUTATION_SALT = 0x6B65797300000000, 0x7368756600000000
 _FEISTEL_ROUNDS = 6
@@ -81,6 +83,27 @@ def _positions_from_mask(chosen, num_slots):
   return positions, counts
 
 
+def _start_order(is_start, keys):
+  """The word starts of each row in a random order of its key.
+
+  Returns:
+    `order` int64 (n, L), the start positions ranked (>= L past the last start), and
+    `scores` / `ranked` uint64 (n, L), each position's sort key and the sorted keys
+    (distinct; all ones at the non-starts).
+  """
+  length = is_start.shape[1]
+  pos = np.arange(length, dtype=np.int32)
+  pos_bits = np.uint64(length.bit_length())  # 2**pos_bits > length: room for a sentinel
+  pos_mask = (np.uint64(1) << pos_bits) - np.uint64(1)
+  # Random high bits, the position in the low bits (distinct sort keys); non-starts get
+  # the all-ones sentinel and sort last.
+  scores = _mix(keys[:, None] ^ _position_codes(_WORD_ORDER, length)[None])
+  scores = (scores & ~pos_mask) | pos.astype(np.uint64)[None]
+  scores = np.where(is_start, scores, _ALL_ONES)
+  ranked = np.sort(scores, axis=1)
+  return (ranked & pos_mask).astype(np.int64), scores, ranked
+
+
 def _choose(is_candidate, is_start, keys, num_to_predict):
   """Picks whole words in random order while they fit in `num_to_predict`.
 
@@ -96,15 +119,7 @@ def _choose(is_candidate, is_start, keys, num_to_predict):
   """
   n, length = is_candidate.shape
   pos = np.arange(length, dtype=np.int32)
-  pos_bits = np.uint64(length.bit_length())  # 2**pos_bits > length: room for a sentinel
-  pos_mask = (np.uint64(1) << pos_bits) - np.uint64(1)
-  # Random order of the word starts: random high bits, the position in the low
-  # bits (distinct sort keys); non-starts get the all-ones sentinel and sort last.
-  scores = _mix(keys[:, None] ^ _position_codes(_WORD_ORDER, length)[None])
-  scores = (scores & ~pos_mask) | pos.astype(np.uint64)[None]
-  scores = np.where(is_start, scores, _ALL_ONES)
-  ranked = np.sort(scores, axis=1)
-  order = (ranked & pos_mask).astype(np.int64)  # (n, L) starts; >= L: none
+  order, scores, ranked = _start_order(is_start, keys)  # (n, L) starts; >= L: none
   row_offset = np.arange(n)[:, None] * length
 
   if np.array_equal(is_start, is_candidate):  # single-piece words: first k of them
@@ -138,6 +153,65 @@ def _choose(is_candidate, is_start, keys, num_to_predict):
   return accepted.take(row_offset + start_of) & is_candidate
 
 
+def ngram_lengths(uniform: np.ndarray, max_ngram: int) -> np.ndarray:
+  """N-gram lengths in 1..max_ngram with p(n) proportional to 1/n, from uniforms in [0, 1).
+
+  ALBERT's: for max_ngram 3, 6/11, 3/11 and 2/11.
+  """
+  weights = 1.0 / np.arange(1, max_ngram + 1)
+  bounds = np.cumsum(weights) / weights.sum()
+  return np.minimum(np.searchsorted(bounds, uniform, side="right"), max_ngram - 1) + 1
+
+
+def _choose_ngrams(is_candidate, is_start, keys, num_to_predict, max_ngram):
+  """Picks n-grams of whole words, ALBERT's way, while they fit in `num_to_predict`.
+
+  From each word in a random order: n consecutive words (n from `ngram_lengths`, at most
+  the words left in the row); the longest of n, n - 1, ..., 1 words that fits the budget
+  left, skipped when none fits or a word of it is already taken. Stops when the budget is
+  spent or the words are. `_choose`'s arguments; returns bool (n, L), the predicted positions.
+  """
+  n, length = is_candidate.shape
+  order, _, _ = _start_order(is_start, keys)  # (n, L) starts; >= L: none
+  word = np.cumsum(is_start, axis=1) - 1  # (n, L) word number of each candidate
+  num_words = is_start.sum(1)
+  # words_before[r, w]: candidates in the words before word w of row r (w <= num_words).
+  sizes = np.zeros((n, length + 1), np.int64)
+  rows, cols = np.nonzero(is_candidate)
+  np.add.at(sizes, (rows, word[rows, cols] + 1), 1)
+  words_before = np.cumsum(sizes, axis=1)
+  uniform = _mix(keys[:, None] ^ _position_codes(_NGRAM_LENGTH, length)[None])
+  drawn = ngram_lengths((uniform >> np.uint64(11)).astype(np.float64) * 2.0**-53, max_ngram)
+
+  taken = np.zeros((n, length + max_ngram), bool)  # by word number
+  filled = np.zeros(n, np.int64)
+  left = np.flatnonzero((num_to_predict > 0) & (num_words > 0))
+  for rank in range(length):
+    if not left.size:
+      break
+    start = order[left, rank]
+    first = word[left, start]
+    wanted = np.minimum(drawn[left, start], num_words[left] - first)
+    span = np.zeros(len(left), np.int64)  # the longest that fits; 0: none
+    for k in range(max_ngram, 0, -1):
+      last = np.minimum(first + k, num_words[left])
+      size = words_before[left, last] - words_before[left, first]
+      fits = (span == 0) & (k <= wanted) & (filled[left] + size <= num_to_predict[left])
+      span = np.where(fits, k, span)
+    covered = np.zeros(len(left), bool)
+    for k in range(max_ngram):
+      covered |= (k < span) & taken[left, first + k]
+    ok = (span > 0) & ~covered
+    for k in range(max_ngram):
+      hit = ok & (k < span)
+      taken[left[hit], first[hit] + k] = True
+    end = np.minimum(first + span, num_words[left])
+    filled[left] += np.where(ok, words_before[left, end] - words_before[left, first], 0)
+    left = left[(filled[left] < num_to_predict[left]) & (rank + 1 < num_words[left])]
+  chosen = np.take_along_axis(taken, np.maximum(word, 0), axis=1)
+  return chosen & is_candidate
+
+
 def mask_batch(
   input_ids: np.ndarray,
   keys: np.ndarray,
@@ -149,6 +223,7 @@ def mask_batch(
   mask_rate: float = 0.15,
   mask_token_rate: float = 0.8,
   random_token_rate: float = 0.1,
+  max_ngram: int = 1,
 ) -> dict[str, np.ndarray]:
   """Masks a batch for masked-LM training, each row a pure function of its key.
 
@@ -157,7 +232,9 @@ def mask_batch(
   without candidates). With `word_start_table`, a word is a word-start
   candidate and the non-word-start candidates after it; words are taken in
   random order, each only if the total stays within the budget, and all its
-  pieces are predicted. Without it, the candidates are drawn uniformly. Each
+  pieces are predicted. Without it, the candidates are drawn uniformly. With
+  `max_ngram` > 1, spans of up to that many words (tokens without
+  `word_start_table`) are taken instead (`_choose_ngrams`). Each
   predicted token becomes [MASK] (`mask_token_rate`), a random non-special id
   (`random_token_rate`) or stays unchanged.
 
@@ -172,6 +249,7 @@ def mask_batch(
     mask_rate: fraction of candidates to predict.
     mask_token_rate: fraction of predictions replaced by [MASK].
     random_token_rate: fraction of predictions replaced by a random id.
+    max_ngram: the longest span of words masked together (ALBERT: 3); 1: single words.
 
   Returns:
     `input_ids` int32 (n, L), the corrupted ids; `masked_lm_positions` int32
@@ -193,7 +271,10 @@ def mask_batch(
     after_candidate[:, 1:] = is_candidate[:, :-1]
     # A piece after a special token or padding starts a word whatever it is.
     is_start = is_candidate & (np.asarray(word_start_table, bool)[input_ids] | ~after_candidate)
-  chosen = _choose(is_candidate, is_start, keys, num_to_predict)
+  if max_ngram > 1:
+    chosen = _choose_ngrams(is_candidate, is_start, keys, num_to_predict, max_ngram)
+  else:
+    chosen = _choose(is_candidate, is_start, keys, num_to_predict)
   positions, counts = _positions_from_mask(chosen, max_predictions)  # (n, P)
   valid = np.arange(max_predictions)[None] < counts[:, None]
   original = np.where(valid, np.take_along_axis(input_ids, positions, 1), 0)

@@ -163,6 +163,7 @@ class Stream:
     mask_token_rate: share of the predicted tokens replaced by [MASK].
     random_token_rate: share of the predicted tokens replaced by a random token.
     whole_word_masking: mask all pieces of a word together.
+    max_ngram: mask spans of up to this many words (`masking.mask_batch`).
     shuffle: a new row order every epoch (else the shards' order).
     process_index: this process.
     process_count: the processes reading the split.
@@ -188,6 +189,7 @@ class Stream:
     mask_token_rate: float = 0.8,
     random_token_rate: float = 0.1,
     whole_word_masking: bool = False,
+    max_ngram: int = 1,
     shuffle: bool = True,
     process_index: int = 0,
     process_count: int = 1,
@@ -238,6 +240,7 @@ class Stream:
       mask_rate=mask_rate,
       mask_token_rate=mask_token_rate,
       random_token_rate=random_token_rate,
+      max_ngram=max_ngram,
       mask_id=tok.mask_id,
     )
     self.identity = {
