@@ -24,19 +24,20 @@ Every size: sequences of 512 tokens (10 % of them shorter), a SentencePiece voca
 0.1 (the v1 models; the v2 models were trained further without dropout). From the
 released code's pretraining command: 3,125 warmup steps and 20 predictions per row (the
 budget is that cap, not 15 % of 512). Where bert_jax differs: bfloat16 compute with
-float32 parameters, scanned layers (one compile of the shared group), and xlarge and
-xxlarge recompute the layer activations in the backward pass. Not yet run by us at these
-scales.
+float32 parameters, scanned layers, and rematerialisation (BERT-large's `dots_no_batch`;
+xxlarge `full`). `bert-jax compile` fits base on v5e:8x8 (8.3 GiB peak per chip), large on
+v5e:8x16 (9.4 GiB), xlarge on v5e:16x16 (10.1 GiB) and xxlarge on v5e:8x16 (10.8 GiB).
+Not yet run by us at these scales.
 """
 
 from bert_jax import config as config_lib
 
 # size: (preset, layers, hidden, remat policy)
 SIZES = {
-  "base": ("base", 12, 768, "none"),
-  "large": ("large", 24, 1024, "none"),
+  "base": ("base", 12, 768, "dots_no_batch"),
+  "large": ("large", 24, 1024, "dots_no_batch"),
   "xlarge": ("large", 24, 2048, "dots_no_batch"),
-  "xxlarge": ("base", 12, 4096, "dots_no_batch"),
+  "xxlarge": ("base", 12, 4096, "full"),
 }
 
 
