@@ -27,7 +27,9 @@ Hugging Face's one attention_dropout would also drop the probabilities). ModernB
 run was rolled back after 900B tokens and finished phase 1 at 5e-5 (rerun from step 178,350 with
 --config.train.learning_rate=5e-5 to follow it); its phase-2 rate here, 5e-5, is our
 choice (the paper states 3e-4 for the extension without a size). Not yet run by us at
-this scale; size phase 2 for your slice with `bert-jax compile`.
+this scale. `bert-jax compile` fits base's phase 1 on v5e:16x16 (10.1 GiB peak per chip)
+and its phase 2 on v5e:8x8 (10.0 GiB; 576 rows need a chip count that divides them); size
+other slices with it.
 """
 
 from bert_jax import config as config_lib
