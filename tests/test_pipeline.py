@@ -2,11 +2,14 @@
 epochs, exact resume, tf.data and threads alike, and no process starved by another.
 """
 
+import os
+
 import numpy as np
 import pytest
 
 from bert_jax import config as config_lib
-from bert_jax.data import pipeline, prepare
+from bert_jax.data import masking, pipeline, prepare
+from bert_jax.data import tokenizer as tokenizer_lib
 
 
 def _corpus(path, documents=120, seed=0):
@@ -156,6 +159,50 @@ def test_masks_are_fresh_each_epoch_and_fixed_within_one(prepared):
     np.testing.assert_array_equal(a["input_ids"], s.batch_at(step)["input_ids"])
     changed += not np.array_equal(a["masked_lm_positions"], b["masked_lm_positions"])
   assert changed >= 8
+
+
+def test_ngram_masking_reaches_the_batches(prepared):
+  """config.data.max_ngram travels to the masks: a batch is `masking.mask_batch` with
+  max_ngram=3 and whole words of the rows read, under the stream's row keys.
+  """
+  data_dir, manifest = prepared
+  stream = pipeline.Stream(
+    data_dir,
+    manifest,
+    "train",
+    batch_size=16,
+    seed=3,
+    max_predictions=12,
+    mask_rate=0.4,  # room for spans of several words in rows of 32
+    whole_word_masking=True,
+    max_ngram=3,
+  )
+  batch = stream.batch_at(2)
+  rows = batch["input_ids"].copy()  # the ids before masking, from the labels
+  for row, positions, ids, weights in zip(
+    rows, batch["masked_lm_positions"], batch["masked_lm_ids"], batch["masked_lm_weights"]
+  ):
+    row[positions[weights > 0]] = ids[weights > 0]
+  epochs, row_ids = zip(*(stream.lane_indices(lane, 2) for lane in stream.lanes))
+  row_ids = [lane.read(index)[1] for lane, index in zip(stream.lanes, row_ids)]
+  keys = masking.row_keys(3, np.concatenate(epochs), np.concatenate(row_ids))
+  tok = tokenizer_lib.load(os.path.join(data_dir, manifest["tokenizer_file"]))
+  masks = {
+    max_ngram: masking.mask_batch(
+      rows,
+      keys,
+      special_table=tok.special_table(),
+      word_start_table=tok.word_start_table(),
+      max_predictions=12,
+      mask_id=tok.mask_id,
+      mask_rate=0.4,
+      max_ngram=max_ngram,
+    )
+    for max_ngram in (1, 3)
+  }
+  for name, value in masks[3].items():
+    np.testing.assert_array_equal(batch[name], value, err_msg=name)
+  assert not np.array_equal(masks[1]["masked_lm_positions"], masks[3]["masked_lm_positions"])
 
 
 def test_batches_have_the_model_layout(prepared):
