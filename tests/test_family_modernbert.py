@@ -317,9 +317,39 @@ def test_unsupported_settings_are_one_error_line(tmp_path, change, message):
   assert "ModernBERT does not implement" in str(e.value)
 
 
-def test_scan_layers_is_refused_naming_the_fix():
-  with pytest.raises(ValueError, match="scan_layers=false"):
-    modernbert.ModernBertConfig(vocab_size=128, scan_layers=True)
+@pytest.mark.parametrize("num_layers,rest", [(7, []), (6, ["layer_4", "layer_5"])])
+def test_scanned_layers_export_with_transformers_logits(tmp_path, num_layers, rest):
+  """scan_layers: layer_0, then groups of global_attn_every_n_layers (3) layers under one
+  scan, then the layers left; `unscan` gives the export, whose `transformers` MLM logits
+  equal the scanned model's; `scan_like` lays the unrolled layers out again bit for bit.
+  """
+  hf = transformers.ModernBertConfig(
+    **SHAPE, num_hidden_layers=num_layers, global_attn_every_n_layers=3
+  ).to_dict()
+  config = our_config(hf_modernbert, hf, scan_layers=True)
+  model = model_for(config)
+  params = random_params(model, 4)
+  encoder = params["bert"]["encoder"]
+  assert sorted(encoder) == sorted(["layer_0", "groups", *rest])
+  assert sorted(encoder["groups"]) == ["layer_0", "layer_1", "layer_2"]
+  groups = (num_layers - 1) // 3
+  assert encoder["groups"]["layer_0"]["attn"]["qkv"]["kernel"].shape[0] == groups
+  unrolled = convert.unscan(params)
+  assert sorted(unrolled["bert"]["encoder"]) == sorted(f"layer_{i}" for i in range(num_layers))
+  np.testing.assert_array_equal(  # layer 1 + g n + j is group g's layer_j
+    unrolled["bert"]["encoder"]["layer_3"]["mlp"]["wo"]["kernel"],
+    encoder["groups"]["layer_2"]["mlp"]["wo"]["kernel"][0],
+  )
+  again = convert.scan_like(unrolled["bert"]["encoder"], encoder)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, again, encoder)
+  path = export(tmp_path / "out", unrolled, hf_modernbert, config, "pretraining", VOCAB, TOKENS)
+  hf_model = reload(transformers.AutoModelForMaskedLM, path, attn_implementation="eager")
+  ids, mask = _batch()
+  with torch.no_grad():
+    expected = hf_model(torch.from_numpy(ids), torch.from_numpy(mask)).logits.numpy()
+  ours = np.asarray(_mlm(config, params, ids, mask, _arange(ids))[1])[..., :VOCAB]
+  expected = np.take_along_axis(expected, POSITIONS[..., None], axis=1)
+  np.testing.assert_allclose(ours, expected, atol=1e-4, rtol=0)
 
 
 def test_global_and_local_layers_alternate_and_the_window_is_local():

@@ -9,7 +9,6 @@ checked against the real TFDS feature specs.
 
 import subprocess
 import sys
-import tempfile
 import types
 
 import numpy as np
@@ -23,14 +22,6 @@ from tests.conftest import ROOT
 
 tfds = pytest.importorskip("tensorflow_datasets")
 tf = pytest.importorskip("tensorflow")
-
-
-@pytest.fixture(autouse=True)
-def _tfds_temp_folders_in_tmp_path(tmp_path, monkeypatch):
-  """Building a TFDS builder for a dataset not prepared leaves an empty folder in the system
-  temp dir (TFDS's `DatasetInfo.initialize_from_bucket`); here it goes in the test's own.
-  """
-  monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
 
 CONLL_TAGS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]

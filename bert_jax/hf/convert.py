@@ -13,7 +13,8 @@ rows; import pads with zero embeddings and an MLM bias of `PADDED_LOGIT_BIAS`, s
 get no probability (those ids are never inputs nor targets).
 
 The tables are for the unrolled layout (`encoder/layer_{i}`); `unscan` turns a checkpoint of
-`config.model.scan_layers=True` (`encoder/layers`, a leading layer axis) into it.
+`config.model.scan_layers=True` (`encoder/layers`, a leading layer axis; ModernBERT's
+`encoder/groups`) into it.
 """
 
 import dataclasses
@@ -87,8 +88,10 @@ def _set(tree, path, value):
 
 
 def unscan(params: dict) -> dict:
-  """A scanned params tree (`encoder/layers`, leading layer axis) -> `encoder/layer_{i}`,
-  for the encoder (`bert/`) and an ELECTRA generator's (`generator/`).
+  """A scanned params tree -> `encoder/layer_{i}`, for the encoder (`bert/`) and an ELECTRA
+  generator's (`generator/`): `encoder/layers` (a leading layer axis) are layers 0, 1, ...;
+  ModernBERT's `encoder/groups` (a leading group axis over `layer_{j}`, j < n) are layers
+  1 + g n + j, between its unrolled `layer_0` and the layers after the groups.
 
   Args:
     params: our params tree, scanned or not.
@@ -98,18 +101,51 @@ def unscan(params: dict) -> dict:
   """
   import jax
 
+  def take(tree, index):
+    return jax.tree_util.tree_map(lambda a: a[index], tree)
+
   unrolled = dict(params)
   for part in ("bert", "generator"):
     encoder = params.get(part, {}).get("encoder", {})
-    if "layers" not in encoder:
+    if "layers" in encoder:
+      stacked = encoder["layers"]
+      count = jax.tree_util.tree_leaves(stacked)[0].shape[0]
+      layers = {f"layer_{i}": take(stacked, i) for i in range(count)}
+    elif "groups" in encoder:
+      groups = encoder["groups"]
+      count, size = jax.tree_util.tree_leaves(groups)[0].shape[0], len(groups)
+      layers = {name: value for name, value in encoder.items() if name != "groups"}
+      for g in range(count):
+        for j in range(size):
+          layers[f"layer_{1 + g * size + j}"] = take(groups[f"layer_{j}"], g)
+    else:
       continue
-    stacked = encoder["layers"]
-    num_layers = jax.tree_util.tree_leaves(stacked)[0].shape[0]
-    layers = {
-      f"layer_{i}": jax.tree_util.tree_map(lambda a, i=i: a[i], stacked) for i in range(num_layers)
-    }
     unrolled[part] = {**params[part], "encoder": layers}
   return unrolled
+
+
+def scan_like(layers: dict, target: dict) -> dict:
+  """Unrolled layers (`layer_{i}`: trees) laid out as `target`, an encoder tree of either
+  kind (`unscan`'s inverse for one encoder): stacked into `layers` or ModernBERT's `groups`.
+  """
+  import jax
+
+  def stack(names):  # numpy stays numpy; device arrays stack on the device
+    def join(*a):
+      return np.stack(a) if isinstance(a[0], np.ndarray) else jax.numpy.stack(a)
+
+    return jax.tree_util.tree_map(join, *(layers[name] for name in names))
+
+  if "layers" in target:
+    return {"layers": stack(f"layer_{i}" for i in range(len(layers)))}
+  out = {name: layers[name] for name in target if name != "groups"}
+  if "groups" in target:
+    size = len(target["groups"])
+    count = jax.tree_util.tree_leaves(target["groups"])[0].shape[0]
+    out["groups"] = {
+      f"layer_{j}": stack(f"layer_{1 + g * size + j}" for g in range(count)) for j in range(size)
+    }
+  return out
 
 
 def to_hf(params: dict, rows: list[Row], vocab_size: int) -> dict:

@@ -14,8 +14,11 @@ the dense kernels get it inside their boolean mask (cuDNN's sliding window is le
 causal, and XLA's `local_window_size` builds this same mask, so a kernel window would gain
 nothing); splash attention gets it as a `LocalMask` and skips the blocks outside it.
 
-The layers differ by depth (layer 0's missing norm, global vs local), so they are unrolled
-(`layer_{i}`); `scan_layers` is refused.
+The layers differ by depth (layer 0's missing norm, global vs local), so unrolled they are
+`layer_{i}`, and `scan_layers` scans what repeats: `layer_0`, then `groups`, the layers
+1 .. G n in G groups of n = `global_attn_every_n_layers` (n - 1 local layers, then a global
+one: `groups/layer_{j}` with a leading group axis), then the (num_layers - 1) mod n local
+layers left, unrolled under their own numbers. `convert.unscan` turns that into `layer_{i}`.
 """
 
 import dataclasses
@@ -61,11 +64,6 @@ class ModernBertConfig(bert.BertConfig):
   initializer_cutoff_factor: float = 2.0  # truncated-normal init cut at this many stds
 
   def __post_init__(self):
-    if self.scan_layers:
-      raise ValueError(
-        "ModernBERT's layers differ by depth (global / local attention, no attention norm "
-        "in layer 0), so they cannot be scanned; set --config.model.scan_layers=false"
-      )
     if self.classifier_pooling not in ("cls", "mean"):
       raise ValueError(f"classifier_pooling={self.classifier_pooling!r}: one of cls, mean")
 
@@ -246,18 +244,61 @@ class Embeddings(nn.Module):
     return bert.constrain(x)  # (batch, length, embed)
 
 
+def _layer(config, scanned=False):
+  """EncoderLayer, rematerialised as `remat_policy` says."""
+  if config.remat_policy == "none":
+    return EncoderLayer
+  policy = bert.REMAT_POLICIES[config.remat_policy]
+  return nn.remat(EncoderLayer, policy=policy, prevent_cse=not scanned)
+
+
+class LayerGroup(nn.Module):
+  """n = `global_attn_every_n_layers` layers that repeat along the depth after layer 0:
+  `layer_{j}` is local for j < n - 1 and global for j = n - 1. Under nn.scan it returns
+  (carry, None).
+  """
+
+  config: ModernBertConfig
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, x, masks, ropes):
+    c = self.config
+    layer = _layer(c, scanned=True)
+    for j in range(c.global_attn_every_n_layers):  # index j + 1: layer 0's norm, the pattern
+      x = layer(c, self.deterministic, j + 1, name=f"layer_{j}")(x, masks, ropes)
+    return x, None
+
+
+def scanned_groups(config) -> tuple[int, int]:
+  """(G, rest): with `scan_layers`, the groups scanned after layer 0 and the layers left."""
+  return divmod(config.num_layers - 1, config.global_attn_every_n_layers)
+
+
 class Encoder(nn.Module):
-  """The layers `layer_{i}`, each given the (global, local) masks and RoPE tables."""
+  """The layers, each given the (global, local) masks and RoPE tables: `layer_{i}`, or with
+  `scan_layers` `layer_0`, `groups` and the rest (see the module docstring).
+  """
 
   config: ModernBertConfig
 
   @nn.compact
   def __call__(self, x, masks, ropes, deterministic):
     c = self.config
-    layer = EncoderLayer
-    if c.remat_policy != "none":
-      layer = nn.remat(layer, policy=bert.REMAT_POLICIES[c.remat_policy])
-    for i in range(c.num_layers):
+    layer = _layer(c)
+    groups, rest = scanned_groups(c) if c.scan_layers else (0, c.num_layers - 1)
+    x = layer(c, deterministic, 0, name="layer_0")(x, masks, ropes)
+    if groups:
+      stack = nn.scan(
+        LayerGroup,
+        variable_axes={"params": 0},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=nn.broadcast,
+        length=groups,
+        metadata_params={nn.PARTITION_NAME: axes.LAYERS},
+      )
+      x, _ = stack(c, deterministic, name="groups")(x, masks, ropes)
+    for i in range(c.num_layers - rest, c.num_layers):
       x = layer(c, deterministic, i, name=f"layer_{i}")(x, masks, ropes)
     return x
 

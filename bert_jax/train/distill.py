@@ -293,15 +293,9 @@ def _teacher_layers_init(teacher, layers, abstract, fresh):
   """
   del fresh
   params = jax.tree_util.tree_map(np.asarray, teacher.params)
-  encoder = params["bert"]["encoder"]
-  if "layers" in encoder:  # scanned: a leading layer axis
-    chosen = [jax.tree_util.tree_map(lambda a, i=i: a[i], encoder["layers"]) for i in layers]
-  else:
-    chosen = [encoder[f"layer_{i}"] for i in layers]
-  if "layers" in abstract["bert"]["encoder"]:
-    student_encoder = {"layers": jax.tree_util.tree_map(lambda *a: np.stack(a), *chosen)}
-  else:
-    student_encoder = {f"layer_{j}": layer for j, layer in enumerate(chosen)}
+  encoder = hf_convert.unscan(params)["bert"]["encoder"]
+  chosen = {f"layer_{j}": encoder[f"layer_{i}"] for j, i in enumerate(layers)}
+  student_encoder = hf_convert.scan_like(chosen, abstract["bert"]["encoder"])
   student = dict(params, bert=dict(params["bert"], encoder=student_encoder))
   return jax.tree_util.tree_map(
     lambda target, value: jax.make_array_from_callback(

@@ -24,6 +24,7 @@ from bert_jax.finetune import contrastive, retrieval
 from bert_jax.finetune import data as data_lib
 from bert_jax.finetune import evaluate as evaluate_lib
 from bert_jax.finetune import objective as task_objective
+from bert_jax.hf import convert as hf_convert
 from bert_jax.model import embedding, registry, tasks
 from bert_jax.train import loop
 from bert_jax.train import optimizer as optimizer_lib
@@ -181,23 +182,20 @@ def _reinit_top_layers(params, fresh_encoder, k):
   """Fresh values (from `fresh_encoder`, a fresh `bert` tree) for the top k encoder layers
   and the pooler (Zhang et al. 2021).
   """
-  encoder, new = dict(params["bert"]["encoder"]), fresh_encoder["encoder"]
-  if "layers" in encoder:  # scanned: a leading layer axis
-    encoder["layers"] = jax.tree_util.tree_map(
-      lambda a, b: a.at[-k:].set(b[-k:]), encoder["layers"], new["layers"]
+  scanned = params["bert"]["encoder"]
+  if any(name.startswith("group_") for name in scanned):  # ALBERT: shared layers
+    raise UserError(
+      "config.head.reinit_layers does not apply to ALBERT, whose layers are shared "
+      "across depth; set it to 0"
     )
-  else:
-    if any(not name.startswith("layer_") for name in encoder):  # ALBERT: shared layers
-      raise UserError(
-        "config.head.reinit_layers does not apply to ALBERT, whose layers are shared "
-        "across depth; set it to 0"
-      )
-    count = len(encoder)
-    if k > count:
-      raise UserError(f"config.head.reinit_layers={k} exceeds the model's {count} layers")
-    for i in range(count - k, count):
-      encoder[f"layer_{i}"] = new[f"layer_{i}"]
-  bert = dict(params["bert"], encoder=encoder)
+  encoder = hf_convert.unscan(params)["bert"]["encoder"]  # layer_{i}, whatever the layout
+  new = hf_convert.unscan({"bert": fresh_encoder})["bert"]["encoder"]
+  count = len(encoder)
+  if k > count:
+    raise UserError(f"config.head.reinit_layers={k} exceeds the model's {count} layers")
+  for i in range(count - k, count):
+    encoder[f"layer_{i}"] = new[f"layer_{i}"]
+  bert = dict(params["bert"], encoder=hf_convert.scan_like(encoder, scanned))
   if "pooler" in fresh_encoder:  # families without a pooler re-initialise their head only
     bert["pooler"] = fresh_encoder["pooler"]
   return dict(params, bert=bert)
