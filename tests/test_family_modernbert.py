@@ -352,6 +352,33 @@ def test_scanned_layers_export_with_transformers_logits(tmp_path, num_layers, re
   np.testing.assert_allclose(ours, expected, atol=1e-4, rtol=0)
 
 
+def test_scanned_gradients_equal_the_unrolled_model_s():
+  """A scanned, rematerialised ModernBERT (7 layers: layer 0 and two groups of 3) has the
+  unrolled model's MLM loss gradients, laid out by `unscan`.
+  """
+  hf = transformers.ModernBertConfig(
+    **SHAPE, num_hidden_layers=7, global_attn_every_n_layers=3
+  ).to_dict()
+  scanned_config = our_config(hf_modernbert, hf, scan_layers=True, remat_policy="full")
+  scanned = model_for(scanned_config)
+  unrolled = model_for(our_config(hf_modernbert, hf))
+  params = random_params(scanned, 4)
+  ids, mask = _batch()
+
+  def gradients(model, params):
+    def loss(params):
+      mlm, _ = model.apply({"params": params}, ids, ids * 0, mask, POSITIONS)
+      return jax.nn.logsumexp(mlm.astype(jnp.float32), axis=-1).mean()
+
+    return jax.jit(jax.grad(loss))(params)
+
+  ours = convert.unscan(gradients(scanned, params))
+  expected = gradients(unrolled, convert.unscan(params))
+  jax.tree_util.tree_map(
+    lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4), ours, expected
+  )
+
+
 def test_global_and_local_layers_alternate_and_the_window_is_local():
   """Layer kinds by depth; the local mask keeps |q - k| <= local_attention // 2 inside an
   example, and padding queries keep every real key (no empty softmax row).
