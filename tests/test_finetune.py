@@ -29,6 +29,7 @@ from bert_jax.finetune import commands, squad
 from bert_jax.finetune import data as data_lib
 from bert_jax.finetune import evaluate as evaluate_lib
 from bert_jax.finetune import objective as task_objective
+from bert_jax.hf import convert
 from bert_jax.train import finetune
 from tests.conftest import ONE_DEVICE, compile_threads, compiled_ahead_once, import_tiny_bert
 
@@ -1052,3 +1053,32 @@ def test_reinit_top_layer(regression, imported):
     for a, b in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(theirs)):
       if np.asarray(b).std() > 0:  # kernels (LayerNorm starts at 1 and 0, biases at 0)
         assert not np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("layout", ["layers", "groups"])
+def test_reinit_top_layers_of_scanned_encoders(layout):
+  """The top 2 of 7 layers fresh in either scanned layout: BERT's `layers` (a leading layer
+  axis) and ModernBERT's `layer_0` + `groups` of 3 (layer 1 + 3 g + j in groups/layer_j).
+  Layer i holds the value i; fresh values are -1.
+  """
+  jnp = jax.numpy
+  if layout == "layers":
+    old = {"layers": {"w": jnp.arange(7.0)}}
+    new = {"layers": {"w": -jnp.ones(7)}}
+  else:
+    old = {"layer_0": {"w": jnp.zeros(())}}
+    old["groups"] = {f"layer_{j}": {"w": 1.0 + 3 * jnp.arange(2.0) + j} for j in range(3)}
+    new = jax.tree_util.tree_map(lambda a: -jnp.ones_like(a), old)
+  pooler = {"kernel": jnp.zeros((2, 2))}
+  params = {"bert": {"encoder": old, "pooler": pooler}, "head": {"w": jnp.ones(())}}
+  fresh = {"encoder": new, "pooler": {"kernel": -jnp.ones((2, 2))}}
+  out = finetune._reinit_top_layers(params, fresh, 2)
+  encoder = out["bert"]["encoder"]
+  assert jax.tree_util.tree_structure(encoder) == jax.tree_util.tree_structure(old)
+  values = [float(a) for a in jax.tree_util.tree_leaves(convert.unscan(out)["bert"]["encoder"])]
+  by_layer = dict(zip(sorted(convert.unscan(out)["bert"]["encoder"]), values))
+  assert [by_layer[f"layer_{i}"] for i in range(7)] == [0, 1, 2, 3, 4, -1, -1]
+  np.testing.assert_array_equal(out["bert"]["pooler"]["kernel"], -1)
+  assert out["head"] is params["head"]
+  with pytest.raises(UserError, match="exceeds the model's 7 layers"):
+    finetune._reinit_top_layers(params, fresh, 8)
