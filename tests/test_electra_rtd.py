@@ -18,7 +18,7 @@ from bert_jax import config as config_lib
 from bert_jax.errors import UserError
 from bert_jax.hf import convert
 from bert_jax.model import electra, registry
-from bert_jax.train import flops, rtd
+from bert_jax.train import flops, pretrain, rtd
 from bert_jax.train import step as step_lib
 
 VOCAB = 96
@@ -230,6 +230,13 @@ def test_without_a_generator_electra_pretrains_masked_lm():
   model = electra.pretraining_model(cfg)
   assert isinstance(model, electra.ElectraForMaskedLM)
   assert isinstance(rtd.objective_for(model), step_lib.Pretraining)
+  # A new run says so in one line; a continued one (init_from) and the recipe say nothing.
+  note = pretrain.mlm_alone_note(cfg, None)
+  assert "masked LM alone" in note and "configs/electra.py" in note and "\n" not in note
+  assert pretrain.mlm_alone_note(cfg, init=("run", 10, {})) is None
+  assert pretrain.mlm_alone_note(_config(), None) is None
+  bert = config_lib.model_config(config_lib.base_config(), 1000)
+  assert pretrain.mlm_alone_note(bert, None) is None
 
 
 @pytest.mark.slow

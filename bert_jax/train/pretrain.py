@@ -203,6 +203,19 @@ def _init_params_from(init, model_cfg, abstract_params, fresh=None):
   return params
 
 
+def mlm_alone_note(model_cfg, init) -> str | None:
+  """The line a new ELECTRA without a generator prints: it trains masked LM alone, which
+  users reaching for ELECTRA rarely mean.
+  """
+  if init is None and model_cfg.arch == "electra" and model_cfg.generator_hidden_size is None:
+    return (
+      "ELECTRA without config.model.generator_hidden_size trains masked LM alone (as "
+      "ELECTRA's generator); configs/electra.py, or the key (a quarter to a third of the "
+      "hidden size), pretrains by replaced-token detection"
+    )
+  return None
+
+
 def _check_objective(arch, objective):
   """The family `arch`, checked to have the head `objective` trains.
 
@@ -238,6 +251,8 @@ def pretrain(config, workdir):
     )
   storage.makedirs(workdir)  # only now: bad input above leaves nothing behind
   model = family.pretraining(model_cfg)
+  if note := mlm_alone_note(model_cfg, init):
+    log(note)
   t, d = config.train, config.data
   tx, schedule = optimizer_lib.make_optimizer(t, warmup_steps=warmup_steps(t))
 
