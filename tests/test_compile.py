@@ -79,6 +79,32 @@ def test_too_big_a_batch_does_not_fit():
     assert advice in verdict
 
 
+@pytest.mark.slow  # end to end: the CLI compiles in a subprocess
+def test_scanned_modernbert_compiles_for_tpu_under_fsdp():
+  """ModernBERT's scanned groups (7 layers: layer 0, two groups of local, local, global),
+  its local windows in the TPU kernel, remat, and the stacked group parameters sharded over
+  fsdp: the parameters are gathered for the step, and it fits.
+  """
+  proc = compile_cli(
+    "--config",
+    "configs/demo.py:modernbert",
+    "--topology",
+    "v5e:2x2",
+    "--config.model.num_layers=7",
+    "--config.model.scan_layers=True",
+    "--config.model.remat_policy=dots_no_batch",
+    "--config.model.dtype=bfloat16",
+    "--config.mesh.data=1",
+    "--config.mesh.fsdp=4",
+  )
+  assert proc.returncode == 0, proc.stderr
+  r = report(proc)
+  assert r["fits"] is True and r["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1}
+  assert r["model"]["scan_layers"] is True and r["model"]["remat_policy"] == "dots_no_batch"
+  gathered = sum(r["collectives"][k]["count"] for k in ("all-gather", "collective-permute"))
+  assert gathered > 0
+
+
 @pytest.mark.parametrize(
   "args, message",
   [
