@@ -11,7 +11,7 @@ masking, as in RoBERTa), and a row's masks do not depend on the batch it is in.
 in the prediction budget, then 80 % [MASK], 10 % random id, 10 % unchanged per
 predicted token. Two differences: the budget counts candidates (not [CLS] and
 [SEP]), and random ids are never special. With `max_ngram` > 1 it masks n-grams
-of words as ALBERT's (Lan et al. 2019, google-research/albert) does: from each
+of words as ALBERT's (Lan et al. 2020, google-research/albert) does: from each
 word in random order, n consecutive words, n drawn with p(n) proportional to 1/n.
 """
 
