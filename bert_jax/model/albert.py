@@ -72,11 +72,7 @@ class Encoder(nn.Module):
   @nn.compact
   def __call__(self, x, mask, deterministic):
     c = self.config
-    group = LayerGroup
-    if c.remat_policy != "none":
-      group = nn.remat(
-        group, policy=bert.REMAT_POLICIES[c.remat_policy], prevent_cse=not c.scan_layers
-      )
+    group = bert.rematerialised(LayerGroup, c, scanned=c.scan_layers)
     runs = [group_of_layer(c, i) for i in range(c.num_layers)]
     for g in range(c.num_hidden_groups):
       depth = runs.count(g)  # every group runs at least once when groups <= layers

@@ -308,6 +308,30 @@ class EncoderLayer(nn.Module):
     return (x, None) if self.scanned else x
 
 
+def rematerialised(module: type, config, scanned: bool = False) -> type:
+  """`module` (a layer, or a group of layers) recomputed in the backward pass as
+  `config.remat_policy` says; `module` itself for "none". `scanned`: it runs as a loop
+  body of nn.scan, which keeps the recomputation apart without CSE barriers.
+  """
+  if config.remat_policy == "none":
+    return module
+  return nn.remat(module, policy=REMAT_POLICIES[config.remat_policy], prevent_cse=not scanned)
+
+
+def scanned_stack(module: type, length: int) -> type:
+  """`module` under nn.scan, `length` times with parameters of their own (a leading
+  `axes.LAYERS` axis), a dropout key each, the other inputs broadcast.
+  """
+  return nn.scan(
+    module,
+    variable_axes={"params": 0},
+    split_rngs={"params": True, "dropout": True},
+    in_axes=nn.broadcast,
+    length=length,
+    metadata_params={nn.PARTITION_NAME: axes.LAYERS},
+  )
+
+
 class Encoder(nn.Module):
   """`num_layers` encoder layers, unrolled (`layer_{i}`) or scanned (`layers`).
 
@@ -321,18 +345,9 @@ class Encoder(nn.Module):
   @nn.compact
   def __call__(self, x, mask, deterministic):
     c = self.config
-    layer = self.layer
-    if c.remat_policy != "none":
-      layer = nn.remat(layer, policy=REMAT_POLICIES[c.remat_policy], prevent_cse=not c.scan_layers)
+    layer = rematerialised(self.layer, c, scanned=c.scan_layers)
     if c.scan_layers:
-      stack = nn.scan(
-        layer,
-        variable_axes={"params": 0},
-        split_rngs={"params": True, "dropout": True},
-        in_axes=nn.broadcast,
-        length=c.num_layers,
-        metadata_params={nn.PARTITION_NAME: axes.LAYERS},
-      )
+      stack = scanned_stack(layer, c.num_layers)
       x, _ = stack(c, deterministic, scanned=True, name="layers")(x, mask)
       return x
     for i in range(c.num_layers):

@@ -244,14 +244,6 @@ class Embeddings(nn.Module):
     return bert.constrain(x)  # (batch, length, embed)
 
 
-def _layer(config, scanned=False):
-  """EncoderLayer, rematerialised as `remat_policy` says."""
-  if config.remat_policy == "none":
-    return EncoderLayer
-  policy = bert.REMAT_POLICIES[config.remat_policy]
-  return nn.remat(EncoderLayer, policy=policy, prevent_cse=not scanned)
-
-
 class LayerGroup(nn.Module):
   """n = `global_attn_every_n_layers` layers that repeat along the depth after layer 0:
   `layer_{j}` is local for j < n - 1 and global for j = n - 1. Under nn.scan it returns
@@ -264,7 +256,7 @@ class LayerGroup(nn.Module):
   @nn.compact
   def __call__(self, x, masks, ropes):
     c = self.config
-    layer = _layer(c, scanned=True)
+    layer = bert.rematerialised(EncoderLayer, c, scanned=True)
     for j in range(c.global_attn_every_n_layers):  # index j + 1: layer 0's norm, the pattern
       x = layer(c, self.deterministic, j + 1, name=f"layer_{j}")(x, masks, ropes)
     return x, None
@@ -285,18 +277,11 @@ class Encoder(nn.Module):
   @nn.compact
   def __call__(self, x, masks, ropes, deterministic):
     c = self.config
-    layer = _layer(c)
+    layer = bert.rematerialised(EncoderLayer, c)
     groups, rest = scanned_groups(c) if c.scan_layers else (0, c.num_layers - 1)
     x = layer(c, deterministic, 0, name="layer_0")(x, masks, ropes)
     if groups:
-      stack = nn.scan(
-        LayerGroup,
-        variable_axes={"params": 0},
-        split_rngs={"params": True, "dropout": True},
-        in_axes=nn.broadcast,
-        length=groups,
-        metadata_params={nn.PARTITION_NAME: axes.LAYERS},
-      )
+      stack = bert.scanned_stack(LayerGroup, groups)
       x, _ = stack(c, deterministic, name="groups")(x, masks, ropes)
     for i in range(c.num_layers - rest, c.num_layers):
       x = layer(c, deterministic, i, name=f"layer_{i}")(x, masks, ropes)
