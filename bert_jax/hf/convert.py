@@ -87,6 +87,13 @@ def _set(tree, path, value):
   tree[path[-1]] = value
 
 
+def _group_member(g: int, j: int, size: int) -> str:
+  """The unrolled name of layer_{j} of ModernBERT's scanned group g (groups of `size`,
+  after layer 0).
+  """
+  return f"layer_{1 + g * size + j}"
+
+
 def unscan(params: dict) -> dict:
   """A scanned params tree -> `encoder/layer_{i}`, for the encoder (`bert/`) and an ELECTRA
   generator's (`generator/`): `encoder/layers` (a leading layer axis) are layers 0, 1, ...;
@@ -117,7 +124,7 @@ def unscan(params: dict) -> dict:
       layers = {name: value for name, value in encoder.items() if name != "groups"}
       for g in range(count):
         for j in range(size):
-          layers[f"layer_{1 + g * size + j}"] = take(groups[f"layer_{j}"], g)
+          layers[_group_member(g, j, size)] = take(groups[f"layer_{j}"], g)
     else:
       continue
     unrolled[part] = {**params[part], "encoder": layers}
@@ -143,7 +150,7 @@ def scan_like(layers: dict, target: dict) -> dict:
     size = len(target["groups"])
     count = jax.tree_util.tree_leaves(target["groups"])[0].shape[0]
     out["groups"] = {
-      f"layer_{j}": stack(f"layer_{1 + g * size + j}" for g in range(count)) for j in range(size)
+      f"layer_{j}": stack(_group_member(g, j, size) for g in range(count)) for j in range(size)
     }
   return out
 

@@ -176,9 +176,8 @@ def _convert(family, model_cfg, checkpoint, model, seed, hf_vocab, log):
   """
   initial = _initial_params(model, seed)
   params, missing, unused = {}, set(), []
-  for folder, _, rows, _ in reversed(
-    families.model_parts(family, model_cfg)
-  ):  # the generator first: the model's bert/ wins
+  parts = families.model_parts(family, model_cfg)
+  for folder, _, rows, _ in reversed(parts):  # the generator first: the model's bert/ wins
     tensors = checkpoint[folder]
     part, part_missing = convert.from_hf(tensors, initial, rows, hf_vocab)
     if "bert" in params and "bert" in part:
