@@ -1082,3 +1082,11 @@ def test_reinit_top_layers_of_scanned_encoders(layout):
   assert out["head"] is params["head"]
   with pytest.raises(UserError, match="exceeds the model's 7 layers"):
     finetune._reinit_top_layers(params, fresh, 8)
+
+
+def test_reinit_top_layers_refuses_albert_s_shared_layers():
+  """ALBERT's encoder is its shared groups (`group_{g}`): no top layer of its own to reset."""
+  shared = {"group_0": {"layer_0": {"w": jax.numpy.zeros(())}}}
+  params = {"bert": {"encoder": shared, "pooler": {}}}
+  with pytest.raises(UserError, match="does not apply to ALBERT"):
+    finetune._reinit_top_layers(params, {"encoder": shared, "pooler": {}}, 1)
