@@ -9,6 +9,7 @@ and for pairs. What `export_tokenizer` writes must load in `AutoTokenizer` and g
 
 import json
 import os
+import string
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # Before transformers imports huggingface_hub.
 
@@ -166,13 +167,15 @@ def test_xlm_roberta_unigram(lines, texts, tmp_path):
   assert tok.special_ids == (1, 3, 0, 2, len(vocab) - 1)
   assert tok.pair_separator == (2, 2)
   _assert_same(tok, hf, texts)
-  # SentencePiece style: a word starts with "▁".
+  # SentencePiece style: a word starts with "▁", or is punctuation.
   starts = tok.word_start_table()
+  punctuation = set(string.punctuation)
   assert all(
-    starts[i] == p.startswith("\u2581")
+    starts[i] == (p.startswith("\u2581") or set(p) <= punctuation)
     for i, (p, _) in enumerate(vocab)
-    if i not in tok.special_ids
+    if i not in tok.special_ids and p.isascii()
   )
+  assert any(set(p) <= punctuation for p, _ in vocab)
   _assert_exports(tok, tmp_path / "export", texts, arch="xlm-roberta")
 
 

@@ -163,6 +163,34 @@ def test_sentencepiece_from_stream(tmp_path):
   assert np.flatnonzero(tok.special_table()).tolist() == list(tokenizer.SPECIAL_IDS)
 
 
+def test_sentencepiece_punctuation_starts_a_word(tmp_path):
+  """SentencePiece gives "x," as "▁x" ","; the comma is a word of its own, as in BERT."""
+  from pydoc_data import topics
+
+  lines = [line for text in topics.topics.values() for line in text.splitlines()][:3000]
+  tok = tokenizer.load(
+    tokenizer.train_sentencepiece(iter(lines), str(tmp_path / "sp.model"), vocab_size=600)
+  )
+  text = "Return x, or (if y) the list's items."
+  ids = tok.encode(text)
+  pieces = [tok.id_to_piece(i) for i in ids]
+  punctuation = [p for p in pieces if not p.startswith("\u2581") and p in ",()'."]
+  assert punctuation == [",", ")", "'", "."], pieces  # "(" comes as "▁(" here
+  starts = tok.word_start_table()
+  # The piece after a mark continues its word, as in ALBERT: "'" "s" is one word.
+  words = ["Return", "x", ",", "or", "(if", "y", ")", "the", "list", "'s", "items", "."]
+  assert starts[ids].sum() == len(words)
+  assert [tok.decode(w).strip() for w in np.split(ids, np.flatnonzero(starts[ids])[1:])] == words
+  for piece, expected in (
+    ("\u2581dog", True),
+    ("s", False),
+    ("--", True),
+    ("»", True),
+    ("é", False),
+  ):
+    assert tokenizer.starts_metaspace_word(piece) == expected, piece
+
+
 def test_cut_long_sentence_at_whitespace_and_character_boundaries():
   # Fits: returned whole.
   assert tokenizer.cut_long_sentence("ab cd", 5) == ["ab cd"]

@@ -401,7 +401,8 @@ class HFTokenizer(_Tokenizers):
     """(vocab_size,) bool: True where a token starts a word (for whole-word masking).
 
     Byte-level: a token starting with a whitespace byte ("Ġ" for a space). Metaspace
-    (SentencePiece style): starting with "▁". Else, with a continuing-subword prefix
+    (SentencePiece style): starting with "▁" or made of punctuation
+    (`tokenizer.starts_metaspace_word`). Else, with a continuing-subword prefix
     ("##"): not starting with it; else every token. Special tokens are words of their own.
     """
     special = self.special_table()
@@ -409,7 +410,7 @@ class HFTokenizer(_Tokenizers):
       alphabet = byte_alphabet()
       table = self._table(lambda t: bool(t) and alphabet.get(t[0]) in _SPACE_BYTES)
     elif self._metaspace:
-      table = self._table(lambda t: t.startswith(self._metaspace))
+      table = self._table(lambda t: tokenizer_lib.starts_metaspace_word(t, self._metaspace))
     elif self._prefix:
       table = self._table(lambda t: not t.startswith(self._prefix))
     else:

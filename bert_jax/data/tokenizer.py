@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import re
+import unicodedata
 from collections.abc import Iterable
 
 import numpy as np
@@ -46,6 +47,29 @@ _WHITESPACE = re.compile(rb"\s")
 _TYPED_SPECIAL = re.compile(r"\[(?:PAD|UNK|CLS|SEP|MASK)\]")
 _NOT_USER_DEFINED = re.compile(r"\[(?:PAD|UNK)\]")
 _USER_DEFINED_IDS = frozenset((CLS_ID, SEP_ID, MASK_ID))
+
+
+def _is_punctuation(char: str) -> bool:
+  """BERT's punctuation: every printable ASCII character that is not a letter or digit,
+  and every Unicode punctuation character (category P*).
+  """
+  if char.isascii():
+    return char.isprintable() and not char.isalnum() and not char.isspace()
+  return unicodedata.category(char).startswith("P")
+
+
+def starts_metaspace_word(piece: str, metaspace: str = "\u2581") -> bool:
+  """Whether a SentencePiece-style piece starts a word, for whole-word masking.
+
+  A piece starts a word when it begins with the metaspace ("▁", a space before it) or is
+  made only of punctuation. SentencePiece keeps punctuation out of letter pieces but gives
+  "hello," as "▁hello" ","; without the second rule the comma would be masked with
+  "hello". BERT's tokenizer makes each punctuation mark a word, and ALBERT's
+  `_is_start_piece_sp` starts a word at one; ALBERT also starts one at every piece with a
+  digit or a non-English letter, which would mask most words of other scripts piece by
+  piece, so that rule is left out.
+  """
+  return piece.startswith(metaspace) or (bool(piece) and all(map(_is_punctuation, piece)))
 
 
 def __getattr__(name: str):
@@ -305,13 +329,13 @@ class SentencePieceTokenizer:
   def word_start_table(self) -> np.ndarray:
     """(vocab_size,) bool: True where a piece starts a word (for whole-word masking).
 
-    A piece starts a word when it begins with "▁"; the special and byte pieces
+    A piece starts a word as `starts_metaspace_word` says; the special and byte pieces
     count as words of their own.
     """
     sp = self._sp
     return np.array(
       [
-        i in SPECIAL_IDS or sp.is_byte(i) or sp.id_to_piece(i).startswith("\u2581")
+        i in SPECIAL_IDS or sp.is_byte(i) or starts_metaspace_word(sp.id_to_piece(i))
         for i in range(self.vocab_size)
       ],
       dtype=bool,
