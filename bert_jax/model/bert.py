@@ -232,6 +232,28 @@ class Embeddings(nn.Module):
     return constrain(x)  # (batch, length, embed)
 
 
+def attend(module: nn.Module, q, k, v, mask):
+  """`attention.attend` as `module`'s config asks: its kernel, and its attention dropout
+  with bits from the module's "dropout" stream when it is not deterministic.
+
+  q, k, v: (batch, length, heads, head_dim); returns the same shape.
+  """
+  c = module.config
+  dropout_rng = None
+  if not module.deterministic and c.attention_dropout > 0:
+    dropout_rng = module.make_rng("dropout")
+  return attention.attend(
+    q,
+    k,
+    v,
+    mask,
+    dropout_rate=c.attention_dropout,
+    dropout_rng=dropout_rng,
+    deterministic=module.deterministic,
+    implementation=c.attention_impl,
+  )
+
+
 class SelfAttention(nn.Module):
   """Multi-head self-attention, output projection, dropout, residual, LayerNorm."""
 
@@ -256,19 +278,7 @@ class SelfAttention(nn.Module):
       q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     else:  # each (batch, length, heads, head_dim)
       q, k, v = (dense(c, features, *qkv_names, name=n)(x) for n in names)
-    dropout_rng = None
-    if not self.deterministic and c.attention_dropout > 0:
-      dropout_rng = self.make_rng("dropout")
-    y = attention.attend(
-      q,
-      k,
-      v,
-      mask,
-      dropout_rate=c.attention_dropout,
-      dropout_rng=dropout_rng,
-      deterministic=self.deterministic,
-      implementation=c.attention_impl,
-    )
+    y = attend(self, q, k, v, mask)
     y = nn.with_logical_constraint(y, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_HEADS, None))
     y = dense(c, c.hidden_size, (axes.HEADS, axes.KV), (axes.EMBED,), name="output")(
       y

@@ -144,19 +144,7 @@ class Attention(nn.Module):
     )(x)  # (batch, length, 3, heads, head_dim), Hugging Face's Wqkv order
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     q, k = apply_rope(q, rope), apply_rope(k, rope)
-    dropout_rng = None
-    if not self.deterministic and c.attention_dropout > 0:
-      dropout_rng = self.make_rng("dropout")
-    y = attention.attend(
-      q,
-      k,
-      v,
-      mask,
-      dropout_rate=c.attention_dropout,
-      dropout_rng=dropout_rng,
-      deterministic=self.deterministic,
-      implementation=c.attention_impl,
-    )  # (batch, length, heads, head_dim)
+    y = bert.attend(self, q, k, v, mask)  # (batch, length, heads, head_dim)
     y = nn.with_logical_constraint(y, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_HEADS, None))
     y = linear(
       c,
