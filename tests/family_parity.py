@@ -11,6 +11,7 @@ Our models run through one jitted function per model and input shapes (`outputs`
 `logits`), so tests that share both compile once.
 """
 
+import dataclasses
 import functools
 
 import flax.linen as nn
@@ -318,3 +319,46 @@ def assert_one_line_error(path, match):
   with pytest.raises(UserError, match=match) as e:
     files.read_config(str(path))
   assert "\n" not in str(e.value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  """One family's parity set-up: its table module (`bert_jax.hf.families.*`), the
+  vocabulary of its random models, and the MLM positions `check` compares. Random models,
+  theirs and ours, move every parameter by N(0, `scale`) noise: 0.2 makes each one matter
+  at `ATOL` (Hugging Face's init is N(0, 0.02) with zero biases).
+  """
+
+  hf_module: object
+  vocab: int
+  positions: np.ndarray
+  scale: float = 0.2
+
+  def random_hf(self, cls, config, seed):
+    """A random Hugging Face `cls` of `config`."""
+    return random_hf_model(cls, config, seed, scale=self.scale)
+
+  def our_config(self, hf_config, **changes):
+    """Our config of a `transformers` config object, as import-hf reads it."""
+    return our_config(self.hf_module, hf_config.to_dict(), **changes)
+
+  def model(self, config, head, labels):
+    """Our module for `head` and its inputs (`pair_batch`'s, and `positions` to pretrain)."""
+    ids, types_, mask = pair_batch(self.vocab)
+    if head == "pretraining":
+      return model_for(config), (ids, types_, mask, self.positions)
+    return model_for(config, head, labels), (ids, types_, mask)
+
+  def init(self, model, args):
+    """Random parameters of `model` (LayerNorm scales near 1)."""
+    return random_params(model, len(args), seed=len(args), scale=self.scale)
+
+  def import_over_init(self, tensors, model, head, args):
+    """`tensors` read by `head`'s table over `init`'s parameters: (params, missing)."""
+    return import_over_random(
+      tensors, model, self.hf_module, head, len(args), self.vocab, scale=self.scale
+    )
+
+  def check(self, model, params, args, hf_model, head):
+    """`check` at this family's positions."""
+    check(model, params, args, hf_model, head, self.positions)

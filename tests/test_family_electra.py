@@ -16,14 +16,10 @@ from bert_jax.hf import files
 from bert_jax.hf.families import electra as electra_hf
 from bert_jax.model import electra
 from tests.family_parity import (
+  Family,
   check,
   export,
-  import_over_random,
-  model_for,
-  our_config,
   pair_batch,
-  random_hf_model,
-  random_params,
   reload,
   state_tensors,
 )
@@ -49,38 +45,16 @@ def _hf_config(**sizes):
   )
 
 
-def _random_hf(cls, config, seed):
-  """A random `cls`, every parameter moved by N(0, 0.2) noise (see `_init`)."""
-  return random_hf_model(cls, config, seed, scale=0.2)
-
-
-def _our_config(hf_config):
-  return our_config(electra_hf, hf_config.to_dict())
+FAMILY = Family(electra_hf, VOCAB, POSITIONS)
+_random_hf, _our_config, _init = FAMILY.random_hf, FAMILY.our_config, FAMILY.init
+_import, _check = FAMILY.import_over_init, FAMILY.check
 
 
 def _model(cfg, head, labels):
-  """Our module for `head` and its inputs."""
-  ids, types_, mask = pair_batch(VOCAB)
-  if head == "pretraining":
-    return model_for(cfg), (ids, types_, mask, POSITIONS)
+  """`Family.model`, and the discriminator with its inputs."""
   if head == "discriminator":
-    return electra.ElectraDiscriminator(cfg), (ids, types_, mask)
-  return model_for(cfg, head, labels), (ids, types_, mask)
-
-
-def _init(model, args):
-  """Random parameters of `model`: LayerNorm scales near 1, everything else N(0, 0.2), so
-  that each one matters at 1e-4 (Hugging Face's init is N(0, 0.02) with zero biases).
-  """
-  return random_params(model, len(args), seed=len(args), scale=0.2)
-
-
-def _import(tensors, model, head, args):
-  return import_over_random(tensors, model, electra_hf, head, len(args), VOCAB, scale=0.2)
-
-
-def _check(model, params, args, hf_model, head):
-  check(model, params, args, hf_model, head, POSITIONS)
+    return electra.ElectraDiscriminator(cfg), pair_batch(VOCAB)
+  return FAMILY.model(cfg, head, labels)
 
 
 def test_generator_hidden_states_and_mlm_logits_match(tmp_path):
