@@ -14,20 +14,24 @@
 
 Bad input ends in one `error: ...` line and exit status 2. A run stopped by SIGTERM (or
 Ctrl-C) saves a checkpoint and exits with status 75 (`errors.PREEMPTED_EXIT_CODE`): run
-the same command again to resume. A second Ctrl-C stops at once, with status 130.
+the same command again to resume. SIGTERM while data is prepared exits 75 as well, with
+what was prepared kept. A second Ctrl-C stops at once, with status 130.
 """
 
 import argparse
+import contextlib
 import difflib
 import errno
 import gc
 import os
+import signal
 import sys
+import threading
 
 import jax
 
 from bert_jax import compile_cache, host_memory
-from bert_jax.errors import PREEMPTED_EXIT_CODE, Preempted, UserError
+from bert_jax.errors import PREEMPTED_EXIT_CODE, Preempted, Terminated, UserError
 
 # TensorFlow (tf.data, TFDS): quiet unless it matters.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -347,10 +351,36 @@ def main(argv=None):
     return _overview(argv[0] if argv else None)
   if command:
     start_command()
-  status = report_errors(COMMANDS[argv[0]], argv[1:])
+  resumable = argv[0] in RESUMABLE and "--help" not in argv and "-h" not in argv
+  with _sigterm_stops() if resumable else contextlib.nullcontext():
+    status = report_errors(COMMANDS[argv[0]], argv[1:])
   if command:  # the exit's collection would walk every object the run made (~0.3 s): skip it
     gc.freeze()
   return status
+
+
+# The commands a launcher reruns after exit 75 (SLURM --requeue, `launch/tpu.py watch`).
+RESUMABLE = ("prepare", "pretrain", "finetune", "distill")
+
+
+@contextlib.contextmanager
+def _sigterm_stops():
+  """SIGTERM raises `Terminated` in the body: a preemption while data is prepared exits 75
+  (run again) instead of 143. The training loop takes SIGTERM over while it steps (and
+  saves a checkpoint); under jax.distributed, JAX's preemption notifier does.
+  """
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+
+  def stop(signum, frame):
+    raise Terminated()
+
+  previous = signal.signal(signal.SIGTERM, stop)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGTERM, previous)
 
 
 # `bert-jax --help`: one line per command (each command's --help has the rest).
@@ -416,13 +446,14 @@ _USER_OS_ERRORS = (
 def report_errors(function, *args):
   """Runs `function(*args)`; bad input (UserError) becomes one `error:` line and exit 2.
 
-  A run stopped by SIGTERM or a first Ctrl-C (Preempted) has saved a checkpoint: one line
-  and exit 75, which launchers read as "run again". Any other Ctrl-C prints one line and
+  A run stopped by SIGTERM or a first Ctrl-C (Preempted) has saved a checkpoint, and one
+  SIGTERM stopped outside its steps (Terminated) has nothing to save: one line and exit 75,
+  which launchers read as "run again". Any other Ctrl-C prints one line and
   exits 130: every job resumes where it stopped when run again.
   """
   try:
     function(*args)
-  except Preempted as e:
+  except (Preempted, Terminated) as e:
     print(str(e), file=sys.stderr)
     return PREEMPTED_EXIT_CODE
   except UserError as e:

@@ -347,7 +347,8 @@ def model_config(config, vocab_size, init_model=None, pad_id=0):
     if config.data.max_seq_length > model.max_length:
       raise UserError(
         f"config.data.max_seq_length={config.data.max_seq_length} exceeds the "
-        f"{model.max_length} positions of config.init_from"
+        f"{model.max_length} positions of config.init_from; lower the sequence length "
+        f"(a checkpoint's positions are fixed)"
       )
     return model
   check_choice(config, "model.arch", families.ARCHES)

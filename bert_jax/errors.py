@@ -3,9 +3,10 @@
 The CLI prints a `UserError` as a single `error: ...` line (no traceback) and exits
 with status 2. Its message names the problem and the fix.
 
-`Preempted` is a run that stopped on SIGTERM (or Ctrl-C) after saving a checkpoint: the
-CLI prints one line and exits with `PREEMPTED_EXIT_CODE`, which a launcher (SLURM
-`--requeue`, a TPU babysitter) reads as "run the same command again".
+`Preempted` is a run that stopped on SIGTERM (or Ctrl-C) after saving a checkpoint, and
+`Terminated` one that SIGTERM stopped outside its training steps: the CLI prints one line
+and exits with `PREEMPTED_EXIT_CODE`, which a launcher (SLURM `--requeue`, a TPU
+babysitter) reads as "run the same command again".
 """
 
 # EX_TEMPFAIL from sysexits.h: a temporary failure, the user is invited to retry.
@@ -32,3 +33,17 @@ class Preempted(Exception):
     )
     self.step = step
     self.directory = directory
+
+
+class Terminated(Exception):
+  """SIGTERM before or after the training steps (while data is prepared or read, or a
+  program compiles): there is no step to save, and the same command picks up what was
+  done (prepared shards, checkpoints). The CLI exits with `PREEMPTED_EXIT_CODE` as for
+  `Preempted`.
+  """
+
+  def __init__(self):
+    super().__init__(
+      "stopped by SIGTERM outside the training steps; run the same command to resume "
+      "(prepared data and saved checkpoints are kept)"
+    )

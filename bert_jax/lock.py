@@ -119,18 +119,37 @@ class WorkdirLock:
         storage.write_json(self.path, self._record, indent=None)
 
 
+# The workdirs this process holds, each with how many `held` bodies are inside it: a command
+# takes its workdir's lock before it prepares data, and the training loop's `held` inside
+# it then holds it already.
+_HELD: dict[str, int] = {}
+
+
 @contextlib.contextmanager
 def held(workdir):
   """Holds the workdir's lock for the body (process 0 takes it; all processes agree).
+
+  Re-entrant in one process. A local workdir the lock had to create is removed again when
+  the body fails and has left nothing else in it (bad input leaves no folder behind).
 
   Raises:
     UserError: on every process, when another run holds the lock.
   """
   import jax
 
+  key = storage.absolute(workdir)
+  if key in _HELD:
+    _HELD[key] += 1
+    try:
+      yield
+    finally:
+      _HELD[key] -= 1
+    return
   lock = WorkdirLock(workdir)
+  first = jax.process_index() == 0
+  made = first and not storage.is_remote(workdir) and not os.path.exists(workdir)
   error = ""
-  if jax.process_index() == 0:
+  if first:
     try:
       lock.acquire()
     except (UserError, OSError) as e:
@@ -139,10 +158,24 @@ def held(workdir):
     error = _broadcast_text(error)
   if error:
     raise UserError(error)
+  _HELD[key] = 1
   try:
-    yield lock
-  finally:
-    lock.release()
+    yield
+  except BaseException:
+    _release(key, lock)
+    if made:
+      with contextlib.suppress(OSError):
+        if os.listdir(workdir) in ([], [LOCK_FILE]):
+          with contextlib.suppress(FileNotFoundError):
+            os.remove(lock.path)
+          os.rmdir(workdir)
+    raise
+  _release(key, lock)
+
+
+def _release(key, lock):
+  del _HELD[key]
+  lock.release()
 
 
 def _broadcast_text(text: str, size: int = 2048) -> str:

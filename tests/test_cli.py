@@ -444,6 +444,40 @@ def test_finetune_resume_with_another_batch_size(capsys, tiny_run, tmp_path):
   assert "--config.train.batch_size=8" in line and "new --workdir" in line
   assert _tree(tmp_path / "clf") == before
 
+  # A run of the other kind as --workdir: refused, both runs as they were (before, finetune
+  # copied its tokenizer in and pretrain prepared data there, then refused).
+  pretraining = _tree(workdir)
+  args[args.index("--workdir") + 1] = workdir
+  line = _error(capsys, args)
+  assert "holds a pretraining checkpoint, not a fine-tuned run" in line
+  assert f"--config.init_from={workdir} and a new --workdir" in line
+  assert _tree(workdir) == pretraining
+  _, pretrain_args = tiny_run
+  line = _error(capsys, ["pretrain", *pretrain_args, "--workdir", str(tmp_path / "clf")])
+  assert "holds a run fine-tuned for 'classification', not a pretraining run" in line
+  assert _tree(tmp_path / "clf") == before
+
+
+@pytest.mark.slow
+def test_rows_longer_than_init_from_s_positions_are_refused_first(capsys, tiny_run, tmp_path):
+  """size=checkpoint takes init_from's positions: checked before any data is prepared."""
+  workdir, args = tiny_run
+  line = _error(
+    capsys,
+    [
+      "pretrain",
+      *args,
+      "--workdir",
+      str(tmp_path / "new"),
+      f"--config.init_from={workdir}",
+      "--config.model.size=checkpoint",
+      "--config.data.max_seq_length=1024",
+    ],
+  )
+  assert "max_seq_length=1024 exceeds the 512 positions of config.init_from" in line
+  assert "lower the sequence length" in line
+  assert not (tmp_path / "new").exists()
+
 
 @pytest.mark.slow
 def test_export_overwrite_replaces_only_an_earlier_export(capsys, tiny_run, tmp_path):

@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 
+from bert_jax import errors
 from bert_jax.data import prepare, tokenizer
 from bert_jax.errors import UserError
 from tests.conftest import FAST_COMPILE, ROOT, write_topics_corpus
@@ -154,9 +155,18 @@ def _prepare_command(workdir, corpus):
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_quietly_and_the_rerun_finishes(tmp_path):
+@pytest.mark.parametrize(
+  "signum, status, line",
+  [
+    (signal.SIGINT, 130, "interrupted; run the same command again to resume"),
+    (signal.SIGTERM, 75, str(errors.Terminated())),
+  ],
+  ids=["ctrl-c", "sigterm"],
+)
+def test_a_stopped_preparation_is_one_line_and_the_rerun_finishes(tmp_path, signum, status, line):
   """Ctrl-C in a terminal reaches the whole process group: the pool's workers as well as
-  the parent. One line says so (exit 130), no traceback; the same command then finishes.
+  the parent, as SLURM's SIGTERM does. One line says so, no traceback: exit 130 for Ctrl-C,
+  75 (a launcher's "run again") for SIGTERM. The same command then finishes.
   """
   _corpus(tmp_path / "corpus.txt", documents=48_000, seed=3)  # seconds of work to stop
   workdir = tmp_path / "w"
@@ -180,12 +190,12 @@ def test_ctrl_c_stops_quietly_and_the_rerun_finishes(tmp_path):
     time.sleep(0.05)
   time.sleep(0.5)  # the workers are writing shards
   assert proc.poll() is None
-  os.killpg(proc.pid, signal.SIGINT)
+  os.killpg(proc.pid, signum)
   out, err = proc.communicate(timeout=120)
-  assert proc.returncode == 130, err
+  assert proc.returncode == status, err
   assert "Traceback" not in err and "KeyboardInterrupt" not in err
-  interrupted = [line for line in err.splitlines() if "interrupted" in line]
-  assert interrupted == ["interrupted; run the same command again to resume"]
+  assert "leaked" not in err  # semaphores of workers killed under the parent
+  assert [text for text in err.splitlines() if text.startswith(line[:10])] == [line]
   assert not (workdir / "data" / prepare.MANIFEST).exists()
 
   again = subprocess.run(

@@ -125,13 +125,30 @@ def test_ctrl_c_saves_at_the_next_step_exits_75_and_resumes(
   assert _records(tmp_path) == _records(uninterrupted)  # bit-exact, every logged step
 
 
-def test_a_second_ctrl_c_interrupts_at_once():
-  with loop._StopSignals(handle_sigterm=True) as stop:
-    os.kill(os.getpid(), signal.SIGTERM)
-    assert stop.signal == "SIGTERM"
-    with pytest.raises(KeyboardInterrupt):  # while the checkpoint is being saved
-      os.kill(os.getpid(), signal.SIGINT)
-  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+def test_a_second_ctrl_c_stops_at_once():
+  """The second Ctrl-C, while the first one's checkpoint is saved, ends the process by the
+  signal itself (a shell's status 130), whatever Python was running: an exception raised in
+  the handler could land in a garbage-collection callback, which swallows it.
+  """
+  code = (
+    "import os, signal, time\n"
+    "from bert_jax.train import loop\n"
+    "with loop._StopSignals(handle_sigterm=True) as stop:\n"
+    "  os.kill(os.getpid(), signal.SIGTERM)\n"
+    "  print(stop.signal, flush=True)\n"
+    "  os.kill(os.getpid(), signal.SIGINT)\n"
+    "  time.sleep(30)\n"
+    "print('not reached')\n"
+  )
+  proc = subprocess.run(
+    [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+  )
+  assert proc.returncode == -signal.SIGINT, proc.stderr
+  assert proc.stdout == "SIGTERM\n"
+  assert proc.stderr.strip() == "interrupted; run the same command again to resume"
+  with loop._StopSignals(handle_sigterm=True):
+    pass
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
 
 
 def test_preempted_is_one_line_and_status_75(capsys):
@@ -288,6 +305,38 @@ def test_local_lock_refuses_a_second_holder_until_released(tmp_path):
   second = lock_lib.WorkdirLock(str(tmp_path / "run"))
   second.acquire()
   second.release()
+
+
+def test_the_lock_is_taken_before_data_is_prepared(tmp_path, capsys):
+  corpus, workdir = tmp_path / "corpus", tmp_path / "run"
+  write_topics_corpus(corpus, 10)
+  holder = lock_lib.WorkdirLock(str(workdir))
+  holder.acquire()
+  try:
+    argv = ["prepare", "--workdir", str(workdir), f"--config.data.input={corpus}/*.txt"]
+    assert cli.main([*argv, "--config.tokenizer.vocab_size=300"]) == 2
+    assert "is in use by the run of pid" in capsys.readouterr().err
+    assert os.listdir(workdir) == [lock_lib.LOCK_FILE]  # no tokenizer, no shards
+  finally:
+    holder.release()
+
+
+def test_held_is_reentrant_and_a_failed_body_leaves_no_workdir_it_made(tmp_path):
+  new, old = tmp_path / "new", tmp_path / "old"
+  old.mkdir()
+  for workdir in (new, old):
+    with pytest.raises(errors.UserError, match="bad input"):
+      with lock_lib.held(str(workdir)):
+        with lock_lib.held(str(workdir)):  # the loop inside a command that holds it
+          raise errors.UserError("bad input")
+  assert not new.exists()
+  assert os.listdir(old) == [lock_lib.LOCK_FILE]  # there before: kept
+  with lock_lib.held(str(new)):
+    (new / "result").write_text("kept")
+  assert sorted(os.listdir(new)) == [lock_lib.LOCK_FILE, "result"]
+  again = lock_lib.WorkdirLock(str(new))
+  again.acquire()  # released
+  again.release()
 
 
 def test_remote_lock_heartbeat_refusal_and_takeover(gcs_bucket):

@@ -393,9 +393,6 @@ def _distill(config, workdir, teacher):
   student_abstract = run_lib.abstract_params(model)
   log(_counts_line(teacher.params, student_abstract))
 
-  storage.makedirs(workdir)
-  if jax.process_index() == 0:
-    run_lib.save_tokenizer(tokenizer, workdir)
   if config.model.size == "teacher":
     init_params = functools.partial(
       _teacher_layers_init, teacher, student_layers(config, teacher.model.config.num_layers)
@@ -434,7 +431,7 @@ def _distill(config, workdir, teacher):
     progress_keys=("loss", "accuracy", "teacher_agreement", "seq_per_s"),
     **evaluation,
   )
-  loop.train(config, workdir, job)
+  finetune.train_standalone(config, workdir, job, tokenizer)
   _summary(workdir, teacher, teacher_eval, student_abstract)
 
 

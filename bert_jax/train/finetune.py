@@ -17,8 +17,9 @@ import jax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from bert_jax import config as config_lib
+from bert_jax import lock as lock_lib
 from bert_jax import run as run_lib
-from bert_jax import sharding, storage
+from bert_jax import sharding
 from bert_jax.errors import UserError
 from bert_jax.finetune import contrastive, retrieval
 from bert_jax.finetune import data as data_lib
@@ -274,9 +275,6 @@ def finetune(config, workdir: str) -> None:
   evaluation = {}  # no eval data: the Job's defaults (no evaluation)
   if config.data.eval:
     evaluation = _evaluator(config, model, tokenizer, labels)
-  storage.makedirs(workdir)
-  if jax.process_index() == 0:
-    run_lib.save_tokenizer(tokenizer, workdir)
   same_head = init_meta.get("task") == config.task and not config.head.reinit
   job = loop.Job(
     model=model,
@@ -314,11 +312,31 @@ def finetune(config, workdir: str) -> None:
     else ("loss", "accuracy", "seq_per_s"),
     **evaluation,
   )
-  loop.train(config, workdir, job)
+  train_standalone(config, workdir, job, tokenizer)
+
+
+def train_standalone(config, workdir, job, tokenizer):
+  """Trains `job` in a run that stands alone (its tokenizer copied in): a checkpoint already
+  in `workdir` is checked against the job before anything is written there.
+  """
+  resume_meta = run_lib.latest_meta(workdir)
+  if resume_meta:
+    job.check_resume(resume_meta)
+    loop.check_resume(resume_meta, job.meta, workdir)
+  with lock_lib.held(workdir):
+    if jax.process_index() == 0:
+      run_lib.save_tokenizer(tokenizer, workdir)
+    loop.train(config, workdir, job)
 
 
 def _check_resume(workdir, config, labels, meta):
   """Refuses a checkpoint of another task or label set (the loop checks model and batch)."""
+  if meta.get("imported_from") or not meta.get("task"):
+    raise UserError(
+      f"{workdir} holds a {'pretraining' if not meta.get('imported_from') else 'imported'} "
+      f"checkpoint, not a fine-tuned run; fine-tune from it with --config.init_from="
+      f"{workdir} and a new --workdir"
+    )
   if meta.get("task") != config.task:
     raise UserError(
       f"{workdir} holds a checkpoint of task {meta.get('task')!r}, not "

@@ -23,6 +23,7 @@ import functools
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -325,8 +326,8 @@ def _resume(checkpoints, abstract, job, workdir):
   while (step := checkpoints.latest_step()) is not None:
     try:
       saved = checkpoints.meta(step)
+      job.check_resume(saved)  # first: it names the kind of run (a task, a tokenizer)
       check_resume(saved, job.meta, workdir)
-      job.check_resume(saved)
       params, opt_state = checkpoints.restore(step, abstract.params, abstract.opt_state)
       error = None
     except ckpt_lib.Unreadable as e:
@@ -448,7 +449,13 @@ class _StopSignals:
 
   def _handle(self, signum, frame):
     if self.signal is not None and signum == signal.SIGINT:
-      raise KeyboardInterrupt  # the second Ctrl-C: do not wait for the save
+      # The second Ctrl-C: do not wait for the save. The process ends by the signal itself,
+      # as a terminal expects (status 130); an exception raised here could land in a
+      # garbage-collection callback, which swallows it. An unfinished save is never resumed.
+      sys.stderr.write("\ninterrupted; run the same command again to resume\n")
+      sys.stderr.flush()
+      signal.signal(signal.SIGINT, signal.SIG_DFL)
+      os.kill(os.getpid(), signal.SIGINT)
     self.signal = self.signal or signal.Signals(signum).name
 
 

@@ -12,8 +12,9 @@ import jax
 import jax.numpy as jnp
 
 from bert_jax import config as config_lib
+from bert_jax import lock as lock_lib
 from bert_jax import run as run_lib
-from bert_jax import sharding, storage
+from bert_jax import sharding
 from bert_jax.data import pipeline, prepare
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
@@ -57,10 +58,12 @@ def validate(config) -> None:
     "data.lanes",
   ):
     config_lib.check_positive(config, key)
-  if config.data.max_seq_length > config.model.max_position_embeddings:
+  own_model = config.model.size != "checkpoint"  # else config.init_from's (checked later)
+  if own_model and config.data.max_seq_length > config.model.max_position_embeddings:
     raise UserError(
       f"config.data.max_seq_length={config.data.max_seq_length} exceeds "
-      f"config.model.max_position_embeddings={config.model.max_position_embeddings}"
+      f"config.model.max_position_embeddings={config.model.max_position_embeddings}; "
+      f"raise that or lower the sequence length"
     )
   d = config.data
   for key, rate in (("data.mask_rate", d.mask_rate), ("eval.mask_rate", config.eval.mask_rate)):
@@ -129,7 +132,8 @@ def prepare_data(config, workdir) -> dict:
   """`bert-jax prepare`: the recipe's data (tokenizer, shards, manifest), made or finished."""
   validate(config)
   config = run_lib.with_inherited_tokenizer(config)
-  return prepare.prepare(config, run_lib.data_dir(config, workdir))
+  with lock_lib.held(workdir):
+    return prepare.prepare(config, run_lib.data_dir(config, workdir))
 
 
 def _prepare_data(config, workdir):
@@ -164,30 +168,52 @@ def _check_tokenizer(config, manifest, data_dir):
       )
 
 
-def _refuse_imported(workdir):
-  """An `import-hf` workdir is a starting point (no optimizer state), not a run to resume."""
-  meta = run_lib.latest_meta(workdir)
-  source = meta and meta.get("imported_from")
-  if source:
+def _refuse_other_runs(workdir):
+  """A workdir to pretrain in holds nothing or a pretraining run: not an `import-hf`
+  starting point (no optimizer state), nor a fine-tuned run.
+  """
+  meta = run_lib.latest_meta(workdir) or {}
+  if meta.get("imported_from"):
     raise UserError(
-      f"{workdir} holds a checkpoint imported from {source} (parameters only); "
-      f"train from it with a new --workdir and --config.init_from={workdir}"
+      f"{workdir} holds a checkpoint imported from {meta['imported_from']} (parameters "
+      f"only); train from it with a new --workdir and --config.init_from={workdir}"
+    )
+  if meta.get("task"):
+    raise UserError(
+      f"{workdir} holds a run fine-tuned for {meta['task']!r}, not a pretraining run; "
+      f"pretrain in a new --workdir"
     )
 
 
-def _open_init_from(config, manifest):
-  """(checkpoints, step, meta) of config.init_from, or None; refuses another tokenizer's."""
+def _open_init_from(config):
+  """(checkpoints, step, meta) of config.init_from, or None."""
   if not config.init_from:
     return None
   source, step = run_lib.open_checkpoints(config.init_from)
-  meta = source.meta(step)
-  if meta["tokenizer_fingerprint"] != manifest["tokenizer_fingerprint"]:
+  return source, step, source.meta(step)
+
+
+def _check_init_tokenizer(config, init, manifest):
+  """Refuses a config.init_from trained with another tokenizer than the shards'."""
+  if init and init[2]["tokenizer_fingerprint"] != manifest["tokenizer_fingerprint"]:
     raise UserError(
       f"config.init_from={config.init_from!r} was trained with another tokenizer "
       f"than these shards; prepare them with its tokenizer (config.tokenizer.path, "
       f"or config.model.size='checkpoint', which uses it)"
     )
-  return source, step, meta
+
+
+def _check_positions(config, init):
+  """The rows fit the model's positions (RoBERTa's are fewer than its position rows),
+  before any data is prepared.
+  """
+  model_cfg = config_lib.model_config(config, 0, init and init[2]["model"])
+  if config.data.max_seq_length > model_cfg.max_length:
+    raise UserError(
+      f"config.data.max_seq_length={config.data.max_seq_length} exceeds the "
+      f"{model_cfg.max_length} positions of the model; raise "
+      f"config.model.max_position_embeddings or lower the sequence length"
+    )
 
 
 def _init_params_from(init, model_cfg, abstract_params, fresh=None):
@@ -238,18 +264,19 @@ def pretrain(config, workdir):
   if config.distributed:
     sharding.initialize_distributed()
   mesh = _check_devices(config)
-  _refuse_imported(workdir)
+  _refuse_other_runs(workdir)
   config = run_lib.with_inherited_tokenizer(config)
+  init = _open_init_from(config)
+  _check_positions(config, init)
+  with lock_lib.held(workdir):  # from here on this run writes in the workdir
+    _pretrain(config, workdir, mesh, init)
+
+
+def _pretrain(config, workdir, mesh, init):
   data_dir, manifest = _prepare_data(config, workdir)
-  init = _open_init_from(config, manifest)
+  _check_init_tokenizer(config, init, manifest)
   model_cfg = config_lib.model_config(config, manifest["vocab_size"], init and init[2]["model"])
   family = _check_objective(model_cfg.arch, config.data.objective)
-  if config.data.max_seq_length > model_cfg.max_length:  # RoBERTa: positions after the pad id
-    raise UserError(
-      f"config.data.max_seq_length={config.data.max_seq_length} exceeds the "
-      f"{model_cfg.max_length} positions of the model; raise config.model.max_position_embeddings"
-    )
-  storage.makedirs(workdir)  # only now: bad input above leaves nothing behind
   model = family.pretraining(model_cfg)
   if note := mlm_alone_note(model_cfg, init):
     log(note)
