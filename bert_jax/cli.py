@@ -165,7 +165,11 @@ def _parser(command, description, workdir_help="a run directory", step=False):
   parser = argparse.ArgumentParser(prog=f"bert-jax {command}", description=description)
   parser.add_argument("--workdir", required=True, help=workdir_help)
   if step:
-    parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    parser.add_argument(
+      "--step",
+      type=int,
+      help="checkpoint step (default: a fine-tuned run's best eval, else the latest)",
+    )
   return parser
 
 

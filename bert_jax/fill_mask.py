@@ -9,6 +9,7 @@ of similar lengths share a program, and the next command loads it from the compi
 
 import functools
 import json
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +29,8 @@ def fill_mask(model, params, tokenizer, text: str, top_k: int = 5) -> list:
     model: a `BertForPreTraining` (its MLM head gives the predictions).
     params: the model's parameters.
     tokenizer: the run's tokenizer; `[MASK]` typed in `text` encodes to its mask id.
-    text: the text, with at least one `[MASK]`; cut to the model's positions.
+    text: the text, with at least one `[MASK]` within the model's positions (it is cut to
+      them).
     top_k: predictions per [MASK], best first.
 
   Returns:
@@ -36,13 +38,20 @@ def fill_mask(model, params, tokenizer, text: str, top_k: int = 5) -> list:
     such lists (one per [MASK], in order), as `pipeline("fill-mask")` does.
 
   Raises:
-    UserError: the text has no [MASK].
+    UserError: the text has no [MASK], or none within the model's positions.
   """
   ids = [tokenizer.cls_id] + tokenizer.encode(text) + [tokenizer.sep_id]
-  ids = ids[: model.config.max_length]
+  if tokenizer.mask_id not in ids:
+    shown = text if len(text) <= 60 else text[:57] + "..."
+    raise UserError(f"no [MASK] in {shown!r}; write [MASK] where a token should be predicted")
+  limit = model.config.max_length
+  if tokenizer.mask_id not in ids[:limit]:
+    raise UserError(
+      f"the text is {len(ids)} tokens and its first [MASK] is token {ids.index(tokenizer.mask_id)}, "
+      f"beyond the model's {limit} positions; shorten the text before the [MASK]"
+    )
+  ids = ids[:limit]
   positions = [i for i, t in enumerate(ids) if t == tokenizer.mask_id]
-  if not positions:
-    raise UserError(f"no [MASK] in {text!r}; write [MASK] where a token should be predicted")
   length = min(_round_up(len(ids), LENGTH_BUCKET), model.config.max_length)
   input_ids = np.full((1, length), tokenizer.pad_id, np.int32)
   input_ids[0, : len(ids)] = ids
@@ -87,12 +96,26 @@ def main(workdir: str, texts: list[str], *, top_k: int = 5, as_json: bool = Fals
     as_json: one JSON list per text instead of ranked lines.
 
   Raises:
-    UserError: `top_k` below 1 (checked before the run is loaded), no checkpoint, or a
-      text without [MASK].
+    UserError: `top_k` below 1 (checked before the run is loaded), no checkpoint, a
+      fine-tuned run, or a text without [MASK].
   """
   if top_k < 1:
     raise UserError(f"--top-k {top_k} must be at least 1 (the predictions shown per [MASK])")
   run = run_lib.load(workdir)
+  if "task" in run.meta:
+    source = run.meta.get("init_from")
+    raise UserError(
+      f"{workdir} is fine-tuned for {run.meta['task']!r} and has no masked-LM head; "
+      f"fill-mask takes a pretraining or imported run"
+      + (f", such as the one it started from: --workdir {source}" if source else "")
+    )
+  if "mlm" in run.meta.get("initialized", ()):
+    print(
+      f"note: {run.meta['imported_from']} has no masked-LM head, so import-hf initialised "
+      f"one at random: these predictions mean nothing until it is trained (bert-jax "
+      f"pretrain --config configs/continue_pretraining.py --config.init_from={workdir})",
+      file=sys.stderr,
+    )
   for text in texts:
     result = fill_mask(run.model, run.params, run.tokenizer, text, top_k)
     if as_json:

@@ -228,11 +228,10 @@ def load(workdir: str, step: int | None = None) -> Run:
   """The run in `workdir` at `step`, parameters on one device.
 
   Without `step`: the best eval's parameters of a fine-tuned run (WORKDIR/best/), else the
-  latest checkpoint. Works for a checkpoint saved on any mesh (Orbax restores into the
+  latest checkpoint. A `step` is looked for in checkpoints/, then in best/. Works for a checkpoint saved on any mesh (Orbax restores into the
   single-device layout) and for one written by `import-hf` (parameters only).
   """
-  best = step is None and has_best(workdir)
-  checkpoints, step = open_checkpoints(workdir, step, BEST if best else CHECKPOINTS)
+  checkpoints, step = open_checkpoints(workdir, step, _folder_of(workdir, step))
   meta = checkpoints.meta(step)
   model = registry.model_for(registry.config_for(meta), meta)
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
@@ -248,6 +247,31 @@ def load(workdir: str, step: int | None = None) -> Run:
       f"config.data.prepared_dir at that run's data)"
     )
   return Run(model, params, run_tokenizer, meta, step)
+
+
+def _folder_of(workdir: str, step: int | None) -> str:
+  """Where `load` finds `step`: best/ for a fine-tuned run's default or a step kept only
+  there (the others are pruned as training goes on), else checkpoints/.
+  """
+  if not has_best(workdir):
+    return CHECKPOINTS
+  if step is None:
+    return BEST
+  steps = {folder: _steps(workdir, folder) for folder in (CHECKPOINTS, BEST)}
+  for folder, found in steps.items():
+    if step in found:
+      return folder
+  raise UserError(
+    f"no checkpoint at step {step} in {workdir}: checkpoints/ has {steps[CHECKPOINTS]}, "
+    f"best/ (the best eval) has {steps[BEST]}"
+  )
+
+
+def _steps(workdir: str, folder: str) -> list[int]:
+  directory = path(workdir_of(workdir), folder)
+  if not storage.isdir(directory):
+    return []
+  return sorted(ckpt_lib.Checkpoints(directory, read_only=True).all_steps())
 
 
 def abstract_params(model: nn.Module):

@@ -647,6 +647,26 @@ def test_evaluate_command_prints_the_best_eval(classify, capsys):
   for key in ("accuracy", "macro_f1", "loss"):
     assert abs(printed[key] - evals[-1][key]) < 1e-5, key
 
+  # The best eval's step, pruned from checkpoints/ long ago, is found in best/.
+  assert best not in run_lib.open_checkpoints(workdir)[0].all_steps()
+  assert cli.main(["evaluate", "--workdir", workdir, "--step", str(best)]) == 0
+  printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert abs(printed["loss"] - at_best["loss"]) < 1e-5
+  line = _cli_error(capsys, ["evaluate", "--workdir", workdir, "--step", "7"])
+  assert line == (
+    f"error: no checkpoint at step 7 in {workdir}: checkpoints/ has [100, 120], best/ "
+    f"(the best eval) has [{best}]"
+  )
+
+
+def test_fill_mask_refuses_a_fine_tuned_run_naming_where_it_started(classify, imported, capsys):
+  line = _cli_error(capsys, ["fill-mask", "--workdir", classify["workdir"], "a [MASK] b"])
+  assert line == (
+    f"error: {classify['workdir']} is fine-tuned for 'classification' and has no masked-LM "
+    f"head; fill-mask takes a pretraining or imported run, such as the one it started "
+    f"from: --workdir {imported}"
+  )
+
 
 # --- 5. token labels on first sub-tokens -----------------------------------------------------
 

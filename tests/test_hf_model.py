@@ -84,6 +84,18 @@ def test_minilm_hidden_states_match_transformers(imported, hf_minilm, capsys):
     np.testing.assert_allclose(pooled, out.pooler_output.numpy(), atol=1e-4, rtol=0)
 
 
+def test_fill_mask_notes_a_head_import_hf_made_and_a_mask_past_the_positions(imported, capsys):
+  assert cli.main(["fill-mask", "--workdir", imported, "--json", "The [MASK] of France."]) == 0
+  captured = capsys.readouterr()
+  assert len(json.loads(captured.out.strip().splitlines()[-1])) == 5
+  assert "has no masked-LM head, so import-hf initialised one at random" in captured.err
+  assert cli.main(["fill-mask", "--workdir", imported, "word " * 600 + "[MASK]"]) == 2
+  assert capsys.readouterr().err.strip().splitlines()[-1] == (
+    "error: the text is 603 tokens and its first [MASK] is token 601, beyond the model's "
+    "512 positions; shorten the text before the [MASK]"
+  )
+
+
 @pytest.mark.slow
 def test_embed_mean_pooling_matches_transformers(imported, hf_minilm, tmp_path):
   hf_tok, hf_model = hf_minilm
