@@ -58,6 +58,19 @@ def test_another_input_after_a_failure_retrains_the_tokenizer(tmp_path):
   assert _fingerprint(tmp_path / "d") == _fingerprint(tmp_path / "fresh2")
 
 
+def test_json_lines_with_the_text_under_another_key_name_the_keys(tmp_path):
+  rows = [{"id": i, "content": f"Sentence number {i} of the corpus."} for i in range(50)]
+  (tmp_path / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  with pytest.raises(UserError) as raised:
+    _prepare(small_config(tmp_path, input=str(tmp_path / "c.jsonl")), tmp_path / "w" / "data")
+  assert str(raised.value) == (
+    f"config.data.input={str(tmp_path / 'c.jsonl')!r} has no text; its JSON objects have no "
+    f"text under config.data.text_field='text' but have the keys ['content', 'id']: set "
+    f"--config.data.text_field to the one with the text"
+  )
+  assert not (tmp_path / "w").exists()
+
+
 @pytest.mark.parametrize(
   "content,expected",
   [

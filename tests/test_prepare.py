@@ -130,6 +130,16 @@ def test_objectives_and_packing(tmp_path):
   # Another objective in the same directory: refused, naming the difference.
   with pytest.raises(UserError, match="objective: 'mlm' there, 'sop' here"):
     _quiet(sop, tmp_path / "packed")
+  # Another input: named once (not also as changed files), with the ways out.
+  (tmp_path / "other.txt").write_text((tmp_path / "corpus.txt").read_text())
+  moved = small_config(tmp_path, objective="mlm", packing=True, input=str(tmp_path / "other.txt"))
+  with pytest.raises(UserError) as raised:
+    _quiet(moved, tmp_path / "packed")
+  assert f"input: {str(tmp_path / 'corpus.txt')!r} there, " in str(raised.value)
+  assert "input files changed" not in str(raised.value)
+  assert "give the settings it was prepared with (a run's config.json holds them)" in str(
+    raised.value
+  )
 
 
 def _wordpiece_vocab(path, corpus_path):

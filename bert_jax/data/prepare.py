@@ -122,12 +122,11 @@ def _differences(old, new, prefix=""):
     a, b = old.get(key), new.get(key)
     if isinstance(a, dict) and isinstance(b, dict):
       out += _differences(a, b, f"{prefix}{key}.")
+    elif key == "input_stamp":
+      if a != b and old.get("input") == new.get("input"):  # else the input line says it
+        out.append("the input files changed (sizes or times)")
     elif a != b:
-      out.append(
-        "the input files changed (sizes or times)"
-        if key == "input_stamp"
-        else f"{prefix}{key}: {a!r} there, {b!r} here"
-      )
+      out.append(f"{prefix}{key}: {a!r} there, {b!r} here")
   return out
 
 
@@ -160,7 +159,8 @@ def prepare(
       raise UserError(
         f"{data_dir} holds data prepared with other settings ("
         f"{'; '.join(_differences(old.get('settings', {}), settings)[:3])}); "
-        f"set another config.data.prepared_dir or delete {data_dir}"
+        f"give the settings it was prepared with (a run's config.json holds them), set "
+        f"another config.data.prepared_dir, or delete {data_dir}"
       )
     log(f"data: {data_dir} is prepared ({old['splits']['train']['rows']} train rows)")
     return old
@@ -329,10 +329,14 @@ def _tokenizer(config, data_dir, units, settings, log):
         if errors:
           raise errors[0] from None
         if not seen["sentences"]:
+          hint = sources.text_field_hint(units)
           raise UserError(
-            f"config.data.input={config.data.input!r} has no text: the files are empty or "
-            f"every line was skipped as non-UTF-8 (config.data.strict=True names the first "
-            f"such line); give UTF-8 text"
+            f"config.data.input={config.data.input!r} has no text"
+            + (
+              hint
+              or ": the files are empty or every line was skipped as non-UTF-8 "
+              "(config.data.strict=True names the first such line); give UTF-8 text"
+            )
           ) from None
         raise
       storage.write_json(stamp, trained_on)

@@ -467,6 +467,26 @@ def _jsonl_documents(unit, stats, strict) -> Iterator[list[str]]:
     yield corpus.split_sentences(text)
 
 
+def text_field_hint(units: Iterable[Unit]) -> str:
+  """For a JSON Lines input that gave no text: the keys its first object has, and the
+  setting to point at the text (`text_field`); "" for other inputs.
+  """
+  unit = next((u for u in units if u.kind == "jsonl"), None)
+  if unit is None:
+    return ""
+  for _, line in _lines(dataclasses.replace(unit, start=0, end=-1), collections.Counter(), False):
+    if line and line.strip():
+      try:
+        keys = sorted(json.loads(line))
+      except (ValueError, TypeError):
+        return f"; {unit.path} does not hold a JSON object per line"
+      return (
+        f"; its JSON objects have no text under config.data.text_field={unit.text_field!r} "
+        f"but have the keys {keys}: set --config.data.text_field to the one with the text"
+      )
+  return ""
+
+
 @functools.lru_cache(maxsize=1)
 def _python_docs() -> list[list[str]]:
   return corpus.python_docs_documents()  # Once per worker process.
