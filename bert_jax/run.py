@@ -66,6 +66,20 @@ def write_config(config, workdir: str) -> None:
     storage.write_text(path(workdir, CONFIG), config.to_json_best_effort(indent=2))
 
 
+def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+  """'key old -> new' for each setting of the config dict `new` that differs from `old`
+  (a run's config.json, written by an earlier run), nested keys dotted.
+  """
+  out = []
+  for key in sorted(set(old) | set(new)):
+    a, b = old.get(key), new.get(key)
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += config_changes(a, b, f"{prefix}{key}.")
+    elif a != b:
+      out.append(f"{prefix}{key} {a!r} -> {b!r}")
+  return out
+
+
 def read_config(workdir: str) -> dict | None:
   """The run's config.json as a dict, or None when there is none."""
   config_path = path(workdir, CONFIG)

@@ -419,6 +419,25 @@ def test_pretrain_resume_with_another_batch_size(capsys, tiny_run):
 
 
 @pytest.mark.slow
+def test_a_resumed_run_names_the_settings_it_changed(capsys, tmp_path):
+  corpus = tmp_path / "corpus"
+  write_topics_corpus(corpus, 40)
+  args = ["pretrain", "--workdir", str(tmp_path / "run"), f"--config.data.input={corpus}/*.txt"]
+  assert cli.main([*args, *TINY]) == 0
+  capsys.readouterr()
+  rate = json.loads((tmp_path / "run" / "config.json").read_text())["train"]["learning_rate"]
+  changed = ["--config.train.steps=3", "--config.train.learning_rate=1e-5"]
+  assert cli.main([*args, *TINY, *changed]) == 0
+  out = capsys.readouterr().out
+  assert (
+    f"resuming with changed settings (config.json is rewritten): train.learning_rate {rate} "
+    f"-> 1e-05; train.steps 2 -> 3\n"
+  ) in out
+  saved = json.loads((tmp_path / "run" / "config.json").read_text())
+  assert saved["train"]["steps"] == 3
+
+
+@pytest.mark.slow
 def test_finetune_resume_with_another_batch_size(capsys, tiny_run, tmp_path):
   workdir, _ = tiny_run
   train = tmp_path / "train.csv"

@@ -121,7 +121,9 @@ def test_ctrl_c_saves_at_the_next_step_exits_75_and_resumes(
   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
   monkeypatch.setattr(loop, "_STEP_SLEEP", 0)
   assert _pretrain(tmp_path, data_args) == 0
-  assert f"resumed from {tmp_path}/checkpoints/{step}" in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert f"resumed from {tmp_path}/checkpoints/{step}" in out
+  assert "changed settings" not in out  # the same command
   assert _records(tmp_path) == _records(uninterrupted)  # bit-exact, every logged step
 
 

@@ -20,6 +20,7 @@ and the job's eval programs compile on a background thread while the state is re
 import contextlib
 import dataclasses
 import functools
+import json
 import math
 import os
 import signal
@@ -159,6 +160,7 @@ def _train(config, workdir, job, stop):
       step0 = jax.device_put(jnp.int32(start), state_sh.step)
       state = step_lib.TrainState(step=step0, params=params, opt_state=opt_state)
       log(f"resumed from {checkpoints.directory}/{start}")
+      _log_changes(config, workdir)
     else:
       start = 0
       state = _initial_state(create, state_sh, abstract, job)
@@ -173,6 +175,19 @@ def _train(config, workdir, job, stop):
         config, workdir, job, stop, state, start, checkpoints, best, programs, ahead
       )
   log(f"done: {step} steps; checkpoints in {checkpoints.directory}")
+
+
+def _log_changes(config, workdir):
+  """One line naming the settings a resumed run changed since the run that wrote
+  config.json (a longer run, another learning rate: the schedule continues from here).
+  """
+  old = run_lib.read_config(workdir)
+  if jax.process_index() != 0 or old is None:
+    return
+  changes = run_lib.config_changes(old, json.loads(config.to_json_best_effort()))
+  if changes:
+    shown = "; ".join(changes[:5]) + (f"; and {len(changes) - 5} more" if len(changes) > 5 else "")
+    log(f"resuming with changed settings (config.json is rewritten): {shown}")
 
 
 def _without(values, keys):
