@@ -22,7 +22,7 @@ from bert_jax.errors import UserError
 from bert_jax.train import metrics as metrics_lib
 from bert_jax.train import optimizer as optimizer_lib
 from bert_jax.train import pretrain
-from tests.conftest import write_topics_corpus
+from tests.conftest import ROOT, write_topics_corpus
 
 TINY = [
   "--config.data.input_format=document",
@@ -80,6 +80,56 @@ def test_recipe_without_get_config(capsys, tmp_path):
   line = _error(capsys, ["finetune", "--config", str(recipe), "--workdir", str(tmp_path / "w")])
   assert "get_config" in line and str(recipe) in line
   assert "unknown config key" not in line
+  assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize(
+  "command, override, meant",
+  [
+    ("pretrain", "train.step=3", "did you mean 'train.steps'?"),
+    ("pretrain", "train.mask_rate=0.2", "did you mean 'data.mask_rate' or 'eval.mask_rate'?"),
+    ("finetune", "data.label=x", "did you mean 'data.labels' or 'data.label_column'?"),
+    (
+      "finetune",
+      "train.warmup_steps=9",
+      "did you mean 'train.accum_steps' or 'train.warmup_fraction'?",
+    ),
+    ("pretrain", "trian.steps=3", "did you mean 'train.steps'"),
+  ],
+)
+def test_an_unknown_key_names_the_whole_key_and_the_keys_it_may_mean(
+  capsys, tmp_path, command, override, meant
+):
+  workdir = tmp_path / "w"
+  line = _error(capsys, [command, "--workdir", str(workdir), f"--config.{override}"])
+  key = override.partition("=")[0]
+  assert line.startswith(f"error: unknown config key '{key}'; {meant}")
+  assert line.endswith(
+    f"(`bert-jax {command} --help` lists every key; defaults: bert_jax/config.py)"
+  )
+  assert not workdir.exists()
+
+
+@pytest.mark.parametrize(
+  "command, recipe, kind, override",
+  [
+    ("finetune", "configs/demo.py", "pretrain", "--config.data.train=x.csv"),  # not demo's key
+    ("finetune", "configs/demo.py", "pretrain", "--config.seed=1"),
+    ("pretrain", "configs/finetune/classify_csv.py", "finetune", "--config.seed=1"),
+    ("prepare", "configs/distill.py", "distill", "--config.seed=1"),
+    ("distill", "configs/finetune/classify_csv.py", "finetune", "--config.seed=1"),
+  ],
+)
+def test_a_recipe_of_another_command_is_one_line_naming_its_command(
+  capsys, tmp_path, command, recipe, kind, override
+):
+  line = _error(
+    capsys, [command, "--config", f"{ROOT}/{recipe}", "--workdir", str(tmp_path / "w"), override]
+  )
+  assert line == (
+    f"error: {recipe} is a recipe for bert-jax {kind}, not {command}; run bert-jax {kind} "
+    f"--config {recipe} (or give a {command} recipe)"
+  )
   assert not (tmp_path / "w").exists()
 
 
