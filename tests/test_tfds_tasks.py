@@ -14,6 +14,7 @@ import types
 import numpy as np
 import pytest
 
+from bert_jax.data import sources
 from bert_jax.errors import UserError
 from bert_jax.finetune import metrics as task_metrics
 from bert_jax.finetune import tfds_tasks
@@ -112,6 +113,25 @@ def test_registry_lists_every_glue_task_and_the_others():
   assert tfds_tasks.TASKS["stsb"].main_metric == "spearman"
   assert tfds_tasks.TASKS["mrpc"].main_metric == tfds_tasks.TASKS["qqp"].main_metric == "f1"
   assert tfds_tasks.TASKS["ax"].train_split is None
+
+
+def test_a_download_that_fails_is_announced_then_one_line(tmp_path, monkeypatch, capsys):
+  builder_class = type(tfds.builder("glue/sst2", data_dir=str(tmp_path)))
+
+  def offline(self, *args, **kwargs):
+    raise ConnectionError("Max retries exceeded with url: https://dl.fbaipublicfiles.com")
+
+  monkeypatch.setattr(builder_class, "download_and_prepare", offline)
+  with pytest.raises(UserError) as raised:
+    sources.tfds_builder("glue/sst2", str(tmp_path))
+  assert str(raised.value).startswith(
+    f"TFDS dataset 'glue/sst2' is not prepared in {tmp_path}/glue/sst2/"
+  )
+  assert "preparing it failed (ConnectionError: Max retries" in str(raised.value)
+  assert "set config.data.tfds_data_dir" in str(raised.value)
+  err = capsys.readouterr().err
+  assert f"TFDS: glue/sst2 is not prepared in {tmp_path}/glue/sst2/" in err
+  assert "downloading and preparing it (this needs network access" in err
 
 
 @pytest.mark.parametrize("key", list(tfds_tasks.TASKS))

@@ -31,6 +31,7 @@ import math
 import os
 import platform
 import random
+import sys
 import zlib
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
@@ -530,6 +531,12 @@ def tfds_builder(
     reason = str(e).splitlines()[0]
     raise UserError(f"TFDS dataset {name!r}: {reason}; fix the tfds:NAME/CONFIG") from None
   if prepare and not builder.is_prepared():
+    print(
+      f"TFDS: {name} is not prepared in {builder.data_dir}: downloading and preparing it "
+      f"(this needs network access; without it the downloads retry for minutes)",
+      file=sys.stderr,
+      flush=True,
+    )
     try:
       builder.download_and_prepare()
     except Exception as e:  # Network, Beam, manual download: all end here.
