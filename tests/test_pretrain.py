@@ -324,6 +324,23 @@ def test_workdir_with_another_model_size(capsys, tmp_path, data_dir, uninterrupt
   assert sorted(os.listdir(os.path.join(uninterrupted, "checkpoints"))) == steps
 
 
+@pytest.mark.parametrize("lanes, batch, read", [(8, 2, 2), (8, 12, 4), (8, 16, 8), (6, 4, 2)])
+def test_lanes_that_do_not_divide_a_small_batch_are_lowered(lanes, batch, read):
+  config = demo.get_config()
+  config.data.lanes, config.train.batch_size = lanes, batch
+  lines = []
+  out = pretrain.lanes_for_the_batch(config, say=lines.append)
+  assert out.data.lanes == read and batch % read == 0 and lanes % read == 0
+  assert config.data.lanes == lanes  # the recipe's own config is left as it was
+  if read == lanes:
+    assert out is config and lines == []
+  else:
+    assert lines == [
+      f"data: config.data.lanes={lanes} does not divide config.train.batch_size={batch}; "
+      f"reading {read} lanes"
+    ]
+
+
 def test_help_lists_the_config(capsys):
   assert cli.main(["pretrain", "--help", "--config.train.steps=7"]) == 0
   out = capsys.readouterr().out

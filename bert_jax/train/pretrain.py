@@ -7,6 +7,7 @@ the shared loop.
 """
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -107,9 +108,10 @@ def warmup_steps(train_config) -> int:
   if warmup <= steps:
     return warmup
   clipped = steps // 10
+  instead = f"warming up over {clipped} (a tenth)" if clipped else "no warmup"
   log(
     f"config.train.warmup_steps={warmup} exceeds the {steps} steps of this run; "
-    f"warming up over {clipped} (a tenth) instead"
+    f"{instead} instead"
   )
   return clipped
 
@@ -128,9 +130,26 @@ def _check_devices(config):
   return mesh
 
 
+def lanes_for_the_batch(config, say=log):
+  """`config`, with config.data.lanes lowered to the largest count that divides both them
+  and the batch when they do not divide it (a small batch on a laptop); `say` gets one line.
+  """
+  lanes, batch = config.data.lanes, config.train.batch_size
+  if lanes < 1 or batch < 1 or batch % lanes == 0:
+    return config  # validate names a count below 1
+  count = math.gcd(lanes, batch)
+  say(
+    f"data: config.data.lanes={lanes} does not divide config.train.batch_size={batch}; "
+    f"reading {count} lanes"
+  )
+  config = config.copy_and_resolve_references()
+  config.data.lanes = count
+  return config
+
+
 def prepare_data(config, workdir) -> dict:
   """`bert-jax prepare`: the recipe's data (tokenizer, shards, manifest), made or finished."""
-  validate(config)
+  validate(lanes_for_the_batch(config, say=lambda _: None))  # the lanes do not matter here
   config = run_lib.with_inherited_tokenizer(config)
   with lock_lib.held(workdir):
     return prepare.prepare(config, run_lib.data_dir(config, workdir))
@@ -260,6 +279,7 @@ def _check_objective(arch, objective):
 
 def pretrain(config, workdir):
   """Runs (or resumes) pretraining as `config` says, writing everything under `workdir`."""
+  config = lanes_for_the_batch(config)
   validate(config)
   if config.distributed:
     sharding.initialize_distributed()
