@@ -9,7 +9,7 @@
     bert-jax fill-mask --workdir DIR [--json] [--top-k 5] "text with [MASK] in it" ...
     bert-jax export-hf --workdir DIR --out HF_DIR [--step N] [--overwrite]
     bert-jax import-hf --hf HF_DIR --workdir DIR [--generator ELECTRA_GENERATOR_DIR]
-    bert-jax embed --workdir DIR --input FILE --output OUT.npy [--pooling cls|mean|max]
+    bert-jax embed --workdir DIR --input FILE --output OUT.npy [--pooling cls|mean|max] [--overwrite]
     bert-jax compile [--config configs/RECIPE.py[:ARG]] --topology v5e:4x4 [--config.KEY=VALUE ...]
 
 Bad input ends in one `error: ...` line and exit status 2. A run stopped by SIGTERM (or
@@ -359,6 +359,7 @@ def _embed(argv):
   )
   parser.add_argument("--batch-size", type=int, default=64)
   parser.add_argument("--max-length", type=int, help="tokens per text (default: the model's)")
+  parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
   args = _parse(parser, argv)
   from bert_jax import embed
 
@@ -370,6 +371,7 @@ def _embed(argv):
     batch_size=args.batch_size,
     max_length=args.max_length,
     step=args.step,
+    overwrite=args.overwrite,
   )
 
 

@@ -12,7 +12,6 @@ computed. The workdir, --input and --output may be URLs (`gs://...`).
 
 import functools
 import io
-import os
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +21,7 @@ import tqdm
 from bert_jax import run as run_lib
 from bert_jax import storage
 from bert_jax.errors import UserError
+from bert_jax.finetune import commands
 from bert_jax.model import embedding
 
 POOLINGS = ("cls", "mean", "max")
@@ -117,6 +117,7 @@ def main(
   batch_size: int,
   max_length: int | None,
   step: int | None = None,
+  overwrite: bool = False,
 ) -> None:
   """`bert-jax embed`: one vector per line of `input_path`, saved as .npy to `output_path`.
 
@@ -129,9 +130,11 @@ def main(
     batch_size: texts per compiled call.
     max_length: tokens per text (None: the model's positions).
     step: the checkpoint step; None: the run's default (`run.load`).
+    overwrite: replace an existing output file (never one of a run's own files).
 
   Raises:
-    UserError: a missing or non-UTF-8 input, an output folder (or bucket) that does not
+    UserError: a missing, empty or non-UTF-8 input, an output that exists (without
+      `overwrite`), is a run's own file or lies in a folder (or bucket) that does not
       exist, a bad pooling, batch size or length, or no checkpoint.
   """
   if batch_size < 1:
@@ -140,14 +143,13 @@ def main(
     raise UserError(
       f"--max-length {max_length} leaves no room for text beside [CLS] and [SEP]; give 3 or more"
     )
-  for flag, url in (("--input", input_path), ("--output", output_path)):
-    if storage.is_remote(url) and (problem := storage.unreachable(url)):
-      raise UserError(f"{flag} {url}: {problem}; check the bucket name and access")
+  if storage.is_remote(input_path) and (problem := storage.unreachable(input_path)):
+    raise UserError(f"--input {input_path}: {problem}; check the bucket name and access")
   if not storage.isfile(input_path):
     raise UserError(f"--input {input_path} does not exist; give a text file, one text per line")
-  out_parent = os.path.dirname(os.path.abspath(output_path))
-  if not storage.is_remote(output_path) and not os.path.isdir(out_parent):  # buckets: no folders
-    raise UserError(f"--output {output_path}: the directory {out_parent} does not exist")
+  if not output_path.endswith(".npy"):  # as np.save names it
+    output_path += ".npy"
+  commands.check_output(output_path, workdir, overwrite=overwrite, example="vectors.npy")
   try:
     with storage.open_file(input_path, "rb") as raw, io.TextIOWrapper(raw, "utf-8") as f:
       texts = [line.rstrip("\r\n") for line in f]
@@ -155,12 +157,12 @@ def main(
     raise UserError(
       f"--input {input_path} is not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8"
     ) from None
+  if not texts:
+    raise UserError(f"--input {input_path} is empty; give one text per line")
   run = run_lib.load(workdir, step)
   vectors, truncated = embed_texts(
     run, texts, pooling=pooling, batch_size=batch_size, max_length=max_length, progress=True
   )
-  if not output_path.endswith(".npy"):
-    output_path += ".npy"
   buffer = io.BytesIO()
   np.save(buffer, vectors)
   storage.write_bytes(output_path, buffer.getvalue())

@@ -129,23 +129,38 @@ def test_embed_mean_pooling_matches_transformers(imported, hf_minilm, tmp_path):
   expected = ((hidden * mask).sum(1) / mask.sum(1)).numpy()
   assert ours.shape == expected.shape == (len(texts), 384)
   np.testing.assert_allclose(ours, expected, atol=1e-4, rtol=0)
-  assert (
-    cli.main(
-      [
-        "embed",
-        "--workdir",
-        imported,
-        "--input",
-        str(path),
-        "--output",
-        str(out),
-        "--pooling",
-        "cls",
-      ]
-    )
-    == 0
-  )
+  cls = ["embed", "--workdir", imported, "--input", str(path), "--output", str(out)]
+  cls += ["--pooling", "cls"]
+  assert cli.main(cls) == 2  # an existing output: only with --overwrite
+  assert cli.main([*cls, "--overwrite"]) == 0
   np.testing.assert_allclose(np.load(out), hidden[:, 0].numpy(), atol=1e-4, rtol=0)
+
+
+def test_embed_refuses_an_existing_output_a_run_s_file_and_an_empty_input(
+  imported, tmp_path, capsys
+):
+  texts, empty = tmp_path / "texts.txt", tmp_path / "empty.txt"
+  texts.write_text("one text\n")
+  empty.write_text("")
+  (tmp_path / "v.npy").write_bytes(b"mine")
+
+  def error(input_path, output):
+    argv = ["embed", "--workdir", imported, "--input", str(input_path), "--output", output]
+    assert cli.main(argv) == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+  assert error(texts, str(tmp_path / "v")) == (  # .npy is added, as np.save does
+    f"error: --output {tmp_path}/v.npy exists; give another file, or --overwrite to replace it"
+  )
+  assert error(texts, f"{imported}/checkpoints/v.npy") == (
+    f"error: --output {imported}/checkpoints/v.npy is the run {imported}'s own checkpoints; "
+    f"write elsewhere, e.g. --output vectors.npy"
+  )
+  assert error(empty, str(tmp_path / "new.npy")) == (
+    f"error: --input {empty} is empty; give one text per line"
+  )
+  assert (tmp_path / "v.npy").read_bytes() == b"mine"
+  assert not (tmp_path / "new.npy").exists()
 
 
 def _flat(params):

@@ -125,8 +125,11 @@ def _parents(path: str) -> list[str]:
   return parents
 
 
-def check_output(output_path: str, workdir: str, *, overwrite: bool = False) -> None:
-  """Bad --output of `predict`, before anything is loaded or written.
+def check_output(
+  output_path: str, workdir: str, *, overwrite: bool = False, example: str = "predictions.jsonl"
+) -> None:
+  """Bad --output of `predict` (or `embed`: `example` names its kind of file), before
+  anything is loaded or written.
 
   Raises:
     UserError: the path is a run's own file (even with `overwrite`), a folder, in a
@@ -138,12 +141,12 @@ def check_output(output_path: str, workdir: str, *, overwrite: bool = False) -> 
   if owner:
     directory, name = owner
     raise UserError(
-      f"--output {output_path} is the run {directory}'s own {name}; write the "
-      f"predictions elsewhere, e.g. --output predictions.jsonl"
+      f"--output {output_path} is the run {directory}'s own {name}; write elsewhere, "
+      f"e.g. --output {example}"
     )
   if storage.isdir(output_path):
     raise UserError(
-      f"--output {output_path} is a folder; give a file, e.g. {output_path}/predictions.jsonl"
+      f"--output {output_path} is a folder; give a file, e.g. {output_path}/{example}"
     )
   parent = os.path.dirname(os.path.abspath(output_path))
   if not storage.is_remote(output_path) and not os.path.isdir(parent):  # buckets have no folders

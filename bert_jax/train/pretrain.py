@@ -110,8 +110,7 @@ def warmup_steps(train_config) -> int:
   clipped = steps // 10
   instead = f"warming up over {clipped} (a tenth)" if clipped else "no warmup"
   log(
-    f"config.train.warmup_steps={warmup} exceeds the {steps} steps of this run; "
-    f"{instead} instead"
+    f"config.train.warmup_steps={warmup} exceeds the {steps} steps of this run; {instead} instead"
   )
   return clipped
 
