@@ -354,7 +354,8 @@ _BERT = {
     (b"[1, 2, 3]", "JSON list, not an object"),
     (b'"bert"', "JSON str, not an object"),
     (b'{"hidden_size": 32}', "no model_type"),
-    (b'{"model_type": "gpt2", "architectures": "GPT2LMHeadModel"}', "'gpt2'"),
+    (b'{"model_type": "gpt2", "architectures": "GPT2LMHeadModel"}', "is a 'gpt2' model; import"),
+    (b'{"model_type": "t5", "architectures": ["T5Model"]}', "is a 't5' model (T5Model); import"),
     (json.dumps({**_BERT, "hidden_size": None}).encode(), "hidden_size=None"),
     (json.dumps({**_BERT, "num_hidden_layers": "2"}).encode(), "num_hidden_layers='2'"),
     (json.dumps({**_BERT, "vocab_size": 0}).encode(), "vocab_size=0"),
@@ -372,6 +373,18 @@ def test_malformed_hf_config_is_one_line(capsys, tmp_path, content, expected):
   line = _error(capsys, ["import-hf", "--hf", str(hf_dir), "--workdir", str(workdir)])
   assert str(hf_dir / "config.json") in line and expected in line
   assert not workdir.exists()
+
+
+def test_a_hub_name_is_one_line_saying_nothing_is_downloaded(capsys, tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  line = _error(capsys, ["import-hf", "--hf", "bert-base-uncased", "--workdir", "run"])
+  assert line.startswith("error: bert-base-uncased is not a directory here;")
+  assert "never downloads" in line and "huggingface-cli download bert-base-uncased" in line
+  assert os.listdir(tmp_path) == []
+  os.mkdir("empty")
+  assert "empty has no config.json" in _error(
+    capsys, ["import-hf", "--hf", "empty", "--workdir", "run"]
+  )
 
 
 # --- export-hf --out ---------------------------------------------------------------------------

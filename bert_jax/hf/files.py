@@ -39,6 +39,12 @@ def read_config(hf_dir: str) -> dict:
     raise UserError(f"--hf {hf_dir}: {problem}; check the bucket name and access")
   path = storage.join(hf_dir, CONFIG)
   if not storage.isfile(path):
+    if not storage.exists(hf_dir) and not storage.is_remote(hf_dir):
+      raise UserError(
+        f"{hf_dir} is not a directory here; bert-jax reads Hugging Face checkpoints from "
+        f"disk and never downloads: fetch it first (huggingface-cli download {hf_dir} "
+        f"--local-dir DIR, or save_pretrained(DIR)) and give --hf DIR"
+      )
     raise UserError(
       f"{hf_dir} has no config.json; give a Hugging Face checkpoint directory "
       f"(config.json, model.safetensors or pytorch_model.bin, vocab.txt)"
@@ -65,7 +71,7 @@ def read_config(hf_dir: str) -> dict:
     architectures = hf.get("architectures")
     names = ", ".join(map(str, architectures)) if isinstance(architectures, list) else ""
     raise UserError(
-      f"{path} is a {kind!r} model ({names}); import-hf reads the model types "
+      f"{path} is a {kind!r} model{f' ({names})' if names else ''}; import-hf reads the model types "
       f"{', '.join(families.model_types())}"
     )
   family.check_config(hf, path)
