@@ -153,3 +153,24 @@ def test_progress_rates_time_the_steps_after_the_first(monkeypatch):
   plain.start_timing(0)
   assert plain.rates(1).keys() == {"seq_per_s"}  # no FLOPs: no mfu
   plain.close()
+
+
+def test_the_bar_s_eta_leaves_the_compile_out():
+  """A resumed run at step 400 of 800 compiles for 60 s, then steps at 10 a second: the
+  bar's ETA is 40 s, not the minutes the compile would make it.
+  """
+  now = [0.0]
+  progress = metrics.Progress(400, 800, batch_size=8)
+  bar = progress._bar
+  bar._time = lambda: now[0]  # tqdm's clock
+  bar.last_print_t = bar.start_t = 0.0
+  now[0] = 60.0  # the first step's call compiled; then the loop's order
+  progress.start_timing(401)
+  progress.update(401)
+  for step in range(402, 421):
+    now[0] += 0.1
+    progress.update(step)
+  info = bar.format_dict
+  eta = (info["total"] - info["n"]) / info["rate"]
+  progress.close()
+  assert eta == pytest.approx(38.0, rel=0.15)  # 380 steps at 10 a second (not 1527 s)

@@ -199,7 +199,12 @@ class Progress:
     self._last_step = self._last_time = None  # no timing before `start_timing`
 
   def start_timing(self, step):
-    """Times the steps after `step` from now."""
+    """Times the steps after `step` from now. The first call (after the step compiled, and
+    a resumed run restored its state) also restarts the bar's clock from there, so that
+    its rate and ETA leave the compile out.
+    """
+    if self._last_time is None:
+      self._bar.unpause()
     self._last_step, self._last_time = step, time.perf_counter()
 
   def rates(self, step):
