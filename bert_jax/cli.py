@@ -66,7 +66,11 @@ def parse_config(command, argv, default_recipe, usage, workdir=True):
   if len(rest) > 1:
     raise UserError(f"unexpected arguments {rest[1:]}; options look like --config.train.steps=100")
   if help_asked:
-    print(usage + "\n\nThe config (every key can be overridden):\n\n" + str(config))
+    print(
+      usage
+      + "\n\nThe config, each key as --config.KEY=VALUE overrides it:\n\n"
+      + config_text(config)
+    )
     return None
   if not workdir:
     return config, None
@@ -176,6 +180,17 @@ def _unknown_key(command, config, overrides, error) -> str:
   return f"unknown config key {_one_line(error)} (keys and defaults: bert_jax/config.py)"
 
 
+def config_text(config) -> str:
+  """`config` as the lines `KEY = VALUE`, each key dotted as an override spells it."""
+  return "\n".join(f"{key} = {_lookup(config, key)!r}" for key in _dotted_keys(config))
+
+
+def _lookup(config, dotted: str):
+  for part in dotted.split("."):
+    config = config[part]
+  return config
+
+
 def _dotted_keys(config, prefix="") -> list[str]:
   """Every leaf key of a ConfigDict, dotted: ["data.input", ...]."""
   out = []
@@ -282,7 +297,7 @@ def _parse(parser, argv):
 def _fill_mask(argv):
   parser = _parser("fill-mask", "Top predictions for each [MASK] in the text.")
   parser.add_argument("--json", action="store_true", help="one JSON list per input")
-  parser.add_argument("--top-k", type=int, default=5)
+  parser.add_argument("--top-k", type=int, default=5, help="predictions shown per [MASK]")
   parser.add_argument("text", nargs="+", help='text containing [MASK], e.g. "a [MASK] b"')
   args = _parse(parser, argv)
   from bert_jax import fill_mask

@@ -197,7 +197,8 @@ def test_finetune_help_prints_the_default_recipe(capsys):
   recipe = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(recipe)
   assert config_lib.DEFAULT_FINETUNE_CONFIG.name == "classify_csv.py"
-  assert out.rstrip().endswith(str(recipe.get_config()).rstrip())
+  assert out.rstrip().endswith(cli.config_text(recipe.get_config()))
+  assert "\ntask = 'classification'\n" in out and "\ndata.label_column = 'label'\n" in out
 
 
 @pytest.mark.parametrize("top_k", ["0", "-3"])

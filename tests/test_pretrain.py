@@ -344,7 +344,8 @@ def test_lanes_that_do_not_divide_a_small_batch_are_lowered(lanes, batch, read):
 def test_help_lists_the_config(capsys):
   assert cli.main(["pretrain", "--help", "--config.train.steps=7"]) == 0
   out = capsys.readouterr().out
-  assert out.startswith("usage: bert-jax pretrain") and "steps: 7" in out
+  assert out.startswith("usage: bert-jax pretrain") and "\ntrain.steps = 7\n" in out
+  assert "\nmesh.rules = (('vocab', 'tensor'), " in out  # Python, as an override takes it
 
 
 @pytest.mark.slow
