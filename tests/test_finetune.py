@@ -518,6 +518,7 @@ def test_trivial_task_is_learnt_and_best_is_kept(classify):
   assert meta["best"]["metric"] == "accuracy"
   assert "train: 96 examples, 96 rows" in classify["stdout"]
   assert "2 empty rows skipped" in classify["stdout"]
+  assert "init_from: the encoder (a new head) of " in classify["stdout"]
 
 
 def test_programs_compile_once_ahead_of_the_first_step(imported, tmp_path, caplog):

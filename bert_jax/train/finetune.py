@@ -176,6 +176,8 @@ def _restore_init(source, step, init_meta, same_head, abstract, fresh, reinit_la
     params = dict(head, bert=restored["bert"])
   if reinit_layers:
     params = _reinit_top_layers(params, fresh(lambda params: params["bert"]), reinit_layers)
+  kept = "encoder and head" if same_head else "encoder (a new head)"
+  log(f"init_from: the {kept} of {source.directory} step {step}")
   return params
 
 
