@@ -238,7 +238,8 @@ def _job(command, module_name, entry):
 def _evaluate(argv):
   parser = _parser(
     "evaluate",
-    "Metrics of a fine-tuned run on its eval data (or --data); the last line is one JSON object.",
+    "Metrics of a fine-tuned run on its eval data (or --data), or of a pretraining run on its "
+    "held-out rows; the last line is one JSON object.",
     step=True,
   )
   parser.add_argument(
@@ -467,7 +468,7 @@ def main(argv=None):
     print(version())
     return 0
   if not argv or argv[0] not in COMMANDS:
-    return _overview(argv[0] if argv else None)
+    return report_errors(_overview, argv[0] if argv else None)
   if command:
     start_command()
   resumable = argv[0] in RESUMABLE and "--help" not in argv and "-h" not in argv
@@ -508,7 +509,7 @@ SUMMARIES = {
   "pretrain": "pretrain (or resume) an encoder; the embedded demo without --config",
   "finetune": "fine-tune a run or an import: classification, regression, tokens, qa, embedding",
   "distill": "distil a fine-tuned classifier into a smaller student",
-  "evaluate": "metrics of a fine-tuned run on its eval data (or --data)",
+  "evaluate": "metrics of a checkpoint: fine-tuned on eval data (or --data), pretrained held-out",
   "predict": "predictions of a fine-tuned run for each row of --input, as JSON Lines",
   "fill-mask": "top predictions for each [MASK] in a text",
   "export-hf": "a run's checkpoint as a Hugging Face model directory",
@@ -571,7 +572,7 @@ def report_errors(function, *args):
   exits 130: every job resumes where it stopped when run again.
   """
   try:
-    function(*args)
+    status = function(*args)  # None for a job; `_overview` gives its own
   except (Preempted, Terminated) as e:
     print(str(e), file=sys.stderr)
     return PREEMPTED_EXIT_CODE
@@ -590,7 +591,7 @@ def report_errors(function, *args):
   except KeyboardInterrupt:
     print("\ninterrupted; run the same command again to resume", file=sys.stderr)
     return 130
-  return 0
+  return status or 0
 
 
 if __name__ == "__main__":

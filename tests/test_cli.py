@@ -581,6 +581,23 @@ def test_export_overwrite_replaces_only_an_earlier_export(capsys, tiny_run, tmp_
 
 
 @pytest.mark.slow
+def test_evaluate_a_pretraining_run_gives_its_own_held_out_metrics(capsys, tiny_run):
+  workdir, _ = tiny_run
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    logged = [r for r in map(json.loads, f) if r["split"] == "eval"][-1]
+  capsys.readouterr()
+  assert cli.main(["evaluate", "--workdir", workdir]) == 0
+  out = capsys.readouterr().out.strip().splitlines()
+  printed = json.loads(out[-1])
+  assert printed.keys() == logged.keys() - {"step", "split"}
+  for key, value in printed.items():
+    assert value == pytest.approx(logged[key], abs=1e-5), key
+  assert out[-2].startswith(f"eval step {logged['step']}: loss ")
+  line = _error(capsys, ["evaluate", "--workdir", workdir, "--data", "x.csv"])
+  assert "is a pretraining run, evaluated on its own held-out rows (drop --data)" in line
+
+
+@pytest.mark.slow
 def test_fill_mask_top_k(capsys, tiny_run):
   workdir, _ = tiny_run
   assert cli.main(["fill-mask", "--workdir", workdir, "--json", "--top-k", "3", "a [MASK] b"]) == 0

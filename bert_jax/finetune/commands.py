@@ -51,16 +51,29 @@ def _labels(run):
 
 
 def evaluate_main(workdir: str, *, data: str | None = None, step: int | None = None) -> dict:
-  """`bert-jax evaluate`: prints the metrics of a fine-tuned run (last line: one JSON object).
+  """`bert-jax evaluate`: prints the metrics of a fine-tuned run (last line: one JSON object),
+  or a pretraining run's held-out masked-LM metrics (`pretrain.evaluate_run`).
 
   Args:
-    workdir: the fine-tuned run.
+    workdir: the fine-tuned (or pretraining) run.
     data: a data spec to evaluate on; None: the run's config.data.eval.
-    step: a checkpoint step; None: the best eval's.
+    step: a checkpoint step; None: the best eval's (a pretraining run's latest).
 
   Returns:
     The metrics (and "loss").
   """
+  meta = run_lib.latest_meta(run_lib.workdir_of(workdir)) or {}
+  if meta and "task" not in meta and not meta.get("imported_from"):  # a pretraining run
+    if data:
+      raise UserError(
+        f"--data is for fine-tuned runs; {workdir} is a pretraining run, evaluated on its "
+        f"own held-out rows (drop --data)"
+      )
+    from bert_jax.train import pretrain  # pylint: disable=g-import-not-at-top
+
+    values = pretrain.evaluate_run(workdir, step)
+    evaluate_lib.print_metrics(values)
+    return values
   run, config = load(workdir, step)
   spec = data or config.data.eval
   if not spec:

@@ -11,6 +11,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from bert_jax import config as config_lib
 from bert_jax import lock as lock_lib
@@ -316,24 +317,7 @@ def _pretrain(config, workdir, mesh, init):
         f"here on"
       )
 
-  stream = functools.partial(
-    pipeline.Stream,
-    data_dir,
-    manifest,
-    batch_size=t.batch_size,
-    seed=config.seed,
-    max_predictions=d.max_predictions_per_seq,
-    mask_rate=d.mask_rate,
-    mask_token_rate=d.mask_token_rate,
-    random_token_rate=d.random_token_rate,
-    whole_word_masking=d.whole_word_masking,
-    max_ngram=d.max_ngram,
-    process_index=jax.process_index(),
-    process_count=jax.process_count(),
-    lanes=d.lanes,
-    log=log,
-    cache_dir=d.cache_dir,
-  )
+  stream = _streams(config, data_dir, manifest)
   use_tf = {"auto": None, "tf.data": True, "threads": False}[d.loader]
   eval_batches = _eval_batches(config, manifest, stream)
   train_stream = stream(split="train")
@@ -349,20 +333,7 @@ def _pretrain(config, workdir, mesh, init):
     return values
 
   def eval_line(step, values):
-    if replaced_tokens:
-      second = (
-        f", rtd_accuracy {values['rtd_accuracy']:.3f} (rtd_recall "
-        f"{values['rtd_recall']:.3f} of the {values['rtd_replaced']:.3f} replaced)"
-      )
-    elif d.objective != "mlm":
-      second = f", {d.objective}_accuracy {values['nsp_accuracy']:.3f}"
-    else:
-      second = ""
-    return (
-      f"eval step {step}: loss {values['loss']:.3f}, mlm_accuracy "
-      f"{values['mlm_accuracy']:.3f} (most-frequent-token baseline "
-      f"{values['mlm_baseline_accuracy']:.3f}){second}"
-    )
+    return _eval_line(step, values, d.objective, replaced_tokens)
 
   job = loop.Job(
     model=model,
@@ -400,6 +371,83 @@ def _pretrain(config, workdir, mesh, init):
     peak_flops=peak,
   )
   loop.train(config, workdir, job)
+
+
+def _streams(config, data_dir, manifest):
+  """`pipeline.Stream` with the run's data settings, for a split and any other keywords."""
+  t, d = config.train, config.data
+  return functools.partial(
+    pipeline.Stream,
+    data_dir,
+    manifest,
+    batch_size=t.batch_size,
+    seed=config.seed,
+    max_predictions=d.max_predictions_per_seq,
+    mask_rate=d.mask_rate,
+    mask_token_rate=d.mask_token_rate,
+    random_token_rate=d.random_token_rate,
+    whole_word_masking=d.whole_word_masking,
+    max_ngram=d.max_ngram,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+    lanes=d.lanes,
+    log=log,
+    cache_dir=d.cache_dir,
+  )
+
+
+def _eval_line(step, values, objective, replaced_tokens):
+  """The eval line under the progress bar (and of `bert-jax evaluate`)."""
+  if replaced_tokens:
+    second = (
+      f", rtd_accuracy {values['rtd_accuracy']:.3f} (rtd_recall "
+      f"{values['rtd_recall']:.3f} of the {values['rtd_replaced']:.3f} replaced)"
+    )
+  elif objective != "mlm":
+    second = f", {objective}_accuracy {values['nsp_accuracy']:.3f}"
+  else:
+    second = ""
+  return (
+    f"eval step {step}: loss {values['loss']:.3f}, mlm_accuracy "
+    f"{values['mlm_accuracy']:.3f} (most-frequent-token baseline "
+    f"{values['mlm_baseline_accuracy']:.3f}){second}"
+  )
+
+
+def evaluate_run(workdir: str, step: int | None = None) -> dict:
+  """`bert-jax evaluate` of a pretraining run: the held-out metrics of a checkpoint (the
+  latest, or `step`), on the eval rows and masks the run evaluates with, on one device.
+
+  Raises:
+    UserError: no config.json or prepared data for the run, or no checkpoint at `step`.
+  """
+  saved = run_lib.read_config(workdir)
+  if saved is None:
+    raise UserError(f"{workdir} has no config.json: it is not a pretraining run of bert-jax")
+  config = ml_collections.ConfigDict(saved)
+  data_dir = run_lib.data_dir(config, workdir)
+  manifest = prepare.read_manifest(data_dir)
+  if manifest is None:
+    raise UserError(
+      f"the prepared data of {workdir} ({data_dir}) is gone; prepare it again with the "
+      f"run's settings (bert-jax prepare --workdir {workdir} and its overrides)"
+    )
+  run = run_lib.load(workdir, step)
+  stream = _streams(config, data_dir, manifest)
+  batches = _eval_batches(config, manifest, stream)
+  objective = rtd.objective_for(run.model, manifest["vocab_size"])
+  eval_step = jax.jit(functools.partial(step_lib.eval_step, objective=objective))
+  totals = None
+  for batch in batches:
+    sums = eval_step(run.params, batch)
+    totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
+  values = {k: float(v) for k, v in jax.device_get(objective.summarize(totals)).items()}
+  if config.data.objective == "mlm":
+    values = {k: v for k, v in values.items() if not k.startswith("nsp_")}  # as the run logs
+  values["mlm_baseline_accuracy"] = _baseline(batches, manifest)
+  replaced = isinstance(objective, rtd.ReplacedTokenDetection)
+  log(_eval_line(run.step, values, config.data.objective, replaced))
+  return values
 
 
 def _peak_flops(mesh, dtype):
