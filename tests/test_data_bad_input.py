@@ -4,6 +4,7 @@ that must pretrain.
 """
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -34,8 +35,14 @@ def test_another_input_after_a_failure_retrains_the_tokenizer(tmp_path):
   another corpus, trains a tokenizer for that corpus (a fresh dir's, bit for bit).
   """
   first = small_config(tmp_path, eval_fraction=1e-9)  # every document trains: no eval rows
-  with pytest.raises(UserError, match="no eval rows"):
+  with pytest.raises(UserError, match="no eval rows") as raised:
     _prepare(first, tmp_path / "d")
+  documents = int(str(raised.value).split(" of the ")[1].split()[0])
+  assert str(raised.value).startswith(
+    f"no eval rows: 0 of the {documents} documents were held out at "
+    f"config.data.eval_fraction=1e-09 (each document goes to eval with that chance); raise "
+    f"it (e.g. to {max(0.01, min(0.5, math.ceil(200 / documents) / 100)):g})"
+  )
   first_tokenizer = _fingerprint(tmp_path / "d")
 
   # small_config writes its own corpus.txt: the other corpus has another name.

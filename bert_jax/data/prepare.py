@@ -33,6 +33,7 @@ something a rerun uses (a trained tokenizer, finished units).
 import collections
 import contextlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -383,9 +384,13 @@ def _manifest(units, unit_counts, unit_files, tok, settings):
       f"({total['documents']} documents); give more text{hint}"
     )
   if splits["eval"]["rows"] == 0:
+    documents = total["documents"]
+    fraction = settings["eval_fraction"]
+    wanted = max(0.01, min(0.5, math.ceil(200 / max(documents, 1)) / 100))  # ~2 documents
     raise UserError(
-      f"no eval rows: {splits['eval']['documents']} documents were held out; "
-      f"raise config.data.eval_fraction or give more documents{hint}"
+      f"no eval rows: {splits['eval']['documents']} of the {documents} documents were held "
+      f"out at config.data.eval_fraction={fraction} (each document goes to eval with that "
+      f"chance); raise it (e.g. to {wanted:g}) or give more documents{hint}"
     )
   counts = {
     k: total[k]
