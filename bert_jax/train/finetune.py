@@ -335,7 +335,7 @@ def _check_resume(workdir, config, labels, meta):
   """Refuses a checkpoint of another task or label set (the loop checks model and batch)."""
   if meta.get("imported_from") or not meta.get("task"):
     raise UserError(
-      f"{workdir} holds a {'pretraining' if not meta.get('imported_from') else 'imported'} "
+      f"{workdir} holds {'an imported' if meta.get('imported_from') else 'a pretraining'} "
       f"checkpoint, not a fine-tuned run; fine-tune from it with --config.init_from="
       f"{workdir} and a new --workdir"
     )
