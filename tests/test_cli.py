@@ -16,7 +16,7 @@ import os
 import jax
 import pytest
 
-from bert_jax import cli, host_memory
+from bert_jax import cli, host_memory, recipe_args
 from bert_jax import config as config_lib
 from bert_jax.errors import UserError
 from bert_jax.train import metrics as metrics_lib
@@ -197,7 +197,7 @@ def test_finetune_help_prints_the_default_recipe(capsys):
   recipe = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(recipe)
   assert config_lib.DEFAULT_FINETUNE_CONFIG.name == "classify_csv.py"
-  assert out.rstrip().endswith(cli.config_text(recipe.get_config()))
+  assert out.rstrip().endswith(recipe_args.config_text(recipe.get_config()))
   assert "\ntask = 'classification'\n" in out and "\ndata.label_column = 'label'\n" in out
 
 
