@@ -917,6 +917,16 @@ def test_train_file_without_rows_is_named(imported, tmp_path, capsys, content):
   assert not workdir.exists()  # nothing written
 
 
+def test_a_batch_the_devices_do_not_divide_writes_nothing(imported, tmp_path, capsys):
+  train = _sentiment_csv(tmp_path / "train.csv")
+  workdir = tmp_path / "w"
+  line = _finetune_error(
+    capsys, workdir, imported, f"--config.data.train={train}", "--config.train.batch_size=12"
+  )
+  assert "config.train.batch_size=12" in line and "use a multiple of 8" in line
+  assert not workdir.exists()  # before, its tokenizer/ and .lock were left
+
+
 def test_eval_file_without_rows_is_named(imported, tmp_path, capsys):
   train = _sentiment_csv(tmp_path / "train.csv")
   evaluate = _write_csv(tmp_path / "eval.csv", [])

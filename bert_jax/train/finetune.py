@@ -318,9 +318,12 @@ def finetune(config, workdir: str) -> None:
 
 
 def train_standalone(config, workdir, job, tokenizer):
-  """Trains `job` in a run that stands alone (its tokenizer copied in): a checkpoint already
-  in `workdir` is checked against the job before anything is written there.
+  """Trains `job` in a run that stands alone (its tokenizer copied in): the batch against
+  the devices, and a checkpoint already in `workdir` against the job, are checked before
+  anything is written there.
   """
+  mesh = sharding.make_mesh(config.mesh)
+  sharding.check_batch_divides(job.batch_size, config.train.accum_steps, mesh)
   resume_meta = run_lib.latest_meta(workdir)
   if resume_meta:
     job.check_resume(resume_meta)
