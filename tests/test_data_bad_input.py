@@ -61,7 +61,8 @@ def test_another_input_after_a_failure_retrains_the_tokenizer(tmp_path):
   os.remove(tmp_path / "d" / prepare.MANIFEST)
   lines = []
   _prepare(second, tmp_path / "d", lines)
-  assert any(line.startswith("tokenizer: trained") for line in lines)
+  said = [line.split(" pieces")[0] for line in lines if line.startswith("tokenizer: ")]
+  assert said[:2] == ["tokenizer: training 300 unigram", "tokenizer: trained 300"]  # said first
   assert _fingerprint(tmp_path / "d") == _fingerprint(tmp_path / "fresh2")
 
 

@@ -302,6 +302,11 @@ def _tokenizer(config, data_dir, units, settings, log):
     trained_on = _trained_on(settings)
     done = storage.exists(target) and _read_stamp(stamp) == trained_on
     if not done:
+      log(
+        f"tokenizer: training {t.vocab_size} {t.model_type} pieces on up to "
+        f"{t.input_sentence_size:,} sentences of the input (config.tokenizer."
+        f"input_sentence_size)..."
+      )
       t0 = time.time()
       seen, errors = collections.Counter(), []
 
