@@ -35,11 +35,12 @@ class Preempted(Exception):
     self.directory = directory
 
 
-class Terminated(Exception):
+class Terminated(BaseException):
   """SIGTERM before or after the training steps (while data is prepared or read, or a
   program compiles): there is no step to save, and the same command picks up what was
   done (prepared shards, checkpoints). The CLI exits with `PREEMPTED_EXIT_CODE` as for
-  `Preempted`.
+  `Preempted`. A BaseException, as KeyboardInterrupt is: code that turns a failure into
+  bad input (`except Exception`) lets it through.
   """
 
   def __init__(self):

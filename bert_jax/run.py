@@ -142,10 +142,9 @@ def open_checkpoints(workdir: str, step: int | None = None, folder: str = CHECKP
   """
   directory = path(workdir_of(workdir), folder)
   if not storage.isdir(directory):
-    raise UserError(
-      f"{workdir} has no {folder}/: it is not a run; train first (bert-jax pretrain, "
-      f"finetune or distill --workdir {workdir}) or import one (bert-jax import-hf)"
-    )
+    if not storage.exists(workdir):
+      raise UserError(f"{workdir} does not exist; give a run directory (a --workdir trained in)")
+    raise UserError(_not_a_run(workdir, folder))
   checkpoints = ckpt_lib.Checkpoints(directory, read_only=True)
   steps = checkpoints.all_steps()
   if not steps:
@@ -154,6 +153,23 @@ def open_checkpoints(workdir: str, step: int | None = None, folder: str = CHECKP
   if step not in steps:
     raise UserError(f"no checkpoint at step {step} in {directory}; available: {sorted(steps)}")
   return checkpoints, step
+
+
+def _not_a_run(workdir: str, folder: str) -> str:
+  """Why `workdir` (which exists) is no run, and how to make one of it."""
+  try:
+    hf = storage.read_json(path(workdir, CONFIG))
+  except (OSError, ValueError):
+    hf = None
+  if isinstance(hf, dict) and "model_type" in hf:  # a Hugging Face model's config.json
+    return (
+      f"{workdir} is a Hugging Face model directory, not a run; import it first (bert-jax "
+      f"import-hf --hf {workdir} --workdir runs/NAME) and give runs/NAME"
+    )
+  return (
+    f"{workdir} has no {folder}/: it is not a run; train first (bert-jax pretrain, "
+    f"finetune or distill --workdir {workdir}) or import one (bert-jax import-hf)"
+  )
 
 
 def tokenizer_path(workdir: str) -> tuple[str, bool | None]:

@@ -220,6 +220,15 @@ def test_a_folder_that_is_no_run_is_one_line_naming_how_to_make_one(capsys, tmp_
     f"error: {tmp_path} has no checkpoints/: it is not a run; train first (bert-jax "
     f"pretrain, finetune or distill --workdir {tmp_path}) or import one (bert-jax import-hf)"
   )
+  (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))  # an HF model
+  assert _error(capsys, argv) == (
+    f"error: {tmp_path} is a Hugging Face model directory, not a run; import it first "
+    f"(bert-jax import-hf --hf {tmp_path} --workdir runs/NAME) and give runs/NAME"
+  )
+  argv[argv.index("--workdir") + 1] = str(tmp_path / "nowhere")
+  assert _error(capsys, argv) == (
+    f"error: {tmp_path / 'nowhere'} does not exist; give a run directory (a --workdir trained in)"
+  )
 
 
 def test_an_unknown_tokenizer_kind_is_one_line(capsys, tmp_path):
@@ -500,8 +509,13 @@ def test_a_resumed_run_names_the_settings_it_changed(capsys, tmp_path):
     f"resuming with changed settings (config.json is rewritten): train.learning_rate {rate} "
     f"-> 1e-05; train.steps 2 -> 3\n"
   ) in out
-  saved = json.loads((tmp_path / "run" / "config.json").read_text())
-  assert saved["train"]["steps"] == 3
+  saved = (tmp_path / "run" / "config.json").read_text()
+  assert json.loads(saved)["train"]["steps"] == 3
+  # Finished: nothing trains, so nothing is said to change and config.json stays.
+  assert cli.main([*args, *TINY, "--config.train.steps=3", "--config.train.learning_rate=1"]) == 0
+  out = capsys.readouterr().out
+  assert "nothing to do" in out and "changed settings" not in out
+  assert (tmp_path / "run" / "config.json").read_text() == saved
 
 
 @pytest.mark.slow

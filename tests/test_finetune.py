@@ -511,7 +511,7 @@ def test_trivial_task_is_learnt_and_best_is_kept(classify):
   best_value = max(r["accuracy"] for r in evals)
   assert best_value >= 0.9
   assert evals[-1]["best_accuracy"] == best_value
-  best_step = min(r["step"] for r in evals if r["accuracy"] == best_value)
+  best_step = min((r["loss"], r["step"]) for r in evals if r["accuracy"] == best_value)[1]
   checkpoints, step = run_lib.open_checkpoints(workdir, folder="best")
   meta = checkpoints.meta(step)
   assert step == best_step and meta["best"]["value"] == best_value
@@ -632,7 +632,7 @@ def test_word_tags_by_hand():
 
 
 @pytest.mark.slow
-def test_evaluate_command_prints_the_best_eval(classify, capsys):
+def test_evaluate_command_prints_the_best_eval(classify, capsys, tmp_path):
   workdir = classify["workdir"]
   assert cli.main(["evaluate", "--workdir", workdir]) == 0
   printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -648,14 +648,19 @@ def test_evaluate_command_prints_the_best_eval(classify, capsys):
   for key in ("accuracy", "macro_f1", "loss"):
     assert abs(printed[key] - evals[-1][key]) < 1e-5, key
 
-  # The best eval's step, pruned from checkpoints/ long ago, is found in best/.
-  assert best not in run_lib.open_checkpoints(workdir)[0].all_steps()
-  assert cli.main(["evaluate", "--workdir", workdir, "--step", str(best)]) == 0
+  # The best eval's step, once pruned from checkpoints/ (a copy of the run without it), is
+  # found in best/.
+  pruned = str(tmp_path / "pruned")
+  shutil.copytree(workdir, pruned)
+  shutil.rmtree(os.path.join(pruned, "checkpoints", str(best)))
+  kept = run_lib.open_checkpoints(pruned)[0].all_steps()
+  assert best not in kept
+  assert cli.main(["evaluate", "--workdir", pruned, "--step", str(best)]) == 0
   printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert abs(printed["loss"] - at_best["loss"]) < 1e-5
-  line = _cli_error(capsys, ["evaluate", "--workdir", workdir, "--step", "7"])
+  line = _cli_error(capsys, ["evaluate", "--workdir", pruned, "--step", "7"])
   assert line == (
-    f"error: no checkpoint at step 7 in {workdir}: checkpoints/ has [100, 120], best/ "
+    f"error: no checkpoint at step 7 in {pruned}: checkpoints/ has {sorted(kept)}, best/ "
     f"(the best eval) has [{best}]"
   )
 

@@ -371,7 +371,7 @@ def test_init_from_takes_parameters_of_another_run(capsys, tmp_path, data_dir, u
     ["pretrain", "--workdir", str(tmp_path / "a"), f"--config.init_from={tmp_path / 'nowhere'}"]
     + common,
   )
-  assert "no checkpoints/" in line
+  assert f"{tmp_path / 'nowhere'} does not exist; give a run directory" in line
   line = _error_line(
     capsys,
     [

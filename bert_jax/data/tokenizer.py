@@ -141,8 +141,8 @@ def train_sentencepiece(
 
   Raises:
     UserError: the vocabulary does not fit the corpus.
-    Exception: what reading `sentences` raised (a UserError, or KeyboardInterrupt
-      for Ctrl-C), itself, not SentencePiece's report of it. Ctrl-C while
+    BaseException: what reading `sentences` raised (a UserError, KeyboardInterrupt for
+      Ctrl-C, errors.Terminated for SIGTERM), itself, not SentencePiece's report of it. Ctrl-C while
       SentencePiece trains (C++) takes effect when training ends.
   """
   spm = _spm()
@@ -155,7 +155,7 @@ def train_sentencepiece(
       for sentence in sentences:
         if sentence.strip():
           yield from cut_long_sentence(sentence)
-    except (Exception, KeyboardInterrupt) as e:  # SentencePiece stops with an error of its own
+    except BaseException as e:  # SentencePiece stops with an error of its own (Ctrl-C, SIGTERM)
       raised.append(e)
       raise
 

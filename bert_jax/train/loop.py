@@ -160,14 +160,15 @@ def _train(config, workdir, job, stop):
       step0 = jax.device_put(jnp.int32(start), state_sh.step)
       state = step_lib.TrainState(step=step0, params=params, opt_state=opt_state)
       log(f"resumed from {checkpoints.directory}/{start}")
-      _log_changes(config, workdir)
     else:
       start = 0
       state = _initial_state(create, state_sh, abstract, job)
-    run_lib.write_config(config, workdir)
-    if start >= job.steps:
+    if start >= job.steps:  # config.json stays the one of the steps that were trained
       log(f"nothing to do: the latest checkpoint is at step {start} of {job.steps}")
       return
+    if resumed:
+      _log_changes(config, workdir)
+    run_lib.write_config(config, workdir)
     best = _Best(workdir, job.best_metric) if job.best_metric else None
     ahead.wait(first)  # the others compile on during the first steps
     with _closing(best):
@@ -493,7 +494,10 @@ def check_resume(saved: dict, meta: dict, workdir: str) -> None:
 
 
 class _Best:
-  """The parameters of the best eval so far, in WORKDIR/best/ (params and meta only)."""
+  """The parameters of the best eval so far, in WORKDIR/best/ (params and meta only): the
+  highest metric, a tie going to the lower eval loss (a step-0 eval of the untrained model
+  ties a trained one on accuracy more often than on loss).
+  """
 
   def __init__(self, workdir, metric):
     self.metric = metric
@@ -501,16 +505,18 @@ class _Best:
       storage.join(workdir, run_lib.BEST), keep=1, async_save=False
     )
     latest = self._checkpoints.latest_step()
-    self.value = None if latest is None else self._checkpoints.meta(latest)["best"]["value"]
+    best = None if latest is None else self._checkpoints.meta(latest)["best"]
+    self.value = None if best is None else best["value"]
+    self.loss = math.inf if best is None else best["metrics"].get("loss", math.inf)
 
   def update(self, step, params, values, meta):
     if self.metric not in values:
       raise UserError(
         f"config.eval.metric={self.metric!r} is not one of the eval metrics {', '.join(values)}"
       )
-    value = values[self.metric]
-    if self.value is None or value > self.value:
-      self.value = value
+    value, loss = values[self.metric], values.get("loss", math.inf)
+    if self.value is None or value > self.value or (value == self.value and loss < self.loss):
+      self.value, self.loss = value, loss
       best = {"metric": self.metric, "value": value, "metrics": values}
       self._checkpoints.save_params(step, params, dict(meta, step=step, best=best))
 
