@@ -110,6 +110,15 @@ def test_an_unknown_key_names_the_whole_key_and_the_keys_it_may_mean(
   assert not workdir.exists()
 
 
+def test_finetune_without_init_from_says_so_first(capsys, tmp_path):
+  line = _error(capsys, ["finetune", "--workdir", str(tmp_path / "w")])
+  assert line == (
+    "error: finetune needs --config.init_from=WORKDIR: the run to fine-tune (a pretraining "
+    "workdir, or one made by bert-jax import-hf)"
+  )
+  assert not (tmp_path / "w").exists()
+
+
 @pytest.mark.parametrize(
   "command, recipe, kind, override",
   [
@@ -544,6 +553,11 @@ def test_finetune_resume_with_another_batch_size(capsys, tiny_run, tmp_path):
   assert "--config.train.batch_size=8" in line and "new --workdir" in line
   assert _tree(tmp_path / "clf") == before
 
+  # Another task: refused before the data is read (here it does not even exist).
+  line = _error(
+    capsys, [*args, "--config.task=regression", f"--config.data.train={tmp_path}/no.csv"]
+  )
+  assert "holds a checkpoint of task 'classification', not 'regression'" in line
   # A run of the other kind as --workdir: refused, both runs as they were (before, finetune
   # copied its tokenizer in and pretrain prepared data there, then refused).
   pretraining = _tree(workdir)

@@ -48,13 +48,13 @@ def validate(config) -> None:
   Raises:
     UserError: naming the key, its value and what would work.
   """
+  if not config.init_from:  # first: the recipe's size='checkpoint' would be named instead
+    raise UserError(
+      "finetune needs --config.init_from=WORKDIR: the run to fine-tune (a pretraining "
+      "workdir, or one made by bert-jax import-hf)"
+    )
   config_lib.validate_common(config)
   config_lib.check_choice(config, "task", tasks.TASKS + (embedding.TASK,))
-  if not config.init_from:
-    raise UserError(
-      "config.init_from is required: the run to fine-tune (a pretraining workdir, "
-      "or one made by bert-jax import-hf)"
-    )
   check_data_and_schedule(config)
   if config.task == embedding.TASK:
     _validate_embedding(config)
@@ -249,6 +249,8 @@ def finetune(config, workdir: str) -> None:
       f"trained with; restore that run's tokenizer"
     )
   resume_meta = run_lib.latest_meta(workdir)
+  if resume_meta:  # the run's kind and task, before any data is read (labels: later)
+    _check_resume(workdir, config, None, resume_meta)
 
   train = data_lib.read(config.data.train, config)
   if config.task == embedding.TASK:
