@@ -9,6 +9,7 @@ the wrong type, a recipe of another command. `config_text` lists a config as the
 
 import difflib
 import os
+import re
 import sys
 
 from bert_jax.errors import UserError
@@ -33,10 +34,11 @@ def parse_config(command, argv, default_recipe, usage, workdir=True):
   except (flags.Error, KeyError, AttributeError, ValueError, TypeError, OSError) as e:
     overrides = [a for a in argv if a.startswith("--config.")]
     recipe = _recipe_alone(command, argv, default_recipe, workdir, overrides)
-    if recipe is not None:
-      _check_recipe_kind(command, recipe, argv, default_recipe)
-      if isinstance(e, (KeyError, AttributeError)):
-        raise UserError(_unknown_key(command, recipe, overrides, e)) from None
+    if recipe is None:  # the recipe itself raised (e.g. a :ARG it does not take): its words
+      raise UserError(f"{_recipe_file(argv) or default_recipe}: {_one_line(e)}") from None
+    _check_recipe_kind(command, recipe, argv, default_recipe)
+    if isinstance(e, (KeyError, AttributeError)):
+      raise UserError(_unknown_key(command, recipe, overrides, e)) from None
     raise UserError(f"{_one_line(e)} (keys and defaults: bert_jax/config.py)") from None
   _check_recipe_kind(command, config, argv, default_recipe)
   if len(rest) > 1:
@@ -204,4 +206,5 @@ def _one_line(error):
     text = text.splitlines()[-1]
   if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":
     text = text[1:-1]
+  text = re.sub(r"^[A-Za-z]*Error: ", "", text)  # a recipe's own ValueError: its message
   return " ".join(text.replace("\\'", "'").split()) or type(error).__name__

@@ -110,8 +110,11 @@ def test_every_recipe_file_is_covered_and_leaves_init_from_unset():
 def test_glue_recipe_overrides_and_bad_task():
   assert _load("glue.py:rte", "--config.train.learning_rate=3e-5").train.learning_rate == 3e-5
   for bad in ("glue.py", "glue.py:ax", "glue.py:squad/v1.1", "glue.py:sst3"):
-    with pytest.raises(UserError, match="give the GLUE task after ':'"):
+    with pytest.raises(UserError, match="give the GLUE task after ':'") as raised:
       _load(bad)
+    assert "ValueError" not in str(raised.value)  # the recipe's words, not its exception
+  with pytest.raises(UserError, match="not 'mrcp'; did you mean :mrpc"):
+    _load("glue.py:mrcp")
 
 
 # The table.

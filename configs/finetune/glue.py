@@ -12,6 +12,8 @@ Columns, splits and metrics come from the TFDS registry (`bert_jax/finetune/tfds
 `config_lib.tfds_finetune_config(key)` is the part every TFDS recipe shares.
 """
 
+import difflib
+
 from bert_jax import config as config_lib
 from bert_jax.finetune import tfds_tasks
 from bert_jax.finetune.glue import LEARNING_RATES
@@ -29,9 +31,11 @@ def glue_tasks():
 def get_config(task=None):
   tasks = glue_tasks()
   if task not in tasks:
+    close = difflib.get_close_matches(str(task), tasks, n=1)
+    meant = f"did you mean :{close[0]}? " if close else ""
     raise ValueError(
       f"give the GLUE task after ':', e.g. configs/finetune/glue.py:sst2, "
-      f"not {task!r}; tasks: {', '.join(tasks)}"
+      f"not {task!r}; {meant}tasks: {', '.join(tasks)}"
     )
   c = config_lib.tfds_finetune_config(task)
   c.data.max_seq_length = 128
