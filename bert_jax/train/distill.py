@@ -147,7 +147,9 @@ def load_teacher(path: str, scratch: str) -> run_lib.Run:
   teacher = run_lib.load(workdir)
   task = teacher.meta.get("task")
   if task != "classification":
-    what = f"a {task} run" if task else "not a fine-tuned run (it has no task head)"
+    what = (
+      f"a run fine-tuned for {task!r}" if task else "not a fine-tuned run (it has no task head)"
+    )
     raise UserError(
       f"config.teacher={path} is {what}; the teacher must be a fine-tuned classification "
       f"run: bert-jax finetune --config.init_from={path} --workdir TEACHER"

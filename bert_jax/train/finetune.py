@@ -160,6 +160,7 @@ def _restore_init(source, step, init_meta, same_head, abstract, fresh, reinit_la
   the rest fresh; the top `reinit_layers` layers and the pooler fresh when asked.
   `fresh(select)` initialises the part `select` picks (`loop.Job.init_params`).
   """
+  head = None
   if same_head:
     params, _ = source.restore(step, abstract)
   else:
@@ -176,7 +177,7 @@ def _restore_init(source, step, init_meta, same_head, abstract, fresh, reinit_la
     params = dict(head, bert=restored["bert"])
   if reinit_layers:
     params = _reinit_top_layers(params, fresh(lambda params: params["bert"]), reinit_layers)
-  kept = "encoder and head" if same_head else "encoder (a new head)"
+  kept = "encoder and head" if same_head else "encoder (a new head)" if head else "encoder"
   log(f"init_from: the {kept} of {source.directory} step {step}")
   return params
 
