@@ -182,7 +182,11 @@ def _embed(argv):
     "a run directory (or an imported one)",
     step=True,
   )
-  parser.add_argument("--input", required=True, help="UTF-8 text file, one text per line")
+  parser.add_argument(
+    "--input",
+    required=True,
+    help="UTF-8 text, one text per line (or a .csv / .tsv / .jsonl: see --column)",
+  )
   parser.add_argument("--output", required=True, help="where to write the (lines, hidden) .npy")
   parser.add_argument(
     "--pooling",
@@ -194,6 +198,9 @@ def _embed(argv):
   parser.add_argument("--batch-size", type=int, default=64)
   parser.add_argument("--max-length", type=int, help="tokens per text (default: the model's)")
   parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+  parser.add_argument(
+    "--column", default="text", help="the column of a .csv / .tsv / .jsonl --input with the texts"
+  )
   args = _parse(parser, argv)
   from bert_jax import embed
 
@@ -206,6 +213,7 @@ def _embed(argv):
     max_length=args.max_length,
     step=args.step,
     overwrite=args.overwrite,
+    column=args.column,
   )
 
 

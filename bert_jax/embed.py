@@ -10,8 +10,11 @@ batch to a multiple of 32 tokens, so a few shapes are compiled and little paddin
 computed. The workdir, --input and --output may be URLs (`gs://...`).
 """
 
+import csv
 import functools
 import io
+import json
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -108,6 +111,27 @@ def embed_texts(
   return out, truncated
 
 
+def _texts(f, input_path: str, column: str) -> list[str]:
+  """The texts of an open input: `column` of each row of a .csv / .tsv / .jsonl file, else
+  each line.
+  """
+  kind = input_path.lower().removesuffix(".gz").rpartition(".")[2]
+  if kind not in ("csv", "tsv", "jsonl"):
+    return [line.rstrip("\r\n") for line in f]
+  if kind == "jsonl":
+    rows = [json.loads(line) for line in f if line.strip()]
+    found = sorted({key for row in rows for key in row}) if rows else []
+  else:
+    reader = csv.DictReader(f, delimiter="\t" if kind == "tsv" else ",")
+    rows, found = list(reader), reader.fieldnames or []
+  if rows and column not in found:
+    raise UserError(
+      f"--input {input_path} has no column {column!r} (it has {', '.join(map(str, found))}); "
+      f"name the one with the texts: --column NAME"
+    )
+  return [str(row.get(column) or "") for row in rows]
+
+
 def main(
   workdir: str,
   input_path: str,
@@ -118,6 +142,7 @@ def main(
   max_length: int | None,
   step: int | None = None,
   overwrite: bool = False,
+  column: str = "text",
 ) -> None:
   """`bert-jax embed`: one vector per line of `input_path`, saved as .npy to `output_path`.
 
@@ -131,6 +156,7 @@ def main(
     max_length: tokens per text (None: the model's positions).
     step: the checkpoint step; None: the run's default (`run.load`).
     overwrite: replace an existing output file (never one of a run's own files).
+    column: the column of a .csv / .tsv / .jsonl input that holds the texts.
 
   Raises:
     UserError: a missing, empty or non-UTF-8 input, an output that exists (without
@@ -152,14 +178,20 @@ def main(
   commands.check_output(output_path, workdir, overwrite=overwrite, example="vectors.npy")
   try:
     with storage.open_file(input_path, "rb") as raw, io.TextIOWrapper(raw, "utf-8") as f:
-      texts = [line.rstrip("\r\n") for line in f]
+      texts = _texts(f, input_path, column)
   except UnicodeDecodeError as e:
     raise UserError(
       f"--input {input_path} is not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8"
     ) from None
   if not texts:
-    raise UserError(f"--input {input_path} is empty; give one text per line")
+    raise UserError(f"--input {input_path} is empty; give one text per line (or row)")
   run = run_lib.load(workdir, step)
+  if pooling and is_embedding_run(run):
+    print(
+      f"--pooling {pooling} is ignored: {workdir} is an embedding run, which pools as it "
+      f"was trained",
+      file=sys.stderr,
+    )
   vectors, truncated = embed_texts(
     run, texts, pooling=pooling, batch_size=batch_size, max_length=max_length, progress=True
   )

@@ -239,7 +239,9 @@ def test_export_loads_in_sentence_transformers_and_equals_embed(trained, tmp_pat
   (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n")
   out = str(tmp_path / "vectors.npy")
   texts_file = str(tmp_path / "texts.txt")
-  assert cli.main(["embed", "--workdir", workdir, "--input", texts_file, "--output", out]) == 0
+  argv = ["embed", "--workdir", workdir, "--input", texts_file, "--output", out]
+  assert cli.main([*argv, "--pooling", "cls"]) == 0  # said to be ignored: the run's own
+  assert "--pooling cls is ignored: " in capsys.readouterr().err
   ours = np.load(out)
   _, info = transformers.AutoModel.from_pretrained(hf_dir, output_loading_info=True)
   assert not any(info.values()), info  # a complete BertModel, nothing newly initialised

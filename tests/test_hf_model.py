@@ -157,10 +157,25 @@ def test_embed_refuses_an_existing_output_a_run_s_file_and_an_empty_input(
     f"write elsewhere, e.g. --output vectors.npy"
   )
   assert error(empty, str(tmp_path / "new.npy")) == (
-    f"error: --input {empty} is empty; give one text per line"
+    f"error: --input {empty} is empty; give one text per line (or row)"
   )
   assert (tmp_path / "v.npy").read_bytes() == b"mine"
   assert not (tmp_path / "new.npy").exists()
+  # A CSV: the texts of its column, not its lines (header included).
+  (tmp_path / "t.csv").write_text('title,n\n"one text",1\n')
+  assert error(tmp_path / "t.csv", str(tmp_path / "c.npy")) == (
+    f"error: --input {tmp_path}/t.csv has no column 'text' (it has title, n); name the one "
+    f"with the texts: --column NAME"
+  )
+  base = ["embed", "--workdir", imported, "--output"]
+  assert (
+    cli.main(
+      [*base, str(tmp_path / "c.npy"), "--input", str(tmp_path / "t.csv"), "--column", "title"]
+    )
+    == 0
+  )
+  assert cli.main([*base, str(tmp_path / "l.npy"), "--input", str(texts)]) == 0
+  np.testing.assert_array_equal(np.load(tmp_path / "c.npy"), np.load(tmp_path / "l.npy"))
 
 
 def _flat(params):
