@@ -19,14 +19,23 @@ there (`--python PATH` skips the install and uses that interpreter), and starts
 `bert-jax pretrain --config.distributed=True` detached on all workers. Each worker writes
 ~/bert_jax_run/log and, when the run ends, its exit status to ~/bert_jax_run/status.
 
-`watch` polls the slice and the workers. A PREEMPTED, SUSPENDED or FAILED slice, or a
+`run` and `watch` first check here what would fail only on the workers, after the slice is
+paid for: a --workdir that is not a bucket (each worker's disk goes with the slice;
+`--shared-workdir` for a path every worker mounts), an --env that is not KEY=VALUE, a
+recipe that is not in this checkout, and, when bert_jax is importable here, whatever
+`bert-jax pretrain` refuses in the recipe and its overrides (an unknown key, a fine-tuning
+recipe, a bad value).
+
+`watch` polls the slice and the workers; a slice that does not exist yet is created and
+the run started (that spends no retry). A PREEMPTED, SUSPENDED or FAILED slice, or a
 worker that exited with status 75 (the run saved a checkpoint on SIGTERM), is deleted,
 created again and rerun, and the run resumes from its workdir: up to `--retries` times.
 Status 0 on every worker (given only after the final checkpoint is saved) ends the watch;
 any other status is a real failure (bad config, non-finite loss): it prints the worker's
 last log line and stops without retrying. `--autodelete` deletes the slice whenever the
 watch ends, so nothing is left billing. `--dry-run` on any subcommand prints the gcloud
-commands instead of running them. Errors are one `error: ...` line and exit status 1.
+commands instead of running them (for `watch`: those of a slice not created yet), and no
+state. Errors are one `error: ...` line and exit status 1.
 
 `--best-effort` exists only in `gcloud alpha`; the other tiers use the GA command group.
 """
@@ -135,7 +144,7 @@ class Cloud:
       check=False,
     )
     if result is None:
-      return "ACTIVE"  # dry run: go on as if it were
+      return None  # dry run: nothing was asked
     if result.returncode != 0:
       if "NOT_FOUND" in result.stderr or "not found" in result.stderr.lower():
         return None
@@ -144,6 +153,9 @@ class Cloud:
 
   def wait_active(self):
     """Polls until ACTIVE, printing each state; FAILED (or the resource gone) is an error."""
+    if self.dry_run:
+      self.state()  # the command it polls with
+      return
     start, last = time.time(), None
     while True:
       state = self.state()
@@ -168,7 +180,9 @@ class Cloud:
       "--async",
       "--quiet",
     )
-    while wait and not self.dry_run and self.state() is not None:
+    if self.dry_run:
+      return
+    while wait and self.state() is not None:
       time.sleep(self.args.poll)
     print(f"{self.args.name}: deleted", flush=True)
 
@@ -250,6 +264,59 @@ def start_script(a):
   )
 
 
+# Run in a subprocess (this file imports no bert_jax): the recipe and its overrides read as
+# `bert-jax pretrain` reads them on the workers, then validated. Exit 3: no bert_jax here.
+_CHECK_RECIPE = """
+import sys
+try:
+  from bert_jax import recipe_args
+  from bert_jax.errors import UserError
+  from bert_jax.train import pretrain
+except ImportError:
+  sys.exit(3)
+try:
+  argv = ["--config", sys.argv[1], *sys.argv[2:]]
+  config, _ = recipe_args.parse_config("pretrain", argv, pretrain.DEFAULT_RECIPE, "", False)
+  pretrain.validate(pretrain.lanes_for_the_batch(config, say=lambda _: None))
+except UserError as e:
+  print(e)
+  sys.exit(2)
+"""
+
+
+def check_job(a):
+  """Bad input of `run` and `watch`, found here before a slice is paid for: a workdir the
+  workers cannot share, an --env that is not KEY=VALUE, a recipe that is not in this
+  checkout, and (when bert_jax is importable here) what `bert-jax pretrain` would refuse.
+  """
+  if not a.workdir.startswith("gs://") and not a.shared_workdir:
+    raise Error(
+      f"--workdir {a.workdir} is not a bucket: each worker has its own disk, which goes "
+      f"with the slice (a recreated one starts empty); give gs://BUCKET/runs/NAME, or "
+      f"--shared-workdir for a path every worker mounts (e.g. Filestore)"
+    )
+  for setting in a.env:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", setting):
+      raise Error(f"--env {setting!r} is not KEY=VALUE")
+  recipe = a.config.partition(":")[0]
+  if not os.path.isfile(os.path.join(REPO, recipe)):
+    raise Error(
+      f"--config {recipe} is not a file of this checkout ({REPO}); the workers run the "
+      f"recipes of the checkout this ships, e.g. configs/bert_base.py:phase1"
+    )
+  checked = subprocess.run(
+    [sys.executable, "-c", _CHECK_RECIPE, a.config, *a.overrides],
+    cwd=REPO,
+    env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    capture_output=True,
+    text=True,
+  )
+  if checked.returncode == 3:
+    print("(bert_jax is not importable here: the workers check the recipe)", flush=True)
+  elif checked.returncode:
+    raise Error(_last_line(checked.stdout) or _last_line(checked.stderr))
+
+
 def _pack_checkout(path):
   """A tar.gz of the files of this checkout that git tracks or would track."""
   try:
@@ -301,13 +368,26 @@ def down(cloud):
 def watch(cloud):
   """Babysits the run until it ends; returns the exit status."""
   a = cloud.args
-  retries, last = 0, None
+  if cloud.dry_run:  # what a watch runs for a slice that does not exist yet
+    cloud.state()
+    cloud.create()
+    cloud.start()
+    return 0
+  retries, last, first = 0, "", True
   try:
     while True:
       state = cloud.state()
       if state != last:
         print(f"{a.name}: {state or 'not found'}", flush=True)
         last = state
+      if first and state is None:  # never created: not a preemption, so no retry is spent
+        print(f"{a.name}: creating it", flush=True)
+        cloud.create()
+        cloud.wait_active()
+        cloud.start()
+        first, last = False, "ACTIVE"
+        continue
+      first = False
       verdict = None
       if state is None or state in LOST:
         verdict = f"the slice is {state or 'gone'}"
@@ -315,6 +395,7 @@ def watch(cloud):
         found = cloud.statuses() or []
         codes = {s for s, _ in found}
         failed = [(s, line) for s, line in found if s.isdigit() and int(s) not in (0, 75)]
+        failed.sort(key=lambda f: not f[1].startswith("error:"))  # the worker that says why
         if failed:
           status, line = failed[0]
           raise Error(
@@ -329,8 +410,6 @@ def watch(cloud):
         elif found and codes == {"none"}:
           cloud.start()  # an ACTIVE slice with nothing run yet
       if verdict:
-        if cloud.dry_run:
-          return 0
         if retries >= a.retries:
           raise Error(f"{verdict} and --retries {a.retries} are used up: not recreating it")
         retries += 1
@@ -342,8 +421,6 @@ def watch(cloud):
         cloud.start()
         last = "ACTIVE"
         continue
-      if cloud.dry_run:
-        return 0
       time.sleep(a.poll)
   finally:
     if a.autodelete:
@@ -377,6 +454,11 @@ def parser():
         help="a recipe in this checkout, e.g. configs/bert_base.py:phase1",
       )
       c.add_argument("--workdir", required=True, help="gs://BUCKET/runs/NAME, seen by all workers")
+      c.add_argument(
+        "--shared-workdir",
+        action="store_true",
+        help="--workdir is a path every worker mounts (e.g. Filestore), not a bucket",
+      )
       c.add_argument("--python", help="a Python on the workers with bert_jax: skips the install")
       c.add_argument(
         "--env", action="append", default=[], metavar="KEY=VALUE", help="set on the workers"
@@ -407,6 +489,8 @@ def main(argv=None):
     print(f"error: {args.command} needs --accelerator-type (e.g. v5litepod-16)", file=sys.stderr)
     return 1
   try:
+    if args.command in ("run", "watch"):
+      check_job(args)
     status = {"up": up, "run": run, "logs": logs, "watch": watch, "down": down}[args.command](
       Cloud(args)
     )

@@ -175,6 +175,28 @@ def test_dry_run_of_up_prints_the_documented_create_command(cloud):
   assert not os.path.exists(os.path.join(cloud["FAKE_CLOUD_DIR"], "calls.jsonl"))  # ran none
 
 
+@pytest.mark.parametrize(
+  "change, message",
+  [
+    (["--config.train.stepz=3"], "error: unknown config key 'train.stepz'; did you mean"),
+    (["--config", "configs/nope.py"], "error: --config configs/nope.py is not a file of this"),
+    (
+      ["--config", "configs/finetune/classify_csv.py"],
+      "error: configs/finetune/classify_csv.py is a recipe for bert-jax finetune, not pretrain",
+    ),
+    (["--workdir", "runs/local"], "error: --workdir runs/local is not a bucket: each worker"),
+    (["--env", "NOEQUALS"], "error: --env 'NOEQUALS' is not KEY=VALUE"),
+  ],
+)
+def test_run_and_watch_refuse_bad_input_before_any_gcloud_call(cloud, change, message):
+  job = ["--config", "configs/demo.py", "--workdir", "gs://b/run", *change]
+  for command in ("run", "watch"):
+    result = _tpu(cloud, command, *SLICE, "--accelerator-type", "v4-16", *job)
+    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(message), result.stderr
+  assert not os.path.exists(os.path.join(cloud["FAKE_CLOUD_DIR"], "calls.jsonl"))
+
+
 def test_up_prints_each_state_and_errors_are_one_line(cloud):
   result = _tpu(cloud, "up", *SLICE, "--accelerator-type", "v4-16", "--poll", "0")
   assert result.returncode == 0, result.stderr
@@ -203,13 +225,12 @@ def test_preempted_slice_is_recreated_and_the_run_resumes(tmp_path, cloud, run_a
   workdir = tmp_path / "run"
   env = {**cloud, "FAKE_TPU_PREEMPT_AFTER": str(workdir / "checkpoints" / "10")}
   tier = [*SLICE, "--accelerator-type", "v4-16", "--spot", "--poll", "0.2"]
-  job = ["--config", "configs/demo.py", "--workdir", str(workdir), "--python", sys.executable]
-  job += ["--env", "BERT_JAX_DEBUG_STEP_SLEEP=0.2", *run_args]  # steps slow enough to stop
-  assert _tpu(env, "up", *tier).returncode == 0
-  started = _tpu(env, "run", *tier, *job)
-  assert started.returncode == 0, started.stderr
+  job = ["--config", "configs/demo.py", "--workdir", str(workdir), "--shared-workdir"]
+  job += ["--python", sys.executable, "--env", "BERT_JAX_DEBUG_STEP_SLEEP=0.2", *run_args]
+  # No `up` or `run` first: the watch creates the slice (no retry spent) and starts the run.
   watched = _tpu(env, "watch", *tier, *job, "--retries", "2", "--autodelete")
   assert watched.returncode == 0, watched.stdout + watched.stderr
+  assert watched.stdout.startswith("bert: not found\nbert: creating it\n")
   assert "bert: PREEMPTED" in watched.stdout
   assert "recreating it (retry 1 of 2)" in watched.stdout
   assert "the run finished (status 0 on every worker)" in watched.stdout
@@ -222,8 +243,10 @@ def test_preempted_slice_is_recreated_and_the_run_resumes(tmp_path, cloud, run_a
 @pytest.mark.slow
 def test_a_real_failure_is_not_retried(tmp_path, cloud, run_args):
   tier = [*SLICE, "--accelerator-type", "v4-16", "--poll", "0.2"]
-  job = ["--config", "configs/demo.py", "--workdir", str(tmp_path / "run")]
-  job += ["--python", sys.executable, *run_args, "--config.train.no_such_key=1"]
+  job = ["--config", "configs/demo.py", "--workdir", str(tmp_path / "run"), "--shared-workdir"]
+  # A setting only the workers can refuse (one lane for 2 processes): a recipe's own errors
+  # are refused here first.
+  job += ["--python", sys.executable, *run_args, "--config.data.lanes=1"]
   assert _tpu(cloud, "up", *tier).returncode == 0
   assert _tpu(cloud, "run", *tier, *job).returncode == 0
   watched = _tpu(cloud, "watch", *tier, *job, "--retries", "3")
@@ -232,18 +255,33 @@ def test_a_real_failure_is_not_retried(tmp_path, cloud, run_args):
   assert line.startswith(
     "error: the run failed on a worker with exit status 2 (not retried): error:"
   )
-  assert "no_such_key" in line
+  assert "config.data.lanes=1 must be a multiple of the 2 processes" in line
   assert _cycle(cloud) == ["create"]  # nothing deleted or recreated
   # The watch returns at the first failed worker; worker 1 may still be writing its log.
   deadline = time.time() + 60
   while True:
     lines = _tpu(cloud, "logs", *tier, "--worker", "1", "--no-follow").stdout.splitlines()
-    if lines and "no_such_key" in lines[-1] or time.time() > deadline:
+    if lines and "data.lanes=1" in lines[-1] or time.time() > deadline:
       break
     time.sleep(0.2)
-  assert lines and "no_such_key" in lines[-1], lines
+  assert lines and "data.lanes=1" in lines[-1], lines
   assert _tpu(cloud, "down", *tier).returncode == 0
   assert _cycle(cloud) == ["create", "delete"]
+
+
+def test_slurm_script_without_its_arguments_or_an_allocation_is_one_line(base_env):
+  env = {k: v for k, v in base_env.items() if not k.startswith("SLURM_")}
+  script = ["bash", "launch/slurm.sbatch"]
+  bare = subprocess.run(script, cwd=ROOT, env=env, capture_output=True, text=True)
+  assert bare.returncode == 2 and bare.stderr.startswith("usage: sbatch [--nodes=N] launch/")
+  outside = subprocess.run(
+    [*script, "configs/demo.py", "/shared/run"], cwd=ROOT, env=env, capture_output=True, text=True
+  )
+  assert outside.returncode == 2
+  assert outside.stderr == (
+    "error: no SLURM allocation here; submit the script: sbatch launch/slurm.sbatch "
+    "configs/demo.py /shared/run\n"
+  )
 
 
 @pytest.mark.slow
