@@ -42,6 +42,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import math
 import os
 import re
 import sys
@@ -62,7 +63,8 @@ USAGE = """usage: bert-jax compile [--config configs/RECIPE.py[:ARG]] --topology
 
 Compiles the recipe's pretraining step for a TPU slice on this machine (no TPU needed;
 libtpu: pip install -e ".[aot]") and reports memory per chip, FLOPs and collectives.
-TOPOLOGY: v4:2x2x2, v5p:2x2x4, v5e:4x4 (or v5litepod:4x4), v6e:2x4 ... (chips).
+TOPOLOGY: v4:2x2x2, v5p:2x2x4, v5e:4x4 (or v5litepod:4x4), v6e:2x4 ... (chips), or
+gcloud's accelerator type (v5litepod-16 is v5e:4x4, v4-32 is v4:2x2x4).
 Exit status: 0 fits, 1 does not fit, 2 bad input."""
 
 GiB = 2**30
@@ -88,20 +90,67 @@ CHIPS = {
   "v6e": _Chip("v6e", 2, 32 * GiB, int(31.24 * GiB), (2, 2, 1), single_host=8),
 }
 CHIPS["v5litepod"] = CHIPS["v5e"]
-_FORMS = "v4:XxYxZ, v5p:XxYxZ, v5e:XxY (or v5litepod:XxY), v6e:XxY, e.g. v5e:4x4"
+_FORMS = (
+  "v4:XxYxZ, v5p:XxYxZ, v5e:XxY (or v5litepod:XxY), v6e:XxY, e.g. v5e:4x4, or gcloud's "
+  "accelerator types (v5litepod-16)"
+)
 _COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
 _BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f32": 4}
 _BYTES.update({"s32": 4, "u32": 4, "f64": 8, "s64": 8, "u64": 8, "c64": 8, "c128": 16})
 
 
+# The most chips of one slice of each kind (v5e and v6e: 16x16; v4: 4096; v5p: 8960).
+_MOST_CHIPS = {"v4": 4096, "v5p": 8960, "v5e": 256, "v6e": 256}
+_ACCELERATOR_TYPE = re.compile(r"^(v4|v5litepod|v5p|v6e)-(\d+)$")  # gcloud's names
+
+
+def topology_of_accelerator_type(name: str) -> str | None:
+  """The topology (`v5e:2x2`) of a gcloud accelerator type (`v5litepod-4`), or None. v4 and
+  v5p count TensorCores (two a chip), v5e and v6e chips.
+  """
+  match = _ACCELERATOR_TYPE.match(name.lower())
+  if not match:
+    return None
+  kind, count = match[1], int(match[2])
+  if kind in ("v4", "v5p") and count % 2:
+    return None
+  chips = count // 2 if kind in ("v4", "v5p") else count
+  if chips < 1 or chips & (chips - 1):
+    return None
+  k = chips.bit_length() - 1
+  if kind in ("v4", "v5p"):  # doubled in the order x, y, z, then z, y, x, ...
+    dims = [1, 1, 1]
+    for i in range(k):
+      dims[(0, 1, 2)[i] if i < 3 else (2, 1, 0)[(i - 3) % 3]] *= 2
+  else:
+    dims = [2 ** (k // 2), 2 ** (k - k // 2)]
+  return f"{'v5e' if kind == 'v5litepod' else kind}:{'x'.join(map(str, dims))}"
+
+
 def parse_topology(name):
-  """(chip, chips per axis) of a topology name like `v5e:4x4`; UserError if unknown."""
+  """(chip, chips per axis) of a topology name like `v5e:4x4` (or gcloud's `v5litepod-16`);
+  UserError if it is no TPU slice.
+  """
+  if (as_topology := topology_of_accelerator_type(name)) is not None:
+    name = as_topology
   kind, _, shape = name.partition(":")
   chip = CHIPS.get(kind.lower())
   dims = shape.lower().split("x")
   if not chip or len(dims) != chip.dims or not all(d.isdigit() and int(d) > 0 for d in dims):
     raise UserError(f"--topology {name!r} is not a TPU slice; use {_FORMS}")
-  return chip, tuple(int(d) for d in dims)
+  dims = tuple(int(d) for d in dims)
+  chips = math.prod(dims)
+  most = _MOST_CHIPS[chip.name]
+  if chips > most:
+    raise UserError(
+      f"--topology {name!r} has {chips} chips; a {chip.name} slice has at most {most}"
+    )
+  if any(d & (d - 1) for d in dims):
+    raise UserError(
+      f"--topology {name!r}: each side of a slice is a power of two, e.g. {chip.name}:"
+      f"{'x'.join(['2'] * chip.dims)} or {chip.name}:{'x'.join(['4'] * chip.dims)}"
+    )
+  return chip, dims
 
 
 def topology_devices(name):

@@ -110,6 +110,8 @@ def test_scanned_modernbert_compiles_for_tpu_under_fsdp():
   [
     (("--topology", "v7x:2x2"), "--topology 'v7x:2x2' is not a TPU slice; use v4:XxYxZ"),
     (("--topology", "v5e:4x4x4"), "is not a TPU slice"),
+    (("--topology", "v5e:100x100"), "has 10000 chips; a v5e slice has at most 256"),
+    (("--topology", "v5e:3x3"), "each side of a slice is a power of two, e.g. v5e:2x2"),
     ((), "--topology is required"),
     (
       ("--topology", "v5e:2x2", "--config.train.batch_size=30", "--config.data.lanes=2"),
@@ -123,3 +125,32 @@ def test_bad_input_is_one_line(args, message):
   assert proc.stdout == ""
   assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ")
   assert message in proc.stderr
+
+
+@pytest.mark.parametrize(
+  "accelerator, topology",
+  # Google's Cloud TPU docs: v4 and v5p count TensorCores (two a chip), v5e and v6e chips.
+  [
+    ("v5litepod-1", "v5e:1x1"),
+    ("v5litepod-4", "v5e:2x2"),
+    ("v5litepod-8", "v5e:2x4"),
+    ("v5litepod-16", "v5e:4x4"),
+    ("v5litepod-256", "v5e:16x16"),
+    ("v6e-64", "v6e:8x8"),
+    ("v4-8", "v4:2x2x1"),
+    ("v4-16", "v4:2x2x2"),
+    ("v4-32", "v4:2x2x4"),
+    ("v4-64", "v4:2x4x4"),
+    ("v4-128", "v4:4x4x4"),
+    ("v5p-16", "v5p:2x2x2"),
+    ("v5litepod-3", None),
+    ("v4-3", None),
+    ("v5e:2x2", None),
+  ],
+)
+def test_gcloud_accelerator_types_name_their_topology(accelerator, topology):
+  from bert_jax import aot
+
+  assert aot.topology_of_accelerator_type(accelerator) == topology
+  if topology:
+    assert aot.parse_topology(accelerator) == aot.parse_topology(topology)
