@@ -1026,6 +1026,13 @@ def test_predict_refuses_an_existing_output(imported, tmp_path, capsys):
   )
   assert line == f"error: --output {out} exists; give another file, or --overwrite to replace it"
   assert out.read_text() == "keep me\n"
+  line = _cli_error(
+    capsys, ["predict", "--workdir", imported, "--input", "in.csv", "--output", "p.csv"]
+  )
+  assert line == (
+    "error: --output p.csv: predict writes JSON Lines, one object per row; name the file "
+    ".jsonl (e.g. p.jsonl)"
+  )
 
 
 @pytest.mark.slow
