@@ -435,8 +435,15 @@ def parser():
     formatter_class=argparse.RawDescriptionHelpFormatter,
   )
   commands = p.add_subparsers(dest="command", required=True)
-  for name in ("up", "run", "logs", "watch", "down"):
-    c = commands.add_parser(name)
+  summaries = {
+    "up": "create the slice (a queued resource) and wait until it is ACTIVE",
+    "run": "ship this checkout to every worker and start bert-jax pretrain there",
+    "logs": "follow (or print) one worker's log",
+    "watch": "babysit the run: create, recreate after preemption, rerun, until it ends",
+    "down": "delete the slice",
+  }
+  for name, summary in summaries.items():
+    c = commands.add_parser(name, help=summary, description=summary)
     c.add_argument("--name", required=True, help="the queued resource and its node")
     c.add_argument("--zone", required=True)
     c.add_argument("--project", help="default: gcloud's core/project")

@@ -391,7 +391,12 @@ def _distill(config, workdir, teacher):
   if config.data.eval:
     evaluation = finetune._evaluator(config, model, tokenizer, labels)
     teacher_eval = _teacher_scores(config, teacher, labels, batch_size)
-    log(f"teacher eval: {_scores_line(teacher_eval)}")
+    own = teacher.meta.get("max_seq_length")
+    at = config.data.max_seq_length
+    where = (
+      f" (at the student's {at} tokens; the teacher trained at {own})" if own and own != at else ""
+    )
+    log(f"teacher eval{where}: {_scores_line(teacher_eval)}")
   student_abstract = run_lib.abstract_params(model)
   log(_counts_line(teacher.params, student_abstract))
 
