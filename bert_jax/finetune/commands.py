@@ -201,13 +201,13 @@ def predict_main(
     UserError: a bad --output (`check_output`), bad input data, or a label outside the
       run's labels; nothing is written then.
   """
+  check_output(output_path, workdir, overwrite=overwrite)
   kind = output_path.lower().removesuffix(".gz").rpartition(".")[2]
   if kind in ("csv", "tsv", "json", "txt", "npy"):
     raise UserError(
       f"--output {output_path}: predict writes JSON Lines, one object per row; name the "
       f"file .jsonl (e.g. {output_path.rpartition('.')[0]}.jsonl)"
     )
-  check_output(output_path, workdir, overwrite=overwrite)
   run, config = load(workdir, step)
   if config.task == "embedding":
     raise UserError(
