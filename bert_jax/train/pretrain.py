@@ -437,11 +437,7 @@ def evaluate_run(workdir: str, step: int | None = None) -> dict:
   batches = _eval_batches(config, manifest, stream)
   objective = rtd.objective_for(run.model, manifest["vocab_size"])
   eval_step = jax.jit(functools.partial(step_lib.eval_step, objective=objective))
-  totals = None
-  for batch in batches:
-    sums = eval_step(run.params, batch)
-    totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
-  values = {k: float(v) for k, v in jax.device_get(objective.summarize(totals)).items()}
+  values = _evaluate(eval_step, objective, run.params, batches)
   if config.data.objective == "mlm":
     values = {k: v for k, v in values.items() if not k.startswith("nsp_")}  # as the run logs
   values["mlm_baseline_accuracy"] = _baseline(batches, manifest)
@@ -488,10 +484,14 @@ def _eval_batches(config, manifest, stream):
   return list(pipeline.batches(eval_stream, 0, steps, use_tf=False))  # once: no need for tf.data
 
 
-def _evaluate(eval_step, objective, params, batches, mesh):
+def _evaluate(eval_step, objective, params, batches, mesh=None):
+  """The eval metrics summed over `batches`: global batches over `mesh`, or as they are on
+  one device (mesh None).
+  """
   totals = None
   for local_batch in batches:
-    sums = eval_step(params, sharding.global_batch(local_batch, mesh))
+    batch = local_batch if mesh is None else sharding.global_batch(local_batch, mesh)
+    sums = eval_step(params, batch)
     totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
   return {k: float(v) for k, v in jax.device_get(objective.summarize(totals)).items()}
 
