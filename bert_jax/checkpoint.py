@@ -11,9 +11,15 @@ renames it, on an object store it writes `commit_success.txt` last; a step a kil
 short is not listed, so the run resumes from the one before. A committed step whose files
 were damaged later (truncated, deleted) raises `Unreadable`; `set_aside` moves it into
 `<directory>_unreadable/` (never deleted), out of the way of a later save of that step.
+
+Which steps stay (`_LatestAndLasting`): the newest, and the newest `keep` of the others that
+were not preemption saves. A preemption save (its meta says `"preemption": true`) lives only
+while it is the newest: the run resumes from it, and the next save supersedes it. So a spot
+run stopped five times between two periodic saves still keeps its periodic ones.
 """
 
 import contextlib
+import dataclasses
 import json
 import logging as py_logging
 import sys
@@ -63,12 +69,14 @@ class Checkpoints:
 
   def __init__(self, directory, *, keep=3, async_save=True, read_only=False):
     self.directory = storage.absolute(directory)  # tensorstore wants absolute paths
+    self._preemption_steps = set()  # of the steps in the directory: filled at the first save
+    self._scanned = read_only
     level = logging.get_verbosity()
     if read_only:  # Orbax warns that a read-only manager neither saves nor deletes
       logging.set_verbosity(logging.ERROR)
     try:
       options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep,
+        preservation_policy=None if read_only else _LatestAndLasting(keep, self._preemption_steps),
         enable_async_checkpointing=async_save,
         read_only=read_only,
         create=not read_only,
@@ -91,8 +99,15 @@ class Checkpoints:
   def all_steps(self):
     return list(self._manager.all_steps())
 
-  def save(self, step, state, meta):
-    """Starts saving `state` (a TrainState) and `meta` at `step` (returns at once)."""
+  def save(self, step, state, meta, *, preemption=False):
+    """Starts saving `state` (a TrainState) and `meta` at `step` (returns at once).
+
+    A `preemption` save is kept only until the next save (module docstring).
+    """
+    self._scan_preemption_saves()
+    if preemption:
+      meta = dict(meta, preemption=True)
+      self._preemption_steps.add(step)
     self._manager.save(
       step,
       args=ocp.args.Composite(
@@ -102,6 +117,20 @@ class Checkpoints:
       ),
       force=True,
     )
+
+  def _scan_preemption_saves(self):
+    """Reads which steps already in the directory were preemption saves (once: a resumed
+    run's newest step often is one). A step whose meta cannot be read counts as lasting.
+    """
+    if self._scanned:
+      return
+    self._scanned = True
+    for step in self.all_steps():
+      try:
+        if self.meta(step).get("preemption"):
+          self._preemption_steps.add(step)
+      except Unreadable:
+        pass
 
   def save_params(self, step, params, meta):
     """Saves parameters and `meta` only: a checkpoint to start from (`import-hf`), not to
@@ -166,6 +195,23 @@ class Checkpoints:
   def close(self):
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+@dataclasses.dataclass
+class _LatestAndLasting:
+  """An Orbax preservation policy: the newest checkpoint, and the newest `keep` of the rest
+  that are not in `preemption_steps`.
+  """
+
+  keep: int
+  preemption_steps: set
+
+  def should_preserve(self, checkpoints, *, context):
+    del context
+    steps = [c.step for c in checkpoints]
+    lasting = [s for s in steps if s not in self.preemption_steps]
+    kept = set(lasting[max(len(lasting) - self.keep, 0) :]) | set(steps[-1:])
+    return [s in kept for s in steps]
 
 
 def _chain(error):

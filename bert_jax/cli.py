@@ -80,7 +80,8 @@ def _predict(argv):
   parser.add_argument(
     "--input",
     required=True,
-    help="a .csv / .tsv / .jsonl file with the run's text columns (or tfds:NAME:SPLIT)",
+    help="a .csv / .tsv / .jsonl file with the run's text columns, a .txt of one text per "
+    "line, or tfds:NAME:SPLIT",
   )
   parser.add_argument("--output", required=True, help="the .jsonl file to write")
   parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")

@@ -1,9 +1,13 @@
 """Checkpoints: a state saved from a (2, 2, 2) mesh restores onto one device and onto a
-(8, 1, 1) mesh with identical values; meta and params-only restores.
+(8, 1, 1) mesh with identical values; meta and params-only restores; a preemption save is
+kept only until the next save, across restarts.
 """
+
+import types
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -39,3 +43,22 @@ def test_restore_onto_another_mesh(tmp_path):
     np.testing.assert_array_equal(
       np.asarray(only["mlm"]["bias"]), np.asarray(state.params["mlm"]["bias"])
     )
+
+
+def test_a_preemption_save_lives_until_the_next_save_and_keep_counts_the_others(tmp_path):
+  state = types.SimpleNamespace(params={"w": jnp.ones(2)}, opt_state={"m": jnp.zeros(2)})
+  directory = str(tmp_path / "checkpoints")
+
+  def save(step, preemption=False):
+    """One process's save (a restarted run reads which steps were preemption saves)."""
+    saver = ckpt_lib.Checkpoints(directory, keep=2, async_save=False)
+    saver.save(step, state, {"step": step}, preemption=preemption)
+    saver.close()
+    return ckpt_lib.Checkpoints(directory, read_only=True).all_steps()
+
+  assert save(3) == [3]
+  assert save(6) == [3, 6]
+  assert save(7, preemption=True) == [3, 6, 7]  # the newest: the run resumes from it
+  assert save(8, preemption=True) == [3, 6, 8]  # 7 superseded; 3 and 6 stay
+  assert save(9) == [6, 9]
+  assert ckpt_lib.Checkpoints(directory, read_only=True).meta(9) == {"step": 9}

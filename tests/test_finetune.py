@@ -1046,6 +1046,34 @@ def test_predict_overwrite_replaces_the_output(classify, tmp_path):
   assert sorted(os.listdir(tmp_path)) == ["out.jsonl"]  # no temporary file left
 
 
+@pytest.mark.slow
+def test_predict_reads_a_txt_of_one_text_per_line(classify, pairs, tmp_path, capsys):
+  rows = [json.loads(line) for line in open(classify["files"]["eval"])]
+  texts = tmp_path / "texts.txt"
+  texts.write_text("".join(r["text"] + "\n" + ("\n" if i == 3 else "") for i, r in enumerate(rows)))
+  workdir = classify["workdir"]
+  commands.predict_main(workdir, str(texts), str(tmp_path / "from_txt.jsonl"))
+  commands.predict_main(workdir, classify["files"]["eval"], str(tmp_path / "from_jsonl.jsonl"))
+  from_txt = [json.loads(line) for line in open(tmp_path / "from_txt.jsonl")]
+  assert from_txt == [json.loads(line) for line in open(tmp_path / "from_jsonl.jsonl")]
+  assert [p["text"] for p in from_txt] == [r["text"] for r in rows]  # the blank line skipped
+  line = _cli_error(
+    capsys,
+    [
+      "predict",
+      "--workdir",
+      pairs[0],
+      "--input",
+      str(texts),
+      "--output",
+      str(tmp_path / "x.jsonl"),
+    ],
+  )
+  assert "a .txt file holds one text per line, and this classification run reads" in line
+  with pytest.raises(UserError, match=r"a \.txt file has no labels; give a \.csv"):
+    data_lib.read(str(texts), commands.load(workdir)[1])
+
+
 @pytest.mark.parametrize(
   "target",
   ["metrics.jsonl", "config.json", "checkpoints/0/out.jsonl", "best/out.jsonl", "tokenizer/x"],

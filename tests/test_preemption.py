@@ -125,6 +125,7 @@ def test_ctrl_c_saves_at_the_next_step_exits_75_and_resumes(
   assert f"resumed from {tmp_path}/checkpoints/{step}" in out
   assert "changed settings" not in out  # the same command
   assert _records(tmp_path) == _records(uninterrupted)  # bit-exact, every logged step
+  assert _steps(tmp_path) == _steps(uninterrupted)  # the preemption save made way, not step 3
 
 
 def test_a_second_ctrl_c_stops_at_once():
@@ -200,6 +201,7 @@ def test_sigterm_on_two_processes_saves_one_agreed_step_and_resumes(tmp_path, da
   (step,) = steps
   assert 4 < step < 8 and step in _steps(workdir)
   _finish(_two_processes(workdir, data_args, {}))
+  assert _steps(workdir) == [3, 6, 8]  # a preemption save at 4 or 5 gave way to 8
   # Stopped and resumed on 2 processes == uninterrupted on 1 process of the same mesh.
   _matches_one_process(tmp_path, data_args, _records(workdir))
 

@@ -67,7 +67,8 @@ def read(spec: str, config, *, labelled: bool = True) -> Examples:
   """The examples of a data spec for `config.task`.
 
   Args:
-    spec: a .csv / .tsv / .jsonl file, or `tfds:NAME:SPLIT`.
+    spec: a .csv / .tsv / .jsonl file, or `tfds:NAME:SPLIT`; unlabelled, also a .txt
+      file of one text per line (tasks of one text).
     config: a fine-tuning config (task, columns).
     labelled: whether the label column is required (False for predict).
 
@@ -86,7 +87,8 @@ def read(spec: str, config, *, labelled: bool = True) -> Examples:
       f"data file {spec} does not exist; give a .csv, .tsv or .jsonl file or tfds:NAME:SPLIT"
     )
   else:
-    examples = _from_records(_read_records(spec), spec, config, labelled)
+    one_text = None if labelled else _one_text_column(spec, config)
+    examples = _from_records(_read_records(spec, one_text), spec, config, labelled)
   if not examples.rows:
     raise UserError(_no_rows(spec, config, examples.skipped_empty))
   return examples
@@ -104,11 +106,31 @@ def _no_rows(spec, config, skipped_empty):
   return f"{spec} has no rows (a header only, or an empty file); give a file with examples"
 
 
-def _read_records(path):
-  """A list of dicts, one per row or non-blank line."""
+def _one_text_column(path, config):
+  """The column a .txt file's lines fill (None for other files); refuses a .txt for a task
+  whose rows hold more than one text.
+  """
+  if not path.lower().endswith(".txt"):
+    return None
+  d = config.data
+  if config.task in ("qa", "embedding") or d.text_pair_column:
+    columns = (
+      "question, context" if config.task == "qa" else f"{d.text_column}, {d.text_pair_column}"
+    )
+    raise UserError(
+      f"{path}: a .txt file holds one text per line, and this {config.task} run reads "
+      f"{columns}; give a .jsonl or .csv file with those columns"
+    )
+  return d.text_column
+
+
+def _read_records(path, text_per_line=None):
+  """A list of dicts, one per row or non-blank line (of a .txt file: {text_per_line: line})."""
   lower = path.lower()
   try:
     with storage.open_file(path, "rb") as raw, io.TextIOWrapper(raw, "utf-8", newline="") as f:
+      if text_per_line:
+        return [{text_per_line: line.rstrip("\r\n")} for line in f if line.strip()]
       if lower.endswith((".csv", ".tsv")):
         return list(csv.DictReader(f, delimiter="\t" if lower.endswith(".tsv") else ","))
       if lower.endswith((".jsonl", ".json")):
@@ -127,6 +149,8 @@ def _read_records(path):
     raise UserError(
       f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); convert it"
     ) from None
+  if lower.endswith(".txt"):
+    raise UserError(f"{path}: a .txt file has no labels; give a .csv, .tsv or .jsonl file")
   raise UserError(f"{path}: unknown file type; give a .csv, .tsv or .jsonl file")
 
 

@@ -322,7 +322,7 @@ def _run_steps(config, workdir, job, stop, state, start, checkpoints, best, prog
         meta = dict(job.meta, step=step, sequences_seen=step * job.batch_size)
         if job.data_position:
           meta["data_position"] = job.data_position(step)
-        checkpoints.save(step, state, meta)
+        checkpoints.save(step, state, meta, preemption=not periodic)
       if evaluating:
         evaluate(state.params)
       if evaluating or periodic:
