@@ -25,11 +25,10 @@ import logging as py_logging
 import sys
 import threading
 
-import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from bert_jax import storage
+from bert_jax import multihost, storage
 from bert_jax.errors import UserError
 
 # Status codes and exceptions of a storage that may answer later: such a checkpoint is not
@@ -169,12 +168,7 @@ class Checkpoints:
     target, n = storage.join(aside, str(step)), 1
     while storage.exists(target):  # set aside before: keep both
       target, n = storage.join(aside, f"{step}-{n}"), n + 1
-    if jax.process_index() == 0:
-      storage.move(storage.join(self.directory, str(step)), target)
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils
-
-      multihost_utils.sync_global_devices(f"set_aside_{step}")
+    multihost.on_process_zero(lambda: storage.move(storage.join(self.directory, str(step)), target))
     self._manager.reload()
     return target
 

@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 
-from bert_jax import storage
+from bert_jax import multihost, storage
 from bert_jax.errors import UserError
 
 LOCK_FILE = ".lock"
@@ -148,16 +148,14 @@ def held(workdir):
   lock = WorkdirLock(workdir)
   first = jax.process_index() == 0
   made = first and not storage.is_remote(workdir) and not os.path.exists(workdir)
-  error = ""
-  if first:
+
+  def acquire():
     try:
       lock.acquire()
-    except (UserError, OSError) as e:
-      error = str(e) if isinstance(e, UserError) else f"cannot lock {lock.path}: {e}"
-  if jax.process_count() > 1:
-    error = _broadcast_text(error)
-  if error:
-    raise UserError(error)
+    except OSError as e:
+      raise UserError(f"cannot lock {lock.path}: {e}") from None
+
+  multihost.on_process_zero(acquire)
   _HELD[key] = 1
   try:
     yield
@@ -176,18 +174,6 @@ def held(workdir):
 def _release(key, lock):
   del _HELD[key]
   lock.release()
-
-
-def _broadcast_text(text: str, size: int = 2048) -> str:
-  """Process 0's `text` on every process."""
-  import numpy as np
-  from jax.experimental import multihost_utils
-
-  data = np.zeros(size, np.uint8)
-  raw = text.encode("utf-8")[:size]
-  data[: len(raw)] = np.frombuffer(raw, np.uint8)
-  out = np.asarray(multihost_utils.broadcast_one_to_all(data))
-  return out.tobytes().rstrip(b"\0").decode("utf-8", errors="replace")
 
 
 def _record() -> dict:

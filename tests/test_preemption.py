@@ -206,6 +206,22 @@ def test_sigterm_on_two_processes_saves_one_agreed_step_and_resumes(tmp_path, da
   _matches_one_process(tmp_path, data_args, _records(workdir))
 
 
+@pytest.mark.slow
+def test_bad_input_found_by_process_0_stops_every_process_at_once(tmp_path, data_args):
+  """Process 0 prepares (checks) the data first; before, process 1 waited at the barrier
+  until JAX's shutdown timed out five minutes later and both aborted with stack traces.
+  """
+  procs = _two_processes(tmp_path / "run", [*data_args, "--config.data.max_seq_length=64"], {})
+  try:
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  assert [p.returncode for p in procs] == [2, 2], [e[-2000:] for e in errs]
+  lines = [e.strip().splitlines()[-1] for e in errs]
+  assert lines[0] == lines[1] and "prepared with other settings (max_seq_length: 32" in lines[0]
+
+
 def _matches_one_process(tmp_path, data_args, two):
   """jax.distributed with 2 processes x 2 CPU devices == 1 process x 4 devices (the same
   (data 2, fsdp 2) mesh), to float rounding.

@@ -15,8 +15,8 @@ import ml_collections
 
 from bert_jax import config as config_lib
 from bert_jax import lock as lock_lib
+from bert_jax import multihost, sharding
 from bert_jax import run as run_lib
-from bert_jax import sharding
 from bert_jax.data import pipeline, prepare
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
@@ -163,14 +163,7 @@ def _prepare_data(config, workdir):
   run = functools.partial(
     prepare.prepare, config, data_dir, log=log, progress=jax.process_index() == 0
   )
-  if jax.process_index() == 0:
-    manifest = run()
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-
-    multihost_utils.sync_global_devices("prepare_data")
-  if jax.process_index() != 0:
-    manifest = run()
+  manifest = multihost.process_zero_first(run)
   _check_tokenizer(config, manifest, data_dir)
   return data_dir, manifest
 
