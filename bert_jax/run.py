@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 
 from bert_jax import checkpoint as ckpt_lib
-from bert_jax import storage
+from bert_jax import multihost, storage
 from bert_jax.data import prepare
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
@@ -61,9 +61,9 @@ def data_dir(config, workdir: str) -> str:
 
 
 def write_config(config, workdir: str) -> None:
-  """Writes the resolved config as WORKDIR/config.json (process 0 only)."""
-  if jax.process_index() == 0:
-    storage.write_text(path(workdir, CONFIG), config.to_json_best_effort(indent=2))
+  """Writes the resolved config as WORKDIR/config.json (process 0, for all)."""
+  text = config.to_json_best_effort(indent=2)
+  multihost.on_process_zero(lambda: storage.write_text(path(workdir, CONFIG), text))
 
 
 def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:

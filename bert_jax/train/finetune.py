@@ -18,8 +18,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from bert_jax import config as config_lib
 from bert_jax import lock as lock_lib
+from bert_jax import multihost, sharding
 from bert_jax import run as run_lib
-from bert_jax import sharding
 from bert_jax.errors import UserError
 from bert_jax.finetune import contrastive, retrieval
 from bert_jax.finetune import data as data_lib
@@ -332,8 +332,7 @@ def train_standalone(config, workdir, job, tokenizer):
     job.check_resume(resume_meta)
     loop.check_resume(resume_meta, job.meta, workdir)
   with lock_lib.held(workdir):
-    if jax.process_index() == 0:
-      run_lib.save_tokenizer(tokenizer, workdir)
+    multihost.on_process_zero(lambda: run_lib.save_tokenizer(tokenizer, workdir))
     loop.train(config, workdir, job)
 
 
