@@ -136,10 +136,21 @@ def test_objectives_and_packing(tmp_path):
   with pytest.raises(UserError) as raised:
     _quiet(moved, tmp_path / "packed")
   assert f"input: {str(tmp_path / 'corpus.txt')!r} there, " in str(raised.value)
-  assert "input files changed" not in str(raised.value)
-  assert "give the settings it was prepared with (a run's config.json holds them)" in str(
+  assert "give the settings it was prepared with (its manifest.json lists them)" in str(
     raised.value
   )
+  # An input that reads no file here (a recipe's placeholder on a pod that trains from a
+  # bucket; the corpus moved) and changed input files: used as prepared, in one line.
+  for input_, line in (
+    (str(tmp_path / "gone" / "*.txt"), f"reads no file here; training on {tmp_path}/packed"),
+    (str(tmp_path / "corpus.txt"), "the input files changed since"),
+  ):
+    if "gone" not in input_:
+      os.utime(tmp_path / "corpus.txt", ns=(0, 0))
+    lines = []
+    config = small_config(tmp_path, objective="mlm", packing=True, input=input_)
+    assert _quiet(config, tmp_path / "packed", log=lines.append) == manifest
+    assert any(line in seen for seen in lines), lines
 
 
 def _wordpiece_vocab(path, corpus_path):

@@ -58,11 +58,12 @@ FORMAT_VERSION = 3
 _SAMPLE_KEYS = ("input", "input_stamp", "input_format", "text_field", "tfds_split", "num_shards")
 
 
-def settings_of(config: "ml_collections.ConfigDict") -> dict:
-  """What the prepared data depends on (a mismatch means: prepare again).
+def settings_of(config: "ml_collections.ConfigDict", *, stamp: bool = True) -> dict:
+  """What the prepared data depends on (a mismatch means: prepare again); without
+  `stamp`, its "input_stamp" (the input files' sizes and times) is None.
 
   Raises:
-    UserError: the input names no file, or config.tokenizer.path does not exist.
+    UserError: the input names no file (`stamp`), or config.tokenizer.path does not exist.
   """
   d, t = config.data, config.tokenizer
   return json.loads(
@@ -70,7 +71,7 @@ def settings_of(config: "ml_collections.ConfigDict") -> dict:
       {
         "format_version": FORMAT_VERSION,
         "input": d.input,
-        "input_stamp": sources.stamp(d.input, tfds_data_dir=d.tfds_data_dir),
+        "input_stamp": sources.stamp(d.input, tfds_data_dir=d.tfds_data_dir) if stamp else None,
         "input_format": d.input_format,
         "text_field": d.text_field,
         "tfds_split": d.tfds_split,
@@ -117,18 +118,59 @@ def read_manifest(data_dir: str) -> dict | None:
 
 
 def _differences(old, new, prefix=""):
-  """'key: old there, new here' for each setting that differs (input_stamp: files)."""
+  """'key: old there, new here' for each setting that differs."""
   out = []
   for key in sorted(set(old) | set(new)):
     a, b = old.get(key), new.get(key)
     if isinstance(a, dict) and isinstance(b, dict):
       out += _differences(a, b, f"{prefix}{key}.")
-    elif key == "input_stamp":
-      if a != b and old.get("input") == new.get("input"):  # else the input line says it
-        out.append("the input files changed (sizes or times)")
     elif a != b:
       out.append(f"{prefix}{key}: {a!r} there, {b!r} here")
   return out
+
+
+def _prepared(manifest, config, data_dir, log) -> dict:
+  """The manifest of the complete data in `data_dir`, when `config` would make the same
+  rows: every setting must match, but the input may differ when `config.data.input` reads
+  no file here (a recipe's placeholder on a pod that trains from a bucket, a corpus moved
+  after preparing), and its files may have changed since (a resumed run keeps reading the
+  rows it started on). Either is said in one line.
+
+  Raises:
+    UserError: another setting, or another input that exists here.
+  """
+  there, here = manifest.get("settings", {}), settings_of(config, stamp=False)
+  other_input = there.get("input") != here["input"]
+  try:
+    stamp = sources.stamp(config.data.input, tfds_data_dir=config.data.tfds_data_dir)
+  except UserError:
+    stamp = None  # reads no file here
+  ignored = ("input", "input_stamp") if stamp is None or not other_input else ("input_stamp",)
+  differences = _differences(
+    {k: v for k, v in there.items() if k not in ignored},
+    {k: v for k, v in here.items() if k not in ignored},
+  )
+  if differences:
+    shown = "; ".join(differences[:4]) + (
+      f"; and {len(differences) - 4} more" if len(differences) > 4 else ""
+    )
+    raise UserError(
+      f"{data_dir} holds data prepared with other settings ({shown}); give the settings it "
+      f"was prepared with (its {MANIFEST} lists them), set another "
+      f"config.data.prepared_dir, or delete {data_dir}"
+    )
+  if other_input:
+    log(
+      f"data: config.data.input={here['input']!r} reads no file here; training on "
+      f"{data_dir} as prepared from {there.get('input')!r}"
+    )
+  elif stamp != there.get("input_stamp"):
+    log(
+      f"data: the input files changed since {data_dir} was prepared; training on it as "
+      f"prepared (delete it, or set another config.data.prepared_dir, to prepare again)"
+    )
+  log(f"data: {data_dir} is prepared ({manifest['splits']['train']['rows']} train rows)")
+  return manifest
 
 
 def prepare(
@@ -153,18 +195,10 @@ def prepare(
       Folders this call made are removed again unless something useful was written in
       them (a trained tokenizer, finished shards).
   """
-  settings = settings_of(config)
   old = read_manifest(data_dir)
   if old is not None:
-    if old.get("settings") != settings:
-      raise UserError(
-        f"{data_dir} holds data prepared with other settings ("
-        f"{'; '.join(_differences(old.get('settings', {}), settings)[:3])}); "
-        f"give the settings it was prepared with (a run's config.json holds them), set "
-        f"another config.data.prepared_dir, or delete {data_dir}"
-      )
-    log(f"data: {data_dir} is prepared ({old['splits']['train']['rows']} train rows)")
-    return old
+    return _prepared(old, config, data_dir, log)
+  settings = settings_of(config)
   d = config.data
   units = sources.plan_units(
     d.input,
