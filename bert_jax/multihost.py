@@ -1,6 +1,6 @@
-"""Work that process 0 of a jax.distributed run does for every process, and the outcome
-they all learn: the workdir's lock, preparing data on a shared disk, setting a damaged
-checkpoint aside.
+"""What the processes of a jax.distributed run share: the work process 0 does for every
+process, and the outcome they all learn (the workdir's lock, preparing data on a shared
+disk, setting a damaged checkpoint aside); host-side sums over the processes.
 
 Without this, process 0 failing (bad input found while preparing data) left the others
 waiting at the next barrier, and the run ended five minutes later when JAX's shutdown
@@ -47,6 +47,15 @@ def process_zero_first(run):
   """
   result = on_process_zero(run)
   return run() if jax.process_index() != 0 else result
+
+
+def summed(values: np.ndarray) -> np.ndarray:
+  """`values` (a host array of the same shape on every process) summed over the processes."""
+  if jax.process_count() == 1:
+    return values
+  from jax.experimental import multihost_utils
+
+  return np.asarray(multihost_utils.process_allgather(values)).sum(axis=0)
 
 
 def broadcast_text(text: str) -> str:

@@ -231,7 +231,7 @@ def _matches_one_process(tmp_path, data_args, two):
   one = _records(tmp_path / "one")
   assert one.keys() == two.keys()
   for key in one:
-    for name in ("loss", "mlm_accuracy", "nsp_accuracy"):
+    for name in ("loss", "mlm_accuracy", "nsp_accuracy", "mlm_baseline_accuracy"):
       if name in one[key]:
         a, b = one[key][name], two[key][name]
         assert abs(a - b) <= 1e-5 * abs(a) + 1e-6, (key, name, a, b)

@@ -12,6 +12,7 @@ import math
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from bert_jax import config as config_lib
 from bert_jax import lock as lock_lib
@@ -490,11 +491,15 @@ def _evaluate(eval_step, objective, params, batches, mesh=None):
 
 
 def _baseline(batches, manifest):
-  """MLM accuracy of always predicting the most frequent training token."""
-  hits = total = 0.0
+  """MLM accuracy of always predicting the most frequent training token, over the eval
+  batches of every process.
+  """
+  counts = np.zeros(2)  # hits, masked positions
   for b in batches:
-    hits += float(
-      ((b["masked_lm_ids"] == manifest["most_frequent_token_id"]) * b["masked_lm_weights"]).sum()
-    )
-    total += float(b["masked_lm_weights"].sum())
-  return hits / max(total, 1.0)
+    weights = b["masked_lm_weights"]
+    counts += [
+      ((b["masked_lm_ids"] == manifest["most_frequent_token_id"]) * weights).sum(),
+      weights.sum(),
+    ]
+  hits, total = multihost.summed(counts)
+  return float(hits / max(total, 1.0))
