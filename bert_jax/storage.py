@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -34,10 +35,26 @@ logging.getLogger("gcsfs").setLevel(logging.ERROR)
 
 from etils import epath  # noqa: E402  (after EPATH_USE_TF)
 
+from bert_jax.errors import UserError  # noqa: E402
+
+# A URL short of a slash (`gs:/bucket`, `gs:bucket`): a local folder named `gs:` otherwise.
+_MANGLED_URL = re.compile(r"(gs|gcs|s3|az|abfs|hf|https?):/?(?!/)", re.IGNORECASE)
+
 
 def is_remote(path) -> bool:
-  """Whether `path` is a URL (`gs://...`) rather than a local path."""
-  return "://" in os.fspath(path)
+  """Whether `path` is a URL (`gs://...`) rather than a local path.
+
+  Raises:
+    UserError: `path` is a URL short of a slash (`gs:/bucket`).
+  """
+  text = os.fspath(path)
+  if "://" in text:
+    return True
+  if mangled := _MANGLED_URL.match(text):
+    raise UserError(
+      f"{text!r} is not a URL: write {mangled[1]}://{text[mangled.end() :]} (two slashes)"
+    )
+  return False
 
 
 def path(p) -> epath.Path:

@@ -151,6 +151,20 @@ def test_workdir_that_is_a_file(capsys, tmp_path):
   assert path.read_text() == "mine"
 
 
+@pytest.mark.parametrize(
+  "argv",
+  [
+    ["pretrain", "--workdir", "gs:/bucket/run"],
+    ["pretrain", "--workdir", "run", "--config.data.prepared_dir=gs:/bucket/data"],
+    ["finetune", "--workdir", "gs:bucket/run", "--config.init_from=x"],
+  ],
+)
+def test_a_url_short_of_a_slash_is_one_line_and_writes_nothing(capsys, no_gs_folder, argv):
+  line = _error(capsys, argv)
+  assert "is not a URL: write gs://bucket/" in line and "(two slashes)" in line
+  assert os.listdir(".") == []
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
 def test_workdir_under_a_read_only_directory(capsys, tmp_path):
   locked = tmp_path / "locked"
