@@ -289,8 +289,16 @@ def compile_step(config, topology):
       "config.model.size='checkpoint' takes the architecture of a checkpoint; "
       "name a size to compile, e.g. --config.model.size=base"
     )
+  config = pretrain.lanes_for_the_batch(config, say=lambda _: None)  # as pretrain reads
   pretrain.validate(config)
   chip, devices = topology_devices(topology)
+  shape = sharding.mesh_shape(config.mesh, len(devices))
+  if math.prod(shape) != len(devices):
+    raise UserError(
+      f"config.mesh {dict(zip(sharding.MESH_AXES, shape))} uses {math.prod(shape)} of "
+      f"the {len(devices)} chips of {topology}; a slice runs on all its chips (set one axis "
+      f"to -1)"
+    )
   mesh = sharding.make_mesh(config.mesh, devices)
   rules = sharding.rules_from_config(config.mesh)
   t, d = config.train, config.data

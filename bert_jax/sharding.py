@@ -28,6 +28,12 @@ def mesh_shape(mesh_config, num_devices):
   devices (see `make_mesh`), e.g. `config.mesh.data=1` for one device of several.
   """
   sizes = [int(mesh_config[name]) for name in MESH_AXES]
+  for axis, size in zip(MESH_AXES, sizes):
+    if size < 1 and size != -1:
+      raise UserError(
+        f"config.mesh.{axis}={size}: a mesh axis takes a size of 1 or more, or -1 for the "
+        f"devices the other axes leave"
+      )
   if sizes.count(-1) > 1:
     raise UserError("at most one of config.mesh.{data,fsdp,tensor} may be -1")
   known = int(np.prod([s for s in sizes if s != -1]))
@@ -177,4 +183,11 @@ def initialize_distributed():
       process_id=int(env["JAX_PROCESS_ID"]),
     )
   else:
-    jax.distributed.initialize()
+    try:
+      jax.distributed.initialize()
+    except ValueError as e:  # no cluster found to join
+      raise UserError(
+        f"config.distributed=True found no cluster to join ({e}); it is detected on Cloud "
+        f"TPU, SLURM, MPI and Kubernetes, elsewhere set JAX_COORDINATOR_ADDRESS=HOST:PORT, "
+        f"JAX_NUM_PROCESSES and JAX_PROCESS_ID in each process"
+      ) from None

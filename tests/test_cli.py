@@ -12,6 +12,8 @@ import hashlib
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import pytest
@@ -163,6 +165,23 @@ def test_a_url_short_of_a_slash_is_one_line_and_writes_nothing(capsys, no_gs_fol
   line = _error(capsys, argv)
   assert "is not a URL: write gs://bucket/" in line and "(two slashes)" in line
   assert os.listdir(".") == []
+
+
+def test_distributed_without_a_cluster_is_one_line(tmp_path):
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COORD", "JAX_NUM", "SLURM"))}
+  proc = subprocess.run(
+    [sys.executable, "-m", "bert_jax", "pretrain", "--workdir", str(tmp_path / "run")]
+    + ["--config.distributed=True"],
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=300,
+  )
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  line = proc.stderr.strip().splitlines()[-1]
+  assert line.startswith("error: config.distributed=True found no cluster to join")
+  assert "JAX_COORDINATOR_ADDRESS=HOST:PORT, JAX_NUM_PROCESSES and JAX_PROCESS_ID" in line
+  assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")

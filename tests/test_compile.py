@@ -117,6 +117,12 @@ def test_scanned_modernbert_compiles_for_tpu_under_fsdp():
       ("--topology", "v5e:2x2", "--config.train.batch_size=30", "--config.data.lanes=2"),
       "does not divide over the 4",
     ),
+    (  # lanes are lowered to divide the batch, as pretrain does
+      ("--topology", "v5e:2x2", "--config.train.batch_size=30", "--config.data.lanes=256"),
+      "does not divide over the 4",
+    ),
+    (("--topology", "v5e:2x2", "--config.mesh.data=3"), "uses 3 of the 4 chips of v5e:2x2"),
+    (("--topology", "v5e:2x2", "--config.mesh.data=0"), "config.mesh.data=0: a mesh axis"),
   ],
 )
 def test_bad_input_is_one_line(args, message):
