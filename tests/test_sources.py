@@ -72,6 +72,9 @@ def test_bert_format_reads_the_documents_written(tmp_path, name):
   units = sources.plan_units(path, num_units=4)
   assert all(u.format == "bert" for u in units)
   read, stats = _read_all(units)
+  if name.endswith(".gz"):  # parts of every 4th document: the same documents, interleaved
+    assert [u.count for u in units] == [4] * 4
+    read = [d for i in range(len(read)) for d in [read[(i % 4) * 10 + i // 4]]]
   assert read == documents  # The BOM is gone from the first sentence.
   assert stats == {"documents": len(documents)}
 
@@ -114,8 +117,9 @@ def test_large_files_are_cut_by_their_share_of_all_bytes(tmp_path):
   packed = _write(tmp_path / "c.txt.gz", _bert_bytes(_documents(8, 300), 8))
   units = sources.plan_units(str(tmp_path / "*"), num_units=8)
   per_file = collections.Counter(u.path for u in units)
-  assert per_file[small] == 1 and per_file[packed] == 1  # gzip: never cut.
-  assert per_file[big] >= 4
+  assert per_file[small] == 1 and per_file[big] >= 4
+  parts = [(u.index, u.count) for u in units if u.path == packed]  # gzip: every n-th document
+  assert len(parts) >= 2 and parts == [(i, len(parts)) for i in range(len(parts))]
   assert units == sources.plan_units(str(tmp_path / "*"), num_units=8)
   assert sorted(set(u.path for u in units)) == [big, small, packed]
 
@@ -169,6 +173,26 @@ def test_jsonl_counts_bad_lines(tmp_path, name):
   read, stats = _read_all(units)
   assert read == [["One.", "Two sentences."], ["Last", "paragraphs."]]
   assert stats == {"documents": 2, "bad_json_lines": 4, "empty_documents": 1}
+
+
+@pytest.mark.parametrize("name", ["corpus.txt.gz", "records.jsonl.gz"])
+def test_a_large_gzip_file_is_cut_into_parts_that_partition_its_documents(tmp_path, name):
+  documents = _documents(3, 60)
+  if name.startswith("records"):
+    lines = [json.dumps({"text": " ".join(d)}) for d in documents]
+    lines[7:7] = ["{not json", json.dumps({"title": "no text"})]
+    data = "\n".join(lines).encode()
+  else:
+    data = _bert_bytes(documents, 3, bad_lines=3)
+  path = _write(tmp_path / name, data)
+  whole, whole_stats = _read_all(sources.plan_units(path, num_units=1))
+  units = sources.plan_units(path, num_units=4)
+  assert [(u.index, u.count) for u in units] == [(i, 4) for i in range(4)]
+  parts = [_read_all([u])[0] for u in units]
+  assert [d for i in range(len(whole)) for d in [parts[i % 4][i // 4]]] == whole
+  assert sum(map(len, parts)) == len(whole) == 60
+  _, stats = _read_all(units)  # bad lines counted once, by part 0
+  assert stats == whole_stats and stats["invalid_utf8_lines"] + stats["bad_json_lines"] in (2, 3)
 
 
 def test_invalid_utf8_is_skipped_or_strict_error(tmp_path):

@@ -11,8 +11,9 @@ An input spec (`config.data.input`) is one of:
 * `tfds:NAME`, a TensorFlow Datasets dataset such as `tfds:wikipedia/20230601.en`.
 
 `plan_units` checks the whole input up front and cuts it into picklable `Unit`s:
-byte ranges of large plain files, whole gzip files, `index`-of-`count` parts of
-builtin and TFDS inputs. `read_unit` streams one unit's documents line by line,
+byte ranges of large plain files, `index`-of-`count` parts of large gzip files (every
+`count`-th document: a gzip stream cannot be entered mid-way, so each part decompresses
+all of it) and of builtin and TFDS inputs, small files grouped. `read_unit` streams one unit's documents line by line,
 in constant memory, so a pool of workers can prepare a corpus larger than RAM.
 
 Byte ranges partition the documents exactly. A range owns the documents that
@@ -26,6 +27,7 @@ import contextlib
 import dataclasses
 import functools
 import gzip
+import itertools
 import json
 import math
 import os
@@ -60,7 +62,7 @@ class Unit:
     format: "bert", "document" or "jsonl" (builtin and TFDS: "document").
     start: first byte of the range (plain files).
     end: end of the range, exclusive; -1 reads to the end of the file.
-    index: builtin and TFDS: this unit is part `index` of `count`.
+    index: builtin, TFDS and gzip files: this unit is part `index` of `count`.
     count: the number of parts.
     text_field: jsonl and TFDS: the field holding the text.
     split: TFDS split, e.g. "train".
@@ -100,9 +102,9 @@ def plan_units(
     spec: `builtin:python_docs`, comma-separated globs, or `tfds:NAME`.
     input_format: files only: "auto" (`.jsonl`/`.json`, gzipped or not, are
       jsonl, other files bert), "bert", "document" or "jsonl".
-    num_units: the number of parts to aim for (plain files larger than their
-      share of all bytes are split into byte ranges; gzip files and `document`
-      files are one unit each).
+    num_units: the number of parts to aim for (files larger than their share of
+      all bytes are split: plain ones into byte ranges, gzip ones into every-`count`-th
+      document parts; a `document` file is one unit).
     text_field: jsonl and TFDS: the field holding the text.
     tfds_split: TFDS split to read, e.g. "train" or "train[:10%]".
     tfds_data_dir: TFDS data directory; None for the TFDS default.
@@ -154,9 +156,14 @@ def plan_units(
   for path, size in zip(paths, sizes):
     file_format = _file_format(path, input_format)
     kind = "jsonl" if file_format == "jsonl" else "text"
-    parts = 1
-    if not path.endswith(".gz") and file_format != "document":
-      parts = max(1, math.ceil(size / share))
+    parts = 1 if file_format == "document" else max(1, math.ceil(size / share))
+    if parts > 1 and path.endswith(".gz"):
+      close_group()
+      units.extend(
+        Unit(kind, path, file_format, index=i, count=parts, text_field=text_field)
+        for i in range(parts)
+      )
+      continue
     if parts > 1:
       close_group()
       for i in range(parts):
@@ -200,7 +207,11 @@ def read_unit(unit: Unit, stats: collections.Counter, strict: bool = False) -> I
       unit.format
     ]
     files = [unit] + [dataclasses.replace(unit, path=p, more_paths=()) for p in unit.more_paths]
-    documents = _one_after_another(read(f, stats, strict) for f in files)
+    if unit.count > 1:  # a part of a gzip file: its lines are counted once, by part 0
+      seen = stats if unit.index == 0 else collections.Counter()
+      documents = _part(read(unit, seen, strict), unit.index, unit.count)
+    else:
+      documents = _one_after_another(read(f, stats, strict) for f in files)
   with contextlib.closing(documents):
     for document in documents:
       if document:
@@ -402,6 +413,12 @@ def _lines(
           line = line.removeprefix("\ufeff")  # The BOM of Notepad.
       yield offset, line
       offset += len(raw)
+
+
+def _part(documents, index, count):
+  """Every `count`-th of `documents` from `index`; closing it closes them."""
+  with contextlib.closing(documents):
+    yield from itertools.islice(documents, index, None, count)
 
 
 def _one_after_another(generators):
