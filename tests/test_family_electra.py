@@ -141,7 +141,7 @@ PAIR_GENERATOR = dict(
 )
 
 
-def _pair(tmp_path):
+def _pair(tmp_path, embedding_size=48):
   """A random discriminator (with a WordPiece tokenizer) in tmp_path/hf and its generator,
   which shares its embeddings, in tmp_path/generator.
   """
@@ -153,8 +153,9 @@ def _pair(tmp_path):
   tiny_tokenizers.wordpiece_files(
     lines, hf_dir, config={"tokenizer_class": "ElectraTokenizer"}, vocab_size=VOCAB
   )
-  disc = _random_hf(transformers.ElectraForPreTraining, _hf_config(**PAIR_DISCRIMINATOR), 5)
-  config = _hf_config(**PAIR_GENERATOR)
+  sizes = dict(embedding_size=embedding_size)
+  disc = _random_hf(transformers.ElectraForPreTraining, _hf_config(**PAIR_DISCRIMINATOR | sizes), 5)
+  config = _hf_config(**PAIR_GENERATOR | sizes)
   generator = _random_hf(transformers.ElectraForMaskedLM, config, 6)
   generator.electra.embeddings.load_state_dict(disc.electra.embeddings.state_dict())
   disc.save_pretrained(str(hf_dir))
@@ -163,14 +164,17 @@ def _pair(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_discriminator_and_its_generator_import_as_replaced_token_detection(tmp_path):
+@pytest.mark.parametrize("embedding_size", [48, 16])  # 16: narrower than the generator
+def test_a_discriminator_and_its_generator_import_as_replaced_token_detection(
+  tmp_path, embedding_size
+):
   """`import-hf --generator`: one RTD model whose discriminator and generator give the
   Hugging Face models' hidden states and logits; nothing initialised, nothing unused.
   """
   from bert_jax import run as run_lib
   from bert_jax.hf import import_hf
 
-  hf_dir, generator_dir, disc, generator = _pair(tmp_path)
+  hf_dir, generator_dir, disc, generator = _pair(tmp_path, embedding_size)
   said = []
   cfg = import_hf.import_hf(
     str(hf_dir), str(tmp_path / "run"), generator_dir=str(generator_dir), log=said.append

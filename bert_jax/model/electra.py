@@ -74,7 +74,8 @@ def generator_config(config: ElectraConfig) -> ElectraConfig:
 
 def embeddings(config, name=None):
   """BERT's embeddings (word, position, token type, LayerNorm, dropout) of width E."""
-  return bert.Embeddings(dataclasses.replace(config, hidden_size=config.embedding_size), name=name)
+  width = dataclasses.replace(config, hidden_size=config.embedding_size, generator_hidden_size=None)
+  return bert.Embeddings(width, name=name)
 
 
 def embeddings_project(config, name=None):
