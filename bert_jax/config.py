@@ -395,7 +395,12 @@ def _size(config):
   return SIZES[config.model.size]
 
 
-def check_same_model(saved_model: dict, model_dict: dict, where: str) -> None:
+def check_same_model(
+  saved_model: dict,
+  model_dict: dict,
+  where: str,
+  fix: str = "use a new --workdir or the matching config.model settings",
+) -> None:
   """Bad input: a checkpoint (its meta's model dict) of another architecture than the config's.
 
   Raises:
@@ -410,10 +415,7 @@ def check_same_model(saved_model: dict, model_dict: dict, where: str) -> None:
   }
   if diff:
     detail = ", ".join(f"{k}: checkpoint {a} vs config {b}" for k, (a, b) in diff.items())
-    raise UserError(
-      f"{where} holds a checkpoint of another model ({detail}); "
-      f"use a new --workdir or the matching config.model settings"
-    )
+    raise UserError(f"{where} holds a checkpoint of another model ({detail}); {fix}")
 
 
 def model_dict(model):

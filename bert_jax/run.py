@@ -18,6 +18,7 @@ import os
 
 import flax.linen as nn
 import jax
+from jax.sharding import NamedSharding, PartitionSpec
 
 from bert_jax import checkpoint as ckpt_lib
 from bert_jax import multihost, storage
@@ -302,6 +303,22 @@ def _steps(workdir: str, folder: str) -> list[int]:
   if not storage.isdir(directory):
     return []
   return sorted(ckpt_lib.Checkpoints(directory, read_only=True).all_steps())
+
+
+def restore_encoder(source, step, meta, abstract_encoder):
+  """The encoder (`bert`) of checkpoint `step` of `source`, whatever heads it was saved
+  with (`meta`: its meta), restored straight into `abstract_encoder`'s shardings.
+  """
+  source_model = registry.model_for(registry.config_for(meta), meta)
+  mesh = jax.tree_util.tree_leaves(abstract_encoder)[0].sharding.mesh
+  replicated = NamedSharding(mesh, PartitionSpec())
+  target = jax.tree_util.tree_map(
+    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
+    abstract_params(source_model),
+  )
+  target["bert"] = abstract_encoder
+  restored, _ = source.restore(step, target)
+  return restored["bert"]
 
 
 def abstract_params(model: nn.Module):

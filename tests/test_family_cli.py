@@ -10,10 +10,13 @@ BERT and RoBERTa take the same path with real numbers in test_hf_model.py,
 test_bbc_news.py and test_e2e_roberta.py.
 """
 
+import contextlib
 import csv
+import io
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -138,6 +141,38 @@ def test_import_adapt_finetune_export(family, corpus):
   _loads_whole(str(work / "hf_adapted"), auto, pretraining_class)
   assert cli.main(["export-hf", "--workdir", classifier, "--out", str(work / "hf_cls")]) == 0
   _loads_whole(str(work / "hf_cls"), "AutoModelForSequenceClassification", classifier_class)
+  if family == "distilbert":  # the runs a family does not change: once
+    _from_a_fine_tuned_run_and_other_sizes(work, imported, classifier, pretrain, common)
+
+
+def _from_a_fine_tuned_run_and_other_sizes(work, imported, classifier, pretrain, common):
+  """Continued MLM from a fine-tuned run takes its encoder, with new pretraining heads;
+  fine-tuning at another size than init_from's is one line, before anything is written.
+  """
+  from bert_jax import run as run_lib
+
+  readapted = str(work / "readapted")
+  again = [*pretrain[:4], readapted, f"--config.init_from={classifier}", *pretrain[6:]]
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    assert (
+      cli.main([*again, *common, "--config.train.steps=1", "--config.train.learning_rate=1e-9"])
+      == 0
+    )
+  assert "(fine-tuned for classification); the pretraining heads are new" in out.getvalue()
+  ours, theirs = run_lib.load(readapted).params, run_lib.load(classifier).params
+  for a, b in zip(*(jax.tree_util.tree_leaves(p["bert"]) for p in (ours, theirs))):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)  # one step at lr 1e-9
+  assert "classifier" in theirs and "classifier" not in ours
+  resized = str(work / "resized")
+  argv = ["finetune", "--workdir", resized, f"--config.init_from={imported}"]
+  argv += [f"--config.data.train={work.parent / 'labelled.csv'}", "--config.model.size=tiny"]
+  err = io.StringIO()
+  with contextlib.redirect_stderr(err):
+    assert cli.main(argv + common) == 2
+  assert "holds a checkpoint of another model (" in err.getvalue()
+  assert "fine-tune it as it is: config.model.size='checkpoint'" in err.getvalue()
+  assert not os.path.exists(resized)
 
 
 # From scratch: each family's export and the recipe's own arguments. ALBERT's recipe

@@ -14,7 +14,6 @@ which `evaluate`, `predict` and `export-hf` use).
 import functools
 
 import jax
-from jax.sharding import NamedSharding, PartitionSpec
 
 from bert_jax import config as config_lib
 from bert_jax import lock as lock_lib
@@ -26,7 +25,7 @@ from bert_jax.finetune import data as data_lib
 from bert_jax.finetune import evaluate as evaluate_lib
 from bert_jax.finetune import objective as task_objective
 from bert_jax.hf import convert as hf_convert
-from bert_jax.model import embedding, registry, tasks
+from bert_jax.model import embedding, tasks
 from bert_jax.train import loop
 from bert_jax.train import optimizer as optimizer_lib
 from bert_jax.train.metrics import log
@@ -164,17 +163,9 @@ def _restore_init(source, step, init_meta, same_head, abstract, fresh, reinit_la
   if same_head:
     params, _ = source.restore(step, abstract)
   else:
-    source_model = registry.model_for(registry.config_for(init_meta), init_meta)
-    mesh = jax.tree_util.tree_leaves(abstract)[0].sharding.mesh
-    replicated = NamedSharding(mesh, PartitionSpec())
-    target = jax.tree_util.tree_map(
-      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
-      run_lib.abstract_params(source_model),
-    )
-    target["bert"] = abstract["bert"]  # the encoder restores straight into its sharding
-    restored, _ = source.restore(step, target)
+    encoder = run_lib.restore_encoder(source, step, init_meta, abstract["bert"])
     head = fresh(lambda params: {name: p for name, p in params.items() if name != "bert"})
-    params = dict(head, bert=restored["bert"])
+    params = dict(head, bert=encoder)
   if reinit_layers:
     params = _reinit_top_layers(params, fresh(lambda params: params["bert"]), reinit_layers)
   kept = "encoder and head" if same_head else "encoder (a new head)" if head else "encoder"
@@ -260,6 +251,12 @@ def finetune(config, workdir: str) -> None:
   train_arrays, truncated = data_lib.encode(train, tokenizer, config, labels, train=True)
   num_labels = _num_labels(config, labels)
   model_cfg = config_lib.model_config(config, tokenizer.vocab_size, init_meta["model"])
+  config_lib.check_same_model(
+    init_meta["model"],
+    config_lib.model_dict(model_cfg),
+    f"config.init_from={config.init_from!r}",
+    fix="fine-tune it as it is: config.model.size='checkpoint' (the default)",
+  )
   meta_extra = {}
   if config.task == embedding.TASK:
     meta_extra[embedding.TASK] = {

@@ -237,6 +237,14 @@ def _init_params_from(init, model_cfg, abstract_params, fresh=None):
   config_lib.check_same_model(
     meta["model"], config_lib.model_dict(model_cfg), f"config.init_from={source.directory!r}"
   )
+  if meta.get("task"):  # a fine-tuned run: its encoder, and new pretraining heads
+    encoder = run_lib.restore_encoder(source, step, meta, abstract_params["bert"])
+    params = dict(fresh(lambda p: {k: v for k, v in p.items() if k != "bert"}), bert=encoder)
+    log(
+      f"init_from: the encoder of {source.directory} step {step} (fine-tuned for "
+      f"{meta['task']}); the pretraining heads are new"
+    )
+    return params
   params, _ = source.restore(step, abstract_params)
   log(f"init_from: parameters of {source.directory} step {step}")
   return params
