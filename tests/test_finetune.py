@@ -762,6 +762,23 @@ def test_integer_labels_are_names(tmp_path):
   assert data_lib.LabelMap(["neg", "pos"]).encode(1, "") == 1  # TFDS: ids of ClassLabel names
 
 
+def test_a_row_without_a_label_names_the_file_and_row(tmp_path):
+  """Before, an empty CSV cell became a class named '' and a JSON null a confusing error."""
+  config = config_lib.finetune_base_config()
+  csv_path = _write_csv(tmp_path / "a.csv", ["good cat,happy", "bad dog,", "a cat,sad"])
+  rows = [{"text": "x", "label": "a"}, {"text": "y", "label": None}]
+  for path in (csv_path, _write_jsonl(tmp_path / "a.jsonl", rows)):
+    with pytest.raises(UserError, match=rf"^{re.escape(path)} row 2 has no label \(an empty"):
+      data_lib.read(path, config)
+    assert data_lib.read(path, config, labelled=False).rows[1]["label"] in ("", None)  # predict
+  config.task = "tokens"
+  tags = _write_jsonl(
+    tmp_path / "t.jsonl", [{"text": "john sits", "label": "B-PER O"}, {"text": "x"}]
+  )
+  with pytest.raises(UserError, match=r"row 2 has no label"):
+    data_lib.read(tags, config)
+
+
 def test_qa_window_too_short_is_a_user_error(imported, tmp_path, capsys):
   rng = random.Random(3)
   train = _write_jsonl(tmp_path / "qa.jsonl", [_qa_row(rng, i) for i in range(8)])

@@ -185,6 +185,8 @@ def _from_records(records, path, config, labelled):
       if not words:
         empty += 1
         continue
+      if labelled and tags is None:
+        raise UserError(_no_label(path, number, d.label_column))
       if tags is not None and len(tags) != len(words):
         raise UserError(
           f"{path} row {number} has {len(words)} words but {len(tags)} tags "
@@ -196,9 +198,19 @@ def _from_records(records, path, config, labelled):
       if not (text or "").strip() or (d.text_pair_column and not (pair or "").strip()):
         empty += 1
         continue
-      rows.append({"text": text, "text_pair": pair, "label": r.get(d.label_column)})
+      label = r.get(d.label_column)
+      if labelled and (label is None or isinstance(label, str) and not label.strip()):
+        raise UserError(_no_label(path, number, d.label_column))
+      rows.append({"text": text, "text_pair": pair, "label": label})
     numbers.append(number)
   return Examples(rows, empty, source=path, numbers=numbers)
+
+
+def _no_label(path, number, column):
+  return (
+    f"{path} row {number} has no label (an empty {column!r}, config.data.label_column); "
+    f"fill it in or remove the row"
+  )
 
 
 def _pairs(records, path, config):
