@@ -28,7 +28,8 @@ def fill_mask(model, params, tokenizer, text: str, top_k: int = 5) -> list:
   Args:
     model: a `BertForPreTraining` (its MLM head gives the predictions).
     params: the model's parameters.
-    tokenizer: the run's tokenizer; `[MASK]` typed in `text` encodes to its mask id.
+    tokenizer: the run's tokenizer; `[MASK]` typed in `text` encodes to its mask id (also
+      where its mask token is another, such as RoBERTa's `<mask>`).
     text: the text, with at least one `[MASK]` within the model's positions (it is cut to
       them).
     top_k: predictions per [MASK], best first.
@@ -40,10 +41,12 @@ def fill_mask(model, params, tokenizer, text: str, top_k: int = 5) -> list:
   Raises:
     UserError: the text has no [MASK], or none within the model's positions.
   """
-  ids = [tokenizer.cls_id] + tokenizer.encode(text) + [tokenizer.sep_id]
+  mask = tokenizer.id_to_piece(tokenizer.mask_id)  # `<mask>` for RoBERTa's tokenizers
+  ids = [tokenizer.cls_id] + tokenizer.encode(text.replace("[MASK]", mask)) + [tokenizer.sep_id]
   if tokenizer.mask_id not in ids:
     shown = text if len(text) <= 60 else text[:57] + "..."
-    raise UserError(f"no [MASK] in {shown!r}; write [MASK] where a token should be predicted")
+    spelled = "[MASK]" + (f" (or {mask})" if mask != "[MASK]" else "")
+    raise UserError(f"no {spelled} in {shown!r}; write it where a token should be predicted")
   limit = model.config.max_length
   if tokenizer.mask_id not in ids[:limit]:
     raise UserError(
@@ -66,7 +69,7 @@ def fill_mask(model, params, tokenizer, text: str, top_k: int = 5) -> list:
     best = np.argsort(-row, kind="stable")[:top_k]
     results.append(
       [
-        {"token": int(i), "token_str": tokenizer.decode([int(i)]).strip(), "score": float(row[i])}
+        {"token": int(i), "token_str": tokenizer.decode([int(i)]), "score": float(row[i])}
         for i in best
       ]
     )

@@ -12,7 +12,7 @@ import os
 import pytest
 
 from bert_jax import cli
-from tests.conftest import ONE_DEVICE
+from tests.conftest import ONE_DEVICE, check_fill_mask_export
 
 transformers = pytest.importorskip("transformers", reason="needs transformers")
 pytest.importorskip("torch", reason="needs torch (pip install torch==2.13.0)")
@@ -87,7 +87,7 @@ def _evals(workdir):
 
 
 @pytest.mark.slow
-def test_continued_mlm_lowers_held_out_loss(news, imported):
+def test_continued_mlm_lowers_held_out_loss(news, imported, capsys):
   adapted = str(news["root"] / "adapted")
   argv = [
     "pretrain",
@@ -117,6 +117,12 @@ def test_continued_mlm_lowers_held_out_loss(news, imported):
   evals = _evals(adapted)
   assert [r["step"] for r in evals] == [0, 30]
   assert evals[-1]["mlm_loss"] < evals[0]["mlm_loss"] - 0.3, evals
+  # fill-mask takes `[MASK]` for RoBERTa's `<mask>`, and its strings are the pipeline's
+  # (byte-level pieces keep their leading space).
+  hf_dir = str(news["root"] / "adapted_hf")
+  assert cli.main(["export-hf", "--workdir", adapted, "--out", hf_dir]) == 0
+  fill = check_fill_mask_export(adapted, hf_dir, "The market fell as {mask} prices rose.", capsys)
+  assert fill.tokenizer.mask_token == "<mask>"
 
 
 @pytest.mark.slow

@@ -74,8 +74,10 @@ def generator_config(config: ElectraConfig) -> ElectraConfig:
 
 def embeddings(config, name=None):
   """BERT's embeddings (word, position, token type, LayerNorm, dropout) of width E."""
-  width = dataclasses.replace(config, hidden_size=config.embedding_size, generator_hidden_size=None)
-  return bert.Embeddings(width, name=name)
+  narrow = {"hidden_size": config.embedding_size}
+  if getattr(config, "generator_hidden_size", None):  # ALBERT's configs have none
+    narrow["generator_hidden_size"] = None  # its check is against the hidden size
+  return bert.Embeddings(dataclasses.replace(config, **narrow), name=name)
 
 
 def embeddings_project(config, name=None):
