@@ -107,6 +107,29 @@ def makedirs(p) -> None:
   path(p).mkdir(parents=True, exist_ok=True)
 
 
+def folders_to_make(path: str) -> list[str]:
+  """The local folders that `os.makedirs(path)` would create, deepest first."""
+  missing, path = [], os.path.abspath(path)
+  while not os.path.exists(path):
+    missing.append(path)
+    parent = os.path.dirname(path)
+    if parent == path:
+      break
+    path = parent
+  return missing
+
+
+def remove_empty(folders) -> None:
+  """Removes each of the local `folders` (deepest first) that is empty, stopping at the first
+  that is not.
+  """
+  for folder in folders:
+    try:
+      os.rmdir(folder)
+    except OSError:
+      return
+
+
 def listdir(p) -> list[str]:
   """The names in folder `p`, sorted."""
   return sorted(child.name for child in path(p).iterdir())

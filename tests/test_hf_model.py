@@ -385,9 +385,9 @@ def test_bad_input_is_one_line(imported, trained, tmp_path, capsys):
   config = json.loads((broken / "config.json").read_text())
   config["intermediate_size"] = 1024
   (broken / "config.json").write_text(json.dumps(config))
-  line = error(["import-hf", "--hf", str(broken), "--workdir", str(tmp_path / "c")])
+  line = error(["import-hf", "--hf", str(broken), "--workdir", str(tmp_path / "c" / "run")])
   assert "encoder.layer.0.intermediate.dense.weight" in line and "[1536, 384]" in line
-  assert not os.path.exists(tmp_path / "c" / "checkpoints")
+  assert not os.path.exists(tmp_path / "c")  # no folder the import made is left
 
   line = error(["export-hf", "--workdir", trained, "--out", str(tmp_path / "x"), "--step", "7"])
   assert "no checkpoint at step 7" in line and "40" in line

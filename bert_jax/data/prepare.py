@@ -266,18 +266,6 @@ def _truncation_hint(counts: dict) -> str:
   )
 
 
-def _dirs_to_make(path: str) -> list[str]:
-  """The folders that `os.makedirs(path)` would create, deepest first."""
-  missing, path = [], os.path.abspath(path)
-  while not os.path.exists(path):
-    missing.append(path)
-    parent = os.path.dirname(path)
-    if parent == path:
-      break
-    path = parent
-  return missing
-
-
 @contextlib.contextmanager
 def _removed_if_failed(path: str):
   """Makes `path` (and its parents); if the body fails, removes the folders it made that hold
@@ -287,7 +275,7 @@ def _removed_if_failed(path: str):
   if storage.is_remote(path):
     yield
     return
-  made = _dirs_to_make(path)
+  made = storage.folders_to_make(path)
   os.makedirs(path, exist_ok=True)
   try:
     yield

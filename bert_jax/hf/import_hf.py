@@ -91,11 +91,13 @@ def import_hf(
 
   # The tokenizer is written and checked in a local folder (beside a local workdir, so it
   # moves in by rename), then put in place whole.
+  made = []  # the folders made for the staging: removed again if the import fails
   if storage.is_remote(workdir):
     staging = tempfile.mkdtemp(prefix=".import-tokenizer.")
   else:
     staging = os.path.join(workdir, ".import-tokenizer")
     shutil.rmtree(staging, ignore_errors=True)
+    made = storage.folders_to_make(workdir)
     os.makedirs(staging)
   try:
     tokenizer = tokenizer_lib.load(tokenizer_files.import_tokenizer(hf_dir, staging))
@@ -114,8 +116,11 @@ def import_hf(
     params, missing, unused = _convert(family, model_cfg, checkpoint, model, seed, hf_vocab, log)
     ignored = sorted(ignored + unused)
     _put_in_place(staging, run_lib.path(workdir, run_lib.TOKENIZER))
-  finally:
+  except BaseException:
     shutil.rmtree(staging, ignore_errors=True)
+    storage.remove_empty(made)
+    raise
+  shutil.rmtree(staging, ignore_errors=True)
   meta = {
     "model": config_lib.model_dict(model_cfg),
     "step": 0,
