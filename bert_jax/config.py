@@ -440,7 +440,8 @@ def check_choice(config, key: str, choices) -> None:
 
 
 def validate_common(config) -> None:
-  """The checks every job shares: model size, remat policy, batch, accumulation, logging.
+  """The checks every job shares: model size, remat policy, batch, learning rate,
+  accumulation, logging.
 
   Each job's `validate` calls this, then checks its own keys. Raises UserError.
   """
@@ -448,6 +449,8 @@ def validate_common(config) -> None:
   check_choice(config, "model.remat_policy", REMAT_POLICIES)
   for key in ("train.batch_size", "train.accum_steps", "train.log_every_steps"):
     check_positive(config, key)
+  if not config.train.learning_rate > 0:
+    raise UserError(f"config.train.learning_rate={config.train.learning_rate} must be above 0")
   if config.train.batch_size % config.train.accum_steps:
     raise UserError(
       f"config.train.batch_size={config.train.batch_size} is not divisible by "

@@ -167,6 +167,26 @@ def test_a_url_short_of_a_slash_is_one_line_and_writes_nothing(capsys, no_gs_fol
   assert os.listdir(".") == []
 
 
+@pytest.mark.parametrize(
+  "argv, message",
+  [
+    (["pretrain", "--config.train.learning_rate=-1e-3"], "learning_rate=-0.001 must be above 0"),
+    (["pretrain", "--config.data.eval_fraction=1.5"], "eval_fraction=1.5 must be in (0, 1)"),
+    (["pretrain", "--config.data.eval_fraction=0"], "eval_fraction=0.0 must be in (0, 1)"),
+    (
+      ["finetune", "--config.init_from=x", "--config.data.train=a.csv", "--config.train.steps=-3"],
+      "config.train.steps=-3 and epochs=3.0: give a positive number of steps",
+    ),
+  ],
+)
+def test_values_out_of_range_are_one_line_before_anything_is_written(
+  capsys, tmp_path, argv, message
+):
+  line = _error(capsys, [*argv[:1], "--workdir", str(tmp_path / "run"), *argv[1:]])
+  assert message in line
+  assert not (tmp_path / "run").exists()
+
+
 def test_distributed_without_a_cluster_is_one_line(tmp_path):
   env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COORD", "JAX_NUM", "SLURM"))}
   proc = subprocess.run(

@@ -77,6 +77,12 @@ def test_json_lines_with_the_text_under_another_key_name_the_keys(tmp_path):
     f"--config.data.text_field to the one with the text"
   )
   assert not (tmp_path / "w").exists()
+  # With a tokenizer given (none trained), the same keys, at the end of preparing.
+  _prepare(small_config(tmp_path), tmp_path / "good")
+  given = small_config(tmp_path, input=str(tmp_path / "c.jsonl"))
+  given.tokenizer.path = str(tmp_path / "good" / "tokenizer.model")
+  with pytest.raises(UserError, match=r"gave no training rows \(0 documents\); its JSON objects"):
+    _prepare(given, tmp_path / "w2")
 
 
 @pytest.mark.parametrize(

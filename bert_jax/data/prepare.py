@@ -406,18 +406,20 @@ def _manifest(units, unit_counts, unit_files, tok, settings):
     }
   hint = f" ({_truncation_hint(total)})" if _mostly_truncated(total) else ""
   if splits["train"]["rows"] == 0:
+    field = sources.text_field_hint(units) if not total["documents"] else ""
     raise UserError(
       f"the corpus {settings['input']!r} gave no training rows "
-      f"({total['documents']} documents); give more text{hint}"
+      f"({total['documents']} documents)" + (field or f"; give more text{hint}")
     )
   if splits["eval"]["rows"] == 0:
     documents = total["documents"]
     fraction = settings["eval_fraction"]
     wanted = max(0.01, min(0.5, math.ceil(200 / max(documents, 1)) / 100))  # ~2 documents
+    raise_it = f"raise it (e.g. to {wanted:g}) or " if wanted > fraction else ""
     raise UserError(
       f"no eval rows: {splits['eval']['documents']} of the {documents} documents were held "
       f"out at config.data.eval_fraction={fraction} (each document goes to eval with that "
-      f"chance); raise it (e.g. to {wanted:g}) or give more documents{hint}"
+      f"chance); {raise_it}give more documents{hint}"
     )
   counts = {
     k: total[k]

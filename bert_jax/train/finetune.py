@@ -95,7 +95,7 @@ def _validate_embedding(config) -> None:
 
 def check_data_and_schedule(config) -> None:
   """Bad input a task run shares (fine-tuning, distillation): no train data, a length below
-  1, a warmup fraction outside [0, 1].
+  1, no steps or epochs, a warmup fraction outside [0, 1].
 
   Raises:
     UserError: naming the key and what would work.
@@ -103,6 +103,12 @@ def check_data_and_schedule(config) -> None:
   if not config.data.train:
     raise UserError("config.data.train is required: a .csv / .tsv / .jsonl file or tfds:NAME:SPLIT")
   config_lib.check_positive(config, "data.max_seq_length")
+  t = config.train
+  if t.steps is not None and t.steps < 1 or t.steps is None and not t.epochs > 0:
+    raise UserError(
+      f"config.train.steps={t.steps} and epochs={t.epochs}: give a positive number of steps, "
+      f"or leave steps unset to train for the epochs"
+    )
   if not 0 <= config.train.warmup_fraction <= 1:
     raise UserError(
       f"config.train.warmup_fraction={config.train.warmup_fraction} must be in [0, 1]"

@@ -69,6 +69,11 @@ def validate(config) -> None:
       f"raise that or lower the sequence length"
     )
   d = config.data
+  if not 0 < d.eval_fraction < 1:
+    raise UserError(
+      f"config.data.eval_fraction={d.eval_fraction} must be in (0, 1): the share of "
+      f"documents held out for eval (e.g. 0.01)"
+    )
   for key, rate in (("data.mask_rate", d.mask_rate), ("eval.mask_rate", config.eval.mask_rate)):
     if rate is not None and not 0 < rate < 1:
       raise UserError(f"config.{key}={rate} must be in (0, 1)")
