@@ -229,7 +229,10 @@ def test_input_errors_name_the_problem(tmp_path):
   cases = [
     (str(tmp_path / "missing.txt"), "missing.txt' matches no file"),
     (f"{good},{tmp_path}/nothing*", "nothing\\*' matches no file"),
-    (str(tmp_path / "folder.txt"), "matches no file"),
+    (
+      str(tmp_path / "folder.txt"),
+      r"folder.txt' is a folder; give a glob of its files, e.g. '.*folder.txt/\*.txt'",
+    ),
     (" , ", "names no file"),
   ]
   for spec, message in cases:

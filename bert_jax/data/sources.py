@@ -297,8 +297,12 @@ def _expand(spec: str) -> list[str]:
     except FileNotFoundError:  # a bucket that does not exist
       matched = []
     if not matched:
+      folder = not any(c in pattern for c in "*?[") and storage.isdir(pattern)
       raise UserError(
-        f"input pattern {pattern!r} matches no file; fix config.data.input "
+        f"input {pattern!r} is a folder; give a glob of its files, e.g. "
+        f"{storage.join(pattern, '*.txt')!r}"
+        if folder
+        else f"input pattern {pattern!r} matches no file; fix config.data.input "
         f"(globs of text files, {BUILTIN!r} or tfds:NAME)"
       )
     paths.extend(matched)
