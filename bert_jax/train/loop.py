@@ -125,6 +125,11 @@ def train(config, workdir, job):
 
 def _train(config, workdir, job, stop):
   mesh = sharding.make_mesh(config.mesh)
+  if mesh.size < jax.device_count():
+    log(
+      f"mesh: {dict(mesh.shape)} uses {mesh.size} of the {jax.device_count()} devices (set "
+      f"one of config.mesh.data, fsdp, tensor to -1 to use them all)"
+    )
   rules = sharding.rules_from_config(config.mesh)
   sharding.check_batch_divides(job.batch_size, config.train.accum_steps, mesh)
   create = functools.partial(
