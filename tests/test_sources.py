@@ -314,6 +314,30 @@ def test_tfds_mocked_dataset_reads_its_texts(tmp_path):
       )
 
 
+def test_tfds_offline_tries_a_download_once_instead_of_minutes_of_retries(tmp_path, monkeypatch):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  import socket
+
+  from tensorflow_datasets.core.download import downloader
+
+  with socket.socket() as closed:  # a port nothing listens on: refused at once
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+  monkeypatch.setattr(sources, "_DOWNLOAD_PROBE", ("127.0.0.1", port))
+  for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+    monkeypatch.delenv(name, raising=False)
+  retries = []
+
+  def download(*args, **kwargs):
+    retries.append(downloader.MAX_RETRIES)
+    raise ConnectionError("Max retries exceeded")
+
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", download)
+  with pytest.raises(UserError, match=r"this host cannot reach 127.0.0.1 \(Connection"):
+    sources.tfds_builder("glue/mrpc", str(tmp_path))
+  assert retries == [1] and downloader.MAX_RETRIES == 10  # once, then TFDS's again
+
+
 def test_tfds_errors(tmp_path, monkeypatch):
   tfds = pytest.importorskip("tensorflow_datasets")
   with pytest.raises(UserError, match="no dataset 'no_such_corpus'.*list_builders"):
@@ -323,6 +347,7 @@ def test_tfds_errors(tmp_path, monkeypatch):
     raise ConnectionError("network is unreachable")
 
   monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+  monkeypatch.setattr(sources, "_unreachable", lambda *_: "")  # past the probe: a failed download
   with pytest.raises(UserError, match="not prepared.*unreachable.*tfds build"):
     sources.plan_units("tfds:imdb_reviews", num_units=1, tfds_data_dir=str(tmp_path))
 

@@ -33,6 +33,7 @@ import math
 import os
 import platform
 import random
+import socket
 import sys
 import zlib
 from collections.abc import Iterable, Iterator
@@ -552,21 +553,62 @@ def tfds_builder(
     reason = str(e).splitlines()[0]
     raise UserError(f"TFDS dataset {name!r}: {reason}; fix the tfds:NAME/CONFIG") from None
   if prepare and not builder.is_prepared():
+    offline = _unreachable(*_DOWNLOAD_PROBE)
     print(
-      f"TFDS: {name} is not prepared in {builder.data_dir}: downloading and preparing it "
-      f"(this needs network access; without it the downloads retry for minutes)",
+      f"TFDS: {name} is not prepared in {builder.data_dir}: downloading and preparing it"
+      + (
+        f" (this host cannot reach {_DOWNLOAD_PROBE[0]}: a download fails at once)"
+        if offline
+        else " (this needs network access)"
+      ),
       file=sys.stderr,
       flush=True,
     )
     try:
-      builder.download_and_prepare()
+      with _download_retries(1 if offline else None):
+        builder.download_and_prepare()
     except Exception as e:  # Network, Beam, manual download: all end here.
+      why = f"; this host cannot reach {_DOWNLOAD_PROBE[0]} ({offline})" if offline else ""
       raise UserError(
         f"TFDS dataset {name!r} is not prepared in {builder.data_dir} and "
-        f"preparing it failed ({type(e).__name__}: {e}); prepare it first "
-        f"(tfds build {name} --data_dir=DIR) and set config.data.tfds_data_dir"
+        f"preparing it failed ({type(e).__name__}: {e}){why}; prepare it first where there "
+        f"is a network (tfds build {name} --data_dir=DIR) and set config.data.tfds_data_dir, "
+        f"or use local files"
       ) from None
   return builder
+
+
+# Where TFDS looks first for a dataset to download. Unreachable (offline, and no proxy set),
+# a download is tried once: TFDS's own 10 retries take 3.4 minutes to fail. A dataset that
+# needs no download (a local builder) prepares as ever.
+_DOWNLOAD_PROBE = ("storage.googleapis.com", 443)
+
+
+@contextlib.contextmanager
+def _download_retries(count: int | None):
+  """TFDS's HTTP retries set to `count` in the body (None: left as they are)."""
+  from tensorflow_datasets.core.download import downloader
+
+  before = downloader.MAX_RETRIES
+  if count is not None:
+    downloader.MAX_RETRIES = count
+  try:
+    yield
+  finally:
+    downloader.MAX_RETRIES = before
+
+
+def _unreachable(host: str, port: int, timeout: float = 10.0) -> str | None:
+  """Why `host:port` cannot be connected to ("" when it can, or when a proxy is set: the
+  downloads then go through it).
+  """
+  if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")):
+    return ""
+  try:
+    socket.create_connection((host, port), timeout=timeout).close()
+  except OSError as e:
+    return f"{type(e).__name__}: {e}"
+  return ""
 
 
 def _check_tfds(
