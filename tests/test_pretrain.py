@@ -383,7 +383,13 @@ def test_init_from_takes_parameters_of_another_run(capsys, tmp_path, data_dir, u
     ]
     + common,
   )
-  assert "another model" in line
+  assert "another model" in line and "set config.model.size='checkpoint'" in line
+  # Data not prepared yet: a tokenizer would be trained, never init_from's. Said first.
+  fresh = f"--config.data.prepared_dir={tmp_path / 'fresh'}"
+  argv = ["pretrain", "--workdir", str(tmp_path / "d"), f"--config.init_from={uninterrupted}"]
+  line = _error_line(capsys, argv + common[1:] + [fresh])
+  assert "was trained with its own tokenizer, and this run would train a new one" in line
+  assert not (tmp_path / "d").exists() and not (tmp_path / "fresh").exists()
   assert (
     cli.main(
       ["pretrain", "--workdir", str(tmp_path / "c"), f"--config.init_from={uninterrupted}"] + common

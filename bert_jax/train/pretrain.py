@@ -221,6 +221,35 @@ def _check_init_tokenizer(config, init, manifest):
     )
 
 
+def _check_init_before_preparing(config, init, workdir):
+  """What would refuse config.init_from once the data is prepared, said before: another
+  architecture, or a tokenizer other than its own (given, or to be trained).
+  """
+  if not init:
+    return
+  source, _, meta = init
+  where = f"config.init_from={source.directory!r}"
+  if config.model.size != "checkpoint":
+    model_cfg = config_lib.model_config(config, meta["model"]["vocab_size"])
+    config_lib.check_same_model(
+      meta["model"],
+      config_lib.model_dict(model_cfg),
+      where,
+      fix="set config.model.size='checkpoint' to take its architecture",
+    )
+  if config.tokenizer.path:
+    other = tokenizer_lib.load(config.tokenizer.path).fingerprint != meta["tokenizer_fingerprint"]
+  else:  # a tokenizer trained now, unless the data is prepared already (checked after)
+    other = prepare.read_manifest(run_lib.data_dir(config, workdir)) is None
+  if other:
+    raise UserError(
+      f"{where} was trained with its own tokenizer, and this run would "
+      f"{'use another' if config.tokenizer.path else 'train a new one'}; leave "
+      f"config.tokenizer.path empty and set config.model.size='checkpoint' (its architecture "
+      f"and tokenizer, as configs/continue_pretraining.py does)"
+    )
+
+
 def _check_positions(config, init):
   """The rows fit the model's positions (RoBERTa's are fewer than its position rows),
   before any data is prepared.
@@ -295,6 +324,7 @@ def pretrain(config, workdir):
   config = run_lib.with_inherited_tokenizer(config)
   init = _open_init_from(config)
   _check_positions(config, init)
+  _check_init_before_preparing(config, init, workdir)
   with lock_lib.held(workdir):  # from here on this run writes in the workdir
     _pretrain(config, workdir, mesh, init)
 
