@@ -46,5 +46,5 @@ class Terminated(BaseException):
   def __init__(self):
     super().__init__(
       "stopped by SIGTERM outside the training steps; run the same command to resume "
-      "(prepared data and saved checkpoints are kept)"
+      "(what was finished is kept: prepared shards, saved checkpoints)"
     )
