@@ -125,6 +125,7 @@ def test_ctrl_c_saves_at_the_next_step_exits_75_and_resumes(
   assert f"resumed from {tmp_path}/checkpoints/{step}" in out
   assert "changed settings" not in out  # the same command
   assert "mesh: {'data': 1, 'fsdp': 1, 'tensor': 1} uses 1 of the 8 devices (set one" in out
+  assert "\nmodel: bert L2 H128 A2, " in out  # the family and size trained, in one line
   assert _records(tmp_path) == _records(uninterrupted)  # bit-exact, every logged step
   assert _steps(tmp_path) == _steps(uninterrupted)  # the preemption save made way, not step 3
 

@@ -143,6 +143,7 @@ def _train(config, workdir, job, stop):
     async_save=config.checkpoint.async_save,
   )
   abstract = sharding.abstract_like(create, state_sh)  # restore targets, already sharded
+  log(_model_line(job.model, abstract.params))
   programs = _Programs(
     train_step=compile_train_step(
       job.objective, job.tx, job.schedule, config.train.accum_steps, state_sh, mesh
@@ -338,6 +339,14 @@ def _run_steps(config, workdir, job, stop, state, start, checkpoints, best, prog
         checkpoints.wait()
         raise Preempted(step, checkpoints.directory, name)
   return step
+
+
+def _model_line(model, params) -> str:
+  """`model: bert L12 H768 A12, 110.1M parameters` (the family and size trained)."""
+  count = sum(x.size for x in jax.tree_util.tree_leaves(params))
+  c = getattr(model, "config", None)
+  shape = f"{c.arch} L{c.num_layers} H{c.hidden_size} A{c.num_heads}, " if c is not None else ""
+  return f"model: {shape}{count / 1e6:.1f}M parameters"
 
 
 def _resume(checkpoints, abstract, job, workdir):

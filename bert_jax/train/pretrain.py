@@ -284,6 +284,23 @@ def _init_params_from(init, model_cfg, abstract_params, fresh=None):
   return params
 
 
+def size_note(model) -> str | None:
+  """The line that says config.model.num_layers / hidden_size (a recipe's, or given) win
+  over the size preset (`--config.model.size=tiny` on a recipe that sets them).
+  """
+  if model.size not in config_lib.SIZES:
+    return None
+  preset = dict(zip(("num_layers", "hidden_size"), config_lib.SIZES[model.size]))
+  apart = {k: model[k] for k, v in preset.items() if model[k] is not None and model[k] != v}
+  if not apart:
+    return None
+  return (
+    f"model: {', '.join(f'config.model.{k}={v}' for k, v in apart.items())} set apart from "
+    f"size {model.size!r} (L{preset['num_layers']} H{preset['hidden_size']}) win; set them "
+    f"to None to take the size's"
+  )
+
+
 def mlm_alone_note(model_cfg, init) -> str | None:
   """The line a new ELECTRA without a generator prints: it trains masked LM alone, which
   users reaching for ELECTRA rarely mean.
@@ -336,6 +353,8 @@ def _pretrain(config, workdir, mesh, init):
   family = _check_objective(model_cfg.arch, config.data.objective)
   model = family.pretraining(model_cfg)
   if note := mlm_alone_note(model_cfg, init):
+    log(note)
+  if note := size_note(config.model):
     log(note)
   t, d = config.train, config.data
   tx, schedule = optimizer_lib.make_optimizer(t, warmup_steps=warmup_steps(t))
