@@ -450,10 +450,11 @@ def test_phase2_reads_its_own_shards_and_continues_from_phase1(
   tokenizer.train_sentencepiece(
     (" ".join(words[i:] + words[:i]) for i in range(10)), other, vocab_size=280
   )
-  line = _error_line(
-    capsys,
-    ["pretrain"] + args + [f"--config.tokenizer.path={other}", "--config.tokenizer.vocab_size=280"],
-  )
+  another = [f"--config.tokenizer.path={other}", "--config.tokenizer.vocab_size=280"]
+  line = _error_line(capsys, ["pretrain"] + args + another)  # init_from's tokenizer: first
+  assert "was trained with its own tokenizer, and this run would use another" in line
+  without_init = [a for a in args if not a.startswith("--config.init_from")]
+  line = _error_line(capsys, ["pretrain"] + without_init + another)
   assert "tokenizer.sha256" in line and "prepared_dir" in line
 
 
