@@ -173,6 +173,7 @@ def test_a_url_short_of_a_slash_is_one_line_and_writes_nothing(capsys, no_gs_fol
     (["pretrain", "--config.train.learning_rate=-1e-3"], "learning_rate=-0.001 must be above 0"),
     (["pretrain", "--config.data.eval_fraction=1.5"], "eval_fraction=1.5 must be in (0, 1)"),
     (["pretrain", "--config.data.eval_fraction=0"], "eval_fraction=0.0 must be in (0, 1)"),
+    (["pretrain", "--config.tokenizer.vocab_size=0"], "tokenizer.vocab_size must be at least 1"),
     (
       ["finetune", "--config.init_from=x", "--config.data.train=a.csv", "--config.train.steps=-3"],
       "config.train.steps=-3 and epochs=3.0: give a positive number of steps",

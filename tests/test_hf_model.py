@@ -388,6 +388,12 @@ def test_bad_input_is_one_line(imported, trained, tmp_path, capsys):
   line = error(["import-hf", "--hf", str(broken), "--workdir", str(tmp_path / "c" / "run")])
   assert "encoder.layer.0.intermediate.dense.weight" in line and "[1536, 384]" in line
   assert not os.path.exists(tmp_path / "c")  # no folder the import made is left
+  # A pad id that is not the tokenizer's (BERT only pads with it): imported, with a note.
+  config["intermediate_size"], config["pad_token_id"] = 1536, 3
+  (broken / "config.json").write_text(json.dumps(config))
+  assert cli.main(["import-hf", "--hf", str(broken), "--workdir", str(tmp_path / "d")]) == 0
+  out = capsys.readouterr().out
+  assert "pads with id 0 but config.json's pad_token_id is 3: check that the two" in out
 
   line = error(["export-hf", "--workdir", trained, "--out", str(tmp_path / "x"), "--step", "7"])
   assert "no checkpoint at step 7" in line and "40" in line

@@ -113,6 +113,12 @@ def import_hf(
         f"the tokenizer of {hf_dir} pads with id {tokenizer.pad_id} but config.json's "
         f"pad_token_id is {pad}; they do not belong together"
       )
+    said = hf.get("pad_token_id")  # elsewhere only padding: a mismatch hints at a stray tokenizer
+    if pad is None and isinstance(said, int) and said != tokenizer.pad_id:
+      log(
+        f"note: the tokenizer of {hf_dir} pads with id {tokenizer.pad_id} but config.json's "
+        f"pad_token_id is {said}: check that the two belong together"
+      )
     params, missing, unused = _convert(family, model_cfg, checkpoint, model, seed, hf_vocab, log)
     ignored = sorted(ignored + unused)
     _put_in_place(staging, run_lib.path(workdir, run_lib.TOKENIZER))

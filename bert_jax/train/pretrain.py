@@ -59,6 +59,7 @@ def validate(config) -> None:
     "data.num_shards",
     "data.documents_per_chunk",
     "data.lanes",
+    "tokenizer.vocab_size",
   ):
     config_lib.check_positive(config, key)
   own_model = config.model.size != "checkpoint"  # else config.init_from's (checked later)
