@@ -126,11 +126,12 @@ _HELD: dict[str, int] = {}
 
 
 @contextlib.contextmanager
-def held(workdir):
+def held(workdir, *, keep_empty=True):
   """Holds the workdir's lock for the body (process 0 takes it; all processes agree).
 
   Re-entrant in one process. A local workdir the lock had to create is removed again when
-  the body fails and has left nothing else in it (bad input leaves no folder behind).
+  the body fails and has left nothing else in it (bad input leaves no folder behind), and
+  also when it succeeds unless `keep_empty` (`prepare` into another prepared_dir).
 
   Raises:
     UserError: on every process, when another run holds the lock.
@@ -162,13 +163,20 @@ def held(workdir):
   except BaseException:
     _release(key, lock)
     if made:
-      with contextlib.suppress(OSError):
-        if os.listdir(workdir) in ([], [LOCK_FILE]):
-          with contextlib.suppress(FileNotFoundError):
-            os.remove(lock.path)
-          os.rmdir(workdir)
+      _remove_if_empty(workdir, lock.path)
     raise
   _release(key, lock)
+  if made and not keep_empty:
+    _remove_if_empty(workdir, lock.path)
+
+
+def _remove_if_empty(workdir, lock_path):
+  """Removes `workdir` when it holds nothing but its lock file."""
+  with contextlib.suppress(OSError):
+    if os.listdir(workdir) in ([], [LOCK_FILE]):
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(lock_path)
+      os.rmdir(workdir)
 
 
 def _release(key, lock):

@@ -359,6 +359,10 @@ def test_held_is_reentrant_and_a_failed_body_leaves_no_workdir_it_made(tmp_path)
   again = lock_lib.WorkdirLock(str(new))
   again.acquire()  # released
   again.release()
+  only_locked = tmp_path / "only_locked"  # `prepare` into another prepared_dir
+  with lock_lib.held(str(only_locked), keep_empty=False):
+    assert os.listdir(only_locked) == [lock_lib.LOCK_FILE]
+  assert not only_locked.exists()
 
 
 def test_remote_lock_heartbeat_refusal_and_takeover(gcs_bucket):

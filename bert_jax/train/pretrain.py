@@ -158,7 +158,7 @@ def prepare_data(config, workdir) -> dict:
   """`bert-jax prepare`: the recipe's data (tokenizer, shards, manifest), made or finished."""
   validate(lanes_for_the_batch(config, say=lambda _: None))  # the lanes do not matter here
   config = run_lib.with_inherited_tokenizer(config)
-  with lock_lib.held(workdir):
+  with lock_lib.held(workdir, keep_empty=False):  # a workdir only locked is not left behind
     return prepare.prepare(config, run_lib.data_dir(config, workdir))
 
 
