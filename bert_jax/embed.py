@@ -10,10 +10,8 @@ batch to a multiple of 32 tokens, so a few shapes are compiled and little paddin
 computed. The workdir, --input and --output may be URLs (`gs://...`).
 """
 
-import csv
 import functools
 import io
-import json
 import sys
 
 import jax
@@ -25,6 +23,7 @@ from bert_jax import run as run_lib
 from bert_jax import storage
 from bert_jax.errors import UserError
 from bert_jax.finetune import commands
+from bert_jax.finetune import data as data_lib
 from bert_jax.model import embedding
 
 POOLINGS = ("cls", "mean", "max")
@@ -111,22 +110,25 @@ def embed_texts(
   return out, truncated
 
 
-def _texts(f, input_path: str, column: str) -> list[str]:
-  """The texts of an open input: `column` of each row of a .csv / .tsv / .jsonl file, else
-  each line.
+def _texts(input_path: str, column: str) -> list[str]:
+  """The texts of `input_path`: `column` of each row of a .csv / .tsv / .jsonl file (read
+  as fine-tuning data is), else each line.
   """
-  kind = input_path.lower().removesuffix(".gz").rpartition(".")[2]
-  if kind not in ("csv", "tsv", "jsonl"):
-    return [line.rstrip("\r\n") for line in f]
-  if kind == "jsonl":
-    rows = [json.loads(line) for line in f if line.strip()]
-    found = sorted({key for row in rows for key in row}) if rows else []
-  else:
-    reader = csv.DictReader(f, delimiter="\t" if kind == "tsv" else ",")
-    rows, found = list(reader), reader.fieldnames or []
+  if not input_path.lower().endswith((".csv", ".tsv", ".jsonl")):
+    try:
+      with storage.open_file(input_path, "rb") as raw, io.TextIOWrapper(raw, "utf-8") as f:
+        return [line.rstrip("\r\n") for line in f]
+    except UnicodeDecodeError as e:
+      raise UserError(
+        f"--input {input_path} is not UTF-8 text ({e.reason} at byte {e.start}); convert it "
+        f"to UTF-8"
+      ) from None
+  rows = data_lib.read_records(input_path)
+  keys = dict.fromkeys(key for row in rows for key in row if isinstance(key, str))
+  found = sorted(keys) if input_path.lower().endswith(".jsonl") else list(keys)  # CSV: its order
   if rows and column not in found:
     raise UserError(
-      f"--input {input_path} has no column {column!r} (it has {', '.join(map(str, found))}); "
+      f"--input {input_path} has no column {column!r} (it has {', '.join(found)}); "
       f"name the one with the texts: --column NAME"
     )
   return [str(row.get(column) or "") for row in rows]
@@ -176,13 +178,7 @@ def main(
   if not output_path.endswith(".npy"):  # as np.save names it
     output_path += ".npy"
   commands.check_output(output_path, workdir, overwrite=overwrite, example="vectors.npy")
-  try:
-    with storage.open_file(input_path, "rb") as raw, io.TextIOWrapper(raw, "utf-8") as f:
-      texts = _texts(f, input_path, column)
-  except UnicodeDecodeError as e:
-    raise UserError(
-      f"--input {input_path} is not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8"
-    ) from None
+  texts = _texts(input_path, column)
   if not texts:
     raise UserError(f"--input {input_path} is empty; give one text per line (or row)")
   run = run_lib.load(workdir, step)

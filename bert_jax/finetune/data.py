@@ -88,7 +88,7 @@ def read(spec: str, config, *, labelled: bool = True) -> Examples:
     )
   else:
     one_text = None if labelled else _one_text_column(spec, config)
-    examples = _from_records(_read_records(spec, one_text), spec, config, labelled)
+    examples = _from_records(read_records(spec, one_text), spec, config, labelled)
   if not examples.rows:
     raise UserError(_no_rows(spec, config, examples.skipped_empty))
   return examples
@@ -124,8 +124,13 @@ def _one_text_column(path, config):
   return d.text_column
 
 
-def _read_records(path, text_per_line=None):
-  """A list of dicts, one per row or non-blank line (of a .txt file: {text_per_line: line})."""
+def read_records(path, text_per_line=None):
+  """A list of dicts, one per row of a .csv / .tsv file or line of a .jsonl file (of a .txt
+  file, with `text_per_line`: {text_per_line: line}).
+
+  Raises:
+    UserError: a file that is not UTF-8, a line that is not JSON, an unknown file type.
+  """
   lower = path.lower()
   try:
     with storage.open_file(path, "rb") as raw, io.TextIOWrapper(raw, "utf-8", newline="") as f:
