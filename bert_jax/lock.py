@@ -163,20 +163,16 @@ def held(workdir, *, keep_empty=True):
   except BaseException:
     _release(key, lock)
     if made:
-      _remove_if_empty(workdir, lock.path)
+      _remove_if_only_locked(workdir)
     raise
   _release(key, lock)
   if made and not keep_empty:
-    _remove_if_empty(workdir, lock.path)
+    _remove_if_only_locked(workdir)
 
 
-def _remove_if_empty(workdir, lock_path):
+def _remove_if_only_locked(workdir):
   """Removes `workdir` when it holds nothing but its lock file."""
-  with contextlib.suppress(OSError):
-    if os.listdir(workdir) in ([], [LOCK_FILE]):
-      with contextlib.suppress(FileNotFoundError):
-        os.remove(lock_path)
-      os.rmdir(workdir)
+  storage.remove_empty([workdir], disposable=lambda name: name == LOCK_FILE)
 
 
 def _release(key, lock):

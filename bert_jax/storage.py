@@ -119,12 +119,17 @@ def folders_to_make(path: str) -> list[str]:
   return missing
 
 
-def remove_empty(folders) -> None:
-  """Removes each of the local `folders` (deepest first) that is empty, stopping at the first
-  that is not.
+def remove_empty(folders, *, disposable=lambda name: False) -> None:
+  """Removes each of the local `folders` (deepest first) that holds nothing, or only files
+  whose names `disposable` accepts (removed with it); stops at the first that holds more.
   """
   for folder in folders:
     try:
+      names = os.listdir(folder)
+      if not all(disposable(n) for n in names):
+        return
+      for n in names:
+        os.remove(os.path.join(folder, n))
       os.rmdir(folder)
     except OSError:
       return

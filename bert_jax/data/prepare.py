@@ -280,15 +280,7 @@ def _removed_if_failed(path: str):
   try:
     yield
   except BaseException:
-    for folder in made:  # deepest first: a parent empties after its child
-      try:
-        names = os.listdir(folder)
-        if all(name.endswith(".tmp") for name in names):
-          for name in names:
-            os.remove(os.path.join(folder, name))
-          os.rmdir(folder)
-      except OSError:
-        break
+    storage.remove_empty(made, disposable=lambda name: name.endswith(".tmp"))
     raise
 
 
