@@ -144,9 +144,9 @@ def _common():
 
   c.model = ml_collections.ConfigDict()
   c.model.size = "checkpoint"
-  # The encoder family of a new model (model.families.ARCHES); with size "checkpoint",
-  # config.init_from's.
-  c.model.arch = "bert"
+  # The encoder family (model.families.ARCHES). None: "bert" for a size preset;
+  # config.init_from's with size "checkpoint" (a family given there must be the same).
+  c.model.arch = placeholder(str)
   # Shape overrides of the size preset (None: the preset's; heads = hidden / 64).
   c.model.num_layers = placeholder(int)
   c.model.hidden_size = placeholder(int)
@@ -339,6 +339,12 @@ def model_config(config, vocab_size, init_model=None, pad_id=0):
       raise UserError(_NEEDS_INIT_FROM)
     arch = {k: v for k, v in init_model.items() if k not in common}
     model = families.config_from_dict({**arch, **common})
+    if m.arch is not None and m.arch != model.arch:
+      raise UserError(
+        f"config.model.arch={m.arch!r}, but config.init_from holds a {model.arch} model, "
+        f"and config.model.size='checkpoint' takes its architecture; leave "
+        f"config.model.arch unset, or set a size preset to train a new {m.arch} model"
+      )
     if model.vocab_size < vocab_size:
       raise UserError(
         f"config.init_from has {model.vocab_size} vocabulary rows but the "
@@ -351,8 +357,8 @@ def model_config(config, vocab_size, init_model=None, pad_id=0):
         f"(a checkpoint's positions are fixed)"
       )
     return model
-  check_choice(config, "model.arch", families.ARCHES)
-  family = families.family(m.arch)
+  arch = new_model_arch(config)
+  family = families.family(arch)
   layers, hidden = _size(config)
   layers, hidden = m.num_layers or layers, m.hidden_size or hidden
   multiple = max(1, m.vocab_multiple)
@@ -361,7 +367,7 @@ def model_config(config, vocab_size, init_model=None, pad_id=0):
   foreign = sorted(set(given) - fields)
   if foreign:
     raise UserError(
-      f"config.model.{foreign[0]} does not apply to config.model.arch={m.arch!r}; "
+      f"config.model.{foreign[0]} does not apply to config.model.arch={arch!r}; "
       f"leave it unset (None)"
     )
   if "pad_token_id" in fields:
@@ -380,6 +386,25 @@ def model_config(config, vocab_size, init_model=None, pad_id=0):
   except ValueError as e:  # a setting the family cannot take (e.g. scan_layers)
     raise UserError(f"config.model: {e}") from None
   return model
+
+
+def new_model_arch(config) -> str:
+  """The family of a new model (a size preset): config.model.arch, "bert" when unset."""
+  if config.model.arch is None:
+    return "bert"
+  check_choice(config, "model.arch", families.ARCHES)
+  return config.model.arch
+
+
+def with_model_arch(config, model_cfg):
+  """A copy of `config` whose model.arch is `model_cfg`'s family (config.json then names
+  the family a run trained, also when it came from config.init_from).
+  """
+  if config.model.arch == model_cfg.arch:
+    return config
+  config = config.copy_and_resolve_references()
+  config.model.arch = model_cfg.arch
+  return config
 
 
 def _size(config):

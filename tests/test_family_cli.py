@@ -135,6 +135,9 @@ def test_import_adapt_finetune_export(family, corpus):
     "--config.train.steps=2",
   ]
   assert cli.main(finetune + common) == 0
+  for run in (adapted, classifier):  # the family init_from brought, not the recipe's default
+    with open(os.path.join(run, "config.json")) as f:
+      assert json.load(f)["model"]["arch"] == family
   pretraining_class, classifier_class = FAMILIES[family]
   assert cli.main(["export-hf", "--workdir", adapted, "--out", str(work / "hf_adapted")]) == 0
   auto = "AutoModelForPreTraining" if family == "albert" else "AutoModelForMaskedLM"
@@ -172,6 +175,14 @@ def _from_a_fine_tuned_run_and_other_sizes(work, imported, classifier, pretrain,
     assert cli.main(argv + common) == 2
   assert "holds a checkpoint of another model (" in err.getvalue()
   assert "fine-tune it as it is: config.model.size='checkpoint'" in err.getvalue()
+  assert not os.path.exists(resized)
+  other = "roberta"  # a family given with size 'checkpoint' must be init_from's
+  err = io.StringIO()
+  with contextlib.redirect_stderr(err):
+    assert cli.main([*pretrain[:4], resized, *pretrain[5:], f"--config.model.arch={other}"]) == 2
+  assert "config.model.arch='roberta', but config.init_from holds a distilbert model" in (
+    err.getvalue()
+  )
   assert not os.path.exists(resized)
 
 

@@ -280,7 +280,9 @@ def _student_config(config, teacher, tokenizer, init_meta):
       )
     layers = student_layers(config, arch.num_layers)
     shape = dict(teacher.meta["model"], num_layers=len(layers))
-    return config_lib.model_config(_with(config, size="checkpoint"), tokenizer.vocab_size, shape)
+    return config_lib.model_config(
+      _with(config, size="checkpoint", arch=None), tokenizer.vocab_size, shape
+    )
   if size == "checkpoint":
     return config_lib.model_config(config, tokenizer.vocab_size, init_meta["model"])
   arch = config.model.arch or teacher.model.config.arch

@@ -263,6 +263,7 @@ def finetune(config, workdir: str) -> None:
     f"config.init_from={config.init_from!r}",
     fix="fine-tune it as it is: config.model.size='checkpoint' (the default)",
   )
+  config = config_lib.with_model_arch(config, model_cfg)
   meta_extra = {}
   if config.task == embedding.TASK:
     meta_extra[embedding.TASK] = {

@@ -91,8 +91,7 @@ def validate(config) -> None:
   if not config.tokenizer.path:  # a given tokenizer brings its own kind
     config_lib.check_choice(config, "tokenizer.model_type", tokenizer_lib.TRAINED_KINDS)
   if config.model.size != "checkpoint":
-    config_lib.check_choice(config, "model.arch", families.ARCHES)
-    _check_objective(config.model.arch, d.objective)
+    _check_objective(config_lib.new_model_arch(config), d.objective)
   config_lib.check_choice(config, "data.input_format", config_lib.INPUT_FORMATS)
   config_lib.check_choice(config, "data.loader", config_lib.LOADERS)
   if d.packing and d.objective != "mlm":
@@ -352,6 +351,7 @@ def _pretrain(config, workdir, mesh, init):
   _check_init_tokenizer(config, init, manifest)
   model_cfg = config_lib.model_config(config, manifest["vocab_size"], init and init[2]["model"])
   family = _check_objective(model_cfg.arch, config.data.objective)
+  config = config_lib.with_model_arch(config, model_cfg)
   model = family.pretraining(model_cfg)
   if note := mlm_alone_note(model_cfg, init):
     log(note)
