@@ -27,10 +27,11 @@ import os
 import signal
 import sys
 import threading
+import traceback
 
 import jax
 
-from bert_jax import compile_cache, host_memory
+from bert_jax import compile_cache, host_memory, multihost
 from bert_jax.errors import PREEMPTED_EXIT_CODE, Preempted, Terminated, UserError
 from bert_jax.recipe_args import parse_config
 
@@ -394,21 +395,40 @@ def report_errors(function, *args):
     print(str(e), file=sys.stderr)
     return PREEMPTED_EXIT_CODE
   except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+    return _failed(2, f"error: {e}")
   except BrokenPipeError:  # `bert-jax ... | head`: the reader has stopped; no traceback
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
   except OSError as e:
     if e.errno not in _USER_OS_ERRORS:
+      _stop_cluster_on(e)
       raise
     where = f": {e.filename}" if e.filename else ""
-    print(f"error: {e.strerror}{where}; choose a writable location with room", file=sys.stderr)
-    return 2
+    return _failed(2, f"error: {e.strerror}{where}; choose a writable location with room")
   except KeyboardInterrupt:
     print("\ninterrupted; run the same command again to resume", file=sys.stderr)
     return 130
+  except Exception as e:
+    _stop_cluster_on(e)
+    raise
   return status or 0
+
+
+def _failed(status: int, line: str) -> int:
+  """Prints the error `line` and returns `status`; in a jax.distributed cluster every
+  process ends with that line and status (multihost.stop_all), at once.
+  """
+  multihost.stop_all(status, line)  # returns only outside a cluster
+  print(line, file=sys.stderr)
+  return status
+
+
+def _stop_cluster_on(e: BaseException) -> None:
+  """A failure that is a bug (its traceback) ends every process of a cluster too."""
+  if multihost.in_cluster():
+    text = "".join(traceback.format_exception(e)).rstrip()
+    first = (str(e).splitlines() or [""])[0]
+    multihost.stop_all(1, f"{text}\nerror: process failed: {type(e).__name__}: {first}")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,9 @@ SIZES = {
   "large": (24, 1024),
 }
 
+# config.model.dtype / param_dtype: XLA:CPU has no float16 matmul, and the step keeps no
+# loss scale, so float16 is not offered.
+DTYPES = ("float32", "bfloat16")
 OBJECTIVES = ("nsp", "sop", "mlm")
 INPUT_FORMATS = ("auto", "bert", "document", "jsonl")
 LOADERS = ("auto", "tf.data", "threads")
@@ -465,13 +468,16 @@ def check_choice(config, key: str, choices) -> None:
 
 
 def validate_common(config) -> None:
-  """The checks every job shares: model size, remat policy, batch, learning rate,
-  accumulation, logging.
+  """The checks every job shares: model size, remat policy, dtypes, batch, learning rate,
+  accumulation, logging, checkpoints kept.
 
   Each job's `validate` calls this, then checks its own keys. Raises UserError.
   """
   _size(config)
   check_choice(config, "model.remat_policy", REMAT_POLICIES)
+  for key in ("model.dtype", "model.param_dtype"):
+    check_choice(config, key, DTYPES)
+  check_positive(config, "checkpoint.keep")
   for key in ("train.batch_size", "train.accum_steps", "train.log_every_steps"):
     check_positive(config, key)
   if not config.train.learning_rate > 0:

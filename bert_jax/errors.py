@@ -27,8 +27,11 @@ class Preempted(Exception):
   """A run stopped by SIGTERM / Ctrl-C after its checkpoint at `step` was committed."""
 
   def __init__(self, step: int, directory: str, signal_name: str = "SIGTERM"):
+    how = (
+      "interrupted at step {} (Ctrl-C)" if signal_name == "SIGINT" else "preempted at step {} ({})"
+    )
     super().__init__(
-      f"preempted at step {step} ({signal_name}): checkpoint saved in {directory}; "
+      f"{how.format(step, signal_name)}: checkpoint saved in {directory}; "
       f"run the same command to resume"
     )
     self.step = step

@@ -6,7 +6,17 @@ Without this, process 0 failing (bad input found while preparing data) left the 
 waiting at the next barrier, and the run ended five minutes later when JAX's shutdown
 barrier timed out, every process aborting with a stack trace. Now every process stops at
 once with process 0's error line. With one process these run `run()` and nothing more.
+
+An error met by one process alone (a damaged shard only its lane reads) is told to the
+others through the coordination service: `watch_for_failures` (started with the cluster)
+prints the failing process's line and exits with its status; `stop_all` is what the
+failing process does after printing it.
 """
+
+import os
+import sys
+import threading
+import time
 
 import jax
 import numpy as np
@@ -67,3 +77,108 @@ def broadcast_text(text: str) -> str:
   data[: len(raw)] = np.frombuffer(raw, np.uint8)
   out = np.asarray(multihost_utils.broadcast_one_to_all(data))
   return out.tobytes().rstrip(b"\0").decode("utf-8", errors="replace")
+
+
+_FAILURE_KEY = "bert_jax/failure"  # "PROCESS STATUS LINE" of the first process to fail
+_ACK_SECONDS = 10  # how long a failing process waits for the others to have read it
+
+
+def _client():
+  """The jax.distributed client of this process, or None outside a cluster."""
+  if "jax" not in sys.modules:
+    return None
+  from jax._src import distributed
+
+  return distributed.global_state.client
+
+
+def in_cluster() -> bool:
+  """Whether this process is one of several in a jax.distributed cluster."""
+  return _client() is not None and jax.process_count() > 1
+
+
+_ending = threading.Lock()  # held by the thread that ends this process on a failure
+
+
+def watch_for_failures() -> None:
+  """Starts a daemon thread that ends this process when another fails (`stop_all`): it
+  prints that process's error line and exits with its status. The main thread may be
+  inside a collective the failed process will never join; without this it would wait
+  there until JAX's shutdown barrier aborted every process, minutes later.
+  """
+  if not in_cluster():
+    return
+  client, me = _client(), jax.process_index()
+
+  def watch():
+    while True:
+      try:
+        value = client.blocking_key_value_get(_FAILURE_KEY, 60_000)
+      except Exception as e:  # a timeout: watch on; the service gone: the run is over
+        if "DEADLINE_EXCEEDED" in str(e):
+          continue
+        return
+      process, status, line = value.split(" ", 2)
+      if int(process) == me or not _ending.acquire(blocking=False):
+        return  # this process is failing too: its main thread prints and exits
+      print(f"{line} (on process {process})", file=sys.stderr, flush=True)
+      _mark(client, "read", me)
+      _exit(client, me, int(status))
+
+  threading.Thread(target=watch, name="bert_jax-failure-watch", daemon=True).start()
+
+
+def stop_all(status: int, text: str) -> None:
+  """Ends a cluster's run on this process's failure: prints `text` (an error; its last
+  line is the one told), tells the others (each prints that line and exits with
+  `status`), waits a few seconds for them to have read it, and exits at once, skipping
+  JAX's shutdown barrier, which they will not reach. Outside a cluster: returns (the
+  caller prints).
+  """
+  if not in_cluster():
+    return
+  if not _ending.acquire(blocking=False):  # another process's failure is ending this one
+    threading.Event().wait()
+  client, me = _client(), jax.process_index()
+  print(text, file=sys.stderr, flush=True)
+  line = text.strip().splitlines()[-1] if text.strip() else f"error: exit status {status}"
+  try:
+    client.key_value_set(_FAILURE_KEY, f"{me} {status} {line}")
+  except Exception:  # another process failed first: it told the others
+    pass
+  _mark(client, "read", me)
+  _wait_for_marks(client, "read", range(jax.process_count()))
+  _exit(client, me, status)
+
+
+def _mark(client, what: str, me: int) -> None:
+  """Marks process `me` as having done `what` ("read" the failure, or "exiting")."""
+  try:
+    client.key_value_set(f"{_FAILURE_KEY}/{what}/{me}", "")
+  except Exception:
+    pass
+
+
+def _wait_for_marks(client, what: str, processes) -> None:
+  """Waits (at most _ACK_SECONDS in all) until each of `processes` has marked `what`."""
+  deadline = time.monotonic() + _ACK_SECONDS
+  for process in processes:
+    left_ms = int(max(0.0, deadline - time.monotonic()) * 1000)
+    try:
+      client.blocking_key_value_get(f"{_FAILURE_KEY}/{what}/{process}", max(1, left_ms))
+    except Exception:  # gone, or not answering: go on
+      return
+
+
+def _exit(client, me: int, status: int) -> None:
+  """Exits now, process 0 last: it hosts the coordination service, whose end aborts every
+  process still running (with a stack trace instead of its error line).
+  """
+  sys.stdout.flush()
+  sys.stderr.flush()
+  if me == 0:
+    _wait_for_marks(client, "exiting", range(1, jax.process_count()))
+    time.sleep(0.5)  # for the last of them to be gone
+  else:
+    _mark(client, "exiting", me)
+  os._exit(status)

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
+from bert_jax import multihost
 from bert_jax.errors import UserError
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -191,3 +192,4 @@ def initialize_distributed():
         f"TPU, SLURM, MPI and Kubernetes, elsewhere set JAX_COORDINATOR_ADDRESS=HOST:PORT, "
         f"JAX_NUM_PROCESSES and JAX_PROCESS_ID in each process"
       ) from None
+  multihost.watch_for_failures()

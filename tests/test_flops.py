@@ -160,7 +160,7 @@ def test_the_bar_s_eta_leaves_the_compile_out():
   bar's ETA is 40 s, not the minutes the compile would make it.
   """
   now = [0.0]
-  progress = metrics.Progress(400, 800, batch_size=8)
+  progress = metrics.Progress(400, 800, batch_size=8, plain=False)
   bar = progress._bar
   bar._time = lambda: now[0]  # tqdm's clock
   bar.last_print_t = bar.start_t = 0.0
@@ -174,3 +174,27 @@ def test_the_bar_s_eta_leaves_the_compile_out():
   eta = (info["total"] - info["n"]) / info["rate"]
   progress.close()
   assert eta == pytest.approx(38.0, rel=0.15)  # 380 steps at 10 a second (not 1527 s)
+
+
+def test_a_log_file_gets_plain_lines_with_the_time_left(monkeypatch, capsys):
+  """A stderr that is no terminal (a SLURM .out): a line per metrics update, no bar. The time
+  left counts the training steps alone: 10 steps in 3 s, an eval of 5 s left out.
+  """
+  clock = iter([100.0, 103.0, 103.0, 108.0, 109.5, 109.5])
+  monkeypatch.setattr(metrics.time, "perf_counter", lambda: next(clock))
+  progress = metrics.Progress(0, 110, batch_size=8)  # captured stderr: not a terminal
+  progress.update(1, {"loss": 9.87654})  # before the timing: no time
+  progress.start_timing(1)  # t = 100
+  progress.rates(11)  # t = 103
+  progress.update(11, {"loss": 7.5})  # t = 103: 0.3 s a step, 99 steps left
+  progress.start_timing(11)  # t = 108: after a 5 s eval
+  progress.write("eval step 11: loss 7.4")
+  progress.rates(16)  # t = 109.5
+  progress.update(16, {"loss": 7.25, "seq_per_s": 26.67})  # t = 109.5: 4.5 s of 15 steps
+  progress.close()
+  assert capsys.readouterr().err.splitlines() == [
+    "step 1/110: loss 9.877",
+    "step 11/110: loss 7.5; 00:03 elapsed, about 00:29 left",
+    "eval step 11: loss 7.4",
+    "step 16/110: loss 7.25, seq_per_s 26.67; 00:09 elapsed, about 00:28 left",
+  ]

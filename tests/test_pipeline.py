@@ -3,6 +3,7 @@ epochs, exact resume, tf.data and threads alike, and no process starved by anoth
 """
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -282,3 +283,19 @@ def test_a_split_with_fewer_shards_than_lanes_is_read_in_fewer(prepared):
   )
   eval_rows = _stream(prepared, split="eval", lanes=8, log=pytest.fail, shuffle=False).batch_at(0)
   assert eval_rows["input_ids"].shape == (8, 32)
+
+
+def test_a_damaged_shard_is_one_line_naming_the_files_to_rewrite(prepared, tmp_path):
+  """A shard cut short (a damaged disk or copy), found by its size in the manifest, is
+  one line that names the shard and what `prepare` needs removed to rewrite its unit alone.
+  """
+  data_dir, manifest = prepared
+  copy = tmp_path / "data"
+  shutil.copytree(data_dir, copy)
+  shard = copy / manifest["splits"]["train"]["shards"][0]["file"]
+  shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+  with pytest.raises(pipeline.UserError) as caught:  # found when the lanes open the shards
+    pipeline.Stream(str(copy), manifest, "train", batch_size=8, seed=3, max_predictions=5)
+  unit = shard.name.split("-")[-1].split(".")[0]
+  assert f"the shard {shard} is damaged (" in str(caught.value)
+  assert f"delete it, shards/unit-{unit}.json and manifest.json in {copy}" in str(caught.value)

@@ -23,13 +23,15 @@ place.
 """
 
 import concurrent.futures
+import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from bert_jax import storage
-from bert_jax.data import masking, records
+from bert_jax.data import masking, prepare, records, units
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
 
@@ -90,10 +92,13 @@ class _Lane:
     mine = numbered_shards[lane::lanes]
     from array_record.python import array_record_module
 
-    self.readers = [
-      array_record_module.ArrayRecordReader(_local_shard(data_dir, s, cache_dir), _RANDOM_ACCESS)
-      for _, s in mine
-    ]
+    self.names = [storage.join(data_dir, s["file"]) for _, s in mine]  # for messages
+    self.data_dir = data_dir
+    self.readers = []
+    for name, (_, shard) in zip(self.names, mine):
+      local = _local_shard(data_dir, shard, cache_dir)
+      with self._damaged_names(name):
+        self.readers.append(array_record_module.ArrayRecordReader(local, _RANDOM_ACCESS))
     self.shard_numbers = np.array([i for i, _ in mine], np.int64)
     self.starts = np.cumsum([0] + [s["rows"] for _, s in mine])
     self.size = int(self.starts[-1])
@@ -107,17 +112,40 @@ class _Lane:
     with self.lock:
       for w in np.unique(which):
         rows = np.flatnonzero(which == w)
-        for row, record in zip(rows, self.readers[w].read(offsets[rows].tolist())):
+        with self._damaged_names(self.names[w]):
+          records = self.readers[w].read(offsets[rows].tolist())
+        for row, record in zip(rows, records):
           out[row] = record
     return out, (self.shard_numbers[which] << 32) | offsets
+
+  @contextlib.contextmanager
+  def _damaged_names(self, name: str):
+    """A shard ArrayRecord cannot read (a damaged disk or copy) as one line with the fix."""
+    try:
+      yield
+    except RuntimeError as e:
+      raise _damaged(name, self.data_dir, str(e).splitlines()[0][:160]) from None
+
+
+def _damaged(name: str, data_dir: str, why: str) -> UserError:
+  """Bad input: the shard `name` of the prepared data in `data_dir` is damaged (`why`)."""
+  unit = os.path.basename(name).split("-")[-1].split(".")[0]
+  return UserError(
+    f"the shard {name} is damaged ({why}); delete it, {units.SHARDS}/unit-{unit}.json and "
+    f"{prepare.MANIFEST} in {data_dir}, then run `bert-jax prepare` with the same "
+    f"settings: it rewrites that unit alone"
+  )
 
 
 def _local_shard(data_dir: str, shard: dict, cache_dir: str) -> str:
   """A local path of a shard of the manifest: in place, or a checked copy in `cache_dir`."""
   path = storage.join(data_dir, shard["file"])
-  if not storage.is_remote(path):
-    return path
   expected = shard.get("bytes")
+  if not storage.is_remote(path):
+    size = os.path.getsize(path) if os.path.exists(path) else None
+    if expected is not None and size is not None and size != expected:
+      raise _damaged(path, data_dir, f"{size} bytes where {prepare.MANIFEST} says {expected}")
+    return path
   try:
     return storage.checked_copy(
       path,

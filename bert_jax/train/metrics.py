@@ -172,9 +172,20 @@ class MetricWriter:
         self._tb_local = self._tb_remote = None
 
 
+def _is_terminal(stream) -> bool:
+  try:
+    return stream.isatty()
+  except (AttributeError, ValueError):  # no isatty, or closed
+    return False
+
+
 class Progress:
   """A tqdm bar over steps showing the job's train metrics (loss, accuracy, sequences/s,
   MFU) and the ETA, and the step timing behind `seq_per_s` and `mfu`.
+
+  Where stderr is not a terminal (a log file: SLURM's .out, a TPU worker's log, a pipe) a
+  bar would be one line of carriage returns; there each metrics update is a plain line
+  instead: `step 200/1000: loss 5.12, ...; 3:20 elapsed, about 13:20 left`.
 
   The timing runs from `start_timing` (the loop calls it after the first step's call, which
   compiles the step, and after each eval and checkpoint save, which the device has finished
@@ -182,30 +193,42 @@ class Progress:
   the syncs the loop makes anyway (fetching the logged metrics).
   """
 
-  def __init__(self, start_step, total_steps, batch_size, flops_per_seq=None, peak_flops=None):
+  def __init__(
+    self, start_step, total_steps, batch_size, flops_per_seq=None, peak_flops=None, plain=None
+  ):
     """`flops_per_seq` (model FLOPs of a training row) and `peak_flops` (of every device of
-    the run, `flops.peak_flops`): both given, `rates` includes MFU.
+    the run, `flops.peak_flops`): both given, `rates` includes MFU. `plain`: lines instead
+    of a bar (None: when stderr is not a terminal).
     """
     self.batch_size, self.flops_per_seq, self.peak_flops = batch_size, flops_per_seq, peak_flops
+    self._plain = not _is_terminal(sys.stderr) if plain is None else plain
+    self._shown = jax.process_index() == 0
     self._bar = tqdm(
       total=total_steps,
       initial=start_step,
       unit="step",
       dynamic_ncols=True,
       file=sys.stderr,
-      disable=jax.process_index() != 0,
+      disable=not self._shown or self._plain,
       mininterval=1.0,
     )
+    self._total = total_steps
     self._last_step = self._last_time = None  # no timing before `start_timing`
+    self._first = None  # (step, time) of the first `start_timing`: the plain lines' ETA
+    self._paused = 0.0  # seconds of evals and saves since then, left out of the ETA
 
   def start_timing(self, step):
     """Times the steps after `step` from now. The first call (after the step compiled, and
     a resumed run restored its state) also restarts the bar's clock from there, so that
     its rate and ETA leave the compile out.
     """
+    now = time.perf_counter()
     if self._last_time is None:
       self._bar.unpause()
-    self._last_step, self._last_time = step, time.perf_counter()
+      self._first = (step, now)
+    elif self._last_step == step:  # an eval or a save since the last timed step
+      self._paused += now - self._last_time
+    self._last_step, self._last_time = step, now
 
   def rates(self, step):
     """{"seq_per_s", "mfu"} over the steps timed up to `step` (restarting the timing);
@@ -226,9 +249,31 @@ class Progress:
     self._bar.update(step - self._bar.n)
     if metrics:
       self._bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items()}, refresh=False)
+      if self._plain and self._shown:
+        print(self._plain_line(step, metrics), file=sys.stderr, flush=True)
+
+  def _plain_line(self, step, metrics):
+    """`step N/TOTAL: key value, ...; M:SS elapsed, about M:SS left` (no time before the
+    timing starts, after the first step).
+    """
+    values = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+    line = f"step {step}/{self._total}: {values}"
+    if self._first is None or step <= self._first[0]:
+      return line
+    first_step, first_time = self._first
+    elapsed = time.perf_counter() - first_time
+    per_step = max(elapsed - self._paused, 0.0) / (step - first_step)
+    left = tqdm.format_interval(per_step * (self._total - step))
+    return f"{line}; {tqdm.format_interval(elapsed)} elapsed, about {left} left"
 
   def write(self, line):
-    self._bar.write(line, file=sys.stderr)
+    """Prints `line` (an eval, a save) under the bar, from process 0 only."""
+    if not self._shown:
+      return
+    if self._plain:
+      print(line, file=sys.stderr, flush=True)
+    else:
+      self._bar.write(line, file=sys.stderr)
 
   def close(self):
     self._bar.close()

@@ -49,6 +49,8 @@ def validate(config) -> None:
     UserError: naming the key, its value and what would work.
   """
   config_lib.validate_common(config)
+  if config.train.warmup_steps < 0:
+    raise UserError(f"config.train.warmup_steps={config.train.warmup_steps} must be 0 or more")
   for key in (
     "train.steps",
     "checkpoint.every_steps",
@@ -332,10 +334,10 @@ def _check_objective(arch, objective):
 
 def pretrain(config, workdir):
   """Runs (or resumes) pretraining as `config` says, writing everything under `workdir`."""
-  config = lanes_for_the_batch(config)
-  validate(config)
+  validate(lanes_for_the_batch(config, say=lambda _: None))
   if config.distributed:
     sharding.initialize_distributed()
+  config = lanes_for_the_batch(config)  # its line: after the cluster is joined
   mesh = _check_devices(config)
   _refuse_other_runs(workdir)
   config = run_lib.with_inherited_tokenizer(config)
