@@ -13,6 +13,7 @@ prints the failing process's line and exits with its status; `stop_all` is what 
 failing process does after printing it.
 """
 
+import atexit
 import os
 import sys
 import threading
@@ -26,12 +27,18 @@ from bert_jax.errors import UserError
 _TEXT_BYTES = 2048
 
 
+class SharedFailure(UserError):
+  """Process 0's failure, raised on every other process by `on_process_zero`: all of them
+  end with it, so none tells the others (`stop_all`).
+  """
+
+
 def on_process_zero(run):
   """`run()` on process 0 only; returns its result there (None elsewhere).
 
   Raises:
-    UserError: on every other process, with process 0's error (process 0 raises its own
-      exception, traceback and all).
+    SharedFailure: on every other process, with process 0's error and "(on process 0)"
+      (process 0 raises its own exception, traceback and all).
   """
   if jax.process_count() == 1:
     return run()
@@ -47,7 +54,7 @@ def on_process_zero(run):
   if failure is not None:
     raise failure
   if error:
-    raise UserError(error)
+    raise SharedFailure(f"{error} (on process 0)")
   return result
 
 
@@ -101,19 +108,22 @@ _ending = threading.Lock()  # held by the thread that ends this process on a fai
 
 
 def watch_for_failures() -> None:
-  """Starts a daemon thread that ends this process when another fails (`stop_all`): it
-  prints that process's error line and exits with its status. The main thread may be
-  inside a collective the failed process will never join; without this it would wait
-  there until JAX's shutdown barrier aborted every process, minutes later.
+  """Starts a thread that ends this process when another fails (`stop_all`): it prints
+  that process's error line and exits with its status. The main thread may be inside a
+  collective the failed process will never join; without this it would wait there until
+  JAX's shutdown barrier aborted every process, minutes later. The thread polls each
+  second and is stopped at exit (a thread still inside the client's call when Python
+  finalizes aborts the process).
   """
   if not in_cluster():
     return
   client, me = _client(), jax.process_index()
+  stopped = threading.Event()
 
   def watch():
-    while True:
+    while not stopped.is_set():
       try:
-        value = client.blocking_key_value_get(_FAILURE_KEY, 60_000)
+        value = client.blocking_key_value_get(_FAILURE_KEY, 1000)
       except Exception as e:  # a timeout: watch on; the service gone: the run is over
         if "DEADLINE_EXCEEDED" in str(e):
           continue
@@ -125,15 +135,22 @@ def watch_for_failures() -> None:
       _mark(client, "read", me)
       _exit(client, me, int(status))
 
-  threading.Thread(target=watch, name="bert_jax-failure-watch", daemon=True).start()
+  watcher = threading.Thread(target=watch, name="bert_jax-failure-watch", daemon=True)
+  watcher.start()
+
+  def stop():
+    stopped.set()
+    watcher.join(timeout=5)
+
+  atexit.register(stop)  # before JAX's own shutdown (atexit runs last-registered first)
 
 
-def stop_all(status: int, text: str) -> None:
+def stop_all(status: int, text: str, tell: bool = True) -> None:
   """Ends a cluster's run on this process's failure: prints `text` (an error; its last
   line is the one told), tells the others (each prints that line and exits with
-  `status`), waits a few seconds for them to have read it, and exits at once, skipping
-  JAX's shutdown barrier, which they will not reach. Outside a cluster: returns (the
-  caller prints).
+  `status`; not when `tell` is False: a failure every process shares), waits a few
+  seconds for them to have read it, and exits at once, skipping JAX's shutdown barrier,
+  which they will not reach. Outside a cluster: returns (the caller prints).
   """
   if not in_cluster():
     return
@@ -142,12 +159,14 @@ def stop_all(status: int, text: str) -> None:
   client, me = _client(), jax.process_index()
   print(text, file=sys.stderr, flush=True)
   line = text.strip().splitlines()[-1] if text.strip() else f"error: exit status {status}"
-  try:
-    client.key_value_set(_FAILURE_KEY, f"{me} {status} {line}")
-  except Exception:  # another process failed first: it told the others
-    pass
+  if tell:
+    try:
+      client.key_value_set(_FAILURE_KEY, f"{me} {status} {line}")
+    except Exception:  # another process failed first: it told the others
+      pass
   _mark(client, "read", me)
-  _wait_for_marks(client, "read", range(jax.process_count()))
+  if tell:
+    _wait_for_marks(client, "read", range(jax.process_count()))
   _exit(client, me, status)
 
 

@@ -81,6 +81,29 @@ def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
   return out
 
 
+def check_same_init_from(config, workdir: str) -> None:
+  """Bad input: resuming the run in `workdir` with another config.init_from than it
+  started from. init_from is read when a run starts; a resumed run goes on from its own
+  checkpoint, so a new init_from would be ignored while config.json claimed it.
+  """
+  new = config.init_from
+  old = (read_config(workdir) or {}).get("init_from")
+  if not new or (old and _same_place(old, new)):
+    return
+  began = f"from config.init_from={old!r}" if old else "without config.init_from"
+  raise UserError(
+    f"{workdir} holds a run started {began}, and resuming it goes on from its own "
+    f"checkpoint: config.init_from={new!r} would be ignored; use a new --workdir to start "
+    f"from it (or resume with the init_from the run started with)"
+  )
+
+
+def _same_place(a: str, b: str) -> bool:
+  """Whether two run paths name the same run (as written, or once made absolute)."""
+  a, b = workdir_of(a), workdir_of(b)
+  return a == b or storage.absolute(a) == storage.absolute(b)
+
+
 def read_config(workdir: str) -> dict | None:
   """The run's config.json as a dict, or None when there is none."""
   config_path = path(workdir, CONFIG)

@@ -285,6 +285,27 @@ def test_resume_is_exact(student, teacher, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_workdir_of_another_run_or_init_from_is_refused_before_the_teacher_labels(
+  student, teacher, tmp_path
+):
+  """The teacher's own workdir, or a resume with a new init_from (which a resumed run would
+  ignore), is one line before the teacher labels the train rows.
+  """
+  rc, out, err = _distill(teacher["workdir"], teacher, *STUDENT)
+  assert rc == 2 and "labels" not in out, out
+  assert err.strip() == (
+    f"error: {teacher['workdir']} holds a fine-tuned run (the teacher itself), not a "
+    f"distillation run; distil into a new --workdir"
+  )
+  resumed = str(tmp_path / "resumed")
+  shutil.copytree(student["workdir"], resumed)
+  other = ["--config.model.size=checkpoint", f"--config.init_from={teacher['imported']}"]
+  rc, out, err = _distill(resumed, teacher, *STUDENT, *other)
+  assert rc == 2 and "labels" not in out, out
+  assert "holds a run started without config.init_from, and resuming it goes on from its" in err
+
+
+@pytest.mark.slow
 def test_evaluate_predict_and_export_work_on_the_student(student, teacher, tmp_path):
   workdir, eval_file = student["workdir"], teacher["files"]["eval"]
   rc, out, err = _cli("evaluate", "--workdir", workdir)

@@ -224,7 +224,8 @@ def test_bad_input_found_by_process_0_stops_every_process_at_once(tmp_path, data
       p.kill()
   assert [p.returncode for p in procs] == [2, 2], [e[-2000:] for e in errs]
   lines = [e.strip().splitlines()[-1] for e in errs]
-  assert lines[0] == lines[1] and "prepared with other settings (max_seq_length: 32" in lines[0]
+  assert "prepared with other settings (max_seq_length: 32" in lines[0]
+  assert lines[1] == f"{lines[0]} (on process 0)"
 
 
 @pytest.mark.slow

@@ -397,6 +397,16 @@ def test_init_from_takes_parameters_of_another_run(capsys, tmp_path, data_dir, u
     == 0
   )
   assert f"init_from: parameters of {uninterrupted}/checkpoints step 40" in capsys.readouterr().out
+  # Resumed with another init_from, which a resumed run would ignore: one line.
+  elsewhere = tmp_path / "elsewhere"
+  argv = ["pretrain", "--workdir", str(tmp_path / "c"), f"--config.init_from={elsewhere}"]
+  line = _error_line(capsys, argv + common[:2] + ["--config.train.steps=4"] + common[3:])
+  assert line == (
+    f"error: {tmp_path / 'c'} holds a run started from config.init_from={str(uninterrupted)!r}, "
+    f"and resuming it goes on from its own checkpoint: config.init_from={str(elsewhere)!r} "
+    f"would be ignored; use a new --workdir to start from it (or resume with the init_from "
+    f"the run started with)"
+  )
   source_loss = [r for r in _metrics(uninterrupted) if r["split"] == "train"][-1]["loss"]
   first = _metrics(tmp_path / "c")[0]
   assert first["step"] == 1

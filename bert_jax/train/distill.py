@@ -368,6 +368,10 @@ def _distill(config, workdir, teacher):
       f"{teacher.model.config.max_length} positions"
     )
   resume_meta = run_lib.latest_meta(workdir)
+  teacher_path = storage.absolute(run_lib.workdir_of(config.teacher))
+  if resume_meta:  # the run's kind and teacher, before the teacher labels anything
+    _check_resume(workdir, config, None, teacher_path, resume_meta)
+    run_lib.check_same_init_from(config, workdir)
 
   train = data_lib.read(config.data.train, config)
   labels = _label_map(config, train, teacher, resume_meta)
@@ -401,6 +405,12 @@ def _distill(config, workdir, teacher):
     log(f"teacher eval{where}: {_scores_line(teacher_eval)}")
   student_abstract = run_lib.abstract_params(model)
   log(_counts_line(teacher.params, student_abstract))
+  if param_counts(student_abstract)[1] > param_counts(teacher.params)[1]:
+    log(
+      "note: the student is larger than the teacher; distillation pays with a smaller one "
+      "(--config.model.size=mini, or the teacher's own layers: --config.model.size=teacher "
+      "--config.distill.student_layers=0,2,4)"
+    )
 
   if config.model.size == "teacher":
     init_params = functools.partial(
@@ -412,7 +422,6 @@ def _distill(config, workdir, teacher):
     )
   else:
     init_params = None
-  teacher_path = storage.absolute(run_lib.workdir_of(config.teacher))
   job = loop.Job(
     model=model,
     objective=distillation.Distillation(model, config.distill.temperature, config.distill.alpha),
@@ -456,6 +465,12 @@ def _check_resume(workdir, config, labels, teacher_path, meta):
   """Refuses a checkpoint of another task, label set or teacher."""
   finetune._check_resume(workdir, config, labels, meta)
   saved = (meta.get("distilled_from") or {}).get("teacher")
+  if saved is None:
+    itself = " (the teacher itself)" if storage.absolute(workdir) == teacher_path else ""
+    raise UserError(
+      f"{workdir} holds a fine-tuned run{itself}, not a distillation run; distil into a new "
+      f"--workdir"
+    )
   if saved != teacher_path:
     raise UserError(
       f"{workdir} was distilled from {saved}, not config.teacher={config.teacher}; use a "

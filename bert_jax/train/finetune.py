@@ -249,6 +249,7 @@ def finetune(config, workdir: str) -> None:
   resume_meta = run_lib.latest_meta(workdir)
   if resume_meta:  # the run's kind and task, before any data is read (labels: later)
     _check_resume(workdir, config, None, resume_meta)
+    run_lib.check_same_init_from(config, workdir)
 
   train = data_lib.read(config.data.train, config)
   if config.task == embedding.TASK:

@@ -170,7 +170,11 @@ def _train(config, workdir, job, stop):
       start = 0
       state = _initial_state(create, state_sh, abstract, job)
     if start >= job.steps:  # config.json stays the one of the steps that were trained
-      log(f"nothing to do: the latest checkpoint is at step {start} of {job.steps}")
+      past = f", past the {job.steps} steps asked" if start > job.steps else f" of {job.steps}"
+      log(
+        f"nothing to do: the latest checkpoint is at step {start}{past}; raise "
+        f"config.train.steps to train on"
+      )
       return
     if resumed:
       _log_changes(config, workdir)

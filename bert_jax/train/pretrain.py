@@ -188,11 +188,14 @@ def _check_tokenizer(config, manifest, data_dir):
       )
 
 
-def _refuse_other_runs(workdir):
-  """A workdir to pretrain in holds nothing or a pretraining run: not an `import-hf`
-  starting point (no optimizer state), nor a fine-tuned run.
+def _refuse_other_runs(config, workdir):
+  """A workdir to pretrain in holds nothing or a pretraining run (resumed with the
+  init_from it started with): not an `import-hf` starting point (no optimizer state), nor
+  a fine-tuned run.
   """
   meta = run_lib.latest_meta(workdir) or {}
+  if meta and not meta.get("imported_from") and not meta.get("task"):  # resuming
+    run_lib.check_same_init_from(config, workdir)
   if meta.get("imported_from"):
     raise UserError(
       f"{workdir} holds a checkpoint imported from {meta['imported_from']} (parameters "
@@ -339,7 +342,7 @@ def pretrain(config, workdir):
     sharding.initialize_distributed()
   config = lanes_for_the_batch(config)  # its line: after the cluster is joined
   mesh = _check_devices(config)
-  _refuse_other_runs(workdir)
+  _refuse_other_runs(config, workdir)
   config = run_lib.with_inherited_tokenizer(config)
   init = _open_init_from(config)
   _check_positions(config, init)
@@ -360,7 +363,11 @@ def _pretrain(config, workdir, mesh, init):
   if note := size_note(config.model):
     log(note)
   t, d = config.train, config.data
-  tx, schedule = optimizer_lib.make_optimizer(t, warmup_steps=warmup_steps(t))
+  warmup = warmup_steps(t)
+  tx, schedule = optimizer_lib.make_optimizer(t, warmup_steps=warmup)
+  if warmup != t.warmup_steps:  # config.json records the warmup the run has
+    config = config.copy_and_resolve_references()
+    config.train.warmup_steps = warmup
 
   def check_resume(meta):
     if meta["tokenizer_fingerprint"] != manifest["tokenizer_fingerprint"]:
