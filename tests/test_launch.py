@@ -2,15 +2,19 @@
 `srun` / `scontrol` (tests/fake_cloud/, first on PATH, recording every call).
 
 The fake TPU workers are local processes (CPU JAX, jax.distributed over localhost) and the
-workdir is a local path all of them see. The run is a tiny BERT on a few of CPython's doc
-topics, 20 steps with checkpoints every 10. The final numbers are checked against an
-uninterrupted 2-process run of the same command. Every run shares one JAX compilation
-cache, so only the first compiles.
+workdir is a local path all of them see. The slow tests' run is a tiny BERT on a few of
+CPython's doc topics, 20 steps with checkpoints every 10. The final numbers are checked
+against an uninterrupted 2-process run of the same command. Every run shares one JAX
+compilation cache, so only the first compiles. The fast tests of the launcher's own logic
+run tests/fake_cloud/fake_pretrain on the workers instead (`--python`): it trains nothing,
+notes each start in its workdir and exits as its FAKE_RUN_* variables say.
 """
 
 import json
 import os
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -30,6 +34,7 @@ from tests.conftest import (
 
 TPU = os.path.join(ROOT, "launch", "tpu.py")
 FAKE = os.path.join(ROOT, "tests", "fake_cloud")
+FAKE_PYTHON = os.path.join(FAKE, "fake_pretrain")
 RUN = [
   *TINY_TWO_LANES,
   "--config.train.steps=20",
@@ -41,6 +46,8 @@ RUN = [
   "--config.eval.steps=1",
 ]
 SLICE = ["--name", "bert", "--zone", "us-west4-a"]
+V4 = [*SLICE, "--accelerator-type", "v4-16", "--poll", "0.1"]  # two workers
+DOWN = "`launch/tpu.py down --name bert --zone us-west4-a` deletes it"
 # `gcloud compute tpus queued-resources create`'s flags, from Google's reference
 # (cloud.google.com/sdk/gcloud/reference/compute/tpus/queued-resources/create) plus the
 # gcloud-wide --project; --best-effort is only in the alpha group.
@@ -114,10 +121,49 @@ def _records(workdir):
   }
 
 
-def _tpu(env, *args):
+def _tpu(env, *args, timeout=600):
   return subprocess.run(
-    [sys.executable, TPU, *args], env=env, capture_output=True, text=True, timeout=600
+    [sys.executable, TPU, *args], env=env, capture_output=True, text=True, timeout=timeout
   )
+
+
+def _job(workdir, *more):
+  """`run` / `watch` flags of a fake_pretrain run in `workdir`."""
+  job = ["--config", "configs/demo.py", "--workdir", str(workdir), "--shared-workdir"]
+  return [*job, "--python", FAKE_PYTHON, *more]
+
+
+def _starts(workdir):
+  """The fake_pretrain processes started in `workdir` (one line each)."""
+  try:
+    with open(os.path.join(workdir, "started.jsonl")) as f:
+      return len(f.readlines())
+  except FileNotFoundError:
+    return 0
+
+
+def _on_workers(env, name):
+  """~/bert_jax_run/NAME of each of the slice's two workers (None where it is missing)."""
+  found = []
+  for i in range(2):
+    path = os.path.join(env["FAKE_CLOUD_DIR"], "nodes", "bert", f"worker{i}", "bert_jax_run", name)
+    found.append(open(path).read().strip() if os.path.exists(path) else None)
+  return found
+
+
+def _wait_for(check, seconds=30):
+  deadline = time.time() + seconds
+  while not check():
+    assert time.time() < deadline, "timed out waiting"
+    time.sleep(0.1)
+
+
+def _one_error(result, start):
+  """The result is one `error:` line starting with `start`, and exit status 2."""
+  assert result.returncode == 2, result.stdout + result.stderr
+  assert len(result.stderr.splitlines()) == 1, result.stderr
+  assert result.stderr.startswith(start), result.stderr
+  return result.stderr.strip()
 
 
 def _calls(env):
@@ -166,6 +212,8 @@ def test_dry_run_of_up_prints_the_documented_create_command(cloud):
     ["gcloud", "compute", "tpus", "tpu-vm", "ssh"],
   ]
   assert "--worker=all" in run[1] and "--config.train.steps=9" in run[1]
+  assert shlex.split(run[0])[5] == "<checkout tarball, packed at run time>"  # no temp path
+  assert "/tmp" not in run[0] and "bert_jax_launch_" not in run[0]
   logs = _tpu(cloud, "logs", *SLICE, "--worker", "3", "--dry-run").stdout
   assert "--worker=3" in logs
   watch = _tpu(cloud, "watch", *SLICE, *job, "--accelerator-type", "v4-16", "--dry-run")
@@ -191,9 +239,26 @@ def test_dry_run_of_up_prints_the_documented_create_command(cloud):
 def test_run_and_watch_refuse_bad_input_before_any_gcloud_call(cloud, change, message):
   job = ["--config", "configs/demo.py", "--workdir", "gs://b/run", *change]
   for command in ("run", "watch") if "--env" in change else ("run",):  # one check for both
-    result = _tpu(cloud, command, *SLICE, "--accelerator-type", "v4-16", *job)
-    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1, result.stderr
-    assert result.stderr.startswith(message), result.stderr
+    _one_error(_tpu(cloud, command, *SLICE, "--accelerator-type", "v4-16", *job), message)
+  assert not os.path.exists(os.path.join(cloud["FAKE_CLOUD_DIR"], "calls.jsonl"))
+
+
+def test_a_recipe_outside_the_checkout_or_ignored_by_git_is_refused(tmp_path, cloud):
+  outside = tmp_path / "recipe.py"
+  shutil.copy(os.path.join(ROOT, "configs", "demo.py"), outside)
+  ignored = os.path.join(ROOT, ".pytest_cache", f"launch_recipe_{os.getpid()}.py")
+  shutil.copy(outside, ignored)
+  try:
+    for recipe, message in [
+      (str(outside), f"error: --config {outside} is outside this checkout, and the workers"),
+      (os.path.relpath(outside, ROOT), "error: --config ../"),
+      (os.path.relpath(ignored, ROOT), "error: --config .pytest_cache/launch_recipe_"),
+    ]:
+      job = ["--config", recipe, "--workdir", "gs://b/run"]
+      line = _one_error(_tpu(cloud, "run", *SLICE, *job), message)
+      assert "outside this checkout" in line or "is ignored by git, so it is not shipped" in line
+  finally:
+    os.remove(ignored)
   assert not os.path.exists(os.path.join(cloud["FAKE_CLOUD_DIR"], "calls.jsonl"))
 
 
@@ -203,21 +268,194 @@ def test_up_prints_each_state_and_errors_are_one_line(cloud):
   states = [line.split()[1] for line in result.stdout.splitlines()]
   assert states == ["WAITING_FOR_RESOURCES", "PROVISIONING", "ACTIVE"]
   again = _tpu(cloud, "up", *SLICE, "--accelerator-type", "v4-16")
-  assert again.returncode == 1
-  assert again.stderr.splitlines() == [
-    "error: a queued resource bert already exists in us-west4-a: `down` it or use another --name"
-  ]
+  assert again.returncode == 0, again.stderr
+  assert again.stdout == "bert: ACTIVE already: nothing to create\n"
   unknown = _tpu(cloud, "up", "--name", "x", "--zone", "z", "--accelerator-type", "v5e-16")
-  assert unknown.returncode == 1 and len(unknown.stderr.splitlines()) == 1
-  assert unknown.stderr.startswith("error: unknown --accelerator-type 'v5e-16': use a name like")
-  quota = _tpu(
-    {**cloud, "FAKE_TPU_CREATE_ERROR": "quota"}, "up", "--name", "q", "--zone", "us-west4-a",
-    "--accelerator-type", "v5litepod-16",
-  )  # fmt: skip
-  assert quota.returncode == 1 and len(quota.stderr.splitlines()) == 1
-  assert quota.stderr.startswith("error: no quota for v5litepod-16 in us-west4-a (ERROR:")
+  _one_error(unknown, "error: unknown --accelerator-type 'v5e-16': use a name like")
+  quota = ["up", "--name", "q", "--zone", "us-west4-a", "--accelerator-type", "v5litepod-16"]
+  line = _one_error(
+    _tpu({**cloud, "FAKE_TPU_CREATE_ERROR": "quota"}, *quota),
+    "error: no quota for v5litepod-16 in us-west4-a (ERROR:",
+  )
+  assert line.endswith("or try --spot or another --zone")
+  spot = _tpu({**cloud, "FAKE_TPU_CREATE_ERROR": "quota"}, *quota, "--spot")
+  assert _one_error(spot, "error: no quota").endswith("Cloud TPU API), or try another --zone")
+  denied = _tpu({**cloud, "FAKE_TPU_CREATE_ERROR": "denied"}, *quota)  # details follow ERROR:
+  assert _one_error(denied, "error: creating the queued resource q failed: ").endswith(
+    "failed: ERROR: (gcloud) PERMISSION_DENIED: Permission 'tpu.queuedResources.create' "
+    "denied on resource"
+  )
   assert _tpu(cloud, "down", *SLICE, "--poll", "0").returncode == 0
-  assert _cycle(cloud) == ["create", "create", "create", "delete"]
+  assert _cycle(cloud) == ["create", "create", "create", "create", "delete"]
+  calls = len(_calls(cloud))
+  for name in ("Bert", "bert_1", "1bert", "bert-", "b" * 64):
+    bad = _tpu(cloud, "up", "--name", name, "--zone", "z", "--accelerator-type", "v4-16")
+    _one_error(bad, f"error: --name {name!r} is not a valid slice name: lowercase letters")
+  assert len(_calls(cloud)) == calls  # refused before any call
+  assert _tpu(cloud, "down", "--name", "b" * 63, "--zone", "z", "--dry-run").returncode == 0
+
+
+def test_watch_starts_the_job_it_is_given_not_an_earlier_one(tmp_path, cloud):
+  assert _tpu(cloud, "up", *V4).returncode == 0
+  assert _tpu(cloud, "run", *V4, *_job(tmp_path / "w1")).returncode == 0
+  _wait_for(lambda: None not in _on_workers(cloud, "status"))  # w1's run ended, status 0
+  slow = {**cloud, "FAKE_RUN_SECONDS": "1.5"}
+  watched = _tpu(slow, "watch", *V4, *_job(tmp_path / "w2"), timeout=120)
+  assert watched.returncode == 0, watched.stdout + watched.stderr
+  assert _starts(tmp_path / "w2") == 2  # the job asked for, on both workers
+  lines = watched.stdout.splitlines()
+  assert lines[:2] == ["bert: ACTIVE", "bert: started on every worker; logs in ~/bert_jax_run/log"]
+  progress = [line for line in lines if line.startswith("bert: worker 0: step ")]
+  assert progress and len(set(progress)) == len(progress), lines  # printed when it changes
+  assert lines[-2:] == [
+    "bert: the run finished (status 0 on every worker)",
+    f"bert: the slice is still up, and billed: {DOWN}",
+  ]
+  again = _tpu(cloud, "watch", *V4, *_job(tmp_path / "w2"))  # its own ended run: reported
+  assert again.returncode == 0 and "the run finished" in again.stdout, again.stderr
+  assert _starts(tmp_path / "w2") == 2
+  failing = {**cloud, "FAKE_RUN_STATUS": "2", "FAKE_RUN_ERROR": "lanes=1 is bad"}
+  assert _tpu(failing, "run", *V4, *_job(tmp_path / "w3")).returncode == 0
+  _wait_for(lambda: _on_workers(cloud, "status") == ["2", "2"])
+  failed = _tpu(cloud, "watch", *V4, *_job(tmp_path / "w3"))  # the same job's failure
+  line = _one_error(failed, "error: the run failed on a worker with exit status 2 (not ")
+  assert line.endswith(
+    "error: lanes=1 is bad; `launch/tpu.py logs --name bert --zone us-west4-a --no-follow` "
+    "shows the whole log"
+  )
+  assert _starts(tmp_path / "w3") == 2  # not started again
+  assert _tpu(cloud, "logs", *V4, "--worker", "1", "--no-follow").stdout.endswith(
+    "error: lanes=1 is bad\n"
+  )
+  no_worker = _tpu(cloud, "logs", *V4, "--worker", "2")
+  _one_error(no_worker, "error: --worker 2: bert has 2 workers, 0 to 1")
+  assert _cycle(cloud) == ["create"]
+
+
+def test_a_live_run_is_refused_unless_forced(tmp_path, cloud):
+  long = {**cloud, "FAKE_RUN_SECONDS": "60"}
+  assert _tpu(cloud, "up", *V4).returncode == 0
+  assert _tpu(long, "run", *V4, *_job(tmp_path / "w1")).returncode == 0
+  _wait_for(lambda: _starts(tmp_path / "w1") == 2)
+  pids = _on_workers(cloud, "pid")
+  busy = "is still alive on bert: wait for it to end, or `launch/tpu.py run --name bert"
+  _one_error(_tpu(cloud, "run", *V4, *_job(tmp_path / "w2")), f"error: a run {busy}")
+  watched = _tpu(cloud, "watch", *V4, *_job(tmp_path / "w2"), "--autodelete")
+  _one_error(watched, f"error: another job's run {busy}")
+  assert "deleted" not in watched.stdout  # not the watch's slice to delete
+  assert _on_workers(cloud, "pid") == pids and _on_workers(cloud, "status") == [None, None]
+  assert _starts(tmp_path / "w2") == 0
+  forced = _tpu(cloud, "run", *V4, *_job(tmp_path / "w2"), "--force", timeout=60)
+  assert forced.returncode == 0, forced.stderr
+  assert "stopping the run alive on it (--force)" in forced.stdout
+  assert len(open(tmp_path / "w1" / "stopped").readlines()) == 2  # SIGTERM: a checkpoint
+  _wait_for(lambda: _on_workers(cloud, "status") == ["0", "0"])
+  assert _starts(tmp_path / "w2") == 2 and _cycle(cloud) == ["create"]
+
+
+def test_watch_autodelete_keeps_the_create_error(cloud):
+  quota = {**cloud, "FAKE_TPU_CREATE_ERROR": "quota"}
+  job = ["--config", "configs/demo.py", "--workdir", "gs://b/x", "--autodelete", "--spot"]
+  watched = _tpu(quota, "watch", *SLICE, "--accelerator-type", "v5litepod-4", *job, timeout=60)
+  line = _one_error(watched, "error: no quota for v5litepod-4 in us-west4-a (ERROR: (gcloud) ")
+  assert line.endswith("or try another --zone")  # not --spot: it was given
+  assert watched.stdout.splitlines()[-1] == "bert: not found: nothing to delete"
+  assert _cycle(quota) == ["create"]
+
+
+def test_a_hanging_describe_times_out_and_is_tried_again(cloud):
+  hangs = {**cloud, "FAKE_TPU_DESCRIBE_HANG": "1"}
+  up = _tpu(hangs, "up", *V4, "--poll", "0", "--timeout", "1", timeout=60)
+  assert up.returncode == 0, up.stderr
+  assert up.stdout.startswith(
+    "bert: `gcloud compute tpus queued-resources describe bert` timed out after 1 s "
+    "(trying again in 0 s)\nbert: WAITING_FOR_RESOURCES"
+  )
+  hangs = {**cloud, "FAKE_TPU_DESCRIBE_HANG": "99"}
+  down = _tpu(hangs, "down", *SLICE, "--poll", "0", "--timeout", "0.5", timeout=60)
+  assert _one_error(down, "error: `gcloud compute tpus queued-resources describe bert` timed ")
+  assert down.stderr.endswith("timed out after 0.5 s (tried 4 times)\n")
+  assert down.stdout.count("timed out after 0.5 s (trying again in 0 s)") == 3
+  assert _cycle(cloud) == ["create"]  # nothing deleted
+
+
+def test_a_start_cut_off_is_tried_again_and_starts_once(tmp_path, cloud):
+  assert _tpu(cloud, "up", *V4).returncode == 0
+  dropped = {**cloud, "FAKE_TPU_SSH_FAIL": "1", "FAKE_TPU_SSH_DROP": "1"}
+  dropped["FAKE_TPU_SSH_FAIL_IF"] = "tar -xzf"  # the start: fails, then runs but drops
+  watched = _tpu(dropped, "watch", *V4, *_job(tmp_path / "w1"), timeout=60)
+  assert watched.returncode == 0, watched.stdout + watched.stderr
+  assert watched.stdout.count("ssh: connect to host 10.0.0.2 port 22: Connection timed out") == 2
+  assert "the run finished (status 0 on every worker)" in watched.stdout
+  assert _starts(tmp_path / "w1") == 2  # once per worker: the third try left them running
+
+
+def test_watch_gives_up_on_a_silent_worker_and_reads_the_others(tmp_path, cloud):
+  assert _tpu(cloud, "up", *V4).returncode == 0
+  long = {**cloud, "FAKE_RUN_SECONDS": "60"}
+  assert _tpu(long, "run", *V4, *_job(tmp_path / "w1")).returncode == 0
+  silent = {**cloud, "FAKE_TPU_UNREACHABLE": "1"}
+  watch = ["watch", *V4, "--missed-polls", "3"]
+  given_up = _tpu(silent, *watch, *_job(tmp_path / "w1"), timeout=60)
+  line = _one_error(given_up, "error: a worker of bert did not answer 3 status polls in a row")
+  assert "Connection timed out" in line
+  assert given_up.stdout.count("did not answer") == 1, given_up.stdout  # said once
+  assert _tpu(cloud, "run", *V4, *_job(tmp_path / "w2"), "--force").returncode == 0
+  _wait_for(lambda: _on_workers(cloud, "status") == ["0", "0"])
+  answered = _tpu(silent, *watch, *_job(tmp_path / "w2"), timeout=60)
+  assert answered.returncode == 0, answered.stderr
+  assert "bert: the run finished (status 0 on every worker that answered)" in answered.stdout
+
+
+def test_a_failure_under_autodelete_prints_the_log_before_deleting(tmp_path, cloud):
+  failing = {**cloud, "FAKE_RUN_STATUS": "2", "FAKE_RUN_ERROR": "a non-finite loss"}
+  watched = _tpu(failing, "watch", *V4, *_job(tmp_path / "w1"), "--autodelete", timeout=60)
+  line = _one_error(watched, "error: the run failed on a worker with exit status 2 (not ")
+  assert line.endswith("error: a non-finite loss; its log's last lines are above")
+  tail = watched.stdout.split("bert: the failed worker's last log lines (--autodelete deletes")[1]
+  assert tail.splitlines()[1:] == [
+    *[f"  step {i}/5" for i in range(1, 6)],
+    "  error: a non-finite loss",
+    "bert: deleted",
+  ]
+  assert _cycle(cloud) == ["create", "delete"]
+
+
+def test_a_preempted_slice_is_recreated_with_the_checkout_packed_once(tmp_path, cloud):
+  workdir = tmp_path / "w1"
+  env = {
+    **cloud,
+    "FAKE_TPU_PREEMPT_AFTER": str(workdir / "marked"),
+    "FAKE_RUN_SECONDS": "30",
+    "FAKE_RUN_MARK_AFTER": "0.3",
+  }
+  watched = _tpu(env, "watch", *V4, "--spot", *_job(workdir), "--autodelete", timeout=60)
+  assert watched.returncode == 0, watched.stdout + watched.stderr
+  assert "bert: the slice is PREEMPTED: recreating it (retry 1 of 5)" in watched.stdout
+  assert _cycle(env) == ["create", "delete", "create", "delete"]
+  assert len(open(workdir / "stopped").readlines()) == 2 and _starts(workdir) == 4
+  with open(os.path.join(env["FAKE_CLOUD_DIR"], "copied.jsonl")) as f:
+    first, second = [json.loads(line) for line in f]
+  assert first == second  # the same tarball (path, size, mtime): packed when the watch began
+
+
+def test_ctrl_c_on_watch_says_the_slice_is_still_up(tmp_path, cloud):
+  env = {**cloud, "FAKE_RUN_SECONDS": "60"}
+  watch = subprocess.Popen(
+    [sys.executable, TPU, "watch", *V4, *_job(tmp_path / "w1")],
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  for line in watch.stdout:
+    if "started on every worker" in line:
+      break
+  watch.send_signal(signal.SIGINT)
+  out, err = watch.communicate(timeout=60)
+  assert watch.returncode == 130, err
+  assert out.splitlines()[-1] == f"bert: the slice is still up, and billed: {DOWN}"
+  assert _tpu(cloud, "down", *V4).returncode == 0
 
 
 @pytest.mark.slow
@@ -250,7 +488,7 @@ def test_a_real_failure_is_not_retried(tmp_path, cloud, run_args):
   assert _tpu(cloud, "up", *tier).returncode == 0
   assert _tpu(cloud, "run", *tier, *job).returncode == 0
   watched = _tpu(cloud, "watch", *tier, *job, "--retries", "3")
-  assert watched.returncode == 1
+  assert watched.returncode == 2
   (line,) = watched.stderr.splitlines()
   assert line.startswith(
     "error: the run failed on a worker with exit status 2 (not retried): error:"
@@ -282,6 +520,36 @@ def test_slurm_script_without_its_arguments_or_an_allocation_is_one_line(base_en
     "error: no SLURM allocation here; submit the script: sbatch launch/slurm.sbatch "
     "configs/demo.py /shared/run\n"
   )
+
+
+def _slurm(env, *more):
+  """The SLURM script in a fake 2-node allocation, with a fake_pretrain run in `more`."""
+  allocation = {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "2", "SLURM_JOB_NODELIST": "localhost"}
+  command = ["bash", "launch/slurm.sbatch", "configs/demo.py", *more]
+  env = {k: v for k, v in {**allocation, **env}.items() if v is not None}
+  return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_slurm_script_needs_bert_jax_and_its_tasks_in_one_line(tmp_path, cloud):
+  bare = {**cloud, "PATH": os.pathsep.join([FAKE, "/usr/bin", "/bin"])}  # no venv
+  missing = _slurm(bare, str(tmp_path / "run"))
+  _one_error(missing, "error: bert-jax is not on PATH on ")
+  assert missing.stderr.strip().endswith(
+    ": activate bert_jax's venv before sbatch, or set BERT_JAX_PYTHON=/path/to/venv/bin/python"
+  )
+  no_tasks = _slurm({**cloud, "SLURM_NTASKS": None}, str(tmp_path / "run"))
+  assert no_tasks.stderr == (
+    "error: SLURM_NTASKS is not set: give the job its tasks, one per node "
+    "(sbatch --nodes=N --ntasks-per-node=1)\n"
+  )
+  not_python = _slurm({**bare, "BERT_JAX_PYTHON": "/nope/python"}, str(tmp_path / "run"))
+  _one_error(not_python, "error: BERT_JAX_PYTHON=/nope/python is not an executable here")
+  assert not os.path.exists(os.path.join(cloud["FAKE_CLOUD_DIR"], "calls.jsonl"))  # no srun
+  given = _slurm({**bare, "BERT_JAX_PYTHON": FAKE_PYTHON}, str(tmp_path / "run"))
+  assert given.returncode == 0, given.stderr
+  (srun,) = [c for c in _calls(cloud) if c[0] == "srun"]
+  assert srun[srun.index(FAKE_PYTHON) :][:4] == [FAKE_PYTHON, "-m", "bert_jax", "pretrain"]
+  assert _starts(tmp_path / "run") == 2  # one task per node
 
 
 @pytest.mark.slow
