@@ -65,10 +65,25 @@ def _evaluate(argv):
     "--data",
     help="a .csv / .tsv / .jsonl file or tfds:NAME:SPLIT (default: the run's config.data.eval)",
   )
+  parser.add_argument(
+    "--text-column",
+    help="the column of --data with the texts (default: the run's config.data.text_column)",
+  )
+  parser.add_argument(
+    "--text-pair-column",
+    help="runs of pairs: the column of --data with the second texts (default: the run's "
+    "config.data.text_pair_column)",
+  )
   args = _parse(parser, argv)
   from bert_jax.finetune import commands
 
-  commands.evaluate_main(args.workdir, data=args.data, step=args.step)
+  commands.evaluate_main(
+    args.workdir,
+    data=args.data,
+    step=args.step,
+    text_column=args.text_column,
+    text_pair_column=args.text_pair_column,
+  )
 
 
 def _predict(argv):
@@ -81,16 +96,35 @@ def _predict(argv):
   parser.add_argument(
     "--input",
     required=True,
-    help="a .csv / .tsv / .jsonl file with the run's text columns, a .txt of one text per "
-    "line, or tfds:NAME:SPLIT",
+    help="a .csv / .tsv / .jsonl file with the run's text columns (and an optional id "
+    "column, copied to the output), a .txt of one text per line, or tfds:NAME:SPLIT",
   )
-  parser.add_argument("--output", required=True, help="the .jsonl file to write")
+  parser.add_argument(
+    "--output",
+    required=True,
+    help="the .jsonl file to write, one object per input row (its folder is made), or - for stdout",
+  )
   parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+  parser.add_argument(
+    "--text-column",
+    help="the column of --input with the texts (default: the run's config.data.text_column)",
+  )
+  parser.add_argument(
+    "--text-pair-column",
+    help="runs of pairs: the column of --input with the second texts (default: the run's "
+    "config.data.text_pair_column)",
+  )
   args = _parse(parser, argv)
   from bert_jax.finetune import commands
 
   commands.predict_main(
-    args.workdir, args.input, args.output, step=args.step, overwrite=args.overwrite
+    args.workdir,
+    args.input,
+    args.output,
+    step=args.step,
+    overwrite=args.overwrite,
+    text_column=args.text_column,
+    text_pair_column=args.text_pair_column,
   )
 
 
@@ -187,9 +221,13 @@ def _embed(argv):
   parser.add_argument(
     "--input",
     required=True,
-    help="UTF-8 text, one text per line (or a .csv / .tsv / .jsonl: see --column)",
+    help="UTF-8 text, one text per line, blank lines too (or a .csv / .tsv / .jsonl: see --column)",
   )
-  parser.add_argument("--output", required=True, help="where to write the (lines, hidden) .npy")
+  parser.add_argument(
+    "--output",
+    required=True,
+    help="the .npy file to write, (lines, hidden) float32 (its folder is made)",
+  )
   parser.add_argument(
     "--pooling",
     choices=("cls", "mean", "max"),
@@ -395,7 +433,7 @@ def report_errors(function, *args):
     print(str(e), file=sys.stderr)
     return PREEMPTED_EXIT_CODE
   except UserError as e:
-    return _failed(2, f"error: {e}")
+    return _failed(2, f"error: {e}", tell=not isinstance(e, multihost.SharedFailure))
   except BrokenPipeError:  # `bert-jax ... | head`: the reader has stopped; no traceback
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
@@ -414,11 +452,11 @@ def report_errors(function, *args):
   return status or 0
 
 
-def _failed(status: int, line: str) -> int:
+def _failed(status: int, line: str, tell: bool = True) -> int:
   """Prints the error `line` and returns `status`; in a jax.distributed cluster every
   process ends with that line and status (multihost.stop_all), at once.
   """
-  multihost.stop_all(status, line)  # returns only outside a cluster
+  multihost.stop_all(status, line, tell)  # returns only outside a cluster
   print(line, file=sys.stderr)
   return status
 

@@ -495,6 +495,13 @@ def check_recipe(file: str) -> None:
   Raises:
     UserError: one line naming the file (and the line of a syntax error).
   """
+  if os.path.isdir(file):
+    recipes = sorted(n for n in os.listdir(file) if n.endswith(".py") and n != "__init__.py")
+    shown = ", ".join(recipes[:6]) + (", ..." if len(recipes) > 6 else "")
+    raise UserError(
+      f"config file {file!r} is a folder; give a recipe file in it"
+      + (f" ({shown})" if recipes else "")
+    )
   if not os.path.isfile(file):
     raise UserError(f"config file {file!r} not found; recipes are in configs/")
   with open(file, encoding="utf-8", errors="replace") as f:

@@ -12,6 +12,7 @@ computed. The workdir, --input and --output may be URLs (`gs://...`).
 
 import functools
 import io
+import os
 import sys
 
 import jax
@@ -112,11 +113,15 @@ def embed_texts(
 
 def _texts(input_path: str, column: str) -> list[str]:
   """The texts of `input_path`: `column` of each row of a .csv / .tsv / .jsonl file (read
-  as fine-tuning data is), else each line.
+  as fine-tuning data is), else each line, blank ones too. UTF-8, a byte order mark dropped.
+
+  Raises:
+    UserError: a file that is not UTF-8, a file without `column`, or a row without text
+      there (no such field, null, a number, a list), naming the row.
   """
   if not input_path.lower().endswith((".csv", ".tsv", ".jsonl")):
     try:
-      with storage.open_file(input_path, "rb") as raw, io.TextIOWrapper(raw, "utf-8") as f:
+      with storage.open_file(input_path, "rb") as raw, io.TextIOWrapper(raw, "utf-8-sig") as f:
         return [line.rstrip("\r\n") for line in f]
     except UnicodeDecodeError as e:
       raise UserError(
@@ -131,7 +136,29 @@ def _texts(input_path: str, column: str) -> list[str]:
       f"--input {input_path} has no column {column!r} (it has {', '.join(found)}); "
       f"name the one with the texts: --column NAME"
     )
-  return [str(row.get(column) or "") for row in rows]
+  return [
+    data_lib.text_of(row, column, f"--input {input_path} row {number}", "--column")
+    for number, row in enumerate(rows, 1)
+  ]
+
+
+def _output_name(output_path: str) -> str:
+  """The .npy file to write: `output_path`, with `.npy` added to a name without a suffix
+  (as `np.save` does).
+
+  Raises:
+    UserError: a name with another suffix (`vectors.txt`), which would become
+      `vectors.txt.npy`.
+  """
+  if output_path.endswith(".npy"):
+    return output_path
+  suffix = os.path.splitext(storage.name(output_path))[1]
+  if suffix:
+    raise UserError(
+      f"--output {output_path}: embed writes a NumPy array; name the file .npy (e.g. "
+      f"{output_path.removesuffix(suffix)}.npy)"
+    )
+  return output_path + ".npy"
 
 
 def main(
@@ -150,9 +177,10 @@ def main(
 
   Args:
     workdir: a run directory (or an imported one).
-    input_path: UTF-8 text, one text per line.
-    output_path: the .npy file to write, (lines, hidden) float32 (atomically; `.npy` is
-      appended to a name without it, as `np.save` does).
+    input_path: UTF-8 text, one text per line (blank lines too), or a .csv / .tsv /
+      .jsonl file (`column`).
+    output_path: the .npy file to write, (lines, hidden) float32 (atomically, its folder
+      made; `.npy` is appended to a name without a suffix, as `np.save` does).
     pooling: "cls", "mean" or "max"; None: "mean" (an embedding run uses its own).
     batch_size: texts per compiled call.
     max_length: tokens per text (None: the model's positions).
@@ -161,9 +189,10 @@ def main(
     column: the column of a .csv / .tsv / .jsonl input that holds the texts.
 
   Raises:
-    UserError: a missing, empty or non-UTF-8 input, an output that exists (without
-      `overwrite`), is a run's own file or lies in a folder (or bucket) that does not
-      exist, a bad pooling, batch size or length, or no checkpoint.
+    UserError: a missing, empty or non-UTF-8 input, a row without text in `column`, an
+      output named other than .npy, that exists (without `overwrite`), is a run's own
+      file or lies in a bucket that does not exist, a bad pooling, batch size or length,
+      or no checkpoint.
   """
   if batch_size < 1:
     raise UserError(f"--batch-size {batch_size} must be at least 1")
@@ -174,9 +203,11 @@ def main(
   if storage.is_remote(input_path) and (problem := storage.unreachable(input_path)):
     raise UserError(f"--input {input_path}: {problem}; check the bucket name and access")
   if not storage.isfile(input_path):
-    raise UserError(f"--input {input_path} does not exist; give a text file, one text per line")
-  if not output_path.endswith(".npy"):  # as np.save names it
-    output_path += ".npy"
+    raise UserError(
+      f"--input {input_path} does not exist; give a .txt file of one text per line, or a "
+      f".csv, .tsv or .jsonl file (--column names the texts)"
+    )
+  output_path = _output_name(output_path)
   commands.check_output(output_path, workdir, overwrite=overwrite, example="vectors.npy")
   texts = _texts(input_path, column)
   if not texts:
@@ -193,6 +224,7 @@ def main(
   )
   buffer = io.BytesIO()
   np.save(buffer, vectors)
+  commands.make_parent(output_path)
   storage.write_bytes(output_path, buffer.getvalue())
   limit = run.model.config.max_length
   if is_embedding_run(run):

@@ -32,6 +32,8 @@ def parse_config(command, argv, default_recipe, usage, workdir=True):
     config = fv.config
     config.get("seed")  # a config file that failed to load raises here
   except (flags.Error, KeyError, AttributeError, ValueError, TypeError, OSError) as e:
+    if line := _option_error(command, e):  # a command-line option, not the recipe's
+      raise UserError(line) from None
     overrides = [a for a in argv if a.startswith("--config.")]
     recipe = _recipe_alone(command, argv, default_recipe, workdir, overrides)
     if recipe is None:  # the recipe itself raised (e.g. a :ARG it does not take): its words
@@ -85,6 +87,24 @@ def _parse_flags(command, argv, default_recipe, workdir):
     sys.argv = saved_argv
 
 
+def _option_error(command, error) -> str | None:
+  """The line for a command-line option of `command` that is unknown or lacks its value
+  (`--steps 5`, a bare `--workdir`), or None for an error of the recipe or an override.
+  """
+  from absl import flags
+
+  name = getattr(error, "flagname", None)
+  if isinstance(error, flags.UnrecognizedFlagError) and name and not name.startswith("config."):
+    return (
+      f"unknown option --{name}; settings are overrides like --config.train.steps=100 "
+      f"(`bert-jax {command} --help` lists them)"
+    )
+  missing = re.match(r"Missing value for flag (-+[\w.-]+)", str(error))
+  if missing:
+    return f"{missing[1]} needs a value (`bert-jax {command} --help`)"
+  return None
+
+
 def _recipe_alone(command, argv, default_recipe, workdir, overrides):
   """The recipe's config without the overrides, or None when it does not load either."""
   try:
@@ -107,27 +127,33 @@ def _check_recipe_kind(command, config, argv, default_recipe):
     kind = "distill"
   if kind == command or (kind == "pretrain" and command in ("prepare", "compile")):
     return
-  given = _recipe_file(argv) or str(default_recipe)
+  given = _recipe_file(argv, with_arg=True) or str(default_recipe)
   raise UserError(
     f"{_as_typed(given)} is a recipe for bert-jax {kind}, not {command}; run "
     f"bert-jax {kind} --config {_as_typed(given)} (or give a {command} recipe)"
   )
 
 
-def _recipe_file(argv) -> str | None:
-  """The recipe file --config names in `argv` (without its :ARG), or None."""
+def _recipe_file(argv, with_arg=False) -> str | None:
+  """The recipe file --config names in `argv` (without its :ARG unless `with_arg`), or
+  None.
+  """
   for i, arg in enumerate(argv):
     if arg.startswith("--config="):
-      return arg[len("--config=") :].partition(":")[0]
-    if arg == "--config" and i + 1 < len(argv):
-      return argv[i + 1].partition(":")[0]
+      value = arg[len("--config=") :]
+    elif arg == "--config" and i + 1 < len(argv):
+      value = argv[i + 1]
+    else:
+      continue
+    return value if with_arg else value.partition(":")[0]
   return None
 
 
 def _as_typed(path: str) -> str:
   """`path` relative to the working directory when it is below it (as users type it)."""
-  relative = os.path.relpath(path)
-  return path if relative.startswith("..") else relative
+  file, colon, arg = path.partition(":")
+  relative = os.path.relpath(file)
+  return (file if relative.startswith("..") else relative) + colon + arg
 
 
 def _unknown_key(command, config, overrides, error) -> str:

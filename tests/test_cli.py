@@ -129,6 +129,7 @@ def test_finetune_without_init_from_says_so_first(capsys, tmp_path):
     ("pretrain", "configs/finetune/classify_csv.py", "finetune", "--config.seed=1"),
     ("prepare", "configs/distill.py", "distill", "--config.seed=1"),
     ("distill", "configs/finetune/classify_csv.py", "finetune", "--config.seed=1"),
+    ("pretrain", "configs/finetune/glue.py:sst2", "finetune", "--config.seed=1"),  # its :ARG
   ],
 )
 def test_a_recipe_of_another_command_is_one_line_naming_its_command(
@@ -142,6 +143,27 @@ def test_a_recipe_of_another_command_is_one_line_naming_its_command(
     f"--config {recipe} (or give a {command} recipe)"
   )
   assert not (tmp_path / "w").exists()
+
+
+def test_an_option_that_is_no_setting_is_named_not_blamed_on_the_recipe(capsys, tmp_path):
+  """Unknown options and options without their value are the command line's, not the
+  recipe's; a folder given as the recipe names the recipes in it.
+  """
+  w = str(tmp_path / "w")
+  assert _error(capsys, ["pretrain", "--workdir"]) == (
+    "error: --workdir needs a value (`bert-jax pretrain --help`)"
+  )
+  assert _error(capsys, ["pretrain", "--workdir", w, "--steps", "5"]) == (
+    "error: unknown option --steps; settings are overrides like --config.train.steps=100 "
+    "(`bert-jax pretrain --help` lists them)"
+  )
+  assert _error(capsys, ["finetune", "--workdir", w, "--config.init_from"]) == (
+    "error: --config.init_from needs a value (`bert-jax finetune --help`)"
+  )
+  line = _error(capsys, ["pretrain", "--config", f"{ROOT}/configs/finetune", "--workdir", w])
+  assert line.startswith(f"error: config file '{ROOT}/configs/finetune' is a folder; give a ")
+  assert "classify_csv.py" in line
+  assert not os.path.exists(w)
 
 
 def test_workdir_that_is_a_file(capsys, tmp_path):
@@ -589,6 +611,12 @@ def test_a_resumed_run_names_the_settings_it_changed(capsys, tmp_path):
   out = capsys.readouterr().out
   assert "nothing to do" in out and "changed settings" not in out
   assert (tmp_path / "run" / "config.json").read_text() == saved
+  assert cli.main([*args, *TINY]) == 0  # 2 steps asked of a run at 3
+  assert "at step 3, past the 2 steps asked; raise config.train.steps" in capsys.readouterr().out
+  # config.json holds the warmup the run had: a warmup clipped to fit is a change it names.
+  assert cli.main([*args, *TINY, "--config.train.steps=4", "--config.train.warmup_steps=100"]) == 0
+  assert "train.warmup_steps 1 -> 0" in capsys.readouterr().out
+  assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["warmup_steps"] == 0
 
 
 @pytest.mark.slow

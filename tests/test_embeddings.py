@@ -322,3 +322,77 @@ GOOD = [{"query": "red cat", "doc": "the red cat runs"}, {"query": "dog", "doc":
 def test_bad_input_is_one_error_line(bad_run, capsys, tmp_path, rows, overrides, message):
   assert message in _error(capsys, bad_run(rows, *overrides))
   assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+# --- 5. embed's input and output ---------------------------------------------------------------
+
+
+def _embed(imported, input_path, output, *flags):
+  """Runs `bert-jax embed` of the tiny model; returns its vectors."""
+  argv = ["embed", "--workdir", imported, "--input", str(input_path), "--output", str(output)]
+  assert cli.main([*argv, *flags]) == 0
+  return np.load(output)
+
+
+@pytest.mark.parametrize(
+  "row, problem",
+  [
+    ({"title": "red cat"}, "row 2 has no 'text' field (it has 'title'); add it to the row"),
+    ({"text": None}, "row 2: 'text' is null, not text; give a string there"),
+    ({"text": 3}, "row 2: 'text' is 3 (a number), not text; give a string there"),
+  ],
+  ids=["no field", "null", "a number"],
+)
+def test_embed_refuses_a_row_without_text(imported, tmp_path, capsys, row, problem):
+  """Before, such a row was embedded as the empty text, silently."""
+  data = _write_jsonl(tmp_path / "texts.jsonl", [{"text": "a dog"}, row, {"text": "fish"}])
+  out = tmp_path / "v.npy"
+  argv = ["embed", "--workdir", imported, "--input", data, "--output", str(out)]
+  assert _error(capsys, argv) == (
+    f"error: --input {data} {problem}, or name the field that holds the texts with --column"
+  )
+  assert not out.exists()
+
+
+def test_embed_drops_a_byte_order_mark_and_makes_its_folder(imported, tmp_path):
+  """The vectors of a file with U+FEFF first are those of the file without it (before, the
+  mark was embedded with the first text, and a CSV's first column was '\\ufefftext').
+  """
+  texts = ["red cat", "", "the dog runs"]
+  plain, marked = tmp_path / "plain.txt", tmp_path / "marked.txt"
+  plain.write_text("\n".join(texts) + "\n", encoding="utf-8")
+  marked.write_text("\ufeff" + "\n".join(texts) + "\n", encoding="utf-8")
+  (tmp_path / "marked.csv").write_text(
+    "\ufefftext,n\n" + "".join(f"{t},{i}\n" for i, t in enumerate(texts)), encoding="utf-8"
+  )
+  expected = _embed(imported, plain, tmp_path / "plain.npy")
+  assert expected.shape[0] == 3  # the blank line too
+  np.testing.assert_array_equal(_embed(imported, marked, tmp_path / "new" / "m.npy"), expected)
+  np.testing.assert_array_equal(
+    _embed(imported, tmp_path / "marked.csv", tmp_path / "c.npy"), expected
+  )
+
+
+def test_embed_refuses_an_output_not_named_npy(imported, tmp_path, capsys):
+  """Before, `--output out/vec.txt` wrote out/vec.txt.npy."""
+  (tmp_path / "t.txt").write_text("red cat\n")
+  out = tmp_path / "out" / "vec.txt"
+  argv = ["embed", "--workdir", imported, "--input", str(tmp_path / "t.txt"), "--output", str(out)]
+  assert _error(capsys, argv) == (
+    f"error: --output {out}: embed writes a NumPy array; name the file .npy (e.g. "
+    f"{tmp_path / 'out' / 'vec.npy'})"
+  )
+  assert not (tmp_path / "out").exists()
+  missing = [
+    "embed",
+    "--workdir",
+    imported,
+    "--input",
+    str(tmp_path / "no.txt"),
+    "--output",
+    "v.npy",
+  ]
+  assert _error(capsys, missing) == (
+    f"error: --input {tmp_path / 'no.txt'} does not exist; give a .txt file of one text per "
+    f"line, or a .csv, .tsv or .jsonl file (--column names the texts)"
+  )

@@ -746,9 +746,9 @@ def test_empty_rows_are_skipped_and_counted(classify, tmp_path, capsys):
     )
     == 0
   )
-  printed = capsys.readouterr().out
-  assert "2 predictions" in printed and "2 empty rows skipped" in printed
-  assert [json.loads(line)["text"] for line in open(out)] == ["good cat", "bad dog"]
+  printed = capsys.readouterr().out  # predict keeps them: one line per row
+  assert "4 predictions" in printed and "2 blank rows, predicted as empty texts" in printed
+  assert [json.loads(line)["text"] for line in open(out)] == ["good cat", "", "   ", "bad dog"]
 
 
 def test_integer_labels_are_names(tmp_path):
@@ -759,7 +759,7 @@ def test_integer_labels_are_names(tmp_path):
   labels = data_lib.LabelMap.infer(examples, config)
   assert labels.names == ["1", "2", "3"]
   assert [labels.encode(r["label"], "") for r in examples.rows] == [2, 0, 1]
-  assert data_lib.LabelMap(["neg", "pos"]).encode(1, "") == 1  # TFDS: ids of ClassLabel names
+  assert data_lib._name_of(1, ["neg", "pos"]) == "pos"  # TFDS: ClassLabel ids, named when read
 
 
 def test_a_row_without_a_label_names_the_file_and_row(tmp_path):
@@ -1072,8 +1072,10 @@ def test_predict_reads_a_txt_of_one_text_per_line(classify, pairs, tmp_path, cap
   commands.predict_main(workdir, str(texts), str(tmp_path / "from_txt.jsonl"))
   commands.predict_main(workdir, classify["files"]["eval"], str(tmp_path / "from_jsonl.jsonl"))
   from_txt = [json.loads(line) for line in open(tmp_path / "from_txt.jsonl")]
+  blank = from_txt.pop(4)  # the blank line's: predict keeps one line per row
+  assert blank["text"] == ""
   assert from_txt == [json.loads(line) for line in open(tmp_path / "from_jsonl.jsonl")]
-  assert [p["text"] for p in from_txt] == [r["text"] for r in rows]  # the blank line skipped
+  assert [p["text"] for p in from_txt] == [r["text"] for r in rows]
   line = _cli_error(
     capsys,
     [
@@ -1178,3 +1180,307 @@ def test_reinit_top_layers_refuses_albert_s_shared_layers():
   params = {"bert": {"encoder": shared, "pooler": {}}}
   with pytest.raises(UserError, match="does not apply to ALBERT"):
     finetune._reinit_top_layers(params, {"encoder": shared, "pooler": {}}, 1)
+
+
+# --- 8. users' files in predict, evaluate and finetune ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stars(tmp_path_factory, imported):
+  """A 2-step run on JSON integer labels 1 and 2 (star ratings), no eval data: the quick
+  run of the tests of users' files below.
+  """
+  base = tmp_path_factory.mktemp("stars")
+  rows = [
+    {"text": f"{'good' if i % 2 == 0 else 'bad'} {word}", "label": 1 + i % 2}
+    for i, word in enumerate(FILLER[:16])
+  ]
+  train = _write_jsonl(base / "train.jsonl", rows)
+  _finetune(base / "run", imported, f"--config.data.train={train}", "--config.train.steps=2")
+  return str(base / "run")
+
+
+def _last_json(capsys, argv):
+  """The JSON object on the last stdout line of a command that must succeed."""
+  capsys.readouterr()
+  assert cli.main(argv) == 0
+  return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_json_integer_labels_are_names_never_ids(stars, tmp_path, capsys):
+  """JSON labels 1 and 2 train the names "1" and "2": an eval label 0 is an error naming
+  its row (before, it was read as the id of "1"), 1 and "1" are one label, and the export
+  and the predictions name the labels as given.
+  """
+  assert run_lib.load(stars).meta["labels"] == ["1", "2"]
+  zero = _write_jsonl(
+    tmp_path / "zero.jsonl", [{"text": "good cat", "label": 1}, {"text": "bad cat", "label": 0}]
+  )
+  assert _cli_error(capsys, ["evaluate", "--workdir", stars, "--data", zero]) == (
+    f"error: {zero} row 2: label 0 is not one of the 2 labels the model was trained with "
+    f"(1, 2); fix the data or fine-tune with it (config.data.labels)"
+  )
+  rows = [
+    {"text": "good cat", "label": 1},
+    {"text": "bad dog", "label": "2"},
+    {"text": "good fish", "label": "1"},
+    {"text": "bad tree", "label": 2},
+  ]
+  mixed = _write_jsonl(tmp_path / "mixed.jsonl", rows)
+  predicted = _predict(stars, mixed, tmp_path / "p.jsonl")
+  assert all(set(p["probabilities"]) == {"1", "2"} for p in predicted)
+  metrics = _last_json(capsys, ["evaluate", "--workdir", stars, "--data", mixed])
+  hits = [p["label"] == str(r["label"]) for p, r in zip(predicted, rows)]
+  assert metrics["accuracy"] == pytest.approx(sum(hits) / len(rows), abs=1e-6)
+  with open(os.path.join(_export(stars, tmp_path / "hf"), "config.json")) as f:
+    exported = json.load(f)
+  assert exported["id2label"] == {"0": "1", "1": "2"}
+  assert exported["label2id"] == {"1": 0, "2": 1}
+
+
+@pytest.mark.parametrize(
+  "row, problem",
+  [
+    (
+      {"txt": "good cat", "label": 1},
+      "row 2 has no 'text' field (it has 'txt', 'label'); add it to the row, or name the "
+      "field that holds the texts with {setting}",
+    ),
+    (
+      {"text": 42, "label": 1},
+      "row 2: 'text' is 42 (a number), not text; give a string there, or name the field "
+      "that holds the texts with {setting}",
+    ),
+  ],
+  ids=["no field", "a number"],
+)
+def test_a_row_without_text_is_one_line_naming_the_row_and_field(
+  stars, imported, tmp_path, capsys, row, problem
+):
+  """Before: a KeyError or an AttributeError traceback in predict, evaluate and finetune."""
+  data = _write_jsonl(tmp_path / "bad.jsonl", [{"text": "good cat", "label": 1}, row])
+  out = tmp_path / "p.jsonl"
+  predict = ["predict", "--workdir", stars, "--input", data, "--output", str(out)]
+  expected = f"error: {data} {problem.format(setting='--text-column')}"
+  assert _cli_error(capsys, predict) == expected
+  assert _cli_error(capsys, ["evaluate", "--workdir", stars, "--data", data]) == expected
+  line = _finetune_error(capsys, tmp_path / "w", imported, f"--config.data.train={data}")
+  assert line == f"error: {data} {problem.format(setting='config.data.text_column')}"
+  assert not out.exists() and not (tmp_path / "w").exists()
+
+
+def test_text_must_be_a_string_or_a_tokens_row_s_words(tmp_path):
+  config = config_lib.finetune_base_config()
+  for value, shown in ((None, "null"), (["good", "cat"], '["good", "cat"] (a list)')):
+    path = _write_jsonl(tmp_path / "t.jsonl", [{"text": "x", "label": "a"}, {"text": value}])
+    with pytest.raises(UserError, match=rf"^{re.escape(path)} row 2: 'text' is {re.escape(shown)}"):
+      data_lib.read(path, config, labelled=False)
+  config.task = "tokens"
+  words = _write_jsonl(
+    tmp_path / "w.jsonl", [{"text": ["john", "sits"], "label": "B-PER O"}, {"text": ["x", 1]}]
+  )
+  with pytest.raises(
+    UserError,
+    match=r"row 2: 'text' is \[\"x\", 1\] \(a list\), not text; give a string or a list of words",
+  ):
+    data_lib.read(words, config, labelled=False)
+  good = _write_jsonl(tmp_path / "g.jsonl", [{"text": ["john", "sits"], "label": "B-PER O"}])
+  assert data_lib.read(good, config).rows == [{"words": ["john", "sits"], "tags": ["B-PER", "O"]}]
+  config.task = "qa"
+  qa = _write_jsonl(
+    tmp_path / "q.jsonl", [{"question": "who ?", "context": "john"}, {"question": "who ?"}]
+  )
+  with pytest.raises(
+    UserError, match=r"row 2 has no 'context' field \(it has 'question'\); add it to the row$"
+  ):
+    data_lib.read(qa, config, labelled=False)
+
+
+def _probabilities_of_the_empty_text(workdir):
+  """The run's label probabilities for [CLS] [SEP]: what a blank text is."""
+  run = run_lib.load(workdir)
+  tok = run.tokenizer
+  ids = np.full((1, LENGTH), tok.pad_id, np.int32)
+  ids[0, :2] = [tok.cls_id, tok.sep_id]
+  mask = (np.arange(LENGTH) < 2).astype(np.int32)[None]
+  arrays = {"input_ids": ids, "token_type_ids": np.zeros_like(ids), "attention_mask": mask}
+  logits = _our_logits(run, arrays)[0]
+  return dict(zip(run.meta["labels"], np.exp(logits) / np.exp(logits).sum()))
+
+
+def test_predict_writes_one_object_per_row_blank_ones_too(stars, tmp_path, capsys):
+  """Line N of the output is row N of the input (.txt or CSV); a blank text is predicted as
+  [CLS] [SEP]. Before, blank rows were dropped: silently in a .txt.
+  """
+  texts = ["good cat", "", "bad dog", "   ", "good fish"]
+  txt = tmp_path / "texts.txt"
+  txt.write_text("\n".join(texts) + "\n")
+  csv_file = _write_csv(tmp_path / "texts.csv", [f"{t},1" for t in texts])
+  empty = _probabilities_of_the_empty_text(stars)
+  for path in (str(txt), csv_file):
+    capsys.readouterr()
+    predicted = _predict(stars, path, f"{path}.jsonl")
+    assert "5 predictions" in capsys.readouterr().out
+    assert [p["text"] for p in predicted] == texts
+    for p in (predicted[1], predicted[3]):
+      for label, probability in empty.items():
+        assert p["probabilities"][label] == pytest.approx(float(probability), abs=1e-5)
+  assert "(2 blank rows, predicted as empty texts" in _predict_summary(capsys, stars, csv_file)
+
+
+def _predict_summary(capsys, workdir, input_file, *flags):
+  """The summary line of a predict to a new file."""
+  out = f"{input_file}.{len(flags)}.again.jsonl"
+  capsys.readouterr()
+  assert (
+    cli.main(["predict", "--workdir", workdir, "--input", input_file, "--output", out, *flags]) == 0
+  )
+  return capsys.readouterr().out.strip().splitlines()[-1]
+
+
+def test_a_blank_tokens_row_is_kept_for_predict(imported, tmp_path):
+  """A tokens row without words is [CLS] [SEP] and gets no tags, in its place."""
+  config = _config("tokens")
+  path = _write_jsonl(
+    tmp_path / "w.jsonl", [{"text": ["john", "sits"]}, {"text": []}, {"text": "mary in paris"}]
+  )
+  assert data_lib.read(path, config, labelled=False).skipped_empty == 1  # distill, eval
+  examples = data_lib.read(path, config, labelled=False, keep_blank=True)
+  assert [r["words"] for r in examples.rows] == [["john", "sits"], [], ["mary", "in", "paris"]]
+  assert examples.blank == 1
+  tokenizer = run_lib.tokenizer(imported)
+  arrays, _ = data_lib.encode(examples, tokenizer, config, None)
+  assert arrays["input_ids"][1, :3].tolist() == [
+    tokenizer.cls_id,
+    tokenizer.sep_id,
+    tokenizer.pad_id,
+  ]
+  logits = np.random.default_rng(0).normal(size=(3, config.data.max_seq_length, 2))
+  predicted = evaluate_lib.predictions(config, logits, arrays, examples, ["B-PER", "O"])
+  assert predicted[1] == {"words": [], "tags": []}
+  assert [len(p["tags"]) for p in predicted] == [2, 0, 3]
+
+
+def test_predict_says_why_a_qa_row_without_question_or_context_is_not_answered(imported, tmp_path):
+  rng = random.Random(3)
+  train = _write_jsonl(tmp_path / "train.jsonl", [_qa_row(rng, i) for i in range(8)])
+  workdir = str(tmp_path / "run")
+  qa_args = ("--config.data.max_query_length=8", "--config.data.doc_stride=8")
+  _finetune(
+    workdir,
+    imported,
+    "--config.task=qa",
+    f"--config.data.train={train}",
+    *qa_args,
+    "--config.train.steps=1",
+  )
+  rows = [_qa_row(rng, 10), {**_qa_row(rng, 11), "question": ""}]
+  rows += [{**_qa_row(rng, 12), "context": "  "}, _qa_row(rng, 13)]
+  predicted = _predict(workdir, _write_jsonl(tmp_path / "q.jsonl", rows), tmp_path / "p.jsonl")
+  assert [p["id"] for p in predicted] == ["q10", "q11", "q12", "q13"]
+  assert predicted[1] == {
+    "id": "q11",
+    "answer": None,
+    "probability": None,
+    "start": None,
+    "error": "empty question: nothing to answer",
+  }
+  assert predicted[2]["error"] == "empty context: nothing to answer"
+  answerable = _write_jsonl(tmp_path / "a.jsonl", [rows[0], rows[3]])
+  assert [predicted[0], predicted[3]] == _predict(workdir, answerable, tmp_path / "a_out.jsonl")
+
+
+def test_a_byte_order_mark_is_dropped(stars, tmp_path, capsys):
+  """Excel's "CSV UTF-8" starts with U+FEFF: before, its first column was '\\ufefftext'
+  (and a JSON Lines file's first line was no JSON).
+  """
+  config = config_lib.finetune_base_config()
+  csv_text = "text,label\ngood cat,1\nbad dog,2\n"
+  files = {
+    "a.csv": csv_text,
+    "a.tsv": csv_text.replace(",", "\t"),
+    "a.jsonl": '{"text": "good cat", "label": 1}\n{"text": "bad dog", "label": 2}\n',
+    "a.txt": "good cat\nbad dog\n",
+  }
+  for folder, mark in (("plain", ""), ("marked", "\ufeff")):
+    (tmp_path / folder).mkdir()
+    for name, text in files.items():
+      (tmp_path / folder / name).write_text(mark + text, encoding="utf-8")
+  for name in files:
+    plain, marked = (str(tmp_path / folder / name) for folder in ("plain", "marked"))
+    assert open(marked, "rb").read(3) == b"\xef\xbb\xbf"
+    labelled = not name.endswith(".txt")
+    rows = data_lib.read(marked, config, labelled=labelled).rows
+    assert rows == data_lib.read(plain, config, labelled=labelled).rows
+    assert rows[0]["text"] == "good cat"
+  marked_csv = str(tmp_path / "marked" / "a.csv")
+  assert _predict(stars, marked_csv, tmp_path / "m.jsonl") == _predict(
+    stars, str(tmp_path / "plain" / "a.csv"), tmp_path / "p.jsonl"
+  )
+  metrics = _last_json(capsys, ["evaluate", "--workdir", stars, "--data", marked_csv])
+  assert metrics == _last_json(
+    capsys, ["evaluate", "--workdir", stars, "--data", str(tmp_path / "plain" / "a.csv")]
+  )
+
+
+def test_predict_makes_its_folder_and_writes_stdout_for_a_dash(
+  stars, tmp_path, capsys, monkeypatch
+):
+  monkeypatch.chdir(tmp_path)
+  data = _write_jsonl(tmp_path / "in.jsonl", [{"text": "good cat"}, {"text": "bad dog"}])
+  in_file = _predict(stars, data, tmp_path / "new" / "deeper" / "p.jsonl")  # before: refused
+  assert len(in_file) == 2
+  capsys.readouterr()
+  assert cli.main(["predict", "--workdir", stars, "--input", data, "--output", "-"]) == 0
+  captured = capsys.readouterr()
+  assert [json.loads(line) for line in captured.out.splitlines()] == in_file
+  assert "2 predictions -> stdout" in captured.err
+  assert not (tmp_path / "-").exists()
+  argv = ["predict", "--workdir", stars, "--output", str(tmp_path / "x.jsonl"), "--input"]
+  assert _cli_error(capsys, [*argv, str(tmp_path / "none.csv")]) == (
+    f"error: data file {tmp_path / 'none.csv'} does not exist; give a .csv, .tsv, .jsonl or "
+    f".txt file or tfds:NAME:SPLIT"
+  )
+  (tmp_path / "a.xlsx").write_text("x")
+  assert _cli_error(capsys, [*argv, str(tmp_path / "a.xlsx")]) == (
+    f"error: {tmp_path / 'a.xlsx'}: unknown file type; give a .csv, .tsv, .jsonl or .txt "
+    f"file or tfds:NAME:SPLIT"
+  )
+  under_a_file = ["predict", "--workdir", stars, "--input", data, "--output", f"{data}/p.jsonl"]
+  assert _cli_error(capsys, under_a_file) == (
+    f"error: --output {data}/p.jsonl: {data} is a file, not a folder; write elsewhere, e.g. "
+    f"--output predictions.jsonl"
+  )
+  assert not os.path.exists(tmp_path / "x.jsonl")
+
+
+def test_predict_and_evaluate_name_the_text_column_and_keep_ids(stars, tmp_path, capsys):
+  rows = [{"id": 7, "review": "good cat", "label": 1}, {"id": "b", "review": "bad dog", "label": 2}]
+  reviews = _write_jsonl(tmp_path / "reviews.jsonl", rows)
+  texts = _write_jsonl(
+    tmp_path / "texts.jsonl", [{"text": r["review"], "label": r["label"]} for r in rows]
+  )
+  plain = _predict(stars, texts, tmp_path / "plain.jsonl")
+  by_flag = str(tmp_path / "by_flag.jsonl")
+  argv = ["predict", "--workdir", stars, "--input", reviews, "--output", by_flag]
+  assert cli.main([*argv, "--text-column", "review"]) == 0
+  with open(by_flag) as f:
+    named = [json.loads(line) for line in f]
+  assert named == [{"id": r["id"], **p} for r, p in zip(rows, plain)]
+  assert [list(p)[:2] for p in named] == [["id", "text"]] * 2
+  evaluate = ["evaluate", "--workdir", stars, "--data"]
+  assert _last_json(capsys, [*evaluate, reviews, "--text-column", "review"]) == _last_json(
+    capsys, [*evaluate, texts]
+  )
+  assert _cli_error(capsys, [*evaluate, reviews]) == (
+    f"error: {reviews} has no column 'text' (--text-column); its columns are 'id', "
+    f"'review', 'label'"
+  )
+  assert _cli_error(capsys, [*evaluate, texts, "--text-pair-column", "review"]) == (
+    f"error: --text-pair-column: {stars} was trained on single texts (no "
+    f"config.data.text_pair_column); drop it, or name the texts with --text-column"
+  )
+  config = config_lib.finetune_base_config()
+  config.data.text_pair_column = "hypothesis"
+  with pytest.raises(UserError, match=r"has no column 'hypothesis' \(--text-pair-column\)"):
+    data_lib.read(texts, config, flags=commands.COLUMN_FLAGS)

@@ -3,6 +3,9 @@ device, gradient accumulation equal to the full batch, and a single compilation.
 """
 
 import functools
+import os
+import subprocess
+import sys
 
 import chex
 import jax
@@ -15,7 +18,7 @@ from bert_jax.model import families, pretraining
 from bert_jax.train import loop, rtd
 from bert_jax.train import optimizer as optimizer_lib
 from bert_jax.train import step as step_lib
-from tests.conftest import needs_devices, random_batch
+from tests.conftest import ROOT, needs_devices, random_batch
 
 BATCH, LENGTH, PREDICTIONS, VOCAB = 16, 32, 5, 512
 
@@ -74,6 +77,26 @@ def test_shard_shapes_on_2x2x2_mesh():
   assert inter.sharding.shard_shape(inter.shape) == (64, 256)
   mu = state.opt_state[1][0].mu["bert"]["embeddings"]["word"]["embedding"]
   assert mu.sharding == word.sharding  # optimizer state sharded like its parameter
+
+
+@pytest.mark.slow
+def test_the_word_lookup_on_a_2x2x2_mesh_compiles_without_replicating():
+  """Gathering words from a table cut over fsdp (its embed axis) left the rows cut so;
+  XLA then replicated them to reshard over the batch, with an "Involuntary full
+  rematerialization" warning each time (9 in this train step). The lookup takes whole
+  rows. Compiled in a process of its own: XLA's warnings need TF_CPP_MIN_LOG_LEVEL=0 from
+  the start, and no compilation cache.
+  """
+  code = (
+    "import jax; from tests.test_train_step import _config, _run; "
+    "_run(_config(data=2, fsdp=2, tensor=2), jax.devices()[:8], steps=1)"
+  )
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0", "JAX_ENABLE_COMPILATION_CACHE": "false"}
+  done = subprocess.run(
+    [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+  )
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "Involuntary full rematerialization" not in done.stderr
 
 
 @needs_devices(8)

@@ -4,13 +4,18 @@ Both load the run's best eval checkpoint (or `--step`) on one device with its to
 label map and data settings (the run's `config.json`), so the columns and the maximum
 length are the ones it was trained with.
 
-`predict` writes its JSON Lines atomically, never over an existing file without
-`--overwrite`, and never over a run's own files (metrics, config, checkpoints). The workdir,
-the data files and --output may be URLs (`gs://...`).
+Both read the run's text columns, or those `--text-column` / `--text-pair-column` name.
+`predict` writes one JSON line per input row, in order (a blank text is predicted as an
+empty one; a qa row without question or context gets an "error"), with the row's "id"
+when it has one; atomically, into a folder it makes if needed, or to stdout with `--output
+-`; never over an existing file without `--overwrite`, and never over a run's own files
+(metrics, config, checkpoints). The workdir, the data files and --output may be URLs
+(`gs://...`).
 """
 
 import json
 import os
+import sys
 
 import ml_collections
 
@@ -21,6 +26,9 @@ from bert_jax.finetune import data as data_lib
 from bert_jax.finetune import evaluate as evaluate_lib
 
 BATCH_SIZE = 32
+STDOUT = "-"  # `predict --output -`: the JSON Lines on stdout, the summary on stderr
+# The flags of predict and evaluate that name the run's columns in other data.
+COLUMN_FLAGS = {"text_column": "--text-column", "text_pair_column": "--text-pair-column"}
 
 
 def load(workdir: str, step: int | None = None) -> tuple[run_lib.Run, ml_collections.ConfigDict]:
@@ -50,7 +58,14 @@ def _labels(run):
   return data_lib.LabelMap(run.meta["labels"]) if run.meta.get("labels") else None
 
 
-def evaluate_main(workdir: str, *, data: str | None = None, step: int | None = None) -> dict:
+def evaluate_main(
+  workdir: str,
+  *,
+  data: str | None = None,
+  step: int | None = None,
+  text_column: str | None = None,
+  text_pair_column: str | None = None,
+) -> dict:
   """`bert-jax evaluate`: prints the metrics of a fine-tuned run (last line: one JSON object),
   or a pretraining run's held-out masked-LM metrics (`pretrain.evaluate_run`).
 
@@ -58,16 +73,20 @@ def evaluate_main(workdir: str, *, data: str | None = None, step: int | None = N
     workdir: the fine-tuned (or pretraining) run.
     data: a data spec to evaluate on; None: the run's config.data.eval.
     step: a checkpoint step; None: the best eval's (a pretraining run's latest).
+    text_column: the column of `data` with the texts; None: the run's.
+    text_pair_column: the column of `data` with the second texts of pairs; None: the run's.
 
   Returns:
     The metrics (and "loss").
   """
+  columns = {"text_column": text_column, "text_pair_column": text_pair_column}
   meta = run_lib.latest_meta(run_lib.workdir_of(workdir)) or {}
   if meta and "task" not in meta and not meta.get("imported_from"):  # a pretraining run
-    if data:
+    given = ["--data"] * bool(data) + [COLUMN_FLAGS[k] for k, v in columns.items() if v]
+    if given:
       raise UserError(
-        f"--data is for fine-tuned runs; {workdir} is a pretraining run, evaluated on its "
-        f"own held-out rows (drop --data)"
+        f"{given[0]} is for fine-tuned runs; {workdir} is a pretraining run, evaluated on "
+        f"its own held-out rows (drop {given[0]})"
       )
     from bert_jax.train import pretrain  # pylint: disable=g-import-not-at-top
 
@@ -79,10 +98,11 @@ def evaluate_main(workdir: str, *, data: str | None = None, step: int | None = N
   if not spec:
     raise UserError(f"{workdir} was trained without config.data.eval; give --data FILE")
   config.data.eval = spec
+  use_columns(config, workdir, spec, **columns)
   if config.task == "embedding":
     return _evaluate_embedding(run, config, spec)
   labels = _labels(run)
-  examples = data_lib.read(spec, config)
+  examples = data_lib.read(spec, config, flags=COLUMN_FLAGS)
   arrays, _ = data_lib.encode(examples, run.tokenizer, config, labels)
   logits = evaluate_lib.logits(run.model, run.params, arrays, BATCH_SIZE, progress=True)
   values = evaluate_lib.scores(config, logits, arrays, examples, labels.names if labels else None)
@@ -94,9 +114,39 @@ def evaluate_main(workdir: str, *, data: str | None = None, step: int | None = N
   return values
 
 
+def use_columns(
+  config, workdir: str, spec: str, text_column: str | None, text_pair_column: str | None
+) -> None:
+  """Sets config.data's text columns to those --text-column / --text-pair-column name
+  (None: the run's own).
+
+  Raises:
+    UserError: an empty name, a column flag for a TFDS dataset (its columns are its
+      registry's) or a qa run (question, context), or a pair column for a run of one text.
+  """
+  given = {"text_column": text_column, "text_pair_column": text_pair_column}
+  given = {key: name for key, name in given.items() if name is not None}
+  for key, name in given.items():
+    if not name.strip():
+      raise UserError(f"{COLUMN_FLAGS[key]} {name!r} names no column; give a column name")
+  flags = " and ".join(COLUMN_FLAGS[key] for key in given)
+  if given and data_lib.is_tfds(spec):
+    raise UserError(f"{flags}: {spec} is read with its registry's columns; drop {flags}")
+  if given and config.task == "qa":
+    raise UserError(
+      f"{flags}: {workdir} is a qa run, which reads the columns question and context; drop {flags}"
+    )
+  if "text_pair_column" in given and not config.data.text_pair_column:
+    raise UserError(
+      f"--text-pair-column: {workdir} was trained on single texts (no "
+      f"config.data.text_pair_column); drop it, or name the texts with --text-column"
+    )
+  config.data.update(given)
+
+
 def _evaluate_embedding(run, config, spec: str) -> dict:
   """`evaluate` of an embedding run: retrieval metrics of its eval pairs (`retrieval`)."""
-  examples = data_lib.read(spec, config)
+  examples = data_lib.read(spec, config, flags=COLUMN_FLAGS)
   inputs = evaluate_lib.embedding_inputs(examples, run.tokenizer, config.data.max_seq_length)
   values = evaluate_lib.embedding_scores(run.model, run.params, inputs, BATCH_SIZE)
   print(
@@ -142,11 +192,12 @@ def check_output(
   output_path: str, workdir: str, *, overwrite: bool = False, example: str = "predictions.jsonl"
 ) -> None:
   """Bad --output of `predict` (or `embed`: `example` names its kind of file), before
-  anything is loaded or written.
+  anything is loaded or written. A folder that does not exist yet is made when the
+  output is written (`make_parent`).
 
   Raises:
-    UserError: the path is a run's own file (even with `overwrite`), a folder, in a
-      folder (or a bucket) that does not exist, or an existing file without `overwrite`.
+    UserError: the path is a run's own file (even with `overwrite`), a folder, under a
+      file, in a bucket that does not exist, or an existing file without `overwrite`.
   """
   if storage.is_remote(output_path) and (problem := storage.unreachable(output_path)):
     raise UserError(f"--output {output_path}: {problem}; check the bucket name and access")
@@ -161,22 +212,35 @@ def check_output(
     raise UserError(
       f"--output {output_path} is a folder; give a file, e.g. {output_path}/{example}"
     )
-  parent = os.path.dirname(os.path.abspath(output_path))
-  if not storage.is_remote(output_path) and not os.path.isdir(parent):  # buckets have no folders
-    raise UserError(f"--output {output_path}: the directory {parent} does not exist")
+  missing = [] if storage.is_remote(output_path) else storage.folders_to_make(output_path)
+  above = os.path.dirname(missing[-1]) if missing else None
+  if above and not os.path.isdir(above):
+    raise UserError(
+      f"--output {output_path}: {above} is a file, not a folder; write elsewhere, "
+      f"e.g. --output {example}"
+    )
   if storage.exists(output_path) and not overwrite:
     raise UserError(
       f"--output {output_path} exists; give another file, or --overwrite to replace it"
     )
 
 
+def make_parent(output_path: str) -> None:
+  """Makes the folder of a local `output_path` (buckets have no folders)."""
+  if not storage.is_remote(output_path):
+    os.makedirs(storage.parent(output_path), exist_ok=True)
+
+
 def _echoed_fields(row) -> dict:
-  """The input texts a prediction line repeats: "text" (and "text_pair") of a sequence
-  row; nothing for tokens rows (their words are in the prediction) or qa examples.
+  """The input fields a prediction line repeats: the row's "id" when it has one, and the
+  "text" (and "text_pair") of a sequence row; tokens rows' words are in the prediction,
+  and a qa prediction has the example's id.
   """
-  if not isinstance(row, dict) or "text" not in row:
+  if not isinstance(row, dict):
     return {}
-  return {k: row[k] for k in ("text", "text_pair") if row.get(k) is not None}
+  fields = {"id": row["id"]} if "id" in row else {}
+  fields.update({k: row[k] for k in ("text", "text_pair") if row.get(k) is not None})
+  return fields
 
 
 def predict_main(
@@ -186,21 +250,68 @@ def predict_main(
   *,
   step: int | None = None,
   overwrite: bool = False,
+  text_column: str | None = None,
+  text_pair_column: str | None = None,
 ) -> None:
-  """`bert-jax predict`: one JSON line of prediction per row of `input_spec`.
+  """`bert-jax predict`: one JSON line of prediction per row of `input_spec`, in order.
+
+  A blank text is predicted as the empty text ([CLS] [SEP]); a qa row with an empty
+  question or context gets {"id", "answer": null, "error"}. The row's "id" is copied.
 
   Args:
     workdir: the fine-tuned run.
     input_spec: a data spec with the run's text columns (a label column is optional,
       and checked against the run's labels).
-    output_path: the JSON Lines file to write (atomically).
+    output_path: the JSON Lines file to write (atomically; its folder is made), or "-":
+      stdout (the summary line then goes to stderr).
     step: a checkpoint step; None: the best eval's.
     overwrite: replace an existing `output_path` (never a run's own files).
+    text_column: the column of `input_spec` with the texts; None: the run's.
+    text_pair_column: the column with the second texts of pairs; None: the run's.
 
   Raises:
     UserError: a bad --output (`check_output`), bad input data, or a label outside the
       run's labels; nothing is written then.
   """
+  _check_predict_output(output_path, workdir, overwrite)
+  run, config = load(workdir, step)
+  if config.task == "embedding":
+    raise UserError(
+      f"{workdir} is a sentence-embedding run: it predicts no labels; get its vectors "
+      f"with bert-jax embed --workdir {workdir} --input TEXTS.txt --output VECTORS.npy"
+    )
+  use_columns(config, workdir, input_spec, text_column, text_pair_column)
+  labels = _labels(run)
+  examples = data_lib.read(input_spec, config, labelled=False, keep_blank=True, flags=COLUMN_FLAGS)
+  given = _given_labels(examples, labels)
+  results, truncated = _predictions(run, config, examples, labels)
+  lines = (
+    json.dumps({**_echoed_fields(row), **result}, ensure_ascii=False) + "\n"
+    for row, result in zip(examples.rows, results)
+  )
+  if output_path == STDOUT:
+    sys.stdout.writelines(lines)
+    sys.stdout.flush()
+  else:
+    make_parent(output_path)
+    storage.write_lines(output_path, lines)
+  notes = _blank_note(config, examples)
+  if truncated:
+    notes.append(f"{truncated} truncated to {config.data.max_seq_length} tokens")
+  if given and None not in given and config.task == "classification":
+    hits = sum(r["label"] == labels.names[i] for r, i in zip(results, given))
+    notes.append(f"accuracy against its label column {hits / len(given):.4f}")
+  where = "stdout" if output_path == STDOUT else output_path
+  print(
+    f"{len(results)} predictions -> {where}" + (f" ({'; '.join(notes)})" if notes else ""),
+    file=sys.stderr if output_path == STDOUT else sys.stdout,
+  )
+
+
+def _check_predict_output(output_path: str, workdir: str, overwrite: bool) -> None:
+  """`check_output` for predict, and a name that says JSON Lines; "-" (stdout) passes."""
+  if output_path == STDOUT:
+    return
   check_output(output_path, workdir, overwrite=overwrite)
   kind = output_path.lower().removesuffix(".gz").rpartition(".")[2]
   if kind in ("csv", "tsv", "json", "txt", "npy"):
@@ -208,36 +319,62 @@ def predict_main(
       f"--output {output_path}: predict writes JSON Lines, one object per row; name the "
       f"file .jsonl (e.g. {output_path.rpartition('.')[0]}.jsonl)"
     )
-  run, config = load(workdir, step)
-  if config.task == "embedding":
-    raise UserError(
-      f"{workdir} is a sentence-embedding run: it predicts no labels; get its vectors "
-      f"with bert-jax embed --workdir {workdir} --input TEXTS.txt --output VECTORS.npy"
-    )
-  labels = _labels(run)
-  examples = data_lib.read(input_spec, config, labelled=False)
+
+
+def _given_labels(examples, labels) -> list[int | None] | None:
+  """The ids of the input's labels (checked against the run's: an error names the row),
+  None for a row without one; None when no row has one (or the run has no label map).
+  """
   given = [r.get("label") if isinstance(r, dict) else None for r in examples.rows]
-  given_ids = None
-  if labels and any(g is not None for g in given):  # a label column: check it against the map
-    given_ids = [labels.encode(g, examples.where(i)) for i, g in enumerate(given)]
+  given = [None if g is None or str(g).strip() == "" else g for g in given]
+  if not labels or all(g is None for g in given):
+    return None
+  return [None if g is None else labels.encode(g, examples.where(i)) for i, g in enumerate(given)]
+
+
+def _predictions(run, config, examples, labels) -> tuple[list[dict], int]:
+  """(one prediction per row of `examples`, in order; the number of truncated rows). A qa
+  row with an empty question or context is not answered: its object says why.
+  """
+  if config.task != "qa" or not examples.blank:
+    return _predicted(run, config, examples, labels)
+  answerable = [i for i, e in enumerate(examples.rows) if e.question.strip() and e.context.strip()]
+  subset = data_lib.Examples([examples.rows[i] for i in answerable], source=examples.source)
+  results = [_unanswered(e) for e in examples.rows]
+  truncated = 0
+  if answerable:
+    predicted, truncated = _predicted(run, config, subset, labels)
+    for i, result in zip(answerable, predicted):
+      results[i] = result
+  return results, truncated
+
+
+def _predicted(run, config, examples, labels) -> tuple[list[dict], int]:
+  """The model's predictions of every row of `examples` and the number truncated."""
   arrays, truncated = data_lib.encode(examples, run.tokenizer, config, None)
   logits = evaluate_lib.logits(run.model, run.params, arrays, BATCH_SIZE, progress=True)
-  results = evaluate_lib.predictions(
-    config, logits, arrays, examples, labels.names if labels else None
-  )
-  storage.write_lines(
-    output_path,
-    (
-      json.dumps({**_echoed_fields(row), **result}, ensure_ascii=False) + "\n"
-      for row, result in zip(examples.rows, results)
-    ),
-  )
-  notes = [f"{examples.skipped_empty} empty rows skipped"] if examples.skipped_empty else []
-  if truncated:
-    notes.append(f"{truncated} truncated to {config.data.max_seq_length} tokens")
-  if given_ids and None not in given and config.task == "classification":
-    hits = sum(r["label"] == labels.names[i] for r, i in zip(results, given_ids))
-    notes.append(f"accuracy against its label column {hits / len(given):.4f}")
-  print(
-    f"{len(results)} predictions -> {output_path}" + (f" ({'; '.join(notes)})" if notes else "")
-  )
+  names = labels.names if labels else None
+  return evaluate_lib.predictions(config, logits, arrays, examples, names), truncated
+
+
+def _unanswered(example) -> dict:
+  """The prediction of a qa example with an empty question or context: why there is none."""
+  empty = [name for name in ("question", "context") if not getattr(example, name).strip()]
+  return {
+    "id": example.id,
+    "answer": None,
+    "probability": None,
+    "start": None,
+    "error": f"empty {' and '.join(empty)}: nothing to answer",
+  }
+
+
+def _blank_note(config, examples) -> list[str]:
+  """The summary's note on blank rows, which predict keeps (one line per row)."""
+  if not examples.blank:
+    return []
+  if config.task == "qa":
+    return [
+      f"{examples.blank} rows with an empty question or context, not answered: see their error"
+    ]
+  return [f"{examples.blank} blank rows, predicted as empty texts"]

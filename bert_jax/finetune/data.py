@@ -1,21 +1,25 @@
 """Fine-tuning data: labelled examples from files (local or URLs, `gs://...`) or TFDS, the label map, and
 fixed-length token arrays for each task.
 
-Sources (`config.data.train` / `config.data.eval`):
+Sources (`config.data.train` / `config.data.eval`), files in UTF-8 (a byte order mark is
+dropped):
   - `*.csv`, `*.tsv`: a header row names the columns;
   - `*.jsonl` (or `*.json`, one object per line);
   - `tfds:NAME:SPLIT`, e.g. `tfds:glue/mrpc:validation` (columns and label names from the
-    registry in `tfds_tasks`).
+    registry in `tfds_tasks`; class ids are read as their names).
 
 Examples are plain dicts: classification / regression {"text", "text_pair", "label"},
 tokens {"words", "tags"}, qa `squad.QAExample`, embedding {"text" (the anchor),
-"text_pair" (its positive), "negative", "score"}. Rows whose text is empty are skipped and
-counted (embedding: a pair with an empty side is an error); a source left with no rows at
-all is an error that names it. Everything is tokenized once, in memory (GLUE's largest
-task, MNLI, is 393k pairs).
+"text_pair" (its positive), "negative", "score"}; a row's "id" column is kept as "id".
+A label is a name, a JSON number too (1 and "1" are the label "1"). Rows whose text is
+empty are skipped and counted, or kept for predict (`read(keep_blank=True)`; embedding: a
+pair with an empty side is an error); a source left with no rows at all is an error that
+names it. Everything is tokenized once, in memory (GLUE's largest task, MNLI, is 393k
+pairs).
 
-Errors about a row (a label outside the label map, a regression label that is no number,
-tags that do not match the words) name the source and the row: `Examples.where(i)`.
+Errors about a row (no text field or no text in it, a label outside the label map, a
+regression label that is no number, tags that do not match the words) name the source and
+the row: `Examples.where(i)`.
 """
 
 import csv
@@ -44,6 +48,8 @@ class Examples:
     source: the data spec the rows come from (a file or `tfds:NAME:SPLIT`).
     numbers: each row's number in the source (1-based data rows: a CSV's header and a
       JSON Lines file's blank lines do not count), or None: the rows are the source's.
+    blank: rows kept although their text is empty (`read(keep_blank=True)`; qa: an empty
+      question or context).
   """
 
   rows: list
@@ -51,6 +57,7 @@ class Examples:
   label_names: list | None = None
   source: str = "the data"
   numbers: list[int] | None = None
+  blank: int = 0
 
   def where(self, index: int) -> str:
     """`"SOURCE row N"`: where `rows[index]` is in its source, for error messages."""
@@ -63,45 +70,70 @@ def is_tfds(spec: str) -> bool:
   return spec.startswith(tfds_tasks.TFDS_PREFIX)
 
 
-def read(spec: str, config, *, labelled: bool = True) -> Examples:
+def accepted(labelled: bool = True) -> str:
+  """The data specs `read` takes, for messages: a .txt too when unlabelled (predict)."""
+  files = ".csv, .tsv or .jsonl" if labelled else ".csv, .tsv, .jsonl or .txt"
+  return f"a {files} file or tfds:NAME:SPLIT"
+
+
+def read(
+  spec: str,
+  config,
+  *,
+  labelled: bool = True,
+  keep_blank: bool = False,
+  flags: dict[str, str] | None = None,
+) -> Examples:
   """The examples of a data spec for `config.task`.
+
+  Files are UTF-8, with or without a byte order mark (Excel's "CSV UTF-8").
 
   Args:
     spec: a .csv / .tsv / .jsonl file, or `tfds:NAME:SPLIT`; unlabelled, also a .txt
       file of one text per line (tasks of one text).
     config: a fine-tuning config (task, columns).
     labelled: whether the label column is required (False for predict).
+    keep_blank: keep the rows whose text is empty (predict: one prediction per row) and
+      count them in `Examples.blank`, instead of skipping them.
+    flags: how the command sets a column (`{"text_column": "--text-column"}`), for the
+      messages; a column not in it is named by its config key (config.data.text_column).
 
   Returns:
-    The examples; rows with empty text are skipped and counted.
+    The examples; rows with empty text are skipped and counted (unless `keep_blank`).
 
   Raises:
-    UserError: a missing or unreadable file, a missing column, or a source with no rows.
+    UserError: a missing or unreadable file, a missing column, a row without text (or
+      with a number, null or a list where the text should be), or a source with no rows.
   """
   if is_tfds(spec):
     examples = _read_tfds(spec, config)
   elif storage.is_remote(spec) and (problem := storage.unreachable(spec)):
     raise UserError(f"data file {spec}: {problem}; check the bucket name and access")
   elif not storage.isfile(spec):
-    raise UserError(
-      f"data file {spec} does not exist; give a .csv, .tsv or .jsonl file or tfds:NAME:SPLIT"
-    )
+    raise UserError(f"data file {spec} does not exist; give {accepted(labelled)}")
   else:
     one_text = None if labelled else _one_text_column(spec, config)
-    examples = _from_records(read_records(spec, one_text), spec, config, labelled)
+    records = read_records(spec, one_text, labelled=labelled)
+    examples = _from_records(records, spec, config, labelled, keep_blank, flags)
   if not examples.rows:
-    raise UserError(_no_rows(spec, config, examples.skipped_empty))
+    raise UserError(_no_rows(spec, config, examples.skipped_empty, flags))
   return examples
 
 
-def _no_rows(spec, config, skipped_empty):
+def _setting(key: str, flags: dict[str, str] | None) -> str:
+  """How the user names column `key` of config.data: a command's flag, or the config key."""
+  return (flags or {}).get(key, f"config.data.{key}")
+
+
+def _no_rows(spec, config, skipped_empty, flags):
   """The error for a source with no rows to use."""
   if skipped_empty:
-    columns = [c for c in (config.data.text_column, config.data.text_pair_column) if c]
+    keys = [k for k in ("text_column", "text_pair_column") if config.data[k]]
+    columns = " or ".join(repr(config.data[k]) for k in keys)
+    settings = ", ".join(_setting(k, flags) for k in keys)
     return (
-      f"{spec} has no rows with text: all {skipped_empty} rows have an empty "
-      f"{' or '.join(map(repr, columns))} (config.data.text_column, text_pair_column); "
-      f"fill in the text"
+      f"{spec} has no rows with text: all {skipped_empty} rows have an empty {columns} "
+      f"({settings}); fill in the text"
     )
   return f"{spec} has no rows (a header only, or an empty file); give a file with examples"
 
@@ -124,126 +156,235 @@ def _one_text_column(path, config):
   return d.text_column
 
 
-def read_records(path, text_per_line=None):
+def read_records(path, text_per_line=None, *, labelled=True):
   """A list of dicts, one per row of a .csv / .tsv file or line of a .jsonl file (of a .txt
-  file, with `text_per_line`: {text_per_line: line}).
+  file, with `text_per_line`: {text_per_line: line} for every line, blank ones too).
+
+  The file is UTF-8; a byte order mark at its start is dropped. A CSV row shorter than the
+  header has empty cells ("") for the columns it lacks.
 
   Raises:
-    UserError: a file that is not UTF-8, a line that is not JSON, an unknown file type.
+    UserError: a file that is not UTF-8, a line that is not JSON, an unknown file type
+      (the kinds listed: a .txt too unless `labelled`).
   """
   lower = path.lower()
   try:
-    with storage.open_file(path, "rb") as raw, io.TextIOWrapper(raw, "utf-8", newline="") as f:
+    with (
+      storage.open_file(path, "rb") as raw,
+      io.TextIOWrapper(raw, "utf-8-sig", newline="") as f,
+    ):
       if text_per_line:
-        return [{text_per_line: line.rstrip("\r\n")} for line in f if line.strip()]
+        return [{text_per_line: line.rstrip("\r\n")} for line in f]
       if lower.endswith((".csv", ".tsv")):
-        return list(csv.DictReader(f, delimiter="\t" if lower.endswith(".tsv") else ","))
+        delimiter = "\t" if lower.endswith(".tsv") else ","
+        return list(csv.DictReader(f, delimiter=delimiter, restval=""))
       if lower.endswith((".jsonl", ".json")):
-        records = []
-        for number, line in enumerate(f, 1):
-          if line.strip():
-            try:
-              records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-              raise UserError(
-                f"{path} line {number} is not JSON ({e.msg}); JSON Lines files "
-                f"hold one object per line"
-              ) from None
-        return records
+        return _json_lines(f, path)
   except UnicodeDecodeError as e:
     raise UserError(
       f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); convert it"
     ) from None
-  if lower.endswith(".txt"):
+  if lower.endswith(".txt") and labelled:
     raise UserError(f"{path}: a .txt file has no labels; give a .csv, .tsv or .jsonl file")
-  raise UserError(f"{path}: unknown file type; give a .csv, .tsv or .jsonl file")
+  raise UserError(f"{path}: unknown file type; give {accepted(labelled)}")
 
 
-def _column(records, name, path, what):
-  if records and name not in records[0]:
+def _json_lines(lines, path):
+  """The objects of a JSON Lines file's lines (blank lines are no rows)."""
+  records = []
+  for number, line in enumerate(lines, 1):
+    if line.strip():
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise UserError(
+          f"{path} line {number} is not JSON ({e.msg}); JSON Lines files hold one object per line"
+        ) from None
+      if not isinstance(record, dict):
+        raise UserError(
+          f"{path} line {number} is {_shown(record)}, not an object; JSON Lines data "
+          f'holds one object per line, e.g. {{"text": "..."}}'
+        )
+      records.append(record)
+  return records
+
+
+def text_of(record: dict, column: str, where: str, setting: str | None, *, words: bool = False):
+  """The text in `column` of a row: a string (with `words`, also a list of strings).
+
+  Args:
+    record: the row, as `read_records` gives it.
+    column: the column (field) with the text.
+    where: the source and row (`"FILE row N"`), for the error.
+    setting: how the user names another column (`--text-column`,
+      `config.data.text_column`), for the error; None: the column is fixed (qa).
+    words: a list of words is text too (the tokens task).
+
+  Raises:
+    UserError: one line naming `where`, the column and `setting`, when the row has no
+      such field or holds no text there (a number, null, a list, an object).
+  """
+  value = record.get(column)
+  if isinstance(value, str):
+    return value
+  if words and isinstance(value, list) and all(isinstance(w, str) for w in value):
+    return value
+  other = f", or name the field that holds the texts with {setting}" if setting else ""
+  if column not in record:
+    fields = ", ".join(repr(k) for k in record if isinstance(k, str))
     raise UserError(
-      f"{path} has no column {name!r} (config.data.{what}); its columns are "
-      f"{', '.join(map(repr, records[0]))}"
+      f"{where} has no {column!r} field (it has {fields or 'none'}); add it to the row{other}"
+    )
+  kinds = "a string or a list of words" if words else "a string"
+  raise UserError(f"{where}: {column!r} is {_shown(value)}, not text; give {kinds} there{other}")
+
+
+_KINDS = ((bool, "a boolean"), ((int, float), "a number"), (list, "a list"), (dict, "an object"))
+
+
+def _shown(value) -> str:
+  """A JSON value and its kind, short, for messages: `42 (a number)`, `null`."""
+  if value is None:
+    return "null"
+  kind = next((name for types, name in _KINDS if isinstance(value, types)), type(value).__name__)
+  text = json.dumps(value, ensure_ascii=False)
+  return f"{text if len(text) <= 40 else text[:37] + '...'} ({kind})"
+
+
+def _column(records, name, path, setting):
+  """A UserError when no row of `records` has the column `name`; `setting` says how the
+  column is chosen.
+  """
+  if records and not any(name in r for r in records):
+    found = dict.fromkeys(k for r in records for k in r if isinstance(k, str))
+    raise UserError(
+      f"{path} has no column {name!r} ({setting}); its columns are {', '.join(map(repr, found))}"
     )
 
 
-def _from_records(records, path, config, labelled):
+def _from_records(records, path, config, labelled, keep_blank, flags):
+  """The examples of a file's records (`read`)."""
   d, task = config.data, config.task
   if task == "qa":
-    for name in ("question", "context") + (("answers",) if labelled else ()):
-      _column(records, name, path, "(qa: question, context, answers)")
-    return Examples([_qa_example(r, i) for i, r in enumerate(records)], source=path)
+    return _qa_examples(records, path, labelled)
   if task == "embedding":
-    return _pairs(records, path, config)
-  _column(records, d.text_column, path, "text_column")
+    return _pairs(records, path, config, flags)
+  _column(records, d.text_column, path, _setting("text_column", flags))
   if d.text_pair_column:
-    _column(records, d.text_pair_column, path, "text_pair_column")
+    _column(records, d.text_pair_column, path, _setting("text_pair_column", flags))
   if labelled:
-    _column(records, d.label_column, path, "label_column")
+    _column(records, d.label_column, path, _setting("label_column", flags))
   rows, numbers, empty = [], [], 0
-  for number, r in enumerate(records, 1):
-    text = r[d.text_column]
+  for number, record in enumerate(records, 1):
+    where = f"{path} row {number}"
     if task == "tokens":
-      words = text.split() if isinstance(text, str) else list(text or [])
-      tags = r.get(d.label_column) if labelled else None
-      tags = tags.split() if isinstance(tags, str) else tags
-      if not words:
-        empty += 1
-        continue
-      if labelled and tags is None:
-        raise UserError(_no_label(path, number, d.label_column))
-      if tags is not None and len(tags) != len(words):
-        raise UserError(
-          f"{path} row {number} has {len(words)} words but {len(tags)} tags "
-          f"({' '.join(words[:8])} ...); give one tag per word"
-        )
-      rows.append({"words": words, "tags": tags})
+      row = _tokens_row(record, where, d, flags, labelled)
     else:
-      pair = r[d.text_pair_column] if d.text_pair_column else None
-      if not (text or "").strip() or (d.text_pair_column and not (pair or "").strip()):
-        empty += 1
-        continue
-      label = r.get(d.label_column)
-      if labelled and (label is None or isinstance(label, str) and not label.strip()):
-        raise UserError(_no_label(path, number, d.label_column))
-      rows.append({"text": text, "text_pair": pair, "label": label})
+      row = _sequence_row(record, where, d, flags)
+    if _is_blank(row) and not keep_blank:
+      empty += 1
+      continue
+    _check_label(row, where, d.label_column, labelled)
+    rows.append(row)
     numbers.append(number)
-  return Examples(rows, empty, source=path, numbers=numbers)
+  blank = sum(map(_is_blank, rows))
+  return Examples(rows, empty, source=path, numbers=numbers, blank=blank)
 
 
-def _no_label(path, number, column):
+def _sequence_row(record, where, d, flags):
+  """A classification / regression row: {"text", "text_pair", "label"} (and "id"); the
+  label is kept when there is one, labelled or not (predict checks it against the map).
+  """
+  text = text_of(record, d.text_column, where, _setting("text_column", flags))
+  pair = None
+  if d.text_pair_column:
+    pair = text_of(record, d.text_pair_column, where, _setting("text_pair_column", flags))
+  return _with_id({"text": text, "text_pair": pair, "label": record.get(d.label_column)}, record)
+
+
+def _tokens_row(record, where, d, flags, labelled):
+  """A tokens row: {"words", "tags"} (and "id"); a text is split at whitespace, and so is
+  a string of tags.
+  """
+  text = text_of(record, d.text_column, where, _setting("text_column", flags), words=True)
+  tags = record.get(d.label_column) if labelled else None
+  return _with_id(
+    {
+      "words": text.split() if isinstance(text, str) else list(text),
+      "tags": tags.split() if isinstance(tags, str) else tags,
+    },
+    record,
+  )
+
+
+def _with_id(row, record):
+  """`row` with the record's "id", when it has one (predict copies it to its output)."""
+  if "id" in record:
+    row["id"] = record["id"]
+  return row
+
+
+def _is_blank(row) -> bool:
+  """Whether a row's text is empty: no words, or an empty (or whitespace) text or pair."""
+  if "words" in row:
+    return not row["words"]
+  return not row["text"].strip() or (row["text_pair"] is not None and not row["text_pair"].strip())
+
+
+def _check_label(row, where, column, labelled):
+  """A UserError for a row without a label (when `labelled`), or with tags that do not
+  match its words.
+  """
+  if "words" in row:
+    words, tags = row["words"], row["tags"]
+    if labelled and tags is None:
+      raise UserError(_no_label(where, column))
+    if tags is not None and len(tags) != len(words):
+      raise UserError(
+        f"{where} has {len(words)} words but {len(tags)} tags "
+        f"({' '.join(words[:8])} ...); give one tag per word"
+      )
+    return
+  label = row["label"]
+  if labelled and (label is None or isinstance(label, str) and not label.strip()):
+    raise UserError(_no_label(where, column))
+
+
+def _no_label(where, column):
   return (
-    f"{path} row {number} has no label (an empty {column!r}, config.data.label_column); "
+    f"{where} has no label (an empty {column!r}, config.data.label_column); "
     f"fill it in or remove the row"
   )
 
 
-def _pairs(records, path, config):
+def _pairs(records, path, config, flags):
   """Embedding pairs: anchor (text_column), positive (text_pair_column), and the hard
   negative (negative_column) and score (score_column) when configured and in the file.
   """
   d = config.data
-  _column(records, d.text_column, path, "text_column")
+  _column(records, d.text_column, path, _setting("text_column", flags))
   if not d.text_pair_column:
     raise UserError(_NO_PAIR_COLUMN)
-  _column(records, d.text_pair_column, path, "text_pair_column")
-  sides = [("anchor", d.text_column), ("positive", d.text_pair_column)]
+  _column(records, d.text_pair_column, path, _setting("text_pair_column", flags))
+  sides = [
+    ("anchor", d.text_column, _setting("text_column", flags)),
+    ("positive", d.text_pair_column, _setting("text_pair_column", flags)),
+  ]
   present = set(records[0]) if records else set()
   if d.negative_column and d.negative_column in present:
-    sides.append(("negative", d.negative_column))
+    sides.append(("negative", d.negative_column, _setting("negative_column", flags)))
   scored = bool(d.score_column) and d.score_column in present
   rows = []
   for number, r in enumerate(records, 1):
-    texts = {}
-    for side, column in sides:
-      text = r.get(column)
-      if not isinstance(text, str) or not text.strip():
+    where = f"{path} row {number}"
+    texts = {side: text_of(r, column, where, setting) for side, column, setting in sides}
+    for (side, column, _), text in zip(sides, texts.values()):
+      if not text.strip():
         raise UserError(
-          f"{path} row {number} has an empty {side} (column {column!r}); every pair "
-          f"needs text on each side: fill it in or drop the row"
+          f"{where} has an empty {side} (column {column!r}); every pair needs text on "
+          f"each side: fill it in or drop the row"
         )
-      texts[side] = text
-    score = _number(r.get(d.score_column), f"{path} row {number}") if scored else None
+    score = _number(r.get(d.score_column), where) if scored else None
     rows.append(
       {
         "text": texts["anchor"],
@@ -259,9 +400,21 @@ _NO_PAIR_COLUMN = (
   "config.task='embedding' needs config.data.text_pair_column: the column of each "
   "anchor's positive text (e.g. --config.data.text_pair_column=positive)"
 )
+_QA_COLUMNS = "a qa run reads question, context and, to train or evaluate, answers"
 
 
-def _qa_example(record, index):
+def _qa_examples(records, path, labelled):
+  """QA examples of a file's records; rows with an empty question or context are kept
+  (and counted in `Examples.blank`).
+  """
+  for name in ("question", "context") + (("answers",) if labelled else ()):
+    _column(records, name, path, _QA_COLUMNS)
+  rows = [_qa_example(r, i, f"{path} row {i + 1}") for i, r in enumerate(records)]
+  blank = sum(not (e.question.strip() and e.context.strip()) for e in rows)
+  return Examples(rows, source=path, numbers=list(range(1, len(rows) + 1)), blank=blank)
+
+
+def _qa_example(record, index, where):
   """SQuAD-style answers: {"text": [...], "answer_start": [...]} or a list of such dicts."""
   answers = record.get("answers") or []
   if isinstance(answers, dict):
@@ -271,13 +424,16 @@ def _qa_example(record, index):
     ]
   return squad.QAExample(
     id=str(record.get("id", index)),
-    question=record["question"],
-    context=record["context"],
+    question=text_of(record, "question", where, None),
+    context=text_of(record, "context", where, None),
     answers=[(int(a["answer_start"]), a["text"]) for a in answers],
   )
 
 
 def _read_tfds(spec, config):
+  """The examples of `tfds:NAME:SPLIT`; class ids become their ClassLabel names (-1, no
+  label, stays).
+  """
   name, split = tfds_tasks.parse(spec)
   task = tfds_tasks.task_of(name)
   if task.task != config.task:
@@ -295,13 +451,24 @@ def _read_tfds(spec, config):
       )
       for r in records
     ]
+  elif config.task == "classification" and label_names:
+    rows = [{**r, "label": _name_of(r["label"], label_names)} for r in records]
   else:
     rows = records
   return Examples(rows, 0, label_names, source=spec)
 
 
+def _name_of(label, names):
+  """The name of class id `label` among `names`; `label` itself when it is no id."""
+  return names[label] if 0 <= label < len(names) else label
+
+
 class LabelMap:
-  """Label names <-> ids. Saved with the checkpoint, so predictions come back as names."""
+  """Label names <-> ids. Saved with the checkpoint, so predictions come back as names.
+
+  A file's labels are names, JSON numbers too: 1 and "1" are the same label "1", never
+  the id 1 (TFDS class ids are named when read: `_read_tfds`).
+  """
 
   def __init__(self, names):
     self.names = [str(n) for n in names]
@@ -328,11 +495,10 @@ class LabelMap:
     return cls(sorted(values, key=int if numeric else None))
 
   def encode(self, label, where: str) -> int:
-    """The id of a label.
+    """The id of a label name (a JSON number is its name: 5 is "5", not the id 5).
 
     Args:
-      label: a name (JSON ints too: label 5 is the name "5"), else an int id (TFDS gives
-        ids with its ClassLabel names).
+      label: a name.
       where: the source and row of the label (`Examples.where`), for the error.
 
     Raises:
@@ -340,9 +506,6 @@ class LabelMap:
     """
     if str(label) in self.ids:
       return self.ids[str(label)]
-    if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
-      if 0 <= label < len(self.names):
-        return int(label)
     raise UserError(
       f"{where}: label {label!r} is not one of the {len(self.names)} labels the "
       f"model was trained with ({', '.join(self.names[:10])}"

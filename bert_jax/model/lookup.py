@@ -26,6 +26,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bert_jax.model import axes
+
 # Tables with at most this many rows are looked up by selection (one `where` per row).
 SELECT_ROWS = 8
 
@@ -42,7 +44,9 @@ class Lookup(nn.Embed):
       rows = jnp.broadcast_to(table[0], inputs.shape + (self.features,))
       for row in range(1, self.num_embeddings):
         rows = jnp.where((inputs == row)[..., None], table[row], rows)
-    else:
+    else:  # the rows whole: gathering from rows cut over fsdp left them cut so (and XLA
+      # then replicated the gathered activations to reshard them over the batch)
+      table = nn.with_logical_constraint(table, (axes.VOCAB, None))
       rows = take_rows(table, inputs, jnp.dtype(self.dtype or table.dtype))
     return rows.astype(self.dtype or table.dtype)
 
