@@ -1,0 +1,111 @@
+"""This checkout, as the workers of a Cloud TPU slice get it: the checks of `run` and
+`watch` made here before a slice is paid for, and the tarball of its files they are sent.
+
+The checks find what would fail only on the workers: a --workdir that is not a bucket (each
+worker's disk goes with the slice; `--shared-workdir` for a path every worker mounts), an
+--env that is not KEY=VALUE, a recipe that is not in this checkout (outside it, or ignored
+by git: the workers get only the checkout), and, when bert_jax is importable here, whatever
+`bert-jax pretrain` refuses in the recipe and its overrides (an unknown key, a fine-tuning
+recipe, a bad value). The tarball holds every file git tracks or would track, uncommitted
+edits included.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import tarfile
+
+from tpu_errors import Error, last_line
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Run in a subprocess (the launcher imports no bert_jax): the recipe and its overrides read as
+# `bert-jax pretrain` reads them on the workers, then validated. Exit 3: no bert_jax here.
+_CHECK_RECIPE = """
+import sys
+try:
+  from bert_jax import recipe_args
+  from bert_jax.errors import UserError
+  from bert_jax.train import pretrain
+except ImportError:
+  sys.exit(3)
+try:
+  argv = ["--config", sys.argv[1], *sys.argv[2:]]
+  config, _ = recipe_args.parse_config("pretrain", argv, pretrain.DEFAULT_RECIPE, "", False)
+  pretrain.validate(pretrain.lanes_for_the_batch(config, say=lambda _: None))
+except UserError as e:
+  print(e)
+  sys.exit(2)
+"""
+
+
+def check_job(a):
+  """Bad input of `run` and `watch`, found here before a slice is paid for: a workdir the
+  workers cannot share, an --env that is not KEY=VALUE, a recipe that is not in this
+  checkout, and (when bert_jax is importable here) what `bert-jax pretrain` would refuse.
+  """
+  if not a.workdir.startswith("gs://") and not a.shared_workdir:
+    raise Error(
+      f"--workdir {a.workdir} is not a bucket: each worker has its own disk, which goes "
+      f"with the slice (a recreated one starts empty); give gs://BUCKET/runs/NAME, or "
+      f"--shared-workdir for a path every worker mounts (e.g. Filestore)"
+    )
+  for setting in a.env:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", setting):
+      raise Error(f"--env {setting!r} is not KEY=VALUE")
+  check_recipe_is_shipped(a.config.partition(":")[0])
+  checked = subprocess.run(
+    [sys.executable, "-c", _CHECK_RECIPE, a.config, *a.overrides],
+    cwd=REPO,
+    env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    capture_output=True,
+    text=True,
+  )
+  if checked.returncode == 3:
+    print("(bert_jax is not importable here: the workers check the recipe)", flush=True)
+  elif checked.returncode:
+    raise Error(last_line(checked.stdout) or last_line(checked.stderr))
+
+
+def check_recipe_is_shipped(recipe):
+  """The workers run `recipe` from the root of the checkout shipped to them: it must be a
+  file of this checkout, named from its root, that git does not ignore.
+  """
+  if os.path.isabs(recipe) or os.path.normpath(recipe).split(os.sep)[0] == "..":
+    raise Error(
+      f"--config {recipe} is outside this checkout, and the workers get only the checkout "
+      f"({REPO}): copy the recipe into it (e.g. configs/) and give its path from there"
+    )
+  if not os.path.isfile(os.path.join(REPO, recipe)):
+    raise Error(
+      f"--config {recipe} is not a file of this checkout ({REPO}); the workers run the "
+      f"recipes of the checkout this ships, e.g. configs/bert_base.py:phase1"
+    )
+  if os.path.normpath(recipe) not in checkout_files():
+    raise Error(
+      f"--config {recipe} is ignored by git, so it is not shipped (the workers get the files "
+      f"git tracks or would track): move it, or `git add -f` it"
+    )
+
+
+def checkout_files():
+  """The files of this checkout that git tracks or would track (its .gitignore applied)."""
+  try:
+    listed = subprocess.run(
+      ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+      cwd=REPO,
+      capture_output=True,
+      check=True,
+    ).stdout
+  except (OSError, subprocess.CalledProcessError):
+    raise Error(f"{REPO} is not a git checkout: `run` ships the files git lists") from None
+  return set(listed.decode().split("\0")) - {""}
+
+
+def pack_checkout(path):
+  """A tar.gz of the files of this checkout that git tracks or would track."""
+  with tarfile.open(path, "w:gz") as tar:
+    for name in sorted(checkout_files()):
+      if os.path.isfile(os.path.join(REPO, name)):  # not a deleted one
+        tar.add(os.path.join(REPO, name), arcname=name)

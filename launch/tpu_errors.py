@@ -1,0 +1,26 @@
+"""The Cloud TPU launcher's errors (launch/tpu.py prints each as one `error: ...` line and
+exits 2), and the one-line messages they are made of.
+"""
+
+
+class Error(Exception):
+  """A failure the user can act on: printed as one `error: ...` line, exit status 2."""
+
+
+class Busy(Error):
+  """The slice runs another run, alive: left as it is (no --autodelete either)."""
+
+
+class Transient(Error):
+  """A gcloud call that failed in a way another try may mend: a timeout, a lost connection."""
+
+
+def message_lines(text):
+  """The non-blank lines of a command's output, stripped."""
+  return [line.strip() for line in (text or "").splitlines() if line.strip()]
+
+
+def last_line(text):
+  """The last non-blank line of a command's output; "no message" when there is none."""
+  lines = message_lines(text)
+  return lines[-1] if lines else "no message"
