@@ -331,3 +331,20 @@ def test_registry_imports_without_tensorflow():
   )
   assert result.returncode == 0, result.stderr[-3000:]
   assert "needs TensorFlow Datasets" in result.stdout
+
+
+def test_an_unlabelled_test_split_is_predicted_not_trained_on():
+  """GLUE's test splits carry label -1 (no label): their rows have none, so `predict`
+  reads them and training names the row, instead of "label -1 is not one of the labels".
+  """
+  from bert_jax import config as config_lib
+  from bert_jax.finetune import data as data_lib
+
+  config = config_lib.finetune_base_config()
+  rows = [{"idx": i, "sentence": s, "label": -1} for i, s in enumerate([b"a fine film", b"dull"])]
+  with _mock_examples(rows):
+    examples = data_lib.read("tfds:glue/sst2:test", config, labelled=False)
+  assert [r["label"] for r in examples.rows] == [None, None]
+  assert [r["text"] for r in examples.rows] == ["a fine film", "dull"]
+  with _mock_examples(rows), pytest.raises(UserError, match="row 1 has no label"):
+    data_lib.read("tfds:glue/sst2:test", config)

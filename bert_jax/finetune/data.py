@@ -106,7 +106,7 @@ def read(
       with a number, null or a list where the text should be), or a source with no rows.
   """
   if is_tfds(spec):
-    examples = _read_tfds(spec, config)
+    examples = _read_tfds(spec, config, labelled)
   elif storage.is_remote(spec) and (problem := storage.unreachable(spec)):
     raise UserError(f"data file {spec}: {problem}; check the bucket name and access")
   elif not storage.isfile(spec):
@@ -430,9 +430,9 @@ def _qa_example(record, index, where):
   )
 
 
-def _read_tfds(spec, config):
+def _read_tfds(spec, config, labelled):
   """The examples of `tfds:NAME:SPLIT`; class ids become their ClassLabel names (-1, no
-  label, stays).
+  label, becomes None: such rows can be predicted, not trained on).
   """
   name, split = tfds_tasks.parse(spec)
   task = tfds_tasks.task_of(name)
@@ -455,11 +455,23 @@ def _read_tfds(spec, config):
     rows = [{**r, "label": _name_of(r["label"], label_names)} for r in records]
   else:
     rows = records
-  return Examples(rows, 0, label_names, source=spec)
+  examples = Examples(rows, 0, label_names, source=spec)
+  if labelled and config.task == "classification":
+    unlabelled = next((i for i, r in enumerate(rows) if r["label"] is None), None)
+    if unlabelled is not None:
+      raise UserError(
+        f"{examples.where(unlabelled)} has no label: {spec} is unlabelled (as GLUE's test "
+        f"splits are); train and evaluate on a labelled split, predict on this one"
+      )
+  return examples
 
 
 def _name_of(label, names):
-  """The name of class id `label` among `names`; `label` itself when it is no id."""
+  """The name of class id `label` among `names`; None for TFDS's -1 (an unlabelled row:
+  GLUE's test splits), `label` itself when it is no id.
+  """
+  if label == -1:
+    return None
   return names[label] if 0 <= label < len(names) else label
 
 
