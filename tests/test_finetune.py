@@ -890,6 +890,12 @@ def test_reinit_head_trains(pairs):
   evals = _records(workdir, "eval")
   assert [r["step"] for r in evals] == [0, 6]
   assert abs(evals[0]["loss"] - np.log(2)) < 0.05
+  best = run_lib.load(workdir)  # what evaluate and predict take: the last line names it
+  kept = best.meta["best"]
+  assert stdout.strip().splitlines()[-1] == (
+    f"best eval: {kept['metric']} {kept['value']:.4f} at step {best.step}, in "
+    f"{workdir}/best (what evaluate, predict and export-hf use)"
+  )
   bias = np.asarray(run.params["classifier"]["bias"])
   assert bias.shape == (2,) and np.abs(bias).min() > 1e-4
 

@@ -186,6 +186,11 @@ def _train(config, workdir, job, stop):
         config, workdir, job, stop, state, start, checkpoints, best, programs, ahead
       )
   log(f"done: {step} steps; checkpoints in {checkpoints.directory}")
+  if best and best.step is not None:
+    log(
+      f"best eval: {best.metric} {best.value:.4f} at step {best.step}, in "
+      f"{storage.join(workdir, run_lib.BEST)} (what evaluate, predict and export-hf use)"
+    )
 
 
 def _log_changes(config, workdir):
@@ -524,6 +529,7 @@ class _Best:
     )
     latest = self._checkpoints.latest_step()
     best = None if latest is None else self._checkpoints.meta(latest)["best"]
+    self.step = latest
     self.value = None if best is None else best["value"]
     self.loss = math.inf if best is None else best["metrics"].get("loss", math.inf)
 
@@ -534,7 +540,7 @@ class _Best:
       )
     value, loss = values[self.metric], values.get("loss", math.inf)
     if self.value is None or value > self.value or (value == self.value and loss < self.loss):
-      self.value, self.loss = value, loss
+      self.value, self.loss, self.step = value, loss, step
       best = {"metric": self.metric, "value": value, "metrics": values}
       self._checkpoints.save_params(step, params, dict(meta, step=step, best=best))
 
