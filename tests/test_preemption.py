@@ -211,19 +211,24 @@ def test_sigterm_on_two_processes_saves_one_agreed_step_and_resumes(tmp_path, da
   _matches_one_process(tmp_path, data_args, _records(workdir))
 
 
-@pytest.mark.slow
-def test_bad_input_found_by_process_0_stops_every_process_at_once(tmp_path, data_args):
-  """Process 0 prepares (checks) the data first; before, process 1 waited at the barrier
-  until JAX's shutdown timed out five minutes later and both aborted with stack traces.
-  """
-  procs = _two_processes(tmp_path / "run", [*data_args, "--config.data.max_seq_length=64"], {})
+def _both_fail(tmp_path, args):
+  """The last stderr lines of two processes of one run that must both exit 2 within 120 s."""
+  procs = _two_processes(tmp_path / "run", args, {})
   try:
     errs = [p.communicate(timeout=120)[1] for p in procs]
   finally:
     for p in procs:
       p.kill()
   assert [p.returncode for p in procs] == [2, 2], [e[-2000:] for e in errs]
-  lines = [e.strip().splitlines()[-1] for e in errs]
+  return [e.strip().splitlines()[-1] for e in errs]
+
+
+@pytest.mark.slow
+def test_bad_input_found_by_process_0_stops_every_process_at_once(tmp_path, data_args):
+  """Process 0 prepares (checks) the data first; before, process 1 waited at the barrier
+  until JAX's shutdown timed out five minutes later and both aborted with stack traces.
+  """
+  lines = _both_fail(tmp_path, [*data_args, "--config.data.max_seq_length=64"])
   assert "prepared with other settings (max_seq_length: 32" in lines[0]
   assert lines[1] == f"{lines[0]} (on process 0)"
 
@@ -239,16 +244,7 @@ def test_bad_input_found_by_process_1_alone_stops_every_process_at_once(tmp_path
   shutil.copytree(prepared, damaged)
   shard = damaged / "shards" / "train-00001.array_record"  # lane 1: process 1's
   shard.write_bytes(shard.read_bytes()[:1000])
-  procs = _two_processes(
-    tmp_path / "run", [*data_args, f"--config.data.prepared_dir={damaged}"], {}
-  )
-  try:
-    errs = [p.communicate(timeout=120)[1] for p in procs]
-  finally:
-    for p in procs:
-      p.kill()
-  assert [p.returncode for p in procs] == [2, 2], [e[-2000:] for e in errs]
-  lines = [e.strip().splitlines()[-1] for e in errs]
+  lines = _both_fail(tmp_path, [*data_args, f"--config.data.prepared_dir={damaged}"])
   assert lines[1].startswith(f"error: the shard {shard} is damaged"), lines
   assert lines[0] == f"{lines[1]} (on process 1)"
 
