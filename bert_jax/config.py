@@ -94,7 +94,7 @@ def base_config():
   # Local folder for copies of the shards of a remote prepared_dir (gs://...): each process
   # copies only its own lanes' shards, checked against the manifest. A local prepared_dir is
   # read in place.
-  c.data.cache_dir = "~/.cache/bert_jax"
+  c.data.cache_dir = placeholder(str)  # None: $XDG_CACHE_HOME/bert_jax, else ~/.cache/bert_jax
   # Batches under tf.data ("tf.data"), or a thread pool ("threads": the same batches, no
   # TensorFlow import, ~4 s sooner to start); "auto": tf.data when TensorFlow is installed.
   c.data.loader = "auto"

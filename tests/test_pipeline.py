@@ -299,3 +299,10 @@ def test_a_damaged_shard_is_one_line_naming_the_files_to_rewrite(prepared, tmp_p
   unit = shard.name.split("-")[-1].split(".")[0]
   assert f"the shard {shard} is damaged (" in str(caught.value)
   assert f"delete it, shards/unit-{unit}.json and manifest.json in {copy}" in str(caught.value)
+
+
+def test_the_shard_cache_follows_xdg_cache_home():
+  assert pipeline.default_cache_dir({"XDG_CACHE_HOME": "/scratch/cache"}) == (
+    "/scratch/cache/bert_jax"
+  )
+  assert pipeline.default_cache_dir({}) == os.path.expanduser("~/.cache/bert_jax")

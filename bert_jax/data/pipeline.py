@@ -36,8 +36,6 @@ from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
 
 _RANDOM_ACCESS = "readahead_buffer_size:0,max_parallelism:0"
-# Where the shards of a remote prepared dir are copied (config.data.cache_dir's default).
-DEFAULT_CACHE_DIR = "~/.cache/bert_jax"
 # A seed word of each lane's epoch order (`masking.permute_index`), beside the seed, the
 # lane's first shard and the epoch.
 _EPOCH_ORDER_SALT = 0x5EED5
@@ -87,7 +85,7 @@ class _Lane:
     numbered_shards: list[tuple[int, dict]],
     lane: int,
     lanes: int,
-    cache_dir: str = DEFAULT_CACHE_DIR,
+    cache_dir: str,
   ):
     mine = numbered_shards[lane::lanes]
     from array_record.python import array_record_module
@@ -135,6 +133,14 @@ def _damaged(name: str, data_dir: str, why: str) -> UserError:
     f"{prepare.MANIFEST} in {data_dir}, then run `bert-jax prepare` with the same "
     f"settings: it rewrites that unit alone"
   )
+
+
+def default_cache_dir(environ=os.environ) -> str:
+  """Where the shards of a remote prepared dir are copied when config.data.cache_dir is
+  None: $XDG_CACHE_HOME/bert_jax, else ~/.cache/bert_jax.
+  """
+  base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "bert_jax")
 
 
 def _local_shard(data_dir: str, shard: dict, cache_dir: str) -> str:
@@ -252,7 +258,7 @@ class Stream:
     self.lane_rows = batch_size // count
     per_process = count // process_count
     self.lanes = [
-      _Lane(data_dir, numbered, lane, count, cache_dir or DEFAULT_CACHE_DIR)
+      _Lane(data_dir, numbered, lane, count, cache_dir or default_cache_dir())
       for lane in range(process_index * per_process, (process_index + 1) * per_process)
     ]
     self.seed, self.shuffle = seed, shuffle
