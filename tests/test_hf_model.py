@@ -453,3 +453,246 @@ def test_table_round_trips_a_scanned_checkpoint():
     else:
       assert np.array_equal(a[key], b[key]), key
   assert np.all(b["['mlm']['bias']"][250:] == convert.PADDED_LOGIT_BIAS)
+
+
+# --- a fine-tuned Hugging Face checkpoint keeps its head ---------------------------------------
+
+WORDS = "the a cat dog bird fish red blue green small runs jumps sits on under tree".split()
+CLASSIFIER_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ","] + WORDS
+ID2LABEL = {0: "sad", 1: "happy", 2: "neutral"}  # not sorted: the ids' order must be kept
+CLASSIFIER_TEXTS = [
+  "the cat sits on the tree",
+  "a dog runs under the red tree and the bird jumps on the small green fish .",  # truncated
+  "blue",
+  "",
+]
+
+
+def _hf_fine_tuned(directory, model_class, **config):
+  """A random tiny Hugging Face BERT `model_class` (L2/H32, weights of std 0.3, so that its
+  outputs are far from uniform) with a WordPiece tokenizer cutting texts at 12 tokens, saved
+  in `directory` as `save_pretrained` saves them.
+  """
+  directory.mkdir()
+  (directory / "vocab.txt").write_text("\n".join(CLASSIFIER_VOCAB) + "\n")
+  (directory / "tokenizer_config.json").write_text(
+    json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer", "model_max_length": 12})
+  )
+  tokenizer = transformers.AutoTokenizer.from_pretrained(str(directory))
+  torch.manual_seed(0)
+  hf_config = transformers.BertConfig(
+    vocab_size=len(CLASSIFIER_VOCAB),
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=32,
+    initializer_range=0.3,
+    **config,
+  )
+  model_class(hf_config).save_pretrained(str(directory))
+  tokenizer.save_pretrained(str(directory))
+  return str(directory)
+
+
+@pytest.fixture(scope="module")
+def hf_classifier(tmp_path_factory):
+  """(Hugging Face directory, its import): a 3-label BertForSequenceClassification."""
+  root = tmp_path_factory.mktemp("hf_classifier")
+  hf_dir = _hf_fine_tuned(
+    root / "hf",
+    transformers.BertForSequenceClassification,
+    id2label=ID2LABEL,
+    label2id={name: i for i, name in ID2LABEL.items()},
+  )
+  workdir = str(root / "imported")
+  assert cli.main(["import-hf", "--hf", hf_dir, "--workdir", workdir]) == 0
+  return hf_dir, workdir
+
+
+def _jsonl(path, rows):
+  path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+  return str(path)
+
+
+def test_import_keeps_a_classifier_s_head_and_predict_gives_the_pipeline_s_probabilities(
+  hf_classifier, tmp_path, capsys
+):
+  hf_dir, workdir = hf_classifier
+  assert cli.main(["import-hf", "--hf", hf_dir, "--workdir", str(tmp_path / "again")]) == 0
+  out = capsys.readouterr().out
+  assert (
+    "kept the classification head (BertForSequenceClassification) with 3 labels: sad, "
+    "happy, neutral" in out
+  )
+  assert "not used" not in out and "initialised" not in out
+  run = run_lib.load(workdir)
+  assert run.meta["task"] == "classification" and run.meta["num_labels"] == 3
+  assert run.meta["labels"] == ["sad", "happy", "neutral"]
+  assert run.meta["imported_from"] == hf_dir and run.meta["max_seq_length"] == 12
+  hf_model = transformers.AutoModelForSequenceClassification.from_pretrained(hf_dir)
+  np.testing.assert_array_equal(
+    np.asarray(run.params["classifier"]["kernel"]), hf_model.classifier.weight.detach().numpy().T
+  )
+
+  classify = transformers.pipeline("text-classification", model=hf_dir, top_k=None, truncation=True)
+  theirs = classify(CLASSIFIER_TEXTS)
+  predictions = tmp_path / "predictions.jsonl"
+  texts = _jsonl(tmp_path / "texts.jsonl", [{"text": t} for t in CLASSIFIER_TEXTS])
+  assert (
+    cli.main(["predict", "--workdir", workdir, "--input", texts, "--output", str(predictions)]) == 0
+  )
+  assert "1 truncated to 12 tokens" in capsys.readouterr().out
+  ours = [json.loads(line) for line in predictions.read_text().splitlines()]
+  assert len(ours) == len(theirs)
+  for mine, scores in zip(ours, theirs):
+    assert mine["label"] == max(scores, key=lambda s: s["score"])["label"]
+    for score in scores:
+      assert abs(mine["probabilities"][score["label"]] - score["score"]) < 1e-4
+  assert max(s["score"] for scores in theirs for s in scores) > 0.6  # not a uniform model
+
+  # evaluate: the accuracy of the pipeline's labels against given ones.
+  given = ["sad", "happy", "happy", "neutral"]
+  data = _jsonl(
+    tmp_path / "eval.jsonl", [{"text": t, "label": g} for t, g in zip(CLASSIFIER_TEXTS[:3], given)]
+  )
+  hits = sum(max(s, key=lambda x: x["score"])["label"] == g for s, g in zip(theirs[:3], given))
+  assert cli.main(["evaluate", "--workdir", workdir, "--data", data]) == 0
+  metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert metrics["accuracy"] == round(hits / 3, 6)
+
+
+def _finetune(workdir, init_from, train, *overrides):
+  return cli.main(
+    [
+      "finetune",
+      "--workdir",
+      str(workdir),
+      f"--config.init_from={init_from}",
+      f"--config.data.train={train}",
+      "--config.data.max_seq_length=12",
+      "--config.train.steps=1",
+      "--config.train.batch_size=4",
+      "--config.train.warmup_fraction=0",
+      "--config.train.learning_rate=1e-3",
+      "--config.mesh.data=1",
+      *overrides,
+    ]
+  )
+
+
+def test_finetune_from_an_imported_classifier_continues_its_head(hf_classifier, tmp_path, capsys):
+  """Data of some of its labels: the head goes on (one step of 1e-3 away from the
+  checkpoint's, in the ids' order); other labels: refused, or a new head asked for.
+  """
+  hf_dir, workdir = hf_classifier
+  rows = [
+    {"text": t, "label": label} for t, label in zip(CLASSIFIER_TEXTS[:3], ["happy", "sad", "happy"])
+  ]
+  train = _jsonl(tmp_path / "train.jsonl", rows + rows[:1])
+  assert _finetune(tmp_path / "same", workdir, train) == 0
+  assert "init_from: the encoder and head of" in capsys.readouterr().out
+  run = run_lib.load(str(tmp_path / "same"))
+  assert run.meta["labels"] == ["sad", "happy", "neutral"]
+  hf_model = transformers.AutoModelForSequenceClassification.from_pretrained(hf_dir)
+  start = hf_model.classifier.weight.detach().numpy().T
+  moved = np.abs(np.asarray(run.params["classifier"]["kernel"]) - start)
+  assert 0 < moved.max() < 2e-3  # a fresh head would be O(0.1) away
+
+  other = _jsonl(
+    tmp_path / "other.jsonl", [{"text": r["text"], "label": "x" + r["label"]} for r in rows]
+  )
+  assert _finetune(tmp_path / "other", workdir, other) == 2
+  err = capsys.readouterr().err
+  assert "a classification head for the labels sad, happy, neutral but the data has" in err
+  assert "--config.head.reinit=True" in err and not os.path.exists(tmp_path / "other")
+
+
+def test_an_imported_classifier_exports_back_to_the_same_model(hf_classifier, tmp_path):
+  hf_dir, workdir = hf_classifier
+  out = str(tmp_path / "hf")
+  assert cli.main(["export-hf", "--workdir", workdir, "--out", out]) == 0
+  from safetensors.numpy import load_file
+
+  first, second = (load_file(os.path.join(d, "model.safetensors")) for d in (hf_dir, out))
+  assert first.keys() == second.keys()
+  for name in first:
+    np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+  config = json.loads(open(os.path.join(out, "config.json")).read())
+  assert config["id2label"] == {str(i): name for i, name in ID2LABEL.items()}
+  assert config["problem_type"] == "single_label_classification"
+  logits = []
+  for directory in (hf_dir, out):
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(directory).eval()
+    batch = tokenizer(CLASSIFIER_TEXTS, padding=True, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+      logits.append(model(**batch).logits.numpy())
+  np.testing.assert_allclose(logits[0], logits[1], atol=1e-6)
+  assert logits[0].shape == (4, 3)  # the export cuts texts at 12 tokens too
+
+
+@pytest.mark.parametrize(
+  "model_class, config, task, labels",
+  [
+    (
+      "BertForTokenClassification",
+      {"id2label": {0: "O", 1: "B-X", 2: "I-X"}},
+      "tokens",
+      ["O", "B-X", "I-X"],
+    ),
+    ("BertForQuestionAnswering", {}, "qa", None),
+    (
+      "BertForSequenceClassification",
+      {"num_labels": 1, "problem_type": "regression"},
+      "regression",
+      None,
+    ),
+  ],
+)
+def test_token_qa_and_regression_heads_are_kept_with_transformers_logits(
+  model_class, config, task, labels, tmp_path, capsys
+):
+  hf_dir = _hf_fine_tuned(tmp_path / "hf", getattr(transformers, model_class), **config)
+  workdir = str(tmp_path / "imported")
+  assert cli.main(["import-hf", "--hf", hf_dir, "--workdir", workdir]) == 0
+  assert f"kept the {task} head ({model_class})" in capsys.readouterr().out
+  run = run_lib.load(workdir)
+  assert run.meta["task"] == task and run.meta["labels"] == labels
+  tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir)
+  batch = tokenizer(CLASSIFIER_TEXTS[:3], padding=True, truncation=True, return_tensors="pt")
+  model = getattr(transformers, model_class).from_pretrained(hf_dir).eval()
+  with torch.no_grad():
+    out = model(**batch)
+  theirs = out.logits if task != "qa" else torch.stack([out.start_logits, out.end_logits], -1)
+  inputs = [batch[k].numpy() for k in ("input_ids", "token_type_ids", "attention_mask")]
+  ours = np.asarray(run.model.apply({"params": run.params}, *inputs))
+  real = batch["attention_mask"].numpy().astype(bool)
+  if task == "regression":
+    real = np.ones(len(real), bool)
+  np.testing.assert_allclose(ours[real], theirs.numpy()[real], atol=1e-4, rtol=0)
+
+
+def test_a_multi_label_classifier_imports_its_encoder_and_a_headless_one_is_refused(
+  tmp_path, capsys
+):
+  multi = _hf_fine_tuned(
+    tmp_path / "multi",
+    transformers.BertForSequenceClassification,
+    problem_type="multi_label_classification",
+  )
+  workdir = str(tmp_path / "imported")
+  assert cli.main(["import-hf", "--hf", multi, "--workdir", workdir]) == 0
+  out = capsys.readouterr().out
+  assert "is a multi-label classifier" in out and "not used: classifier.bias" in out
+  assert "task" not in run_lib.latest_meta(workdir)
+
+  headless = _hf_fine_tuned(tmp_path / "headless", transformers.BertModel)
+  config = json.loads((tmp_path / "headless" / "config.json").read_text())
+  config["architectures"] = ["BertForSequenceClassification"]
+  (tmp_path / "headless" / "config.json").write_text(json.dumps(config))
+  capsys.readouterr()  # transformers' progress bars
+  assert cli.main(["import-hf", "--hf", headless, "--workdir", str(tmp_path / "run")]) == 2
+  lines = capsys.readouterr().err.strip().splitlines()
+  assert len(lines) == 1 and "is a BertForSequenceClassification (config.json) but its" in lines[0]
+  assert "classifier.weight" in lines[0] and not os.path.exists(tmp_path / "run")

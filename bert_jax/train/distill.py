@@ -27,16 +27,14 @@ import numpy as np
 from bert_jax import config as config_lib
 from bert_jax import run as run_lib
 from bert_jax import sharding, storage
-from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
 from bert_jax.finetune import data as data_lib
 from bert_jax.finetune import distillation
 from bert_jax.finetune import evaluate as evaluate_lib
 from bert_jax.hf import convert as hf_convert
-from bert_jax.hf import families as hf_families
 from bert_jax.hf import files as hf_files
-from bert_jax.hf import tokenizer_files as hf_tokenizer_files
-from bert_jax.model import families as model_families
+from bert_jax.hf import import_hf as hf_import
+from bert_jax.hf import task_heads as hf_task_heads
 from bert_jax.model import tasks
 from bert_jax.train import finetune, loop
 from bert_jax.train.metrics import log
@@ -159,55 +157,24 @@ def load_teacher(path: str, scratch: str) -> run_lib.Run:
 
 def _hf_teacher(hf_dir: str, scratch: str) -> run_lib.Run:
   """A Hugging Face sequence classifier of any family import-hf reads, with its head and
-  `id2label`, as a run on one device.
+  `id2label`, as a run on one device (read as import-hf reads it).
   """
   hf = hf_files.read_config(hf_dir)
-  architectures = [str(a) for a in hf.get("architectures") or []]
-  if not any(a.endswith("ForSequenceClassification") for a in architectures) or (
-    hf.get("problem_type") == "regression"
-  ):
+  head = hf_task_heads.head_of(hf)
+  if head is None or head.task != "classification":
+    architectures = hf.get("architectures")
+    names = ", ".join(map(str, architectures)) if isinstance(architectures, list) else ""
+    what = f"{head.architecture} for {head.task}" if head else names or "model"
     raise UserError(
-      f"config.teacher={hf_dir} is a Hugging Face {', '.join(architectures) or 'model'}, not "
-      f"a *ForSequenceClassification classifier; give one, or import it and fine-tune it "
-      f"with bert_jax first: bert-jax finetune --config.init_from=IMPORTED --workdir TEACHER"
+      f"config.teacher={hf_dir} is a Hugging Face {what}, not a *ForSequenceClassification "
+      f"(single-label) classifier; give one, or import it and fine-tune it with bert_jax "
+      f"first: bert-jax finetune --config.init_from=IMPORTED --workdir TEACHER"
     )
-  family = hf_families.for_model_type(hf["model_type"])
-  id2label = hf.get("id2label") or {}
-  labels = [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(len(id2label))]
-  kwargs = family.model_kwargs(hf)
-  hf_vocab = kwargs["vocab_size"]
-  kwargs["vocab_size"] = -(-hf_vocab // 128) * 128
-  model_cfg = model_families.family(family.ARCH).config(**kwargs)
-  model = tasks.ForTask(model_cfg, "classification", len(labels))
-  rows = family.table(model_cfg, "classification")
-  head = {row.hf for row in rows}
-
-  class _WithHead:  # the family's names, and the head's (import-hf leaves them out)
-    @staticmethod
-    def tensor_name(name):
-      found = family.tensor_name(name)
-      return name if found is None and name in head else found
-
-  tensors, _ = hf_files.read_tensors(hf_dir, _WithHead)
-  absent = sorted(head - set(tensors))
-  if any(row.group == "head" and row.hf in absent for row in rows):
-    raise UserError(
-      f"config.teacher={hf_dir} has no classification head tensors ({absent[0]}, ...); "
-      f"fine-tune it with bert_jax first"
-    )
-  target = jax.tree_util.tree_map(
-    lambda a: np.zeros(a.shape, a.dtype), run_lib.abstract_params(model)
-  )
-  params, _ = hf_convert.from_hf(tensors, target, rows, hf_vocab)
-  tokenizer = tokenizer_lib.load(hf_tokenizer_files.import_tokenizer(hf_dir, scratch))
-  meta = {
-    "model": config_lib.model_dict(model_cfg),
-    "tokenizer_fingerprint": tokenizer.fingerprint,
-    "task": "classification",
-    "num_labels": len(labels),
-    "labels": labels,
-  }
-  return run_lib.Run(model, jax.device_put(params, jax.devices()[0]), tokenizer, meta, 0)
+  checkpoint = hf_import.read_checkpoint(hf_dir, hf, log=log)
+  tokenizer = hf_import.read_tokenizer(hf_dir, scratch, checkpoint, hf, log=log)
+  meta = hf_import.run_meta(checkpoint, tokenizer)
+  params = jax.device_put(checkpoint.params, jax.devices()[0])
+  return run_lib.Run(checkpoint.model, params, tokenizer, meta, 0)
 
 
 def _label_map(config, examples, teacher, resume_meta):
