@@ -107,9 +107,10 @@ def main(workdir: str, texts: list[str], *, top_k: int = 5, as_json: bool = Fals
   run = run_lib.load(workdir)
   if "task" in run.meta:
     source = run.meta.get("init_from")
+    what = "an imported checkpoint fine-tuned" if run.meta.get("imported_from") else "fine-tuned"
     raise UserError(
-      f"{workdir} is fine-tuned for {run.meta['task']!r} and has no masked-LM head; "
-      f"fill-mask takes a pretraining or imported run"
+      f"{workdir} is {what} for {run.meta['task']!r} and has no masked-LM head; "
+      f"fill-mask takes a pretraining run, or an import of a pretrained (masked-LM) model"
       + (f", such as the one it started from: --workdir {source}" if source else "")
     )
   if "mlm" in run.meta.get("initialized", ()):

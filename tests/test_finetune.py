@@ -669,8 +669,8 @@ def test_fill_mask_refuses_a_fine_tuned_run_naming_where_it_started(classify, im
   line = _cli_error(capsys, ["fill-mask", "--workdir", classify["workdir"], "a [MASK] b"])
   assert line == (
     f"error: {classify['workdir']} is fine-tuned for 'classification' and has no masked-LM "
-    f"head; fill-mask takes a pretraining or imported run, such as the one it started "
-    f"from: --workdir {imported}"
+    f"head; fill-mask takes a pretraining run, or an import of a pretrained (masked-LM) "
+    f"model, such as the one it started from: --workdir {imported}"
   )
 
 

@@ -560,6 +560,12 @@ def test_import_keeps_a_classifier_s_head_and_predict_gives_the_pipeline_s_proba
   assert cli.main(["evaluate", "--workdir", workdir, "--data", data]) == 0
   metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert metrics["accuracy"] == round(hits / 3, 6)
+  assert cli.main(["fill-mask", "--workdir", workdir, "a [MASK] b"]) == 2  # no masked-LM head
+  assert capsys.readouterr().err.strip() == (
+    f"error: {workdir} is an imported checkpoint fine-tuned for 'classification' and has no "
+    f"masked-LM head; fill-mask takes a pretraining run, or an import of a pretrained "
+    f"(masked-LM) model"
+  )
 
 
 def _finetune(workdir, init_from, train, *overrides):
