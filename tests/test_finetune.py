@@ -1367,6 +1367,7 @@ def test_a_blank_tokens_row_is_kept_for_predict(imported, tmp_path):
   assert [len(p["tags"]) for p in predicted] == [2, 0, 3]
 
 
+@pytest.mark.slow
 def test_predict_says_why_a_qa_row_without_question_or_context_is_not_answered(imported, tmp_path):
   rng = random.Random(3)
   train = _write_jsonl(tmp_path / "train.jsonl", [_qa_row(rng, i) for i in range(8)])

@@ -515,6 +515,7 @@ def _jsonl(path, rows):
   return str(path)
 
 
+@pytest.mark.slow
 def test_import_keeps_a_classifier_s_head_and_predict_gives_the_pipeline_s_probabilities(
   hf_classifier, tmp_path, capsys
 ):
@@ -587,6 +588,7 @@ def _finetune(workdir, init_from, train, *overrides):
   )
 
 
+@pytest.mark.slow
 def test_finetune_from_an_imported_classifier_continues_its_head(hf_classifier, tmp_path, capsys):
   """Data of some of its labels: the head goes on (one step of 1e-3 away from the
   checkpoint's, in the ids' order); other labels: refused, or a new head asked for.

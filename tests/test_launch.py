@@ -295,6 +295,7 @@ def test_up_prints_each_state_and_errors_are_one_line(cloud):
   assert _tpu(cloud, "down", "--name", "b" * 63, "--zone", "z", "--dry-run").returncode == 0
 
 
+@pytest.mark.slow
 def test_watch_starts_the_job_it_is_given_not_an_earlier_one(tmp_path, cloud):
   assert _tpu(cloud, "up", *V4).returncode == 0
   assert _tpu(cloud, "run", *V4, *_job(tmp_path / "w1")).returncode == 0
@@ -332,6 +333,7 @@ def test_watch_starts_the_job_it_is_given_not_an_earlier_one(tmp_path, cloud):
   assert _cycle(cloud) == ["create"]
 
 
+@pytest.mark.slow
 def test_a_live_run_is_refused_unless_forced(tmp_path, cloud):
   long = {**cloud, "FAKE_RUN_SECONDS": "60"}
   assert _tpu(cloud, "up", *V4).returncode == 0
@@ -390,6 +392,7 @@ def test_a_start_cut_off_is_tried_again_and_starts_once(tmp_path, cloud):
   assert _starts(tmp_path / "w1") == 2  # once per worker: the third try left them running
 
 
+@pytest.mark.slow
 def test_watch_gives_up_on_a_silent_worker_and_reads_the_others(tmp_path, cloud):
   assert _tpu(cloud, "up", *V4).returncode == 0
   long = {**cloud, "FAKE_RUN_SECONDS": "60"}
@@ -421,6 +424,7 @@ def test_a_failure_under_autodelete_prints_the_log_before_deleting(tmp_path, clo
   assert _cycle(cloud) == ["create", "delete"]
 
 
+@pytest.mark.slow
 def test_a_preempted_slice_is_recreated_with_the_checkout_packed_once(tmp_path, cloud):
   workdir = tmp_path / "w1"
   env = {
