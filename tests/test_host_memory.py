@@ -44,6 +44,7 @@ def _faults_per_call(mode):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+@pytest.mark.slow
 def test_freed_scratch_stays_in_the_process():
   applied, kept = _faults_per_call("keep")
   _, default = _faults_per_call("default")

@@ -381,6 +381,7 @@ def test_a_hanging_describe_times_out_and_is_tried_again(cloud):
   assert _cycle(cloud) == ["create"]  # nothing deleted
 
 
+@pytest.mark.slow
 def test_a_start_cut_off_is_tried_again_and_starts_once(tmp_path, cloud):
   assert _tpu(cloud, "up", *V4).returncode == 0
   dropped = {**cloud, "FAKE_TPU_SSH_FAIL": "1", "FAKE_TPU_SSH_DROP": "1"}
@@ -410,6 +411,7 @@ def test_watch_gives_up_on_a_silent_worker_and_reads_the_others(tmp_path, cloud)
   assert "bert: the run finished (status 0 on every worker that answered)" in answered.stdout
 
 
+@pytest.mark.slow
 def test_a_failure_under_autodelete_prints_the_log_before_deleting(tmp_path, cloud):
   failing = {**cloud, "FAKE_RUN_STATUS": "2", "FAKE_RUN_ERROR": "a non-finite loss"}
   watched = _tpu(failing, "watch", *V4, *_job(tmp_path / "w1"), "--autodelete", timeout=60)
@@ -443,6 +445,7 @@ def test_a_preempted_slice_is_recreated_with_the_checkout_packed_once(tmp_path, 
   assert first == second  # the same tarball (path, size, mtime): packed when the watch began
 
 
+@pytest.mark.slow
 def test_ctrl_c_on_watch_says_the_slice_is_still_up(tmp_path, cloud):
   env = {**cloud, "FAKE_RUN_SECONDS": "60"}
   watch = subprocess.Popen(
