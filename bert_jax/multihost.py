@@ -79,11 +79,27 @@ def broadcast_text(text: str) -> str:
   """Process 0's `text` (its first 2048 bytes of UTF-8) on every process."""
   from jax.experimental import multihost_utils
 
+  return _decoded(np.asarray(multihost_utils.broadcast_one_to_all(_encoded(text))))
+
+
+def gathered_text(text: str) -> list[str]:
+  """Every process's `text` (its first 2048 bytes of UTF-8), in process order."""
+  from jax.experimental import multihost_utils
+
+  rows = np.asarray(multihost_utils.process_allgather(_encoded(text)))
+  return [_decoded(row) for row in rows.reshape(-1, _TEXT_BYTES)]
+
+
+def _encoded(text: str) -> np.ndarray:
+  """`text` as _TEXT_BYTES bytes of UTF-8, cut or zero-padded (what a collective moves)."""
   data = np.zeros(_TEXT_BYTES, np.uint8)
   raw = text.encode("utf-8")[:_TEXT_BYTES]
   data[: len(raw)] = np.frombuffer(raw, np.uint8)
-  out = np.asarray(multihost_utils.broadcast_one_to_all(data))
-  return out.tobytes().rstrip(b"\0").decode("utf-8", errors="replace")
+  return data
+
+
+def _decoded(data: np.ndarray) -> str:
+  return data.tobytes().rstrip(b"\0").decode("utf-8", errors="replace")
 
 
 _FAILURE_KEY = "bert_jax/failure"  # "PROCESS STATUS LINE" of the first process to fail

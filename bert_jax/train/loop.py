@@ -37,8 +37,8 @@ import optax
 from bert_jax import checkpoint as ckpt_lib
 from bert_jax import config as config_lib
 from bert_jax import lock as lock_lib
+from bert_jax import multihost, sharding, storage
 from bert_jax import run as run_lib
-from bert_jax import sharding, storage
 from bert_jax.errors import NonFiniteLoss, Preempted, UserError
 from bert_jax.train import metrics as metrics_lib
 from bert_jax.train import precompile
@@ -388,19 +388,8 @@ def _first_error(reason: str) -> str:
   """
   if jax.process_count() == 1:
     return reason
-  reasons = [r for r in _allgather_text(reason) if r]
+  reasons = [r for r in multihost.gathered_text(reason) if r]
   return reasons[0] if reasons else ""
-
-
-def _allgather_text(text: str, size: int = 512) -> list[str]:
-  import numpy as np
-  from jax.experimental import multihost_utils
-
-  data = np.zeros(size, np.uint8)
-  raw = text.encode("utf-8")[:size]
-  data[: len(raw)] = np.frombuffer(raw, np.uint8)
-  rows = np.asarray(multihost_utils.process_allgather(data)).reshape(-1, size)
-  return [row.tobytes().rstrip(b"\0").decode("utf-8", errors="replace") for row in rows]
 
 
 def _non_finite(what, step, checkpoints):
