@@ -28,7 +28,6 @@ from bert_jax.finetune import data as data_lib
 from bert_jax.model import embedding
 
 POOLINGS = ("cls", "mean", "max")
-_LENGTH_MULTIPLE = 32
 
 
 @functools.partial(jax.jit, static_argnames=("model", "pooling"))
@@ -89,14 +88,11 @@ def embed_texts(
   encoded = tok.encode_batch(list(texts)) if texts else []
   rows = [[tok.cls_id] + ids[: max_length - 2] + [tok.sep_id] for ids in encoded]
   truncated = sum(len(ids) > max_length - 2 for ids in encoded)
-  order = np.argsort([len(r) for r in rows], kind="stable")
   out = np.zeros((len(rows), run.model.config.hidden_size), np.float32)
-  starts = range(0, len(rows), batch_size)
-  for start in tqdm.tqdm(starts, desc="embed", unit="batch", disable=not progress):
-    index = order[start : start + batch_size]
-    length = min(
-      max_length, -(-max(len(rows[i]) for i in index) // _LENGTH_MULTIPLE) * _LENGTH_MULTIPLE
-    )
+  batches = data_lib.length_batches(np.array([len(r) for r in rows]), batch_size, max_length)
+  for index, length in tqdm.tqdm(
+    batches, total=-(-len(rows) // batch_size), desc="embed", unit="batch", disable=not progress
+  ):
     ids = np.full((batch_size, length), tok.pad_id, np.int32)  # fixed batch: one shape
     mask = np.zeros((batch_size, length), np.int32)
     for j, i in enumerate(index):

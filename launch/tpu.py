@@ -13,7 +13,10 @@ Standard library plus the `gcloud` CLI (no SDK). From a laptop, in this checkout
     launch/tpu.py down  --name bert --zone us-west4-a
 
 `up` creates a queued resource (a queued resource and its node share `--name`) and waits
-for ACTIVE, printing each state; a slice that is ACTIVE already is left as it is. `run`
+for ACTIVE, printing each state; a slice that is ACTIVE already is left as it is. `up`,
+`watch` and `run` refuse a slice that exists with another accelerator type than
+`--accelerator-type` (optional for `run`: checked when given); `down` it first, or use
+another `--name`. `run`
 ships this checkout (every file git tracks or would track, uncommitted edits included) to
 every worker, installs `bert_jax[tpu]` into ~/venv there (`--python PATH` skips the install
 and uses that interpreter), and starts `bert-jax pretrain --config.distributed=True`
@@ -34,7 +37,7 @@ This file is the command line; beside it (imported from this folder, not as a pa
   tpu_worker.py    what runs on each worker: the start script, the status probe
   tpu_checkout.py  this checkout: the checks before a slice is paid for, the tarball shipped
   tpu_watch.py     `watch`: creates, polls, recreates after preemption, deletes
-  tpu_errors.py    Error (one `error: ...` line), Busy, Transient
+  tpu_errors.py    Error (one `error: ...` line), Busy, Mismatch, Transient
 """
 
 import argparse
@@ -55,8 +58,10 @@ NAME = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?")  # a GCP resource name
 
 
 def up(cloud):
-  """Creates the queued resource and waits for ACTIVE; one that exists is waited for."""
-  state = None if cloud.dry_run else cloud.state()
+  """Creates the queued resource and waits for ACTIVE; one that exists (of the type asked
+  for) is waited for.
+  """
+  state = None if cloud.dry_run else cloud.existing()
   if state == "ACTIVE":
     cloud.say("ACTIVE already: nothing to create")
     return
@@ -77,6 +82,8 @@ def run(cloud):
   (`--force`: stopped first).
   """
   a = cloud.args
+  if not cloud.dry_run and a.accelerator_type:
+    cloud.existing()  # a slice of another type is refused before anything is shipped
   if not cloud.dry_run and cloud.live_runs():
     if not a.force:
       raise Busy(cloud.busy_message("a run"))

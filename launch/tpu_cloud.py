@@ -20,7 +20,7 @@ import time
 import uuid
 
 from tpu_checkout import pack_checkout
-from tpu_errors import Busy, Error, Transient, last_line, message_lines
+from tpu_errors import Busy, Error, Mismatch, Transient, last_line, message_lines
 from tpu_worker import (
   LAST_LINE,
   RUN_DIR,
@@ -45,6 +45,8 @@ ATTEMPTS = 4  # tries of a describe, copy, start or delete before giving up
 # Time limits, in multiples of --timeout (a describe or a status poll). "start" includes
 # installing bert_jax[tpu] and stopping a --force'd run.
 TIMEOUTS = {"describe": 1, "poll": 1, "create": 5, "logs": 5, "copy": 15, "start": 15}
+# What a describe asks for: the state and the accelerator type, one line, tab-separated.
+DESCRIBED = "value(state.state,tpu.nodeSpec[0].node.acceleratorType)"
 # gcloud failures that another try does not mend.
 PERMANENT = re.compile(
   r"NOT_FOUND|PERMISSION_DENIED|UNAUTHENTICATED|INVALID_ARGUMENT|active account", re.I
@@ -166,19 +168,38 @@ class Cloud:
 
   def state(self):
     """The queued resource's state (e.g. ACTIVE), or None when it does not exist."""
+    return self.describe()[0]
+
+  def describe(self):
+    """(state, accelerator type) of the queued resource: (None, None) when it does not
+    exist (or dry); its type is "" where gcloud does not say (a node given by topology).
+    """
     return self.retried(self._describe)
 
   def _describe(self):
-    result = self.tpus(
-      "queued-resources", "describe", "--format=value(state.state)", kind="describe"
-    )
+    result = self.tpus("queued-resources", "describe", f"--format={DESCRIBED}", kind="describe")
     if result is None:
-      return None  # dry run: nothing was asked
+      return None, None  # dry run: nothing was asked
     if result.returncode != 0:
       if "NOT_FOUND" in result.stderr or "not found" in result.stderr.lower():
-        return None
+        return None, None
       raise self.failure(result)
-    return result.stdout.strip() or "UNKNOWN"
+    fields = result.stdout.strip("\r\n").split("\t")
+    accelerator = fields[1].strip() if len(fields) > 1 else ""
+    return fields[0].strip() or "UNKNOWN", accelerator
+
+  def existing(self):
+    """The queued resource's state (None: it does not exist), once its accelerator type
+    is checked against --accelerator-type (when given): another is a Mismatch.
+    """
+    state, accelerator = self.describe()
+    wanted = self.args.accelerator_type
+    if wanted and accelerator and accelerator.lower() != wanted.lower():
+      raise Mismatch(
+        f"the queued resource {self.args.name} is {accelerator}, not --accelerator-type "
+        f"{wanted}: `{self.command_line('down')}` it first, or use another --name"
+      )
+    return state
 
   def wait_active(self):
     """Polls until ACTIVE, printing each state; FAILED (or the resource gone) is an error."""

@@ -11,6 +11,10 @@ class Busy(Error):
   """The slice runs another run, alive: left as it is (no --autodelete either)."""
 
 
+class Mismatch(Error):
+  """The slice exists with another accelerator type than asked: left as it is."""
+
+
 class Transient(Error):
   """A gcloud call that failed in a way another try may mend: a timeout, a lost connection."""
 

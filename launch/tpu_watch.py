@@ -4,21 +4,22 @@ slice, recreating it after a preemption and rerunning.
 `watch` packs the checkout once, then polls the slice and the workers, printing worker 0's
 latest log line as it changes. A slice that does not exist yet is created and the run
 started (that spends no retry); so is the run on a slice that holds nothing, or only an
-ended run of another job. A live run of another job is refused. A PREEMPTED, SUSPENDED or
-FAILED slice, or a worker that exited with status 75 (the run saved a checkpoint on
-SIGTERM), is deleted, created again and rerun, and the run resumes from its workdir: up to
-`--retries` times. Status 0 on every worker (given only after the final checkpoint is
-saved) ends the watch; any other status is a real failure (bad config, non-finite loss): it
-prints the worker's last log line and stops without retrying. Workers that miss
-`--missed-polls` status polls in a row end the watch. `--autodelete` deletes the slice
-whenever the watch ends (after printing a failed worker's last log lines), so nothing is
-left billing; without it the watch's last line says how to delete it.
+ended run of another job. A live run of another job is refused, and so is a slice of
+another accelerator type than `--accelerator-type`: both are left as they are. A PREEMPTED,
+SUSPENDED or FAILED slice, or a worker that exited with status 75 (the run saved a
+checkpoint on SIGTERM), is deleted, created again and rerun, and the run resumes from its
+workdir: up to `--retries` times. Status 0 on every worker (given only after the final
+checkpoint is saved) ends the watch; any other status is a real failure (bad config,
+non-finite loss): it prints the worker's last log line and stops without retrying. Workers
+that miss `--missed-polls` status polls in a row end the watch. `--autodelete` deletes the
+slice whenever the watch ends (after printing a failed worker's last log lines), so nothing
+is left billing; without it the watch's last line says how to delete it.
 """
 
 import time
 
 from tpu_cloud import LOST
-from tpu_errors import Busy, Error
+from tpu_errors import Busy, Error, Mismatch
 from tpu_worker import PREEMPTED_EXIT_CODE, Worker, job_tag
 
 NOT_SEEN = "not seen"  # the state of a slice not described yet
@@ -54,8 +55,10 @@ class Watch:
       first = False
 
   def observe(self):
-    """The slice's state, printed when it changed."""
-    state = self.cloud.state()
+    """The slice's state, printed when it changed; a slice of another accelerator type is
+    a Mismatch (one describe tells both).
+    """
+    state = self.cloud.existing()
     if state != self.state:
       self.cloud.say(state or "not found")
       self.state = state
@@ -197,7 +200,7 @@ def watch(cloud):
   watching = Watch(cloud)
   try:
     status = watching.run()
-  except Busy:
+  except (Busy, Mismatch):
     raise  # not this watch's slice to delete
   except BaseException:
     watching.finish(ended=False)

@@ -162,17 +162,23 @@ def test_prepare_into_a_bucket_equals_a_local_prepare(base, tmp_path, monkeypatc
     n for _, _, names in os.walk(only) for n in names if n.endswith(".array_record")
   ) == sorted(storage.name(s["file"]) for s in mine)
 
-  # A shard that changed in the bucket after the manifest: refused, naming it.
+  # A shard that changed in the bucket after the manifest: refused, naming it and the
+  # files whose removal makes `prepare` rewrite its unit alone (as for a local shard).
   changed = storage.join(remote, mine[0]["file"])
   storage.write_bytes(changed, b"x" * mine[0]["bytes"])
-  with pytest.raises(UserError, match="does not match its manifest"):
+  unit = int(mine[0]["file"].rsplit("-", 1)[1].split(".")[0])
+  with pytest.raises(UserError) as caught:
     pipeline.Stream(
       remote, manifest, "train", process_index=1, cache_dir=str(tmp_path / "c2"), **kwargs
     )
+  assert f"the shard {changed} is damaged (does not match its manifest: " in str(caught.value)
+  assert f"delete it, shards/unit-{unit:05d}.json and manifest.json in {remote}" in str(
+    caught.value
+  )
 
-  # Resume (as after a crash before the manifest): the unit whose done file is missing is
-  # done again, rewriting its shard; the others are kept.
-  unit = int(mine[0]["file"].rsplit("-", 1)[1].split(".")[0])
+  # Following that advice (as after a crash before the manifest, too): the unit whose done
+  # file is missing is done again, rewriting its shard; the others are kept.
+  storage.remove(changed)
   storage.remove(storage.join(remote, prepare.MANIFEST))
   storage.remove(storage.join(remote, prepare.SHARDS, f"unit-{unit:05d}.json"))
   done = []

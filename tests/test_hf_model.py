@@ -561,6 +561,22 @@ def test_import_keeps_a_classifier_s_head_and_predict_gives_the_pipeline_s_proba
   assert cli.main(["evaluate", "--workdir", workdir, "--data", data]) == 0
   metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert metrics["accuracy"] == round(hits / 3, 6)
+
+  # Pairs (an NLI model, a cross-encoder): the import cannot know, so predict takes a pair
+  # column, and reads [CLS] a [SEP] b [SEP] with b's token types as the pipeline does.
+  pairs = [("the cat", "sits on the tree"), ("blue", "a dog runs"), ("red fish", "red fish")]
+  texts = _jsonl(tmp_path / "pairs.jsonl", [{"a": a, "b": b} for a, b in pairs])
+  argv = ["predict", "--workdir", workdir, "--input", texts, "--output", str(predictions)]
+  assert cli.main([*argv, "--overwrite", "--text-column", "a", "--text-pair-column", "b"]) == 0
+  ours = [json.loads(line)["probabilities"] for line in predictions.read_text().splitlines()]
+  theirs = classify([{"text": a, "text_pair": b} for a, b in pairs])
+  alone = classify([a for a, _ in pairs])
+  for mine, scores, single in zip(ours, theirs, alone):
+    for score in scores:
+      assert abs(mine[score["label"]] - score["score"]) < 1e-4
+    assert max(abs(mine[s["label"]] - s["score"]) for s in single) > 1e-3  # the pair was read
+
+  capsys.readouterr()
   assert cli.main(["fill-mask", "--workdir", workdir, "a [MASK] b"]) == 2  # no masked-LM head
   assert capsys.readouterr().err.strip() == (
     f"error: {workdir} is an imported checkpoint fine-tuned for 'classification' and has no "

@@ -54,6 +54,48 @@ def test_freed_scratch_stays_in_the_process():
   assert kept < default / 10, (kept, default)
 
 
+# Keeps freed memory up to a budget 300 MiB above the start (or none), allocates 400 MiB
+# and frees it, then prints how much of it the process still holds.
+HELD_AFTER_FREE = textwrap.dedent("""
+  import sys, time
+  import numpy as np
+  from bert_jax import host_memory
+  start = host_memory.resident_bytes()
+  budget = start + (300 << 20) if sys.argv[1] == "budget" else 1 << 60
+  assert host_memory.keep_freed_memory({"JAX_PLATFORMS": "cpu"}, budget=budget)
+  block = np.ones(400 << 17)  # 400 MiB of float64, from the heap
+  time.sleep(2.5)  # the watcher looks once a second
+  del block
+  print((host_memory.resident_bytes() - start) >> 20)
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+@pytest.mark.parametrize("budget", [True, False], ids=["past-the-budget", "no-budget"])
+def test_kept_memory_past_its_budget_goes_back_to_the_system(budget):
+  done = subprocess.run(
+    [sys.executable, "-c", HELD_AFTER_FREE, "budget" if budget else "none"],
+    capture_output=True,
+    text=True,
+    check=True,
+    env={"JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"},
+  )
+  held_mib = int(done.stdout.split()[-1])
+  if budget:
+    assert held_mib < 100, held_mib
+    assert "note: host memory reached" in done.stderr and "BERT_JAX_HOST_MALLOC" in done.stderr
+  else:
+    assert held_mib > 350, held_mib  # kept: the heap's free top is not trimmed
+    assert not done.stderr
+
+
+def test_the_budget_is_half_the_memory():
+  import os
+
+  total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+  assert 0 < host_memory.memory_budget() <= total // 2
+
+
 def test_runs_on_cpu_reads_jax_platforms():
   assert host_memory.runs_on_cpu({"JAX_PLATFORMS": "cpu"})
   assert host_memory.runs_on_cpu({"JAX_PLATFORMS": " cpu "})

@@ -295,6 +295,36 @@ def test_up_prints_each_state_and_errors_are_one_line(cloud):
   assert _tpu(cloud, "down", "--name", "b" * 63, "--zone", "z", "--dry-run").returncode == 0
 
 
+def test_a_slice_of_another_accelerator_type_is_refused_before_anything_starts(tmp_path, cloud):
+  assert _tpu(cloud, "up", *SLICE, "--accelerator-type", "v4-8", "--poll", "0").returncode == 0
+  other = [*SLICE, "--accelerator-type", "v4-32", "--poll", "0"]
+  refused = (
+    "error: the queued resource bert is v4-8, not --accelerator-type v4-32: "
+    "`launch/tpu.py down --name bert --zone us-west4-a` it first, or use another --name\n"
+  )
+  job, calls = _job(tmp_path / "w"), len(_calls(cloud))
+  for command in (["up"], ["watch", *job, "--autodelete"], ["run", *job]):
+    result = _tpu(cloud, *command[:1], *other, *command[1:])
+    assert (result.returncode, result.stderr, result.stdout) == (2, refused, ""), command
+  # One describe each (state and type at once); nothing created, shipped, started or deleted.
+  assert [c[2:4] for c in _calls(cloud)[calls:]] == [["queued-resources", "describe"]] * 3
+  assert _cycle(cloud) == ["create"] and _starts(tmp_path / "w") == 0
+  same = _tpu(cloud, "up", *SLICE, "--accelerator-type", "v4-8")
+  assert same.stdout == "bert: ACTIVE already: nothing to create\n", same.stderr
+  # A type gcloud does not say (a node asked for by topology) is no reason to refuse.
+  path = os.path.join(cloud["FAKE_CLOUD_DIR"], "qr", "bert.json")
+  with open(path) as f:
+    qr = json.load(f)
+  with open(path, "w") as f:
+    json.dump({**qr, "accelerator": None}, f)
+  assert _tpu(cloud, "up", *other).stdout == "bert: ACTIVE already: nothing to create\n"
+  # `run` without --accelerator-type (optional there) checks none: it starts the run.
+  calls = len(_calls(cloud))
+  assert _tpu(cloud, "run", *SLICE, *job).returncode == 0
+  assert ["queued-resources", "describe"] not in [c[2:4] for c in _calls(cloud)[calls:]]
+  _wait_for(lambda: _starts(tmp_path / "w") == 1)  # v4-8: one worker
+
+
 @pytest.mark.slow
 def test_watch_starts_the_job_it_is_given_not_an_earlier_one(tmp_path, cloud):
   assert _tpu(cloud, "up", *V4).returncode == 0

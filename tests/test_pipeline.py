@@ -299,6 +299,12 @@ def test_a_damaged_shard_is_one_line_naming_the_files_to_rewrite(prepared, tmp_p
   unit = shard.name.split("-")[-1].split(".")[0]
   assert f"the shard {shard} is damaged (" in str(caught.value)
   assert f"delete it, shards/unit-{unit}.json and manifest.json in {copy}" in str(caught.value)
+  shard.unlink()
+  with pytest.raises(pipeline.UserError) as caught:
+    pipeline.Stream(str(copy), manifest, "train", batch_size=8, seed=3, max_predictions=5)
+  assert str(caught.value).startswith(
+    f"the shard {shard} is missing; delete shards/unit-{unit}.json and manifest.json in {copy}"
+  )
 
 
 def test_the_shard_cache_follows_xdg_cache_home():

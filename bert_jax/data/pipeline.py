@@ -126,12 +126,16 @@ class _Lane:
 
 
 def _damaged(name: str, data_dir: str, why: str) -> UserError:
-  """Bad input: the shard `name` of the prepared data in `data_dir` is damaged (`why`)."""
+  """Bad input: the shard `name` of the prepared data in `data_dir` (local or in a bucket)
+  is damaged or missing (`why`); the fix names what `prepare` needs removed to rewrite
+  that shard's unit alone.
+  """
   unit = os.path.basename(name).split("-")[-1].split(".")[0]
+  remove = f"{units.SHARDS}/unit-{unit}.json and {prepare.MANIFEST} in {data_dir}"
+  what = "is missing" if why == "missing" else f"is damaged ({why})"
   return UserError(
-    f"the shard {name} is damaged ({why}); delete it, {units.SHARDS}/unit-{unit}.json and "
-    f"{prepare.MANIFEST} in {data_dir}, then run `bert-jax prepare` with the same "
-    f"settings: it rewrites that unit alone"
+    f"the shard {name} {what}; delete {'' if why == 'missing' else 'it, '}{remove}, then run "
+    f"`bert-jax prepare` with the same settings: it rewrites that unit alone"
   )
 
 
@@ -148,8 +152,10 @@ def _local_shard(data_dir: str, shard: dict, cache_dir: str) -> str:
   path = storage.join(data_dir, shard["file"])
   expected = shard.get("bytes")
   if not storage.is_remote(path):
-    size = os.path.getsize(path) if os.path.exists(path) else None
-    if expected is not None and size is not None and size != expected:
+    if not os.path.exists(path):
+      raise _damaged(path, data_dir, "missing")
+    size = os.path.getsize(path)
+    if expected is not None and size != expected:
       raise _damaged(path, data_dir, f"{size} bytes where {prepare.MANIFEST} says {expected}")
     return path
   try:
@@ -159,16 +165,10 @@ def _local_shard(data_dir: str, shard: dict, cache_dir: str) -> str:
       expected_size=storage.size(path) if expected is None else expected,
       expected_sha256=shard.get("sha256"),
     )
-  except ValueError as e:
-    raise UserError(
-      f"{e}; the prepared data in {data_dir} changed after its manifest was written: "
-      f"prepare it again (into an empty config.data.prepared_dir)"
-    ) from None
+  except ValueError as e:  # changed in the bucket since the manifest, or cut short
+    raise _damaged(path, data_dir, str(e).removeprefix(f"{path} ")) from None
   except FileNotFoundError:
-    raise UserError(
-      f"{path} is missing from the prepared data in {data_dir}; prepare it again (into an "
-      f"empty config.data.prepared_dir)"
-    ) from None
+    raise _damaged(path, data_dir, "missing") from None
   except OSError as e:
     raise UserError(
       f"cannot copy {path} into config.data.cache_dir={cache_dir!r} ({e.strerror or e}); "

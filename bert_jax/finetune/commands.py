@@ -122,7 +122,8 @@ def use_columns(
 
   Raises:
     UserError: an empty name, a column flag for a TFDS dataset (its columns are its
-      registry's) or a qa run (question, context), or a pair column for a run of one text.
+      registry's) or a qa run (question, context), or a pair column for a run trained on
+      single texts.
   """
   given = {"text_column": text_column, "text_pair_column": text_pair_column}
   given = {key: name for key, name in given.items() if name is not None}
@@ -136,7 +137,9 @@ def use_columns(
     raise UserError(
       f"{flags}: {workdir} is a qa run, which reads the columns question and context; drop {flags}"
     )
-  if "text_pair_column" in given and not config.data.text_pair_column:
+  # An imported classifier's config.json (no config.data.train) cannot know whether the
+  # checkpoint was trained on pairs (NLI, a cross-encoder): it takes a pair column.
+  if "text_pair_column" in given and not config.data.text_pair_column and config.data.train:
     raise UserError(
       f"--text-pair-column: {workdir} was trained on single texts (no "
       f"config.data.text_pair_column); drop it, or name the texts with --text-column"

@@ -754,3 +754,24 @@ def eval_batches(
     batch = {k: v[rows] for k, v in arrays.items()}
     batch["weight"] = weight[process_index * local : (process_index + 1) * local]
     yield batch
+
+
+# Outside training, batches are cut to a multiple of this many tokens (`length_batches`).
+LENGTH_MULTIPLE = 32
+
+
+def length_batches(
+  lengths: np.ndarray, batch_size: int, max_length: int
+) -> Iterator[tuple[np.ndarray, int]]:
+  """Rows in batches of similar length, for inference: (the rows' indices, the width to
+  cut them to), every row once.
+
+  The rows go shortest first, and each batch's width is its longest row rounded up to a
+  multiple of LENGTH_MULTIPLE (at most `max_length`): short texts do not pay for a long
+  one's padding, and a few widths are compiled.
+  """
+  order = np.argsort(lengths, kind="stable")
+  for start in range(0, len(order), batch_size):
+    index = order[start : start + batch_size]
+    longest = max(int(lengths[index].max()), 1)
+    yield index, min(max_length, -(-longest // LENGTH_MULTIPLE) * LENGTH_MULTIPLE)

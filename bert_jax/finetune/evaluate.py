@@ -61,9 +61,13 @@ def logits(
   model, params, arrays: dict, batch_size: int, mesh=None, progress: bool = False
 ) -> np.ndarray:
   """(n, ...) float32 logits of every row of `arrays`, in order; the batches are sharded
-  over `mesh` (training), or go to the parameters' one device when it is None.
+  over `mesh` (training: one program, the arrays' length), or go to the parameters' one
+  device when it is None (predict, evaluate, a teacher's logits: batches of similar
+  length, each cut short, `_logits_by_length`).
   """
   inputs = {k: arrays[k] for k in INPUT_KEYS}
+  if mesh is None and jax.process_count() == 1 and getattr(model, "task", None) != "qa":
+    return _logits_by_length(model, params, inputs, batch_size, progress)
   n = len(inputs["input_ids"])
   fn, out = _logits_fn(model), []
   batches = data_lib.eval_batches(inputs, batch_size, jax.process_index(), jax.process_count())
@@ -79,6 +83,37 @@ def logits(
     batch = sharding.global_batch(local, mesh) if mesh is not None else local
     out.append(_to_host(fn(params, batch)))
   return np.concatenate(out)[:n]
+
+
+def _logits_by_length(model, params, inputs: dict, batch_size: int, progress: bool):
+  """`logits` on one device, by length: batches of similar rows, each cut to its width.
+
+  Exact, since the cut columns are padding every row masks (`data.length_batches`). The
+  tokens task's (n, length, tags) logits are zero past each batch's width. (QA keeps the
+  full length: its loss spans every position, padding included, as Hugging Face's does.)
+  """
+  mask = inputs["attention_mask"]
+  n, full = mask.shape
+  # A row's length: up to its last unmasked token (padding is at the end).
+  lengths = np.where(mask.any(1), full - np.argmax(mask[:, ::-1] != 0, axis=1), 1)
+  fn, out = _logits_fn(model), None
+  batches = data_lib.length_batches(lengths, batch_size, full)
+  for index, width in tqdm.tqdm(
+    batches,
+    total=-(-n // batch_size),
+    desc="predict",
+    unit="batch",
+    disable=not progress,
+    leave=False,
+  ):
+    rows = np.concatenate([index, np.repeat(index[-1:], batch_size - len(index))])  # one shape
+    result = np.asarray(fn(params, {k: v[rows, :width] for k, v in inputs.items()}))
+    if out is None:
+      per_token = getattr(model, "task", None) == "tokens"
+      out = np.zeros((n, full, *result.shape[2:]) if per_token else (n, *result.shape[1:]))
+      out = out.astype(result.dtype)
+    out[index, : result.shape[1]] = result[: len(index)]
+  return out if out is not None else np.zeros((0,), np.float32)
 
 
 def logits_program(model, abstract_params, arrays: dict, batch_size: int, mesh) -> tuple:

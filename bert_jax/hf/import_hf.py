@@ -44,7 +44,8 @@ from bert_jax.hf import convert, families, family_tokenizers, files, task_heads,
 from bert_jax.model import bert, registry, tasks
 from bert_jax.model import families as model_families
 
-# The longest texts of an imported fine-tuned run (predict pads every text to its length).
+# The longest texts of an imported fine-tuned run: a batch of 32 texts that long fits a CPU's
+# memory (predict cuts each batch to its longest text; a QA run's to this length).
 MAX_SEQ_LENGTH = 512
 
 
@@ -296,8 +297,8 @@ def _summary(hf_dir, hf, read, tokenizer, meta, workdir, log):
     limit = _text_limit(hf_dir, model_cfg)
     if limit > meta["max_seq_length"]:
       log(
-        f"note: the checkpoint reads up to {limit} tokens, the run {MAX_SEQ_LENGTH} (predict "
-        f"and evaluate pad every text to it); for longer texts raise data.max_seq_length in "
+        f"note: the checkpoint reads up to {limit} tokens, the run {MAX_SEQ_LENGTH} (a batch "
+        f"of texts that long fits a CPU's memory); for longer texts raise data.max_seq_length in "
         f"{run_lib.path(workdir, run_lib.CONFIG)}"
       )
   elif unkept := task_heads.unkept_head(hf):
