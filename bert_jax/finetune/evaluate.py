@@ -71,14 +71,7 @@ def logits(
   n = len(inputs["input_ids"])
   fn, out = _logits_fn(model), []
   batches = data_lib.eval_batches(inputs, batch_size, jax.process_index(), jax.process_count())
-  for local in tqdm.tqdm(
-    batches,
-    total=-(-n // batch_size),
-    desc="predict",
-    unit="batch",
-    disable=not progress,
-    leave=False,
-  ):
+  for local in _progress(batches, -(-n // batch_size), progress):
     local.pop("weight")
     batch = sharding.global_batch(local, mesh) if mesh is not None else local
     out.append(_to_host(fn(params, batch)))
@@ -98,14 +91,7 @@ def _logits_by_length(model, params, inputs: dict, batch_size: int, progress: bo
   lengths = np.where(mask.any(1), full - np.argmax(mask[:, ::-1] != 0, axis=1), 1)
   fn, out = _logits_fn(model), None
   batches = data_lib.length_batches(lengths, batch_size, full)
-  for index, width in tqdm.tqdm(
-    batches,
-    total=-(-n // batch_size),
-    desc="predict",
-    unit="batch",
-    disable=not progress,
-    leave=False,
-  ):
+  for index, width in _progress(batches, -(-n // batch_size), progress):
     rows = np.concatenate([index, np.repeat(index[-1:], batch_size - len(index))])  # one shape
     result = np.asarray(fn(params, {k: v[rows, :width] for k, v in inputs.items()}))
     if out is None:
@@ -114,6 +100,13 @@ def _logits_by_length(model, params, inputs: dict, batch_size: int, progress: bo
       out = out.astype(result.dtype)
     out[index, : result.shape[1]] = result[: len(index)]
   return out if out is not None else np.zeros((0,), np.float32)
+
+
+def _progress(batches, total: int, shown: bool):
+  """`batches` under a "predict" progress bar (when `shown`) that goes when done."""
+  return tqdm.tqdm(
+    batches, total=total, desc="predict", unit="batch", disable=not shown, leave=False
+  )
 
 
 def logits_program(model, abstract_params, arrays: dict, batch_size: int, mesh) -> tuple:
