@@ -18,7 +18,8 @@ run holds about twice its working set (MiniLM fine-tuning: 3.7 GB resident inste
 flat over the steps; the sentence-embedding recipe, whose batches change shape, 14.5 GB
 instead of 4.5). So a watcher thread bounds it: when the process's resident memory passes
 half of the machine's (or of its cgroup's limit), glibc's defaults come back for the rest of
-the run and the free heap is returned (`malloc_trim`), with one note.
+the run, with one note, and the heap's free pages go back (`malloc_trim`) whenever it is
+past the budget.
 
 It applies only where all of this holds: Linux with glibc; the run is on CPU
 (`JAX_PLATFORMS` is "cpu", or it is unset and the machine has no GPU or TPU device files:
@@ -108,18 +109,25 @@ def resident_bytes() -> int:
 
 
 def _give_back_past(budget: int, mallopt, every_s: float = 1.0) -> None:
-  """Watches the resident memory; past `budget` restores glibc's defaults (large blocks
-  mapped and unmapped again, the heap's free top returned), trims the heap, says so once.
+  """Watches the resident memory. Past `budget` the first time: glibc's defaults come back
+  (large blocks mapped and unmapped again, the heap's free top returned) with one note;
+  then, whenever it is past `budget`, the heap's free pages go back (`malloc_trim`): a
+  block freed below a live one is not at the heap's top.
   """
-  while resident_bytes() <= budget:
+  told = False
+  while True:
     time.sleep(every_s)
-  mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
-  mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
-  ctypes.CDLL("libc.so.6").malloc_trim(0)
-  print(
-    f"note: host memory reached {budget / 2**30:.1f} GiB, half of this machine's; freed "
-    f"memory goes back to the system from now on (steps a little slower; "
-    f"BERT_JAX_HOST_MALLOC=default does so from the start)",
-    file=sys.stderr,
-    flush=True,
-  )
+    if resident_bytes() <= budget:
+      continue
+    if not told:
+      mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
+      mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+      print(
+        f"note: host memory reached {budget / 2**30:.1f} GiB, half of this machine's; freed "
+        f"memory goes back to the system from now on (steps a little slower; "
+        f"BERT_JAX_HOST_MALLOC=default does so from the start)",
+        file=sys.stderr,
+        flush=True,
+      )
+      told = True
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
