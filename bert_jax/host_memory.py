@@ -42,6 +42,7 @@ M_ARENA_MAX = -8
 # glibc's defaults, restored when the kept memory reaches its budget.
 DEFAULT_MMAP_MAX = 65536
 DEFAULT_TRIM_THRESHOLD = 128 * 1024
+WATCH_EVERY_S = 1.0  # how often the watcher reads the resident memory
 
 # NVIDIA GPUs, TPUs (v2-v3: accel, v4 and later: vfio), AMD GPUs (ROCm's kfd).
 ACCELERATOR_DEVICE_FILES = ("/dev/nvidia[0-9]*", "/dev/accel[0-9]*", "/dev/vfio/[0-9]*", "/dev/kfd")
@@ -108,7 +109,7 @@ def resident_bytes() -> int:
     return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _give_back_past(budget: int, mallopt, every_s: float = 1.0) -> None:
+def _give_back_past(budget: int, mallopt) -> None:
   """Watches the resident memory. Past `budget` the first time: glibc's defaults come back
   (large blocks mapped and unmapped again, the heap's free top returned) with one note;
   then, whenever it is past `budget`, the heap's free pages go back (`malloc_trim`): a
@@ -116,7 +117,7 @@ def _give_back_past(budget: int, mallopt, every_s: float = 1.0) -> None:
   """
   told = False
   while True:
-    time.sleep(every_s)
+    time.sleep(WATCH_EVERY_S)
     if resident_bytes() <= budget:
       continue
     if not told:

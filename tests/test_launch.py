@@ -295,6 +295,7 @@ def test_up_prints_each_state_and_errors_are_one_line(cloud):
   assert _tpu(cloud, "down", "--name", "b" * 63, "--zone", "z", "--dry-run").returncode == 0
 
 
+@pytest.mark.slow  # up, watch and run end to end on the fake cloud
 def test_a_slice_of_another_accelerator_type_is_refused_before_anything_starts(tmp_path, cloud):
   assert _tpu(cloud, "up", *SLICE, "--accelerator-type", "v4-8", "--poll", "0").returncode == 0
   other = [*SLICE, "--accelerator-type", "v4-32", "--poll", "0"]
