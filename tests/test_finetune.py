@@ -521,6 +521,7 @@ def test_trivial_task_is_learnt_and_best_is_kept(classify):
   assert "init_from: the encoder (a new head) of " in classify["stdout"]
 
 
+@pytest.mark.slow
 def test_programs_compile_once_ahead_of_the_first_step(imported, tmp_path, caplog):
   """The train step, the finiteness check and the eval program compile on the precompile
   thread while the state loads, once each: their first calls find them compiled, so the
