@@ -352,6 +352,7 @@ def test_scanned_layers_export_with_transformers_logits(tmp_path, num_layers, re
   np.testing.assert_allclose(ours, expected, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow  # 10 s of compiling on 2 cores
 def test_scanned_gradients_equal_the_unrolled_model_s():
   """A scanned, rematerialised ModernBERT (7 layers: layer 0 and two groups of 3) has the
   unrolled model's MLM loss gradients, laid out by `unscan`.

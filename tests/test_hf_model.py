@@ -414,6 +414,7 @@ def test_bad_input_is_one_line(imported, trained, tmp_path, capsys):
   assert "parameters only" in error(["pretrain", "--workdir", imported])
 
 
+@pytest.mark.slow  # 10 s of compiling on 2 cores
 def test_table_round_trips_a_scanned_checkpoint():
   """convert.unscan + to_hf + from_hf is the identity on random parameters."""
   from bert_jax.hf.families import bert as bert_table
