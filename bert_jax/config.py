@@ -323,6 +323,12 @@ _RUN_KEYS = (
 )
 
 
+def padded_vocab_size(vocab_size: int, multiple: int) -> int:
+  """`vocab_size` rounded up to a multiple of `multiple` (at least 1): the embedding rows."""
+  multiple = max(1, multiple)
+  return -(-vocab_size // multiple) * multiple
+
+
 def model_config(config, vocab_size, init_model=None, pad_id=0):
   """The frozen model dataclass (its family's) for `config` and a tokenizer of
   `vocab_size` pieces whose [PAD] is `pad_id`.
@@ -364,7 +370,6 @@ def model_config(config, vocab_size, init_model=None, pad_id=0):
   family = families.family(arch)
   layers, hidden = _size(config)
   layers, hidden = m.num_layers or layers, m.hidden_size or hidden
-  multiple = max(1, m.vocab_multiple)
   fields = {f.name for f in dataclasses.fields(family.config)}
   given = {key: m[key] for key in FAMILY_KEYS if m[key] is not None}
   foreign = sorted(set(given) - fields)
@@ -378,7 +383,7 @@ def model_config(config, vocab_size, init_model=None, pad_id=0):
   given.setdefault("intermediate_size", 4 * hidden)
   try:
     model = family.config(
-      vocab_size=-(-vocab_size // multiple) * multiple,
+      vocab_size=padded_vocab_size(vocab_size, m.vocab_multiple),
       hidden_size=hidden,
       num_layers=layers,
       num_heads=hidden // 64,
