@@ -98,8 +98,7 @@ def read_checkpoint(
       kwargs, files.read_config(generator_dir), storage.join(generator_dir, files.CONFIG)
     )
   hf_vocab = kwargs["vocab_size"]
-  multiple = max(1, vocab_multiple)
-  kwargs["vocab_size"] = -(-hf_vocab // multiple) * multiple
+  kwargs["vocab_size"] = config_lib.padded_vocab_size(hf_vocab, vocab_multiple)
   model_cfg = model_families.family(family.ARCH).config(**kwargs)
   model, parts = _model_and_parts(family, model_cfg, head)
   folders = {"": hf_dir, getattr(family, "GENERATOR_FOLDER", None): generator_dir}
@@ -238,13 +237,14 @@ def import_hf(
     "hf_vocab_size": read.hf_vocab,
     "initialized": read.initialized,
   }
-  if read.head is not None:  # predict and evaluate read the run's config.json
-    meta["max_seq_length"] = min(_text_limit(hf_dir, model_cfg), MAX_SEQ_LENGTH)
+  limit = None if read.head is None else _text_limit(hf_dir, model_cfg)
+  if limit is not None:  # predict and evaluate read the run's config.json
+    meta["max_seq_length"] = min(limit, MAX_SEQ_LENGTH)
     run_lib.write_config(_task_config(read, meta["max_seq_length"]), workdir)
   checkpoints = ckpt_lib.Checkpoints(checkpoint_dir, keep=1, async_save=False)
   checkpoints.save_params(0, jax.tree_util.tree_map(jax.numpy.asarray, read.params), meta)
   checkpoints.close()
-  _summary(hf_dir, hf, read, tokenizer, meta, workdir, log)
+  _summary(hf_dir, hf, read, tokenizer, meta, limit, workdir, log)
   return model_cfg
 
 
@@ -273,9 +273,10 @@ def _write_tokenizer(hf_dir, workdir, read, hf, log):
   return tokenizer
 
 
-def _summary(hf_dir, hf, read, tokenizer, meta, workdir, log):
-  """The import's lines: the model and tokenizer, the head kept, the parts initialised and
-  the tensors not used, and where the run is.
+def _summary(hf_dir, hf, read, tokenizer, meta, limit, workdir, log):
+  """The import's lines: the model and tokenizer, the head kept (texts cut at
+  meta["max_seq_length"] of the checkpoint's `limit`), the parts initialised and the
+  tensors not used, and where the run is.
   """
   model_cfg, family = read.model_cfg, read.family
   arch = (
@@ -294,7 +295,6 @@ def _summary(hf_dir, hf, read, tokenizer, meta, workdir, log):
       f"kept {read.head.describe()}; texts cut at {meta['max_seq_length']} tokens: predict, "
       f"evaluate and export-hf use it, and fine-tuning on data of these labels continues it"
     )
-    limit = _text_limit(hf_dir, model_cfg)
     if limit > meta["max_seq_length"]:
       log(
         f"note: the checkpoint reads up to {limit} tokens, the run {MAX_SEQ_LENGTH} (a batch "
