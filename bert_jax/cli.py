@@ -74,6 +74,12 @@ def _evaluate(argv):
     help="runs of pairs: the column of --data with the second texts (default: the run's "
     "config.data.text_pair_column)",
   )
+  parser.add_argument(
+    "--max-seq-length",
+    type=int,
+    help="tokens a text (or pair) is cut at, up to the model's positions (default: the run's "
+    "config.data.max_seq_length); batches of wider texts hold fewer of them",
+  )
   args = _parse(parser, argv)
   from bert_jax.finetune import commands
 
@@ -83,6 +89,7 @@ def _evaluate(argv):
     step=args.step,
     text_column=args.text_column,
     text_pair_column=args.text_pair_column,
+    max_seq_length=args.max_seq_length,
   )
 
 
@@ -114,6 +121,12 @@ def _predict(argv):
     help="runs of pairs: the column of --input with the second texts (default: the run's "
     "config.data.text_pair_column)",
   )
+  parser.add_argument(
+    "--max-seq-length",
+    type=int,
+    help="tokens a text (or pair) is cut at, up to the model's positions (default: the run's "
+    "config.data.max_seq_length); batches of wider texts hold fewer of them",
+  )
   args = _parse(parser, argv)
   from bert_jax.finetune import commands
 
@@ -125,6 +138,7 @@ def _predict(argv):
     overwrite=args.overwrite,
     text_column=args.text_column,
     text_pair_column=args.text_pair_column,
+    max_seq_length=args.max_seq_length,
   )
 
 

@@ -89,12 +89,13 @@ def embed_texts(
   rows = [[tok.cls_id] + ids[: max_length - 2] + [tok.sep_id] for ids in encoded]
   truncated = sum(len(ids) > max_length - 2 for ids in encoded)
   out = np.zeros((len(rows), run.model.config.hidden_size), np.float32)
-  batches = data_lib.length_batches(np.array([len(r) for r in rows]), batch_size, max_length)
-  for index, length in tqdm.tqdm(
-    batches, total=-(-len(rows) // batch_size), desc="embed", unit="batch", disable=not progress
+  lengths = np.array([len(r) for r in rows])
+  batches = list(data_lib.length_batches(lengths, batch_size, max_length))
+  for index, length, count in tqdm.tqdm(
+    batches, total=len(batches), desc="embed", unit="batch", disable=not progress
   ):
-    ids = np.full((batch_size, length), tok.pad_id, np.int32)  # fixed batch: one shape
-    mask = np.zeros((batch_size, length), np.int32)
+    ids = np.full((count, length), tok.pad_id, np.int32)  # one shape per width
+    mask = np.zeros((count, length), np.int32)
     for j, i in enumerate(index):
       ids[j, : len(rows[i])] = rows[i]
       mask[j, : len(rows[i])] = 1

@@ -553,6 +553,22 @@ def test_import_keeps_a_classifier_s_head_and_predict_gives_the_pipeline_s_proba
       assert abs(mine["probabilities"][score["label"]] - score["score"]) < 1e-4
   assert max(s["score"] for scores in theirs for s in scores) > 0.6  # not a uniform model
 
+  # Longer texts than the tokenizer's 12, up to the model's 32 positions.
+  argv = ["predict", "--workdir", workdir, "--input", texts, "--output", str(predictions)]
+  assert cli.main([*argv, "--overwrite", "--max-seq-length", "32"]) == 0
+  assert "truncated" not in capsys.readouterr().out
+  longer = classify(CLASSIFIER_TEXTS, max_length=32)
+  ours = [json.loads(line)["probabilities"] for line in predictions.read_text().splitlines()]
+  for mine, scores, cut in zip(ours, longer, theirs):
+    for score in scores:
+      assert abs(mine[score["label"]] - score["score"]) < 1e-4
+  assert abs(ours[1][cut[0]["label"]] - cut[0]["score"]) > 1e-3  # the longer text was read
+  assert cli.main([*argv, "--overwrite", "--max-seq-length", "33"]) == 2
+  assert capsys.readouterr().err.strip() == (
+    "error: --max-seq-length 33: the model reads 8 to 32 tokens (its positions); give a "
+    "length in that range"
+  )
+
   # evaluate: the accuracy of the pipeline's labels against given ones.
   given = ["sad", "happy", "happy", "neutral"]
   data = _jsonl(

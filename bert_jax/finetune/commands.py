@@ -29,6 +29,7 @@ BATCH_SIZE = 32
 STDOUT = "-"  # `predict --output -`: the JSON Lines on stdout, the summary on stderr
 # The flags of predict and evaluate that name the run's columns in other data.
 COLUMN_FLAGS = {"text_column": "--text-column", "text_pair_column": "--text-pair-column"}
+MIN_SEQ_LENGTH = 8  # the shortest --max-seq-length: [CLS], [SEP] and a few tokens of text
 
 
 def load(workdir: str, step: int | None = None) -> tuple[run_lib.Run, ml_collections.ConfigDict]:
@@ -65,6 +66,7 @@ def evaluate_main(
   step: int | None = None,
   text_column: str | None = None,
   text_pair_column: str | None = None,
+  max_seq_length: int | None = None,
 ) -> dict:
   """`bert-jax evaluate`: prints the metrics of a fine-tuned run (last line: one JSON object),
   or a pretraining run's held-out masked-LM metrics (`pretrain.evaluate_run`).
@@ -75,6 +77,7 @@ def evaluate_main(
     step: a checkpoint step; None: the best eval's (a pretraining run's latest).
     text_column: the column of `data` with the texts; None: the run's.
     text_pair_column: the column of `data` with the second texts of pairs; None: the run's.
+    max_seq_length: tokens a text is cut at; None: the run's (`use_length`).
 
   Returns:
     The metrics (and "loss").
@@ -83,6 +86,7 @@ def evaluate_main(
   meta = run_lib.latest_meta(run_lib.workdir_of(workdir)) or {}
   if meta and "task" not in meta and not meta.get("imported_from"):  # a pretraining run
     given = ["--data"] * bool(data) + [COLUMN_FLAGS[k] for k, v in columns.items() if v]
+    given += ["--max-seq-length"] * (max_seq_length is not None)
     if given:
       raise UserError(
         f"{given[0]} is for fine-tuned runs; {workdir} is a pretraining run, evaluated on "
@@ -99,6 +103,7 @@ def evaluate_main(
     raise UserError(f"{workdir} was trained without config.data.eval; give --data FILE")
   config.data.eval = spec
   use_columns(config, workdir, spec, **columns)
+  use_length(config, run, max_seq_length)
   if config.task == "embedding":
     return _evaluate_embedding(run, config, spec)
   labels = _labels(run)
@@ -145,6 +150,27 @@ def use_columns(
       f"config.data.text_pair_column); drop it, or name the texts with --text-column"
     )
   config.data.update(given)
+
+
+def use_length(config, run, max_seq_length: int | None) -> None:
+  """Sets config.data.max_seq_length to --max-seq-length (None: the run's own), and a qa
+  run's question length and window stride to at most half of it.
+
+  Raises:
+    UserError: a length the model cannot read (under 8 tokens, or over its positions).
+  """
+  if max_seq_length is None:
+    return
+  limit = run.model.config.max_length
+  if not MIN_SEQ_LENGTH <= max_seq_length <= limit:
+    raise UserError(
+      f"--max-seq-length {max_seq_length}: the model reads {MIN_SEQ_LENGTH} to {limit} tokens "
+      f"(its positions); give a length in that range"
+    )
+  config.data.max_seq_length = max_seq_length
+  if config.task == "qa":
+    config.data.max_query_length = min(config.data.max_query_length, max_seq_length // 2)
+    config.data.doc_stride = min(config.data.doc_stride, max_seq_length // 2)
 
 
 def _evaluate_embedding(run, config, spec: str) -> dict:
@@ -255,6 +281,7 @@ def predict_main(
   overwrite: bool = False,
   text_column: str | None = None,
   text_pair_column: str | None = None,
+  max_seq_length: int | None = None,
 ) -> None:
   """`bert-jax predict`: one JSON line of prediction per row of `input_spec`, in order.
 
@@ -271,10 +298,11 @@ def predict_main(
     overwrite: replace an existing `output_path` (never a run's own files).
     text_column: the column of `input_spec` with the texts; None: the run's.
     text_pair_column: the column with the second texts of pairs; None: the run's.
+    max_seq_length: tokens a text is cut at; None: the run's (`use_length`).
 
   Raises:
-    UserError: a bad --output (`check_output`), bad input data, or a label outside the
-      run's labels; nothing is written then.
+    UserError: a bad --output (`check_output`), bad input data, a length the model cannot
+      read, or a label outside the run's labels; nothing is written then.
   """
   _check_predict_output(output_path, workdir, overwrite)
   run, config = load(workdir, step)
@@ -284,6 +312,7 @@ def predict_main(
       f"with bert-jax embed --workdir {workdir} --input TEXTS.txt --output VECTORS.npy"
     )
   use_columns(config, workdir, input_spec, text_column, text_pair_column)
+  use_length(config, run, max_seq_length)
   labels = _labels(run)
   examples = data_lib.read(input_spec, config, labelled=False, keep_blank=True, flags=COLUMN_FLAGS)
   given = _given_labels(examples, labels)

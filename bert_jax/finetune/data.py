@@ -758,20 +758,43 @@ def eval_batches(
 
 # Outside training, batches are cut to a multiple of this many tokens (`length_batches`).
 LENGTH_MULTIPLE = 32
+# An inference batch holds its full count of rows up to this width; wider, fewer rows, so
+# that rows x width^2 (the attention scores) stays that of a full batch this wide.
+FULL_BATCH_WIDTH = 512
+
+
+def rows_at(width: int, batch_size: int) -> int:
+  """The rows of an inference batch `width` tokens wide: `batch_size` up to
+  FULL_BATCH_WIDTH, then fewer (at least 1), with rows x width^2 at most `batch_size` x
+  FULL_BATCH_WIDTH^2: a batch of 8,192-token texts holds the memory of one of 512 tokens.
+  """
+  if width <= FULL_BATCH_WIDTH:
+    return batch_size
+  return max(1, batch_size * FULL_BATCH_WIDTH**2 // width**2)
 
 
 def length_batches(
   lengths: np.ndarray, batch_size: int, max_length: int
-) -> Iterator[tuple[np.ndarray, int]]:
+) -> Iterator[tuple[np.ndarray, int, int]]:
   """Rows in batches of similar length, for inference: (the rows' indices, the width to
-  cut them to), every row once.
+  cut them to, the rows of the batch's shape), every row once.
 
   The rows go shortest first, and each batch's width is its longest row rounded up to a
   multiple of LENGTH_MULTIPLE (at most `max_length`): short texts do not pay for a long
-  one's padding, and a few widths are compiled.
+  one's padding, and a few shapes are compiled, the rows being a function of the width
+  (`rows_at`: fewer rows in batches wider than FULL_BATCH_WIDTH). A caller pads a batch of
+  fewer indices up to its rows.
   """
   order = np.argsort(lengths, kind="stable")
-  for start in range(0, len(order), batch_size):
-    index = order[start : start + batch_size]
-    longest = max(int(lengths[index].max()), 1)
-    yield index, min(max_length, -(-longest // LENGTH_MULTIPLE) * LENGTH_MULTIPLE)
+  rounded = -(-np.maximum(lengths[order], 1) // LENGTH_MULTIPLE) * LENGTH_MULTIPLE
+  widths = np.minimum(rounded, max_length)  # a batch ending at row i of `order`: this wide
+  start = 0
+  while start < len(order):
+    # The most rows from `start` that the shape of their width holds (the order is by
+    # length, so a batch of fewer rows is no wider and holds at least as many).
+    count = min(batch_size, len(order) - start)
+    while count > 1 and rows_at(int(widths[start + count - 1]), batch_size) < count:
+      count -= 1
+    width = int(widths[start + count - 1])
+    yield order[start : start + count], width, rows_at(width, batch_size)
+    start += count

@@ -69,6 +69,8 @@ def logits(
   if mesh is None and jax.process_count() == 1 and getattr(model, "task", None) != "qa":
     return _logits_by_length(model, params, inputs, batch_size, progress)
   n = len(inputs["input_ids"])
+  if mesh is None and jax.process_count() == 1:  # qa: its windows' length, fewer rows if wide
+    batch_size = data_lib.rows_at(inputs["input_ids"].shape[1], batch_size)
   fn, out = _logits_fn(model), []
   batches = data_lib.eval_batches(inputs, batch_size, jax.process_index(), jax.process_count())
   for local in _progress(batches, -(-n // batch_size), progress):
@@ -90,9 +92,9 @@ def _logits_by_length(model, params, inputs: dict, batch_size: int, progress: bo
   # A row's length: up to its last unmasked token (padding is at the end).
   lengths = np.where(mask.any(1), full - np.argmax(mask[:, ::-1] != 0, axis=1), 1)
   fn, out = _logits_fn(model), None
-  batches = data_lib.length_batches(lengths, batch_size, full)
-  for index, width in _progress(batches, -(-n // batch_size), progress):
-    rows = np.concatenate([index, np.repeat(index[-1:], batch_size - len(index))])  # one shape
+  batches = list(data_lib.length_batches(lengths, batch_size, full))
+  for index, width, count in _progress(batches, len(batches), progress):
+    rows = np.concatenate([index, np.repeat(index[-1:], count - len(index))])  # one shape
     result = np.asarray(fn(params, {k: v[rows, :width] for k, v in inputs.items()}))
     if out is None:
       per_token = getattr(model, "task", None) == "tokens"

@@ -44,8 +44,8 @@ from bert_jax.hf import convert, families, family_tokenizers, files, task_heads,
 from bert_jax.model import bert, registry, tasks
 from bert_jax.model import families as model_families
 
-# The longest texts of an imported fine-tuned run: a batch of 32 texts that long fits a CPU's
-# memory (predict cuts each batch to its longest text; a QA run's to this length).
+# The longest texts of an imported fine-tuned run (`predict --max-seq-length` reads longer
+# ones): every text is encoded this long on the host, before batches are cut to their longest.
 MAX_SEQ_LENGTH = 512
 
 
@@ -297,9 +297,8 @@ def _summary(hf_dir, hf, read, tokenizer, meta, limit, workdir, log):
     )
     if limit > meta["max_seq_length"]:
       log(
-        f"note: the checkpoint reads up to {limit} tokens, the run {MAX_SEQ_LENGTH} (a batch "
-        f"of texts that long fits a CPU's memory); for longer texts raise data.max_seq_length in "
-        f"{run_lib.path(workdir, run_lib.CONFIG)}"
+        f"note: the checkpoint reads up to {limit} tokens, the run {MAX_SEQ_LENGTH}; for "
+        f"longer texts give predict or evaluate --max-seq-length (up to {limit})"
       )
   elif unkept := task_heads.unkept_head(hf):
     log(f"note: {unkept}")
