@@ -250,7 +250,14 @@ def _embed(argv):
     "embedding run (task embedding) uses its own pooling and normalisation",
   )
   parser.add_argument("--batch-size", type=int, default=64)
-  parser.add_argument("--max-length", type=int, help="tokens per text (default: the model's)")
+  parser.add_argument(
+    "--max-seq-length",
+    "--max-length",
+    dest="max_length",
+    type=int,
+    help="tokens per text (default: the model's positions; an embedding run: its "
+    "max_seq_length); batches of wider texts hold fewer of them",
+  )
   parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
   parser.add_argument(
     "--column", default="text", help="the column of a .csv / .tsv / .jsonl --input with the texts"

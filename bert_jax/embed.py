@@ -195,7 +195,7 @@ def main(
     raise UserError(f"--batch-size {batch_size} must be at least 1")
   if max_length is not None and max_length < 3:
     raise UserError(
-      f"--max-length {max_length} leaves no room for text beside [CLS] and [SEP]; give 3 or more"
+      f"--max-seq-length {max_length} leaves no room for text beside [CLS] and [SEP]; give 3 or more"
     )
   if storage.is_remote(input_path) and (problem := storage.unreachable(input_path)):
     raise UserError(f"--input {input_path}: {problem}; check the bucket name and access")
