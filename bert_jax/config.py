@@ -245,7 +245,7 @@ def finetune_base_config():
   c.train.epochs = 3.0
   c.train.steps = placeholder(int)  # None: epochs x (train examples // batch_size)
   c.train.batch_size = 32  # global, across all processes
-  c.train.learning_rate = 2e-5  # the paper picks from 5e-5, 3e-5, 2e-5 on the dev set
+  c.train.learning_rate = 2e-5  # the paper picks from 5e-5, 4e-5, 3e-5, 2e-5 on the dev set
   c.train.warmup_fraction = 0.1
   c.train.log_every_steps = 10
 

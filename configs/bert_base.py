@@ -9,7 +9,7 @@
 Data: `config.data.input` globs of text in the original BERT format (one sentence per
 line, a blank line between documents), e.g. Wikipedia + BookCorpus (3.3B words).
 Settings (`bert_jax.config.paper_recipe`): batch 256, AdamW lr 1e-4 (b1 0.9, b2 0.999,
-eps 1e-6, weight decay 0.01), 10k warmup then linear decay, dropout 0.1, 15 % masking,
+eps 1e-6, weight decay 0.01), 10k warmup (phase 2: 1k) then linear decay, dropout 0.1, 15 % masking,
 30,522-piece vocabulary, bf16 compute with float32 parameters. The attention dropout
 keeps attention off the fused kernels (cuDNN, splash: they have none); on one H200 at
 length 128, attention dropout 0 with JAX's `rbg` PRNG ran 7 % faster (benchmarks/README.md;

@@ -12,7 +12,8 @@ discriminator learns, at every token, whether the generator replaced it. Both sh
 embeddings; the loss is the generator's MLM loss plus 50 times the discriminator's
 (`model.discriminator_weight`). Masking as the paper's code does it: 15 % of the tokens
 (large: 25 %), 85 % of them [MASK] and 15 % left as they are (no random tokens). MLM only,
-no sentence-pair task; rows of one document (sentences packed up to the length).
+no sentence-pair task; full-sentence rows (sentences fill each row across document
+boundaries, [SEP] between documents: RoBERTa's FULL-SENTENCES).
 
 The paper's Table 6 and 7:
 

@@ -3,9 +3,10 @@
     bert-jax pretrain --config configs/roberta_base.py --workdir runs/roberta_base
     bert-jax export-hf --workdir runs/roberta_base --out hf/roberta_base   # RobertaForMaskedLM
 
-MLM only (no next-sentence task) on FULL-SENTENCES rows: sentences packed up to 512 tokens
-across document boundaries (`data.objective="mlm"`, `data.packing=True`: the rows of one
-document never attend to another's). Dynamic masking: the pipeline draws new masks every
+MLM only (no next-sentence task) on packed rows (`data.objective="mlm"`,
+`data.packing=True`): each document cut into `<s> ... </s>` examples of up to 512 tokens,
+several packed per row, none attending to another (RoBERTa's FULL-SENTENCES, sentences run
+across document boundaries, is `data.packing=False`). Dynamic masking: the pipeline draws new masks every
 time a row is read. A byte-level BPE tokenizer of 50,265 pieces trained with `tokenizers`
 (`tokenizer.model_type="bytelevel_bpe"`; no unknown tokens). Settings of the paper's
 Table 9: batch 8k, peak learning rate 6e-4 after 24k warmup steps, linear decay, 500k

@@ -22,6 +22,7 @@ import time
 import jax
 from tqdm import tqdm
 
+from bert_jax import run as run_lib
 from bert_jax import storage
 from bert_jax.train import flops
 
@@ -114,7 +115,7 @@ class MetricWriter:
 
   def __init__(self, workdir, start_step):
     self.enabled = jax.process_index() == 0
-    self.path = storage.join(workdir, "metrics.jsonl")
+    self.path = run_lib.path(workdir, run_lib.METRICS)
     self._tb = None
     self._lines = None  # remote: the file's lines, uploaded whole at each write
     self._tb_local = self._tb_remote = None
@@ -128,7 +129,7 @@ class MetricWriter:
     summary_writer = _summary_writer_class()
     if summary_writer is None:
       return
-    tb_dir = storage.join(workdir, "tensorboard")
+    tb_dir = run_lib.path(workdir, run_lib.TENSORBOARD)
     if storage.is_remote(tb_dir):
       self._tb_local, self._tb_remote = tempfile.mkdtemp(prefix="bert_jax_tb_"), tb_dir
       tb_dir = self._tb_local

@@ -1,8 +1,9 @@
-"""Optimizers (optax) and learning-rate schedules, configured as the original BERT.
+"""Optimizers (optax) and learning-rate schedules; the defaults are the original BERT's.
 
-AdamW with b1 0.9, b2 0.999, eps 1e-6 and weight decay 0.01 on every weight matrix and
-embedding but none on LayerNorm parameters or biases; global-norm clipping at 1.0; linear
-warmup then linear decay to zero. (optax's Adam applies bias correction; the original
+`config.train.optimizer`: AdamW (default; b1 0.9, b2 0.999, eps 1e-6) or LAMB (ALBERT's),
+with weight decay 0.01 on every weight matrix and embedding but none on LayerNorm
+parameters or biases; global-norm clipping at 1.0. `config.train.decay`: linear warmup,
+then linear decay to zero (default), cosine, constant, or warmup-stable-decay (`wsd`). (optax's Adam applies bias correction; the original
 TF1 optimizer did not, which only matters for the first few hundred warmup steps.)
 """
 

@@ -6,7 +6,7 @@
 
 Columns `text` (and `config.data.text_pair_column` for pairs) and `label` (strings or
 ints; the label map is saved with the checkpoint). The paper's recipe: batch 32, 3 epochs,
-10 % warmup then linear decay, dropout 0.1; learning rate 5e-5 (of 5e-5, 3e-5, 2e-5) suits
+10 % warmup then linear decay, dropout 0.1; learning rate 5e-5 (of 5e-5, 4e-5, 3e-5, 2e-5) suits
 small models such as MiniLM.
 """
 
