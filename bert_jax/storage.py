@@ -277,6 +277,31 @@ def _cache_path(url: str, cache_dir) -> str:
   return os.path.join(os.path.abspath(os.path.expanduser(cache_dir)), digest, name(url))
 
 
+def _copy_matches(target: str, expected_size: int, expected_sha256: str | None) -> bool:
+  """Whether the copy at `target` has the size, and the SHA-256 its stamp recorded."""
+  if not (os.path.exists(target) and os.path.getsize(target) == expected_size):
+    return False
+  if expected_sha256 is None:
+    return True
+  with contextlib.suppress(OSError):
+    with open(f"{target}.sha256") as f:
+      return f.read().strip() == expected_sha256
+  return False
+
+
+def has_checked_copy(p, cache_dir, *, expected_size: int, expected_sha256: str | None) -> bool:
+  """Whether `checked_copy` of the remote file `p` would find its copy made (a stat)."""
+  return _copy_matches(_cache_path(os.fspath(p), cache_dir), expected_size, expected_sha256)
+
+
+def free_bytes(folder) -> int:
+  """Bytes free on the disk of local `folder` (or of its nearest existing parent)."""
+  folder = os.path.abspath(os.path.expanduser(os.fspath(folder)))
+  while not os.path.exists(folder):
+    folder = os.path.dirname(folder)
+  return shutil.disk_usage(folder).free
+
+
 def checked_copy(p, cache_dir, *, expected_size: int, expected_sha256: str | None = None) -> str:
   """A local path holding file `p`: `p` itself when local, else a copy in `cache_dir`,
   checked: its size, and its SHA-256 when given.
@@ -304,19 +329,7 @@ def checked_copy(p, cache_dir, *, expected_size: int, expected_sha256: str | Non
     return p
   target = _cache_path(p, cache_dir)
   stamp = f"{target}.sha256"
-
-  def matches() -> bool:
-    if not (os.path.exists(target) and os.path.getsize(target) == expected_size):
-      return False
-    if expected_sha256 is None:
-      return True
-    with contextlib.suppress(OSError):
-      with open(stamp) as f:
-        if f.read().strip() == expected_sha256:
-          return True
-    return False
-
-  if matches():
+  if _copy_matches(target, expected_size, expected_sha256):
     return target
   os.makedirs(os.path.dirname(target), exist_ok=True)
   for _ in range(2):

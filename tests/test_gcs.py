@@ -154,13 +154,34 @@ def test_prepare_into_a_bucket_equals_a_local_prepare(base, tmp_path, monkeypatc
     storage.name(s["file"]) for s in manifest["splits"]["train"]["shards"] if s["rows"]
   )
 
-  # Each process copies only its own lanes' shards.
-  only = tmp_path / "only"
-  pipeline.Stream(remote, manifest, "train", process_index=1, cache_dir=str(only), **kwargs)
+  # Each process copies only its own lanes' shards, saying so; a second time, nothing.
+  only, lines = tmp_path / "only", []
+  for _ in range(2):
+    pipeline.Stream(
+      remote, manifest, "train", process_index=1, cache_dir=str(only), log=lines.append, **kwargs
+    )
   mine = [s for s in manifest["splits"]["train"]["shards"] if s["rows"]][1::2]
   assert sorted(
     n for _, _, names in os.walk(only) for n in names if n.endswith(".array_record")
   ) == sorted(storage.name(s["file"]) for s in mine)
+  size = sum(s["bytes"] for s in mine) / 1e3  # a few kB
+  assert lines[0] == (
+    f"data: copying the train split's {len(mine)} shards ({size:.1f} kB) of {remote} into {only}"
+  )
+  assert len(lines) == 2 and lines[1].startswith(f"data: copied {size:.1f} kB in ")
+
+  # A disk without room for them: one line with the sizes, before anything is copied.
+  monkeypatch.setattr(storage, "free_bytes", lambda folder: 900)
+  full = tmp_path / "full"
+  with pytest.raises(UserError) as caught:
+    pipeline.Stream(remote, manifest, "train", process_index=1, cache_dir=str(full), **kwargs)
+  assert str(caught.value) == (
+    f"config.data.cache_dir={str(full)!r} has 0.9 kB free, and this process's {len(mine)} "
+    f"shards of {remote} need {size:.1f} kB there; free room, give a cache_dir on a larger "
+    f"disk, or read on more hosts (each copies its own lanes' shards)"
+  )
+  assert not full.exists()
+  monkeypatch.undo()
 
   # A shard that changed in the bucket after the manifest: refused, naming it and the
   # files whose removal makes `prepare` rewrite its unit alone (as for a local shard).

@@ -25,10 +25,13 @@ place.
 import concurrent.futures
 import contextlib
 import os
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
+import tqdm
 
 from bert_jax import storage
 from bert_jax.data import masking, prepare, records, units
@@ -137,6 +140,67 @@ def _damaged(name: str, data_dir: str, why: str) -> UserError:
     f"the shard {name} {what}; delete {'' if why == 'missing' else 'it, '}{remove}, then run "
     f"`bert-jax prepare` with the same settings: it rewrites that unit alone"
   )
+
+
+# A remote prepared dir's shards are copied this many at a time (one stream from the bucket
+# each: one stream is far from a host's bandwidth).
+FETCH_THREADS = 8
+
+
+def fetch_shards(
+  data_dir: str, shards: list[dict], cache_dir: str, log: Callable[[str], None], what: str
+) -> None:
+  """Copies the `shards` (manifest entries) of the remote `data_dir` that `cache_dir` does
+  not hold yet, FETCH_THREADS at a time, with a progress bar in a terminal and a line before
+  and after; first checks that the disk has room for them all.
+
+  Raises:
+    UserError: the disk of `cache_dir` has too little room (nothing copied), or a shard is
+      damaged or missing (`_local_shard`).
+  """
+  sizes = {}
+  for shard in shards:
+    path = storage.join(data_dir, shard["file"])
+    size = shard.get("bytes")
+    size = storage.size(path) if size is None else size
+    if not storage.has_checked_copy(
+      path, cache_dir, expected_size=size, expected_sha256=shard.get("sha256")
+    ):
+      sizes[shard["file"]] = size
+  if not sizes:
+    return
+  need, free = sum(sizes.values()), storage.free_bytes(cache_dir)
+  if need > free:
+    raise UserError(
+      f"config.data.cache_dir={cache_dir!r} has {_size(free)} free, and this process's "
+      f"{len(sizes)} shards of {data_dir} need {_size(need)} there; free room, give a "
+      f"cache_dir on a larger disk, or read on more hosts (each copies its own lanes' shards)"
+    )
+  log(f"data: copying {what} {len(sizes)} shards ({_size(need)}) of {data_dir} into {cache_dir}")
+  start = time.time()
+  missing = [s for s in shards if s["file"] in sizes]
+  pool = concurrent.futures.ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="fetch")
+  bar = tqdm.tqdm(
+    total=need, unit="B", unit_scale=True, desc="copy", disable=not sys.stderr.isatty()
+  )
+  try:
+    copies = {pool.submit(_local_shard, data_dir, s, cache_dir): s for s in missing}
+    for done in concurrent.futures.as_completed(copies):
+      done.result()  # a damaged shard's error, at once
+      bar.update(sizes[copies[done]["file"]])
+  finally:
+    pool.shutdown(wait=True, cancel_futures=True)
+    bar.close()
+  took = time.time() - start
+  log(f"data: copied {_size(need)} in {took:.0f} s ({need / max(took, 1e-3) / 1e6:.0f} MB/s)")
+
+
+def _size(n: int) -> str:
+  """`n` bytes in GB, MB or kB."""
+  for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+    if n >= scale:
+      return f"{n / scale:.{2 if unit == 'GB' else 1}f} {unit}"
+  return f"{n / 1e3:.1f} kB"
 
 
 def default_cache_dir(environ=os.environ) -> str:
@@ -257,10 +321,12 @@ class Stream:
     self.rows = batch_size // process_count
     self.lane_rows = batch_size // count
     per_process = count // process_count
-    self.lanes = [
-      _Lane(data_dir, numbered, lane, count, cache_dir or default_cache_dir())
-      for lane in range(process_index * per_process, (process_index + 1) * per_process)
-    ]
+    mine = range(process_index * per_process, (process_index + 1) * per_process)
+    cache_dir = cache_dir or default_cache_dir()
+    if storage.is_remote(data_dir):
+      shards = [shard for lane in mine for _, shard in numbered[lane::count]]
+      fetch_shards(data_dir, shards, cache_dir, log, f"the {split} split's")
+    self.lanes = [_Lane(data_dir, numbered, lane, count, cache_dir) for lane in mine]
     self.seed, self.shuffle = seed, shuffle
     self.length = manifest["max_seq_length"]
     self.dtype = np.dtype(manifest["token_dtype"])
