@@ -60,22 +60,31 @@ def _inputs(row_lengths=ROW_LENGTHS, length=LENGTH):
   }
 
 
-@pytest.mark.parametrize("task", ["classification", "tokens"])
-def test_logits_by_length_equal_the_whole_length(task, monkeypatch):
+def _logits_and_shapes(task, inputs, monkeypatch):
+  """(`evaluate.logits` of a tiny one-layer BERT at batch 4, the whole length's logits, the
+  batch shapes it ran).
+  """
   c = config_lib.finetune_base_config()
   c.model.size, c.model.arch = "tiny", "bert"
-  cfg = dataclasses.replace(config_lib.model_config(c, VOCAB), num_layers=1)
+  length = inputs["input_ids"].shape[1]
+  cfg = dataclasses.replace(
+    config_lib.model_config(c, VOCAB), num_layers=1, max_position_embeddings=max(length, 512)
+  )
   model = tasks.ForTask(cfg, task, 3)
-  inputs = _inputs()
   params = model.init(jax.random.key(0), *(inputs[k][:1] for k in evaluate.INPUT_KEYS))["params"]
   whole = np.asarray(jax.jit(model.apply)({"params": params}, *inputs.values()))
-
-  widths = []
+  shapes = []
   real = evaluate._logits_fn(model)
   monkeypatch.setattr(
-    evaluate, "_logits_fn", lambda m: lambda p, b: widths.append(b["input_ids"].shape) or real(p, b)
+    evaluate, "_logits_fn", lambda m: lambda p, b: shapes.append(b["input_ids"].shape) or real(p, b)
   )
-  ours = evaluate.logits(model, params, inputs, 4)
+  return evaluate.logits(model, params, inputs, 4), whole, shapes
+
+
+@pytest.mark.parametrize("task", ["classification", "tokens"])
+def test_logits_by_length_equal_the_whole_length(task, monkeypatch):
+  inputs = _inputs()
+  ours, whole, widths = _logits_and_shapes(task, inputs, monkeypatch)
   assert widths == [(4, 32), (4, 96), (4, 128)]  # a fixed batch, each cut to its rows
   assert ours.shape == whole.shape
   if task == "tokens":  # compared where there is text; zero past each batch's width
@@ -90,19 +99,8 @@ def test_wide_rows_go_in_smaller_batches_with_the_same_logits(monkeypatch):
   """Rows of 40, 600 and 700 tokens at batch 4: (2, 608) then (2, 704), as 4 x 512^2 allows
   2 rows that wide; the logits equal the whole length's (768).
   """
-  c = config_lib.finetune_base_config()
-  c.model.size, c.model.arch = "tiny", "bert"
-  cfg = dataclasses.replace(
-    config_lib.model_config(c, VOCAB), num_layers=1, max_position_embeddings=768
+  ours, whole, shapes = _logits_and_shapes(
+    "classification", _inputs([40, 600, 700], 768), monkeypatch
   )
-  model = tasks.ForTask(cfg, "classification", 3)
-  inputs = _inputs([40, 600, 700], 768)
-  params = model.init(jax.random.key(0), *(inputs[k][:1] for k in evaluate.INPUT_KEYS))["params"]
-  whole = np.asarray(jax.jit(model.apply)({"params": params}, *inputs.values()))
-  shapes = []
-  real = evaluate._logits_fn(model)
-  monkeypatch.setattr(
-    evaluate, "_logits_fn", lambda m: lambda p, b: shapes.append(b["input_ids"].shape) or real(p, b)
-  )
-  np.testing.assert_allclose(evaluate.logits(model, params, inputs, 4), whole, atol=1e-5)
+  np.testing.assert_allclose(ours, whole, atol=1e-5)
   assert shapes == [(2, 608), (2, 704)]
