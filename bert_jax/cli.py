@@ -459,6 +459,10 @@ def report_errors(function, *args):
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
   except OSError as e:
+    from bert_jax import storage  # pylint: disable=g-import-not-at-top
+
+    if e.errno in (errno.EEXIST, errno.ENOENT) and (link := storage.dangling_link(e.filename)):
+      return _failed(2, f"error: {storage.dangling_link_problem(link)}")
     if e.errno not in _USER_OS_ERRORS:
       _stop_cluster_on(e)
       raise

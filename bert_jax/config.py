@@ -15,7 +15,7 @@ import ml_collections
 from ml_collections.config_dict import placeholder
 
 from bert_jax.errors import UserError
-from bert_jax.model import axes, families
+from bert_jax.model import attention, axes, families
 from bert_jax.model.bert import REMAT_POLICIES
 
 # name: (layers, hidden). Heads = hidden / 64, intermediate = 4 * hidden (Turc et al. 2019).
@@ -184,7 +184,7 @@ def _common():
   c.train.b2 = 0.999
   c.train.eps = 1e-6
   c.train.weight_decay = 0.01  # not on LayerNorm parameters or biases
-  c.train.clip_norm = 1.0  # global gradient norm
+  c.train.clip_norm = 1.0  # global gradient norm; 0: no clipping
   c.train.accum_steps = 1  # micro-batches per step (gradient accumulation)
 
   c.checkpoint = ml_collections.ConfigDict()
@@ -480,8 +480,17 @@ def validate_common(config) -> None:
   """
   _size(config)
   check_choice(config, "model.remat_policy", REMAT_POLICIES)
+  check_choice(config, "model.attention_impl", attention.IMPLEMENTATIONS)
   for key in ("model.dtype", "model.param_dtype"):
     check_choice(config, key, DTYPES)
+  for key in ("hidden_dropout", "attention_dropout"):
+    if not 0 <= config.model[key] < 1:
+      raise UserError(f"config.model.{key}={config.model[key]} must be in [0, 1): a probability")
+  for key in ("weight_decay", "clip_norm"):
+    if config.train[key] < 0:
+      raise UserError(f"config.train.{key}={config.train[key]} must be 0 (none) or more")
+  if (config.eval.every_steps or 0) < 0:
+    raise UserError(f"config.eval.every_steps={config.eval.every_steps} must be 0 (none) or more")
   check_positive(config, "checkpoint.keep")
   for key in ("train.batch_size", "train.accum_steps", "train.log_every_steps"):
     check_positive(config, key)

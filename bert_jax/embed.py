@@ -149,6 +149,10 @@ def _output_name(output_path: str) -> str:
   """
   if output_path.endswith(".npy"):
     return output_path
+  if storage.isdir(output_path):
+    raise UserError(
+      f"--output {output_path} is a folder; give a file, e.g. {output_path.rstrip('/')}/vectors.npy"
+    )
   suffix = os.path.splitext(storage.name(output_path))[1]
   if suffix:
     raise UserError(

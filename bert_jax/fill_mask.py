@@ -53,6 +53,13 @@ def fill_mask(model, params, tokenizer, text: str, top_k: int = 5) -> list:
       f"the text is {len(ids)} tokens and its first [MASK] is token {ids.index(tokenizer.mask_id)}, "
       f"beyond the model's {limit} positions; shorten the text before the [MASK]"
     )
+  dropped = ids[limit:].count(tokenizer.mask_id)
+  if dropped:
+    print(
+      f"note: the text is {len(ids)} tokens: its last {dropped} [MASK]s, past the model's "
+      f"{limit} positions, are not predicted",
+      file=sys.stderr,
+    )
   ids = ids[:limit]
   positions = [i for i, t in enumerate(ids) if t == tokenizer.mask_id]
   length = min(_round_up(len(ids), LENGTH_BUCKET), model.config.max_length)

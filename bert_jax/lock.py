@@ -154,6 +154,8 @@ def held(workdir, *, keep_empty=True):
     try:
       lock.acquire()
     except OSError as e:
+      if link := storage.dangling_link(lock.path):
+        raise UserError(storage.dangling_link_problem(link)) from None
       raise UserError(f"cannot lock {lock.path}: {e}") from None
 
   multihost.on_process_zero(acquire)

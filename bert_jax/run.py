@@ -87,7 +87,10 @@ def check_same_init_from(config, workdir: str) -> None:
   checkpoint, so a new init_from would be ignored while config.json claimed it.
   """
   new = config.init_from
-  old = (read_config(workdir) or {}).get("init_from")
+  # The checkpoint's meta first: it holds init_from also where config.json went missing.
+  old = (latest_meta(workdir) or {}).get("init_from") or (read_config(workdir) or {}).get(
+    "init_from"
+  )
   if not new or (old and _same_place(old, new)):
     return
   began = f"from config.init_from={old!r}" if old else "without config.init_from"
@@ -104,12 +107,26 @@ def _same_place(a: str, b: str) -> bool:
   return a == b or storage.absolute(a) == storage.absolute(b)
 
 
-def read_config(workdir: str) -> dict | None:
-  """The run's config.json as a dict, or None when there is none."""
+def read_config(workdir: str, required: bool = False) -> dict | None:
+  """The run's config.json as a dict, or None when there is none.
+
+  Raises:
+    UserError: config.json is not JSON, or is missing and `required`.
+  """
   config_path = path(workdir, CONFIG)
   if not storage.exists(config_path):
+    if required:
+      raise UserError(
+        f"{workdir} has no {CONFIG}: it holds the run's settings (task, columns, lengths); "
+        f"restore it from where the run was made"
+      )
     return None
-  return storage.read_json(config_path)
+  try:
+    return storage.read_json(config_path)
+  except ValueError as e:  # json.JSONDecodeError
+    raise UserError(
+      f"{config_path} is damaged (not JSON: {str(e)[:80]}); restore it from where the run was made"
+    ) from None
 
 
 def check_workdir(workdir: str) -> None:
@@ -181,6 +198,8 @@ def open_checkpoints(workdir: str, step: int | None = None, folder: str = CHECKP
 
 def _not_a_run(workdir: str, folder: str) -> str:
   """Why `workdir` (which exists) is no run, and how to make one of it."""
+  if storage.isfile(workdir):
+    return f"{workdir} is a file, not a run directory; give the folder a run wrote"
   try:
     hf = storage.read_json(path(workdir, CONFIG))
   except (OSError, ValueError):

@@ -294,6 +294,28 @@ def has_checked_copy(p, cache_dir, *, expected_size: int, expected_sha256: str |
   return _copy_matches(_cache_path(os.fspath(p), cache_dir), expected_size, expected_sha256)
 
 
+def dangling_link(path) -> str | None:
+  """The first symbolic link to nothing on the way to the local `path` (`os.makedirs`
+  through one fails with "file exists", a write under one with "no such file"), else None.
+  """
+  if not isinstance(path, str) or is_remote(path):
+    return None
+  path = os.path.abspath(path)
+  while path != os.path.dirname(path):
+    if os.path.islink(path) and not os.path.exists(path):
+      return path
+    path = os.path.dirname(path)
+  return None
+
+
+def dangling_link_problem(link: str) -> str:
+  """What is wrong with `dangling_link`'s `link`, and the fix."""
+  return (
+    f"{link} is a link to {os.readlink(link)}, which does not exist; remove the link, or "
+    f"make the folder it points to"
+  )
+
+
 def free_bytes(folder) -> int:
   """Bytes free on the disk of local `folder` (or of its nearest existing parent)."""
   folder = os.path.abspath(os.path.expanduser(os.fspath(folder)))

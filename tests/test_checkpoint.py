@@ -62,3 +62,21 @@ def test_a_preemption_save_lives_until_the_next_save_and_keep_counts_the_others(
   assert save(8, preemption=True) == [3, 6, 8]  # 7 superseded; 3 and 6 stay
   assert save(9) == [6, 9]
   assert ckpt_lib.Checkpoints(directory, read_only=True).meta(9) == {"step": 9}
+
+
+@pytest.mark.parametrize(
+  "metric, best_step", [("accuracy", 2), ("loss", 3)], ids=["highest", "lowest loss"]
+)
+def test_best_keeps_the_highest_metric_or_the_lowest_loss(tmp_path, metric, best_step):
+  """Evals at steps 1-3 (accuracy 0.5, 0.9, 0.7; loss 2.0, 1.5, 1.0): by accuracy the best
+  is step 2, by loss step 3 (before, a loss metric kept the highest loss: step 1).
+  """
+  from bert_jax.train import loop
+
+  best = loop._Best(str(tmp_path), metric)
+  params = {"w": jnp.ones(3)}
+  for step, accuracy, loss in [(1, 0.5, 2.0), (2, 0.9, 1.5), (3, 0.7, 1.0)]:
+    best.update(step, params, {"accuracy": accuracy, "loss": loss}, {"step": step})
+  best.close()
+  assert best.step == best_step
+  assert loop._Best(str(tmp_path), metric).step == best_step  # as saved in best/

@@ -196,15 +196,35 @@ def test_a_url_short_of_a_slash_is_one_line_and_writes_nothing(capsys, no_gs_fol
     (["pretrain", "--config.data.eval_fraction=1.5"], "eval_fraction=1.5 must be in (0, 1)"),
     (["pretrain", "--config.data.eval_fraction=0"], "eval_fraction=0.0 must be in (0, 1)"),
     (["pretrain", "--config.tokenizer.vocab_size=0"], "tokenizer.vocab_size must be at least 1"),
+    (["pretrain", "--config.model.hidden_dropout=1.5"], "hidden_dropout=1.5 must be in [0, 1)"),
+    (["pretrain", "--config.train.clip_norm=-1"], "clip_norm=-1.0 must be 0 (none) or more"),
+    (["pretrain", "--config.eval.every_steps=-1"], "every_steps=-1 must be 0 (none) or more"),
     (
-      ["finetune", "--config.init_from=x", "--config.data.train=a.csv", "--config.train.steps=-3"],
-      "config.train.steps=-3 and epochs=3.0: give a positive number of steps",
+      ["pretrain", "--config.model.attention_impl=flashx"],
+      "attention_impl='flashx' is not one of None, xla, cudnn, splash",
+    ),
+    *(
+      (["finetune", "--config.init_from=x", "--config.data.train=a.csv", arg], message)
+      for arg, message in [
+        ("--config.train.steps=-3", "config.train.steps=-3: give a positive number of steps"),
+        ("--config.train.epochs=0", "config.train.epochs=0.0: give a positive number of epochs"),
+        ("--config.data.max_seq_length=2", "max_seq_length=2 leaves no room for text"),
+        ("--config.head.reinit_layers=-1", "reinit_layers=-1 must be 0 (none) or more"),
+        ("--config.eval.batch_size=0", "config.eval.batch_size must be at least 1, got 0"),
+        (
+          "--config.eval.metric=auc",  # with --config.data.eval below
+          "metric='auc' is not one of the eval metrics of this task and data: accuracy, "
+          "macro_f1, loss",
+        ),
+      ]
     ),
   ],
 )
 def test_values_out_of_range_are_one_line_before_anything_is_written(
   capsys, tmp_path, argv, message
 ):
+  if "--config.eval.metric=auc" in argv:
+    argv = [*argv, "--config.data.eval=b.csv"]
   line = _error(capsys, [*argv[:1], "--workdir", str(tmp_path / "run"), *argv[1:]])
   assert message in line
   assert not (tmp_path / "run").exists()

@@ -1492,3 +1492,88 @@ def test_predict_and_evaluate_name_the_text_column_and_keep_ids(stars, tmp_path,
   config.data.text_pair_column = "hypothesis"
   with pytest.raises(UserError, match=r"has no column 'hypothesis' \(--text-pair-column\)"):
     data_lib.read(texts, config, flags=commands.COLUMN_FLAGS)
+
+
+@pytest.mark.parametrize(
+  "name, content, overrides, problem",
+  [
+    (
+      "list.jsonl",
+      '{"text": "good cat", "label": "a"}\n{"text": "bad dog", "label": ["b"]}\n',
+      [],
+      "row 2: the label ('label') is [\"b\"] (a list); give one label per row, a string or "
+      "a number",
+    ),
+    (
+      "nan.csv",
+      "text,label\ngood cat,1.5\nbad dog,nan\n",
+      ["--config.task=regression"],
+      "row 2: regression label 'nan' is not a finite number; fix the row",
+    ),
+    (
+      "twice.csv",
+      "text,text,label\ngood cat,x,a\nbad dog,x,b\n",
+      [],
+      ": its header names the column 'text' twice; give each column its own name",
+    ),
+    (
+      "tabs.csv",
+      "text\tlabel\ngood cat\ta\nbad dog\tb\n",
+      [],
+      " is tab-separated (its header is 'text\\tlabel'); name it .tsv, or separate its "
+      "columns with commas",
+    ),
+  ],
+  ids=["list label", "nan label", "a column twice", "tabs in a .csv"],
+)
+def test_bad_labels_and_headers_are_one_line(
+  imported, tmp_path, capsys, name, content, overrides, problem
+):
+  """Before: a TypeError traceback (a list label), a run to a NaN loss blaming the learning
+  rate (nan), training on the last of two same-named columns, a missing-column error.
+  """
+  data = tmp_path / name
+  data.write_text(content)
+  line = _finetune_error(
+    capsys, tmp_path / "w", imported, f"--config.data.train={data}", *overrides
+  )
+  assert line == f"error: {data}{'' if problem.startswith(':') else ' '}{problem.lstrip()}"
+  assert not (tmp_path / "w").exists()
+
+
+def test_a_run_s_missing_or_damaged_files_and_paths_are_one_line(stars, tmp_path, capsys):
+  """Before: FileNotFoundError and JSONDecodeError tracebacks (config.json), a resume blamed
+  on init_from, "train first" for a file, and an output made under a link to nothing.
+  """
+  texts = tmp_path / "texts.txt"
+  texts.write_text("good cat\n")
+  run = tmp_path / "run"
+  shutil.copytree(stars, run)
+  predict = ["predict", "--workdir", str(run), "--input", str(texts), "--output"]
+  (run / "config.json").unlink()
+  assert _cli_error(capsys, [*predict, str(tmp_path / "p.jsonl")]) == (
+    f"error: {run} has no config.json: it holds the run's settings (task, columns, lengths); "
+    f"restore it from where the run was made"
+  )
+  (run / "config.json").write_text("{")
+  assert _cli_error(capsys, ["evaluate", "--workdir", str(run), "--data", str(texts)]).startswith(
+    f"error: {run / 'config.json'} is damaged (not JSON: Expecting property name"
+  )
+  shutil.copy(os.path.join(stars, "config.json"), run / "config.json")
+  config = json.loads((run / "config.json").read_text())
+  config["data"]["eval"] = str(tmp_path / "moved.jsonl")
+  (run / "config.json").write_text(json.dumps(config))
+  assert _cli_error(capsys, ["evaluate", "--workdir", str(run)]) == (
+    f"error: {tmp_path / 'moved.jsonl'}, the run's config.data.eval, does not exist (moved, "
+    f"or a path relative to another folder); give --data FILE"
+  )
+  os.symlink(tmp_path / "nowhere", tmp_path / "link")
+  assert _cli_error(capsys, [*predict, str(tmp_path / "link" / "p.jsonl")]) == (
+    f"error: --output {tmp_path / 'link' / 'p.jsonl'}: {tmp_path / 'link'} is a link to "
+    f"{tmp_path / 'nowhere'}, which does not exist; remove the link, or make the folder it "
+    f"points to"
+  )
+  assert _cli_error(capsys, ["evaluate", "--workdir", str(texts)]) == (
+    f"error: {texts} is a file, not a run directory; give the folder a run wrote"
+  )
+  assert not (tmp_path / "nowhere").exists() and not (tmp_path / "p.jsonl").exists()

@@ -412,6 +412,19 @@ def test_bad_input_is_one_line(imported, trained, tmp_path, capsys):
   assert (full / "model.safetensors").exists()
   assert "already holds checkpoints" in error(["import-hf", "--hf", MINILM, "--workdir", imported])
   assert "parameters only" in error(["pretrain", "--workdir", imported])
+  texts = tmp_path / "texts.txt"
+  texts.write_text("a line\n")
+  assert error(["embed", "--workdir", imported, "--input", str(texts), "--output", str(full)]) == (
+    f"error: --output {full} is a folder; give a file, e.g. {full}/vectors.npy"
+  )
+  assert not os.path.exists(f"{full}.npy")
+
+  # [MASK]s past the positions: the first ones predicted, a note for the rest.
+  capsys.readouterr()
+  assert cli.main(["fill-mask", "--workdir", imported, "--json", "[MASK] " * 600]) == 0
+  captured = capsys.readouterr()
+  assert len(json.loads(captured.out.strip().splitlines()[-1])) == 511  # after [CLS]
+  assert "its last 89 [MASK]s, past the model's 512 positions, are not predicted" in captured.err
 
 
 @pytest.mark.slow  # 10 s of compiling on 2 cores

@@ -29,7 +29,6 @@ BATCH_SIZE = 32
 STDOUT = "-"  # `predict --output -`: the JSON Lines on stdout, the summary on stderr
 # The flags of predict and evaluate that name the run's columns in other data.
 COLUMN_FLAGS = {"text_column": "--text-column", "text_pair_column": "--text-pair-column"}
-MIN_SEQ_LENGTH = 8  # the shortest --max-seq-length: [CLS], [SEP] and a few tokens of text
 
 
 def load(workdir: str, step: int | None = None) -> tuple[run_lib.Run, ml_collections.ConfigDict]:
@@ -51,7 +50,7 @@ def load(workdir: str, step: int | None = None) -> tuple[run_lib.Run, ml_collect
       f"{workdir} is not a fine-tuned run (it has no task head); fine-tune it "
       f"first: bert-jax finetune --config.init_from={workdir} --workdir NEW_DIR"
     )
-  config = ml_collections.ConfigDict(storage.read_json(run_lib.path(workdir, run_lib.CONFIG)))
+  config = ml_collections.ConfigDict(run_lib.read_config(workdir, required=True))
   return run, config
 
 
@@ -101,6 +100,11 @@ def evaluate_main(
   spec = data or config.data.eval
   if not spec:
     raise UserError(f"{workdir} was trained without config.data.eval; give --data FILE")
+  if not data and not data_lib.is_tfds(spec) and not storage.exists(spec):
+    raise UserError(
+      f"{spec}, the run's config.data.eval, does not exist (moved, or a path relative to "
+      f"another folder); give --data FILE"
+    )
   config.data.eval = spec
   use_columns(config, workdir, spec, **columns)
   use_length(config, run, max_seq_length)
@@ -162,9 +166,9 @@ def use_length(config, run, max_seq_length: int | None) -> None:
   if max_seq_length is None:
     return
   limit = run.model.config.max_length
-  if not MIN_SEQ_LENGTH <= max_seq_length <= limit:
+  if not data_lib.MIN_SEQ_LENGTH <= max_seq_length <= limit:
     raise UserError(
-      f"--max-seq-length {max_seq_length}: the model reads {MIN_SEQ_LENGTH} to {limit} tokens "
+      f"--max-seq-length {max_seq_length}: the model reads {data_lib.MIN_SEQ_LENGTH} to {limit} tokens "
       f"(its positions); give a length in that range"
     )
   config.data.max_seq_length = max_seq_length
@@ -230,6 +234,8 @@ def check_output(
   """
   if storage.is_remote(output_path) and (problem := storage.unreachable(output_path)):
     raise UserError(f"--output {output_path}: {problem}; check the bucket name and access")
+  if link := storage.dangling_link(output_path):
+    raise UserError(f"--output {output_path}: {storage.dangling_link_problem(link)}")
   owner = _run_directory_of(output_path, workdir)
   if owner:
     directory, name = owner

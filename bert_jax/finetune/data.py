@@ -26,6 +26,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -121,8 +122,12 @@ def read(
 
 
 def _setting(key: str, flags: dict[str, str] | None) -> str:
-  """How the user names column `key` of config.data: a command's flag, or the config key."""
-  return (flags or {}).get(key, f"config.data.{key}")
+  """How the user names column `key` of config.data: a command's flag, or the config key
+  (a command without a flag for it reads the run's: the file's column is to be renamed).
+  """
+  if flags is None:
+    return f"config.data.{key}"
+  return flags.get(key, f"the run's config.data.{key}: rename the file's column")
 
 
 def _no_rows(spec, config, skipped_empty, flags):
@@ -177,7 +182,9 @@ def read_records(path, text_per_line=None, *, labelled=True):
         return [{text_per_line: line.rstrip("\r\n")} for line in f]
       if lower.endswith((".csv", ".tsv")):
         delimiter = "\t" if lower.endswith(".tsv") else ","
-        return list(csv.DictReader(f, delimiter=delimiter, restval=""))
+        reader = csv.DictReader(f, delimiter=delimiter, restval="")
+        _check_header(reader.fieldnames or [], path, delimiter)
+        return list(reader)
       if lower.endswith((".jsonl", ".json")):
         return _json_lines(f, path)
   except UnicodeDecodeError as e:
@@ -187,6 +194,22 @@ def read_records(path, text_per_line=None, *, labelled=True):
   if lower.endswith(".txt") and labelled:
     raise UserError(f"{path}: a .txt file has no labels; give a .csv, .tsv or .jsonl file")
   raise UserError(f"{path}: unknown file type; give {accepted(labelled)}")
+
+
+def _check_header(names: list[str], path: str, delimiter: str) -> None:
+  """A UserError for a CSV / TSV header that names a column twice (the reader would keep
+  the last), or a .csv file whose one column holds tabs (tab-separated).
+  """
+  twice = [n for i, n in enumerate(names) if n in names[:i]]
+  if twice:
+    raise UserError(
+      f"{path}: its header names the column {twice[0]!r} twice; give each column its own name"
+    )
+  if delimiter == "," and len(names) == 1 and "\t" in names[0]:
+    raise UserError(
+      f"{path} is tab-separated (its header is {names[0]!r}); name it .tsv, or separate "
+      f"its columns with commas"
+    )
 
 
 def _json_lines(lines, path):
@@ -348,6 +371,11 @@ def _check_label(row, where, column, labelled):
   label = row["label"]
   if labelled and (label is None or isinstance(label, str) and not label.strip()):
     raise UserError(_no_label(where, column))
+  if isinstance(label, (list, dict)):
+    raise UserError(
+      f"{where}: the label ({column!r}) is {_shown(label)}; give one label per row, a "
+      f"string or a number"
+    )
 
 
 def _no_label(where, column):
@@ -482,9 +510,10 @@ class LabelMap:
   the id 1 (TFDS class ids are named when read: `_read_tfds`).
   """
 
-  def __init__(self, names):
+  def __init__(self, names, from_config: bool = False):
     self.names = [str(n) for n in names]
     self.ids = {n: i for i, n in enumerate(self.names)}
+    self.from_config = from_config  # named by config.data.labels (not yet trained with)
 
   @classmethod
   def infer(cls, examples: Examples, config) -> "LabelMap":
@@ -495,7 +524,7 @@ class LabelMap:
       the rows (numerically when they are all integers).
     """
     if config.data.labels:
-      return cls([n.strip() for n in config.data.labels.split(",")])
+      return cls([n.strip() for n in config.data.labels.split(",")], from_config=True)
     if examples.label_names:
       return cls(examples.label_names)
     key = "tags" if config.task == "tokens" else "label"
@@ -518,6 +547,12 @@ class LabelMap:
     """
     if str(label) in self.ids:
       return self.ids[str(label)]
+    shown = f"{', '.join(self.names[:10])}{' ...' if len(self.names) > 10 else ''}"
+    if self.from_config:
+      raise UserError(
+        f"{where}: label {label!r} is not one of the {len(self.names)} labels of "
+        f"config.data.labels ({shown}); add it there, or fix the data"
+      )
     raise UserError(
       f"{where}: label {label!r} is not one of the {len(self.names)} labels the "
       f"model was trained with ({', '.join(self.names[:10])}"
@@ -583,9 +618,12 @@ def encode_sequences(
 
 def _number(label, where):
   try:
-    return float(label)
+    value = float(label)
   except (TypeError, ValueError):
     raise UserError(f"{where}: regression label {label!r} is not a number") from None
+  if not math.isfinite(value):
+    raise UserError(f"{where}: regression label {label!r} is not a finite number; fix the row")
+  return value
 
 
 def encode_tokens(
@@ -756,6 +794,9 @@ def eval_batches(
     yield batch
 
 
+# The shortest texts a run takes (config.data.max_seq_length, --max-seq-length): the special
+# tokens and a few of text.
+MIN_SEQ_LENGTH = 8
 # Outside training, batches are cut to a multiple of this many tokens (`length_batches`).
 LENGTH_MULTIPLE = 32
 # An inference batch holds its full count of rows up to this width; wider, fewer rows, so

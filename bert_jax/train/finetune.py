@@ -55,8 +55,35 @@ def validate(config) -> None:
   config_lib.validate_common(config)
   config_lib.check_choice(config, "task", tasks.TASKS + (embedding.TASK,))
   check_data_and_schedule(config)
+  if config.eval.batch_size is not None:
+    config_lib.check_positive(config, "eval.batch_size")
+  if config.head.reinit_layers < 0:
+    raise UserError(
+      f"config.head.reinit_layers={config.head.reinit_layers} must be 0 (none) or more"
+    )
   if config.task == embedding.TASK:
     _validate_embedding(config)
+  elif config.eval.metric and config.data.eval:
+    names = (*evaluate_lib.metric_names(config)[0], "loss")
+    if config.eval.metric not in names:
+      raise UserError(
+        f"config.eval.metric={config.eval.metric!r} is not one of the eval metrics of this "
+        f"task and data: {', '.join(names)}"
+      )
+
+
+def _check_reinit_layers(config, model_cfg) -> None:
+  """Bad input: config.head.reinit_layers more than the model's layers, or for ALBERT."""
+  k = config.head.reinit_layers
+  if k and model_cfg.arch == "albert":
+    raise UserError(
+      "config.head.reinit_layers does not apply to ALBERT, whose layers are shared "
+      "across depth; set it to 0"
+    )
+  if k > model_cfg.num_layers:
+    raise UserError(
+      f"config.head.reinit_layers={k} exceeds the model's {model_cfg.num_layers} layers"
+    )
 
 
 def _validate_embedding(config) -> None:
@@ -102,13 +129,19 @@ def check_data_and_schedule(config) -> None:
   """
   if not config.data.train:
     raise UserError("config.data.train is required: a .csv / .tsv / .jsonl file or tfds:NAME:SPLIT")
-  config_lib.check_positive(config, "data.max_seq_length")
-  t = config.train
-  if t.steps is not None and t.steps < 1 or t.steps is None and not t.epochs > 0:
+  if config.data.max_seq_length < data_lib.MIN_SEQ_LENGTH:
     raise UserError(
-      f"config.train.steps={t.steps} and epochs={t.epochs}: give a positive number of steps, "
-      f"or leave steps unset to train for the epochs"
+      f"config.data.max_seq_length={config.data.max_seq_length} leaves no room for text "
+      f"beside the special tokens; give at least {data_lib.MIN_SEQ_LENGTH}"
     )
+  t = config.train
+  if t.steps is not None and t.steps < 1:
+    raise UserError(
+      f"config.train.steps={t.steps}: give a positive number of steps, or leave steps unset "
+      f"to train for config.train.epochs"
+    )
+  if t.steps is None and not t.epochs > 0:
+    raise UserError(f"config.train.epochs={t.epochs}: give a positive number of epochs")
   if not 0 <= config.train.warmup_fraction <= 1:
     raise UserError(
       f"config.train.warmup_fraction={config.train.warmup_fraction} must be in [0, 1]"
@@ -181,19 +214,12 @@ def _restore_init(source, step, init_meta, same_head, abstract, fresh, reinit_la
 
 def _reinit_top_layers(params, fresh_encoder, k):
   """Fresh values (from `fresh_encoder`, a fresh `bert` tree) for the top k encoder layers
-  and the pooler (Zhang et al. 2021).
+  and the pooler (Zhang et al. 2021). `k` is checked first (`_check_reinit_layers`).
   """
   scanned = params["bert"]["encoder"]
-  if any(name.startswith("group_") for name in scanned):  # ALBERT: shared layers
-    raise UserError(
-      "config.head.reinit_layers does not apply to ALBERT, whose layers are shared "
-      "across depth; set it to 0"
-    )
   encoder = hf_convert.unscan(params)["bert"]["encoder"]  # layer_{i}, whatever the layout
   new = hf_convert.unscan({"bert": fresh_encoder})["bert"]["encoder"]
   count = len(encoder)
-  if k > count:
-    raise UserError(f"config.head.reinit_layers={k} exceeds the model's {count} layers")
   for i in range(count - k, count):
     encoder[f"layer_{i}"] = new[f"layer_{i}"]
   bert = dict(params["bert"], encoder=hf_convert.scan_like(encoder, scanned))
@@ -265,6 +291,7 @@ def finetune(config, workdir: str) -> None:
     fix="fine-tune it as it is: config.model.size='checkpoint' (the default)",
   )
   config = config_lib.with_model_arch(config, model_cfg)
+  _check_reinit_layers(config, model_cfg)
   meta_extra = {}
   if config.task == embedding.TASK:
     meta_extra[embedding.TASK] = {

@@ -283,7 +283,7 @@ def _run_steps(config, workdir, job, stop, state, start, checkpoints, best, prog
     values = jax.device_get([loss for _, loss in losses])
     for (s, _), value in zip(losses, values):
       if not math.isfinite(float(value)):
-        raise _non_finite(f"the loss is {float(value)}", s, checkpoints)
+        raise _non_finite(f"the loss is {float(value)}", s, checkpoints, config)
     losses.clear()
 
   def evaluate(params):
@@ -332,7 +332,7 @@ def _run_steps(config, workdir, job, stop, state, start, checkpoints, best, prog
       if evaluating or periodic or preempted:
         ahead.wait()  # the check's program, compiled in the background
         if not jax.device_get(all_finite(state.params)):
-          raise _non_finite("the parameters are not finite", step, checkpoints)  # never saved
+          raise _non_finite("the parameters are not finite", step, checkpoints, config)
       if periodic or preempted:  # first: an async save writes while the eval runs
         meta = dict(job.meta, step=step, sequences_seen=step * job.batch_size)
         if job.data_position:
@@ -392,7 +392,9 @@ def _first_error(reason: str) -> str:
   return reasons[0] if reasons else ""
 
 
-def _non_finite(what, step, checkpoints):
+def _non_finite(what, step, checkpoints, config):
+  """The error of a loss or parameters found not finite (never saved)."""
+  warmup = "warmup_fraction" if "warmup_fraction" in config.train else "warmup_steps"
   latest = checkpoints.latest_step()
   kept = (
     f"the last good checkpoint, step {latest} in {checkpoints.directory}, is kept"
@@ -401,7 +403,7 @@ def _non_finite(what, step, checkpoints):
   )
   return NonFiniteLoss(
     f"{what} at step {step}: stopped without saving it; {kept}; lower "
-    f"config.train.learning_rate or lengthen config.train.warmup_steps, or check the data"
+    f"config.train.learning_rate or lengthen config.train.{warmup}, or check the data"
   )
 
 
@@ -507,8 +509,8 @@ def check_resume(saved: dict, meta: dict, workdir: str) -> None:
 
 class _Best:
   """The parameters of the best eval so far, in WORKDIR/best/ (params and meta only): the
-  highest metric, a tie going to the lower eval loss (a step-0 eval of the untrained model
-  ties a trained one on accuracy more often than on loss).
+  highest metric (the lowest for a loss), a tie going to the lower eval loss (a step-0 eval
+  of the untrained model ties a trained one on accuracy more often than on loss).
   """
 
   def __init__(self, workdir, metric):
@@ -528,7 +530,9 @@ class _Best:
         f"config.eval.metric={self.metric!r} is not one of the eval metrics {', '.join(values)}"
       )
     value, loss = values[self.metric], values.get("loss", math.inf)
-    if self.value is None or value > self.value or (value == self.value and loss < self.loss):
+    sign = -1 if self.metric == "loss" or self.metric.endswith("_loss") else 1
+    better = self.value is None or sign * value > sign * self.value
+    if better or (value == self.value and loss < self.loss):
       self.value, self.loss, self.step = value, loss, step
       best = {"metric": self.metric, "value": value, "metrics": values}
       self._checkpoints.save_params(step, params, dict(meta, step=step, best=best))

@@ -2,9 +2,10 @@
 
 `config.train.optimizer`: AdamW (default; b1 0.9, b2 0.999, eps 1e-6) or LAMB (ALBERT's),
 with weight decay 0.01 on every weight matrix and embedding but none on LayerNorm
-parameters or biases; global-norm clipping at 1.0. `config.train.decay`: linear warmup,
-then linear decay to zero (default), cosine, constant, or warmup-stable-decay (`wsd`). (optax's Adam applies bias correction; the original
-TF1 optimizer did not, which only matters for the first few hundred warmup steps.)
+parameters or biases; global-norm clipping at 1.0 (`config.train.clip_norm`, 0: none).
+`config.train.decay`: linear warmup, then linear decay to zero (default), cosine, constant,
+or warmup-stable-decay (`wsd`). (optax's Adam applies bias correction; the original TF1
+optimizer did not, which only matters for the first few hundred warmup steps.)
 """
 
 import jax
@@ -90,7 +91,8 @@ def make_optimizer(train, *, steps: int | None = None, warmup_steps: int | None 
     weight_decay=train.weight_decay,
     mask=decay_mask,
   )
-  return optax.chain(optax.clip_by_global_norm(train.clip_norm), opt), schedule
+  clip = optax.clip_by_global_norm(train.clip_norm) if train.clip_norm else optax.identity()
+  return optax.chain(clip, opt), schedule
 
 
 def freeze(tx, frozen):
