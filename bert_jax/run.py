@@ -87,10 +87,10 @@ def check_same_init_from(config, workdir: str) -> None:
   checkpoint, so a new init_from would be ignored while config.json claimed it.
   """
   new = config.init_from
-  # The checkpoint's meta first: it holds init_from also where config.json went missing.
-  old = (latest_meta(workdir) or {}).get("init_from") or (read_config(workdir) or {}).get(
-    "init_from"
-  )
+  saved = read_config(workdir)
+  if saved is None:  # config.json gone: a fine-tuned run's checkpoint names its init_from too
+    saved = latest_meta(workdir) or {}
+  old = saved.get("init_from")
   if not new or (old and _same_place(old, new)):
     return
   began = f"from config.init_from={old!r}" if old else "without config.init_from"

@@ -16,6 +16,7 @@ import os
 import random
 import re
 import shutil
+import types
 
 import jax
 import numpy as np
@@ -1177,16 +1178,22 @@ def test_reinit_top_layers_of_scanned_encoders(layout):
   assert [by_layer[f"layer_{i}"] for i in range(7)] == [0, 1, 2, 3, 4, -1, -1]
   np.testing.assert_array_equal(out["bert"]["pooler"]["kernel"], -1)
   assert out["head"] is params["head"]
-  with pytest.raises(UserError, match="exceeds the model's 7 layers"):
-    finetune._reinit_top_layers(params, fresh, 8)
 
 
-def test_reinit_top_layers_refuses_albert_s_shared_layers():
-  """ALBERT's encoder is its shared groups (`group_{g}`): no top layer of its own to reset."""
-  shared = {"group_0": {"layer_0": {"w": jax.numpy.zeros(())}}}
-  params = {"bert": {"encoder": shared, "pooler": {}}}
+def test_reinit_layers_beyond_the_model_or_of_albert_are_refused():
+  """Checked before the workdir is made: more layers than the model's, and any for ALBERT,
+  whose encoder is its shared groups (no top layer of its own to reset).
+  """
+  config = config_lib.finetune_base_config()
+  bert, albert = (types.SimpleNamespace(arch=a, num_layers=7) for a in ("bert", "albert"))
+  config.head.reinit_layers = 7
+  finetune._check_reinit_layers(config, bert)
+  config.head.reinit_layers = 8
+  with pytest.raises(UserError, match="reinit_layers=8 exceeds the model's 7 layers"):
+    finetune._check_reinit_layers(config, bert)
+  config.head.reinit_layers = 1
   with pytest.raises(UserError, match="does not apply to ALBERT"):
-    finetune._reinit_top_layers(params, {"encoder": shared, "pooler": {}}, 1)
+    finetune._check_reinit_layers(config, albert)
 
 
 # --- 8. users' files in predict, evaluate and finetune ---------------------------------------
