@@ -63,8 +63,11 @@ def validate(config) -> None:
     )
   if config.task == embedding.TASK:
     _validate_embedding(config)
-  elif config.eval.metric and config.data.eval:
-    names = (*evaluate_lib.metric_names(config)[0], "loss")
+  if config.eval.metric and config.data.eval:
+    if config.task == embedding.TASK:  # spearman where the pairs have scores
+      names = (*retrieval.METRICS, "spearman")
+    else:
+      names = (*evaluate_lib.metric_names(config)[0], "loss")
     if config.eval.metric not in names:
       raise UserError(
         f"config.eval.metric={config.eval.metric!r} is not one of the eval metrics of this "
