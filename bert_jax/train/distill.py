@@ -356,13 +356,14 @@ def _distill(config, workdir, teacher):
   tx, schedule = finetune._optimizer(config, steps)
 
   batch_size = config.eval.batch_size or t.batch_size
+  evaluation, teacher_eval = {}, None
+  if config.data.eval:  # read and checked before the teacher labels the train rows
+    evaluation = finetune._evaluator(config, model, tokenizer, labels)
   log(f"teacher {config.teacher} (step {teacher.step}) labels {rows} train rows")
   arrays["teacher_logits"] = evaluate_lib.logits(
     teacher.model, teacher.params, arrays, batch_size, progress=True
   )
-  evaluation, teacher_eval = {}, None
   if config.data.eval:
-    evaluation = finetune._evaluator(config, model, tokenizer, labels)
     teacher_eval = _teacher_scores(config, teacher, labels, batch_size)
     own = teacher.meta.get("max_seq_length")
     at = config.data.max_seq_length
