@@ -196,7 +196,7 @@ def test_a_stopped_preparation_is_one_line_and_the_rerun_finishes(tmp_path, sign
   75 (a launcher's "run again") for SIGTERM. The same command then finishes (checked after
   Ctrl-C).
   """
-  _corpus(tmp_path / "corpus.txt", documents=48_000, seed=3)  # seconds of work to stop
+  _corpus(tmp_path / "corpus.txt", documents=24_000, seed=3)  # seconds of work to stop
   workdir = tmp_path / "w"
   shards = workdir / "data" / prepare.SHARDS
   env = {**os.environ, "XLA_FLAGS": FAST_COMPILE}
