@@ -18,8 +18,8 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tqdm
 
+from bert_jax import progress as progress_lib
 from bert_jax import run as run_lib
 from bert_jax import storage
 from bert_jax.errors import UserError
@@ -91,8 +91,8 @@ def embed_texts(
   out = np.zeros((len(rows), run.model.config.hidden_size), np.float32)
   lengths = np.array([len(r) for r in rows])
   batches = list(data_lib.length_batches(lengths, batch_size, max_length))
-  for index, length, count in tqdm.tqdm(
-    batches, total=len(batches), desc="embed", unit="batch", disable=not progress
+  for index, length, count in progress_lib.over(
+    batches, len(batches), "embed", "batch", shown=progress
   ):
     ids = np.full((count, length), tok.pad_id, np.int32)  # one shape per width
     mask = np.zeros((count, length), np.int32)

@@ -25,14 +25,13 @@ place.
 import concurrent.futures
 import contextlib
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
-import tqdm
 
+from bert_jax import progress as progress_lib
 from bert_jax import storage
 from bert_jax.data import masking, prepare, records, units
 from bert_jax.data import tokenizer as tokenizer_lib
@@ -180,9 +179,7 @@ def fetch_shards(
   start = time.time()
   missing = [s for s in shards if s["file"] in sizes]
   pool = concurrent.futures.ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="fetch")
-  bar = tqdm.tqdm(
-    total=need, unit="B", unit_scale=True, desc="copy", disable=not sys.stderr.isatty()
-  )
+  bar = progress_lib.Bar(need, "copy", "B")
   try:
     copies = {pool.submit(_local_shard, data_dir, s, cache_dir): s for s in missing}
     for done in concurrent.futures.as_completed(copies):

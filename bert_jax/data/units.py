@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 
+from bert_jax import progress as progress_lib
 from bert_jax import storage
 from bert_jax.data import instances, records, sources
 from bert_jax.data import tokenizer as tokenizer_lib
@@ -64,9 +65,7 @@ def run_units(units, job, num_workers, log, progress):
   if len(todo) < len(units):
     log(f"data: {len(units) - len(todo)} of {len(units)} shards already done; resuming")
   workers = min(num_workers or os.cpu_count() or 1, max(1, len(todo)))
-  from tqdm import tqdm
-
-  bar = tqdm(total=len(todo), unit="shard", disable=not progress or not todo, dynamic_ncols=True)
+  bar = progress_lib.Bar(len(todo), "prepare", "shard", shown=progress and bool(todo))
   tokens, t0 = 0, time.time()
   args = [(i, unit, job) for i, unit in todo]
   if workers == 1:
@@ -79,10 +78,7 @@ def run_units(units, job, num_workers, log, progress):
     for i, unit_counts, unit_files in results:
       counts[i], files[i] = unit_counts, unit_files
       tokens += unit_counts.get("tokens", 0)  # a unit of empty files counts none
-      bar.set_postfix_str(
-        f"{tokens / max(time.time() - t0, 1e-9) / 1e3:,.0f}k tokens/s", refresh=False
-      )
-      bar.update()
+      bar.update(note=f"{tokens / max(time.time() - t0, 1e-9) / 1e3:,.0f}k tokens/s")
   finally:
     bar.close()
     if workers > 1:

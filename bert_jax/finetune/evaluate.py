@@ -13,8 +13,8 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tqdm
 
+from bert_jax import progress as progress_lib
 from bert_jax import sharding
 from bert_jax.finetune import data as data_lib
 from bert_jax.finetune import metrics as task_metrics
@@ -106,9 +106,7 @@ def _logits_by_length(model, params, inputs: dict, batch_size: int, progress: bo
 
 def _progress(batches, total: int, shown: bool):
   """`batches` under a "predict" progress bar (when `shown`) that goes when done."""
-  return tqdm.tqdm(
-    batches, total=total, desc="predict", unit="batch", disable=not shown, leave=False
-  )
+  return progress_lib.over(batches, total, "predict", "batch", shown=shown, leave=False)
 
 
 def logits_program(model, abstract_params, arrays: dict, batch_size: int, mesh) -> tuple:

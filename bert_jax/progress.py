@@ -1,0 +1,84 @@
+"""Progress of the work outside training steps (prepare, shard copies, predict, evaluate,
+embed): a tqdm bar in a terminal; where stderr is a file or a pipe (SLURM's `.out`, a TPU
+worker's log, `| tee`), a plain line at most every PLAIN_EVERY_S seconds instead of a bar's
+carriage returns, as training's progress does (`train.metrics.Progress`).
+"""
+
+import sys
+import time
+
+import tqdm
+
+# Where stderr is no terminal: the seconds between two plain lines (work shorter than this
+# prints none).
+PLAIN_EVERY_S = 60.0
+
+
+class Bar:
+  """`total` units of work, `update`d as they finish.
+
+  Args:
+    total: the units in all.
+    desc: what is done ("prepare", "predict"), the start of each line.
+    unit: the name of one unit ("shard", "batch", "B": bytes, shown scaled).
+    shown: False: no bar and no lines (a caller that was asked for none).
+    leave: keep the terminal's bar when done.
+  """
+
+  def __init__(self, total: int, desc: str, unit: str, shown: bool = True, leave: bool = True):
+    self.total, self.desc, self.unit = total, desc, unit
+    self.plain = shown and not sys.stderr.isatty()
+    self.bar = tqdm.tqdm(
+      total=total,
+      desc=desc,
+      unit=unit,
+      unit_scale=unit == "B",
+      disable=not shown or self.plain,
+      dynamic_ncols=True,
+      leave=leave,
+    )
+    self.done, self.note = 0, ""
+    self.start = self.last = time.monotonic()
+
+  def update(self, n: int = 1, note: str | None = None) -> None:
+    """`n` more units done; `note` (e.g. "585k tokens/s") shown beside the count."""
+    self.done += n
+    if note is not None:
+      self.note = note
+      self.bar.set_postfix_str(note, refresh=False)
+    self.bar.update(n)
+    now = time.monotonic()
+    if self.plain and now - self.last >= PLAIN_EVERY_S:
+      self.last = now
+      print(self.line(now - self.start), file=sys.stderr, flush=True)
+
+  def line(self, elapsed: float) -> str:
+    """The plain line after `elapsed` seconds: count, note, elapsed and time left."""
+    count = (
+      f"{tqdm.tqdm.format_sizeof(self.done)}B of {tqdm.tqdm.format_sizeof(self.total)}B"
+      if self.unit == "B"
+      else f"{self.done}/{self.total} {self.unit}s"
+    )
+    left = elapsed / max(self.done, 1e-9) * (self.total - self.done)
+    note = f", {self.note}" if self.note else ""
+    return (
+      f"{self.desc}: {count}{note}; {tqdm.tqdm.format_interval(elapsed)} elapsed, about "
+      f"{tqdm.tqdm.format_interval(left)} left"
+    )
+
+  def close(self) -> None:
+    self.bar.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
+def over(items, total: int, desc: str, unit: str, shown: bool = True, leave: bool = True):
+  """Yields `items` (`total` of them) under a `Bar`, one unit each."""
+  with Bar(total, desc, unit, shown, leave) as bar:
+    for item in items:
+      yield item
+      bar.update()

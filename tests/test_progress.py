@@ -1,0 +1,36 @@
+"""Progress outside training steps: where stderr is no terminal, plain lines at most every
+PLAIN_EVERY_S seconds (count, elapsed, time left) instead of a bar's carriage returns.
+"""
+
+from bert_jax import progress
+
+
+def _clock(monkeypatch, *times):
+  """`time.monotonic` giving `times` in turn (the first: the bar's start)."""
+  ticks = iter(times)
+  monkeypatch.setattr(progress.time, "monotonic", lambda: next(ticks))
+
+
+def test_plain_lines_where_stderr_is_no_terminal(capsys, monkeypatch):
+  monkeypatch.setattr(progress, "PLAIN_EVERY_S", 20.0)
+  _clock(monkeypatch, 0.0, 10.0, 30.0, 40.0)
+  with progress.Bar(4, "prepare", "shard") as bar:  # pytest's stderr is no terminal
+    bar.update(note="5k tokens/s")  # 10 s: under 20 s since the start, no line
+    bar.update()  # 30 s: 2 of 4 in 30 s, 30 s left
+    bar.update(note="6k tokens/s")  # 40 s: 10 s since the last line, none
+  assert capsys.readouterr().err.splitlines() == [
+    "prepare: 2/4 shards, 5k tokens/s; 00:30 elapsed, about 00:30 left"
+  ]
+
+
+def test_bytes_are_scaled_and_a_hidden_bar_prints_nothing(capsys, monkeypatch):
+  monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)
+  _clock(monkeypatch, 0.0, 5.0)
+  with progress.Bar(3_000_000, "copy", "B") as bar:
+    bar.update(1_000_000)  # a third in 5 s: 10 s left
+  assert capsys.readouterr().err.splitlines() == [
+    "copy: 1.00MB of 3.00MB; 00:05 elapsed, about 00:10 left"
+  ]
+  _clock(monkeypatch, 0.0, 5.0, 6.0)
+  assert list(progress.over(["a", "b"], 2, "predict", "batch", shown=False)) == ["a", "b"]
+  assert capsys.readouterr().err == ""
