@@ -69,9 +69,14 @@ def test_prepare_writes_shards_and_a_manifest(tmp_path, monkeypatch):
     == tokenizer.load(str(tmp_path / "d1" / "tokenizer.model")).fingerprint
   )
 
-  # One worker writes the same bytes as two.
-  c.data.num_workers = 1
-  again = _quiet(c, tmp_path / "d2")
+  # One worker writes the same bytes as two (the family does not matter; a RoBERTa
+  # run's own tokenizer is another kind, which a note says).
+  c.data.num_workers, c.model.arch, lines = 1, "roberta", []
+  again = _quiet(c, tmp_path / "d2", log=lines.append)
+  assert (
+    "note: config.model.arch='roberta' with a unigram tokenizer; roberta's own is "
+    "--config.tokenizer.model_type=bytelevel_bpe"
+  ) in lines
   assert _shard_bytes(tmp_path / "d1") == _shard_bytes(tmp_path / "d2")
   assert {k: v for k, v in again.items() if k != "seconds"} == {
     k: v for k, v in manifest.items() if k != "seconds"

@@ -300,6 +300,10 @@ def _read_stamp(path: str):
     return None
 
 
+# The tokenizer kind a family's own checkpoints use, where it is not the default's.
+FAMILY_TOKENIZERS = {"roberta": "bytelevel_bpe", "modernbert": "bytelevel_bpe"}
+
+
 def _tokenizer(config, data_dir, units, settings, log):
   """The prepared dir's tokenizer: a copy of config.tokenizer.path, or trained (once per
   input and settings: `tokenizer_settings.json` records them).
@@ -315,6 +319,12 @@ def _tokenizer(config, data_dir, units, settings, log):
     target = storage.join(data_dir, tokenizer_lib.trained_file_name(t.model_type))
     trained_on = _trained_on(settings)
     done = storage.exists(target) and _read_stamp(stamp) == trained_on
+    arch = config.get("model", {}).get("arch")
+    if not done and arch in FAMILY_TOKENIZERS and t.model_type != FAMILY_TOKENIZERS[arch]:
+      log(
+        f"note: config.model.arch={arch!r} with a {t.model_type} tokenizer; {arch}'s own is "
+        f"--config.tokenizer.model_type={FAMILY_TOKENIZERS[arch]}"
+      )
     if not done:
       log(
         f"tokenizer: training {t.vocab_size} {t.model_type} pieces on up to "
