@@ -74,12 +74,7 @@ def _evaluate(argv):
     help="runs of pairs: the column of --data with the second texts (default: the run's "
     "config.data.text_pair_column)",
   )
-  parser.add_argument(
-    "--max-seq-length",
-    type=int,
-    help="tokens a text (or pair) is cut at, up to the model's positions (default: the run's "
-    "config.data.max_seq_length); batches of wider texts hold fewer of them",
-  )
+  _max_seq_length_flag(parser)
   args = _parse(parser, argv)
   from bert_jax.finetune import commands
 
@@ -121,12 +116,7 @@ def _predict(argv):
     help="runs of pairs: the column of --input with the second texts (default: the run's "
     "config.data.text_pair_column)",
   )
-  parser.add_argument(
-    "--max-seq-length",
-    type=int,
-    help="tokens a text (or pair) is cut at, up to the model's positions (default: the run's "
-    "config.data.max_seq_length); batches of wider texts hold fewer of them",
-  )
+  _max_seq_length_flag(parser)
   args = _parse(parser, argv)
   from bert_jax.finetune import commands
 
@@ -139,6 +129,16 @@ def _predict(argv):
     text_column=args.text_column,
     text_pair_column=args.text_pair_column,
     max_seq_length=args.max_seq_length,
+  )
+
+
+def _max_seq_length_flag(parser):
+  """predict's and evaluate's --max-seq-length."""
+  parser.add_argument(
+    "--max-seq-length",
+    type=int,
+    help="tokens a text (or pair) is cut at, up to the model's positions (default: the run's "
+    "config.data.max_seq_length); batches of wider texts hold fewer of them",
   )
 
 
