@@ -133,7 +133,7 @@ def _predict(argv):
 
 
 def _max_seq_length_flag(parser):
-  """predict's and evaluate's --max-seq-length."""
+  """The --max-seq-length flag of predict and evaluate."""
   parser.add_argument(
     "--max-seq-length",
     type=int,
