@@ -667,6 +667,7 @@ def test_evaluate_command_prints_the_best_eval(classify, capsys, tmp_path):
   )
 
 
+@pytest.mark.slow  # the only test of the fast tier that needed `classify` (11 s)
 def test_fill_mask_refuses_a_fine_tuned_run_naming_where_it_started(classify, imported, capsys):
   line = _cli_error(capsys, ["fill-mask", "--workdir", classify["workdir"], "a [MASK] b"])
   assert line == (
@@ -674,6 +675,15 @@ def test_fill_mask_refuses_a_fine_tuned_run_naming_where_it_started(classify, im
     f"head; fill-mask takes a pretraining run, or an import of a pretrained (masked-LM) "
     f"model, such as the one it started from: --workdir {imported}"
   )
+
+
+def test_fill_mask_notes_the_masks_past_the_positions(imported, capsys):
+  """70 [MASK]s on 64 positions: the 63 after [CLS] are predicted, a note for the other 7."""
+  capsys.readouterr()
+  assert cli.main(["fill-mask", "--workdir", imported, "--json", "[MASK] " * 70]) == 0
+  captured = capsys.readouterr()
+  assert len(json.loads(captured.out.strip().splitlines()[-1])) == 63
+  assert "its last 7 [MASK]s, past the model's 64 positions, are not predicted" in captured.err
 
 
 # --- 5. token labels on first sub-tokens -----------------------------------------------------
