@@ -14,6 +14,13 @@ import tqdm
 PLAIN_EVERY_S = 60.0
 
 
+def timing(elapsed: float, left: float) -> str:
+  """`M:SS elapsed, about M:SS left`: the end of every plain progress line."""
+  return (
+    f"{tqdm.tqdm.format_interval(elapsed)} elapsed, about {tqdm.tqdm.format_interval(left)} left"
+  )
+
+
 class Bar:
   """`total` units of work, `update`d as they finish.
 
@@ -61,10 +68,7 @@ class Bar:
     )
     left = elapsed / max(self.done, 1e-9) * (self.total - self.done)
     note = f", {self.note}" if self.note else ""
-    return (
-      f"{self.desc}: {count}{note}; {tqdm.tqdm.format_interval(elapsed)} elapsed, about "
-      f"{tqdm.tqdm.format_interval(left)} left"
-    )
+    return f"{self.desc}: {count}{note}; {timing(elapsed, left)}"
 
   def close(self) -> None:
     self.bar.close()

@@ -158,7 +158,7 @@ def use_columns(
 
 def use_length(config, run, max_seq_length: int | None) -> None:
   """Sets config.data.max_seq_length to --max-seq-length (None: the run's own), and a qa
-  run's question length and window stride to at most half of it.
+  run's question length and window stride to at most half of it (`data.set_max_seq_length`).
 
   Raises:
     UserError: a length the model cannot read (under 8 tokens, or over its positions).
@@ -171,10 +171,7 @@ def use_length(config, run, max_seq_length: int | None) -> None:
       f"--max-seq-length {max_seq_length}: the model reads {data_lib.MIN_SEQ_LENGTH} to {limit} tokens "
       f"(its positions); give a length in that range"
     )
-  config.data.max_seq_length = max_seq_length
-  if config.task == "qa":
-    config.data.max_query_length = min(config.data.max_query_length, max_seq_length // 2)
-    config.data.doc_stride = min(config.data.doc_stride, max_seq_length // 2)
+  data_lib.set_max_seq_length(config.data, max_seq_length)
 
 
 def _evaluate_embedding(run, config, spec: str) -> dict:

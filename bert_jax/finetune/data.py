@@ -804,6 +804,15 @@ LENGTH_MULTIPLE = 32
 FULL_BATCH_WIDTH = 512
 
 
+def set_max_seq_length(data, max_seq_length: int) -> None:
+  """Sets config.data (`data`)'s max_seq_length, and qa's question length and window stride
+  to at most half of it (what a window of that length has room for).
+  """
+  data.max_seq_length = max_seq_length
+  data.max_query_length = min(data.max_query_length, max_seq_length // 2)
+  data.doc_stride = min(data.doc_stride, max_seq_length // 2)
+
+
 def rows_at(width: int, batch_size: int) -> int:
   """The rows of an inference batch `width` tokens wide: `batch_size` up to
   FULL_BATCH_WIDTH, then fewer (at least 1), with rows x width^2 at most `batch_size` x

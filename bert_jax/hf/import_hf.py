@@ -40,6 +40,7 @@ from bert_jax import run as run_lib
 from bert_jax import storage
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
+from bert_jax.finetune import data as data_lib
 from bert_jax.hf import convert, families, family_tokenizers, files, task_heads, tokenizer_files
 from bert_jax.model import bert, registry, tasks
 from bert_jax.model import families as model_families
@@ -343,9 +344,7 @@ def _task_config(read: Checkpoint, max_seq_length: int):
   config = config_lib.finetune_base_config()
   config.task = read.head.task
   config.model.arch = read.model_cfg.arch
-  config.data.max_seq_length = max_seq_length
-  config.data.max_query_length = min(config.data.max_query_length, max_seq_length // 2)
-  config.data.doc_stride = min(config.data.doc_stride, max_seq_length // 2)
+  data_lib.set_max_seq_length(config.data, max_seq_length)
   return config
 
 

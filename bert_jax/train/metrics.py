@@ -22,6 +22,7 @@ import time
 import jax
 from tqdm import tqdm
 
+from bert_jax import progress as progress_lib
 from bert_jax import run as run_lib
 from bert_jax import storage
 from bert_jax.train import flops
@@ -264,8 +265,7 @@ class Progress:
     first_step, first_time = self._first
     elapsed = time.perf_counter() - first_time
     per_step = max(elapsed - self._paused, 0.0) / (step - first_step)
-    left = tqdm.format_interval(per_step * (self._total - step))
-    return f"{line}; {tqdm.format_interval(elapsed)} elapsed, about {left} left"
+    return f"{line}; {progress_lib.timing(elapsed, per_step * (self._total - step))}"
 
   def write(self, line):
     """Prints `line` (an eval, a save) under the bar, from process 0 only."""
