@@ -33,7 +33,7 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 # for test_family_cli.py and test_cli.py than level 1). The CLI subprocesses tests start take
 # it too (`XLA_FLAGS: FAST_COMPILE`). Level 0 runs a real model's step about twice as slow
 # as level 1 (which runs as fast as XLA's default): the MiniLM fine-tune on BBC news runs in
-# a subprocess of its own at `RUN_FAST` (tests/test_bbc_news.py).
+# a subprocess of its own at `RUN_FAST` (`run_fast`), as do two other fine-tunes.
 FAST_COMPILE = "--xla_backend_optimization_level=0"
 RUN_FAST = "--xla_backend_optimization_level=1"
 # Eight fake CPU devices for the mesh tests.
@@ -317,6 +317,21 @@ def free_port():
   with socket.socket() as s:
     s.bind(("localhost", 0))
     return s.getsockname()[1]
+
+
+def run_fast(argv):
+  """`python -m bert_jax ARGV` in a process of its own on one CPU device at `RUN_FAST`, for
+  the runs that train a model long enough for the suite's compile level to slow them (on
+  one device, the cheaper dropout bits too); its stdout, after checking it exited 0.
+  """
+  import subprocess
+
+  env = {**os.environ, "XLA_FLAGS": f"{RUN_FAST} --xla_force_host_platform_device_count=1"}
+  done = subprocess.run(
+    [sys.executable, "-m", "bert_jax", *argv], cwd=ROOT, env=env, capture_output=True, text=True
+  )
+  assert done.returncode == 0, done.stderr[-3000:]
+  return done.stdout
 
 
 def distributed_processes(argv, *, devices, env, count=2, stdout=None):

@@ -13,15 +13,13 @@ import csv
 import importlib.util
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from benchmarks import bbc_news
 from bert_jax import cli
-from tests.conftest import ROOT, RUN_FAST
+from tests.conftest import run_fast
 
 torch = pytest.importorskip("torch", reason="needs torch (pip install torch==2.13.0)")
 transformers = pytest.importorskip("transformers", reason="needs transformers")
@@ -64,12 +62,7 @@ def finetuned(tmp_path_factory, minilm_workdir):
     "--config.train.batch_size=16",
     "--config.train.learning_rate=2e-4",
   ]
-  # A process of its own at RUN_FAST: the suite's level compiles fast but runs MiniLM slowly.
-  env = {**os.environ, "XLA_FLAGS": f"{RUN_FAST} --xla_force_host_platform_device_count=1"}
-  done = subprocess.run(
-    [sys.executable, "-m", "bert_jax", *argv], cwd=ROOT, env=env, capture_output=True, text=True
-  )
-  assert done.returncode == 0, done.stderr[-3000:]
+  run_fast(argv)  # its own process: the suite compiles fast but runs MiniLM slowly
   return root, run, test_csv
 
 

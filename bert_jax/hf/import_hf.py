@@ -386,11 +386,12 @@ def _convert(family, model_cfg, checkpoint, model, parts, seed, hf_vocab, log):
   """
   abstract = run_lib.abstract_params(model)
   covered = {row.ours for _, _, rows, _ in parts for row in rows}
-  complete = all(
-    tuple(key.key for key in path) in covered
-    for path, _ in jax.tree_util.tree_leaves_with_path(abstract)
-  ) and all(row.hf in checkpoint[folder] for folder, _, rows, _ in parts for row in rows)
-  initial = abstract if complete else _initial_params(model, seed)
+  uninitialised = {
+    path
+    for path in (tuple(k.key for k in p) for p, _ in jax.tree_util.tree_leaves_with_path(abstract))
+    if path not in covered
+  } | {row.ours for folder, _, rows, _ in parts for row in rows if row.hf not in checkpoint[folder]}
+  initial = _initial_params(model, seed, abstract, uninitialised) if uninitialised else abstract
   params, missing, unused = {}, set(), []
   for folder, _, rows, _ in reversed(parts):  # the generator first: the model's bert/ wins
     tensors = checkpoint[folder]
@@ -442,8 +443,27 @@ def _put_in_place(staging: str, final: str) -> None:
     storage.copy(os.path.join(staging, name), storage.join(final, name))
 
 
-def _initial_params(model, seed):
-  """Freshly initialised numpy params (the values of heads the checkpoint lacks)."""
+def _initial_params(model, seed, abstract, paths):
+  """`abstract` (the params' shapes) with the leaves at `paths` freshly initialised from
+  `seed` as numpy arrays (the heads the checkpoint lacks). Only those are computed: XLA drops
+  the rest of the init (a whole MiniLM's random tables took seconds on CPU), and each leaf
+  has the value a whole init gives it.
+  """
   inputs = registry.dummy_inputs(model)
-  params = jax.jit(lambda key: model.init(key, *inputs)["params"])(jax.random.key(seed))
-  return jax.tree_util.tree_map(np.asarray, nn.meta.unbox(params))
+
+  def init(key):
+    params = nn.meta.unbox(model.init(key, *inputs)["params"])
+    return {path: _leaf(params, path) for path in paths}
+
+  values = jax.jit(init)(jax.random.key(seed))
+  out = jax.tree_util.tree_map(lambda x: x, abstract)  # a copy to fill
+  for path, value in values.items():
+    _leaf(out, path[:-1])[path[-1]] = np.asarray(value)
+  return out
+
+
+def _leaf(tree, path):
+  """The entry of nested dicts `tree` at the keys `path`."""
+  for key in path:
+    tree = tree[key]
+  return tree
