@@ -33,7 +33,8 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 # for test_family_cli.py and test_cli.py than level 1). The CLI subprocesses tests start take
 # it too (`XLA_FLAGS: FAST_COMPILE`). Level 0 runs a real model's step about twice as slow
 # as level 1 (which runs as fast as XLA's default): the MiniLM fine-tune on BBC news runs in
-# a subprocess of its own at `RUN_FAST` (`run_fast`), as do two other fine-tunes.
+# a subprocess of its own at `RUN_FAST` (`run_fast`), as do two family fine-tunes and
+# MiniLM's embeddings of 512 tokens.
 FAST_COMPILE = "--xla_backend_optimization_level=0"
 RUN_FAST = "--xla_backend_optimization_level=1"
 # Eight fake CPU devices for the mesh tests.

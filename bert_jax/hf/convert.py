@@ -75,13 +75,15 @@ class Row:
   vocab_pad: float | None = None  # vocabulary-sized: the value of padded rows on import
 
 
-def _get(tree, path):
+def get_path(tree, path):
+  """The entry of nested dicts `tree` at the keys `path`."""
   for key in path:
     tree = tree[key]
   return tree
 
 
-def _set(tree, path, value):
+def set_path(tree, path, value):
+  """Sets the entry of nested dicts `tree` at the keys `path`, making dicts on the way."""
   for key in path[:-1]:
     tree = tree.setdefault(key, {})
   tree[path[-1]] = value
@@ -168,7 +170,7 @@ def to_hf(params: dict, rows: list[Row], vocab_size: int) -> dict:
   """
   tensors = {}
   for row in rows:
-    value = np.asarray(_get(params, row.ours), dtype=np.float32)
+    value = np.asarray(get_path(params, row.ours), dtype=np.float32)
     if row.vocab_pad is not None:
       value = value[:vocab_size]
     tensors[row.hf] = np.ascontiguousarray(row.rule.to_hf(value))
@@ -198,7 +200,7 @@ def from_hf(
   """
   params, missing = {}, {}
   for row in rows:
-    current = _get(target, row.ours)
+    current = get_path(target, row.ours)
     shape = tuple(current.shape)
     want = row.rule.hf_shape(shape)
     if row.hf in tensors:
@@ -216,7 +218,7 @@ def from_hf(
         f"{list(want)} (rule: {row.rule.name}); the checkpoint's config.json does "
         f"not describe its weights"
       )
-    _set(params, row.ours, row.rule.from_hf(value, shape).astype(current.dtype))
+    set_path(params, row.ours, row.rule.from_hf(value, shape).astype(current.dtype))
   if "encoder" in missing:
     names = missing["encoder"]
     raise UserError(

@@ -453,17 +453,10 @@ def _initial_params(model, seed, abstract, paths):
 
   def init(key):
     params = nn.meta.unbox(model.init(key, *inputs)["params"])
-    return {path: _leaf(params, path) for path in paths}
+    return {path: convert.get_path(params, path) for path in paths}
 
   values = jax.jit(init)(jax.random.key(seed))
   out = jax.tree_util.tree_map(lambda x: x, abstract)  # a copy to fill
   for path, value in values.items():
-    _leaf(out, path[:-1])[path[-1]] = np.asarray(value)
+    convert.set_path(out, path, np.asarray(value))
   return out
-
-
-def _leaf(tree, path):
-  """The entry of nested dicts `tree` at the keys `path`."""
-  for key in path:
-    tree = tree[key]
-  return tree
