@@ -21,6 +21,14 @@ def timing(elapsed: float, left: float) -> str:
   )
 
 
+def size(n: float) -> str:
+  """`n` bytes in GB, MB or kB, as the log lines write them ("1.2 MB")."""
+  for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+    if n >= scale:
+      return f"{n / scale:.{2 if unit == 'GB' else 1}f} {unit}"
+  return f"{n / 1e3:.1f} kB"
+
+
 class Bar:
   """`total` units of work, `update`d as they finish.
 
@@ -62,7 +70,7 @@ class Bar:
   def line(self, elapsed: float) -> str:
     """The plain line after `elapsed` seconds: count, note, elapsed and time left."""
     count = (
-      f"{tqdm.tqdm.format_sizeof(self.done)}B of {tqdm.tqdm.format_sizeof(self.total)}B"
+      f"{size(self.done)} of {size(self.total)}"
       if self.unit == "B"
       else f"{self.done}/{self.total} {self.unit}s"
     )

@@ -29,7 +29,7 @@ def test_bytes_are_scaled_and_a_hidden_bar_prints_nothing(capsys, monkeypatch):
   with progress.Bar(3_000_000, "copy", "B") as bar:
     bar.update(1_000_000)  # a third in 5 s: 10 s left
   assert capsys.readouterr().err.splitlines() == [
-    "copy: 1.00MB of 3.00MB; 00:05 elapsed, about 00:10 left"
+    "copy: 1.0 MB of 3.0 MB; 00:05 elapsed, about 00:10 left"
   ]
   _clock(monkeypatch, 0.0, 5.0, 6.0)
   assert list(progress.over(["a", "b"], 2, "predict", "batch", shown=False)) == ["a", "b"]

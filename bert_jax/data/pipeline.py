@@ -171,11 +171,13 @@ def fetch_shards(
   need, free = sum(sizes.values()), storage.free_bytes(cache_dir)
   if need > free:
     raise UserError(
-      f"config.data.cache_dir={cache_dir!r} has {_size(free)} free, and this process's "
-      f"{len(sizes)} shards of {data_dir} need {_size(need)} there; free room, give a "
+      f"config.data.cache_dir={cache_dir!r} has {progress_lib.size(free)} free, and this process's "
+      f"{len(sizes)} shards of {data_dir} need {progress_lib.size(need)} there; free room, give a "
       f"cache_dir on a larger disk, or read on more hosts (each copies its own lanes' shards)"
     )
-  log(f"data: copying {what} {len(sizes)} shards ({_size(need)}) of {data_dir} into {cache_dir}")
+  log(
+    f"data: copying {what} {len(sizes)} shards ({progress_lib.size(need)}) of {data_dir} into {cache_dir}"
+  )
   start = time.time()
   missing = [s for s in shards if s["file"] in sizes]
   pool = concurrent.futures.ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="fetch")
@@ -189,15 +191,9 @@ def fetch_shards(
     pool.shutdown(wait=True, cancel_futures=True)
     bar.close()
   took = time.time() - start
-  log(f"data: copied {_size(need)} in {took:.0f} s ({need / max(took, 1e-3) / 1e6:.0f} MB/s)")
-
-
-def _size(n: int) -> str:
-  """`n` bytes in GB, MB or kB."""
-  for unit, scale in (("GB", 1e9), ("MB", 1e6)):
-    if n >= scale:
-      return f"{n / scale:.{2 if unit == 'GB' else 1}f} {unit}"
-  return f"{n / 1e3:.1f} kB"
+  log(
+    f"data: copied {progress_lib.size(need)} in {took:.0f} s ({need / max(took, 1e-3) / 1e6:.0f} MB/s)"
+  )
 
 
 def default_cache_dir(environ=os.environ) -> str:
