@@ -119,6 +119,22 @@ def folders_to_make(path: str) -> list[str]:
   return missing
 
 
+def unwritable_folder(path: str) -> str | None:
+  """The local folder that writing `path` (a file, or a folder made with its parents)
+  needs and this user may not write to: its nearest existing folder. None when writable,
+  and for URLs (the bucket says at the first write).
+  """
+  if is_remote(path):
+    return None
+  folder = os.path.abspath(path)
+  while not os.path.isdir(folder):
+    parent = os.path.dirname(folder)
+    if parent == folder:
+      return None
+    folder = parent
+  return None if os.access(folder, os.W_OK | os.X_OK) else folder
+
+
 def remove_empty(folders, *, disposable=lambda name: False) -> None:
   """Removes each of the local `folders` (deepest first) that holds nothing, or only files
   whose names `disposable` accepts (removed with it); stops at the first that holds more.

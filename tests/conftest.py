@@ -205,6 +205,19 @@ def _temp_files_under_basetemp(tmp_path_factory):
     os.environ["TMPDIR"] = saved_env
 
 
+@pytest.fixture
+def read_only(tmp_path, monkeypatch):
+  """A new folder this user may not write in, as `os.access` says (root writes anywhere,
+  so the suite cannot take the permission away for real).
+  """
+  folder, access = tmp_path / "read_only", os.access
+  folder.mkdir()
+  monkeypatch.setattr(
+    os, "access", lambda p, mode, **kw: p != str(folder) and access(p, mode, **kw)
+  )
+  return folder
+
+
 @pytest.fixture(scope="session")
 def minilm_workdir(tmp_path_factory):
   """all-MiniLM-L6-v2 imported with `bert-jax import-hf`, once per session (read-only use)."""

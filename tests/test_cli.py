@@ -581,6 +581,17 @@ def test_export_refuses_a_file_and_the_run_itself(capsys, tmp_path):
   assert path.read_text() == "mine"
 
 
+def test_export_refuses_a_folder_it_may_not_write_in_before_reading_the_run(capsys, read_only):
+  line = _error(capsys, ["export-hf", "--workdir", "w", "--out", f"{read_only}/new/hf"])
+  assert (
+    line == f"error: --out {read_only}/new/hf: you may not write in {read_only}; export elsewhere"
+  )
+  assert _error(capsys, ["export-hf", "--workdir", "w", "--out", str(read_only)]) == (
+    f"error: --out {read_only}: you may not write in {read_only}; export elsewhere"
+  )
+  assert os.listdir(read_only) == []
+
+
 # --- a real tiny run: resume checks, export --overwrite, fill-mask --------------------------------
 
 

@@ -1479,6 +1479,17 @@ def test_predict_makes_its_folder_and_writes_stdout_for_a_dash(
   assert not os.path.exists(tmp_path / "x.jsonl")
 
 
+def test_predict_refuses_a_folder_it_may_not_write_in_before_predicting(stars, read_only, capsys):
+  data = _write_jsonl(read_only.parent / "in.jsonl", [{"text": "good cat"}])
+  output = f"{read_only}/new/p.jsonl"
+  argv = ["predict", "--workdir", stars, "--input", data, "--output", output]
+  assert _cli_error(capsys, argv) == (
+    f"error: --output {output}: you may not write in {read_only}; write elsewhere, e.g. "
+    f"--output predictions.jsonl"
+  )
+  assert os.listdir(read_only) == []
+
+
 def test_predict_and_evaluate_name_the_text_column_and_keep_ids(stars, tmp_path, capsys):
   rows = [{"id": 7, "review": "good cat", "label": 1}, {"id": "b", "review": "bad dog", "label": 2}]
   reviews = _write_jsonl(tmp_path / "reviews.jsonl", rows)

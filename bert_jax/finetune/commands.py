@@ -227,7 +227,8 @@ def check_output(
 
   Raises:
     UserError: the path is a run's own file (even with `overwrite`), a folder, under a
-      file, in a bucket that does not exist, or an existing file without `overwrite`.
+      file, in a folder this user may not write in, in a bucket that does not exist, or an
+      existing file without `overwrite`.
   """
   if storage.is_remote(output_path) and (problem := storage.unreachable(output_path)):
     raise UserError(f"--output {output_path}: {problem}; check the bucket name and access")
@@ -250,6 +251,11 @@ def check_output(
     raise UserError(
       f"--output {output_path}: {above} is a file, not a folder; write elsewhere, "
       f"e.g. --output {example}"
+    )
+  if folder := storage.unwritable_folder(output_path):
+    raise UserError(
+      f"--output {output_path}: you may not write in {folder}; write elsewhere, e.g. "
+      f"--output {example}"
     )
   if storage.exists(output_path) and not overwrite:
     raise UserError(

@@ -168,6 +168,8 @@ def _check_out_dir(workdir: str, out_dir: str, overwrite: bool) -> None:
       f"--out {out_dir} would replace the run directory {workdir}; "
       f"export into a directory of its own"
     )
+  if folder := storage.unwritable_folder(out_dir):
+    raise UserError(f"--out {out_dir}: you may not write in {folder}; export elsewhere")
   if not storage.isdir(out_dir):
     return
   entries = storage.listdir(out_dir)
