@@ -169,17 +169,17 @@ def fetch_shards(
   if not sizes:
     return
   need, free = sum(sizes.values()), storage.free_bytes(cache_dir)
+  needed = progress_lib.size(need)
   if need > free:
     raise UserError(
-      f"config.data.cache_dir={cache_dir!r} has {progress_lib.size(free)} free, and this process's "
-      f"{len(sizes)} shards of {data_dir} need {progress_lib.size(need)} there; free room, give a "
+      f"config.data.cache_dir={cache_dir!r} has {progress_lib.size(free)} free, and this "
+      f"process's {len(sizes)} shards of {data_dir} need {needed} there; free room, give a "
       f"cache_dir on a larger disk, or read on more hosts (each copies its own lanes' shards)"
     )
-  log(
-    f"data: copying {what} {len(sizes)} shards ({progress_lib.size(need)}) of {data_dir} into {cache_dir}"
-  )
+  log(f"data: copying {what} {len(sizes)} shards ({needed}) of {data_dir} into {cache_dir}")
   start = time.time()
-  missing = [s for s in shards if s["file"] in sizes]
+  # Each with its size (an old manifest has none: the bucket was asked above).
+  missing = [{**s, "bytes": sizes[s["file"]]} for s in shards if s["file"] in sizes]
   pool = concurrent.futures.ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="fetch")
   bar = progress_lib.Bar(need, "copy", "B")
   try:
@@ -191,9 +191,7 @@ def fetch_shards(
     pool.shutdown(wait=True, cancel_futures=True)
     bar.close()
   took = time.time() - start
-  log(
-    f"data: copied {progress_lib.size(need)} in {took:.0f} s ({need / max(took, 1e-3) / 1e6:.0f} MB/s)"
-  )
+  log(f"data: copied {needed} in {took:.0f} s ({need / max(took, 1e-3) / 1e6:.0f} MB/s)")
 
 
 def default_cache_dir(environ=os.environ) -> str:
