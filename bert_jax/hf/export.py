@@ -63,8 +63,9 @@ def export_hf(
     `out_dir`.
 
   Raises:
-    UserError: `out_dir` is a file, a run directory, in a bucket that does not exist, or
-      holds files that are not an export's (listing them); no checkpoint at `step`.
+    UserError: `out_dir` is a file, a run directory, in a folder this user may not write
+      in, in a bucket that does not exist, or holds files that are not an export's
+      (listing them); no checkpoint at `step`.
   """
   _check_out_dir(workdir, out_dir, overwrite)
   run = run_lib.load(workdir, step)
