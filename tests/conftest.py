@@ -60,7 +60,8 @@ jax.config.update("jax_platforms", "cpu")
 
 
 # The test files that take longest on 2 cores, longest first (measure with `python -m
-# pytest -q -n 3 --dist loadfile --durations=0` and sum by file). Under `--dist loadfile` a
+# pytest -q -n 3 --dist loadfile --durations=0` and sum by file; `tests/cpu_times.py` gives
+# each test's CPU seconds, what the budget is spent on). Under `--dist loadfile` a
 # file runs whole on one worker; these are handed out first, longest first, then the rest in
 # collection order, so that no long file starts late and runs alone at the end (simulated
 # on the measured times: 904 s on each of 3 workers against 948 s with the first nine only).
