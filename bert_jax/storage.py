@@ -126,12 +126,10 @@ def unwritable_folder(path: str) -> str | None:
   """
   if is_remote(path):
     return None
-  folder = os.path.abspath(path)
-  while not os.path.isdir(folder):
-    parent = os.path.dirname(folder)
-    if parent == folder:
-      return None
-    folder = parent
+  missing = folders_to_make(path)
+  folder = os.path.dirname(missing[-1]) if missing else os.path.abspath(path)
+  while not os.path.isdir(folder):  # an existing file (the output, or one above it)
+    folder = os.path.dirname(folder)
   return None if os.access(folder, os.W_OK | os.X_OK) else folder
 
 

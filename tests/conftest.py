@@ -334,6 +334,11 @@ def free_port():
     return s.getsockname()[1]
 
 
+def xla_flags(devices: int, level: str = FAST_COMPILE) -> str:
+  """XLA_FLAGS of a subprocess: `devices` CPU devices, compiled at `level`."""
+  return f"{level} --xla_force_host_platform_device_count={devices}"
+
+
 def run_fast(argv):
   """`python -m bert_jax ARGV` in a process of its own on one CPU device at `RUN_FAST`, for
   the runs that train a model long enough for the suite's compile level to slow them (on
@@ -341,7 +346,7 @@ def run_fast(argv):
   """
   import subprocess
 
-  env = {**os.environ, "XLA_FLAGS": f"{RUN_FAST} --xla_force_host_platform_device_count=1"}
+  env = {**os.environ, "XLA_FLAGS": xla_flags(1, RUN_FAST)}
   done = subprocess.run(
     [sys.executable, "-m", "bert_jax", *argv], cwd=ROOT, env=env, capture_output=True, text=True
   )
@@ -363,7 +368,7 @@ def distributed_processes(argv, *, devices, env, count=2, stdout=None):
       cwd=ROOT,
       env={
         **env,
-        "XLA_FLAGS": f"{FAST_COMPILE} --xla_force_host_platform_device_count={devices}",
+        "XLA_FLAGS": xla_flags(devices),
         "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
         "JAX_NUM_PROCESSES": str(count),
         "JAX_PROCESS_ID": str(i),

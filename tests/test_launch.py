@@ -24,12 +24,12 @@ import pytest
 from bert_jax import cli
 from bert_jax.train import metrics as metrics_lib
 from tests.conftest import (
-  FAST_COMPILE,
   ROOT,
   TINY_TWO_LANES,
   distributed_processes,
   free_port,
   write_topics_corpus,
+  xla_flags,
 )
 
 TPU = os.path.join(ROOT, "launch", "tpu.py")
@@ -601,7 +601,7 @@ def test_slurm_script_requeues_on_sigterm_and_the_next_run_resumes(
     "SLURM_NTASKS": "2",
     "SLURM_JOB_NODELIST": "localhost",
     "COORDINATOR_PORT": str(free_port()),
-    "XLA_FLAGS": f"{FAST_COMPILE} --xla_force_host_platform_device_count=1",
+    "XLA_FLAGS": xla_flags(1),
   }
   command = ["bash", "launch/slurm.sbatch", "configs/demo.py", str(workdir), *run_args]
   first = subprocess.run(

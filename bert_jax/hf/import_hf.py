@@ -385,12 +385,12 @@ def _convert(family, model_cfg, checkpoint, model, parts, seed, hf_vocab, log):
   checkpoint lacks are initialised from `seed`; a model read whole is not initialised.
   """
   abstract = run_lib.abstract_params(model)
+  leaves = {tuple(k.key for k in p) for p, _ in jax.tree_util.tree_leaves_with_path(abstract)}
   covered = {row.ours for _, _, rows, _ in parts for row in rows}
-  uninitialised = {
-    path
-    for path in (tuple(k.key for k in p) for p, _ in jax.tree_util.tree_leaves_with_path(abstract))
-    if path not in covered
-  } | {row.ours for folder, _, rows, _ in parts for row in rows if row.hf not in checkpoint[folder]}
+  absent = {
+    row.ours for folder, _, rows, _ in parts for row in rows if row.hf not in checkpoint[folder]
+  }
+  uninitialised = (leaves - covered) | absent  # no table row, or a row the checkpoint lacks
   initial = _initial_params(model, seed, abstract, uninitialised) if uninitialised else abstract
   params, missing, unused = {}, set(), []
   for folder, _, rows, _ in reversed(parts):  # the generator first: the model's bert/ wins
