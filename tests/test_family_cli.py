@@ -269,6 +269,10 @@ def test_pretrained_from_scratch_loads_in_the_fill_mask_pipeline(family, corpus,
     workdir, hf_dir, "Return a new sorted list from the {mask} in iterable.", capsys
   )
   assert type(fill.model).__name__ == architecture.replace("PreTraining", "MaskedLM")
+  if family == "roberta":  # its trained tokenizer has RoBERTa's names and pair layout
+    assert (fill.tokenizer.mask_token, fill.tokenizer.cls_token) == ("<mask>", "<s>")
+    pair = fill.tokenizer("a", "b")["input_ids"]
+    assert pair[pair.index(fill.tokenizer.sep_token_id) + 1] == fill.tokenizer.sep_token_id
 
 
 def _check_the_pair_round_trips(root, hf_dir):

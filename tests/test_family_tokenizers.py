@@ -276,3 +276,34 @@ def test_trained_bytelevel_bpe(lines, texts, tmp_path):
     tokenizer.load(paths[0], lowercase=True)
   with pytest.raises(UserError, match="no tokenizer export for model family 'gpt2'"):
     tokenizer_files.export_tokenizer(tok, str(tmp_path / "x"), model_max_length=8, arch="gpt2")
+
+
+def test_trained_bytelevel_bpe_with_robertas_names_is_robertas_tokenizer(lines, texts, tmp_path):
+  """Trained for RoBERTa (`layout="roberta"`), the byte-level BPE names its specials `<s>`,
+  `</s>`, `<pad>`, `<unk>`, `<mask>` at bert_jax's ids, and cuts every text, with its
+  specials and as a pair, as `transformers`' own RobertaTokenizer does on its vocabulary and
+  merges; its export takes `<mask>`.
+  """
+  path = str(tmp_path / "tokenizer.json")
+  tokenizer.train_tokenizer(
+    iter(lines), path, vocab_size=600, model_type="bytelevel_bpe", layout="roberta"
+  )
+  tok = tokenizer.load(path)
+  assert tok.special_ids == tokenizer.SPECIAL_IDS
+  names = [tok.id_to_piece(i) for i in tokenizer.SPECIAL_IDS]
+  assert names == ["<pad>", "<unk>", "<s>", "</s>", "<mask>"]
+  assert tok.pair_separator == (tok.sep_id, tok.sep_id)  # <s> A </s></s> B </s>
+  model = json.loads((tmp_path / "tokenizer.json").read_text())["model"]
+  slow = tmp_path / "slow"
+  slow.mkdir()
+  (slow / "vocab.json").write_text(json.dumps(model["vocab"]))
+  merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+  (slow / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+  mask = transformers.AddedToken("<mask>", lstrip=True, special=True)  # as roberta-base's
+  hf = transformers.RobertaTokenizer(
+    str(slow / "vocab.json"), str(slow / "merges.txt"), mask_token=mask
+  )
+  _assert_same(tok, hf, texts)
+  assert tok.encode("a <mask> b") == tok.encode("a") + [tok.mask_id] + tok.encode(" b")
+  exported = _assert_exports(tok, tmp_path / "export", texts, arch="roberta")
+  assert (exported.mask_token, exported.bos_token, exported.eos_token) == ("<mask>", "<s>", "</s>")

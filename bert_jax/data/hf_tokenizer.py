@@ -13,10 +13,12 @@ its layout rules instead: `cls` is the one token before a text, `sep` the one af
 `pair_separator` the tokens between the two texts of a pair (one `</s>` in BERT's layout,
 `</s></s>` in RoBERTa's).
 
-The byte-level BPE trained here keeps bert_jax's special ids ([PAD]=0, [UNK]=1, [CLS]=2,
-[SEP]=3, [MASK]=4) and RoBERTa's recipe: GPT-2's byte alphabet and pre-tokenizer, no prefix
-space, a [MASK] that takes the space before it (as RoBERTa's `<mask>`, so "a [MASK] b" masks
-the word " b" would be), `[CLS] A [SEP]` and `[CLS] A [SEP] B [SEP]` added around texts.
+The byte-level BPE trained here keeps bert_jax's special ids (pad 0, unk 1, cls 2, sep 3,
+mask 4) and RoBERTa's recipe: GPT-2's byte alphabet and pre-tokenizer, no prefix space, a
+mask token that takes the space before it (as RoBERTa's `<mask>`, so "a [MASK] b" masks the
+word " b" would be). Its special tokens are named as the model family's (`SPECIAL_NAMES`):
+BERT's `[CLS] A [SEP]`, `[CLS] A [SEP] B [SEP]` (ModernBERT's too), or RoBERTa's
+`<s> A </s>`, `<s> A </s></s> B </s>`, so that an exported RoBERTa takes `<mask>`.
 """
 
 import hashlib
@@ -44,6 +46,12 @@ ROLE_NAMES = {
   "mask": ("[MASK]", "<mask>"),
 }
 _ROLES = tuple(ROLE_NAMES)  # pad, unk, cls, sep, mask: the order of `special_ids`
+# The (pad, unk, cls, sep, mask) names of a trained byte-level BPE, by layout: "bert" or
+# "roberta" (RoBERTa's, also with `</s></s>` between the texts of a pair).
+SPECIAL_NAMES = {
+  "bert": ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"),
+  "roberta": ("<pad>", "<unk>", "<s>", "</s>", "<mask>"),
+}
 # The ASCII whitespace a byte-level token may start with: a word starts there.
 _SPACE_BYTES = frozenset(b" \t\n\r\x0b\x0c")
 
@@ -425,7 +433,12 @@ class HFTokenizer(_Tokenizers):
 
 
 def train_bytelevel_bpe(
-  sentences: Iterable[str], path: str, *, vocab_size: int, min_frequency: int = 2
+  sentences: Iterable[str],
+  path: str,
+  *,
+  vocab_size: int,
+  min_frequency: int = 2,
+  layout: str = "bert",
 ) -> str:
   """Trains a byte-level BPE tokenizer (RoBERTa's recipe) with bert_jax's special ids.
 
@@ -437,6 +450,8 @@ def train_bytelevel_bpe(
     vocab_size: tokens in all: the 5 specials, the 256 bytes and the merges (fewer when
       the corpus has no more pairs to merge).
     min_frequency: a pair seen fewer times is not merged.
+    layout: "bert" (`[CLS] A [SEP] B [SEP]`) or "roberta" (`<s> A </s></s> B </s>`): the
+      special tokens' names and the pair layout (`SPECIAL_NAMES`).
 
   Returns:
     `path`.
@@ -447,7 +462,8 @@ def train_bytelevel_bpe(
   import tokenizers
   from tokenizers import AddedToken, decoders, models, pre_tokenizers, processors, trainers
 
-  least = len(tokenizer_lib.SPECIAL_PIECES) + 256
+  names = SPECIAL_NAMES[layout]
+  least = len(names) + 256
   if vocab_size < least:
     raise UserError(
       f"tokenizer vocab_size {vocab_size} is too small for byte-level BPE: the 5 special "
@@ -464,10 +480,7 @@ def train_bytelevel_bpe(
   tok = tokenizers.Tokenizer(models.BPE())
   tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   tok.decoder = decoders.ByteLevel()
-  specials = [
-    AddedToken(p, special=True, normalized=False, lstrip=p == "[MASK]")
-    for p in tokenizer_lib.SPECIAL_PIECES
-  ]
+  specials = [AddedToken(p, special=True, normalized=False, lstrip=p == names[-1]) for p in names]
   trainer = trainers.BpeTrainer(
     vocab_size=vocab_size,
     min_frequency=min_frequency,
@@ -478,18 +491,19 @@ def train_bytelevel_bpe(
   tok.train_from_iterator(texts(), trainer=trainer)
   if not seen[0]:
     raise UserError("no text to train the tokenizer on; give a corpus with non-blank lines")
-  cls_piece, sep_piece = tokenizer_lib.SPECIAL_PIECES[2:4]
+  cls, sep = names[2:4]
+  between = f"{sep}:0" + (f" {sep}:0" if layout == "roberta" else "")
   tok.post_processor = processors.Sequence(
     [
       processors.ByteLevel(trim_offsets=True),
       processors.TemplateProcessing(
-        single=f"{cls_piece}:0 $A:0 {sep_piece}:0",
-        pair=f"{cls_piece}:0 $A:0 {sep_piece}:0 $B:1 {sep_piece}:1",
-        special_tokens=[(cls_piece, tokenizer_lib.CLS_ID), (sep_piece, tokenizer_lib.SEP_ID)],
+        single=f"{cls}:0 $A:0 {sep}:0",
+        pair=f"{cls}:0 $A:0 {between} $B:1 {sep}:1",
+        special_tokens=[(cls, tokenizer_lib.CLS_ID), (sep, tokenizer_lib.SEP_ID)],
       ),
     ]
   )
-  for piece, i in zip(tokenizer_lib.SPECIAL_PIECES, tokenizer_lib.SPECIAL_IDS):
+  for piece, i in zip(names, tokenizer_lib.SPECIAL_IDS):
     assert tok.token_to_id(piece) == i, (piece, tok.token_to_id(piece))
   storage.write_text(path, tok.to_str(pretty=True))
   return path

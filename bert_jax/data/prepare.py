@@ -302,6 +302,9 @@ def _read_stamp(path: str):
 
 # The tokenizer kind a family's own checkpoints use, where it is not the default's.
 FAMILY_TOKENIZERS = {"roberta": "bytelevel_bpe", "modernbert": "bytelevel_bpe"}
+# The families whose trained byte-level BPE names its special tokens as RoBERTa's (<s>,
+# </s>, <mask>); others take BERT's names ([CLS], [SEP], [MASK]). The ids are the same.
+ROBERTA_NAMED = ("roberta",)
 
 
 def _tokenizer(config, data_dir, units, settings, log):
@@ -352,6 +355,7 @@ def _tokenizer(config, data_dir, units, settings, log):
           vocab_size=t.vocab_size,
           model_type=t.model_type,
           lowercase=t.lowercase,
+          layout="roberta" if arch in ROBERTA_NAMED else "bert",
           input_sentence_size=t.input_sentence_size,
           seed=config.seed,
         )

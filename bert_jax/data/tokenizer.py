@@ -441,6 +441,7 @@ def train_tokenizer(
   vocab_size: int,
   model_type: str = "unigram",
   lowercase: bool | None = None,
+  layout: str = "bert",
   **options,
 ) -> str:
   """Trains the tokenizer `model_type` names: `train_sentencepiece`, or for
@@ -455,6 +456,8 @@ def train_tokenizer(
     model_type: one of `TRAINED_KINDS`.
     lowercase: WordPiece only: lowercase (and strip accents, as BERT's uncased
       tokenizer) before training and tokenizing; None: True.
+    layout: byte-level BPE only: "bert" (`[CLS] A [SEP] B [SEP]`) or "roberta" (`<s> A
+      </s></s> B </s>`), the special tokens' names and the pair layout.
     **options: `train_sentencepiece`'s `input_sentence_size` and `seed` (byte-level BPE
       has neither: it takes every sentence, and trains the same merges from them).
 
@@ -464,7 +467,7 @@ def train_tokenizer(
   if model_type == "bytelevel_bpe":
     from bert_jax.data import hf_tokenizer  # pylint: disable=g-import-not-at-top
 
-    return hf_tokenizer.train_bytelevel_bpe(sentences, path, vocab_size=vocab_size)
+    return hf_tokenizer.train_bytelevel_bpe(sentences, path, vocab_size=vocab_size, layout=layout)
   if model_type == "wordpiece":
     from bert_jax.data import hf_tokenizer  # pylint: disable=g-import-not-at-top
 
