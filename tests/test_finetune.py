@@ -353,7 +353,7 @@ def _params_equal(a, b):
 
 
 @pytest.mark.slow
-def test_classification_matches_transformers(classify, classify_hf, tmp_path):
+def test_classification_matches_transformers(classify, classify_hf, tmp_path, monkeypatch):
   workdir, hf_dir = classify["workdir"], classify_hf
   model = _load_hf(transformers.AutoModelForSequenceClassification, hf_dir)
   run, _, examples, arrays = _encoded(workdir, classify["files"]["eval"])
@@ -367,6 +367,7 @@ def test_classification_matches_transformers(classify, classify_hf, tmp_path):
     hf_logits = model(**_hf_inputs(arrays)).logits.numpy()
   np.testing.assert_allclose(_our_logits(run, arrays), hf_logits, atol=1e-4, rtol=0)
 
+  monkeypatch.setattr(commands, "CHUNK_ROWS", 5)  # predict's 24 rows in 5 chunks
   ours = _predict(workdir, classify["files"]["eval"], tmp_path / "pred.jsonl")
   classifier = transformers.pipeline("text-classification", model=hf_dir, top_k=None)
   for mine, theirs in zip(ours, classifier(texts), strict=True):
@@ -448,7 +449,7 @@ def test_regression_matches_transformers(regression, tmp_path):
 
 
 @pytest.mark.slow
-def test_tokens_match_transformers(tokens, tmp_path):
+def test_tokens_match_transformers(tokens, tmp_path, monkeypatch):
   workdir, files, _ = tokens
   hf_dir = _export(workdir, tmp_path / "hf")
   model = _load_hf(transformers.AutoModelForTokenClassification, hf_dir)
@@ -460,6 +461,7 @@ def test_tokens_match_transformers(tokens, tmp_path):
   real = arrays["attention_mask"].astype(bool)
   np.testing.assert_allclose(_our_logits(run, arrays)[real], hf_logits[real], atol=1e-4, rtol=0)
 
+  monkeypatch.setattr(commands, "CHUNK_ROWS", 3)  # predict in chunks of 3 rows
   predicted = _predict(workdir, files["eval"], tmp_path / "pred.jsonl")
   tagger = transformers.pipeline("token-classification", model=hf_dir, ignore_labels=[])
   hf_tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir)
@@ -473,7 +475,7 @@ def test_tokens_match_transformers(tokens, tmp_path):
 
 
 @pytest.mark.slow
-def test_qa_matches_transformers(qa, tmp_path):
+def test_qa_matches_transformers(qa, tmp_path, monkeypatch):
   workdir, files = qa
   hf_dir = _export(workdir, tmp_path / "hf")
   model = _load_hf(transformers.AutoModelForQuestionAnswering, hf_dir)
@@ -494,6 +496,7 @@ def test_qa_matches_transformers(qa, tmp_path):
     n_best=config.qa.n_best,
     max_answer_length=config.qa.max_answer_length,
   )
+  monkeypatch.setattr(commands, "CHUNK_ROWS", 3)  # predict in chunks of 3 contexts
   predicted = _predict(workdir, files["eval"], tmp_path / "pred.jsonl")
   assert [p["id"] for p in predicted] == [e.id for e in examples.rows]
   assert {p["id"]: p["answer"] for p in predicted} == theirs

@@ -13,12 +13,14 @@ when it has one; atomically, into a folder it makes if needed, or to stdout with
 (`gs://...`).
 """
 
+import dataclasses
 import json
 import os
 import sys
 
 import ml_collections
 
+from bert_jax import progress as progress_lib
 from bert_jax import run as run_lib
 from bert_jax import storage
 from bert_jax.errors import UserError
@@ -26,6 +28,10 @@ from bert_jax.finetune import data as data_lib
 from bert_jax.finetune import evaluate as evaluate_lib
 
 BATCH_SIZE = 32
+# Rows `predict` encodes and runs at a time: the host holds one chunk's ids and logits, not
+# the whole input's (a million texts at 512 tokens would be 6 GB of ids, a tagger's logits
+# several times that).
+CHUNK_ROWS = 8192
 STDOUT = "-"  # `predict --output -`: the JSON Lines on stdout, the summary on stderr
 # The flags of predict and evaluate that name the run's columns in other data.
 COLUMN_FLAGS = {"text_column": "--text-column", "text_pair_column": "--text-pair-column"}
@@ -391,11 +397,21 @@ def _predictions(run, config, examples, labels) -> tuple[list[dict], int]:
 
 
 def _predicted(run, config, examples, labels) -> tuple[list[dict], int]:
-  """The model's predictions of every row of `examples` and the number truncated."""
-  arrays, truncated = data_lib.encode(examples, run.tokenizer, config, None)
-  logits = evaluate_lib.logits(run.model, run.params, arrays, BATCH_SIZE, progress=True)
+  """The model's predictions of every row of `examples` and the number truncated, made
+  `CHUNK_ROWS` rows at a time under one progress bar of rows.
+  """
   names = labels.names if labels else None
-  return evaluate_lib.predictions(config, logits, arrays, examples, names), truncated
+  results, truncated, n = [], 0, len(examples.rows)
+  with progress_lib.Bar(n, "predict", "row", leave=False) as bar:
+    for start in range(0, n, CHUNK_ROWS):
+      rows = examples.rows[start : start + CHUNK_ROWS]
+      numbers = (examples.numbers or range(1, n + 1))[start : start + len(rows)]
+      chunk = dataclasses.replace(examples, rows=rows, numbers=list(numbers))
+      arrays, cut = data_lib.encode(chunk, run.tokenizer, config, None)
+      logits = evaluate_lib.logits(run.model, run.params, arrays, BATCH_SIZE, progress=bar)
+      results += evaluate_lib.predictions(config, logits, arrays, chunk, names)
+      truncated += cut
+  return results, truncated
 
 
 def _unanswered(example) -> dict:

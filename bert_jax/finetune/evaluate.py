@@ -58,12 +58,18 @@ def _to_host(x):
 
 
 def logits(
-  model, params, arrays: dict, batch_size: int, mesh=None, progress: bool = False
+  model,
+  params,
+  arrays: dict,
+  batch_size: int,
+  mesh=None,
+  progress: "bool | progress_lib.Bar" = False,
 ) -> np.ndarray:
   """(n, ...) float32 logits of every row of `arrays`, in order; the batches are sharded
   over `mesh` (training: one program, the arrays' length), or go to the parameters' one
   device when it is None (predict, evaluate, a teacher's logits: batches of similar
-  length, each cut short, `_logits_by_length`).
+  length, each cut short, `_logits_by_length`). `progress`: True shows a "predict" bar of
+  batches; a caller's `progress.Bar` of rows (over several calls) is advanced instead.
   """
   inputs = {k: arrays[k] for k in INPUT_KEYS}
   if mesh is None and jax.process_count() == 1 and getattr(model, "task", None) != "qa":
@@ -73,14 +79,14 @@ def logits(
     batch_size = data_lib.rows_at(inputs["input_ids"].shape[1], batch_size)
   fn, out = _logits_fn(model), []
   batches = data_lib.eval_batches(inputs, batch_size, jax.process_index(), jax.process_count())
-  for local in _progress(batches, -(-n // batch_size), progress):
+  for local in _progress(batches, -(-n // batch_size), progress, lambda b: int(b["weight"].sum())):
     local.pop("weight")
     batch = sharding.global_batch(local, mesh) if mesh is not None else local
     out.append(_to_host(fn(params, batch)))
   return np.concatenate(out)[:n]
 
 
-def _logits_by_length(model, params, inputs: dict, batch_size: int, progress: bool):
+def _logits_by_length(model, params, inputs: dict, batch_size: int, progress):
   """`logits` on one device, by length: batches of similar rows, each cut to its width.
 
   Exact, since the cut columns are padding every row masks (`data.length_batches`). The
@@ -93,7 +99,7 @@ def _logits_by_length(model, params, inputs: dict, batch_size: int, progress: bo
   lengths = np.where(mask.any(1), full - np.argmax(mask[:, ::-1] != 0, axis=1), 1)
   fn, out = _logits_fn(model), None
   batches = list(data_lib.length_batches(lengths, batch_size, full))
-  for index, width, count in _progress(batches, len(batches), progress):
+  for index, width, count in _progress(batches, len(batches), progress, lambda b: len(b[0])):
     rows = np.concatenate([index, np.repeat(index[-1:], count - len(index))])  # one shape
     result = np.asarray(fn(params, {k: v[rows, :width] for k, v in inputs.items()}))
     if out is None:
@@ -104,9 +110,17 @@ def _logits_by_length(model, params, inputs: dict, batch_size: int, progress: bo
   return out if out is not None else np.zeros((0,), np.float32)
 
 
-def _progress(batches, total: int, shown: bool):
-  """`batches` under a "predict" progress bar (when `shown`) that goes when done."""
-  return progress_lib.over(batches, total, "predict", "batch", shown=shown, leave=False)
+def _progress(batches, total: int, progress, rows_of):
+  """`batches` (`total` of them) under a "predict" bar of batches that goes when done (when
+  `progress` is True), or advancing `progress`, a `progress.Bar` of rows, by `rows_of(batch)`.
+  """
+  if not isinstance(progress, progress_lib.Bar):
+    yield from progress_lib.over(batches, total, "predict", "batch", shown=progress, leave=False)
+    return
+  for batch in batches:
+    rows = rows_of(batch)  # before the caller takes the batch apart
+    yield batch
+    progress.update(rows)
 
 
 def logits_program(model, abstract_params, arrays: dict, batch_size: int, mesh) -> tuple:
