@@ -488,10 +488,13 @@ def test_qa_matches_transformers(qa, tmp_path, monkeypatch):
   np.testing.assert_allclose(ours[..., 0][real], out.start_logits.numpy()[real], atol=1e-4)
   np.testing.assert_allclose(ours[..., 1][real], out.end_logits.numpy()[real], atol=1e-4)
 
+  # predict ranks the real tokens only (its windows are cut to their length): the padding's
+  # logits are -inf to the search.
+  start, end = (np.where(real, x.numpy(), -np.inf) for x in (out.start_logits, out.end_logits))
   theirs, _ = squad.postprocess(
     features,
-    out.start_logits.numpy(),
-    out.end_logits.numpy(),
+    start,
+    end,
     examples.rows,
     n_best=config.qa.n_best,
     max_answer_length=config.qa.max_answer_length,

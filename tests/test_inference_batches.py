@@ -60,9 +60,9 @@ def _inputs(row_lengths=ROW_LENGTHS, length=LENGTH):
   }
 
 
-def _logits_and_shapes(task, inputs, monkeypatch):
-  """(`evaluate.logits` of a tiny one-layer BERT at batch 4, the whole length's logits, the
-  batch shapes it ran).
+def _logits_and_shapes(task, inputs, monkeypatch, **options):
+  """(`evaluate.logits` of a tiny one-layer BERT at batch 4 with `options`, the whole
+  length's logits, the batch shapes it ran).
   """
   c = config_lib.finetune_base_config()
   c.model.size, c.model.arch = "tiny", "bert"
@@ -78,7 +78,7 @@ def _logits_and_shapes(task, inputs, monkeypatch):
   monkeypatch.setattr(
     evaluate, "_logits_fn", lambda m: lambda p, b: shapes.append(b["input_ids"].shape) or real(p, b)
   )
-  return evaluate.logits(model, params, inputs, 4), whole, shapes
+  return evaluate.logits(model, params, inputs, 4, **options), whole, shapes
 
 
 @pytest.mark.parametrize("task", ["classification", "tokens"])
@@ -93,6 +93,22 @@ def test_logits_by_length_equal_the_whole_length(task, monkeypatch):
     assert not ours[0, 32:].any()
   else:
     np.testing.assert_allclose(ours, whole, atol=1e-5)
+
+
+def test_qa_rows_are_cut_only_where_the_padding_is_not_read(monkeypatch):
+  """qa's loss spans the padding: evaluate runs the whole length. predict
+  (`padding_read=False`) cuts the rows as the other tasks' and gives -inf past them, where
+  no answer may start or end.
+  """
+  inputs = _inputs()
+  whole_length, whole, shapes = _logits_and_shapes("qa", inputs, monkeypatch)
+  assert {s[1] for s in shapes} == {LENGTH}
+  np.testing.assert_allclose(whole_length, whole, atol=1e-5)
+  ours, _, shapes = _logits_and_shapes("qa", inputs, monkeypatch, padding_read=False)
+  assert shapes == [(4, 32), (4, 96), (4, 128)] and ours.shape == whole.shape
+  mask = inputs["attention_mask"].astype(bool)
+  np.testing.assert_allclose(ours[mask], whole[mask], atol=1e-5)
+  assert np.isneginf(ours[0, 32:]).all()
 
 
 def test_wide_rows_go_in_smaller_batches_with_the_same_logits(monkeypatch):

@@ -408,7 +408,9 @@ def _predicted(run, config, examples, labels) -> tuple[list[dict], int]:
       numbers = (examples.numbers or range(1, n + 1))[start : start + len(rows)]
       chunk = dataclasses.replace(examples, rows=rows, numbers=list(numbers))
       arrays, cut = data_lib.encode(chunk, run.tokenizer, config, None)
-      logits = evaluate_lib.logits(run.model, run.params, arrays, BATCH_SIZE, progress=bar)
+      logits = evaluate_lib.logits(
+        run.model, run.params, arrays, BATCH_SIZE, progress=bar, padding_read=False
+      )
       results += evaluate_lib.predictions(config, logits, arrays, chunk, names)
       truncated += cut
   return results, truncated

@@ -64,15 +64,19 @@ def logits(
   batch_size: int,
   mesh=None,
   progress: "bool | progress_lib.Bar" = False,
+  padding_read: bool = True,
 ) -> np.ndarray:
   """(n, ...) float32 logits of every row of `arrays`, in order; the batches are sharded
   over `mesh` (training: one program, the arrays' length), or go to the parameters' one
   device when it is None (predict, evaluate, a teacher's logits: batches of similar
   length, each cut short, `_logits_by_length`). `progress`: True shows a "predict" bar of
   batches; a caller's `progress.Bar` of rows (over several calls) is advanced instead.
+  `padding_read`: False when only the real tokens' logits are read (predict), so that qa's
+  windows are cut short too (its loss spans the padding).
   """
   inputs = {k: arrays[k] for k in INPUT_KEYS}
-  if mesh is None and jax.process_count() == 1 and getattr(model, "task", None) != "qa":
+  spans_padding = padding_read and getattr(model, "task", None) == "qa"
+  if mesh is None and jax.process_count() == 1 and not spans_padding:
     return _logits_by_length(model, params, inputs, batch_size, progress)
   n = len(inputs["input_ids"])
   if mesh is None and jax.process_count() == 1:  # qa: its windows' length, fewer rows if wide
@@ -90,8 +94,10 @@ def _logits_by_length(model, params, inputs: dict, batch_size: int, progress):
   """`logits` on one device, by length: batches of similar rows, each cut to its width.
 
   Exact, since the cut columns are padding every row masks (`data.length_batches`). The
-  tokens task's (n, length, tags) logits are zero past each batch's width. (QA keeps the
-  full length: its loss spans every position, padding included, as Hugging Face's does.)
+  tokens task's (n, length, tags) logits are zero past each batch's width, qa's (n, length,
+  2) -inf: no answer starts or ends in the padding. (QA's loss spans every position, padding
+  included, as Hugging Face's does, and original BERT's answer search ranks them all:
+  `logits` cuts qa rows only for predict, whose search then ranks the real tokens only.)
   """
   mask = inputs["attention_mask"]
   n, full = mask.shape
@@ -103,9 +109,9 @@ def _logits_by_length(model, params, inputs: dict, batch_size: int, progress):
     rows = np.concatenate([index, np.repeat(index[-1:], count - len(index))])  # one shape
     result = np.asarray(fn(params, {k: v[rows, :width] for k, v in inputs.items()}))
     if out is None:
-      per_token = getattr(model, "task", None) == "tokens"
-      out = np.zeros((n, full, *result.shape[2:]) if per_token else (n, *result.shape[1:]))
-      out = out.astype(result.dtype)
+      task = getattr(model, "task", None)
+      shape = (n, full, *result.shape[2:]) if task in ("tokens", "qa") else (n, *result.shape[1:])
+      out = np.full(shape, -np.inf if task == "qa" else 0, result.dtype)
     out[index, : result.shape[1]] = result[: len(index)]
   return out if out is not None else np.zeros((0,), np.float32)
 
