@@ -1454,6 +1454,47 @@ def test_a_byte_order_mark_is_dropped(stars, tmp_path, capsys):
   )
 
 
+def test_a_tsv_is_one_row_per_line_and_its_quotes_are_text(tmp_path):
+  """GLUE's files (and original BERT's reader): a `"` in a TSV cell is text. Before, an
+  unclosed quote joined the next row to the text, and the quotes were dropped.
+  """
+  path = tmp_path / "q.tsv"
+  path.write_text(
+    'text\tlabel\n"Best movie ever\tpos\nthe 12" pizza\tneg\n" shrek " is a hoot\tpos\n'
+  )
+  assert data_lib.read_records(str(path)) == [
+    {"text": '"Best movie ever', "label": "pos"},
+    {"text": 'the 12" pizza', "label": "neg"},
+    {"text": '" shrek " is a hoot', "label": "pos"},
+  ]
+
+
+@pytest.mark.parametrize(
+  "name, content, problem",
+  [
+    (
+      "r.csv",
+      "text,label\ngood,pos\nhello, world,pos\n",
+      'quote a text that holds a comma ("hello, world")',
+    ),
+    (
+      "r.tsv",
+      "text\tlabel\ngood\tpos\nhello\tworld\tpos\n",
+      "a text may not hold a tab; replace it with a space",
+    ),
+  ],
+)
+def test_a_row_with_more_cells_than_the_header_is_named(tmp_path, name, content, problem):
+  """Before, the extra cell was dropped: "hello, world,pos" trained label " world"."""
+  path = tmp_path / name
+  path.write_text(content)
+  with pytest.raises(UserError) as e:
+    data_lib.read_records(str(path))
+  assert str(e.value) == (
+    f"{path} row 2 has 3 cells but its header names 2 (text, label); {problem}"
+  )
+
+
 def test_predict_makes_its_folder_and_writes_stdout_for_a_dash(
   stars, tmp_path, capsys, monkeypatch
 ):

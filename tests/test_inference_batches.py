@@ -96,7 +96,7 @@ def test_logits_by_length_equal_the_whole_length(task, monkeypatch):
 
 
 def test_qa_rows_are_cut_only_where_the_padding_is_not_read(monkeypatch):
-  """qa's loss spans the padding: evaluate runs the whole length. predict
+  """QA's loss spans the padding: evaluate runs the whole length. predict
   (`padding_read=False`) cuts the rows as the other tasks' and gives -inf past them, where
   no answer may start or end.
   """

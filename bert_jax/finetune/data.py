@@ -166,11 +166,14 @@ def read_records(path, text_per_line=None, *, labelled=True):
   file, with `text_per_line`: {text_per_line: line} for every line, blank ones too).
 
   The file is UTF-8; a byte order mark at its start is dropped. A CSV row shorter than the
-  header has empty cells ("") for the columns it lacks.
+  header has empty cells ("") for the columns it lacks. A .tsv file is one row per line,
+  its cells split at tabs, without quoting (as GLUE's files and original BERT read them): a
+  `"` in a text is text.
 
   Raises:
-    UserError: a file that is not UTF-8, a line that is not JSON, an unknown file type
-      (the kinds listed: a .txt too unless `labelled`).
+    UserError: a file that is not UTF-8, a line that is not JSON, a row with more cells
+      than its header, an unknown file type (the kinds listed: a .txt too unless
+      `labelled`).
   """
   lower = path.lower()
   try:
@@ -181,10 +184,13 @@ def read_records(path, text_per_line=None, *, labelled=True):
       if text_per_line:
         return [{text_per_line: line.rstrip("\r\n")} for line in f]
       if lower.endswith((".csv", ".tsv")):
-        delimiter = "\t" if lower.endswith(".tsv") else ","
-        reader = csv.DictReader(f, delimiter=delimiter, restval="")
+        tsv = lower.endswith(".tsv")
+        delimiter, quoting = ("\t", csv.QUOTE_NONE) if tsv else (",", csv.QUOTE_MINIMAL)
+        reader = csv.DictReader(f, delimiter=delimiter, quoting=quoting, restval="")
         _check_header(reader.fieldnames or [], path, delimiter)
-        return list(reader)
+        rows = list(reader)
+        _check_cells(rows, reader.fieldnames, path, tsv)
+        return rows
       if lower.endswith((".jsonl", ".json")):
         return _json_lines(f, path)
   except UnicodeDecodeError as e:
@@ -210,6 +216,24 @@ def _check_header(names: list[str], path: str, delimiter: str) -> None:
       f"{path} is tab-separated (its header is {names[0]!r}); name it .tsv, or separate "
       f"its columns with commas"
     )
+
+
+def _check_cells(rows: list[dict], names: list[str], path: str, tsv: bool) -> None:
+  """A UserError for the first CSV / TSV row with more cells than the header names (the
+  reader keeps the extra ones under None): a text with an unquoted comma, or a tab.
+  """
+  for number, row in enumerate(rows, 1):
+    if None in row:
+      cells = len(names) + len(row[None])
+      fix = (
+        "a text may not hold a tab; replace it with a space"
+        if tsv
+        else 'quote a text that holds a comma ("hello, world")'
+      )
+      raise UserError(
+        f"{path} row {number} has {cells} cells but its header names {len(names)} "
+        f"({', '.join(names)}); {fix}"
+      )
 
 
 def _json_lines(lines, path):
