@@ -8,6 +8,7 @@ WordPiece vocabulary, made with `transformers` once per module and imported with
 `import-hf`; every run uses max_seq_length 32 and batches of 8.
 """
 
+import collections
 import contextlib
 import importlib.util
 import io
@@ -993,10 +994,67 @@ def test_unknown_eval_label_names_the_file_and_row(imported, tmp_path, capsys):
     capsys, workdir, imported, f"--config.data.train={train}", f"--config.data.eval={evaluate}"
   )
   assert line == (
-    f"error: {evaluate} row 3: label 'angry' is not one of the 2 labels the model was "
-    f"trained with (happy, sad); fix the data or fine-tune with it (config.data.labels)"
+    f"error: {evaluate} row 3: label 'angry' is not one of the 2 labels of the train data "
+    f"{train} (happy, sad); fix the data, or name every label in config.data.labels"
   )
   assert not workdir.exists()
+
+
+def test_a_resumed_run_refuses_data_of_other_labels(classify, imported, tmp_path, capsys):
+  """Before, the error said to name the labels in config.data.labels, which gave it again."""
+  train = _write_csv(tmp_path / "t.csv", ["good cat,0", "bad dog,2"])
+  for labels in ([], ["--config.data.labels=0,2"]):
+    line = _finetune_error(
+      capsys,
+      classify["workdir"],
+      imported,
+      *classify["args"],
+      f"--config.data.train={train}",
+      *labels,
+    )
+    assert line == (
+      f"error: {classify['workdir']} was trained with the labels happy, neutral, sad, and "
+      f"this data has 0, 2; fine-tune on it in a new --workdir"
+    )
+
+
+def test_the_labels_are_logged_with_their_counts(classify):
+  with open(classify["files"]["train"]) as f:
+    counts = collections.Counter(json.loads(line)["label"] for line in f)
+  counts["happy"] -= 1  # the empty rows, skipped
+  counts["sad"] -= 1
+  shown = ", ".join(f"{n} {counts[n]}" for n in ("happy", "neutral", "sad"))
+  assert f"labels: 3 ({shown})" in classify["stdout"]
+
+
+def test_whole_numbers_name_one_label_and_odd_labels_get_a_note():
+  """1, 1.0 and "1" are one label (before, a set of the raw values kept 1, and 1.0 was
+  then "not one of the labels"); labels alike but for case or spaces, labels without rows,
+  and a score read as classes get a note.
+  """
+  config = _config("classification")
+  rows = [{"text": "a", "label": v} for v in (1, 1.0, "1", 0, 0.0)]
+  examples = data_lib.Examples(rows, source="f.jsonl")
+  labels = data_lib.LabelMap.infer(examples, config)
+  assert labels.names == ["0", "1"]
+  assert [labels.encode(r["label"], "here") for r in rows] == [1, 1, 1, 0, 0]
+  rows = [{"text": "a", "label": v} for v in ("pos", "pos ", "Pos", "neg", "neg")]
+  examples = data_lib.Examples(rows, source="f.csv")
+  assert finetune._label_lines(config, data_lib.LabelMap.infer(examples, config), examples) == [
+    "labels: 4 (Pos 1, neg 2, pos 1, pos  1)",
+    "note: the labels 'Pos', 'pos', 'pos ' differ only in case or spaces; fix the data if "
+    "they are one",
+  ]
+  config.data.labels = "neg,pos,other"
+  assert finetune._label_lines(config, data_lib.LabelMap.infer(examples, config), examples)[1:] == [
+    "note: no train rows of 'other'"
+  ]
+  config.data.labels = ""
+  rows = [{"text": "a", "label": 0.25 * i} for i in range(16)]
+  examples = data_lib.Examples(rows, source="f.jsonl")
+  assert finetune._label_lines(config, data_lib.LabelMap.infer(examples, config), examples)[1:] == [
+    "note: 16 labels in 16 rows, all numbers: for a score, fine-tune with --config.task=regression"
+  ]
 
 
 def test_unknown_tag_and_regression_label_name_the_file_and_row(imported, tmp_path):

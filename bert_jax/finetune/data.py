@@ -527,17 +527,32 @@ def _name_of(label, names):
   return names[label] if 0 <= label < len(names) else label
 
 
+def label_name(value) -> str:
+  """The name of a label: a JSON number's text, a whole float's without ".0" (1, 1.0 and
+  "1" are the label "1", never the id 1).
+  """
+  if isinstance(value, float) and value.is_integer():
+    return str(int(value))
+  return str(value)
+
+
 class LabelMap:
   """Label names <-> ids. Saved with the checkpoint, so predictions come back as names.
 
-  A file's labels are names, JSON numbers too: 1 and "1" are the same label "1", never
-  the id 1 (TFDS class ids are named when read: `_read_tfds`).
+  A file's labels are names, JSON numbers too (`label_name`) (TFDS class ids are named
+  when read: `_read_tfds`).
+
+  Attributes:
+    names: the label of each id.
+    ids: the id of each label.
+    from_config: named by config.data.labels (not yet trained with).
+    source: the train data the labels were found in (not yet trained with), or None.
   """
 
-  def __init__(self, names, from_config: bool = False):
+  def __init__(self, names, from_config: bool = False, source: str | None = None):
     self.names = [str(n) for n in names]
     self.ids = {n: i for i, n in enumerate(self.names)}
-    self.from_config = from_config  # named by config.data.labels (not yet trained with)
+    self.from_config, self.source = from_config, source
 
   @classmethod
   def infer(cls, examples: Examples, config) -> "LabelMap":
@@ -555,9 +570,10 @@ class LabelMap:
     values = set()
     for r in examples.rows:
       values.update(r[key] if config.task == "tokens" else [r[key]])
-    values = {str(v) for v in values if v is not None}
-    numeric = all(v.lstrip("-").isdigit() for v in values)
-    return cls(sorted(values, key=int if numeric else None))
+    # Named before the set: 1 == 1.0 == True would make one of them.
+    names = {label_name(v) for v in values if v is not None}
+    numeric = all(v.lstrip("-").isdigit() for v in names)
+    return cls(sorted(names, key=int if numeric else None), source=examples.source)
 
   def encode(self, label, where: str) -> int:
     """The id of a label name (a JSON number is its name: 5 is "5", not the id 5).
@@ -569,13 +585,19 @@ class LabelMap:
     Raises:
       UserError: naming `where`, the label and the known labels.
     """
-    if str(label) in self.ids:
-      return self.ids[str(label)]
+    if label_name(label) in self.ids:
+      return self.ids[label_name(label)]
     shown = f"{', '.join(self.names[:10])}{' ...' if len(self.names) > 10 else ''}"
     if self.from_config:
       raise UserError(
         f"{where}: label {label!r} is not one of the {len(self.names)} labels of "
         f"config.data.labels ({shown}); add it there, or fix the data"
+      )
+    if self.source:
+      raise UserError(
+        f"{where}: label {label!r} is not one of the {len(self.names)} labels of the train "
+        f"data {self.source} ({shown}); fix the data, or name every label in "
+        f"config.data.labels"
       )
     raise UserError(
       f"{where}: label {label!r} is not one of the {len(self.names)} labels the "

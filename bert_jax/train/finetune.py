@@ -11,6 +11,7 @@ latest checkpoints (`checkpoints/`, to resume) and the best eval's parameters (`
 which `evaluate`, `predict` and `export-hf` use).
 """
 
+import collections
 import functools
 
 import jax
@@ -151,16 +152,22 @@ def check_data_and_schedule(config) -> None:
     )
 
 
-def _label_map(config, examples, resume_meta, init_meta):
-  """The run's labels: a resumed run's; else init_from's when it is a fine-tuned run of
-  this task whose head is kept (the data's labels must be among them); else the data's.
-  A new map needs two labels at least: with one, the loss is 0 from the start.
+def _label_map(workdir, config, examples, resume_meta, init_meta):
+  """The run's labels: a resumed run's (the data's labels must be among them); else
+  init_from's when it is a fine-tuned run of this task whose head is kept (likewise); else
+  the data's. A new map needs two labels at least: with one, the loss is 0 from the start.
   """
   if config.task in ("regression", "qa", embedding.TASK):
     return None
-  if resume_meta and resume_meta.get("labels"):
-    return data_lib.LabelMap(resume_meta["labels"])
   found = data_lib.LabelMap.infer(examples, config)
+  if resume_meta and resume_meta.get("labels"):
+    trained = resume_meta["labels"]
+    if config.data.labels and found.names != trained or not set(found.names) <= set(trained):
+      raise UserError(
+        f"{workdir} was trained with the labels {', '.join(trained)}, and this data has "
+        f"{', '.join(found.names)}; fine-tune on it in a new --workdir"
+      )
+    return data_lib.LabelMap(trained)
   if init_meta.get("task") != config.task or config.head.reinit:
     _check_two_labels(config, found)
     return found
@@ -283,7 +290,7 @@ def finetune(config, workdir: str) -> None:
   train = data_lib.read(config.data.train, config)
   if config.task == embedding.TASK:
     _check_negatives(config, train)
-  labels = _label_map(config, train, resume_meta, init_meta)
+  labels = _label_map(workdir, config, train, resume_meta, init_meta)
   train_arrays, truncated = data_lib.encode(train, tokenizer, config, labels, train=True)
   num_labels = _num_labels(config, labels)
   model_cfg = config_lib.model_config(config, tokenizer.vocab_size, init_meta["model"])
@@ -311,6 +318,9 @@ def finetune(config, workdir: str) -> None:
   steps, per_epoch = train_steps(config, rows)
   tx, schedule = _optimizer(config, steps)
   _log_data("train", config.data.train, train, rows, truncated, config)
+  if labels:
+    for line in _label_lines(config, labels, train):
+      log(line)
 
   evaluation = {}  # no eval data: the Job's defaults (no evaluation)
   if config.data.eval:
@@ -426,6 +436,53 @@ def _batches(arrays, config, steps, start):
       process_index=jax.process_index(),
       process_count=jax.process_count(),
     )
+
+
+def _label_lines(config, labels, examples) -> list[str]:
+  """What the train data's labels are: `labels: 3 (neg 40, neu 12, pos 48)` (tags: their
+  names), and a note for labels that differ only in case or spaces, for a label without
+  train rows, and for many labels that are all numbers (a score, for regression).
+  """
+  tokens = config.task == "tokens"
+  counts = collections.Counter(
+    data_lib.label_name(v)
+    for r in examples.rows
+    for v in (r["tags"] if tokens else [r["label"]])
+    if v is not None
+  )
+  shown = [n if tokens else f"{n} {counts[n]}" for n in labels.names[:20]]
+  more = f", and {len(labels.names) - 20} more" if len(labels.names) > 20 else ""
+  lines = [f"{'tags' if tokens else 'labels'}: {len(labels.names)} ({', '.join(shown)}{more})"]
+  alike = collections.defaultdict(list)
+  for name in labels.names:
+    alike[" ".join(name.split()).casefold()].append(name)
+  for names in alike.values():
+    if len(names) > 1:
+      lines.append(
+        f"note: the labels {', '.join(map(repr, names))} differ only in case or spaces; fix "
+        f"the data if they are one"
+      )
+  unseen = [n for n in labels.names if not counts[n]]
+  if unseen and not tokens:
+    lines.append(f"note: no train rows of {', '.join(map(repr, unseen[:5]))}")
+  if (
+    not tokens
+    and len(labels.names) > max(10, len(examples.rows) // 4)
+    and all(_is_number(n) for n in labels.names)
+  ):
+    lines.append(
+      f"note: {len(labels.names)} labels in {len(examples.rows)} rows, all numbers: for a "
+      f"score, fine-tune with --config.task=regression"
+    )
+  return lines
+
+
+def _is_number(text: str) -> bool:
+  try:
+    float(text)
+  except ValueError:
+    return False
+  return True
 
 
 def _log_data(split, spec, examples, rows, truncated, config):
