@@ -350,7 +350,7 @@ def main(argv=None):
     start_command()
   resumable = argv[0] in RESUMABLE and "--help" not in argv and "-h" not in argv
   with _sigterm_stops() if resumable else contextlib.nullcontext():
-    status = report_errors(COMMANDS[argv[0]], argv[1:])
+    status = report_errors(COMMANDS[argv[0]], argv[1:], resumes=argv[0] in RESUMABLE)
   if command:  # the exit's collection would walk every object the run made (~0.3 s): skip it
     gc.freeze()
   return status
@@ -440,13 +440,14 @@ _USER_OS_ERRORS = (
 )
 
 
-def report_errors(function, *args):
+def report_errors(function, *args, resumes: bool = False):
   """Runs `function(*args)`; bad input (UserError) becomes one `error:` line and exit 2.
 
   A run stopped by SIGTERM or a first Ctrl-C (Preempted) has saved a checkpoint, and one
   SIGTERM stopped outside its steps (Terminated) has nothing to save: one line and exit 75,
-  which launchers read as "run again". Any other Ctrl-C prints one line and
-  exits 130: every job resumes where it stopped when run again.
+  which launchers read as "run again". Any other Ctrl-C prints one line and exits 130:
+  a job (`resumes`) goes on where it stopped when run again, another command starts over
+  (predict, embed and the exports write their files whole, or not at all).
   """
   try:
     status = function(*args)  # None for a job; `_overview` gives its own
@@ -469,7 +470,8 @@ def report_errors(function, *args):
     where = f": {e.filename}" if e.filename else ""
     return _failed(2, f"error: {e.strerror}{where}; choose a writable location with room")
   except KeyboardInterrupt:
-    print("\ninterrupted; run the same command again to resume", file=sys.stderr)
+    again = "to resume" if resumes else "to start it over"
+    print(f"\ninterrupted; run the same command again {again}", file=sys.stderr)
     return 130
   except Exception as e:
     _stop_cluster_on(e)

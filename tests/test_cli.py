@@ -288,10 +288,14 @@ def test_ctrl_c_is_one_line_and_status_130(capsys):
   def interrupted():
     raise KeyboardInterrupt
 
-  assert cli.report_errors(interrupted) == 130
+  assert cli.report_errors(interrupted, resumes=True) == 130
   captured = capsys.readouterr()
   assert captured.out == ""
   assert captured.err.strip().splitlines() == ["interrupted; run the same command again to resume"]
+  # predict, embed, the exports: nothing to resume (before, they said "to resume" too)
+  assert cli.report_errors(interrupted) == 130
+  again = "interrupted; run the same command again to start it over"
+  assert capsys.readouterr().err.strip().splitlines() == [again]
 
 
 def test_finetune_help_prints_the_default_recipe(capsys):
