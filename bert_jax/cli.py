@@ -65,15 +65,7 @@ def _evaluate(argv):
     "--data",
     help="a .csv / .tsv / .jsonl file or tfds:NAME:SPLIT (default: the run's config.data.eval)",
   )
-  parser.add_argument(
-    "--text-column",
-    help="the column of --data with the texts (default: the run's config.data.text_column)",
-  )
-  parser.add_argument(
-    "--text-pair-column",
-    help="runs of pairs: the column of --data with the second texts (default: the run's "
-    "config.data.text_pair_column)",
-  )
+  _column_flags(parser, "--data")
   _max_seq_length_flag(parser)
   args = _parse(parser, argv)
   from bert_jax.finetune import commands
@@ -84,6 +76,7 @@ def _evaluate(argv):
     step=args.step,
     text_column=args.text_column,
     text_pair_column=args.text_pair_column,
+    label_column=args.label_column,
     max_seq_length=args.max_seq_length,
   )
 
@@ -107,15 +100,7 @@ def _predict(argv):
     help="the .jsonl file to write, one object per input row (its folder is made), or - for stdout",
   )
   parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-  parser.add_argument(
-    "--text-column",
-    help="the column of --input with the texts (default: the run's config.data.text_column)",
-  )
-  parser.add_argument(
-    "--text-pair-column",
-    help="runs of pairs: the column of --input with the second texts (default: the run's "
-    "config.data.text_pair_column)",
-  )
+  _column_flags(parser, "--input")
   _max_seq_length_flag(parser)
   args = _parse(parser, argv)
   from bert_jax.finetune import commands
@@ -128,7 +113,26 @@ def _predict(argv):
     overwrite=args.overwrite,
     text_column=args.text_column,
     text_pair_column=args.text_pair_column,
+    label_column=args.label_column,
     max_seq_length=args.max_seq_length,
+  )
+
+
+def _column_flags(parser, source: str):
+  """The flags of predict and evaluate that name the columns of `source` (--input, --data)."""
+  parser.add_argument(
+    "--text-column",
+    help=f"the column of {source} with the texts (default: the run's config.data.text_column)",
+  )
+  parser.add_argument(
+    "--text-pair-column",
+    help=f"runs of pairs: the column of {source} with the second texts (default: the run's "
+    "config.data.text_pair_column)",
+  )
+  parser.add_argument(
+    "--label-column",
+    help=f"the column of {source} with the labels, values or tags (default: the run's "
+    "config.data.label_column)",
   )
 
 

@@ -674,6 +674,42 @@ def test_evaluate_command_prints_the_best_eval(classify, capsys, tmp_path):
   )
 
 
+def test_label_column_flag_and_predict_scores_as_evaluate(classify, capsys, tmp_path):
+  """`evaluate` and `predict` read other column names (--text-column, --label-column), and
+  predict's accuracy is evaluate's: a blank row is predicted, not scored (before, predict
+  counted it).
+  """
+  with open(classify["files"]["eval"]) as f:
+    rows = [json.loads(line) for line in f][:12]
+  rows.insert(3, {"text": "  ", "label": "sad"})
+  renamed = _write_jsonl(
+    tmp_path / "renamed.jsonl", [{"review": r["text"], "gold": r["label"]} for r in rows]
+  )
+  plain = _write_jsonl(tmp_path / "plain.jsonl", rows)
+  workdir = classify["workdir"]
+  columns = ["--text-column", "review", "--label-column", "gold"]
+  expected = _last_json(capsys, ["evaluate", "--workdir", workdir, "--data", plain])
+  assert (
+    _last_json(capsys, ["evaluate", "--workdir", workdir, "--data", renamed, *columns]) == expected
+  )
+  summary = _predict_summary(capsys, workdir, renamed, *columns)
+  assert summary.startswith("13 predictions")
+  assert f"accuracy against its label column {expected['accuracy']:.4f}" in summary
+  argv = [
+    "predict",
+    "--workdir",
+    workdir,
+    "--input",
+    renamed,
+    "--output",
+    str(tmp_path / "x.jsonl"),
+  ]
+  assert _cli_error(capsys, [*argv, "--text-column", "review", "--label-column", "stars"]) == (
+    f"error: --label-column stars: no row of {renamed} has a label there; name the column "
+    f"with the labels, or drop the flag"
+  )
+
+
 @pytest.mark.slow  # the only test of the fast tier that needed `classify` (11 s)
 def test_fill_mask_refuses_a_fine_tuned_run_naming_where_it_started(classify, imported, capsys):
   line = _cli_error(capsys, ["fill-mask", "--workdir", classify["workdir"], "a [MASK] b"])

@@ -34,7 +34,11 @@ BATCH_SIZE = 32
 CHUNK_ROWS = 8192
 STDOUT = "-"  # `predict --output -`: the JSON Lines on stdout, the summary on stderr
 # The flags of predict and evaluate that name the run's columns in other data.
-COLUMN_FLAGS = {"text_column": "--text-column", "text_pair_column": "--text-pair-column"}
+COLUMN_FLAGS = {
+  "text_column": "--text-column",
+  "text_pair_column": "--text-pair-column",
+  "label_column": "--label-column",
+}
 
 
 def load(workdir: str, step: int | None = None) -> tuple[run_lib.Run, ml_collections.ConfigDict]:
@@ -71,6 +75,7 @@ def evaluate_main(
   step: int | None = None,
   text_column: str | None = None,
   text_pair_column: str | None = None,
+  label_column: str | None = None,
   max_seq_length: int | None = None,
 ) -> dict:
   """`bert-jax evaluate`: prints the metrics of a fine-tuned run (last line: one JSON object),
@@ -82,12 +87,17 @@ def evaluate_main(
     step: a checkpoint step; None: the best eval's (a pretraining run's latest).
     text_column: the column of `data` with the texts; None: the run's.
     text_pair_column: the column of `data` with the second texts of pairs; None: the run's.
+    label_column: the column of `data` with the labels (values, tags); None: the run's.
     max_seq_length: tokens a text is cut at; None: the run's (`use_length`).
 
   Returns:
     The metrics (and "loss").
   """
-  columns = {"text_column": text_column, "text_pair_column": text_pair_column}
+  columns = {
+    "text_column": text_column,
+    "text_pair_column": text_pair_column,
+    "label_column": label_column,
+  }
   meta = run_lib.latest_meta(run_lib.workdir_of(workdir)) or {}
   if meta and "task" not in meta and not meta.get("imported_from"):  # a pretraining run
     given = ["--data"] * bool(data) + [COLUMN_FLAGS[k] for k, v in columns.items() if v]
@@ -130,17 +140,26 @@ def evaluate_main(
 
 
 def use_columns(
-  config, workdir: str, spec: str, text_column: str | None, text_pair_column: str | None
+  config,
+  workdir: str,
+  spec: str,
+  text_column: str | None,
+  text_pair_column: str | None,
+  label_column: str | None = None,
 ) -> None:
-  """Sets config.data's text columns to those --text-column / --text-pair-column name
-  (None: the run's own).
+  """Sets config.data's columns to those --text-column / --text-pair-column /
+  --label-column name (None: the run's own).
 
   Raises:
     UserError: an empty name, a column flag for a TFDS dataset (its columns are its
-      registry's) or a qa run (question, context), or a pair column for a run trained on
-      single texts.
+      registry's) or a qa run (question, context), a pair column for a run trained on
+      single texts, or a label column for a sentence-embedding run.
   """
-  given = {"text_column": text_column, "text_pair_column": text_pair_column}
+  given = {
+    "text_column": text_column,
+    "text_pair_column": text_pair_column,
+    "label_column": label_column,
+  }
   given = {key: name for key, name in given.items() if name is not None}
   for key, name in given.items():
     if not name.strip():
@@ -154,6 +173,11 @@ def use_columns(
     )
   # An imported classifier's config.json (no config.data.train) cannot know whether the
   # checkpoint was trained on pairs (NLI, a cross-encoder): it takes a pair column.
+  if "label_column" in given and config.task == "embedding":
+    raise UserError(
+      f"--label-column: {workdir} is a sentence-embedding run, which has no labels; drop "
+      f"--label-column"
+    )
   if "text_pair_column" in given and not config.data.text_pair_column and config.data.train:
     raise UserError(
       f"--text-pair-column: {workdir} was trained on single texts (no "
@@ -296,6 +320,7 @@ def predict_main(
   overwrite: bool = False,
   text_column: str | None = None,
   text_pair_column: str | None = None,
+  label_column: str | None = None,
   max_seq_length: int | None = None,
 ) -> None:
   """`bert-jax predict`: one JSON line of prediction per row of `input_spec`, in order.
@@ -313,6 +338,8 @@ def predict_main(
     overwrite: replace an existing `output_path` (never a run's own files).
     text_column: the column of `input_spec` with the texts; None: the run's.
     text_pair_column: the column with the second texts of pairs; None: the run's.
+    label_column: the column with the labels the accuracy is printed against; None: the
+      run's.
     max_seq_length: tokens a text is cut at; None: the run's (`use_length`).
 
   Raises:
@@ -326,10 +353,18 @@ def predict_main(
       f"{workdir} is a sentence-embedding run: it predicts no labels; get its vectors "
       f"with bert-jax embed --workdir {workdir} --input TEXTS.txt --output VECTORS.npy"
     )
-  use_columns(config, workdir, input_spec, text_column, text_pair_column)
+  use_columns(config, workdir, input_spec, text_column, text_pair_column, label_column)
   use_length(config, run, max_seq_length)
   labels = _labels(run)
   examples = data_lib.read(input_spec, config, labelled=False, keep_blank=True, flags=COLUMN_FLAGS)
+  key = "tags" if config.task == "tokens" else "label"
+  if label_column and not any(
+    isinstance(r, dict) and r.get(key) is not None for r in examples.rows
+  ):
+    raise UserError(
+      f"--label-column {label_column}: no row of {input_spec} has a label there; name the "
+      f"column with the labels, or drop the flag"
+    )
   given = _given_labels(examples, labels)
   results, truncated = _predictions(run, config, examples, labels)
   lines = (
@@ -345,9 +380,13 @@ def predict_main(
   notes = _blank_note(config, examples)
   if truncated:
     notes.append(f"{truncated} truncated to {config.data.max_seq_length} tokens")
-  if given and None not in given and config.task == "classification":
-    hits = sum(r["label"] == labels.names[i] for r, i in zip(results, given))
-    notes.append(f"accuracy against its label column {hits / len(given):.4f}")
+  # As evaluate scores: the rows with text (a blank one is predicted, not scored).
+  scored = [
+    (r, i) for r, i, row in zip(results, given or [], examples.rows) if not data_lib.is_blank(row)
+  ]
+  if given and None not in given and config.task == "classification" and scored:
+    hits = sum(r["label"] == labels.names[i] for r, i in scored)
+    notes.append(f"accuracy against its label column {hits / len(scored):.4f}")
   where = "stdout" if output_path == STDOUT else output_path
   print(
     f"{len(results)} predictions -> {where}" + (f" ({'; '.join(notes)})" if notes else ""),

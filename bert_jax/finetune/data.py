@@ -328,13 +328,13 @@ def _from_records(records, path, config, labelled, keep_blank, flags):
       row = _tokens_row(record, where, d, flags, labelled)
     else:
       row = _sequence_row(record, where, d, flags)
-    if _is_blank(row) and not keep_blank:
+    if is_blank(row) and not keep_blank:
       empty += 1
       continue
     _check_label(row, where, d.label_column, labelled)
     rows.append(row)
     numbers.append(number)
-  blank = sum(map(_is_blank, rows))
+  blank = sum(map(is_blank, rows))
   return Examples(rows, empty, source=path, numbers=numbers, blank=blank)
 
 
@@ -371,7 +371,7 @@ def _with_id(row, record):
   return row
 
 
-def _is_blank(row) -> bool:
+def is_blank(row) -> bool:
   """Whether a row's text is empty: no words, or an empty (or whitespace) text or pair."""
   if "words" in row:
     return not row["words"]
