@@ -21,6 +21,11 @@ def timing(elapsed: float, left: float) -> str:
   )
 
 
+def count(n: int, noun: str) -> str:
+  """`n` and `noun`, plural unless `n` is 1: "1 row", "2 rows", "3 blank rows"."""
+  return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def size(n: float) -> str:
   """`n` bytes in GB, MB or kB, as the log lines write them ("1.2 MB")."""
   for unit, scale in (("GB", 1e9), ("MB", 1e6)):

@@ -34,3 +34,11 @@ def test_bytes_are_scaled_and_a_hidden_bar_prints_nothing(capsys, monkeypatch):
   _clock(monkeypatch, 0.0, 5.0, 6.0)
   assert list(progress.over(["a", "b"], 2, "predict", "batch", shown=False)) == ["a", "b"]
   assert capsys.readouterr().err == ""
+
+
+def test_counts_are_singular_for_one():
+  assert [progress.count(n, "blank row") for n in (0, 1, 2)] == [
+    "0 blank rows",
+    "1 blank row",
+    "2 blank rows",
+  ]

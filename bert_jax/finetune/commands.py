@@ -133,7 +133,11 @@ def evaluate_main(
   values = evaluate_lib.scores(config, logits, arrays, examples, labels.names if labels else None)
   print(
     f"{len(examples.rows)} examples of {spec}, step {run.step}"
-    + (f", {examples.skipped_empty} empty rows skipped" if examples.skipped_empty else "")
+    + (
+      f", {progress_lib.count(examples.skipped_empty, 'empty row')} skipped"
+      if examples.skipped_empty
+      else ""
+    )
   )
   evaluate_lib.print_metrics(values)
   return values
@@ -475,4 +479,4 @@ def _blank_note(config, examples) -> list[str]:
     return [
       f"{examples.blank} rows with an empty question or context, not answered: see their error"
     ]
-  return [f"{examples.blank} blank rows, predicted as empty texts"]
+  return [f"{progress_lib.count(examples.blank, 'blank row')}, predicted as empty texts"]

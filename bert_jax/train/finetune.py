@@ -19,6 +19,7 @@ import jax
 from bert_jax import config as config_lib
 from bert_jax import lock as lock_lib
 from bert_jax import multihost, sharding
+from bert_jax import progress as progress_lib
 from bert_jax import run as run_lib
 from bert_jax.errors import UserError
 from bert_jax.finetune import contrastive, retrieval
@@ -488,7 +489,7 @@ def _is_number(text: str) -> bool:
 def _log_data(split, spec, examples, rows, truncated, config):
   notes = []
   if examples.skipped_empty:
-    notes.append(f"{examples.skipped_empty} empty rows skipped")
+    notes.append(f"{progress_lib.count(examples.skipped_empty, 'empty row')} skipped")
   if truncated:
     notes.append(f"{truncated} truncated to {config.data.max_seq_length} tokens")
   log(

@@ -38,6 +38,7 @@ from bert_jax import checkpoint as ckpt_lib
 from bert_jax import config as config_lib
 from bert_jax import lock as lock_lib
 from bert_jax import multihost, sharding, storage
+from bert_jax import progress as progress_lib
 from bert_jax import run as run_lib
 from bert_jax.errors import NonFiniteLoss, Preempted, UserError
 from bert_jax.train import metrics as metrics_lib
@@ -173,7 +174,7 @@ def _train(config, workdir, job, stop):
       past = f", past the {job.steps} steps asked" if start > job.steps else f" of {job.steps}"
       log(
         f"nothing to do: the latest checkpoint is at step {start}{past}; raise "
-        f"config.train.steps to train on"
+        f"{length_key(config)} to train on"
       )
       return
     if resumed:
@@ -185,7 +186,7 @@ def _train(config, workdir, job, stop):
       step = _run_steps(
         config, workdir, job, stop, state, start, checkpoints, best, programs, ahead
       )
-  log(f"done: {step} steps; checkpoints in {checkpoints.directory}")
+  log(f"done: {progress_lib.count(step, 'step')}; checkpoints in {checkpoints.directory}")
   if best and best.step is not None:
     log(
       f"best eval: {best.metric} {best.value:.4f} at step {best.step}, in "
@@ -505,6 +506,16 @@ def check_resume(saved: dict, meta: dict, workdir: str) -> None:
       f"{saved['batch_size']}, this run asks for {batch}; resume with "
       f"--config.train.batch_size={saved['batch_size']} or use a new --workdir"
     )
+
+
+def length_key(config) -> str:
+  """The setting that says how long a run trains: config.train.steps, or for a fine-tuning
+  run without them, config.train.epochs.
+  """
+  train = config.get("train", {})
+  return (
+    "config.train.steps" if train.get("steps") or "epochs" not in train else "config.train.epochs"
+  )
 
 
 class _Best:
