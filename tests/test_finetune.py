@@ -1010,6 +1010,18 @@ def test_a_batch_the_devices_do_not_divide_writes_nothing(imported, tmp_path, ca
   assert not workdir.exists()  # before, its tokenizer/ and .lock were left
 
 
+def test_too_few_rows_for_a_batch_name_a_batch_size_that_fits(imported, tmp_path, capsys):
+  train = _write_csv(tmp_path / "t.csv", [f"text {i},{'ab'[i % 2]}" for i in range(12)])
+  line = _finetune_error(
+    capsys, tmp_path / "w", imported, f"--config.data.train={train}", "--config.train.batch_size=32"
+  )
+  assert line == (
+    f"error: {train} gives 12 training rows, fewer than one batch of "
+    f"config.train.batch_size=32; lower the batch size, e.g. --config.train.batch_size=4"
+  )
+  assert not (tmp_path / "w").exists()
+
+
 def test_eval_file_without_rows_is_named(imported, tmp_path, capsys):
   train = _sentiment_csv(tmp_path / "train.csv")
   evaluate = _write_csv(tmp_path / "eval.csv", [])

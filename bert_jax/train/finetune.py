@@ -256,9 +256,11 @@ def train_steps(config, rows: int) -> tuple[int, int]:
   t = config.train
   per_epoch = rows // t.batch_size
   if per_epoch < 1:
+    smaller = 1 << max(rows // 2, 1).bit_length() - 1  # two batches an epoch at least
     raise UserError(
       f"{config.data.train} gives {rows} training rows, fewer than one batch of "
-      f"config.train.batch_size={t.batch_size}; lower the batch size"
+      f"config.train.batch_size={t.batch_size}; lower the batch size, e.g. "
+      f"--config.train.batch_size={smaller}"
     )
   return t.steps or max(1, int(round(t.epochs * per_epoch))), per_epoch
 
