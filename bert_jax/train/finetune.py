@@ -36,8 +36,8 @@ DEFAULT_RECIPE = config_lib.RECIPES / "finetune" / "classify_csv.py"
 USAGE = {
   "finetune": """usage: bert-jax finetune [--config configs/finetune/TASK.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
 
-Fine-tunes config.init_from (a pretraining run or an import-hf workdir) on a task:
-classification, regression, tokens, qa or embedding (configs/finetune/embeddings.py).
+Fine-tunes config.init_from (a pretraining run, an import-hf workdir or a fine-tuned run)
+on a task: classification, regression, tokens, qa or embedding (configs/finetune/embeddings.py).
 Without --config: configs/finetune/classify_csv.py.
 Keys, defaults and comments: bert_jax/config.py (finetune_base_config)."""
 }
