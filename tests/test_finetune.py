@@ -1073,6 +1073,10 @@ def test_the_labels_are_logged_with_their_counts(classify):
   counts["sad"] -= 1
   shown = ", ".join(f"{n} {counts[n]}" for n in ("happy", "neutral", "sad"))
   assert f"labels: 3 ({shown})" in classify["stdout"]
+  with open(classify["files"]["eval"]) as f:
+    (name, n), *_ = collections.Counter(json.loads(line)["label"] for line in f).most_common()
+  line = next(x for x in classify["stdout"].splitlines() if x.startswith("eval: 24 examples"))
+  assert line.endswith(f"(most frequent label {name!r}: accuracy {n / 24:.4f})")
 
 
 def test_whole_numbers_name_one_label_and_odd_labels_get_a_note():

@@ -494,6 +494,12 @@ def _log_data(split, spec, examples, rows, truncated, config):
     notes.append(f"{progress_lib.count(examples.skipped_empty, 'empty row')} skipped")
   if truncated:
     notes.append(f"{truncated} truncated to {config.data.max_seq_length} tokens")
+  if split == "eval" and config.task == "classification" and examples.rows:
+    # The accuracy of always answering the most frequent label: the one to beat.
+    name, n = collections.Counter(
+      data_lib.label_name(r["label"]) for r in examples.rows
+    ).most_common(1)[0]
+    notes.append(f"most frequent label {name!r}: accuracy {n / len(examples.rows):.4f}")
   log(
     f"{split}: {len(examples.rows)} examples, {rows} rows from {spec}"
     + (f" ({', '.join(notes)})" if notes else "")
