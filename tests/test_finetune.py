@@ -1162,10 +1162,10 @@ def test_one_class_may_train_a_kept_head_of_more():
   config.data.train = "train.csv"
   examples = data_lib.Examples([{"text": "x", "label": "happy"}], source="train.csv")
   init_meta = {"task": "classification", "labels": ["happy", "neutral", "sad"]}
-  assert finetune._label_map(config, examples, None, init_meta).names == init_meta["labels"]
+  assert finetune._label_map("w", config, examples, None, init_meta).names == init_meta["labels"]
   config.head.reinit = True  # a new head: the data's one label is not enough
   with pytest.raises(UserError, match="has only one label 'happy'"):
-    finetune._label_map(config, examples, None, init_meta)
+    finetune._label_map("w", config, examples, None, init_meta)
 
 
 def test_predict_refuses_an_existing_output(imported, tmp_path, capsys):
