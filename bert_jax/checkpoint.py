@@ -132,9 +132,12 @@ class Checkpoints:
         pass
 
   def save_params(self, step, params, meta):
-    """Saves parameters and `meta` only: a checkpoint to start from (`import-hf`), not to
-    resume (it has no optimizer state).
+    """Saves parameters and `meta` only: a checkpoint to start from (`import-hf`, the best
+    eval's), not to resume (it has no optimizer state). A step already saved is replaced:
+    a run resumed from before it (its later checkpoint unreadable) trains it again.
     """
+    if step in self._manager.all_steps():
+      self._manager.delete(step)
     self._manager.save(
       step,
       args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),

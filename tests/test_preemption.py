@@ -476,6 +476,18 @@ def test_unreadable_step_is_set_aside_and_can_be_saved_again(where, tmp_path, re
   checkpoints.close()
 
 
+def test_the_best_params_of_a_step_trained_again_replace_its_old_ones(tmp_path):
+  """A run resumed from step 18 (step 24 unreadable) trains step 24 again, whose eval may be
+  the best again: best/24 is replaced (before, Orbax's StepAlreadyExistsError, a traceback).
+  """
+  best = ckpt_lib.Checkpoints(str(tmp_path / "best"), keep=1, async_save=False)
+  best.save_params(24, _state(1).params, {"step": 24})
+  best.save_params(24, _state(2).params, {"step": 24, "again": True})
+  assert best.all_steps() == [24] and best.meta(24)["again"]
+  np.testing.assert_array_equal(best.restore(24, None)[0]["w"], _state(2).params["w"])
+  best.close()
+
+
 @pytest.mark.parametrize("where", ["local", "gcs"])
 def test_an_uncommitted_save_is_not_resumed(where, tmp_path, request):
   """What kill -9 during a save leaves is not a step: locally Orbax's temporary folder, on
