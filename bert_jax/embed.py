@@ -120,10 +120,10 @@ def _texts(input_path: str, column: str) -> list[str]:
     try:
       with storage.open_file(input_path, "rb") as raw, io.TextIOWrapper(raw, "utf-8-sig") as f:
         return [line.rstrip("\r\n") for line in f]
-    except UnicodeDecodeError as e:
+    except UnicodeDecodeError:
       raise UserError(
-        f"--input {input_path} is not UTF-8 text ({e.reason} at byte {e.start}); convert it "
-        f"to UTF-8"
+        f"--input {input_path} is not UTF-8 text ({storage.not_utf8(input_path)}); convert "
+        f"it, e.g. iconv -f latin1 -t utf-8 {input_path} > NEW_FILE for Latin-1"
       ) from None
   rows = data_lib.read_records(input_path)
   keys = dict.fromkeys(key for row in rows for key in row if isinstance(key, str))

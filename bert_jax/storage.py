@@ -14,6 +14,7 @@ remote file into a local cache once and checks the copy's size and SHA-256. gcsf
 folder listings; `invalidate_cache` makes a listing see what other processes wrote since.
 """
 
+import codecs
 import contextlib
 import glob as glob_lib
 import hashlib
@@ -223,6 +224,27 @@ def sha256(p) -> str:
 def open_file(p, mode="r"):
   """`open` for local paths and URLs (text modes are UTF-8)."""
   return path(p).open(mode)
+
+
+def not_utf8(p) -> str:
+  """Where file `p` is first not UTF-8, for messages: "invalid start byte at byte 15533"
+  (counted from the file's start: a text stream's error counts from its chunk's).
+  """
+  decoder = codecs.getincrementaldecoder("utf-8")()
+  offset = 0
+  with open_file(p, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      pending = len(decoder.getstate()[0])  # bytes of a character the last chunk began
+      try:
+        decoder.decode(chunk)
+      except UnicodeDecodeError as e:
+        return f"{e.reason} at byte {offset - pending + e.start}"
+      offset += len(chunk)
+    try:
+      decoder.decode(b"", final=True)
+    except UnicodeDecodeError as e:
+      return f"{e.reason} at byte {offset - len(e.object) + e.start}"
+  return "UTF-8 now"
 
 
 def read_bytes(p) -> bytes:

@@ -23,7 +23,7 @@ import jax
 import numpy as np
 import pytest
 
-from bert_jax import cli
+from bert_jax import cli, storage
 from bert_jax import config as config_lib
 from bert_jax import run as run_lib
 from bert_jax.errors import UserError
@@ -1577,6 +1577,25 @@ def test_a_tsv_is_one_row_per_line_and_its_quotes_are_text(tmp_path):
     {"text": 'the 12" pizza', "label": "neg"},
     {"text": '" shrek " is a hoot', "label": "pos"},
   ]
+
+
+def test_a_file_not_utf8_is_named_with_the_offset_from_its_start(tmp_path):
+  """Before, the offset was counted from the text stream's chunk: 7341 for byte 15533."""
+  path = tmp_path / "latin1.csv"
+  path.write_bytes(b"text,label\n" + b"fine text,a\n" * 1400 + "caf\xe9,b\n".encode("latin-1"))
+  offset = len(b"text,label\n" + b"fine text,a\n" * 1400 + b"caf")
+  with pytest.raises(UserError) as e:
+    data_lib.read_records(str(path))
+  assert str(e.value) == (
+    f"{path} is not UTF-8 text (invalid continuation byte at byte {offset}); convert it, e.g. "
+    f"iconv -f latin1 -t utf-8 {path} > NEW_FILE for Latin-1"
+  )
+  # A character cut by the 1 MiB read, then a byte that is no UTF-8.
+  head = b"a" * ((1 << 20) - 1) + "é".encode() + b"x"
+  path.write_bytes(head + b"\xff")
+  assert storage.not_utf8(str(path)) == f"invalid start byte at byte {len(head)}"
+  path.write_bytes(head + "é".encode()[:1])  # cut short at the end
+  assert storage.not_utf8(str(path)) == f"unexpected end of data at byte {len(head)}"
 
 
 @pytest.mark.parametrize(
