@@ -4,7 +4,6 @@ that must pretrain.
 """
 
 import json
-import math
 import os
 import signal
 import subprocess
@@ -41,9 +40,14 @@ def test_another_input_after_a_failure_retrains_the_tokenizer(tmp_path):
   assert str(raised.value).startswith(
     f"no eval rows: 0 of the {documents} documents were held out at "
     f"config.data.eval_fraction=1e-09 (each document goes to eval with that chance); raise "
-    f"it (e.g. to {max(0.01, min(0.5, math.ceil(200 / documents) / 100)):g})"
+    f"it (e.g. --config.data.eval_fraction="
   )
   first_tokenizer = _fingerprint(tmp_path / "d")
+  # The fraction it names holds documents out.
+  suggested = float(str(raised.value).split("eval_fraction=")[2].split(")")[0])
+  assert _prepare(small_config(tmp_path, eval_fraction=suggested), tmp_path / "e")["splits"][
+    "eval"
+  ]["rows"]
 
   # small_config writes its own corpus.txt: the other corpus has another name.
   _corpus(tmp_path / "other.txt", seed=7)
@@ -64,6 +68,21 @@ def test_another_input_after_a_failure_retrains_the_tokenizer(tmp_path):
   said = [line.split(" pieces")[0] for line in lines if line.startswith("tokenizer: ")]
   assert said[:2] == ["tokenizer: training 300 unigram", "tokenizer: trained 300"]  # said first
   assert _fingerprint(tmp_path / "d") == _fingerprint(tmp_path / "fresh2")
+
+
+def test_one_document_says_to_split_it(tmp_path):
+  """A corpus of one document (a huge line) cannot hold a document out at any fraction:
+  the error says to split it (before: to raise a fraction that could not help).
+  """
+  (tmp_path / "one.txt").write_text(" ".join(f"Sentence {i} is here." for i in range(400)))
+  config = small_config(tmp_path, input=str(tmp_path / "one.txt"), eval_fraction=0.5)
+  with pytest.raises(UserError) as raised:
+    _prepare(config, tmp_path / "d")
+  assert str(raised.value).startswith(
+    "no eval rows: the input is 1 document, and eval holds out whole documents; split it "
+    "into several (original BERT's format: a blank line between documents; "
+    "config.data.input_format=document: one per file)"
+  )
 
 
 def test_json_lines_with_the_text_under_another_key_name_the_keys(tmp_path):

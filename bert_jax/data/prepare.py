@@ -420,12 +420,19 @@ def _manifest(units, unit_counts, unit_files, tok, settings):
   if splits["eval"]["rows"] == 0:
     documents = total["documents"]
     fraction = settings["eval_fraction"]
-    wanted = max(0.01, min(0.5, math.ceil(200 / max(documents, 1)) / 100))  # ~2 documents
-    raise_it = f"raise it (e.g. to {wanted:g}) or " if wanted > fraction else ""
+    if documents < 2:
+      raise UserError(
+        f"no eval rows: the input is {documents} document, and eval holds out whole "
+        f"documents; split it into several (original BERT's format: a blank line between "
+        f"documents; config.data.input_format=document: one per file){hint}"
+      )
+    wanted = max(0.01, min(0.5, math.ceil(500 / documents) / 100))  # ~5 documents
+    wanted = wanted if wanted > fraction else min(0.5, 2 * fraction)
     raise UserError(
       f"no eval rows: {splits['eval']['documents']} of the {documents} documents were held "
       f"out at config.data.eval_fraction={fraction} (each document goes to eval with that "
-      f"chance); {raise_it}give more documents{hint}"
+      f"chance); raise it (e.g. --config.data.eval_fraction={wanted:g}) or give more "
+      f"documents{hint}"
     )
   counts = {
     k: total[k]
