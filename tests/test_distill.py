@@ -406,8 +406,36 @@ def test_student_layers_out_of_range_are_refused(teacher, tmp_path):
   assert "out of range" in line and "2 layers" in line
 
 
+@pytest.mark.slow
+def test_the_teacher_may_label_every_text(teacher, tmp_path):
+  """No labelled train data, only texts (config.distill.unlabeled): the student learns the
+  teacher's probabilities alone (before, config.data.train was required).
+  """
+  unlabeled = f"--config.distill.unlabeled={teacher['files']['unlabeled']}"
+  rc, out, err = _distill(
+    tmp_path / "run",
+    teacher,
+    *STUDENT[:2],
+    "--config.train.steps=2",
+    "--config.data.train=",
+    unlabeled,
+  )
+  assert rc == 0, err
+  assert "unlabeled: 16 examples" in out and "labels 16 train rows" in out
+  assert "train: " not in out
+  (record,) = (r for r in _records(str(tmp_path / "run"), "train") if r["step"] == 2)
+  assert record["soft_loss"] > 0
+
+
 def test_config_checks():
   config = config_lib.distill_base_config()
+  config.teacher = "t"
+  with pytest.raises(distill.UserError) as raised:
+    distill.validate(config)
+  assert str(raised.value).startswith(
+    "config.data.train (labelled texts) or config.distill.unlabeled (texts the teacher "
+    "labels, a .txt of one per line) is required"
+  )
   config.teacher, config.data.train = "t", "x.csv"
   config.model.size, config.distill.student_layers = "teacher", "2,1"
   with pytest.raises(distill.UserError, match="increasing order"):

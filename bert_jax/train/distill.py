@@ -75,7 +75,13 @@ def validate(config) -> None:
       "config.teacher is required: a fine-tuned classification run to distil "
       "(--config.teacher=RUN_DIR, made by bert-jax finetune)"
     )
-  finetune.check_data_and_schedule(config)
+  finetune.check_data_and_schedule(
+    config,
+    None
+    if config.distill.unlabeled
+    else "config.data.train (labelled texts) or config.distill.unlabeled (texts the teacher "
+    "labels, a .txt of one per line) is required",
+  )
   d = config.distill
   if not d.temperature > 0:
     raise UserError(f"config.distill.temperature={d.temperature} must be above 0 (e.g. 2)")
@@ -185,6 +191,8 @@ def _label_map(config, examples, teacher, resume_meta):
       f"the workdir was distilled with the labels {resume_meta['labels']}, the teacher has "
       f"{names}; use a new --workdir"
     )
+  if examples is None:  # the teacher labels every text
+    return data_lib.LabelMap(names)
   found = data_lib.LabelMap.infer(examples, config)
   given = config.data.labels and found.names != names
   foreign = [n for n in found.names if n not in names]
@@ -340,13 +348,18 @@ def _distill(config, workdir, teacher):
     _check_resume(workdir, config, None, teacher_path, resume_meta)
     run_lib.check_same_init_from(config, workdir)
 
-  train = data_lib.read(config.data.train, config)
+  train = data_lib.read(config.data.train, config) if config.data.train else None
   labels = _label_map(config, train, teacher, resume_meta)
-  arrays, truncated = data_lib.encode(train, tokenizer, config, labels, train=True)
-  finetune._log_data("train", config.data.train, train, len(arrays["labels"]), truncated, config)
+  arrays = None
+  if train is not None:
+    arrays, truncated = data_lib.encode(train, tokenizer, config, labels, train=True)
+    rows = len(arrays["labels"])
+    finetune._log_data("train", config.data.train, train, rows, truncated, config)
   if config.distill.unlabeled:
     extra = _unlabeled_arrays(config, tokenizer)
-    arrays = {k: np.concatenate([v, extra[k]]) for k, v in arrays.items()}
+    arrays = (
+      extra if arrays is None else {k: np.concatenate([v, extra[k]]) for k, v in arrays.items()}
+    )
   model_cfg = _student_config(config, teacher, tokenizer, init_meta)
   num_labels = len(labels.names)
   model = tasks.ForTask(model_cfg, "classification", num_labels)

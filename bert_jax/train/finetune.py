@@ -125,15 +125,15 @@ def _validate_embedding(config) -> None:
     )
 
 
-def check_data_and_schedule(config) -> None:
-  """Bad input a task run shares (fine-tuning, distillation): no train data, a length below
-  1, no steps or epochs, a warmup fraction outside [0, 1].
+def check_data_and_schedule(config, train: str = "config.data.train is required") -> None:
+  """Bad input a task run shares (fine-tuning, distillation): no train data (`train` says
+  what is required), a length below 1, no steps or epochs, a warmup fraction outside [0, 1].
 
   Raises:
     UserError: naming the key and what would work.
   """
-  if not config.data.train:
-    raise UserError("config.data.train is required: a .csv / .tsv / .jsonl file or tfds:NAME:SPLIT")
+  if not config.data.train and train:
+    raise UserError(f"{train}: a .csv / .tsv / .jsonl file or tfds:NAME:SPLIT")
   if config.data.max_seq_length < data_lib.MIN_SEQ_LENGTH:
     raise UserError(
       f"config.data.max_seq_length={config.data.max_seq_length} leaves no room for text "
@@ -258,7 +258,8 @@ def train_steps(config, rows: int) -> tuple[int, int]:
   if per_epoch < 1:
     smaller = 1 << max(rows // 2, 1).bit_length() - 1  # two batches an epoch at least
     raise UserError(
-      f"{config.data.train} gives {rows} training rows, fewer than one batch of "
+      f"{config.data.train or config.distill.unlabeled} gives {rows} training rows, fewer "
+      f"than one batch of "
       f"config.train.batch_size={t.batch_size}; lower the batch size, e.g. "
       f"--config.train.batch_size={smaller}"
     )
