@@ -230,10 +230,14 @@ def test_without_a_generator_electra_pretrains_masked_lm():
   model = electra.pretraining_model(cfg)
   assert isinstance(model, electra.ElectraForMaskedLM)
   assert isinstance(rtd.objective_for(model), step_lib.Pretraining)
-  # A new run says so in one line; a continued one (init_from) and the recipe say nothing.
+  # A new run says so in one line, and one from a discriminator alone (its MLM head new);
+  # a continued generator (init_from) and the recipe say nothing.
   note = pretrain.mlm_alone_note(cfg, None)
   assert "masked LM alone" in note and "configs/electra.py" in note and "\n" not in note
   assert pretrain.mlm_alone_note(cfg, init=("run", 10, {})) is None
+  assert pretrain.mlm_alone_note(cfg, init=("run", 0, {"initialized": []})) is None
+  note = pretrain.mlm_alone_note(cfg, init=("run", 0, {"initialized": ["mlm"]}))
+  assert "discriminator without its generator" in note and "--generator" in note
   assert pretrain.mlm_alone_note(_config(), None) is None
   bert = config_lib.model_config(config_lib.base_config(), 1000)
   assert pretrain.mlm_alone_note(bert, None) is None

@@ -307,14 +307,23 @@ def size_note(model) -> str | None:
 
 
 def mlm_alone_note(model_cfg, init) -> str | None:
-  """The line a new ELECTRA without a generator prints: it trains masked LM alone, which
-  users reaching for ELECTRA rarely mean.
+  """The line an ELECTRA without a generator prints, new or an imported discriminator (its
+  MLM head new): it trains masked LM alone, which users reaching for ELECTRA rarely mean.
+  A continued generator (its MLM head imported) says nothing.
   """
-  if init is None and model_cfg.arch == "electra" and model_cfg.generator_hidden_size is None:
+  if model_cfg.arch != "electra" or model_cfg.generator_hidden_size is not None:
+    return None
+  if init is None:
     return (
       "ELECTRA without config.model.generator_hidden_size trains masked LM alone (as "
       "ELECTRA's generator); configs/electra.py, or the key (a quarter to a third of the "
       "hidden size), pretrains by replaced-token detection"
+    )
+  if "mlm" in init[2].get("initialized", ()):
+    return (
+      "config.init_from is an ELECTRA discriminator without its generator: this run trains "
+      "masked LM on it, with a new MLM head; import the pair (import-hf --hf DISCRIMINATOR "
+      "--generator GENERATOR) to go on with replaced-token detection"
     )
   return None
 
