@@ -264,7 +264,9 @@ def _embed(argv):
   )
   parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
   parser.add_argument(
-    "--column", default="text", help="the column of a .csv / .tsv / .jsonl --input with the texts"
+    "--column",
+    help="the column of a .csv / .tsv / .jsonl --input with the texts (default: the run's "
+    "config.data.text_column, else text)",
   )
   args = _parse(parser, argv)
   from bert_jax import embed

@@ -28,6 +28,7 @@ from bert_jax.finetune import data as data_lib
 from bert_jax.model import embedding
 
 POOLINGS = ("cls", "mean", "max")
+TABLES = (".csv", ".tsv", ".jsonl")  # the inputs read by --column (else: a text per line)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "pooling"))
@@ -116,7 +117,7 @@ def _texts(input_path: str, column: str) -> list[str]:
     UserError: a file that is not UTF-8, a file without `column`, or a row without text
       there (no such field, null, a number, a list), naming the row.
   """
-  if not input_path.lower().endswith((".csv", ".tsv", ".jsonl")):
+  if not input_path.lower().endswith(TABLES):
     try:
       with storage.open_file(input_path, "rb") as raw, io.TextIOWrapper(raw, "utf-8-sig") as f:
         return [line.rstrip("\r\n") for line in f]
@@ -172,7 +173,7 @@ def main(
   max_length: int | None,
   step: int | None = None,
   overwrite: bool = False,
-  column: str = "text",
+  column: str | None = None,
 ) -> None:
   """`bert-jax embed`: one vector per line of `input_path`, saved as .npy to `output_path`.
 
@@ -187,7 +188,8 @@ def main(
     max_length: tokens per text (None: the model's positions).
     step: the checkpoint step; None: the run's default (`run.load`).
     overwrite: replace an existing output file (never one of a run's own files).
-    column: the column of a .csv / .tsv / .jsonl input that holds the texts.
+    column: the column of a .csv / .tsv / .jsonl input that holds the texts; None: the
+      run's config.data.text_column (a fine-tuned run's), else "text".
 
   Raises:
     UserError: a missing, empty or non-UTF-8 input, a row without text in `column`, an
@@ -208,8 +210,16 @@ def main(
       f"--input {input_path} does not exist; give a .txt file of one text per line, or a "
       f".csv, .tsv or .jsonl file (--column names the texts)"
     )
+  if column is not None and not input_path.lower().endswith(TABLES):
+    raise UserError(
+      f"--column {column}: --input {input_path} holds one text per line; drop --column, or "
+      f"give a .csv, .tsv or .jsonl file"
+    )
   output_path = _output_name(output_path)
   commands.check_output(output_path, workdir, overwrite=overwrite, example="vectors.npy")
+  if column is None:
+    config = run_lib.read_config(run_lib.workdir_of(workdir)) or {}
+    column = (config.get("data") or {}).get("text_column") or "text"
   texts = _texts(input_path, column)
   if not texts:
     raise UserError(f"--input {input_path} is empty; give one text per line (or row)")

@@ -250,6 +250,11 @@ def test_export_loads_in_sentence_transformers_and_equals_embed(trained, tmp_pat
   theirs = model.encode(texts, convert_to_numpy=True, batch_size=8)
   np.testing.assert_allclose(ours, theirs, atol=1e-4)
   np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+  # The run's own eval file: its texts are in the run's column ("query"), not "text".
+  own = str(tmp_path / "own.npy")
+  argv = ["embed", "--workdir", workdir, "--input", trained["files"]["eval"], "--output", own]
+  assert cli.main(argv) == 0
+  np.testing.assert_allclose(np.load(own), ours[:-1], atol=1e-6)
   # evaluate: the best eval (kept by mrr@10), and the same numbers from the exported vectors
   capsys.readouterr()
   assert cli.main(["evaluate", "--workdir", workdir]) == 0
@@ -370,6 +375,16 @@ def test_embed_drops_a_byte_order_mark_and_makes_its_folder(imported, tmp_path):
   np.testing.assert_array_equal(_embed(imported, marked, tmp_path / "new" / "m.npy"), expected)
   np.testing.assert_array_equal(
     _embed(imported, tmp_path / "marked.csv", tmp_path / "c.npy"), expected
+  )
+
+
+def test_embed_refuses_a_column_of_a_text_file(imported, tmp_path, capsys):
+  """Before, --column was ignored for a .txt file."""
+  (tmp_path / "t.txt").write_text("red cat\n")
+  argv = ["embed", "--workdir", imported, "--input", str(tmp_path / "t.txt"), "--output", "v.npy"]
+  assert _error(capsys, [*argv, "--column", "title"]) == (
+    f"error: --column title: --input {tmp_path / 't.txt'} holds one text per line; drop "
+    f"--column, or give a .csv, .tsv or .jsonl file"
   )
 
 

@@ -1564,6 +1564,16 @@ def test_a_byte_order_mark_is_dropped(stars, tmp_path, capsys):
   )
 
 
+def test_none_for_a_file_says_how_to_leave_it_empty(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(UserError) as e:
+    data_lib.read("None", _config("classification"))
+  assert str(e.value) == (
+    "data file None does not exist; give a .csv, .tsv or .jsonl file or tfds:NAME:SPLIT (to "
+    "leave a file setting empty, give nothing: --config.data.eval=)"
+  )
+
+
 def test_a_tsv_is_one_row_per_line_and_its_quotes_are_text(tmp_path):
   """GLUE's files (and original BERT's reader): a `"` in a TSV cell is text. Before, an
   unclosed quote joined the next row to the text, and the quotes were dropped.

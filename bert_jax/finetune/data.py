@@ -111,7 +111,9 @@ def read(
   elif storage.is_remote(spec) and (problem := storage.unreachable(spec)):
     raise UserError(f"data file {spec}: {problem}; check the bucket name and access")
   elif not storage.isfile(spec):
-    raise UserError(f"data file {spec} does not exist; give {accepted(labelled)}")
+    empty = " (to leave a file setting empty, give nothing: --config.data.eval=)"
+    empty = empty if spec.lower() in ("none", "null") else ""
+    raise UserError(f"data file {spec} does not exist; give {accepted(labelled)}{empty}")
   else:
     one_text = None if labelled else _one_text_column(spec, config)
     records = read_records(spec, one_text, labelled=labelled)
