@@ -41,18 +41,8 @@ def fill_mask(model, params, tokenizer, text: str, top_k: int = 5) -> list:
   Raises:
     UserError: the text has no [MASK], or none within the model's positions.
   """
-  mask = tokenizer.id_to_piece(tokenizer.mask_id)  # `<mask>` for RoBERTa's tokenizers
-  ids = [tokenizer.cls_id] + tokenizer.encode(text.replace("[MASK]", mask)) + [tokenizer.sep_id]
-  if tokenizer.mask_id not in ids:
-    shown = text if len(text) <= 60 else text[:57] + "..."
-    spelled = "[MASK]" + (f" (or {mask})" if mask != "[MASK]" else "")
-    raise UserError(f"no {spelled} in {shown!r}; write it where a token should be predicted")
+  ids = masked_ids(tokenizer, text, model.config.max_length)
   limit = model.config.max_length
-  if tokenizer.mask_id not in ids[:limit]:
-    raise UserError(
-      f"the text is {len(ids)} tokens and its first [MASK] is token {ids.index(tokenizer.mask_id)}, "
-      f"beyond the model's {limit} positions; shorten the text before the [MASK]"
-    )
   dropped = ids[limit:].count(tokenizer.mask_id)
   if dropped:
     print(
@@ -96,6 +86,26 @@ def _mlm_logits(model, params, input_ids, attention_mask, masked_positions):
   return mlm_logits
 
 
+def masked_ids(tokenizer, text: str, limit: int) -> list[int]:
+  """The ids of `text` between [CLS] and [SEP] (`[MASK]` typed as the tokenizer's mask).
+
+  Raises:
+    UserError: the text has no [MASK], or none within the model's `limit` positions.
+  """
+  mask = tokenizer.id_to_piece(tokenizer.mask_id)  # `<mask>` for RoBERTa's tokenizers
+  ids = [tokenizer.cls_id] + tokenizer.encode(text.replace("[MASK]", mask)) + [tokenizer.sep_id]
+  if tokenizer.mask_id not in ids:
+    shown = text if len(text) <= 60 else text[:57] + "..."
+    spelled = "[MASK]" + (f" (or {mask})" if mask != "[MASK]" else "")
+    raise UserError(f"no {spelled} in {shown!r}; write it where a token should be predicted")
+  if tokenizer.mask_id not in ids[:limit]:
+    raise UserError(
+      f"the text is {len(ids)} tokens and its first [MASK] is token {ids.index(tokenizer.mask_id)}, "
+      f"beyond the model's {limit} positions; shorten the text before the [MASK]"
+    )
+  return ids
+
+
 def main(workdir: str, texts: list[str], *, top_k: int = 5, as_json: bool = False) -> None:
   """`bert-jax fill-mask`: prints the predictions for each text.
 
@@ -127,6 +137,8 @@ def main(workdir: str, texts: list[str], *, top_k: int = 5, as_json: bool = Fals
       f"pretrain --config configs/continue_pretraining.py --config.init_from={workdir})",
       file=sys.stderr,
     )
+  for text in texts:  # every text checked before any is predicted
+    masked_ids(run.tokenizer, text, run.model.config.max_length)
   for text in texts:
     result = fill_mask(run.model, run.params, run.tokenizer, text, top_k)
     if as_json:

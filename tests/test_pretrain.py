@@ -354,6 +354,11 @@ def test_fill_mask_errors(capsys, tmp_path, uninterrupted):
   assert "no checkpoints" in line and "bert-jax pretrain" in line
   line = _error_line(capsys, ["fill-mask", "--workdir", uninterrupted, "no mask here"])
   assert "no [MASK]" in line
+  # Every text is checked first: nothing is predicted (before, the first text was).
+  argv = ["fill-mask", "--workdir", uninterrupted, "a [MASK] b", "no mask", "c [MASK]"]
+  assert cli.main(argv) == 2
+  captured = capsys.readouterr()
+  assert captured.out == "" and "no [MASK] in 'no mask'" in captured.err
 
 
 @pytest.mark.slow
