@@ -488,6 +488,27 @@ def test_the_best_params_of_a_step_trained_again_replace_its_old_ones(tmp_path):
   best.close()
 
 
+def test_an_unreadable_best_checkpoint_is_set_aside_when_a_run_resumes(tmp_path, capsys):
+  """Before, a damaged best/ stopped the resume with "choose another step", which finetune
+  has no flag for.
+  """
+  best = ckpt_lib.Checkpoints(str(tmp_path / "best"), keep=1, async_save=False)
+  values = {"accuracy": 0.5, "loss": 1.0}
+  best.save_params(18, _state(1).params, {"best": {"value": 0.5, "metrics": values}})
+  best.close()
+  os.remove(tmp_path / "best" / "18" / "meta" / "metadata")
+  tracker = loop._Best(str(tmp_path), "accuracy")
+  assert tracker.step is None and tracker.value is None
+  line = capsys.readouterr().out.strip().splitlines()[-1]
+  assert line.startswith(f"the best eval's checkpoint {tmp_path}/best/18 is unreadable (")
+  assert line.endswith(
+    f"moved it to {tmp_path}/best_unreadable/18: the next eval starts best/ again"
+  )
+  tracker.update(20, _state(2).params, {"accuracy": 0.25, "loss": 2.0}, {})  # the best now
+  tracker.close()
+  assert ckpt_lib.Checkpoints(str(tmp_path / "best")).all_steps() == [20]
+
+
 @pytest.mark.parametrize("where", ["local", "gcs"])
 def test_an_uncommitted_save_is_not_resumed(where, tmp_path, request):
   """What kill -9 during a save leaves is not a step: locally Orbax's temporary folder, on

@@ -529,8 +529,19 @@ class _Best:
     self._checkpoints = ckpt_lib.Checkpoints(
       storage.join(workdir, run_lib.BEST), keep=1, async_save=False
     )
-    latest = self._checkpoints.latest_step()
-    best = None if latest is None else self._checkpoints.meta(latest)["best"]
+    latest, best, reason = self._checkpoints.latest_step(), None, ""
+    if latest is not None:
+      try:
+        best = self._checkpoints.meta(latest)["best"]
+      except ckpt_lib.Unreadable as e:
+        reason = e.reason
+    if reason := _first_error(reason):  # its place is for the next best: set it aside
+      moved = self._checkpoints.set_aside(latest)
+      log(
+        f"the best eval's checkpoint {self._checkpoints.directory}/{latest} is unreadable "
+        f"({reason}); moved it to {moved}: the next eval starts {run_lib.BEST}/ again"
+      )
+      latest, best = None, None
     self.step = latest
     self.value = None if best is None else best["value"]
     self.loss = math.inf if best is None else best["metrics"].get("loss", math.inf)
