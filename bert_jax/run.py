@@ -304,14 +304,25 @@ def load(workdir: str, step: int | None = None) -> Run:
   latest checkpoint. A `step` is looked for in checkpoints/, then in best/. Works for a checkpoint saved on any mesh (Orbax restores into the
   single-device layout) and for one written by `import-hf` (parameters only).
   """
-  checkpoints, step = open_checkpoints(workdir, step, _folder_of(workdir, step))
-  meta = checkpoints.meta(step)
-  model = registry.model_for(registry.config_for(meta), meta)
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree_util.tree_map(
-    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract_params(model)
-  )
-  params, _ = checkpoints.restore(step, target)
+  folder = _folder_of(workdir, step)
+  checkpoints, step = open_checkpoints(workdir, step, folder)
+  try:
+    meta = checkpoints.meta(step)
+    model = registry.model_for(registry.config_for(meta), meta)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree_util.tree_map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract_params(model)
+    )
+    params, _ = checkpoints.restore(step, target)
+  except ckpt_lib.Unreadable as e:
+    steps = {
+      f: [s for s in _steps(workdir, f) if (f, s) != (folder, step)] for f in (CHECKPOINTS, BEST)
+    }
+    others = "; ".join(f"{f}/ has {found}" for f, found in steps.items() if found)
+    fix = f"choose another step with --step ({others})" if others else "train the run again"
+    raise UserError(
+      f"checkpoint {checkpoints.directory}/{step} is unreadable ({e.reason}); {fix}"
+    ) from None
   run_tokenizer = tokenizer(workdir)
   if run_tokenizer.fingerprint != meta["tokenizer_fingerprint"]:
     raise UserError(

@@ -674,6 +674,7 @@ def test_evaluate_command_prints_the_best_eval(classify, capsys, tmp_path):
   )
 
 
+@pytest.mark.slow  # classify
 def test_label_column_flag_and_predict_scores_as_evaluate(classify, capsys, tmp_path):
   """`evaluate` and `predict` read other column names (--text-column, --label-column), and
   predict's accuracy is evaluate's: a blank row is predicted, not scored (before, predict
@@ -1048,6 +1049,7 @@ def test_unknown_eval_label_names_the_file_and_row(imported, tmp_path, capsys):
   assert not workdir.exists()
 
 
+@pytest.mark.slow  # classify
 def test_a_resumed_run_refuses_data_of_other_labels(classify, imported, tmp_path, capsys):
   """Before, the error said to name the labels in config.data.labels, which gave it again."""
   train = _write_csv(tmp_path / "t.csv", ["good cat,0", "bad dog,2"])
@@ -1066,6 +1068,7 @@ def test_a_resumed_run_refuses_data_of_other_labels(classify, imported, tmp_path
     )
 
 
+@pytest.mark.slow  # classify
 def test_the_labels_are_logged_with_their_counts(classify):
   with open(classify["files"]["train"]) as f:
     counts = collections.Counter(json.loads(line)["label"] for line in f)
@@ -1345,6 +1348,19 @@ def _last_json(capsys, argv):
   capsys.readouterr()
   assert cli.main(argv) == 0
   return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.mark.slow  # classify
+def test_an_unreadable_checkpoint_names_the_steps_to_choose(classify, tmp_path, capsys):
+  run = tmp_path / "run"
+  shutil.copytree(classify["workdir"], run)
+  (best,) = os.listdir(run / "best")
+  os.remove(run / "best" / best / "meta" / "metadata")
+  line = _cli_error(capsys, ["evaluate", "--workdir", str(run)])
+  kept = sorted(int(s) for s in os.listdir(run / "checkpoints") if s.isdigit())
+  assert line.startswith(f"error: checkpoint {run}/best/{best} is unreadable (")
+  assert line.endswith(f"; choose another step with --step (checkpoints/ has {kept})")
+  assert _last_json(capsys, ["evaluate", "--workdir", str(run), "--step", str(kept[-1])])
 
 
 def test_json_integer_labels_are_names_never_ids(stars, tmp_path, capsys):
