@@ -25,6 +25,7 @@ from bert_jax import storage
 from bert_jax.errors import UserError
 from bert_jax.finetune import commands
 from bert_jax.finetune import data as data_lib
+from bert_jax.hf import sentence_transformers
 from bert_jax.model import embedding
 
 POOLINGS = ("cls", "mean", "max")
@@ -58,6 +59,7 @@ def embed_texts(
   batch_size: int = 64,
   max_length: int | None = None,
   progress: bool = False,
+  normalize: bool = False,
 ) -> tuple[np.ndarray, int]:
   """One vector per text under a loaded run.
 
@@ -71,6 +73,7 @@ def embed_texts(
       positions: the model's positions (an embedding run: its max_seq_length). Longer
       texts are truncated.
     progress: show a progress bar.
+    normalize: scale each vector to length 1 (sentence-transformers' Normalize).
 
   Returns:
     ((len(texts), hidden) float32 vectors, the number of texts truncated).
@@ -106,6 +109,8 @@ def embed_texts(
     else:
       vectors = _pooled(run.params, ids, mask, model=run.model, pooling=pooling)
     out[index] = np.asarray(vectors)[: len(index)]
+  if normalize:  # as torch's F.normalize: eps 1e-12
+    out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
   return out, truncated
 
 
@@ -230,8 +235,21 @@ def main(
       f"was trained",
       file=sys.stderr,
     )
+  # An import of a sentence-transformers checkpoint: its files' pooling, normalisation and
+  # length, unless --pooling asks for a plain pooling.
+  modules = (
+    None if pooling or is_embedding_run(run) else run.meta.get(sentence_transformers.META_KEY)
+  )
+  if modules:
+    pooling, max_length = modules["pooling"], max_length or modules["max_seq_length"]
   vectors, truncated = embed_texts(
-    run, texts, pooling=pooling, batch_size=batch_size, max_length=max_length, progress=True
+    run,
+    texts,
+    pooling=pooling,
+    batch_size=batch_size,
+    max_length=max_length,
+    progress=True,
+    normalize=bool(modules and modules["normalize"]),
   )
   buffer = io.BytesIO()
   np.save(buffer, vectors)
@@ -244,5 +262,9 @@ def main(
     how = f"the run's {e.get('pooling')} pooling{', normalised' if e.get('normalize') else ''}"
   else:
     limit, how = min(max_length or limit, limit), f"{pooling or 'mean'} pooling"
+    if modules:
+      how += (
+        f"{', normalised' if modules['normalize'] else ''}, as its sentence-transformers files say"
+      )
   note = f", {truncated} truncated to {limit} tokens" if truncated else ""
   print(f"{len(texts)} texts -> {output_path} {vectors.shape} float32, {how}{note}")

@@ -120,6 +120,27 @@ def test_embed_mean_pooling_matches_transformers(imported, hf_minilm, tmp_path):
   np.testing.assert_allclose(np.load(out), hidden[:-1, 0].numpy(), atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
+def test_embed_of_a_sentence_transformers_import_gives_its_vectors(imported, tmp_path, capsys):
+  """MiniLM's modules.json (mean pooling, Normalize) and max_seq_length 256, read by
+  import-hf: embed gives `SentenceTransformer(...).encode`'s vectors (before: raw mean
+  pooling at 512 tokens, 2.18 off).
+  """
+  st = pytest.importorskip("sentence_transformers")
+  assert run_lib.load(imported).meta["sentence_transformers"] == {
+    "pooling": "mean",
+    "normalize": True,
+    "max_seq_length": 256,
+  }
+  texts = TEXTS[:3] + ["many words " * 200]  # past 256 tokens: cut there, as theirs
+  path = tmp_path / "texts.txt"
+  path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+  out = tmp_path / "vectors.npy"
+  run_fast(["embed", "--workdir", imported, "--input", str(path), "--output", str(out)])
+  theirs = st.SentenceTransformer(MINILM, device="cpu").encode(texts, convert_to_numpy=True)
+  np.testing.assert_allclose(np.load(out), theirs, atol=1e-5, rtol=0)
+
+
 def test_embed_refuses_an_existing_output_a_run_s_file_and_an_empty_input(
   imported, tmp_path, capsys
 ):

@@ -41,7 +41,15 @@ from bert_jax import storage
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
 from bert_jax.finetune import data as data_lib
-from bert_jax.hf import convert, families, family_tokenizers, files, task_heads, tokenizer_files
+from bert_jax.hf import (
+  convert,
+  families,
+  family_tokenizers,
+  files,
+  sentence_transformers,
+  task_heads,
+  tokenizer_files,
+)
 from bert_jax.model import bert, registry, tasks
 from bert_jax.model import families as model_families
 
@@ -238,6 +246,8 @@ def import_hf(
     "hf_vocab_size": read.hf_vocab,
     "initialized": read.initialized,
   }
+  if read.head is None and (modules := sentence_transformers.read_modules(hf_dir)):
+    meta[sentence_transformers.META_KEY] = modules  # embed pools, normalises and cuts as they say
   limit = None if read.head is None else _text_limit(hf_dir, model_cfg)
   if limit is not None:  # predict and evaluate read the run's config.json
     meta["max_seq_length"] = min(limit, MAX_SEQ_LENGTH)
@@ -303,6 +313,13 @@ def _summary(hf_dir, hf, read, tokenizer, meta, limit, workdir, log):
       )
   elif unkept := task_heads.unkept_head(hf):
     log(f"note: {unkept}")
+  if modules := meta.get(sentence_transformers.META_KEY):
+    cut = f", texts cut at {modules['max_seq_length']} tokens" if modules["max_seq_length"] else ""
+    log(
+      f"sentence-transformers: {modules['pooling']} pooling"
+      f"{', normalised' if modules['normalize'] else ''}{cut}: bert-jax embed gives these "
+      f"vectors"
+    )
   if read.initialized:
     groups = (family.GROUPS.get(g, g) for g in read.initialized)
     log("initialised (not in the checkpoint): " + ", ".join(groups))

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 
+from bert_jax import storage
 from bert_jax.hf import convert
 
 # Our family -> the `transformers` base model class and its prefix in the pretraining table.
@@ -30,6 +31,8 @@ BASE_MODELS = {
   "modernbert": ("ModernBertModel", "model."),
 }
 POOLING_DIR, NORMALIZE_DIR = "1_Pooling", "2_Normalize"
+# The meta key of an import's settings from these files (`read_modules`), which embed uses.
+META_KEY = "sentence_transformers"
 MODULE_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
 MODULE_DIRS = (POOLING_DIR, NORMALIZE_DIR)
 _POOLING_KEYS = {
@@ -93,6 +96,36 @@ def write_modules(
   _write_json(os.path.join(directory, POOLING_DIR, "config.json"), pooling_config)
   if normalize:  # a file, so that the folder exists in a bucket too
     _write_json(os.path.join(directory, NORMALIZE_DIR, "config.json"), {})
+
+
+def read_modules(hf_dir: str) -> dict | None:
+  """What the sentence-transformers files of a checkpoint say about its vectors: {"pooling":
+  "cls" | "mean" | "max", "normalize": bool, "max_seq_length": int | None}; None without a
+  modules.json, or when its pipeline is not Transformer -> Pooling (-> Normalize) of one
+  mode we pool by (weighted mean, a dense layer: other pipelines).
+  """
+  modules_path = storage.join(hf_dir, "modules.json")
+  if not storage.exists(modules_path):
+    return None
+  try:
+    modules = storage.read_json(modules_path)
+    kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
+    if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+      return None
+    pooling = storage.read_json(storage.join(hf_dir, modules[1]["path"], "config.json"))
+    modes = [mode for mode, key in _POOLING_KEYS.items() if pooling.get(key)]
+    others = [k for k, v in pooling.items() if k.startswith("pooling_mode") and v]
+    if len(modes) != 1 or len(others) != 1:
+      return None
+    settings_path = storage.join(hf_dir, "sentence_bert_config.json")
+    settings = storage.read_json(settings_path) if storage.exists(settings_path) else {}
+  except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
+    return None  # not the files sentence-transformers writes: read as a plain checkpoint
+  return {
+    "pooling": modes[0],
+    "normalize": kinds[-1] == "Normalize",
+    "max_seq_length": settings.get("max_seq_length"),
+  }
 
 
 def _write_json(path: str, value) -> None:
