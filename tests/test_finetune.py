@@ -1082,6 +1082,15 @@ def test_the_labels_are_logged_with_their_counts(classify):
   assert line.endswith(f"(most frequent label {name!r}: accuracy {n / 24:.4f})")
 
 
+def test_repeated_positives_of_an_embedding_run_get_a_note():
+  rows = [{"text": a, "text_pair": p} for a, p in (("a", "x"), ("b", "y"), ("a", "x"), ("c", "x"))]
+  assert finetune._repeats_note(data_lib.Examples(rows)) == (
+    "note: 2 rows repeat a positive of another row: two in one batch are each other's "
+    "negative, which MNRL trains against; drop the repeats"
+  )
+  assert finetune._repeats_note(data_lib.Examples(rows[:2])) is None
+
+
 def test_whole_numbers_name_one_label_and_odd_labels_get_a_note():
   """1, 1.0 and "1" are one label (before, a set of the raw values kept 1, and 1.0 was
   then "not one of the labels"); labels alike but for case or spaces, labels without rows,

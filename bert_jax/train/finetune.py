@@ -325,6 +325,8 @@ def finetune(config, workdir: str) -> None:
   if labels:
     for line in _label_lines(config, labels, train):
       log(line)
+  if config.task == embedding.TASK and (note := _repeats_note(train)):
+    log(note)
 
   evaluation = {}  # no eval data: the Job's defaults (no evaluation)
   if config.data.eval:
@@ -412,6 +414,21 @@ def _check_resume(workdir, config, labels, meta):
           f"asks for {config.embedding[key]!r}; resume with the same setting or use a new "
           f"--workdir"
         )
+
+
+def _repeats_note(examples) -> str | None:
+  """A note on positives that come more than once: two rows of one batch with the same
+  positive make each the other's in-batch negative (sentence-transformers' no-duplicates
+  loader keeps them apart; here, drop the repeats).
+  """
+  positives = collections.Counter(r["text_pair"] for r in examples.rows)
+  repeats = sum(n - 1 for n in positives.values() if n > 1)
+  if not repeats:
+    return None
+  return (
+    f"note: {progress_lib.count(repeats, 'row')} repeat a positive of another row: two in one "
+    f"batch are each other's negative, which MNRL trains against; drop the repeats"
+  )
 
 
 def _check_negatives(config, examples):
