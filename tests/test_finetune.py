@@ -1082,6 +1082,17 @@ def test_the_labels_are_logged_with_their_counts(classify):
   assert line.endswith(f"(most frequent label {name!r}: accuracy {n / 24:.4f})")
 
 
+def test_a_semicolon_separated_csv_is_named(tmp_path):
+  path = tmp_path / "s.csv"
+  path.write_text("text;label\ngood;pos\n")
+  with pytest.raises(UserError) as e:
+    data_lib.read_records(str(path))
+  assert str(e.value) == (
+    f"{path} is semicolon-separated (its header is 'text;label'); separate its columns with "
+    f'commas (a spreadsheet\'s "CSV UTF-8" export does)'
+  )
+
+
 def test_repeated_positives_of_an_embedding_run_get_a_note():
   rows = [{"text": a, "text_pair": p} for a, p in (("a", "x"), ("b", "y"), ("a", "x"), ("c", "x"))]
   assert finetune._repeats_note(data_lib.Examples(rows)) == (

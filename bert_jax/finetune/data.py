@@ -219,6 +219,11 @@ def _check_header(names: list[str], path: str, delimiter: str) -> None:
       f"{path} is tab-separated (its header is {names[0]!r}); name it .tsv, or separate "
       f"its columns with commas"
     )
+  if delimiter == "," and len(names) == 1 and ";" in names[0]:
+    raise UserError(
+      f"{path} is semicolon-separated (its header is {names[0]!r}); separate its columns "
+      f'with commas (a spreadsheet\'s "CSV UTF-8" export does)'
+    )
 
 
 def _check_cells(rows: list[dict], names: list[str], path: str, tsv: bool) -> None:
