@@ -191,6 +191,7 @@ def test_model_pads_the_vocab_to_a_multiple_of_128():
   assert config_lib.model_config(c, 30522).vocab_size == 30522
 
 
+@pytest.mark.slow  # 12-22 CPU-s: the fast tier's largest
 @pytest.mark.parametrize("scan", [False, True])
 def test_a_packed_row_equals_its_examples_run_alone(scan):
   """Three examples packed into one row (attention_mask = example index, position ids

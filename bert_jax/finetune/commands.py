@@ -175,13 +175,13 @@ def use_columns(
     raise UserError(
       f"{flags}: {workdir} is a qa run, which reads the columns question and context; drop {flags}"
     )
-  # An imported classifier's config.json (no config.data.train) cannot know whether the
-  # checkpoint was trained on pairs (NLI, a cross-encoder): it takes a pair column.
   if "label_column" in given and config.task == "embedding":
     raise UserError(
       f"--label-column: {workdir} is a sentence-embedding run, which has no labels; drop "
       f"--label-column"
     )
+  # An imported classifier's config.json (no config.data.train) cannot know whether the
+  # checkpoint was trained on pairs (NLI, a cross-encoder): it takes a pair column.
   if "text_pair_column" in given and not config.data.text_pair_column and config.data.train:
     raise UserError(
       f"--text-pair-column: {workdir} was trained on single texts (no "

@@ -257,11 +257,10 @@ def train_steps(config, rows: int) -> tuple[int, int]:
   per_epoch = rows // t.batch_size
   if per_epoch < 1:
     smaller = 1 << max(rows // 2, 1).bit_length() - 1  # two batches an epoch at least
+    source = config.data.train or config.get("distill", {}).get("unlabeled")  # distill's texts
     raise UserError(
-      f"{config.data.train or config.distill.unlabeled} gives {rows} training rows, fewer "
-      f"than one batch of "
-      f"config.train.batch_size={t.batch_size}; lower the batch size, e.g. "
-      f"--config.train.batch_size={smaller}"
+      f"{source} gives {rows} training rows, fewer than one batch of config.train.batch_size="
+      f"{t.batch_size}; lower the batch size, e.g. --config.train.batch_size={smaller}"
     )
   return t.steps or max(1, int(round(t.epochs * per_epoch))), per_epoch
 
