@@ -35,11 +35,8 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 # as level 1 (which runs as fast as XLA's default): the MiniLM fine-tune on BBC news runs in
 # a subprocess of its own at `RUN_FAST` (`run_fast`), as do two family fine-tunes and
 # MiniLM's embeddings of 512 tokens.
-# Eigen's matmuls on one thread: three workers share 2 cores, and a second thread per
-# process only waited for a core (-5 % CPU on test_pretrain.py, test_train_step.py and
-# test_e2e_modernbert.py at -n 3).
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_multi_thread_eigen=false"
-RUN_FAST = "--xla_backend_optimization_level=1 --xla_cpu_multi_thread_eigen=false"
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+RUN_FAST = "--xla_backend_optimization_level=1"
 # Eight fake CPU devices for the mesh tests.
 os.environ["XLA_FLAGS"] = (
   f"{FAST_COMPILE} {os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"
