@@ -22,7 +22,7 @@ LENGTH_BUCKET = 32
 MASK_BUCKET = 4
 
 
-def fill_mask(model, params, tokenizer, text: str, top_k: int = 5) -> list:
+def fill_mask(model, params, tokenizer, text: str, top_k: int = 5, ids=None) -> list:
   """Hugging Face fill-mask output for one text: a list per [MASK] of top-k dicts.
 
   Args:
@@ -33,6 +33,7 @@ def fill_mask(model, params, tokenizer, text: str, top_k: int = 5) -> list:
     text: the text, with at least one `[MASK]` within the model's positions (it is cut to
       them).
     top_k: predictions per [MASK], best first.
+    ids: `masked_ids` of the text, when the caller has them already.
 
   Returns:
     A list of {"token", "token_str", "score"} when the text has one [MASK], else a list of
@@ -41,8 +42,8 @@ def fill_mask(model, params, tokenizer, text: str, top_k: int = 5) -> list:
   Raises:
     UserError: the text has no [MASK], or none within the model's positions.
   """
-  ids = masked_ids(tokenizer, text, model.config.max_length)
   limit = model.config.max_length
+  ids = masked_ids(tokenizer, text, limit) if ids is None else ids
   dropped = ids[limit:].count(tokenizer.mask_id)
   if dropped:
     print(
@@ -137,10 +138,10 @@ def main(workdir: str, texts: list[str], *, top_k: int = 5, as_json: bool = Fals
       f"pretrain --config configs/continue_pretraining.py --config.init_from={workdir})",
       file=sys.stderr,
     )
-  for text in texts:  # every text checked before any is predicted
-    masked_ids(run.tokenizer, text, run.model.config.max_length)
-  for text in texts:
-    result = fill_mask(run.model, run.params, run.tokenizer, text, top_k)
+  # Every text checked before any is predicted.
+  encoded = [masked_ids(run.tokenizer, text, run.model.config.max_length) for text in texts]
+  for text, ids in zip(texts, encoded):
+    result = fill_mask(run.model, run.params, run.tokenizer, text, top_k, ids=ids)
     if as_json:
       print(json.dumps(result))
       continue

@@ -593,8 +593,9 @@ class LabelMap:
     Raises:
       UserError: naming `where`, the label and the known labels.
     """
-    if label_name(label) in self.ids:
-      return self.ids[label_name(label)]
+    name = label_name(label)
+    if name in self.ids:
+      return self.ids[name]
     shown = f"{', '.join(self.names[:10])}{' ...' if len(self.names) > 10 else ''}"
     if self.from_config:
       raise UserError(
