@@ -141,6 +141,83 @@ def test_embed_of_a_sentence_transformers_import_gives_its_vectors(imported, tmp
   np.testing.assert_allclose(np.load(out), theirs, atol=1e-5, rtol=0)
 
 
+def _with_modules(tmp_path, modules, pooling):
+  """A copy of MiniLM (its files linked) whose modules.json is `modules`, with
+  1_Pooling/config.json `pooling`.
+  """
+  copy = tmp_path / "st"
+  copy.mkdir()
+  for name in os.listdir(MINILM):
+    if name not in ("modules.json", "1_Pooling"):
+      os.symlink(os.path.join(MINILM, name), copy / name)
+  (copy / "1_Pooling").mkdir()
+  (copy / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+  types = [f"sentence_transformers.models.{kind}" for kind in modules]
+  entries = [
+    {"idx": i, "name": str(i), "path": "" if i == 0 else f"{i}_{kind}", "type": t}
+    for i, (kind, t) in enumerate(zip(modules, types))
+  ]
+  (copy / "modules.json").write_text(json.dumps(entries))
+  return str(copy)
+
+
+@pytest.mark.parametrize(
+  "modules, pooling, read, unread",
+  [
+    (
+      ["Transformer", "Pooling"],
+      {"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False},
+      {"pooling": "cls", "normalize": False, "max_seq_length": 256},
+      None,
+    ),
+    (
+      ["Transformer", "Pooling", "Dense", "Normalize"],
+      {"pooling_mode_mean_tokens": True},
+      None,
+      "Transformer -> Pooling (mean_tokens) -> Dense -> Normalize",
+    ),
+    (
+      ["Transformer", "Pooling"],
+      {"pooling_mode_weightedmean_tokens": True},
+      None,
+      "Transformer -> Pooling (weightedmean_tokens)",
+    ),
+    (
+      ["Transformer", "Pooling"],
+      {"pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": True},
+      None,
+      "Transformer -> Pooling (mean_tokens, max_tokens)",
+    ),
+  ],
+)
+def test_sentence_transformers_pipelines_read_or_named(tmp_path, modules, pooling, read, unread):
+  from bert_jax.hf import sentence_transformers
+
+  copy = _with_modules(tmp_path, modules, pooling)
+  assert sentence_transformers.read_modules(copy) == (read, unread)
+  assert sentence_transformers.read_modules(MINILM) == (
+    {"pooling": "mean", "normalize": True, "max_seq_length": 256},
+    None,
+  )
+  os.remove(os.path.join(copy, "modules.json"))
+  assert sentence_transformers.read_modules(copy) == (None, None)  # a plain checkpoint
+
+
+@pytest.mark.slow
+def test_import_of_a_pipeline_embed_does_not_run_says_so(tmp_path, capsys):
+  """A Dense layer after the pooling: before, read as a plain checkpoint with no word."""
+  copy = _with_modules(
+    tmp_path, ["Transformer", "Pooling", "Dense"], {"pooling_mode_mean_tokens": True}
+  )
+  assert cli.main(["import-hf", "--hf", copy, "--workdir", str(tmp_path / "run")]) == 0
+  assert (
+    "note: its modules.json is a sentence-transformers pipeline bert-jax does not run "
+    "(Transformer -> Pooling (mean_tokens) -> Dense); embed pools plainly (mean, or --pooling), so its "
+    "vectors are not SentenceTransformer.encode's"
+  ) in capsys.readouterr().out
+  assert "sentence_transformers" not in run_lib.load(str(tmp_path / "run")).meta
+
+
 def test_embed_refuses_an_existing_output_a_run_s_file_and_an_empty_input(
   imported, tmp_path, capsys
 ):

@@ -246,7 +246,8 @@ def import_hf(
     "hf_vocab_size": read.hf_vocab,
     "initialized": read.initialized,
   }
-  if read.head is None and (modules := sentence_transformers.read_modules(hf_dir)):
+  modules, unread = sentence_transformers.read_modules(hf_dir)
+  if read.head is None and modules:
     meta[sentence_transformers.META_KEY] = modules  # embed pools, normalises and cuts as they say
   limit = None if read.head is None else _text_limit(hf_dir, model_cfg)
   if limit is not None:  # predict and evaluate read the run's config.json
@@ -256,6 +257,12 @@ def import_hf(
   checkpoints.save_params(0, jax.tree_util.tree_map(jax.numpy.asarray, read.params), meta)
   checkpoints.close()
   _summary(hf_dir, hf, read, tokenizer, meta, limit, workdir, log)
+  if read.head is None and unread:
+    log(
+      f"note: its modules.json is a sentence-transformers pipeline bert-jax does not run "
+      f"({unread}); embed pools plainly (--pooling), so its vectors are not "
+      f"SentenceTransformer.encode's"
+    )
   return model_cfg
 
 

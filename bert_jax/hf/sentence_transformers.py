@@ -35,6 +35,8 @@ POOLING_DIR, NORMALIZE_DIR = "1_Pooling", "2_Normalize"
 META_KEY = "sentence_transformers"
 MODULE_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
 MODULE_DIRS = (POOLING_DIR, NORMALIZE_DIR)
+# The module pipelines we run (embed pools, then normalises where the last is Normalize).
+_PIPELINES = (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"])
 _POOLING_KEYS = {
   "cls": "pooling_mode_cls_token",
   "mean": "pooling_mode_mean_tokens",
@@ -98,34 +100,45 @@ def write_modules(
     _write_json(os.path.join(directory, NORMALIZE_DIR, "config.json"), {})
 
 
-def read_modules(hf_dir: str) -> dict | None:
-  """What the sentence-transformers files of a checkpoint say about its vectors: {"pooling":
-  "cls" | "mean" | "max", "normalize": bool, "max_seq_length": int | None}; None without a
-  modules.json, or when its pipeline is not Transformer -> Pooling (-> Normalize) of one
-  mode we pool by (weighted mean, a dense layer: other pipelines).
+def read_modules(hf_dir: str) -> tuple[dict | None, str | None]:
+  """What the sentence-transformers files of a checkpoint say about its vectors.
+
+  Returns:
+    (settings, unread): settings {"pooling": "cls" | "mean" | "max", "normalize": bool,
+    "max_seq_length": int | None} for a Transformer -> Pooling (-> Normalize) pipeline of
+    one mode we pool by, else None; unread: where a modules.json names another pipeline (a
+    Dense layer, weighted mean pooling), what it is, for a note that embed's vectors will
+    not be `SentenceTransformer.encode`'s; else None (no modules.json: a plain checkpoint).
   """
   modules_path = storage.join(hf_dir, "modules.json")
   if not storage.exists(modules_path):
-    return None
+    return None, None
+  kinds, modes = [], []
   try:
     modules = storage.read_json(modules_path)
     kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
-    if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
-      return None
-    pooling = storage.read_json(storage.join(hf_dir, modules[1]["path"], "config.json"))
-    modes = [mode for mode, key in _POOLING_KEYS.items() if pooling.get(key)]
-    others = [k for k, v in pooling.items() if k.startswith("pooling_mode") and v]
-    if len(modes) != 1 or len(others) != 1:
-      return None
+    if kinds[:2] == ["Transformer", "Pooling"]:
+      pooling = storage.read_json(storage.join(hf_dir, modules[1]["path"], "config.json"))
+      modes = [k for k, v in pooling.items() if k.startswith("pooling_mode_") and v is True]
+    ours = {key: mode for mode, key in _POOLING_KEYS.items()}
+    if kinds not in _PIPELINES or len(modes) != 1 or modes[0] not in ours:
+      return None, _pipeline(kinds, modes)
     settings_path = storage.join(hf_dir, "sentence_bert_config.json")
     settings = storage.read_json(settings_path) if storage.exists(settings_path) else {}
-  except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
-    return None  # not the files sentence-transformers writes: read as a plain checkpoint
+  except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+    return None, f"{_pipeline(kinds, modes)}, unreadable: {e}"
   return {
-    "pooling": modes[0],
+    "pooling": ours[modes[0]],
     "normalize": kinds[-1] == "Normalize",
     "max_seq_length": settings.get("max_seq_length"),
-  }
+  }, None
+
+
+def _pipeline(kinds: list[str], modes: list[str]) -> str:
+  """modules.json's pipeline as a note names it: "Transformer -> Pooling (mean_tokens) -> Dense"."""
+  shown = ", ".join(m.removeprefix("pooling_mode_") for m in modes) or "no mode"
+  named = [f"{k} ({shown})" if k == "Pooling" else k for k in kinds]
+  return " -> ".join(named) or "no modules"
 
 
 def _write_json(path: str, value) -> None:
