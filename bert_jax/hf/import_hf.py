@@ -260,7 +260,7 @@ def import_hf(
   if read.head is None and unread:
     log(
       f"note: its modules.json is a sentence-transformers pipeline bert-jax does not run "
-      f"({unread}); embed pools plainly (--pooling), so its vectors are not "
+      f"({unread}); embed pools plainly (mean, or --pooling), so its vectors are not "
       f"SentenceTransformer.encode's"
     )
   return model_cfg
