@@ -5,6 +5,7 @@ continued MLM on BBC news text (held-out MLM loss falls), fine-tuned on the BBC 
 `bert-jax predict`'s probabilities.
 """
 
+import csv
 import importlib.util
 import json
 import os
@@ -145,3 +146,36 @@ def test_finetuned_roberta_beats_the_majority_and_exports(news, imported):
   assert accuracy >= news["majority"] + 0.15, (accuracy, news["majority"])
 
   news_subset.check_export_agrees_with_predict(news, run, "RobertaForSequenceClassification")
+
+
+@pytest.mark.slow
+def test_an_embedding_run_exports_a_whole_roberta_model(news, imported, tmp_path):
+  """RobertaModel builds a pooler RoBERTa pretrains without: the export writes it as zeros,
+  so that `transformers` and sentence-transformers load it with nothing newly initialised
+  (before: the pooler's two tensors were reported missing), and the vectors are `embed`'s.
+  """
+  st = pytest.importorskip("sentence_transformers")
+  import numpy as np
+
+  pairs = tmp_path / "pairs.csv"
+  with open(pairs, "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["title", "body"])
+    writer.writerows((" ".join(t.split()[:8]), t) for t in news["texts"][:32])
+  run, hf_dir = str(tmp_path / "emb"), str(tmp_path / "hf")
+  argv = ["finetune", "--config", "configs/finetune/embeddings.py", "--workdir", run]
+  argv += [f"--config.init_from={imported}", f"--config.data.train={pairs}"]
+  argv += [f"--config.data.eval={pairs}", f"--config.data.max_seq_length={LENGTH}"]
+  argv += ["--config.train.steps=2", "--config.train.batch_size=8", ONE_DEVICE]
+  assert cli.main(argv) == 0
+  assert cli.main(["export-hf", "--workdir", run, "--out", hf_dir]) == 0
+  model, info = transformers.AutoModel.from_pretrained(hf_dir, output_loading_info=True)
+  assert type(model).__name__ == "RobertaModel"
+  assert not any(info.values()), info
+  texts = [" ".join(t.split()[:40]) for t in news["texts"][32:36]]
+  (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n")
+  out = str(tmp_path / "vectors.npy")
+  argv = ["embed", "--workdir", run, "--input", str(tmp_path / "texts.txt"), "--output", out]
+  assert cli.main(argv) == 0
+  theirs = st.SentenceTransformer(hf_dir, device="cpu").encode(texts, convert_to_numpy=True)
+  np.testing.assert_allclose(np.load(out), theirs, atol=1e-4)

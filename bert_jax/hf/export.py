@@ -85,7 +85,10 @@ def export_hf(
     config.update(family.hf_config(part_model, vocab_size, run.tokenizer))
     if head != "pretraining" and embedding is None:
       config = files.task_config(config, head, run.meta.get("labels"))
-    models.append((folder, convert.to_hf(params, rows, vocab_size), config))
+    tensors = convert.to_hf(params, rows, vocab_size)
+    if embedding is not None:
+      tensors.update(st.zero_pooler(model.arch, model.hidden_size))
+    models.append((folder, tensors, config))
 
   if storage.is_remote(out_dir):
     staging = tempfile.mkdtemp(prefix=".export-hf.")

@@ -18,6 +18,8 @@ import dataclasses
 import json
 import os
 
+import numpy as np
+
 from bert_jax import storage
 from bert_jax.hf import convert
 
@@ -30,6 +32,11 @@ BASE_MODELS = {
   "albert": ("AlbertModel", "albert."),
   "modernbert": ("ModernBertModel", "model."),
 }
+# Base models that build a pooler our family has no weights for: RobertaModel's (RoBERTa
+# pretrains without one). The export writes it as zeros, so that the model loads whole,
+# without `transformers`' "newly initialized" report; sentence-transformers pools the
+# tokens and never reads it (its pooler_output is 0).
+ZERO_POOLERS = {"roberta": "pooler.dense"}
 POOLING_DIR, NORMALIZE_DIR = "1_Pooling", "2_Normalize"
 # The meta key of an import's settings from these files (`read_modules`), which embed uses.
 META_KEY = "sentence_transformers"
@@ -62,6 +69,17 @@ def base_rows(family, model) -> list[convert.Row]:
       raise ValueError(f"{family.ARCH} encoder tensor {row.hf} lacks the prefix {prefix!r}")
     rows.append(dataclasses.replace(row, hf=row.hf[len(prefix) :]))
   return rows
+
+
+def zero_pooler(arch: str, hidden_size: int) -> dict:
+  """{name: zeros} of the pooler `ZERO_POOLERS` names for the family `arch`; {} for others."""
+  if arch not in ZERO_POOLERS:
+    return {}
+  name = ZERO_POOLERS[arch]
+  return {
+    f"{name}.weight": np.zeros((hidden_size, hidden_size), np.float32),
+    f"{name}.bias": np.zeros((hidden_size,), np.float32),
+  }
 
 
 def write_modules(
