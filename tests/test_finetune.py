@@ -1755,6 +1755,13 @@ def test_predict_and_evaluate_name_the_text_column_and_keep_ids(stars, tmp_path,
       "a number",
     ),
     (
+      "nan.jsonl",  # before: trained as the class "nan"
+      '{"text": "good cat", "label": 2}\n{"text": "bad dog", "label": NaN}\n',
+      [],
+      "row 2: the label ('label') is NaN (a number), not a label; give a label name or a "
+      "finite number, or remove the row",
+    ),
+    (
       "nan.csv",
       "text,label\ngood cat,1.5\nbad dog,nan\n",
       ["--config.task=regression"],
@@ -1774,7 +1781,7 @@ def test_predict_and_evaluate_name_the_text_column_and_keep_ids(stars, tmp_path,
       "columns with commas",
     ),
   ],
-  ids=["list label", "nan label", "a column twice", "tabs in a .csv"],
+  ids=["list label", "NaN class label", "nan regression label", "a column twice", "tabs in a .csv"],
 )
 def test_bad_labels_and_headers_are_one_line(
   imported, tmp_path, capsys, name, content, overrides, problem

@@ -408,6 +408,11 @@ def _check_label(row, where, column, labelled):
       f"{where}: the label ({column!r}) is {_shown(label)}; give one label per row, a "
       f"string or a number"
     )
+  if isinstance(label, float) and not math.isfinite(label):  # JSON's NaN, Infinity
+    raise UserError(
+      f"{where}: the label ({column!r}) is {_shown(label)}, not a label; give a label name "
+      f"or a finite number, or remove the row"
+    )
 
 
 def _no_label(where, column):
