@@ -195,6 +195,23 @@ def _quiet_stderr():
       os.close(saved)
 
 
+@contextlib.contextmanager
+def _no_persistent_cache():
+  """JAX's persistent compilation cache off: a program compiled for a topology is stored,
+  but this host cannot load it (no TPU client), and the next `compile` warned of that.
+  """
+  from jax.experimental.compilation_cache import compilation_cache
+
+  enabled = jax.config.jax_enable_compilation_cache
+  jax.config.update("jax_enable_compilation_cache", False)
+  compilation_cache.reset_cache()  # JAX decides once whether the cache is used: again
+  try:
+    yield
+  finally:
+    jax.config.update("jax_enable_compilation_cache", enabled)
+    compilation_cache.reset_cache()
+
+
 def _shape_bytes(shape_text):
   """Bytes of the arrays in an HLO result shape (`bf16[8,128]{...}` or a tuple of them)."""
   total = 0
@@ -345,7 +362,7 @@ def compile_step(config, topology):
     ),
   }
   try:
-    with sharding.activate(mesh, rules):
+    with sharding.activate(mesh, rules), _no_persistent_cache():
       compiled = train_step.lower(state, batch, rng).compile()
   except jax.errors.JaxRuntimeError as e:
     # The TPU compiler refuses a program whose temporaries exceed the chip's HBM.
