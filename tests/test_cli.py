@@ -379,13 +379,18 @@ def test_help_lists_every_command_with_a_line_and_exits_0(capsys, argv):
 # --- a short run of a long recipe --------------------------------------------------------------
 
 
-def test_layers_set_apart_from_the_size_are_said_to_win():
+def test_layers_set_apart_from_the_size_are_said_to_override_it():
   model = config_lib.base_config().model
   assert pretrain.size_note(model) is None  # base, nothing set apart
   model.size, model.num_layers, model.hidden_size = "tiny", 12, 128
   assert pretrain.size_note(model) == (
-    "model: config.model.num_layers=12 set apart from size 'tiny' (L2 H128) win; set them "
-    "to None to take the size's"
+    "model: config.model.num_layers=12 overrides size 'tiny' (L2 H128); set it to None to "
+    "take the size's"
+  )
+  model.hidden_size = 64
+  assert pretrain.size_note(model) == (
+    "model: config.model.num_layers=12 and config.model.hidden_size=64 override size 'tiny' "
+    "(L2 H128); set them to None to take the size's"
   )
 
 

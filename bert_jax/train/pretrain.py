@@ -299,10 +299,11 @@ def size_note(model) -> str | None:
   apart = {k: model[k] for k, v in preset.items() if model[k] is not None and model[k] != v}
   if not apart:
     return None
+  one = len(apart) == 1
   return (
-    f"model: {', '.join(f'config.model.{k}={v}' for k, v in apart.items())} set apart from "
-    f"size {model.size!r} (L{preset['num_layers']} H{preset['hidden_size']}) win; set them "
-    f"to None to take the size's"
+    f"model: {' and '.join(f'config.model.{k}={v}' for k, v in apart.items())} "
+    f"override{'s' * one} size {model.size!r} (L{preset['num_layers']} "
+    f"H{preset['hidden_size']}); set {'it' if one else 'them'} to None to take the size's"
   )
 
 
