@@ -51,7 +51,7 @@ import time
 import jax
 
 from bert_jax import config as config_lib
-from bert_jax import sharding
+from bert_jax import progress, sharding
 from bert_jax.data import synthetic
 from bert_jax.errors import UserError
 from bert_jax.model import families
@@ -437,7 +437,7 @@ def print_report(config, r):
   """The human-readable report, then one JSON line."""
   model, usable, peak = r["model"], r["hbm_usable_per_chip_bytes"], r["peak_bytes_per_chip"]
   print(
-    f"{model['size']} ({model['params'] / 1e6:.0f}M parameters) on {r['topology']}: "
+    f"{model['size']} ({progress.parameters(model['params'])}) on {r['topology']}: "
     f"{r['chips']} chips ({r['device_kind']}, {_gib(r['hbm_per_chip_bytes'])} HBM each, "
     f"{_gib(usable)} usable), mesh {r['mesh']}"
   )

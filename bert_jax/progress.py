@@ -26,6 +26,15 @@ def count(n: int, noun: str) -> str:
   return f"{n} {noun}{'s' * (n != 1)}"
 
 
+def parameters(n: int) -> str:
+  """`n` parameters to three significant digits, as every log line writes them: "1.55M
+  parameters", "22.7M parameters", "336M parameters".
+  """
+  scale, unit = next((s, u) for s, u in ((1e9, "B"), (1e6, "M"), (1e3, "k"), (1, "")) if n >= s)
+  scaled = f"{n / scale:.3g}{unit}"
+  return f"{scaled} parameters"
+
+
 def size(n: float) -> str:
   """`n` bytes in GB, MB or kB, as the log lines write them ("1.2 MB")."""
   for unit, scale in (("GB", 1e9), ("MB", 1e6)):

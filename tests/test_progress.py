@@ -42,3 +42,17 @@ def test_counts_are_singular_for_one():
     "1 blank row",
     "2 blank rows",
   ]
+
+
+def test_parameter_counts_have_three_significant_digits():
+  """One format for `pretrain`'s model line and `compile`'s report (before: 1.6M and 2M
+  for the same 1,552,898).
+  """
+  counts = (1_552_898, 22_713_216, 335_141_888, 4_012_000_000, 512)
+  assert [progress.parameters(n) for n in counts] == [
+    "1.55M parameters",
+    "22.7M parameters",
+    "335M parameters",
+    "4.01B parameters",
+    "512 parameters",
+  ]

@@ -352,11 +352,11 @@ def _run_steps(config, workdir, job, stop, state, start, checkpoints, best, prog
 
 
 def _model_line(model, params) -> str:
-  """`model: bert L12 H768 A12, 110.1M parameters` (the family and size trained)."""
+  """`model: bert L12 H768 A12, 110M parameters` (the family and size trained)."""
   count = sum(x.size for x in jax.tree_util.tree_leaves(params))
   c = getattr(model, "config", None)
   shape = f"{c.arch} L{c.num_layers} H{c.hidden_size} A{c.num_heads}, " if c is not None else ""
-  return f"model: {shape}{count / 1e6:.1f}M parameters"
+  return f"model: {shape}{progress_lib.parameters(count)}"
 
 
 def _resume(checkpoints, abstract, job, workdir):
