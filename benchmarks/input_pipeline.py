@@ -52,11 +52,15 @@ def prepared(data_dir, length, objective):
   return path, prepare.prepare(c, path, progress=False)
 
 
+# The timed stretches of each path (the best counts), and the fewest batches in one.
+CHUNKS, MIN_STRETCH = 5, 10
+
+
 def max_predictions(length):
   return MAX_PREDICTIONS.get(length, math.ceil(0.15 * length))
 
 
-def sequences_per_second(batches, steps, warmup, batch_size, chunks=5):
+def sequences_per_second(batches, steps, warmup, batch_size, chunks=CHUNKS):
   """Rows per second of the iterator over `steps` batches, timed in `chunks` stretches.
 
   Returns the best stretch's rate: other work on the machine only ever slows a
@@ -230,6 +234,18 @@ def main():
   )
   parser.add_argument("--whole_word", action="store_true", help="also time whole-word masking")
   args = parser.parse_args()
+  # Fewer batches time the ones the loaders had already made ahead: 20 million seq/s for
+  # stretches of one batch after one untimed.
+  if args.steps < CHUNKS * MIN_STRETCH:
+    parser.error(
+      f"--steps {args.steps} is too few to time: each of the {CHUNKS} stretches needs "
+      f"{MIN_STRETCH} batches; give --steps {CHUNKS * MIN_STRETCH} or more"
+    )
+  if args.warmup < MIN_STRETCH:
+    parser.error(
+      f"--warmup {args.warmup} is too few: the loaders' batches made ahead must be used up "
+      f"before the timing starts; give --warmup {MIN_STRETCH} or more"
+    )
   results = {length: benchmark(args, length) for length in map(int, args.seq_lengths.split(","))}
   report(args, results)
 
