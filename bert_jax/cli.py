@@ -258,6 +258,7 @@ def _embed(argv):
     "--max-seq-length",
     "--max-length",
     dest="max_length",
+    metavar="MAX_SEQ_LENGTH",
     type=int,
     help="tokens per text (default: the model's positions; an embedding run: its "
     "max_seq_length); batches of wider texts hold fewer of them",

@@ -59,12 +59,16 @@ def recipe_path(value: str) -> str:
   file = value.split(":")[0]
   if os.path.isfile(file):
     return file
-  parts = pathlib.PurePath(file).parts
-  if "configs" in parts:
-    installed = RECIPES.joinpath(*parts[len(parts) - parts[::-1].index("configs") :])
-    if installed.is_file():
-      return str(installed)
-  return file
+  installed = _installed(file)
+  return str(installed) if installed is not None and installed.is_file() else file
+
+
+def _installed(path: str) -> pathlib.Path | None:
+  """The installed counterpart of a path under a `configs/` folder; None for others."""
+  parts = pathlib.PurePath(path).parts
+  if "configs" not in parts:
+    return None
+  return RECIPES.joinpath(*parts[len(parts) - parts[::-1].index("configs") :])
 
 
 def base_config():
@@ -503,6 +507,12 @@ def validate_common(config) -> None:
     )
 
 
+def _recipes_in(folder: str) -> str:
+  """The recipe files in `folder`, for messages: "a.py, b.py, ..." (12 at most); "" for none."""
+  recipes = sorted(n for n in os.listdir(folder) if n.endswith(".py") and n != "__init__.py")
+  return ", ".join(recipes[:12]) + (", ..." if len(recipes) > 12 else "")
+
+
 def check_recipe(file: str) -> None:
   """Bad input: a --config file that is missing, not Python, or has no get_config().
 
@@ -510,14 +520,18 @@ def check_recipe(file: str) -> None:
     UserError: one line naming the file (and the line of a syntax error).
   """
   if os.path.isdir(file):
-    recipes = sorted(n for n in os.listdir(file) if n.endswith(".py") and n != "__init__.py")
-    shown = ", ".join(recipes[:6]) + (", ..." if len(recipes) > 6 else "")
+    shown = _recipes_in(file)
     raise UserError(
       f"config file {file!r} is a folder; give a recipe file in it"
-      + (f" ({shown})" if recipes else "")
+      + (f" ({shown})" if shown else "")
     )
   if not os.path.isfile(file):
-    raise UserError(f"config file {file!r} not found; recipes are in configs/")
+    folder, installed = os.path.dirname(file), _installed(file)
+    if installed is not None and not os.path.isdir(folder):
+      folder = str(installed.parent)  # where recipe_path looked: outside a clone
+    shown = _recipes_in(folder) if installed is not None and os.path.isdir(folder) else ""
+    where = f"; the recipes in {folder}/ are {shown}" if shown else "; recipes are in configs/"
+    raise UserError(f"config file {file!r} not found{where}")
   with open(file, encoding="utf-8", errors="replace") as f:
     source = f.read()
   try:

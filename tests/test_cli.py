@@ -7,6 +7,7 @@ malformed Hugging Face config.json files, and a metrics.jsonl cut off mid-line. 
 slow tests share is a tiny BERT pretrained for 2 steps on a few of CPython's doc topics.
 """
 
+import contextlib
 import errno
 import hashlib
 import importlib.util
@@ -163,6 +164,19 @@ def test_an_option_that_is_no_setting_is_named_not_blamed_on_the_recipe(capsys, 
   line = _error(capsys, ["pretrain", "--config", f"{ROOT}/configs/finetune", "--workdir", w])
   assert line.startswith(f"error: config file '{ROOT}/configs/finetune' is a folder; give a ")
   assert "classify_csv.py" in line
+  # A recipe not found names those beside it: here (a clone) or installed (elsewhere).
+  recipes = sorted(n for n in os.listdir(f"{ROOT}/configs") if n.endswith(".py"))[1:]
+  missing = ["pretrain", "--config", "configs/nope.py", "--workdir", w]
+  assert _error(capsys, missing) == (
+    f"error: config file 'configs/nope.py' not found; the recipes in configs/ are "
+    f"{', '.join(recipes)}"
+  )
+  with contextlib.chdir(tmp_path):
+    line = _error(capsys, missing)
+    assert line.startswith(f"error: config file 'configs/nope.py' not found; the recipes in {ROOT}")
+    assert _error(capsys, ["pretrain", "--config", "nope.py", "--workdir", w]) == (
+      "error: config file 'nope.py' not found; recipes are in configs/"
+    )
   assert not os.path.exists(w)
 
 
