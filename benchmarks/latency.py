@@ -126,8 +126,8 @@ def main(argv=None):
       "student": args.student_hf or _export(args.student, os.path.join(scratch, "student")),
     }
     paths = {
-      "bert_jax": {"teacher": Ours(args.teacher), "student": Ours(args.student)},
-      "hf pipeline": {name: Theirs(hf[name]) for name in ("teacher", "student")},
+      "`bert-jax predict` path": {"teacher": Ours(args.teacher), "student": Ours(args.student)},
+      "HF `pipeline`": {name: Theirs(hf[name]) for name in ("teacher", "student")},
     }
     results = []
     for path, models in paths.items():
