@@ -5,6 +5,7 @@ that must pretrain.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -65,8 +66,12 @@ def test_another_input_after_a_failure_retrains_the_tokenizer(tmp_path):
   os.remove(tmp_path / "d" / prepare.MANIFEST)
   lines = []
   _prepare(second, tmp_path / "d", lines)
-  said = [line.split(" pieces")[0] for line in lines if line.startswith("tokenizer: ")]
-  assert said[:2] == ["tokenizer: training 300 unigram", "tokenizer: trained 300"]  # said first
+  said = [line for line in lines if line.startswith("tokenizer: ")]
+  assert said[0].startswith("tokenizer: training 300 unigram pieces")  # said first
+  assert re.fullmatch(
+    r"tokenizer: read [\d,]+ sentences in [\d.]+ s; learning the pieces...", said[1]
+  )
+  assert said[2].startswith("tokenizer: trained 300 pieces")
   assert _fingerprint(tmp_path / "d") == _fingerprint(tmp_path / "fresh2")
 
 

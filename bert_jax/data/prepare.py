@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bert_jax import progress as progress_lib
 from bert_jax import storage
 from bert_jax.data import records, sources
 from bert_jax.data import tokenizer as tokenizer_lib
@@ -209,7 +210,7 @@ def prepare(
     tfds_data_dir=d.tfds_data_dir,
   )
   with _removed_if_failed(storage.join(data_dir, SHARDS)):
-    tok = _tokenizer(config, data_dir, units, settings, log)
+    tok = _tokenizer(config, data_dir, units, settings, log, progress)
     job = {
       "data_dir": data_dir,
       "tokenizer": tok.model_path,
@@ -307,7 +308,7 @@ FAMILY_TOKENIZERS = {"roberta": "bytelevel_bpe", "modernbert": "bytelevel_bpe"}
 ROBERTA_NAMED = ("roberta",)
 
 
-def _tokenizer(config, data_dir, units, settings, log):
+def _tokenizer(config, data_dir, units, settings, log, progress):
   """The prepared dir's tokenizer: a copy of config.tokenizer.path, or trained (once per
   input and settings: `tokenizer_settings.json` records them).
   """
@@ -338,15 +339,30 @@ def _tokenizer(config, data_dir, units, settings, log):
       seen, errors = collections.Counter(), []
 
       def sample():
+        # A bar while the sentences are read (up to input_sentence_size: a smaller corpus
+        # ends sooner), then a line: the pieces are learnt after, without progress.
+        reading = progress_lib.Bar(
+          t.input_sentence_size, "tokenizer: reading", "sentence", shown=progress, leave=False
+        )
         try:
-          for sentence in sources.sample_sentences(
-            units, max_sentences=t.input_sentence_size, seed=config.seed, strict=config.data.strict
-          ):
-            seen["sentences"] += 1
-            yield sentence
+          with reading:
+            for sentence in sources.sample_sentences(
+              units,
+              max_sentences=t.input_sentence_size,
+              seed=config.seed,
+              strict=config.data.strict,
+            ):
+              seen["sentences"] += 1
+              reading.update()
+              yield sentence
         except Exception as e:  # reading failed: that error, not SentencePiece's "no text"
           errors.append(e)
           raise
+        if seen["sentences"]:
+          log(
+            f"tokenizer: read {seen['sentences']:,} sentences in {time.time() - t0:.1f} s; "
+            f"learning the pieces..."
+          )
 
       try:
         tokenizer_lib.train_tokenizer(
