@@ -38,8 +38,9 @@ from etils import epath  # noqa: E402  (after EPATH_USE_TF)
 
 from bert_jax.errors import UserError  # noqa: E402
 
-# A URL short of a slash (`gs:/bucket`, `gs:bucket`): a local folder named `gs:` otherwise.
-_MANGLED_URL = re.compile(r"(gs|gcs|s3|az|abfs|hf|https?):/?(?!/)", re.IGNORECASE)
+# A URL short of a slash or its colon (`gs:/bucket`, `gs:bucket`, `gs//bucket`): a local
+# folder named `gs:` or `gs` otherwise, where a run would train and be lost.
+_MANGLED_URL = re.compile(r"(gs|gcs|s3|az|abfs|hf|https?)(:/?(?!/)|//)", re.IGNORECASE)
 
 
 def is_remote(path) -> bool:
@@ -49,12 +50,13 @@ def is_remote(path) -> bool:
     UserError: `path` is a URL short of a slash (`gs:/bucket`).
   """
   text = os.fspath(path)
+  if text.lower().startswith("gcs://"):  # gcsfs's alias, which orbax and tensorstore lack
+    raise UserError(f"{text!r}: write gs://{text[len('gcs://') :]} (Cloud Storage's scheme)")
   if "://" in text:
     return True
   if mangled := _MANGLED_URL.match(text):
-    raise UserError(
-      f"{text!r} is not a URL: write {mangled[1]}://{text[mangled.end() :]} (two slashes)"
-    )
+    scheme = "gs" if mangled[1].lower() == "gcs" else mangled[1]
+    raise UserError(f"{text!r} is not a URL: write {scheme}://{text[mangled.end() :]}")
   return False
 
 
