@@ -23,9 +23,9 @@ import pytest
 from bert_jax import cli, host_memory, recipe_args
 from bert_jax import config as config_lib
 from bert_jax.errors import UserError
+from bert_jax.train import loop, pretrain
 from bert_jax.train import metrics as metrics_lib
 from bert_jax.train import optimizer as optimizer_lib
-from bert_jax.train import pretrain
 from tests.conftest import ROOT, write_topics_corpus
 
 TINY = [
@@ -417,6 +417,20 @@ def test_layers_set_apart_from_the_size_are_said_to_override_it():
   assert pretrain.size_note(model) == (
     "model: config.model.num_layers=12 and config.model.hidden_size=64 override size 'tiny' "
     "(L2 H128); set them to None to take the size's"
+  )
+
+
+def test_a_resumed_run_names_every_change_the_training_s_first():
+  """Before: five changes, then "and 4 more", the learning rate among those not named."""
+  changes = [f"data.key{i} 1 -> 2" for i in range(5)] + [
+    "mesh.data 1 -> -1",
+    "train.accum_steps 1 -> 2",
+    "train.learning_rate 0.002 -> 0.001",
+  ]
+  assert loop.changes_line(changes) == (
+    "resuming with changed settings (config.json is rewritten): train.accum_steps 1 -> 2; "
+    "train.learning_rate 0.002 -> 0.001; data.key0 1 -> 2; data.key1 1 -> 2; data.key2 1 -> "
+    "2; data.key3 1 -> 2; data.key4 1 -> 2; mesh.data 1 -> -1"
   )
 
 

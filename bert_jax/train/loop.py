@@ -203,8 +203,15 @@ def _log_changes(config, workdir):
     return
   changes = run_lib.config_changes(old, json.loads(config.to_json_best_effort()))
   if changes:
-    shown = "; ".join(changes[:5]) + (f"; and {len(changes) - 5} more" if len(changes) > 5 else "")
-    log(f"resuming with changed settings (config.json is rewritten): {shown}")
+    log(changes_line(changes))
+
+
+def changes_line(changes: list[str]) -> str:
+  """The line of a resumed run's changed settings: every one, the training's (learning
+  rate, steps, accumulation) first.
+  """
+  ordered = sorted(changes, key=lambda change: not change.startswith("train."))  # stable
+  return f"resuming with changed settings (config.json is rewritten): {'; '.join(ordered)}"
 
 
 def _without(values, keys):
