@@ -153,7 +153,10 @@ def test_a_second_ctrl_c_stops_at_once():
   )
   assert proc.returncode == -signal.SIGINT, proc.stderr
   assert proc.stdout == "SIGTERM\n"
-  assert proc.stderr.strip() == "interrupted; run the same command again to resume"
+  assert proc.stderr.strip() == (  # before: "to resume", where no checkpoint was saved yet
+    "interrupted before the save finished; run the same command again to resume from the "
+    "last checkpoint (or to start over, if none was saved yet)"
+  )
   with loop._StopSignals(handle_sigterm=True):
     pass
   assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored

@@ -490,11 +490,19 @@ class _StopSignals:
       # The second Ctrl-C: do not wait for the save. The process ends by the signal itself,
       # as a terminal expects (status 130); an exception raised here could land in a
       # garbage-collection callback, which swallows it. An unfinished save is never resumed.
-      sys.stderr.write("\ninterrupted; run the same command again to resume\n")
+      sys.stderr.write(f"\n{SECOND_CTRL_C}\n")
       sys.stderr.flush()
       signal.signal(signal.SIGINT, signal.SIG_DFL)
       os.kill(os.getpid(), signal.SIGINT)
     self.signal = self.signal or signal.Signals(signum).name
+
+
+# What the second Ctrl-C says: the save the first one began is dropped, so the run goes on
+# from an earlier checkpoint, or starts over where there is none.
+SECOND_CTRL_C = (
+  "interrupted before the save finished; run the same command again to resume from the "
+  "last checkpoint (or to start over, if none was saved yet)"
+)
 
 
 def check_resume(saved: dict, meta: dict, workdir: str) -> None:
