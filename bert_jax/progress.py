@@ -4,6 +4,7 @@ worker's log, `| tee`), a plain line at most every PLAIN_EVERY_S seconds instead
 carriage returns, as training's progress does (`train.metrics.Progress`).
 """
 
+import os
 import sys
 import time
 
@@ -12,6 +13,17 @@ import tqdm
 # Where stderr is no terminal: the seconds between two plain lines (work shorter than this
 # prints none).
 PLAIN_EVERY_S = 60.0
+
+
+def is_terminal(stream) -> bool:
+  """Whether `stream` is a terminal with a width, where a tqdm bar shows. A pseudo-terminal
+  of 0 columns (some containers and CI runners give one) shows no bar at all: plain lines
+  go there, as to a file.
+  """
+  try:
+    return stream.isatty() and os.get_terminal_size(stream.fileno()).columns > 0
+  except (AttributeError, ValueError, OSError):  # no isatty or fileno, closed, no size
+    return False
 
 
 def timing(elapsed: float, left: float) -> str:
@@ -56,7 +68,7 @@ class Bar:
 
   def __init__(self, total: int, desc: str, unit: str, shown: bool = True, leave: bool = True):
     self.total, self.desc, self.unit = total, desc, unit
-    self.plain = shown and not sys.stderr.isatty()
+    self.plain = shown and not is_terminal(sys.stderr)
     self.bar = tqdm.tqdm(
       total=total,
       desc=desc,

@@ -2,6 +2,8 @@
 PLAIN_EVERY_S seconds (count, elapsed, time left) instead of a bar's carriage returns.
 """
 
+import os
+
 from bert_jax import progress
 
 
@@ -56,3 +58,23 @@ def test_parameter_counts_have_three_significant_digits():
     "4.01B parameters",
     "512 parameters",
   ]
+
+
+def test_a_terminal_of_no_width_takes_plain_lines(tmp_path):
+  """A pseudo-terminal of 0 columns (as `pty.openpty()` makes it, and some containers give)
+  showed no tqdm bar and no step lines at all; it takes the plain lines a file does.
+  """
+  import fcntl
+  import pty
+  import struct
+  import termios
+
+  leader, follower = pty.openpty()
+  with open(follower, "w", closefd=True) as stream, open(leader, "rb", closefd=True):
+    assert stream.isatty() and os.get_terminal_size(follower).columns == 0
+    assert not progress.is_terminal(stream)
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    assert progress.is_terminal(stream)  # 80 columns: the bar
+  with open(tmp_path / "log", "w") as f:
+    assert not progress.is_terminal(f)
+  assert not progress.is_terminal(object())

@@ -174,13 +174,6 @@ class MetricWriter:
         self._tb_local = self._tb_remote = None
 
 
-def _is_terminal(stream) -> bool:
-  try:
-    return stream.isatty()
-  except (AttributeError, ValueError):  # no isatty, or closed
-    return False
-
-
 class Progress:
   """A tqdm bar over steps showing the job's train metrics (loss, accuracy, sequences/s,
   MFU) and the ETA, and the step timing behind `seq_per_s` and `mfu`.
@@ -203,7 +196,7 @@ class Progress:
     of a bar (None: when stderr is not a terminal).
     """
     self.batch_size, self.flops_per_seq, self.peak_flops = batch_size, flops_per_seq, peak_flops
-    self._plain = not _is_terminal(sys.stderr) if plain is None else plain
+    self._plain = not progress_lib.is_terminal(sys.stderr) if plain is None else plain
     self._shown = jax.process_index() == 0
     self._bar = tqdm(
       total=total_steps,
