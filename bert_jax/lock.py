@@ -70,13 +70,22 @@ class WorkdirLock:
       self._record = None
 
   def _refusal(self, holder) -> UserError:
-    who = "another run"
+    who, lapse = "another run", ""
     if holder:
       since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("time", 0)))
       who = f"the run of pid {holder.get('pid')} on {holder.get('host')} (lock time {since})"
+    if holder and storage.is_remote(self.workdir):
+      # A host preempted with its run cannot be stopped: the lock lapses on its own.
+      age = max(0.0, time.time() - holder.get("time", 0))
+      who = f"the run of pid {holder.get('pid')} on {holder.get('host')}"
+      lapse = (
+        f"; its heartbeat was {age:.0f} s ago: if that run is gone (its host preempted), the "
+        f"lock lapses {self._stale_s:.0f} s after its heartbeat, so run this again in "
+        f"{max(1.0, self._stale_s - age):.0f} s"
+      )
     return UserError(
       f"--workdir {self.workdir} is in use by {who}; wait for it to finish or stop it, "
-      f"or use another --workdir"
+      f"or use another --workdir{lapse}"
     )
 
   def _acquire_local(self):

@@ -418,8 +418,15 @@ def test_remote_lock_heartbeat_refusal_and_takeover(gcs_bucket):
   beat = storage.read_json(path)["time"]
   time.sleep(0.8)
   assert storage.read_json(path)["time"] > beat  # the heartbeat refreshes it
-  with pytest.raises(errors.UserError, match="is in use by the run of pid"):
+  with pytest.raises(errors.UserError) as refused:
     lock_lib.WorkdirLock(workdir).acquire()
+  assert re.fullmatch(  # when a preempted host's lock lapses (it cannot be stopped)
+    rf"--workdir {workdir} is in use by the run of pid {os.getpid()} on {socket.gethostname()}; "
+    r"wait for it to finish or stop it, or use another --workdir; its heartbeat was [01] s "
+    r"ago: if that run is gone \(its host preempted\), the lock lapses 120 s after its "
+    r"heartbeat, so run this again in 1[12]\d s",
+    str(refused.value),
+  ), str(refused.value)
   first.release()
   assert not storage.exists(path)  # a clean exit deletes it
 
