@@ -62,9 +62,14 @@ class Cloud:
     self.scratch = scratch  # a folder for the packed checkout
     self.tarball = None
     self.where = [f"--zone={args.zone}"] + ([f"--project={args.project}"] if args.project else [])
+    self.stamped = False  # `say` dates its lines (watch)
 
   def say(self, text):
-    print(f"{self.args.name}: {text}", flush=True)
+    """`NAME: text`; under `watch` (`stamped`), the date and time first: a watch's log spans
+    days of polls, preemptions and restarts.
+    """
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S ") if self.stamped else ""
+    print(f"{stamp}{self.args.name}: {text}", flush=True)
 
   def command_line(self, subcommand, *more):
     """`launch/tpu.py SUBCOMMAND` on this slice, then `more`: for the messages to suggest."""

@@ -30,6 +30,7 @@ class Watch:
 
   def __init__(self, cloud):
     self.cloud, self.args = cloud, cloud.args
+    cloud.stamped = True
     self.job = job_tag(cloud.args)
     self.state = NOT_SEEN  # None: it does not exist
     self.retries = 0

@@ -12,6 +12,7 @@ notes each start in its workdir and exits as its FAKE_RUN_* variables say.
 
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -326,6 +327,16 @@ def test_a_slice_of_another_accelerator_type_is_refused_before_anything_starts(t
   _wait_for(lambda: _starts(tmp_path / "w") == 1)  # v4-8: one worker
 
 
+def _unstamped(stdout):
+  """A watch's stdout lines without their date and time, which each `bert:` line has (a
+  watch's log spans days).
+  """
+  stamp = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (?=bert: )")
+  lines = stdout.splitlines()
+  assert all(stamp.match(line) for line in lines if "bert: " in line and not line.startswith("  "))
+  return [stamp.sub("", line, count=1) for line in lines]
+
+
 @pytest.mark.slow
 def test_watch_starts_the_job_it_is_given_not_an_earlier_one(tmp_path, cloud):
   assert _tpu(cloud, "up", *V4).returncode == 0
@@ -335,7 +346,7 @@ def test_watch_starts_the_job_it_is_given_not_an_earlier_one(tmp_path, cloud):
   watched = _tpu(slow, "watch", *V4, *_job(tmp_path / "w2"), timeout=120)
   assert watched.returncode == 0, watched.stdout + watched.stderr
   assert _starts(tmp_path / "w2") == 2  # the job asked for, on both workers
-  lines = watched.stdout.splitlines()
+  lines = _unstamped(watched.stdout)
   assert lines[:2] == ["bert: ACTIVE", "bert: started on every worker; logs in ~/bert_jax_run/log"]
   progress = [line for line in lines if line.startswith("bert: worker 0: step ")]
   assert progress and len(set(progress)) == len(progress), lines  # printed when it changes
@@ -392,7 +403,7 @@ def test_watch_autodelete_keeps_the_create_error(cloud):
   watched = _tpu(quota, "watch", *SLICE, "--accelerator-type", "v5litepod-4", *job, timeout=60)
   line = _one_error(watched, "error: no quota for v5litepod-4 in us-west4-a (ERROR: (gcloud) ")
   assert line.endswith("or try another --zone")  # not --spot: it was given
-  assert watched.stdout.splitlines()[-1] == "bert: not found: nothing to delete"
+  assert _unstamped(watched.stdout)[-1] == "bert: not found: nothing to delete"
   assert _cycle(quota) == ["create"]
 
 
@@ -448,7 +459,9 @@ def test_a_failure_under_autodelete_prints_the_log_before_deleting(tmp_path, clo
   watched = _tpu(failing, "watch", *V4, *_job(tmp_path / "w1"), "--autodelete", timeout=60)
   line = _one_error(watched, "error: the run failed on a worker with exit status 2 (not ")
   assert line.endswith("error: a non-finite loss; its log's last lines are above")
-  tail = watched.stdout.split("bert: the failed worker's last log lines (--autodelete deletes")[1]
+  tail = "\n".join(_unstamped(watched.stdout)).split(
+    "bert: the failed worker's last log lines (--autodelete deletes"
+  )[1]
   assert tail.splitlines()[1:] == [
     *[f"  step {i}/5" for i in range(1, 6)],
     "  error: a non-finite loss",
@@ -492,7 +505,7 @@ def test_ctrl_c_on_watch_says_the_slice_is_still_up(tmp_path, cloud):
   watch.send_signal(signal.SIGINT)
   out, err = watch.communicate(timeout=60)
   assert watch.returncode == 130, err
-  assert out.splitlines()[-1] == f"bert: the slice is still up, and billed: {DOWN}"
+  assert _unstamped(out)[-1] == f"bert: the slice is still up, and billed: {DOWN}"
   assert _tpu(cloud, "down", *V4).returncode == 0
 
 
@@ -506,7 +519,7 @@ def test_preempted_slice_is_recreated_and_the_run_resumes(tmp_path, cloud, run_a
   # No `up` or `run` first: the watch creates the slice (no retry spent) and starts the run.
   watched = _tpu(env, "watch", *tier, *job, "--retries", "2", "--autodelete")
   assert watched.returncode == 0, watched.stdout + watched.stderr
-  assert watched.stdout.startswith("bert: not found\nbert: creating it\n")
+  assert _unstamped(watched.stdout)[:2] == ["bert: not found", "bert: creating it"]
   assert "bert: PREEMPTED" in watched.stdout
   assert "recreating it (retry 1 of 2)" in watched.stdout
   assert "the run finished (status 0 on every worker)" in watched.stdout
