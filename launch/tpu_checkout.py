@@ -21,19 +21,32 @@ from tpu_errors import Error, last_line
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Run in a subprocess (the launcher imports no bert_jax): the recipe and its overrides read as
-# `bert-jax pretrain` reads them on the workers, then validated. Exit 3: no bert_jax here.
+# `bert-jax pretrain` reads them on the workers, then validated; given an accelerator type
+# (argv[1]), the mesh and the batch on its chips too. Exit 3: no bert_jax here.
 _CHECK_RECIPE = """
-import sys
+import sys, types
 try:
-  from bert_jax import recipe_args
+  from bert_jax import aot, sharding, recipe_args
   from bert_jax.errors import UserError
   from bert_jax.train import pretrain
 except ImportError:
   sys.exit(3)
 try:
-  argv = ["--config", sys.argv[1], *sys.argv[2:]]
+  accelerator, argv = sys.argv[1], ["--config", sys.argv[2], *sys.argv[3:]]
   config, _ = recipe_args.parse_config("pretrain", argv, pretrain.DEFAULT_RECIPE, "", False)
-  pretrain.validate(pretrain.lanes_for_the_batch(config, say=lambda _: None))
+  config = pretrain.lanes_for_the_batch(config, say=lambda _: None)
+  pretrain.validate(config)
+  if accelerator:
+    chip, dims = aot.parse_topology(accelerator)
+    chips = 1
+    for d in dims:
+      chips *= d
+    shape = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(config.mesh, chips)))
+    mesh = types.SimpleNamespace(shape=shape)
+    try:
+      sharding.check_batch_divides(config.train.batch_size, config.train.accum_steps, mesh)
+    except UserError as e:
+      raise UserError(f"on the {chips} chips of {accelerator}: {e}") from None
 except UserError as e:
   print(e)
   sys.exit(2)
@@ -56,7 +69,7 @@ def check_job(a):
       raise Error(f"--env {setting!r} is not KEY=VALUE")
   check_recipe_is_shipped(a.config.partition(":")[0])
   checked = subprocess.run(
-    [sys.executable, "-c", _CHECK_RECIPE, a.config, *a.overrides],
+    [sys.executable, "-c", _CHECK_RECIPE, a.accelerator_type or "", a.config, *a.overrides],
     cwd=REPO,
     env={**os.environ, "JAX_PLATFORMS": "cpu"},
     capture_output=True,

@@ -235,6 +235,10 @@ def test_dry_run_of_up_prints_the_documented_create_command(cloud):
     ),
     (["--workdir", "runs/local"], "error: --workdir runs/local is not a bucket: each worker"),
     (["--env", "NOEQUALS"], "error: --env 'NOEQUALS' is not KEY=VALUE"),
+    (  # before: refused only on the workers, the slice paid for
+      ["--config.train.batch_size=7"],
+      "error: on the 8 chips of v4-16: the micro-batch of 7 sequences (config.train.batch_size=7",
+    ),
   ],
 )
 def test_run_and_watch_refuse_bad_input_before_any_gcloud_call(cloud, change, message):
