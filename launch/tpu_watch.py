@@ -25,6 +25,20 @@ from tpu_worker import PREEMPTED_EXIT_CODE, Worker, job_tag
 NOT_SEEN = "not seen"  # the state of a slice not described yet
 
 
+# What JAX logs before it aborts a process (status 134) whose cluster lost another process
+# (killed, its host gone, it stopped sending heartbeats): not this run's failure, so not a
+# real one; the run is rerun as lost.
+PEER_LOST = (
+  "JAX distributed service detected fatal errors",
+  "tasks are unhealthy (stopped sending heartbeats)",
+)
+
+
+def peer_lost(worker) -> bool:
+  """Whether a worker's failed run was stopped by JAX for the loss of another process."""
+  return any(mark in line for line in (*worker.tail, worker.line) for mark in PEER_LOST)
+
+
 class Watch:
   """One `watch`: the slice's state as last seen, the retries spent, the polls missed."""
 
@@ -139,8 +153,10 @@ class Watch:
     failed = [
       w for w in workers if w.status.isdigit() and int(w.status) not in (0, PREEMPTED_EXIT_CODE)
     ]
-    if failed:
-      self.fail(failed)
+    if real := [w for w in failed if not peer_lost(w)]:
+      self.fail(real)
+    if failed:  # JAX stopped them: another process of the run died (its log says which)
+      return "a process of the run died, and JAX stopped the others (status 134)"
     if workers and codes == {"0"}:
       which = "every worker" if complete else "every worker that answered"
       self.cloud.say(f"the run finished (status 0 on {which})")

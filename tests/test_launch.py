@@ -457,6 +457,26 @@ def test_watch_gives_up_on_a_silent_worker_and_reads_the_others(tmp_path, cloud)
   assert "bert: the run finished (status 0 on every worker that answered)" in answered.stdout
 
 
+# The line JAX logged (then aborted, status 134) on process 0 of two when process 1 was
+# killed with -9 (jax 0.10, two local processes under jax.distributed).
+JAX_ABORT = (
+  "F1130 15:39:55.296810   25833 client.h:80] Terminating process because the JAX distributed "
+  "service detected fatal errors. This most likely indicates that another task died; see the "
+  "other task logs for more details."
+)
+
+
+@pytest.mark.slow
+def test_a_run_jax_stopped_for_a_lost_process_is_rerun(tmp_path, cloud):
+  """Before: status 134 was the run's own failure, never retried."""
+  aborted = {**cloud, "FAKE_RUN_STATUS": "134", "FAKE_RUN_ERROR": JAX_ABORT}
+  watched = _tpu(aborted, "watch", *V4, *_job(tmp_path / "w1"), "--retries", "1", timeout=60)
+  reason = "a process of the run died, and JAX stopped the others (status 134)"
+  _one_error(watched, f"error: {reason} and --retries 1 are used up: not recreating it")
+  assert f"bert: {reason}: recreating it (retry 1 of 1)" in _unstamped(watched.stdout)
+  assert _cycle(aborted) == ["create", "delete", "create"]
+
+
 @pytest.mark.slow
 def test_a_failure_under_autodelete_prints_the_log_before_deleting(tmp_path, cloud):
   failing = {**cloud, "FAKE_RUN_STATUS": "2", "FAKE_RUN_ERROR": "a non-finite loss"}
