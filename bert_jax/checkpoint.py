@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import json
 import logging as py_logging
+import re
 import sys
 import threading
 
@@ -53,6 +54,22 @@ _DAMAGE = (
   "was not found in the checkpoint",
 )
 _DAMAGE_TYPES = (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError, EOFError)
+
+
+# Orbax warns when a save waits for the one before it over a second: on a bucket, with
+# saves close together, a line every save. Waits under QUIET_WAIT_S are dropped; a longer
+# one (saves slower than their interval) is still said.
+QUIET_WAIT_S = 10.0
+_WAITED = re.compile(r"Waiting for previous save to complete took ([\d.]+) seconds")
+
+
+class _ShortWaits(py_logging.Filter):
+  def filter(self, record):
+    waited = _WAITED.match(record.getMessage())
+    return not waited or float(waited[1]) >= QUIET_WAIT_S
+
+
+py_logging.getLogger("absl").addFilter(_ShortWaits())
 
 
 class Unreadable(UserError):

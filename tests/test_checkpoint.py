@@ -80,3 +80,21 @@ def test_best_keeps_the_highest_metric_or_the_lowest_loss(tmp_path, metric, best
   best.close()
   assert best.step == best_step
   assert loop._Best(str(tmp_path), metric).step == best_step  # as saved in best/
+
+
+def test_orbax_s_short_waits_for_the_save_before_are_not_said(caplog):
+  """On a bucket Orbax warned at every save that waited a second for the one before; a
+  wait of QUIET_WAIT_S or more (saves slower than their interval) is still said.
+  """
+  from absl import logging as absl_logging
+
+  message = (
+    "Waiting for previous save to complete took %f seconds. If this number is high, consider "
+    "checkpointing less frequently."
+  )
+  with caplog.at_level("WARNING", logger="absl"):
+    absl_logging.warning(message, 1.1)
+    absl_logging.warning(message, ckpt_lib.QUIET_WAIT_S + 5)
+    absl_logging.warning("another warning")
+  said = [r.getMessage() for r in caplog.records]
+  assert said == [message % (ckpt_lib.QUIET_WAIT_S + 5), "another warning"]
