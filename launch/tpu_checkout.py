@@ -24,7 +24,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # `bert-jax pretrain` reads them on the workers, then validated; given an accelerator type
 # (argv[1]), the mesh and the batch on its chips too. Exit 3: no bert_jax here.
 _CHECK_RECIPE = """
-import sys, types
+import math, sys, types
 try:
   from bert_jax import aot, sharding, recipe_args
   from bert_jax.errors import UserError
@@ -37,10 +37,7 @@ try:
   config = pretrain.lanes_for_the_batch(config, say=lambda _: None)
   pretrain.validate(config)
   if accelerator:
-    chip, dims = aot.parse_topology(accelerator)
-    chips = 1
-    for d in dims:
-      chips *= d
+    chips = math.prod(aot.parse_topology(accelerator)[1])
     shape = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(config.mesh, chips)))
     mesh = types.SimpleNamespace(shape=shape)
     try:

@@ -156,7 +156,8 @@ class Watch:
     if real := [w for w in failed if not peer_lost(w)]:
       self.fail(real)
     if failed:  # JAX stopped them: another process of the run died (its log says which)
-      return "a process of the run died, and JAX stopped the others (status 134)"
+      statuses = ", ".join(sorted({w.status for w in failed}))
+      return f"a process of the run died, and JAX stopped the others (status {statuses})"
     if workers and codes == {"0"}:
       which = "every worker" if complete else "every worker that answered"
       self.cloud.say(f"the run finished (status 0 on {which})")

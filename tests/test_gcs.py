@@ -166,7 +166,8 @@ def test_prepare_into_a_bucket_equals_a_local_prepare(base, tmp_path, monkeypatc
   ) == sorted(storage.name(s["file"]) for s in mine)
   size = sum(s["bytes"] for s in mine) / 1e3  # a few kB
   assert lines[0] == (
-    f"data: copying the train split's {len(mine)} shards ({size:.1f} kB) of {remote} into {only}"
+    f"data: copying the train split's {len(mine)} shard{'s' * (len(mine) != 1)} ({size:.1f} kB) "
+    f"of {remote} into {only}"
   )
   assert len(lines) == 2 and lines[1].startswith(f"data: copied {size:.1f} kB in ")
 

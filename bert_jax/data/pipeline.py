@@ -176,8 +176,8 @@ def fetch_shards(
       f"process's {len(sizes)} shards of {data_dir} need {needed} there; free room, give a "
       f"cache_dir on a larger disk, or read on more hosts (each copies its own lanes' shards)"
     )
-  shards_ = progress_lib.count(len(sizes), "shard")
-  log(f"data: copying {what} {shards_} ({needed}) of {data_dir} into {cache_dir}")
+  shard_count = progress_lib.count(len(sizes), "shard")
+  log(f"data: copying {what} {shard_count} ({needed}) of {data_dir} into {cache_dir}")
   start = time.time()
   # Each with its size (an old manifest has none: the bucket was asked above).
   missing = [{**s, "bytes": sizes[s["file"]]} for s in shards if s["file"] in sizes]
