@@ -174,7 +174,9 @@ def test_an_option_that_is_no_setting_is_named_not_blamed_on_the_recipe(capsys, 
   )
   with contextlib.chdir(tmp_path):
     line = _error(capsys, missing)
-    assert line.startswith(f"error: config file 'configs/nope.py' not found; the recipes in {ROOT}")
+    assert line.startswith(
+      f"error: config file 'configs/nope.py' not found; the recipes in {config_lib.RECIPES}/ are "
+    )
     assert _error(capsys, ["pretrain", "--config", "nope.py", "--workdir", w]) == (
       "error: config file 'nope.py' not found; recipes are in configs/"
     )
