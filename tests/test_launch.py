@@ -627,6 +627,29 @@ def test_slurm_script_needs_bert_jax_and_its_tasks_in_one_line(tmp_path, cloud):
   assert _starts(tmp_path / "run") == 2  # one task per node
 
 
+def _sbatch(command, env, timeout=300):
+  """The SLURM script run as a job (its own process group); past `timeout` seconds the
+  whole job (srun's tasks too, which would be left running) is killed, and the test fails
+  with the ends of both tasks' output.
+  """
+  with subprocess.Popen(
+    command,
+    cwd=ROOT,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    start_new_session=True,
+  ) as job:
+    try:
+      out, err = job.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+      os.killpg(job.pid, signal.SIGKILL)
+      out, err = job.communicate()
+      pytest.fail(f"the job ran past {timeout} s; stdout:\n{out[-3000:]}\nstderr:\n{err[-6000:]}")
+  return subprocess.CompletedProcess(command, job.returncode, out, err)
+
+
 @pytest.mark.slow
 def test_slurm_script_requeues_on_sigterm_and_the_next_run_resumes(
   tmp_path, cloud, run_args, uninterrupted
@@ -641,22 +664,18 @@ def test_slurm_script_requeues_on_sigterm_and_the_next_run_resumes(
     "XLA_FLAGS": xla_flags(1),
   }
   command = ["bash", "launch/slurm.sbatch", "configs/demo.py", str(workdir), *run_args]
-  first = subprocess.run(
+  first = _sbatch(
     command,
-    cwd=ROOT,
-    env={
+    {
       **env,
       "FAKE_SLURM_SIGNAL_AFTER": str(workdir / "checkpoints" / "10"),
       "BERT_JAX_DEBUG_STEP_SLEEP": "0.2",
     },
-    capture_output=True,
-    text=True,
-    timeout=600,
   )
   assert first.returncode == 0, first.stderr[-3000:]
   assert "preempted at step" in first.stderr
   assert ["scontrol", "requeue", "4242"] in _calls(env)
-  second = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  second = _sbatch(command, env)
   assert second.returncode == 0, second.stderr[-3000:]
   assert "resumed from" in second.stdout
   assert [c for c in _calls(env) if c[:2] == ["scontrol", "requeue"]] == [
