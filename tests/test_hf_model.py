@@ -212,8 +212,8 @@ def test_import_of_a_pipeline_embed_does_not_run_says_so(tmp_path, capsys):
   assert cli.main(["import-hf", "--hf", copy, "--workdir", str(tmp_path / "run")]) == 0
   assert (
     "note: its modules.json is a sentence-transformers pipeline bert-jax does not run "
-    "(Transformer -> Pooling (mean_tokens) -> Dense); embed pools plainly (mean, or --pooling), so its "
-    "vectors are not SentenceTransformer.encode's"
+    "(Transformer -> Pooling (mean_tokens) -> Dense); embed pools plainly (mean, or "
+    "--pooling), so its vectors are not SentenceTransformer.encode's"
   ) in capsys.readouterr().out
   assert "sentence_transformers" not in run_lib.load(str(tmp_path / "run")).meta
 
