@@ -127,10 +127,7 @@ def _texts(input_path: str, column: str) -> list[str]:
       with storage.open_file(input_path, "rb") as raw, io.TextIOWrapper(raw, "utf-8-sig") as f:
         return [line.rstrip("\r\n") for line in f]
     except UnicodeDecodeError:
-      raise UserError(
-        f"--input {input_path} is not UTF-8 text ({storage.not_utf8(input_path)}); convert "
-        f"it, e.g. iconv -f latin1 -t utf-8 {input_path} > NEW_FILE for Latin-1"
-      ) from None
+      raise UserError(f"--input {input_path} {storage.not_utf8_problem(input_path)}") from None
   rows = data_lib.read_records(input_path)
   keys = dict.fromkeys(key for row in rows for key in row if isinstance(key, str))
   found = sorted(keys) if input_path.lower().endswith(".jsonl") else list(keys)  # CSV: its order

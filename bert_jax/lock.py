@@ -72,12 +72,12 @@ class WorkdirLock:
   def _refusal(self, holder) -> UserError:
     who, lapse = "another run", ""
     if holder:
-      since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("time", 0)))
-      who = f"the run of pid {holder.get('pid')} on {holder.get('host')} (lock time {since})"
-    if holder and storage.is_remote(self.workdir):
-      # A host preempted with its run cannot be stopped: the lock lapses on its own.
-      age = max(0.0, time.time() - holder.get("time", 0))
       who = f"the run of pid {holder.get('pid')} on {holder.get('host')}"
+    if holder and not storage.is_remote(self.workdir):
+      since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("time", 0)))
+      who += f" (lock time {since})"
+    elif holder:  # a host preempted with its run cannot be stopped: the lock lapses alone
+      age = max(0.0, time.time() - holder.get("time", 0))
       lapse = (
         f"; its heartbeat was {age:.0f} s ago: if that run is gone (its host preempted), the "
         f"lock lapses {self._stale_s:.0f} s after its heartbeat, so run this again in "

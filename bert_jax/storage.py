@@ -249,6 +249,16 @@ def not_utf8(p) -> str:
   return "UTF-8 now"
 
 
+def not_utf8_problem(p) -> str:
+  """What a message says after the name of file `p`, which is not UTF-8: where, and how to
+  convert it.
+  """
+  return (
+    f"is not UTF-8 text ({not_utf8(p)}); convert it, e.g. iconv -f latin1 -t utf-8 {p} > "
+    f"NEW_FILE for Latin-1"
+  )
+
+
 def read_bytes(p) -> bytes:
   """The bytes of file `p`."""
   return path(p).read_bytes()

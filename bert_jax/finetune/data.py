@@ -196,10 +196,7 @@ def read_records(path, text_per_line=None, *, labelled=True):
       if lower.endswith((".jsonl", ".json")):
         return _json_lines(f, path)
   except UnicodeDecodeError:
-    raise UserError(
-      f"{path} is not UTF-8 text ({storage.not_utf8(path)}); convert it, e.g. iconv -f latin1 "
-      f"-t utf-8 {path} > NEW_FILE for Latin-1"
-    ) from None
+    raise UserError(f"{path} {storage.not_utf8_problem(path)}") from None
   if lower.endswith(".txt") and labelled:
     raise UserError(f"{path}: a .txt file has no labels; give a .csv, .tsv or .jsonl file")
   raise UserError(f"{path}: unknown file type; give {accepted(labelled)}")
