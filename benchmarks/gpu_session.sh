@@ -4,28 +4,32 @@
 #
 #   bash benchmarks/gpu_session.sh            # from the repository root; DEADLINE=540 (s)
 #
-# 1. cuDNN flash attention against XLA's, forward and gradients (bf16): packed rows (the
-#    dense mask as cuDNN's bias) and rows of one example (their lengths); the kernel
-#    `attention.choose` picks by default. Then the embedding gradients of flax's Embed
-#    (bfloat16 scatter-adds) against `lookup.Lookup`'s, a contended scatter-add in float32
-#    and bfloat16 (openxla/xla#26371, jax-ml/jax#38806), and the word table's gradient as a
-#    scatter-add, a sorted segment sum and a one-hot matmul (what Lookup's could become).
-# 2. BERT-base seq 128 batch 256 bf16 MLM + NSP, the paper recipe (dropout 0.1 everywhere:
-#    einsum attention), with a profile of 3 steps summarised by profile_summary.py.
-# 3. The same with attention dropout 0 (the GPU default: cuDNN), profiled: the base of the
-#    A/Bs below.
-# 4. Hugging Face eager and torch.compile at the recipe (the peer of the 1.65x goal).
-# 5. A/Bs against 3, one change each: no dropout at all, fused QKV, bf16 parameters, the
-#    rbg PRNG for dropout bits, cuBLAS for every GEMM (no Triton), XLA's attention.
-# 6. BERT-base seq 512 batch 64 and BERT-large seq 128 batch 128 (the other two goals).
+# 1. The suite's cuDNN tests on the GPU (tests/test_attention_kernels.py, BERT_JAX_TEST_PLATFORMS=cuda);
+#    then cuDNN flash attention against XLA's, forward and gradients (bf16): packed rows
+#    (the dense mask as cuDNN's bias) and rows of one example (their lengths); the kernel
+#    `attention.choose` picks by default.
+# 2. The three goals, bf16 MLM + NSP with the GPU's default fast path (attention dropout 0:
+#    cuDNN): BERT-base seq 128 batch 256 with Hugging Face eager and torch.compile in the
+#    same run (the 1.65x goal) and a profile of 3 steps; BERT-base seq 512 batch 64;
+#    BERT-large seq 128 batch 128. Then BERT-large seq 512 batch 32 (does it fit 80 GB?).
+# 3. The paper recipe (dropout 0.1 everywhere: einsum attention) at base/128/256, profiled.
+# 4. A/Bs against 2's base/128/256, one change each: no dropout at all, fused QKV, bf16
+#    parameters, XLA's attention, the rbg PRNG for dropout bits, cuBLAS for every GEMM.
+# 5. The embedding gradients of flax's Embed (bfloat16 scatter-adds) against
+#    `lookup.Lookup`'s, a contended scatter-add in float32 and bfloat16 (openxla/xla#26371,
+#    jax-ml/jax#38806), and the word table's gradient as a scatter-add, a sorted segment sum
+#    and a one-hot matmul (what Lookup's could become).
 #
 # Each step prints its JSON line(s) (train_throughput.py) and is cut by `timeout` when the
 # deadline comes; a step that cannot get its minimum time is skipped and says so. Output
 # goes to $OUT/session.log (the device tool's folder; /tmp/gpu_session elsewhere), with the
-# profiles (xplane.pb) of steps 2 and 3 in trace_recipe/ and trace_cudnn/. Wheels in .whl
-# (ignored by git; the device image has no ml_collections) are installed first when present:
+# profiles (xplane.pb, gzipped when over 15 MiB) of the goal and the recipe in trace_cudnn/
+# and trace_recipe/. Wheels in .whl (ignored by git; the device image has no ml_collections)
+# are installed first when present:
 #
-#   pip download --no-deps -d .whl ml-collections absl-py   # here, then run with carry .whl
+#   pip download --no-deps -d .whl ml-collections   # here, then run with carry .whl
+#
+# BENCH_ARGS (appended to every benchmark) shrinks the runs for a smoke test on a CPU.
 set -u
 OUT=${OUT:-/tmp/gpu_session}
 mkdir -p "$OUT"
@@ -62,6 +66,8 @@ step() {
   [ $rc -ne 0 ] && [ $rc -ne 124 ] && echo "== $name: exit $rc"
 }
 
+step "the suite's cuDNN tests on the GPU" 30 env BERT_JAX_TEST_PLATFORMS=cuda python3 -m pytest -q \
+  -p no:cacheprovider tests/test_attention_kernels.py -k "cudnn and not one_error_line"
 step "cuDNN against XLA attention" 30 python3 - <<'EOF'
 import jax, jax.numpy as jnp, numpy as np
 from bert_jax.model import attention
@@ -93,6 +99,32 @@ for name, ids, is_packed in (("packed rows, mask", packed, True), ("padded rows,
   print(f"{name}: cudnn fmha calls in the compiled gradient {na} (xla: {nb}); max |out diff| "
         f"on real rows {diff:.4f}, max |grad diff| {gdiff:.4f}")
 EOF
+
+
+# bench NAME MIN_SECONDS ARGS...: train_throughput.py under `step`, 20 timed steps after 3.
+bench() {
+  local name=$1 minimum=$2
+  shift 2
+  step "$name" "$minimum" python3 benchmarks/train_throughput.py --steps 20 --warmup 3 \
+    --size base --seq 128 --batch 256 "$@" ${BENCH_ARGS:-}
+}
+bench "goal: base/128/256, attention dropout 0 (cuDNN), HF eager and compile" 200 \
+  --attention-dropout 0 --profile "$OUT/prof_cudnn"
+bench "goal: base/512/64, attention dropout 0" 50 --no-hf --attention-dropout 0 --seq 512 --batch 64
+bench "goal: large/128/128, attention dropout 0" 60 --no-hf --attention-dropout 0 --size large \
+  --batch 128
+bench "large/512/32, attention dropout 0 (memory)" 60 --no-hf --attention-dropout 0 --size large \
+  --seq 512 --batch 32 --steps 10
+bench "base/128/256 paper recipe, dropout 0.1 (einsum attention)" 60 --no-hf \
+  --profile "$OUT/prof_recipe"
+A0=(--no-hf --attention-dropout 0)
+bench "base/128/256, no dropout" 45 "${A0[@]}" --hidden-dropout 0
+bench "base/128/256, attention dropout 0, fused QKV" 45 "${A0[@]}" --fused-qkv
+bench "base/128/256, attention dropout 0, bf16 parameters" 45 "${A0[@]}" --param-dtype bfloat16
+bench "base/128/256, attention dropout 0, XLA attention" 45 "${A0[@]}" --attention-impl xla
+JAX_DEFAULT_PRNG_IMPL=rbg bench "base/128/256, attention dropout 0, rbg PRNG" 45 "${A0[@]}"
+XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_triton_gemm=false" \
+  bench "base/128/256, attention dropout 0, cuBLAS only" 45 "${A0[@]}"
 
 step "embedding gradients: flax Embed against lookup.Lookup" 30 python3 - <<'EOF'
 import time, flax.linen as nn, jax, jax.numpy as jnp, numpy as np
@@ -149,26 +181,12 @@ for name, way in ways.items():
   print(f"word-table gradient by {name}: {ms(f, flat, g):.3f} ms (max |diff| {error:.2e})")
 EOF
 
-# BENCH_ARGS (appended) shrinks the runs for a smoke test of this script on a CPU.
-B=(python3 benchmarks/train_throughput.py --steps 10 --warmup 2 --size base --seq 128 --batch 256
-  ${BENCH_ARGS:-})
-A0=("${B[@]}" --no-hf --attention-dropout 0)  # the fast path's base: cuDNN attention
-step "base/128/256 recipe, dropout 0.1" 90 "${B[@]}" --no-hf --profile "$OUT/prof_recipe"
-step "base/128/256, attention dropout 0 (cuDNN)" 90 "${A0[@]}" --profile "$OUT/prof_cudnn"
-step "HF peer at base/128/256 (and bert_jax's recipe again)" 150 "${B[@]}"
-step "base/128/256, no dropout" 50 "${A0[@]}" --hidden-dropout 0
-step "base/128/256, attention dropout 0, fused QKV" 50 "${A0[@]}" --fused-qkv
-step "base/128/256, attention dropout 0, bf16 parameters" 50 "${A0[@]}" --param-dtype bfloat16
-step "base/128/256, attention dropout 0, rbg PRNG" 50 env JAX_DEFAULT_PRNG_IMPL=rbg "${A0[@]}"
-step "base/128/256, attention dropout 0, cuBLAS only" 50 \
-  env XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_triton_gemm=false" "${A0[@]}"
-step "base/128/256, attention dropout 0, XLA attention" 50 "${A0[@]}" --attention-impl xla
-step "base/512/64, attention dropout 0" 60 "${A0[@]}" --seq 512 --batch 64
-step "large/128/128, attention dropout 0" 80 "${A0[@]}" --size large --batch 128
-
 for name in recipe cudnn; do  # flat copies: the device tool brings back 2 folders down
   trace=$(find "$OUT/prof_$name" -name '*.xplane.pb' 2>/dev/null | head -1)
-  [ -n "$trace" ] && mkdir -p "$OUT/trace_$name" && cp "$trace" "$OUT/trace_$name/"
+  [ -n "$trace" ] || continue
+  mkdir -p "$OUT/trace_$name" && cp "$trace" "$OUT/trace_$name/"
+  # Files over 16 MiB do not come back: gzip (gunzip it before profile_summary.py reads it).
+  [ "$(stat -c %s "$trace")" -gt $((15 * 2**20)) ] && gzip "$OUT/trace_$name/"*.xplane.pb
 done
 find "$OUT" -mindepth 1 -maxdepth 1 -type d -name 'prof_*' -exec rm -rf {} +
 echo "== done at $(($(date +%s) - START)) s"

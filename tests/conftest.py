@@ -43,8 +43,10 @@ os.environ["XLA_FLAGS"] = (
 )
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # CPU only, in this process and the CLI subprocesses tests start: with libtpu installed (the
-# test extra has it, for `bert-jax compile`) JAX would otherwise probe for a TPU first.
-os.environ["JAX_PLATFORMS"] = "cpu"
+# test extra has it, for `bert-jax compile`) JAX would otherwise probe for a TPU first. On a
+# GPU machine `BERT_JAX_TEST_PLATFORMS=cuda python -m pytest tests/test_attention_kernels.py -k cudnn`
+# runs the tests that need one (benchmarks/gpu_session.sh does).
+os.environ["JAX_PLATFORMS"] = os.environ.get("BERT_JAX_TEST_PLATFORMS", "cpu")
 # One persistent compilation cache for the whole session, this process and the CLI
 # subprocesses: the many small end-to-end runs compile the same tiny steps.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".pytest_cache", "jax"))
@@ -56,7 +58,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-jax.config.update("jax_platforms", "cpu")
+jax.config.update("jax_platforms", os.environ["JAX_PLATFORMS"])
 
 
 # The test files that take longest on 2 cores, longest first (measure with `python -m

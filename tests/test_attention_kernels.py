@@ -137,15 +137,36 @@ def test_a_tiny_model_on_splash_equals_xla(config_class, fields):
 
 
 @pytest.mark.skipif(jax.devices()[0].platform != "gpu", reason="cuDNN attention needs a GPU")
-def test_cudnn_equals_xla_in_bfloat16():
-  ids = _segment_ids()
-  mask = attention.AttentionMask(jnp.asarray(ids))
-  qkv = _qkv(jnp.bfloat16)
-  cudnn = _attend("cudnn", mask, *qkv)
-  xla = _attend("xla", mask, *qkv)
+@pytest.mark.parametrize("packed", [True, False], ids=["packed rows, mask", "padded, lengths"])
+def test_cudnn_equals_xla_in_bfloat16(packed):
+  """Outputs and gradients on a GPU: packed rows give cuDNN the dense mask (as its bias),
+  rows of one example their lengths; XLA's kernel takes the dense mask of the same rows.
+  """
+  ids = _segment_ids() if packed else _padded_segment_ids()
+  qkv = _qkv(jnp.bfloat16, heads=4)
+  real = jnp.asarray(ids > 0)[..., None, None]
+  weights = jnp.asarray(np.random.default_rng(1).normal(size=qkv[0].shape), jnp.float32) * real
+
+  def outputs_and_grads(implementation, mask):
+    def loss(*qkv):
+      out = attention.attend(*qkv, mask, implementation=implementation)
+      return jnp.sum(out.astype(jnp.float32) * weights)
+
+    out = _attend(implementation, mask, *qkv)
+    return out, jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(*qkv)
+
+  cudnn, cudnn_grads = outputs_and_grads(
+    "cudnn", attention.AttentionMask(jnp.asarray(ids), packed=packed)
+  )
+  xla, xla_grads = outputs_and_grads("xla", attention.AttentionMask(jnp.asarray(ids)))
   assert cudnn.dtype == jnp.bfloat16
   # bf16 keeps 8 significant bits: outputs (|x| < ~3) agree to a few of its ulps.
   _assert_real_positions_close(cudnn, xla, ids, rtol=2e-2, atol=2e-2)
+  for name, got, want in zip("qkv", cudnn_grads, xla_grads):
+    # Padding positions get no gradient from the weighted loss under either kernel.
+    np.testing.assert_allclose(
+      np.asarray(got, np.float32), np.asarray(want, np.float32), rtol=5e-2, atol=5e-2, err_msg=name
+    )
 
 
 BF16 = jnp.bfloat16
