@@ -11,9 +11,13 @@ its CPU profile the same way (`op_times`).
 
     python benchmarks/profile_summary.py /tmp/bert_prof/base-s128-b256-bfloat16 --steps 3
 
-Operations whose name or details say matrix multiply (cuBLAS / CUTLASS / "gemm", XLA "dot"
-or "convolution") are also summed as "matmul", and cuDNN's fused attention ("fmha") as
-"attention": a name heuristic, printed as such.
+Operations are also summed by what their names say (a heuristic, printed as such): matrix
+multiplies ("matmul": cuBLAS's kernels, "nvjet_sm90_*" on Hopper, CUTLASS, XLA's "gemm",
+"dot" or "convolution"), cuDNN's fused attention ("attention": "fmha", "sdpa", any "cudnn"
+kernel), and XLA:GPU's own kernels by the kind of fusion their names begin with:
+"elementwise" ("loop_*") and "reduction" ("input_*"), the rest "other" (XLA's Triton
+fusions "fusion_N", concatenations, copies). A step run as CUDA graphs (XLA's command
+buffers) has no "XLA Ops" line: its kernels are read off the streams, by kernel name.
 """
 
 import argparse
@@ -23,8 +27,9 @@ import os
 
 import jax
 
-MATMUL_WORDS = ("gemm", "cublas", "cutlass", "xmma", "dot", "convolution", "matmul")
-ATTENTION_WORDS = ("fmha", "flash", "cudnn")
+MATMUL_WORDS = ("gemm", "cublas", "cutlass", "xmma", "nvjet", "dot", "convolution", "matmul")
+ATTENTION_WORDS = ("fmha", "sdpa", "flash", "cudnn")
+FUSION_KINDS = (("loop_", "elementwise"), ("input_", "reduction"))  # XLA:GPU kernel names
 CPU_THREADS = ("XLAEigen", "PjRtCpuClient")  # XLA:CPU's op threads in the host plane
 CPU_SCOPES = ("ThunkExecutor", "Await")  # the runtime around the ops, not ops
 
@@ -74,7 +79,12 @@ def _events(planes):
 
 def op_times(directory: str):
   """(where, {op: total ns}, {op: events}, {op: details}) of the trace under `directory`."""
-  where, ops = _events(jax.profiler.ProfileData.from_file(trace_file(directory)).planes)
+  return times_of(jax.profiler.ProfileData.from_file(trace_file(directory)).planes)
+
+
+def times_of(planes):
+  """`op_times` of profile planes (`_events`'s)."""
+  where, ops = _events(planes)
   nanos, calls, details = collections.Counter(), collections.Counter(), {}
   for name, ns, text, count in ops:
     nanos[name] += ns
@@ -84,14 +94,17 @@ def op_times(directory: str):
 
 
 def category(text: str) -> str:
-  """The category of an operation by the words in its name and details: attention, matmul
-  or other.
+  """The category of an operation by the words in its name and details (the module
+  docstring's): attention, matmul, elementwise, reduction or other.
   """
   lower = text.lower()
   if any(w in lower for w in ATTENTION_WORDS):
     return "attention"
   if any(w in lower for w in MATMUL_WORDS):
     return "matmul"
+  for prefix, kind in FUSION_KINDS:
+    if lower.startswith(prefix):
+      return kind
   return "other"
 
 

@@ -58,6 +58,38 @@ def test_a_gpu_plane_counts_its_xla_ops_line_once(summarizer):
   assert summarizer._events([bare])[1] == [("k", 7, "", 1)]
 
 
+def test_kernels_of_a_step_run_as_cuda_graphs_by_their_names(summarizer, monkeypatch):
+  """XLA's command buffers: no "XLA Ops" line, kernels on a stream named as an H200 ran them
+  (one step): cuBLAS's nvjet kernels are matmuls, cuDNN's sdpa kernels attention, XLA's
+  loop_ / input_ fusions elementwise / reductions.
+  """
+  stats = [("hlo_op", "command_buffer_1"), ("kernel_details", "regs:31 grid:196608,1,1")]
+  kernels = [
+    ("nvjet_sm90_tst_192x192_64x3_1x2_h_bz_coopB_splitK_NTN", 400, stats),
+    ("nvjet_sm90_tst_128x128_64x6_2x1_v_bz_TNT", 100, stats),
+    ("cudnn_generated_fort_native_sdpa_sm90_flash_bprop_wgmma_f16_knob_26", 150, stats),
+    ("void cudnn::fusion::convert_dq_to_16bits<true>(void const*)", 50, stats),
+    ("loop_convert_multiply_fusion_11", 120, stats),
+    ("loop_convert_multiply_fusion_11", 80, stats),
+    ("input_add_reduce_fusion_9", 60, stats),
+    ("fusion_3648", 30, stats),
+    ("wrapped_concatenate_23", 10, stats),
+  ]
+  gpu = _plane("/device:GPU:0", **{"Stream_#14(Compute,Memset)": kernels})
+  monkeypatch.setattr(summarizer, "op_times", lambda directory: summarizer.times_of([gpu]))
+  report = summarizer.summary("trace", steps=1, top=2)
+  # 1000 ns in all: matmul 500, attention 200, elementwise 200, reduction 60, other 40.
+  assert "busy 0.00 ms per step over 1 step(s), 8 operations" in report
+  assert "matmul 50%, attention 20%, elementwise 20%, reduction 6%, other 4%" in report
+  assert report.splitlines()[3].split() == [
+    "0.000",
+    "40.0%",
+    "1.0",
+    "nvjet_sm90_tst_192x192_64x3_1x2_h_bz_coopB_splitK_NTN",
+  ]
+  assert report.splitlines()[4].split()[1:3] == ["20.0%", "2.0"]
+
+
 def test_a_cpu_plane_counts_xla_threads_without_the_runtime_scopes(summarizer):
   cpu = _plane(
     "/host:CPU",
