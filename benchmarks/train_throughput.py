@@ -33,10 +33,14 @@ holds the peak table: the matmuls of the layers, attention scores and values, th
 at the P gathered positions only (as bert_jax computes it) and the pooler + NSP head;
 bert_jax's vocabulary padded to a multiple of 128. Embedding lookups, LayerNorm, GELU,
 softmax, dropout and the optimizer are not counted.
-XLA's `cost_analysis()["flops"]` of the compiled step counts them too (and dropout's random
-bits), so the XLA/formula ratio printed is a little above 1: 1.01-1.05 from BERT-mini up on
-CPU, 1.16 for the tiny test model (AdamW's per-parameter work weighs more there). With
---scan-layers XLA counts the scanned layer once, not L times, so its figure is far lower.
+XLA's `cost_analysis()["flops"]` of the lowered step (before XLA's optimizations: the
+compiled GPU program's matmuls and attention are cuBLAS and cuDNN calls, which its cost
+analysis does not count; on an H200 it gave 0.05 of the formula) counts them too (and
+dropout's random bits), so the XLA/formula ratio printed is a little above 1: 1.01-1.05
+from BERT-mini up on CPU, 1.16 for the tiny test model (AdamW's per-parameter work weighs
+more there). With --scan-layers XLA counts the scanned layer once, not L times, so its
+figure is far lower. `--hlo DIR` writes the compiled step's HLO, which names the kernels of
+a GPU profile (XLA's fusions).
 HF's model does more work per sequence (its MLM head runs at all s positions), so the two
 sides are compared in sequences per second, not in MFU.
 
@@ -60,6 +64,7 @@ import argparse
 import dataclasses
 import functools
 import gc
+import gzip
 import json
 import sys
 import time
@@ -114,8 +119,9 @@ def host_batches(spec, n=2):
   return batches
 
 
-def _cost_flops(compiled):
-  cost = compiled.cost_analysis()
+def _cost_flops(stage):
+  """XLA's FLOPs of a lowered or compiled program (None where it reports none)."""
+  cost = stage.cost_analysis()
   cost = cost[0] if isinstance(cost, list | tuple) else cost
   return float(cost.get("flops", 0.0)) if cost else None
 
@@ -152,18 +158,28 @@ def run_jax(spec, args, batches):
   c.model.scan_layers, c.model.remat_policy = args.scan_layers, args.remat
   c.model.fused_qkv, c.model.param_dtype = args.fused_qkv, args.param_dtype
   cfg = config_lib.model_config(c, VOCAB)
+  start = time.perf_counter()
   step, state, mesh, rules = one_device_step(
     c, step_lib.Pretraining(pretraining.BertForPreTraining(cfg))
   )
   rng = jax.random.key(1)
   with sharding.activate(mesh, rules):
     dev = [sharding.global_batch(b, mesh) for b in batches]
+    jax.block_until_ready((state, dev))
+    phases = {"init_s": time.perf_counter() - start}
     t = time.perf_counter()
-    compiled = step.lower(state, dev[0], rng).compile()
+    lowered = step.lower(state, dev[0], rng)
+    compiled = lowered.compile()
     compile_s = time.perf_counter() - t
+    if args.hlo:  # what the profile's kernel names (fusion_N, loop_*_fusion_N) are
+      os.makedirs(args.hlo, exist_ok=True)
+      with gzip.open(os.path.join(args.hlo, f"{spec.name}.hlo.txt.gz"), "wt") as f:
+        f.write(compiled.as_text())
+    t = time.perf_counter()
     for i in range(args.warmup):
       state, metrics = compiled(state, dev[i % len(dev)], rng)
     jax.block_until_ready((state, metrics) if args.warmup else state)
+    phases["warmup_s"] = time.perf_counter() - t
     t = time.perf_counter()
     for i in range(args.steps):
       state, metrics = compiled(state, dev[i % len(dev)], rng)
@@ -181,7 +197,9 @@ def run_jax(spec, args, batches):
         print(profile_summary.summary(path, steps=3), flush=True)
       except Exception as e:  # noqa: BLE001 - e.g. no CUPTI; the timings stand
         print(f"  profile failed: {type(e).__name__}: {str(e)[:300]}")
-  xla = _cost_flops(compiled)
+  # The program before XLA's optimizations: on GPU the compiled one's matmuls and attention
+  # are library calls (cuBLAS, cuDNN) that its cost analysis does not count.
+  xla = _cost_flops(lowered) or _cost_flops(compiled)
   out = {
     "seq_per_s": spec.batch * args.steps / seconds,
     "model_flops_per_seq": flops.flops_per_seq(cfg, spec.seq, spec.predictions),
@@ -189,6 +207,7 @@ def run_jax(spec, args, batches):
     "step_bytes": _step_bytes(compiled),
     "compile_s": compile_s,
     "loss": loss,
+    **phases,
   }
   del state, metrics, compiled, step, dev
   return out
@@ -330,14 +349,17 @@ def measure_config(spec, args, peaks, platform):
   jax.clear_caches()
   gc.collect()
   if spec.dtype not in peaks:
+    t = time.perf_counter()
     peaks[spec.dtype] = flops.measured_peak(spec.dtype, args.matmul_size)
+    print(f"  peak matmul measured in {time.perf_counter() - t:.1f} s")
   table_peak, meas_peak = flops.device_peak(dev.device_kind, spec.dtype), peaks[spec.dtype]
   achieved = j["seq_per_s"] * j["model_flops_per_seq"]
   ratio = j["xla_flops_per_seq"] / j["model_flops_per_seq"] if j["xla_flops_per_seq"] else None
   scan_note = " (scanned layers: XLA counts the loop body once)" if args.scan_layers else ""
   print(
     f"  bert_jax {j['seq_per_s']:10.1f} seq/s  {j['seq_per_s'] * spec.seq:12.0f} tokens/s  "
-    f"(compile {j['compile_s']:.1f} s, loss {j['loss']:.3f})"
+    f"(init {j['init_s']:.1f} s, compile {j['compile_s']:.1f} s, warm-up {j['warmup_s']:.1f} s, "
+    f"loss {j['loss']:.3f})"
   )
   print(
     f"  FLOPs/seq: formula {j['model_flops_per_seq']:.4g}, XLA {_fmt(j['xla_flops_per_seq'], '{:.4g}')}"
@@ -395,6 +417,8 @@ def measure_config(spec, args, peaks, platform):
     "measured_peak_flops": meas_peak,
     "step_bytes": j["step_bytes"],
     "compile_s": j["compile_s"],
+    "init_s": j["init_s"],
+    "warmup_s": j["warmup_s"],
     # What else set the step, so that each line stands alone in an A/B.
     "dropout": [args.hidden_dropout, args.attention_dropout],
     "attention_impl": args.attention_impl,
@@ -442,6 +466,7 @@ def parse_args(argv, platform):
   p.add_argument("--hf-compile", action=argparse.BooleanOptionalAction, default=None)
   p.add_argument("--matmul-size", type=int, default=None, help="N of the peak matmul")
   p.add_argument("--profile", metavar="DIR", help="jax.profiler trace of 3 bert_jax steps")
+  p.add_argument("--hlo", metavar="DIR", help="write the compiled step's HLO (gzipped text)")
   args = p.parse_args(argv)
   args.size = args.size or ("base" if accel else "mini")
   args.batch = args.batch or (256 if accel else 16)

@@ -1,6 +1,6 @@
 """benchmarks/train_throughput.py on CPU at the tiny size: it runs both sides, prints a JSON
 line, and its FLOPs formula (bert_jax.train.flops, tested in test_flops.py) agrees with XLA's
-cost analysis of the compiled step.
+cost analysis of the lowered step.
 """
 
 import importlib.util

@@ -23,8 +23,10 @@ generator's FLOPs (its own width, the MLM head at the P positions) to the discri
 whose head is a dense h -> h and h -> 1 at every token (6 * s * (h^2 + h)) instead of the
 MLM head.
 
-XLA's `cost_analysis()["flops"]` of the compiled step counts everything, so it is a little
-above this figure (tests/test_flops.py holds every family to a band).
+XLA's `cost_analysis()["flops"]` of the lowered step counts everything, so it is a little
+above this figure (tests/test_flops.py holds every family to a band). Not the compiled
+step's on a GPU: its matmuls and attention are cuBLAS and cuDNN calls there, which the
+cost analysis does not count (0.05 of this figure for BERT-base on an H200).
 
 Peaks: `PEAK_FLOPS` holds the dense bf16 peak of each accelerator; float32 runs at half of
 it on GPUs (TF32 tensor cores) and at the full figure on TPUs (XLA's default precision
