@@ -11,9 +11,12 @@ line, a blank line between documents), e.g. Wikipedia + BookCorpus (3.3B words).
 Settings (`bert_jax.config.paper_recipe`): batch 256, AdamW lr 1e-4 (b1 0.9, b2 0.999,
 eps 1e-6, weight decay 0.01), 10k warmup (phase 2: 1k) then linear decay, dropout 0.1, 15 % masking,
 30,522-piece vocabulary, bf16 compute with float32 parameters. The attention dropout
-keeps attention off the fused kernels (cuDNN, splash: they have none); on one H200 at
-length 128, attention dropout 0 with JAX's `rbg` PRNG ran 7 % faster (benchmarks/README.md;
-that run had XLA's attention, since cuDNN's became the GPU default only later).
+keeps attention off the fused kernels (cuDNN, splash: they have none). What dropout costs
+on one H200 at length 128, batch 256 (benchmarks/README.md, 2026-11-30): with attention
+dropout 0 (cuDNN flash attention) 4,747 seq/s; with no dropout at all 5,135 (+8 %: the
+hidden dropout's random bits and masks); the paper's attention dropout not yet measured
+with cuDNN as the alternative (on 2026-11-28, against XLA's attention and the `rbg` PRNG,
+dropping it was 7 % faster).
 Expected on Wikipedia + books: masked-LM accuracy about 0.70 and NSP accuracy about 0.98
 at the end of phase 2 (published reproductions; the paper reports only downstream
 scores). Not yet run by us at this scale.

@@ -16,7 +16,8 @@ phase 2 on v5e:2x4 (8 chips): peak 10.1 of 15.75 GiB per chip (v5e:2x2 needs 18.
 One chip, phase 2 at batch 32 (`--topology v5p:1x1x1 --config.train.batch_size=32
 --config.data.lanes=32 --config.mesh.fsdp=1`): peak 14.9 GiB with this remat, 53.8 GiB
 with none (`--config.model.remat_policy=none`), both well inside an 80 GB GPU's memory by
-XLA's TPU estimate; not yet measured on a GPU.
+XLA's TPU estimate. On one H200 (2026-11-30, benchmarks/train_throughput.py, bf16, attention
+dropout 0, no remat): length 512, batch 32 peaked at 23.7 GiB, at 385 seq/s.
 """
 
 from bert_jax import config as config_lib
