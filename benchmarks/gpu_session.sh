@@ -29,6 +29,10 @@
 #
 #   pip download --no-deps -d .whl ml-collections   # here, then run with carry .whl
 #
+# On 2026-11-30 (15 minutes of device time): `DEADLINE=555 bash benchmarks/gpu_session.sh`
+# with timeout_s 595 took 536 s, the machine's start about 30 s; the machine stays warm 30 s
+# after a call, so a second call at once (250 s of A/Bs) used most of the rest.
+#
 # BENCH_ARGS (appended to every benchmark) shrinks the runs for a smoke test on a CPU.
 set -u
 OUT=${OUT:-/tmp/gpu_session}
