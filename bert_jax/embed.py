@@ -226,6 +226,8 @@ def main(
   if not texts:
     raise UserError(f"--input {input_path} is empty; give one text per line (or row)")
   run = run_lib.load(workdir, step)
+  if max_length is not None:  # as predict: past the positions is an error, not a cut
+    commands.check_length(max_length, run.model.config.max_length, lowest=3)
   if pooling and is_embedding_run(run):
     print(
       f"--pooling {pooling} is ignored: {workdir} is an embedding run, which pools as it "

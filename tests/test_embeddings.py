@@ -388,6 +388,19 @@ def test_embed_refuses_a_column_of_a_text_file(imported, tmp_path, capsys):
   )
 
 
+def test_embed_refuses_a_length_past_the_model_s_positions(imported, tmp_path, capsys):
+  """As predict does; before, 1024 was taken and cut at 512 without a word."""
+  (tmp_path / "t.txt").write_text("red cat\n")
+  out = tmp_path / "v.npy"
+  argv = ["embed", "--workdir", imported, "--input", str(tmp_path / "t.txt"), "--output", str(out)]
+  limit = run_lib.load(imported).model.config.max_length
+  assert _error(capsys, [*argv, "--max-seq-length", str(limit + 1)]) == (
+    f"error: --max-seq-length {limit + 1}: the model reads 3 to {limit} tokens (its "
+    f"positions); give a length in that range"
+  )
+  assert not out.exists()
+
+
 def test_embed_refuses_an_output_not_named_npy(imported, tmp_path, capsys):
   """Before, `--output out/vec.txt` wrote out/vec.txt.npy."""
   (tmp_path / "t.txt").write_text("red cat\n")

@@ -696,6 +696,18 @@ def test_label_column_flag_and_predict_scores_as_evaluate(classify, capsys, tmp_
   summary = _predict_summary(capsys, workdir, renamed, *columns)
   assert summary.startswith("13 predictions")
   assert f"accuracy against its label column {expected['accuracy']:.4f}" in summary
+  # Rows without a label are predicted and left out of the score (before: no score at all).
+  labelled = _write_jsonl(tmp_path / "labelled.jsonl", rows[:3] + rows[4:9])
+  partly = _write_jsonl(
+    tmp_path / "partly.jsonl", rows[:9] + [{"text": r["text"], "label": ""} for r in rows[9:]]
+  )
+  expected = _last_json(capsys, ["evaluate", "--workdir", workdir, "--data", labelled])
+  summary = _predict_summary(capsys, workdir, partly)
+  assert summary.startswith("13 predictions"), summary
+  assert (
+    f"accuracy against its label column {expected['accuracy']:.4f} (of the 8 rows with a "
+    f"label; 4 have none)" in summary
+  ), summary
   argv = [
     "predict",
     "--workdir",

@@ -33,11 +33,15 @@ def base(gcs_bucket):
 
 @pytest.fixture(scope="module")
 def remote_run(base):
-  """MiniLM uploaded to BASE/minilm (its top-level files) and imported into BASE/run."""
+  """MiniLM uploaded to BASE/minilm (its files and sentence-transformers module folders)
+  and imported into BASE/run.
+  """
   hf = f"{base}/minilm"
-  for name in os.listdir(MINILM):
-    if os.path.isfile(os.path.join(MINILM, name)):
-      storage.copy(os.path.join(MINILM, name), f"{hf}/{name}")
+  for folder, _, names in os.walk(MINILM):
+    inside = os.path.relpath(folder, MINILM)
+    for name in names:
+      target = name if inside == "." else f"{inside}/{name}"
+      storage.copy(os.path.join(folder, name), f"{hf}/{target}")
   assert cli.main(["import-hf", "--hf", hf, "--workdir", f"{base}/run"]) == 0
   return f"{base}/run"
 
@@ -65,11 +69,14 @@ def test_export_of_a_bucket_import_is_the_local_export(base, remote_run, minilm_
   assert sorted(local) == sorted(
     ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
     + ["special_tokens_map.json", "vocab.txt"]
-  )
+    + ["modules.json", "sentence_bert_config.json", "config_sentence_transformers.json"]
+  )  # MiniLM's sentence-transformers pipeline, written back (its folders compared below)
   remote = _files(out)
   assert sorted(remote) == sorted(local)
   for name in local:
     assert remote[name] == local[name], name
+  for module in ("1_Pooling", "2_Normalize"):
+    assert _files(f"{out}/{module}") == _files(f"local/{module}"), module
   # A local run exported over it (--overwrite) gives the same files; a run is refused.
   assert cli.main(["export-hf", "--workdir", minilm_workdir, "--out", out, "--overwrite"]) == 0
   assert _files(out) == local

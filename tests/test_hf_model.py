@@ -141,6 +141,27 @@ def test_embed_of_a_sentence_transformers_import_gives_its_vectors(imported, tmp
   np.testing.assert_allclose(np.load(out), theirs, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
+def test_export_of_a_sentence_transformers_import_is_that_model_again(imported, tmp_path, capsys):
+  """The import's pipeline (mean pooling, Normalize, 256 tokens) is written back: the
+  export encodes as MiniLM itself, and holds no MLM / NSP heads (the import initialised
+  them). Before: a BertForPreTraining whose vectors were neither pooled nor normalised so.
+  """
+  st = pytest.importorskip("sentence_transformers")
+  out = str(tmp_path / "again")
+  assert cli.main(["export-hf", "--workdir", imported, "--out", out]) == 0
+  assert "BertModel (" in capsys.readouterr().out
+  with open(os.path.join(out, "config.json")) as f:
+    assert json.load(f)["architectures"] == ["BertModel"]
+  texts = TEXTS[:3] + ["many words " * 200]
+  again = st.SentenceTransformer(out, device="cpu")
+  assert again.max_seq_length == 256
+  theirs = st.SentenceTransformer(MINILM, device="cpu").encode(texts, convert_to_numpy=True)
+  np.testing.assert_allclose(again.encode(texts, convert_to_numpy=True), theirs, atol=1e-5, rtol=0)
+  _, info = transformers.AutoModel.from_pretrained(out, output_loading_info=True)
+  assert not any(info.values()), info
+
+
 def _with_modules(tmp_path, modules, pooling):
   """A copy of MiniLM (its files linked) whose modules.json is `modules`, with
   1_Pooling/config.json `pooling`.
@@ -271,7 +292,10 @@ def test_import_export_import_is_bit_identical(imported, tmp_path, capsys):
   assert cli.main(["export-hf", "--workdir", imported, "--out", hf_dir]) == 0
   assert cli.main(["import-hf", "--hf", hf_dir, "--workdir", again]) == 0
   out = capsys.readouterr().out
-  assert "initialised" not in out  # the export carries the heads the first import made
+  # MiniLM's export is MiniLM again (BertModel + its sentence-transformers pipeline): the
+  # second import reads the pipeline and initialises the heads from the seed, as the first.
+  assert "sentence-transformers: mean pooling, normalised" in out
+  assert "initialised (not in the checkpoint): MLM head" in out
   first, second = run_lib.load(imported), run_lib.load(again)
   a, b = _flat(first.params), _flat(second.params)
   assert a.keys() == b.keys()
@@ -280,7 +304,7 @@ def test_import_export_import_is_bit_identical(imported, tmp_path, capsys):
   for text in TEXTS:
     assert first.tokenizer.encode(text) == second.tokenizer.encode(text)
   config = json.loads(open(os.path.join(hf_dir, "config.json")).read())
-  assert config["vocab_size"] == 30522 and config["architectures"] == ["BertForPreTraining"]
+  assert config["vocab_size"] == 30522 and config["architectures"] == ["BertModel"]
 
 
 @pytest.mark.slow

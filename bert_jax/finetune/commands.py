@@ -199,13 +199,17 @@ def use_length(config, run, max_seq_length: int | None) -> None:
   """
   if max_seq_length is None:
     return
-  limit = run.model.config.max_length
-  if not data_lib.MIN_SEQ_LENGTH <= max_seq_length <= limit:
+  check_length(max_seq_length, run.model.config.max_length)
+  data_lib.set_max_seq_length(config.data, max_seq_length)
+
+
+def check_length(max_seq_length: int, limit: int, lowest: int = data_lib.MIN_SEQ_LENGTH) -> None:
+  """UserError unless --max-seq-length is from `lowest` to `limit` (the model's positions)."""
+  if not lowest <= max_seq_length <= limit:
     raise UserError(
-      f"--max-seq-length {max_seq_length}: the model reads {data_lib.MIN_SEQ_LENGTH} to {limit} tokens "
+      f"--max-seq-length {max_seq_length}: the model reads {lowest} to {limit} tokens "
       f"(its positions); give a length in that range"
     )
-  data_lib.set_max_seq_length(config.data, max_seq_length)
 
 
 def _evaluate_embedding(run, config, spec: str) -> dict:
@@ -384,13 +388,17 @@ def predict_main(
   notes = _blank_note(config, examples)
   if truncated:
     notes.append(f"{truncated} truncated to {config.data.max_seq_length} tokens")
-  # As evaluate scores: the rows with text (a blank one is predicted, not scored).
-  scored = [
+  # As evaluate scores: the rows with text (a blank one is predicted, not scored), here those
+  # with a label too.
+  texts = [
     (r, i) for r, i, row in zip(results, given or [], examples.rows) if not data_lib.is_blank(row)
   ]
-  if given and None not in given and config.task == "classification" and scored:
+  scored = [(r, i) for r, i in texts if i is not None]
+  if config.task == "classification" and scored:
     hits = sum(r["label"] == labels.names[i] for r, i in scored)
-    notes.append(f"accuracy against its label column {hits / len(scored):.4f}")
+    unlabelled = len(texts) - len(scored)
+    of = f" (of the {len(scored)} rows with a label; {unlabelled} have none)" if unlabelled else ""
+    notes.append(f"accuracy against its label column {hits / len(scored):.4f}{of}")
   where = "stdout" if output_path == STDOUT else output_path
   print(
     f"{len(results)} predictions -> {where}" + (f" ({'; '.join(notes)})" if notes else ""),

@@ -11,11 +11,11 @@ and the tokenizer files, so that `transformers` loads it offline with no custom 
     `label2id`, for `pipeline("text-classification" | "token-classification" |
     "question-answering")`; the tokenizer's `model_max_length` is the run's
     max_seq_length, so `truncation=True` cuts texts where training did;
-  - a sentence-embedding run (task "embedding"): the family's base model (`BertModel`,
-    `RobertaModel`, ...) plus the sentence-transformers modules (`modules.json`,
-    `sentence_bert_config.json`, `1_Pooling/`, `2_Normalize/` when the run normalises;
-    `hf.sentence_transformers`), so `SentenceTransformer(DIR).encode` gives `bert-jax
-    embed`'s vectors.
+  - a sentence-embedding run (task "embedding"), or an import of a sentence-transformers
+    checkpoint: the family's base model (`BertModel`, `RobertaModel`, ...) plus the
+    sentence-transformers modules (`modules.json`, `sentence_bert_config.json`,
+    `1_Pooling/`, `2_Normalize/` when the run normalises; `hf.sentence_transformers`), so
+    `SentenceTransformer(DIR).encode` gives `bert-jax embed`'s vectors.
 The checkpoint may come from any mesh: it is restored onto one device. The workdir and
 --out may be URLs (`gs://...`); the files are the same bytes as a local export's.
 """
@@ -74,7 +74,7 @@ def export_hf(
   params = jax.tree_util.tree_map(np.asarray, convert.unscan(run.params))
   head = run.meta.get("task", "pretraining")
   family = families.for_arch(model.arch)
-  embedding = run.meta.get("embedding") if head == "embedding" else None
+  embedding = _sentence_pipeline(run, head)
   if embedding is not None:
     parts = [("", model, st.base_rows(family, model), st.base_architecture(model.arch))]
   else:
@@ -108,13 +108,7 @@ def export_hf(
         arch=model.arch,
       )
     if embedding is not None:
-      st.write_modules(
-        staging,
-        pooling=embedding["pooling"],
-        normalize=embedding["normalize"],
-        hidden_size=model.hidden_size,
-        max_seq_length=run.meta.get("max_seq_length", model.max_length),
-      )
+      st.write_modules(staging, hidden_size=model.hidden_size, **embedding)
     _move_into(staging, out_dir)
   finally:
     shutil.rmtree(staging, ignore_errors=True)  # a local temporary folder
@@ -123,8 +117,27 @@ def export_hf(
     f"({len(tensors)} tensors)"
     for folder, tensors, config in models
   )
+  if embedding is not None:
+    normalised = ", normalised" if embedding["normalize"] else ""
+    written += f" + sentence-transformers modules ({embedding['pooling']} pooling{normalised})"
   log(f"exported step {run.step} of {workdir}: {written}, vocab {vocab_size} -> {out_dir}")
   return out_dir
+
+
+def _sentence_pipeline(run, head: str) -> dict | None:
+  """`st.write_modules`' pooling, normalize and max_seq_length for the export of `run`: an
+  embedding run's, or an import's of a sentence-transformers checkpoint (its files'
+  settings, as `embed` uses them: the export is that checkpoint again, not a pretraining
+  model whose MLM and NSP heads the import initialised); None: a model without them.
+  """
+  if head == "embedding":
+    e = run.meta["embedding"]
+    length = run.meta.get("max_seq_length", run.model.config.max_length)
+    return {"pooling": e["pooling"], "normalize": e["normalize"], "max_seq_length": length}
+  modules = run.meta.get(st.META_KEY) if head == "pretraining" else None
+  if not modules:
+    return None
+  return {k: modules[k] for k in ("pooling", "normalize", "max_seq_length")}
 
 
 def _move_into(staging: str, out_dir: str) -> None:
