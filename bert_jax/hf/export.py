@@ -130,8 +130,7 @@ def _sentence_pipeline(run, head: str) -> dict | None:
   settings, as `embed` uses them: the export is that checkpoint again, not a pretraining
   model whose MLM and NSP heads the import initialised); None: a model without them.
   """
-  if head == "embedding":
-    e = run.meta["embedding"]
+  if head == "embedding" and (e := run.meta.get("embedding")):
     length = run.meta.get("max_seq_length", run.model.config.max_length)
     return {"pooling": e["pooling"], "normalize": e["normalize"], "max_seq_length": length}
   modules = run.meta.get(st.META_KEY) if head == "pretraining" else None
