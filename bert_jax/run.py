@@ -15,6 +15,7 @@ This module is the one place that knows those names. Needs no TensorFlow.
 
 import dataclasses
 import os
+import sys
 
 import flax.linen as nn
 import jax
@@ -323,6 +324,8 @@ def load(workdir: str, step: int | None = None) -> Run:
     raise UserError(
       f"checkpoint {checkpoints.directory}/{step} is unreadable ({e.reason}); {fix}"
     ) from None
+  if note := _unfinished_note(workdir, step):
+    print(note, file=sys.stderr)
   run_tokenizer = tokenizer(workdir)
   if run_tokenizer.fingerprint != meta["tokenizer_fingerprint"]:
     raise UserError(
@@ -331,6 +334,25 @@ def load(workdir: str, step: int | None = None) -> Run:
       f"config.data.prepared_dir at that run's data)"
     )
   return Run(model, params, run_tokenizer, meta, step)
+
+
+def _unfinished_note(workdir: str, step: int) -> str | None:
+  """A note when the run's latest checkpoint is short of the steps it was started for
+  (stopped, or still training), naming the step `load` uses; None for a finished run, an
+  import, or a checkpoint saved before runs recorded their plan.
+  """
+  steps = _steps(workdir, CHECKPOINTS)
+  if not steps:
+    return None
+  latest = steps[-1]
+  directory = path(workdir_of(workdir), CHECKPOINTS)
+  planned = ckpt_lib.Checkpoints(directory, read_only=True).meta(latest).get("steps")
+  if not planned or latest >= planned:
+    return None
+  return (
+    f"note: {workdir} stopped at step {latest} of the {planned} it was started for (or is "
+    f"still training); this uses its step {step}: rerun its training command to finish it"
+  )
 
 
 def _folder_of(workdir: str, step: int | None) -> str:

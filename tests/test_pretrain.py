@@ -9,6 +9,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -91,6 +92,28 @@ def uninterrupted(tmp_path_factory, data_dir):
   with open(workdir + ".stdout", "w") as f:  # beside the workdir, which other tests list
     f.write(out)
   return workdir
+
+
+@pytest.mark.slow
+def test_a_command_reading_an_unfinished_run_says_so(uninterrupted, tmp_path, capsys):
+  """The run without its last checkpoint is one stopped at step 30 of 40: export-hf (as
+  predict, evaluate and embed, through `run.load`) says so; the finished run gets no note.
+  """
+  stopped = str(tmp_path / "stopped")
+  shutil.copytree(uninterrupted, stopped)
+  shutil.rmtree(os.path.join(stopped, "checkpoints", "40"))
+  for workdir, note in ((uninterrupted, None), (stopped, 30)):
+    capsys.readouterr()
+    assert cli.main(["export-hf", "--workdir", workdir, "--out", f"{workdir}.hf"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "note:" in line]
+    assert notes == (
+      [
+        f"note: {stopped} stopped at step 30 of the 40 it was started for (or is still "
+        f"training); this uses its step 30: rerun its training command to finish it"
+      ]
+      if note
+      else []
+    )
 
 
 def _model_flops_per_row(workdir):

@@ -342,7 +342,8 @@ def _run_steps(config, workdir, job, stop, state, start, checkpoints, best, prog
         if not jax.device_get(all_finite(state.params)):
           raise _non_finite("the parameters are not finite", step, checkpoints, config)
       if periodic or preempted:  # first: an async save writes while the eval runs
-        meta = dict(job.meta, step=step, sequences_seen=step * job.batch_size)
+        # `steps`: the run's plan, so that a command reading an unfinished run says so.
+        meta = dict(job.meta, step=step, steps=job.steps, sequences_seen=step * job.batch_size)
         if job.data_position:
           meta["data_position"] = job.data_position(step)
         checkpoints.save(step, state, meta, preemption=not periodic)
