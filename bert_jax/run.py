@@ -324,7 +324,7 @@ def load(workdir: str, step: int | None = None) -> Run:
     raise UserError(
       f"checkpoint {checkpoints.directory}/{step} is unreadable ({e.reason}); {fix}"
     ) from None
-  if note := _unfinished_note(workdir, step):
+  if note := _unfinished_note(workdir, step, checkpoints if folder == CHECKPOINTS else None):
     print(note, file=sys.stderr)
   run_tokenizer = tokenizer(workdir)
   if run_tokenizer.fingerprint != meta["tokenizer_fingerprint"]:
@@ -336,17 +336,22 @@ def load(workdir: str, step: int | None = None) -> Run:
   return Run(model, params, run_tokenizer, meta, step)
 
 
-def _unfinished_note(workdir: str, step: int) -> str | None:
+def _unfinished_note(workdir: str, step: int, checkpoints=None) -> str | None:
   """A note when the run's latest checkpoint is short of the steps it was started for
   (stopped, or still training), naming the step `load` uses; None for a finished run, an
-  import, or a checkpoint saved before runs recorded their plan.
+  import, or a checkpoint saved before runs recorded their plan. `checkpoints`: the run's
+  checkpoints/ where `load` has it open already.
   """
-  steps = _steps(workdir, CHECKPOINTS)
+  if checkpoints is None:
+    directory = path(workdir_of(workdir), CHECKPOINTS)
+    if not storage.isdir(directory):
+      return None
+    checkpoints = ckpt_lib.Checkpoints(directory, read_only=True)
+  steps = sorted(checkpoints.all_steps())
   if not steps:
     return None
   latest = steps[-1]
-  directory = path(workdir_of(workdir), CHECKPOINTS)
-  planned = ckpt_lib.Checkpoints(directory, read_only=True).meta(latest).get("steps")
+  planned = checkpoints.meta(latest).get("steps")
   if not planned or latest >= planned:
     return None
   return (
