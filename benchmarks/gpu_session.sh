@@ -15,7 +15,8 @@
 #    The goal step's compiled HLO goes to $OUT/hlo (it names the profile's fusions).
 # 3. The paper recipe (dropout 0.1 everywhere: einsum attention) at base/128/256, profiled.
 # 4. A/Bs against 2's base/128/256, one change each: the rbg PRNG for dropout bits, bf16
-#    parameters, XLA's attention, cuBLAS for every GEMM; then fused QKV and no dropout at
+#    parameters, XLA's attention, cuBLAS for every GEMM, the XLA flags for cuBLASLt's
+#    epilogues and Triton GEMM fusions; then fused QKV and no dropout at
 #    all (measured once on 2026-11-30: +1.2 % and +8.2 %), again.
 # (The embedding-gradient timings of flax's Embed against lookup.Lookup that led this
 # script until 2026-11-30 are in benchmarks/README.md, and in this file's git history.)
@@ -132,6 +133,12 @@ bench "base/128/256, attention dropout 0, bf16 parameters" 45 "${A0[@]}" --param
 bench "base/128/256, attention dropout 0, XLA attention" 45 "${A0[@]}" --attention-impl xla
 XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_triton_gemm=false" \
   bench "base/128/256, attention dropout 0, cuBLAS only" 45 "${A0[@]}"
+# XLA flags (the issue asks which help on GPU): cuBLASLt, whose epilogues can take the
+# bias adds and their gradients out of XLA's own kernels; Triton for any GEMM fusion.
+XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_cublaslt=true" \
+  bench "base/128/256, attention dropout 0, cuBLASLt epilogues" 45 "${A0[@]}"
+XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_triton_gemm_any=true" \
+  bench "base/128/256, attention dropout 0, Triton for any GEMM" 45 "${A0[@]}"
 bench "base/128/256, attention dropout 0, fused QKV" 45 "${A0[@]}" --fused-qkv
 bench "base/128/256, no dropout" 45 "${A0[@]}" --hidden-dropout 0
 

@@ -2,7 +2,8 @@
 
 Word + learned position + token-type embeddings, LayerNorm (eps 1e-12), post-LN encoder
 layers with exact (erf) GELU, and a tanh pooler on [CLS]. Every module takes `dtype`
-(compute) and `param_dtype` (storage); softmax and LayerNorm statistics run in float32.
+(compute) and `param_dtype` (storage); softmax and LayerNorm statistics run in float32, and
+so do the bias adds and the embeddings' sum, whose gradients are sums over positions.
 Parameters and residual-stream activations carry logical axis names (`model.axes`).
 """
 
@@ -83,6 +84,17 @@ def kernel_init(config, names, std=None, cutoff=2.0):
   return nn.with_logical_partitioning(init, names)
 
 
+def add_bias(y, bias, dtype):
+  """The sum of `y` and `bias`, added in float32 and rounded once to `dtype`.
+
+  The bias's gradient is the sum of y's gradient over every other axis (batch x length
+  positions). Added in bfloat16, that sum would be a bfloat16 reduction, which XLA keeps
+  in bfloat16 on CPU and on Hopper GPUs: a running sum stops growing near 256 times its
+  terms. In float32 it accumulates in float32, reading the same bfloat16 gradient.
+  """
+  return (y.astype(jnp.float32) + bias.astype(jnp.float32)).astype(dtype)
+
+
 class Dense(nn.Module):
   """y = x . kernel + bias, contracting the last `len(in_names)` axes of x.
 
@@ -112,7 +124,7 @@ class Dense(nn.Module):
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=c.dtype)
     contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
     y = jax.lax.dot_general(x, kernel, (contract, ((), ())))
-    return y if bias is None else y + jnp.asarray(bias, c.dtype)
+    return y if bias is None else add_bias(y, bias, c.dtype)
 
   def weights(self, in_dims):
     """(kernel, bias or None) for inputs whose last axes are `in_dims`, as stored (call it
@@ -219,15 +231,18 @@ class Embeddings(nn.Module):
     """(batch, length, embed); position_ids None: 0..length-1 in every row. Row p of the
     position table embeds position p - `position_offset` (RoBERTa's start after padding).
     """
-    x = self.word(input_ids)
-    if position_ids is None:
-      x = x + self.position.rows(position_offset, input_ids.shape[-1])  # + (length, embed)
+    # Summed in float32 (LayerNorm computes in float32 next): the position table's gradient,
+    # a sum over the batch, then accumulates in float32 (see `add_bias`).
+    f32 = jnp.float32
+    x = self.word(input_ids).astype(f32)
+    if position_ids is None:  # + (length, embed)
+      x = x + self.position.rows(position_offset, input_ids.shape[-1]).astype(f32)
     else:
-      x = x + self.position(position_ids + position_offset)
+      x = x + self.position(position_ids + position_offset).astype(f32)
     if self.token_types:
       if self.config.type_vocab_size == 1:  # RoBERTa: one type; a pair's second text too
         token_type_ids = jnp.zeros_like(token_type_ids)
-      x = x + self.token_type(token_type_ids)
+      x = x + self.token_type(token_type_ids).astype(f32)
     x = self.dropout(self.layer_norm(x), deterministic=deterministic)
     return constrain(x)  # (batch, length, embed)
 
@@ -274,7 +289,7 @@ class SelfAttention(nn.Module):
       )
       x_, kernel = nn.dtypes.promote_dtype(x, jnp.stack(kernels, axis=1), dtype=c.dtype)
       qkv = jnp.einsum("ble,etnh->bltnh", x_, kernel)  # (batch, length, 3, heads, head_dim)
-      qkv = qkv + jnp.stack(biases).astype(c.dtype)
+      qkv = add_bias(qkv, jnp.stack(biases), c.dtype)
       q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     else:  # each (batch, length, heads, head_dim)
       q, k, v = (dense(c, features, *qkv_names, name=n)(x) for n in names)
