@@ -307,3 +307,32 @@ def test_a_small_corpus_pretrains(tmp_path):
   evals = [r for r in records if r["split"] == "eval"]
   assert [r["step"] for r in evals] == [2] and np.isfinite(evals[0]["loss"])
   assert sorted(os.listdir(workdir / "checkpoints")) == ["2"]
+
+
+@pytest.mark.parametrize("objective", ["mlm", "nsp"])
+def test_a_sentence_longer_than_a_row_is_split_by_mlm_and_cut_by_pairs(tmp_path, objective):
+  # Truth: the tokenizer's own pieces of each line. mlm keeps every token (the long line
+  # continues across rows); a pair objective keeps max_seq_length - 3 of it and says what
+  # share of the corpus that lost.
+  c = small_config(tmp_path, objective=objective)
+  long_line = " ".join(["alpha beta gamma"] * 40) + "."
+  with open(tmp_path / "corpus.txt", "a") as f:
+    f.write("\n\n" + long_line + "\nShort end.\n")
+  notes = []
+  manifest = _prepare(c, tmp_path / "d", notes)
+  tok = tokenizer.load(str(tmp_path / "d" / "tokenizer.model"))
+  lengths = [len(tok.encode(line)) for line in (tmp_path / "corpus.txt").read_text().split("\n")]
+  capacity = c.data.max_seq_length - 3
+  counts = manifest["counts"]
+  if objective == "mlm":
+    assert counts["tokens"] == sum(lengths)
+    assert counts["truncated_sentences"] == counts["cut_tokens"] == 0
+    assert not any("cut to fit" in line for line in notes)
+  else:
+    cut = sum(max(0, n - capacity) for n in lengths)
+    assert cut > 0.01 * sum(lengths)
+    assert counts["cut_tokens"] == cut and counts["tokens"] == sum(lengths) - cut
+    assert counts["truncated_sentences"] == sum(n > capacity for n in lengths)
+    (note,) = [line for line in notes if "cut to fit" in line]
+    assert f"losing {cut / sum(lengths):.0%} of the tokens" in note
+    assert "objective=mlm splits" in note

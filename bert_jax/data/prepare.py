@@ -249,21 +249,35 @@ def _notes(counts: dict, data_config) -> list[str]:
       f"data: skipped {counts['bad_json_lines']} JSON lines that are not JSON or hold no "
       f"string in config.data.text_field={data_config.text_field!r}"
     )
-  if _mostly_truncated(counts):
+  if _cuts_much(counts):
     notes.append(f"data: {_truncation_hint(counts)}")
   return notes
 
 
-def _mostly_truncated(counts: dict) -> bool:
-  return 2 * counts["truncated_sentences"] > max(counts["sentences"], 1)
+# A note when cutting sentences to fit a sentence pair lost this share of the tokens or more.
+CUT_NOTE_SHARE = 0.01
+
+
+def _cut_share(counts: dict) -> float:
+  """The share of the corpus's tokens that sentences cut to fit a pair lost."""
+  cut = counts.get("cut_tokens", 0)  # (manifests before 2026-11-30 do not count them)
+  return cut / max(cut + counts["tokens"], 1)
+
+
+def _cuts_much(counts: dict) -> bool:
+  return _cut_share(counts) >= CUT_NOTE_SHARE or 2 * counts["truncated_sentences"] > max(
+    counts["sentences"], 1
+  )
 
 
 def _truncation_hint(counts: dict) -> str:
   return (
     f"{counts['truncated_sentences']} of {counts['sentences']} sentences were longer than a "
-    f"row (config.data.max_seq_length) and cut to fit, losing the rest; if a line holds a "
-    f"paragraph or a whole document, set config.data.input_format=document (sentences split "
-    f"at . ! ?)"
+    f"sentence pair's first segment (config.data.max_seq_length - 3) and were cut to fit, "
+    f"losing {_cut_share(counts):.0%} of the tokens; if a line holds a paragraph or a whole "
+    f"document, set config.data.input_format=document (sentences split at . ! ?), or raise "
+    f"config.data.max_seq_length (config.data.objective=mlm splits long sentences across "
+    f"rows instead)"
   )
 
 
@@ -426,7 +440,7 @@ def _manifest(units, unit_counts, unit_files, tok, settings):
         for i, (c, f) in enumerate(zip(unit_counts, unit_files))
       ],
     }
-  hint = f" ({_truncation_hint(total)})" if _mostly_truncated(total) else ""
+  hint = f" ({_truncation_hint(total)})" if _cuts_much(total) else ""
   if splits["train"]["rows"] == 0:
     field = sources.text_field_hint(units) if not total["documents"] else ""
     raise UserError(
@@ -458,6 +472,7 @@ def _manifest(units, unit_counts, unit_files, tok, settings):
       "sentences",
       "tokens",
       "truncated_sentences",
+      "cut_tokens",
       "invalid_utf8_lines",
       "bad_json_lines",
     )

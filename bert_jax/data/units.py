@@ -171,7 +171,9 @@ def _write_unit(unit_index, unit, job, paths, staging):
   stats = collections.Counter()
   chunks = {k: [] for k in SPLITS}
   rng = random.Random(f"{s['seed']}/{unit_index}")
-  max_sentence = s["max_seq_length"] - 3  # [CLS] A [SEP] B [SEP]
+  # Pair objectives cut a sentence longer than a row's segment A to it ([CLS] A [SEP] B
+  # [SEP]), as google-research/bert's pairs lose it; mlm rows split it across rows, whole.
+  max_sentence = s["max_seq_length"] - 3 if s["objective"] != "mlm" else None
   token_counts = np.zeros(tok.vocab_size, np.int64)
 
   def flush(split):
@@ -196,8 +198,9 @@ def _write_unit(unit_index, unit, job, paths, staging):
     ids = tok.encode_batch(document)
     sentences = []
     for sentence in ids:
-      if len(sentence) > max_sentence:
+      if max_sentence is not None and len(sentence) > max_sentence:
         stats["truncated_sentences"] += 1
+        stats["cut_tokens"] += len(sentence) - max_sentence
         sentence = sentence[:max_sentence]
       if sentence:
         sentences.append(sentence)
