@@ -34,6 +34,7 @@ DTYPES = ("float32", "bfloat16")
 OBJECTIVES = ("nsp", "sop", "mlm")
 INPUT_FORMATS = ("auto", "bert", "document", "jsonl")
 LOADERS = ("auto", "tf.data", "threads")
+DEFAULT_POSITIONS = 512  # config.model.max_position_embeddings unless a recipe sets it
 
 
 def _recipes_dir() -> pathlib.Path:
@@ -169,7 +170,7 @@ def _common():
   c.model.global_attn_every_n_layers = placeholder(int)  # ModernBERT
   c.model.global_rope_theta = placeholder(float)  # ModernBERT
   c.model.local_rope_theta = placeholder(float)  # ModernBERT
-  c.model.max_position_embeddings = 512
+  c.model.max_position_embeddings = DEFAULT_POSITIONS
   c.model.hidden_dropout = 0.1
   c.model.attention_dropout = 0.1  # 0 lets GPUs use cuDNN flash attention in training
   c.model.dtype = "float32"  # compute dtype; "bfloat16" on GPU / TPU
@@ -327,6 +328,27 @@ _RUN_KEYS = (
 )
 
 
+def _check_no_shape_given(m, model) -> None:
+  """Refuses a shape in config.model (`m`) that differs from the checkpoint `model` that
+  config.model.size='checkpoint' takes (it would be ignored): layers, width, the family's
+  keys, positions other than the default's.
+  """
+  given = {k: m[k] for k in ("num_layers", "hidden_size", *FAMILY_KEYS) if m[k] is not None}
+  if m.max_position_embeddings != DEFAULT_POSITIONS:
+    given["max_position_embeddings"] = m.max_position_embeddings
+  fields = {f.name for f in dataclasses.fields(model)}
+  for key, value in sorted(given.items()):
+    if key in fields and getattr(model, key) == value:
+      continue
+    has = f"{key} {getattr(model, key)}" if key in fields else f"no {key}"
+    raise UserError(
+      f"config.model.{key}={value!r}, but config.model.size='checkpoint' takes the "
+      f"architecture of config.init_from ({model.arch}, {has}); drop --config.model.{key} "
+      f"(configs/continue_pretraining.py sets no shape), or set a size preset to train a "
+      f"new model"
+    )
+
+
 def padded_vocab_size(vocab_size: int, multiple: int) -> int:
   """`vocab_size` rounded up to a multiple of `multiple` (at least 1): the embedding rows."""
   multiple = max(1, multiple)
@@ -358,6 +380,7 @@ def model_config(config, vocab_size, init_model=None, pad_id=0):
         f"and config.model.size='checkpoint' takes its architecture; leave "
         f"config.model.arch unset, or set a size preset to train a new {m.arch} model"
       )
+    _check_no_shape_given(m, model)
     if model.vocab_size < vocab_size:
       raise UserError(
         f"config.init_from has {model.vocab_size} vocabulary rows but the "

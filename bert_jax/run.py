@@ -182,11 +182,7 @@ def open_checkpoints(workdir: str, step: int | None = None, folder: str = CHECKP
     UserError: there is no finished checkpoint, or none at `step` (the error lists the
       steps there are).
   """
-  directory = path(workdir_of(workdir), folder)
-  if not storage.isdir(directory):
-    if not storage.exists(workdir):
-      raise UserError(f"{workdir} does not exist; give a run directory (a --workdir trained in)")
-    raise UserError(_not_a_run(workdir, folder))
+  directory = check_is_run(workdir, folder)
   checkpoints = ckpt_lib.Checkpoints(directory, read_only=True)
   steps = checkpoints.all_steps()
   if not steps:
@@ -195,6 +191,21 @@ def open_checkpoints(workdir: str, step: int | None = None, folder: str = CHECKP
   if step not in steps:
     raise UserError(f"no checkpoint at step {step} in {directory}; available: {sorted(steps)}")
   return checkpoints, step
+
+
+def check_is_run(workdir: str, folder: str = CHECKPOINTS) -> str:
+  """WORKDIR/folder (`workdir` may name a step: `workdir_of`), checked to exist.
+
+  Raises:
+    UserError: `workdir` does not exist, or is no run (a Hugging Face model directory, a
+      file, a folder without `folder`/), with what to give instead.
+  """
+  directory = path(workdir_of(workdir), folder)
+  if not storage.isdir(directory):
+    if not storage.exists(workdir):
+      raise UserError(f"{workdir} does not exist; give a run directory (a --workdir trained in)")
+    raise UserError(_not_a_run(workdir, folder))
+  return directory
 
 
 def _not_a_run(workdir: str, folder: str) -> str:
@@ -258,6 +269,7 @@ def inherited_tokenizer(config) -> dict | None:
   """
   if config.model.size != "checkpoint" or not config.init_from or config.tokenizer.path:
     return None
+  check_is_run(config.init_from)  # before its tokenizer is looked for
   file, lowercase = tokenizer_path(workdir_of(config.init_from))
   vocab_size = tokenizer_lib.load(file, lowercase=lowercase).vocab_size
   return {"path": file, "lowercase": lowercase, "vocab_size": vocab_size}

@@ -184,6 +184,19 @@ def _from_a_fine_tuned_run_and_other_sizes(work, imported, classifier, pretrain,
     err.getvalue()
   )
   assert not os.path.exists(resized)
+  # Said before any data is prepared: an objective the family has no head for, a mistyped
+  # init_from, a Hugging Face directory not imported yet, a shape the checkpoint overrides.
+  for change, said in (
+    (["--config.data.objective=nsp"], "distilbert has no sentence-pair head; use "),
+    ([f"--config.init_from={imported}x"], f"{imported}x does not exist; give a run"),
+    ([f"--config.init_from={work / 'hf'}"], "is a Hugging Face model directory, not a run"),
+    (["--config.model.num_layers=3"], "config.model.num_layers=3, but config.model.size="),
+  ):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+      assert cli.main([*pretrain[:4], resized, *pretrain[5:], *common, *change]) == 2
+    assert said in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1
+    assert not os.path.exists(resized)
 
 
 # From scratch: each family's export and the recipe's own arguments. ALBERT's recipe

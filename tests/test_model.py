@@ -191,6 +191,31 @@ def test_model_pads_the_vocab_to_a_multiple_of_128():
   assert config_lib.model_config(c, 30522).vocab_size == 30522
 
 
+@pytest.mark.parametrize(
+  ("key", "value", "refused"),
+  [
+    ("num_layers", 6, "num_layers 2"),
+    ("hidden_size", 128, "hidden_size 64"),
+    ("max_position_embeddings", 1024, "max_position_embeddings 64"),
+    ("embedding_size", 32, "no embedding_size"),
+    ("num_layers", 2, None),  # the checkpoint's own value: nothing to refuse
+  ],
+)
+def test_a_shape_given_with_size_checkpoint_is_refused_not_ignored(key, value, refused):
+  from bert_jax.errors import UserError
+
+  c = config_lib.base_config()
+  c.model.size = "checkpoint"
+  c.data.max_seq_length = 32
+  c.model[key] = value
+  checkpoint = config_lib.model_dict(TINY)
+  if refused is None:
+    assert config_lib.model_config(c, 512, checkpoint).num_layers == TINY.num_layers
+    return
+  with pytest.raises(UserError, match=f"config.model.{key}={value}, but .*{refused}"):
+    config_lib.model_config(c, 512, checkpoint)
+
+
 @pytest.mark.slow  # 12-22 CPU-s: the fast tier's largest
 @pytest.mark.parametrize("scan", [False, True])
 def test_a_packed_row_equals_its_examples_run_alone(scan):

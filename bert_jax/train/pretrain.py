@@ -355,6 +355,8 @@ def pretrain(config, workdir):
   _refuse_other_runs(config, workdir)
   config = run_lib.with_inherited_tokenizer(config)
   init = _open_init_from(config)
+  if init and config.model.size == "checkpoint":  # its family, before any data is prepared
+    _check_objective(init[2]["model"].get("arch", "bert"), config.data.objective)
   _check_positions(config, init)
   _check_init_before_preparing(config, init, workdir)
   with lock_lib.held(workdir):  # from here on this run writes in the workdir
