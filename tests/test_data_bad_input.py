@@ -161,8 +161,13 @@ def test_a_corpus_of_very_long_lines_prepares(tmp_path):
   assert any("input_format=document" in line for line in notes)
 
 
+@pytest.mark.parametrize("given_tokenizer", [False, True], ids=["trained", "given tokenizer"])
 @pytest.mark.parametrize("kind", ["empty", "binary", "missing", "no match"])
-def test_a_failed_preparation_leaves_no_folder_it_made(tmp_path, kind):
+def test_a_failed_preparation_leaves_no_folder_it_made(tmp_path, kind, given_tokenizer):
+  tokenizer_path = None
+  if given_tokenizer:  # not trained, so nothing reads the corpus before the shards
+    _prepare(small_config(tmp_path), tmp_path / "tok")
+    tokenizer_path = str(tmp_path / "tok" / "tokenizer.model")
   corpus = tmp_path / "input.txt"  # "missing": never written
   spec = str(corpus)
   if kind == "empty":
@@ -172,6 +177,7 @@ def test_a_failed_preparation_leaves_no_folder_it_made(tmp_path, kind):
   elif kind == "no match":
     spec = str(tmp_path / "nothing*.txt")
   c = small_config(tmp_path, input=spec)
+  c.tokenizer.path = tokenizer_path
   # A new workdir: nothing of it is left.
   with pytest.raises(UserError):
     _prepare(c, tmp_path / "new" / "data")

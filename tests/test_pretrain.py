@@ -347,6 +347,25 @@ def test_workdir_with_another_model_size(capsys, tmp_path, data_dir, uninterrupt
   assert sorted(os.listdir(os.path.join(uninterrupted, "checkpoints"))) == steps
 
 
+@pytest.mark.slow
+def test_a_run_whose_data_is_gone_resumes_only_with_its_tokenizer(capsys, tmp_path, data_dir):
+  """The demo run of `data_dir` without its data/: another tokenizer (here a new vocabulary
+  size) is refused before any data is prepared; the command it started with prepares the
+  same data again (the tokenizer trains the same) and resumes.
+  """
+  workdir = tmp_path / "demo"
+  shutil.copytree(os.path.dirname(data_dir), workdir, ignore=shutil.ignore_patterns("data"))
+  args = ["pretrain", "--workdir", str(workdir), *FAST[1:], "--config.train.warmup_steps=1"]
+  line = _error_line(capsys, [*args, "--config.train.steps=3", "--config.tokenizer.vocab_size=700"])
+  assert "holds a run trained with another tokenizer, and this command would train" in line
+  assert not (workdir / "data").exists()
+  proc = _run_cli([*args, "--config.train.steps=3"])
+  out, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-3000:]
+  assert "resum" in out + err
+  assert sorted(os.listdir(workdir / "checkpoints"))[-1] == "3"
+
+
 @pytest.mark.parametrize("lanes, batch, read", [(8, 2, 2), (8, 12, 4), (8, 16, 8), (6, 4, 2)])
 def test_lanes_that_do_not_divide_a_small_batch_are_lowered(lanes, batch, read):
   config = demo.get_config()

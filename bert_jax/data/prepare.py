@@ -209,6 +209,8 @@ def prepare(
     tfds_split=d.tfds_split,
     tfds_data_dir=d.tfds_data_dir,
   )
+  if config.tokenizer.path:
+    _check_has_text(config, units)
   with _removed_if_failed(storage.join(data_dir, SHARDS)):
     tok = _tokenizer(config, data_dir, units, settings, log, progress)
     job = {
@@ -297,6 +299,30 @@ def _removed_if_failed(path: str):
   except BaseException:
     storage.remove_empty(made, disposable=lambda name: name.endswith(".tmp"))
     raise
+
+
+def _no_text(config, units) -> UserError:
+  """The error for an input that gave no sentence."""
+  hint = sources.text_field_hint(units)
+  return UserError(
+    f"config.data.input={config.data.input!r} has no text"
+    + (
+      hint
+      or ": the files are empty or every line was skipped as non-UTF-8 "
+      "(config.data.strict=True names the first such line); give UTF-8 text"
+    )
+  )
+
+
+def _check_has_text(config, units) -> None:
+  """Refuses an input without a sentence before anything is written (a given tokenizer
+  is not trained, which would find it out).
+  """
+  first = sources.sample_sentences(
+    units, max_sentences=1, seed=config.seed, strict=config.data.strict
+  )
+  if next(iter(first), None) is None:
+    raise _no_text(config, units)
 
 
 def _trained_on(settings: dict) -> dict:
@@ -393,15 +419,7 @@ def _tokenizer(config, data_dir, units, settings, log, progress):
         if errors:
           raise errors[0] from None
         if not seen["sentences"]:
-          hint = sources.text_field_hint(units)
-          raise UserError(
-            f"config.data.input={config.data.input!r} has no text"
-            + (
-              hint
-              or ": the files are empty or every line was skipped as non-UTF-8 "
-              "(config.data.strict=True names the first such line); give UTF-8 text"
-            )
-          ) from None
+          raise _no_text(config, units) from None
         raise
       storage.write_json(stamp, trained_on)
       took = time.time() - t0

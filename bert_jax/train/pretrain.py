@@ -255,6 +255,31 @@ def _check_init_before_preparing(config, init, workdir):
     )
 
 
+def _check_resume_before_preparing(config, workdir):
+  """A pretraining run to resume whose data is to be prepared (again) must get the tokenizer
+  its checkpoint was trained with: said before any data is made (the shards' tokenizer is
+  checked against the checkpoint after, when they exist).
+  """
+  meta = run_lib.latest_meta(workdir)
+  if not meta or meta.get("task") or meta.get("imported_from"):
+    return
+  if prepare.read_manifest(run_lib.data_dir(config, workdir)) is not None:
+    return
+  if config.tokenizer.path:
+    fingerprint = tokenizer_lib.load(config.tokenizer.path).fingerprint
+    same = fingerprint == meta["tokenizer_fingerprint"]
+  else:  # a tokenizer trained now: the same only from the same settings
+    saved = (run_lib.read_config(workdir) or {}).get("tokenizer")
+    same = saved is None or saved == config.tokenizer.to_dict()
+  if not same:
+    would = f"use {config.tokenizer.path}" if config.tokenizer.path else "train a new one"
+    raise UserError(
+      f"{workdir} holds a run trained with another tokenizer, and this command would {would} "
+      f"to prepare its data; resume it with the command it started with (its config.json "
+      f"has the settings), or use a new --workdir"
+    )
+
+
 def _check_positions(config, init):
   """The rows fit the model's positions (RoBERTa's are fewer than its position rows),
   before any data is prepared.
@@ -359,6 +384,7 @@ def pretrain(config, workdir):
     _check_objective(init[2]["model"].get("arch", "bert"), config.data.objective)
   _check_positions(config, init)
   _check_init_before_preparing(config, init, workdir)
+  _check_resume_before_preparing(config, workdir)
   with lock_lib.held(workdir):  # from here on this run writes in the workdir
     _pretrain(config, workdir, mesh, init)
 
