@@ -39,9 +39,10 @@ def parse_config(command, argv, default_recipe, usage, workdir=True):
     if recipe is None:  # the recipe itself raised (e.g. a :ARG it does not take): its words
       raise UserError(f"{_recipe_file(argv) or default_recipe}: {_one_line(e)}") from None
     _check_recipe_kind(command, recipe, argv, default_recipe)
-    if isinstance(e, (KeyError, AttributeError)):
-      raise UserError(_unknown_key(command, recipe, overrides, e)) from None
-    raise UserError(f"{_one_line(e)} (keys and defaults: bert_jax/config.py)") from None
+    if line := _unknown_key(command, recipe, overrides):  # (a dashed key fails to parse)
+      raise UserError(line) from None
+    unknown = "unknown config key " if isinstance(e, (KeyError, AttributeError)) else ""
+    raise UserError(f"{unknown}{_one_line(e)} (keys and defaults: bert_jax/config.py)") from None
   _check_recipe_kind(command, config, argv, default_recipe)
   if len(rest) > 1:
     raise UserError(f"unexpected arguments {rest[1:]}; options look like --config.train.steps=100")
@@ -156,10 +157,10 @@ def _as_typed(path: str) -> str:
   return (file if relative.startswith("..") else relative) + colon + arg
 
 
-def _unknown_key(command, config, overrides, error) -> str:
-  """The error line of an override whose key the recipe does not have: the whole key, and
-  the keys it may have meant (a close spelling, the same name in another section, or a
-  longer key that starts with it).
+def _unknown_key(command, config, overrides) -> str | None:
+  """The error line of the first override whose key the recipe does not have: the whole
+  key, and the keys it may have meant (dashes as underscores, a close spelling, the same
+  name in another section, or a longer key that starts with it); None when all are known.
   """
   keys = _dotted_keys(config)
   for override in overrides:
@@ -168,20 +169,25 @@ def _unknown_key(command, config, overrides, error) -> str:
       continue
     section, _, leaf = key.rpartition(".")
     word = leaf.split("_")[0]
-    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.8) + [
-      k
-      for k in keys
-      if k.rpartition(".")[2] == leaf  # the same name in another section
-      or k.startswith(key + "_")  # a longer name: data.label -> data.label_column
-      or k.startswith(f"{section}.{word}_")  # train.warmup_steps -> train.warmup_fraction
-    ]
+    underscored = [key.replace("-", "_")] if key.replace("-", "_") in keys else []
+    close = (
+      underscored
+      + difflib.get_close_matches(key, keys, n=1, cutoff=0.8)
+      + [
+        k
+        for k in keys
+        if k.rpartition(".")[2] == leaf  # the same name in another section
+        or k.startswith(key + "_")  # a longer name: data.label -> data.label_column
+        or k.startswith(f"{section}.{word}_")  # train.warmup_steps -> train.warmup_fraction
+      ]
+    )
     close = list(dict.fromkeys(close))[:3]
     hint = f"; did you mean {' or '.join(repr(k) for k in close)}?" if close else ""
     return (
       f"unknown config key {key!r}{hint} (`bert-jax {command} --help` lists every key; "
       f"defaults: bert_jax/config.py)"
     )
-  return f"unknown config key {_one_line(error)} (keys and defaults: bert_jax/config.py)"
+  return None
 
 
 def config_text(config) -> str:

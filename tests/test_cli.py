@@ -99,6 +99,8 @@ def test_recipe_without_get_config(capsys, tmp_path):
       "did you mean 'train.accum_steps' or 'train.warmup_fraction'?",
     ),
     ("pretrain", "trian.steps=3", "did you mean 'train.steps'"),
+    ("pretrain", "init-from=runs/x", "did you mean 'init_from'?"),  # (failed to parse)
+    ("finetune", "data.max-seq-length=64", "did you mean 'data.max_seq_length'?"),
   ],
 )
 def test_an_unknown_key_names_the_whole_key_and_the_keys_it_may_mean(

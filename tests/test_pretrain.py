@@ -290,6 +290,14 @@ def test_unknown_config_key_is_an_error(capsys, tmp_path):
   assert not os.listdir(tmp_path)
 
 
+def test_a_row_too_short_for_any_objective_is_an_error(capsys, tmp_path):
+  line = _error_line(
+    capsys, ["pretrain", "--workdir", str(tmp_path), "--config.data.max_seq_length=4"]
+  )
+  assert "config.data.max_seq_length=4 must be at least 5 tokens" in line
+  assert not os.listdir(tmp_path)
+
+
 def test_max_ngram_below_one_is_an_error(capsys, tmp_path):
   line = _error_line(capsys, ["pretrain", "--workdir", str(tmp_path), "--config.data.max_ngram=0"])
   assert "config.data.max_ngram must be at least 1, got 0" in line

@@ -72,6 +72,11 @@ def validate(config) -> None:
       f"raise that or lower the sequence length"
     )
   d = config.data
+  if d.max_seq_length < 5:  # [CLS] A [SEP] B [SEP]: the shortest row any objective makes
+    raise UserError(
+      f"config.data.max_seq_length={d.max_seq_length} must be at least 5 tokens (BERT "
+      f"trains at 128, then 512)"
+    )
   if not 0 < d.eval_fraction < 1:
     raise UserError(
       f"config.data.eval_fraction={d.eval_fraction} must be in (0, 1): the share of "
