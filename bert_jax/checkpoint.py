@@ -96,6 +96,9 @@ class Checkpoints:
         enable_async_checkpointing=async_save,
         read_only=read_only,
         create=not read_only,
+        # A save a second Ctrl-C or a kill cut short left `<step>.orbax-checkpoint-tmp*`;
+        # the run that resumes removes it (one writer per workdir: the lock).
+        cleanup_tmp_directories=not read_only,
       )
       self._manager = ocp.CheckpointManager(
         self.directory, options=options, item_names=("params", "opt_state", "meta")

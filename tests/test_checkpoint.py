@@ -3,6 +3,8 @@
 kept only until the next save, across restarts.
 """
 
+import os
+import shutil
 import types
 
 import chex
@@ -62,6 +64,24 @@ def test_a_preemption_save_lives_until_the_next_save_and_keep_counts_the_others(
   assert save(8, preemption=True) == [3, 6, 8]  # 7 superseded; 3 and 6 stay
   assert save(9) == [6, 9]
   assert ckpt_lib.Checkpoints(directory, read_only=True).meta(9) == {"step": 9}
+
+
+def test_a_save_cut_short_is_removed_by_the_run_that_resumes(tmp_path):
+  # A second Ctrl-C during an async save left `5.orbax-checkpoint-tmp` (as Orbax names it)
+  # beside the committed step 3: readers leave it, the next writer removes it.
+  state = types.SimpleNamespace(params={"w": jnp.ones(2)}, opt_state={"m": jnp.zeros(2)})
+  directory = tmp_path / "checkpoints"
+  saver = ckpt_lib.Checkpoints(str(directory), keep=2, async_save=False)
+  saver.save(3, state, {"step": 3})
+  saver.close()
+  shutil.copytree(directory / "3", directory / "5.orbax-checkpoint-tmp")
+  assert ckpt_lib.Checkpoints(str(directory), read_only=True).all_steps() == [3]
+  assert (directory / "5.orbax-checkpoint-tmp").exists()
+  resumed = ckpt_lib.Checkpoints(str(directory), keep=2, async_save=False)
+  assert resumed.all_steps() == [3]
+  resumed.save(4, state, {"step": 4})  # (Orbax removes it in the background, done by then)
+  resumed.close()
+  assert sorted(os.listdir(directory)) == ["3", "4"]
 
 
 @pytest.mark.parametrize(
