@@ -500,6 +500,19 @@ def test_bad_input_is_one_line(imported, trained, tmp_path, capsys):
   assert cli.main(["import-hf", "--hf", str(broken), "--workdir", str(tmp_path / "d")]) == 0
   out = capsys.readouterr().out
   assert "pads with id 0 but config.json's pad_token_id is 3: check that the two" in out
+  # Another model's tokenizer (MiniLM's 30,522 tokens) beside a model of 2,000 rows.
+  stray = tmp_path / "stray"
+  small = transformers.BertConfig(
+    vocab_size=2000, hidden_size=32, num_hidden_layers=1, num_attention_heads=2
+  )
+  transformers.BertForMaskedLM(small).save_pretrained(stray)
+  for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+    shutil.copy(os.path.join(MINILM, name), stray / name)
+  capsys.readouterr()  # (transformers' progress bar)
+  line = error(["import-hf", "--hf", str(stray), "--workdir", str(tmp_path / "e")])
+  assert "has 30522 tokens but the model only 2000 rows" in line
+  assert "put the model's own tokenizer files in the folder" in line
+  assert not os.path.exists(tmp_path / "e")
 
   line = error(["export-hf", "--workdir", trained, "--out", str(tmp_path / "x"), "--step", "7"])
   assert "no checkpoint at step 7" in line and "40" in line

@@ -153,6 +153,12 @@ def _read_parts(family, parts, folders):
   return checkpoint, ignored
 
 
+_OWN_TOKENIZER = (
+  "put the model's own tokenizer files in the folder (tokenizer.json, or vocab.txt / "
+  "vocab.json + merges.txt, as the model was saved with them)"
+)
+
+
 def read_tokenizer(hf_dir: str, out_dir: str, checkpoint: Checkpoint, hf: dict, log=print):
   """The tokenizer of `hf_dir`, written into the local folder `out_dir` and loaded, checked
   against the model of `checkpoint` (read from `hf_dir`, whose config.json is `hf`).
@@ -166,14 +172,14 @@ def read_tokenizer(hf_dir: str, out_dir: str, checkpoint: Checkpoint, hf: dict, 
   if tokenizer.vocab_size > hf_vocab:
     raise UserError(
       f"the tokenizer of {hf_dir} has {tokenizer.vocab_size} tokens but the "
-      f"model only {hf_vocab} rows (config.json vocab_size); they do not belong "
-      f"together"
+      f"model only {hf_vocab} rows (config.json vocab_size): they do not belong "
+      f"together; {_OWN_TOKENIZER}"
     )
   pad = getattr(checkpoint.model_cfg, "pad_token_id", None)  # RoBERTa's positions count from it
   if pad is not None and tokenizer.pad_id != pad:
     raise UserError(
       f"the tokenizer of {hf_dir} pads with id {tokenizer.pad_id} but config.json's "
-      f"pad_token_id is {pad}; they do not belong together"
+      f"pad_token_id is {pad}: they do not belong together; {_OWN_TOKENIZER}"
     )
   said = hf.get("pad_token_id")  # elsewhere only padding: a mismatch hints at a stray tokenizer
   if pad is None and isinstance(said, int) and said != tokenizer.pad_id:
