@@ -1120,11 +1120,12 @@ def test_whole_numbers_name_one_label_and_odd_labels_get_a_note():
   and a score read as classes get a note.
   """
   config = _config("classification")
-  rows = [{"text": "a", "label": v} for v in (1, 1.0, "1", 0, 0.0)]
+  rows = [{"text": "a", "label": v} for v in (1, 1.0, "1", 0, 0.0, "1.0", "-0.0", "0.5")]
   examples = data_lib.Examples(rows, source="f.jsonl")
   labels = data_lib.LabelMap.infer(examples, config)
-  assert labels.names == ["0", "1"]
-  assert [labels.encode(r["label"], "here") for r in rows] == [1, 1, 1, 0, 0]
+  assert labels.names == ["0", "0.5", "1"]  # a CSV cell "1.0" as JSON's 1.0
+  assert [labels.encode(r["label"], "here") for r in rows] == [2, 2, 2, 0, 0, 2, 0, 1]
+  assert data_lib.LabelMap(["1.0", "2.0"]).encode("2.0", "here") == 1  # an older model's
   rows = [{"text": "a", "label": v} for v in ("pos", "pos ", "Pos", "neg", "neg")]
   examples = data_lib.Examples(rows, source="f.csv")
   assert finetune._label_lines(config, data_lib.LabelMap.infer(examples, config), examples) == [

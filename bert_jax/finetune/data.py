@@ -27,6 +27,7 @@ import dataclasses
 import io
 import json
 import math
+import re
 from collections.abc import Iterator
 
 import numpy as np
@@ -539,11 +540,16 @@ def _name_of(label, names):
 
 def label_name(value) -> str:
   """The name of a label: a JSON number's text, a whole float's without ".0" (1, 1.0 and
-  "1" are the label "1", never the id 1).
+  "1" are the label "1", never the id 1); a CSV cell "1.0" is "1" as JSON's 1.0 is.
   """
   if isinstance(value, float) and value.is_integer():
     return str(int(value))
+  if isinstance(value, str) and _WHOLE_DECIMAL.fullmatch(value):
+    return str(int(value.split(".")[0]))  # as the number it writes: "-0.0" is "0"
   return str(value)
+
+
+_WHOLE_DECIMAL = re.compile(r"[+-]?\d+\.0+")
 
 
 class LabelMap:
@@ -598,6 +604,8 @@ class LabelMap:
     name = label_name(label)
     if name in self.ids:
       return self.ids[name]
+    if isinstance(label, str) and label in self.ids:  # a model named it "1.0" (before 2026-11-30)
+      return self.ids[label]
     shown = f"{', '.join(self.names[:10])}{' ...' if len(self.names) > 10 else ''}"
     if self.from_config:
       raise UserError(
