@@ -460,19 +460,25 @@ def check_same_model(
   model_dict: dict,
   where: str,
   fix: str = "use a new --workdir or the matching config.model settings",
+  layout: bool = True,
 ) -> None:
   """Bad input: a checkpoint (its meta's model dict) of another architecture than the config's.
+
+  `layout`: the layers' layout (scan_layers) must match too (a run resumed, optimizer state
+  and all); init_from restores either layout into the other (`run.restore_as`).
 
   Raises:
     UserError: naming `where` (the workdir or init_from) and each key that differs.
   """
   saved_model = {"arch": "bert", **saved_model}  # checkpoints from before the families
-  keys = ("arch",) + SHAPE_KEYS + ("scan_layers",)
+  keys = ("arch",) + SHAPE_KEYS + (("scan_layers",) if layout else ())
   diff = {
     k: (saved_model.get(k), model_dict.get(k))
     for k in keys
     if saved_model.get(k) != model_dict.get(k)
   }
+  if list(diff) == ["scan_layers"]:  # the one setting that names its fix
+    fix = f"resume with --config.model.scan_layers={saved_model['scan_layers']}"
   if diff:
     detail = ", ".join(f"{k}: checkpoint {a} vs config {b}" for k, (a, b) in diff.items())
     raise UserError(f"{where} holds a checkpoint of another model ({detail}); {fix}")

@@ -26,6 +26,7 @@ from bert_jax import multihost, storage
 from bert_jax.data import prepare
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
+from bert_jax.hf import convert as hf_convert
 from bert_jax.model import registry
 
 CHECKPOINTS = "checkpoints"
@@ -399,18 +400,50 @@ def _steps(workdir: str, folder: str) -> list[int]:
 
 def restore_encoder(source, step, meta, abstract_encoder):
   """The encoder (`bert`) of checkpoint `step` of `source`, whatever heads it was saved
-  with (`meta`: its meta), restored straight into `abstract_encoder`'s shardings.
+  with (`meta`: its meta), in `abstract_encoder`'s layout and shardings (`restore_as`).
   """
-  source_model = registry.model_for(registry.config_for(meta), meta)
-  mesh = jax.tree_util.tree_leaves(abstract_encoder)[0].sharding.mesh
+  return restore_as(source, step, meta, {"bert": abstract_encoder})["bert"]
+
+
+def restore_as(source, step, meta, wanted: dict) -> dict:
+  """The parameters `wanted` names (top-level parts of checkpoint `step` of `source`;
+  `meta`: its meta), in the shardings and the layer layout of `wanted`'s abstract trees.
+
+  The same layout restores straight into those shardings. A checkpoint whose layers are
+  laid out otherwise (`config.model.scan_layers`: one stacked `encoder/layers`, or
+  `layer_{i}`) is restored in its own, replicated, then its layers are stacked or unstacked
+  (`hf.convert.unscan` / `scan_like`) and placed: a scanned recipe's run fine-tunes or
+  continues unscanned, and the other way.
+  """
+  own = abstract_params(registry.model_for(registry.config_for(meta), meta))
+  mesh = jax.tree_util.tree_leaves(wanted)[0].sharding.mesh
   replicated = NamedSharding(mesh, PartitionSpec())
   target = jax.tree_util.tree_map(
-    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
-    abstract_params(source_model),
+    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), own
   )
-  target["bert"] = abstract_encoder
+  relaid = {name for name in wanted if _layout(own.get(name)) != _layout(wanted[name])}
+  target.update({name: like for name, like in wanted.items() if name not in relaid})
   restored, _ = source.restore(step, target)
-  return restored["bert"]
+  out = {name: restored[name] for name in wanted}
+  if relaid:
+    unrolled = hf_convert.unscan(restored)
+    for name in relaid:
+      encoder = hf_convert.scan_like(unrolled[name]["encoder"], wanted[name]["encoder"])
+      out[name] = jax.device_put(
+        {**unrolled[name], "encoder": encoder},
+        jax.tree_util.tree_map(lambda a: a.sharding, wanted[name]),
+      )
+  return out
+
+
+def _layout(part) -> str | None:
+  """How an encoder-holding part (`bert`, `generator`) lays out its layers: "scanned"
+  (`encoder/layers`, ModernBERT's `encoder/groups`), "unrolled", or None (no encoder).
+  """
+  encoder = part.get("encoder") if isinstance(part, dict) else None
+  if encoder is None:
+    return None
+  return "scanned" if {"layers", "groups"} & set(encoder) else "unrolled"
 
 
 def abstract_params(model: nn.Module):

@@ -8,6 +8,7 @@ import shutil
 import types
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -118,3 +119,48 @@ def test_orbax_s_short_waits_for_the_save_before_are_not_said(caplog):
     absl_logging.warning("another warning")
   said = [r.getMessage() for r in caplog.records]
   assert said == [message % (ckpt_lib.QUIET_WAIT_S + 5), "another warning"]
+
+
+@pytest.mark.parametrize("saved_scanned", [True, False], ids=["scanned saved", "unrolled saved"])
+@pytest.mark.parametrize("arch", ["bert", "electra", "modernbert"])
+def test_init_from_restores_the_other_layer_layout(tmp_path, arch, saved_scanned):
+  """A run saved with scan_layers (a recipe's default) starts a run without it, and the
+  other way: every layer's parameters arrive, stacked or unstacked (ELECTRA's generator too;
+  ModernBERT's groups). Truth: the saved parameters, unrolled by `unscan`.
+  """
+  from bert_jax import config as config_lib
+  from bert_jax import run as run_lib
+  from bert_jax.hf import convert
+  from bert_jax.model import families, registry
+
+  family = families.family(arch)
+
+  def model(scan):
+    config = family.config(
+      vocab_size=128, hidden_size=32, num_layers=7, num_heads=2, intermediate_size=64,
+      max_position_embeddings=64, scan_layers=scan,
+    )  # fmt: skip
+    return family.pretraining(config)
+
+  saved_model = model(saved_scanned)
+  params = nn.meta.unbox(saved_model.init(jax.random.key(0), *registry.dummy_inputs(saved_model)))
+  params = params["params"]
+  meta = {"model": config_lib.model_dict(saved_model.config)}
+  saver = ckpt_lib.Checkpoints(str(tmp_path / "checkpoints"), keep=1, async_save=False)
+  saver.save(5, types.SimpleNamespace(params=params, opt_state={"m": jnp.zeros(1)}), meta)
+  saver.close()
+
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  wanted = jax.tree_util.tree_map(
+    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
+    run_lib.abstract_params(model(not saved_scanned)),
+  )
+  source = ckpt_lib.Checkpoints(str(tmp_path / "checkpoints"), read_only=True)
+  restored = run_lib.restore_as(source, 5, meta, wanted)
+  assert jax.tree_util.tree_structure(restored) == jax.tree_util.tree_structure(wanted)
+  chex.assert_trees_all_equal(convert.unscan(restored), convert.unscan(params))
+  encoder = run_lib.restore_encoder(source, 5, meta, wanted["bert"])
+  chex.assert_trees_all_equal(
+    convert.unscan({"bert": encoder}), {"bert": convert.unscan(params)["bert"]}
+  )

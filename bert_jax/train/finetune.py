@@ -211,7 +211,7 @@ def _restore_init(source, step, init_meta, same_head, abstract, fresh, reinit_la
   """
   head = None
   if same_head:
-    params, _ = source.restore(step, abstract)
+    params = run_lib.restore_as(source, step, init_meta, abstract)
   else:
     encoder = run_lib.restore_encoder(source, step, init_meta, abstract["bert"])
     head = fresh(lambda params: {name: p for name, p in params.items() if name != "bert"})
@@ -302,6 +302,7 @@ def finetune(config, workdir: str) -> None:
     config_lib.model_dict(model_cfg),
     f"config.init_from={config.init_from!r}",
     fix="fine-tune it as it is: config.model.size='checkpoint' (the default)",
+    layout=False,  # a scanned run's layers restore unrolled, and the other way
   )
   config = config_lib.with_model_arch(config, model_cfg)
   _check_reinit_layers(config, model_cfg)

@@ -246,6 +246,7 @@ def _check_init_before_preparing(config, init, workdir):
       config_lib.model_dict(model_cfg),
       where,
       fix="set config.model.size='checkpoint' to take its architecture",
+      layout=False,
     )
   if config.tokenizer.path:
     other = tokenizer_lib.load(config.tokenizer.path).fingerprint != meta["tokenizer_fingerprint"]
@@ -304,7 +305,10 @@ def _init_params_from(init, model_cfg, abstract_params, fresh=None):
   """
   source, step, meta = init
   config_lib.check_same_model(
-    meta["model"], config_lib.model_dict(model_cfg), f"config.init_from={source.directory!r}"
+    meta["model"],
+    config_lib.model_dict(model_cfg),
+    f"config.init_from={source.directory!r}",
+    layout=False,  # a scanned run's layers restore unrolled, and the other way
   )
   if meta.get("task"):  # a fine-tuned run: its encoder, and new pretraining heads
     encoder = run_lib.restore_encoder(source, step, meta, abstract_params["bert"])
@@ -314,7 +318,7 @@ def _init_params_from(init, model_cfg, abstract_params, fresh=None):
       f"{meta['task']}); the pretraining heads are new"
     )
     return params
-  params, _ = source.restore(step, abstract_params)
+  params = run_lib.restore_as(source, step, meta, abstract_params)
   log(f"init_from: parameters of {source.directory} step {step}")
   return params
 
