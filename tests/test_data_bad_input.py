@@ -344,3 +344,12 @@ def test_a_sentence_longer_than_a_row_is_split_by_mlm_and_cut_by_pairs(tmp_path,
     (note,) = [line for line in notes if "cut to fit" in line]
     assert f"losing {cut / sum(lengths):.0%} of the tokens" in note
     assert "objective=mlm splits" in note
+
+
+def test_a_byte_level_vocabulary_below_its_alphabet_says_so_not_no_text(tmp_path):
+  # The tokenizer refuses the size before it reads a sentence: its own line, not "no text".
+  c = small_config(tmp_path)
+  c.tokenizer.model_type, c.tokenizer.vocab_size = "bytelevel_bpe", 256
+  with pytest.raises(UserError, match=r"too small for byte-level BPE: .* need 261"):
+    _prepare(c, tmp_path / "w" / "data")
+  assert not (tmp_path / "w").exists()

@@ -395,6 +395,7 @@ def _tokenizer(config, data_dir, units, settings, log, progress):
               seen["sentences"] += 1
               reading.update()
               yield sentence
+          seen["read through"] = 1
         except Exception as e:  # reading failed: that error, not SentencePiece's "no text"
           errors.append(e)
           raise
@@ -418,7 +419,7 @@ def _tokenizer(config, data_dir, units, settings, log, progress):
       except UserError:
         if errors:
           raise errors[0] from None
-        if not seen["sentences"]:
+        if seen["read through"] and not seen["sentences"]:  # (not: refused before reading)
           raise _no_text(config, units) from None
         raise
       storage.write_json(stamp, trained_on)
