@@ -328,6 +328,21 @@ _RUN_KEYS = (
 )
 
 
+def attention_heads(hidden: int) -> int:
+  """The attention heads of a new model `hidden` wide: one per 64 (BERT's sizes), one below.
+
+  Raises:
+    UserError: a width that does not split into them.
+  """
+  heads = max(1, hidden // 64)
+  if hidden < 1 or hidden % heads:
+    raise UserError(
+      f"config.model.hidden_size={hidden} does not split into {heads} attention heads (one "
+      f"per 64); use a multiple of 64, or a size below 64 (one head)"
+    )
+  return heads
+
+
 def _check_no_shape_given(m, model) -> None:
   """Refuses a shape in config.model (`m`) that differs from the checkpoint `model` that
   config.model.size='checkpoint' takes (it would be ignored): layers, width, the family's
@@ -408,12 +423,13 @@ def model_config(config, vocab_size, init_model=None, pad_id=0):
   if "pad_token_id" in fields:
     given["pad_token_id"] = pad_id
   given.setdefault("intermediate_size", 4 * hidden)
+  heads = attention_heads(hidden)
   try:
     model = family.config(
       vocab_size=padded_vocab_size(vocab_size, m.vocab_multiple),
       hidden_size=hidden,
       num_layers=layers,
-      num_heads=hidden // 64,
+      num_heads=heads,
       max_position_embeddings=m.max_position_embeddings,
       **given,
       **common,
@@ -511,7 +527,9 @@ def validate_common(config) -> None:
 
   Each job's `validate` calls this, then checks its own keys. Raises UserError.
   """
-  _size(config)
+  size = _size(config)  # None for "checkpoint"
+  if size is not None:  # a new model's heads, before any data is prepared
+    attention_heads(config.model.hidden_size or size[1])
   check_choice(config, "model.remat_policy", REMAT_POLICIES)
   check_choice(config, "model.attention_impl", attention.IMPLEMENTATIONS)
   for key in ("model.dtype", "model.param_dtype"):

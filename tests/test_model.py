@@ -182,6 +182,20 @@ def test_scan_equals_unrolled():
   )
 
 
+@pytest.mark.parametrize(("hidden", "heads"), [(32, 1), (100, 1), (768, 12), (129, None)])
+def test_heads_are_one_per_64_of_the_width(hidden, heads):
+  from bert_jax.errors import UserError
+
+  c = config_lib.base_config()
+  c.model.size, c.model.hidden_size = "tiny", hidden
+  if heads is None:  # two heads of 64.5: refused in one line, not a crash
+    with pytest.raises(UserError, match="hidden_size=129 does not split into 2 attention"):
+      config_lib.model_config(c, 128)
+    return
+  m = config_lib.model_config(c, 128)
+  assert (m.num_heads, m.head_dim) == (heads, hidden // heads)
+
+
 def test_model_pads_the_vocab_to_a_multiple_of_128():
   c = config_lib.base_config()
   c.model.size = "tiny"
