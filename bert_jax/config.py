@@ -359,8 +359,8 @@ def _check_no_shape_given(m, model) -> None:
     raise UserError(
       f"config.model.{key}={value!r}, but config.model.size='checkpoint' takes the "
       f"architecture of config.init_from ({model.arch}, {has}); drop --config.model.{key} "
-      f"(configs/continue_pretraining.py sets no shape), or set a size preset to train a "
-      f"new model"
+      f"(where a recipe sets it: --config.model.{key}=None), or set a size preset to train "
+      f"a new model"
     )
 
 

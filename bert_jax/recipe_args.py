@@ -27,6 +27,8 @@ def parse_config(command, argv, default_recipe, usage, workdir=True):
   argv = _resolve_recipe(argv)
   help_asked = bool({"-h", "--help"} & set(argv))
   argv = [a for a in argv if a not in ("-h", "--help")]
+  unset = [a for a in argv if a.startswith("--config.") and a.partition("=")[2] == "None"]
+  argv = [a for a in argv if a not in unset]  # (config_flags parses None as the key's type)
   try:
     fv, rest = _parse_flags(command, argv, default_recipe, workdir)
     config = fv.config
@@ -44,6 +46,8 @@ def parse_config(command, argv, default_recipe, usage, workdir=True):
     unknown = "unknown config key " if isinstance(e, (KeyError, AttributeError)) else ""
     raise UserError(f"{unknown}{_one_line(e)} (keys and defaults: bert_jax/config.py)") from None
   _check_recipe_kind(command, config, argv, default_recipe)
+  for override in unset:
+    _set_none(command, config, override)
   if len(rest) > 1:
     raise UserError(f"unexpected arguments {rest[1:]}; options look like --config.train.steps=100")
   if help_asked:
@@ -61,6 +65,27 @@ def parse_config(command, argv, default_recipe, usage, workdir=True):
 
   run_lib.check_workdir(fv.workdir)
   return config, fv.workdir
+
+
+def _set_none(command, config, override) -> None:
+  """Applies `--config.KEY=None` to a key that may be None (a `placeholder`: "None: ..."
+  in bert_jax/config.py), e.g. to take a size preset's layers where a recipe sets them.
+  """
+  from ml_collections import FieldReference
+
+  key = override[len("--config.") :].partition("=")[0]
+  if line := _unknown_key(command, config, [override]):
+    raise UserError(line)
+  *parents, leaf = key.split(".")
+  node = config
+  for part in parents:
+    node = node[part]
+  if not isinstance(node._fields.get(leaf), FieldReference) and node[leaf] is not None:
+    raise UserError(
+      f"config.{key} cannot be None; give it a value (`bert-jax {command} --help` lists "
+      f"the keys and their values)"
+    )
+  node[leaf] = None
 
 
 def _parse_flags(command, argv, default_recipe, workdir):

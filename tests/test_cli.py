@@ -414,14 +414,36 @@ def test_layers_set_apart_from_the_size_are_said_to_override_it():
   assert pretrain.size_note(model) is None  # base, nothing set apart
   model.size, model.num_layers, model.hidden_size = "tiny", 12, 128
   assert pretrain.size_note(model) == (
-    "model: config.model.num_layers=12 overrides size 'tiny' (L2 H128); set it to None to "
-    "take the size's"
+    "model: config.model.num_layers=12 overrides size 'tiny' (L2 H128); "
+    "--config.model.num_layers=None takes the size's"
   )
   model.hidden_size = 64
   assert pretrain.size_note(model) == (
     "model: config.model.num_layers=12 and config.model.hidden_size=64 override size 'tiny' "
-    "(L2 H128); set them to None to take the size's"
+    "(L2 H128); --config.model.num_layers=None --config.model.hidden_size=None takes the "
+    "size's"
   )
+
+
+def test_none_unsets_a_key_that_may_be_none_and_only_such(capsys, tmp_path):
+  # The note above says --config.model.num_layers=None; ml_collections' flags parse None as
+  # the key's type (int('None') failed). A key that may not be None is one line.
+  config, _ = recipe_args.parse_config(
+    "pretrain",
+    [
+      "--config",
+      "configs/electra.py",
+      "--workdir",
+      str(tmp_path),
+      "--config.model.num_layers=None",
+    ],
+    config_lib.DEFAULT_CONFIG,
+    "usage",
+  )
+  assert config.model.num_layers is None and config.model.hidden_size is not None
+  line = _error(capsys, ["pretrain", "--workdir", str(tmp_path / "w"), "--config.train.steps=None"])
+  assert line.startswith("error: config.train.steps cannot be None; give it a value")
+  assert not (tmp_path / "w").exists()
 
 
 def test_a_resumed_run_names_every_change_the_training_s_first():

@@ -337,7 +337,8 @@ def size_note(model) -> str | None:
   return (
     f"model: {' and '.join(f'config.model.{k}={v}' for k, v in apart.items())} "
     f"override{'s' * one} size {model.size!r} (L{preset['num_layers']} "
-    f"H{preset['hidden_size']}); set {'it' if one else 'them'} to None to take the size's"
+    f"H{preset['hidden_size']}); {' '.join(f'--config.model.{k}=None' for k in apart)} takes "
+    f"the size's"
   )
 
 
