@@ -7,6 +7,7 @@ generator's `ElectraForMaskedLM`, both equal to `transformers`) is in test_famil
 
 import dataclasses
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -142,6 +143,28 @@ def test_objective_is_electras_loss():
   for b, (pos, w) in enumerate(zip(batch["masked_lm_positions"], batch["masked_lm_weights"])):
     outside[b, pos[w > 0]] = False
   assert not np.asarray(replaced)[outside].any()
+
+
+def test_an_evaluation_samples_the_same_under_either_threefry():
+  # The training loop on one CPU draws with the original threefry, `bert-jax evaluate`
+  # with the partitionable one: an evaluation's samples (and so its numbers) are the same.
+  model = electra.pretraining_model(_config())
+  objective = rtd.objective_for(model)
+  params, batch = _init(model), _batch()
+  evaluate = lambda p: objective.sums(p, batch, None, True)  # noqa: E731
+  with jax.threefry_partitionable(False):
+    original = jax.jit(evaluate)(params)
+  with jax.threefry_partitionable(True):
+    partitionable = jax.jit(evaluate)(params)
+  assert 0 < float(original["rtd_replaced"]) < float(original["rtd_count"])
+  chex.assert_trees_all_equal(original, partitionable)
+  # A training step's samples do follow the caller's threefry (its dropout bits too).
+  train = lambda p: objective.sums(p, batch, jax.random.key(1), True)  # noqa: E731
+  with jax.threefry_partitionable(False):
+    a = jax.jit(train)(params)
+  with jax.threefry_partitionable(True):
+    b = jax.jit(train)(params)
+  assert float(a["rtd_replaced"]) != float(b["rtd_replaced"])
 
 
 @pytest.mark.slow

@@ -79,8 +79,14 @@ class ReplacedTokenDetection:
   def sums(self, params, batch, rng=None, deterministic=False):
     if rng is None:
       dropout_rng, sample_key = None, jax.random.key(EVAL_SAMPLE_SEED)
-    else:
-      dropout_rng, sample_key = jax.random.split(rng)
+      # The same samples whichever threefry the caller draws with (a training loop on one
+      # CPU uses the original): `bert-jax evaluate` repeats the run's eval lines.
+      with jax.threefry_partitionable(True):
+        return self._sums(params, batch, dropout_rng, sample_key, deterministic)
+    dropout_rng, sample_key = jax.random.split(rng)
+    return self._sums(params, batch, dropout_rng, sample_key, deterministic)
+
+  def _sums(self, params, batch, dropout_rng, sample_key, deterministic):
     mlm_logits, rtd_logits, replaced = self.model.apply(
       {"params": params},
       batch["input_ids"],
