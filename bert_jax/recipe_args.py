@@ -182,6 +182,23 @@ def _as_typed(path: str) -> str:
   return (file if relative.startswith("..") else relative) + colon + arg
 
 
+# Names other trainers (Hugging Face's TrainingArguments, ...) give keys of ours: offered
+# first when a key is unknown (pretraining counts steps: `epochs` is fine-tuning's).
+_OTHER_NAMES = {
+  "epochs": ("epochs", "steps"),
+  "num_train_epochs": ("epochs", "steps"),
+  "max_steps": ("steps",),
+  "lr": ("learning_rate",),
+  "per_device_train_batch_size": ("batch_size",),
+  "train_batch_size": ("batch_size",),
+  "warmup_ratio": ("warmup_fraction",),
+  "max_length": ("max_seq_length",),
+  "seq_len": ("max_seq_length",),
+  "seq_length": ("max_seq_length",),
+  "gradient_accumulation_steps": ("accum_steps",),
+}
+
+
 def _unknown_key(command, config, overrides) -> str | None:
   """The error line of the first override whose key the recipe does not have: the whole
   key, and the keys it may have meant (dashes as underscores, a close spelling, the same
@@ -195,6 +212,8 @@ def _unknown_key(command, config, overrides) -> str | None:
     section, _, leaf = key.rpartition(".")
     word = leaf.split("_")[0]
     underscored = [key.replace("-", "_")] if key.replace("-", "_") in keys else []
+    named = [k for k in keys if k.rpartition(".")[2] in _OTHER_NAMES.get(leaf, ())]
+    underscored += [k for k in named if k.startswith(section + ".")] or named
     close = (
       underscored
       + difflib.get_close_matches(key, keys, n=1, cutoff=0.8)

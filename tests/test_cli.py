@@ -101,6 +101,9 @@ def test_recipe_without_get_config(capsys, tmp_path):
     ("pretrain", "trian.steps=3", "did you mean 'train.steps'"),
     ("pretrain", "init-from=runs/x", "did you mean 'init_from'?"),  # (failed to parse)
     ("finetune", "data.max-seq-length=64", "did you mean 'data.max_seq_length'?"),
+    ("pretrain", "train.epochs=1", "did you mean 'train.steps'"),  # (was: 'train.eps' alone)
+    ("finetune", "train.num_train_epochs=3", "did you mean 'train.epochs' or 'train.steps'?"),
+    ("pretrain", "lr=1e-4", "did you mean 'train.learning_rate'?"),
   ],
 )
 def test_an_unknown_key_names_the_whole_key_and_the_keys_it_may_mean(
