@@ -22,7 +22,9 @@ def get_config():
   c = config_lib.base_config()
   c.model.arch = "roberta"
   c.model.size = "base"
-  c.model.max_position_embeddings = 514  # 512 positions after RoBERTa's padding offset
+  # RoBERTa's 514 rows: positions start after the padding id, so 513 tokens with a tokenizer
+  # trained here ([PAD] is id 0), 512 with RoBERTa's own (<pad> is id 1).
+  c.model.max_position_embeddings = 514
   c.model.dtype = "bfloat16"
   c.model.scan_layers = True
   c.tokenizer.model_type = "bytelevel_bpe"
