@@ -183,7 +183,9 @@ def _export_hf(argv):
     "export-hf",
     "A run's checkpoint as a Hugging Face model directory (config.json, "
     "model.safetensors, tokenizer files): its family's pretraining class "
-    "(BertForPreTraining, RobertaForMaskedLM, ...) or fine-tuned head.",
+    "(BertForPreTraining, RobertaForMaskedLM, ElectraForPreTraining with the generator in "
+    "OUT/generator/ as ElectraForMaskedLM, ...), its fine-tuned head, or a "
+    "sentence-transformers model.",
     step=True,
   )
   parser.add_argument("--out", required=True, help="the Hugging Face directory to write")

@@ -31,7 +31,8 @@ DEFAULT_RECIPE = config_lib.RECIPES / "demo.py"
 USAGE = {
   "pretrain": """usage: bert-jax pretrain [--config configs/RECIPE.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
 
-Pretrains (or resumes) BERT as the recipe says; without --config, the embedded demo
+Pretrains (or resumes) an encoder as the recipe says (BERT, RoBERTa, DistilBERT, ELECTRA,
+ALBERT or ModernBERT: config.model.arch); without --config, the embedded demo
 (configs/demo.py). Prepares the data first (as `prepare` does) unless it is prepared.
 Keys, defaults and comments: bert_jax/config.py (base_config).""",
   "prepare": """usage: bert-jax prepare [--config configs/RECIPE.py[:ARG]] --workdir DIR [--config.KEY=VALUE ...]
