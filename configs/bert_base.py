@@ -10,7 +10,9 @@ Data: `config.data.input` globs of text in the original BERT format (one sentenc
 line, a blank line between documents), e.g. Wikipedia + BookCorpus (3.3B words).
 Settings (`bert_jax.config.paper_recipe`): batch 256, AdamW lr 1e-4 (b1 0.9, b2 0.999,
 eps 1e-6, weight decay 0.01), 10k warmup (phase 2: 1k) then linear decay, dropout 0.1, 15 % masking,
-30,522-piece vocabulary, bf16 compute with float32 parameters. The attention dropout
+a 30,522-piece vocabulary (a SentencePiece unigram trained on your corpus by default;
+BERT's own kind with --config.tokenizer.model_type=wordpiece), bf16 compute with float32
+parameters. The attention dropout
 keeps attention off the fused kernels (cuDNN, splash: they have none). What dropout costs
 on one H200 at length 128, batch 256 (benchmarks/README.md, 2026-11-30): with attention
 dropout 0 (cuDNN flash attention) 4,747 seq/s; with no dropout at all 5,135 (+8 %: the
