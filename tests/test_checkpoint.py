@@ -121,6 +121,7 @@ def test_orbax_s_short_waits_for_the_save_before_are_not_said(caplog):
   assert said == [message % (ckpt_lib.QUIET_WAIT_S + 5), "another warning"]
 
 
+@pytest.mark.slow  # 6 x 2-4 CPU-s
 @pytest.mark.parametrize("saved_scanned", [True, False], ids=["scanned saved", "unrolled saved"])
 @pytest.mark.parametrize("arch", ["bert", "electra", "modernbert"])
 def test_init_from_restores_the_other_layer_layout(tmp_path, arch, saved_scanned):

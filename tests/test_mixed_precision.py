@@ -67,6 +67,7 @@ def test_no_bfloat16_reduction_in_a_family_gradient(arch):
   assert bfloat16_reductions(jax.make_jaxpr(jax.grad(total))(params).jaxpr) == []
 
 
+@pytest.mark.slow  # ~9 CPU-s (compiles two models' gradients)
 def test_bfloat16_bias_gradients_match_float32():
   # Truth: the same parameters and batch in float32. Kernel gradients (bf16 matmuls) are
   # within ~1 %; bias gradients were 2-18 % off (the value biases' most) before they
