@@ -194,10 +194,10 @@ def _check_tokenizer(config, manifest, data_dir):
       )
 
 
-def _refuse_other_runs(config, workdir):
+def _refuse_other_runs(config, workdir) -> dict | None:
   """A workdir to pretrain in holds nothing or a pretraining run (resumed with the
   init_from it started with): not an `import-hf` starting point (no optimizer state), nor
-  a fine-tuned run.
+  a fine-tuned run. Returns the meta of the run's latest checkpoint (None: a new run).
   """
   meta = run_lib.latest_meta(workdir) or {}
   if meta and not meta.get("imported_from") and not meta.get("task"):  # resuming
@@ -212,6 +212,7 @@ def _refuse_other_runs(config, workdir):
       f"{workdir} holds a run fine-tuned for {meta['task']!r}, not a pretraining run; "
       f"pretrain in a new --workdir"
     )
+  return meta or None
 
 
 def _open_init_from(config):
@@ -262,13 +263,13 @@ def _check_init_before_preparing(config, init, workdir):
     )
 
 
-def _check_resume_before_preparing(config, workdir):
-  """A pretraining run to resume whose data is to be prepared (again) must get the tokenizer
-  its checkpoint was trained with: said before any data is made (the shards' tokenizer is
+def _check_resume_before_preparing(config, workdir, meta):
+  """A pretraining run to resume (`meta`: its latest checkpoint's, from `_refuse_other_runs`;
+  None: a new run) whose data is to be prepared (again) must get the tokenizer its
+  checkpoint was trained with: said before any data is made (the shards' tokenizer is
   checked against the checkpoint after, when they exist).
   """
-  meta = run_lib.latest_meta(workdir)
-  if not meta or meta.get("task") or meta.get("imported_from"):
+  if meta is None:
     return
   if prepare.read_manifest(run_lib.data_dir(config, workdir)) is not None:
     return
@@ -388,14 +389,14 @@ def pretrain(config, workdir):
     sharding.initialize_distributed()
   config = lanes_for_the_batch(config)  # its line: after the cluster is joined
   mesh = _check_devices(config)
-  _refuse_other_runs(config, workdir)
+  resumed = _refuse_other_runs(config, workdir)
   config = run_lib.with_inherited_tokenizer(config)
   init = _open_init_from(config)
   if init and config.model.size == "checkpoint":  # its family, before any data is prepared
     _check_objective(init[2]["model"].get("arch", "bert"), config.data.objective)
   _check_positions(config, init)
   _check_init_before_preparing(config, init, workdir)
-  _check_resume_before_preparing(config, workdir)
+  _check_resume_before_preparing(config, workdir, resumed)
   with lock_lib.held(workdir):  # from here on this run writes in the workdir
     _pretrain(config, workdir, mesh, init)
 
