@@ -16,7 +16,7 @@ from ml_collections.config_dict import placeholder
 
 from bert_jax.errors import UserError
 from bert_jax.model import attention, axes, families
-from bert_jax.model.bert import REMAT_POLICIES
+from bert_jax.model.bert import REMAT_POLICIES, heads_of_64
 
 # name: (layers, hidden). Heads = hidden / 64, intermediate = 4 * hidden (Turc et al. 2019).
 SIZES = {
@@ -334,7 +334,7 @@ def attention_heads(hidden: int) -> int:
   Raises:
     UserError: a width that does not split into them.
   """
-  heads = max(1, hidden // 64)
+  heads = heads_of_64(hidden)
   if hidden < 1 or hidden % heads:
     raise UserError(
       f"config.model.hidden_size={hidden} does not split into {heads} attention heads (one "

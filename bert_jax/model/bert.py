@@ -84,6 +84,11 @@ def kernel_init(config, names, std=None, cutoff=2.0):
   return nn.with_logical_partitioning(init, names)
 
 
+def heads_of_64(hidden_size: int) -> int:
+  """The attention heads of a new model this wide: one per 64, as BERT's sizes (one up to 64)."""
+  return max(1, hidden_size // 64)
+
+
 def add_bias(y, bias, dtype):
   """The sum of `y` and `bias`, added in float32 and rounded once to `dtype`.
 

@@ -53,11 +53,6 @@ class ElectraConfig(bert.BertConfig):
       )
 
 
-def generator_heads(hidden_size: int) -> int:
-  """The generator's attention heads: one per 64 of its hidden size (one up to 64)."""
-  return max(1, hidden_size // 64)
-
-
 def generator_config(config: ElectraConfig) -> ElectraConfig:
   """The generator's config: `generator_hidden_size` wide (heads of 64, an intermediate
   of 4x), the discriminator's depth, embeddings and settings; no generator of its own.
@@ -66,7 +61,7 @@ def generator_config(config: ElectraConfig) -> ElectraConfig:
   return dataclasses.replace(
     config,
     hidden_size=g,
-    num_heads=generator_heads(g),
+    num_heads=bert.heads_of_64(g),
     intermediate_size=4 * g,
     generator_hidden_size=None,
   )
