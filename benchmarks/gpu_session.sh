@@ -77,6 +77,7 @@ step() {
   [ $rc -ne 0 ] && [ $rc -ne 124 ] && echo "== $name: exit $rc"
 }
 
+if [ "${CHECKS:-0}" = 1 ]; then  # passed on the H200 on 2026-11-30; rerun after kernel changes
 step "the suite's cuDNN tests on the GPU" 30 env BERT_JAX_TEST_PLATFORMS=cuda python3 -m pytest -q \
   -p no:cacheprovider tests/test_attention_kernels.py -k "cudnn and not one_error_line"
 step "cuDNN against XLA attention" 30 python3 - <<'EOF'
@@ -110,6 +111,7 @@ for name, ids, is_packed in (("packed rows, mask", packed, True), ("padded rows,
   print(f"{name}: cudnn fmha calls in the compiled gradient {na} (xla: {nb}); max |out diff| "
         f"on real rows {diff:.4f}, max |grad diff| {gdiff:.4f}")
 EOF
+fi
 
 # bench NAME MIN_SECONDS ARGS...: train_throughput.py under `step`, 20 timed steps after 3.
 bench() {
@@ -118,29 +120,16 @@ bench() {
   step "$name" "$minimum" python3 benchmarks/train_throughput.py --steps 20 --warmup 3 \
     --size base --seq 128 --batch 256 "$@" ${BENCH_ARGS:-}
 }
-bench "goal: base/128/256, attention dropout 0 (cuDNN), HF eager and compile" 200 \
-  --attention-dropout 0 --profile "$OUT/prof_cudnn" --hlo "$OUT/hlo"
-bench "goal: base/512/64, attention dropout 0" 50 --no-hf --attention-dropout 0 --seq 512 --batch 64
-bench "goal: large/128/128, attention dropout 0" 60 --no-hf --attention-dropout 0 --size large \
-  --batch 128
-bench "large/512/32, attention dropout 0 (memory)" 60 --no-hf --attention-dropout 0 --size large \
-  --seq 512 --batch 32 --steps 10
+bench "goal: base/128/256, attention dropout 0 (cuDNN), HF eager and compile; XLA option A/Bs" \
+  200 --attention-dropout 0 --profile "$OUT/prof_cudnn" --hlo "$OUT/hlo" --xla-variants all
+A0=(--no-hf --attention-dropout 0)
+JAX_DEFAULT_PRNG_IMPL=rbg bench "base/128/256, attention dropout 0, rbg PRNG" 60 "${A0[@]}"
+bench "goal: base/512/64, attention dropout 0" 60 "${A0[@]}" --seq 512 --batch 64
+bench "goal: large/128/128, attention dropout 0" 70 "${A0[@]}" --size large --batch 128
+bench "base/128/256, attention dropout 0, bf16 parameters" 60 "${A0[@]}" --param-dtype bfloat16
 bench "base/128/256 paper recipe, dropout 0.1 (einsum attention)" 60 --no-hf \
   --profile "$OUT/prof_recipe"
-A0=(--no-hf --attention-dropout 0)
-JAX_DEFAULT_PRNG_IMPL=rbg bench "base/128/256, attention dropout 0, rbg PRNG" 45 "${A0[@]}"
-bench "base/128/256, attention dropout 0, bf16 parameters" 45 "${A0[@]}" --param-dtype bfloat16
-bench "base/128/256, attention dropout 0, XLA attention" 45 "${A0[@]}" --attention-impl xla
-XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_triton_gemm=false" \
-  bench "base/128/256, attention dropout 0, cuBLAS only" 45 "${A0[@]}"
-# XLA flags (the issue asks which help on GPU): cuBLASLt, whose epilogues can take the
-# bias adds and their gradients out of XLA's own kernels; Triton for any GEMM fusion.
-XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_cublaslt=true" \
-  bench "base/128/256, attention dropout 0, cuBLASLt epilogues" 45 "${A0[@]}"
-XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_triton_gemm_any=true" \
-  bench "base/128/256, attention dropout 0, Triton for any GEMM" 45 "${A0[@]}"
-bench "base/128/256, attention dropout 0, fused QKV" 45 "${A0[@]}" --fused-qkv
-bench "base/128/256, no dropout" 45 "${A0[@]}" --hidden-dropout 0
+bench "base/128/256, attention dropout 0, fused QKV" 60 "${A0[@]}" --fused-qkv
 
 for name in recipe cudnn; do  # flat copies: the device tool brings back 2 folders down
   trace=$(find "$OUT/prof_$name" -name '*.xplane.pb' 2>/dev/null | head -1)

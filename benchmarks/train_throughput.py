@@ -152,6 +152,91 @@ def _step_bytes(compiled):
     return None
 
 
+# XLA's GPU options to A/B inside one process (`--xla-variants`): each recompiles the same
+# lowered step with its options added (`Lowered.compile(compiler_options=...)`, the fields
+# XLA_FLAGS sets) and times it on the same state and batches.
+XLA_VARIANTS = {
+  # cuBLASLt, whose epilogues can take bias adds (and their gradients) into the matmul.
+  "cublaslt": {"xla_gpu_enable_cublaslt": True},
+  # Triton for any GEMM fusion, not only those XLA expects to win.
+  "triton_gemm_any": {"xla_gpu_triton_gemm_any": True},
+  # cuBLAS for every GEMM (no Triton GEMM fusions).
+  "cublas_only": {"xla_gpu_enable_triton_gemm": False},
+  # LayerNorm (forward and backward) as cuDNN's norm kernels.
+  "cudnn_layer_norm": {"xla_gpu_enable_cudnn_layer_norm": True},
+  # cuDNN GEMM fusions (a matmul with the elementwise work around it, as one cuDNN graph).
+  "cudnn_gemm_fusion": {"xla_gpu_cudnn_gemm_fusion_level": 2},
+}
+
+
+def parse_xla_options(items):
+  """{name: value} of `--xla-option NAME=VALUE` items (true/false, integers, else text)."""
+  options = {}
+  for item in items or ():
+    name, sep, value = item.partition("=")
+    if not sep:
+      raise SystemExit(f"--xla-option {item!r}: give NAME=VALUE, e.g. xla_gpu_enable_cublaslt=true")
+    lowered = value.lower()
+    if lowered in ("true", "false"):
+      options[name] = lowered == "true"
+    else:
+      try:
+        options[name] = int(value)
+      except ValueError:
+        options[name] = value
+  return options
+
+
+def timed_steps(compiled, state, dev, rng, steps, warmup):
+  """(state, seconds of `steps` steps after `warmup` untimed ones, warm-up seconds, metrics)."""
+  t, metrics = time.perf_counter(), None
+  for i in range(warmup):
+    state, metrics = compiled(state, dev[i % len(dev)], rng)
+  jax.block_until_ready((state, metrics) if warmup else state)
+  warmup_s = time.perf_counter() - t
+  t = time.perf_counter()
+  for i in range(steps):
+    state, metrics = compiled(state, dev[i % len(dev)], rng)
+  jax.block_until_ready((state, metrics))
+  return state, time.perf_counter() - t, warmup_s, metrics
+
+
+def xla_variants(lowered, base_options, names, state, dev, rng, args, batch, base_rate):
+  """(state, {variant: result}): each of `names` (XLA_VARIANTS) compiled over
+  `base_options` and timed; then the base again (the drift); then, if two or more gained
+  1 %, their union ("combined"). A variant that fails to compile is one line.
+  """
+  results = {}
+  print(f"  XLA option variants, each against the base's {base_rate:.1f} seq/s:")
+
+  def measure(name, options):
+    nonlocal state
+    try:
+      t = time.perf_counter()
+      compiled = lowered.compile(compiler_options={**base_options, **options})
+      compile_s = time.perf_counter() - t
+    except Exception as e:  # noqa: BLE001 - e.g. an option this XLA does not know
+      print(f"  variant {name}: not compiled: {type(e).__name__}: {str(e)[:200]}")
+      results[name] = {"options": options, "error": f"{type(e).__name__}: {str(e)[:200]}"}
+      return None
+    state, seconds, _, _ = timed_steps(compiled, state, dev, rng, args.steps, args.warmup)
+    rate = batch * args.steps / seconds
+    print(
+      f"  variant {name:18} {rate:10.1f} seq/s  ({rate / base_rate - 1:+.1%} on the base; "
+      f"compile {compile_s:.1f} s) {options}"
+    )
+    results[name] = {"options": options, "seq_per_s": rate, "compile_s": compile_s}
+    return rate
+
+  for name in names:
+    measure(name, XLA_VARIANTS[name])
+  again = measure("base_again", {})
+  gains = [n for n in names if results[n].get("seq_per_s", 0) > 1.01 * max(base_rate, again or 0)]
+  if len(gains) > 1:
+    measure("combined", {k: v for n in gains for k, v in XLA_VARIANTS[n].items()})
+  return state, results
+
+
 def one_device_step(config, objective):
   """(jit-compiled train step, initial state, mesh, rules) of `objective` (its `model`) on
   the first device, with `config`'s mesh rules and optimizer.
@@ -186,20 +271,14 @@ def run_jax(spec, args, batches):
     phases = {"init_s": time.perf_counter() - start}
     t = time.perf_counter()
     lowered = step.lower(state, dev[0], rng)
-    compiled = lowered.compile()
+    options = parse_xla_options(args.xla_option)
+    compiled = lowered.compile(compiler_options=options) if options else lowered.compile()
     compile_s = time.perf_counter() - t
     if args.hlo:  # what the profile's kernel names (fusion_N, loop_*_fusion_N) are
       _write_hlo(compiled, os.path.join(args.hlo, f"{spec.name}.hlo.txt.gz"))
-    t = time.perf_counter()
-    for i in range(args.warmup):
-      state, metrics = compiled(state, dev[i % len(dev)], rng)
-    jax.block_until_ready((state, metrics) if args.warmup else state)
-    phases["warmup_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    for i in range(args.steps):
-      state, metrics = compiled(state, dev[i % len(dev)], rng)
-    jax.block_until_ready((state, metrics))
-    seconds = time.perf_counter() - t
+    state, seconds, phases["warmup_s"], metrics = timed_steps(
+      compiled, state, dev, rng, args.steps, args.warmup
+    )
     loss = float(metrics["loss"])
     if args.profile:
       path = os.path.join(args.profile, spec.name)
@@ -212,6 +291,14 @@ def run_jax(spec, args, batches):
         print(profile_summary.summary(path, steps=3), flush=True)
       except Exception as e:  # noqa: BLE001 - e.g. no CUPTI; the timings stand
         print(f"  profile failed: {type(e).__name__}: {str(e)[:300]}")
+    variants = {}
+    if args.xla_variants:
+      del compiled
+      base_rate = spec.batch * args.steps / seconds
+      state, variants = xla_variants(
+        lowered, options, args.xla_variants, state, dev, rng, args, spec.batch, base_rate
+      )
+      compiled = None
   # The program before XLA's optimizations: on GPU the compiled one's matmuls and attention
   # are library calls (cuBLAS, cuDNN) that its cost analysis does not count.
   xla = _cost_flops(lowered) or _cost_flops(compiled)
@@ -222,6 +309,8 @@ def run_jax(spec, args, batches):
     "step_bytes": _step_bytes(compiled),
     "compile_s": compile_s,
     "loss": loss,
+    "xla_options": options,
+    "xla_variants": variants,
     **phases,
   }
   del state, metrics, compiled, step, dev
@@ -441,6 +530,8 @@ def measure_config(spec, args, peaks, platform):
     "param_dtype": args.param_dtype,
     "prng_impl": str(jax.config.jax_default_prng_impl),
     "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    "xla_options": j["xla_options"],
+    "xla_variants": j["xla_variants"],
   }
   print(json.dumps(record))
   print(f"  ({time.perf_counter() - start:.0f} s for this configuration)")
@@ -482,7 +573,23 @@ def parse_args(argv, platform):
   p.add_argument("--matmul-size", type=int, default=None, help="N of the peak matmul")
   p.add_argument("--profile", metavar="DIR", help="jax.profiler trace of 3 bert_jax steps")
   p.add_argument("--hlo", metavar="DIR", help="write the compiled step's HLO (gzipped text)")
+  p.add_argument(
+    "--xla-option",
+    action="append",
+    metavar="NAME=VALUE",
+    help="an XLA option for the step's compile (as XLA_FLAGS' --NAME=VALUE); repeatable",
+  )
+  p.add_argument(
+    "--xla-variants",
+    type=lambda text: list(XLA_VARIANTS) if text == "all" else text.split(","),
+    default=None,
+    help=f"after the timing, recompile and time with each of: {', '.join(XLA_VARIANTS)} "
+    "(comma-separated, or all); then their union, if two or more gained",
+  )
   args = p.parse_args(argv)
+  unknown = [n for n in args.xla_variants or () if n not in XLA_VARIANTS]
+  if unknown:
+    p.error(f"--xla-variants: unknown {unknown}; choose from {', '.join(XLA_VARIANTS)} or all")
   args.size = args.size or ("base" if accel else "mini")
   args.batch = args.batch or (256 if accel else 16)
   args.dtype = args.dtype or ("bfloat16" if accel else "float32")
