@@ -41,6 +41,14 @@ from BERT-mini up on CPU, 1.16 for the tiny test model (AdamW's per-parameter wo
 more there). With --scan-layers XLA counts the scanned layer once, not L times, so its
 figure is far lower. `--hlo DIR` writes the compiled step's HLO, which names the kernels of
 a GPU profile (XLA's fusions).
+
+The step is `bert-jax pretrain`'s, XLA options included (`bert_jax/train/xla_options.py`:
+on GPUs, cuBLAS for the matmuls); `--xla-option NAME=VALUE` adds one. `--variants A,B`
+(or `all`) then times each of `VARIANTS` in the same process on the same state and
+batches, an XLA option recompiling the same lowered step and a model change (fused QKV,
+the activation recomputed, no hidden dropout) tracing it again; then the base again (its
+drift) and the variants that gained, together. A/Bs in one process share the start, the
+parameters' init and the data, and see the same device state.
 HF's model does more work per sequence (its MLM head runs at all s positions), so the two
 sides are compared in sequences per second, not in MFU.
 
@@ -61,6 +69,7 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX and torch
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse
+import copy
 import dataclasses
 import functools
 import gc
@@ -76,7 +85,7 @@ from bert_jax import cli, host_memory, sharding
 from bert_jax import config as config_lib
 from bert_jax.data import synthetic
 from bert_jax.model import pretraining
-from bert_jax.train import flops, loop
+from bert_jax.train import flops, loop, xla_options
 from bert_jax.train import optimizer as optimizer_lib
 from bert_jax.train import step as step_lib
 
@@ -152,20 +161,29 @@ def _step_bytes(compiled):
     return None
 
 
-# XLA's GPU options to A/B inside one process (`--xla-variants`): each recompiles the same
-# lowered step with its options added (`Lowered.compile(compiler_options=...)`, the fields
-# XLA_FLAGS sets) and times it on the same state and batches.
-XLA_VARIANTS = {
+# Variants to A/B inside one process (`--variants`), each timed on the same state and
+# batches as the base: (config.model changes, XLA options). XLA options (the fields XLA_FLAGS
+# sets) recompile the same lowered step with them added over the step's own
+# (`train.xla_options`, `Lowered.compile(compiler_options=...)`); model changes trace the
+# step again (the same parameters, so the same state).
+VARIANTS = {
   # cuBLASLt, whose epilogues can take bias adds (and their gradients) into the matmul.
-  "cublaslt": {"xla_gpu_enable_cublaslt": True},
+  "cublaslt": ({}, {"xla_gpu_enable_cublaslt": True}),
   # Triton for any GEMM fusion, not only those XLA expects to win.
-  "triton_gemm_any": {"xla_gpu_triton_gemm_any": True},
-  # cuBLAS for every GEMM (no Triton GEMM fusions).
-  "cublas_only": {"xla_gpu_enable_triton_gemm": False},
+  "triton_gemm_any": ({}, {"xla_gpu_triton_gemm_any": True}),
+  # XLA's default, Triton's GEMM fusions, which bert_jax's GPU step turns off
+  # (`train.xla_options`: cuBLAS for every matmul measured 5-6 % faster).
+  "triton_gemm": ({}, {"xla_gpu_enable_triton_gemm": True}),
   # LayerNorm (forward and backward) as cuDNN's norm kernels.
-  "cudnn_layer_norm": {"xla_gpu_enable_cudnn_layer_norm": True},
+  "cudnn_layer_norm": ({}, {"xla_gpu_enable_cudnn_layer_norm": True}),
   # cuDNN GEMM fusions (a matmul with the elementwise work around it, as one cuDNN graph).
-  "cudnn_gemm_fusion": {"xla_gpu_cudnn_gemm_fusion_level": 2},
+  "cudnn_gemm_fusion": ({}, {"xla_gpu_cudnn_gemm_fusion_level": 2}),
+  # Q, K and V in one matmul.
+  "fused_qkv": ({"fused_qkv": True}, {}),
+  # The feed-forward bias add and GELU recomputed in the backward pass, not kept.
+  "recompute_activation": ({"recompute_activation": True}, {}),
+  # No hidden dropout (what its random bits and masks cost).
+  "no_hidden_dropout": ({"hidden_dropout": 0.0}, {}),
 }
 
 
@@ -201,45 +219,51 @@ def timed_steps(compiled, state, dev, rng, steps, warmup):
   return state, time.perf_counter() - t, warmup_s, metrics
 
 
-def xla_variants(lowered, base_options, names, state, dev, rng, args, batch, base_rate):
-  """(state, {variant: result}): each of `names` (XLA_VARIANTS) compiled over
-  `base_options` and timed; then the base again (the drift); then, if two or more gained
-  1 %, their union ("combined"). A variant that fails to compile is one line.
+def time_variants(lower, base_options, names, state, dev, rng, args, batch, base_rate):
+  """(state, {variant: result}): each of `names` (VARIANTS) lowered by `lower(changes, state)`,
+  compiled with its XLA options over `base_options`, and timed; then the base again (the
+  drift); then, if two or more gained 1 %, all of those together ("combined"). A variant
+  that fails to build or compile is one line.
   """
   results = {}
-  print(f"  XLA option variants, each against the base's {base_rate:.1f} seq/s:")
+  print(f"  variants, each against the base's {base_rate:.1f} seq/s:")
 
-  def measure(name, options):
+  def measure(name, changes, options):
     nonlocal state
     try:
       t = time.perf_counter()
-      compiled = lowered.compile(compiler_options={**base_options, **options})
+      compiled = lower(changes, state).compile(compiler_options={**base_options, **options})
       compile_s = time.perf_counter() - t
     except Exception as e:  # noqa: BLE001 - e.g. an option this XLA does not know
-      print(f"  variant {name}: not compiled: {type(e).__name__}: {str(e)[:200]}")
-      results[name] = {"options": options, "error": f"{type(e).__name__}: {str(e)[:200]}"}
+      error = f"{type(e).__name__}: {str(e)[:200]}"
+      print(f"  variant {name}: not compiled: {error}")
+      results[name] = {"changes": changes, "options": options, "error": error}
       return None
     state, seconds, _, _ = timed_steps(compiled, state, dev, rng, args.steps, args.warmup)
     rate = batch * args.steps / seconds
     print(
-      f"  variant {name:18} {rate:10.1f} seq/s  ({rate / base_rate - 1:+.1%} on the base; "
-      f"compile {compile_s:.1f} s) {options}"
+      f"  variant {name:20} {rate:10.1f} seq/s  ({rate / base_rate - 1:+.1%} on the base; "
+      f"compile {compile_s:.1f} s) {changes or ''}{options or ''}"
     )
-    results[name] = {"options": options, "seq_per_s": rate, "compile_s": compile_s}
+    results[name] = {"changes": changes, "options": options, "seq_per_s": rate}
+    results[name]["compile_s"] = compile_s
     return rate
 
   for name in names:
-    measure(name, XLA_VARIANTS[name])
-  again = measure("base_again", {})
-  gains = [n for n in names if results[n].get("seq_per_s", 0) > 1.01 * max(base_rate, again or 0)]
+    measure(name, *VARIANTS[name])
+  again = measure("base_again", {}, {})
+  best_base = max(base_rate, again or 0)
+  gains = [n for n in names if results[n].get("seq_per_s", 0) > 1.01 * best_base]
   if len(gains) > 1:
-    measure("combined", {k: v for n in gains for k, v in XLA_VARIANTS[n].items()})
+    changes = {k: v for n in gains for k, v in VARIANTS[n][0].items()}
+    measure("combined", changes, {k: v for n in gains for k, v in VARIANTS[n][1].items()})
   return state, results
 
 
 def one_device_step(config, objective):
-  """(jit-compiled train step, initial state, mesh, rules) of `objective` (its `model`) on
-  the first device, with `config`'s mesh rules and optimizer.
+  """(jit-compiled train step, initial state, mesh, rules, step_of) of `objective` (its
+  `model`) on the first device, with `config`'s mesh rules and optimizer; `step_of(other)`
+  is the same step of another objective over the same state.
   """
   mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
   rules = sharding.rules_from_config(config.mesh)
@@ -247,8 +271,11 @@ def one_device_step(config, objective):
   create = functools.partial(step_lib.create_state, objective.model, tx, jax.random.key(0))
   state_sh = sharding.shardings_of(create, mesh, rules)
   state = sharding.sharded_init(create, state_sh)
-  step = loop.compile_train_step(objective, tx, schedule, 1, state_sh, mesh)
-  return step, state, mesh, rules
+
+  def step_of(other):
+    return loop.compile_train_step(other, tx, schedule, 1, state_sh, mesh)
+
+  return step_of(objective), state, mesh, rules, step_of
 
 
 def run_jax(spec, args, batches):
@@ -259,11 +286,14 @@ def run_jax(spec, args, batches):
   c.model.attention_impl = None if args.attention_impl == "auto" else args.attention_impl
   c.model.scan_layers, c.model.remat_policy = args.scan_layers, args.remat
   c.model.fused_qkv, c.model.param_dtype = args.fused_qkv, args.param_dtype
+  c.model.recompute_activation = args.recompute_activation
   cfg = config_lib.model_config(c, VOCAB)
+
+  def objective_of(model_config):
+    return step_lib.Pretraining(pretraining.BertForPreTraining(model_config))
+
   start = time.perf_counter()
-  step, state, mesh, rules = one_device_step(
-    c, step_lib.Pretraining(pretraining.BertForPreTraining(cfg))
-  )
+  step, state, mesh, rules, step_of = one_device_step(c, objective_of(cfg))
   rng = jax.random.key(1)
   with sharding.activate(mesh, rules):
     dev = [sharding.global_batch(b, mesh) for b in batches]
@@ -292,11 +322,22 @@ def run_jax(spec, args, batches):
       except Exception as e:  # noqa: BLE001 - e.g. no CUPTI; the timings stand
         print(f"  profile failed: {type(e).__name__}: {str(e)[:300]}")
     variants = {}
-    if args.xla_variants:
+    if args.variants:
       del compiled
+
+      first_batch = dev[0]
+
+      def lower(changes, state):
+        if not changes:
+          return lowered
+        other = copy.deepcopy(c)
+        other.model.update(changes)
+        other_step = step_of(objective_of(config_lib.model_config(other, VOCAB)))
+        return other_step.lower(state, first_batch, rng)
+
       base_rate = spec.batch * args.steps / seconds
-      state, variants = xla_variants(
-        lowered, options, args.xla_variants, state, dev, rng, args, spec.batch, base_rate
+      state, variants = time_variants(
+        lower, options, args.variants, state, dev, rng, args, spec.batch, base_rate
       )
       compiled = None
   # The program before XLA's optimizations: on GPU the compiled one's matmuls and attention
@@ -310,7 +351,7 @@ def run_jax(spec, args, batches):
     "compile_s": compile_s,
     "loss": loss,
     "xla_options": options,
-    "xla_variants": variants,
+    "variants": variants,
     **phases,
   }
   del state, metrics, compiled, step, dev
@@ -527,11 +568,13 @@ def measure_config(spec, args, peaks, platform):
     "dropout": [args.hidden_dropout, args.attention_dropout],
     "attention_impl": args.attention_impl,
     "fused_qkv": args.fused_qkv,
+    "recompute_activation": args.recompute_activation,
     "param_dtype": args.param_dtype,
     "prng_impl": str(jax.config.jax_default_prng_impl),
     "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    "step_xla_options": xla_options.step_options(dev.platform),
     "xla_options": j["xla_options"],
-    "xla_variants": j["xla_variants"],
+    "variants": j["variants"],
   }
   print(json.dumps(record))
   print(f"  ({time.perf_counter() - start:.0f} s for this configuration)")
@@ -560,6 +603,11 @@ def parse_args(argv, platform):
   p.add_argument("--scan-layers", action="store_true", help="nn.scan the layers (faster compile)")
   p.add_argument("--fused-qkv", action="store_true", help="Q, K, V projections in one matmul")
   p.add_argument(
+    "--recompute-activation",
+    action="store_true",
+    help="the feed-forward bias add and GELU recomputed in the backward pass",
+  )
+  p.add_argument(
     "--param-dtype",
     choices=["float32", "bfloat16"],
     default="float32",
@@ -580,16 +628,16 @@ def parse_args(argv, platform):
     help="an XLA option for the step's compile (as XLA_FLAGS' --NAME=VALUE); repeatable",
   )
   p.add_argument(
-    "--xla-variants",
-    type=lambda text: list(XLA_VARIANTS) if text == "all" else text.split(","),
+    "--variants",
+    type=lambda text: list(VARIANTS) if text == "all" else text.split(","),
     default=None,
-    help=f"after the timing, recompile and time with each of: {', '.join(XLA_VARIANTS)} "
-    "(comma-separated, or all); then their union, if two or more gained",
+    help=f"after the timing, time each of: {', '.join(VARIANTS)} (comma-separated, or all) "
+    "in this process; then those that gained, together",
   )
   args = p.parse_args(argv)
-  unknown = [n for n in args.xla_variants or () if n not in XLA_VARIANTS]
+  unknown = [n for n in args.variants or () if n not in VARIANTS]
   if unknown:
-    p.error(f"--xla-variants: unknown {unknown}; choose from {', '.join(XLA_VARIANTS)} or all")
+    p.error(f"--variants: unknown {unknown}; choose from {', '.join(VARIANTS)} or all")
   args.size = args.size or ("base" if accel else "mini")
   args.batch = args.batch or (256 if accel else 16)
   args.dtype = args.dtype or ("bfloat16" if accel else "float32")

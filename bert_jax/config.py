@@ -179,6 +179,9 @@ def _common():
   c.model.remat_policy = "none"  # none | full | dots | dots_no_batch
   c.model.attention_impl = placeholder(str)  # None (auto: splash on TPU) | xla | cudnn | splash
   c.model.fused_qkv = False  # BERT-family attention: Q, K, V in one matmul (same parameters)
+  # BERT-family feed-forward: the bias add and activation after its first matmul recomputed
+  # in the backward pass, not kept (less memory traffic; same parameters and values).
+  c.model.recompute_activation = False
   c.model.vocab_multiple = 128  # embedding rows padded to a multiple (fast matmuls)
 
   c.train = ml_collections.ConfigDict()
@@ -325,6 +328,7 @@ _RUN_KEYS = (
   "remat_policy",
   "attention_impl",
   "fused_qkv",
+  "recompute_activation",
 )
 
 

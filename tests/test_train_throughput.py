@@ -25,9 +25,20 @@ def test_default_predictions(bench):
   assert bench.default_predictions(256) == round(0.15 * 256)
 
 
+def test_xla_options_and_variants_from_the_command_line(bench):
+  options = bench.parse_xla_options(["a_flag=true", "b_flag=False", "level=2", "name=text"])
+  assert options == {"a_flag": True, "b_flag": False, "level": 2, "name": "text"}
+  with pytest.raises(SystemExit, match="NAME=VALUE"):
+    bench.parse_xla_options(["xla_gpu_enable_cublaslt"])
+  assert bench.parse_args(["--variants", "all"], "cpu").variants == list(bench.VARIANTS)
+  with pytest.raises(SystemExit):
+    bench.parse_args(["--variants", "fused_qkv,no_such_variant"], "cpu")
+
+
 @pytest.mark.slow
 def test_tiny_run_on_cpu(bench, capsys):
   argv = "--size tiny --seq 32 --batch 4 --steps 2 --warmup 1 --matmul-size 256".split()
+  argv += ["--variants", "recompute_activation"]  # a model variant, traced again
   records = bench.main(argv)
   lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
   assert len(lines) == 1 and len(records) == 1
@@ -44,6 +55,9 @@ def test_tiny_run_on_cpu(bench, capsys):
   assert r["hf_eager_seq_per_s"] > 0
   assert r["ratio_eager"] == pytest.approx(r["jax_seq_per_s"] / r["hf_eager_seq_per_s"])
   assert r["hf_compile_seq_per_s"] is None and r["ratio_compile"] is None  # off on CPU
+  assert set(r["variants"]) == {"recompute_activation", "base_again"}
+  assert all(v["seq_per_s"] > 0 for v in r["variants"].values())
+  assert r["variants"]["recompute_activation"]["changes"] == {"recompute_activation": True}
 
 
 @pytest.mark.skipif(

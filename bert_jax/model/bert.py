@@ -61,6 +61,9 @@ class BertConfig:
   remat_policy: str = "none"  # one of REMAT_POLICIES
   attention_impl: str | None = None  # None (auto), "xla", "cudnn" or "splash"
   fused_qkv: bool = False  # the query, key and value projections as one matmul (same params)
+  # The feed-forward block keeps only its first matmul's output for the backward pass and
+  # recomputes the bias add and the activation there (`Dense.recompute`; same params).
+  recompute_activation: bool = False
   # Whether input rows may pack several examples (attention_mask > 1); False: one example
   # then padding, so attention takes row lengths (`attention.AttentionMask`). A run setting
   # (`config.model_config`: config.data.packing), not part of the architecture.
@@ -105,8 +108,11 @@ class Dense(nn.Module):
 
   Kernel shape is (*in_dims, *features), named `in_names + out_names`, initialised from a
   normal of `std` (None: `initializer_range`) cut at `cutoff` stds; no bias unless
-  `use_bias`. (flax's DenseGeneral creates multi-axis kernels flat and reshapes them, which
-  breaks logical sharding constraints under an active mesh.)
+  `use_bias`. `activation` (an `ACTIVATIONS` name) follows the bias add; with `recompute`
+  the backward pass recomputes both from the matmul's output instead of keeping what they
+  need (for GELU in bfloat16, two more tensors of the output's size). (flax's DenseGeneral
+  creates multi-axis kernels flat and reshapes them, which breaks logical sharding
+  constraints under an active mesh.)
   """
 
   config: BertConfig
@@ -116,6 +122,8 @@ class Dense(nn.Module):
   use_bias: bool = True
   std: float | None = None
   cutoff: float = 2.0
+  activation: str | None = None
+  recompute: bool = False
 
   @nn.compact
   def __call__(self, x):
@@ -129,7 +137,14 @@ class Dense(nn.Module):
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=c.dtype)
     contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
     y = jax.lax.dot_general(x, kernel, (contract, ((), ())))
-    return y if bias is None else add_bias(y, bias, c.dtype)
+
+    def bias_and_activation(y, bias):
+      y = y if bias is None else add_bias(y, bias, c.dtype)
+      return y if self.activation is None else activation(self.activation)(y)
+
+    if self.recompute:
+      bias_and_activation = jax.checkpoint(bias_and_activation)
+    return bias_and_activation(y, bias)
 
   def weights(self, in_dims):
     """(kernel, bias or None) for inputs whose last axes are `in_dims`, as stored (call it
@@ -165,7 +180,7 @@ class DenseWeights(Dense):
 
 def dense(config, features, in_names, out_names, name=None, **kwargs):
   """A `Dense` layer; `features` an int or a tuple (e.g. (heads, head_dim)); `kwargs`:
-  `use_bias`, `std`, `cutoff`.
+  `use_bias`, `std`, `cutoff`, `activation`, `recompute`.
   """
   features = (features,) if isinstance(features, int) else tuple(features)
   return Dense(config, features, tuple(in_names), tuple(out_names), name=name, **kwargs)
@@ -316,8 +331,15 @@ class Mlp(nn.Module):
   @nn.compact
   def __call__(self, x):
     c = self.config
-    h = dense(c, c.intermediate_size, (axes.EMBED,), (axes.MLP,), name="intermediate")(x)
-    h = activation(c.hidden_act)(h)
+    h = dense(
+      c,
+      c.intermediate_size,
+      (axes.EMBED,),
+      (axes.MLP,),
+      name="intermediate",
+      activation=c.hidden_act,
+      recompute=c.recompute_activation,
+    )(x)  # (batch, length, mlp)
     h = nn.with_logical_constraint(h, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_MLP))
     h = dense(c, c.hidden_size, (axes.MLP,), (axes.EMBED,), name="output")(h)
     h = nn.Dropout(c.hidden_dropout)(h, deterministic=self.deterministic)

@@ -42,7 +42,7 @@ from bert_jax import progress as progress_lib
 from bert_jax import run as run_lib
 from bert_jax.errors import NonFiniteLoss, Preempted, UserError
 from bert_jax.train import metrics as metrics_lib
-from bert_jax.train import precompile
+from bert_jax.train import precompile, xla_options
 from bert_jax.train import step as step_lib
 from bert_jax.train.metrics import log
 
@@ -580,8 +580,11 @@ class _Best:
 
 
 def compile_train_step(objective, tx, schedule, accum_steps, state_sh, mesh):
-  """The jit-compiled train step with in/out shardings; the state is donated."""
+  """The jit-compiled train step with in/out shardings and the platform's XLA options
+  (`xla_options`); the state is donated.
+  """
   batch_sh, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+  platform = mesh.devices.flat[0].platform
   return jax.jit(
     functools.partial(
       step_lib.train_step, objective=objective, tx=tx, schedule=schedule, accum_steps=accum_steps
@@ -589,4 +592,5 @@ def compile_train_step(objective, tx, schedule, accum_steps, state_sh, mesh):
     in_shardings=(state_sh, batch_sh, repl),
     out_shardings=(state_sh, repl),
     donate_argnums=0,
+    compiler_options=xla_options.step_options(platform),
   )
