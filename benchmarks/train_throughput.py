@@ -260,22 +260,30 @@ def time_variants(lower, base_options, names, state, dev, rng, args, batch, base
   return state, results
 
 
-def one_device_step(config, objective):
-  """(jit-compiled train step, initial state, mesh, rules, step_of) of `objective` (its
-  `model`) on the first device, with `config`'s mesh rules and optimizer; `step_of(other)`
-  is the same step of another objective over the same state.
+def one_device_setup(config, model):
+  """(initial state, mesh, rules, step_of) of `model` on the first device, with `config`'s
+  mesh rules and optimizer; `step_of(objective)` is the jit train step of an objective over
+  that state (its model's parameters: the same tree).
   """
   mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
   rules = sharding.rules_from_config(config.mesh)
   tx, schedule = optimizer_lib.make_optimizer(config.train, steps=10_000, warmup_steps=100)
-  create = functools.partial(step_lib.create_state, objective.model, tx, jax.random.key(0))
+  create = functools.partial(step_lib.create_state, model, tx, jax.random.key(0))
   state_sh = sharding.shardings_of(create, mesh, rules)
   state = sharding.sharded_init(create, state_sh)
 
-  def step_of(other):
-    return loop.compile_train_step(other, tx, schedule, 1, state_sh, mesh)
+  def step_of(objective):
+    return loop.compile_train_step(objective, tx, schedule, 1, state_sh, mesh)
 
-  return step_of(objective), state, mesh, rules, step_of
+  return state, mesh, rules, step_of
+
+
+def one_device_step(config, objective):
+  """(jit-compiled train step, initial state, mesh, rules) of `objective` (its `model`) on
+  the first device, with `config`'s mesh rules and optimizer.
+  """
+  state, mesh, rules, step_of = one_device_setup(config, objective.model)
+  return step_of(objective), state, mesh, rules
 
 
 def run_jax(spec, args, batches):
@@ -293,7 +301,9 @@ def run_jax(spec, args, batches):
     return step_lib.Pretraining(pretraining.BertForPreTraining(model_config))
 
   start = time.perf_counter()
-  step, state, mesh, rules, step_of = one_device_step(c, objective_of(cfg))
+  objective = objective_of(cfg)
+  state, mesh, rules, step_of = one_device_setup(c, objective.model)
+  step = step_of(objective)
   rng = jax.random.key(1)
   with sharding.activate(mesh, rules):
     dev = [sharding.global_batch(b, mesh) for b in batches]

@@ -2,7 +2,7 @@
 
 On GPUs the step's matmuls go to cuBLAS, not to XLA's Triton GEMM fusions
 (`xla_gpu_enable_triton_gemm=false`). Measured on one H200 on 2026-11-30
-(`benchmarks/train_throughput.py --xla-variants`, the same state and batches in one
+(`benchmarks/train_throughput.py --variants`, the same state and batches in one
 process; benchmarks/README.md): BERT-base seq 128 batch 256 +6.4 %, seq 512 batch 64
 +5.5 %, BERT-large seq 128 batch 128 +5.2 %. The other options tried there (cuBLASLt,
 Triton for any GEMM, cuDNN GEMM fusions) gained nothing, and cuDNN's LayerNorm nothing on
