@@ -262,6 +262,9 @@ def finetune_base_config():
   c.eval.batch_size = placeholder(int)  # None: train.batch_size
   c.eval.metric = placeholder(str)  # the metric the best checkpoint is kept by; None: the
   # task's (accuracy, f1, matthews, spearman, entity f1, ...)
+  # The metrics evaluated, comma-separated (e.g. "matthews,accuracy"); None: the task's, or
+  # a TFDS split's registry's. The TFDS recipes (GLUE, ...) set their task's.
+  c.eval.metrics = placeholder(str)
   c.eval.at_start = False
 
   c.checkpoint.keep = 2  # latest checkpoints (for resuming); the best is kept apart
@@ -612,6 +615,9 @@ def tfds_finetune_config(key):
   c.data.text_column = task.text_column
   c.data.text_pair_column = task.text_pair_column
   c.data.label_column = task.label_column
+  # The task's official metrics, also on local files given for its data.
+  c.eval.metrics = ",".join(task.metrics)
+  c.eval.metric = task.main_metric
   return c
 
 

@@ -249,7 +249,24 @@ def test_gcs_scheme_is_named_as_gs(capsys, no_gs_folder):
           "metric='auc' is not one of the eval metrics of this task and data: accuracy, "
           "macro_f1, loss",
         ),
+        (
+          "--config.eval.metrics=accuracy,auroc",
+          "config.eval.metrics='accuracy,auroc': auroc is not a metric of task "
+          "'classification'; choose from accuracy, f1, macro_f1, matthews",
+        ),
       ]
+    ),
+    (  # tags report the entity spans' precision, recall and F1 (and accuracy)
+      [
+        "finetune",
+        "--config.init_from=x",
+        "--config.task=tokens",
+        "--config.data.train=a.jsonl",
+        "--config.data.eval=b.jsonl",
+        "--config.eval.metric=entity_f1",
+      ],
+      "metric='entity_f1' is not one of the eval metrics of this task and data: precision, "
+      "recall, f1, accuracy, loss",
     ),
   ],
 )

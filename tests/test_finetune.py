@@ -626,6 +626,9 @@ def test_token_entity_f1_by_hand(imported):
   # gold entities 4, predicted 4 (john, mary, unbelievable, london), correct 3
   assert values["precision"] == 0.75 and values["recall"] == 0.75 and values["f1"] == 0.75
   assert values["accuracy"] == 5 / 7  # word-level: paris and unbelievable are wrong
+  # The names checked before training (config.eval.metric) are the ones evaluated.
+  names_checked, main = evaluate_lib.metric_names(_config("tokens"))
+  assert set(values) == {*names_checked, "loss"} and main == "f1"
 
 
 def test_word_tags_by_hand():

@@ -79,8 +79,10 @@ def test_recipe_agrees_with_the_registry(recipe):
     task.label_column,
   )
   metrics, main = evaluate_lib.metric_names(config)
-  assert metrics == task.metrics
-  assert main == ("f1" if task.main_metric == "entity_f1" else task.main_metric)
+  assert metrics == task.metrics and main == task.main_metric
+  # Local files for the task's data keep its official metrics (MRPC's F1, CoLA's MCC).
+  local = _load(recipe, "--config.data.train=train.csv", "--config.data.eval=dev.csv")
+  assert evaluate_lib.metric_names(local) == (task.metrics, task.main_metric)
   assert (
     config.data.max_seq_length,
     config.train.batch_size,
@@ -148,6 +150,12 @@ def _hand_made_results():
   results["mnli_mismatched"][5e-5] = {"accuracy": 0.900}  # ... and so MNLI-mm does
   results["cola"][5e-5] = {"matthews": 0.571}  # better: 5e-5 is chosen
   return results
+
+
+def test_a_results_file_without_the_main_metric_is_one_error_line():
+  results = {"mrpc": {2e-5: {"f1": 0.8}, 5e-5: {"accuracy": 0.9, "macro_f1": 0.7}}}
+  with pytest.raises(UserError, match=r"runs 5e-05 have no 'f1' .*delete those results.json"):
+    glue.best_learning_rates(results)
 
 
 def test_best_learning_rates_follow_the_main_metric_and_mnli_m():

@@ -39,6 +39,20 @@ class FakeTokenizer:
     return [names[int(i)] for i in ids]
 
 
+class OffsetTokenizer(FakeTokenizer):
+  """`FakeTokenizer` that also gives each piece's characters, as `tokenizers` does."""
+
+  def encode_offsets(self, texts):
+    offsets = []
+    for text in texts:
+      spans = []
+      for part in re.finditer(r"\w+|[^\w\s]", text):
+        for i in range(0, len(part.group()), 3):
+          spans.append((part.start() + i, min(part.start() + i + 3, part.end())))
+      offsets.append(spans)
+    return offsets
+
+
 EIFFEL = "The Eiffel Tower was completed in (1889), by Gustave Eiffel's company."
 # 15 six-letter words of two sub-tokens each: word w is context tokens 2w and 2w + 1.
 WORDS = (
@@ -424,3 +438,24 @@ def test_squad_metrics_partial_overlap_and_missing_predictions():
   # has no prediction and scores 0.
   metrics = squad.squad_metrics({"x": "red barn door"}, examples)
   assert metrics == pytest.approx({"exact_match": 0.0, "f1": 100 * (2 / 3) / 2})
+
+
+@pytest.mark.parametrize("answer", ["Denver", "Beyoncé"])
+def test_a_prediction_is_its_own_sub_tokens_given_offsets_else_whole_words(answer):
+  """Logits on exactly the gold answer's sub-tokens inside a longer word ("Denver-based",
+  "Beyoncé's"): with the tokenizer's offsets the prediction is the answer (exact match
+  100), as the original's `get_final_text` trims it; without them, the whole word.
+  """
+  context = "The Denver-based band sang Beyoncé's songs."
+  example = squad.QAExample("q", "Who?", context, [_answer(context, answer)])
+  word = context.split()[1 if answer == "Denver" else 4]
+  for tokenizer, expected in ((FakeTokenizer(), word), (OffsetTokenizer(), answer)):
+    encode_offsets = getattr(tokenizer, "encode_offsets", None)
+    features, _ = _features([example], tokenizer, encode_offsets=encode_offsets)
+    start = np.full(features["input_ids"].shape, -10.0, np.float32)
+    end = start.copy()
+    start[0, features["start_positions"][0]] = end[0, features["end_positions"][0]] = 10.0
+    predictions, _ = squad.postprocess(features, start, end, [example])
+    assert predictions == {"q": expected}
+    exact = squad.squad_metrics(predictions, [example])["exact_match"]
+    assert exact == (100.0 if expected == answer else 0.0)

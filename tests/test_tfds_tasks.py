@@ -16,6 +16,7 @@ import pytest
 
 from bert_jax.data import sources
 from bert_jax.errors import UserError
+from bert_jax.finetune import evaluate as evaluate_lib
 from bert_jax.finetune import metrics as task_metrics
 from bert_jax.finetune import tfds_tasks
 from bert_jax.model import tasks
@@ -152,7 +153,7 @@ def test_registered_task_matches_its_tfds_builder(key):
     assert set(task.metrics) <= set(task_metrics.METRICS)
   if task.task == "tokens":
     assert isinstance(label.feature, tfds.features.ClassLabel)
-    assert task.metrics == ("entity_f1",)
+    assert task.metrics == evaluate_lib.DEFAULT_METRICS["tokens"] and task.main_metric == "f1"
   if task.task == "qa":
     assert set(label.feature.keys()) == {"answer_start", "text"}
     assert task.metrics == ("exact_match", "f1")

@@ -75,6 +75,9 @@ def test_wordpiece_matches_hugging_face(tmp_path, lowercase):
   expected = [reference.encode(t, add_special_tokens=False).ids for t in texts]
   assert [tok.encode(t) for t in texts] == expected
   assert tok.encode_batch(texts) == expected
+  # Each token's characters (SQuAD's answers), as `tokenizers` gives them.
+  reference_offsets = [reference.encode(t, add_special_tokens=False).offsets for t in texts]
+  assert tok.encode_offsets(texts) == reference_offsets
   assert tok.vocab_size == reference.get_vocab_size()
   assert (
     tok.special_ids
@@ -153,6 +156,10 @@ def test_sentencepiece_from_stream(tmp_path):
   ids = tok.encode(text)
   assert not any(tok.id_to_piece(i).startswith("<0x") for i in ids)
   assert tok.decode(ids) == text
+  # Each piece's characters: in order, covering the text (a piece's "▁" its space).
+  offsets = tok.encode_offsets([text, "a [MASK] b"])
+  assert len(offsets[0]) == len(ids) and offsets[1] is None  # typed specials: no offsets
+  assert "".join(text[a:b] for a, b in offsets[0]) == text
 
   starts = tok.word_start_table()
   assert starts.shape == (400,)

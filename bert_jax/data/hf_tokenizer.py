@@ -180,6 +180,10 @@ class _Tokenizers:
     encodings = self._tok.encode_batch_fast(texts, add_special_tokens=False)
     return [e.ids for e in encodings]
 
+  def encode_offsets(self, texts: list[str]) -> list[list[tuple[int, int]]]:
+    """Each text's (char_start, char_end) per token of `encode_batch`, in the text."""
+    return [e.offsets for e in self._tok.encode_batch(texts, add_special_tokens=False)]
+
   def decode(self, ids: Iterable[int]) -> str:
     """The text of token ids, special tokens kept."""
     return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)

@@ -287,6 +287,23 @@ class SentencePieceTokenizer:
       for text, ids in zip(texts, encoded)
     ]
 
+  def encode_offsets(self, texts: list[str]) -> list[list[tuple[int, int]] | None]:
+    """Each text's (char_start, char_end) per piece of `encode_batch`, in the text; None
+    for a text with a typed special ("["), whose pieces `encode_batch` rejoins.
+    """
+    offsets = []
+    for text, encoded in zip(texts, self._sp.encode(texts, out_type="proto")):
+      if "[" in text:
+        offsets.append(None)
+        continue
+      # SentencePiece counts UTF-8 bytes of the input; chars[b] is the char at byte b.
+      data = text.encode("utf-8")
+      chars = np.zeros(len(data) + 1, np.int64)
+      chars[np.flatnonzero((np.frombuffer(data, np.uint8) & 0xC0) != 0x80)] = 1
+      chars = np.concatenate([[0], np.cumsum(chars)])[:-1]
+      offsets.append([(int(chars[p.begin]), int(chars[p.end])) for p in encoded.pieces])
+    return offsets
+
   def _join_specials(self, text: str, ids: list[int]) -> list[int]:
     """The ids of a text with special tokens typed in it, as Hugging Face gives them.
 

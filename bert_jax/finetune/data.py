@@ -748,6 +748,7 @@ def encode_qa(examples: Examples, tokenizer, config, train: bool) -> tuple[dict,
       doc_stride=d.doc_stride,
       max_query_length=d.max_query_length,
       train=train,
+      encode_offsets=getattr(tokenizer, "encode_offsets", None),
     )
   except ValueError as e:  # lengths that leave no room for the context, or a bad answer
     raise UserError(

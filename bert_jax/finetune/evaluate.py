@@ -23,13 +23,21 @@ from bert_jax.finetune import retrieval, squad
 from bert_jax.train import precompile
 
 INPUT_KEYS = ("input_ids", "token_type_ids", "attention_mask")
-# Metrics for local files; TFDS tasks use their registry's (the official GLUE ones).
+# Metrics of each task when config.eval.metrics is None (a TFDS recipe sets its registry's,
+# the official GLUE ones, and keeps them on local files) and the eval data is no TFDS split.
+# Tags always get the entity spans' precision, recall and F1 and the words' accuracy.
 DEFAULT_METRICS = {
   "classification": ("accuracy", "macro_f1"),
   "regression": ("pearson", "spearman"),
-  "tokens": ("entity_f1",),
+  "tokens": ("precision", "recall", "f1", "accuracy"),
   "qa": ("exact_match", "f1"),
   "embedding": ("mrr@10", "recall@1", "recall@10"),  # `retrieval`; spearman with scores
+}
+# The metrics each task can report (config.eval.metrics picks from them).
+KNOWN_METRICS = {
+  "classification": tuple(task_metrics.METRICS),
+  "regression": tuple(task_metrics.METRICS),
+  "qa": ("exact_match", "f1"),
 }
 DEFAULT_MAIN = {
   "classification": "accuracy",
@@ -162,14 +170,23 @@ def embedding_scores(model, params, inputs, batch_size, mesh=None) -> dict:
 
 
 def metric_names(config) -> tuple[tuple[str, ...], str]:
-  """(metrics, main metric) of config.task on config.data.eval."""
+  """(metrics, main metric) of config.task on config.data.eval: config.eval.metrics (comma-
+  separated; a TFDS recipe's, kept on local files), else a TFDS split's registry's, else
+  the task's `DEFAULT_METRICS`; tags always theirs. The main one is config.eval.metric, else
+  the task's or the registry's (the first of config.eval.metrics without either).
+  """
+  if config.task == "tokens":
+    return DEFAULT_METRICS["tokens"], config.eval.metric or DEFAULT_MAIN["tokens"]
+  given = tuple(n.strip() for n in (config.eval.get("metrics") or "").split(",") if n.strip())
   spec = config.data.eval or ""
   if data_lib.is_tfds(spec):
     from bert_jax.finetune import tfds_tasks
 
     task = tfds_tasks.task_of(tfds_tasks.parse(spec)[0])
-    main = "f1" if task.main_metric == "entity_f1" else task.main_metric
-    return task.metrics, config.eval.metric or main
+    return given or task.metrics, config.eval.metric or task.main_metric
+  if given:
+    main = DEFAULT_MAIN[config.task] if DEFAULT_MAIN[config.task] in given else given[0]
+    return given, config.eval.metric or main
   return DEFAULT_METRICS[config.task], config.eval.metric or DEFAULT_MAIN[config.task]
 
 

@@ -151,7 +151,17 @@ def best_learning_rates(results: dict) -> dict[str, float]:
 
 
 def _best_lr(runs, metric):
-  """The learning rate of the highest `metric` (the lowest rate of a tie)."""
+  """The learning rate of the highest `metric` (the lowest rate of a tie).
+
+  Raises:
+    UserError: a run's metrics without `metric` (a results.json of other settings).
+  """
+  missing = [lr_name(lr) for lr in sorted(runs) if metric not in runs[lr]]
+  if missing:
+    raise UserError(
+      f"the runs {', '.join(missing)} have no {metric!r} in their {RESULTS_FILE} (made with "
+      f"other metrics); delete those {RESULTS_FILE} files to run them again"
+    )
   return max(sorted(runs), key=lambda lr: runs[lr][metric])
 
 

@@ -3,7 +3,10 @@
 Follows google-research/bert `run_squad.py`, on token ids and with any tokenizer:
 
 * `context_words` splits a context at whitespace; answers map from characters to these
-  words, and predicted spans map back to the characters of whole words.
+  words. Predicted spans map back to the characters of their own sub-tokens when the
+  tokenizer gives each sub-token's characters (`encode_offsets`: "Denver" of
+  "Denver-based"; the original's `get_final_text` trims to the predicted tokens so), else
+  to whole words.
 * `make_features` tokenizes every distinct word once (one `encode_batch` call over all
   of them), lays out `[CLS] question [SEP] window [SEP]` rows over sliding windows of the
   context (`doc_stride`), marks for each token the window where it has the most context,
@@ -71,7 +74,8 @@ class _Context:
 
   Attributes:
     ids: (tokens,) int32 sub-token ids of all words in order.
-    token_chars: (tokens, 2) int32 (char_start, char_end) of the word of each sub-token.
+    token_chars: (tokens, 2) int32 (char_start, char_end) of each sub-token in the context
+      (its word's, where the tokenizer gives no offsets).
     word_starts: (words,) char start of each word.
     word_ends: (words,) char end (exclusive) of each word.
     first_token: (words + 1,) index of each word's first sub-token; the last entry is the
@@ -116,26 +120,53 @@ def _encode_distinct(encode_batch, texts):
   return dict(zip(distinct, _encode(encode_batch, distinct)))
 
 
-def _build_context(words, spans, word_ids):
-  """A `_Context` from a context's words, their spans and the ids of every word."""
+def _build_context(words, spans, word_ids, word_offsets=None):
+  """A `_Context` from a context's words, their spans and the ids of every word;
+  `word_offsets` ({word: (tokens, 2) character offsets of its sub-tokens in it, or None})
+  narrows each sub-token's characters from its word's to its own.
+  """
   pieces = [word_ids[word] for word in words]
   counts = np.array([len(p) for p in pieces], dtype=np.int64)
   spans = np.array(spans, dtype=np.int32).reshape(-1, 2)
+  token_chars = np.repeat(spans, counts, axis=0)
+  if word_offsets is not None and len(token_chars):
+    starts = np.repeat(spans[:, 0], counts)
+    own = [word_offsets.get(word) for word in words]
+    if all(o is not None for o in own):
+      offsets = np.concatenate([np.asarray(o, np.int32).reshape(-1, 2) for o in own])
+      # A piece of no characters (SentencePiece's lone "▁", a character's first bytes)
+      # keeps its word's: a span of it alone is never empty.
+      narrowed = offsets[:, 0] < offsets[:, 1]
+      token_chars = np.where(narrowed[:, None], starts[:, None] + offsets, token_chars)
   return _Context(
     ids=np.array([i for p in pieces for i in p], dtype=np.int32),
-    token_chars=np.repeat(spans, counts, axis=0),
+    token_chars=token_chars.astype(np.int32),
     word_starts=spans[:, 0],
     word_ends=spans[:, 1],
     first_token=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
   )
 
 
-def _tokenize_contexts(contexts, encode_batch):
-  """{context: _Context} for the distinct contexts; each distinct word is encoded once."""
+def _tokenize_contexts(contexts, encode_batch, encode_offsets=None):
+  """{context: _Context} for the distinct contexts; each distinct word is encoded once.
+
+  `encode_offsets` (texts -> one list of (char_start, char_end) per sub-token of each, or
+  None for a text it cannot align) gives each sub-token its own characters.
+  """
   split = {context: context_words(context) for context in dict.fromkeys(contexts)}
-  word_ids = _encode_distinct(encode_batch, [word for words, _ in split.values() for word in words])
+  words = list(dict.fromkeys(word for ws, _ in split.values() for word in ws))
+  word_ids = _encode_distinct(encode_batch, words)
+  word_offsets = None
+  if encode_offsets is not None:
+    word_offsets = {}
+    for begin in range(0, len(words), _ENCODE_CHUNK):
+      chunk = words[begin : begin + _ENCODE_CHUNK]
+      for word, offsets in zip(chunk, encode_offsets(chunk)):
+        aligned = offsets is not None and len(offsets) == len(word_ids[word])
+        word_offsets[word] = offsets if aligned else None
   return {
-    context: _build_context(words, spans, word_ids) for context, (words, spans) in split.items()
+    context: _build_context(ws, spans, word_ids, word_offsets)
+    for context, (ws, spans) in split.items()
   }
 
 
@@ -286,6 +317,7 @@ def make_features(
   doc_stride: int = 128,
   max_query_length: int = 64,
   train: bool = False,
+  encode_offsets: Callable[[list[str]], list] | None = None,
 ) -> dict[str, np.ndarray]:
   """Model rows for `examples`: one per sliding window over each context.
 
@@ -307,6 +339,8 @@ def make_features(
     max_query_length: Question tokens kept.
     train: Accepted for symmetry with the original; rows are the same either way (answer
       positions are always computed, from the first gold answer).
+    encode_offsets: list[str] -> each text's sub-token (char_start, char_end) offsets (the
+      tokenizer's `encode_offsets`), or None per text it cannot align; None: whole words.
 
   Returns:
     Numpy arrays, n = number of rows:
@@ -315,8 +349,8 @@ def make_features(
         first / last sub-token when the window holds all of it, else 0 ([CLS]); 0 for
         examples without an answer.
       example_index: (n,) int32 index into `examples`.
-      token_to_char: (n, max_seq_length, 2) int32 (char_start, char_end) of the context
-        word of each context token; (-1, -1) elsewhere.
+      token_to_char: (n, max_seq_length, 2) int32 (char_start, char_end) of each context
+        token (of its word without `encode_offsets`); (-1, -1) elsewhere.
       max_context: (n, max_seq_length) bool, True on context tokens whose max-context
         window is this row.
 
@@ -329,7 +363,7 @@ def make_features(
   examples = list(examples)
   questions = _encode_distinct(encode_batch, [e.question for e in examples])
   answer_ids = _encode_distinct(encode_batch, [e.answers[0][1] for e in examples if e.answers])
-  contexts = _tokenize_contexts([e.context for e in examples], encode_batch)
+  contexts = _tokenize_contexts([e.context for e in examples], encode_batch, encode_offsets)
   windows = [
     window
     for index, example in enumerate(examples)

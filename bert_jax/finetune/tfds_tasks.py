@@ -37,7 +37,8 @@ class TfdsTask:
     text_pair_column: the second text of pair tasks; None for one text.
     label_column: the label feature: "label", "ner" (CoNLL-2003), "answers" (SQuAD).
     metrics: metric names to report. Classification and regression: keys of
-      `task_metrics.METRICS`; tokens: "entity_f1" (`task_metrics.entity_f1`); qa:
+      `task_metrics.METRICS`; tokens: the entity spans' "precision", "recall" and "f1"
+      (`task_metrics.entity_f1`) and the words' "accuracy"; qa:
       SQuAD's "exact_match" and token "f1".
     main_metric: the one of `metrics` to keep the best checkpoint by.
     train_split: the split to train on; None for an evaluation-only set.
@@ -117,7 +118,14 @@ TASKS: dict[str, TfdsTask] = {
   "squad/v1.1": _squad("v1.1"),
   "squad/v2.0": _squad("v2.0"),
   "conll2003": TfdsTask(
-    "conll2003", "tokens", "tokens", None, "ner", ("entity_f1",), "entity_f1", eval_split="dev"
+    "conll2003",
+    "tokens",
+    "tokens",
+    None,
+    "ner",
+    ("precision", "recall", "f1", "accuracy"),
+    "f1",
+    eval_split="dev",
   ),
 }
 

@@ -65,6 +65,14 @@ def validate(config) -> None:
     )
   if config.task == embedding.TASK:
     _validate_embedding(config)
+  given = [n.strip() for n in (config.eval.get("metrics") or "").split(",") if n.strip()]
+  known = evaluate_lib.KNOWN_METRICS.get(config.task)
+  unknown = [n for n in given if known is not None and n not in known]
+  if unknown:
+    raise UserError(
+      f"config.eval.metrics={config.eval.get('metrics')!r}: {', '.join(unknown)} is not a metric of "
+      f"task {config.task!r}; choose from {', '.join(known)}"
+    )
   if config.eval.metric and config.data.eval:
     if config.task == embedding.TASK:  # spearman where the pairs have scores
       names = (*retrieval.METRICS, "spearman")
