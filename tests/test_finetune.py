@@ -1166,6 +1166,17 @@ def test_unknown_tag_and_regression_label_name_the_file_and_row(imported, tmp_pa
     data_lib.encode(examples, tokenizer, config, None)
 
 
+def test_tag_ids_instead_of_names_are_one_line_when_read(tmp_path):
+  """A Hugging Face CoNLL export's integer tags: refused when the file is read (they were
+  taken as names and crashed the first evaluation, after checkpoints saved their labels).
+  """
+  config = config_lib.finetune_base_config()
+  config.task = "tokens"
+  path = _write_jsonl(tmp_path / "ids.jsonl", [{"text": "john sits", "label": [1, 0]}])
+  with pytest.raises(UserError, match=r"row 1: the tags \('label'\) are \[1, 0\] .*tag names"):
+    data_lib.read(path, config)
+
+
 @pytest.mark.slow
 def test_one_class_is_refused_unless_the_labels_name_more(imported, tmp_path, capsys):
   """One label in the train data: refused (the loss would be 0 from the start); with

@@ -397,6 +397,12 @@ def _check_label(row, where, column, labelled):
         f"{where} has {len(words)} words but {len(tags)} tags "
         f"({' '.join(words[:8])} ...); give one tag per word"
       )
+    if tags is not None and not all(isinstance(t, str) for t in tags):
+      raise UserError(
+        f"{where}: the tags ({column!r}) are {_shown(tags)}; give the tag names (B-PER, "
+        f"I-LOC, O, ...), not their ids (a Hugging Face dataset's ClassLabel names them: "
+        f"`features[{column!r}].feature.int2str`)"
+      )
     return
   label = row["label"]
   if labelled and (label is None or isinstance(label, str) and not label.strip()):
