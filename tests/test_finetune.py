@@ -1166,6 +1166,30 @@ def test_unknown_tag_and_regression_label_name_the_file_and_row(imported, tmp_pa
     data_lib.encode(examples, tokenizer, config, None)
 
 
+def test_a_qa_answer_not_at_its_answer_start_is_one_line_naming_the_row(tmp_path):
+  config = config_lib.finetune_base_config()
+  config.task = "qa"
+  context = "The Denver  Broncos won in New York."
+
+  def row(text, start):
+    return {
+      "question": "Who?",
+      "context": context,
+      "answers": {"text": [text], "answer_start": [start]},
+    }
+
+  fine = [row("Denver Broncos", 4), row("New York", context.index("New")), row("", -1)]
+  path = _write_jsonl(tmp_path / "fine.jsonl", fine)  # whitespace aside, and no answer
+  assert len(data_lib.read(path, config).rows) == 3
+  for bad, message in [
+    (row("zebra", 5), r"row 2: the answer 'zebra' is not at answer_start 5 .*reads 'enver'"),
+    (row("York.", 40), r"row 2: the answer 'York.' at answer_start 40 ends past its context"),
+  ]:
+    path = _write_jsonl(tmp_path / "bad.jsonl", [fine[0], bad])
+    with pytest.raises(UserError, match=message):
+      data_lib.read(path, config)
+
+
 def test_tag_ids_instead_of_names_are_one_line_when_read(tmp_path):
   """A Hugging Face CoNLL export's integer tags: refused when the file is read (they were
   taken as names and crashed the first evaluation, after checkpoints saved their labels).

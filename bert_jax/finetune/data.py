@@ -478,25 +478,54 @@ def _qa_examples(records, path, labelled):
   """
   for name in ("question", "context") + (("answers",) if labelled else ()):
     _column(records, name, path, _QA_COLUMNS)
-  rows = [_qa_example(r, i, f"{path} row {i + 1}") for i, r in enumerate(records)]
+  rows = [_qa_example(r, i, f"{path} row {i + 1}", labelled) for i, r in enumerate(records)]
   blank = sum(not (e.question.strip() and e.context.strip()) for e in rows)
   return Examples(rows, source=path, numbers=list(range(1, len(rows) + 1)), blank=blank)
 
 
-def _qa_example(record, index, where):
-  """SQuAD-style answers: {"text": [...], "answer_start": [...]} or a list of such dicts."""
+def _qa_example(record, index, where, labelled=True):
+  """SQuAD-style answers: {"text": [...], "answer_start": [...]} or a list of such dicts;
+  when `labelled`, the first must be where its answer_start says (`_check_answer_place`).
+  """
   answers = record.get("answers") or []
   if isinstance(answers, dict):
     answers = [
       {"text": t, "answer_start": s}
       for t, s in zip(answers.get("text", []), answers.get("answer_start", []))
     ]
-  return squad.QAExample(
+  example = squad.QAExample(
     id=str(record.get("id", index)),
     question=text_of(record, "question", where, None),
     context=text_of(record, "context", where, None),
     answers=[(int(a["answer_start"]), a["text"]) for a in answers],
   )
+  if labelled and example.answers and example.context.strip():  # a blank row is counted
+    _check_answer_place(example, where)
+  return example
+
+
+def _check_answer_place(example, where):
+  """Bad input: the first answer's text is not in the context at its answer_start, whitespace
+  aside (google-research/bert skips such examples; a file's are an error naming the row).
+  """
+  start, text = example.answers[0]
+  context, end = example.context, start + len(text)
+  if not text.strip():
+    return  # no answer (SQuAD 2.0's empty text)
+  if start < 0 or end > len(context):
+    raise UserError(
+      f"{where}: the answer {text[:40]!r} at answer_start {start} ends past its context of "
+      f"{len(context)} characters; answer_start is the index of the answer's first "
+      f"character in the context: fix it or the text"
+    )
+  # Whitespace aside: the context from answer_start reads the answer's words.
+  reads = " ".join(context[start : start + 2 * len(text) + 1].split())
+  if not reads.startswith(" ".join(text.split())):
+    raise UserError(
+      f"{where}: the answer {text[:40]!r} is not at answer_start {start} of its context "
+      f"(which reads {context[start:end][:40]!r} there); answer_start is the index of the "
+      f"answer's first character in the context: fix it or the text"
+    )
 
 
 def _read_tfds(spec, config, labelled):
