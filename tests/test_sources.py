@@ -333,8 +333,10 @@ def test_tfds_offline_tries_a_download_once_instead_of_minutes_of_retries(tmp_pa
     raise ConnectionError("Max retries exceeded")
 
   monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", download)
-  with pytest.raises(UserError, match=r"this host cannot reach 127.0.0.1 \(Connection"):
+  with pytest.raises(UserError, match=r"this host cannot reach 127.0.0.1 either") as raised:
     sources.tfds_builder("glue/mrpc", str(tmp_path))
+  assert "(ConnectionError: Max retries exceeded)" in str(raised.value)
+  assert "--config.data.train=FILE --config.data.eval=FILE" in str(raised.value)
   assert retries == [1] and downloader.MAX_RETRIES == 10  # once, then TFDS's again
 
 

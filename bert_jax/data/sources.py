@@ -568,12 +568,16 @@ def tfds_builder(
       with _download_retries(1 if offline else None):
         builder.download_and_prepare()
     except Exception as e:  # Network, Beam, manual download: all end here.
-      why = f"; this host cannot reach {_DOWNLOAD_PROBE[0]} ({offline})" if offline else ""
+      why = f"; this host cannot reach {_DOWNLOAD_PROBE[0]} either" if offline else ""
+      first = (str(e).strip().splitlines() or [""])[0]
+      first = first if len(first) <= 200 else first[:197] + "..."
       raise UserError(
         f"TFDS dataset {name!r} is not prepared in {builder.data_dir} and "
-        f"preparing it failed ({type(e).__name__}: {e}){why}; prepare it first where there "
-        f"is a network (tfds build {name} --data_dir=DIR) and set config.data.tfds_data_dir, "
-        f"or use local files"
+        f"preparing it failed ({type(e).__name__}: {first}){why}; prepare it first where "
+        f"there is a network (tfds build {name} --data_dir=DIR) and set "
+        f"config.data.tfds_data_dir, or give local files instead (fine-tuning: "
+        f"--config.data.train=FILE --config.data.eval=FILE; pretraining: "
+        f"--config.data.input=FILES)"
       ) from None
   return builder
 
