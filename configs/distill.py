@@ -5,11 +5,13 @@
       --config.teacher=runs/bbc
 
 The teacher is a fine-tuned classification run (README "A news classifier from
-all-MiniLM-L6-v2": runs/bbc). The student keeps the teacher's layer 0 with its embeddings,
-pooler and head (`model.size="teacher"`, `distill.student_layers="0"`), about a sixth of
-MiniLM's non-embedding parameters, and learns the teacher's probabilities at temperature 2
-and the labels. Expect the student to keep about 97 % of the teacher's accuracy on the held-out
-articles and answer about 4x faster at batch 1 on a CPU (README "Distillation"); give
+all-MiniLM-L6-v2": runs/bbc). The student keeps the teacher's top layer (5 of 0 .. 5), whose
+output the pooler and head it also keeps were trained on, with its embeddings
+(`model.size="teacher"`, `distill.student_layers="5"`), about a sixth of MiniLM's
+non-embedding parameters, and learns the teacher's probabilities at temperature 2 and the
+labels. Expect the student to match the teacher's accuracy on the held-out articles (0.9730
+both on 2026-11-30; layer 0, the bottom one, reached 0.9459 and on 200 rows stayed at the
+majority baseline) and answer about 4x faster at batch 1 on a CPU (README "Distillation"); give
 `--config.distill.unlabeled=FILE` (a text per line) to let the teacher label more text.
 """
 
@@ -25,7 +27,7 @@ def get_config():
   c.data.label_column = "label"
   c.data.max_seq_length = 128
   c.model.size = "teacher"  # the teacher's own layers ...
-  c.distill.student_layers = "0"  # ... this one (MiniLM has 0 .. 5)
+  c.distill.student_layers = "5"  # ... its top one (MiniLM has 0 .. 5), which the head reads
   c.distill.temperature = 2.0
   c.distill.alpha = 0.5
   c.train.epochs = 3.0
