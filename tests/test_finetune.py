@@ -1183,7 +1183,7 @@ def test_a_qa_answer_not_at_its_answer_start_is_one_line_naming_the_row(tmp_path
   assert len(data_lib.read(path, config).rows) == 3
   for bad, message in [
     (row("zebra", 5), r"row 2: the answer 'zebra' is not at answer_start 5 .*reads 'enver'"),
-    (row("York.", 40), r"row 2: the answer 'York.' at answer_start 40 ends past its context"),
+    (row("York.", 40), r"row 2: the answer 'York.' at answer_start 40 lies outside its context"),
   ]:
     path = _write_jsonl(tmp_path / "bad.jsonl", [fine[0], bad])
     with pytest.raises(UserError, match=message):

@@ -514,7 +514,7 @@ def _check_answer_place(example, where):
     return  # no answer (SQuAD 2.0's empty text)
   if start < 0 or end > len(context):
     raise UserError(
-      f"{where}: the answer {text[:40]!r} at answer_start {start} ends past its context of "
+      f"{where}: the answer {text[:40]!r} at answer_start {start} lies outside its context of "
       f"{len(context)} characters; answer_start is the index of the answer's first "
       f"character in the context: fix it or the text"
     )
