@@ -282,6 +282,11 @@ def test_resume_is_exact(student, teacher, tmp_path):
   assert f"resumed from {os.path.join(resumed, 'checkpoints', '4')}" in out
   assert _params_equal(run_lib.load(straight, step=8).params, run_lib.load(resumed, step=8).params)
   assert _records(resumed, "eval")[-1] == _records(straight, "eval")[-1]
+  # Run again when finished: nothing to do, and the teacher labels nothing first.
+  rc, out, err = _distill(resumed, teacher, *student["args"])
+  assert rc == 0, err
+  assert "nothing to do: the latest checkpoint is at step 8 of 8" in out
+  assert "labels 64 train rows" not in out and "of the teacher's" in out
 
 
 @pytest.mark.slow
@@ -396,6 +401,15 @@ def test_a_hugging_face_classifier_teaches_as_its_run_does(teacher, tmp_path):
     ours.model.apply({"params": ours.params}, *args),
     atol=1e-5,
   )
+
+
+@pytest.mark.slow
+def test_a_student_as_large_as_the_teacher_is_noted_before_the_teacher_labels(teacher, tmp_path):
+  args = ("--config.model.size=teacher", "--config.distill.student_layers=0,1")
+  rc, out, err = _distill(tmp_path / "run", teacher, *args, "--config.train.steps=1")
+  assert rc == 0, err
+  note = out.index("note: the student is not smaller than the teacher")
+  assert note < out.index("labels 48 train rows")  # before the slow part: Ctrl-C is cheap
 
 
 @pytest.mark.slow

@@ -372,10 +372,22 @@ def _distill(config, workdir, teacher):
   evaluation, teacher_eval = {}, None
   if config.data.eval:  # read and checked before the teacher labels the train rows
     evaluation = finetune._evaluator(config, model, tokenizer, labels)
-  log(f"teacher {config.teacher} (step {teacher.step}) labels {rows} train rows")
-  arrays["teacher_logits"] = evaluate_lib.logits(
-    teacher.model, teacher.params, arrays, batch_size, progress=True
-  )
+  student_abstract = run_lib.abstract_params(model)
+  log(_counts_line(teacher.params, student_abstract))
+  if param_counts(student_abstract)[1] >= param_counts(teacher.params)[1]:
+    log(
+      "note: the student is not smaller than the teacher; distillation pays with a smaller "
+      "one (--config.model.size=mini, or some of the teacher's own layers: "
+      "--config.model.size=teacher --config.distill.student_layers=0,2,4)"
+    )
+  if resume_meta and run_lib.open_checkpoints(workdir)[1] >= steps:
+    # Finished: the loop says "nothing to do", and no step would read the teacher's labels.
+    arrays["teacher_logits"] = np.zeros((rows, num_labels), np.float32)
+  else:
+    log(f"teacher {config.teacher} (step {teacher.step}) labels {rows} train rows")
+    arrays["teacher_logits"] = evaluate_lib.logits(
+      teacher.model, teacher.params, arrays, batch_size, progress=True
+    )
   if config.data.eval:
     teacher_eval = _teacher_scores(config, teacher, labels, batch_size)
     own = teacher.meta.get("max_seq_length")
@@ -384,14 +396,6 @@ def _distill(config, workdir, teacher):
       f" (at the student's {at} tokens; the teacher trained at {own})" if own and own != at else ""
     )
     log(f"teacher eval{where}: {_scores_line(teacher_eval)}")
-  student_abstract = run_lib.abstract_params(model)
-  log(_counts_line(teacher.params, student_abstract))
-  if param_counts(student_abstract)[1] > param_counts(teacher.params)[1]:
-    log(
-      "note: the student is larger than the teacher; distillation pays with a smaller one "
-      "(--config.model.size=mini, or the teacher's own layers: --config.model.size=teacher "
-      "--config.distill.student_layers=0,2,4)"
-    )
 
   if config.model.size == "teacher":
     init_params = functools.partial(
