@@ -360,6 +360,11 @@ def test_a_label_the_teacher_does_not_know_is_refused(teacher, tmp_path):
   train = _jsonl(tmp_path / "other.jsonl", rows)
   line = _refused(tmp_path, teacher, *STUDENT, f"--config.data.train={train}")
   assert "happy, neutral, sad" in line and "angry" in line
+  # In the eval data: the teacher's labels, not a fine-tuning fix (config.data.labels).
+  dev = _jsonl(tmp_path / "dev.jsonl", rows)
+  line = _refused(tmp_path, teacher, *STUDENT, f"--config.data.eval={dev}")
+  assert "label 'angry' is not one of the 3 labels of the teacher" in line
+  assert "a student learns its teacher's labels" in line and "config.data.labels" not in line
 
 
 @pytest.mark.slow

@@ -598,12 +598,15 @@ class LabelMap:
     ids: the id of each label.
     from_config: named by config.data.labels (not yet trained with).
     source: the train data the labels were found in (not yet trained with), or None.
+    teacher: the distillation teacher whose labels these are, or None.
   """
 
-  def __init__(self, names, from_config: bool = False, source: str | None = None):
+  def __init__(
+    self, names, from_config: bool = False, source: str | None = None, teacher: str | None = None
+  ):
     self.names = [str(n) for n in names]
     self.ids = {n: i for i, n in enumerate(self.names)}
-    self.from_config, self.source = from_config, source
+    self.from_config, self.source, self.teacher = from_config, source, teacher
 
   @classmethod
   def infer(cls, examples: Examples, config) -> "LabelMap":
@@ -653,10 +656,15 @@ class LabelMap:
         f"data {self.source} ({shown}); fix the data, or name every label in "
         f"config.data.labels"
       )
+    if self.teacher:
+      raise UserError(
+        f"{where}: label {label!r} is not one of the {len(self.names)} labels of the teacher "
+        f"{self.teacher} ({shown}); a student learns its teacher's labels: fix the data, or "
+        f"fine-tune a teacher with it"
+      )
     raise UserError(
       f"{where}: label {label!r} is not one of the {len(self.names)} labels the "
-      f"model was trained with ({', '.join(self.names[:10])}"
-      f"{' ...' if len(self.names) > 10 else ''}); fix the data or "
+      f"model was trained with ({shown}); fix the data or "
       f"fine-tune with it (config.data.labels)"
     )
 

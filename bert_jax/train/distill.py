@@ -192,7 +192,7 @@ def _label_map(config, examples, teacher, resume_meta):
       f"{names}; use a new --workdir"
     )
   if examples is None:  # the teacher labels every text
-    return data_lib.LabelMap(names)
+    return data_lib.LabelMap(names, teacher=config.teacher)
   found = data_lib.LabelMap.infer(examples, config)
   given = config.data.labels and found.names != names
   foreign = [n for n in found.names if n not in names]
@@ -204,7 +204,7 @@ def _label_map(config, examples, teacher, resume_meta):
       f"{', '.join(shown)}; distil on data of the teacher's labels (or fine-tune a teacher "
       f"on these)"
     )
-  return data_lib.LabelMap(names)
+  return data_lib.LabelMap(names, teacher=config.teacher)
 
 
 def _unlabeled_arrays(config, tokenizer):
