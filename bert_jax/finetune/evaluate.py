@@ -169,6 +169,11 @@ def embedding_scores(model, params, inputs, batch_size, mesh=None) -> dict:
   return retrieval.evaluate(anchors, documents, inputs["relevant"], inputs["scores"])
 
 
+def given_metrics(config) -> tuple[str, ...]:
+  """The names config.eval.metrics lists (comma-separated; empty when None)."""
+  return tuple(n.strip() for n in (config.eval.get("metrics") or "").split(",") if n.strip())
+
+
 def metric_names(config) -> tuple[tuple[str, ...], str]:
   """(metrics, main metric) of config.task on config.data.eval: config.eval.metrics (comma-
   separated; a TFDS recipe's, kept on local files), else a TFDS split's registry's, else
@@ -177,7 +182,7 @@ def metric_names(config) -> tuple[tuple[str, ...], str]:
   """
   if config.task == "tokens":
     return DEFAULT_METRICS["tokens"], config.eval.metric or DEFAULT_MAIN["tokens"]
-  given = tuple(n.strip() for n in (config.eval.get("metrics") or "").split(",") if n.strip())
+  given = given_metrics(config)
   spec = config.data.eval or ""
   if data_lib.is_tfds(spec):
     from bert_jax.finetune import tfds_tasks

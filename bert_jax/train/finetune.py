@@ -65,9 +65,8 @@ def validate(config) -> None:
     )
   if config.task == embedding.TASK:
     _validate_embedding(config)
-  given = [n.strip() for n in (config.eval.get("metrics") or "").split(",") if n.strip()]
   known = evaluate_lib.KNOWN_METRICS.get(config.task)
-  unknown = [n for n in given if known is not None and n not in known]
+  unknown = [n for n in evaluate_lib.given_metrics(config) if known is not None and n not in known]
   if unknown:
     raise UserError(
       f"config.eval.metrics={config.eval.get('metrics')!r}: {', '.join(unknown)} is not a metric of "
