@@ -296,11 +296,10 @@ class SentencePieceTokenizer:
       if "[" in text:
         offsets.append(None)
         continue
-      # SentencePiece counts UTF-8 bytes of the input; chars[b] is the char at byte b.
-      data = text.encode("utf-8")
-      chars = np.zeros(len(data) + 1, np.int64)
-      chars[np.flatnonzero((np.frombuffer(data, np.uint8) & 0xC0) != 0x80)] = 1
-      chars = np.concatenate([[0], np.cumsum(chars)])[:-1]
+      # SentencePiece counts UTF-8 bytes of the input; chars[b] is the char at byte b: the
+      # characters that start before it (a character starts at each non-continuation byte).
+      starts = (np.frombuffer(text.encode("utf-8"), np.uint8) & 0xC0) != 0x80
+      chars = np.concatenate([[0], np.cumsum(starts)])
       offsets.append([(int(chars[p.begin]), int(chars[p.end])) for p in encoded.pieces])
     return offsets
 

@@ -102,16 +102,21 @@ class _Window:
   answer: tuple[int, int] | None  # (first, last) context token of the answer
 
 
-def _encode(encode_batch, texts):
-  """`encode_batch` over `texts` in large chunks; one list of int ids per text."""
-  encoded = []
+def _in_chunks(function, texts, name="encode_batch"):
+  """`function` (texts -> one result per text) over `texts` in large chunks; the results."""
+  results = []
   for begin in range(0, len(texts), _ENCODE_CHUNK):
     chunk = texts[begin : begin + _ENCODE_CHUNK]
-    ids = encode_batch(chunk)
-    if len(ids) != len(chunk):
-      raise ValueError(f"encode_batch returned {len(ids)} results for {len(chunk)} texts")
-    encoded.extend([int(i) for i in one] for one in ids)
-  return encoded
+    out = function(chunk)
+    if len(out) != len(chunk):
+      raise ValueError(f"{name} returned {len(out)} results for {len(chunk)} texts")
+    results.extend(out)
+  return results
+
+
+def _encode(encode_batch, texts):
+  """`encode_batch` over `texts` in large chunks; one list of int ids per text."""
+  return [[int(i) for i in one] for one in _in_chunks(encode_batch, texts)]
 
 
 def _encode_distinct(encode_batch, texts):
@@ -158,12 +163,10 @@ def _tokenize_contexts(contexts, encode_batch, encode_offsets=None):
   word_ids = _encode_distinct(encode_batch, words)
   word_offsets = None
   if encode_offsets is not None:
-    word_offsets = {}
-    for begin in range(0, len(words), _ENCODE_CHUNK):
-      chunk = words[begin : begin + _ENCODE_CHUNK]
-      for word, offsets in zip(chunk, encode_offsets(chunk)):
-        aligned = offsets is not None and len(offsets) == len(word_ids[word])
-        word_offsets[word] = offsets if aligned else None
+    word_offsets = {
+      word: offsets if offsets is not None and len(offsets) == len(word_ids[word]) else None
+      for word, offsets in zip(words, _in_chunks(encode_offsets, words, "encode_offsets"))
+    }
   return {
     context: _build_context(ws, spans, word_ids, word_offsets)
     for context, (ws, spans) in split.items()
