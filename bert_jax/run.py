@@ -158,14 +158,21 @@ def has_best(workdir: str) -> bool:
   return storage.isdir(directory) and any(n.isdigit() for n in storage.listdir(directory))
 
 
-def latest_meta(workdir: str) -> dict | None:
-  """The meta of the latest checkpoint in WORKDIR/checkpoints/, or None when there is none."""
+def latest_checkpoint(workdir: str) -> tuple[int | None, dict | None]:
+  """(step, meta) of the latest checkpoint in WORKDIR/checkpoints/; (None, None) when there
+  is none.
+  """
   directory = path(workdir, CHECKPOINTS)
   if not storage.isdir(directory):
-    return None
+    return None, None
   checkpoints = ckpt_lib.Checkpoints(directory, read_only=True)
   step = checkpoints.latest_step()
-  return None if step is None else checkpoints.meta(step)
+  return (None, None) if step is None else (step, checkpoints.meta(step))
+
+
+def latest_meta(workdir: str) -> dict | None:
+  """The meta of the latest checkpoint in WORKDIR/checkpoints/, or None when there is none."""
+  return latest_checkpoint(workdir)[1]
 
 
 def open_checkpoints(workdir: str, step: int | None = None, folder: str = CHECKPOINTS):

@@ -342,7 +342,7 @@ def _distill(config, workdir, teacher):
       f"config.data.max_seq_length={config.data.max_seq_length} exceeds the teacher's "
       f"{teacher.model.config.max_length} positions"
     )
-  resume_meta = run_lib.latest_meta(workdir)
+  resume_step, resume_meta = run_lib.latest_checkpoint(workdir)
   teacher_path = storage.absolute(run_lib.workdir_of(config.teacher))
   if resume_meta:  # the run's kind and teacher, before the teacher labels anything
     _check_resume(workdir, config, None, teacher_path, resume_meta)
@@ -380,7 +380,7 @@ def _distill(config, workdir, teacher):
       "one (--config.model.size=mini, or some of the teacher's own layers: "
       "--config.model.size=teacher --config.distill.student_layers=0,2,4)"
     )
-  if resume_meta and run_lib.open_checkpoints(workdir)[1] >= steps:
+  if resume_step is not None and resume_step >= steps:
     # Finished: the loop says "nothing to do", and no step would read the teacher's labels.
     arrays["teacher_logits"] = np.zeros((rows, num_labels), np.float32)
   else:
