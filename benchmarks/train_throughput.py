@@ -245,8 +245,12 @@ def time_variants(lower, base_options, names, state, dev, rng, args, batch, base
       f"  variant {name:20} {rate:10.1f} seq/s  ({rate / base_rate - 1:+.1%} on the base; "
       f"compile {compile_s:.1f} s) {changes or ''}{options or ''}"
     )
-    results[name] = {"changes": changes, "options": options, "seq_per_s": rate}
-    results[name]["compile_s"] = compile_s
+    results[name] = {
+      "changes": changes,
+      "options": options,
+      "seq_per_s": rate,
+      "compile_s": compile_s,
+    }
     return rate
 
   for name in names:

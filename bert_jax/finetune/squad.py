@@ -135,9 +135,9 @@ def _build_context(words, spans, word_ids, word_offsets=None):
   spans = np.array(spans, dtype=np.int32).reshape(-1, 2)
   token_chars = np.repeat(spans, counts, axis=0)
   if word_offsets is not None and len(token_chars):
-    starts = np.repeat(spans[:, 0], counts)
     own = [word_offsets.get(word) for word in words]
     if all(o is not None for o in own):
+      starts = np.repeat(spans[:, 0], counts)
       offsets = np.concatenate([np.asarray(o, np.int32).reshape(-1, 2) for o in own])
       # A piece of no characters (SentencePiece's lone "▁", a character's first bytes)
       # keeps its word's: a span of it alone is never empty.
