@@ -26,6 +26,8 @@ from bert_jax import checkpoint as ckpt_lib
 from bert_jax import cli
 from bert_jax import config as config_lib
 from bert_jax import run as run_lib
+from bert_jax.errors import UserError
+from bert_jax.finetune import data as data_lib
 from bert_jax.finetune import distillation
 from bert_jax.model import tasks
 from bert_jax.train import distill
@@ -444,6 +446,61 @@ def test_the_teacher_may_label_every_text(teacher, tmp_path):
   assert "train: " not in out
   (record,) = (r for r in _records(str(tmp_path / "run"), "train") if r["step"] == 2)
   assert record["soft_loss"] > 0
+  # No row has a label: no accuracy of 0 (before), no hard loss.
+  assert "accuracy" not in record and "hard_loss" not in record
+
+
+@pytest.mark.slow
+def test_train_rows_without_a_label_are_the_teachers_to_label(teacher, tmp_path):
+  """An empty label in config.data.train makes a row the teacher's alone (before: the
+  fine-tuning error "has no label" stopped the run).
+  """
+  rng = random.Random(3)
+  rows = [_row(rng) for _ in range(16)]
+  for row in rows[::2]:
+    row["label"] = "" if len(row["text"]) % 2 else None
+  train = _jsonl(tmp_path / "partly.jsonl", rows)
+  rc, out, err = _distill(
+    tmp_path / "run",
+    teacher,
+    *STUDENT[:2],
+    "--config.train.steps=2",
+    f"--config.data.train={train}",
+  )
+  assert rc == 0, err
+  assert "train: 8 rows without a label: the teacher labels them" in out
+  assert "labels 16 train rows" in out
+  (record,) = (r for r in _records(str(tmp_path / "run"), "train") if r["step"] == 2)
+  assert 0 <= record["accuracy"] <= 1 and record["hard_loss"] > 0
+
+
+def test_an_empty_label_is_unlabelled_only_where_partly_labelled_data_is_read(tmp_path):
+  """`read(partly_labelled=True)` keeps rows of an empty or null label (label None), and a
+  label map with `unlabelled_id` gives them that id; fine-tuning still refuses them.
+  """
+  rows = [{"text": "a good cat", "label": "happy"}, {"text": "a dog", "label": " "}]
+  rows.append({"text": "a sad bird", "label": None})
+  path = _jsonl(tmp_path / "rows.jsonl", rows)
+  config = config_lib.distill_base_config()
+  with pytest.raises(UserError, match="row 2 has no label"):
+    data_lib.read(path, config)
+  examples = data_lib.read(path, config, partly_labelled=True)
+  assert [r["label"] for r in examples.rows] == ["happy", None, None]
+  names = sorted(MARKERS)
+  labels = data_lib.LabelMap(names, unlabelled_id=distillation.UNLABELED)
+  ids = [labels.encode(r["label"], "here") for r in examples.rows]
+  assert ids == [names.index("happy"), distillation.UNLABELED, distillation.UNLABELED]
+  with pytest.raises(UserError, match="not one of the 3 labels"):
+    data_lib.LabelMap(names).encode(None, "here")
+
+
+def test_metrics_without_labelled_rows_have_no_accuracy():
+  sums = dict.fromkeys(distillation.Distillation.sum_keys, jnp.float32(0))
+  sums |= {"loss": jnp.float32(2), "soft": jnp.float32(2), "agree": 1.0, "count": 4.0}
+  with_labels = distillation.Distillation(None, 2.0, 0.5).summarize(sums)
+  teacher_only = distillation.Distillation(None, 2.0, 0.5, labelled=False).summarize(sums)
+  assert set(with_labels) - set(teacher_only) == {"accuracy", "hard_loss"}
+  assert float(teacher_only["loss"]) == 0.5 and float(teacher_only["teacher_agreement"]) == 0.25
 
 
 def test_config_checks():

@@ -85,6 +85,7 @@ def read(
   labelled: bool = True,
   keep_blank: bool = False,
   flags: dict[str, str] | None = None,
+  partly_labelled: bool = False,
 ) -> Examples:
   """The examples of a data spec for `config.task`.
 
@@ -99,6 +100,8 @@ def read(
       count them in `Examples.blank`, instead of skipping them.
     flags: how the command sets a column (`{"text_column": "--text-column"}`), for the
       messages; a column not in it is named by its config key (config.data.text_column).
+    partly_labelled: the label column is required, but a row may leave it empty (label
+      None: distillation's teacher labels such rows).
 
   Returns:
     The examples; rows with empty text are skipped and counted (unless `keep_blank`).
@@ -118,7 +121,7 @@ def read(
   else:
     one_text = None if labelled else _one_text_column(spec, config)
     records = read_records(spec, one_text, labelled=labelled)
-    examples = _from_records(records, spec, config, labelled, keep_blank, flags)
+    examples = _from_records(records, spec, config, labelled, keep_blank, flags, partly_labelled)
   if not examples.rows:
     raise UserError(_no_rows(spec, config, examples.skipped_empty, flags))
   return examples
@@ -315,7 +318,7 @@ def _column(records, name, path, setting):
     )
 
 
-def _from_records(records, path, config, labelled, keep_blank, flags):
+def _from_records(records, path, config, labelled, keep_blank, flags, partly_labelled=False):
   """The examples of a file's records (`read`)."""
   d, task = config.data, config.task
   if task == "qa":
@@ -337,7 +340,9 @@ def _from_records(records, path, config, labelled, keep_blank, flags):
     if is_blank(row) and not keep_blank:
       empty += 1
       continue
-    _check_label(row, where, d.label_column, labelled)
+    if partly_labelled and isinstance(row.get("label"), str) and not row["label"].strip():
+      row["label"] = None  # an empty cell: a row without a label
+    _check_label(row, where, d.label_column, labelled and not partly_labelled)
     rows.append(row)
     numbers.append(number)
   blank = sum(map(is_blank, rows))
@@ -599,14 +604,21 @@ class LabelMap:
     from_config: named by config.data.labels (not yet trained with).
     source: the train data the labels were found in (not yet trained with), or None.
     teacher: the distillation teacher whose labels these are, or None.
+    unlabelled_id: the id of a row without a label (`read(partly_labelled=True)`), or None.
   """
 
   def __init__(
-    self, names, from_config: bool = False, source: str | None = None, teacher: str | None = None
+    self,
+    names,
+    from_config: bool = False,
+    source: str | None = None,
+    teacher: str | None = None,
+    unlabelled_id: int | None = None,
   ):
     self.names = [str(n) for n in names]
     self.ids = {n: i for i, n in enumerate(self.names)}
     self.from_config, self.source, self.teacher = from_config, source, teacher
+    self.unlabelled_id = unlabelled_id
 
   @classmethod
   def infer(cls, examples: Examples, config) -> "LabelMap":
@@ -639,6 +651,8 @@ class LabelMap:
     Raises:
       UserError: naming `where`, the label and the known labels.
     """
+    if label is None and self.unlabelled_id is not None:
+      return self.unlabelled_id
     name = label_name(label)
     if name in self.ids:
       return self.ids[name]

@@ -54,12 +54,14 @@ class Distillation:
 
   Sums (for gradient accumulation and metrics): the loss, its soft and hard parts, the
   labelled rows and how many of them the student gets right, and how often its top label
-  is the teacher's.
+  is the teacher's. Without labelled rows (`labelled` False: the teacher labels every
+  row) there is no accuracy or hard loss to report.
   """
 
   model: nn.Module
   temperature: float
   alpha: float
+  labelled: bool = True
   sum_keys = ("loss", "soft", "hard", "correct", "labelled", "agree", "count")
 
   def sums(self, params, batch, rng=None, deterministic=False):
@@ -91,10 +93,12 @@ class Distillation:
   def summarize(self, sums):
     count = jnp.maximum(sums["count"], 1.0)
     labelled = jnp.maximum(sums["labelled"], 1.0)
-    return {
+    metrics = {
       "loss": sums["loss"] / count,
       "soft_loss": sums["soft"] / count,
-      "hard_loss": sums["hard"] / labelled,
-      "accuracy": sums["correct"] / labelled,
       "teacher_agreement": sums["agree"] / count,
     }
+    if self.labelled:
+      metrics["hard_loss"] = sums["hard"] / labelled
+      metrics["accuracy"] = sums["correct"] / labelled
+    return metrics

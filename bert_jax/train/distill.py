@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 from bert_jax import config as config_lib
+from bert_jax import progress as progress_lib
 from bert_jax import run as run_lib
 from bert_jax import sharding, storage
 from bert_jax.errors import UserError
@@ -192,7 +193,7 @@ def _label_map(config, examples, teacher, resume_meta):
       f"{names}; use a new --workdir"
     )
   if examples is None:  # the teacher labels every text
-    return data_lib.LabelMap(names, teacher=config.teacher)
+    return data_lib.LabelMap(names, teacher=config.teacher, unlabelled_id=distillation.UNLABELED)
   found = data_lib.LabelMap.infer(examples, config)
   given = config.data.labels and found.names != names
   foreign = [n for n in found.names if n not in names]
@@ -204,7 +205,7 @@ def _label_map(config, examples, teacher, resume_meta):
       f"{', '.join(shown)}; distil on data of the teacher's labels (or fine-tune a teacher "
       f"on these)"
     )
-  return data_lib.LabelMap(names, teacher=config.teacher)
+  return data_lib.LabelMap(names, teacher=config.teacher, unlabelled_id=distillation.UNLABELED)
 
 
 def _unlabeled_arrays(config, tokenizer):
@@ -348,18 +349,26 @@ def _distill(config, workdir, teacher):
     _check_resume(workdir, config, None, teacher_path, resume_meta)
     run_lib.check_same_init_from(config, workdir)
 
-  train = data_lib.read(config.data.train, config) if config.data.train else None
+  train = None
+  if config.data.train:  # a row with an empty label is the teacher's alone to label
+    train = data_lib.read(config.data.train, config, partly_labelled=True)
   labels = _label_map(config, train, teacher, resume_meta)
   arrays = None
   if train is not None:
     arrays, truncated = data_lib.encode(train, tokenizer, config, labels, train=True)
     rows = len(arrays["labels"])
     finetune._log_data("train", config.data.train, train, rows, truncated, config)
+    unlabelled = int((arrays["labels"] == distillation.UNLABELED).sum())
+    if unlabelled:
+      log(
+        f"train: {progress_lib.count(unlabelled, 'row')} without a label: the teacher labels them"
+      )
   if config.distill.unlabeled:
     extra = _unlabeled_arrays(config, tokenizer)
     arrays = (
       extra if arrays is None else {k: np.concatenate([v, extra[k]]) for k, v in arrays.items()}
     )
+  labelled = bool((arrays["labels"] != distillation.UNLABELED).any())
   model_cfg = _student_config(config, teacher, tokenizer, init_meta)
   num_labels = len(labels.names)
   model = tasks.ForTask(model_cfg, "classification", num_labels)
@@ -409,7 +418,9 @@ def _distill(config, workdir, teacher):
     init_params = None
   job = loop.Job(
     model=model,
-    objective=distillation.Distillation(model, config.distill.temperature, config.distill.alpha),
+    objective=distillation.Distillation(
+      model, config.distill.temperature, config.distill.alpha, labelled=labelled
+    ),
     tx=tx,
     schedule=schedule,
     steps=steps,
@@ -431,7 +442,9 @@ def _distill(config, workdir, teacher):
     },
     check_resume=functools.partial(_check_resume, workdir, config, labels, teacher_path),
     init_params=init_params,
-    progress_keys=("loss", "accuracy", "teacher_agreement", "seq_per_s"),
+    progress_keys=("loss", "accuracy", "teacher_agreement", "seq_per_s")
+    if labelled
+    else ("loss", "teacher_agreement", "seq_per_s"),
     **evaluation,
   )
   finetune.train_standalone(config, workdir, job, tokenizer)
