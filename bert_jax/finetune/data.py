@@ -5,6 +5,8 @@ Sources (`config.data.train` / `config.data.eval`), files in UTF-8 (a byte order
 dropped):
   - `*.csv`, `*.tsv`: a header row names the columns;
   - `*.jsonl` (or `*.json`, one object per line);
+  - SQuAD's official `*.json` (qa) and CoNLL's columns, `*.conll` or a labelled `*.txt`
+    (tokens), as `dataset_files` reads them;
   - `tfds:NAME:SPLIT`, e.g. `tfds:glue/mrpc:validation` (columns and label names from the
     registry in `tfds_tasks`; class ids are read as their names).
 
@@ -34,7 +36,7 @@ import numpy as np
 
 from bert_jax import storage
 from bert_jax.errors import UserError
-from bert_jax.finetune import squad, tfds_tasks
+from bert_jax.finetune import dataset_files, squad, tfds_tasks
 
 IGNORE = -100  # label of positions that take no loss (tokens task: non-first sub-tokens)
 
@@ -119,8 +121,9 @@ def read(
     empty = empty if spec.lower() in ("none", "null") else ""
     raise UserError(f"data file {spec} does not exist; give {accepted(labelled)}{empty}")
   else:
-    one_text = None if labelled else _one_text_column(spec, config)
-    records = read_records(spec, one_text, labelled=labelled)
+    conll = _conll_columns(spec, config, labelled)
+    one_text = None if labelled or conll else _one_text_column(spec, config)
+    records = read_records(spec, one_text, labelled=labelled, conll=conll)
     examples = _from_records(records, spec, config, labelled, keep_blank, flags, partly_labelled)
   if not examples.rows:
     raise UserError(_no_rows(spec, config, examples.skipped_empty, flags))
@@ -167,9 +170,22 @@ def _one_text_column(path, config):
   return d.text_column
 
 
-def read_records(path, text_per_line=None, *, labelled=True):
+def _conll_columns(path, config, labelled):
+  """(text column, label column) when `path` is a CoNLL file of the tokens task: a .conll
+  file, or a .txt file of labelled words (unlabelled, a .txt file is a sentence per line);
+  else None.
+  """
+  lower = path.lower()
+  if config.task == "tokens" and (lower.endswith(".conll") or labelled and lower.endswith(".txt")):
+    return config.data.text_column, config.data.label_column
+  return None
+
+
+def read_records(path, text_per_line=None, *, labelled=True, conll=None):
   """A list of dicts, one per row of a .csv / .tsv file or line of a .jsonl file (of a .txt
-  file, with `text_per_line`: {text_per_line: line} for every line, blank ones too).
+  file, with `text_per_line`: {text_per_line: line} for every line, blank ones too); of a
+  SQuAD JSON file, one per question; with `conll` (text column, label column), one per
+  sentence of a CoNLL file (`dataset_files`).
 
   The file is UTF-8; a byte order mark at its start is dropped. A CSV row shorter than the
   header has empty cells ("") for the columns it lacks. A .tsv file is one row per line,
@@ -189,6 +205,8 @@ def read_records(path, text_per_line=None, *, labelled=True):
     ):
       if text_per_line:
         return [{text_per_line: line.rstrip("\r\n")} for line in f]
+      if conll:
+        return dataset_files.conll_rows(f, path, *conll)
       if lower.endswith((".csv", ".tsv")):
         tsv = lower.endswith(".tsv")
         delimiter, quoting = ("\t", csv.QUOTE_NONE) if tsv else (",", csv.QUOTE_MINIMAL)
@@ -197,8 +215,14 @@ def read_records(path, text_per_line=None, *, labelled=True):
         rows = list(reader)
         _check_cells(rows, reader.fieldnames, path, tsv)
         return rows
-      if lower.endswith((".jsonl", ".json")):
+      if lower.endswith(".jsonl"):
         return _json_lines(f, path)
+      if lower.endswith(".json"):
+        text = f.read()
+        document = dataset_files.whole_json(text)
+        if dataset_files.is_squad(document):
+          return dataset_files.squad_rows(document, path)
+        return _json_lines(io.StringIO(text), path)
   except UnicodeDecodeError:
     raise UserError(f"{path} {storage.not_utf8_problem(path)}") from None
   if lower.endswith(".txt") and labelled:
