@@ -174,7 +174,8 @@ def _train(config, workdir, job, stop):
       past = f", past the {job.steps} steps asked" if start > job.steps else f" of {job.steps}"
       log(
         f"nothing to do: the latest checkpoint is at step {start}{past}; raise "
-        f"{length_key(config)} to train on"
+        f"{length_key(config)} to train on, or give a new --workdir to train from the start "
+        f"(on changed data, say)"
       )
       return
     if resumed:
