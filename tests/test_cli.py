@@ -445,6 +445,26 @@ def test_layers_set_apart_from_the_size_are_said_to_override_it():
   )
 
 
+def test_a_prediction_cap_below_the_mask_rate_is_said_before_preparing(capsys, tmp_path):
+  """The demo's 20 predictions of 128 tokens kept at 512: 20 / 510 = 3.9 % masked, not
+  15 % (round(510 * 0.15) = 76).
+  """
+  data = config_lib.base_config().data
+  assert pretrain.max_predictions_note(data) is None  # 20 of 128: round(126 * 0.15) = 19
+  argv = ["pretrain", "--config", os.path.join(ROOT, "configs", "demo.py"), "--workdir"]
+  argv += [str(tmp_path / "run"), "--config.data.max_seq_length=512"]
+  argv += ["--config.model.max_position_embeddings=512", "--config.data.input=/no/such.txt"]
+  assert cli.main(argv) == 2  # the missing input: the note came before preparing it
+  out = capsys.readouterr().out
+  assert out == (
+    "note: config.data.max_predictions_per_seq=20 caps the masked tokens of a 512-token row "
+    "at 3.9%, below config.data.mask_rate=0.15 (76 tokens); "
+    "--config.data.max_predictions_per_seq=76 masks at the rate\n"
+  )
+  data.max_seq_length, data.max_predictions_per_seq = 512, 76
+  assert pretrain.max_predictions_note(data) is None
+
+
 def test_none_unsets_a_key_that_may_be_none_and_only_such(capsys, tmp_path):
   # The note above says --config.model.num_layers=None; ml_collections' flags parse None as
   # the key's type (int('None') failed). A key that may not be None is one line.
