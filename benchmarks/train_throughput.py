@@ -46,7 +46,7 @@ The step is `bert-jax pretrain`'s, XLA options included (`bert_jax/train/xla_opt
 on GPUs, cuBLAS for the matmuls); `--xla-option NAME=VALUE` adds one. `--variants A,B`
 (or `all`) then times each of `VARIANTS` in the same process on the same state and
 batches, an XLA option recompiling the same lowered step and a model change (fused QKV,
-the activation recomputed, no hidden dropout) tracing it again; then the base again (its
+the activation recomputed, no hidden dropout) or the original threefry tracing it again; then the base again (its
 drift) and the variants that gained, together. A/Bs in one process share the start, the
 parameters' init and the data, and see the same device state.
 HF's model does more work per sequence (its MLM head runs at all s positions), so the two
@@ -166,6 +166,7 @@ def _step_bytes(compiled):
 # sets) recompile the same lowered step with them added over the step's own
 # (`train.xla_options`, `Lowered.compile(compiler_options=...)`); model changes trace the
 # step again (the same parameters, so the same state).
+PARTITIONABLE = "threefry_partitionable"  # a variant's change of the RNG, not of the model
 VARIANTS = {
   # cuBLASLt, whose epilogues can take bias adds (and their gradients) into the matmul.
   "cublaslt": ({}, {"xla_gpu_enable_cublaslt": True}),
@@ -184,6 +185,9 @@ VARIANTS = {
   "recompute_activation": ({"recompute_activation": True}, {}),
   # No hidden dropout (what its random bits and masks cost).
   "no_hidden_dropout": ({"hidden_dropout": 0.0}, {}),
+  # JAX's original threefry, not the partitionable one: a 64-bit block gives two 32-bit
+  # draws, not one (what bert_jax's lone CPU device uses: `loop._dropout_bits`).
+  "threefry_original": ({PARTITIONABLE: False}, {}),
 }
 
 
@@ -344,10 +348,13 @@ def run_jax(spec, args, batches):
       def lower(changes, state):
         if not changes:
           return lowered
+        changes = dict(changes)
+        partitionable = changes.pop(PARTITIONABLE, jax.config.jax_threefry_partitionable)
         other = copy.deepcopy(c)
         other.model.update(changes)
         other_step = step_of(objective_of(config_lib.model_config(other, VOCAB)))
-        return other_step.lower(state, first_batch, rng)
+        with jax.threefry_partitionable(partitionable):
+          return other_step.lower(state, first_batch, rng)
 
       base_rate = spec.batch * args.steps / seconds
       state, variants = time_variants(
