@@ -30,7 +30,7 @@ from bert_jax.errors import UserError
 from bert_jax.finetune import data as data_lib
 from bert_jax.finetune import distillation
 from bert_jax.model import tasks
-from bert_jax.train import distill
+from bert_jax.train import distill, teacher_logits
 from tests.conftest import ONE_DEVICE
 
 torch = pytest.importorskip("torch", reason="parity tests need torch")
@@ -282,6 +282,9 @@ def test_resume_is_exact(student, teacher, tmp_path):
   rc, out, err = _distill(resumed, teacher, *student["args"])
   assert rc == 0, err
   assert f"resumed from {os.path.join(resumed, 'checkpoints', '4')}" in out
+  # The teacher's logits kept by the first start: the rows are not labelled again.
+  assert "teacher logits of the 64 train rows: teacher_logits.npz in the workdir" in out
+  assert "labels 64 train rows" not in out
   assert _params_equal(run_lib.load(straight, step=8).params, run_lib.load(resumed, step=8).params)
   assert _records(resumed, "eval")[-1] == _records(straight, "eval")[-1]
   # Run again when finished: nothing to do, and the teacher labels nothing first.
@@ -289,6 +292,30 @@ def test_resume_is_exact(student, teacher, tmp_path):
   assert rc == 0, err
   assert "nothing to do: the latest checkpoint is at step 8 of 8" in out
   assert "labels 64 train rows" not in out and "of the teacher's" in out
+
+
+def test_kept_teacher_logits_are_read_only_under_their_key(tmp_path):
+  """The key changes with the teacher's step or head and with the rows' ids; a file of
+  another key, or a damaged one, reads as None (the rows are labelled again).
+  """
+  params = {"bert": {}, "classifier": {"kernel": np.ones((4, 3), np.float32), "bias": np.zeros(3)}}
+  arrays = {k: np.arange(12, dtype=np.int32).reshape(3, 4) for k in teacher_logits.ROW_KEYS}
+  key = teacher_logits.key("/t", 5, params, arrays)
+  other_head = {**params, "classifier": {**params["classifier"], "bias": np.ones(3)}}
+  other_ids = {**arrays, "input_ids": arrays["input_ids"][::-1]}
+  others = [
+    teacher_logits.key("/t", 6, params, arrays),
+    teacher_logits.key("/t", 5, other_head, arrays),
+    teacher_logits.key("/t", 5, params, other_ids),
+  ]
+  assert len({key, *others}) == 4
+  logits = np.random.default_rng(0).normal(size=(3, 3)).astype(np.float32)
+  assert teacher_logits.read(str(tmp_path), key) is None  # no file yet
+  teacher_logits.write(str(tmp_path), key, logits)
+  np.testing.assert_array_equal(teacher_logits.read(str(tmp_path), key), logits)
+  assert teacher_logits.read(str(tmp_path), others[0]) is None
+  (tmp_path / teacher_logits.FILE).write_bytes(b"PK\x03\x04 not a whole zip")
+  assert teacher_logits.read(str(tmp_path), key) is None
 
 
 @pytest.mark.slow

@@ -13,8 +13,8 @@ Hugging Face `*ForSequenceClassification` directory of a family import-hf reads 
   - `"checkpoint"`: `config.init_from`'s architecture and encoder (a run of the teacher's
     tokenizer), with a new head.
 The teacher labels every train row, and the texts of `config.distill.unlabeled`, once
-before the first step (its logits travel with the batches), so a resumed run sees the same
-targets. A distilled run is a fine-tuned classification run: `evaluate`, `predict` and
+before the first step (its logits travel with the batches, and are kept in the workdir:
+`teacher_logits`), so a resumed run sees the same targets without labelling again. A distilled run is a fine-tuned classification run: `evaluate`, `predict` and
 `export-hf` work on it unchanged.
 """
 
@@ -37,7 +37,7 @@ from bert_jax.hf import files as hf_files
 from bert_jax.hf import import_hf as hf_import
 from bert_jax.hf import task_heads as hf_task_heads
 from bert_jax.model import tasks
-from bert_jax.train import finetune, loop
+from bert_jax.train import finetune, loop, teacher_logits
 from bert_jax.train.metrics import log
 
 DEFAULT_RECIPE = config_lib.RECIPES / "distill.py"
@@ -389,14 +389,27 @@ def _distill(config, workdir, teacher):
       "one (--config.model.size=mini, or some of the teacher's own layers: "
       "--config.model.size=teacher --config.distill.student_layers=0,2,4)"
     )
+  keep_logits = None
   if resume_step is not None and resume_step >= steps:
     # Finished: the loop says "nothing to do", and no step would read the teacher's labels.
     arrays["teacher_logits"] = np.zeros((rows, num_labels), np.float32)
   else:
-    log(f"teacher {config.teacher} (step {teacher.step}) labels {rows} train rows")
-    arrays["teacher_logits"] = evaluate_lib.logits(
-      teacher.model, teacher.params, arrays, batch_size, progress=True
-    )
+    logits_key = teacher_logits.key(teacher_path, teacher.step, teacher.params, arrays)
+    kept = teacher_logits.read(workdir, logits_key)
+    if kept is not None and kept.shape == (rows, num_labels):
+      log(
+        f"teacher logits of the {rows} train rows: {teacher_logits.FILE} in the workdir, "
+        f"from an earlier start"
+      )
+      arrays["teacher_logits"] = kept
+    else:
+      log(f"teacher {config.teacher} (step {teacher.step}) labels {rows} train rows")
+      arrays["teacher_logits"] = evaluate_lib.logits(
+        teacher.model, teacher.params, arrays, batch_size, progress=True
+      )
+      keep_logits = functools.partial(
+        teacher_logits.write, workdir, logits_key, arrays["teacher_logits"]
+      )
   if config.data.eval:
     teacher_eval = _teacher_scores(config, teacher, labels, batch_size)
     own = teacher.meta.get("max_seq_length")
@@ -447,7 +460,7 @@ def _distill(config, workdir, teacher):
     else ("loss", "teacher_agreement", "seq_per_s"),
     **evaluation,
   )
-  finetune.train_standalone(config, workdir, job, tokenizer)
+  finetune.train_standalone(config, workdir, job, tokenizer, before_training=keep_logits)
   _summary(workdir, teacher, teacher_eval, student_abstract)
 
 

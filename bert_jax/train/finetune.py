@@ -378,10 +378,11 @@ def finetune(config, workdir: str) -> None:
   train_standalone(config, workdir, job, tokenizer)
 
 
-def train_standalone(config, workdir, job, tokenizer):
+def train_standalone(config, workdir, job, tokenizer, before_training=None):
   """Trains `job` in a run that stands alone (its tokenizer copied in): the batch against
   the devices, and a checkpoint already in `workdir` against the job, are checked before
-  anything is written there.
+  anything is written there. `before_training()`, if given, runs on process 0 once the
+  workdir is this run's (distill keeps its teacher's logits there).
   """
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch_divides(job.batch_size, config.train.accum_steps, mesh)
@@ -391,6 +392,8 @@ def train_standalone(config, workdir, job, tokenizer):
     loop.check_resume(resume_meta, job.meta, workdir)
   with lock_lib.held(workdir):
     multihost.on_process_zero(lambda: run_lib.save_tokenizer(tokenizer, workdir))
+    if before_training:
+      multihost.on_process_zero(before_training)
     loop.train(config, workdir, job)
 
 
