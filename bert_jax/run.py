@@ -36,9 +36,10 @@ TOKENIZER = "tokenizer"
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
 CONFIG = "config.json"
+TEACHER_LOGITS = "teacher_logits.npz"  # a distillation's (`train.teacher_logits`)
 # What a run directory holds, which no other command (predict, export-hf) may replace.
 RUN_FOLDERS = (CHECKPOINTS, BEST, DATA, TOKENIZER, TENSORBOARD)
-RUN_FILES = (METRICS, CONFIG)
+RUN_FILES = (METRICS, CONFIG, TEACHER_LOGITS)
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model")  # by preference
 
 

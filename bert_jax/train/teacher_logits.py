@@ -14,9 +14,10 @@ import zipfile
 import jax
 import numpy as np
 
+from bert_jax import run as run_lib
 from bert_jax import storage
 
-FILE = "teacher_logits.npz"
+FILE = run_lib.TEACHER_LOGITS
 ROW_KEYS = ("input_ids", "token_type_ids", "attention_mask")
 
 
