@@ -3,6 +3,7 @@ lines, very long lines, Ctrl-C, failures that must leave no folders, and a small
 that must pretrain.
 """
 
+import gzip
 import json
 import os
 import re
@@ -164,7 +165,7 @@ def test_a_corpus_of_very_long_lines_prepares(tmp_path):
 
 
 @pytest.mark.parametrize("given_tokenizer", [False, True], ids=["trained", "given tokenizer"])
-@pytest.mark.parametrize("kind", ["empty", "binary", "missing", "no match"])
+@pytest.mark.parametrize("kind", ["empty", "binary", "missing", "no match", "cut gzip"])
 def test_a_failed_preparation_leaves_no_folder_it_made(tmp_path, kind, given_tokenizer):
   tokenizer_path = None
   if given_tokenizer:  # not trained, so nothing reads the corpus before the shards
@@ -178,10 +179,17 @@ def test_a_failed_preparation_leaves_no_folder_it_made(tmp_path, kind, given_tok
     corpus.write_bytes(bytes(range(256)) * 100)
   elif kind == "no match":
     spec = str(tmp_path / "nothing*.txt")
+  elif kind == "cut gzip":  # cut past the first 64 KiB read to check it: found by a reader
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in rng.integers(0, 5000, 60_000)]
+    text = "\n".join(" ".join(words[i : i + 12]) + "." for i in range(0, len(words), 12))
+    whole = gzip.compress(text.encode())
+    spec = str(tmp_path / "input.txt.gz")
+    (tmp_path / "input.txt.gz").write_bytes(whole[: len(whole) // 2])
   c = small_config(tmp_path, input=spec)
   c.tokenizer.path = tokenizer_path
   # A new workdir: nothing of it is left.
-  with pytest.raises(UserError):
+  with pytest.raises(UserError, match="cut-short gzip" if kind == "cut gzip" else None):
     _prepare(c, tmp_path / "new" / "data")
   assert not (tmp_path / "new").exists()
   # A workdir that existed (with a file) stays as it was.

@@ -211,7 +211,11 @@ def prepare(
   )
   if config.tokenizer.path:
     _check_has_text(config, units)
-  with _removed_if_failed(storage.join(data_dir, SHARDS)):
+  given = config.tokenizer.path
+  copies = (
+    (tokenizer_lib.load(given, lowercase=config.tokenizer.lowercase).file_name,) if given else ()
+  )
+  with _removed_if_failed(storage.join(data_dir, SHARDS), copies):
     tok = _tokenizer(config, data_dir, units, settings, log, progress)
     job = {
       "data_dir": data_dir,
@@ -284,10 +288,11 @@ def _truncation_hint(counts: dict) -> str:
 
 
 @contextlib.contextmanager
-def _removed_if_failed(path: str):
+def _removed_if_failed(path: str, copies=()):
   """Makes `path` (and its parents); if the body fails, removes the folders it made that hold
-  nothing useful: nothing, or only `.tmp` files of writes cut short. Never touches a folder
-  that existed before. A URL has no folders to make or remove.
+  nothing useful: nothing, or only `.tmp` files of writes cut short and `copies` (file names:
+  a given tokenizer's copy). Never touches a folder that existed before. A URL has no
+  folders to make or remove.
   """
   if storage.is_remote(path):
     yield
@@ -297,7 +302,7 @@ def _removed_if_failed(path: str):
   try:
     yield
   except BaseException:
-    storage.remove_empty(made, disposable=lambda name: name.endswith(".tmp"))
+    storage.remove_empty(made, disposable=lambda name: name.endswith(".tmp") or name in copies)
     raise
 
 
@@ -427,7 +432,7 @@ def _tokenizer(config, data_dir, units, settings, log, progress):
     tok = tokenizer_lib.load(target, lowercase=t.lowercase)  # as the workers load it
     if not done:  # the pieces it has: a small corpus may give fewer than asked (refused below)
       log(f"tokenizer: trained {tok.vocab_size} pieces in {took:.1f} s")
-  if tok.vocab_size != t.vocab_size:
+  if not t.path and tok.vocab_size != t.vocab_size:  # a given tokenizer has its own size
     raise UserError(
       f"tokenizer {t.path or target} has {tok.vocab_size} pieces but "
       f"config.tokenizer.vocab_size is {t.vocab_size}; set it to {tok.vocab_size}"

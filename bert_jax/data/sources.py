@@ -317,13 +317,23 @@ def _expand(spec: str) -> list[str]:
 
 @contextlib.contextmanager
 def _open(path: str):
-  """The bytes of a local or remote input file (through gzip for a `.gz` name)."""
+  """The bytes of a local or remote input file (through gzip for a `.gz` name).
+
+  Raises:
+    UserError: a .gz file cut short or damaged, found where it is read.
+  """
   with storage.open_file(path, "rb") if storage.is_remote(path) else open(path, "rb") as raw:
     if not path.endswith(".gz"):
       yield raw
       return
-    with gzip.GzipFile(fileobj=raw, mode="rb") as f:
-      yield f
+    try:
+      with gzip.GzipFile(fileobj=raw, mode="rb") as f:
+        yield f
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+      raise UserError(
+        f"cannot read input file {path} ({e}): a damaged or cut-short gzip file; fetch it "
+        f"again, or leave it out of config.data.input"
+      ) from None
 
 
 def _check_text(path: str) -> None:
