@@ -299,6 +299,15 @@ def test_tokenizer_keeps_mask_whole(tmp_path):
 def test_split_sentences():
   text = "First one. Second?  Yes!\n\nNew\n   paragraph e.g.here\n\n\n"
   assert corpus.split_sentences(text) == ["First one.", "Second?", "Yes!", "New paragraph e.g.here"]
+  # Full-width ends take no space after them; a closing quote stays with its sentence.
+  text = "冬天非常寒冷。我们去了北京！你好吗？「好。」他说。"
+  assert corpus.split_sentences(text) == [
+    "冬天非常寒冷。",
+    "我们去了北京！",
+    "你好吗？",
+    "「好。」",
+    "他说。",
+  ]
 
 
 def test_python_docs_corpus():

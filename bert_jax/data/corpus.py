@@ -27,14 +27,18 @@ _SKIP_DIRS = frozenset(
     "__phello__",
   }
 )
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+# After . ! ? and whitespace; after the full-width 。！？ (Chinese, Japanese: no space
+# follows), or after a closing quote or bracket that follows one.
+_SENTENCE_END = re.compile(
+  r"(?<=[.!?])\s+|(?<=[。！？])(?![」』”’）)])\s*|(?<=[。！？][」』”’）)])\s*"
+)
 # reST heading underlines ("*****", "=====") in the pydoc topics.
 _UNDERLINE = re.compile(r"^[ \t]*([*=\-~^#])\1{3,}[ \t]*$", re.MULTILINE)
 _MIN_DOC_CHARS = 100
 
 
 def split_sentences(text: str) -> list[str]:
-  """Splits text into sentences: paragraphs at blank lines, then after `.!?`.
+  """Splits text into sentences: paragraphs at blank lines, then after `.!?` (and `。！？`).
 
   Args:
     text: free text, possibly with hard line breaks.

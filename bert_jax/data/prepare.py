@@ -281,7 +281,7 @@ def _truncation_hint(counts: dict) -> str:
     f"{counts['truncated_sentences']} of {counts['sentences']} sentences were longer than a "
     f"sentence pair's first segment (config.data.max_seq_length - 3) and were cut to fit, "
     f"losing {_cut_share(counts):.0%} of the tokens; if a line holds a paragraph or a whole "
-    f"document, set config.data.input_format=document (sentences split at . ! ?), or raise "
+    f"document, set config.data.input_format=document (sentences split at . ! ? 。！？), or raise "
     f"config.data.max_seq_length (config.data.objective=mlm splits long sentences across "
     f"rows instead)"
   )
