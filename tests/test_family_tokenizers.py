@@ -17,8 +17,9 @@ import pytest  # noqa: E402
 
 transformers = pytest.importorskip("transformers")
 
-from bert_jax.data import hf_tokenizer, tokenizer  # noqa: E402
+from bert_jax.data import hf_tokenizer, tokenizer, units  # noqa: E402
 from bert_jax.errors import UserError  # noqa: E402
+from bert_jax.finetune import data as data_lib  # noqa: E402
 from bert_jax.hf import tokenizer_files  # noqa: E402
 from tests import tiny_tokenizers  # noqa: E402
 
@@ -40,6 +41,11 @@ VARIED = [
 ]
 
 ASCII_SPACE = " \t\n\r\x0b\x0c"  # a byte-level token starting with one starts a word
+
+
+def _starts_byte_level_word(text):
+  """A byte-level token's text starts a word: a space first, or all ASCII punctuation."""
+  return text[:1] in ASCII_SPACE or (bool(text) and set(text) <= set(string.punctuation))
 
 
 @pytest.fixture(scope="module")
@@ -115,11 +121,12 @@ def test_roberta_slow_files_tokenizer_json_and_export(lines, texts, tmp_path):
     assert tok.pair_separator == (tok.sep_id, tok.sep_id)  # <s> A </s></s> B </s>
     _assert_same(tok, hf, texts)
   assert tok.encode("a <mask> b") == tok.encode("a") + [tok.mask_id] + tok.encode(" b")
-  # Whole-word masking: a word starts where a token's text starts with a space.
+  # Whole-word masking: a word starts where a token's text starts with a space, or is
+  # ASCII punctuation.
   starts = tok.word_start_table()
   for i in range(tok.vocab_size):
     if i not in tok.special_ids:
-      assert starts[i] == (tok.decode([i])[:1] in ASCII_SPACE), tok.id_to_piece(i)
+      assert starts[i] == _starts_byte_level_word(tok.decode([i])), tok.id_to_piece(i)
 
   hf = _assert_exports(tok, tmp_path / "export", texts, arch="roberta")
   assert (hf.bos_token, hf.eos_token) == ("<s>", "</s>")
@@ -237,6 +244,26 @@ def test_trained_wordpiece_is_berts_tokenizer(lines, texts, tmp_path, lowercase)
     tokenizer.train_tokenizer(["", " "], paths[0], vocab_size=600, model_type="wordpiece")
 
 
+@pytest.mark.parametrize("model_type", ["bytelevel_bpe", "unigram", "wordpiece"])
+def test_sentences_and_words_encode_as_their_whole_text(lines, tmp_path, model_type):
+  """A document's sentences, prepared one by one, give the ids of the document's whole text;
+  NER's words give those of the words after a space (Hugging Face's `add_prefix_space`).
+  Before, byte-level BPE began every sentence, and every word, without its "Ġ".
+  """
+  path = tmp_path / tokenizer.trained_file_name(model_type)
+  tokenizer.train_tokenizer(iter(lines), str(path), vocab_size=600, model_type=model_type)
+  tok = tokenizer.load(str(path))
+  assert tok.space_starts_words == (model_type == "bytelevel_bpe")
+  sentences = ["Return a new list.", "The items are sorted.", "Each one is kept!"]
+  ids = tok.encode_batch(units.as_in_the_document(tok, sentences))
+  assert sum(ids, []) == tok.encode(" ".join(sentences))
+  words = "The items are sorted by key .".split()
+  examples = data_lib.Examples([{"words": words, "tags": None}], 0)
+  arrays, _ = data_lib.encode_tokens(examples, tok, 32)
+  got = arrays["input_ids"][0][arrays["attention_mask"][0] == 1].tolist()
+  assert got == [tok.cls_id, *tok.encode(" " + " ".join(words)), tok.sep_id]
+
+
 def test_trained_bytelevel_bpe(lines, texts, tmp_path):
   assert tokenizer.trained_file_name("bytelevel_bpe") == "tokenizer.json"
   assert tokenizer.trained_file_name("unigram") == "tokenizer.model"
@@ -260,10 +287,11 @@ def test_trained_bytelevel_bpe(lines, texts, tmp_path):
   assert tok.encode("a [MASK] b") == tok.encode("a") + [tokenizer.MASK_ID] + tok.encode(" b")
   starts = tok.word_start_table()
   assert all(
-    starts[i] == (tok.decode([i])[:1] in ASCII_SPACE)
+    starts[i] == _starts_byte_level_word(tok.decode([i]))
     for i in range(tok.vocab_size)
     if i not in tokenizer.SPECIAL_IDS
   )
+  assert any(starts[i] and tok.decode([i]) in string.punctuation for i in range(tok.vocab_size))
   for arch in ("bert", "roberta", "modernbert"):
     _assert_exports(tok, tmp_path / f"export_{arch}", texts, arch=arch)
   assert tokenizer.load(paths[0], lowercase=False).fingerprint == tok.fingerprint

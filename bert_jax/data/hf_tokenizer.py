@@ -156,7 +156,12 @@ class _Tokenizers:
     vocab_size: the largest id + 1 (a repeated vocab.txt line leaves a hole in the ids).
     model_path: the file read.
     fingerprint: the SHA-256 of its bytes.
+    space_starts_words: whether a word's tokens depend on the space before it (byte-level
+      BPE: "Ġword" after a space, "word" at the start of a text), so that text cut into
+      pieces (sentences, words) encodes as the whole text only with that space kept.
   """
+
+  space_starts_words = False
 
   def _adopt(self, tok, path: str, data: bytes) -> None:
     """Runs `tok`, read from `path` whose bytes are `data`."""
@@ -350,6 +355,7 @@ class HFTokenizer(_Tokenizers):
     self._adopt(tok, path, data)
     model_type = str(model_type or "model").lower()
     self._byte_level = _find(spec.get("pre_tokenizer"), "ByteLevel") is not None
+    self.space_starts_words = self._byte_level
     self.kind = f"bytelevel_{model_type}" if self._byte_level else model_type
     metaspace = _find(spec.get("pre_tokenizer"), "Metaspace")
     self._metaspace = metaspace.get("replacement", "\u2581") if metaspace else None
@@ -412,7 +418,8 @@ class HFTokenizer(_Tokenizers):
   def word_start_table(self) -> np.ndarray:
     """(vocab_size,) bool: True where a token starts a word (for whole-word masking).
 
-    Byte-level: a token starting with a whitespace byte ("Ġ" for a space). Metaspace
+    Byte-level: a token starting with a whitespace byte ("Ġ" for a space), or made of
+    ASCII punctuation (a sentence's "." after "Ġword"). Metaspace
     (SentencePiece style): starting with "▁" or made of punctuation
     (`tokenizer.starts_metaspace_word`). Else, with a continuing-subword prefix
     ("##"): not starting with it; else every token. Special tokens are words of their own.
@@ -420,7 +427,15 @@ class HFTokenizer(_Tokenizers):
     special = self.special_table()
     if self._byte_level:
       alphabet = byte_alphabet()
-      table = self._table(lambda t: bool(t) and alphabet.get(t[0]) in _SPACE_BYTES)
+      table = self._table(
+        lambda t: (
+          bool(t)
+          and (
+            alphabet.get(t[0]) in _SPACE_BYTES
+            or all(c.isascii() and tokenizer_lib.is_punctuation(c) for c in t)
+          )
+        )
+      )
     elif self._metaspace:
       table = self._table(lambda t: tokenizer_lib.starts_metaspace_word(t, self._metaspace))
     elif self._prefix:

@@ -49,7 +49,7 @@ _NOT_USER_DEFINED = re.compile(r"\[(?:PAD|UNK)\]")
 _USER_DEFINED_IDS = frozenset((CLS_ID, SEP_ID, MASK_ID))
 
 
-def _is_punctuation(char: str) -> bool:
+def is_punctuation(char: str) -> bool:
   """BERT's punctuation: every printable ASCII character that is not a letter or digit,
   and every Unicode punctuation character (category P*).
   """
@@ -69,7 +69,7 @@ def starts_metaspace_word(piece: str, metaspace: str = "\u2581") -> bool:
   digit or a non-English letter, which would mask most words of other scripts piece by
   piece, so that rule is left out.
   """
-  return piece.startswith(metaspace) or (bool(piece) and all(map(_is_punctuation, piece)))
+  return piece.startswith(metaspace) or (bool(piece) and all(map(is_punctuation, piece)))
 
 
 def __getattr__(name: str):
@@ -250,6 +250,7 @@ class SentencePieceTokenizer:
   pad_id, unk_id, cls_id, sep_id, mask_id = SPECIAL_IDS
   special_ids = SPECIAL_IDS
   pair_separator = (SEP_ID,)  # the ids between the two texts of a pair
+  space_starts_words = False  # its "▁" starts every text's first word (`_Tokenizers`)
 
   def __init__(self, model_path: str):
     data = _read_bytes(model_path, "tokenizer model")

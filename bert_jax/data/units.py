@@ -118,6 +118,16 @@ def _worker_tokenizer(job):
   return _worker_tokenizers[key]
 
 
+def as_in_the_document(tok, sentences: list[str]) -> list[str]:
+  """A document's sentences as the whole text has them: for a tokenizer whose words depend
+  on the space before them (byte-level BPE), each after the first keeps a leading space,
+  so that its first word is "ĠWord" as in the document, not "Word" as at a text's start.
+  """
+  if not tok.space_starts_words:
+    return sentences
+  return sentences[:1] + [" " + s for s in sentences[1:]]
+
+
 def _is_eval(seed, unit_index, doc_index, fraction):
   digest = hashlib.blake2b(f"{seed}/{unit_index}/{doc_index}".encode(), digest_size=8).digest()
   return int.from_bytes(digest, "little") < fraction * 2.0**64
@@ -195,7 +205,7 @@ def _write_unit(unit_index, unit, job, paths, staging):
     chunks[split].clear()
 
   for doc_index, document in enumerate(sources.read_unit(unit, stats, strict=s["strict"])):
-    ids = tok.encode_batch(document)
+    ids = tok.encode_batch(as_in_the_document(tok, document))
     sentences = []
     for sentence in ids:
       if max_sentence is not None and len(sentence) > max_sentence:

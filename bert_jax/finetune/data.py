@@ -784,7 +784,10 @@ def encode_tokens(
   """
   rows = examples.rows
   vocab = sorted({w for r in rows for w in r["words"]})
-  pieces = dict(zip(vocab, tokenizer.encode_batch(vocab))) if vocab else {}
+  # Byte-level BPE: each word as after a space ("Ġword"), as Hugging Face encodes words
+  # (`is_split_into_words` with `add_prefix_space=True`) and as pretraining saw them.
+  spaced = [" " + w for w in vocab] if tokenizer.space_starts_words else vocab
+  pieces = dict(zip(vocab, tokenizer.encode_batch(spaced))) if vocab else {}
   n = len(rows)
   arrays = {
     k: np.zeros((n, max_seq_length), np.int32)
