@@ -110,7 +110,8 @@ def base_config():
   c.data.strict = False  # non-UTF-8 lines: False skips and counts them, True is an error
   c.data.objective = "nsp"  # nsp (BERT) | sop (ALBERT) | mlm (RoBERTa full sentences)
   c.data.packing = False  # mlm only: pack documents into rows, no attention across them
-  c.data.documents_per_chunk = 1000  # documents in memory at once; random next B comes from them
+  c.data.documents_per_chunk = 1000  # documents in memory at once; random next B comes from
+  # them (in a chunk of fewer than 10, also from the next work units' first documents)
   c.data.max_seq_length = 128
   c.data.max_predictions_per_seq = 20
   c.data.mask_rate = 0.15

@@ -328,3 +328,36 @@ def test_synthetic_matches_the_pipeline_format(tmp_path):
   assert {k: (v.dtype, v.shape) for k, v in fake.items()} == {
     k: (v.dtype, v.shape) for k, v in real.items()
   }
+
+
+def test_a_random_next_sentence_comes_from_another_document(tmp_path):
+  """Every "B is random" pair's B is of another document than its A, also where a work unit
+  holds one document (a file per document: before, 10 tries within that document failed and
+  B came from A's own document) and in the small eval chunks.
+  """
+  words = [[f"d{d}w{w}" for w in range(12)] for d in range(6)]
+  rng = np.random.default_rng(0)
+  for d, own in enumerate(words):  # one document per file, 30 sentences of its own words
+    sentences = [" ".join(rng.choice(own, 6)) + " ." for _ in range(30)]
+    (tmp_path / f"doc{d}.txt").write_text(" ".join(sentences) + "\n")
+  vocab = tmp_path / "vocab.txt"
+  vocab.write_text("\n".join([*tokenizer.SPECIAL_PIECES, ".", *sum(words, [])]) + "\n")
+  c = small_config(tmp_path, input=f"{tmp_path}/doc*.txt", input_format="document")
+  c.data.objective, c.data.eval_fraction = "nsp", 0.3
+  c.tokenizer.path = str(vocab)
+  manifest = _quiet(c, tmp_path / "d")
+  assert len(manifest["splits"]["train"]["shards"]) == 6  # a unit, and a chunk, per document
+  tok = tokenizer.load(str(vocab))
+  document_of = {tok.encode(w)[0]: d for d, own in enumerate(words) for w in own}
+  for split in ("train", "eval"):
+    rows = _read_split(str(tmp_path / "d"), manifest, split)
+    randoms = 0
+    for ids, types, label in zip(
+      rows["input_ids"], rows["token_type_ids"], rows["next_sentence_labels"]
+    ):
+      a = {document_of[t] for t in ids[types == 0] if t in document_of}
+      b = {document_of[t] for t in ids[(types == 1)] if t in document_of}
+      assert len(a) == len(b) == 1  # each segment is of one document
+      assert (a != b) == (label == 1)
+      randoms += label == 1
+    assert randoms > 0

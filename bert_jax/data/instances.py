@@ -31,9 +31,11 @@ def _truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng):
 
 
 def _pairs_from_document(
-  all_documents, document_index, max_seq_length, short_seq_prob, rng, sentence_order
+  all_documents, document_index, max_seq_length, short_seq_prob, rng, sentence_order, others=()
 ):
-  """Yields (tokens_a, tokens_b, label) for one document (BERT or ALBERT)."""
+  """Yields (tokens_a, tokens_b, label) for one document (BERT or ALBERT); a random B comes
+  from another of `all_documents` or of `others`.
+  """
   document = all_documents[document_index]
   max_num_tokens = max_seq_length - 3  # [CLS] A [SEP] B [SEP]
 
@@ -67,10 +69,13 @@ def _pairs_from_document(
           # Try to pick another document (always works with >= 2 documents
           # except with probability ~(1/n)^10).
           for _ in range(10):
-            random_document_index = rng.randint(0, len(all_documents) - 1)
+            random_document_index = rng.randint(0, len(all_documents) + len(others) - 1)
             if random_document_index != document_index:
               break
-          random_document = all_documents[random_document_index]
+          if random_document_index < len(all_documents):
+            random_document = all_documents[random_document_index]
+          else:
+            random_document = others[random_document_index - len(all_documents)]
           random_start = rng.randint(0, len(random_document) - 1)
           for j in range(random_start, len(random_document)):
             tokens_b.extend(random_document[j])
@@ -166,13 +171,14 @@ def rows_from_documents(
   sep_id: int,
   packing: bool = False,
   dupe_factor: int = 1,
+  others: Sequence[Sequence[Sequence[int]]] = (),
 ) -> list[tuple]:
   """Builds the training rows of one chunk of tokenized documents.
 
   Args:
     documents: document -> sentences -> token ids. Random "next" segments are
-      drawn from the other documents of this chunk. Empty sentences and
-      documents are dropped.
+      drawn from the other documents of this chunk (and `others`). Empty
+      sentences and documents are dropped.
     objective: "nsp" (BERT), "sop" (ALBERT) or "mlm" (RoBERTa, one segment).
     max_seq_length: L, the longest row, special tokens included (>= 5).
     short_seq_prob: nsp/sop only: probability of aiming for a random shorter
@@ -183,6 +189,9 @@ def rows_from_documents(
     packing: mlm only: pack several `[CLS] chunk [SEP]` examples per row.
     dupe_factor: passes over the documents (each with different splits; for
       mlm, a different document order).
+    others: nsp/sop: documents from elsewhere in the corpus that a random B may
+      also come from (a chunk of a few documents, or one: `units`); none, as
+      google-research/bert, draws from the chunk alone.
 
   Returns:
     Rows `(tokens, segment_lengths, label)` in random order. nsp/sop: tokens
@@ -198,6 +207,8 @@ def rows_from_documents(
   all_documents = [[list(s) for s in doc if len(s)] for doc in documents]
   all_documents = [doc for doc in all_documents if doc]
   rng.shuffle(all_documents)
+  others = [[list(s) for s in doc if len(s)] for doc in others]
+  others = [doc for doc in others if doc]
 
   rows = []
   for _ in range(dupe_factor):
@@ -216,6 +227,7 @@ def rows_from_documents(
         short_seq_prob,
         rng,
         sentence_order=objective == "sop",
+        others=others,
       ):
         tokens = [cls_id, *tokens_a, sep_id, *tokens_b, sep_id]
         rows.append((tokens, [len(tokens_a) + 2, len(tokens_b) + 1], label))

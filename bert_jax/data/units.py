@@ -67,7 +67,7 @@ def run_units(units, job, num_workers, log, progress):
   workers = min(num_workers or os.cpu_count() or 1, max(1, len(todo)))
   bar = progress_lib.Bar(len(todo), "prepare", "shard", shown=progress and bool(todo))
   tokens, t0 = 0, time.time()
-  args = [(i, unit, job) for i, unit in todo]
+  args = [(i, unit, job, neighbours(units, i)) for i, unit in todo]
   if workers == 1:
     results = map(process_unit, args)
   else:
@@ -128,6 +128,36 @@ def as_in_the_document(tok, sentences: list[str]) -> list[str]:
   return sentences[:1] + [" " + s for s in sentences[1:]]
 
 
+# A chunk of fewer documents than this draws nsp/sop's random B from these too: the first
+# documents of the units after its own (google-research/bert draws from the whole corpus;
+# a unit of one large document, a book, would otherwise draw from that document itself).
+FEW_DOCUMENTS = 10
+NEIGHBOUR_UNITS = 4
+DOCUMENTS_PER_NEIGHBOUR = 4
+SENTENCES_PER_NEIGHBOUR_DOCUMENT = 64
+
+
+def neighbours(units, unit_index) -> list:
+  """The units after `unit_index` (wrapping round, not itself) that a chunk of few documents
+  draws random segments from.
+  """
+  count = min(NEIGHBOUR_UNITS, len(units) - 1)
+  return [units[(unit_index + k) % len(units)] for k in range(1, count + 1)]
+
+
+def _neighbour_documents(neighbour_units, tok, max_sentence, strict) -> list:
+  """Token ids of the first documents of `neighbour_units` (a few sentences of each)."""
+  documents = []
+  for unit in neighbour_units:
+    read = sources.read_unit(unit, collections.Counter(), strict=strict)
+    with contextlib.closing(read):
+      for _, document in zip(range(DOCUMENTS_PER_NEIGHBOUR), read):
+        sentences = as_in_the_document(tok, document[:SENTENCES_PER_NEIGHBOUR_DOCUMENT])
+        ids = [s[:max_sentence] for s in tok.encode_batch(sentences)]
+        documents.append([s for s in ids if s])
+  return [d for d in documents if d]
+
+
 def _is_eval(seed, unit_index, doc_index, fraction):
   digest = hashlib.blake2b(f"{seed}/{unit_index}/{doc_index}".encode(), digest_size=8).digest()
   return int.from_bytes(digest, "little") < fraction * 2.0**64
@@ -137,13 +167,13 @@ def process_unit(args):
   """Documents of one unit -> its train and eval shards, then its done file (runs in a
   worker); returns (unit index, counts, the shards' sizes and SHA-256).
   """
-  unit_index, unit, job = args
+  unit_index, unit, job, neighbour_units = args
   s = job["settings"]
   paths, done_path = unit_paths(job["data_dir"], unit_index)
   # ArrayRecord writes local files: a remote dir's shards are staged in a temporary folder.
   staging = tempfile.mkdtemp(prefix="bert_jax_shards_") if storage.is_remote(done_path) else None
   try:
-    counts, files = _write_unit(unit_index, unit, job, paths, staging)
+    counts, files = _write_unit(unit_index, unit, job, paths, staging, neighbour_units)
   finally:
     if staging:
       shutil.rmtree(staging, ignore_errors=True)
@@ -162,9 +192,10 @@ def process_unit(args):
   return unit_index, counts, files
 
 
-def _write_unit(unit_index, unit, job, paths, staging):
+def _write_unit(unit_index, unit, job, paths, staging, neighbour_units=()):
   """Writes the shards of one unit to `paths` (through `staging`, a local folder, when they
-  are remote); returns its counts and its shards' {split: {"bytes", "sha256"}}.
+  are remote); returns its counts and its shards' {split: {"bytes", "sha256"}}. A chunk of
+  fewer than FEW_DOCUMENTS documents draws random segments from `neighbour_units`' too.
   """
   from array_record.python import array_record_module
 
@@ -186,7 +217,11 @@ def _write_unit(unit_index, unit, job, paths, staging):
   max_sentence = s["max_seq_length"] - 3 if s["objective"] != "mlm" else None
   token_counts = np.zeros(tok.vocab_size, np.int64)
 
+  others = []  # the neighbours' documents, read when a chunk first needs them
+
   def flush(split):
+    if s["objective"] != "mlm" and len(chunks[split]) < FEW_DOCUMENTS and not others:
+      others.extend(_neighbour_documents(neighbour_units, tok, max_sentence, s["strict"]))
     rows = instances.rows_from_documents(
       chunks[split],
       objective=s["objective"],
@@ -197,6 +232,7 @@ def _write_unit(unit_index, unit, job, paths, staging):
       sep_id=tok.sep_id,
       packing=s["packing"],
       dupe_factor=s["dupe_factor"] if split == "train" else 1,
+      others=others if len(chunks[split]) < FEW_DOCUMENTS else (),
     )
     for tokens, segment_lengths, label in rows:
       writers[split].write(records.encode_row(tokens, segment_lengths, label, dtype))
