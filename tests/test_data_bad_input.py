@@ -144,6 +144,19 @@ def test_skipped_lines_are_counted_and_said(tmp_path):
   assert "data: skipped 3 non-UTF-8 lines (config.data.strict=True names the first)" in lines
 
 
+def test_empty_documents_are_counted_and_said(tmp_path):
+  """A file per document: an empty file is a document without text, skipped and said."""
+  for i in range(12):
+    _corpus(tmp_path / f"doc{i}.txt", documents=1, seed=i)
+  (tmp_path / "doc12.txt").write_text("\n \n")
+  c = small_config(tmp_path, input=f"{tmp_path}/doc*.txt", input_format="document")
+  c.data.eval_fraction = 0.4
+  lines = []
+  manifest = _prepare(c, tmp_path / "d", lines)
+  assert manifest["counts"]["empty_documents"] == 1 and manifest["counts"]["documents"] == 12
+  assert "data: skipped 1 empty document (a file, JSON line or TFDS record without text)" in lines
+
+
 def test_a_corpus_of_very_long_lines_prepares(tmp_path):
   """Documents as single lines of 5-8 KB (over SentencePiece's 4192-byte limit): the
   tokenizer trains on them, and the note says how to keep more than a row of each.

@@ -147,7 +147,7 @@ def test_objectives_and_packing(tmp_path):
   # An input that reads no file here (a recipe's placeholder on a pod that trains from a
   # bucket; the corpus moved) and changed input files: used as prepared, in one line.
   for input_, line in (
-    (str(tmp_path / "gone" / "*.txt"), f"reads no file here; training on {tmp_path}/packed"),
+    (str(tmp_path / "gone" / "*.txt"), f"reads no file here; using {tmp_path}/packed"),
     (str(tmp_path / "corpus.txt"), "the input files changed since"),
   ):
     if "gone" not in input_:

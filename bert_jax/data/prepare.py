@@ -162,13 +162,13 @@ def _prepared(manifest, config, data_dir, log) -> dict:
     )
   if other_input:
     log(
-      f"data: config.data.input={here['input']!r} reads no file here; training on "
+      f"data: config.data.input={here['input']!r} reads no file here; using "
       f"{data_dir} as prepared from {there.get('input')!r}"
     )
   elif stamp != there.get("input_stamp"):
     log(
-      f"data: the input files changed since {data_dir} was prepared; training on it as "
-      f"prepared (delete it, or set another config.data.prepared_dir, to prepare again)"
+      f"data: the input files changed since {data_dir} was prepared; using it as prepared "
+      f"(delete it, or set another config.data.prepared_dir, to prepare again)"
     )
   log(f"data: {data_dir} is prepared ({manifest['splits']['train']['rows']} train rows)")
   return manifest
@@ -245,6 +245,11 @@ def prepare(
 def _notes(counts: dict, data_config) -> list[str]:
   """One line for each kind of input that preparation skipped or cut."""
   notes = []
+  if counts.get("empty_documents"):
+    notes.append(
+      f"data: skipped {progress_lib.count(counts['empty_documents'], 'empty document')} (a "
+      f"file, JSON line or TFDS record without text)"
+    )
   if counts["invalid_utf8_lines"]:
     notes.append(
       f"data: skipped {counts['invalid_utf8_lines']} non-UTF-8 lines "
@@ -256,7 +261,7 @@ def _notes(counts: dict, data_config) -> list[str]:
       f"string in config.data.text_field={data_config.text_field!r}"
     )
   if _cuts_much(counts):
-    notes.append(f"data: {_truncation_hint(counts)}")
+    notes.append(f"data: {_truncation_hint(counts, data_config.input_format)}")
   return notes
 
 
@@ -276,14 +281,18 @@ def _cuts_much(counts: dict) -> bool:
   )
 
 
-def _truncation_hint(counts: dict) -> str:
+def _truncation_hint(counts: dict, input_format: str) -> str:
+  split_them = (
+    "if a line holds a paragraph or a whole document, set config.data.input_format=document "
+    "(sentences split at . ! ? 。！？), or raise"
+    if input_format != "document"
+    else "raise"  # already split at sentence ends: the sentences are that long
+  )
   return (
     f"{counts['truncated_sentences']} of {counts['sentences']} sentences were longer than a "
     f"sentence pair's first segment (config.data.max_seq_length - 3) and were cut to fit, "
-    f"losing {_cut_share(counts):.0%} of the tokens; if a line holds a paragraph or a whole "
-    f"document, set config.data.input_format=document (sentences split at . ! ? 。！？), or raise "
-    f"config.data.max_seq_length (config.data.objective=mlm splits long sentences across "
-    f"rows instead)"
+    f"losing {_cut_share(counts):.0%} of the tokens; {split_them} config.data.max_seq_length "
+    f"(config.data.objective=mlm splits long sentences across rows instead)"
   )
 
 
@@ -464,7 +473,7 @@ def _manifest(units, unit_counts, unit_files, tok, settings):
         for i, (c, f) in enumerate(zip(unit_counts, unit_files))
       ],
     }
-  hint = f" ({_truncation_hint(total)})" if _cuts_much(total) else ""
+  hint = f" ({_truncation_hint(total, settings['input_format'])})" if _cuts_much(total) else ""
   if splits["train"]["rows"] == 0:
     field = sources.text_field_hint(units) if not total["documents"] else ""
     raise UserError(
