@@ -16,12 +16,13 @@ PLAIN_EVERY_S = 60.0
 
 
 def is_terminal(stream) -> bool:
-  """Whether `stream` is a terminal with a width, where a tqdm bar shows. A pseudo-terminal
-  of 0 columns (some containers and CI runners give one) shows no bar at all: plain lines
-  go there, as to a file.
+  """Whether `stream` is a terminal with a size, where a tqdm bar shows. A pseudo-terminal
+  of 0 columns or 0 rows (some containers and CI runners give one) shows no bar at all
+  (tqdm hides a bar below the last row): plain lines go there, as to a file.
   """
   try:
-    return stream.isatty() and os.get_terminal_size(stream.fileno()).columns > 0
+    size = os.get_terminal_size(stream.fileno())
+    return stream.isatty() and size.columns > 0 and size.lines > 0
   except (AttributeError, ValueError, OSError):  # no isatty or fileno, closed, no size
     return False
 

@@ -61,8 +61,9 @@ def test_parameter_counts_have_three_significant_digits():
 
 
 def test_a_terminal_of_no_width_takes_plain_lines(tmp_path):
-  """A pseudo-terminal of 0 columns (as `pty.openpty()` makes it, and some containers give)
-  showed no tqdm bar and no step lines at all; it takes the plain lines a file does.
+  """A pseudo-terminal of 0 columns or 0 rows (as `pty.openpty()` makes it, and some
+  containers give) showed no tqdm bar and no step lines at all; it takes the plain lines a
+  file does.
   """
   import fcntl
   import pty
@@ -73,6 +74,8 @@ def test_a_terminal_of_no_width_takes_plain_lines(tmp_path):
   with open(follower, "w", closefd=True) as stream, open(leader, "rb", closefd=True):
     assert stream.isatty() and os.get_terminal_size(follower).columns == 0
     assert not progress.is_terminal(stream)
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 0, 100, 0, 0))
+    assert not progress.is_terminal(stream)  # 0 rows (`stty cols 100`): tqdm hid its bar
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
     assert progress.is_terminal(stream)  # 80 columns: the bar
   with open(tmp_path / "log", "w") as f:
