@@ -10,7 +10,11 @@ An object store (`gs://...`) has no such locks. There the lock is the object WOR
 lock over when the heartbeat is older than `STALE_S` (its run was killed) or when the lock
 names this host and a pid that is no longer running. A clean exit deletes the object. Two
 runs starting within the same second could both see no lock; each reads the object back
-after writing it, and the one whose token is not there gives way.
+after writing it, and the one whose token is not there gives way. With
+`BERT_JAX_LOCK_WAIT_S=N` in the environment a run that finds the lock held waits up to N
+seconds for it to be released or to lapse, instead of stopping at once: a Cloud TPU slice
+recreated after a preemption (`launch/tpu.py watch` sets it) finds the lock of the slice
+that vanished under its run, on a host that no longer exists.
 
 Under jax.distributed only process 0 takes the lock; every process learns the outcome, so
 all of them stop with the same line.
@@ -30,15 +34,17 @@ from bert_jax.errors import UserError
 LOCK_FILE = ".lock"
 HEARTBEAT_S = 30.0  # how often a remote lock's time is refreshed
 STALE_S = 120.0  # a remote lock not refreshed for this long belongs to a dead run
+WAIT_ENV = "BERT_JAX_LOCK_WAIT_S"  # seconds a run waits for a held remote lock (default 0)
 
 
 class WorkdirLock:
   """The lock of one workdir (local: flock; remote: a heartbeat object)."""
 
-  def __init__(self, workdir, *, heartbeat_s=HEARTBEAT_S, stale_s=STALE_S):
+  def __init__(self, workdir, *, heartbeat_s=HEARTBEAT_S, stale_s=STALE_S, wait_s=None):
     self.workdir = workdir
     self.path = storage.join(workdir, LOCK_FILE)
     self._heartbeat_s, self._stale_s = heartbeat_s, stale_s
+    self._wait_s = _wait_from_environment() if wait_s is None else wait_s
     self._fd = None
     self._record = None
     self._stop = threading.Event()
@@ -102,9 +108,21 @@ class WorkdirLock:
     self._fd = fd
 
   def _acquire_remote(self):
-    holder = _read(self.path)
-    if holder and not self._is_stale(holder):
-      raise self._refusal(holder)
+    deadline, waiting = time.monotonic() + self._wait_s, False
+    while (holder := _read(self.path)) and not self._is_stale(holder):
+      left = deadline - time.monotonic()
+      if left <= 0:
+        raise self._refusal(holder)
+      if not waiting:
+        age = max(0.0, time.time() - holder.get("time", 0))
+        print(
+          f"lock: --workdir {self.workdir} is held by the run of pid {holder.get('pid')} on "
+          f"{holder.get('host')} (heartbeat {age:.0f} s ago); waiting up to {left:.0f} s "
+          f"({WAIT_ENV}) for it to end or lapse",
+          flush=True,
+        )
+        waiting = True
+      time.sleep(min(left, max(1.0, self._heartbeat_s / 6)))
     record = _record()
     storage.write_json(self.path, record, indent=None)
     if (_read(self.path) or {}).get("token") != record["token"]:  # another run wrote last
@@ -189,6 +207,22 @@ def _remove_if_only_locked(workdir):
 def _release(key, lock):
   del _HELD[key]
   lock.release()
+
+
+def _wait_from_environment() -> float:
+  """BERT_JAX_LOCK_WAIT_S as seconds (0 when unset).
+
+  Raises:
+    UserError: a value that is not a number of seconds >= 0.
+  """
+  value = os.environ.get(WAIT_ENV, "").strip()
+  try:
+    seconds = float(value or 0)
+  except ValueError:
+    seconds = -1.0
+  if not seconds >= 0:
+    raise UserError(f"{WAIT_ENV}={value!r} is not a number of seconds >= 0; e.g. {WAIT_ENV}=300")
+  return seconds
 
 
 def _record() -> dict:

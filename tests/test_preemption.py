@@ -450,6 +450,30 @@ def test_remote_lock_heartbeat_refusal_and_takeover(gcs_bucket):
     lock_lib.WorkdirLock(workdir).acquire()
 
 
+def test_a_remote_lock_of_a_vanished_host_is_waited_out(gcs_bucket, capsys, monkeypatch):
+  """BERT_JAX_LOCK_WAIT_S: a recreated slice's run waits for the lock its preempted
+  predecessor left (a host that no longer exists) to lapse, then takes it; a lock that does
+  not lapse in the wait is refused as without it.
+  """
+  workdir = f"{gcs_bucket}/wait-{os.getpid()}-{time.time_ns()}"
+  path = storage.join(workdir, lock_lib.LOCK_FILE)
+  storage.write_json(path, {"host": "gone-w-0", "pid": 7, "time": time.time(), "token": "x"})
+  monkeypatch.setenv(lock_lib.WAIT_ENV, "30")
+  t = time.monotonic()
+  taker = lock_lib.WorkdirLock(workdir, stale_s=1.5, heartbeat_s=0.6)
+  taker.acquire()
+  assert 1.0 < time.monotonic() - t < 10 and storage.read_json(path)["pid"] == os.getpid()
+  taker.release()
+  out = capsys.readouterr().out
+  assert out.count("waiting up to") == 1 and "pid 7 on gone-w-0" in out
+  storage.write_json(path, {"host": "gone-w-0", "pid": 7, "time": time.time(), "token": "x"})
+  with pytest.raises(errors.UserError, match="is in use by the run of pid 7 on gone-w-0"):
+    lock_lib.WorkdirLock(workdir, wait_s=0.5).acquire()
+  monkeypatch.setenv(lock_lib.WAIT_ENV, "soon")
+  with pytest.raises(errors.UserError, match="BERT_JAX_LOCK_WAIT_S='soon' is not a number"):
+    lock_lib.WorkdirLock(workdir)
+
+
 def _state(value):
   # Random (incompressible) arrays above Orbax's 1 KiB inline limit: they get data files.
   rng = np.random.default_rng(value)
