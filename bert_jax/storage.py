@@ -53,11 +53,28 @@ def is_remote(path) -> bool:
   if text.lower().startswith("gcs://"):  # gcsfs's alias, which orbax and tensorstore lack
     raise UserError(f"{text!r}: write gs://{text[len('gcs://') :]} (Cloud Storage's scheme)")
   if "://" in text:
+    scheme = text.split("://", 1)[0]
+    if scheme != scheme.lower() and _MANGLED_URL.match(f"{scheme.lower()}//"):
+      raise UserError(
+        f"{text!r}: write {scheme.lower()}://{text.split('://', 1)[1]} (a URL's scheme is lowercase)"
+      )
     return True
   if mangled := _MANGLED_URL.match(text):
     scheme = "gs" if mangled[1].lower() == "gcs" else mangled[1]
     raise UserError(f"{text!r} is not a URL: write {scheme}://{text[mangled.end() :]}")
   return False
+
+
+def check_local(path, setting: str) -> None:
+  """A UserError when `path`, the value of `setting`, is a URL (or one short of a slash):
+  a folder that must be on this host's disk.
+  """
+  text = os.fspath(path)
+  if "://" in text or _MANGLED_URL.match(text):
+    raise UserError(
+      f"{setting}={text!r} must be a folder on this host's disk, not a bucket; leave it unset "
+      f"or give a local path"
+    )
 
 
 def path(p) -> epath.Path:

@@ -213,6 +213,23 @@ def test_a_url_short_of_a_slash_is_one_line_and_writes_nothing(capsys, no_gs_fol
   assert os.listdir(".") == []
 
 
+@pytest.mark.parametrize(
+  ("argv", "expected"),
+  [
+    # The shards' local copies: before, they went to ./gs:/bucket/cache.
+    (
+      ["pretrain", "--workdir", "run", "--config.data.cache_dir=gs://bucket/cache"],
+      "config.data.cache_dir='gs://bucket/cache' must be a folder on this host's disk",
+    ),
+    # Before: "bucket GS://bucket does not exist".
+    (["pretrain", "--workdir", "GS://bucket/run"], "write gs://bucket/run (a URL's scheme is"),
+  ],
+)
+def test_a_bucket_where_a_local_folder_goes_is_one_line(capsys, no_gs_folder, argv, expected):
+  assert expected in _error(capsys, argv)
+  assert os.listdir(".") == []
+
+
 def test_gcs_scheme_is_named_as_gs(capsys, no_gs_folder):
   """The gcs:// of gcsfs, which orbax and tensorstore lack: before, "bucket gcs://b does not
   exist" for a bucket that exists.

@@ -16,7 +16,7 @@ import numpy as np
 
 from bert_jax import config as config_lib
 from bert_jax import lock as lock_lib
-from bert_jax import multihost, sharding
+from bert_jax import multihost, sharding, storage
 from bert_jax import run as run_lib
 from bert_jax.data import pipeline, prepare
 from bert_jax.data import tokenizer as tokenizer_lib
@@ -95,6 +95,8 @@ def validate(config) -> None:
       f"config.data.mask_token_rate={d.mask_token_rate} and random_token_rate="
       f"{d.random_token_rate} must be >= 0 and add up to at most 1 (BERT: 0.8, 0.1)"
     )
+  if d.cache_dir:  # each host's copies of its lanes' shards of a bucket's prepared_dir
+    storage.check_local(d.cache_dir, "config.data.cache_dir")
   config_lib.check_choice(config, "data.objective", config_lib.OBJECTIVES)
   if not config.tokenizer.path:  # a given tokenizer brings its own kind
     config_lib.check_choice(config, "tokenizer.model_type", tokenizer_lib.TRAINED_KINDS)
