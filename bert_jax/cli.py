@@ -380,6 +380,7 @@ def _sigterm_stops():
     return
 
   def stop(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM finds it stopping
     raise Terminated()
 
   previous = signal.signal(signal.SIGTERM, stop)

@@ -162,6 +162,36 @@ def test_a_second_ctrl_c_stops_at_once():
   assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
 
 
+def test_a_second_sigterm_finds_the_run_stopping():
+  """Spot shutdowns, SLURM and `run --force` may send SIGTERM twice: the second, after the
+  loop has stopped (or after the one outside it), is ignored; before, it raised Terminated
+  in the unwinding and printed a traceback after the one line.
+  """
+  code = (
+    "import os, signal, time\n"
+    "from bert_jax import cli, errors\n"
+    "from bert_jax.train import loop\n"
+    "with cli._sigterm_stops():\n"
+    "  with loop._StopSignals(handle_sigterm=True) as stop:\n"
+    "    os.kill(os.getpid(), signal.SIGTERM)\n"
+    "  os.kill(os.getpid(), signal.SIGTERM)\n"
+    "  time.sleep(0.2)\n"
+    "  print(stop.signal, flush=True)\n"
+    "with cli._sigterm_stops():\n"
+    "  try:\n"
+    "    os.kill(os.getpid(), signal.SIGTERM)\n"
+    "    time.sleep(5)\n"
+    "  except errors.Terminated:\n"
+    "    os.kill(os.getpid(), signal.SIGTERM)\n"
+    "    time.sleep(0.2)\n"
+    "    print('terminated once', flush=True)\n"
+  )
+  proc = subprocess.run(
+    [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+  )
+  assert (proc.returncode, proc.stdout, proc.stderr) == (0, "SIGTERM\nterminated once\n", "")
+
+
 def test_preempted_is_one_line_and_status_75(capsys):
   def preempted():
     raise errors.Preempted(7, "gs://b/run/checkpoints")

@@ -485,7 +485,11 @@ class _StopSignals:
 
   def __exit__(self, *exc):
     for s, handler in self._previous.items():
-      signal.signal(s, handler)
+      # After a SIGTERM the run is stopping: another (spot shutdown, SLURM, `run --force`
+      # send more than one) has nothing to add, and raised outside the loop it would land
+      # anywhere in the unwinding (a traceback after the one line).
+      stopping = s == signal.SIGTERM and self.signal == "SIGTERM"
+      signal.signal(s, signal.SIG_IGN if stopping else handler)
 
   def _handle(self, signum, frame):
     if self.signal is not None and signum == signal.SIGINT:
