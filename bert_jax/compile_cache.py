@@ -14,8 +14,10 @@ resume of a training command start that much sooner.
 - `$XDG_CACHE_HOME/bert_jax/xla`, else `~/.cache/bert_jax/xla`.
 
 Programs that compile in under `MIN_COMPILE_SECONDS` are not stored (they cost more to look
-up than to build; JAX's `JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS` overrides it), and the
-folder is kept under `MAX_BYTES`, the least recently used entries going first.
+up than to build; JAX's `JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS` overrides it), and a
+local folder is kept under `MAX_BYTES`, the least recently used entries going first. A
+bucket's is not: JAX's eviction locks a local file named as the URL (an empty `./gs:`
+folder, and no lock between hosts); a bucket has its own lifecycle rules for that.
 """
 
 import os
@@ -48,5 +50,6 @@ def enable(environ=os.environ) -> str | None:
   jax.config.update("jax_compilation_cache_dir", folder)
   if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in environ:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
-  jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
+  if "://" not in folder:
+    jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
   return folder

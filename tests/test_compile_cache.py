@@ -40,6 +40,18 @@ def test_the_cache_folder(environ, folder, monkeypatch):
   assert compile_cache.directory(environ) == folder
 
 
+@pytest.mark.parametrize("folder, bounded", [("/c/xla", True), ("gs://b/xla", False)])
+def test_a_bucket_cache_is_not_bounded_by_a_local_lock(folder, bounded, monkeypatch):
+  """JAX bounds a cache by evicting under a file lock, local only: for gs:// it made an empty
+  `./gs:` folder (and locked nothing between hosts), so a bucket's cache is left unbounded.
+  """
+  updates = {}
+  monkeypatch.setattr(compile_cache.jax.config, "update", updates.__setitem__)
+  assert compile_cache.enable({"BERT_JAX_COMPILE_CACHE": folder}) == folder
+  assert updates["jax_compilation_cache_dir"] == folder
+  assert ("jax_compilation_cache_max_size" in updates) == bounded
+
+
 def test_the_command_turns_both_on_before_it_runs(monkeypatch):
   """cli.main as the process's command (argv None); not when called with arguments."""
   calls = []
