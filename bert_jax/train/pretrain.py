@@ -157,10 +157,14 @@ def _check_devices(config):
   """
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch_divides(config.train.batch_size, config.train.accum_steps, mesh)
-  if config.data.lanes % jax.process_count():
+  lanes, processes, batch = config.data.lanes, jax.process_count(), config.train.batch_size
+  if lanes % processes:
+    fits = [m for m in range(processes, max(lanes, processes) + 1, processes) if batch % m == 0]
     raise UserError(
-      f"config.data.lanes={config.data.lanes} must be a multiple of the "
-      f"{jax.process_count()} processes; change the lanes"
+      f"config.data.lanes={lanes} must be a multiple of the {processes} processes that "
+      f"divides config.train.batch_size={batch}; e.g. --config.data.lanes="
+      f"{max(fits, default=processes)} (a run resumes exactly on another host count that "
+      f"divides the lanes)"
     )
   return mesh
 
