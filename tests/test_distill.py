@@ -478,6 +478,24 @@ def test_the_teacher_may_label_every_text(teacher, tmp_path):
 
 
 @pytest.mark.slow
+def test_train_rows_of_one_label_are_noted(teacher, tmp_path):
+  rows = [{"text": "the cat is good", "label": "happy"}] * 8
+  train = _jsonl(tmp_path / "happy.jsonl", rows)
+  rc, out, err = _distill(
+    tmp_path / "run",
+    teacher,
+    *STUDENT[:2],
+    "--config.train.steps=1",
+    f"--config.data.train={train}",
+  )
+  assert rc == 0, err
+  assert (
+    "note: every labelled train row is 'happy': the student learns the teacher's other 2 "
+    "labels from its probabilities alone"
+  ) in out
+
+
+@pytest.mark.slow
 def test_train_rows_without_a_label_are_the_teachers_to_label(teacher, tmp_path):
   """An empty label in config.data.train makes a row the teacher's alone (before: the
   fine-tuning error "has no label" stopped the run).
@@ -497,6 +515,7 @@ def test_train_rows_without_a_label_are_the_teachers_to_label(teacher, tmp_path)
   assert rc == 0, err
   assert "train: 8 rows without a label: the teacher labels them" in out
   assert "labels 16 train rows" in out
+  assert "note: every labelled train row is" not in out  # the 8 labelled rows hold 3 labels
   (record,) = (r for r in _records(str(tmp_path / "run"), "train") if r["step"] == 2)
   assert 0 <= record["accuracy"] <= 1 and record["hard_loss"] > 0
 

@@ -363,6 +363,12 @@ def _distill(config, workdir, teacher):
       log(
         f"train: {progress_lib.count(unlabelled, 'row')} without a label: the teacher labels them"
       )
+    given = set(arrays["labels"][arrays["labels"] != distillation.UNLABELED].tolist())
+    if len(given) == 1:
+      log(
+        f"note: every labelled train row is {labels.names[given.pop()]!r}: the student learns "
+        f"the teacher's other {len(labels.names) - 1} labels from its probabilities alone"
+      )
   if config.distill.unlabeled:
     extra = _unlabeled_arrays(config, tokenizer)
     arrays = (
