@@ -6,9 +6,11 @@ The truth is the documents each test generates and writes itself.
 import collections
 import gzip
 import json
+import logging
 import os
 import pickle
 import random
+import sys
 
 import pytest
 
@@ -314,7 +316,9 @@ def test_tfds_mocked_dataset_reads_its_texts(tmp_path):
       )
 
 
-def test_tfds_offline_tries_a_download_once_instead_of_minutes_of_retries(tmp_path, monkeypatch):
+def test_tfds_offline_tries_a_download_once_instead_of_minutes_of_retries(
+  tmp_path, monkeypatch, capsys
+):
   tfds = pytest.importorskip("tensorflow_datasets")
   import socket
 
@@ -330,6 +334,8 @@ def test_tfds_offline_tries_a_download_once_instead_of_minutes_of_retries(tmp_pa
 
   def download(*args, **kwargs):
     retries.append(downloader.MAX_RETRIES)
+    print("Dl Completed...: 0 url", file=sys.stderr)  # TFDS's bars, its clients' warnings
+    logging.getLogger("urllib3.connectionpool").warning("Retrying (Retry(total=0))")
     raise ConnectionError("Max retries exceeded")
 
   monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", download)
@@ -338,6 +344,9 @@ def test_tfds_offline_tries_a_download_once_instead_of_minutes_of_retries(tmp_pa
   assert "(ConnectionError: Max retries exceeded)" in str(raised.value)
   assert "--config.data.train=FILE --config.data.eval=FILE" in str(raised.value)
   assert retries == [1] and downloader.MAX_RETRIES == 10  # once, then TFDS's again
+  # The announcement alone: the attempt's own output says what the error line says.
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("TFDS: glue/mrpc is not prepared in"), err
 
 
 def test_tfds_errors(tmp_path, monkeypatch):

@@ -29,6 +29,7 @@ import functools
 import gzip
 import itertools
 import json
+import logging
 import math
 import os
 import platform
@@ -553,7 +554,8 @@ def tfds_builder(
       f"tfds:{name} needs TensorFlow Datasets; pip install tensorflow-datasets tensorflow"
     ) from None
   try:
-    builder = tfds.builder(name, data_dir=data_dir)
+    with _quiet_logs("absl"):  # "Variant folder ... has no dataset_info.json": not prepared
+      builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
     raise UserError(
       f"TFDS has no dataset {name!r}; fix the tfds:NAME (tfds.list_builders() lists the "
@@ -562,7 +564,9 @@ def tfds_builder(
   except ValueError as e:
     reason = str(e).splitlines()[0]
     raise UserError(f"TFDS dataset {name!r}: {reason}; fix the tfds:NAME/CONFIG") from None
-  if prepare and not builder.is_prepared():
+  with _quiet_logs("absl"):  # as above, from the folder it looks in
+    prepared = not prepare or builder.is_prepared()
+  if not prepared:
     offline = _unreachable(*_DOWNLOAD_PROBE)
     print(
       f"TFDS: {name} is not prepared in {builder.data_dir}: downloading and preparing it"
@@ -575,7 +579,10 @@ def tfds_builder(
       flush=True,
     )
     try:
-      with _download_retries(1 if offline else None):
+      # Offline, TFDS's bars and its HTTP clients' retry warnings say only what the error
+      # line says (and a download thread's warning could follow it): kept out of the output.
+      quiet = _quiet_output() if offline else contextlib.nullcontext()
+      with _download_retries(1 if offline else None), quiet:
         builder.download_and_prepare()
     except Exception as e:  # Network, Beam, manual download: all end here.
       why = f"; this host cannot reach {_DOWNLOAD_PROBE[0]} either" if offline else ""
@@ -596,6 +603,36 @@ def tfds_builder(
 # a download is tried once: TFDS's own 10 retries take 3.4 minutes to fail. A dataset that
 # needs no download (a local builder) prepares as ever.
 _DOWNLOAD_PROBE = ("storage.googleapis.com", 443)
+
+
+@contextlib.contextmanager
+def _quiet_logs(*names, level=logging.ERROR):
+  """The loggers `names` below `level` in the body."""
+  loggers = [logging.getLogger(n) for n in names]
+  before = [logger.level for logger in loggers]
+  for logger in loggers:
+    logger.setLevel(level)
+  try:
+    yield
+  finally:
+    for logger, was in zip(loggers, before):
+      logger.setLevel(was)
+
+
+@contextlib.contextmanager
+def _quiet_output():
+  """The body's stdout, stderr and warnings dropped (TFDS's progress bars and logs); the HTTP
+  clients' loggers stay at ERROR after it, for the download threads that outlive it.
+  """
+  for name in ("urllib3", "requests"):
+    logging.getLogger(name).setLevel(logging.ERROR)
+  with (
+    _quiet_logs("absl", "tensorflow_datasets"),
+    open(os.devnull, "w") as devnull,
+    contextlib.redirect_stdout(devnull),
+    contextlib.redirect_stderr(devnull),
+  ):
+    yield
 
 
 @contextlib.contextmanager
