@@ -7,7 +7,8 @@ real pretraining step (`loop.compile_train_step` of `step.train_step`, the recip
 logical rules, batch, sequence length, predictions, dtype, remat, scan and accumulation,
 the state sharded by `sharding.shardings_of`) with abstract inputs only, compiles it for
 the slice, and prints per chip what XLA allocates, the FLOPs per step and the collectives.
-The vocabulary is `config.tokenizer.vocab_size` (no data is read; the model pads it to
+The vocabulary is `config.tokenizer.vocab_size`, or the size of the tokenizer
+`config.tokenizer.path` gives (no data is read; the model pads it to
 `config.model.vocab_multiple`).
 
 Topologies: `v4:XxYxZ`, `v5p:XxYxZ`, `v5e:XxY` (or `v5litepod:XxY`), `v6e:XxY`, in chips.
@@ -53,6 +54,7 @@ import jax
 from bert_jax import config as config_lib
 from bert_jax import progress, sharding
 from bert_jax.data import synthetic
+from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
 from bert_jax.model import families
 from bert_jax.train import flops, loop, pretrain, rtd
@@ -277,6 +279,17 @@ def collectives(hlo_text):
   return found
 
 
+def vocab_size(config) -> int:
+  """The vocabulary the recipe's model gets: a given tokenizer's size (as `prepare` takes
+  it), else config.tokenizer.vocab_size (the size a trained one gets).
+  """
+  if config.tokenizer.path:
+    return tokenizer_lib.load(
+      config.tokenizer.path, lowercase=config.tokenizer.lowercase
+    ).vocab_size
+  return config.tokenizer.vocab_size
+
+
 def _abstract_inputs(config, mesh):
   """ShapeDtypeStructs of a global batch (keys and dtypes of the data pipeline) and the key."""
   d = config.data
@@ -284,7 +297,7 @@ def _abstract_inputs(config, mesh):
     synthetic.synthetic_batches(
       batch_size=1,
       max_seq_length=d.max_seq_length,
-      vocab_size=config.tokenizer.vocab_size,
+      vocab_size=vocab_size(config),
       max_predictions=d.max_predictions_per_seq,
     )
   )
@@ -320,7 +333,7 @@ def compile_step(config, topology):
   rules = sharding.rules_from_config(config.mesh)
   t, d = config.train, config.data
   sharding.check_batch_divides(t.batch_size, t.accum_steps, mesh)
-  model_cfg = config_lib.model_config(config, config.tokenizer.vocab_size)
+  model_cfg = config_lib.model_config(config, vocab_size(config))
   model = families.family(model_cfg.arch).pretraining(model_cfg)
   tx, schedule = optimizer_lib.make_optimizer(t, warmup_steps=min(t.warmup_steps, t.steps))
   # As the loop builds it; the key is this host's (CPU) array, and the state is only traced.

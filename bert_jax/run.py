@@ -40,7 +40,7 @@ TEACHER_LOGITS = "teacher_logits.npz"  # a distillation's (`train.teacher_logits
 # What a run directory holds, which no other command (predict, export-hf) may replace.
 RUN_FOLDERS = (CHECKPOINTS, BEST, DATA, TOKENIZER, TENSORBOARD)
 RUN_FILES = (METRICS, CONFIG, TEACHER_LOGITS)
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model")  # by preference
+TOKENIZER_FILES = tokenizer_lib.FILE_NAMES  # by preference
 
 
 def workdir_of(path: str) -> str:

@@ -257,6 +257,10 @@ def test_sentences_and_words_encode_as_their_whole_text(lines, tmp_path, model_t
   sentences = ["Return a new list.", "The items are sorted.", "Each one is kept!"]
   ids = tok.encode_batch(units.as_in_the_document(tok, sentences))
   assert sum(ids, []) == tok.encode(" ".join(sentences))
+  # Sentence pairs: the first sentence as after a space too, so that no segment's first
+  # word tells a document's start (a random B's, a swapped A's) from the others'.
+  ids = tok.encode_batch(units.as_in_the_document(tok, sentences, pairs=True))
+  assert sum(ids, []) == tok.encode(" " + " ".join(sentences))
   words = "The items are sorted by key .".split()
   examples = data_lib.Examples([{"words": words, "tags": None}], 0)
   arrays, _ = data_lib.encode_tokens(examples, tok, 32)

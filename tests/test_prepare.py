@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from bert_jax import aot
 from bert_jax.data import corpus, pipeline, prepare, records, sources, synthetic, tokenizer, units
 from bert_jax.errors import UserError
 from tests.conftest import ROOT
@@ -87,6 +88,11 @@ def test_prepare_writes_shards_and_a_manifest(tmp_path, monkeypatch):
   lines = []
   assert _quiet(c, tmp_path / "d1", log=lines.append) == manifest
   assert "is prepared" in lines[0]
+  # Data an older version prepared (other rows for the same settings) is refused in a line.
+  old = {**manifest, "settings": {**manifest["settings"], "format_version": 3}}
+  (tmp_path / "d1" / prepare.MANIFEST).write_text(json.dumps(old))
+  with pytest.raises(UserError, match=r"holds data an older bert_jax prepared \(format 3; this"):
+    _quiet(c, tmp_path / "d1")
 
 
 def test_prepare_resumes_by_skipping_finished_shards(tmp_path, monkeypatch):
@@ -195,6 +201,8 @@ def test_wordpiece_vocab_txt(tmp_path):
   # A given tokenizer has its own size: config.tokenizer.vocab_size (for training) is moot.
   c.tokenizer.vocab_size += 1
   assert _quiet(c, tmp_path / "other")["vocab_size"] == manifest["vocab_size"]
+  assert _quiet(c, tmp_path / "d")["vocab_size"] == manifest["vocab_size"]  # still prepared
+  assert aot.vocab_size(c) == manifest["vocab_size"]  # `bert-jax compile` sizes it so too
 
 
 def test_tfds_input(tmp_path):
@@ -333,25 +341,27 @@ def test_synthetic_matches_the_pipeline_format(tmp_path):
 def test_a_random_next_sentence_comes_from_another_document(tmp_path):
   """Every "B is random" pair's B is of another document than its A, also where a work unit
   holds one document (a file per document: before, 10 tries within that document failed and
-  B came from A's own document) and in the small eval chunks.
+  B came from A's own document) and in the small eval chunks; and a split's rows hold only
+  its own documents' text (the other units' documents a chunk draws from are of its split).
   """
-  words = [[f"d{d}w{w}" for w in range(12)] for d in range(6)]
+  words = [[f"d{d}w{w}" for w in range(12)] for d in range(12)]
   rng = np.random.default_rng(0)
   for d, own in enumerate(words):  # one document per file, 30 sentences of its own words
     sentences = [" ".join(rng.choice(own, 6)) + " ." for _ in range(30)]
-    (tmp_path / f"doc{d}.txt").write_text(" ".join(sentences) + "\n")
+    (tmp_path / f"doc{d:02d}.txt").write_text(" ".join(sentences) + "\n")
   vocab = tmp_path / "vocab.txt"
   vocab.write_text("\n".join([*tokenizer.SPECIAL_PIECES, ".", *sum(words, [])]) + "\n")
   c = small_config(tmp_path, input=f"{tmp_path}/doc*.txt", input_format="document")
-  c.data.objective, c.data.eval_fraction = "nsp", 0.3
+  c.data.objective, c.data.eval_fraction, c.data.num_shards = "nsp", 0.5, 12
   c.tokenizer.path = str(vocab)
   manifest = _quiet(c, tmp_path / "d")
-  assert len(manifest["splits"]["train"]["shards"]) == 6  # a unit, and a chunk, per document
+  assert len(manifest["splits"]["train"]["shards"]) == 12  # a unit, and a chunk, per document
   tok = tokenizer.load(str(vocab))
   document_of = {tok.encode(w)[0]: d for d, own in enumerate(words) for w in own}
+  seen = {}
   for split in ("train", "eval"):
     rows = _read_split(str(tmp_path / "d"), manifest, split)
-    randoms = 0
+    randoms, seen[split] = 0, set()
     for ids, types, label in zip(
       rows["input_ids"], rows["token_type_ids"], rows["next_sentence_labels"]
     ):
@@ -360,4 +370,6 @@ def test_a_random_next_sentence_comes_from_another_document(tmp_path):
       assert len(a) == len(b) == 1  # each segment is of one document
       assert (a != b) == (label == 1)
       randoms += label == 1
+      seen[split] |= a | b
     assert randoms > 0
+  assert seen["train"] and seen["eval"] and not seen["train"] & seen["eval"]

@@ -54,7 +54,9 @@ if TYPE_CHECKING:
 
 MANIFEST = "manifest.json"
 TOKENIZER_SETTINGS = "tokenizer_settings.json"
-FORMAT_VERSION = 3
+# 4 (2026-12-01): byte-level BPE sentences keep the space before them, and nsp / sop chunks of
+# few documents draw random segments from other units too: rows of 3 are prepared again.
+FORMAT_VERSION = 4
 # The settings that choose the sentences a tokenizer is trained on (`sources.sample_sentences`).
 _SAMPLE_KEYS = ("input", "input_stamp", "input_format", "text_field", "tfds_split", "num_shards")
 
@@ -86,12 +88,13 @@ def settings_of(config: "ml_collections.ConfigDict", *, stamp: bool = True) -> d
         "dupe_factor": d.dupe_factor,
         "eval_fraction": d.eval_fraction,
         "seed": config.seed,
-        # The tokenizer given, by content: a copy elsewhere is the same tokenizer.
+        # The tokenizer given, by content: a copy elsewhere is the same tokenizer (and the
+        # settings that train one do not apply to it).
         "tokenizer": {
           "sha256": _sha256(t.path) if t.path else None,
-          "vocab_size": t.vocab_size,
-          "model_type": t.model_type,
-          "input_sentence_size": t.input_sentence_size,
+          "vocab_size": None if t.path else t.vocab_size,
+          "model_type": None if t.path else t.model_type,
+          "input_sentence_size": None if t.path else t.input_sentence_size,
           "lowercase": t.lowercase,
         },
       }
@@ -141,6 +144,12 @@ def _prepared(manifest, config, data_dir, log) -> dict:
     UserError: another setting, or another input that exists here.
   """
   there, here = manifest.get("settings", {}), settings_of(config, stamp=False)
+  if there.get("format_version") != FORMAT_VERSION:
+    raise UserError(
+      f"{data_dir} holds data an older bert_jax prepared (format {there.get('format_version')}; "
+      f"this one reads {FORMAT_VERSION}); delete it, or set another config.data.prepared_dir, "
+      f"to prepare it again"
+    )
   other_input = there.get("input") != here["input"]
   try:
     stamp = sources.stamp(config.data.input, tfds_data_dir=config.data.tfds_data_dir)
@@ -211,10 +220,8 @@ def prepare(
   )
   if config.tokenizer.path:
     _check_has_text(config, units)
-  given = config.tokenizer.path
-  copies = (
-    (tokenizer_lib.load(given, lowercase=config.tokenizer.lowercase).file_name,) if given else ()
-  )
+  # A given tokenizer's copy is made again at no cost (nothing is trained beside it).
+  copies = tokenizer_lib.FILE_NAMES if config.tokenizer.path else ()
   with _removed_if_failed(storage.join(data_dir, SHARDS), copies):
     tok = _tokenizer(config, data_dir, units, settings, log, progress)
     job = {

@@ -242,6 +242,10 @@ def cut_long_sentence(sentence: str, max_bytes: int = MAX_SENTENCE_BYTES) -> lis
   return [piece for piece in pieces if piece.strip()]
 
 
+# The files a tokenizer is kept in (`file_name`), by preference when a folder holds more.
+FILE_NAMES = ("tokenizer.json", "vocab.txt", "tokenizer.model")
+
+
 class SentencePieceTokenizer:
   """A trained SentencePiece model with BERT's special ids."""
 

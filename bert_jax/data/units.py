@@ -118,44 +118,74 @@ def _worker_tokenizer(job):
   return _worker_tokenizers[key]
 
 
-def as_in_the_document(tok, sentences: list[str]) -> list[str]:
+def as_in_the_document(tok, sentences: list[str], *, pairs: bool = False) -> list[str]:
   """A document's sentences as the whole text has them: for a tokenizer whose words depend
   on the space before them (byte-level BPE), each after the first keeps a leading space,
   so that its first word is "ĠWord" as in the document, not "Word" as at a text's start.
+  With `pairs` (nsp, sop) the first keeps one too: a segment starts at any sentence, and a
+  first word without its space would tell a document's start (a random B's, a swapped A's)
+  from the rest.
   """
   if not tok.space_starts_words:
     return sentences
-  return sentences[:1] + [" " + s for s in sentences[1:]]
+  return [" " + s for s in sentences] if pairs else sentences[:1] + [" " + s for s in sentences[1:]]
 
 
-# A chunk of fewer documents than this draws nsp/sop's random B from these too: the first
-# documents of the units after its own (google-research/bert draws from the whole corpus;
-# a unit of one large document, a book, would otherwise draw from that document itself).
+def encode_document(tok, document, max_sentence, stats, *, pairs: bool) -> list[list[int]]:
+  """Token ids of a document's sentences (`as_in_the_document`), each cut to `max_sentence`
+  tokens (None: whole; the cuts counted in `stats`), empty ones dropped.
+  """
+  sentences = []
+  for sentence in tok.encode_batch(as_in_the_document(tok, document, pairs=pairs)):
+    if max_sentence is not None and len(sentence) > max_sentence:
+      stats["truncated_sentences"] += 1
+      stats["cut_tokens"] += len(sentence) - max_sentence
+      sentence = sentence[:max_sentence]
+    if sentence:
+      sentences.append(sentence)
+  return sentences
+
+
+# A chunk of fewer documents than this draws nsp/sop's random B from other units' too: the
+# first documents of its split in the units after its own (google-research/bert draws from
+# the whole corpus; a unit of one large document, a book, would otherwise draw from that
+# document itself).
 FEW_DOCUMENTS = 10
 NEIGHBOUR_UNITS = 4
+SCANNED_PER_NEIGHBOUR = 64  # documents read from each, to find some of the split
 DOCUMENTS_PER_NEIGHBOUR = 4
 SENTENCES_PER_NEIGHBOUR_DOCUMENT = 64
 
 
 def neighbours(units, unit_index) -> list:
-  """The units after `unit_index` (wrapping round, not itself) that a chunk of few documents
-  draws random segments from.
+  """(index, unit) of the units after `unit_index` (wrapping round, not itself) that a chunk
+  of few documents draws random segments from.
   """
   count = min(NEIGHBOUR_UNITS, len(units) - 1)
-  return [units[(unit_index + k) % len(units)] for k in range(1, count + 1)]
+  indices = [(unit_index + k) % len(units) for k in range(1, count + 1)]
+  return [(i, units[i]) for i in indices]
 
 
-def _neighbour_documents(neighbour_units, tok, max_sentence, strict) -> list:
-  """Token ids of the first documents of `neighbour_units` (a few sentences of each)."""
-  documents = []
-  for unit in neighbour_units:
-    read = sources.read_unit(unit, collections.Counter(), strict=strict)
+def _neighbour_documents(neighbour_units, tok, settings, max_sentence, split) -> list:
+  """Token ids of a few documents of `split` (as their own units split them: no eval text in
+  train rows, nor the reverse) among the first of each neighbour unit.
+  """
+  s, documents = settings, []
+  for index, unit in neighbour_units:
+    read = sources.read_unit(unit, collections.Counter(), strict=s["strict"])
+    taken = 0
     with contextlib.closing(read):
-      for _, document in zip(range(DOCUMENTS_PER_NEIGHBOUR), read):
-        sentences = as_in_the_document(tok, document[:SENTENCES_PER_NEIGHBOUR_DOCUMENT])
-        ids = [s[:max_sentence] for s in tok.encode_batch(sentences)]
-        documents.append([s for s in ids if s])
-  return [d for d in documents if d]
+      for doc_index, document in zip(range(SCANNED_PER_NEIGHBOUR), read):
+        if _is_eval(s["seed"], index, doc_index, s["eval_fraction"]) != (split == "eval"):
+          continue
+        sentences = document[:SENTENCES_PER_NEIGHBOUR_DOCUMENT]
+        ids = encode_document(tok, sentences, max_sentence, collections.Counter(), pairs=True)
+        if ids:
+          documents.append(ids)
+          taken += 1
+        if taken == DOCUMENTS_PER_NEIGHBOUR:
+          break
+  return documents
 
 
 def _is_eval(seed, unit_index, doc_index, fraction):
@@ -217,11 +247,13 @@ def _write_unit(unit_index, unit, job, paths, staging, neighbour_units=()):
   max_sentence = s["max_seq_length"] - 3 if s["objective"] != "mlm" else None
   token_counts = np.zeros(tok.vocab_size, np.int64)
 
-  others = []  # the neighbours' documents, read when a chunk first needs them
+  pairs = s["objective"] != "mlm"
+  others = {}  # split -> the neighbours' documents of it, read when a chunk first needs them
 
   def flush(split):
-    if s["objective"] != "mlm" and len(chunks[split]) < FEW_DOCUMENTS and not others:
-      others.extend(_neighbour_documents(neighbour_units, tok, max_sentence, s["strict"]))
+    few = pairs and len(chunks[split]) < FEW_DOCUMENTS
+    if few and split not in others:
+      others[split] = _neighbour_documents(neighbour_units, tok, s, max_sentence, split)
     rows = instances.rows_from_documents(
       chunks[split],
       objective=s["objective"],
@@ -232,7 +264,7 @@ def _write_unit(unit_index, unit, job, paths, staging, neighbour_units=()):
       sep_id=tok.sep_id,
       packing=s["packing"],
       dupe_factor=s["dupe_factor"] if split == "train" else 1,
-      others=others if len(chunks[split]) < FEW_DOCUMENTS else (),
+      others=others[split] if few else (),
     )
     for tokens, segment_lengths, label in rows:
       writers[split].write(records.encode_row(tokens, segment_lengths, label, dtype))
@@ -241,15 +273,7 @@ def _write_unit(unit_index, unit, job, paths, staging, neighbour_units=()):
     chunks[split].clear()
 
   for doc_index, document in enumerate(sources.read_unit(unit, stats, strict=s["strict"])):
-    ids = tok.encode_batch(as_in_the_document(tok, document))
-    sentences = []
-    for sentence in ids:
-      if max_sentence is not None and len(sentence) > max_sentence:
-        stats["truncated_sentences"] += 1
-        stats["cut_tokens"] += len(sentence) - max_sentence
-        sentence = sentence[:max_sentence]
-      if sentence:
-        sentences.append(sentence)
+    sentences = encode_document(tok, document, max_sentence, stats, pairs=pairs)
     if not sentences:
       stats["empty_documents"] += 1
       continue
