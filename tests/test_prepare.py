@@ -307,14 +307,21 @@ def test_tokenizer_keeps_mask_whole(tmp_path):
 def test_split_sentences():
   text = "First one. Second?  Yes!\n\nNew\n   paragraph e.g.here\n\n\n"
   assert corpus.split_sentences(text) == ["First one.", "Second?", "Yes!", "New paragraph e.g.here"]
-  # Full-width ends take no space after them; a closing quote stays with its sentence.
-  text = "冬天非常寒冷。我们去了北京！你好吗？「好。」他说。"
+  # Full-width ends take no space after them, a run of them ends once, and a quote ended
+  # inside goes on as in English ("Good." he said.).
+  text = "冬天非常寒冷。我们去了北京！你好吗？「好。」他说。本当？！すごい。。。終わり。"
   assert corpus.split_sentences(text) == [
     "冬天非常寒冷。",
     "我们去了北京！",
     "你好吗？",
-    "「好。」",
-    "他说。",
+    "「好。」他说。",
+    "本当？！",
+    "すごい。。。",
+    "終わり。",
+  ]
+  assert corpus.split_sentences('"Good." he said. 「えっ！？」彼は驚いた。') == [
+    '"Good." he said.',
+    "「えっ！？」彼は驚いた。",
   ]
 
 

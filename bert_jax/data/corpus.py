@@ -27,11 +27,11 @@ _SKIP_DIRS = frozenset(
     "__phello__",
   }
 )
-# After . ! ? and whitespace; after the full-width 。！？ (Chinese, Japanese: no space
-# follows), or after a closing quote or bracket that follows one.
-_SENTENCE_END = re.compile(
-  r"(?<=[.!?])\s+|(?<=[。！？])(?![」』”’）)])\s*|(?<=[。！？][」』”’）)])\s*"
-)
+# After . ! ? and whitespace (not after a closing quote: `"Good." he said.` is one).
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+# After a run of the full-width 。！？ (Chinese, Japanese: no space follows; `本当？！` ends
+# once), not before a closing quote or bracket (`「好。」他说。` is one, as in English).
+_FULL_WIDTH_END = re.compile(r"[。！？]+(?![。！？」』”’）)])")
 # reST heading underlines ("*****", "=====") in the pydoc topics.
 _UNDERLINE = re.compile(r"^[ \t]*([*=\-~^#])\1{3,}[ \t]*$", re.MULTILINE)
 _MIN_DOC_CHARS = 100
@@ -50,8 +50,19 @@ def split_sentences(text: str) -> list[str]:
   text = _UNDERLINE.sub("", text)
   for paragraph in re.split(r"\n\s*\n", text):
     paragraph = " ".join(paragraph.split())
-    sentences.extend(s for s in _SENTENCE_END.split(paragraph) if s)
+    for sentence in _SENTENCE_END.split(paragraph):
+      sentences.extend(_split_full_width(sentence))
   return sentences
+
+
+def _split_full_width(text: str) -> list[str]:
+  """`text` split after each run of full-width sentence ends (`_FULL_WIDTH_END`)."""
+  pieces, start = [], 0
+  for end in _FULL_WIDTH_END.finditer(text):
+    pieces.append(text[start : end.end()].strip())
+    start = end.end()
+  pieces.append(text[start:].strip())
+  return [p for p in pieces if p]
 
 
 _DOC_NODES = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
