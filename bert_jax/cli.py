@@ -383,11 +383,13 @@ def _sigterm_stops():
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM finds it stopping
     raise Terminated()
 
+  stop.raises = True  # the loop ignores SIGTERM after its stop rather than restore this
   previous = signal.signal(signal.SIGTERM, stop)
   try:
     yield
-  finally:
-    signal.signal(signal.SIGTERM, previous)
+  finally:  # stopped (SIGTERM ignored since): still so through the interpreter's teardown
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
+      signal.signal(signal.SIGTERM, previous)
 
 
 # `bert-jax --help`: one line per command (each command's --help has the rest).

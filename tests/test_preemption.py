@@ -185,11 +185,26 @@ def test_a_second_sigterm_finds_the_run_stopping():
     "    os.kill(os.getpid(), signal.SIGTERM)\n"
     "    time.sleep(0.2)\n"
     "    print('terminated once', flush=True)\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
+    "with cli._sigterm_stops():\n"  # Ctrl-C stops the loop, then SIGTERM comes
+    "  with loop._StopSignals(handle_sigterm=True) as stop:\n"
+    "    os.kill(os.getpid(), signal.SIGINT)\n"
+    "  os.kill(os.getpid(), signal.SIGTERM)\n"
+    "  time.sleep(0.2)\n"
+    "  print(stop.signal, flush=True)\n"
+    "os.kill(os.getpid(), signal.SIGTERM)\n"  # the teardown: still stopping
+    "time.sleep(0.2)\n"
+    "print('ended', flush=True)\n"
   )
   proc = subprocess.run(
     [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
   )
-  assert (proc.returncode, proc.stdout, proc.stderr) == (0, "SIGTERM\nterminated once\n", "")
+  expected = "SIGTERM\nterminated once\nSIGINT\nended\n"
+  assert (proc.returncode, proc.stdout, proc.stderr) == (0, expected, "")
+  # Outside a command (a notebook, a library) the loop restores the handler it found.
+  with loop._StopSignals(handle_sigterm=True) as stop:
+    stop.signal = "SIGTERM"
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_preempted_is_one_line_and_status_75(capsys):

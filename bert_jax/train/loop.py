@@ -485,10 +485,11 @@ class _StopSignals:
 
   def __exit__(self, *exc):
     for s, handler in self._previous.items():
-      # After a SIGTERM the run is stopping: another (spot shutdown, SLURM, `run --force`
-      # send more than one) has nothing to add, and raised outside the loop it would land
-      # anywhere in the unwinding (a traceback after the one line).
-      stopping = s == signal.SIGTERM and self.signal == "SIGTERM"
+      # Stopped (SIGTERM or Ctrl-C), the command is ending: another SIGTERM (spot shutdowns,
+      # SLURM and `run --force` send more than one) has nothing to add, and the command's
+      # handler (`cli`'s, which raises) would land it anywhere in the unwinding: a
+      # traceback after the one line. Any other handler is restored as it was.
+      stopping = s == signal.SIGTERM and self.signal and getattr(handler, "raises", False)
       signal.signal(s, signal.SIG_IGN if stopping else handler)
 
   def _handle(self, signum, frame):
