@@ -157,3 +157,41 @@ def test_a_conll_word_without_its_tag_is_one_line(tmp_path):
   path.write_text("EU B-ORG\nrejects\n")
   with pytest.raises(UserError, match="line 2 is 'rejects', a word without its tag"):
     data_lib.read(str(path), _config("tokens"))
+
+
+@pytest.mark.parametrize(
+  ("change", "expected"),
+  [
+    (
+      lambda d: d["data"][0]["paragraphs"][0]["qas"].__setitem__(0, "q1"),
+      r"qas\[0\] has no 'question'",
+    ),
+    (
+      lambda d: d["data"][0]["paragraphs"][0]["qas"][0]["answers"][0].pop("answer_start"),
+      r"data\[0\]\.paragraphs\[0\]\.qas\[0\]: an answer is .*answer_start",
+    ),
+    (
+      lambda d: d["data"][0]["paragraphs"][0]["qas"][0].__setitem__("answers", ["Beyoncé"]),
+      r'qas\[0\]: an answer is "Beyoncé"',
+    ),
+    (  # named by its place in the file, not a "row" the file does not have
+      lambda d: d["data"][0]["paragraphs"][1]["qas"][0]["answers"][0].__setitem__(
+        "answer_start", 0
+      ),
+      r"data\[0\]\.paragraphs\[1\]\.qas\[0\]: the answer 'Santa Clara' is not at answer_start 0",
+    ),
+  ],
+)
+def test_a_squad_question_of_another_shape_is_one_line(tmp_path, change, expected):
+  broken = json.loads(json.dumps(SQUAD_V2))
+  change(broken)
+  path = tmp_path / "dev.json"
+  path.write_text(json.dumps(broken))
+  with pytest.raises(UserError, match=expected):  # before: AttributeError, KeyError, TypeError
+    data_lib.read(str(path), _config("qa"))
+
+
+def test_a_json_array_of_rows_reads_as_its_rows(tmp_path):
+  path = tmp_path / "dev.json"
+  path.write_text(json.dumps(FLAT, indent=2))
+  assert len(data_lib.read(str(path), _config("qa")).rows) == 3

@@ -4,7 +4,7 @@ fixed-length token arrays for each task.
 Sources (`config.data.train` / `config.data.eval`), files in UTF-8 (a byte order mark is
 dropped):
   - `*.csv`, `*.tsv`: a header row names the columns;
-  - `*.jsonl` (or `*.json`, one object per line);
+  - `*.jsonl` (or `*.json`: one object per line, or an array of them);
   - SQuAD's official `*.json` (qa) and CoNLL's columns, `*.conll` or a labelled `*.txt`
     (tokens), as `dataset_files` reads them;
   - `tfds:NAME:SPLIT`, e.g. `tfds:glue/mrpc:validation` (columns and label names from the
@@ -74,10 +74,13 @@ def is_tfds(spec: str) -> bool:
   return spec.startswith(tfds_tasks.TFDS_PREFIX)
 
 
-def accepted(labelled: bool = True) -> str:
-  """The data specs `read` takes, for messages: a .txt too when unlabelled (predict)."""
+def accepted(labelled: bool = True, task: str | None = None) -> str:
+  """The data specs `read` takes, for messages: a .txt too when unlabelled (predict), and
+  the benchmark files of `task` (`dataset_files`).
+  """
   files = ".csv, .tsv or .jsonl" if labelled else ".csv, .tsv, .jsonl or .txt"
-  return f"a {files} file or tfds:NAME:SPLIT"
+  own = {"qa": ", SQuAD's .json", "tokens": ", CoNLL's .conll (or a .txt of its columns)"}
+  return f"a {files} file{own.get(task, '')} or tfds:NAME:SPLIT"
 
 
 def read(
@@ -119,11 +122,13 @@ def read(
   elif not storage.isfile(spec):
     empty = " (to leave a file setting empty, give nothing: --config.data.eval=)"
     empty = empty if spec.lower() in ("none", "null") else ""
-    raise UserError(f"data file {spec} does not exist; give {accepted(labelled)}{empty}")
+    raise UserError(
+      f"data file {spec} does not exist; give {accepted(labelled, config.task)}{empty}"
+    )
   else:
     conll = _conll_columns(spec, config, labelled)
     one_text = None if labelled or conll else _one_text_column(spec, config)
-    records = read_records(spec, one_text, labelled=labelled, conll=conll)
+    records = read_records(spec, one_text, labelled=labelled, conll=conll, task=config.task)
     examples = _from_records(records, spec, config, labelled, keep_blank, flags, partly_labelled)
   if not examples.rows:
     raise UserError(_no_rows(spec, config, examples.skipped_empty, flags))
@@ -181,7 +186,7 @@ def _conll_columns(path, config, labelled):
   return None
 
 
-def read_records(path, text_per_line=None, *, labelled=True, conll=None):
+def read_records(path, text_per_line=None, *, labelled=True, conll=None, task=None):
   """A list of dicts, one per row of a .csv / .tsv file or line of a .jsonl file (of a .txt
   file, with `text_per_line`: {text_per_line: line} for every line, blank ones too); of a
   SQuAD JSON file, one per question; with `conll` (text column, label column), one per
@@ -222,12 +227,14 @@ def read_records(path, text_per_line=None, *, labelled=True, conll=None):
         document = dataset_files.whole_json(text)
         if dataset_files.is_squad(document):
           return dataset_files.squad_rows(document, path)
+        if isinstance(document, list) and all(isinstance(r, dict) for r in document):
+          return document  # a JSON array of row objects
         return _json_lines(io.StringIO(text), path)
   except UnicodeDecodeError:
     raise UserError(f"{path} {storage.not_utf8_problem(path)}") from None
   if lower.endswith(".txt") and labelled:
     raise UserError(f"{path}: a .txt file has no labels; give a .csv, .tsv or .jsonl file")
-  raise UserError(f"{path}: unknown file type; give {accepted(labelled)}")
+  raise UserError(f"{path}: unknown file type; give {accepted(labelled, task)}")
 
 
 def _check_header(names: list[str], path: str, delimiter: str) -> None:
@@ -507,7 +514,10 @@ def _qa_examples(records, path, labelled):
   """
   for name in ("question", "context") + (("answers",) if labelled else ()):
     _column(records, name, path, _QA_COLUMNS)
-  rows = [_qa_example(r, i, f"{path} row {i + 1}", labelled) for i, r in enumerate(records)]
+  rows = [
+    _qa_example(r, i, r.get(dataset_files.WHERE) or f"{path} row {i + 1}", labelled)
+    for i, r in enumerate(records)
+  ]
   blank = sum(not (e.question.strip() and e.context.strip()) for e in rows)
   return Examples(rows, source=path, numbers=list(range(1, len(rows) + 1)), blank=blank)
 
@@ -526,11 +536,28 @@ def _qa_example(record, index, where, labelled=True):
     id=str(record.get("id", index)),
     question=text_of(record, "question", where, None),
     context=text_of(record, "context", where, None),
-    answers=[(int(a["answer_start"]), a["text"]) for a in answers],
+    answers=[_answer(a, where) for a in answers],
   )
   if labelled and example.answers and example.context.strip():  # a blank row is counted
     _check_answer_place(example, where)
   return example
+
+
+def _answer(answer, where) -> tuple[int, str]:
+  """(answer_start, text) of a SQuAD answer {"text": str, "answer_start": int}.
+
+  Raises:
+    UserError: an answer of another shape, naming `where`.
+  """
+  start = answer.get("answer_start") if isinstance(answer, dict) else None
+  text = answer.get("text") if isinstance(answer, dict) else None
+  whole = isinstance(start, float) and start.is_integer()
+  if not isinstance(text, str) or isinstance(start, bool) or not (isinstance(start, int) or whole):
+    raise UserError(
+      f'{where}: an answer is {_shown(answer)}; give {{"text": ..., "answer_start": N}}, N '
+      f"the index of the answer's first character in the context"
+    )
+  return int(start), text
 
 
 def _check_answer_place(example, where):

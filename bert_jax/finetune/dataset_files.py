@@ -5,7 +5,8 @@ Their official files need no conversion:
   - SQuAD's JSON (v1.1 and v2.0): {"data": [{"title", "paragraphs": [{"context", "qas":
     [{"id", "question", "answers": [{"text", "answer_start"}], "is_impossible"}]}]}]};
     a row per question: {"id", "title", "question", "context", "answers"} (an impossible
-    question has no answers; its "plausible_answers" are not answers).
+    question has no answers; its "plausible_answers" are not answers), and its place
+    (`WHERE`: "FILE data[0].paragraphs[1].qas[2]") for the errors about it.
   - CoNLL's columns (CoNLL-2003, WNUT, ...): a word per line, its tag in the last column,
     a blank line between sentences, "-DOCSTART-" lines between documents; a row per
     sentence: {text_column: [words], label_column: [tags]}.
@@ -16,6 +17,7 @@ import json
 from bert_jax.errors import UserError
 
 DOCUMENT_START = "-DOCSTART-"
+WHERE = "_where"  # a SQuAD row's place in its file, for the errors about it
 
 
 def whole_json(text: str):
@@ -44,14 +46,16 @@ def squad_rows(document: dict, path: str) -> list[dict]:
       at = f"{where}.paragraphs[{p}]"
       context = _field(paragraph, "context", str, at)
       for q, qa in enumerate(_field(paragraph, "qas", list, at)):
+        question = _field(qa, "question", str, f"{at}.qas[{q}]")  # (an object, so)
         answers = [] if qa.get("is_impossible") else _field(qa, "answers", list, f"{at}.qas[{q}]")
         rows.append(
           {
             "id": str(qa.get("id", len(rows))),
             "title": article.get("title", ""),
-            "question": _field(qa, "question", str, f"{at}.qas[{q}]"),
+            "question": question,
             "context": context,
             "answers": answers,
+            WHERE: f"{at}.qas[{q}]",
           }
         )
   return rows

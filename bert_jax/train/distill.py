@@ -14,8 +14,9 @@ Hugging Face `*ForSequenceClassification` directory of a family import-hf reads 
     tokenizer), with a new head.
 The teacher labels every train row, and the texts of `config.distill.unlabeled`, once
 before the first step (its logits travel with the batches, and are kept in the workdir:
-`teacher_logits`), so a resumed run sees the same targets without labelling again. A distilled run is a fine-tuned classification run: `evaluate`, `predict` and
-`export-hf` work on it unchanged.
+`teacher_logits`), so a resumed run sees the same targets without labelling again. A
+distilled run is a fine-tuned classification run: `evaluate`, `predict` and `export-hf`
+work on it unchanged.
 """
 
 import functools

@@ -16,9 +16,10 @@ import numpy as np
 
 from bert_jax import run as run_lib
 from bert_jax import storage
+from bert_jax.finetune import evaluate as evaluate_lib
 
 FILE = run_lib.TEACHER_LOGITS
-ROW_KEYS = ("input_ids", "token_type_ids", "attention_mask")
+ROW_KEYS = evaluate_lib.INPUT_KEYS  # the arrays the teacher reads
 
 
 def key(teacher_path: str, teacher_step: int, teacher_params, arrays: dict) -> str:
@@ -52,13 +53,8 @@ def read(workdir: str, expected_key: str) -> np.ndarray | None:
       if str(kept["key"]) != expected_key:
         return None
       return np.asarray(kept["logits"], np.float32)
-  except (
-    OSError,
-    ValueError,
-    KeyError,
-    zipfile.BadZipFile,
-  ):  # a damaged file: label again, and write it anew
-    return None
+  except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):
+    return None  # a damaged file (cut short, empty): label again, and write it anew
 
 
 def write(workdir: str, logits_key: str, logits: np.ndarray) -> None:
