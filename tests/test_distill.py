@@ -478,18 +478,18 @@ def test_the_teacher_may_label_every_text(teacher, tmp_path):
   assert "accuracy" not in record and "hard_loss" not in record
 
 
+def _distill_rows(tmp_path, teacher, rows, steps):
+  """A short distillation of the teacher's layer 0 on train `rows`; its stdout."""
+  train = _jsonl(tmp_path / "train_rows.jsonl", rows)
+  args = (*STUDENT[:2], f"--config.train.steps={steps}", f"--config.data.train={train}")
+  rc, out, err = _distill(tmp_path / "run", teacher, *args)
+  assert rc == 0, err
+  return out
+
+
 @pytest.mark.slow
 def test_train_rows_of_one_label_are_noted(teacher, tmp_path):
-  rows = [{"text": "the cat is good", "label": "happy"}] * 8
-  train = _jsonl(tmp_path / "happy.jsonl", rows)
-  rc, out, err = _distill(
-    tmp_path / "run",
-    teacher,
-    *STUDENT[:2],
-    "--config.train.steps=1",
-    f"--config.data.train={train}",
-  )
-  assert rc == 0, err
+  out = _distill_rows(tmp_path, teacher, [{"text": "the cat is good", "label": "happy"}] * 8, 1)
   assert (
     "note: every labelled train row is 'happy': the student learns the teacher's other 2 "
     "labels from its probabilities alone"
@@ -505,15 +505,7 @@ def test_train_rows_without_a_label_are_the_teachers_to_label(teacher, tmp_path)
   rows = [_row(rng) for _ in range(16)]
   for row in rows[::2]:
     row["label"] = "" if len(row["text"]) % 2 else None
-  train = _jsonl(tmp_path / "partly.jsonl", rows)
-  rc, out, err = _distill(
-    tmp_path / "run",
-    teacher,
-    *STUDENT[:2],
-    "--config.train.steps=2",
-    f"--config.data.train={train}",
-  )
-  assert rc == 0, err
+  out = _distill_rows(tmp_path, teacher, rows, 2)
   assert "train: 8 rows without a label: the teacher labels them" in out
   assert "labels 16 train rows" in out
   assert "note: every labelled train row is" not in out  # the 8 labelled rows hold 3 labels
