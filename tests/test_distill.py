@@ -479,7 +479,7 @@ def test_the_teacher_may_label_every_text(teacher, tmp_path):
 
 
 def _distill_rows(tmp_path, teacher, rows, steps):
-  """A short distillation of the teacher's layer 0 on train `rows`; its stdout."""
+  """A short distillation of the teacher's layer 1 on train `rows`; its stdout."""
   train = _jsonl(tmp_path / "train_rows.jsonl", rows)
   args = (*STUDENT[:2], f"--config.train.steps={steps}", f"--config.data.train={train}")
   rc, out, err = _distill(tmp_path / "run", teacher, *args)
