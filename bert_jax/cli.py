@@ -358,7 +358,7 @@ def main(argv=None):
   if command:
     start_command()
   resumable = argv[0] in RESUMABLE and "--help" not in argv and "-h" not in argv
-  with _sigterm_stops() if resumable else contextlib.nullcontext():
+  with _sigterm_stops(to_the_end=command) if resumable else contextlib.nullcontext():
     status = report_errors(COMMANDS[argv[0]], argv[1:], resumes=argv[0] in RESUMABLE)
   if command:  # the exit's collection would walk every object the run made (~0.3 s): skip it
     gc.freeze()
@@ -370,10 +370,12 @@ RESUMABLE = ("prepare", "pretrain", "finetune", "distill")
 
 
 @contextlib.contextmanager
-def _sigterm_stops():
+def _sigterm_stops(to_the_end: bool = False):
   """SIGTERM raises `Terminated` in the body: a preemption while data is prepared exits 75
   (run again) instead of 143. The training loop takes SIGTERM over while it steps (and
-  saves a checkpoint); under jax.distributed, JAX's preemption notifier does.
+  saves a checkpoint); under jax.distributed, JAX's preemption notifier does. Once the
+  command stopped, SIGTERM is ignored; `to_the_end` (the process is the command) keeps it
+  so through the interpreter's teardown, else the handler found is restored.
   """
   if threading.current_thread() is not threading.main_thread():
     yield
@@ -387,8 +389,8 @@ def _sigterm_stops():
   previous = signal.signal(signal.SIGTERM, stop)
   try:
     yield
-  finally:  # stopped (SIGTERM ignored since): still so through the interpreter's teardown
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
+  finally:
+    if not (to_the_end and signal.getsignal(signal.SIGTERM) is signal.SIG_IGN):
       signal.signal(signal.SIGTERM, previous)
 
 

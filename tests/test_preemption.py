@@ -186,7 +186,7 @@ def test_a_second_sigterm_finds_the_run_stopping():
     "    time.sleep(0.2)\n"
     "    print('terminated once', flush=True)\n"
     "signal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
-    "with cli._sigterm_stops():\n"  # Ctrl-C stops the loop, then SIGTERM comes
+    "with cli._sigterm_stops(to_the_end=True):\n"  # Ctrl-C stops the loop, then SIGTERM
     "  with loop._StopSignals(handle_sigterm=True) as stop:\n"
     "    os.kill(os.getpid(), signal.SIGINT)\n"
     "  os.kill(os.getpid(), signal.SIGTERM)\n"
@@ -201,8 +201,12 @@ def test_a_second_sigterm_finds_the_run_stopping():
   )
   expected = "SIGTERM\nterminated once\nSIGINT\nended\n"
   assert (proc.returncode, proc.stdout, proc.stderr) == (0, expected, "")
-  # Outside a command (a notebook, a library) the loop restores the handler it found.
+  # Outside a command's own process (a notebook, a library, these tests) the handler found
+  # is restored.
   with loop._StopSignals(handle_sigterm=True) as stop:
+    stop.signal = "SIGTERM"
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+  with cli._sigterm_stops(), loop._StopSignals(handle_sigterm=True) as stop:
     stop.signal = "SIGTERM"
   assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
