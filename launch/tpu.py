@@ -5,42 +5,48 @@ Standard library plus the `gcloud` CLI (no SDK). From a laptop, in this checkout
 
     launch/tpu.py up    --name bert --zone us-west4-a --accelerator-type v5litepod-16 --spot
     launch/tpu.py run   --name bert --zone us-west4-a --config configs/bert_base.py:phase1 \\
-                        --workdir gs://BUCKET/runs/base128 [--config.KEY=VALUE ...]
+                        --workdir gs://BUCKET/runs/base128 $DATA [--config.KEY=VALUE ...]
     launch/tpu.py logs  --name bert --zone us-west4-a [--worker 3] [--no-follow]
     launch/tpu.py watch --name bert --zone us-west4-a --accelerator-type v5litepod-16 --spot \\
                         --config configs/bert_base.py:phase1 --workdir gs://BUCKET/runs/base128 \\
-                        --retries 10 --autodelete
+                        $DATA --retries 10 --autodelete
     launch/tpu.py down  --name bert --zone us-west4-a
 
-`up` creates a queued resource (a queued resource and its node share `--name`) and waits
-for ACTIVE, printing each state; a slice that is ACTIVE already is left as it is. `up`,
-`watch` and `run` refuse a slice that exists with another accelerator type than
-`--accelerator-type` (optional for `run`: checked when given); `down` it first, or use
-another `--name`. `run`
+where DATA="--config.data.input=gs://BUCKET/corpus/*.txt
+--config.data.prepared_dir=gs://BUCKET/data/prepared128": the recipe's data, in the bucket.
+
+`up` creates a queued resource (a queued resource and its node share `--name`) and waits for
+ACTIVE, printing each state; a slice that is ACTIVE already is left as it is. `up`, `watch`
+and `run` refuse a slice that exists with another accelerator type than `--accelerator-type`
+(optional for `run`: checked when given); `down` it first, or use another `--name`. `run`
 ships this checkout (every file git tracks or would track, uncommitted edits included) to
-every worker, installs `bert_jax[tpu]` into ~/venv there (`--python PATH` skips the install
-and uses that interpreter), and starts `bert-jax pretrain --config.distributed=True`
-detached on all workers, each logging to ~/bert_jax_run/log. `run` refuses a slice whose
-run is still alive; `--force` stops that run (SIGTERM: it saves a checkpoint) and starts
-this one. `logs` follows (or prints) one worker's log. `watch` babysits the run until it
-ends: it creates the slice if need be, and recreates it and reruns after a preemption, up
-to `--retries` times. `down` deletes the slice.
+every worker, installs `bert_jax[tpu]` into ~/venv there with uv, on a Python >= 3.11
+(`--python PATH` skips the install and uses that interpreter), and starts `bert-jax pretrain
+--config.distributed=True` detached on all workers (BERT_JAX_LOCK_WAIT_S=300 unless --env
+sets it: a stale lock in the workdir is waited out), each logging to ~/bert_jax_run/log.
+`run` refuses a slice whose run is still alive; `--force` stops that run (SIGTERM: it saves
+a checkpoint) and starts this one. `logs` follows (or prints) one worker's log. `watch`
+babysits the run until it ends: it creates the slice if need be, and recreates it and reruns
+after a preemption, up to `--retries` times in all. `down` deletes the slice, waiting up to
+15 times `--timeout`.
 
 `run` and `watch` first check here what would fail only on the workers, after the slice is
-paid for. Every gcloud call has a time limit (`--timeout`, for a describe or a status poll;
-more for a create, a copy or a start), and one cut off is tried again. `--dry-run` on any
-subcommand prints the gcloud commands instead of running them (for `watch`: those of a
-slice not created yet), and no state. Errors are one `error: ...` line and exit status 2.
+paid for (data on local paths included: each worker would prepare its own copy). Every
+gcloud call has a time limit (`--timeout`, for a describe or a status poll; more for a
+create, a copy or a start), and one cut off is tried again. `--dry-run` on any subcommand
+prints the gcloud commands instead of running them (for `watch`: those of a slice not
+created yet), and no state. Errors are one `error: ...` line and exit status 2.
 
 This file is the command line; beside it (imported from this folder, not as a package):
   tpu_cloud.py     the gcloud calls of one slice: time limits, retries, their errors
   tpu_worker.py    what runs on each worker: the start script, the status probe
   tpu_checkout.py  this checkout: the checks before a slice is paid for, the tarball shipped
   tpu_watch.py     `watch`: creates, polls, recreates after preemption, deletes
-  tpu_errors.py    Error (one `error: ...` line), Busy, Mismatch, Transient
+  tpu_errors.py    Error (one `error: ...` line), Busy, Mismatch, DeleteStuck, Transient
 """
 
 import argparse
+import math
 import re
 import sys
 import tempfile
@@ -153,7 +159,9 @@ def parser():
         "--force", action="store_true", help="stop a run alive on the slice, then start this"
       )
     if name == "watch":
-      c.add_argument("--retries", type=int, default=5, help="recreations after preemption")
+      c.add_argument(
+        "--retries", type=int, default=5, help="recreations after a preemption, in all (default 5)"
+      )
       c.add_argument("--autodelete", action="store_true", help="delete the slice when done")
       c.add_argument(
         "--missed-polls",
@@ -197,8 +205,13 @@ def check_args(args):
     )
   if args.command in ("up", "watch") and not args.accelerator_type:
     raise Error(f"{args.command} needs --accelerator-type (e.g. v5litepod-16)")
-  if args.timeout <= 0:
-    raise Error(f"--timeout {args.timeout:g} must be above 0 seconds")
+  for flag, seconds in (("--timeout", args.timeout), ("--poll", args.poll)):
+    if not (math.isfinite(seconds) and seconds > 0):
+      raise Error(f"{flag} {seconds:g} must be above 0 seconds")
+  if args.command == "watch" and args.retries < 0:
+    raise Error(f"--retries {args.retries} must be 0 or more (0: never recreate the slice)")
+  if args.command == "watch" and args.missed_polls < 1:
+    raise Error(f"--missed-polls {args.missed_polls} must be 1 or more")
 
 
 def main(argv=None):
@@ -215,7 +228,9 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="bert_jax_launch_") as scratch:
       status = command(Cloud(args, scratch))
   except Error as e:
-    print(f"error: {e}", file=sys.stderr)
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    if e.afterword:
+      print(e.afterword, flush=True)
     return 2
   except KeyboardInterrupt:
     return 130

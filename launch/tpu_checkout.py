@@ -6,10 +6,14 @@ worker's disk goes with the slice; `--shared-workdir` for a path every worker mo
 --env that is not KEY=VALUE, a recipe that is not in this checkout (outside it, or ignored
 by git: the workers get only the checkout), and, when bert_jax is importable here, whatever
 `bert-jax pretrain` refuses in the recipe and its overrides (an unknown key, a fine-tuning
-recipe, a bad value). The tarball holds every file git tracks or would track, uncommitted
+recipe, a bad value). Without --shared-workdir they also refuse a corpus or prepared data
+on local paths (config.data.input, config.data.prepared_dir; as the recipe resolves them
+when bert_jax is importable here, else as the overrides give them): each worker would
+prepare its own copy. The tarball holds every file git tracks or would track, uncommitted
 edits included.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -20,11 +24,17 @@ from tpu_errors import Error, last_line
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+DATA_KEYS = ("config.data.input", "config.data.prepared_dir")
+DATA_LINE = "bert-jax-data"  # the check's last line: this, then DATA_KEYS' values as JSON
+# Inputs read from no local path: built-in text, TensorFlow Datasets.
+REMOTE_INPUTS = ("builtin:", "tfds:")
+
 # Run in a subprocess (the launcher imports no bert_jax): the recipe and its overrides read as
 # `bert-jax pretrain` reads them on the workers, then validated; given an accelerator type
-# (argv[1]), the mesh and the batch on its chips too. Exit 3: no bert_jax here.
+# (argv[1]), the mesh and the batch on its chips too. Exit 3: no bert_jax here. Its last line
+# gives the data's paths (DATA_LINE).
 _CHECK_RECIPE = """
-import math, sys, types
+import json, math, sys, types
 try:
   from bert_jax import aot, sharding, recipe_args
   from bert_jax.errors import UserError
@@ -47,6 +57,7 @@ try:
 except UserError as e:
   print(e)
   sys.exit(2)
+print("bert-jax-data", json.dumps([config.data.input, config.data.get("prepared_dir")]))
 """
 
 
@@ -74,8 +85,56 @@ def check_job(a):
   )
   if checked.returncode == 3:
     print("(bert_jax is not importable here: the workers check the recipe)", flush=True)
+    data = overridden_data(a.overrides)
   elif checked.returncode:
     raise Error(last_line(checked.stdout) or last_line(checked.stderr))
+  else:
+    data = resolved_data(checked.stdout)
+  if not a.shared_workdir:
+    check_data_in_bucket(data)
+
+
+def resolved_data(stdout):
+  """{key: value} of DATA_KEYS from the recipe check's DATA_LINE."""
+  for line in reversed(stdout.splitlines()):
+    if line.startswith(f"{DATA_LINE} "):
+      return dict(zip(DATA_KEYS, json.loads(line[len(DATA_LINE) + 1 :])))
+  return {}
+
+
+def overridden_data(overrides):
+  """{key: value} of the DATA_KEYS the --config.KEY=VALUE overrides set (the last of each)."""
+  data = {}
+  for override in overrides:
+    key, _, value = override[2:].partition("=")
+    if key in DATA_KEYS:
+      data[key] = None if value == "None" else value
+  return data
+
+
+def is_local(key, value):
+  """Whether a DATA_KEYS setting names files on the worker's own disk. An input may be
+  comma-separated globs (each one counts); a prepared_dir left unset is WORKDIR/data.
+  """
+  if not value or (key == "config.data.input" and value.startswith(REMOTE_INPUTS)):
+    return False
+  paths = value.split(",") if key == "config.data.input" else [value]
+  return any(not path.strip().startswith("gs://") for path in paths if path.strip())
+
+
+def check_data_in_bucket(data):
+  """Refuses a corpus or prepared data on local paths: each worker would prepare its own
+  copy on its own disk, which goes with the slice (and the corpus would go in the tarball).
+  """
+  local = [f"{key}={value}" for key, value in data.items() if is_local(key, value)]
+  if local:
+    raise Error(
+      f"{' and '.join(local)} {'is' if len(local) == 1 else 'are'} local: each worker would "
+      f"prepare its own copy on its own disk, which goes with the slice; put the data in "
+      f"the bucket, e.g. --config.data.input=gs://BUCKET/corpus/*.txt "
+      f"--config.data.prepared_dir=gs://BUCKET/data/prepared128, or give --shared-workdir "
+      f"for paths every worker mounts"
+    )
 
 
 def check_recipe_is_shipped(recipe):

@@ -5,6 +5,8 @@ retries and errors. No SDK: each call runs the `gcloud` CLI.
 Every gcloud call has a time limit (`--timeout`, for a describe or a status poll; a create
 may take 5 times as long, a copy or a start 15 times). A describe, copy, start or delete that
 times out or loses its connection is tried again, waiting longer each time, 4 times in all.
+A failed install of bert_jax on the workers is not: it is one error, with its last lines. A
+delete is waited for up to 15 times `--timeout`, printing each state, then given up on.
 A dry run prints each command instead of running it.
 
 `--best-effort` exists only in `gcloud alpha`; the other tiers use the GA command group.
@@ -20,13 +22,15 @@ import time
 import uuid
 
 from tpu_checkout import pack_checkout
-from tpu_errors import Busy, Error, Mismatch, Transient, last_line, message_lines
+from tpu_errors import Busy, DeleteStuck, Error, Mismatch, Transient, last_line, message_lines
 from tpu_worker import (
+  INSTALL_FAILED_EXIT_CODE,
   LAST_LINE,
   RUN_DIR,
   STATUS_PROBE,
   TARBALL,
   Poll,
+  install_failure,
   parse_statuses,
   start_script,
 )
@@ -45,6 +49,7 @@ ATTEMPTS = 4  # tries of a describe, copy, start or delete before giving up
 # Time limits, in multiples of --timeout (a describe or a status poll). "start" includes
 # installing bert_jax[tpu] and stopping a --force'd run.
 TIMEOUTS = {"describe": 1, "poll": 1, "create": 5, "logs": 5, "copy": 15, "start": 15}
+DELETE_WAIT = 15  # a delete not done after this many --timeout is given up on (DeleteStuck)
 # What a describe asks for: the state and the accelerator type, one line, tab-separated.
 DESCRIBED = "value(state.state,tpu.nodeSpec[0].node.acceleratorType)"
 # gcloud failures that another try does not mend.
@@ -65,11 +70,15 @@ class Cloud:
     self.stamped = False  # `say` dates its lines (watch)
 
   def say(self, text):
+    """Prints `NAME: text` (see `line`)."""
+    print(self.line(text), flush=True)
+
+  def line(self, text):
     """`NAME: text`; under `watch` (`stamped`), the date and time first: a watch's log spans
     days of polls, preemptions and restarts.
     """
     stamp = time.strftime("%Y-%m-%d %H:%M:%S ") if self.stamped else ""
-    print(f"{stamp}{self.args.name}: {text}", flush=True)
+    return f"{stamp}{self.args.name}: {text}"
 
   def command_line(self, subcommand, *more):
     """`launch/tpu.py SUBCOMMAND` on this slice, then `more`: for the messages to suggest."""
@@ -237,9 +246,25 @@ class Cloud:
     self.retried(self._request_delete)
     if self.dry_run:
       return
-    while self.state() is not None:
-      time.sleep(self.args.poll)
+    self.wait_deleted()
     self.say("deleted")
+
+  def wait_deleted(self):
+    """Polls until the queued resource is gone, printing each state it is in; one still
+    there DELETE_WAIT times --timeout after its delete was asked for is DeleteStuck.
+    """
+    start, last, limit = time.time(), None, self.args.timeout * DELETE_WAIT
+    while (state := self.state()) is not None:
+      if state != last:
+        self.say(f"{state} ({time.time() - start:.0f} s)")
+        last = state
+      if time.time() - start >= limit:
+        raise DeleteStuck(
+          f"the queued resource {self.args.name} is still {state} {limit:g} s after its "
+          f"delete was asked for: check it in the Cloud console (Compute Engine > TPUs), "
+          f"or `{self.command_line('down')}` again"
+        )
+      time.sleep(self.args.poll)
 
   def _request_delete(self):
     # --force deletes its node first.
@@ -297,7 +322,18 @@ class Cloud:
       return
     if "bert-jax-busy" in result.stdout:
       raise Busy(self.busy_message("a run started since"))
+    if failed := install_failure(result.stdout):
+      raise Error(self.install_message(failed))
     raise self.failure(result)
+
+  def install_message(self, failed):
+    """What a failed install (its last lines: `failed`) says: the same on another try."""
+    logs = self.command_line("logs", "--no-follow")
+    return (
+      f"installing bert_jax[tpu] on the workers failed (exit status "
+      f"{INSTALL_FAILED_EXIT_CODE}, not retried): {failed}; `{logs}` shows its output; "
+      f"fix that, or give --python, a Python on the workers that has bert_jax"
+    )
 
   def busy_message(self, which):
     return (

@@ -4,7 +4,11 @@ exits 2), and the one-line messages they are made of.
 
 
 class Error(Exception):
-  """A failure the user can act on: printed as one `error: ...` line, exit status 2."""
+  """A failure the user can act on: printed as one `error: ...` line, exit status 2. Its
+  `afterword`, when set, is printed (to stdout) after that line: what is left to do.
+  """
+
+  afterword = None
 
 
 class Busy(Error):
@@ -13,6 +17,10 @@ class Busy(Error):
 
 class Mismatch(Error):
   """The slice exists with another accelerator type than asked: left as it is."""
+
+
+class DeleteStuck(Error):
+  """A delete that did not finish in time: the slice is left as it is (not deleted again)."""
 
 
 class Transient(Error):

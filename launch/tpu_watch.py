@@ -8,21 +8,26 @@ ended run of another job. A live run of another job is refused, and so is a slic
 another accelerator type than `--accelerator-type`: both are left as they are. A PREEMPTED,
 SUSPENDED or FAILED slice, or a worker that exited with status 75 (the run saved a
 checkpoint on SIGTERM), is deleted, created again and rerun, and the run resumes from its
-workdir: up to `--retries` times. Status 0 on every worker (given only after the final
-checkpoint is saved) ends the watch; any other status is a real failure (bad config,
-non-finite loss): it prints the worker's last log line and stops without retrying. Workers
-that miss `--missed-polls` status polls in a row end the watch. `--autodelete` deletes the
-slice whenever the watch ends (after printing a failed worker's last log lines), so nothing
-is left billing; without it the watch's last line says how to delete it.
+workdir: up to `--retries` times in all (the count is never reset). A SUSPENDING slice's
+workers got SIGTERM and are saving a checkpoint: it is left alone until it is SUSPENDED, no
+worker's run is alive, or SUSPEND_GRACE_S have passed. Status 0 on every worker (given only
+after the final checkpoint is saved) ends the watch; any other status is a real failure
+(bad config, non-finite loss): it prints the worker's last log line and stops without
+retrying. Workers that miss `--missed-polls` status polls in a row end the watch.
+`--autodelete` deletes the slice whenever the watch ends (after printing a failed worker's
+last log lines), so nothing is left billing; without it the watch's last line (after its
+error line, if any) says how to delete it. A delete that does not finish (DeleteStuck) ends
+the watch without another try.
 """
 
 import time
 
 from tpu_cloud import LOST
-from tpu_errors import Busy, Error, Mismatch
+from tpu_errors import Busy, DeleteStuck, Error, Mismatch
 from tpu_worker import PREEMPTED_EXIT_CODE, Worker, job_tag
 
 NOT_SEEN = "not seen"  # the state of a slice not described yet
+SUSPEND_GRACE_S = 300  # what a SUSPENDING slice's workers get to save a checkpoint
 
 
 # What JAX logs before it aborts a process (status 134) whose cluster lost another process
@@ -56,6 +61,8 @@ class Watch:
     first = True
     while True:
       state = self.observe()
+      if state == "SUSPENDING":
+        state = self.wait_while_suspending()
       if first and state is None:  # never created: not a preemption, so no retry is spent
         self.cloud.say("creating it")
         self.bring_up()
@@ -78,6 +85,27 @@ class Watch:
       self.cloud.say(state or "not found")
       self.state = state
     return state
+
+  def wait_while_suspending(self):
+    """A SUSPENDING slice's workers got SIGTERM and are saving a checkpoint, which a delete
+    would cut short: waits until the slice is in another state (returned), no worker's run
+    is alive, or SUSPEND_GRACE_S have passed (then "SUSPENDING").
+    """
+    self.cloud.say(
+      f"waiting up to {SUSPEND_GRACE_S} s for the workers to save a checkpoint before recreating it"
+    )
+    deadline = time.time() + SUSPEND_GRACE_S
+    while True:
+      poll = self.cloud.statuses()  # a worker that does not answer is not counted as missed
+      if poll.failure is None and all(w.status != "running" for w in poll.workers):
+        self.cloud.say("no worker's run is alive any more")
+        return "SUSPENDING"
+      if time.time() >= deadline:
+        self.cloud.say(f"still SUSPENDING after {SUSPEND_GRACE_S} s: waiting no longer")
+        return "SUSPENDING"
+      time.sleep(self.args.poll)
+      if (state := self.observe()) != "SUSPENDING":
+        return state
 
   def bring_up(self):
     """Creates the slice, waits for ACTIVE and starts the run."""
@@ -116,14 +144,21 @@ class Watch:
     if poll.failure is None and all(w.status == "none" for w in workers):
       self.start()  # nothing of this job on the slice yet
     elif poll.failure is not None and self.missed >= self.args.missed_polls:
-      raise Error(
-        f"a worker of {self.args.name} did not answer {self.missed} status polls in a row "
-        f"({poll.failure}): check it (`gcloud compute tpus tpu-vm ssh {self.args.name} "
-        f"--zone={self.args.zone} --worker=all`), then watch again or `down` it"
-      )
+      raise Error(self.silent_message(poll.failure))
     elif any(w.status == "running" for w in workers):
       self.show_progress()
     return None
+
+  def silent_message(self, failure):
+    """Why the watch gives up on a silent worker, and what to do: it depends on whether
+    the slice is deleted (--autodelete) or left up.
+    """
+    a = self.args
+    gave_up = f"a worker of {a.name} did not answer {self.missed} status polls in a row ({failure})"
+    if a.autodelete:
+      return f"{gave_up}: --autodelete deletes the slice; watch again to recreate it and resume"
+    ssh = f"gcloud compute tpus tpu-vm ssh {a.name} --zone={a.zone} --worker=all"
+    return f"{gave_up}: check it (`{ssh}`), then watch again or `down` it"
 
   def note_answers(self, poll):
     """Counts the polls missed in a row; says so once per streak."""
@@ -190,14 +225,20 @@ class Watch:
       self.cloud.say(f"worker 0: {line}")
       self.progress = line
 
-  def finish(self, ended):
-    """Deletes the slice (--autodelete), else says it is still up. `ended`: the watch ended
-    as it should; otherwise a failure to delete is printed, not raised over the first error.
+  def finish(self, ended, error=None):
+    """Deletes the slice (--autodelete), else says it is still up: the watch's last line,
+    after the `error` it ends with (an Error's afterword, printed after its line). `ended`:
+    the watch ended as it should; otherwise a failure to delete is printed, not raised over
+    the first error.
     """
     down = self.cloud.command_line("down")
     if not self.args.autodelete:
       if self.state not in (None, NOT_SEEN):
-        self.cloud.say(f"the slice is still up, and billed: `{down}` deletes it")
+        line = self.cloud.line(f"the slice is still up, and billed: `{down}` deletes it")
+        if isinstance(error, Error):
+          error.afterword = line
+        else:
+          print(line, flush=True)
       return
     try:
       self.cloud.delete()
@@ -218,10 +259,10 @@ def watch(cloud):
   watching = Watch(cloud)
   try:
     status = watching.run()
-  except (Busy, Mismatch):
-    raise  # not this watch's slice to delete
-  except BaseException:
-    watching.finish(ended=False)
+  except (Busy, Mismatch, DeleteStuck):
+    raise  # not this watch's slice to delete, or not deletable now
+  except BaseException as e:
+    watching.finish(ended=False, error=e)
     raise
   watching.finish(ended=True)
   return status

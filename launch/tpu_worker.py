@@ -4,6 +4,12 @@ that reports on it, and reading the probe's answers.
 Each worker keeps its run in RUN_DIR: `log`, `job` (the run's job: a hash of its workdir
 and arguments), `pid`, `start` (which start launched it) and, when the run ends, `status`
 (its exit status). The checkout arrives as TARBALL in the worker's home.
+
+Without `--python`, the start installs `bert_jax[tpu]` into ~/venv with uv: the TPU VM
+images are Ubuntu 22.04, whose python3 (3.10) is older than bert_jax needs (3.11) and may
+lack the venv module; uv uses a system Python >= 3.11 when there is one, else downloads
+one. The install's output goes to the worker's log; a failed install ends the start with
+INSTALL_FAILED_EXIT_CODE and the log's last lines (INSTALL_FAILED marks them).
 """
 
 import dataclasses
@@ -17,6 +23,13 @@ RUN_DIR = "~/bert_jax_run"  # on each worker: log, status, pid, job, start
 TARBALL = "bert_jax.tar.gz"  # in each worker's home
 STOP_GRACE_S = 300  # what `run --force` gives the old run to save its checkpoint
 TAIL_LINES = 20  # of a failed worker's log, printed before --autodelete deletes the slice
+# What a run that finds its bucket workdir locked by another host (a stale lock: a deleted
+# slice's run) waits for the lock to lapse, unless --env sets it (bert_jax/lock.py).
+LOCK_WAIT_ENV, LOCK_WAIT_S = "BERT_JAX_LOCK_WAIT_S", 300
+INSTALL_FAILED_EXIT_CODE = 4  # the start script's status when the install failed
+INSTALL_FAILED = "bert-jax-install-failed"  # marks its log's last lines, "MARK KEY LINE"
+INSTALL_LINES = 3  # of the install's output, in the error
+PYTHON_NEEDED = "3.11"  # pyproject.toml's requires-python
 # A log's lines: a progress bar's \r-separated updates count as lines; blank ones do not.
 LOG_LINES = "tr '\\r' '\\n' | grep -v '^[[:space:]]*$'"
 # Each worker's run, one line: "bert-jax-status KEY STATUS JOB LAST_LOG_LINE" (KEY tells the
@@ -80,18 +93,58 @@ def job_tag(a):
   return hashlib.sha256("\0".join(pretrain_argv(a)).encode()).hexdigest()[:12]
 
 
+def install_script():
+  """Installs uv (pip --user, else its installer), a venv of Python >= 3.11 in ~/venv (kept
+  when it has one) and bert_jax[tpu] into it; exits INSTALL_FAILED_EXIT_CODE with the last
+  lines of its output (in the log) when any step fails.
+  """
+  major, minor = PYTHON_NEEDED.split(".")
+  new_enough = f"import sys; sys.exit(sys.version_info < ({major}, {minor}))"
+  steps = (
+    "{ command -v uv || python3 -m pip install --user -q uv || "
+    "curl -LsSf https://astral.sh/uv/install.sh | env UV_NO_MODIFY_PATH=1 sh; } && "
+    f"{{ ~/venv/bin/python -c {shlex.quote(new_enough)} || "
+    f"{{ rm -rf ~/venv && uv venv -q --python '>={PYTHON_NEEDED}' ~/venv; }}; }} && "
+    "uv pip install -q --python ~/venv/bin/python './bert_jax[tpu]'"
+  )
+  d = RUN_DIR
+  return (
+    'export PATH="$HOME/.local/bin:$HOME/.cargo/bin:$PATH"; '  # where uv's installs put it
+    f"if ! {{ {steps}; }} > {d}/log 2>&1 < /dev/null; then "
+    f"k=$(hostname)-$$; tail -n {TAIL_LINES} {d}/log | {LOG_LINES} | tail -n {INSTALL_LINES} | "
+    f'sed "s/^/{INSTALL_FAILED} $k /"; exit {INSTALL_FAILED_EXIT_CODE}; fi; '
+  )
+
+
+def install_failure(text):
+  """The last lines of the first failed install in a start's output, joined: "" if none."""
+  lines = {}
+  for line in text.splitlines():
+    _, mark, rest = line.partition(f"{INSTALL_FAILED} ")  # wherever ssh puts it in the line
+    if mark:
+      key, _, logged = rest.partition(" ")
+      lines.setdefault(key, []).append(logged.strip())
+  return " / ".join(next(iter(lines.values()), []))
+
+
+def run_env(a):
+  """The --env settings of the run, after the launcher's defaults (LOCK_WAIT_ENV)."""
+  given = {e.partition("=")[0] for e in a.env}
+  defaults = [] if LOCK_WAIT_ENV in given else [f"{LOCK_WAIT_ENV}={LOCK_WAIT_S}"]
+  return [*defaults, *a.env]
+
+
 def start_script(a, launch, force=False):
   """The shell command each worker runs (in its home) to unpack, install and start the run.
   `launch` names this start: a worker that holds it already was started by an earlier try.
   A live run there is stopped first when `force` (SIGTERM to its process group: it saves a
   checkpoint), else refused (exit 3) and left running.
   """
-  env = "".join(f"export {shlex.quote(e)}; " for e in a.env)
+  env = "".join(f"export {shlex.quote(e)}; " for e in run_env(a))
   if a.python:
     python, install = shlex.quote(a.python), ""
   else:
-    python = "~/venv/bin/python"
-    install = "python3 -m venv ~/venv; ~/venv/bin/pip install -q './bert_jax[tpu]'; "
+    python, install = "~/venv/bin/python", install_script()
   # The run's own shell: a trapped TERM waits for pretrain to save and exit, then records it.
   inner = (
     f"trap : TERM; {env}cd ~/bert_jax && {python} -m bert_jax {shlex.join(pretrain_argv(a))} "

@@ -7,7 +7,9 @@ CPython's doc topics, 20 steps with checkpoints every 10. The final numbers are 
 against an uninterrupted 2-process run of the same command. Every run shares one JAX
 compilation cache, so only the first compiles. The fast tests of the launcher's own logic
 run tests/fake_cloud/fake_pretrain on the workers instead (`--python`): it trains nothing,
-notes each start in its workdir and exits as its FAKE_RUN_* variables say.
+notes each start in its workdir and exits as its FAKE_RUN_* variables say. Without
+`--python` the workers install with tests/fake_cloud/uv, which makes ~/venv/bin/python
+fake_pretrain (and can fail the install).
 """
 
 import json
@@ -234,6 +236,16 @@ def test_dry_run_of_up_prints_the_documented_create_command(cloud):
       "error: configs/finetune/classify_csv.py is a recipe for bert-jax finetune, not pretrain",
     ),
     (["--workdir", "runs/local"], "error: --workdir runs/local is not a bucket: each worker"),
+    (  # the recipe's own local paths, as bert-jax resolves them: each worker's own copy
+      ["--config", "configs/bert_base.py:phase1"],
+      "error: config.data.input=data/corpus/*.txt and config.data.prepared_dir="
+      "data/prepared128 are local: each worker would prepare its own copy",
+    ),
+    (
+      ["--config.data.input=gs://b/corpus/*.txt,more/*.txt"],
+      "error: config.data.input=gs://b/corpus/*.txt,more/*.txt is local: each worker",
+    ),
+    (["--config.data.prepared_dir=/mnt/prep"], "error: config.data.prepared_dir=/mnt/prep is"),
     (["--env", "NOEQUALS"], "error: --env 'NOEQUALS' is not KEY=VALUE"),
     (  # before: refused only on the workers, the slice paid for
       ["--config.train.batch_size=7"],
@@ -245,6 +257,48 @@ def test_run_and_watch_refuse_bad_input_before_any_gcloud_call(cloud, change, me
   job = ["--config", "configs/demo.py", "--workdir", "gs://b/run", *change]
   for command in ("run", "watch") if "--env" in change else ("run",):  # one check for both
     _one_error(_tpu(cloud, command, *SLICE, "--accelerator-type", "v4-16", *job), message)
+  assert not os.path.exists(os.path.join(cloud["FAKE_CLOUD_DIR"], "calls.jsonl"))
+
+
+def test_data_in_the_bucket_or_on_a_shared_path_is_accepted(cloud):
+  """Before: a recipe's local corpus and prepared_dir went to every worker unchecked."""
+  bucket = ["--config.data.input=gs://b/corpus/*.txt", "--config.data.prepared_dir=gs://b/p"]
+  phase1 = ["--config", "configs/bert_base.py:phase1", "--workdir", "gs://b/run"]
+  demo = ["--config", "configs/demo.py", "--workdir", "gs://b/run"]
+  for job in (
+    [*phase1, *bucket],
+    [*demo, "--config.data.input=tfds:wikipedia/20230601.en"],  # prepared_dir: WORKDIR/data
+    ["--config", "configs/bert_base.py:phase1", "--workdir", "/mnt/run", "--shared-workdir"],
+  ):
+    result = _tpu(cloud, "run", *SLICE, "--accelerator-type", "v4-16", *job, "--dry-run")
+    assert result.returncode == 0, (job, result.stderr)
+  # Without bert_jax here (a Python that lacks it), only the overrides can be checked.
+  bare = shutil.which("python3", path="/usr/bin:/bin")
+  if (
+    bare is None or subprocess.run([bare, "-c", "import jax"], capture_output=True).returncode == 0
+  ):
+    return
+  line = subprocess.run(
+    [bare, TPU, "run", *SLICE, *demo, "--config.data.prepared_dir=prep", "--dry-run"],
+    env=cloud,
+    capture_output=True,
+    text=True,
+  )
+  _one_error(line, "error: config.data.prepared_dir=prep is local: each worker would prepare")
+
+
+def test_bad_numbers_are_refused_before_any_gcloud_call(cloud):
+  """Before: --poll -1 raised a traceback once the slice was created; --retries -1 went."""
+  job = ["--config", "configs/demo.py", "--workdir", "gs://b/run"]
+  for command, flags, message in [
+    ("up", ["--poll", "-1"], "error: --poll -1 must be above 0 seconds"),
+    ("up", ["--poll", "0"], "error: --poll 0 must be above 0 seconds"),
+    ("down", ["--poll", "nan"], "error: --poll nan must be above 0 seconds"),
+    ("watch", ["--retries", "-1", *job], "error: --retries -1 must be 0 or more"),
+    ("watch", ["--missed-polls", "0", *job], "error: --missed-polls 0 must be 1 or more"),
+  ]:
+    result = _tpu(cloud, command, *SLICE, "--accelerator-type", "v4-16", *flags, timeout=30)
+    _one_error(result, message)
   assert not os.path.exists(os.path.join(cloud["FAKE_CLOUD_DIR"], "calls.jsonl"))
 
 
@@ -268,7 +322,7 @@ def test_a_recipe_outside_the_checkout_or_ignored_by_git_is_refused(tmp_path, cl
 
 
 def test_up_prints_each_state_and_errors_are_one_line(cloud):
-  result = _tpu(cloud, "up", *SLICE, "--accelerator-type", "v4-16", "--poll", "0")
+  result = _tpu(cloud, "up", *SLICE, "--accelerator-type", "v4-16", "--poll", "0.01")
   assert result.returncode == 0, result.stderr
   states = [line.split()[1] for line in result.stdout.splitlines()]
   assert states == ["WAITING_FOR_RESOURCES", "PROVISIONING", "ACTIVE"]
@@ -290,7 +344,7 @@ def test_up_prints_each_state_and_errors_are_one_line(cloud):
     "failed: ERROR: (gcloud) PERMISSION_DENIED: Permission 'tpu.queuedResources.create' "
     "denied on resource"
   )
-  assert _tpu(cloud, "down", *SLICE, "--poll", "0").returncode == 0
+  assert _tpu(cloud, "down", *SLICE, "--poll", "0.01").returncode == 0
   assert _cycle(cloud) == ["create", "create", "create", "create", "delete"]
   calls = len(_calls(cloud))
   for name in ("Bert", "bert_1", "1bert", "bert-", "b" * 64):
@@ -302,8 +356,8 @@ def test_up_prints_each_state_and_errors_are_one_line(cloud):
 
 @pytest.mark.slow  # up, watch and run end to end on the fake cloud
 def test_a_slice_of_another_accelerator_type_is_refused_before_anything_starts(tmp_path, cloud):
-  assert _tpu(cloud, "up", *SLICE, "--accelerator-type", "v4-8", "--poll", "0").returncode == 0
-  other = [*SLICE, "--accelerator-type", "v4-32", "--poll", "0"]
+  assert _tpu(cloud, "up", *SLICE, "--accelerator-type", "v4-8", "--poll", "0.01").returncode == 0
+  other = [*SLICE, "--accelerator-type", "v4-32", "--poll", "0.01"]
   refused = (
     "error: the queued resource bert is v4-8, not --accelerator-type v4-32: "
     "`launch/tpu.py down --name bert --zone us-west4-a` it first, or use another --name\n"
@@ -413,18 +467,155 @@ def test_watch_autodelete_keeps_the_create_error(cloud):
 
 def test_a_hanging_describe_times_out_and_is_tried_again(cloud):
   hangs = {**cloud, "FAKE_TPU_DESCRIBE_HANG": "1"}
-  up = _tpu(hangs, "up", *V4, "--poll", "0", "--timeout", "1", timeout=60)
+  up = _tpu(hangs, "up", *V4, "--poll", "0.01", "--timeout", "1", timeout=60)
   assert up.returncode == 0, up.stderr
   assert up.stdout.startswith(
     "bert: `gcloud compute tpus queued-resources describe bert` timed out after 1 s "
-    "(trying again in 0 s)\nbert: WAITING_FOR_RESOURCES"
+    "(trying again in 0.01 s)\nbert: WAITING_FOR_RESOURCES"
   )
   hangs = {**cloud, "FAKE_TPU_DESCRIBE_HANG": "99"}
-  down = _tpu(hangs, "down", *SLICE, "--poll", "0", "--timeout", "0.5", timeout=60)
+  down = _tpu(hangs, "down", *SLICE, "--poll", "0.01", "--timeout", "0.5", timeout=60)
   assert _one_error(down, "error: `gcloud compute tpus queued-resources describe bert` timed ")
   assert down.stderr.endswith("timed out after 0.5 s (tried 4 times)\n")
-  assert down.stdout.count("timed out after 0.5 s (trying again in 0 s)") == 3
+  waits = re.findall(r"timed out after 0\.5 s \(trying again in ([\d.]+) s\)", down.stdout)
+  assert waits == ["0.01", "0.02", "0.04"], down.stdout  # longer each time
   assert _cycle(cloud) == ["create"]  # nothing deleted
+
+
+def _uv_calls(env):
+  """The fake uv's calls on the workers, without the workers' homes."""
+  homes = os.path.join(env["FAKE_CLOUD_DIR"], "nodes", "bert")
+  return [
+    [re.sub(rf"^{re.escape(homes)}/worker\d", "~", word) for word in c[1:]]
+    for c in _calls(env)
+    if c[0] == "uv"
+  ]
+
+
+def test_the_install_makes_a_venv_of_python_3_11_with_uv_and_fails_once(tmp_path, cloud):
+  """Before: `python3 -m venv`, which the TPU VM images' Python 3.10 cannot use for
+  bert_jax (it needs 3.11), and a failed install was tried 4 times.
+  """
+  offline = {**cloud, "PIP_NO_INDEX": "1", "UV_OFFLINE": "1"}  # no real install, ever
+  assert _tpu(offline, "up", *V4).returncode == 0
+  job = ["--config", "configs/demo.py", "--shared-workdir"]  # no --python: installed
+  ran = _tpu(offline, "run", *V4, *job, "--workdir", str(tmp_path / "w1"), timeout=60)
+  assert ran.returncode == 0, ran.stdout + ran.stderr
+  _wait_for(lambda: _on_workers(cloud, "status") == ["0", "0"])
+  pip = ["pip", "install", "-q", "--python", "~/venv/bin/python", "./bert_jax[tpu]"]
+  venv = ["venv", "-q", "--python", ">=3.11", "~/venv"]
+  assert sorted(_uv_calls(cloud)) == [pip, pip, venv, venv]  # on each worker
+  assert _starts(tmp_path / "w1") == 2  # ~/venv/bin/python ran the job
+  failing = {**offline, "FAKE_UV_FAIL": "no wheel of jax[tpu] for this platform"}
+  failed = _tpu(failing, "run", *V4, *job, "--workdir", str(tmp_path / "w2"), timeout=60)
+  line = _one_error(failed, "error: installing bert_jax[tpu] on the workers failed (exit ")
+  assert line.startswith(
+    "error: installing bert_jax[tpu] on the workers failed (exit status 4, not retried): "
+    "Resolved 60 packages / x Failed to build the wheel / error: no wheel of jax[tpu] for "
+    "this platform; `launch/tpu.py logs --name bert --zone us-west4-a --no-follow` shows"
+  )
+  assert "trying again" not in failed.stdout
+  starts = [c for c in _calls(cloud) if "ssh" in c and any("tar -xzf" in w for w in c)]
+  assert len(starts) == 2  # one each: the failed install was not tried again
+  logged = _tpu(cloud, "logs", *V4, "--no-follow").stdout  # the install's output
+  assert logged.endswith("error: no wheel of jax[tpu] for this platform\n"), logged
+  assert _starts(tmp_path / "w2") == 0
+
+
+def _lock_waits(workdir):
+  """BERT_JAX_LOCK_WAIT_S of each fake_pretrain run in `workdir`."""
+  with open(os.path.join(workdir, "env.jsonl")) as f:
+    return [json.loads(line).get("BERT_JAX_LOCK_WAIT_S") for line in f]
+
+
+def test_the_run_waits_out_a_stale_lock_unless_env_says_otherwise(tmp_path, cloud):
+  """Before: a recreated slice's run found the deleted slice's lock and failed at once."""
+  env = {k: v for k, v in cloud.items() if k != "BERT_JAX_LOCK_WAIT_S"}
+  assert _tpu(env, "up", *V4).returncode == 0
+  assert _tpu(env, "run", *V4, *_job(tmp_path / "w1")).returncode == 0
+  _wait_for(lambda: _on_workers(env, "status") == ["0", "0"])
+  assert _lock_waits(tmp_path / "w1") == ["300", "300"]
+  given = _job(tmp_path / "w2", "--env", "BERT_JAX_LOCK_WAIT_S=5")
+  assert _tpu(env, "run", *V4, *given).returncode == 0
+  _wait_for(lambda: _starts(tmp_path / "w2") == 2)
+  assert _lock_waits(tmp_path / "w2") == ["5", "5"]
+
+
+@pytest.mark.slow  # waits out the launcher's time limits
+def test_a_suspending_slice_is_left_to_save_its_checkpoint_before_it_is_recreated(tmp_path, cloud):
+  """Before: SUSPENDING was deleted at once, its workers killed in their checkpoint save."""
+  workdir = tmp_path / "w1"
+  env = {
+    **cloud,
+    "FAKE_TPU_SUSPEND_AFTER": str(workdir / "marked"),
+    "FAKE_RUN_SECONDS": "30",
+    "FAKE_RUN_MARK_AFTER": "0.3",
+    "FAKE_RUN_SAVE_SECONDS": "1.5",  # what the checkpoint takes after SIGTERM
+  }
+  watched = _tpu(env, "watch", *V4, "--spot", *_job(workdir), "--autodelete", timeout=60)
+  assert watched.returncode == 0, watched.stdout + watched.stderr
+  lines = _unstamped(watched.stdout)
+  assert lines.count("bert: SUSPENDING") == 1, lines  # said once, however long it lasts
+  waiting = lines.index("bert: SUSPENDING") + 1
+  assert lines[waiting : waiting + 3] == [
+    "bert: waiting up to 300 s for the workers to save a checkpoint before recreating it",
+    "bert: SUSPENDED",
+    "bert: the slice is SUSPENDED: recreating it (retry 1 of 5)",
+  ]
+  assert len(open(workdir / "stopped").readlines()) == 2  # both saved, then exited 75
+  assert _cycle(env) == ["create", "delete", "create", "delete"]
+
+
+@pytest.mark.slow  # waits out the launcher's time limits
+def test_a_delete_stuck_in_deleting_is_given_up_on_in_one_line(tmp_path, cloud):
+  """Before: `down` and a watch's recreation waited for it forever, saying nothing."""
+  stuck = {**cloud, "FAKE_TPU_DELETE_STUCK": "1", "FAKE_RUN_STATUS": "75"}
+  quick = [*V4, "--timeout", "0.3"]  # gives up 15 x 0.3 s after the delete
+  watched = _tpu(stuck, "watch", *quick, *_job(tmp_path / "w1"), "--autodelete", timeout=30)
+  message = (
+    "error: the queued resource bert is still DELETING 4.5 s after its delete was asked for: "
+    "check it in the Cloud console (Compute Engine > TPUs), or `launch/tpu.py down --name "
+    "bert --zone us-west4-a` again"
+  )
+  assert _one_error(watched, "error: ") == message
+  lines = _unstamped(watched.stdout)
+  assert lines[-2:] == [
+    "bert: a worker was preempted (status 75): recreating it (retry 1 of 5)",
+    "bert: DELETING (0 s)",
+  ]
+  assert _cycle(stuck) == ["create", "delete"]  # not deleted again on the way out
+  down = _tpu(stuck, "down", *quick, timeout=30)
+  assert _one_error(down, "error: ") == message
+  assert down.stdout == "bert: DELETING (0 s)\n"  # each state once
+  assert _cycle(stuck) == ["create", "delete", "delete"]
+
+
+@pytest.mark.slow  # waits out the launcher's time limits
+def test_a_watch_that_gives_up_says_last_what_is_left_of_the_slice(tmp_path, cloud):
+  """Before: the slice-is-up line came before the error line (the README says last), and
+  after --autodelete the error still said to check the slice it had just deleted.
+  """
+  assert _tpu(cloud, "up", *V4).returncode == 0
+  long = {**cloud, "FAKE_RUN_SECONDS": "60"}
+  assert _tpu(long, "run", *V4, *_job(tmp_path / "w1")).returncode == 0
+  silent = {**cloud, "FAKE_TPU_UNREACHABLE": "1"}
+  watch = [sys.executable, TPU, "watch", *V4, "--missed-polls", "2", *_job(tmp_path / "w1")]
+  kept = subprocess.run(
+    watch, env=silent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60
+  )
+  assert kept.returncode == 2, kept.stdout
+  error, last = _unstamped(kept.stdout)[-2:]
+  assert error.startswith("error: a worker of bert did not answer 2 status polls in a row (")
+  assert error.endswith(
+    "check it (`gcloud compute tpus tpu-vm ssh bert --zone=us-west4-a --worker=all`), then "
+    "watch again or `down` it"
+  )
+  assert last == f"bert: the slice is still up, and billed: {DOWN}"
+  deleted = _tpu(silent, *watch[2:], "--autodelete", timeout=60)
+  line = _one_error(deleted, "error: a worker of bert did not answer 2 status polls in a row")
+  assert line.endswith(": --autodelete deletes the slice; watch again to recreate it and resume")
+  assert _unstamped(deleted.stdout)[-1] == "bert: deleted"
+  assert _cycle(cloud) == ["create", "delete"]
 
 
 @pytest.mark.slow
