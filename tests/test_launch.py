@@ -541,19 +541,29 @@ def test_the_run_waits_out_a_stale_lock_unless_env_says_otherwise(tmp_path, clou
   assert _lock_waits(tmp_path / "w2") == ["5", "5"]
 
 
-@pytest.mark.slow  # waits out the launcher's time limits
-def test_a_suspending_slice_is_left_to_save_its_checkpoint_before_it_is_recreated(tmp_path, cloud):
-  """Before: SUSPENDING was deleted at once, its workers killed in their checkpoint save."""
+def _watch_to_the_end(tmp_path, cloud, event, **more):
+  """(env, result) of a `watch --autodelete` of a long run whose slice the fake cloud
+  `event`s (PREEMPT, SUSPEND) once its run has begun; the watch must end with status 0.
+  """
   workdir = tmp_path / "w1"
   env = {
     **cloud,
-    "FAKE_TPU_SUSPEND_AFTER": str(workdir / "marked"),
+    f"FAKE_TPU_{event}_AFTER": str(workdir / "marked"),
     "FAKE_RUN_SECONDS": "30",
     "FAKE_RUN_MARK_AFTER": "0.3",
-    "FAKE_RUN_SAVE_SECONDS": "1.5",  # what the checkpoint takes after SIGTERM
+    **more,
   }
   watched = _tpu(env, "watch", *V4, "--spot", *_job(workdir), "--autodelete", timeout=60)
   assert watched.returncode == 0, watched.stdout + watched.stderr
+  return env, watched
+
+
+@pytest.mark.slow  # waits out the launcher's time limits
+def test_a_suspending_slice_is_left_to_save_its_checkpoint_before_it_is_recreated(tmp_path, cloud):
+  """Before: SUSPENDING was deleted at once, its workers killed in their checkpoint save."""
+  # FAKE_RUN_SAVE_SECONDS: what the checkpoint takes after SIGTERM.
+  env, watched = _watch_to_the_end(tmp_path, cloud, "SUSPEND", FAKE_RUN_SAVE_SECONDS="1.5")
+  workdir = tmp_path / "w1"
   lines = _unstamped(watched.stdout)
   assert lines.count("bert: SUSPENDING") == 1, lines  # said once, however long it lasts
   waiting = lines.index("bert: SUSPENDING") + 1
@@ -687,15 +697,8 @@ def test_a_failure_under_autodelete_prints_the_log_before_deleting(tmp_path, clo
 
 @pytest.mark.slow
 def test_a_preempted_slice_is_recreated_with_the_checkout_packed_once(tmp_path, cloud):
+  env, watched = _watch_to_the_end(tmp_path, cloud, "PREEMPT")
   workdir = tmp_path / "w1"
-  env = {
-    **cloud,
-    "FAKE_TPU_PREEMPT_AFTER": str(workdir / "marked"),
-    "FAKE_RUN_SECONDS": "30",
-    "FAKE_RUN_MARK_AFTER": "0.3",
-  }
-  watched = _tpu(env, "watch", *V4, "--spot", *_job(workdir), "--autodelete", timeout=60)
-  assert watched.returncode == 0, watched.stdout + watched.stderr
   assert "bert: the slice is PREEMPTED: recreating it (retry 1 of 5)" in watched.stdout
   assert _cycle(env) == ["create", "delete", "create", "delete"]
   assert len(open(workdir / "stopped").readlines()) == 2 and _starts(workdir) == 4
