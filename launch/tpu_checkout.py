@@ -25,6 +25,8 @@ from tpu_errors import Error, last_line
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 DATA_KEYS = ("config.data.input", "config.data.prepared_dir")
+# What a run reads that no worker prepares (a phase-2 recipe's: phase 1's tokenizer and run).
+READ_KEYS = ("config.tokenizer.path", "config.init_from")
 DATA_LINE = "bert-jax-data"  # the check's last line: this, then DATA_KEYS' values as JSON
 # Inputs read from no local path: built-in text, TensorFlow Datasets.
 REMOTE_INPUTS = ("builtin:", "tfds:")
@@ -57,7 +59,8 @@ try:
 except UserError as e:
   print(e)
   sys.exit(2)
-print("bert-jax-data", json.dumps([config.data.input, config.data.get("prepared_dir")]))
+paths = [config.data.input, config.data.get("prepared_dir")]
+print("bert-jax-data", json.dumps([*paths, config.tokenizer.get("path"), config.get("init_from")]))
 """
 
 
@@ -95,19 +98,21 @@ def check_job(a):
 
 
 def resolved_data(stdout):
-  """{key: value} of DATA_KEYS from the recipe check's DATA_LINE."""
+  """{key: value} of DATA_KEYS and READ_KEYS from the recipe check's DATA_LINE."""
   for line in reversed(stdout.splitlines()):
     if line.startswith(f"{DATA_LINE} "):
-      return dict(zip(DATA_KEYS, json.loads(line[len(DATA_LINE) + 1 :])))
+      return dict(zip(DATA_KEYS + READ_KEYS, json.loads(line[len(DATA_LINE) + 1 :])))
   return {}
 
 
 def overridden_data(overrides):
-  """{key: value} of the DATA_KEYS the --config.KEY=VALUE overrides set (the last of each)."""
+  """{key: value} of the DATA_KEYS and READ_KEYS the --config.KEY=VALUE overrides set (the
+  last of each).
+  """
   data = {}
   for override in overrides:
     key, _, value = override[2:].partition("=")
-    if key in DATA_KEYS:
+    if key in DATA_KEYS + READ_KEYS:
       data[key] = None if value == "None" else value
   return data
 
@@ -123,10 +128,20 @@ def is_local(key, value):
 
 
 def check_data_in_bucket(data):
-  """Refuses a corpus or prepared data on local paths: each worker would prepare its own
-  copy on its own disk, which goes with the slice (and the corpus would go in the tarball).
+  """Refuses a tokenizer or a run to start from on local paths (READ_KEYS: no worker has
+  them), and a corpus or prepared data there: each worker would prepare its own copy on
+  its own disk, which goes with the slice (and the corpus would go in the tarball).
   """
-  local = [f"{key}={value}" for key, value in data.items() if is_local(key, value)]
+  read = [f"{k}={v}" for k, v in data.items() if k in READ_KEYS and is_local(k, v)]
+  if read:
+    raise Error(
+      f"{' and '.join(read)} {'is' if len(read) == 1 else 'are'} local, and no worker has "
+      f"it (each has its own disk, which goes with the slice); put it in the bucket, e.g. "
+      f"--config.init_from=gs://BUCKET/runs/base128 --config.tokenizer.path="
+      f"gs://BUCKET/data/prepared128/tokenizer.model, or give --shared-workdir for paths "
+      f"every worker mounts"
+    )
+  local = [f"{k}={v}" for k, v in data.items() if k in DATA_KEYS and is_local(k, v)]
   if local:
     raise Error(
       f"{' and '.join(local)} {'is' if len(local) == 1 else 'are'} local: each worker would "

@@ -246,6 +246,11 @@ def test_dry_run_of_up_prints_the_documented_create_command(cloud):
       "error: config.data.input=gs://b/corpus/*.txt,more/*.txt is local: each worker",
     ),
     (["--config.data.prepared_dir=/mnt/prep"], "error: config.data.prepared_dir=/mnt/prep is"),
+    (  # phase 2 reads phase 1's tokenizer and run from the recipe's local paths
+      ["--config", "configs/bert_base.py:phase2", "--config.data.input=gs://b/corpus/*.txt"],
+      "error: config.tokenizer.path=data/prepared128/tokenizer.model and config.init_from="
+      "runs/base128 are local, and no worker has it",
+    ),
     (["--env", "NOEQUALS"], "error: --env 'NOEQUALS' is not KEY=VALUE"),
     (  # before: refused only on the workers, the slice paid for
       ["--config.train.batch_size=7"],
@@ -265,8 +270,11 @@ def test_data_in_the_bucket_or_on_a_shared_path_is_accepted(cloud):
   bucket = ["--config.data.input=gs://b/corpus/*.txt", "--config.data.prepared_dir=gs://b/p"]
   phase1 = ["--config", "configs/bert_base.py:phase1", "--workdir", "gs://b/run"]
   demo = ["--config", "configs/demo.py", "--workdir", "gs://b/run"]
+  phase2 = ["--config", "configs/bert_base.py:phase2", "--workdir", "gs://b/run512"]
+  phase1_run = ["--config.init_from=gs://b/run", "--config.tokenizer.path=gs://b/p/tokenizer.model"]
   for job in (
     [*phase1, *bucket],
+    [*phase2, *bucket, *phase1_run],
     [*demo, "--config.data.input=tfds:wikipedia/20230601.en"],  # prepared_dir: WORKDIR/data
     ["--config", "configs/bert_base.py:phase1", "--workdir", "/mnt/run", "--shared-workdir"],
   ):
