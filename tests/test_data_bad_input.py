@@ -31,6 +31,31 @@ def _fingerprint(data_dir):
   return tokenizer.load(str(data_dir / "tokenizer.model")).fingerprint
 
 
+def test_a_stop_while_sentencepiece_learns_keeps_its_pieces(tmp_path, monkeypatch):
+  """Ctrl-C or SIGTERM while SentencePiece learns (C++) is taken when it returns: as here, an
+  exception right after a whole training. Before, the model was dropped and its folder
+  removed; now it is kept, with its stamp, and the rerun prepares on it, as if unstopped.
+  """
+  spm = tokenizer._spm()
+  real = spm.SentencePieceTrainer.train
+
+  def stopped(*args, **kwargs):
+    real(*args, **kwargs)
+    raise errors.Terminated()
+
+  monkeypatch.setattr(spm.SentencePieceTrainer, "train", stopped)
+  lines, config = [], small_config(tmp_path)  # (it writes the corpus: once)
+  with pytest.raises(errors.Terminated) as raised:
+    _prepare(config, tmp_path / "d", lines)
+  assert raised.value.model_kept and any("learnt before the stop, kept" in x for x in lines)
+  monkeypatch.setattr(spm.SentencePieceTrainer, "train", real)
+  lines.clear()
+  manifest = _prepare(config, tmp_path / "d", lines)
+  assert not any("tokenizer: training" in x for x in lines)  # learnt once
+  unstopped = _prepare(config, tmp_path / "fresh")
+  assert manifest["tokenizer_fingerprint"] == unstopped["tokenizer_fingerprint"]
+
+
 def test_another_input_after_a_failure_retrains_the_tokenizer(tmp_path):
   """A preparation that fails after training its tokenizer (here: no eval rows), rerun on
   another corpus, trains a tokenizer for that corpus (a fresh dir's, bit for bit).

@@ -443,6 +443,11 @@ def _tokenizer(config, data_dir, units, settings, log, progress):
         if seen["read through"] and not seen["sentences"]:  # (not: refused before reading)
           raise _no_text(config, units) from None
         raise
+      except BaseException as e:  # Ctrl-C, SIGTERM: taken once SentencePiece has learnt
+        if getattr(e, "model_kept", False):  # its pieces of the whole sample: kept
+          storage.write_json(stamp, trained_on)
+          log(f"tokenizer: learnt before the stop, kept: {target} (the rerun starts there)")
+        raise
       storage.write_json(stamp, trained_on)
       took = time.time() - t0
     tok = tokenizer_lib.load(target, lowercase=t.lowercase)  # as the workers load it

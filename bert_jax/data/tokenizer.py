@@ -142,8 +142,10 @@ def train_sentencepiece(
   Raises:
     UserError: the vocabulary does not fit the corpus.
     BaseException: what reading `sentences` raised (a UserError, KeyboardInterrupt for
-      Ctrl-C, errors.Terminated for SIGTERM), itself, not SentencePiece's report of it. Ctrl-C while
-      SentencePiece trains (C++) takes effect when training ends.
+      Ctrl-C, errors.Terminated for SIGTERM), itself, not SentencePiece's report of it.
+      Ctrl-C or SIGTERM while SentencePiece learns the pieces (C++) takes effect when it
+      ends: the model, of the whole sample, is written first, and the exception says so
+      (`model_kept`), so that a rerun need not learn it again.
   """
   spm = _spm()
   spm.set_random_generator_seed(seed)
@@ -181,32 +183,45 @@ def train_sentencepiece(
       minloglevel=2,
     )
   except RuntimeError as e:
-    if raised:  # the iterator's own error (a UserError, Ctrl-C), not SentencePiece's copy
-      raise raised[0] from None
-    message = str(e)
-    if "smaller than required_chars" in message:
-      need = re.search(r"vs (\d+)", message)
-      hint = f" (at least {need.group(1)} here)" if need else ""
-      raise UserError(
-        f"tokenizer vocab_size {vocab_size} is too small to hold the special "
-        f"tokens, 256 byte pieces and the corpus's characters; set a larger "
-        f"config.tokenizer.vocab_size{hint}"
-      ) from None
-    if "Vocabulary size too high" in message:
-      limit = re.search(r"<= (\d+)", message)
-      hint = f" (at most {limit.group(1)} here)" if limit else ""
-      raise UserError(
-        f"tokenizer vocab_size {vocab_size} is too large for this corpus; "
-        f"set a smaller config.tokenizer.vocab_size{hint} or use more text"
-      ) from None
-    raise UserError(
-      f"SentencePiece training failed: {message}; check the corpus and config.tokenizer"
-    ) from None
-
-  sp = spm.SentencePieceProcessor(model_proto=proto.getvalue())
-  _check_special_ids(sp, model_path)
-  storage.write_bytes(model_path, proto.getvalue())
+    _raise_training_error(e, raised, vocab_size)
+  except BaseException as e:  # a stop deferred while the pieces were learnt (C++)
+    if not raised and proto.getvalue():  # the sample was read whole: the model is good
+      _save_model(proto.getvalue(), model_path)
+      e.model_kept = True
+    raise
+  _save_model(proto.getvalue(), model_path)
   return model_path
+
+
+def _save_model(model: bytes, model_path: str) -> None:
+  """Checks a trained model's special ids and writes it (atomically)."""
+  _check_special_ids(_spm().SentencePieceProcessor(model_proto=model), model_path)
+  storage.write_bytes(model_path, model)
+
+
+def _raise_training_error(e: RuntimeError, raised: list, vocab_size: int):
+  """The UserError of SentencePiece's `RuntimeError`, or the iterator's own error."""
+  if raised:  # the iterator's own error (a UserError, Ctrl-C), not SentencePiece's copy
+    raise raised[0] from None
+  message = str(e)
+  if "smaller than required_chars" in message:
+    need = re.search(r"vs (\d+)", message)
+    hint = f" (at least {need.group(1)} here)" if need else ""
+    raise UserError(
+      f"tokenizer vocab_size {vocab_size} is too small to hold the special "
+      f"tokens, 256 byte pieces and the corpus's characters; set a larger "
+      f"config.tokenizer.vocab_size{hint}"
+    ) from None
+  if "Vocabulary size too high" in message:
+    limit = re.search(r"<= (\d+)", message)
+    hint = f" (at most {limit.group(1)} here)" if limit else ""
+    raise UserError(
+      f"tokenizer vocab_size {vocab_size} is too large for this corpus; "
+      f"set a smaller config.tokenizer.vocab_size{hint} or use more text"
+    ) from None
+  raise UserError(
+    f"SentencePiece training failed: {message}; check the corpus and config.tokenizer"
+  ) from None
 
 
 def cut_long_sentence(sentence: str, max_bytes: int = MAX_SENTENCE_BYTES) -> list[str]:
