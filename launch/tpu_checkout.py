@@ -132,24 +132,27 @@ def check_data_in_bucket(data):
   them), and a corpus or prepared data there: each worker would prepare its own copy on
   its own disk, which goes with the slice (and the corpus would go in the tarball).
   """
-  read = [f"{k}={v}" for k, v in data.items() if k in READ_KEYS and is_local(k, v)]
-  if read:
-    raise Error(
-      f"{' and '.join(read)} {'is' if len(read) == 1 else 'are'} local, and no worker has "
-      f"it (each has its own disk, which goes with the slice); put it in the bucket, e.g. "
-      f"--config.init_from=gs://BUCKET/runs/base128 --config.tokenizer.path="
-      f"gs://BUCKET/data/prepared128/tokenizer.model, or give --shared-workdir for paths "
-      f"every worker mounts"
-    )
-  local = [f"{k}={v}" for k, v in data.items() if k in DATA_KEYS and is_local(k, v)]
-  if local:
-    raise Error(
-      f"{' and '.join(local)} {'is' if len(local) == 1 else 'are'} local: each worker would "
-      f"prepare its own copy on its own disk, which goes with the slice; put the data in "
-      f"the bucket, e.g. --config.data.input=gs://BUCKET/corpus/*.txt "
-      f"--config.data.prepared_dir=gs://BUCKET/data/prepared128, or give --shared-workdir "
-      f"for paths every worker mounts"
-    )
+  for keys, why, example in (
+    (
+      READ_KEYS,
+      ", and no worker has it (each has its own disk, which goes with the slice)",
+      "--config.init_from=gs://BUCKET/runs/base128 "
+      "--config.tokenizer.path=gs://BUCKET/data/prepared128/tokenizer.model",
+    ),
+    (
+      DATA_KEYS,
+      ": each worker would prepare its own copy on its own disk, which goes with the slice",
+      "--config.data.input=gs://BUCKET/corpus/*.txt "
+      "--config.data.prepared_dir=gs://BUCKET/data/prepared128",
+    ),
+  ):
+    local = [f"{k}={v}" for k, v in data.items() if k in keys and is_local(k, v)]
+    if local:
+      raise Error(
+        f"{' and '.join(local)} {'is' if len(local) == 1 else 'are'} local{why}; put "
+        f"{'it' if keys is READ_KEYS else 'the data'} in the bucket, e.g. {example}, or give "
+        f"--shared-workdir for paths every worker mounts"
+      )
 
 
 def check_recipe_is_shipped(recipe):
