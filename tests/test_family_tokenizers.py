@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 
 transformers = pytest.importorskip("transformers")
 
-from bert_jax.data import hf_tokenizer, tokenizer, units  # noqa: E402
+from bert_jax.data import hf_tokenizer, tokenizer  # noqa: E402
 from bert_jax.errors import UserError  # noqa: E402
 from bert_jax.finetune import data as data_lib  # noqa: E402
 from bert_jax.hf import tokenizer_files  # noqa: E402
@@ -255,11 +255,11 @@ def test_sentences_and_words_encode_as_their_whole_text(lines, tmp_path, model_t
   tok = tokenizer.load(str(path))
   assert tok.space_starts_words == (model_type == "bytelevel_bpe")
   sentences = ["Return a new list.", "The items are sorted.", "Each one is kept!"]
-  ids = tok.encode_batch(units.as_in_the_document(tok, sentences))
+  ids = tok.encode_batch(tokenizer.as_in_the_text(tok, sentences))
   assert sum(ids, []) == tok.encode(" ".join(sentences))
   # Sentence pairs: the first sentence as after a space too, so that no segment's first
   # word tells a document's start (a random B's, a swapped A's) from the others'.
-  ids = tok.encode_batch(units.as_in_the_document(tok, sentences, pairs=True))
+  ids = tok.encode_batch(tokenizer.as_in_the_text(tok, sentences, all_spaced=True))
   assert sum(ids, []) == tok.encode(" " + " ".join(sentences))
   words = "The items are sorted by key .".split()
   examples = data_lib.Examples([{"words": words, "tags": None}], 0)

@@ -257,6 +257,18 @@ def cut_long_sentence(sentence: str, max_bytes: int = MAX_SENTENCE_BYTES) -> lis
   return [piece for piece in pieces if piece.strip()]
 
 
+def as_in_the_text(tok, pieces: list[str], *, all_spaced: bool = False) -> list[str]:
+  """The pieces of one text (its sentences, its words) as the whole text has them: for a
+  tokenizer whose words depend on the space before them (`space_starts_words`: byte-level
+  BPE, "ĠWord" after a space, "Word" at a text's start), each after the first keeps a
+  leading space; with `all_spaced` the first too (a sentence pair's segment, which starts at
+  any sentence; a word of a tokens row, as Hugging Face's `add_prefix_space` encodes it).
+  """
+  if not tok.space_starts_words:
+    return pieces
+  return [" " + p for p in pieces] if all_spaced else pieces[:1] + [" " + p for p in pieces[1:]]
+
+
 # The files a tokenizer is kept in (`file_name`), by preference when a folder holds more.
 FILE_NAMES = ("tokenizer.json", "vocab.txt", "tokenizer.model")
 

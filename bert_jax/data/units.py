@@ -118,25 +118,14 @@ def _worker_tokenizer(job):
   return _worker_tokenizers[key]
 
 
-def as_in_the_document(tok, sentences: list[str], *, pairs: bool = False) -> list[str]:
-  """A document's sentences as the whole text has them: for a tokenizer whose words depend
-  on the space before them (byte-level BPE), each after the first keeps a leading space,
-  so that its first word is "ĠWord" as in the document, not "Word" as at a text's start.
-  With `pairs` (nsp, sop) the first keeps one too: a segment starts at any sentence, and a
-  first word without its space would tell a document's start (a random B's, a swapped A's)
-  from the rest.
-  """
-  if not tok.space_starts_words:
-    return sentences
-  return [" " + s for s in sentences] if pairs else sentences[:1] + [" " + s for s in sentences[1:]]
-
-
 def encode_document(tok, document, max_sentence, stats, *, pairs: bool) -> list[list[int]]:
-  """Token ids of a document's sentences (`as_in_the_document`), each cut to `max_sentence`
-  tokens (None: whole; the cuts counted in `stats`), empty ones dropped.
+  """Token ids of a document's sentences, as in the document (`tokenizer.as_in_the_text`;
+  with `pairs`, nsp and sop, each as after a space: a first word without its space would
+  tell a document's start, a random B's or a swapped A's, from the rest), each cut to
+  `max_sentence` tokens (None: whole; the cuts counted in `stats`), empty ones dropped.
   """
   sentences = []
-  for sentence in tok.encode_batch(as_in_the_document(tok, document, pairs=pairs)):
+  for sentence in tok.encode_batch(tokenizer_lib.as_in_the_text(tok, document, all_spaced=pairs)):
     if max_sentence is not None and len(sentence) > max_sentence:
       stats["truncated_sentences"] += 1
       stats["cut_tokens"] += len(sentence) - max_sentence
@@ -244,10 +233,9 @@ def _write_unit(unit_index, unit, job, paths, staging, neighbour_units=()):
   rng = random.Random(f"{s['seed']}/{unit_index}")
   # Pair objectives cut a sentence longer than a row's segment A to it ([CLS] A [SEP] B
   # [SEP]), as google-research/bert's pairs lose it; mlm rows split it across rows, whole.
-  max_sentence = s["max_seq_length"] - 3 if s["objective"] != "mlm" else None
-  token_counts = np.zeros(tok.vocab_size, np.int64)
-
   pairs = s["objective"] != "mlm"
+  max_sentence = s["max_seq_length"] - 3 if pairs else None
+  token_counts = np.zeros(tok.vocab_size, np.int64)
   others = {}  # split -> the neighbours' documents of it, read when a chunk first needs them
 
   def flush(split):

@@ -35,6 +35,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from bert_jax import storage
+from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
 from bert_jax.finetune import dataset_files, squad, tfds_tasks
 
@@ -813,7 +814,7 @@ def encode_tokens(
   vocab = sorted({w for r in rows for w in r["words"]})
   # Byte-level BPE: each word as after a space ("Ġword"), as Hugging Face encodes words
   # (`is_split_into_words` with `add_prefix_space=True`) and as pretraining saw them.
-  spaced = [" " + w for w in vocab] if tokenizer.space_starts_words else vocab
+  spaced = tokenizer_lib.as_in_the_text(tokenizer, vocab, all_spaced=True)
   pieces = dict(zip(vocab, tokenizer.encode_batch(spaced))) if vocab else {}
   n = len(rows)
   arrays = {
