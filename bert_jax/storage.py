@@ -53,11 +53,9 @@ def is_remote(path) -> bool:
   if text.lower().startswith("gcs://"):  # gcsfs's alias, which orbax and tensorstore lack
     raise UserError(f"{text!r}: write gs://{text[len('gcs://') :]} (Cloud Storage's scheme)")
   if "://" in text:
-    scheme = text.split("://", 1)[0]
+    scheme, _, rest = text.partition("://")
     if scheme != scheme.lower() and _MANGLED_URL.match(f"{scheme.lower()}//"):
-      raise UserError(
-        f"{text!r}: write {scheme.lower()}://{text.split('://', 1)[1]} (a URL's scheme is lowercase)"
-      )
+      raise UserError(f"{text!r}: write {scheme.lower()}://{rest} (a URL's scheme is lowercase)")
     return True
   if mangled := _MANGLED_URL.match(text):
     scheme = "gs" if mangled[1].lower() == "gcs" else mangled[1]

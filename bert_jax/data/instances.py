@@ -160,6 +160,12 @@ def _packed_rows(documents, max_seq_length, cls_id, sep_id):
   return out
 
 
+def _non_empty(documents):
+  """The documents as lists of their non-empty sentences, those left with none dropped."""
+  documents = [[list(s) for s in doc if len(s)] for doc in documents]
+  return [doc for doc in documents if doc]
+
+
 def rows_from_documents(
   documents: Sequence[Sequence[Sequence[int]]],
   *,
@@ -204,11 +210,9 @@ def rows_from_documents(
     raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
   if max_seq_length < 5:
     raise ValueError(f"max_seq_length must be >= 5, got {max_seq_length}")
-  all_documents = [[list(s) for s in doc if len(s)] for doc in documents]
-  all_documents = [doc for doc in all_documents if doc]
+  all_documents = _non_empty(documents)
   rng.shuffle(all_documents)
-  others = [[list(s) for s in doc if len(s)] for doc in others]
-  others = [doc for doc in others if doc]
+  others = _non_empty(others)
 
   rows = []
   for _ in range(dupe_factor):

@@ -455,7 +455,7 @@ def _tokenizer(config, data_dir, units, settings, log, progress):
       log(f"tokenizer: trained {tok.vocab_size} pieces in {took:.1f} s")
   if not t.path and tok.vocab_size != t.vocab_size:  # a given tokenizer has its own size
     raise UserError(
-      f"tokenizer {t.path or target} has {tok.vocab_size} pieces but "
+      f"tokenizer {target} has {tok.vocab_size} pieces but "
       f"config.tokenizer.vocab_size is {t.vocab_size}; set it to {tok.vocab_size}"
     )
   return tok

@@ -359,12 +359,12 @@ def _distill(config, workdir, teacher):
     arrays, truncated = data_lib.encode(train, tokenizer, config, labels, train=True)
     rows = len(arrays["labels"])
     finetune._log_data("train", config.data.train, train, rows, truncated, config)
-    unlabelled = int((arrays["labels"] == distillation.UNLABELED).sum())
-    if unlabelled:
+    labelled_ids = arrays["labels"][arrays["labels"] != distillation.UNLABELED]
+    if unlabelled := rows - len(labelled_ids):
       log(
         f"train: {progress_lib.count(unlabelled, 'row')} without a label: the teacher labels them"
       )
-    given = set(arrays["labels"][arrays["labels"] != distillation.UNLABELED].tolist())
+    given = set(labelled_ids.tolist())
     if len(given) == 1:
       log(
         f"note: every labelled train row is {labels.names[given.pop()]!r}: the student learns "
