@@ -125,7 +125,7 @@ bench() {
 }
 bench "goal: base/128/256, attention dropout 0 (cuDNN), HF eager and compile; variants" \
   200 --attention-dropout 0 --profile "$OUT/prof_cudnn" --hlo "$OUT/hlo" \
-  --variants "${VARIANTS:-triton_gemm,cudnn_layer_norm,fused_qkv,recompute_activation,threefry_original,no_hidden_dropout}"
+  --variants "${VARIANTS:-triton_gemm,cudnn_layer_norm,fused_qkv,recompute_activation,flax_dropout,no_hidden_dropout}"
 A0=(--no-hf --attention-dropout 0)
 bench "goal: base/512/64, attention dropout 0" 70 "${A0[@]}" --seq 512 --batch 64
 bench "goal: large/128/128, attention dropout 0" 150 "${A0[@]}" --size large --batch 128

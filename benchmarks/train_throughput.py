@@ -46,8 +46,9 @@ The step is `bert-jax pretrain`'s, XLA options included (`bert_jax/train/xla_opt
 on GPUs, cuBLAS for the matmuls); `--xla-option NAME=VALUE` adds one. `--variants A,B`
 (or `all`) then times each of `VARIANTS` in the same process on the same state and
 batches, an XLA option recompiling the same lowered step and a model change (fused QKV,
-the activation recomputed, no hidden dropout) or the original threefry tracing it again; then the base again (its
-drift) and the variants that gained, together. A/Bs in one process share the start, the
+the activation recomputed, no hidden dropout) or an RNG change (the original threefry,
+Flax's dropout bits) tracing it again; then the base again (its drift) and the variants
+that gained, together. A/Bs in one process share the start, the
 parameters' init and the data, and see the same device state.
 HF's model does more work per sequence (its MLM head runs at all s positions), so the two
 sides are compared in sequences per second, not in MFU.
@@ -69,6 +70,7 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX and torch
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import functools
@@ -77,6 +79,7 @@ import gzip
 import json
 import sys
 import time
+from unittest import mock
 
 import jax
 import numpy as np
@@ -84,7 +87,7 @@ import numpy as np
 from bert_jax import cli, host_memory, sharding
 from bert_jax import config as config_lib
 from bert_jax.data import synthetic
-from bert_jax.model import pretraining
+from bert_jax.model import dropout, pretraining
 from bert_jax.train import flops, loop, xla_options
 from bert_jax.train import optimizer as optimizer_lib
 from bert_jax.train import step as step_lib
@@ -167,6 +170,7 @@ def _step_bytes(compiled):
 # (`train.xla_options`, `Lowered.compile(compiler_options=...)`); model changes trace the
 # step again (the same parameters, so the same state).
 PARTITIONABLE = "threefry_partitionable"  # a variant's change of the RNG, not of the model
+FLAX_DROPOUT = "flax_dropout_bits"  # another: Flax's dropout bits, not bert_jax's
 VARIANTS = {
   # cuBLASLt, whose epilogues can take bias adds (and their gradients) into the matmul.
   "cublaslt": ({}, {"xla_gpu_enable_cublaslt": True}),
@@ -188,6 +192,9 @@ VARIANTS = {
   # JAX's original threefry, not the partitionable one: a 64-bit block gives two 32-bit
   # draws, not one (what bert_jax's lone CPU device uses: `loop._dropout_bits`).
   "threefry_original": ({PARTITIONABLE: False}, {}),
+  # Flax's dropout bits (`jax.random.bernoulli`: a float32 uniform per element, one threefry
+  # block each), not bert_jax's (16 bits per element, four elements per block: `dropout`).
+  "flax_dropout": ({FLAX_DROPOUT: True}, {}),
 }
 
 
@@ -350,10 +357,11 @@ def run_jax(spec, args, batches):
           return lowered
         changes = dict(changes)
         partitionable = changes.pop(PARTITIONABLE, jax.config.jax_threefry_partitionable)
+        flax_bits = changes.pop(FLAX_DROPOUT, False)
         other = copy.deepcopy(c)
         other.model.update(changes)
         other_step = step_of(objective_of(config_lib.model_config(other, VOCAB)))
-        with jax.threefry_partitionable(partitionable):
+        with jax.threefry_partitionable(partitionable), _flax_dropout_bits(flax_bits):
           return other_step.lower(state, first_batch, rng)
 
       base_rate = spec.batch * args.steps / seconds
@@ -377,6 +385,20 @@ def run_jax(spec, args, batches):
   }
   del state, metrics, compiled, step, dev
   return out
+
+
+@contextlib.contextmanager
+def _flax_dropout_bits(on: bool):
+  """While tracing: bert_jax's dropout masks drawn as Flax's `nn.Dropout` draws them."""
+  if not on:
+    yield
+    return
+
+  def bernoulli_mask(key, shape, rate):
+    return jax.random.bernoulli(key, 1.0 - rate, shape)
+
+  with mock.patch.object(dropout, "keep_mask", bernoulli_mask):
+    yield
 
 
 def hf_batch(b, objective, device):

@@ -30,6 +30,7 @@ from jax.sharding import PartitionSpec
 
 from bert_jax.errors import UserError
 from bert_jax.model import axes
+from bert_jax.model.dropout import apply as apply_dropout
 
 IMPLEMENTATIONS = (None, "xla", "cudnn", "splash")
 # Splash block sizes, largest first; the lengths must be multiples of one of them.
@@ -182,8 +183,9 @@ def attend(
   logits = logits / jnp.sqrt(jnp.float32(head_dim))
   logits = jnp.where(mask.dense(), logits, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(logits, axis=-1)
-  keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
-  probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0).astype(value.dtype)
+  if dropout:
+    probs = apply_dropout(probs, dropout_rng, dropout_rate)
+  probs = probs.astype(value.dtype)
   # (batch, q_length, heads, head_dim)
   return jnp.einsum("bnts,bsnh->btnh", probs, value)
 

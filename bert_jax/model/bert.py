@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bert_jax.model import attention, axes, lookup
+from bert_jax.model import attention, axes, dropout, lookup
 
 REMAT_POLICIES = {
   "none": None,
@@ -245,7 +245,7 @@ class Embeddings(nn.Module):
         embedding_init=kernel_init(c, (axes.TOKEN_TYPE, axes.EMBED)),
       )
     self.layer_norm = layer_norm(c)
-    self.dropout = nn.Dropout(c.hidden_dropout)
+    self.dropout = dropout.Dropout(c.hidden_dropout)
 
   def __call__(self, input_ids, token_type_ids, position_ids, deterministic, position_offset=0):
     """(batch, length, embed); position_ids None: 0..length-1 in every row. Row p of the
@@ -318,7 +318,7 @@ class SelfAttention(nn.Module):
     y = dense(c, c.hidden_size, (axes.HEADS, axes.KV), (axes.EMBED,), name="output")(
       y
     )  # (batch, length, embed)
-    y = nn.Dropout(c.hidden_dropout)(y, deterministic=self.deterministic)
+    y = dropout.Dropout(c.hidden_dropout)(y, deterministic=self.deterministic)
     return layer_norm(c, name="layer_norm")(x + y)
 
 
@@ -342,7 +342,7 @@ class Mlp(nn.Module):
     )(x)  # (batch, length, mlp)
     h = nn.with_logical_constraint(h, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_MLP))
     h = dense(c, c.hidden_size, (axes.MLP,), (axes.EMBED,), name="output")(h)
-    h = nn.Dropout(c.hidden_dropout)(h, deterministic=self.deterministic)
+    h = dropout.Dropout(c.hidden_dropout)(h, deterministic=self.deterministic)
     return layer_norm(c, name="layer_norm")(x + h)
 
 

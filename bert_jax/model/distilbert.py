@@ -14,7 +14,7 @@ import dataclasses
 
 import flax.linen as nn
 
-from bert_jax.model import attention, axes, bert, families, pretraining
+from bert_jax.model import attention, axes, bert, dropout, families, pretraining
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +91,7 @@ class ClassificationHead(nn.Module):
     x = bert.dense(c, c.hidden_size, (axes.EMBED,), (axes.EMBED_OUT,), name="pre_classifier")(
       hidden[:, 0]
     )  # (batch, embed)
-    x = nn.Dropout(c.seq_classif_dropout)(nn.relu(x), deterministic=deterministic)
+    x = dropout.Dropout(c.seq_classif_dropout)(nn.relu(x), deterministic=deterministic)
     return bert.dense(c, self.num_labels, (axes.EMBED_OUT,), (axes.CLASSES,), name="classifier")(x)
 
 

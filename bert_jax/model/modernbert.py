@@ -14,7 +14,7 @@ The pretraining model is MLM only: its sentence logits are zeros.
 import flax.linen as nn
 import jax.numpy as jnp
 
-from bert_jax.model import axes, bert, families, pretraining, tasks
+from bert_jax.model import axes, bert, dropout, families, pretraining, tasks
 from bert_jax.model.modernbert_layers import (
   ModernBert,
   ModernBertConfig,
@@ -114,7 +114,7 @@ class ModernBertForMaskedLM(nn.Module):
 def _classify(config, x, num_labels, deterministic):
   """The fine-tuning heads' common end: prediction head, dropout, linear classifier."""
   x = PredictionHead(config, name="head")(x)
-  x = nn.Dropout(tasks.classifier_dropout(config))(x, deterministic=deterministic)
+  x = dropout.Dropout(tasks.classifier_dropout(config))(x, deterministic=deterministic)
   return linear(
     config,
     num_labels,

@@ -27,7 +27,7 @@ import math
 import flax.linen as nn
 import jax.numpy as jnp
 
-from bert_jax.model import attention, axes, bert, lookup
+from bert_jax.model import attention, axes, bert, dropout, lookup
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +155,7 @@ class Attention(nn.Module):
       std=init_std(c, "out"),
       name="output",
     )(y)  # (batch, length, embed)
-    return nn.Dropout(c.attention_dropout)(y, deterministic=self.deterministic)
+    return dropout.Dropout(c.attention_dropout)(y, deterministic=self.deterministic)
 
 
 class Mlp(nn.Module):
@@ -178,7 +178,7 @@ class Mlp(nn.Module):
     )(x)  # (batch, length, 2, mlp): Hugging Face's Wi chunks, input then gate
     h = bert.activation(c.hidden_act)(h[..., 0, :]) * h[..., 1, :]
     h = nn.with_logical_constraint(h, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_MLP))
-    h = nn.Dropout(c.hidden_dropout)(h, deterministic=self.deterministic)
+    h = dropout.Dropout(c.hidden_dropout)(h, deterministic=self.deterministic)
     return linear(
       c,
       c.hidden_size,
@@ -225,7 +225,7 @@ class Embeddings(nn.Module):
       ),
     )
     self.norm = layer_norm(c)
-    self.dropout = nn.Dropout(c.hidden_dropout)
+    self.dropout = dropout.Dropout(c.hidden_dropout)
 
   def __call__(self, input_ids, deterministic):
     x = self.dropout(self.norm(self.word(input_ids)), deterministic=deterministic)

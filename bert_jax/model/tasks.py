@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from bert_jax.model import axes, bert, families
+from bert_jax.model.dropout import Dropout
 
 TASKS = ("classification", "regression", "tokens", "qa")
 
@@ -41,7 +42,7 @@ class ForTask(nn.Module):
     # dropout masks are those of runs before the families (same seed, same run).
     self.bert_head = isinstance(self.classifier, (PooledHead, TokenHead))
     if self.bert_head:
-      self.dropout = nn.Dropout(self.classifier.config.hidden_dropout)
+      self.dropout = Dropout(self.classifier.config.hidden_dropout)
 
   def __call__(
     self, input_ids, token_type_ids, attention_mask, position_ids=None, deterministic=True
@@ -68,7 +69,7 @@ class PooledHead(bert.Dense):
   @nn.compact
   def __call__(self, hidden, pooled, attention_mask, deterministic, dropout=None):
     """Logits (batch, labels); `dropout` (a Dropout module) replaces the head's own."""
-    dropout = dropout or nn.Dropout(self.config.hidden_dropout)
+    dropout = dropout or Dropout(self.config.hidden_dropout)
     return self.project(dropout(pooled, deterministic=deterministic))
 
 
@@ -78,7 +79,7 @@ class TokenHead(bert.Dense):
   @nn.compact
   def __call__(self, hidden, deterministic, dropout=None):
     """Logits (batch, length, labels); `dropout` (a Dropout module) replaces the head's own."""
-    dropout = dropout or nn.Dropout(self.config.hidden_dropout)
+    dropout = dropout or Dropout(self.config.hidden_dropout)
     return self.project(dropout(hidden, deterministic=deterministic))
 
 
@@ -95,7 +96,7 @@ class FirstTokenHead(nn.Module):
   @nn.compact
   def __call__(self, hidden, pooled, attention_mask, deterministic):
     c = self.config
-    dropout = nn.Dropout(classifier_dropout(c))
+    dropout = Dropout(classifier_dropout(c))
     x = dropout(hidden[:, 0], deterministic=deterministic)  # (batch, embed)
     x = bert.dense(c, c.hidden_size, (axes.EMBED,), (axes.EMBED_OUT,), name="dense")(x)
     x = dropout(self.activation(x), deterministic=deterministic)
