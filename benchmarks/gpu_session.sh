@@ -10,7 +10,8 @@
 #    (it names the profile's fusions) in $OUT/hlo, then in-process variants
 #    (`train_throughput.py --variants`; VARIANTS overrides the list, `all` for every one):
 #    Triton's GEMMs and cuDNN's LayerNorm again over the cuBLAS default, fused QKV, the
-#    feed-forward's activation recomputed, no hidden dropout; each on the same state and
+#    feed-forward's activation recomputed, Flax's dropout bits (against bert_jax's 16-bit
+#    ones, 2026-12-01), no hidden dropout; each on the same state and
 #    batches, then the base again, then the winners together. (cuBLASLt, Triton for any
 #    GEMM and cuDNN's GEMM fusions gained nothing on 2026-11-30: benchmarks/README.md.)
 # 2. In their own processes: the other two goals (BERT-base seq 512 batch 64, BERT-large

@@ -190,7 +190,8 @@ VARIANTS = {
   # No hidden dropout (what its random bits and masks cost).
   "no_hidden_dropout": ({"hidden_dropout": 0.0}, {}),
   # JAX's original threefry, not the partitionable one: a 64-bit block gives two 32-bit
-  # draws, not one (what bert_jax's lone CPU device uses: `loop._dropout_bits`).
+  # draws, not one (what a lone CPU device uses: `loop._cpu_threefry`). bert_jax's dropout
+  # draws its own partitionable blocks either way: with it, only the layers' key splits.
   "threefry_original": ({PARTITIONABLE: False}, {}),
   # Flax's dropout bits (`jax.random.bernoulli`: a float32 uniform per element, one threefry
   # block each), not bert_jax's (16 bits per element, four elements per block: `dropout`).

@@ -344,7 +344,7 @@ def xla_flags(devices: int, level: str = FAST_COMPILE) -> str:
 def run_fast(argv):
   """`python -m bert_jax ARGV` in a process of its own on one CPU device at `RUN_FAST`, for
   the runs that train a model long enough for the suite's compile level to slow them (on
-  one device, the cheaper dropout bits too); its stdout, after checking it exited 0.
+  one device, the cheaper threefry too); its stdout, after checking it exited 0.
   """
   import subprocess
 

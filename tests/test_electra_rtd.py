@@ -158,7 +158,7 @@ def test_an_evaluation_samples_the_same_under_either_threefry():
     partitionable = jax.jit(evaluate)(params)
   assert 0 < float(original["rtd_replaced"]) < float(original["rtd_count"])
   chex.assert_trees_all_equal(original, partitionable)
-  # A training step's samples do follow the caller's threefry (its dropout bits too).
+  # A training step's samples do follow the caller's threefry.
   train = lambda p: objective.sums(p, batch, jax.random.key(1), True)  # noqa: E731
   with jax.threefry_partitionable(False):
     a = jax.jit(train)(params)

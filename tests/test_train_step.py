@@ -212,14 +212,14 @@ def test_a_selected_init_equals_that_part_of_the_full_init():
   assert jax.tree.map(lambda a: a.sharding, part) == select(state_sh)
 
 
-def test_dropout_bits_are_non_partitionable_on_a_lone_cpu_device_only(monkeypatch):
-  """A lone CPU device draws its dropout masks with JAX's original threefry (about 6x cheaper
-  on XLA:CPU); several devices and other platforms keep the partitionable bits, and the
-  setting is restored afterwards.
+def test_random_bits_are_non_partitionable_on_a_lone_cpu_device_only(monkeypatch):
+  """A lone CPU device draws its random bits (ELECTRA's samples) with JAX's original threefry
+  (about 6x cheaper on XLA:CPU); several devices and other platforms keep the partitionable
+  bits, and the setting is restored afterwards.
   """
   assert jax.config.jax_threefry_partitionable
   monkeypatch.setattr(jax, "device_count", lambda: 1)
-  with loop._dropout_bits():
+  with loop._cpu_threefry():
     inside = jax.random.bernoulli(jax.random.key(0), 0.9, (64,))
   assert jax.config.jax_threefry_partitionable
   with jax.threefry_partitionable(False):
@@ -229,5 +229,5 @@ def test_dropout_bits_are_non_partitionable_on_a_lone_cpu_device_only(monkeypatc
   for device_count, backend in ((8, "cpu"), (1, "gpu")):
     monkeypatch.setattr(jax, "device_count", lambda n=device_count: n)
     monkeypatch.setattr(jax, "default_backend", lambda b=backend: b)
-    with loop._dropout_bits():
+    with loop._cpu_threefry():
       assert jax.config.jax_threefry_partitionable
