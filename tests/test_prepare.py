@@ -113,6 +113,20 @@ def test_prepare_resumes_by_skipping_finished_shards(tmp_path, monkeypatch):
   assert again["splits"] == first["splits"]
 
 
+def test_a_rerun_with_fewer_shards_removes_the_cut_short_ones_files(tmp_path):
+  _quiet(small_config(tmp_path, num_shards=4), tmp_path / "d")
+  os.remove(tmp_path / "d" / prepare.MANIFEST)  # as if cut short before the manifest
+  lines = []
+  manifest = _quiet(small_config(tmp_path, num_shards=2), tmp_path / "d", log=lines.append)
+  names = sorted(os.listdir(tmp_path / "d" / prepare.SHARDS))
+  kinds = (("eval", "array_record"), ("train", "array_record"), ("unit", "json"))
+  assert names == sorted(f"{kind}-{i:05d}.{ext}" for i in (0, 1) for kind, ext in kinds)
+  assert [shard["file"] for shard in manifest["splits"]["train"]["shards"]] == [
+    f"{prepare.SHARDS}/train-{i:05d}.array_record" for i in (0, 1)
+  ]
+  assert any("removed 6 files of units past this plan's 2" in line for line in lines), lines
+
+
 def test_objectives_and_packing(tmp_path):
   sop = small_config(tmp_path, objective="sop", max_seq_length=128)  # chunks of sentences
   manifest = _quiet(sop, tmp_path / "sop")

@@ -16,6 +16,7 @@ import json
 import multiprocessing
 import os
 import random
+import re
 import shutil
 import signal
 import tempfile
@@ -48,6 +49,7 @@ def run_units(units, job, num_workers, log, progress):
   """
   counts, files, todo = {}, {}, []
   storage.invalidate_cache(job["data_dir"])
+  _remove_units_past(job["data_dir"], len(units), log)
   for i, unit in enumerate(units):
     _, done_path = unit_paths(job["data_dir"], i)
     try:
@@ -84,6 +86,28 @@ def run_units(units, job, num_workers, log, progress):
     if workers > 1:
       pool.terminate()
   return [counts[i] for i in range(len(units))], [files[i] for i in range(len(units))]
+
+
+_UNIT_FILE = re.compile(r"(?:(?:train|eval)-(\d{5})\.array_record|unit-(\d{5})\.json)")
+
+
+def _remove_units_past(data_dir, num_units, log):
+  """Removes the shards and done files of units numbered `num_units` and up: an earlier
+  preparation cut short with more shards left them, and neither this plan nor the data
+  read them (the manifest lists the shards), but a copy of the folder would carry them.
+  """
+  folder = storage.join(data_dir, SHARDS)
+  if not storage.isdir(folder):
+    return
+  stale = [
+    name
+    for name in storage.listdir(folder)
+    if (match := _UNIT_FILE.fullmatch(name)) and int(match[1] or match[2]) >= num_units
+  ]
+  for name in stale:
+    storage.remove(storage.join(folder, name))
+  if stale:
+    log(f"data: removed {len(stale)} files of units past this plan's {num_units} in {folder}")
 
 
 def _ignore_sigint():
