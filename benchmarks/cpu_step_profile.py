@@ -3,7 +3,7 @@
 Builds bert_jax's fine-tuning step (classification, the all-MiniLM-L6-v2 shape by default)
 or pretraining step on synthetic batches, runs it a few times under `jax.profiler` with
 XLA:CPU's per-op trace events on (`--xla_cpu_enable_xprof_traceme`), and prints the time a
-step of each group of ops (dense matmuls, attention, dropout bits, LayerNorm, the optimizer
+step of each group of ops (dense matmuls, attention, dropout, LayerNorm, the optimizer
 update, ...), then the slowest ops with their shapes and JAX op names, and the minor page
 faults a step (see `bert_jax/host_memory.py`). Op times are summed over XLA's threads, so
 they add up to more than the step's wall time when ops overlap.
@@ -44,7 +44,9 @@ from bert_jax.train import step as step_lib  # noqa: E402
 VOCAB = train_throughput.VOCAB  # BERT's WordPiece vocabulary
 # (group, pattern in the op's JAX name), first match wins.
 GROUPS = (
-  ("dropout bits", r"_bernoulli|_uniform|threefry|random_bits"),
+  # Its bits (Flax's, JAX's random functions; bert_jax's `model.dropout`, whose threefry
+  # XLA:CPU runs as a loop in the module's name) and masks.
+  ("dropout", r"_bernoulli|_uniform|threefry|random_bits|/[Dd]ropout(_\d+)?/"),
   ("dense matmuls", r"\.project/|/dense/|/predictions/|/pooler/|/classifier/"),
   ("attention", r"/attention/"),
   ("layer norm", r"layer_norm"),
