@@ -9,8 +9,9 @@ element's index (so still independent of the sharding). Its drop rate is the req
 rounded to a multiple of 2**-16 (0.1 -> 0.1000061); the kept values are scaled by that
 rounded rate's inverse, so the expectation is unchanged.
 
-Keys of another implementation (rbg, `jax_default_prng_impl`) take 16 bits per element
-from `jax.random.bits`.
+Keys of another implementation (rbg, `jax_default_prng_impl`), a last axis that is no
+multiple of 4 and arrays of 2**34 elements or more take 16 bits per element from
+`jax.random.bits`.
 """
 
 import math
@@ -45,9 +46,9 @@ def random_16_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   row-major order: the blocks are counted over the array's own index, as JAX's partitionable
   threefry counts them, so each shard computes its own.
   """
-  if not shape or shape[-1] % _PER_BLOCK or not _is_threefry(key):
+  blocks = (*shape[:-1], shape[-1] // _PER_BLOCK) if shape else ()
+  if not shape or shape[-1] % _PER_BLOCK or math.prod(blocks) >= 2**32 or not _is_threefry(key):
     return jax.random.bits(key, shape, jnp.uint16).astype(jnp.uint32)
-  blocks = (*shape[:-1], shape[-1] // _PER_BLOCK)
   counts = _row_major_index(blocks)  # uint32 (..., last / 4)
   k1, k2 = jax.random.key_data(key)
   high, low = jex_random.threefry2x32_p.bind(k1, k2, jnp.zeros_like(counts), counts)
@@ -62,9 +63,7 @@ def _is_threefry(key) -> bool:
 
 
 def _row_major_index(shape) -> jax.Array:
-  """uint32 `shape`: each element's row-major position (the array must be < 2**32)."""
-  if math.prod(shape) >= 2**32:
-    raise ValueError(f"dropout over {shape}: at most 2**32 / 4 blocks of random bits")
+  """uint32 `shape`: each element's row-major position (below 2**32 elements)."""
   index = jnp.zeros(shape, jnp.uint32)
   stride = 1
   for axis in reversed(range(len(shape))):
