@@ -46,8 +46,7 @@ The step is `bert-jax pretrain`'s, XLA options included (`bert_jax/train/xla_opt
 on GPUs, cuBLAS for the matmuls); `--xla-option NAME=VALUE` adds one. `--variants A,B`
 (or `all`) then times each of `VARIANTS` in the same process on the same state and
 batches, an XLA option recompiling the same lowered step and a model change (fused QKV,
-the activation recomputed, no hidden dropout) or an RNG change (the original threefry,
-Flax's dropout bits) tracing it again; then the base again (its drift) and the variants
+the activation recomputed, no hidden dropout) or Flax's dropout bits tracing it again; then the base again (its drift) and the variants
 that gained, together. A/Bs in one process share the start, the
 parameters' init and the data, and see the same device state.
 HF's model does more work per sequence (its MLM head runs at all s positions), so the two
@@ -169,8 +168,7 @@ def _step_bytes(compiled):
 # sets) recompile the same lowered step with them added over the step's own
 # (`train.xla_options`, `Lowered.compile(compiler_options=...)`); model changes trace the
 # step again (the same parameters, so the same state).
-PARTITIONABLE = "threefry_partitionable"  # a variant's change of the RNG, not of the model
-FLAX_DROPOUT = "flax_dropout_bits"  # another: Flax's dropout bits, not bert_jax's
+FLAX_DROPOUT = "flax_dropout_bits"  # a variant's change of the dropout bits, not the model
 VARIANTS = {
   # cuBLASLt, whose epilogues can take bias adds (and their gradients) into the matmul.
   "cublaslt": ({}, {"xla_gpu_enable_cublaslt": True}),
@@ -189,10 +187,6 @@ VARIANTS = {
   "recompute_activation": ({"recompute_activation": True}, {}),
   # No hidden dropout (what its random bits and masks cost).
   "no_hidden_dropout": ({"hidden_dropout": 0.0}, {}),
-  # JAX's original threefry, not the partitionable one: a 64-bit block gives two 32-bit
-  # draws, not one (what a lone CPU device uses: `loop._cpu_threefry`). bert_jax's dropout
-  # draws its own partitionable blocks either way: with it, only the layers' key splits.
-  "threefry_original": ({PARTITIONABLE: False}, {}),
   # Flax's dropout bits (`jax.random.bernoulli`: a float32 uniform per element, one threefry
   # block each), not bert_jax's (16 bits per element, four elements per block: `dropout`).
   "flax_dropout": ({FLAX_DROPOUT: True}, {}),
@@ -357,12 +351,11 @@ def run_jax(spec, args, batches):
         if not changes:
           return lowered
         changes = dict(changes)
-        partitionable = changes.pop(PARTITIONABLE, jax.config.jax_threefry_partitionable)
         flax_bits = changes.pop(FLAX_DROPOUT, False)
         other = copy.deepcopy(c)
         other.model.update(changes)
         other_step = step_of(objective_of(config_lib.model_config(other, VOCAB)))
-        with jax.threefry_partitionable(partitionable), _flax_dropout_bits(flax_bits):
+        with _flax_dropout_bits(flax_bits):
           return other_step.lower(state, first_batch, rng)
 
       base_rate = spec.batch * args.steps / seconds

@@ -38,7 +38,7 @@ def test_xla_options_and_variants_from_the_command_line(bench):
 @pytest.mark.slow
 def test_tiny_run_on_cpu(bench, capsys):
   argv = "--size tiny --seq 32 --batch 4 --steps 2 --warmup 1 --matmul-size 256".split()
-  argv += ["--variants", "recompute_activation,threefry_original"]  # traced again
+  argv += ["--variants", "recompute_activation,flax_dropout"]  # traced again
   records = bench.main(argv)
   lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
   assert len(lines) == 1 and len(records) == 1
@@ -55,10 +55,10 @@ def test_tiny_run_on_cpu(bench, capsys):
   assert r["hf_eager_seq_per_s"] > 0
   assert r["ratio_eager"] == pytest.approx(r["jax_seq_per_s"] / r["hf_eager_seq_per_s"])
   assert r["hf_compile_seq_per_s"] is None and r["ratio_compile"] is None  # off on CPU
-  variants = {"recompute_activation", "threefry_original", "base_again"}
+  variants = {"recompute_activation", "flax_dropout", "base_again"}
   assert set(r["variants"]) - {"combined"} == variants  # combined: if both gained 1 %
   if "combined" in r["variants"]:
-    changes = {"recompute_activation": True, "threefry_partitionable": False}
+    changes = {"recompute_activation": True, "flax_dropout_bits": True}
     assert r["variants"]["combined"]["changes"] == changes
   assert all(v["seq_per_s"] > 0 for v in r["variants"].values())
   assert r["variants"]["recompute_activation"]["changes"] == {"recompute_activation": True}
