@@ -4,7 +4,7 @@ its rate and scaling; the same masks however the input is sharded.
 
 import re
 
-import flax
+import flax.linen
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -88,3 +88,18 @@ def test_each_shard_draws_its_own_bits_and_the_masks_do_not_depend_on_the_shardi
     hlo = sharded.lower(x, key, 0.1).compile().as_text()
     assert not COLLECTIVES.findall(hlo)  # no bits drawn whole and then sliced or gathered
     np.testing.assert_array_equal(sharded(jax.device_put(x, sharding), key, 0.1), whole)
+
+
+def test_the_masks_do_not_depend_on_the_threefry_flavour():
+  # A lone CPU device traces the step under JAX's original threefry (`loop._cpu_threefry`),
+  # several devices under the partitionable one: a run resumed on another device count
+  # keeps its masks. Flax's dropout draws other masks under each.
+  x = jnp.ones(SHAPE)
+  rngs = {"dropout": jax.random.fold_in(jax.random.key(8), 3)}  # as the step derives its key
+  ours, flax_masks = [], []
+  for partitionable in (False, True):
+    with jax.threefry_partitionable(partitionable):
+      ours.append(jax.jit(lambda x: dropout.Dropout(0.1).apply({}, x, False, rngs=rngs))(x))
+      flax_masks.append(flax.linen.Dropout(0.1).apply({}, x, False, rngs=rngs))
+  np.testing.assert_array_equal(ours[0], ours[1])
+  assert (flax_masks[0] != flax_masks[1]).any()
