@@ -39,7 +39,7 @@ class ForTask(nn.Module):
     else:
       self.classifier = token_head(c, self.num_labels)
     # BERT's heads take their dropout from here, the module `dropout` of ForTask, so their
-    # dropout masks are those of runs before the families (same seed, same run).
+    # dropout key (named by the module's path) is the one it was before the families.
     self.bert_head = isinstance(self.classifier, (PooledHead, TokenHead))
     if self.bert_head:
       self.dropout = Dropout(self.classifier.config.hidden_dropout)
