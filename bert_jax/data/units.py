@@ -88,7 +88,8 @@ def run_units(units, job, num_workers, log, progress):
   return [counts[i] for i in range(len(units))], [files[i] for i in range(len(units))]
 
 
-_UNIT_FILE = re.compile(r"(?:(?:train|eval)-(\d{5})\.array_record|unit-(\d{5})\.json)")
+# The names `unit_paths` gives a unit's shards and done file.
+_UNIT_FILE = re.compile(rf"(?:(?:{'|'.join(SPLITS)})-(\d{{5}})\.array_record|unit-(\d{{5}})\.json)")
 
 
 def _remove_units_past(data_dir, num_units, log):
