@@ -459,7 +459,8 @@ def report_errors(function, *args, resumes: bool = False):
 
   A run stopped by SIGTERM or a first Ctrl-C (Preempted) has saved a checkpoint, and one
   SIGTERM stopped outside its steps (Terminated) has nothing to save: one line and exit 75,
-  which launchers read as "run again". Any other Ctrl-C prints one line and exits 130:
+  which launchers read as "run again"; so does a connection to a bucket lost after its
+  clients' retries (`storage.connection_lost`), in one line too. Any other Ctrl-C prints one line and exits 130:
   a job (`resumes`) goes on where it stopped when run again, another command starts over
   (predict, embed and the exports write their files whole, or not at all).
   """
@@ -478,6 +479,8 @@ def report_errors(function, *args, resumes: bool = False):
 
     if e.errno in (errno.EEXIST, errno.ENOENT) and (link := storage.dangling_link(e.filename)):
       return _failed(2, f"error: {storage.dangling_link_problem(link)}")
+    if reason := storage.connection_lost(e):
+      return _failed(PREEMPTED_EXIT_CODE, _lost_connection_line(reason, resumes))
     if e.errno not in _USER_OS_ERRORS:
       _stop_cluster_on(e)
       raise
@@ -488,9 +491,24 @@ def report_errors(function, *args, resumes: bool = False):
     print(f"\ninterrupted; run the same command again {again}", file=sys.stderr)
     return 130
   except Exception as e:
+    from bert_jax import storage  # pylint: disable=g-import-not-at-top
+
+    if reason := storage.connection_lost(e):
+      return _failed(PREEMPTED_EXIT_CODE, _lost_connection_line(reason, resumes))
     _stop_cluster_on(e)
     raise
   return status or 0
+
+
+def _lost_connection_line(reason: str, resumes: bool) -> str:
+  """The one line of a command that lost its connection to the storage (exit 75, which
+  launchers rerun): a job resumes from its last saved checkpoint, another command starts over.
+  """
+  again = "to resume from its last saved checkpoint" if resumes else "to start it over"
+  return (
+    f"error: lost the connection to the storage ({reason}); once it is back, run the same "
+    f"command again {again}"
+  )
 
 
 def _failed(status: int, line: str, tell: bool = True) -> int:

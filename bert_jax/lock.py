@@ -75,6 +75,13 @@ class WorkdirLock:
         storage.remove(self.path)
       self._record = None
 
+  def abandon(self) -> None:
+    """Stops refreshing a remote lock without touching the bucket (its connection is lost):
+    the object lapses, and a rerun on this host takes it over at once (its pid is gone).
+    """
+    self._stop.set()
+    self._record = None
+
   def _refusal(self, holder) -> UserError:
     who, lapse = "another run", ""
     if holder:
@@ -189,7 +196,11 @@ def held(workdir, *, keep_empty=True):
   _HELD[key] = 1
   try:
     yield
-  except BaseException:
+  except BaseException as e:
+    if storage.connection_lost(e) and storage.is_remote(lock.path):
+      del _HELD[key]
+      lock.abandon()
+      raise
     _release(key, lock)
     if made:
       _remove_if_only_locked(workdir)

@@ -31,8 +31,10 @@ import urllib.parse
 # the emulator variable works (read by etils when it first resolves a gs:// path).
 os.environ.setdefault("EPATH_USE_TF", "false")
 # gcsfs warns on every bucket when it cannot ask for the bucket's type (no credentials for
-# the storage-control API, e.g. against an emulator); it then uses the plain client.
-logging.getLogger("gcsfs").setLevel(logging.ERROR)
+# the storage-control API, e.g. against an emulator); it then uses the plain client. Its
+# errors are logged with their tracebacks ("out of retries") before they are raised, and the
+# raised error is what the CLI reports, in one line (`connection_lost`).
+logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
 
 from etils import epath  # noqa: E402  (after EPATH_USE_TF)
 
@@ -469,6 +471,36 @@ def unreachable(url) -> str | None:
   except Exception as e:  # credentials, permissions, the network: one line of it
     first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
     return f"cannot list bucket {scheme}://{bucket} ({type(e).__name__}: {first})"
+  return None
+
+
+# An object store's answers that mean "not now" (gcsfs raises them after its retries), and
+# TensorStore's status codes for a connection that failed or timed out (Orbax's writes).
+_LATER_HTTP_CODES = (408, 429, 500, 502, 503, 504)
+_LATER_STATUSES = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+
+
+def connection_lost(error: BaseException) -> str | None:
+  """The reason, in a few words, when `error` (or an error that caused it) says the
+  connection to an object store was lost or timed out, after the clients' own retries;
+  otherwise None (a bug, or bad input, which keep their own reports).
+  """
+  seen = []
+  while error is not None and error not in seen:
+    seen.append(error)
+    error = error.__cause__ or error.__context__
+  for e in seen:
+    module = type(e).__module__ or ""
+    network = module.startswith(("aiohttp", "requests", "urllib3")) and "Connect" in "".join(
+      c.__name__ for c in type(e).__mro__
+    )
+    code = getattr(e, "code", None)
+    answered_later = module.startswith("gcsfs") and code in _LATER_HTTP_CODES
+    if network or answered_later or isinstance(e, (ConnectionError, TimeoutError)):
+      text = (str(e).strip().splitlines() or [""])[0][:160]
+      return f"{type(e).__name__}: {text}" if text else type(e).__name__
+    if any(f"{status}:" in str(e) for status in _LATER_STATUSES):
+      return (str(e).strip().splitlines() or [""])[0][:160]
   return None
 
 

@@ -307,6 +307,7 @@ def gcs_bucket(tmp_path_factory):
     + ["--in-memory", "--default-bucket", bucket],
     stdout=log,
     stderr=subprocess.STDOUT,
+    env={**os.environ, "GCS_EMULATOR_OUTAGE": str(_outage_file(tmp_path_factory))},
   )
   url = f"http://localhost:{port}"
   deadline = time.time() + 30
@@ -331,6 +332,28 @@ def gcs_bucket(tmp_path_factory):
   emulator.terminate()
   emulator.wait(timeout=10)
   log.close()
+
+
+def _outage_file(tmp_path_factory):
+  return tmp_path_factory.getbasetemp() / "gcs-outage"
+
+
+@pytest.fixture
+def gcs_outage(gcs_bucket, tmp_path_factory):
+  """A switch for the emulator of `gcs_bucket`: `gcs_outage(True)` and every request's
+  connection is closed unanswered (tests/gcs_emulator.py) until `gcs_outage(False)`.
+  """
+  del gcs_bucket
+  outage = _outage_file(tmp_path_factory)
+
+  def switch(on: bool):
+    if on:
+      outage.touch()
+    else:
+      outage.unlink(missing_ok=True)
+
+  yield switch
+  switch(False)
 
 
 def free_port():

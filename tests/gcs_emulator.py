@@ -4,8 +4,12 @@ tensorstore (under Orbax) reads an object's generation from that header to updat
 `manifest.ocdbt` conditionally; without it every save of more than a few arrays fails with
 "Malformed StorageGeneration". Run as `python tests/gcs_emulator.py start --port ...`, the
 same arguments as `python -m gcp_storage_emulator`.
+
+An outage on demand: while the file named by $GCS_EMULATOR_OUTAGE exists, every request's
+connection is closed unanswered, as a client sees a network that went away mid-run.
 """
 
+import os
 import sys
 
 from gcp_storage_emulator.handlers import objects
@@ -25,6 +29,21 @@ def _download_with_generation(request, response, storage, *args, **kwargs):
 
 # Before the server module is imported: its routing table binds the handler functions.
 objects.download = _download_with_generation
+
+from gcp_storage_emulator import server  # noqa: E402
+
+_handle = server.Router.handle
+
+
+def _handle_unless_out(router, method):
+  outage = os.environ.get("GCS_EMULATOR_OUTAGE")
+  if outage and os.path.exists(outage):
+    router._request_handler.close_connection = True  # no answer: the client's read fails
+    return
+  _handle(router, method)
+
+
+server.Router.handle = _handle_unless_out
 
 from gcp_storage_emulator.__main__ import main  # noqa: E402
 

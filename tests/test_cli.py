@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 
+import gcsfs.retry
 import jax
 import pytest
 
@@ -908,3 +909,59 @@ def test_a_host_without_accelerators_starts_the_cpu_alone(monkeypatch, tmp_path)
   (tmp_path / "nvidia0").touch()
   assert not cli.cpu_alone_without_accelerators({})
   assert updates == [("jax_platforms", "cpu")]
+
+
+def _raises(error):
+  def run():
+    raise error
+
+  return run
+
+
+def _caused(outer, inner):
+  try:
+    raise outer from inner
+  except type(outer) as e:
+    return e
+
+
+@pytest.mark.parametrize(
+  "error, reason",
+  [
+    (
+      _caused(
+        RuntimeError("writing metrics"),
+        gcsfs.retry.HttpError({"code": 503, "message": "Service Unavailable"}),
+      ),
+      "HttpError: Service Unavailable, 503",
+    ),
+    (
+      ValueError("UNAVAILABLE: CURL error Failure when receiving data from the peer"),
+      "UNAVAILABLE: CURL error",
+    ),
+    (
+      _caused(OSError("upload failed"), ConnectionResetError(104, "Connection reset by peer")),
+      "ConnectionResetError: [Errno 104] Connection reset by peer",
+    ),
+  ],
+)
+def test_a_lost_connection_to_the_storage_is_one_line_and_status_75(error, reason, capsys):
+  assert cli.report_errors(_raises(error), resumes=True) == 75
+  (line,) = capsys.readouterr().err.splitlines()
+  assert line.startswith(f"error: lost the connection to the storage ({reason}")
+  assert line.endswith("run the same command again to resume from its last saved checkpoint")
+  assert cli.report_errors(_raises(error)) == 75  # an export or predict: starts over
+  assert capsys.readouterr().err.rstrip().endswith("run the same command again to start it over")
+
+
+@pytest.mark.parametrize(
+  "error",
+  [
+    ValueError("a shape mismatch"),
+    gcsfs.retry.HttpError({"code": 403, "message": "Forbidden"}),
+    KeyError("UNAVAILABLE"),  # the word alone, not a status
+  ],
+)
+def test_other_errors_are_not_taken_for_a_lost_connection(error):
+  with pytest.raises(type(error)):
+    cli.report_errors(_raises(error), resumes=True)

@@ -327,3 +327,45 @@ def test_kill_and_resume_in_a_bucket_equals_uninterrupted(base, tmp_path):
   assert "model.safetensors" in names and storage.listdir(f"{base}/hf") == names
   for name in names:
     assert storage.read_bytes(f"{base}/hf/{name}") == (tmp_path / "hf" / name).read_bytes(), name
+
+
+@pytest.mark.slow
+def test_a_run_that_loses_the_bucket_stops_in_one_line_and_resumes(base, tmp_path, gcs_outage):
+  """The network to the bucket goes away after the step-10 checkpoint: once gcsfs's retries
+  are spent the run stops with one line and status 75 (a launcher reruns it); the rerun,
+  once the bucket is back, resumes from step 10 and finishes.
+  """
+  corpus = tmp_path / "corpus"
+  write_topics_corpus(corpus, 24)
+  _upload(corpus, f"{base}/lost/corpus")
+  run = f"{base}/lost/run"
+  data = [f"--config.data.input={base}/lost/corpus/*.txt", *RUN]
+  data.append(f"--config.data.cache_dir={tmp_path / 'cache'}")
+  lost = _cli(["pretrain", "--workdir", run, *data], tmp_path, {"BERT_JAX_DEBUG_STEP_SLEEP": "0.3"})
+  deadline = time.time() + 300
+  while not (_finished(run, 10) and max(_records(run))[0] > 10):
+    assert lost.poll() is None, lost.communicate()[1][-3000:]
+    assert time.time() < deadline
+    time.sleep(0.2)
+  gcs_outage(True)
+  t0 = time.time()
+  _, err = lost.communicate(timeout=600)
+  stopped_after = time.time() - t0
+  print("STOPPED_AFTER", stopped_after)
+  print(err[-2500:])
+  gcs_outage(False)
+  assert lost.returncode == 75, err[-3000:]
+  lines = [line for line in err.splitlines() if line.startswith(("error", "Traceback"))]
+  assert len(lines) == 1 and "Traceback" not in err, err[-3000:]
+  assert lines[0].startswith("error: lost the connection to the storage (")
+  assert lines[0].endswith("run the same command again to resume from its last saved checkpoint")
+  assert not _finished(run, 20)
+  assert stopped_after < 80, stopped_after  # a close or lock release would each add ~31 s
+
+  resumed = _cli(["pretrain", "--workdir", run, *data], tmp_path)
+  out, err = resumed.communicate(timeout=300)
+  assert resumed.returncode == 0, err[-3000:]
+  assert "resum" in (out + err).lower()
+  assert _finished(run, 20)
+  steps = [step for step, split in _records(run) if split == "train"]
+  assert steps == list(range(1, 21))

@@ -453,14 +453,16 @@ def _poison(state, step_metrics):
 @contextlib.contextmanager
 def _closing(thing):
   """Closes `thing` (a checkpoint manager, a writer, a bar; None: nothing) at the end,
-  except after a second Ctrl-C: that stops at once, without waiting for a save.
+  except after a second Ctrl-C: that stops at once, without waiting for a save; nor after
+  the connection to the workdir's bucket was lost, where each close would first wait out
+  its own retries (a minute or more) only to fail the same way.
   """
   try:
     yield thing
   except KeyboardInterrupt:
     raise
-  except BaseException:
-    if thing is not None:
+  except BaseException as e:
+    if thing is not None and not storage.connection_lost(e):
       thing.close()
     raise
   if thing is not None:
