@@ -231,19 +231,10 @@ class _LatestAndLasting:
     return [s in kept for s in steps]
 
 
-def _chain(error):
-  """`error` and the errors that caused it, outermost first."""
-  seen = []
-  while error is not None and error not in seen:
-    seen.append(error)
-    error = error.__cause__ or error.__context__
-  return seen
-
-
 def _is_transient(error) -> bool:
   return any(
     isinstance(e, _TRANSIENT_TYPES) or any(code in str(e) for code in _TRANSIENT)
-    for e in _chain(error)
+    for e in storage.error_chain(error)
   )
 
 
@@ -251,7 +242,7 @@ def _damage(error) -> list:
   """The errors in `error`'s chain that tell of damaged files."""
   return [
     e
-    for e in _chain(error)
+    for e in storage.error_chain(error)
     if isinstance(e, _DAMAGE_TYPES) or any(mark in str(e) for mark in _DAMAGE)
   ]
 
@@ -268,7 +259,7 @@ _quieted = False
 
 
 def _is_leftover(error) -> bool:
-  return any(mark in str(e) for e in _chain(error) for mark in _LEFTOVERS)
+  return any(mark in str(e) for e in storage.error_chain(error) for mark in _LEFTOVERS)
 
 
 def _quiet_failed_reads():

@@ -460,9 +460,10 @@ def report_errors(function, *args, resumes: bool = False):
   A run stopped by SIGTERM or a first Ctrl-C (Preempted) has saved a checkpoint, and one
   SIGTERM stopped outside its steps (Terminated) has nothing to save: one line and exit 75,
   which launchers read as "run again"; so does a connection to a bucket lost after its
-  clients' retries (`storage.connection_lost`), in one line too. Any other Ctrl-C prints one line and exits 130:
-  a job (`resumes`) goes on where it stopped when run again, another command starts over
-  (predict, embed and the exports write their files whole, or not at all).
+  clients' retries (`storage.connection_lost`), in one line too. Any other Ctrl-C prints
+  one line and exits 130: a job (`resumes`) goes on where it stopped when run again,
+  another command starts over (predict, embed and the exports write their files whole, or
+  not at all).
   """
   try:
     status = function(*args)  # None for a job; `_overview` gives its own

@@ -480,23 +480,31 @@ _LATER_HTTP_CODES = (408, 429, 500, 502, 503, 504)
 _LATER_STATUSES = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
 
 
-def connection_lost(error: BaseException) -> str | None:
-  """The reason, in a few words, when `error` (or an error that caused it) says the
-  connection to an object store was lost or timed out, after the clients' own retries;
-  otherwise None (a bug, or bad input, which keep their own reports).
+def error_chain(error: BaseException | None) -> list[BaseException]:
+  """`error` and the errors that caused it (`raise ... from`, or raised while handling it),
+  outermost first.
   """
   seen = []
   while error is not None and error not in seen:
     seen.append(error)
     error = error.__cause__ or error.__context__
-  for e in seen:
+  return seen
+
+
+def connection_lost(error: BaseException) -> str | None:
+  """The reason, in a few words, when `error` (or an error that caused it) says the
+  connection to an object store was lost or timed out, after the clients' own retries;
+  otherwise None (a bug, bad input, or a closed stdout pipe, which keep their own reports).
+  """
+  for e in error_chain(error):
     module = type(e).__module__ or ""
     network = module.startswith(("aiohttp", "requests", "urllib3")) and "Connect" in "".join(
       c.__name__ for c in type(e).__mro__
     )
     code = getattr(e, "code", None)
     answered_later = module.startswith("gcsfs") and code in _LATER_HTTP_CODES
-    if network or answered_later or isinstance(e, (ConnectionError, TimeoutError)):
+    reset = isinstance(e, ConnectionError) and not isinstance(e, BrokenPipeError)
+    if network or answered_later or reset:
       text = (str(e).strip().splitlines() or [""])[0][:160]
       return f"{type(e).__name__}: {text}" if text else type(e).__name__
     if any(f"{status}:" in str(e) for status in _LATER_STATUSES):

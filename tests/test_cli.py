@@ -21,7 +21,7 @@ import gcsfs.retry
 import jax
 import pytest
 
-from bert_jax import cli, host_memory, recipe_args
+from bert_jax import cli, host_memory, recipe_args, storage
 from bert_jax import config as config_lib
 from bert_jax.errors import UserError
 from bert_jax.train import loop, pretrain
@@ -965,3 +965,9 @@ def test_a_lost_connection_to_the_storage_is_one_line_and_status_75(error, reaso
 def test_other_errors_are_not_taken_for_a_lost_connection(error):
   with pytest.raises(type(error)):
     cli.report_errors(_raises(error), resumes=True)
+
+
+def test_a_closed_stdout_pipe_is_no_lost_connection():
+  """`bert-jax pretrain | head`: the run still closes its checkpoints and lock on its way out."""
+  assert storage.connection_lost(_caused(RuntimeError("printing"), BrokenPipeError())) is None
+  assert storage.connection_lost(ConnectionRefusedError(111, "Connection refused"))
