@@ -504,11 +504,11 @@ def connection_lost(error: BaseException) -> str | None:
     code = getattr(e, "code", None)
     answered_later = module.startswith("gcsfs") and code in _LATER_HTTP_CODES
     reset = isinstance(e, ConnectionError) and not isinstance(e, BrokenPipeError)
+    first = (str(e).strip().splitlines() or [""])[0][:160]
     if network or answered_later or reset:
-      text = (str(e).strip().splitlines() or [""])[0][:160]
-      return f"{type(e).__name__}: {text}" if text else type(e).__name__
+      return f"{type(e).__name__}: {first}" if first else type(e).__name__
     if any(f"{status}:" in str(e) for status in _LATER_STATUSES):
-      return (str(e).strip().splitlines() or [""])[0][:160]
+      return first
   return None
 
 

@@ -265,6 +265,17 @@ def _finished(workdir, step):
   return storage.exists(marker)
 
 
+def _wait_past_step_10(proc, run):
+  """Waits until the run `proc` trains in `run` has committed its step-10 checkpoint and
+  logged a later step (failing if it exits first or takes over 300 s).
+  """
+  deadline = time.time() + 300
+  while not (_finished(run, 10) and max(_records(run))[0] > 10):
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    assert time.time() < deadline
+    time.sleep(0.2)
+
+
 @pytest.mark.slow
 def test_kill_and_resume_in_a_bucket_equals_uninterrupted(base, tmp_path):
   corpus = tmp_path / "corpus"
@@ -285,13 +296,9 @@ def test_kill_and_resume_in_a_bucket_equals_uninterrupted(base, tmp_path):
   killed = _cli(
     ["pretrain", "--workdir", run, *data, cache], tmp_path, {"BERT_JAX_DEBUG_STEP_SLEEP": "0.3"}
   )
-  deadline = time.time() + 300
   # Killed once its step-10 checkpoint is committed and a later step is logged (a record
   # the resumed run must drop); the step-20 checkpoint is 10 slowed-down steps away.
-  while not (_finished(run, 10) and max(_records(run))[0] > 10):
-    assert killed.poll() is None, killed.communicate()[1][-3000:]
-    assert time.time() < deadline
-    time.sleep(0.2)
+  _wait_past_step_10(killed, run)
   killed.send_signal(signal.SIGKILL)
   killed.wait()
   assert not _finished(run, 20)
@@ -342,11 +349,7 @@ def test_a_run_that_loses_the_bucket_stops_in_one_line_and_resumes(base, tmp_pat
   data = [f"--config.data.input={base}/lost/corpus/*.txt", *RUN]
   data.append(f"--config.data.cache_dir={tmp_path / 'cache'}")
   lost = _cli(["pretrain", "--workdir", run, *data], tmp_path, {"BERT_JAX_DEBUG_STEP_SLEEP": "0.3"})
-  deadline = time.time() + 300
-  while not (_finished(run, 10) and max(_records(run))[0] > 10):
-    assert lost.poll() is None, lost.communicate()[1][-3000:]
-    assert time.time() < deadline
-    time.sleep(0.2)
+  _wait_past_step_10(lost, run)
   gcs_outage(True)
   t0 = time.time()
   _, err = lost.communicate(timeout=600)
