@@ -38,6 +38,24 @@ from tests.conftest import (
 TPU = os.path.join(ROOT, "launch", "tpu.py")
 FAKE = os.path.join(ROOT, "tests", "fake_cloud")
 FAKE_PYTHON = os.path.join(FAKE, "fake_pretrain")
+
+
+def _python_without_bert_jax():
+  """The system's python3 when it lacks JAX (a laptop that only launches), else None."""
+  bare = shutil.which("python3", path="/usr/bin:/bin")
+  if (
+    bare is None or subprocess.run([bare, "-c", "import jax"], capture_output=True).returncode == 0
+  ):
+    return None
+  return bare
+
+
+# The launcher's Python in the tests of watching, retrying and recreating: one without
+# bert_jax, where `run` and `watch` leave the recipe check to the workers, instead of this
+# Python, where each check imports JAX for 1.4 CPU-s (about 50 CPU-s of this file). The tests
+# of the check itself, and of the lines a checked start prints, pass `python=sys.executable`.
+# Without such a Python the launcher runs on this one, and these tests pass the same.
+BARE_PYTHON = _python_without_bert_jax()
 RUN = [
   *TINY_TWO_LANES,
   "--config.train.steps=20",
@@ -124,9 +142,9 @@ def _records(workdir):
   }
 
 
-def _tpu(env, *args, timeout=600):
+def _tpu(env, *args, timeout=600, python=BARE_PYTHON or sys.executable):
   return subprocess.run(
-    [sys.executable, TPU, *args], env=env, capture_output=True, text=True, timeout=timeout
+    [python, TPU, *args], env=env, capture_output=True, text=True, timeout=timeout
   )
 
 
@@ -209,7 +227,8 @@ def test_dry_run_of_up_prints_the_documented_create_command(cloud):
   best = _tpu(cloud, "up", *SLICE, "--accelerator-type", "v6e-16", "--best-effort", "--dry-run")
   assert shlex.split(best.stdout)[:2] == ["gcloud", "alpha"] and "--best-effort" in best.stdout
   job = ["--config", "configs/demo.py", "--workdir", "gs://b/run", "--config.train.steps=9"]
-  run = _tpu(cloud, "run", *SLICE, *job, "--dry-run").stdout.splitlines()
+  checked = {"python": sys.executable}  # bert_jax checks the recipe: no line about it
+  run = _tpu(cloud, "run", *SLICE, *job, "--dry-run", **checked).stdout.splitlines()
   assert [shlex.split(line)[:5] for line in run] == [
     ["gcloud", "compute", "tpus", "tpu-vm", "scp"],
     ["gcloud", "compute", "tpus", "tpu-vm", "ssh"],
@@ -219,7 +238,7 @@ def test_dry_run_of_up_prints_the_documented_create_command(cloud):
   assert "/tmp" not in run[0] and "bert_jax_launch_" not in run[0]
   logs = _tpu(cloud, "logs", *SLICE, "--worker", "3", "--dry-run").stdout
   assert "--worker=3" in logs
-  watch = _tpu(cloud, "watch", *SLICE, *job, "--accelerator-type", "v4-16", "--dry-run")
+  watch = _tpu(cloud, "watch", *SLICE, *job, "--accelerator-type", "v4-16", "--dry-run", **checked)
   assert "queued-resources describe bert" in watch.stdout and "tpu-vm ssh" in watch.stdout
   down = _tpu(cloud, "down", *SLICE, "--dry-run").stdout
   assert down.startswith("gcloud compute tpus queued-resources delete bert --zone=us-west4-a")
@@ -261,7 +280,10 @@ def test_dry_run_of_up_prints_the_documented_create_command(cloud):
 def test_run_and_watch_refuse_bad_input_before_any_gcloud_call(cloud, change, message):
   job = ["--config", "configs/demo.py", "--workdir", "gs://b/run", *change]
   for command in ("run", "watch") if "--env" in change else ("run",):  # one check for both
-    _one_error(_tpu(cloud, command, *SLICE, "--accelerator-type", "v4-16", *job), message)
+    result = _tpu(
+      cloud, command, *SLICE, "--accelerator-type", "v4-16", *job, python=sys.executable
+    )
+    _one_error(result, message)
   assert not os.path.exists(os.path.join(cloud["FAKE_CLOUD_DIR"], "calls.jsonl"))
 
 
@@ -278,20 +300,14 @@ def test_data_in_the_bucket_or_on_a_shared_path_is_accepted(cloud):
     [*demo, "--config.data.input=tfds:wikipedia/20230601.en"],  # prepared_dir: WORKDIR/data
     ["--config", "configs/bert_base.py:phase1", "--workdir", "/mnt/run", "--shared-workdir"],
   ):
-    result = _tpu(cloud, "run", *SLICE, "--accelerator-type", "v4-16", *job, "--dry-run")
+    result = _tpu(
+      cloud, "run", *SLICE, "--accelerator-type", "v4-16", *job, "--dry-run", python=sys.executable
+    )
     assert result.returncode == 0, (job, result.stderr)
   # Without bert_jax here (a Python that lacks it), only the overrides can be checked.
-  bare = shutil.which("python3", path="/usr/bin:/bin")
-  if (
-    bare is None or subprocess.run([bare, "-c", "import jax"], capture_output=True).returncode == 0
-  ):
+  if BARE_PYTHON is None:
     return
-  line = subprocess.run(
-    [bare, TPU, "run", *SLICE, *demo, "--config.data.prepared_dir=prep", "--dry-run"],
-    env=cloud,
-    capture_output=True,
-    text=True,
-  )
+  line = _tpu(cloud, "run", *SLICE, *demo, "--config.data.prepared_dir=prep", "--dry-run")
   _one_error(line, "error: config.data.prepared_dir=prep is local: each worker would prepare")
 
 
@@ -372,7 +388,7 @@ def test_a_slice_of_another_accelerator_type_is_refused_before_anything_starts(t
   )
   job, calls = _job(tmp_path / "w"), len(_calls(cloud))
   for command in (["up"], ["watch", *job, "--autodelete"], ["run", *job]):
-    result = _tpu(cloud, *command[:1], *other, *command[1:])
+    result = _tpu(cloud, *command[:1], *other, *command[1:], python=sys.executable)
     assert (result.returncode, result.stderr, result.stdout) == (2, refused, ""), command
   # One describe each (state and type at once); nothing created, shipped, started or deleted.
   assert [c[2:4] for c in _calls(cloud)[calls:]] == [["queued-resources", "describe"]] * 3
@@ -409,7 +425,7 @@ def test_watch_starts_the_job_it_is_given_not_an_earlier_one(tmp_path, cloud):
   assert _tpu(cloud, "run", *V4, *_job(tmp_path / "w1")).returncode == 0
   _wait_for(lambda: None not in _on_workers(cloud, "status"))  # w1's run ended, status 0
   slow = {**cloud, "FAKE_RUN_SECONDS": "1.5"}
-  watched = _tpu(slow, "watch", *V4, *_job(tmp_path / "w2"), timeout=120)
+  watched = _tpu(slow, "watch", *V4, *_job(tmp_path / "w2"), timeout=120, python=sys.executable)
   assert watched.returncode == 0, watched.stdout + watched.stderr
   assert _starts(tmp_path / "w2") == 2  # the job asked for, on both workers
   lines = _unstamped(watched.stdout)
@@ -743,7 +759,7 @@ def test_preempted_slice_is_recreated_and_the_run_resumes(tmp_path, cloud, run_a
   job = ["--config", "configs/demo.py", "--workdir", str(workdir), "--shared-workdir"]
   job += ["--python", sys.executable, "--env", "BERT_JAX_DEBUG_STEP_SLEEP=0.2", *run_args]
   # No `up` or `run` first: the watch creates the slice (no retry spent) and starts the run.
-  watched = _tpu(env, "watch", *tier, *job, "--retries", "2", "--autodelete")
+  watched = _tpu(env, "watch", *tier, *job, "--retries", "2", "--autodelete", python=sys.executable)
   assert watched.returncode == 0, watched.stdout + watched.stderr
   assert _unstamped(watched.stdout)[:2] == ["bert: not found", "bert: creating it"]
   assert "bert: PREEMPTED" in watched.stdout
