@@ -31,6 +31,7 @@ def pytest_runtest_protocol(item, nextitem):
   cpu, wall = _cpu_seconds(), time.time()
   yield
   line = {"id": item.nodeid, "cpu": _cpu_seconds() - cpu, "wall": time.time() - wall}
+  line.update(worker=os.environ.get("PYTEST_XDIST_WORKER", "main"), end=time.time())
   with open(os.environ["CPU_TIMES_LOG"], "a") as f:
     f.write(json.dumps(line) + "\n")
 
@@ -44,6 +45,12 @@ def summary(path: str, top: int = 25) -> str:
   lines = [f"{sum(r['cpu'] for r in rows):.0f} CPU-s in {len(rows)} tests", "", "cpu-s  test"]
   lines += [f"{r['cpu']:5.1f}  {r['id']}" for r in sorted(rows, key=lambda r: -r["cpu"])[:top]]
   lines += ["", "cpu-s  file"] + [f"{s:5.1f}  {f}" for f, s in by_file.most_common(top)]
+  if all("end" in r for r in rows):  # when each worker's last test ended
+    start = min(r["end"] - r["wall"] for r in rows)
+    ends = collections.defaultdict(float)
+    for r in rows:
+      ends[r["worker"]] = max(ends[r["worker"]], r["end"] - start)
+    lines += ["", "worker  last test ended (s)"] + [f"{w}  {e:.0f}" for w, e in sorted(ends.items())]
   return "\n".join(lines)
 
 
