@@ -50,7 +50,9 @@ def summary(path: str, top: int = 25) -> str:
     ends = collections.defaultdict(float)
     for r in rows:
       ends[r["worker"]] = max(ends[r["worker"]], r["end"] - start)
-    lines += ["", "worker  last test ended (s)"] + [f"{w}  {e:.0f}" for w, e in sorted(ends.items())]
+    lines += ["", "worker  last test ended (s)"] + [
+      f"{w}  {e:.0f}" for w, e in sorted(ends.items())
+    ]
   return "\n".join(lines)
 
 
