@@ -10,6 +10,7 @@ and for pairs. What `export_tokenizer` writes must load in `AutoTokenizer` and g
 import json
 import os
 import string
+import unicodedata
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # Before transformers imports huggingface_hub.
 
@@ -22,6 +23,10 @@ from bert_jax.errors import UserError  # noqa: E402
 from bert_jax.finetune import data as data_lib  # noqa: E402
 from bert_jax.hf import tokenizer_files  # noqa: E402
 from tests import tiny_tokenizers  # noqa: E402
+
+# BERT's CJK ideographs, in the copy of its BasicTokenizer that transformers keeps.
+_basic = pytest.importorskip("transformers.models.prophetnet.tokenization_prophetnet")
+_is_chinese_char = lambda char: _basic.BasicTokenizer()._is_chinese_char(ord(char))  # noqa: E731
 
 VARIED = [
   "Café naïve Ångström résumé",
@@ -43,9 +48,19 @@ VARIED = [
 ASCII_SPACE = " \t\n\r\x0b\x0c"  # a byte-level token starting with one starts a word
 
 
-def _starts_byte_level_word(text):
-  """A byte-level token's text starts a word: a space first, or all ASCII punctuation."""
-  return text[:1] in ASCII_SPACE or (bool(text) and set(text) <= set(string.punctuation))
+def _starts_byte_level_word(tok, i):
+  """Token `i` of a byte-level `tok` starts a word, by its text: a space first, all
+  punctuation (Unicode's too, as BERT's), or a CJK ideograph first (BERT's
+  `_is_chinese_char`); the first bytes of a character alone: those of U+4000..U+9FFF.
+  """
+  text = tok.decode([i])
+  if text.startswith("\ufffd"):  # bytes of a character, not all of it
+    lead = hf_tokenizer.byte_alphabet()[tok.id_to_piece(i)[0]]
+    return 0xE4 <= lead <= 0xE9 and text == "\ufffd"
+  punctuation = all(
+    unicodedata.category(c).startswith("P") or c in string.punctuation for c in text
+  )
+  return text[:1] in ASCII_SPACE or (bool(text) and punctuation) or _is_chinese_char(text[0])
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +141,7 @@ def test_roberta_slow_files_tokenizer_json_and_export(lines, texts, tmp_path):
   starts = tok.word_start_table()
   for i in range(tok.vocab_size):
     if i not in tok.special_ids:
-      assert starts[i] == _starts_byte_level_word(tok.decode([i])), tok.id_to_piece(i)
+      assert starts[i] == _starts_byte_level_word(tok, i), tok.id_to_piece(i)
 
   hf = _assert_exports(tok, tmp_path / "export", texts, arch="roberta")
   assert (hf.bos_token, hf.eos_token) == ("<s>", "</s>")
@@ -291,7 +306,7 @@ def test_trained_bytelevel_bpe(lines, texts, tmp_path):
   assert tok.encode("a [MASK] b") == tok.encode("a") + [tokenizer.MASK_ID] + tok.encode(" b")
   starts = tok.word_start_table()
   assert all(
-    starts[i] == _starts_byte_level_word(tok.decode([i]))
+    starts[i] == _starts_byte_level_word(tok, i)
     for i in range(tok.vocab_size)
     if i not in tokenizer.SPECIAL_IDS
   )

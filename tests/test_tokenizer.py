@@ -6,6 +6,7 @@ import hashlib
 import inspect
 import json
 import random
+import string
 
 import numpy as np
 import pytest
@@ -165,7 +166,13 @@ def test_sentencepiece_from_stream(tmp_path):
   assert starts.shape == (400,)
   assert starts[ids].sum() == 40  # one word start per word
   byte_ids = [i for i in range(400) if tok.id_to_piece(i).startswith("<0x")]
-  assert len(byte_ids) == 256 and starts[byte_ids].all()
+  # A byte piece (a character outside the vocabulary, a piece per UTF-8 byte) starts a word
+  # as its character would: ASCII punctuation or space, or the first byte of an ideograph of
+  # U+4000..U+9FFF; the rest continue a word, so a character's bytes are masked together.
+  values = [int(tok.id_to_piece(i)[3:5], 16) for i in byte_ids]
+  assert len(byte_ids) == 256 and values == list(range(256))
+  expected = [chr(v) in string.punctuation + string.whitespace or 0xE4 <= v <= 0xE9 for v in values]
+  assert starts[byte_ids].tolist() == expected
   assert starts[list(tokenizer.SPECIAL_IDS)].all()
   assert np.flatnonzero(tok.special_table()).tolist() == list(tokenizer.SPECIAL_IDS)
 

@@ -52,8 +52,6 @@ SPECIAL_NAMES = {
   "bert": ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"),
   "roberta": ("<pad>", "<unk>", "<s>", "</s>", "<mask>"),
 }
-# The ASCII whitespace a byte-level token may start with: a word starts there.
-_SPACE_BYTES = frozenset(b" \t\n\r\x0b\x0c")
 
 
 def byte_alphabet() -> dict[str, int]:
@@ -418,24 +416,27 @@ class HFTokenizer(_Tokenizers):
   def word_start_table(self) -> np.ndarray:
     """(vocab_size,) bool: True where a token starts a word (for whole-word masking).
 
-    Byte-level: a token starting with a whitespace byte ("Ġ" for a space), or made of
-    ASCII punctuation (a sentence's "." after "Ġword"). Metaspace
-    (SentencePiece style): starting with "▁" or made of punctuation
-    (`tokenizer.starts_metaspace_word`). Else, with a continuing-subword prefix
+    Byte-level: a token starting with a whitespace byte ("Ġ" for a space), made of
+    punctuation (a sentence's "." after "Ġword", Chinese's "。"), or starting with a CJK
+    ideograph (`tokenizer.starts_cjk`: Chinese has no spaces, so each token of it is a
+    word). Metaspace (SentencePiece style): starting with "▁" or a CJK ideograph, or made
+    of punctuation (`tokenizer.starts_metaspace_word`). Else, with a continuing-subword prefix
     ("##"): not starting with it; else every token. Special tokens are words of their own.
     """
     special = self.special_table()
     if self._byte_level:
       alphabet = byte_alphabet()
-      table = self._table(
-        lambda t: (
-          bool(t)
-          and (
-            alphabet.get(t[0]) in _SPACE_BYTES
-            or all(c.isascii() and tokenizer_lib.is_punctuation(c) for c in t)
-          )
+
+      def starts(token):
+        raw = bytes(alphabet.get(c, 0) for c in token)
+        text = raw.decode("utf-8", errors="replace")
+        return bool(raw) and (
+          raw[0] in tokenizer_lib.SPACE_BYTES
+          or ("\ufffd" not in text and all(map(tokenizer_lib.is_punctuation, text)))
+          or tokenizer_lib.starts_cjk(raw)
         )
-      )
+
+      table = self._table(starts)
     elif self._metaspace:
       table = self._table(lambda t: tokenizer_lib.starts_metaspace_word(t, self._metaspace))
     elif self._prefix:

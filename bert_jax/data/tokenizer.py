@@ -41,6 +41,9 @@ TRAIN_THREADS = 16
 # from training (`train_sentencepiece` cuts them into pieces instead).
 MAX_SENTENCE_BYTES = 4192
 _WHITESPACE = re.compile(rb"\s")
+# ASCII whitespace: a byte-level token that starts with one, or a byte piece of one, starts
+# a word.
+SPACE_BYTES = frozenset(b" \t\n\r\x0b\x0c")
 
 # A special token typed in text. [CLS], [SEP] and [MASK] are SentencePiece user-defined
 # pieces; [PAD] (control) and [UNK] (unknown) are not (see `SentencePieceTokenizer._join_specials`).
@@ -58,18 +61,58 @@ def is_punctuation(char: str) -> bool:
   return unicodedata.category(char).startswith("P")
 
 
+# The CJK ideographs, as Google's BERT tokenizer defines them (`_is_chinese_char`): Chinese
+# characters, and the kanji and hanja of Japanese and Korean; not kana or Hangul.
+_CJK_RANGES = (
+  (0x3400, 0x4DBF),
+  (0x4E00, 0x9FFF),
+  (0xF900, 0xFAFF),
+  (0x20000, 0x2A6DF),
+  (0x2A700, 0x2B73F),
+  (0x2B740, 0x2B81F),
+  (0x2B820, 0x2CEAF),
+  (0x2F800, 0x2FA1F),
+)
+
+
+def is_cjk(char: str) -> bool:
+  """Whether `char` is a CJK ideograph, which BERT's tokenizer makes a word of its own
+  (Chinese is written without spaces: its words are not marked in the text).
+  """
+  code = ord(char)
+  return any(low <= code <= high for low, high in _CJK_RANGES)
+
+
+def starts_cjk(token: bytes) -> bool:
+  """Whether UTF-8 bytes start with a CJK ideograph (`is_cjk`). A byte-level token, or a
+  SentencePiece byte piece, may hold only the first bytes of a character (a rare one): one
+  that starts a character of U+4000..U+9FFF (lead byte E4..E9: CJK but for the 64
+  hexagrams at U+4DC0) counts as one.
+  """
+  if not token or 0x80 <= token[0] <= 0xBF:  # empty, or inside a character
+    return False
+  first = token[:4].decode("utf-8", errors="replace")[0]
+  if first != "\ufffd":
+    return is_cjk(first)
+  return 0xE4 <= token[0] <= 0xE9
+
+
 def starts_metaspace_word(piece: str, metaspace: str = "\u2581") -> bool:
   """Whether a SentencePiece-style piece starts a word, for whole-word masking.
 
-  A piece starts a word when it begins with the metaspace ("▁", a space before it) or is
-  made only of punctuation. SentencePiece keeps punctuation out of letter pieces but gives
-  "hello," as "▁hello" ","; without the second rule the comma would be masked with
-  "hello". BERT's tokenizer makes each punctuation mark a word, and ALBERT's
-  `_is_start_piece_sp` starts a word at one; ALBERT also starts one at every piece with a
-  digit or a non-English letter, which would mask most words of other scripts piece by
-  piece, so that rule is left out.
+  A piece starts a word when it begins with the metaspace ("▁", a space before it), is
+  made only of punctuation, or begins with a CJK ideograph. SentencePiece keeps
+  punctuation out of letter pieces but gives "hello," as "▁hello" ","; without the second
+  rule the comma would be masked with "hello". BERT's tokenizer makes each punctuation
+  mark a word, and ALBERT's `_is_start_piece_sp` starts a word at one. Chinese has no
+  spaces: without the third rule a whole clause would be one word; with it each piece of
+  Chinese is a word, as BERT makes each ideograph one (a piece of two, "中国", stays one).
+  ALBERT also starts a word at every piece with a digit or a non-English letter, which
+  would mask most words of other scripts piece by piece, so that rule is left out.
   """
-  return piece.startswith(metaspace) or (bool(piece) and all(map(is_punctuation, piece)))
+  if not piece:
+    return False
+  return piece.startswith(metaspace) or is_cjk(piece[0]) or all(map(is_punctuation, piece))
 
 
 def __getattr__(name: str):
@@ -377,17 +420,25 @@ class SentencePieceTokenizer:
   def word_start_table(self) -> np.ndarray:
     """(vocab_size,) bool: True where a piece starts a word (for whole-word masking).
 
-    A piece starts a word as `starts_metaspace_word` says; the special and byte pieces
-    count as words of their own.
+    A piece starts a word as `starts_metaspace_word` says; the special pieces are words of
+    their own. A byte piece ("<0xE4>", byte fallback: a character outside the vocabulary,
+    one piece per UTF-8 byte) starts a word as the piece of its character would: when it
+    is ASCII punctuation or space, or starts a CJK ideograph (`starts_cjk`); else it
+    continues one, so a character's bytes, and a word's letters, are masked together.
     """
     sp = self._sp
-    return np.array(
-      [
-        i in SPECIAL_IDS or sp.is_byte(i) or starts_metaspace_word(sp.id_to_piece(i))
-        for i in range(self.vocab_size)
-      ],
-      dtype=bool,
-    )
+
+    def starts(i):
+      if i in SPECIAL_IDS:
+        return True
+      if sp.is_byte(i):
+        value = int(sp.id_to_piece(i)[1:-1], 16)  # "<0xE4>"
+        if value < 0x80:  # an ASCII character outside a small vocabulary
+          return is_punctuation(chr(value)) or value in SPACE_BYTES
+        return starts_cjk(bytes([value]))
+      return starts_metaspace_word(sp.id_to_piece(i))
+
+    return np.array([starts(i) for i in range(self.vocab_size)], dtype=bool)
 
   def special_table(self) -> np.ndarray:
     """(vocab_size,) bool: True for the five special ids."""
