@@ -52,7 +52,7 @@ import time
 import jax
 
 from bert_jax import config as config_lib
-from bert_jax import progress, sharding
+from bert_jax import errors, progress, sharding
 from bert_jax.data import synthetic
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
@@ -180,7 +180,7 @@ def topology_devices(name):
         **kwargs,
       )
   except jax.errors.JaxRuntimeError as e:
-    raise UserError(f"--topology {name!r}: libtpu says {str(e).splitlines()[0]}") from None
+    raise UserError(f"--topology {name!r}: libtpu says {errors.first_line(e)}") from None
   return chip, topology.devices
 
 
@@ -386,7 +386,7 @@ def compile_step(config, topology):
       compile_seconds=round(time.time() - start, 1),
       peak_bytes_per_chip=int(float(needed.group(1)) * GiB),  # temporaries alone
       fits=False,
-      compiler_error=str(e).splitlines()[0],
+      compiler_error=errors.first_line(e, 1000),
     )
     return report
   m = compiled.memory_analysis()

@@ -29,7 +29,7 @@ import threading
 import orbax.checkpoint as ocp
 from absl import logging
 
-from bert_jax import multihost, storage
+from bert_jax import errors, multihost, storage
 from bert_jax.errors import UserError
 
 # Status codes and exceptions of a storage that may answer later: such a checkpoint is not
@@ -250,8 +250,7 @@ def _damage(error) -> list:
 def _reason(error) -> str:
   """The innermost damage's first line, short: what is wrong with which file."""
   inner = _damage(error)[-1]
-  text = (str(inner).strip().splitlines() or [type(inner).__name__])[0]
-  return text if len(text) <= 200 else text[:197] + "..."
+  return errors.first_line(inner)
 
 
 _LEFTOVERS = ("Encountered error while reading array index", "Event loop is closed")

@@ -31,7 +31,7 @@ import traceback
 
 import jax
 
-from bert_jax import compile_cache, host_memory, multihost
+from bert_jax import compile_cache, errors, host_memory, multihost
 from bert_jax.errors import PREEMPTED_EXIT_CODE, Preempted, Terminated, UserError
 from bert_jax.recipe_args import parse_config
 
@@ -525,8 +525,7 @@ def _stop_cluster_on(e: BaseException) -> None:
   """A failure that is a bug (its traceback) ends every process of a cluster too."""
   if multihost.in_cluster():
     text = "".join(traceback.format_exception(e)).rstrip()
-    first = (str(e).splitlines() or [""])[0]
-    multihost.stop_all(1, f"{text}\nerror: process failed: {type(e).__name__}: {first}")
+    multihost.stop_all(1, f"{text}\nerror: process failed: {errors.summary(e)}")
 
 
 if __name__ == "__main__":

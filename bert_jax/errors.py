@@ -13,6 +13,20 @@ babysitter) reads as "run the same command again".
 PREEMPTED_EXIT_CODE = 75
 
 
+def first_line(error: BaseException, limit: int = 200) -> str:
+  """The first line of `error`'s message, cut at `limit` characters ("..." at the cut), or
+  its type's name when it has none: the reason a one-line error quotes from a library's.
+  """
+  text = (str(error).strip().splitlines() or [type(error).__name__])[0].strip()
+  return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def summary(error: BaseException, limit: int = 200) -> str:
+  """`Type: first line` of `error` (`first_line`), or its type alone without a message."""
+  name, text = type(error).__name__, first_line(error, limit)
+  return name if text == name else f"{name}: {text}"
+
+
 class UserError(Exception):
   """Bad input from the user: a config value, a file, a workdir."""
 

@@ -38,6 +38,7 @@ logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
 
 from etils import epath  # noqa: E402  (after EPATH_USE_TF)
 
+from bert_jax import errors  # noqa: E402
 from bert_jax.errors import UserError  # noqa: E402
 
 # A URL short of a slash or its colon (`gs:/bucket`, `gs:bucket`, `gs//bucket`): a local
@@ -469,8 +470,7 @@ def unreachable(url) -> str | None:
   except FileNotFoundError:
     return f"bucket {scheme}://{bucket} does not exist"
   except Exception as e:  # credentials, permissions, the network: one line of it
-    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-    return f"cannot list bucket {scheme}://{bucket} ({type(e).__name__}: {first})"
+    return f"cannot list bucket {scheme}://{bucket} ({errors.summary(e)})"
   return None
 
 
@@ -504,11 +504,10 @@ def connection_lost(error: BaseException) -> str | None:
     code = getattr(e, "code", None)
     answered_later = module.startswith("gcsfs") and code in _LATER_HTTP_CODES
     reset = isinstance(e, ConnectionError) and not isinstance(e, BrokenPipeError)
-    first = (str(e).strip().splitlines() or [""])[0][:160]
     if network or answered_later or reset:
-      return f"{type(e).__name__}: {first}" if first else type(e).__name__
+      return errors.summary(e, 160)
     if any(f"{status}:" in str(e) for status in _LATER_STATUSES):
-      return first
+      return errors.first_line(e, 160)
   return None
 
 

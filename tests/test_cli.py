@@ -21,7 +21,7 @@ import gcsfs.retry
 import jax
 import pytest
 
-from bert_jax import cli, host_memory, recipe_args, storage
+from bert_jax import cli, errors, host_memory, recipe_args, storage
 from bert_jax import config as config_lib
 from bert_jax.errors import UserError
 from bert_jax.train import loop, pretrain
@@ -67,6 +67,20 @@ def _tree(directory):
 
 
 # --- recipes, workdirs, filesystem errors, Ctrl-C ---------------------------------------------
+
+
+def test_the_reason_quoted_from_a_library_error_is_its_first_line():
+  """Before, some callers took `str(e).splitlines()[0]`: an error without a message
+  (IndexError there) turned a one-line error into a traceback.
+  """
+  assert errors.first_line(ValueError("bad value\n  at line 3\n")) == "bad value"
+  assert errors.first_line(ValueError("\n  padded first line  \nnext")) == "padded first line"
+  assert errors.first_line(TimeoutError()) == "TimeoutError"
+  assert errors.first_line(ValueError("x" * 300)) == "x" * 197 + "..."
+  assert errors.first_line(ValueError("x" * 120), 120) == "x" * 120
+  assert errors.summary(KeyError("weight")) == "KeyError: 'weight'"
+  assert errors.summary(TimeoutError()) == "TimeoutError"
+  assert len(errors.summary(OSError("y" * 500), 160)) == len("OSError: ") + 160
 
 
 def test_recipe_with_a_syntax_error(capsys, tmp_path):

@@ -30,7 +30,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from bert_jax import storage
+from bert_jax import errors, storage
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.data.tokenizer import SPECIAL_PIECES, _read_bytes
 from bert_jax.errors import UserError
@@ -113,7 +113,7 @@ def _read_tokenizer_json(path: str):
   except Exception as e:  # JSON, layout or tokenizers' own errors: one message.
     raise UserError(
       f"tokenizer {path} is not a Hugging Face tokenizer.json "
-      f"({str(e).splitlines()[0][:120]}); give a tokenizer.json, a "
+      f"({errors.first_line(e, 120)}); give a tokenizer.json, a "
       f"vocab.txt or a SentencePiece model"
     ) from None
   tok.no_padding()

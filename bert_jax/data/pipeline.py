@@ -31,8 +31,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from bert_jax import errors, storage
 from bert_jax import progress as progress_lib
-from bert_jax import storage
 from bert_jax.data import masking, prepare, records, units
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
@@ -124,7 +124,7 @@ class _Lane:
     try:
       yield
     except RuntimeError as e:
-      raise _damaged(name, self.data_dir, str(e).splitlines()[0][:160]) from None
+      raise _damaged(name, self.data_dir, errors.first_line(e, 160)) from None
 
 
 def _damaged(name: str, data_dir: str, why: str) -> UserError:

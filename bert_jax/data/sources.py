@@ -40,7 +40,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from bert_jax import storage
+from bert_jax import errors, storage
 from bert_jax.data import corpus
 from bert_jax.errors import UserError
 
@@ -562,7 +562,7 @@ def tfds_builder(
       f"names, e.g. tfds:wikipedia/20230601.en)"
     ) from None
   except ValueError as e:
-    reason = str(e).splitlines()[0]
+    reason = errors.first_line(e)
     raise UserError(f"TFDS dataset {name!r}: {reason}; fix the tfds:NAME/CONFIG") from None
   with _quiet_logs("absl"):  # as above, from the folder it looks in
     prepared = not prepare or builder.is_prepared()
@@ -586,11 +586,9 @@ def tfds_builder(
         builder.download_and_prepare()
     except Exception as e:  # Network, Beam, manual download: all end here.
       why = f"; this host cannot reach {_DOWNLOAD_PROBE[0]} either" if offline else ""
-      first = (str(e).strip().splitlines() or [""])[0]
-      first = first if len(first) <= 200 else first[:197] + "..."
       raise UserError(
         f"TFDS dataset {name!r} is not prepared in {builder.data_dir} and "
-        f"preparing it failed ({type(e).__name__}: {first}){why}; prepare it first where "
+        f"preparing it failed ({errors.summary(e)}){why}; prepare it first where "
         f"there is a network (tfds build {name} --data_dir=DIR) and set "
         f"config.data.tfds_data_dir, or give local files instead (fine-tuning: "
         f"--config.data.train=FILE --config.data.eval=FILE; pretraining: "

@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 
-from bert_jax import storage
+from bert_jax import errors, storage
 from bert_jax.errors import UserError
 from bert_jax.hf import families
 
@@ -53,7 +53,8 @@ def read_config(hf_dir: str) -> dict:
     hf = storage.read_json(path)
   except (ValueError, UnicodeDecodeError) as e:
     raise UserError(
-      f"{path} is not valid JSON ({_first_line(e)}); restore the checkpoint's config.json"
+      f"{path} is not valid JSON ({errors.first_line(e, 120)}); restore the checkpoint's "
+      f"config.json"
     ) from None
   if not isinstance(hf, dict):
     raise UserError(
@@ -110,10 +111,6 @@ def check_supported(path: str, unsupported: list[str], name: str) -> None:
     )
 
 
-def _first_line(error: Exception) -> str:
-  return str(error).splitlines()[0][:120] if str(error) else type(error).__name__
-
-
 def task_config(config: dict, task: str, labels: list[str] | None) -> dict:
   """`config` (from hf_config) with a fine-tuned head's settings: the label names
   (id2label / label2id, so pipelines print them) and the problem type.
@@ -151,7 +148,7 @@ def _weight_files(hf_dir):
       except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
         raise UserError(
           f"{index_path} is not a Hugging Face weight index (a JSON object with a "
-          f"weight_map: {_first_line(e)}); restore it"
+          f"weight_map: {errors.first_line(e, 120)}); restore it"
         ) from None
       return kind, [storage.join(hf_dir, s) for s in shards]
     if storage.isfile(storage.join(hf_dir, single)):
