@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 
 transformers = pytest.importorskip("transformers")
 
-from bert_jax.data import corpus, prepare, tokenizer  # noqa: E402
+from bert_jax.data import corpus, hf_tokenizer, prepare, tokenizer  # noqa: E402
 from bert_jax.errors import UserError  # noqa: E402
 from bert_jax.hf import tokenizer_files  # noqa: E402
 from tests import tiny_tokenizers  # noqa: E402
@@ -291,7 +291,7 @@ def test_sentencepiece_export_matches(sentencepiece, sentences, tmp_path):
 def test_sentencepiece_export_imports_back(sentencepiece, sentences, tmp_path):
   """Our export's Unigram / BPE tokenizer.json imports as the SentencePiece model it came
   from: the same ids for every text (ties included: the same engine cuts them), the same
-  text back, and an export of the imported model equal to the first export.
+  text back, the same word starts (also read as a tokenizer.json), and an export of the imported model equal to the first export.
   """
   model_type, tok = sentencepiece
   tokenizer_files.export_tokenizer(tok, str(tmp_path / "hf"), model_max_length=128)
@@ -304,6 +304,10 @@ def test_sentencepiece_export_imports_back(sentencepiece, sentences, tmp_path):
   assert back.encode_batch(texts) == ids
   assert [back.decode(i) for i in ids[::50]] == [tok.decode(i) for i in ids[::50]]
   assert back.word_start_table().tolist() == tok.word_start_table().tolist()
+  # Read as a tokenizer.json (as one that cannot be converted back is), its byte pieces
+  # start words as the SentencePiece model's do: ASCII punctuation and CJK lead bytes.
+  as_json = hf_tokenizer.HFTokenizer(str(tmp_path / "hf" / "tokenizer.json"))
+  assert as_json.word_start_table().tolist() == tok.word_start_table().tolist()
   tokenizer_files.export_tokenizer(back, str(tmp_path / "again"), model_max_length=128)
   for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
     with open(tmp_path / "hf" / name, "rb") as a, open(tmp_path / "again" / name, "rb") as b:

@@ -37,6 +37,9 @@ from bert_jax.errors import UserError
 
 # A whole-token "[...]" (e.g. "[unused7]"): reserved, never a masking candidate.
 _BRACKET_TOKEN = re.compile(r"\[[^\[\]]+\]")
+# A byte piece of a model with byte fallback, e.g. "<0xE4>": one UTF-8 byte of a character
+# outside the vocabulary.
+_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 # The names each role goes by, in the order they are looked for.
 ROLE_NAMES = {
   "pad": ("[PAD]", "<pad>"),
@@ -358,6 +361,7 @@ class HFTokenizer(_Tokenizers):
     metaspace = _find(spec.get("pre_tokenizer"), "Metaspace")
     self._metaspace = metaspace.get("replacement", "\u2581") if metaspace else None
     self._prefix = spec["model"].get("continuing_subword_prefix") or None
+    self._byte_fallback = bool(spec["model"].get("byte_fallback"))
     self._specials = {t["content"] for t in spec.get("added_tokens") or () if t.get("special")}
     ids = {role: self._named(role) for role in _ROLES}
     layout = self._layout()
@@ -420,7 +424,8 @@ class HFTokenizer(_Tokenizers):
     punctuation (a sentence's "." after "Ġword", Chinese's "。"), or starting with a CJK
     ideograph (`tokenizer.starts_cjk`: Chinese has no spaces, so each token of it is a
     word). Metaspace (SentencePiece style): starting with "▁" or a CJK ideograph, or made
-    of punctuation (`tokenizer.starts_metaspace_word`). Else, with a continuing-subword prefix
+    of punctuation (`tokenizer.starts_metaspace_word`); with byte fallback, a byte piece
+    ("<0xE4>") as `tokenizer.starts_byte_piece_word` says. Else, with a continuing-subword prefix
     ("##"): not starting with it; else every token. Special tokens are words of their own.
     """
     special = self.special_table()
@@ -438,7 +443,14 @@ class HFTokenizer(_Tokenizers):
 
       table = self._table(starts)
     elif self._metaspace:
-      table = self._table(lambda t: tokenizer_lib.starts_metaspace_word(t, self._metaspace))
+
+      def starts(token):
+        byte = _BYTE_PIECE.fullmatch(token) if self._byte_fallback else None
+        if byte:
+          return tokenizer_lib.starts_byte_piece_word(int(byte[1], 16))
+        return tokenizer_lib.starts_metaspace_word(token, self._metaspace)
+
+      table = self._table(starts)
     elif self._prefix:
       table = self._table(lambda t: not t.startswith(self._prefix))
     else:

@@ -97,6 +97,18 @@ def starts_cjk(token: bytes) -> bool:
   return 0xE4 <= token[0] <= 0xE9
 
 
+def starts_byte_piece_word(value: int) -> bool:
+  """Whether a byte piece ("<0xE4>", SentencePiece's byte fallback: a character outside the
+  vocabulary, one piece per UTF-8 byte) of byte `value` starts a word, as the piece of its
+  character would: when it is ASCII punctuation or space, or starts a CJK ideograph
+  (`starts_cjk`). Else it continues one, so a character's bytes, and a word's letters, are
+  masked together.
+  """
+  if value < 0x80:  # an ASCII character outside a small vocabulary
+    return is_punctuation(chr(value)) or value in SPACE_BYTES
+  return starts_cjk(bytes([value]))
+
+
 def starts_metaspace_word(piece: str, metaspace: str = "\u2581") -> bool:
   """Whether a SentencePiece-style piece starts a word, for whole-word masking.
 
@@ -421,10 +433,7 @@ class SentencePieceTokenizer:
     """(vocab_size,) bool: True where a piece starts a word (for whole-word masking).
 
     A piece starts a word as `starts_metaspace_word` says; the special pieces are words of
-    their own. A byte piece ("<0xE4>", byte fallback: a character outside the vocabulary,
-    one piece per UTF-8 byte) starts a word as the piece of its character would: when it
-    is ASCII punctuation or space, or starts a CJK ideograph (`starts_cjk`); else it
-    continues one, so a character's bytes, and a word's letters, are masked together.
+    their own; a byte piece ("<0xE4>") as `starts_byte_piece_word` says.
     """
     sp = self._sp
 
@@ -432,10 +441,7 @@ class SentencePieceTokenizer:
       if i in SPECIAL_IDS:
         return True
       if sp.is_byte(i):
-        value = int(sp.id_to_piece(i)[1:-1], 16)  # "<0xE4>"
-        if value < 0x80:  # an ASCII character outside a small vocabulary
-          return is_punctuation(chr(value)) or value in SPACE_BYTES
-        return starts_cjk(bytes([value]))
+        return starts_byte_piece_word(int(sp.id_to_piece(i)[1:-1], 16))  # "<0xE4>"
       return starts_metaspace_word(sp.id_to_piece(i))
 
     return np.array([starts(i) for i in range(self.vocab_size)], dtype=bool)
