@@ -32,6 +32,7 @@ import numpy as np
 from bert_jax import cli
 from bert_jax.finetune import commands
 from bert_jax.finetune import data as data_lib
+from bert_jax.finetune import encoding as encoding_lib
 from bert_jax.finetune import evaluate as evaluate_lib
 
 
@@ -52,7 +53,7 @@ class Ours:
 
   def __call__(self, texts):
     examples = data_lib.Examples([{"text": t, "text_pair": None, "label": None} for t in texts])
-    arrays, _ = data_lib.encode(examples, self.run.tokenizer, self.config, None)
+    arrays, _ = encoding_lib.encode(examples, self.run.tokenizer, self.config, None)
     logits = evaluate_lib.logits(self.run.model, self.run.params, arrays, len(texts))
     return evaluate_lib.predictions(self.config, logits, arrays, examples, self.labels)
 

@@ -23,6 +23,7 @@ from bert_jax import progress as progress_lib
 from bert_jax import run as run_lib
 from bert_jax import storage
 from bert_jax.errors import UserError
+from bert_jax.finetune import batching as batching_lib
 from bert_jax.finetune import commands
 from bert_jax.finetune import data as data_lib
 from bert_jax.hf import sentence_transformers
@@ -94,7 +95,7 @@ def embed_texts(
   truncated = sum(len(ids) > max_length - 2 for ids in encoded)
   out = np.zeros((len(rows), run.model.config.hidden_size), np.float32)
   lengths = np.array([len(r) for r in rows])
-  batches = list(data_lib.length_batches(lengths, batch_size, max_length))
+  batches = list(batching_lib.length_batches(lengths, batch_size, max_length))
   for index, length, count in progress_lib.over(
     batches, len(batches), "embed", "batch", shown=progress
   ):

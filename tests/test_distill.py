@@ -29,6 +29,7 @@ from bert_jax import run as run_lib
 from bert_jax.errors import UserError
 from bert_jax.finetune import data as data_lib
 from bert_jax.finetune import distillation
+from bert_jax.finetune import labels as labels_lib
 from bert_jax.model import tasks
 from bert_jax.train import distill, teacher_logits
 from tests.conftest import ONE_DEVICE
@@ -526,11 +527,11 @@ def test_an_empty_label_is_unlabelled_only_where_partly_labelled_data_is_read(tm
   examples = data_lib.read(path, config, partly_labelled=True)
   assert [r["label"] for r in examples.rows] == ["happy", None, None]
   names = sorted(MARKERS)
-  labels = data_lib.LabelMap(names, unlabelled_id=distillation.UNLABELED)
+  labels = labels_lib.LabelMap(names, unlabelled_id=distillation.UNLABELED)
   ids = [labels.encode(r["label"], "here") for r in examples.rows]
   assert ids == [names.index("happy"), distillation.UNLABELED, distillation.UNLABELED]
   with pytest.raises(UserError, match="not one of the 3 labels"):
-    data_lib.LabelMap(names).encode(None, "here")
+    labels_lib.LabelMap(names).encode(None, "here")
 
 
 def test_metrics_without_labelled_rows_have_no_accuracy():

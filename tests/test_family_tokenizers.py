@@ -21,6 +21,7 @@ transformers = pytest.importorskip("transformers")
 from bert_jax.data import hf_tokenizer, tokenizer  # noqa: E402
 from bert_jax.errors import UserError  # noqa: E402
 from bert_jax.finetune import data as data_lib  # noqa: E402
+from bert_jax.finetune import encoding as encoding_lib  # noqa: E402
 from bert_jax.hf import tokenizer_files  # noqa: E402
 from tests import tiny_tokenizers  # noqa: E402
 
@@ -278,7 +279,7 @@ def test_sentences_and_words_encode_as_their_whole_text(lines, tmp_path, model_t
   assert sum(ids, []) == tok.encode(" " + " ".join(sentences))
   words = "The items are sorted by key .".split()
   examples = data_lib.Examples([{"words": words, "tags": None}], 0)
-  arrays, _ = data_lib.encode_tokens(examples, tok, 32)
+  arrays, _ = encoding_lib.encode_tokens(examples, tok, 32)
   got = arrays["input_ids"][0][arrays["attention_mask"][0] == 1].tolist()
   assert got == [tok.cls_id, *tok.encode(" " + " ".join(words)), tok.sep_id]
 

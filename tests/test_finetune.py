@@ -29,7 +29,9 @@ from bert_jax import run as run_lib
 from bert_jax.errors import UserError
 from bert_jax.finetune import commands, squad
 from bert_jax.finetune import data as data_lib
+from bert_jax.finetune import encoding as encoding_lib
 from bert_jax.finetune import evaluate as evaluate_lib
+from bert_jax.finetune import labels as labels_lib
 from bert_jax.finetune import objective as task_objective
 from bert_jax.hf import convert
 from bert_jax.train import finetune
@@ -325,9 +327,9 @@ def _hf_inputs(arrays):
 def _encoded(workdir, spec):
   """(run, config, examples, arrays) of the run's best checkpoint on a data file."""
   run, config = commands.load(workdir)
-  labels = data_lib.LabelMap(run.meta["labels"]) if run.meta.get("labels") else None
+  labels = labels_lib.LabelMap(run.meta["labels"]) if run.meta.get("labels") else None
   examples = data_lib.read(spec, config)
-  arrays, _ = data_lib.encode(examples, run.tokenizer, config, labels)
+  arrays, _ = encoding_lib.encode(examples, run.tokenizer, config, labels)
   return run, config, examples, arrays
 
 
@@ -615,7 +617,7 @@ def test_token_entity_f1_by_hand(imported):
   gold = [["B-PER", "O", "O", "B-LOC"], ["B-PER", "O", "B-LOC"]]
   guess = [["B-PER", "O", "O", "O"], ["B-PER", "B-LOC", "B-LOC"]]
   examples = data_lib.Examples([{"words": w, "tags": t} for w, t in zip(truth, gold)])
-  arrays, _ = data_lib.encode_tokens(examples, tokenizer, LENGTH, data_lib.LabelMap(names))
+  arrays, _ = encoding_lib.encode_tokens(examples, tokenizer, LENGTH, labels_lib.LabelMap(names))
   logits = np.zeros((2, LENGTH, 3), np.float32)
   logits[..., names.index("B-PER")] = 5.0  # every position not a first sub-token says B-PER
   for row, tags in enumerate(guess):
@@ -750,14 +752,14 @@ def test_fill_mask_notes_the_masks_past_the_positions(imported, capsys):
 
 def test_tokens_label_first_sub_token_only(imported):
   tokenizer = run_lib.tokenizer(imported)
-  labels = data_lib.LabelMap(["B-LOC", "B-PER", "O"])
+  labels = labels_lib.LabelMap(["B-LOC", "B-PER", "O"])
   examples = data_lib.Examples(
     [{"words": ["john", "unbelievable", "playing"], "tags": ["B-PER", "O", "B-LOC"]}]
   )
-  arrays, truncated = data_lib.encode_tokens(examples, tokenizer, 12, labels)
+  arrays, truncated = encoding_lib.encode_tokens(examples, tokenizer, 12, labels)
   pieces = ["[CLS]", "john", "un", "##believ", "##able", "play", "##ing", "[SEP]"]
   expected_ids = [VOCAB.index(p) for p in pieces] + [0] * 4
-  ignore = data_lib.IGNORE
+  ignore = encoding_lib.IGNORE
   assert truncated == 0
   assert arrays["input_ids"][0].tolist() == expected_ids
   assert arrays["attention_mask"][0].tolist() == [1] * 8 + [0] * 4
@@ -827,7 +829,7 @@ def test_integer_labels_are_names(tmp_path):
   config = config_lib.finetune_base_config()
   path = _write_jsonl(tmp_path / "stars.jsonl", [{"text": "good", "label": v} for v in (3, 1, 2)])
   examples = data_lib.read(path, config)
-  labels = data_lib.LabelMap.infer(examples, config)
+  labels = labels_lib.LabelMap.infer(examples, config)
   assert labels.names == ["1", "2", "3"]
   assert [labels.encode(r["label"], "") for r in examples.rows] == [2, 0, 1]
   assert data_lib._name_of(1, ["neg", "pos"]) == "pos"  # TFDS: ClassLabel ids, named when read
@@ -1125,25 +1127,27 @@ def test_whole_numbers_name_one_label_and_odd_labels_get_a_note():
   config = _config("classification")
   rows = [{"text": "a", "label": v} for v in (1, 1.0, "1", 0, 0.0, "1.0", "-0.0", "0.5")]
   examples = data_lib.Examples(rows, source="f.jsonl")
-  labels = data_lib.LabelMap.infer(examples, config)
+  labels = labels_lib.LabelMap.infer(examples, config)
   assert labels.names == ["0", "0.5", "1"]  # a CSV cell "1.0" as JSON's 1.0
   assert [labels.encode(r["label"], "here") for r in rows] == [2, 2, 2, 0, 0, 2, 0, 1]
-  assert data_lib.LabelMap(["1.0", "2.0"]).encode("2.0", "here") == 1  # an older model's
+  assert labels_lib.LabelMap(["1.0", "2.0"]).encode("2.0", "here") == 1  # an older model's
   rows = [{"text": "a", "label": v} for v in ("pos", "pos ", "Pos", "neg", "neg")]
   examples = data_lib.Examples(rows, source="f.csv")
-  assert finetune._label_lines(config, data_lib.LabelMap.infer(examples, config), examples) == [
+  assert finetune._label_lines(config, labels_lib.LabelMap.infer(examples, config), examples) == [
     "labels: 4 (Pos 1, neg 2, pos 1, pos  1)",
     "note: the labels 'Pos', 'pos', 'pos ' differ only in case or spaces; fix the data if "
     "they are one",
   ]
   config.data.labels = "neg,pos,other"
-  assert finetune._label_lines(config, data_lib.LabelMap.infer(examples, config), examples)[1:] == [
-    "note: no train rows of 'other'"
-  ]
+  assert finetune._label_lines(config, labels_lib.LabelMap.infer(examples, config), examples)[
+    1:
+  ] == ["note: no train rows of 'other'"]
   config.data.labels = ""
   rows = [{"text": "a", "label": 0.25 * i} for i in range(16)]
   examples = data_lib.Examples(rows, source="f.jsonl")
-  assert finetune._label_lines(config, data_lib.LabelMap.infer(examples, config), examples)[1:] == [
+  assert finetune._label_lines(config, labels_lib.LabelMap.infer(examples, config), examples)[
+    1:
+  ] == [
     "note: 16 labels in 16 rows, all numbers: for a score, fine-tune with --config.task=regression"
   ]
 
@@ -1158,12 +1162,12 @@ def test_unknown_tag_and_regression_label_name_the_file_and_row(imported, tmp_pa
   )
   examples = data_lib.read(tags, config)
   with pytest.raises(UserError, match=rf"^{re.escape(tags)} row 2 word 3: label 'X' is not one"):
-    data_lib.encode(examples, tokenizer, config, data_lib.LabelMap(["B-PER", "O"]))
+    encoding_lib.encode(examples, tokenizer, config, labels_lib.LabelMap(["B-PER", "O"]))
   config.task = "regression"
   values = _write_csv(tmp_path / "values.csv", ["good cat,1.5", "bad dog,high"])
   examples = data_lib.read(values, config)
   with pytest.raises(UserError, match=rf"^{re.escape(values)} row 2: regression label 'high'"):
-    data_lib.encode(examples, tokenizer, config, None)
+    encoding_lib.encode(examples, tokenizer, config, None)
 
 
 def test_a_qa_answer_not_at_its_answer_start_is_one_line_naming_the_row(tmp_path):
@@ -1576,7 +1580,7 @@ def test_a_blank_tokens_row_is_kept_for_predict(imported, tmp_path):
   assert [r["words"] for r in examples.rows] == [["john", "sits"], [], ["mary", "in", "paris"]]
   assert examples.blank == 1
   tokenizer = run_lib.tokenizer(imported)
-  arrays, _ = data_lib.encode(examples, tokenizer, config, None)
+  arrays, _ = encoding_lib.encode(examples, tokenizer, config, None)
   assert arrays["input_ids"][1, :3].tolist() == [
     tokenizer.cls_id,
     tokenizer.sep_id,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bert_jax import config as config_lib
-from bert_jax.finetune import data as data_lib
+from bert_jax.finetune import batching as batching_lib
 from bert_jax.finetune import evaluate
 from bert_jax.model import tasks
 
@@ -20,24 +20,24 @@ ROW_LENGTHS = [5, 120, 17, 33, 64, 2, 90, 31, 128, 40]  # [CLS] ... [SEP], paddi
 
 def test_length_batches_visit_every_row_once_shortest_first():
   lengths = np.array(ROW_LENGTHS)
-  batches = list(data_lib.length_batches(lengths, 4, LENGTH))
+  batches = list(batching_lib.length_batches(lengths, 4, LENGTH))
   rows = np.concatenate([index for index, _, _ in batches])
   assert sorted(rows.tolist()) == list(range(len(lengths)))
   assert lengths[rows].tolist() == sorted(ROW_LENGTHS)
   # Widths: the longest of each batch rounded up to 32: (2, 5, 17, 31), (33, 40, 64, 90), ...
   assert [(width, count) for _, width, count in batches] == [(32, 4), (96, 4), (128, 4)]
-  assert [w for _, w, _ in data_lib.length_batches(np.array([0, 1]), 4, 16)] == [16]  # capped
+  assert [w for _, w, _ in batching_lib.length_batches(np.array([0, 1]), 4, 16)] == [16]  # capped
 
 
 def test_wide_batches_hold_fewer_rows():
   """Rows x width^2 at most 32 x 512^2: 28 rows of 544 tokens (32 x 512^2 / 544^2 = 28.4),
   8 of 1,024, 2 of 2,048, 1 of 8,192; each batch takes as many rows as its width holds.
   """
-  assert [data_lib.rows_at(w, 32) for w in (32, 512, 544, 1024, 2048, 8192)] == [
+  assert [batching_lib.rows_at(w, 32) for w in (32, 512, 544, 1024, 2048, 8192)] == [
     32, 32, 28, 8, 2, 1,
   ]  # fmt: skip
   lengths = np.array([3000] * 3 + [10] * 40 + [1000] * 10)
-  batches = list(data_lib.length_batches(lengths, 32, 4096))
+  batches = list(batching_lib.length_batches(lengths, 32, 4096))
   assert [(len(index), width, count) for index, width, count in batches] == [
     (32, 32, 32),
     (8, 32, 32),  # the next 32 rows would reach 3,008 tokens: the 8 short ones alone

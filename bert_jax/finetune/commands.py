@@ -25,7 +25,9 @@ from bert_jax import run as run_lib
 from bert_jax import storage
 from bert_jax.errors import UserError
 from bert_jax.finetune import data as data_lib
+from bert_jax.finetune import encoding as encoding_lib
 from bert_jax.finetune import evaluate as evaluate_lib
+from bert_jax.finetune import labels as labels_lib
 
 BATCH_SIZE = 32
 # Rows `predict` encodes and runs at a time: the host holds one chunk's ids and logits, not
@@ -65,7 +67,7 @@ def load(workdir: str, step: int | None = None) -> tuple[run_lib.Run, ml_collect
 
 
 def _labels(run):
-  return data_lib.LabelMap(run.meta["labels"]) if run.meta.get("labels") else None
+  return labels_lib.LabelMap(run.meta["labels"]) if run.meta.get("labels") else None
 
 
 def evaluate_main(
@@ -128,7 +130,7 @@ def evaluate_main(
     return _evaluate_embedding(run, config, spec)
   labels = _labels(run)
   examples = data_lib.read(spec, config, flags=COLUMN_FLAGS)
-  arrays, _ = data_lib.encode(examples, run.tokenizer, config, labels)
+  arrays, _ = encoding_lib.encode(examples, run.tokenizer, config, labels)
   logits = evaluate_lib.logits(run.model, run.params, arrays, BATCH_SIZE, progress=True)
   values = evaluate_lib.scores(config, logits, arrays, examples, labels.names if labels else None)
   print(
@@ -192,7 +194,7 @@ def use_columns(
 
 def use_length(config, run, max_seq_length: int | None) -> None:
   """Sets config.data.max_seq_length to --max-seq-length (None: the run's own), and a qa
-  run's question length and window stride to at most half of it (`data.set_max_seq_length`).
+  run's question length and window stride to at most half of it (`encoding.set_max_seq_length`).
 
   Raises:
     UserError: a length the model cannot read (under 8 tokens, or over its positions).
@@ -200,10 +202,12 @@ def use_length(config, run, max_seq_length: int | None) -> None:
   if max_seq_length is None:
     return
   check_length(max_seq_length, run.model.config.max_length)
-  data_lib.set_max_seq_length(config.data, max_seq_length)
+  encoding_lib.set_max_seq_length(config.data, max_seq_length)
 
 
-def check_length(max_seq_length: int, limit: int, lowest: int = data_lib.MIN_SEQ_LENGTH) -> None:
+def check_length(
+  max_seq_length: int, limit: int, lowest: int = encoding_lib.MIN_SEQ_LENGTH
+) -> None:
   """UserError unless --max-seq-length is from `lowest` to `limit` (the model's positions)."""
   if not lowest <= max_seq_length <= limit:
     raise UserError(
@@ -458,7 +462,7 @@ def _predicted(run, config, examples, labels) -> tuple[list[dict], int]:
       rows = examples.rows[start : start + CHUNK_ROWS]
       numbers = (examples.numbers or range(1, n + 1))[start : start + len(rows)]
       chunk = dataclasses.replace(examples, rows=rows, numbers=list(numbers))
-      arrays, cut = data_lib.encode(chunk, run.tokenizer, config, None)
+      arrays, cut = encoding_lib.encode(chunk, run.tokenizer, config, None)
       logits = evaluate_lib.logits(
         run.model, run.params, arrays, BATCH_SIZE, progress=bar, padding_read=False
       )

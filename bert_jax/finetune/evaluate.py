@@ -16,7 +16,9 @@ import numpy as np
 
 from bert_jax import progress as progress_lib
 from bert_jax import sharding
+from bert_jax.finetune import batching as batching_lib
 from bert_jax.finetune import data as data_lib
+from bert_jax.finetune import encoding as encoding_lib
 from bert_jax.finetune import metrics as task_metrics
 from bert_jax.finetune import objective as task_objective
 from bert_jax.finetune import retrieval, squad
@@ -88,9 +90,9 @@ def logits(
     return _logits_by_length(model, params, inputs, batch_size, progress)
   n = len(inputs["input_ids"])
   if mesh is None and jax.process_count() == 1:  # qa: its windows' length, fewer rows if wide
-    batch_size = data_lib.rows_at(inputs["input_ids"].shape[1], batch_size)
+    batch_size = batching_lib.rows_at(inputs["input_ids"].shape[1], batch_size)
   fn, out = _logits_fn(model), []
-  batches = data_lib.eval_batches(inputs, batch_size, jax.process_index(), jax.process_count())
+  batches = batching_lib.eval_batches(inputs, batch_size, jax.process_index(), jax.process_count())
   for local in _progress(batches, -(-n // batch_size), progress, lambda b: int(b["weight"].sum())):
     local.pop("weight")
     batch = sharding.global_batch(local, mesh) if mesh is not None else local
@@ -101,7 +103,7 @@ def logits(
 def _logits_by_length(model, params, inputs: dict, batch_size: int, progress):
   """`logits` on one device, by length: batches of similar rows, each cut to its width.
 
-  Exact, since the cut columns are padding every row masks (`data.length_batches`). The
+  Exact, since the cut columns are padding every row masks (`batching.length_batches`). The
   tokens task's (n, length, tags) logits are zero past each batch's width, qa's (n, length,
   2) -inf: no answer starts or ends in the padding. (QA's loss spans every position, padding
   included, as Hugging Face's does, and original BERT's answer search ranks them all:
@@ -112,7 +114,7 @@ def _logits_by_length(model, params, inputs: dict, batch_size: int, progress):
   # A row's length: up to its last unmasked token (padding is at the end).
   lengths = np.where(mask.any(1), full - np.argmax(mask[:, ::-1] != 0, axis=1), 1)
   fn, out = _logits_fn(model), None
-  batches = list(data_lib.length_batches(lengths, batch_size, full))
+  batches = list(batching_lib.length_batches(lengths, batch_size, full))
   for index, width, count in _progress(batches, len(batches), progress, lambda b: len(b[0])):
     rows = np.concatenate([index, np.repeat(index[-1:], count - len(index))])  # one shape
     result = np.asarray(fn(params, {k: v[rows, :width] for k, v in inputs.items()}))
@@ -151,8 +153,10 @@ def embedding_inputs(examples, tokenizer, max_seq_length):
   positives (the corpus), each anchor's positive and the scores (or None).
   """
   corpus, relevant = retrieval.corpus_of([r["text_pair"] for r in examples.rows])
-  anchors, _ = data_lib.encode_texts([r["text"] for r in examples.rows], tokenizer, max_seq_length)
-  documents, _ = data_lib.encode_texts(corpus, tokenizer, max_seq_length)
+  anchors, _ = encoding_lib.encode_texts(
+    [r["text"] for r in examples.rows], tokenizer, max_seq_length
+  )
+  documents, _ = encoding_lib.encode_texts(corpus, tokenizer, max_seq_length)
   scores = [r["score"] for r in examples.rows]
   return {
     "anchors": anchors,

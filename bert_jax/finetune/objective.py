@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import optax
 
-from bert_jax.finetune.data import IGNORE
+from bert_jax.finetune.encoding import IGNORE
 
 
 def logits_of(

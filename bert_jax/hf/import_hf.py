@@ -40,7 +40,7 @@ from bert_jax import run as run_lib
 from bert_jax import storage
 from bert_jax.data import tokenizer as tokenizer_lib
 from bert_jax.errors import UserError
-from bert_jax.finetune import data as data_lib
+from bert_jax.finetune import encoding as encoding_lib
 from bert_jax.hf import (
   convert,
   families,
@@ -374,7 +374,7 @@ def _task_config(read: Checkpoint, max_seq_length: int):
   config = config_lib.finetune_base_config()
   config.task = read.head.task
   config.model.arch = read.model_cfg.arch
-  data_lib.set_max_seq_length(config.data, max_seq_length)
+  encoding_lib.set_max_seq_length(config.data, max_seq_length)
   return config
 
 

@@ -32,7 +32,9 @@ from bert_jax import sharding, storage
 from bert_jax.errors import UserError
 from bert_jax.finetune import data as data_lib
 from bert_jax.finetune import distillation
+from bert_jax.finetune import encoding as encoding_lib
 from bert_jax.finetune import evaluate as evaluate_lib
+from bert_jax.finetune import labels as labels_lib
 from bert_jax.hf import convert as hf_convert
 from bert_jax.hf import files as hf_files
 from bert_jax.hf import import_hf as hf_import
@@ -194,8 +196,8 @@ def _label_map(config, examples, teacher, resume_meta):
       f"{names}; use a new --workdir"
     )
   if examples is None:  # the teacher labels every text
-    return data_lib.LabelMap(names, teacher=config.teacher, unlabelled_id=distillation.UNLABELED)
-  found = data_lib.LabelMap.infer(examples, config)
+    return labels_lib.LabelMap(names, teacher=config.teacher, unlabelled_id=distillation.UNLABELED)
+  found = labels_lib.LabelMap.infer(examples, config)
   given = config.data.labels and found.names != names
   foreign = [n for n in found.names if n not in names]
   if given or foreign:
@@ -206,7 +208,7 @@ def _label_map(config, examples, teacher, resume_meta):
       f"{', '.join(shown)}; distil on data of the teacher's labels (or fine-tune a teacher "
       f"on these)"
     )
-  return data_lib.LabelMap(names, teacher=config.teacher, unlabelled_id=distillation.UNLABELED)
+  return labels_lib.LabelMap(names, teacher=config.teacher, unlabelled_id=distillation.UNLABELED)
 
 
 def _unlabeled_arrays(config, tokenizer):
@@ -229,7 +231,7 @@ def _unlabeled_arrays(config, tokenizer):
       raise UserError(f"config.distill.unlabeled={spec} has no text; give a file of texts")
   else:
     examples = data_lib.read(spec, config, labelled=False)
-  arrays, truncated = data_lib.encode_sequences(
+  arrays, truncated = encoding_lib.encode_sequences(
     examples, tokenizer, config.data.max_seq_length, None
   )
   arrays["labels"] = np.full(len(examples.rows), distillation.UNLABELED, np.int32)
@@ -356,7 +358,7 @@ def _distill(config, workdir, teacher):
   labels = _label_map(config, train, teacher, resume_meta)
   arrays = None
   if train is not None:
-    arrays, truncated = data_lib.encode(train, tokenizer, config, labels, train=True)
+    arrays, truncated = encoding_lib.encode(train, tokenizer, config, labels, train=True)
     rows = len(arrays["labels"])
     finetune._log_data("train", config.data.train, train, rows, truncated, config)
     labelled_ids = arrays["labels"][arrays["labels"] != distillation.UNLABELED]
@@ -474,7 +476,7 @@ def _distill(config, workdir, teacher):
 def _teacher_scores(config, teacher, labels, batch_size) -> dict:
   """The teacher's metrics on config.data.eval (encoded at the student's length)."""
   examples = data_lib.read(config.data.eval, config)
-  arrays, _ = data_lib.encode(examples, teacher.tokenizer, config, labels)
+  arrays, _ = encoding_lib.encode(examples, teacher.tokenizer, config, labels)
   logits = evaluate_lib.logits(teacher.model, teacher.params, arrays, batch_size)
   return evaluate_lib.scores(config, logits, arrays, examples, labels.names)
 

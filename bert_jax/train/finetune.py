@@ -22,9 +22,12 @@ from bert_jax import multihost, sharding
 from bert_jax import progress as progress_lib
 from bert_jax import run as run_lib
 from bert_jax.errors import UserError
+from bert_jax.finetune import batching as batching_lib
 from bert_jax.finetune import contrastive, retrieval
 from bert_jax.finetune import data as data_lib
+from bert_jax.finetune import encoding as encoding_lib
 from bert_jax.finetune import evaluate as evaluate_lib
+from bert_jax.finetune import labels as labels_lib
 from bert_jax.finetune import objective as task_objective
 from bert_jax.hf import convert as hf_convert
 from bert_jax.model import embedding, tasks
@@ -141,10 +144,10 @@ def check_data_and_schedule(config, train: str = "config.data.train is required"
   """
   if not config.data.train and train:
     raise UserError(f"{train}: a .csv / .tsv / .jsonl file or tfds:NAME:SPLIT")
-  if config.data.max_seq_length < data_lib.MIN_SEQ_LENGTH:
+  if config.data.max_seq_length < encoding_lib.MIN_SEQ_LENGTH:
     raise UserError(
       f"config.data.max_seq_length={config.data.max_seq_length} leaves no room for text "
-      f"beside the special tokens; give at least {data_lib.MIN_SEQ_LENGTH}"
+      f"beside the special tokens; give at least {encoding_lib.MIN_SEQ_LENGTH}"
     )
   t = config.train
   if t.steps is not None and t.steps < 1:
@@ -167,7 +170,7 @@ def _label_map(workdir, config, examples, resume_meta, init_meta):
   """
   if config.task in ("regression", "qa", embedding.TASK):
     return None
-  found = data_lib.LabelMap.infer(examples, config)
+  found = labels_lib.LabelMap.infer(examples, config)
   if resume_meta and resume_meta.get("labels"):
     trained = resume_meta["labels"]
     if config.data.labels and found.names != trained or not set(found.names) <= set(trained):
@@ -175,7 +178,7 @@ def _label_map(workdir, config, examples, resume_meta, init_meta):
         f"{workdir} was trained with the labels {', '.join(trained)}, and this data has "
         f"{', '.join(found.names)}; fine-tune on it in a new --workdir"
       )
-    return data_lib.LabelMap(trained)
+    return labels_lib.LabelMap(trained)
   if init_meta.get("task") != config.task or config.head.reinit:
     _check_two_labels(config, found)
     return found
@@ -186,7 +189,7 @@ def _label_map(workdir, config, examples, resume_meta, init_meta):
       f"{', '.join(kept)} but the data has {', '.join(found.names)}; start a new "
       f"head with --config.head.reinit=True"
     )
-  return data_lib.LabelMap(kept)
+  return labels_lib.LabelMap(kept)
 
 
 def _check_two_labels(config, labels):
@@ -301,7 +304,7 @@ def finetune(config, workdir: str) -> None:
   if config.task == embedding.TASK:
     _check_negatives(config, train)
   labels = _label_map(workdir, config, train, resume_meta, init_meta)
-  train_arrays, truncated = data_lib.encode(train, tokenizer, config, labels, train=True)
+  train_arrays, truncated = encoding_lib.encode(train, tokenizer, config, labels, train=True)
   num_labels = _num_labels(config, labels)
   model_cfg = config_lib.model_config(config, tokenizer.vocab_size, init_meta["model"])
   config_lib.check_same_model(
@@ -459,7 +462,7 @@ def first_batch(arrays, config):
 def _batches(arrays, config, steps, start):
   t = config.train
   for step in range(start, steps):
-    yield data_lib.train_batch(
+    yield batching_lib.train_batch(
       arrays,
       step,
       batch_size=t.batch_size,
@@ -476,7 +479,7 @@ def _label_lines(config, labels, examples) -> list[str]:
   """
   tokens = config.task == "tokens"
   counts = collections.Counter(
-    data_lib.label_name(v)
+    labels_lib.label_name(v)
     for r in examples.rows
     for v in (r["tags"] if tokens else [r["label"]])
     if v is not None
@@ -525,7 +528,7 @@ def _log_data(split, spec, examples, rows, truncated, config):
   if split == "eval" and config.task == "classification" and examples.rows:
     # The accuracy of always answering the most frequent label: the one to beat.
     name, n = collections.Counter(
-      data_lib.label_name(r["label"]) for r in examples.rows
+      labels_lib.label_name(r["label"]) for r in examples.rows
     ).most_common(1)[0]
     notes.append(f"most frequent label {name!r}: accuracy {n / len(examples.rows):.4f}")
   log(
@@ -539,7 +542,7 @@ def _evaluator(config, model, tokenizer, labels):
   eval_line and best_metric.
   """
   examples = data_lib.read(config.data.eval, config)
-  arrays, truncated = data_lib.encode(examples, tokenizer, config, labels)
+  arrays, truncated = encoding_lib.encode(examples, tokenizer, config, labels)
   rows = len(next(iter(arrays.values())))
   _log_data("eval", config.data.eval, examples, rows, truncated, config)
   batch_size = config.eval.batch_size or config.train.batch_size
