@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from bert_jax.data import corpus, sources
+from bert_jax.data import corpus, sources, tfds_source
 from bert_jax.errors import UserError
 
 BAD_LINE = b"caf\xe9 latin-1, not UTF-8"
@@ -327,7 +327,7 @@ def test_tfds_offline_tries_a_download_once_instead_of_minutes_of_retries(
   with socket.socket() as closed:  # a port nothing listens on: refused at once
     closed.bind(("127.0.0.1", 0))
     port = closed.getsockname()[1]
-  monkeypatch.setattr(sources, "_DOWNLOAD_PROBE", ("127.0.0.1", port))
+  monkeypatch.setattr(tfds_source, "_DOWNLOAD_PROBE", ("127.0.0.1", port))
   for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
     monkeypatch.delenv(name, raising=False)
   retries = []
@@ -340,7 +340,7 @@ def test_tfds_offline_tries_a_download_once_instead_of_minutes_of_retries(
 
   monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", download)
   with pytest.raises(UserError, match=r"this host cannot reach 127.0.0.1 either") as raised:
-    sources.tfds_builder("glue/mrpc", str(tmp_path))
+    tfds_source.builder("glue/mrpc", str(tmp_path))
   assert "(ConnectionError: Max retries exceeded)" in str(raised.value)
   assert "--config.data.train=FILE --config.data.eval=FILE" in str(raised.value)
   assert retries == [1] and downloader.MAX_RETRIES == 10  # once, then TFDS's again
@@ -358,7 +358,9 @@ def test_tfds_errors(tmp_path, monkeypatch):
     raise ConnectionError("network is unreachable")
 
   monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
-  monkeypatch.setattr(sources, "_unreachable", lambda *_: "")  # past the probe: a failed download
+  monkeypatch.setattr(
+    tfds_source, "_unreachable", lambda *_: ""
+  )  # past the probe: a failed download
   with pytest.raises(UserError, match="not prepared.*unreachable.*tfds build"):
     sources.plan_units("tfds:imdb_reviews", num_units=1, tfds_data_dir=str(tmp_path))
 

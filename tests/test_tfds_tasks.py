@@ -14,7 +14,7 @@ import types
 import numpy as np
 import pytest
 
-from bert_jax.data import sources
+from bert_jax.data import tfds_source
 from bert_jax.errors import UserError
 from bert_jax.finetune import evaluate as evaluate_lib
 from bert_jax.finetune import metrics as task_metrics
@@ -123,9 +123,11 @@ def test_a_download_that_fails_is_announced_then_one_line(tmp_path, monkeypatch,
     raise ConnectionError("Max retries exceeded with url: https://dl.fbaipublicfiles.com")
 
   monkeypatch.setattr(builder_class, "download_and_prepare", offline)
-  monkeypatch.setattr(sources, "_unreachable", lambda *_: "")  # as online (offline: test_sources)
+  monkeypatch.setattr(
+    tfds_source, "_unreachable", lambda *_: ""
+  )  # as online (offline: test_sources)
   with pytest.raises(UserError) as raised:
-    sources.tfds_builder("glue/sst2", str(tmp_path))
+    tfds_source.builder("glue/sst2", str(tmp_path))
   assert str(raised.value).startswith(
     f"TFDS dataset 'glue/sst2' is not prepared in {tmp_path}/glue/sst2/"
   )

@@ -174,9 +174,9 @@ def task_of(name: str) -> TfdsTask:
 
 def _builder(name: str, data_dir: str | None):
   """The TFDS builder of `name`, downloaded and prepared if it is not yet."""
-  from bert_jax.data import sources
+  from bert_jax.data import tfds_source
 
-  return sources.tfds_builder(name, data_dir)
+  return tfds_source.builder(name, data_dir)
 
 
 def _check_split(builder, name: str, split: str) -> None:
