@@ -8,7 +8,8 @@ An input spec (`config.data.input`) is one of:
   file is one document) or `jsonl` (one JSON object per line, the text in one
   field); names ending in `.gz` are read through gzip; local or in a bucket
   (`gs://bucket/corpus/*.txt`, read through `storage`);
-* `tfds:NAME`, a TensorFlow Datasets dataset such as `tfds:wikipedia/20230601.en`.
+* `tfds:NAME`, a TensorFlow Datasets dataset such as `tfds:wikipedia/20230601.en` (read
+  through `tfds_source`).
 
 `plan_units` checks the whole input up front and cuts it into picklable `Unit`s:
 byte ranges of large plain files, `index`-of-`count` parts of large gzip files (every
